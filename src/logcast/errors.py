@@ -1,0 +1,44 @@
+"""The few exceptions logcast raises. Libraries raise; the app decides what to log."""
+
+from __future__ import annotations
+
+
+class LogcastError(Exception):
+    """Base of every error logcast raises on purpose."""
+
+
+class ConfigError(LogcastError):
+    """The configuration is invalid; the message names the file, line and key."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, key: str | None = None):
+        self.path = path
+        self.line = line
+        self.key = key
+        where = ""
+        if path:
+            where = path + (f":{line}" if line else "") + ": "
+        super().__init__(where + (f"{key}: " if key else "") + message)
+
+
+class UnknownProcess(LogcastError):
+    """No process of that name is configured."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"unknown process {name!r}")
+
+
+class InvalidTransition(LogcastError):
+    """A process state change that the transition table does not allow."""
+
+
+class StoreError(LogcastError):
+    """The history store failed (disk full, database locked, Redis unreachable)."""
+
+
+class ClientError(LogcastError):
+    """The server answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        self.status = status
+        super().__init__(message)

@@ -1,0 +1,144 @@
+"""The vocabulary of logcast: records, levels, streams, process states, events.
+
+Every other module speaks in these words; this one imports nothing from the
+project, so that any room of the code can depend on it without cycles.
+
+A `LogRecord` is an immutable named tuple: it is created once per captured line on
+the hot path (a tuple is the cheapest immutable object Python can build) and is
+never changed afterwards. A status change of a process (a start, an exit, a state
+transition) is a record too, with `stream == Stream.SYSTEM`, so that the history
+keeps it in order with the lines and a client resuming by `seq` sees it exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NamedTuple, Protocol
+
+
+class Level(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    SUCCESS = "success"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+LEVEL_ORDER: dict[Level, int] = {
+    Level.DEBUG: 10,
+    Level.INFO: 20,
+    Level.SUCCESS: 25,
+    Level.WARNING: 30,
+    Level.ERROR: 40,
+    Level.CRITICAL: 50,
+}
+
+
+class Stream(enum.StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    SYSTEM = "system"  # status records written by logcast itself
+
+
+class ProcessState(enum.StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    READY = "ready"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    CRASHED = "crashed"
+    BACKOFF = "backoff"
+
+    @property
+    def is_alive(self) -> bool:
+        """A child process exists in this state."""
+        return self in _ALIVE
+
+
+_ALIVE = frozenset({ProcessState.STARTING, ProcessState.RUNNING, ProcessState.READY, ProcessState.STOPPING})
+
+
+class EventType(enum.StrEnum):
+    HISTORICAL = "historical"
+    HISTORICAL_COMPLETE = "historical_complete"
+    REALTIME = "realtime"
+    STREAM_END = "stream_end"
+    ERROR = "error"
+    GAP = "gap"
+    STATUS = "status"
+
+
+class LogRecord(NamedTuple):
+    """One captured line (or one status change) of one process.
+
+    `seq` grows by one per record of a process for its whole life, across restarts,
+    clears and restarts of logcast itself. `timestamp` is when logcast read the bytes.
+    `run` counts the starts of the process. `partial` marks a record that does not end
+    a line: a piece of an overlong line, or a line flushed because nothing followed it.
+    `state` is set on status records only.
+    """
+
+    seq: int
+    timestamp: float
+    level: Level
+    message: str
+    stream: Stream
+    process: str
+    run: int
+    partial: bool = False
+    state: ProcessState | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            "level": self.level.value,
+            "message": self.message,
+            "stream": self.stream.value,
+            "process": self.process,
+            "run": self.run,
+            "partial": self.partial,
+        }
+        if self.state is not None:
+            d["state"] = self.state.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogRecord:
+        state = d.get("state")
+        return cls(
+            seq=int(d["seq"]),
+            timestamp=float(d["timestamp"]),
+            level=Level(d["level"]),
+            message=str(d["message"]),
+            stream=Stream(d["stream"]),
+            process=str(d["process"]),
+            run=int(d["run"]),
+            partial=bool(d.get("partial", False)),
+            state=ProcessState(state) if state else None,
+        )
+
+
+# A framed line as capture hands it on: (text, level, partial).
+Line = tuple[str, Level, bool]
+
+
+class LineSink(Protocol):
+    """Where captured lines and status changes go (the hub implements it).
+
+    Both methods are called from capture threads as well as the event loop; they
+    must be thread-safe and must never block on a consumer.
+    """
+
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None: ...
+
+    def status(
+        self,
+        process: str,
+        run: int,
+        state: ProcessState,
+        message: str,
+        level: Level = Level.INFO,
+    ) -> None: ...
