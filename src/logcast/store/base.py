@@ -1,0 +1,72 @@
+"""The store interface: one protocol, two engines (SQLite embedded, Redis Streams).
+
+Writes come from exactly one thread, the hub's writer thread, in batches: `write`
+is synchronous and may block on disk or network, which is why it never runs on the
+event loop. Reads are coroutines; engines run their blocking work in threads (SQLite)
+or use an asyncio client (Redis). Every method that takes a process name works for a
+process the store has never seen (empty answers, seq 0).
+
+Sequence numbers are the hub's: the store keeps them as given, and remembers the
+highest one ever written per process (`meta`), even after `clear` removes the rows,
+so that numbering continues across clears and restarts of logcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from logcast.query import Query
+from logcast.types import LogRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessMeta:
+    """What the store knows of one process's whole life."""
+
+    last_seq: int = 0  # highest seq ever written, cleared or not
+    first_seq: int = 0  # lowest seq still retained (0 when nothing is)
+    lines: int = 0  # output lines ever written (status records not counted)
+    bytes: int = 0  # UTF-8 bytes of those lines
+    last_run: int = 0  # highest run ever written
+
+
+@dataclass(slots=True)
+class StoreStats:
+    written: int = 0  # records written since open
+    errors: int = 0  # failed write attempts since open
+    last_error: str | None = None
+
+
+class Store(Protocol):
+    stats: StoreStats
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        """Persist a batch (any mix of processes, seq ascending per process) and apply
+        retention. Called from the writer thread only. Raises StoreError on failure;
+        the caller retries the same batch later. Writing a seq that is already stored
+        is a no-op (so a retried batch never duplicates)."""
+        ...
+
+    async def read(self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None) -> list[LogRecord]:
+        """Records with seq > after that match `query`, oldest first, at most `limit`."""
+        ...
+
+    async def tail(self, process: str, n: int, *, before: int | None = None, query: Query | None = None) -> list[LogRecord]:
+        """The last `n` matching records with seq <= before (all when None), oldest first."""
+        ...
+
+    async def meta(self, process: str) -> ProcessMeta: ...
+
+    async def processes(self) -> list[str]:
+        """Every process name the store holds anything for."""
+        ...
+
+    async def clear(self, process: str, upto: int) -> None:
+        """Remove the records of `process` with seq <= upto; `meta().last_seq` stays."""
+        ...
