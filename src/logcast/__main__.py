@@ -1,0 +1,3 @@
+from logcast.cli.main import main
+
+main()

@@ -1,0 +1,120 @@
+"""The integration layer: a real `logcast serve` on a free loopback port.
+
+`make_server(toml)` writes the configuration into a fresh folder, starts the real
+command in its own process group, waits until `/healthz` answers, and stops it by
+its process group at the end of the test (children included).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, stop_group
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    dir: Path
+    config: Path
+    proc: subprocess.Popen[bytes]
+    token: str | None = None
+    log_path: Path = field(default_factory=Path)
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=10.0, **kw)  # type: ignore[arg-type]
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        stop_group(self.proc)
+        return self.proc.returncode
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Stop this server and start it again on the same port and folder."""
+        self.stop()
+        self.proc = _spawn(self.config, self.port, self.log_path, self.extra_args)
+        _wait_healthy(self, timeout)
+
+
+def _spawn(config: Path, port: int, log_path: Path, extra: list[str]) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("LOGCAST_TOKEN", None)
+    env.pop("LOGCAST_URL", None)
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "logcast", "serve", "-c", str(config), "--port", str(port), *extra],
+            cwd=config.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    finally:
+        log.close()
+
+
+def _wait_healthy(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"logcast serve exited with {server.proc.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"logcast serve not healthy after {timeout}s:\n{server.output()}")
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def make(toml: str, *, token: str | None = None, extra_args: list[str] | None = None,
+             timeout: float = 20.0) -> Server:
+        folder = tmp_path / f"server{len(started)}"
+        folder.mkdir()
+        config = folder / "logcast.toml"
+        text = textwrap.dedent(toml)
+        if token and "token" not in text:
+            text = f'[server]\ntoken = "{token}"\n' + text
+        config.write_text(text)
+        port = free_port()
+        log_path = folder / "server.log"
+        proc = _spawn(config, port, log_path, extra_args or [])
+        server = Server(f"http://127.0.0.1:{port}", port, folder, config, proc, token, log_path, extra_args or [])
+        started.append(server)
+        _wait_healthy(server, timeout)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def py_command(source: str) -> str:
+    """A TOML array that runs `python -u -c source`."""
+    import json
+
+    return json.dumps([sys.executable, "-u", "-c", textwrap.dedent(source)])
