@@ -10,7 +10,9 @@ class LogcastError(Exception):
 class ConfigError(LogcastError):
     """The configuration is invalid; the message names the file, line and key."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, key: str | None = None):
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, key: str | None = None
+    ):
         self.path = path
         self.line = line
         self.key = key

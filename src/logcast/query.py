@@ -61,7 +61,9 @@ class Query:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.levels or self.text or self.regex or self.since is not None or self.until is not None)
+        return not (
+            self.levels or self.text or self.regex or self.since is not None or self.until is not None
+        )
 
     def matches(self, record: LogRecord) -> bool:
         if self.keep_status and record.stream is Stream.SYSTEM:

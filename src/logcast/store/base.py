@@ -53,11 +53,15 @@ class Store(Protocol):
         is a no-op (so a retried batch never duplicates)."""
         ...
 
-    async def read(self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None) -> list[LogRecord]:
+    async def read(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> list[LogRecord]:
         """Records with seq > after that match `query`, oldest first, at most `limit`."""
         ...
 
-    async def tail(self, process: str, n: int, *, before: int | None = None, query: Query | None = None) -> list[LogRecord]:
+    async def tail(
+        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+    ) -> list[LogRecord]:
         """The last `n` matching records with seq <= before (all when None), oldest first."""
         ...
 

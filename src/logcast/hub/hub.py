@@ -1,0 +1,662 @@
+"""The hub: sequence numbers, the memory tail, the store writer and subscribers.
+
+Capture threads call `lines()`/`status()`; each call takes the process lock once per
+chunk (not per line), numbers the records, appends them to the ring, counts them,
+and pokes two things without waiting for either: the store writer thread (a
+`threading.Event`) and the event loop (one coalesced `call_soon_threadsafe`), which
+wakes the subscribers of that process. Nothing on that path waits for a reader, a
+socket or the disk: the child never waits for us.
+
+A subscriber is a cursor (`Subscription`), not a queue. It reads the ring from its
+cursor on; when it has fallen behind the ring it reads from the store, and only a
+range that neither holds any more (retention, a clear, or lines evicted before the
+writer could persist them) becomes a `Gap`. Memory per subscriber is constant.
+
+The history→realtime seam is exact by construction: at subscribe time, under the
+process lock, the subscriber notes the last seq written (`until`); everything up to
+it is history, everything after it realtime, and both come through the same cursor.
+
+The store writer is one thread. It takes what the ring holds beyond `persisted`,
+writes it in one batch per round, retries after failures (disk full, database
+locked) with backoff while capture goes on from memory, and holds `_writer_lock`
+while writing so that `clear()` never races a batch in flight. The ring keeps
+records the writer has not persisted yet beyond its line bound, up to twice the
+bound; past that they are dropped from memory and counted (`store_lost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from logcast.errors import StoreError, UnknownProcess
+from logcast.hub.ring import Ring
+from logcast.query import Query
+from logcast.store.base import Store
+from logcast.types import EventType, Level, Line, LogRecord, ProcessState, Stream
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 50_000
+RATE_WINDOW = 5.0  # seconds over which lines/s is measured
+
+_new_record = tuple.__new__
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Lines `start`..`end` (inclusive) of `process` will not reach this subscriber."""
+
+    process: str
+    start: int
+    end: int
+    reason: str  # retention | cleared | overflow
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start + 1
+
+
+# What a subscription yields: (type, payload). Payload is a LogRecord for historical,
+# realtime and status; a Gap for gap; the seq for historical_complete.
+Entry = tuple[EventType, "LogRecord | Gap | int"]
+
+
+@dataclass
+class ProcessLog:
+    """Everything the hub keeps for one process; guarded by `lock`."""
+
+    name: str
+    ring: Ring
+    next_seq: int = 1
+    persisted: int = 0  # highest seq the store holds (or that was given up on)
+    cleared_upto: int = 0
+    lines: int = 0
+    bytes: int = 0
+    warnings: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_run: int = 0
+    state: ProcessState = ProcessState.STOPPED
+    store_lost: int = 0
+    dropped: int = 0  # lines announced to subscribers as gaps
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    subscribers: set[Subscription] = field(default_factory=set)
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    def rate(self, now: float) -> float:
+        samples = [s for s in self.samples if now - s[0] <= RATE_WINDOW]
+        if not samples:
+            return 0.0
+        t0, n0 = samples[0]
+        span = max(now - t0, 1.0)
+        return (self.lines - n0) / span
+
+
+class Hub:
+    """Numbers, keeps and fans out the records of every process."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        memory_lines: int = 100_000,
+        memory_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.memory_lines = memory_lines
+        self.memory_bytes = memory_bytes
+        self._clock = clock
+        self._logs: dict[str, ProcessLog] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._wake_pending = False
+        self._persist = threading.Event()
+        self._stopping = threading.Event()
+        self._writer_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._status_listeners: list[Callable[[LogRecord], None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self, names: Iterable[str]) -> None:
+        """Load where each process left off (seq, counters, run) and start the writer."""
+        self._loop = asyncio.get_running_loop()
+        wanted = list(dict.fromkeys([*names, *await self.store.processes()]))
+        for name in wanted:
+            meta = await self.store.meta(name)
+            plog = ProcessLog(name, Ring(self.memory_lines, self.memory_bytes))
+            plog.next_seq = meta.last_seq + 1
+            plog.persisted = meta.last_seq
+            plog.lines, plog.bytes, plog.last_run = meta.lines, meta.bytes, meta.last_run
+            if meta.first_seq == 0 and meta.last_seq:
+                plog.cleared_upto = meta.last_seq  # nothing retained: treat as cleared
+            self._logs[name] = plog
+        self._writer = threading.Thread(target=self._write_loop, name="logcast-store-writer", daemon=True)
+        self._writer.start()
+
+    async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Persist what is left (within `timeout`), then stop the writer thread."""
+        self._stopping.set()
+        self._persist.set()
+        writer = self._writer
+        if writer is not None:
+            await asyncio.to_thread(writer.join, timeout)
+            if writer.is_alive():
+                log.warning("store writer still busy after %.0fs; unpersisted lines are lost", timeout)
+        for plog in self._logs.values():
+            for sub in list(plog.subscribers):
+                sub.close()
+
+    def names(self) -> list[str]:
+        return list(self._logs)
+
+    def get(self, name: str) -> ProcessLog:
+        try:
+            return self._logs[name]
+        except KeyError:
+            raise UnknownProcess(name) from None
+
+    def ensure(self, name: str) -> ProcessLog:
+        """The log of `name`, created empty if the hub has never seen it."""
+        plog = self._logs.get(name)
+        if plog is None:
+            plog = self._logs.setdefault(name, ProcessLog(name, Ring(self.memory_lines, self.memory_bytes)))
+        return plog
+
+    def last_run(self, name: str) -> int:
+        plog = self._logs.get(name)
+        return plog.last_run if plog else 0
+
+    def add_status_listener(self, listener: Callable[[LogRecord], None]) -> None:
+        """Called on the event loop for every status record (metrics, echo)."""
+        self._status_listeners.append(listener)
+
+    # -- the sink (capture threads and the supervisor) ------------------------------
+
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None:
+        if not lines:
+            return
+        plog = self._logs.get(process) or self.ensure(process)
+        texts = [line[0] for line in lines]
+        levels = [line[1] for line in lines]
+        nbytes = len("".join(texts).encode("utf-8", "surrogatepass")) + sum(
+            1 for line in lines if not line[2]
+        )
+        warnings = levels.count(Level.WARNING)
+        errors = levels.count(Level.ERROR) + levels.count(Level.CRITICAL)
+        sizes = [len(t) + 64 for t in texts]
+        with plog.lock:
+            seq = plog.next_seq
+            records = [
+                _new_record(
+                    LogRecord, (seq + i, timestamp, line[1], line[0], stream, process, run, line[2], None)
+                )
+                for i, line in enumerate(lines)
+            ]
+            plog.next_seq = seq + len(records)
+            plog.lines += len(records)
+            plog.bytes += nbytes
+            if run > plog.last_run:
+                plog.last_run = run
+            if warnings:
+                plog.warnings += warnings
+            if errors:
+                plog.errors += errors
+                for text, level in zip(reversed(texts), reversed(levels), strict=True):
+                    if level is Level.ERROR or level is Level.CRITICAL:
+                        plog.last_error = text[:500]
+                        break
+            plog.ring.extend(records, sizes)
+            self._trim(plog)
+            samples = plog.samples
+            now = time.monotonic()
+            if not samples or now - samples[-1][0] >= 0.5:
+                samples.append((now, plog.lines))
+        self._announce(process)
+
+    def status(
+        self,
+        process: str,
+        run: int,
+        state: ProcessState,
+        message: str,
+        level: Level = Level.INFO,
+    ) -> None:
+        plog = self._logs.get(process) or self.ensure(process)
+        with plog.lock:
+            record = LogRecord(
+                plog.next_seq, self._clock(), level, message, Stream.SYSTEM, process, run, False, state
+            )
+            plog.next_seq += 1
+            plog.state = state
+            if run > plog.last_run:
+                plog.last_run = run
+            if level in (Level.ERROR, Level.CRITICAL):
+                plog.last_error = message
+            plog.ring.extend([record], [len(message) + 64])
+            self._trim(plog)
+        self._announce(process)
+        if self._status_listeners and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                self._loop.call_soon_threadsafe(self._tell_status, record)
+
+    def _tell_status(self, record: LogRecord) -> None:
+        for listener in self._status_listeners:
+            try:
+                listener(record)
+            except Exception:
+                log.exception("status listener failed")
+
+    def _trim(self, plog: ProcessLog) -> None:
+        """Keep the ring within bounds; spare what the writer has not persisted yet."""
+        ring = plog.ring
+        excess = ring.over()
+        if not excess:
+            return
+        first = ring.first_seq or 0
+        persisted_room = max(0, plog.persisted - first + 1)
+        hard = len(ring) - 2 * ring.max_lines
+        n = max(min(excess, persisted_room), hard, 0)
+        if ring.bytes > 2 * ring.max_bytes:
+            n = max(n, excess)
+        if n > persisted_room:
+            lost = n - persisted_room
+            plog.store_lost += lost
+            plog.persisted = first + n - 1
+        ring.drop(n)
+
+    def _announce(self, process: str) -> None:
+        self._persist.set()
+        loop = self._loop
+        if loop is None:
+            return
+        with self._dirty_lock:
+            self._dirty.add(process)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        try:
+            loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed: nobody to wake
+            pass
+
+    def _wake(self) -> None:
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+            self._wake_pending = False
+        for name in dirty:
+            plog = self._logs.get(name)
+            if plog is not None:
+                for sub in plog.subscribers:
+                    sub.event.set()
+
+    # -- the store writer thread ------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        backoff = 0.0
+        while True:
+            self._persist.wait(timeout=1.0)
+            self._persist.clear()
+            stopping = self._stopping.is_set()
+            try:
+                while self._write_round():
+                    pass
+                backoff = 0.0
+            except StoreError as exc:
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.warning("history store write failed (%s); retrying in %.1fs", exc, backoff)
+                if stopping:
+                    return
+                self._stopping.wait(backoff)
+                self._persist.set()
+                continue
+            except Exception:
+                log.exception("store writer failed")
+                if stopping:
+                    return
+                self._stopping.wait(1.0)
+                self._persist.set()
+                continue
+            if stopping:
+                return
+
+    def _write_round(self) -> bool:
+        """Write one batch of everything not yet persisted; True if it wrote something."""
+        with self._writer_lock:
+            batch: list[LogRecord] = []
+            ends: list[tuple[ProcessLog, int]] = []
+            for plog in list(self._logs.values()):
+                with plog.lock:
+                    first = plog.ring.first_seq
+                    if first is None or plog.persisted >= plog.last_seq:
+                        continue
+                    if plog.persisted < first - 1:  # evicted before persisting (counted in _trim)
+                        plog.persisted = first - 1
+                    room = WRITE_BATCH - len(batch)
+                    if room <= 0:
+                        break
+                    records = plog.ring.since(plog.persisted, room)
+                if records:
+                    batch.extend(records)
+                    ends.append((plog, records[-1].seq))
+            if not batch:
+                return False
+            self.store.write(batch)
+            for plog, end in ends:
+                with plog.lock:
+                    if end > plog.persisted:
+                        plog.persisted = end
+            return True
+
+    async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """Wait until the store holds every record written so far (or `timeout`)."""
+        targets = {name: plog.last_seq for name, plog in self._logs.items()}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._logs[n].persisted >= s for n, s in targets.items()):
+                return True
+            self._persist.set()
+            await asyncio.sleep(0.01)
+        return False
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        process: str,
+        *,
+        after: int | None = None,
+        lines: int | None = None,
+        query: Query | None = None,
+    ) -> Subscription:
+        """A cursor: history (after `after`, or the last `lines`, or all retained), then realtime."""
+        plog = self.get(process)
+        query = query or Query()
+        sub = Subscription(self, plog, query)
+        with plog.lock:
+            until = plog.last_seq
+            ring_first = plog.ring.first_seq
+            plog.subscribers.add(sub)
+        sub.until = until
+        try:
+            if after is not None:
+                sub.cursor = min(max(after, 0), until)
+            else:
+                floor = await self._floor(plog, ring_first)
+                if lines is None:
+                    sub.cursor = floor - 1
+                elif query.is_empty:
+                    sub.cursor = max(floor - 1, until - max(lines, 0))
+                else:
+                    sub.backlog = await self.tail(process, lines, before=until, query=query)
+                    sub.cursor = until
+        except BaseException:
+            sub.close()
+            raise
+        if sub.cursor >= until and not sub.backlog:
+            sub.complete = True
+            sub.pending_complete = True
+        return sub
+
+    async def _floor(self, plog: ProcessLog, ring_first: int | None) -> int:
+        """The lowest seq still retained anywhere (memory or store)."""
+        meta = await self.store.meta(plog.name)
+        candidates = [s for s in (meta.first_seq, ring_first) if s]
+        floor = min(candidates) if candidates else plog.next_seq
+        return max(floor, plog.cleared_upto + 1)
+
+    async def tail(
+        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+    ) -> list[LogRecord]:
+        """The last `n` records matching `query` with seq <= before, oldest first."""
+        plog = self.get(process)
+        query = query or Query()
+        if n <= 0:
+            return []
+        with plog.lock:
+            ring_first = plog.ring.first_seq
+            limit = plog.last_seq if before is None else min(before, plog.last_seq)
+            if ring_first is not None and limit >= ring_first:
+                window = plog.ring.since(ring_first - 1, limit - ring_first + 1)
+            else:
+                window = []
+        picked: list[LogRecord] = []
+        for record in reversed(window):
+            if query.matches(record):
+                picked.append(record)
+                if len(picked) >= n:
+                    break
+        picked.reverse()
+        if len(picked) < n:
+            upper = (ring_first - 1) if (ring_first is not None and window) else limit
+            if upper > plog.cleared_upto:
+                older = await self.store.tail(process, n - len(picked), before=upper, query=query)
+                picked = [r for r in older if r.seq > plog.cleared_upto] + picked
+        return picked
+
+    async def page(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> list[LogRecord]:
+        """History oldest first: from the store, completed from the ring for what the
+        writer has not persisted yet."""
+        plog = self.get(process)
+        query = query or Query()
+        after = max(after, plog.cleared_upto)
+        out: list[LogRecord] = []
+        with plog.lock:
+            ring_first = plog.ring.first_seq
+        if ring_first is None or after + 1 < ring_first:
+            out = await self.store.read(process, after=after, limit=limit, query=query)
+            if out:
+                after = out[-1].seq
+            with plog.lock:
+                ring_first = plog.ring.first_seq
+            if ring_first is not None and after + 1 < ring_first and len(out) >= limit:
+                return out
+            if ring_first is not None and after + 1 < ring_first:
+                after = ring_first - 1  # store has nothing more below the ring
+        while len(out) < limit:
+            with plog.lock:
+                chunk = plog.ring.since(after, 10_000)
+            if not chunk:
+                break
+            after = chunk[-1].seq
+            for record in chunk:
+                if query.matches(record):
+                    out.append(record)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    async def clear(self, process: str) -> int:
+        """Forget the history of `process`; numbering goes on. Returns the last seq cleared."""
+        plog = self.get(process)
+        with plog.lock:
+            upto = plog.last_seq
+            plog.ring.clear()
+            plog.cleared_upto = upto
+            if plog.persisted < upto:
+                plog.persisted = upto
+        await asyncio.to_thread(self._writer_lock.acquire)
+        try:
+            await self.store.clear(process, upto)
+        finally:
+            self._writer_lock.release()
+        return upto
+
+    # -- numbers --------------------------------------------------------------------------
+
+    def stats(self, process: str) -> dict[str, Any]:
+        plog = self.get(process)
+        now = time.monotonic()
+        with plog.lock:
+            last = plog.last_seq
+            behind = sorted(max(0, last - sub.cursor) for sub in plog.subscribers)
+            return {
+                "lines": plog.lines,
+                "bytes": plog.bytes,
+                "subscribers": len(plog.subscribers),
+                "dropped": plog.dropped,
+                "lines_per_s": round(plog.rate(now), 2),
+                "warnings": plog.warnings,
+                "errors": plog.errors,
+                "last_error": plog.last_error,
+                "memory_lines": len(plog.ring),
+                "memory_bytes": plog.ring.bytes,
+                "last_seq": last,
+                "persisted_seq": plog.persisted,
+                "store_lost": plog.store_lost,
+                "behind": behind,
+            }
+
+    def encode_logs(
+        self, plog: ProcessLog, records: list[LogRecord], encode: Callable[[LogRecord], bytes]
+    ) -> list[bytes]:
+        """The encoding of each record, computed once and shared through the ring."""
+        if not records:
+            return []
+        first = records[0].seq
+        with plog.lock:
+            ring_first = plog.ring.first_seq
+            cached: list[bytes | None] = (
+                plog.ring.encodings(first, len(records))
+                if ring_first is not None and first >= ring_first
+                else []
+            )
+        if len(cached) == len(records) and records[-1].seq - first == len(records) - 1:
+            missing = False
+            out: list[bytes] = []
+            for record, enc in zip(records, cached, strict=True):
+                if enc is None:
+                    enc = encode(record)
+                    missing = True
+                out.append(enc)
+            if missing:
+                with plog.lock:
+                    plog.ring.store_encodings(first, out)
+            return out
+        return [encode(r) for r in records]
+
+
+class Subscription:
+    """One reader's cursor over one process's history and live lines."""
+
+    def __init__(self, hub: Hub, plog: ProcessLog, query: Query) -> None:
+        self.hub = hub
+        self.plog = plog
+        self.query = query
+        self.cursor = 0  # last seq delivered or skipped
+        self.until = 0  # last seq of history; later ones are realtime
+        self.backlog: list[LogRecord] = []  # history picked by a filtered tail
+        self.complete = False  # historical_complete emitted (or due)
+        self.pending_complete = False
+        self.event = asyncio.Event()
+        self.closed = False
+
+    @property
+    def process(self) -> str:
+        return self.plog.name
+
+    def close(self) -> None:
+        self.closed = True
+        self.plog.subscribers.discard(self)
+        self.event.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _gap(self, start: int, end: int) -> Entry:
+        plog = self.plog
+        reason = "cleared" if end <= plog.cleared_upto else "retention"
+        plog.dropped += end - start + 1
+        return (EventType.GAP, Gap(plog.name, start, end, reason))
+
+    async def next(self, limit: int = 2000, *, wait: bool = True) -> list[Entry]:
+        """The next entries; waits for new ones unless `wait` is False (then may return [])."""
+        while not self.closed:
+            self.event.clear()
+            entries = await self._read(limit)
+            if entries or not wait:
+                return entries
+            await self.event.wait()
+        return []
+
+    async def _read(self, limit: int) -> list[Entry]:
+        out: list[Entry] = []
+        if self.backlog:
+            chunk, self.backlog = self.backlog[:limit], self.backlog[limit:]
+            out = [(EventType.HISTORICAL, r) for r in chunk]
+            if not self.backlog:
+                self.complete = True
+                out.append((EventType.HISTORICAL_COMPLETE, self.until))
+            return out
+        if self.pending_complete:
+            self.pending_complete = False
+            out.append((EventType.HISTORICAL_COMPLETE, self.until))
+        plog = self.plog
+        with plog.lock:
+            last = plog.last_seq
+            ring_first = plog.ring.first_seq
+            in_ring = ring_first is not None and self.cursor + 1 >= ring_first
+            records = plog.ring.since(self.cursor, limit) if in_ring else []
+            cleared = plog.cleared_upto
+        if self.cursor >= last:
+            return out
+        if not in_ring:
+            if self.cursor < cleared:
+                out.append(self._gap(self.cursor + 1, min(cleared, last)))
+                self.cursor = min(cleared, last)
+                return self._finish(out)
+            records = await self.hub.store.read(plog.name, after=self.cursor, limit=limit)
+            records = [r for r in records if r.seq > plog.cleared_upto]
+            if records and records[0].seq > self.cursor + 1:
+                out.append(self._gap(self.cursor + 1, records[0].seq - 1))
+            elif not records:
+                with plog.lock:
+                    ring_first = plog.ring.first_seq
+                    last = plog.last_seq
+                end = (ring_first - 1) if ring_first is not None else last
+                if end > self.cursor:
+                    out.append(self._gap(self.cursor + 1, end))
+                    self.cursor = end
+                return self._finish(out)
+        if records:
+            until = self.until
+            match = self.query.matches
+            empty = self.query.is_empty and not self.query.keep_status
+            for record in records:
+                if record.seq <= until:
+                    if empty or match(record):
+                        out.append((EventType.HISTORICAL, record))
+                    continue
+                if not self.complete:
+                    self.complete = True
+                    out.append((EventType.HISTORICAL_COMPLETE, until))
+                if empty or match(record):
+                    kind = EventType.STATUS if record.stream is Stream.SYSTEM else EventType.REALTIME
+                    out.append((kind, record))
+            self.cursor = records[-1].seq
+        return self._finish(out)
+
+    def _finish(self, out: list[Entry]) -> list[Entry]:
+        if not self.complete and self.cursor >= self.until:
+            self.complete = True
+            out.append((EventType.HISTORICAL_COMPLETE, self.until))
+        return out

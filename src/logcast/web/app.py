@@ -1,0 +1,101 @@
+"""The FastAPI application factory and its lifespan.
+
+`create_app(settings)` wires the security middleware, the routes, the dashboard
+pages (with a strict Content-Security-Policy) and error handlers that answer JSON
+and never a stack trace. The lifespan starts the engine (`Runtime`) and stops it in
+order; `logcast serve` also ends the streams as soon as a shutdown is asked for, so
+that uvicorn does not wait on open streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from logcast import __version__
+from logcast.config import Settings
+from logcast.errors import UnknownProcess
+from logcast.web import metrics
+from logcast.web.routes import router
+from logcast.web.runtime import Runtime
+from logcast.web.security import HostPolicy, SecurityMiddleware
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(str(resources.files("logcast.web") / "static"))
+PAGES = {
+    "/": "index.html",
+    "/logs.html": "logs.html",
+    "/config.html": "config.html",
+    "/login.html": "login.html",
+}
+
+
+def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = await Runtime.start(settings, autostart=autostart)
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(title="logcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.include_router(router)
+
+    @app.get("/metrics", tags=["meta"], include_in_schema=True)
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(request.app.state.runtime), media_type="text/plain; version=0.0.4")
+
+    for route, filename in PAGES.items():
+        app.add_api_route(route, _page_handler(filename), methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    @app.exception_handler(UnknownProcess)
+    async def unknown_process(request: Request, exc: UnknownProcess) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    server = settings.server
+    app.add_middleware(
+        SecurityMiddleware, token=server.token, hosts=HostPolicy(server.host, server.allowed_hosts)
+    )
+    return app
+
+
+def _page_handler(filename: str):  # type: ignore[no-untyped-def]
+    async def page() -> FileResponse:
+        path = STATIC / filename
+        if not path.is_file():
+            raise HTTPException(404, "page not found")
+        return FileResponse(
+            path, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
+        )
+
+    return page

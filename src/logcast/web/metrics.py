@@ -1,0 +1,61 @@
+"""Prometheus metrics, read from the hub and the supervisor at scrape time.
+
+A custom collector rather than counters updated on the hot path: capture already
+counts everything it needs, and a scrape every few seconds costs nothing per line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from logcast.types import ProcessState
+from logcast.web.runtime import Runtime
+
+
+class RuntimeCollector(Collector):
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        rt = self.rt
+        lines = CounterMetricFamily("logcast_lines", "Lines captured", labels=["process"])
+        nbytes = CounterMetricFamily("logcast_bytes", "Bytes captured", labels=["process"])
+        dropped = CounterMetricFamily(
+            "logcast_dropped_lines", "Lines announced to readers as gaps", labels=["process"]
+        )
+        lost = CounterMetricFamily(
+            "logcast_store_lost_lines", "Lines evicted before they were persisted", labels=["process"]
+        )
+        subs = GaugeMetricFamily("logcast_subscribers", "Open log streams", labels=["process"])
+        restarts = CounterMetricFamily("logcast_restarts", "Automatic restarts", labels=["process"])
+        state = GaugeMetricFamily(
+            "logcast_process_state", "1 for the current state", labels=["process", "state"]
+        )
+        rate = GaugeMetricFamily("logcast_lines_per_second", "Lines per second, last 5 s", labels=["process"])
+        for name in rt.hub.names():
+            s = rt.hub.stats(name)
+            lines.add_metric([name], s["lines"])
+            nbytes.add_metric([name], s["bytes"])
+            dropped.add_metric([name], s["dropped"])
+            lost.add_metric([name], s["store_lost"])
+            subs.add_metric([name], s["subscribers"])
+            rate.add_metric([name], s["lines_per_s"])
+            if name in rt.supervisor.names():
+                info = rt.supervisor.info(name)
+                restarts.add_metric([name], info.get("restarts", 0))
+                current = str(info.get("state"))
+                for st in ProcessState:
+                    state.add_metric([name, st.value], 1.0 if st.value == current else 0.0)
+        store_errors = CounterMetricFamily("logcast_store_write_errors", "Failed history writes")
+        store_errors.add_metric([], rt.hub.store.stats.errors)
+        yield from (lines, nbytes, dropped, lost, subs, restarts, state, rate, store_errors)
+
+
+def render(rt: Runtime) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(rt))
+    return generate_latest(registry)

@@ -1,0 +1,182 @@
+"""Closed by default: Host, token and Origin checks as one pure ASGI middleware.
+
+- Host: a name that is not loopback, an IP literal, the configured host or one of
+  `server.allowed_hosts` is refused with 421. DNS rebinding needs an attacker's
+  *name* to resolve to our address; IP literals cannot be rebound, names can.
+- Token: when one is set, every route but `/healthz`, the login endpoints and the
+  static assets needs `Authorization: Bearer <token>` or the session cookie that
+  `/api/login` sets (HttpOnly, SameSite=Strict), compared in constant time. Pages
+  redirect to the login page; the API answers 401 JSON.
+- Origin: a state-changing request or a WebSocket upgrade whose `Origin` is not this
+  server's own gets 403. Requests without `Origin` (curl, scripts, the CLI) are judged
+  by the token alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Iterable
+from http.cookies import SimpleCookie
+from urllib.parse import quote, urlsplit
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+COOKIE = "logcast_session"
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/api/login", "/api/logout", "/api/session", "/login.html", "/favicon.ico"}
+)
+PAGES = frozenset({"/", "/index.html", "/logs.html", "/config.html"})
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def session_value(token: str) -> str:
+    """The cookie holds a digest of the token, never the token itself."""
+    return hashlib.sha256(b"logcast-session:" + token.encode()).hexdigest()
+
+
+def _split_host(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        return host.rsplit(":", 1)[0]
+    return host
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_headers(send: Send) -> Send:
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            present = {k.lower() for k, _ in message.get("headers", [])}
+            extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return sender
+
+
+class HostPolicy:
+    def __init__(self, bind_host: str, allowed: Iterable[str] = ()) -> None:
+        names = {"localhost", *(_split_host(h) for h in allowed)}
+        if bind_host and not _is_ip(bind_host) and bind_host not in ("0.0.0.0", "::"):
+            names.add(bind_host.lower())
+        self.names = frozenset(names)
+
+    def allows(self, host_header: str | None) -> bool:
+        if not host_header:
+            return False
+        name = _split_host(host_header)
+        return name in self.names or _is_ip(name) or name.endswith(".localhost")
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, *, token: str | None, hosts: HostPolicy) -> None:
+        self.app = app
+        self.token = token
+        self.session = session_value(token) if token else None
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path: str = scope["path"]
+        host = headers.get("host")
+        if not self.hosts.allows(host):
+            await self._refuse(scope, receive, send, 421, "unknown Host header (DNS rebinding protection)")
+            return
+        origin = headers.get("origin")
+        is_ws = scope["type"] == "websocket"
+        if origin is not None and (is_ws or scope.get("method") in UNSAFE_METHODS):
+            if not self._same_origin(origin, host or "", scope):
+                await self._refuse(scope, receive, send, 403, "cross-origin request refused")
+                return
+        if self.token and not self._public(path) and not self._authorised(headers):
+            if not is_ws and scope.get("method") == "GET" and path in PAGES:
+                await self._redirect_to_login(scope, send)
+                return
+            await self._refuse(scope, receive, send, 401, "token missing or wrong", auth=True)
+            return
+        if scope["type"] == "http":
+            send = _with_headers(send)
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _public(path: str) -> bool:
+        return path in PUBLIC_PATHS or path.startswith("/static/")
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        assert self.token is not None and self.session is not None
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+        cookie_header = headers.get("cookie")
+        if cookie_header:
+            cookies: SimpleCookie = SimpleCookie()
+            try:
+                cookies.load(cookie_header)
+            except Exception:
+                return False
+            morsel = cookies.get(COOKIE)
+            if morsel is not None:
+                return hmac.compare_digest(morsel.value.encode(), self.session.encode())
+        return False
+
+    @staticmethod
+    def _same_origin(origin: str, host: str, scope: Scope) -> bool:
+        parts = urlsplit(origin)
+        if not parts.scheme or not parts.netloc:
+            return False
+        return parts.netloc.lower() == host.lower()
+
+    async def _redirect_to_login(self, scope: Scope, send: Send) -> None:
+        target = scope["path"] + (
+            "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 303,
+                "headers": [(b"location", b"/login.html?next=" + quote(target, safe="").encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, detail: str, *, auth: bool = False
+    ) -> None:
+        if scope["type"] == "websocket":
+            # Refuse the upgrade with a plain HTTP answer (websocket.http.response where supported).
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": detail})
+            return
+        body = orjson.dumps({"detail": detail})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if auth:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
