@@ -1,0 +1,247 @@
+"""The hub: numbering, the memory tail, cursors, the seam, gaps, the store writer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from logcast.hub import Gap, Hub, Subscription
+from logcast.query import Query, parse_levels
+from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
+from tests.fakes import MemoryStore
+
+
+def lines(*texts: str, level: Level = Level.INFO) -> list[tuple[str, Level, bool]]:
+    return [(t, level, False) for t in texts]
+
+
+async def make_hub(store: MemoryStore | None = None, **kw: int) -> Hub:
+    hub = Hub(store or MemoryStore(), **kw)
+    await hub.open(["app"])
+    return hub
+
+
+async def drain(sub: Subscription, until_seq: int, timeout: float = 10.0) -> list[tuple[EventType, object]]:
+    """Read entries until a record or gap reaching `until_seq` arrives."""
+    out: list[tuple[EventType, object]] = []
+
+    async def go() -> None:
+        while True:
+            for kind, payload in await sub.next():
+                out.append((kind, payload))
+                end = payload.seq if isinstance(payload, LogRecord) else payload.end if isinstance(payload, Gap) else -1
+                if end >= until_seq:
+                    return
+
+    await asyncio.wait_for(go(), timeout)
+    return out
+
+
+def seqs(entries: list[tuple[EventType, object]], *kinds: EventType) -> list[int]:
+    return [p.seq for k, p in entries if isinstance(p, LogRecord) and (not kinds or k in kinds)]
+
+
+async def test_seq_grows_per_record_and_counts() -> None:
+    hub = await make_hub()
+    try:
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("a", "b"))
+        hub.lines("app", 1, Stream.STDERR, 2.0, lines("boom", level=Level.ERROR))
+        hub.status("app", 1, ProcessState.RUNNING, "started")
+        stats = hub.stats("app")
+        assert stats["last_seq"] == 4
+        assert stats["lines"] == 3  # status records are not lines
+        assert stats["errors"] == 1 and stats["last_error"] == "started" or stats["last_error"] == "boom"
+        assert stats["bytes"] == len("a\nb\nboom\n")
+    finally:
+        await hub.close()
+
+
+async def test_history_then_realtime_with_an_exact_seam() -> None:
+    hub = await make_hub()
+    try:
+        for i in range(50):
+            hub.lines("app", 1, Stream.STDOUT, float(i), lines(f"h{i}"))
+        sub = await hub.subscribe("app")
+        stop = threading.Event()
+
+        def writer() -> None:
+            for i in range(50, 3000):
+                hub.lines("app", 1, Stream.STDOUT, float(i), lines(f"r{i}"))
+            stop.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        entries = await drain(sub, 3000)
+        thread.join()
+        kinds = [k for k, _ in entries]
+        assert kinds.count(EventType.HISTORICAL_COMPLETE) == 1
+        complete_at = kinds.index(EventType.HISTORICAL_COMPLETE)
+        assert all(k is EventType.HISTORICAL for k in kinds[:complete_at])
+        assert all(k is EventType.REALTIME for k in kinds[complete_at + 1 :])
+        assert seqs(entries) == list(range(1, 3001))  # nothing missing, nothing twice
+        assert seqs(entries, EventType.HISTORICAL) == list(range(1, 51))
+        sub.close()
+    finally:
+        await hub.close()
+
+
+async def test_resume_after_seq_and_last_n_lines() -> None:
+    hub = await make_hub()
+    try:
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(str(i) for i in range(1, 101))))
+        sub = await hub.subscribe("app", after=90)
+        entries = await sub.next(wait=False)
+        assert seqs(entries) == list(range(91, 101))
+        assert entries[-1] == (EventType.HISTORICAL_COMPLETE, 100)
+        sub.close()
+        sub = await hub.subscribe("app", lines=5)
+        assert seqs(await sub.next(wait=False)) == [96, 97, 98, 99, 100]
+        sub.close()
+        sub = await hub.subscribe("app", lines=0)
+        assert await sub.next(wait=False) == [(EventType.HISTORICAL_COMPLETE, 100)]
+        sub.close()
+    finally:
+        await hub.close()
+
+
+async def test_filtered_tail_reaches_into_the_store() -> None:
+    store = MemoryStore()
+    hub = await make_hub(store, memory_lines=100)
+    try:
+        for i in range(1, 1001):
+            level = Level.ERROR if i % 100 == 0 else Level.INFO
+            hub.lines("app", 1, Stream.STDOUT, float(i), [(f"line {i}", level, False)])
+            if i % 50 == 0:
+                assert await hub.flush()
+        assert hub.stats("app")["store_lost"] == 0
+        query = Query(levels=parse_levels("error"), keep_status=True)
+        sub = await hub.subscribe("app", lines=3, query=query)
+        entries = await sub.next(wait=False)
+        assert seqs(entries) == [800, 900, 1000]
+        assert entries[-1] == (EventType.HISTORICAL_COMPLETE, 1000)
+        sub.close()
+    finally:
+        await hub.close()
+
+
+async def test_slow_reader_catches_up_from_the_store_and_loses_nothing() -> None:
+    store = MemoryStore()
+    hub = await make_hub(store, memory_lines=100)
+    try:
+        sub = await hub.subscribe("app", lines=0)
+        for start in range(0, 5000, 50):
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"x{i}" for i in range(start, start + 50))))
+        assert await hub.flush()
+        stats = hub.stats("app")
+        assert stats["memory_lines"] <= 200  # bounded, far below what was written
+        entries = await drain(sub, 5000)
+        assert seqs(entries) == list(range(1, 5001))
+        assert not [p for _, p in entries if isinstance(p, Gap)]
+        sub.close()
+    finally:
+        await hub.close()
+
+
+async def test_gap_for_lines_that_left_retention() -> None:
+    store = MemoryStore(retain_lines=100)
+    hub = await make_hub(store, memory_lines=50)
+    try:
+        for start in range(0, 1000, 10):
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"y{i}" for i in range(start, start + 10))))
+            await hub.flush()
+        sub = await hub.subscribe("app", after=10)
+        entries = await drain(sub, 1000)
+        gaps = [p for _, p in entries if isinstance(p, Gap)]
+        assert gaps and gaps[0].start == 11 and gaps[0].reason == "retention"
+        got = seqs(entries)
+        assert got == list(range(gaps[-1].end + 1, 1001))
+        assert hub.stats("app")["dropped"] == sum(g.count for g in gaps)
+        sub.close()
+    finally:
+        await hub.close()
+
+
+async def test_clear_keeps_numbering_and_tells_readers_behind() -> None:
+    hub = await make_hub()
+    try:
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("a", "b", "c"))
+        behind = await hub.subscribe("app", after=0)
+        assert await hub.clear("app") == 3
+        hub.lines("app", 1, Stream.STDOUT, 2.0, lines("d"))
+        entries = await drain(behind, 4)
+        gap = next(p for _, p in entries if isinstance(p, Gap))
+        assert (gap.start, gap.end, gap.reason) == (1, 3, "cleared")
+        assert seqs(entries) == [4]
+        fresh = await hub.subscribe("app")
+        assert seqs(await fresh.next(wait=False)) == [4]
+        assert await hub.page("app") == [r for r in await hub.page("app") if r.seq == 4]
+        behind.close()
+        fresh.close()
+    finally:
+        await hub.close()
+
+
+async def test_store_failure_keeps_capturing_and_recovers() -> None:
+    store = MemoryStore()
+    hub = await make_hub(store)
+    try:
+        store.fail = True
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("kept", "in", "memory"))
+        assert not await hub.flush(timeout=0.5)
+        assert store.stats.errors >= 1
+        page = await hub.page("app")
+        assert [r.message for r in page] == ["kept", "in", "memory"]  # served from memory meanwhile
+        store.fail = False
+        assert await hub.flush(timeout=10)
+        assert [r.message for r in await store.read("app")] == ["kept", "in", "memory"]
+    finally:
+        await hub.close()
+
+
+async def test_numbering_continues_after_reopen() -> None:
+    store = MemoryStore()
+    hub = await make_hub(store)
+    hub.lines("app", 3, Stream.STDOUT, 1.0, lines("one", "two"))
+    await hub.close()
+    again = await make_hub(store)
+    try:
+        assert again.last_run("app") == 3
+        again.lines("app", 4, Stream.STDOUT, 2.0, lines("three"))
+        assert again.stats("app")["last_seq"] == 3
+        assert again.stats("app")["lines"] == 3
+    finally:
+        await again.close()
+
+
+async def test_one_encoding_per_record_is_shared() -> None:
+    hub = await make_hub()
+    calls = 0
+
+    def encode(record: LogRecord) -> bytes:
+        nonlocal calls
+        calls += 1
+        return record.message.encode()
+
+    try:
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("a", "b", "c"))
+        plog = hub.get("app")
+        records = hub.get("app").ring.since(0, 10)
+        first = hub.encode_logs(plog, records, encode)
+        second = hub.encode_logs(plog, records, encode)
+        assert first == second == [b"a", b"b", b"c"]
+        assert calls == 3
+    finally:
+        await hub.close()
+
+
+async def test_unknown_process_raises() -> None:
+    from logcast.errors import UnknownProcess
+
+    hub = await make_hub()
+    try:
+        with pytest.raises(UnknownProcess):
+            await hub.subscribe("nope")
+    finally:
+        await hub.close()
