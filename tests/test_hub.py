@@ -133,6 +133,7 @@ async def test_slow_reader_catches_up_from_the_store_and_loses_nothing() -> None
         sub = await hub.subscribe("app", lines=0)
         for start in range(0, 5000, 50):
             hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"x{i}" for i in range(start, start + 50))))
+            assert await hub.flush()  # a writer that keeps up, a reader that does not read
         assert await hub.flush()
         stats = hub.stats("app")
         assert stats["memory_lines"] <= 200  # bounded, far below what was written
