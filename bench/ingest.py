@@ -1,0 +1,164 @@
+"""Ingest benchmark: how fast a flooding child runs under logcast, and where its lines go.
+
+A child writes N lines of ~100 bytes as fast as it can. In one run this prints:
+- the child's own time writing into `cat > /dev/null` (the baseline, same run),
+- the child's time under logcast (supervise → capture → hub → SQLite),
+- the ingest rate until every line is in the hub, and until every line is in SQLite,
+- logcast's peak RSS (measured in a fresh process, so the baseline is not counted).
+
+    python bench/ingest.py [--lines 1000000] [--runs 3]
+
+Targets for this machine (2 cores): child <= 1.3x its `cat` time, >= 500,000 lines/s
+into the hub, >= 200,000 lines/s persisted, RSS <= 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time, os
+    n = int(sys.argv[1])
+    out = sys.stdout.buffer
+    line = b"%08d " + b"x" * 80 + b" level=info msg=benchmark\\n"
+    t0 = time.perf_counter()
+    chunk = 1000
+    for start in range(0, n, chunk):
+        out.write(b"".join(line % i for i in range(start, min(n, start + chunk))))
+    out.flush()
+    elapsed = time.perf_counter() - t0
+    with open(sys.argv[2], "w") as f:
+        f.write(str(elapsed))
+    """
+)
+
+
+def child_time(path: Path) -> float:
+    return float(path.read_text())
+
+
+def baseline(script: Path, lines: int, tmp: Path) -> float:
+    mark = tmp / "baseline.time"
+    cmd = f"{sys.executable} -u {script} {lines} {mark} | cat > /dev/null"
+    subprocess.run(cmd, shell=True, check=True)  # the benchmark's own fixed command, no input
+    return child_time(mark)
+
+
+async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]:
+    from logcast.config import parse
+    from logcast.hub import Hub
+    from logcast.store import open_store
+    from logcast.supervise.supervisor import Supervisor
+
+    mark = tmp / "logcast.time"
+    data = tmp / "data"
+    toml = textwrap.dedent(
+        f"""
+        [storage]
+        dir = {json.dumps(str(data))}
+        [process.flood]
+        command = {json.dumps([sys.executable, "-u", str(script), str(lines), str(mark)])}
+        autostart = false
+        restart = "never"
+        """
+    )
+    settings = parse(toml, str(tmp / "logcast.toml"))
+    storage = settings.storage
+    store = open_store("sqlite", dir=storage.dir, redis_url=None, retain_lines=storage.retain_lines)
+    await store.open()
+    hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
+    await hub.open(settings.processes)
+    supervisor = Supervisor(settings, hub)
+    plog = hub.get("flood")
+    t0 = time.perf_counter()
+    await supervisor.start("flood")
+    while plog.lines < lines:
+        await asyncio.sleep(0.005)
+    t_hub = time.perf_counter() - t0
+    assert await hub.flush(timeout=120), "store did not catch up"
+    t_store = time.perf_counter() - t0
+    while supervisor.info("flood")["state"] not in ("exited", "crashed", "stopped"):
+        await asyncio.sleep(0.01)
+    stats = hub.stats("flood")
+    await supervisor.shutdown()
+    await hub.close()
+    await store.close()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "child": child_time(mark),
+        "hub_rate": lines / t_hub,
+        "store_rate": lines / t_store,
+        "rss_mb": rss_mb,
+        "store_lost": float(stats["store_lost"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--phase", choices=["logcast"], help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase == "logcast":  # in a fresh process so that RSS is logcast's own
+        try:
+            import uvloop
+
+            result = uvloop.run(under_logcast(Path(args.tmp) / "child.py", args.lines, Path(args.tmp)))
+        except ImportError:
+            result = asyncio.run(under_logcast(Path(args.tmp) / "child.py", args.lines, Path(args.tmp)))
+        print(json.dumps(result))
+        return
+
+    rows = []
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            script = tmp / "child.py"
+            script.write_text(CHILD)
+            base = baseline(script, args.lines, tmp)
+            out = subprocess.run(
+                [sys.executable, __file__, "--phase", "logcast", "--tmp", d, "--lines", str(args.lines)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            result["cat"] = base
+            rows.append(result)
+            print(
+                f"run {run + 1}: child into cat {base:.2f}s, under logcast {result['child']:.2f}s "
+                f"({result['child'] / base:.2f}x); hub {result['hub_rate']:,.0f} lines/s; "
+                f"SQLite {result['store_rate']:,.0f} lines/s; peak RSS {result['rss_mb']:.0f} MB; "
+                f"store_lost {result['store_lost']:.0f}",
+                flush=True,
+            )
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    ratio = statistics.median(r["child"] / r["cat"] for r in rows)
+    print(f"\nmedian of {len(rows)} runs, {args.lines:,} lines of ~100 bytes:")
+    print(f"  child into `cat > /dev/null`   {med('cat'):.2f} s   (baseline, this run)")
+    print(f"  child under logcast            {med('child'):.2f} s   = {ratio:.2f}x   (target <= 1.3x)")
+    print(f"  into the hub                   {med('hub_rate'):,.0f} lines/s   (target >= 500,000)")
+    print(f"  persisted in SQLite            {med('store_rate'):,.0f} lines/s   (target >= 200,000)")
+    print(f"  peak RSS                       {med('rss_mb'):.0f} MB   (target <= 200)")
+
+
+if __name__ == "__main__":
+    main()

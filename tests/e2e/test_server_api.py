@@ -1,0 +1,300 @@
+"""The real server: REST, streams, seed routes, control races, metrics, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+from websockets.sync.client import connect
+
+from tests.e2e.conftest import py_command
+from tests.e2e.sse import collect, messages, wait_for
+
+pytestmark = pytest.mark.e2e
+
+TICKER = py_command(
+    """
+    import sys, time
+    print("hello from ticker")
+    print("WARNING: careful now")
+    print("ERROR: something broke", file=sys.stderr)
+    i = 0
+    while True:
+        i += 1
+        print(f"tick {i}")
+        time.sleep(0.02)
+    """
+)
+
+QUIET = py_command(
+    """
+    import time
+    print("quiet started")
+    while True:
+        time.sleep(1)
+    """
+)
+
+
+def config(extra: str = "") -> str:
+    return f"""
+    [process.ticker]
+    command = {TICKER}
+
+    [process.quiet]
+    command = {QUIET}
+    autostart = false
+    {extra}
+    """
+
+
+def state(client: httpx.Client, name: str) -> str:
+    return str(client.get(f"/api/processes/{name}").json()["state"])
+
+
+def test_process_list_control_and_errors(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    with server.client() as c:
+        body = c.get("/api/processes").json()
+        names = [p["name"] for p in body["processes"]]
+        assert names == ["ticker", "quiet"]
+        for key in ("name", "state", "pid", "started_at", "exit_code", "run", "restarts", "lines", "bytes"):
+            assert key in body["processes"][0]
+        assert state(c, "quiet") == "stopped"
+        started = c.post("/api/processes/quiet/start")
+        assert started.status_code == 200 and started.json()["pid"]
+        assert c.post("/api/processes/quiet/start").status_code == 409  # double start
+        wait_for(lambda: state(c, "quiet") in ("running", "ready"), what="quiet running")
+        restarted = c.post("/api/processes/quiet/restart").json()
+        assert restarted["run"] == 2
+        stopped = c.post("/api/processes/quiet/stop").json()
+        assert stopped["state"] == "stopped"
+        missing = c.get("/api/processes/nope")
+        assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+        assert c.post("/api/processes/nope/start").status_code == 404
+        assert c.get("/api/processes/ticker/logs", params={"limit": 0}).status_code == 422
+        assert c.get("/api/processes/ticker/logs", params={"limit": 10001}).status_code == 422
+        assert c.get("/api/processes/ticker/logs", params={"level": "loud"}).status_code == 422
+        bad_regex = c.get("/api/processes/ticker/logs", params={"regex": "(unclosed"})
+        assert bad_regex.status_code == 422 and "regex" in bad_regex.text
+        assert c.get("/api/processes/ticker/logs", params={"after": "x"}).status_code == 422
+        assert c.get("/api/processes/ticker/logs/stream", params={"lines": -1}).status_code == 422
+        assert c.get("/docs").status_code == 200
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert "Traceback" not in server.output()
+
+
+def test_history_pages_filters_and_download(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/ticker").json()["lines"] > 60, what="60 lines")
+        page = c.get("/api/processes/ticker/logs", params={"limit": 20}).json()
+        assert len(page["logs"]) == 20 and page["next"] == page["logs"][-1]["seq"]
+        seq = [r["seq"] for r in page["logs"]]
+        assert seq == sorted(seq) and seq[0] == 1
+        following = c.get("/api/processes/ticker/logs", params={"after": page["next"], "limit": 20}).json()
+        assert following["logs"][0]["seq"] == page["next"] + 1
+        errors = c.get("/api/processes/ticker/logs", params={"level": "error"}).json()["logs"]
+        assert [r["message"] for r in errors] == ["ERROR: something broke"]
+        assert errors[0]["stream"] == "stderr" and errors[0]["level"] == "error"
+        warnings = c.get("/api/processes/ticker/logs", params={"level": "warning"}).json()["logs"]
+        assert {r["level"] for r in warnings} == {"warning", "error"}
+        found = c.get("/api/processes/ticker/logs", params={"q": "TICK 7"}).json()["logs"]
+        assert "tick 7" in [r["message"] for r in found]
+        rx = c.get("/api/processes/ticker/logs", params={"regex": r"^tick 1\d$"}).json()["logs"]
+        assert [r["message"] for r in rx] == [f"tick {i}" for i in range(10, 20)]
+        tail = c.get("/api/processes/ticker/logs", params={"tail": 3}).json()["logs"]
+        assert len(tail) == 3
+        download = c.get("/api/processes/ticker/logs/download")
+        assert download.status_code == 200
+        assert "attachment" in download.headers["content-disposition"]
+        assert "hello from ticker" in download.text and "ERROR: something broke" in download.text
+
+
+def test_stream_history_then_realtime_exact_seam_and_resume(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    url = server.url + "/api/processes/ticker/logs/stream"
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/ticker").json()["lines"] > 30, what="30 lines")
+    got = collect(url, until=lambda ms: sum(m.type == "realtime" for m in ms) >= 40)
+    types = [m.type for m in got]
+    assert types.count("historical_complete") == 1
+    cut = types.index("historical_complete")
+    assert set(types[:cut]) <= {"historical"} and set(types[cut + 1 :]) <= {"realtime", "status"}
+    seqs = [m.seq for m in got if m.seq is not None]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a line is missing or repeated at the seam"
+    assert all(m.id == str(m.seq) for m in got if m.seq is not None)
+    last = seqs[-1]
+    # resume exactly after the last seen seq, by header and by parameter
+    again = collect(url, headers={"Last-Event-ID": str(last)}, until=lambda ms: len([m for m in ms if m.seq]) >= 5)
+    assert [m.seq for m in again if m.seq][:5] == list(range(last + 1, last + 6))
+    by_param = collect(url, params={"after": last}, until=lambda ms: len([m for m in ms if m.seq]) >= 3)
+    assert [m.seq for m in by_param if m.seq][:3] == list(range(last + 1, last + 4))
+    # lines=N and filters
+    few = collect(url, params={"lines": 5}, until=lambda ms: any(m.type == "historical_complete" for m in ms))
+    assert len([m for m in few if m.type == "historical"]) == 5
+    errs = collect(
+        url, params={"level": "error"}, until=lambda ms: any(m.type == "historical_complete" for m in ms)
+    )
+    hist = [m.data["log"]["message"] for m in errs if m.type == "historical" and m.data["log"]["stream"] != "system"]
+    assert hist == ["ERROR: something broke"]
+
+
+def test_seed_route_503_then_history_then_stream_end(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    url = server.url + "/api/models/quiet/logs/stream"
+    with server.client() as c:
+        answer = c.get("/api/models/quiet/logs/stream")
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"]
+        assert answer.json()["type"] == "error" and "not running" in answer.json()["message"]
+        assert c.get("/api/models/nope/logs/stream").status_code == 404
+        c.post("/api/processes/quiet/start")
+        wait_for(lambda: c.get("/api/processes/quiet").json()["lines"] >= 1, what="quiet's first line")
+
+        stopper = threading.Timer(1.0, lambda: httpx.post(server.url + "/api/processes/quiet/stop", timeout=30))
+        stopper.start()
+        try:
+            got = collect(url, until=lambda ms: ms[-1].type == "stream_end", timeout=30)
+        finally:
+            stopper.join()
+    types = [m.type for m in got]
+    assert types[-1] == "stream_end" and "stopped" in got[-1].data["message"]
+    assert types.count("historical_complete") == 1
+    assert "quiet started" in [m.data["log"]["message"] for m in got if m.type == "historical"]
+
+
+def test_stats_clear_metrics(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/ticker").json()["lines"] > 20, what="20 lines")
+        stats = c.get("/api/logs/stats").json()
+        assert stats["total_logs"] >= 20 and stats["processes"]["ticker"]["lines"] >= 20
+        for key in ("subscribers", "dropped", "lines_per_s", "bytes"):
+            assert key in stats["processes"]["ticker"]
+        before = c.get("/api/processes/ticker").json()
+        cleared = c.post("/api/logs/ticker/clear").json()
+        assert cleared["cleared"] is True and cleared["upto"] >= before["last_seq"]
+        logs = c.get("/api/processes/ticker/logs").json()["logs"]
+        assert all(r["seq"] > cleared["upto"] for r in logs)
+        after = c.get("/api/processes/ticker").json()
+        assert after["lines"] >= before["lines"]  # lifetime counters survive a clear
+        assert c.post("/api/logs/nope/clear").status_code == 404
+        assert c.get("/api/logs/ticker/clear").status_code == 405  # no mutation on GET
+        text = c.get("/metrics").text
+        assert 'logcast_lines_total{process="ticker"}' in text
+        assert 'logcast_process_state{process="ticker",state="running"} 1.0' in text
+
+
+def test_websocket_text_and_json_across_restarts(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    ws_url = server.url.replace("http", "ws") + "/ws/logs"
+    with connect(ws_url + "?process=quiet", open_timeout=10) as ws_text, connect(
+        ws_url + "?process=quiet&format=json", open_timeout=10
+    ) as ws_json:
+        with server.client() as c:  # opened before the process starts
+            c.post("/api/processes/quiet/start")
+            first = [ws_text.recv(timeout=10) for _ in range(2)]
+            assert "quiet started" in first
+            c.post("/api/processes/quiet/restart")
+        texts: list[str] = []
+        while sum(t == "quiet started" for t in [*first, *texts]) < 2:
+            texts.append(str(ws_text.recv(timeout=10)))
+        events = []
+        while sum(e.get("log", {}).get("message") == "quiet started" for e in events) < 2:
+            events.append(json.loads(ws_json.recv(timeout=10)))
+        assert {"historical_complete", "realtime", "status"} <= {e["type"] for e in events}
+        runs = {e["log"]["run"] for e in events if e.get("log") and e["log"]["message"] == "quiet started"}
+        assert runs == {1, 2}
+    with connect(ws_url + "?process=nope", open_timeout=10) as bad:
+        assert "unknown process" in str(bad.recv(timeout=10))
+
+
+def test_stalled_clients_never_slow_a_healthy_one(make_server) -> None:  # type: ignore[no-untyped-def]
+    flood = py_command(
+        """
+        import sys
+        out = sys.stdout
+        for i in range(1, 200001):
+            out.write(f"flood line {i:06d} " + "z" * 60 + "\\n")
+        out.flush()
+        """
+    )
+    server = make_server(
+        f"""
+        [storage]
+        memory_lines = 20000
+        [process.flood]
+        command = {flood}
+        autostart = false
+        restart = "never"
+        """
+    )
+    stream = server.url + "/api/processes/flood/logs/stream"
+    # two stalled readers: they connect, then never read again
+    stalled_sse = httpx.Client(timeout=httpx.Timeout(60.0))
+    sse_resp = stalled_sse.send(stalled_sse.build_request("GET", stream), stream=True)
+    stalled_ws = connect(server.url.replace("http", "ws") + "/ws/logs?process=flood", open_timeout=10)
+    try:
+        seen: list[int] = []
+        ready = threading.Event()
+
+        def healthy() -> None:
+            with httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client:
+                with client.stream("GET", stream) as response:
+                    for m in messages(response):
+                        if m.type == "historical_complete":
+                            ready.set()
+                        if m.type == "realtime" and m.data["log"]["message"].startswith("flood line"):
+                            seen.append(m.seq or 0)
+                            if m.data["log"]["message"].startswith("flood line 200000"):
+                                return
+
+        reader = threading.Thread(target=healthy)
+        reader.start()
+        assert ready.wait(10)
+        httpx.post(server.url + "/api/processes/flood/start", timeout=30)
+        reader.join(120)
+        assert not reader.is_alive(), "the healthy reader did not get every line"
+        assert len(seen) == 200000 and seen == list(range(seen[0], seen[0] + 200000))
+    finally:
+        sse_resp.close()
+        stalled_sse.close()
+        stalled_ws.close()
+
+
+def test_clean_shutdown_leaves_no_process(make_server) -> None:  # type: ignore[no-untyped-def]
+    stubborn = py_command(
+        """
+        import signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        subprocess.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        print("stubborn with a grandchild", flush=True)
+        time.sleep(600)
+        """
+    )
+    server = make_server(
+        f"""
+        [process.stubborn]
+        command = {stubborn}
+        stop_timeout = 1
+        """
+    )
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/stubborn").json()["lines"] >= 1, what="stubborn started")
+    manager = psutil.Process(server.proc.pid)
+    family = manager.children(recursive=True)
+    assert len(family) >= 2
+    os.kill(server.proc.pid, signal.SIGINT)  # Ctrl-C once
+    assert server.proc.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family):
+        time.sleep(0.05)
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert "Traceback" not in server.output()
