@@ -1,0 +1,332 @@
+"""History in Redis Streams, shared by several hosts.
+
+Why it is built this way:
+
+* **The stream id is the seq.** Each process has one stream `{prefix}:log:{process}`
+  whose entries have the explicit id `0-{seq}`, so `XRANGE (0-{after} +` is exactly
+  "records after seq", `XREVRANGE` is a tail, `XTRIM MINID` is a clear and
+  `XREAD BLOCK` lets another host follow new records from any seq. An entry holds the
+  record as one orjson field `r` (the same dict the wire protocol uses), so every host
+  decodes it without knowing this module's layout.
+* **Meta lives beside the stream** in a hash `{prefix}:meta:{process}` (last_seq,
+  lines, bytes, last_run) and the names in a set `{prefix}:processes`: `last_seq`
+  survives `XTRIM`, and a process is listed even when its history was cleared.
+* **Writes are synchronous** (the hub's writer thread) on a `redis.Redis` client: each
+  chunk of a batch is one `MULTI`/`EXEC` pipeline of `XADD … MAXLEN ~ retain_lines`
+  plus the meta updates, so the stream and its meta move together. Redis refuses an
+  `XADD` whose id is not above the top of the stream, so the writer skips records at
+  or below the last seq it knows per process (read from the meta hash the first time
+  it meets a process). The client does not retry by itself: after any failure the
+  writer forgets what it knew, raises `StoreError`, and the hub's retry of the same
+  batch starts from the meta that Redis really holds — nothing is written or counted
+  twice.
+* **Reads are asynchronous** on a `redis.asyncio.Redis` client. Filters are applied
+  client-side with `Query.matches` (Redis cannot search inside entries), reading the
+  stream in chunks until `limit` matches are found or the stream ends, so memory stays
+  bounded by the chunk size however selective the filter is.
+* **Retention** is `MAXLEN ~`: Redis drops whole macro-nodes, so a little more than
+  `retain_lines` may be kept, never less; it costs nothing extra per write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from logcast.errors import StoreError
+from logcast.query import Query
+from logcast.store.base import ProcessMeta, StoreStats
+from logcast.types import LogRecord, Stream
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger(__name__)
+
+_WRITE_CHUNK = 2_000  # records per MULTI/EXEC
+_SCAN_CHUNK = 2_000  # entries per XRANGE when a filter may reject most of them
+_CONNECT_TIMEOUT = 5.0
+_SOCKET_TIMEOUT = 30.0  # above any XREAD BLOCK this module issues
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _encode(record: LogRecord) -> bytes:
+    d = record.as_dict()
+    try:
+        return orjson.dumps(d)
+    except orjson.JSONEncodeError:  # lone surrogates: keep the line, replace what cannot be encoded
+        d["message"] = record.message.encode("utf-8", "replace").decode("utf-8")
+        return orjson.dumps(d)
+
+
+def _decode(entry: Entry) -> LogRecord:
+    return LogRecord.from_dict(orjson.loads(entry[1][b"r"]))
+
+
+def _utf8_len(message: str) -> int:
+    return len(message) if message.isascii() else len(message.encode("utf-8", "replace"))
+
+
+class RedisStore:
+    """History in Redis Streams. See the module docstring for the design."""
+
+    def __init__(self, url: str, *, retain_lines: int = 5_000_000, prefix: str = "logcast") -> None:
+        if retain_lines < 1:
+            raise ValueError("retain_lines must be at least 1")
+        self.url = url
+        self.retain_lines = retain_lines
+        self.prefix = prefix
+        self.stats = StoreStats()
+        self._closed = False
+        self._write_lock = threading.Lock()
+        self._sync: redis.Redis | None = None
+        self._async: aioredis.Redis | None = None
+        self._known: dict[str, tuple[int, int]] = {}  # process -> (last_seq, last_run) in Redis
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def stream_key(self, process: str) -> str:
+        return f"{self.prefix}:log:{process}"
+
+    def meta_key(self, process: str) -> str:
+        return f"{self.prefix}:meta:{process}"
+
+    @property
+    def processes_key(self) -> str:
+        return f"{self.prefix}:processes"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check that the server answers, so that a wrong URL fails at start."""
+        try:
+            await self._client().ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis at {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._async is not None:
+            client, self._async = self._async, None
+            await client.aclose()
+        await asyncio.to_thread(self._close_sync)
+
+    def _close_sync(self) -> None:
+        with self._write_lock:  # a batch in flight finishes first
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
+
+    def _client(self) -> aioredis.Redis:
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._async is None:
+            self._async = aioredis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=_SOCKET_TIMEOUT,
+                retry=AsyncRetry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),
+            )
+        return self._async
+
+    def _sync_client(self) -> redis.Redis:
+        if self._sync is None:
+            self._sync = redis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=_SOCKET_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),  # the hub retries whole batches; see the docstring
+            )
+        return self._sync
+
+    # -- writing (the writer thread) -------------------------------------------------------
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        """Persist a batch, chunk by chunk, each chunk atomically; see `Store.write`."""
+        if not records:
+            return
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            written = 0
+            try:
+                client = self._sync_client()
+                self._learn(client, records)
+                for start in range(0, len(records), _WRITE_CHUNK):
+                    written += self._write_chunk(client, records[start : start + _WRITE_CHUNK])
+            except (RedisError, OSError) as exc:
+                self._known.clear()  # Redis may hold part of the batch: ask it again next time
+                log.debug("redis write failed after %d records: %s", written, exc)
+                self.stats.written += written
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                raise StoreError(f"writing {len(records)} records to redis at {self.url}: {exc}") from exc
+        self.stats.written += written
+
+    def _learn(self, client: redis.Redis, records: Sequence[LogRecord]) -> None:
+        """Read last_seq and last_run of the processes this writer has not met yet."""
+        unknown = list({r.process for r in records if r.process not in self._known})
+        if not unknown:
+            return
+        pipe = client.pipeline(transaction=False)
+        for name in unknown:
+            pipe.hmget(self.meta_key(name), ["last_seq", "last_run"])
+        for name, (last_seq, last_run) in zip(unknown, pipe.execute(), strict=True):
+            self._known[name] = (int(last_seq or 0), int(last_run or 0))
+
+    def _write_chunk(self, client: redis.Redis, records: Sequence[LogRecord]) -> int:
+        known = self._known
+        touched: dict[str, list[int]] = {}  # process -> [last_seq, last_run, lines, bytes]
+        pipe = client.pipeline(transaction=True)
+        count = 0
+        for r in records:
+            acc = touched.get(r.process)
+            if acc is None:
+                last_seq, last_run = known[r.process]
+                acc = touched[r.process] = [last_seq, last_run, 0, 0]
+            if r.seq <= acc[0]:
+                continue  # written before: a retried batch
+            acc[0] = r.seq
+            if r.run > acc[1]:
+                acc[1] = r.run
+            if r.stream is not Stream.SYSTEM:
+                acc[2] += 1
+                acc[3] += _utf8_len(r.message)
+            pipe.xadd(
+                self.stream_key(r.process),
+                {"r": _encode(r)},
+                id=f"0-{r.seq}",
+                maxlen=self.retain_lines,
+                approximate=True,
+            )
+            count += 1
+        if not count:
+            return 0
+        for name, (last_seq, last_run, lines, size) in touched.items():
+            key = self.meta_key(name)
+            pipe.hset(key, mapping={"last_seq": last_seq, "last_run": last_run})
+            if lines:
+                pipe.hincrby(key, "lines", lines)
+                pipe.hincrby(key, "bytes", size)
+        pipe.sadd(self.processes_key, *touched)
+        pipe.execute()
+        for name, (last_seq, last_run, _, _) in touched.items():
+            known[name] = (last_seq, last_run)
+        return count
+
+    # -- reading (the event loop) ----------------------------------------------------------
+
+    async def read(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> list[LogRecord]:
+        if limit <= 0:
+            return []
+        key = self.stream_key(process)
+        count = limit if query is None else max(limit, _SCAN_CHUNK)
+        start = f"(0-{after}" if after > 0 else "-"
+        out: list[LogRecord] = []
+        try:
+            client = self._client()
+            while True:
+                entries = cast(list[Entry], await client.xrange(key, min=start, max="+", count=count))
+                for entry in entries:
+                    record = _decode(entry)
+                    if query is None or query.matches(record):
+                        out.append(record)
+                        if len(out) >= limit:
+                            return out
+                if len(entries) < count:
+                    return out
+                start = "(" + entries[-1][0].decode()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"read from redis at {self.url}: {exc}") from exc
+
+    async def tail(
+        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+    ) -> list[LogRecord]:
+        if n <= 0:
+            return []
+        key = self.stream_key(process)
+        count = n if query is None else max(n, _SCAN_CHUNK)
+        end = "+" if before is None else f"0-{max(before, 0)}"
+        out: list[LogRecord] = []
+        try:
+            client = self._client()
+            while len(out) < n:
+                entries = cast(list[Entry], await client.xrevrange(key, max=end, min="-", count=count))
+                for entry in entries:
+                    record = _decode(entry)
+                    if query is None or query.matches(record):
+                        out.append(record)
+                        if len(out) >= n:
+                            break
+                if len(entries) < count:
+                    break
+                end = "(" + entries[-1][0].decode()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"tail from redis at {self.url}: {exc}") from exc
+        out.reverse()
+        return out
+
+    async def meta(self, process: str) -> ProcessMeta:
+        try:
+            pipe = self._client().pipeline(transaction=True)
+            pipe.hmget(self.meta_key(process), ["last_seq", "lines", "bytes", "last_run"])
+            pipe.xrange(self.stream_key(process), min="-", max="+", count=1)
+            fields, first = cast(tuple[list[bytes | None], list[Entry]], await pipe.execute())
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"meta from redis at {self.url}: {exc}") from exc
+        last_seq, lines, size, last_run = (int(v or 0) for v in fields)
+        first_seq = _decode(first[0]).seq if first else 0
+        return ProcessMeta(last_seq=last_seq, first_seq=first_seq, lines=lines, bytes=size, last_run=last_run)
+
+    async def processes(self) -> list[str]:
+        try:
+            names = cast(set[bytes], await self._client().smembers(self.processes_key))
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"processes from redis at {self.url}: {exc}") from exc
+        return sorted(name.decode() for name in names)
+
+    async def clear(self, process: str, upto: int) -> None:
+        if upto < 1:
+            return
+        try:
+            await self._client().xtrim(self.stream_key(process), minid=f"0-{upto + 1}", approximate=False)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"clear on redis at {self.url}: {exc}") from exc
+
+    async def follow(
+        self, process: str, after: int = 0, *, block_ms: int = 5_000, count: int = 1_000
+    ) -> AsyncIterator[list[LogRecord]]:
+        """Yield the records of `process` with seq > after as they arrive, in batches, forever.
+
+        For hosts that did not write them (multi-host serving): `XREAD BLOCK` from the
+        last id seen. Records trimmed before they were read are simply not seen; callers
+        compare seqs to notice such a gap. Raises StoreError when Redis fails."""
+        key = self.stream_key(process)
+        last = f"0-{max(after, 0)}"
+        while True:
+            try:
+                response = cast(
+                    list[tuple[bytes, list[Entry]]],
+                    await self._client().xread({key: last}, count=count, block=block_ms),
+                )
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"follow on redis at {self.url}: {exc}") from exc
+            for _key, entries in response or ():
+                if entries:
+                    last = entries[-1][0].decode()
+                    yield [_decode(entry) for entry in entries]

@@ -1,0 +1,538 @@
+"""The embedded history store: one SQLite file, written in batches by one thread.
+
+Why it is built this way:
+
+* **One writer, many readers.** The hub's writer thread is the only one that calls
+  `write`; it owns one connection (opened lazily in the thread that first writes) and
+  puts each batch in one transaction (`BEGIN IMMEDIATE` … `executemany` … `COMMIT`).
+  Reads are coroutines that run their query in a worker thread (`asyncio.to_thread`)
+  on a connection of that thread (thread-local, `query_only`), so the event loop never
+  waits on the disk. WAL mode lets those readers run while the writer commits;
+  `synchronous=NORMAL` makes a commit cost no fsync (a power cut may lose the last
+  batches, never corrupt the file).
+* **Compact rows.** Process names are interned to an integer id in the `meta` table,
+  and `records` is a `WITHOUT ROWID` table keyed by `(pid, seq)`: the primary key is the
+  only b-tree, rows are stored in seq order, and a page of history or a tail is one
+  range scan. Level and stream are small integers. `flags` packs `partial` (bit 0) and
+  "the message is not pure ASCII" (bit 1), which the text search uses (below).
+  There is no index on time: it cost about a fifth of the write throughput when
+  measured, and a time filter is answered by scanning the seq range instead
+  (about half a second for five million lines).
+* **Idempotent writes.** The writer keeps each process's `meta` row in memory and skips
+  records at or below the highest seq it has written, so a retried batch neither
+  duplicates rows nor counts lines twice; `INSERT OR IGNORE` is a second guard. The
+  in-memory copy is only updated after a commit and is reloaded after any failure.
+* **Retention** (`retain_lines` per process) deletes `seq <= last_seq - retain_lines`
+  inside the write transaction, only when a process is over by more than 1 % or
+  every `_RETENTION_EVERY` writes, so that the delete is a rare range delete rather
+  than one per batch.
+* **Filters mean what `Query.matches` means.** Levels become `IN`, time bounds become
+  comparisons on the stored float, the regex runs through a registered Python function
+  with the query's own flags, and `keep_status` becomes `stream = system OR (…)`.
+  Text search is a case-folded substring: SQLite's `lower()` folds ASCII only, so it is
+  used for ASCII messages (where it equals `str.casefold`), and messages flagged
+  non-ASCII go through a Python `casefold` function.
+* **Errors** (`database or disk is full`, `database is locked`) roll the batch back and
+  raise `StoreError`; the hub retries the same batch later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from logcast.errors import StoreError
+from logcast.query import Query
+from logcast.store.base import ProcessMeta, StoreStats
+from logcast.types import Level, LogRecord, ProcessState, Stream
+
+__all__ = ["SqliteStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_LEVELS: tuple[Level, ...] = tuple(Level)
+_LEVEL_CODE: dict[Level, int] = {level: i for i, level in enumerate(_LEVELS)}
+_STREAMS: tuple[Stream, ...] = (Stream.STDOUT, Stream.STDERR, Stream.SYSTEM)
+_STREAM_CODE: dict[Stream, int] = {stream: i for i, stream in enumerate(_STREAMS)}
+_SYSTEM = _STREAM_CODE[Stream.SYSTEM]
+_STATES: dict[str, ProcessState] = {state.value: state for state in ProcessState}
+
+_PARTIAL = 1
+_NON_ASCII = 2
+
+_RETENTION_EVERY = 64  # writes between two retention passes for a process barely over
+_CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
+_PRAGMA_NAME = re.compile(r"^[a-z_]+$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    id       INTEGER PRIMARY KEY,
+    name     TEXT NOT NULL UNIQUE,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    lines    INTEGER NOT NULL DEFAULT 0,
+    bytes    INTEGER NOT NULL DEFAULT 0,
+    last_run INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS records (
+    pid     INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    ts      REAL    NOT NULL,
+    level   INTEGER NOT NULL,
+    stream  INTEGER NOT NULL,
+    run     INTEGER NOT NULL,
+    flags   INTEGER NOT NULL,
+    state   TEXT,
+    message TEXT    NOT NULL,
+    PRIMARY KEY (pid, seq)
+) WITHOUT ROWID;
+"""
+
+_INSERT = "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = "seq, ts, level, stream, run, flags, state, message"
+
+
+def _fold_contains(message: str, needle: str) -> bool:
+    """SQL function: `needle` (already case-folded) occurs in `message` case-folded."""
+    return needle in message.casefold()
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+def _regexp_flags(pattern: str, flags: int, message: str) -> bool:
+    """SQL function `regexp(pattern, flags, message)`: the query's regex, its own flags."""
+    return _compiled(pattern, flags).search(message) is not None
+
+
+def _regexp(pattern: str, message: str) -> bool:
+    """SQL `message REGEXP pattern`: case-insensitive search, compiled patterns cached."""
+    return _compiled(pattern, re.IGNORECASE).search(message) is not None
+
+
+@dataclass(slots=True)
+class _Proc:
+    """The writer's copy of one process's `meta` row."""
+
+    id: int
+    last_seq: int
+    lines: int
+    bytes: int
+    last_run: int
+    retained_from: int = 0  # no row below this seq (a lower bound may be stale: harmless)
+    writes: int = 0
+
+
+def _decode(process: str, row: tuple[Any, ...]) -> LogRecord:
+    seq, ts, level, stream, run, flags, state, message = row
+    return LogRecord(
+        seq,
+        ts,
+        _LEVELS[level],
+        message,
+        _STREAMS[stream],
+        process,
+        run,
+        bool(flags & _PARTIAL),
+        _STATES[state] if state is not None else None,
+    )
+
+
+def _where(query: Query | None) -> tuple[str, list[Any]]:
+    """SQL conditions (to AND with the seq range) and their parameters for `query`."""
+    if query is None:
+        return "", []
+    conds: list[str] = []
+    params: list[Any] = []
+    if query.levels is not None:
+        codes = sorted(_LEVEL_CODE[level] for level in query.levels)
+        conds.append(f"level IN ({', '.join(map(str, codes))})" if codes else "0")
+    if query.since is not None:
+        conds.append("ts >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        conds.append("ts < ?")
+        params.append(query.until)
+    if query.text:
+        needle = query.text.casefold()
+        if needle.isascii():
+            conds.append(
+                f"(CASE WHEN flags & {_NON_ASCII} THEN fold_contains(message, ?)"
+                " ELSE instr(lower(message), ?) > 0 END)"
+            )
+            params += [needle, needle]
+        else:  # an ASCII message folds to ASCII: it cannot contain this needle
+            conds.append(f"(flags & {_NON_ASCII} AND fold_contains(message, ?))")
+            params.append(needle)
+    if query.regex is not None:
+        conds.append("regexp(?, ?, message)")
+        params += [query.regex.pattern, query.regex.flags]
+    if not conds:
+        return "", []
+    where = " AND ".join(conds)
+    if query.keep_status:
+        where = f"stream = {_SYSTEM} OR ({where})"
+    return f" AND ({where})", params
+
+
+class SqliteStore:
+    """History in one SQLite file. See the module docstring for the design."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        retain_lines: int = 5_000_000,
+        busy_timeout: float = 5.0,
+        pragmas: Mapping[str, int | str] | None = None,
+    ) -> None:
+        """`busy_timeout` (seconds) is how long a statement waits for another connection's
+        lock before failing with "database is locked"; `pragmas` are extra `PRAGMA name = value`
+        applied to every connection (e.g. `cache_size`, `mmap_size`; tests use `max_page_count`)."""
+        if retain_lines < 1:
+            raise ValueError("retain_lines must be at least 1")
+        self.path = Path(path)
+        self.retain_lines = retain_lines
+        self.stats = StoreStats()
+        self._busy_ms = max(0, int(busy_timeout * 1000))
+        self._pragmas: dict[str, int | str] = {}
+        for name, value in (pragmas or {}).items():
+            if not _PRAGMA_NAME.match(name) or not re.fullmatch(r"[\w.-]+", str(value)):
+                raise ValueError(f"invalid pragma {name!r} = {value!r}")
+            self._pragmas[name] = value
+        self._slack = retain_lines // 100
+        self._open = False
+        self._closed = False
+        self._write_lock = threading.Lock()  # held by write() and by close() of the writer connection
+        self._writer: sqlite3.Connection | None = None
+        self._procs: dict[str, _Proc] | None = None  # the writer's meta cache, None: reload
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the file and the schema if needed (WAL mode is a property of the file)."""
+        if self._closed:
+            raise StoreError("store is closed")
+        await asyncio.to_thread(self._create_schema)
+        self._open = True
+
+    def _create_schema(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close every connection. Reads in flight must have finished; a write in
+        flight is waited for (the writer thread may still be finishing its batch)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._open = False
+        await asyncio.to_thread(self._close_all)
+
+    def _close_all(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self._procs = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        for name, value in self._pragmas.items():
+            conn.execute(f"PRAGMA {name} = {value}")
+        return conn
+
+    # -- writing (the writer thread) -------------------------------------------------------
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        """Persist a batch in one transaction and apply retention; see `Store.write`."""
+        if not records:
+            return
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                written = self._write_locked(records)
+            except (sqlite3.Error, OSError) as exc:
+                self._procs = None  # ids or counts of the failed transaction may be in it
+                self._rollback()
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
+        self.stats.written += written
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the tree stays in memory
+                conn.execute("PRAGMA journal_size_limit = 67108864")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = conn
+        return self._writer
+
+    def _rollback(self) -> None:
+        conn = self._writer
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.warning("rollback failed on %s; reopening the writer connection", self.path)
+                conn.close()
+                self._writer = None
+
+    def _load_procs(self, conn: sqlite3.Connection) -> dict[str, _Proc]:
+        rows = conn.execute("SELECT name, id, last_seq, lines, bytes, last_run FROM meta").fetchall()
+        return {name: _Proc(pid, last, lines, size, run) for name, pid, last, lines, size, run in rows}
+
+    def _write_locked(self, records: Sequence[LogRecord]) -> int:
+        conn = self._writer_conn()
+        procs = self._procs
+        if procs is None:
+            procs = self._procs = self._load_procs(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        # Work on copies: the cache changes only once the transaction has committed.
+        work: dict[str, _Proc] = {}
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        level_code = _LEVEL_CODE
+        stream_code = _STREAM_CODE
+        system = Stream.SYSTEM
+        name: str | None = None
+        proc = _Proc(0, 0, 0, 0, 0)  # replaced at the first record
+        for r in records:
+            if r.process != name:
+                name = r.process
+                found = work.get(name)
+                if found is None:
+                    found = work[name] = self._work_copy(conn, procs, name)
+                proc = found
+            seq = r.seq
+            if seq <= proc.last_seq:
+                continue  # written before: a retried batch
+            proc.last_seq = seq
+            message = r.message
+            if message.isascii():
+                flags = 0
+                size = len(message)
+            else:
+                flags = _NON_ASCII
+                try:
+                    size = len(message.encode("utf-8"))
+                except UnicodeEncodeError:  # lone surrogates: SQLite could not store them
+                    message = message.encode("utf-8", "replace").decode("utf-8")
+                    size = len(message.encode("utf-8"))
+            if r.partial:
+                flags |= _PARTIAL
+            stream = r.stream
+            if stream is not system:
+                proc.lines += 1
+                proc.bytes += size
+            if r.run > proc.last_run:
+                proc.last_run = r.run
+            state = r.state
+            append(
+                (
+                    proc.id,
+                    seq,
+                    r.timestamp,
+                    level_code[r.level],
+                    stream_code[stream],
+                    r.run,
+                    flags,
+                    state.value if state is not None else None,
+                    message,
+                )
+            )
+        if rows:
+            conn.executemany(_INSERT, rows)
+        for name, proc in work.items():
+            old = procs.get(name)
+            if old is not None and old.last_seq == proc.last_seq:
+                continue  # nothing new for this process
+            conn.execute(
+                "UPDATE meta SET last_seq = ?, lines = ?, bytes = ?, last_run = ? WHERE id = ?",
+                (proc.last_seq, proc.lines, proc.bytes, proc.last_run, proc.id),
+            )
+            self._retain(conn, proc)
+        conn.execute("COMMIT")
+        procs.update(work)
+        return len(rows)
+
+    def _work_copy(self, conn: sqlite3.Connection, procs: dict[str, _Proc], name: str) -> _Proc:
+        known = procs.get(name)
+        if known is not None:
+            return replace(known)
+        cursor = conn.execute("INSERT INTO meta (name) VALUES (?)", (name,))
+        assert cursor.lastrowid is not None
+        return _Proc(cursor.lastrowid, 0, 0, 0, 0)
+
+    def _retain(self, conn: sqlite3.Connection, proc: _Proc) -> None:
+        """Drop rows older than the last `retain_lines` seqs, now and then (module docstring)."""
+        proc.writes += 1
+        cutoff = proc.last_seq - self.retain_lines  # rows with seq <= cutoff go
+        over = cutoff - proc.retained_from + 1
+        if over <= 0:
+            return
+        if over > self._slack or proc.writes >= _RETENTION_EVERY:
+            conn.execute("DELETE FROM records WHERE pid = ? AND seq <= ?", (proc.id, cutoff))
+            log.debug("retention: dropped seq <= %d of process id %d", cutoff, proc.id)
+            proc.retained_from = cutoff + 1
+            proc.writes = 0
+
+    # -- reading (worker threads) ----------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if not self._open:
+                raise StoreError("store is not open" if not self._closed else "store is closed")
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            conn.create_function("fold_contains", 2, _fold_contains, deterministic=True)
+            conn.create_function("regexp", 3, _regexp_flags, deterministic=True)
+            conn.create_function("regexp", 2, _regexp, deterministic=True)
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                    raise StoreError("store is closed")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                return fn(self._reader())
+            except sqlite3.Error as exc:
+                raise StoreError(f"{what} on {self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(call)
+
+    @staticmethod
+    def _pid(conn: sqlite3.Connection, process: str) -> int | None:
+        row = conn.execute("SELECT id FROM meta WHERE name = ?", (process,)).fetchone()
+        return None if row is None else int(row[0])
+
+    async def read(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> list[LogRecord]:
+        if limit <= 0:
+            return []
+        cond, params = _where(query)
+        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ? AND seq > ?{cond} ORDER BY seq LIMIT ?"
+
+        def run(conn: sqlite3.Connection) -> list[LogRecord]:
+            pid = self._pid(conn, process)
+            if pid is None:
+                return []
+            rows = conn.execute(sql, (pid, after, *params, limit)).fetchall()
+            return [_decode(process, row) for row in rows]
+
+        return await self._run("read", run)
+
+    async def tail(
+        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+    ) -> list[LogRecord]:
+        if n <= 0:
+            return []
+        cond, params = _where(query)
+        upper = "" if before is None else " AND seq <= ?"
+        bound = () if before is None else (before,)
+        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ?{upper}{cond} ORDER BY seq DESC LIMIT ?"
+
+        def run(conn: sqlite3.Connection) -> list[LogRecord]:
+            pid = self._pid(conn, process)
+            if pid is None:
+                return []
+            rows = conn.execute(sql, (pid, *bound, *params, n)).fetchall()
+            rows.reverse()
+            return [_decode(process, row) for row in rows]
+
+        return await self._run("tail", run)
+
+    async def meta(self, process: str) -> ProcessMeta:
+        sql = (
+            "SELECT last_seq, lines, bytes, last_run,"
+            " (SELECT min(seq) FROM records WHERE pid = meta.id) FROM meta WHERE name = ?"
+        )
+
+        def run(conn: sqlite3.Connection) -> ProcessMeta:
+            row = conn.execute(sql, (process,)).fetchone()
+            if row is None:
+                return ProcessMeta()
+            last_seq, lines, size, last_run, first_seq = row
+            return ProcessMeta(
+                last_seq=last_seq, first_seq=first_seq or 0, lines=lines, bytes=size, last_run=last_run
+            )
+
+        return await self._run("meta", run)
+
+    async def processes(self) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [name for (name,) in conn.execute("SELECT name FROM meta ORDER BY name")]
+
+        return await self._run("processes", run)
+
+    async def clear(self, process: str, upto: int) -> None:
+        """Delete in chunks on a connection of its own: the writer waits at most one chunk."""
+        if self._closed or not self._open:
+            raise StoreError("store is closed" if self._closed else "store is not open")
+        await asyncio.to_thread(self._clear_sync, process, upto)
+
+    def _clear_sync(self, process: str, upto: int) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"clear on {self.path}: {exc}") from exc
+        try:
+            pid = self._pid(conn, process)
+            if pid is None:
+                return
+            while True:
+                cursor = conn.execute(
+                    "DELETE FROM records WHERE pid = ? AND seq IN"
+                    " (SELECT seq FROM records WHERE pid = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                    (pid, pid, upto, _CLEAR_CHUNK),
+                )
+                if cursor.rowcount < _CLEAR_CHUNK:
+                    break
+        except sqlite3.Error as exc:
+            raise StoreError(f"clear on {self.path}: {exc}") from exc
+        finally:
+            conn.close()

@@ -1,0 +1,158 @@
+"""The Redis Streams engine: the shared contract against a real redis-server, plus the
+layout other hosts read, following new records, and an unreachable or failing server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from logcast.errors import StoreError
+from logcast.store import RedisStore, open_store
+from logcast.store.base import Store
+from logcast.types import LogRecord, ProcessState
+from tests.conftest import free_port
+from tests.store_contract import Factory, StoreContract, opened, rec, status, write
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def factory(redis_url: str, prefix: str) -> Factory:
+    def make(**kwargs: Any) -> Store:
+        return RedisStore(redis_url, prefix=prefix, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+class TestRedisContract(StoreContract):
+    pass
+
+
+async def test_layout_other_hosts_rely_on(factory: Factory, prefix: str, raw: redis.Redis) -> None:
+    async with opened(factory) as store:
+        records = [status(1, ProcessState.RUNNING), rec(2, "hello"), rec(3, "wörld", partial=True)]
+        await write(store, records)
+    entries = raw.xrange(f"{prefix}:log:p")
+    assert [entry_id for entry_id, _ in entries] == [b"0-1", b"0-2", b"0-3"]
+    assert [LogRecord.from_dict(orjson.loads(fields[b"r"])) for _, fields in entries] == records
+    assert raw.hgetall(f"{prefix}:meta:p") == {
+        b"last_seq": b"3",
+        b"lines": b"2",
+        b"bytes": str(len("hello") + len("wörld".encode())).encode(),
+        b"last_run": b"1",
+    }
+    assert raw.smembers(f"{prefix}:processes") == {b"p"}
+
+
+async def test_follow_yields_new_records(factory: Factory) -> None:
+    async with opened(factory) as writer, opened(factory) as reader:
+        assert isinstance(reader, RedisStore)
+        await write(writer, [rec(1), rec(2)])
+        follower = reader.follow("p", after=1, block_ms=200)
+        try:
+            first = await asyncio.wait_for(anext(follower), 30)
+            assert [r.seq for r in first] == [2]
+            pending = asyncio.ensure_future(anext(follower))
+            await asyncio.sleep(0.05)  # the follower is blocked in XREAD (or about to be)
+            await write(writer, [rec(3), rec(4, "é")])
+            got = list(await asyncio.wait_for(pending, 30))
+            while got[-1].seq < 4:
+                got += await asyncio.wait_for(anext(follower), 30)
+            assert got == [rec(3), rec(4, "é")]
+        finally:
+            await follower.aclose()
+
+
+async def test_follow_from_zero_sees_everything(factory: Factory) -> None:
+    async with opened(factory) as store:
+        assert isinstance(store, RedisStore)
+        await write(store, [rec(seq) for seq in range(1, 6)])
+        follower = store.follow("p", block_ms=200, count=2)
+        try:
+            got: list[LogRecord] = []
+            while len(got) < 5:
+                got += await asyncio.wait_for(anext(follower), 30)
+            assert [r.seq for r in got] == [1, 2, 3, 4, 5]
+        finally:
+            await follower.aclose()
+
+
+async def test_unreachable_server_raises_store_error() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix="nowhere")
+    try:
+        with pytest.raises(StoreError):
+            await store.open()
+        with pytest.raises(StoreError):
+            await asyncio.to_thread(store.write, [rec(1)])
+        assert store.stats.errors == 1
+        assert store.stats.last_error is not None
+        with pytest.raises(StoreError):
+            await store.read("p")
+        with pytest.raises(StoreError):
+            await store.meta("p")
+        follower = store.follow("p", block_ms=100)
+        with pytest.raises(StoreError):
+            await anext(follower)
+        await follower.aclose()
+    finally:
+        await store.close()
+
+
+async def test_failed_write_is_retried_without_duplicates(
+    factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with opened(factory) as store:
+        await write(store, [rec(1), rec(2)])
+        real_execute = redis.client.Pipeline.execute
+        calls = {"n": 0}
+
+        def flaky_execute(self: Any, raise_on_error: bool = True) -> Any:
+            # the connection drops after Redis ran the transaction: the writer cannot know
+            result = real_execute(self, raise_on_error)
+            if self.transaction:
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise redis.ConnectionError("connection reset by peer")
+            return result
+
+        monkeypatch.setattr(redis.client.Pipeline, "execute", flaky_execute)
+        batch = [rec(seq) for seq in range(1, 8)]
+        with pytest.raises(StoreError, match="connection reset"):
+            await write(store, batch)
+        assert store.stats.errors == 1
+        await write(store, batch)  # the hub's retry of the same batch
+        monkeypatch.undo()
+        assert [r.seq for r in await store.read("p")] == list(range(1, 8))
+        meta = await store.meta("p")
+        assert (meta.last_seq, meta.lines) == (7, 7)
+
+
+async def test_open_store_builds_redis(redis_url: str, tmp_path: Path) -> None:
+    store = open_store("redis", dir=tmp_path, redis_url=redis_url, retain_lines=50)
+    assert isinstance(store, RedisStore)
+    assert store.retain_lines == 50
+    await store.open()
+    await store.close()
+    with pytest.raises(ValueError, match="redis URL"):
+        open_store("redis", dir=tmp_path, redis_url=None, retain_lines=50)

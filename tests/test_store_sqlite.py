@@ -1,0 +1,190 @@
+"""The SQLite engine: the shared contract, plus what only an embedded file can do wrong
+(a locked or full database, blocking the event loop, big batches, closing from another thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import logcast.store.sqlite as sqlite_engine
+from logcast.errors import StoreError
+from logcast.query import Query
+from logcast.store import SqliteStore, open_store
+from logcast.store.base import Store
+from tests.store_contract import Factory, StoreContract, opened, rec, write
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "history" / "history.sqlite3"
+
+
+@pytest.fixture
+def factory(db_path: Path) -> Factory:
+    def make(**kwargs: Any) -> Store:
+        return SqliteStore(db_path, **kwargs)
+
+    return make
+
+
+class TestSqliteContract(StoreContract):
+    pass
+
+
+async def test_locked_database_raises_store_error_then_a_retry_succeeds(db_path: Path) -> None:
+    async with opened(lambda: SqliteStore(db_path, busy_timeout=0.01)) as store:
+        await write(store, [rec(1)])
+        other_connection = sqlite3.connect(db_path, isolation_level=None)
+        batch = [rec(seq) for seq in range(2, 12)]
+        other_connection.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        try:
+            with pytest.raises(StoreError, match="locked"):
+                await write(store, batch)
+            assert store.stats.errors == 1
+            assert store.stats.last_error is not None and "locked" in store.stats.last_error
+            assert [r.seq for r in await store.read("p")] == [1]  # readers are not held up (WAL)
+        finally:
+            other_connection.execute("ROLLBACK")
+            other_connection.close()
+        await write(store, batch)
+        assert [r.seq for r in await store.read("p")] == list(range(1, 12))
+        meta = await store.meta("p")
+        assert (meta.last_seq, meta.lines) == (11, 11)
+        assert store.stats.written == 11
+        assert store.stats.errors == 1
+
+
+async def test_full_disk_raises_store_error_and_nothing_is_half_written(db_path: Path) -> None:
+    # max_page_count caps the file, as a full disk would.
+    async with opened(lambda: SqliteStore(db_path, pragmas={"max_page_count": 64})) as store:
+        seq = 0
+        failed: list[Any] = []
+        for _ in range(1000):
+            batch = [rec(s, "y" * 200) for s in range(seq + 1, seq + 51)]
+            try:
+                await write(store, batch)
+            except StoreError as exc:
+                assert "full" in str(exc)
+                failed = batch
+                break
+            seq += 50
+        assert failed, "the database never filled up"
+        assert store.stats.errors == 1
+        assert store.stats.last_error is not None and "full" in store.stats.last_error
+        meta = await store.meta("p")
+        assert (meta.last_seq, meta.lines) == (seq, seq)  # the failed batch left no trace
+        assert [r.seq for r in await store.read("p", limit=100_000)] == list(range(1, seq + 1))
+        # room is made (here by clearing), and the same batch goes in
+        await store.clear("p", seq)
+        await write(store, failed)
+        assert await store.read("p", limit=100) == failed
+        assert (await store.meta("p")).lines == seq + 50
+
+
+async def test_reads_run_off_the_event_loop(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+    threads: list[int] = []
+
+    def slow_fold_contains(message: str, needle: str) -> bool:
+        threads.append(threading.get_ident())
+        entered.set()
+        release.wait(30)
+        return needle in message.casefold()
+
+    # the engine registers this function on each reader connection it creates
+    monkeypatch.setattr(sqlite_engine, "_fold_contains", slow_fold_contains)
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        await write(store, [rec(1, "café"), rec(2, "tea")])
+        reading = asyncio.create_task(store.read("p", query=Query(text="CAFÉ")))
+        ticks = 0
+        while not entered.is_set():  # the loop goes on turning while the query is inside SQLite
+            ticks += 1
+            await asyncio.sleep(0.005)
+            assert ticks < 6000, "the query never started"
+        await asyncio.sleep(0.01)
+        assert not reading.done()
+        release.set()
+        assert [r.seq for r in await reading] == [1]
+        assert threading.get_ident() not in threads
+
+
+async def test_a_batch_of_200k_records(db_path: Path) -> None:
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        batch = [rec(seq, f"request {seq} served in 1.2 ms", process="web") for seq in range(1, 200_001)]
+        await write(store, batch)
+        meta = await store.meta("web")
+        assert (meta.first_seq, meta.last_seq, meta.lines) == (1, 200_000, 200_000)
+        assert await store.tail("web", 3) == batch[-3:]
+        assert await store.read("web", after=123_456, limit=2) == batch[123_456:123_458]
+        assert store.stats.written == 200_000
+
+
+async def test_writer_connection_closed_from_another_thread(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    writer = threading.Thread(target=store.write, args=([rec(1), rec(2)],))
+    writer.start()
+    writer.join()
+    await store.close()  # from the event loop's thread, after the writer thread has gone
+    with pytest.raises(StoreError):
+        store.write([rec(3)])
+    with pytest.raises(StoreError):
+        await store.read("p")
+    async with opened(lambda: SqliteStore(db_path)) as again:
+        assert [r.seq for r in await again.read("p")] == [1, 2]
+
+
+async def test_reads_need_an_open_store(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    with pytest.raises(StoreError, match="not open"):
+        await store.read("p")
+    await store.close()
+
+
+async def test_file_is_in_wal_mode_and_survives_without_the_store(db_path: Path) -> None:
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        await write(store, [rec(1, "kept")])
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT message FROM records").fetchall() == [("kept",)]
+    finally:
+        conn.close()
+
+
+async def test_sql_regexp_operator_is_case_insensitive(db_path: Path) -> None:
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        await write(store, [rec(1, "Disk FULL"), rec(2, "fine")])
+        assert isinstance(store, SqliteStore)
+        rows = await store._run(
+            "regexp",
+            lambda conn: conn.execute("SELECT seq FROM records WHERE message REGEXP 'full$'").fetchall(),
+        )
+        assert rows == [(1,)]
+
+
+async def test_open_store_builds_sqlite_in_dir(tmp_path: Path) -> None:
+    store = open_store("sqlite", dir=tmp_path / "state", redis_url=None, retain_lines=100)
+    assert isinstance(store, SqliteStore)
+    assert store.path == tmp_path / "state" / "history.sqlite3"
+    assert store.retain_lines == 100
+    await store.open()
+    try:
+        assert store.path.exists()
+    finally:
+        await store.close()
+    with pytest.raises(ValueError, match="unknown store engine"):
+        open_store("postgres", dir=tmp_path, redis_url=None, retain_lines=100)
+
+
+def test_invalid_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SqliteStore(tmp_path / "x.db", retain_lines=0)
+    with pytest.raises(ValueError):
+        SqliteStore(tmp_path / "x.db", pragmas={"max_page_count; DROP TABLE meta": 1})
