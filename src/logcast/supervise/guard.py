@@ -1,0 +1,134 @@
+"""The orphan guard: a tiny process that kills our process groups when the manager dies.
+
+Why a separate process: `PR_SET_PDEATHSIG` (set in every child, see `spawn.py`) kills
+the direct child when the manager dies, even by SIGKILL, but not the child's own
+children, which would be re-parented to init and live on (an LLM server's workers
+holding the GPU and the port). Nothing inside a SIGKILLed process can react, so
+someone outside must.
+
+How: the manager starts one guard (a fresh `python -I -S -c …`, not a fork of a
+multi-threaded manager) in its own session, with the read end of a pipe as stdin.
+The manager writes `+PGID` when it spawns a child (each child leads its own process
+group) and `-PGID` once it has finished with that group. When the pipe reaches EOF,
+because the manager closed it or because the kernel closed it for a dead manager,
+the guard SIGKILLs every group still registered and exits. At a clean shutdown every
+group has been unregistered, so the guard just exits.
+
+The write end is close-on-exec and children are spawned with `close_fds`, so no child
+can keep the pipe open and blind the guard. Processes that leave their group
+(`setsid`) escape it; only a cgroup could hold those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+__all__ = ["Guard"]
+
+logger = logging.getLogger(__name__)
+
+GUARD_SOURCE = """\
+import os, signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+groups = set()
+pending = b""
+while True:
+    try:
+        chunk = os.read(0, 4096)
+    except OSError:
+        chunk = b""
+    if not chunk:
+        break
+    pending += chunk
+    *lines, pending = pending.split(b"\\n")
+    for line in lines:
+        try:
+            pgid = int(line[1:])
+        except ValueError:
+            continue
+        if line[:1] == b"+":
+            groups.add(pgid)
+        elif line[:1] == b"-":
+            groups.discard(pgid)
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Guard:
+    """Owns the guard process; `register`/`unregister` are thread-safe and never block long."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._broken = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._fd is not None and not self._broken
+
+    def start(self) -> None:
+        """Start the guard process (once; later calls do nothing)."""
+        with self._lock:
+            if self._proc is not None:
+                return
+            read_end, write_end = os.pipe()  # both close-on-exec
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", GUARD_SOURCE],
+                    stdin=read_end,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,  # no terminal signal reaches it before it did its job
+                    close_fds=True,
+                )
+            except BaseException:
+                os.close(write_end)
+                raise
+            finally:
+                os.close(read_end)
+            self._fd = write_end
+
+    def register(self, pgid: int) -> None:
+        self._send(b"+%d\n" % pgid)
+
+    def unregister(self, pgid: int) -> None:
+        self._send(b"-%d\n" % pgid)
+
+    def _send(self, data: bytes) -> None:
+        with self._lock:
+            if self._fd is None or self._broken:
+                return
+            try:
+                os.write(self._fd, data)  # < PIPE_BUF: atomic, and the guard reads at once
+            except OSError as exc:
+                self._broken = True
+                logger.warning("orphan guard is gone (%s): children may outlive a crash of logcast", exc)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the pipe (the guard kills any group still registered) and reap the guard."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            proc, self._proc = self._proc, None
+        if fd is not None:
+            os.close(fd)
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("orphan guard pid %d did not exit; killing it", proc.pid)
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,419 @@
+"""One supervised process: its lifecycle on asyncio, restarts with backoff, stop.
+
+Why it is built this way:
+
+- Control operations (`start`, `stop`, `restart`) take one `asyncio.Lock` per process,
+  so concurrent requests serialise: a `start` that arrives while a `stop` is in flight
+  waits for the stop to finish, then starts. The automatic restart after a backoff
+  takes the same lock.
+- Each run has one watcher task that owns the end of that run, whoever caused it: it
+  waits for the leader to exit (a zombie, so its pgid stays ours), lets the readers
+  drain, asks leftovers of the group to stop (`stop_signal`, then SIGKILL after
+  `stop_timeout`, like systemd's control-group kill mode: a crashed server's workers
+  must not keep its port), SIGKILLs the group, gives readers a short bounded grace (a
+  process that left the group may hold the pipe forever), then reaps and makes the
+  one final state change. So the status "exited with code 1" always comes after the
+  run's last line, and `stop()` only signals and waits for the watcher.
+- States move through `states.check_transition`; each move writes one status record
+  to the sink with a human message and a level (crashes and spawn failures: error).
+- Restart policy: `never`, `on-failure` (non-zero exit, or a signal logcast did not
+  send), `always`. The delay starts at `backoff_initial` and doubles up to
+  `backoff_max`; a run that stayed up `min_uptime` resets it, as does a manual start.
+  Restarts go on forever (no supervisord FATAL): a model server whose GPU is busy
+  should come up once the GPU is free; the capped delay keeps the cost small.
+- `start()` on a live process does nothing and returns False (it says so to the
+  caller, who decides how to report it); `start()` during backoff starts at once.
+  `stop()` on a process that is not running returns False, except during backoff,
+  where it cancels the pending restart and ends in `stopped`.
+- Spawning happens on the event-loop thread (never a worker thread): PR_SET_PDEATHSIG
+  is tied to the thread that forks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from logcast.capture.reader import PipeReader
+from logcast.config import ProcessSettings, RestartPolicy
+from logcast.supervise.readiness import ReadinessProbe
+from logcast.supervise.spawn import Child, Spawner, SpawnError
+from logcast.supervise.states import check_transition
+from logcast.types import Level, Line, LineSink, ProcessState, Stream
+
+__all__ = ["ManagedProcess", "describe_exit"]
+
+logger = logging.getLogger(__name__)
+
+S = ProcessState
+DRAIN = 0.5  # after the leader exits, time for the readers to finish before leftovers are signalled
+KILL_WAIT = 5.0  # after SIGKILL, how long stop() waits before reporting a child that will not die
+
+
+class Reader(Protocol):
+    def start(self) -> None: ...
+
+    async def wait(self) -> None: ...
+
+
+ReaderFactory = Callable[[int, Callable[[float, list[Line]], None], str], Reader]
+
+
+def _pipe_reader(fd: int, on_lines: Callable[[float, list[Line]], None], name: str) -> Reader:
+    return PipeReader(fd, on_lines, name=name)
+
+
+def describe_exit(code: int) -> str:
+    """`exited with code 1`, `killed by SIGKILL` (negative codes are signals, as in Popen)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with code {code}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value == int(value) else f"{value:.3g}s"
+
+
+async def _wait_all(tasks: set[asyncio.Future[None]], within: float) -> set[asyncio.Future[None]]:
+    """Wait up to `within` seconds for every task; return those still pending."""
+    if not tasks:
+        return tasks
+    _, pending = await asyncio.wait(tasks, timeout=max(within, 0.0))
+    return pending
+
+
+class ManagedProcess:
+    """The lifecycle of one configured process; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: ProcessSettings,
+        sink: LineSink,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        spawner: Spawner | None = None,
+        run: int = 0,
+        reader_factory: ReaderFactory = _pipe_reader,
+        reader_grace: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self._sink = sink
+        self._clock = clock
+        self._spawner = spawner or Spawner()
+        self._reader_factory = reader_factory
+        self._reader_grace = reader_grace
+        self.state = S.STOPPED
+        self.pid: int | None = None
+        self.started_at: float | None = None  # Unix time of the current/last start
+        self.exit_code: int | None = None  # of the last run; negative = killed by that signal
+        self.run = run  # starts, over the whole history
+        self.restarts = 0  # automatic and requested restarts since this manager started
+        self._lock = asyncio.Lock()
+        self._child: Child | None = None
+        self._done: asyncio.Event | None = None  # set when the current run has fully ended
+        self._watcher: asyncio.Task[None] | None = None
+        self._probe: ReadinessProbe | None = None
+        self._backoff_task: asyncio.Task[None] | None = None
+        self._backoff_delay = settings.backoff_initial
+        self._started_mono = 0.0
+        self._stopping = False  # a stop was requested for the current run
+        self._killed = False  # ... and it needed SIGKILL
+        self._stop_deadline = 0.0  # loop time
+
+    # ------------------------------------------------------------------ reading
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "exit_code": self.exit_code,
+            "run": self.run,
+            "restarts": self.restarts,
+        }
+
+    @property
+    def not_ready(self) -> bool:
+        """The readiness probe of the current run timed out and has not passed since."""
+        probe = self._probe
+        return probe is not None and probe.timed_out and not probe.ready
+
+    def __repr__(self) -> str:
+        return f"<ManagedProcess {self.name} {self.state.value} pid={self.pid} run={self.run}>"
+
+    # ------------------------------------------------------------------ control
+
+    async def start(self) -> bool:
+        """Start the process; False (and nothing done) if it is already running."""
+        async with self._lock:
+            await self._settle()
+            if self.state.is_alive:
+                logger.debug("%s: start ignored, already %s", self.name, self.state.value)
+                return False
+            if self._cancel_backoff():
+                self.restarts += 1
+            self._backoff_delay = self.settings.backoff_initial
+            self._launch()
+            return True
+
+    async def stop(self) -> bool:
+        """Stop the process (or its pending restart); False if there was nothing to stop."""
+        async with self._lock:
+            return await self._stop_locked()
+
+    async def restart(self) -> bool:
+        """Stop the process if it runs, then start it again."""
+        async with self._lock:
+            if not self._cancel_backoff():
+                await self._stop_locked()
+                await self._settle()
+            self.restarts += 1
+            self._backoff_delay = self.settings.backoff_initial
+            self._launch()
+            return True
+
+    async def _settle(self) -> None:
+        """If a stop gave up on a child that would not die, wait until it is gone."""
+        if self.state is S.STOPPING and self._done is not None:
+            await self._done.wait()
+
+    def _cancel_backoff(self) -> bool:
+        task, self._backoff_task = self._backoff_task, None
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    async def _stop_locked(self) -> bool:
+        if self._cancel_backoff():
+            self._set_state(S.STOPPED, "stopped (restart cancelled)")
+            return True
+        if self.state is S.STOPPING:
+            await self._settle()
+            return True
+        if not self.state.is_alive:
+            return False
+        child, done = self._child, self._done
+        assert child is not None and done is not None
+        sig = self.settings.stop_signal
+        timeout = self.settings.stop_timeout
+        self._stopping = True
+        self._stop_deadline = asyncio.get_running_loop().time() + timeout
+        if self._probe is not None:
+            self._probe.cancel()
+        self._set_state(S.STOPPING, f"stopping ({sig.name}, SIGKILL after {_seconds(timeout)})")
+        child.signal_group(sig)
+        if await self._wait_done(done, timeout):
+            return True
+        self._killed = True
+        if child.signal_group(signal.SIGKILL):
+            logger.info(
+                "%s: pid %d still running %ss after %s: SIGKILL", self.name, child.pid, timeout, sig.name
+            )
+        if await self._wait_done(done, KILL_WAIT):
+            return True
+        self._status(
+            f"pid {child.pid} has not exited {_seconds(KILL_WAIT)} after SIGKILL; still waiting", Level.ERROR
+        )
+        return False
+
+    @staticmethod
+    async def _wait_done(done: asyncio.Event, within: float) -> bool:
+        try:
+            await asyncio.wait_for(done.wait(), within)
+        except TimeoutError:
+            return done.is_set()
+        return True
+
+    # ------------------------------------------------------------------ one run
+
+    def _set_state(self, new: ProcessState, message: str, level: Level = Level.INFO) -> None:
+        check_transition(self.state, new)
+        self.state = new
+        self._sink.status(self.name, self.run, new, message, level)
+
+    def _status(self, message: str, level: Level) -> None:
+        """A status record that is not a state change (a warning about the current state)."""
+        self._sink.status(self.name, self.run, self.state, message, level)
+
+    def _launch(self) -> None:
+        """Spawn a new run (lock held, on the event-loop thread)."""
+        self.run += 1
+        run = self.run
+        self._stopping = self._killed = False
+        self.exit_code = None
+        self._probe = None
+        command = shlex.join(self.settings.command)
+        if len(command) > 300:
+            command = command[:297] + "..."
+        self._set_state(S.STARTING, f"starting {command} (run {run})")
+        self._started_mono = self._clock()
+        try:
+            child = self._spawner.spawn(self.settings)
+        except SpawnError as exc:
+            self._set_state(S.CRASHED, f"failed to start: {exc}", Level.ERROR)
+            self._schedule_restart(crashed=True, uptime=0.0)
+            return
+        self._child = child
+        self.pid = child.pid
+        self.started_at = time.time()
+        done = self._done = asyncio.Event()
+        self._set_state(S.RUNNING, f"started pid {child.pid} (run {run})")
+        probe = None
+        if self.settings.ready is not None:
+            probe = self._probe = ReadinessProbe(
+                self.settings.ready,
+                on_ready=lambda late: self._on_ready(run, late),
+                on_timeout=lambda: self._on_not_ready(run),
+            )
+            probe.start()
+        streams = [(child.stdout, Stream.STDOUT)]
+        if child.stderr is not None:
+            streams.append((child.stderr, Stream.STDERR))
+        readers: list[Reader] = []
+        try:
+            for fd, stream in streams:
+                reader = self._reader_factory(
+                    fd, self._line_handler(run, stream, probe), f"{self.name}-{stream}"
+                )
+                reader.start()  # from here on the reader owns (and closes) fd
+                readers.append(reader)
+        except Exception as exc:  # cannot read its output: do not let it run unseen
+            logger.exception("%s: cannot start output readers", self.name)
+            self._status(f"cannot read output ({exc}); killing pid {child.pid}", Level.ERROR)
+            child.signal_group(signal.SIGKILL)
+            for fd, _ in streams[len(readers) :]:
+                os.close(fd)
+        self._watcher = asyncio.create_task(
+            self._watch(child, run, readers, probe, done), name=f"watch {self.name}"
+        )
+
+    def _line_handler(
+        self, run: int, stream: Stream, probe: ReadinessProbe | None
+    ) -> Callable[[float, list[Line]], None]:
+        sink, name = self._sink, self.name
+
+        def on_lines(timestamp: float, lines: list[Line]) -> None:  # reader thread
+            sink.lines(name, run, stream, timestamp, lines)
+            if probe is not None:
+                probe.feed(lines)
+
+        return on_lines
+
+    def _on_ready(self, run: int, late: bool) -> None:
+        if run != self.run or self.state is not S.RUNNING:
+            return
+        took = _seconds(round(self._clock() - self._started_mono, 1))
+        assert self.settings.ready is not None
+        note = f" (later than the {_seconds(self.settings.ready.timeout)} timeout)" if late else ""
+        self._set_state(S.READY, f"ready after {took}{note}", Level.SUCCESS)
+
+    def _on_not_ready(self, run: int) -> None:
+        if run != self.run or self.state is not S.RUNNING or self._probe is None:
+            return
+        assert self.settings.ready is not None
+        self._status(
+            f"not ready after {_seconds(self.settings.ready.timeout)} "
+            f"(no {self._probe.describe} yet); still running and waiting",
+            Level.WARNING,
+        )
+
+    async def _watch(
+        self, child: Child, run: int, readers: list[Reader], probe: ReadinessProbe | None, done: asyncio.Event
+    ) -> None:
+        """Own the end of one run: see the module docstring for the steps."""
+        code = 255
+        cancelled = False
+        try:
+            code = await child.wait_exit()
+            self.exit_code = code
+            if probe is not None:
+                await probe.aclose()
+            waits: set[asyncio.Future[None]] = {asyncio.ensure_future(r.wait()) for r in readers}
+            pending = await _wait_all(waits, DRAIN)
+            if pending and not self._stopping:  # leftovers of a leader that ended by itself
+                if child.signal_group(self.settings.stop_signal):
+                    logger.info("%s: leader exited, stopping what is left of its group", self.name)
+                pending = await _wait_all(pending, self.settings.stop_timeout)
+            elif pending:
+                pending = await _wait_all(pending, self._stop_deadline - asyncio.get_running_loop().time())
+            child.signal_group(signal.SIGKILL)
+            pending = await _wait_all(pending, self._reader_grace)
+            if pending:
+                logger.warning(
+                    "%s: output of run %d still open %ss after its group was killed "
+                    "(a process left the group?); not waiting for it",
+                    self.name,
+                    run,
+                    self._reader_grace,
+                )
+                for task in pending:
+                    task.cancel()
+            for task in waits - pending:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("%s: reader failed", self.name, exc_info=task.exception())
+        except asyncio.CancelledError:  # the loop is going away: leave nothing behind
+            cancelled = True
+            child.signal_group(signal.SIGKILL)
+            raise
+        except Exception:
+            logger.exception("%s: error while ending run %d", self.name, self.run)
+            child.signal_group(signal.SIGKILL)
+        finally:
+            self._spawner.release(child)
+            self._child = None
+            self.pid = None
+            if not cancelled:
+                self._finish(child, code)
+            done.set()
+
+    def _finish(self, child: Child, code: int) -> None:
+        """The final state change of a run (on the loop, child reaped)."""
+        if child.exit_code is not None:
+            code = child.exit_code
+        self.exit_code = code
+        uptime = self._clock() - self._started_mono
+        if self._stopping:
+            if self._killed:
+                timeout = _seconds(self.settings.stop_timeout)
+                self._set_state(S.STOPPED, f"stopped ({describe_exit(code)} after {timeout})", Level.WARNING)
+            else:
+                self._set_state(S.STOPPED, f"stopped ({describe_exit(code)})")
+            return
+        if code == 0:
+            self._set_state(S.EXITED, describe_exit(code))
+        else:
+            self._set_state(S.CRASHED, describe_exit(code), Level.ERROR)
+        self._schedule_restart(crashed=code != 0, uptime=uptime)
+
+    def _schedule_restart(self, *, crashed: bool, uptime: float) -> None:
+        policy = self.settings.restart
+        if policy is RestartPolicy.NEVER or (policy is RestartPolicy.ON_FAILURE and not crashed):
+            return
+        if uptime >= self.settings.min_uptime:
+            self._backoff_delay = self.settings.backoff_initial
+        delay = self._backoff_delay
+        self._backoff_delay = min(delay * 2, self.settings.backoff_max)
+        self._set_state(S.BACKOFF, f"restarting in {_seconds(delay)} (backoff)", Level.WARNING)
+        self._backoff_task = asyncio.create_task(self._restart_after(delay), name=f"backoff {self.name}")
+
+    async def _restart_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._lock:
+            if self._backoff_task is not asyncio.current_task() or self.state is not S.BACKOFF:
+                return
+            self._backoff_task = None
+            self.restarts += 1
+            self._launch()

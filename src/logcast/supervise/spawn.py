@@ -1,0 +1,299 @@
+"""Spawning children: own process group, pipes or a pty, death with the manager, reaping.
+
+Why it is built this way:
+
+- Every child leads its own process group, so that stop and kill reach its whole
+  family with one `killpg`, and a Ctrl-C in logcast's terminal does not reach it.
+  Under a pty the child leads its own session and has the pty as controlling terminal
+  (`setsid` + `TIOCSCTTY`), as a program started in a terminal would.
+- stdout and stderr are separate pipes (stdin is /dev/null; the reader enlarges the
+  pipes). Under a pty, there is one stream: the master; output post-processing
+  (`ONLCR`) is switched off so the bytes are what the program wrote.
+- Children die with the manager: each child sets `PR_SET_PDEATHSIG(SIGKILL)` before
+  exec (the libc function is resolved once, here, so the forked child only calls it).
+  The signal fires when the *thread* that forked the child ends, so spawn only from a
+  long-lived thread: the event-loop thread. Grandchildren are covered by the guard
+  (`guard.py`), which `Spawner` tells about every group.
+- Reaping uses a pidfd watched by the event loop (`loop.add_reader`, which works with
+  asyncio and uvloop), or a waiter thread where pidfds are missing. `Child.wait_exit`
+  only *peeks* at the exit status (`waitid(WNOWAIT)`): the leader stays a zombie, which
+  pins its process-group id, so that killing leftovers of the group can never hit a
+  recycled pgid. `Child.reap` collects the zombie afterwards.
+- `subprocess.Popen` does the fork/exec (it reports exec and chdir errors precisely);
+  we keep its object only to mark it reaped, so it never warns about a running child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import logging
+import os
+import signal
+import struct
+import subprocess
+import termios
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from logcast.config import ProcessSettings
+from logcast.errors import LogcastError
+from logcast.supervise.guard import Guard
+
+__all__ = ["Child", "SpawnError", "Spawner", "child_env", "spawn"]
+
+logger = logging.getLogger(__name__)
+
+PTY_ROWS, PTY_COLS = 50, 200
+SECRET_ENV = ("LOGCAST_TOKEN",)  # never handed to children unless their config sets it
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+class SpawnError(LogcastError):
+    """The child could not be started; the message names the cause."""
+
+
+def child_env(settings: ProcessSettings) -> dict[str, str]:
+    """os.environ + the configured env, with PYTHONUNBUFFERED=1 unless the config sets it."""
+    env = dict(os.environ)
+    for name in SECRET_ENV:
+        env.pop(name, None)
+    env.update(settings.env)
+    if "PYTHONUNBUFFERED" not in settings.env:
+        env["PYTHONUNBUFFERED"] = "1"
+    if settings.pty and "TERM" not in env:
+        env["TERM"] = "xterm-256color"
+    return env
+
+
+def _make_preexec(pty: bool) -> Callable[[], None]:
+    parent = os.getpid()
+    prctl = _prctl
+
+    def preexec() -> None:  # runs in the forked child, before exec: keep it tiny
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != parent:  # the manager died before the line above
+                os.kill(os.getpid(), signal.SIGKILL)
+        if pty:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return preexec
+
+
+def _open_pty() -> tuple[int, int]:
+    master, slave = os.openpty()
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", PTY_ROWS, PTY_COLS, 0, 0))
+        attrs = termios.tcgetattr(slave)
+        attrs[1] &= ~termios.ONLCR  # oflag: keep "\n" as written
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    return master, slave
+
+
+def _describe_failure(exc: OSError, settings: ProcessSettings) -> str:
+    program = settings.command[0]
+    if exc.filename is not None and str(exc.filename) == str(settings.cwd):
+        if isinstance(exc, FileNotFoundError):
+            return f"working directory not found: {settings.cwd}"
+        return f"cannot enter working directory {settings.cwd}: {exc.strerror}"
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {program}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {program}"
+    return f"{exc.strerror or exc}: {program}"
+
+
+@dataclass(eq=False)
+class Child:
+    """A spawned child. `stdout` is the pipe's read end (the master under a pty)."""
+
+    pid: int
+    stdout: int
+    stderr: int | None
+    pty: bool
+    popen: subprocess.Popen[bytes] = field(repr=False)
+    pidfd: int | None = field(default=None, repr=False)
+    exit_code: int | None = None  # known once the leader ended (negative: killed by that signal)
+    reaped: bool = False
+
+    @property
+    def pgid(self) -> int:
+        return self.pid  # the child leads its group (and, under a pty, its session)
+
+    def signal_group(self, sig: int) -> bool:
+        """Send `sig` to the whole group; False once reaped or when nobody is left."""
+        if self.reaped:
+            return False
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _peek(self, block: bool) -> int | None:
+        """The exit code without reaping (the zombie keeps the pgid ours), or None if alive."""
+        flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+        try:
+            result = os.waitid(os.P_PID, self.pid, flags)
+        except ChildProcessError:  # someone else reaped it: we cannot know how it ended
+            logger.warning("child pid %d was reaped elsewhere; exit status unknown", self.pid)
+            self.reaped = True
+            return 255
+        if result is None:
+            return None
+        if result.si_code == os.CLD_EXITED:
+            return result.si_status
+        return -result.si_status  # CLD_KILLED / CLD_DUMPED
+
+    async def wait_exit(self) -> int:
+        """Wait until the leader ends; returns its exit code. It stays a zombie until `reap`."""
+        if self.exit_code is not None:
+            return self.exit_code
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        if self.pidfd is not None:
+            pidfd = self.pidfd
+
+            def readable() -> None:
+                code = self._peek(block=False)
+                if code is not None and not done.done():
+                    done.set_result(code)
+
+            loop.add_reader(pidfd, readable)
+            try:
+                code = await done
+            finally:
+                loop.remove_reader(pidfd)
+        else:
+
+            def wait_in_thread() -> None:
+                code = self._peek(block=True)
+
+                def deliver() -> None:
+                    if not done.done():
+                        done.set_result(255 if code is None else code)
+
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(deliver)
+
+            threading.Thread(target=wait_in_thread, name=f"reap-{self.pid}", daemon=True).start()
+            code = await done
+        self.exit_code = code
+        return code
+
+    def reap(self) -> None:
+        """Collect the zombie (blocking only if the leader is still alive) and close the pidfd."""
+        if not self.reaped:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                code = self.exit_code if self.exit_code is not None else 255
+            self.reaped = True
+            if self.exit_code is None:
+                self.exit_code = code
+        self.popen.returncode = self.exit_code  # so Popen never warns "still running"
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def spawn(settings: ProcessSettings) -> Child:
+    """Start the child; SpawnError (naming the cause) if it cannot be started.
+
+    Call it from the event-loop thread (see the module docstring about PDEATHSIG).
+    """
+    parent_fds: list[int] = []  # read ends we keep
+    child_fds: list[int] = []  # ends the child gets, closed here after the fork
+    try:
+        if settings.pty:
+            master, slave = _open_pty()
+            parent_fds.append(master)
+            child_fds.append(slave)
+            stdin, stdout, stderr = slave, slave, slave
+        else:
+            out_r, out_w = os.pipe()
+            parent_fds.append(out_r)
+            child_fds.append(out_w)
+            err_r, err_w = os.pipe()
+            parent_fds.append(err_r)
+            child_fds.append(err_w)
+            stdin, stdout, stderr = subprocess.DEVNULL, out_w, err_w
+        try:
+            popen = subprocess.Popen(
+                list(settings.command),
+                cwd=settings.cwd,
+                env=child_env(settings),
+                close_fds=True,
+                start_new_session=settings.pty,
+                process_group=None if settings.pty else 0,
+                preexec_fn=_make_preexec(settings.pty),
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        except OSError as exc:
+            raise SpawnError(_describe_failure(exc, settings)) from exc
+        except subprocess.SubprocessError as exc:
+            raise SpawnError(f"cannot start {settings.command[0]}: {exc}") from exc
+    except BaseException:
+        for fd in parent_fds:
+            os.close(fd)
+        raise
+    finally:
+        for fd in child_fds:
+            os.close(fd)
+    pidfd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(popen.pid)
+    if settings.pty:
+        return Child(popen.pid, parent_fds[0], None, True, popen, pidfd)
+    return Child(popen.pid, parent_fds[0], parent_fds[1], False, popen, pidfd)
+
+
+class Spawner:
+    """Spawns children and tells the orphan guard (if any) about their groups."""
+
+    def __init__(self, guard: Guard | None = None) -> None:
+        self.guard = guard
+
+    def spawn(self, settings: ProcessSettings) -> Child:
+        if self.guard is not None:
+            self.guard.start()  # first spawn only; before the child exists
+        child = spawn(settings)
+        if self.guard is not None:
+            self.guard.register(child.pgid)
+        return child
+
+    def release(self, child: Child) -> None:
+        """Forget the child's group, then reap it (call once its group was killed).
+
+        In this order: until the zombie is reaped its pgid cannot be recycled, so the
+        guard never holds the id of someone else's group.
+        """
+        if self.guard is not None:
+            self.guard.unregister(child.pgid)
+        child.reap()
+
+    def close(self) -> None:
+        if self.guard is not None:
+            self.guard.close()

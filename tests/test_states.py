@@ -1,0 +1,66 @@
+"""The process state table: every allowed move passes, every other raises."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from logcast.errors import InvalidTransition
+from logcast.supervise.states import TRANSITIONS, check_transition
+from logcast.types import ProcessState as S
+
+EXPECTED = {
+    (S.STOPPED, S.STARTING),
+    (S.STARTING, S.RUNNING), (S.STARTING, S.READY), (S.STARTING, S.EXITED),
+    (S.STARTING, S.CRASHED), (S.STARTING, S.STOPPING),
+    (S.RUNNING, S.READY), (S.RUNNING, S.STOPPING), (S.RUNNING, S.EXITED), (S.RUNNING, S.CRASHED),
+    (S.READY, S.STOPPING), (S.READY, S.EXITED), (S.READY, S.CRASHED),
+    (S.STOPPING, S.STOPPED), (S.STOPPING, S.EXITED), (S.STOPPING, S.CRASHED),
+    (S.EXITED, S.STARTING), (S.EXITED, S.BACKOFF), (S.EXITED, S.STOPPED),
+    (S.CRASHED, S.STARTING), (S.CRASHED, S.BACKOFF), (S.CRASHED, S.STOPPED),
+    (S.BACKOFF, S.STARTING), (S.BACKOFF, S.STOPPED),
+}  # fmt: skip
+
+
+def test_table_covers_every_state() -> None:
+    assert set(TRANSITIONS) == set(S)
+
+
+def test_table_is_exactly_the_documented_one() -> None:
+    assert {(old, new) for old, news in TRANSITIONS.items() for new in news} == EXPECTED
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(itertools.product(S, S)))
+def test_check_transition(old: S, new: S) -> None:
+    if (old, new) in EXPECTED:
+        check_transition(old, new)
+    else:
+        with pytest.raises(InvalidTransition, match=f"{old.value} → {new.value}"):
+            check_transition(old, new)
+
+
+def test_no_state_moves_to_itself() -> None:
+    for state in S:
+        assert state not in TRANSITIONS[state]
+
+
+def test_every_state_reachable_from_stopped_and_back() -> None:
+    def reachable(start: S) -> set[S]:
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in TRANSITIONS[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    assert reachable(S.STOPPED) == set(S)
+    for state in S:
+        assert S.STOPPED in reachable(state)
+
+
+def test_alive_states_can_be_stopped() -> None:
+    for state in S:
+        if state.is_alive and state is not S.STOPPING:
+            assert S.STOPPING in TRANSITIONS[state]
