@@ -200,7 +200,8 @@ def test_websocket_text_and_json_across_restarts(make_server) -> None:  # type: 
     ) as ws_json:
         with server.client() as c:  # opened before the process starts
             c.post("/api/processes/quiet/start")
-            first = [ws_text.recv(timeout=10) for _ in range(2)]
+            first = [str(ws_text.recv(timeout=10)) for _ in range(3)]
+            assert first[0].startswith("[logcast] quiet: starting")  # status notes are marked
             assert "quiet started" in first
             c.post("/api/processes/quiet/restart")
         texts: list[str] = []
@@ -228,8 +229,6 @@ def test_stalled_clients_never_slow_a_healthy_one(make_server) -> None:  # type:
     )
     server = make_server(
         f"""
-        [storage]
-        memory_lines = 20000
         [process.flood]
         command = {flood}
         autostart = false
@@ -240,33 +239,34 @@ def test_stalled_clients_never_slow_a_healthy_one(make_server) -> None:  # type:
     # two stalled readers: they connect, then never read again
     stalled_sse = httpx.Client(timeout=httpx.Timeout(60.0))
     sse_resp = stalled_sse.send(stalled_sse.build_request("GET", stream), stream=True)
-    stalled_ws = connect(server.url.replace("http", "ws") + "/ws/logs?process=flood", open_timeout=10)
-    try:
-        seen: list[int] = []
-        ready = threading.Event()
+    with connect(server.url.replace("http", "ws") + "/ws/logs?process=flood", open_timeout=10):
+        _follow_flood(server, stream)
+    sse_resp.close()
+    stalled_sse.close()
 
-        def healthy() -> None:
-            with httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client:
-                with client.stream("GET", stream) as response:
-                    for m in messages(response):
-                        if m.type == "historical_complete":
-                            ready.set()
-                        if m.type == "realtime" and m.data["log"]["message"].startswith("flood line"):
-                            seen.append(m.seq or 0)
-                            if m.data["log"]["message"].startswith("flood line 200000"):
-                                return
 
-        reader = threading.Thread(target=healthy)
-        reader.start()
-        assert ready.wait(10)
-        httpx.post(server.url + "/api/processes/flood/start", timeout=30)
-        reader.join(120)
-        assert not reader.is_alive(), "the healthy reader did not get every line"
-        assert len(seen) == 200000 and seen == list(range(seen[0], seen[0] + 200000))
-    finally:
-        sse_resp.close()
-        stalled_sse.close()
-        stalled_ws.close()
+def _follow_flood(server, stream: str) -> None:  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+    ready = threading.Event()
+
+    def healthy() -> None:
+        with httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client:
+            with client.stream("GET", stream) as response:
+                for m in messages(response):
+                    if m.type == "historical_complete":
+                        ready.set()
+                    if m.type == "realtime" and m.data["log"]["message"].startswith("flood line"):
+                        seen.append(m.seq or 0)
+                        if m.data["log"]["message"].startswith("flood line 200000"):
+                            return
+
+    reader = threading.Thread(target=healthy)
+    reader.start()
+    assert ready.wait(10)
+    httpx.post(server.url + "/api/processes/flood/start", timeout=30)
+    reader.join(120)
+    assert not reader.is_alive(), "the healthy reader did not get every line"
+    assert len(seen) == 200000 and seen == list(range(seen[0], seen[0] + 200000))
 
 
 def test_clean_shutdown_leaves_no_process(make_server) -> None:  # type: ignore[no-untyped-def]

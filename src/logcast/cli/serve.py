@@ -20,8 +20,10 @@ import dataclasses
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -139,6 +141,20 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, on_exit: list[object]) -> None:
         super().__init__(config)
         self._on_exit = on_exit
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Like uvicorn's, without re-raising the signal after a clean shutdown: Ctrl-C
+        or SIGTERM that stopped everything in order is a successful exit (code 0)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         for callback in self._on_exit:

@@ -247,7 +247,12 @@ def _resume_point(after: int | None, header: str | None) -> int | None:
     return resumed if resumed is not None else after
 
 
-@router.get("/api/processes/{name}/logs/stream", tags=["logs"], response_class=BoundedSSEResponse)
+SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}}
+}
+
+
+@router.get("/api/processes/{name}/logs/stream", tags=["logs"], responses=SSE_DOC)
 async def stream_logs(
     name: str,
     rt: RT,
@@ -256,7 +261,7 @@ async def stream_logs(
     level: str | None = None,
     q: Annotated[str | None, Query(max_length=1000)] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> BoundedSSEResponse:
+) -> Response:
     known(rt, name)
     query = build_query(level, q, keep_status=True)
     sub = await rt.hub.subscribe(
@@ -265,7 +270,7 @@ async def stream_logs(
     return BoundedSSEResponse(sse_body(rt.hub, sub, rt.shutdown))
 
 
-@router.get("/api/models/{alias}/logs/stream", tags=["seed"], response_class=BoundedSSEResponse)
+@router.get("/api/models/{alias}/logs/stream", tags=["seed"], responses=SSE_DOC)
 async def stream_model_logs(
     alias: str,
     rt: RT,

@@ -104,7 +104,7 @@ async def sse_body(
                 continue
             items = encode_entries(hub, sub.plog, entries)
             chunk = sse_frames(items)
-            ended = end_on_stop and _stopped(entries)
+            ended = _stopped(entries) if end_on_stop else None
             if ended is not None:
                 chunk += b"id: %d\ndata: %s\n\n" % (
                     ended.seq,

@@ -1,0 +1,67 @@
+// The dashboard's one door to the REST API.
+//
+// Every call goes through `api()`: same-origin cookies, JSON in and out, a 401 sends the
+// browser to the login page (and back here afterwards), and any other failure raises an
+// `ApiError` carrying the server's `detail`, ready for a toast.
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail || `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+/** Where we are, as a `next=` value the login page accepts (a same-origin path). */
+export function herePath() {
+  return location.pathname + location.search + location.hash;
+}
+
+export function goToLogin() {
+  if (location.pathname === "/login.html") return;
+  location.assign(`/login.html?next=${encodeURIComponent(herePath())}`);
+}
+
+/** A `next` parameter is followed only when it is a path on this origin. */
+export function safeNext(value) {
+  if (typeof value !== "string" || !value.startsWith("/") || value.startsWith("//") || value.startsWith("/\\")) {
+    return "/";
+  }
+  return value;
+}
+
+export async function api(path, { method = "GET", body, signal, redirectOn401 = true } = {}) {
+  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" }, signal };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError(0, "cannot reach the logcast server");
+  }
+  if (response.status === 401 && redirectOn401) {
+    goToLogin();
+    throw new ApiError(401, "login required");
+  }
+  if (response.status === 204) return null;
+  const type = response.headers.get("Content-Type") || "";
+  const data = type.includes("json") ? await response.json().catch(() => null) : null;
+  if (!response.ok) {
+    let detail = data && data.detail;
+    if (Array.isArray(detail)) detail = detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+    else if (detail && typeof detail !== "string") detail = JSON.stringify(detail);
+    throw new ApiError(response.status, detail || (data && data.message) || `${response.status} ${response.statusText}`);
+  }
+  return data;
+}
+
+export const enc = encodeURIComponent;
+
+export const listProcesses = () => api("/api/processes").then((d) => d.processes);
+export const getProcess = (name) => api(`/api/processes/${enc(name)}`);
+export const control = (name, action) => api(`/api/processes/${enc(name)}/${action}`, { method: "POST" });
+export const getSession = () => api("/api/session", { redirectOn401: false });

@@ -1,0 +1,348 @@
+// / — every process at a glance, control buttons, and a merged live view.
+//
+// The table is polled every 1.5 s (skipped while the tab is hidden, and refreshed at once
+// when a watched process reports a status change). Rows are built once per process and
+// then only their cells' text changes, so focus and hover survive the polling.
+//
+// The merged view follows the processes ticked "watch": one stream each, lines merged by
+// timestamp. It uses the WebSocket transport (same JSON events as SSE) because a browser
+// gives an origin only six HTTP/1.1 connections, and every EventSource keeps one busy:
+// four watched processes plus a viewer tab would starve the polling. `?merge=sse` switches
+// to EventSource anyway.
+
+import { ApiError, control, listProcesses } from "./api.js";
+import { MergedModel, gapEntry, noteEntry } from "./model.js";
+import { initNav } from "./nav.js";
+import { renderRow } from "./render.js";
+import { LogStream } from "./stream.js";
+import { stripAnsi } from "./ansi.js";
+import { VirtualList } from "./vlist.js";
+import { $, colourSlot, el, formatCount, formatDuration, formatRate, isTyping, toast } from "./util.js";
+
+const POLL_MS = 1500;
+const MERGE_LINES = 200;
+const MERGE_TRANSPORT = new URLSearchParams(location.search).get("merge") === "sse" ? "sse" : "ws";
+const WATCH_KEY = "logcast.watch";
+
+const rows = new Map(); // name → {tr, cells, buttons}
+const slots = new Map(); // name → colour slot
+const streams = new Map(); // name → LogStream
+let processes = [];
+let pollTimer = 0;
+let lastOk = 0;
+let busy = false;
+
+// --- polling ------------------------------------------------------------------------------
+
+async function poll() {
+  clearTimeout(pollTimer);
+  if (document.hidden) {
+    pollTimer = setTimeout(poll, POLL_MS);
+    return;
+  }
+  if (busy) return;
+  busy = true;
+  try {
+    processes = await listProcesses();
+    lastOk = Date.now();
+    setPoll("live", "Live");
+    render();
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) setPoll("reconnecting", "Server unreachable — retrying");
+  } finally {
+    busy = false;
+    pollTimer = setTimeout(poll, POLL_MS);
+  }
+}
+
+const pollSoon = (() => {
+  let t = 0;
+  return () => {
+    clearTimeout(t);
+    t = setTimeout(poll, 150);
+  };
+})();
+
+function setPoll(state, text) {
+  const box = $("#poll");
+  box.dataset.state = state;
+  $(".conn-text", box).textContent = text;
+}
+
+// --- table -----------------------------------------------------------------------------------
+
+function cell(label, cls = "") {
+  return el("td", { class: cls, dataset: label ? { label } : undefined });
+}
+
+function buildRow(p) {
+  const name = p.name;
+  const slot = slots.get(name);
+  const link = el("a", { class: "proc-name", href: `/logs.html?process=${encodeURIComponent(name)}` },
+    el("span", { class: `swatch pc-${slot}`, "aria-hidden": "true" }), el("span", { text: name }));
+  const state = el("span", { class: "state" });
+  const buttons = {};
+  const actions = el("div", { class: "actions" });
+  for (const action of ["start", "stop", "restart"]) {
+    const b = el("button", {
+      type: "button", class: `btn btn-small${action === "stop" ? " btn-danger" : ""}`,
+      dataset: { action }, "aria-label": `${action} ${name}`,
+    }, action[0].toUpperCase() + action.slice(1));
+    b.addEventListener("click", (e) => {
+      e.stopPropagation();
+      act(name, action, b);
+    });
+    buttons[action] = b;
+    actions.append(b);
+  }
+  const watch = el("input", { type: "checkbox", "aria-label": `Watch ${name} in the live view` });
+  watch.checked = watched().includes(name);
+  watch.addEventListener("change", () => setWatched(name, watch.checked));
+  watch.addEventListener("click", (e) => e.stopPropagation());
+  const cells = {
+    name: cell("", "cell-name"), state: cell("State"), pid: cell("PID", "num"), uptime: cell("Uptime", "num"),
+    run: cell("Run", "num"), restarts: cell("Restarts", "num"), rate: cell("Lines/s", "num"),
+    warnings: cell("Warnings", "num"), errors: cell("Errors", "num"), error: cell("Last error", "cell-error"),
+    actions: cell("", "cell-actions"), watch: cell("Watch"),
+  };
+  cells.name.append(link);
+  cells.state.append(state);
+  cells.error.append(el("span", { class: "last-error" }));
+  cells.actions.append(actions);
+  cells.watch.append(el("label", { class: "watch" }, watch, el("span", { class: "sr-only", text: "watch" })));
+  const tr = el("tr", { dataset: { process: name } }, ...Object.values(cells));
+  tr.addEventListener("click", (e) => {
+    if (e.target instanceof Element && e.target.closest("a, button, input, label")) return;
+    location.assign(link.getAttribute("href"));
+  });
+  return { tr, cells, state, buttons, watch };
+}
+
+const ALIVE = new Set(["starting", "running", "ready", "stopping"]);
+
+function render() {
+  const body = $("#proc-rows");
+  const names = processes.map((p) => p.name);
+  processes.forEach((p, i) => {
+    if (!slots.has(p.name)) slots.set(p.name, colourSlot(i));
+  });
+  for (const [name, row] of rows) {
+    if (!names.includes(name)) {
+      row.tr.remove();
+      rows.delete(name);
+    }
+  }
+  processes.forEach((p, i) => {
+    let row = rows.get(p.name);
+    if (!row) {
+      row = buildRow(p);
+      rows.set(p.name, row);
+    }
+    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
+    updateRow(row, p);
+  });
+  $("#no-processes").hidden = processes.length > 0;
+  const running = processes.filter((p) => ALIVE.has(p.state)).length;
+  $("#sum-processes").textContent = formatCount(processes.length);
+  $("#sum-running").textContent = formatCount(running);
+  $("#sum-rate").textContent = formatRate(processes.reduce((a, p) => a + (p.lines_per_s || 0), 0));
+  $("#sum-lines").textContent = formatCount(processes.reduce((a, p) => a + (p.lines || 0), 0));
+  $("#sum-errors").textContent = formatCount(processes.reduce((a, p) => a + (p.errors || 0), 0));
+  $("#updated-at").textContent = `updated ${new Date(lastOk).toLocaleTimeString()}`;
+  renderChips();
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function updateRow(row, p) {
+  const { cells, state, buttons } = row;
+  row.tr.dataset.state = p.state;
+  state.dataset.state = p.state;
+  setText(state, p.state);
+  state.title = p.exit_code !== null && p.exit_code !== undefined ? `exit code ${p.exit_code}` : "";
+  setText(cells.pid, p.pid ? String(p.pid) : "–");
+  setText(cells.uptime, ALIVE.has(p.state) ? formatDuration(p.uptime) : "–");
+  setText(cells.run, formatCount(p.run ?? 0));
+  setText(cells.restarts, formatCount(p.restarts ?? 0));
+  setText(cells.rate, formatRate(p.lines_per_s ?? 0));
+  setText(cells.warnings, formatCount(p.warnings ?? 0));
+  cells.warnings.className = `num warnings-count${p.warnings ? " has" : ""}`;
+  setText(cells.errors, formatCount(p.errors ?? 0));
+  cells.errors.className = `num errors-count${p.errors ? " has" : ""}`;
+  const last = $(".last-error", cells.error);
+  const text = p.last_error ? stripAnsi(String(p.last_error)) : "";
+  setText(last, text);
+  last.title = text;
+  const alive = ALIVE.has(p.state);
+  if (!buttons.start.dataset.busy) buttons.start.disabled = alive;
+  if (!buttons.stop.dataset.busy) buttons.stop.disabled = !alive || p.state === "stopping";
+  if (!buttons.restart.dataset.busy) buttons.restart.disabled = p.state === "stopping";
+}
+
+async function act(name, action, button) {
+  const row = rows.get(name);
+  const all = row ? Object.values(row.buttons) : [button];
+  for (const b of all) {
+    b.disabled = true;
+    b.dataset.busy = "1";
+  }
+  button.setAttribute("aria-busy", "true");
+  const label = button.textContent;
+  button.textContent = `${label}…`;
+  try {
+    const p = await control(name, action);
+    if (p && p.name) {
+      const i = processes.findIndex((x) => x.name === p.name);
+      if (i >= 0) processes[i] = { ...processes[i], ...p };
+      if (row) updateRow(row, processes[i] || p);
+    }
+    toast(`${name}: ${action} done`, "info");
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) toast(`${name}: ${action} failed — ${err.message}`, "error");
+  } finally {
+    button.textContent = label;
+    button.removeAttribute("aria-busy");
+    for (const b of all) delete b.dataset.busy;
+    const p = processes.find((x) => x.name === name);
+    if (row && p) updateRow(row, p);
+    else for (const b of all) b.disabled = false;
+    pollSoon();
+  }
+}
+
+// --- merged live view ----------------------------------------------------------------------
+
+function watched() {
+  try {
+    const list = JSON.parse(localStorage.getItem(WATCH_KEY) || "[]");
+    return Array.isArray(list) ? list.filter((x) => typeof x === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveWatched(list) {
+  try {
+    localStorage.setItem(WATCH_KEY, JSON.stringify(list));
+  } catch {
+    // not persisted
+  }
+}
+
+const merged = new MergedModel({ max: 5000 });
+const queue = [];
+const mergedList = new VirtualList($("#merged-log"), {
+  renderRow: (row, entry) => renderRow(row, entry, {
+    time: "local",
+    highlighter: null,
+    slotOf: (name) => (slots.has(name) ? slots.get(name) : null),
+  }),
+  onFollow: (on) => $("#merged-follow").setAttribute("aria-pressed", String(on)),
+});
+mergedList.beforeRender = () => {
+  if (!queue.length) return;
+  for (const [name, ev] of queue.splice(0, queue.length)) {
+    if (!streams.has(name)) continue; // unwatched meanwhile
+    if (ev.type === "historical" || ev.type === "realtime") {
+      if (ev.log) merged.add(ev.log, ev.log.stream === "system" ? "status" : "line");
+    } else if (ev.type === "status") {
+      if (ev.log) merged.add(ev.log, "status");
+    } else if (ev.type === "gap") {
+      const g = gapEntry(ev, name);
+      g.ts = Date.now() / 1000;
+      merged.insert(g);
+    } else if (ev.type === "error" || ev.type === "stream_end") {
+      merged.insert({ ...noteEntry(`${name}: ${ev.message || ev.type}`), process: name });
+    }
+  }
+  mergedList.apply(merged.takeChange(), merged.entries);
+  if (merged.entries.length) $("#merged-empty").hidden = true;
+};
+
+function startStream(name) {
+  if (streams.has(name)) return;
+  const s = new LogStream(name, {
+    transport: MERGE_TRANSPORT,
+    lines: MERGE_LINES,
+    onEvent: (ev) => {
+      queue.push([name, ev]);
+      if (ev.type === "status") pollSoon();
+      mergedList.schedule();
+    },
+    onState: () => renderChips(),
+  });
+  streams.set(name, s);
+  s.start();
+}
+
+function stopStream(name) {
+  const s = streams.get(name);
+  if (!s) return;
+  streams.delete(name);
+  s.stop();
+  merged.removeProcess(name);
+  mergedList.apply(merged.takeChange(), merged.entries);
+}
+
+function setWatched(name, on) {
+  const list = watched().filter((x) => x !== name);
+  if (on) list.push(name);
+  saveWatched(list);
+  if (on) startStream(name);
+  else stopStream(name);
+  renderChips();
+}
+
+function renderChips() {
+  const chips = $("#merged-chips");
+  const names = [...streams.keys()];
+  chips.replaceChildren(...names.map((name) => {
+    const s = streams.get(name);
+    return el("span", { class: "merged-chip", title: `stream ${s.state}` },
+      el("span", { class: `swatch pc-${slots.get(name) ?? 0}`, "aria-hidden": "true" }),
+      el("span", { text: name }),
+      el("span", { class: "conn", dataset: { state: s.state } }, el("span", { class: "dot", "aria-hidden": "true" }),
+        el("span", { class: "sr-only", text: s.state })));
+  }));
+  const empty = $("#merged-empty");
+  if (!names.length) {
+    empty.hidden = false;
+    empty.textContent = "Tick “watch” on processes to merge their live lines here.";
+  } else {
+    empty.hidden = merged.entries.length > 0;
+    empty.textContent = "Waiting for lines…";
+  }
+}
+
+// --- start --------------------------------------------------------------------------------
+
+function start() {
+  initNav("dashboard");
+  $("#merged-follow").addEventListener("click", () => mergedList.toBottom());
+  $("#merged-clear").addEventListener("click", () => {
+    merged.entries.length = 0;
+    merged._change.reset = true;
+    mergedList.apply(merged.takeChange(), merged.entries);
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) poll();
+  });
+  document.addEventListener("keydown", (e) => {
+    if (isTyping(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "End" && document.activeElement === $("#merged-log")) mergedList.toBottom();
+  });
+  poll().then(() => {
+    const names = new Set(processes.map((p) => p.name));
+    for (const name of watched()) if (names.has(name)) startStream(name);
+    renderChips();
+  });
+  window.__logcast = {
+    processes: () => processes,
+    merged: () => merged.entries.map((e) => ({ kind: e.kind, process: e.process, seq: e.seq, ts: e.ts, text: e.text })),
+    streams: () => Object.fromEntries([...streams].map(([n, s]) => [n, { state: s.state, lastSeq: s.lastSeq, ...s.stats }])),
+  };
+}
+
+start();

@@ -1,0 +1,179 @@
+// One log row, built from nodes only: ANSI colours as spans with classes, search hits as
+// <mark> elements, the text itself always as text nodes (never parsed as HTML).
+
+import { parseAnsi, stripAnsi } from "./ansi.js";
+import { formatClock, formatDateTime } from "./util.js";
+
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * A search highlighter: `ranges(plain)` → [[start, end], …] of the hits in a line's visible
+ * text. Substring search is case-insensitive like the server's; a regex the browser cannot
+ * compile (Python syntax) still searches on the server, it is just not highlighted.
+ */
+export function makeHighlighter(query, isRegex = false) {
+  if (!query) return null;
+  let re;
+  try {
+    re = new RegExp(isRegex ? query : escapeRegExp(query), "gi");
+  } catch {
+    return null;
+  }
+  return {
+    query,
+    isRegex,
+    test(plain) {
+      re.lastIndex = 0;
+      return re.test(plain);
+    },
+    ranges(plain) {
+      const out = [];
+      re.lastIndex = 0;
+      for (let m = re.exec(plain); m !== null && out.length < 200; m = re.exec(plain)) {
+        if (m[0].length === 0) {
+          re.lastIndex += 1;
+          continue;
+        }
+        out.push([m.index, m.index + m[0].length]);
+      }
+      return out;
+    },
+  };
+}
+
+/** Append a line's styled, highlighted text to `container`. */
+export function appendMessage(container, text, highlighter) {
+  const segments = parseAnsi(text);
+  let ranges = [];
+  if (highlighter) {
+    const plain = segments.length === 1 ? segments[0].text : segments.map((s) => s.text).join("");
+    ranges = highlighter.ranges(plain);
+  }
+  let offset = 0;
+  let r = 0;
+  for (const seg of segments) {
+    const start = offset;
+    const end = offset + seg.text.length;
+    offset = end;
+    let target = container;
+    if (seg.cls || seg.fg || seg.bg) {
+      target = document.createElement("span");
+      if (seg.cls) target.className = seg.cls;
+      if (seg.fg) target.style.color = seg.fg;
+      if (seg.bg) target.style.backgroundColor = seg.bg;
+      container.append(target);
+    }
+    if (!ranges.length) {
+      target.append(document.createTextNode(seg.text));
+      continue;
+    }
+    let pos = start;
+    while (pos < end) {
+      while (r < ranges.length && ranges[r][1] <= pos) r += 1;
+      const hit = ranges[r];
+      if (!hit || hit[0] >= end) {
+        target.append(document.createTextNode(seg.text.slice(pos - start)));
+        pos = end;
+      } else if (hit[0] > pos) {
+        target.append(document.createTextNode(seg.text.slice(pos - start, hit[0] - start)));
+        pos = hit[0];
+      } else {
+        const stop = Math.min(hit[1], end);
+        const mark = document.createElement("mark");
+        mark.textContent = seg.text.slice(pos - start, stop - start);
+        target.append(mark);
+        pos = stop;
+      }
+    }
+  }
+}
+
+const STATE_ICON = {
+  running: "▶", ready: "✔", starting: "…", stopping: "■", stopped: "■", exited: "■", crashed: "✖", backoff: "↻",
+};
+
+/** The text copied for an entry: what the row shows, without colours. */
+export function plainText(entry) {
+  if (entry.kind === "gap") return gapText(entry);
+  return stripAnsi(entry.text || "");
+}
+
+export function gapText(entry) {
+  const n = entry.to - entry.from + 1;
+  const reasons = { retention: "they left retention", slow: "the stream fell too far behind", cleared: "history was cleared" };
+  const why = reasons[entry.reason] ? ` — ${reasons[entry.reason]}` : "";
+  return `⚠ ${n.toLocaleString("en-US")} line${n === 1 ? "" : "s"} missed (${entry.from}–${entry.to})${why}`;
+}
+
+/**
+ * Fill a pooled row element for an entry.
+ * opts: {time: "local"|"utc"|"off", highlighter, slotOf(process) → 0..7 | null, selected, current}
+ */
+export function renderRow(row, entry, opts) {
+  const kind = entry.kind;
+  let cls = `row k-${kind} lvl-${entry.level || "info"}`;
+  if (entry.stream === "stderr") cls += " stderr";
+  if (opts.selected) cls += " selected";
+  if (opts.current) cls += " current";
+  row.className = cls;
+  if (kind === "line" || kind === "status") row.dataset.seq = String(entry.seq);
+  else delete row.dataset.seq;
+  if (kind === "gap") {
+    row.dataset.from = String(entry.from);
+    row.dataset.to = String(entry.to);
+  } else {
+    delete row.dataset.from;
+    delete row.dataset.to;
+  }
+  row.replaceChildren();
+
+  if (opts.time !== "off") {
+    const ts = document.createElement("span");
+    ts.className = "ts";
+    if (entry.ts !== null && entry.ts !== undefined) {
+      ts.textContent = formatClock(entry.ts, opts.time === "utc");
+      let title = formatDateTime(entry.ts, opts.time === "utc");
+      if (kind === "line") title += ` · ${entry.stream} · run ${entry.run} · seq ${entry.first === entry.seq ? entry.seq : `${entry.first}–${entry.seq}`}`;
+      ts.title = title;
+    }
+    row.append(ts);
+  }
+  const slot = opts.slotOf && entry.process ? opts.slotOf(entry.process) : null;
+  if (slot !== null && slot !== undefined) {
+    const tag = document.createElement("span");
+    tag.className = `proc pc-${slot}`;
+    tag.textContent = entry.process;
+    row.append(tag);
+  }
+  const msg = document.createElement("span");
+  msg.className = "msg";
+  if (kind === "line") {
+    appendMessage(msg, entry.text, opts.highlighter);
+    if (entry.open) msg.classList.add("open");
+  } else if (kind === "status") {
+    const icon = STATE_ICON[entry.state] || "●";
+    msg.textContent = `${icon} ${entry.process ? `${entry.process}: ` : ""}${stripAnsi(entry.text)}`;
+  } else if (kind === "gap") {
+    msg.textContent = gapText(entry);
+  } else {
+    msg.textContent = entry.text;
+  }
+  row.append(msg);
+  if (kind === "line" && entry.updates > 0) {
+    const badge = document.createElement("span");
+    badge.className = "updates";
+    badge.title = `redrawn ${entry.updates} time${entry.updates === 1 ? "" : "s"} (progress line)`;
+    badge.textContent = `↻${entry.updates}`;
+    row.append(badge);
+  }
+  if (kind === "line") {
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "row-copy";
+    copy.tabIndex = -1;
+    copy.title = "Copy this line";
+    copy.setAttribute("aria-label", "Copy this line");
+    copy.textContent = "❐";
+    row.append(copy);
+  }
+}
