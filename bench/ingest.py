@@ -29,15 +29,14 @@ from pathlib import Path
 
 CHILD = textwrap.dedent(
     """
-    import sys, time, os
+    import sys, time
     n = int(sys.argv[1])
-    out = sys.stdout.buffer
-    line = b"%08d " + b"x" * 80 + b" level=info msg=benchmark\\n"
+    write = sys.stdout.write  # with PYTHONUNBUFFERED=1 (as logcast sets it): one write(2) per line
+    line = "%08d " + "x" * 70 + " level=info msg=benchmark\\n"
     t0 = time.perf_counter()
-    chunk = 1000
-    for start in range(0, n, chunk):
-        out.write(b"".join(line % i for i in range(start, min(n, start + chunk))))
-    out.flush()
+    for i in range(n):
+        write(line % i)
+    sys.stdout.flush()
     elapsed = time.perf_counter() - t0
     with open(sys.argv[2], "w") as f:
         f.write(str(elapsed))
@@ -51,14 +50,14 @@ def child_time(path: Path) -> float:
 
 def baseline(script: Path, lines: int, tmp: Path) -> float:
     mark = tmp / "baseline.time"
-    cmd = f"{sys.executable} -u {script} {lines} {mark} | cat > /dev/null"
+    cmd = f"PYTHONUNBUFFERED=1 {sys.executable} -u {script} {lines} {mark} | cat > /dev/null"
     subprocess.run(cmd, shell=True, check=True)  # the benchmark's own fixed command, no input
     return child_time(mark)
 
 
 async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]:
     from logcast.config import parse
-    from logcast.hub import Hub
+    from logcast.hub import Hub, tune_gc
     from logcast.store import open_store
     from logcast.supervise.supervisor import Supervisor
 
@@ -75,6 +74,7 @@ async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]
         """
     )
     settings = parse(toml, str(tmp / "logcast.toml"))
+    tune_gc()  # as `logcast serve` does
     storage = settings.storage
     store = open_store("sqlite", dir=storage.dir, redis_url=None, retain_lines=storage.retain_lines)
     await store.open()

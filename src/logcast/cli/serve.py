@@ -34,7 +34,7 @@ import uvicorn
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
 from logcast.errors import ConfigError
-from logcast.hub import Gap, Hub
+from logcast.hub import Gap, Hub, tune_gc
 from logcast.types import EventType, LogRecord, Stream
 from logcast.web.app import create_app
 
@@ -201,6 +201,7 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
 
     async def main() -> None:
         app.state.loop = asyncio.get_running_loop()
+        tune_gc()
         follower: asyncio.Task[None] | None = None
 
         async def start_echo() -> None:
