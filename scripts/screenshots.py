@@ -102,7 +102,12 @@ WORKER = "import time\nprint('worker ready')\ntime.sleep(3600)\n"
 def config() -> str:
     def proc(name: str, source: str, **opts: object) -> str:
         lines = [f"[process.{name}]", f"command = {json.dumps([sys.executable, '-u', '-c', source])}"]
-        lines += [f"{k} = {json.dumps(v)}" for k, v in opts.items()]
+        for key, value in opts.items():
+            if isinstance(value, dict):  # a TOML inline table
+                pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                lines.append(f"{key} = {{ {pairs} }}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
         return "\n".join(lines) + "\n"
 
     return "\n".join(
@@ -155,13 +160,20 @@ def main() -> int:
                 time.sleep(0.1)
             shoot(url, args.out)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(5)
+            stop(server)
     return 0
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop the server's whole process group (its children included)."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(5)
 
 
 def shoot(url: str, out: Path) -> None:

@@ -8,13 +8,13 @@
 import { api, ApiError, enc, getProcess, listProcesses } from "./api.js";
 import { LEVEL_ORDER, LogModel, EntryBuilder, gapEntry, noteEntry } from "./model.js";
 import { initNav } from "./nav.js";
-import { appendMessage, makeHighlighter, plainText, renderRow } from "./render.js";
+import { plainText, renderRow } from "./render.js";
+import { Search } from "./search.js";
 import { LogStream } from "./stream.js";
-import { stripAnsi } from "./ansi.js";
 import { VirtualList } from "./vlist.js";
 import {
-  $, confirmDialog, copyText, debounce, el, formatClock, formatCount, fromDateTimeLocal, isInteractive, isTyping,
-  toDateTimeLocal, toast,
+  $, confirmDialog, copyText, debounce, el, formatCount, fromDateTimeLocal, isInteractive, isTyping, toast,
+  toDateTimeLocal,
 } from "./util.js";
 
 const params = new URLSearchParams(location.search);
@@ -27,7 +27,6 @@ const HISTORY_LINES = intParam("lines", 100_000, 0, 1_000_000);
 const MAX_LINES = intParam("max", 1_000_000, 1000, 5_000_000);
 const START_AFTER = params.has("after") ? intParam("after", null, 0, Number.MAX_SAFE_INTEGER) : null;
 const DEBUG = params.get("debug") === "1";
-const SEARCH_LIMIT = 5000;
 const PAGE = 10_000;
 
 const prefs = {
@@ -102,7 +101,6 @@ let moreOlder = false;
 let loadingOlder = null;
 const seqLog = DEBUG ? [] : null;
 
-const search = { query: "", regex: false, matches: [], index: -1, capped: false, controller: null, upto: 0 };
 
 // --- the list ------------------------------------------------------------------------
 
@@ -127,6 +125,19 @@ const vlist = new VirtualList(ui.log, {
   },
 });
 vlist.beforeRender = ingest;
+
+const search = new Search({
+  process: processName,
+  model,
+  vlist,
+  view,
+  ui,
+  level: () => levelParam(),
+  lastSeq: () => (stream ? stream.lastSeq : 0),
+  loadOlderUntil: (reached) => loadOlderUntil(reached),
+  onQuery: () => updateUrl(),
+});
+const searchSoon = debounce(() => search.run(), 300);
 vlist.setWrap(view.wrap);
 
 // --- events in ----------------------------------------------------------------------
@@ -168,7 +179,6 @@ function scheduleFlush() {
 function ingest() {
   if (!queue.length) return;
   const events = queue.splice(0, queue.length);
-  const hl = view.highlighter;
   let newMatches = 0;
   let added = 0;
   for (const ev of events) {
@@ -178,11 +188,7 @@ function ingest() {
         if (!ev.log) break;
         const entry = model.addRecord(ev.log, ev.log.stream === "system" ? "status" : "line");
         added += 1;
-        if (hl && historyDone && entry.kind === "line" && ev.log.seq > search.upto && model.passes(entry)
-          && hl.test(stripAnsi(ev.log.message || ""))) {
-          search.matches.push({ seq: ev.log.seq, ts: ev.log.timestamp, text: ev.log.message });
-          newMatches += 1;
-        }
+        if (historyDone && search.observe(entry, ev.log)) newMatches += 1;
         break;
       }
       case "status":
@@ -216,7 +222,7 @@ function ingest() {
   }
   if (added && !vlist.follow && historyDone) unseen += added;
   vlist.apply(model.takeChange(), model.view);
-  if (newMatches) updateMatchLabel();
+  if (newMatches) search.label();
   updateStatus();
 }
 
@@ -304,151 +310,6 @@ function updateUrl() {
   set("re", search.regex ? "1" : "");
   const url = `${location.pathname}?${next}`;
   if (url !== location.pathname + location.search) history.replaceState(null, "", url);
-}
-
-async function runSearch() {
-  const query = ui.search.value;
-  const regex = ui.regex.checked;
-  search.query = query.trim() ? query : "";
-  search.regex = regex;
-  updateUrl();
-  if (search.controller) search.controller.abort();
-  view.highlighter = makeHighlighter(search.query, regex);
-  view.current = null;
-  search.matches = [];
-  search.index = -1;
-  search.capped = false;
-  vlist.refresh();
-  if (!search.query) {
-    ui.count.textContent = "";
-    ui.count.dataset.state = "";
-    renderMatchList();
-    return;
-  }
-  const controller = new AbortController();
-  search.controller = controller;
-  ui.count.textContent = "…";
-  ui.count.dataset.state = "busy";
-  const q = new URLSearchParams({ tail: String(SEARCH_LIMIT) });
-  q.set(regex ? "regex" : "q", search.query);
-  if (levelParam()) q.set("level", levelParam());
-  try {
-    const data = await api(`/api/processes/${enc(processName)}/logs?${q}`, { signal: controller.signal });
-    if (controller !== search.controller) return;
-    const logs = (data.logs || []).filter((log) => log.stream !== "system");
-    search.matches = logs.map((log) => ({ seq: log.seq, ts: log.timestamp, text: log.message }));
-    search.capped = (data.logs || []).length >= SEARCH_LIMIT;
-    search.upto = logs.length ? logs[logs.length - 1].seq : (stream && stream.lastSeq) || 0;
-    // lines that arrived while the server searched
-    const hl = view.highlighter;
-    if (hl) {
-      const fresh = [];
-      for (let i = model.view.length - 1; i >= 0; i--) {
-        const e = model.view[i];
-        if (e.seq <= search.upto) break;
-        if (e.kind === "line" && hl.test(stripAnsi(e.text))) fresh.push({ seq: e.seq, ts: e.ts, text: e.text });
-      }
-      search.matches.push(...fresh.reverse());
-      if (fresh.length) search.upto = fresh[fresh.length - 1].seq;
-    }
-    ui.count.dataset.state = search.matches.length ? "" : "none";
-    updateMatchLabel();
-    renderMatchList();
-  } catch (err) {
-    if (err && err.name === "AbortError") return;
-    ui.count.textContent = "error";
-    ui.count.dataset.state = "error";
-    toast(`Search failed: ${err.message}`, "error");
-  } finally {
-    if (controller === search.controller) search.controller = null;
-  }
-}
-const searchSoon = debounce(runSearch, 300);
-
-function updateMatchLabel() {
-  const n = search.matches.length;
-  const total = `${formatCount(n)}${search.capped ? "+" : ""}`;
-  if (!search.query) ui.count.textContent = "";
-  else if (!n) ui.count.textContent = "no matches";
-  else if (search.index < 0) ui.count.textContent = `${total} match${n === 1 ? "" : "es"}`;
-  else ui.count.textContent = `${formatCount(search.index + 1)} / ${total}`;
-  ui.count.title = search.capped ? `showing the newest ${formatCount(SEARCH_LIMIT)} matches` : "";
-}
-
-function renderMatchList() {
-  if (ui.matches.hidden) return;
-  const items = search.matches.slice(-2000);
-  ui.matchList.replaceChildren(...items.map((m, k) => {
-    const i = search.matches.length - items.length + k;
-    const text = el("span", { class: "match-text" });
-    appendMessage(text, stripAnsi(m.text || "").slice(0, 300), view.highlighter);
-    const button = el("button", { type: "button", class: "match", dataset: { index: String(i) } },
-      el("span", { class: "ts", text: formatClock(m.ts, view.time === "utc") }), text);
-    if (i === search.index) button.setAttribute("aria-current", "true");
-    return el("li", {}, button);
-  }));
-  if (!items.length) ui.matchList.append(el("li", { class: "muted", text: search.query ? "No matches." : "Type to search." }));
-}
-
-/** Seq of the first visible row (where "next match" starts looking). */
-function visibleSeq(end = false) {
-  const [first, last] = vlist.range;
-  const entry = model.view[end ? last : first];
-  return entry ? entry.seq : 0;
-}
-
-async function stepMatch(direction) {
-  const n = search.matches.length;
-  if (!n) {
-    if (search.query && !search.controller) toast("No matches", "info");
-    return;
-  }
-  let i;
-  if (search.index < 0) {
-    if (direction > 0) {
-      const from = vlist.follow ? Infinity : visibleSeq();
-      i = search.matches.findIndex((m) => m.seq >= from);
-      if (i < 0) i = 0;
-    } else {
-      const to = vlist.follow ? Infinity : visibleSeq(true);
-      i = n - 1;
-      while (i > 0 && search.matches[i].seq > to) i -= 1;
-    }
-  } else {
-    i = (search.index + direction + n) % n;
-  }
-  await goToMatch(i);
-}
-
-async function goToMatch(i) {
-  const match = search.matches[i];
-  if (!match) return;
-  search.index = i;
-  updateMatchLabel();
-  const first = model.firstSeq();
-  if (first !== null && match.seq < first) {
-    const ok = await loadOlderUntil((seq) => seq <= match.seq);
-    if (!ok) {
-      toast("That match is older than the lines this view holds.", "info");
-      return;
-    }
-    vlist.render();
-  }
-  const idx = model.indexOfSeq(match.seq);
-  const entry = model.view[idx];
-  if (!entry) return;
-  view.current = entry;
-  view.selected = entry;
-  vlist.scrollToIndex(idx, "center");
-  vlist.refresh();
-  if (!ui.matches.hidden) {
-    for (const b of ui.matchList.querySelectorAll("[aria-current]")) b.removeAttribute("aria-current");
-    const active = ui.matchList.querySelector(`[data-index="${i}"]`);
-    if (active) {
-      active.setAttribute("aria-current", "true");
-      active.scrollIntoView({ block: "nearest" });
-    }
-  }
 }
 
 // --- older history -----------------------------------------------------------------------
@@ -544,9 +405,7 @@ function clearView() {
   moreOlder = false;
   view.selected = null;
   view.current = null;
-  search.matches = [];
-  search.index = -1;
-  updateMatchLabel();
+  search.forget();
   model.addEntry(noteEntry("View cleared — new lines appear below. The history on the server is untouched."));
   vlist.apply(model.takeChange(), model.view);
   vlist.toBottom();
@@ -568,9 +427,7 @@ async function clearHistory() {
     moreOlder = false;
     view.selected = null;
     view.current = null;
-    search.matches = [];
-    search.index = -1;
-    updateMatchLabel();
+    search.forget();
     const upto = result && Number.isInteger(result.upto) ? ` (up to seq ${result.upto})` : "";
     model.addEntry(noteEntry(`History cleared${upto}.`));
     vlist.apply(model.takeChange(), model.view);
@@ -592,39 +449,38 @@ function setLevel(value) {
   vlist.apply(model.takeChange(), model.view);
   updateUrl();
   updateStatus();
-  if (search.query) runSearch();
+  if (search.query) search.run();
 }
 
 function wire() {
   ui.search.addEventListener("input", searchSoon);
-  ui.regex.addEventListener("change", () => runSearch());
+  ui.regex.addEventListener("change", () => search.run());
   ui.search.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
       e.preventDefault();
-      const go = () => stepMatch(e.shiftKey ? -1 : 1);
-      const typed = ui.search.value.trim() ? ui.search.value : "";
-      if (typed !== search.query || ui.regex.checked !== search.regex) {
+      const go = () => search.step(e.shiftKey ? -1 : 1);
+      if (search.stale()) {
         searchSoon.cancel();
-        runSearch().then(go);
+        search.run().then(go);
       } else {
         go();
       }
     } else if (e.key === "Escape") {
       if (ui.search.value) {
         ui.search.value = "";
-        runSearch();
+        search.run();
       } else {
         ui.search.blur();
         ui.log.focus();
       }
     }
   });
-  ui.next.addEventListener("click", () => stepMatch(1));
-  ui.prev.addEventListener("click", () => stepMatch(-1));
+  ui.next.addEventListener("click", () => search.step(1));
+  ui.prev.addEventListener("click", () => search.step(-1));
   ui.count.addEventListener("click", () => {
     ui.matches.hidden = !ui.matches.hidden;
     ui.count.setAttribute("aria-expanded", String(!ui.matches.hidden));
-    renderMatchList();
+    search.renderList();
   });
   $("#close-matches").addEventListener("click", () => {
     ui.matches.hidden = true;
@@ -633,7 +489,7 @@ function wire() {
   });
   ui.matchList.addEventListener("click", (e) => {
     const button = e.target instanceof Element ? e.target.closest("button.match") : null;
-    if (button) goToMatch(Number(button.dataset.index));
+    if (button) search.goTo(Number(button.dataset.index));
   });
   ui.level.addEventListener("change", () => setLevel(ui.level.value));
   ui.pause.addEventListener("click", () => setPaused(!paused));
@@ -646,7 +502,7 @@ function wire() {
     prefs.set("time", view.time);
     ui.log.classList.toggle("no-time", view.time === "off");
     vlist.remeasure(); // the message column's width changed
-    renderMatchList();
+    search.renderList();
   });
   ui.log.classList.toggle("no-time", view.time === "off");
   ui.wrap.checked = view.wrap;
@@ -660,6 +516,13 @@ function wire() {
     view.collapse = ui.collapse.checked;
     prefs.set("collapse", view.collapse ? "1" : "0");
     model.setCollapse(view.collapse);
+  });
+  $("#view-menu").addEventListener("toggle", () => {
+    // offer the time of the first visible line as a starting point
+    const entry = model.view[vlist.range[0]];
+    if ($("#view-menu").open && !ui.jumpTime.value && entry && entry.ts) {
+      ui.jumpTime.value = toDateTimeLocal(entry.ts, view.time === "utc");
+    }
   });
   ui.jumpGo.addEventListener("click", () => jumpToTime());
   ui.jumpTime.addEventListener("keydown", (e) => {
@@ -711,7 +574,7 @@ function wire() {
       e.preventDefault();
       setPaused(!paused);
     } else if (key === "n" || key === "N") {
-      stepMatch(key === "n" ? 1 : -1);
+      search.step(key === "n" ? 1 : -1);
     } else if (key === "c" && !String(window.getSelection ? window.getSelection() : "")) {
       copySelected();
     } else if (key === "w") {
@@ -817,7 +680,7 @@ function start() {
   listProcesses().then((list) => fillProcessSelect(list, processName)).catch(() => {
     fillProcessSelect([{ name: processName }], processName);
   });
-  if (ui.search.value) runSearch();
+  if (ui.search.value) search.run();
 }
 
 start();

@@ -1,0 +1,191 @@
+"""Bytes → lines: the framing of a child's output, one chunk at a time.
+
+`LineFramer` turns the chunks that `os.read` returns into records `(text, partial)`.
+It is a pure state machine (no clock, no I/O), so that the rules can be tested with
+any split of the input, and it is the hot path, so it works per chunk, not per byte:
+
+* A line ends at `\\n`, `\\r\\n` or a lone `\\r` (progress bars redraw a line with `\\r`).
+  A chunk without `\\r` (the usual case, one `in` test) is used as it is; a chunk with
+  `\\r` is first normalised by two `bytes.replace` calls (`\\r\\n` → `\\n`, then `\\r` →
+  `\\n`), which is exact because `\\r\\n` pairs never overlap.
+* A `\\r` at the very end of a chunk already ends the line (whatever follows, the line
+  is over), so the line is handed on at once; the framer only remembers to drop a `\\n`
+  at the start of the next chunk, which would complete the `\\r\\n`. Nothing waits.
+* Text is decoded once per chunk when no line in it can be overlong: the chunk's
+  complete lines are decoded in one `bytes.decode` and split in one `str.split`.
+  This gives exactly the per-line result, because `\\n` is ASCII and ends any invalid
+  UTF-8 sequence before it, so `errors="replace"` yields the same U+FFFD either way.
+* The bytes after the last terminator stay undecoded in the buffer, so a character that
+  is split across two reads is decoded whole when the rest arrives.
+* A line longer than `max_line` bytes is cut into pieces of at most `max_line` bytes, cut
+  greedily from the front and moved back to the start of a UTF-8 character; every piece
+  but the last is `partial`. The cut depends only on the line's own bytes, so the pieces
+  are the same however the input was split into reads, and between reads the buffer of
+  an unfinished line never holds more than `max_line` bytes.
+* `flush()` hands on what is buffered as a `partial` record: at EOF everything, on an
+  idle flush (`idle=True`) everything but an incomplete UTF-8 character at the end,
+  which is kept until its remaining bytes arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["MAX_LINE", "LineFramer", "frame_all"]
+
+MAX_LINE = 65536  # bytes of UTF-8 per record
+
+Record = tuple[str, bool]
+
+
+def _cut(data: bytes, start: int, limit: int) -> int:
+    """End of the piece that starts at `start` and is at most `limit` bytes long.
+
+    The caller knows that more than `limit` bytes follow `start`. The cut moves back to
+    the first byte of the character that straddles it, when that is a real UTF-8 lead
+    byte at most three bytes back; invalid data is cut at `limit`.
+    """
+    end = start + limit
+    pos = end
+    low = max(start + 1, end - 3)
+    while pos >= low and (data[pos] & 0xC0) == 0x80:
+        pos -= 1
+    if pos < end and pos >= start + 1 and data[pos] >= 0xC0:
+        return pos
+    return end
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """How many bytes at the end of `data` are the beginning of an unfinished character."""
+    n = len(data)
+    for back in range(1, min(3, n) + 1):
+        byte = data[n - back]
+        if byte < 0x80:
+            return 0
+        if byte >= 0xC0:
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4 if byte < 0xF8 else 1
+            return back if need > back else 0
+    return 0
+
+
+class LineFramer:
+    """Frames a stream of byte chunks into `(text, partial)` records. Not thread-safe."""
+
+    __slots__ = ("_buf", "_max", "_skip_lf")
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        if max_line < 4:
+            raise ValueError("max_line must be at least 4 bytes (one UTF-8 character)")
+        self._max = max_line
+        self._buf = b""  # bytes of the unfinished line, never containing a terminator
+        self._skip_lf = False  # the last chunk ended with "\r": a leading "\n" belongs to it
+
+    @property
+    def pending(self) -> bool:
+        """Bytes of an unfinished line are buffered."""
+        return bool(self._buf)
+
+    def feed(self, data: bytes) -> list[Record]:
+        """Take one chunk; return the records it completes, in order."""
+        if not data:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if data[0] == 0x0A:
+                data = data[1:]
+                if not data:
+                    return []
+        if b"\r" in data:
+            self._skip_lf = data[-1] == 0x0D
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+        out: list[Record] = []
+        limit = self._max
+        if self._buf:
+            first = data.find(b"\n")
+            if first < 0:
+                self._buf += data
+                if len(self._buf) > limit:
+                    self._buf = self._split_pending(self._buf, out)
+                return out
+            self._emit_line(self._buf + data[:first], out)
+            self._buf = b""
+            start = first + 1
+        else:
+            start = 0
+
+        last = data.rfind(b"\n")
+        if last >= start:
+            if last - start <= limit:
+                # No line in here can be overlong: one decode, one split.
+                out.extend(
+                    [(text, False) for text in data[start:last].decode("utf-8", "replace").split("\n")]
+                )
+            else:
+                body = data[start:last]
+                parts = body.split(b"\n")
+                if max(map(len, parts)) <= limit:
+                    out.extend([(text, False) for text in body.decode("utf-8", "replace").split("\n")])
+                else:
+                    for part in parts:
+                        self._emit_line(part, out)
+            start = last + 1
+
+        if start < len(data):
+            rest = data[start:] if start else data
+            if len(rest) > limit:
+                rest = self._split_pending(rest, out)
+            self._buf = rest
+        return out
+
+    def flush(self, *, idle: bool = False) -> list[Record]:
+        """Hand on the buffered bytes as one `partial` record; `[]` if nothing is buffered.
+
+        At EOF (the default) everything goes, and a pending `\\r\\n` is forgotten. With
+        `idle=True` (nothing arrived for a while, the line is not over) an incomplete
+        UTF-8 character at the end stays buffered until its remaining bytes arrive.
+        """
+        buf = self._buf
+        if not idle:
+            self._skip_lf = False
+        if not buf:
+            return []
+        keep = _incomplete_tail(buf) if idle else 0
+        if keep == len(buf):
+            return []
+        self._buf = buf[len(buf) - keep :] if keep else b""
+        text = buf[: len(buf) - keep] if keep else buf
+        return [(text.decode("utf-8", "replace"), True)]
+
+    def _emit_line(self, line: bytes, out: list[Record]) -> None:
+        """Append one complete line, cut into pieces if it is overlong."""
+        limit = self._max
+        if len(line) <= limit:
+            out.append((line.decode("utf-8", "replace"), False))
+            return
+        start = 0
+        while len(line) - start > limit:
+            end = _cut(line, start, limit)
+            out.append((line[start:end].decode("utf-8", "replace"), True))
+            start = end
+        out.append((line[start:].decode("utf-8", "replace"), False))
+
+    def _split_pending(self, buf: bytes, out: list[Record]) -> bytes:
+        """Cut the full pieces off an overlong unfinished line; return the rest."""
+        limit = self._max
+        start = 0
+        while len(buf) - start > limit:
+            end = _cut(buf, start, limit)
+            out.append((buf[start:end].decode("utf-8", "replace"), True))
+            start = end
+        return buf[start:]
+
+
+def frame_all(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> list[Record]:
+    """Feed every chunk, then flush at EOF: the records of a whole stream."""
+    framer = LineFramer(max_line)
+    out: list[Record] = []
+    for chunk in chunks:
+        out.extend(framer.feed(chunk))
+    out.extend(framer.flush())
+    return out

@@ -1,0 +1,149 @@
+"""`logcast ps`, `logcast start|stop|restart NAME…`: control over the HTTP API.
+
+Each prints what the server answered: the process table, or the state a process is in
+after the action took effect. A failure (unknown process, server unreachable, wrong
+token) is one readable line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from logcast.cli import render
+from logcast.client import Client, ProcessInfo
+from logcast.errors import ClientError
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(help="Server URL (default: $LOGCAST_URL, then ./logcast.toml, then http://127.0.0.1:8080)."),
+]
+TokenOption = Annotated[
+    str | None, typer.Option(help="API token (default: $LOGCAST_TOKEN, then ./logcast.toml).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="red"))
+    return typer.Exit(1)
+
+
+def _client(url: str | None, token: str | None) -> Client:
+    try:
+        return Client(url, token)
+    except ClientError as exc:
+        raise _fail(str(exc)) from None
+
+
+def state_text(info: ProcessInfo) -> Text:
+    style = render.STATE_STYLE.get(info.state, "")
+    label = info.state.value
+    if info.exit_code is not None and not info.state.is_alive:
+        label += f" ({info.exit_code})"
+        if info.exit_code != 0:
+            style = "red"
+    return Text(label, style=style)
+
+
+def process_table(processes: list[ProcessInfo]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES"):
+        table.add_column(column, justify="left" if column in ("NAME", "STATE") else "right")
+    for info in processes:
+        table.add_row(
+            Text(info.name),
+            state_text(info),
+            str(info.pid) if info.pid else "-",
+            render.duration(info.uptime) if info.state.is_alive else "-",
+            str(info.run),
+            str(info.restarts),
+            str(info.lines),
+        )
+    return table
+
+
+def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
+    """List the processes and their states."""
+    with _client(url, token) as client:
+        try:
+            processes = client.processes()
+        except ClientError as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(orjson.dumps({"processes": [p.raw for p in processes]}).decode() + "\n")
+        return
+    if not processes:
+        Console(stderr=True).print("no processes configured")
+        return
+    Console(highlight=False).print(process_table(processes))
+
+
+def _summary(info: ProcessInfo) -> Text:
+    text = Text(f"{info.name}: ")
+    text.append_text(state_text(info))
+    if info.pid and info.state.is_alive:
+        text.append(f" (pid {info.pid}, run {info.run})")
+    return text
+
+
+def _act(action: str, names: list[str], url: str | None, token: str | None, as_json: bool) -> None:
+    failed = False
+    results = []
+    console = Console(highlight=False)
+    with _client(url, token) as client:
+        call: Callable[[str], ProcessInfo] = getattr(client, action)
+        for name in names:
+            try:
+                info = call(name)
+            except ClientError as exc:
+                failed = True
+                Console(stderr=True, highlight=False).print(Text(f"error: {name}: {exc}", style="red"))
+                if exc.status is None or exc.status == 401:  # unreachable or unauthorised: stop here
+                    break
+                continue
+            results.append(info.raw)
+            if not as_json:
+                console.print(_summary(info))
+    if as_json:
+        sys.stdout.write(orjson.dumps({"processes": results}).decode() + "\n")
+    if failed:
+        raise typer.Exit(1)
+
+
+NamesArgument = Annotated[list[str], typer.Argument(metavar="NAME...", help="Process names.")]
+
+
+def start(
+    names: NamesArgument, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
+    """Start processes; prints their state once spawned."""
+    _act("start", names, url, token, as_json)
+
+
+def stop(
+    names: NamesArgument, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
+    """Stop processes; prints their state once stopped."""
+    _act("stop", names, url, token, as_json)
+
+
+def restart(
+    names: NamesArgument, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
+    """Restart processes; prints their new state."""
+    _act("restart", names, url, token, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ps")(ps)
+    app.command("start")(start)
+    app.command("stop")(stop)
+    app.command("restart")(restart)

@@ -1,0 +1,584 @@
+"""`logcast monitor [NAME…]`: the seed's interactive `advanced_log_tester.py` as a Textual app.
+
+A table of processes (state, pid, uptime, restarts, lines/s, warnings, errors,
+subscribers) refreshed every second from `/api/processes`; a live log pane fed by one
+stream per process (history then realtime, reconnecting by itself), bounded, for one
+process or all of them, filtered by level and by text; keys to start, stop, restart and
+clear with a confirmation; a statistics view; the seed's commands (`stats`,
+`logs <name>`, `clear`, `help`, `quit`) in the command palette (ctrl+p).
+
+Nothing the server does raises out of the app: failures are shown in the status bar or
+as notifications, and the app keeps retrying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, ClassVar
+
+import typer
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, RichLog, Select, Static
+
+from logcast.cli import render
+from logcast.client import AsyncClient, ConnectionState, Event, ProcessInfo
+from logcast.errors import ClientError
+from logcast.query import parse_levels
+from logcast.types import EventType, Level, ProcessState, Stream
+
+HISTORY = 200  # history lines each stream starts with
+PANE_LINES = 2000  # lines the pane keeps
+BUFFER_LINES = 2000  # lines kept per process for re-filtering
+REFRESH = 1.0  # seconds between table refreshes
+
+COLUMNS = (
+    ("name", "NAME"),
+    ("state", "STATE"),
+    ("pid", "PID"),
+    ("uptime", "UPTIME"),
+    ("restarts", "RESTARTS"),
+    ("rate", "LINES/S"),
+    ("warnings", "WARN"),
+    ("errors", "ERR"),
+    ("subscribers", "SUBS"),
+)
+
+LEVEL_OPTIONS: list[tuple[str, str]] = [
+    ("all levels", ""),
+    ("debug+", Level.DEBUG.value),
+    ("info+", Level.INFO.value),
+    ("warning+", Level.WARNING.value),
+    ("error+", Level.ERROR.value),
+    ("critical", Level.CRITICAL.value),
+]
+
+ICONS = {
+    ConnectionState.CONNECTING: "🟡",
+    ConnectionState.NOT_RUNNING: "🔴",
+    ConnectionState.CONNECTED: "🟢",
+    ConnectionState.DISCONNECTED: "⚫",
+}
+
+HELP = """\
+[b]Keys[/b]
+  ↑ ↓        choose a process          enter   show its log
+  a          show every process's log  /       search the log
+  s x r      start, stop, restart      c       clear its history
+  t          statistics                ctrl+p  command palette
+  ?          this help                 q       quit
+
+[b]Commands[/b] (ctrl+p)
+  stats          per-process totals
+  logs <name>    show that process's log (logs all: every process)
+  clear          clear the screen (the log pane)
+  help, quit
+
+Level filter: one level means that level and above. Search: case-insensitive text.
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes or no, for an action that changes a process."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="dialog"):
+            yield Label(self.question, id="question")
+            yield Button("Yes (y)", variant="error", id="yes")
+            yield Button("No (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class StatsScreen(ModalScreen[None]):
+    """The seed's `stats` command: totals and per-process counters."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,t", "close", "Close")]
+
+    def __init__(self, client: AsyncClient):
+        super().__init__()
+        self.client = client
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="stats"):
+            yield Label("Statistics", id="stats-title")
+            yield DataTable[Text | str](id="stats-table", cursor_type="none", zebra_stripes=True)
+            yield Static("", id="stats-summary")
+
+    async def on_mount(self) -> None:
+        table = self.query_one("#stats-table", DataTable)
+        for key, label in (
+            ("name", "PROCESS"),
+            ("state", "STATE"),
+            ("lines", "LINES"),
+            ("bytes", "BYTES"),
+            ("rate", "LINES/S"),
+            ("warnings", "WARN"),
+            ("errors", "ERR"),
+            ("subscribers", "SUBS"),
+            ("dropped", "DROPPED"),
+        ):
+            table.add_column(label, key=key)
+        try:
+            stats = await self.client.stats()
+        except ClientError as exc:
+            self.query_one("#stats-summary", Static).update(Text(f"cannot load statistics: {exc}", "red"))
+            return
+        for name, s in stats.get("processes", {}).items():
+            table.add_row(
+                Text(name),
+                _state_text(s.get("state")),
+                str(s.get("lines", 0)),
+                _size(s.get("bytes", 0)),
+                f"{float(s.get('lines_per_s', 0.0)):.1f}",
+                str(s.get("warnings", 0)),
+                Text(str(s.get("errors", 0)), "red" if s.get("errors") else ""),
+                str(s.get("subscribers", 0)),
+                str(s.get("dropped", 0)),
+                key=name,
+            )
+        summary = Text()
+        summary.append(
+            f"total: {stats.get('total_logs', 0)} lines, {_size(stats.get('total_bytes', 0))}, "
+            f"{float(stats.get('lines_per_s', 0.0)):.1f} lines/s, {stats.get('subscribers', 0)} subscribers, "
+            f"{stats.get('dropped', 0)} dropped"
+        )
+        store = stats.get("store")
+        if isinstance(store, dict):
+            summary.append(
+                f"\nstore: {store.get('engine', '?')}, {store.get('written', 0)} written, "
+                f"{store.get('pending', 0)} pending, {store.get('errors', 0)} errors"
+            )
+        self.query_one("#stats-summary", Static).update(summary)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help"):
+            yield Static(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class MonitorCommands(Provider):
+    """The seed's interactive commands in the command palette."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        app = self.app
+        if not isinstance(app, MonitorApp):
+            return []
+        commands: list[tuple[str, Callable[[], Any], str]] = [
+            ("stats", app.action_stats, "per-process totals"),
+            ("clear", app.action_clear_pane, "clear the screen (the log pane)"),
+            ("help", app.action_help, "keys and commands"),
+            ("quit", app.exit, "leave the monitor"),
+            ("logs all", partial(app.select_view, None), "every process's log"),
+        ]
+        for name in app.names:
+            commands.append((f"logs {name}", partial(app.select_view, name), f"show {name}'s log"))
+        return commands
+
+    async def discover(self) -> Hits:
+        for text, command, help_text in self._commands():
+            yield DiscoveryHit(text, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, command, help_text in self._commands():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), command, text=text, help=help_text)
+
+
+def _state_text(value: Any) -> Text:
+    try:
+        return Text(str(value), render.STATE_STYLE.get(ProcessState(value), ""))
+    except ValueError:
+        return Text(str(value or "-"))
+
+
+def _size(n: Any) -> str:
+    size = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+class MonitorApp(App[None]):
+    """Processes, their live logs and their controls, in one terminal screen."""
+
+    TITLE = "logcast monitor"
+    COMMANDS = App.COMMANDS | {MonitorCommands}
+    CSS = """
+    #processes { height: auto; max-height: 40%; }
+    #filters { height: 3; }
+    #level { width: 20; }
+    #search { width: 1fr; }
+    #pane { height: 1fr; border: round $primary-darken-2; }
+    #status { height: 1; background: $boost; padding: 0 1; }
+    ConfirmScreen, StatsScreen, HelpScreen { align: center middle; }
+    #dialog {
+        grid-size: 2; grid-gutter: 1 2; grid-rows: auto 3; padding: 1 2;
+        width: 60; height: auto; border: thick $error; background: $surface;
+    }
+    #question { column-span: 2; width: 1fr; content-align: center middle; }
+    #dialog Button { width: 100%; }
+    #stats, #help { width: 90%; height: auto; max-height: 90%; border: thick $primary; background: $surface; }
+    #stats-title { text-style: bold; padding: 0 1; }
+    #stats-table { height: auto; max-height: 20; }
+    #stats-summary { padding: 1; }
+    #help Static { padding: 1 2; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "control('start')", "Start"),
+        Binding("x", "control('stop')", "Stop"),
+        Binding("r", "control('restart')", "Restart"),
+        Binding("c", "clear_history", "Clear"),
+        Binding("t", "stats", "Stats"),
+        Binding("a", "select_view_all", "All logs"),
+        Binding("slash", "focus_search", "Search"),
+        Binding("escape", "focus_table", "Table", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, names: list[str] | None = None, url: str | None = None, token: str | None = None):
+        super().__init__()
+        self.client = AsyncClient(url, token)
+        self.only = list(dict.fromkeys(names or []))
+        self.names: list[str] = list(self.only)
+        self.infos: dict[str, ProcessInfo] = {}
+        self.view: str | None = self.only[0] if len(self.only) == 1 else None
+        self.levels: frozenset[Level] | None = None
+        self.search_text = ""
+        self.buffers: dict[str, deque[Event]] = {}
+        self.merged: deque[Event] = deque(maxlen=PANE_LINES)
+        self.streams: dict[str, ConnectionState] = {}
+        self.server_error: str | None = None
+        self._followed: set[str] = set()
+
+    # -- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[Text | str] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
+        yield table
+        with Horizontal(id="filters"):
+            yield Select(LEVEL_OPTIONS, value="", allow_blank=False, id="level")
+            yield Input(placeholder="search the log  (/)", id="search")
+        yield RichLog(id="pane", max_lines=PANE_LINES, wrap=False, markup=False, highlight=False)
+        yield Static("", id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        table = self.query_one("#processes", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        table.focus()
+        self._update_title()
+        self._update_status()
+        self.set_interval(REFRESH, self.refresh_processes)
+        await self.refresh_processes()
+
+    async def on_unmount(self) -> None:
+        self.workers.cancel_all()
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+    # -- the process table ---------------------------------------------------------------
+
+    async def refresh_processes(self) -> None:
+        try:
+            infos = await self.client.processes()
+        except ClientError as exc:
+            if self.server_error is None and exc.status is not None:
+                self.notify(str(exc), severity="error", title="logcast")
+            self.server_error = str(exc)
+            self._update_status()
+            return
+        self.server_error = None
+        if self.only:
+            infos = [i for i in infos if i.name in self.only]
+        self.infos = {info.name: info for info in infos}
+        if not self.only:
+            self.names = [info.name for info in infos]
+        self._update_table(infos)
+        for info in infos:
+            if info.name not in self._followed:
+                self._followed.add(info.name)
+                self.run_worker(self._follow(info.name), group="streams", exit_on_error=False)
+        self._update_status()
+
+    def _update_table(self, infos: list[ProcessInfo]) -> None:
+        table = self.query_one("#processes", DataTable)
+        present = {str(key.value) for key in table.rows}
+        for index, info in enumerate(infos):
+            cells = self._cells(index, info)
+            if info.name in present:
+                for (key, _), value in zip(COLUMNS, cells, strict=True):
+                    table.update_cell(info.name, key, value)
+            else:
+                table.add_row(*cells, key=info.name)
+        for gone in present - {info.name for info in infos}:
+            table.remove_row(gone)
+
+    def _cells(self, index: int, info: ProcessInfo) -> list[Text | str]:
+        state = Text(info.state.value, render.STATE_STYLE.get(info.state, ""))
+        if info.exit_code is not None and not info.state.is_alive:
+            state.append(f" ({info.exit_code})", "red" if info.exit_code else "dim")
+        return [
+            Text(info.name, render.process_style(index)),
+            state,
+            str(info.pid) if info.pid and info.state.is_alive else "-",
+            render.duration(info.uptime) if info.state.is_alive else "-",
+            str(info.restarts),
+            f"{info.lines_per_s:.1f}",
+            Text(str(info.warnings), "yellow" if info.warnings else ""),
+            Text(str(info.errors), "bold red" if info.errors else ""),
+            str(info.subscribers),
+        ]
+
+    def highlighted(self) -> str | None:
+        table = self.query_one("#processes", DataTable)
+        if table.row_count == 0 or not table.is_valid_row_index(table.cursor_row):
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return str(key.value) if key.value is not None else None
+
+    @on(DataTable.RowSelected, "#processes")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.select_view(str(event.row_key.value))
+
+    # -- streams and the pane ------------------------------------------------------------
+
+    async def _follow(self, name: str) -> None:
+        events = self.client.stream(name, lines=HISTORY, interval=REFRESH)
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    self._on_event(name, event)
+        except ClientError as exc:
+            self.streams[name] = ConnectionState.DISCONNECTED
+            self._followed.discard(name)
+            self.notify(f"{name}: {exc}", severity="error", title="stream")
+            self._update_status()
+
+    def _on_event(self, name: str, event: Event) -> None:
+        state = event.connection
+        if state is not None:
+            if self.streams.get(name) is not state:
+                self.streams[name] = state
+                self._update_status()
+            return
+        if not (event.log is not None or event.type is EventType.GAP):
+            return
+        buffer = self.buffers.setdefault(name, deque(maxlen=BUFFER_LINES))
+        buffer.append(event)
+        self.merged.append(event)
+        if self._wanted(event):
+            self.query_one("#pane", RichLog).write(self._line(event))
+
+    def _wanted(self, event: Event) -> bool:
+        if self.view is not None and event.process != self.view:
+            return False
+        log = event.log
+        if log is None or log.stream is Stream.SYSTEM:
+            return True
+        if self.levels is not None and log.level not in self.levels:
+            return False
+        return not (self.search_text and self.search_text not in log.message.casefold())
+
+    def _line(self, event: Event) -> Text:
+        line = Text(no_wrap=True)
+        log = event.log
+        line.append(render.clock(log.timestamp if log else 0.0) + " ", "dim")
+        if self.view is None:
+            index = self.names.index(event.process) if event.process in self.names else 0
+            line.append(f"{event.process} ", render.process_style(index))
+        if log is None:  # a gap
+            line.append(f"… {event.missed} lines missed ({event.gap_from}–{event.gap_to})", "yellow")
+            return line
+        if log.stream is Stream.SYSTEM:
+            style = "red" if log.state in (ProcessState.CRASHED, ProcessState.BACKOFF) else "dim italic"
+            line.append(f"[logcast] {render.safe_text(log.message, color=False)}", style)
+            return line
+        style = render.LEVEL_STYLE.get(log.level, "")
+        line.append(f"{log.level.value.upper():<8} ", style)
+        body = Text.from_ansi(render.safe_text(log.message))
+        if style:
+            body.stylize(style)
+        line.append_text(body)
+        return line
+
+    def _rerender(self) -> None:
+        pane = self.query_one("#pane", RichLog)
+        pane.clear()
+        source = self.merged if self.view is None else self.buffers.get(self.view, deque())
+        for event in source:
+            if self._wanted(event):
+                pane.write(self._line(event))
+
+    def select_view(self, name: str | None) -> None:
+        self.view = name
+        self._update_title()
+        self._update_status()
+        self._rerender()
+
+    def _update_title(self) -> None:
+        self.sub_title = f"{self.client.url} · logs: {self.view or 'all'}"
+
+    def _update_status(self) -> None:
+        text = Text()
+        if self.server_error is not None:
+            text.append(f"{ICONS[ConnectionState.DISCONNECTED]} {self.server_error} (retrying)", "red")
+        else:
+            connected = sum(1 for s in self.streams.values() if s is ConnectionState.CONNECTED)
+            text.append(f"{ICONS[ConnectionState.CONNECTED]} {self.client.url}", "green")
+            text.append(f" · {len(self.infos)} processes · streams {connected}/{len(self.streams)}")
+        text.append(f" · logs: {self.view or 'all'}")
+        if self.levels is not None:
+            text.append(f" · level: {self.query_one('#level', Select).value}+")
+        if self.search_text:
+            text.append(f" · search: {self.search_text}")
+        self.query_one("#status", Static).update(text)
+
+    # -- filters -------------------------------------------------------------------------
+
+    @on(Select.Changed, "#level")
+    def level_changed(self, event: Select.Changed) -> None:
+        value = event.value
+        self.levels = parse_levels(value) if isinstance(value, str) and value else None
+        self._update_status()
+        self._rerender()
+
+    @on(Input.Changed, "#search")
+    def search_changed(self, event: Input.Changed) -> None:
+        self.search_text = event.value.strip().casefold()
+        self._update_status()
+        self._rerender()
+
+    @on(Input.Submitted, "#search")
+    def search_submitted(self) -> None:
+        self.query_one("#processes", DataTable).focus()
+
+    def action_focus_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_focus_table(self) -> None:
+        self.query_one("#processes", DataTable).focus()
+
+    def action_select_view_all(self) -> None:
+        self.select_view(None)
+
+    def action_clear_pane(self) -> None:
+        self.query_one("#pane", RichLog).clear()
+
+    # -- controls ------------------------------------------------------------------------
+
+    def action_control(self, action: str) -> None:
+        name = self.highlighted()
+        if name is None:
+            self.notify("no process selected", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.control(action, name)
+
+        self.push_screen(ConfirmScreen(f"{action.capitalize()} {name}?"), answered)
+
+    def action_clear_history(self) -> None:
+        name = self.highlighted()
+        if name is None:
+            self.notify("no process selected", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.control("clear", name)
+
+        self.push_screen(ConfirmScreen(f"Clear the history of {name}?"), answered)
+
+    @work(group="control", exit_on_error=False)
+    async def control(self, action: str, name: str) -> None:
+        try:
+            if action == "clear":
+                await self.client.clear(name)
+                self.buffers.pop(name, None)
+                self.merged = deque((e for e in self.merged if e.process != name), maxlen=PANE_LINES)
+                self._rerender()
+                self.notify(f"{name}: history cleared")
+            else:
+                call: Callable[[str], Any] = getattr(self.client, action)
+                info: ProcessInfo = await call(name)
+                self.notify(f"{name}: {info.state.value}")
+        except ClientError as exc:
+            self.notify(f"{action} {name}: {exc}", severity="error")
+        await self.refresh_processes()
+
+    def action_stats(self) -> None:
+        self.push_screen(StatsScreen(self.client))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+
+def monitor(
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="[NAME]...", help="Processes to show (all).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Server URL (default: $LOGCAST_URL, ./logcast.toml, 127.0.0.1:8080).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="API token (default: $LOGCAST_TOKEN, ./logcast.toml).")
+    ] = None,
+) -> None:
+    """Interactive terminal monitor: states, live logs, stats, start/stop/restart/clear."""
+    try:
+        app = MonitorApp(names, url, token)
+    except ClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    app.run()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)
+
+
+__all__ = ["MonitorApp", "register"]

@@ -1,0 +1,110 @@
+"""Terminal rendering shared by `tail`, `ps` and `monitor`: colours, times, safe text.
+
+Log text is data (ARCHITECTURE invariant 6): before a terminal prints it, every control
+sequence but colours is removed (`capture.ansi.sanitize_for_terminal`); with colours off
+(not a TTY, or `NO_COLOR`), the colours go too (`strip_ansi`), so that a file or a pipe
+gets plain text.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TextIO
+
+from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
+from logcast.types import Level, ProcessState
+
+RESET = "\x1b[0m"
+
+# Rich style names; `ANSI` maps them to SGR parameters for plain output.
+LEVEL_STYLE: dict[Level, str] = {
+    Level.DEBUG: "dim",
+    Level.INFO: "",
+    Level.SUCCESS: "green",
+    Level.WARNING: "yellow",
+    Level.ERROR: "red",
+    Level.CRITICAL: "bold red",
+}
+
+STATE_STYLE: dict[ProcessState, str] = {
+    ProcessState.STOPPED: "dim",
+    ProcessState.STARTING: "yellow",
+    ProcessState.RUNNING: "green",
+    ProcessState.READY: "bold green",
+    ProcessState.STOPPING: "yellow",
+    ProcessState.EXITED: "dim",
+    ProcessState.CRASHED: "bold red",
+    ProcessState.BACKOFF: "red",
+}
+
+# One colour per process, none of them a level colour.
+PROCESS_STYLES = ("cyan", "magenta", "blue", "bright_cyan", "bright_magenta", "bright_blue")
+
+ANSI: dict[str, str] = {
+    "": "",
+    "dim": "2",
+    "bold": "1",
+    "red": "31",
+    "bold red": "1;31",
+    "green": "32",
+    "bold green": "1;32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "cyan": "36",
+    "bright_blue": "94",
+    "bright_magenta": "95",
+    "bright_cyan": "96",
+}
+
+
+def color_enabled(stream: TextIO) -> bool:
+    """Colours when the stream is a terminal and `NO_COLOR` is not set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def safe_text(text: str, *, raw: bool = False, color: bool = True) -> str:
+    """Log text made safe to print: controls removed, colours kept only when `color`."""
+    if raw:
+        return text
+    return sanitize_for_terminal(text) if color else strip_ansi(text)
+
+
+def paint(text: str, style: str, color: bool) -> str:
+    """`text` in a style of `ANSI`, or as is when colours are off."""
+    code = ANSI.get(style, "")
+    if not color or not code or not text:
+        return text
+    return f"\x1b[{code}m{text}{RESET}"
+
+
+def process_style(index: int) -> str:
+    return PROCESS_STYLES[index % len(PROCESS_STYLES)]
+
+
+def clock(timestamp: float) -> str:
+    """`13:04:05.123`, local time."""
+    if timestamp <= 0:
+        return "--:--:--.---"
+    whole = int(timestamp)
+    return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{int((timestamp - whole) * 1000):03d}"
+
+
+def duration(seconds: float | None) -> str:
+    """A short uptime: `12s`, `5m03s`, `1h02m`, `3d04h`; `-` when unknown."""
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

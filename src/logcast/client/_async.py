@@ -1,0 +1,231 @@
+"""The asyncio client: `async with AsyncClient() as c: async for event in c.stream("web"): …`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from logcast.client import settings
+from logcast.client._common import (
+    Attempts,
+    LogPage,
+    ProcessInfo,
+    StreamCursor,
+    base_headers,
+    clear_path,
+    decode_json,
+    error_from_response,
+    is_waitable,
+    log_page,
+    logs_params,
+    not_running_reason,
+    process_path,
+    stream_timeout,
+    unreachable,
+)
+from logcast.client.events import ConnectionState, Event
+from logcast.errors import ClientError
+from logcast.types import LogRecord, ProcessState
+
+
+class AsyncClient:
+    """The logcast HTTP API over httpx.AsyncClient.
+
+    `url` and `token` default as `logcast.client.settings.resolve` says. Every method
+    raises `ClientError` (with `status` when the server answered) on failure.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 10.0):
+        resolved = settings.resolve(url, token)
+        self.url = resolved.url
+        self.token = resolved.token
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(base_url=self.url, headers=base_headers(self.token), timeout=timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from None
+        return decode_json(response)
+
+    # -- processes --------------------------------------------------------------------
+
+    async def processes(self) -> list[ProcessInfo]:
+        body = await self._call("GET", "/api/processes")
+        return [ProcessInfo.from_dict(d) for d in body["processes"]]
+
+    async def process(self, name: str) -> ProcessInfo:
+        return ProcessInfo.from_dict(await self._call("GET", process_path(name)))
+
+    async def start(self, name: str) -> ProcessInfo:
+        return ProcessInfo.from_dict(await self._call("POST", process_path(name, "/start")))
+
+    async def stop(self, name: str) -> ProcessInfo:
+        return ProcessInfo.from_dict(await self._call("POST", process_path(name, "/stop")))
+
+    async def restart(self, name: str) -> ProcessInfo:
+        return ProcessInfo.from_dict(await self._call("POST", process_path(name, "/restart")))
+
+    # -- history ----------------------------------------------------------------------
+
+    async def logs(
+        self,
+        name: str,
+        after: int | None = None,
+        limit: int = 1000,
+        level: str | None = None,
+        q: str | None = None,
+        regex: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        tail: int | None = None,
+    ) -> LogPage:
+        params = logs_params(
+            after=after, limit=limit, level=level, q=q, regex=regex, since=since, until=until, tail=tail
+        )
+        return log_page(await self._call("GET", process_path(name, "/logs"), params=params))
+
+    async def iter_logs(
+        self, name: str, after: int | None = None, *, limit: int = 1000, **filters: Any
+    ) -> AsyncIterator[LogRecord]:
+        """Every history record after `after`, page by page."""
+        while True:
+            page = await self.logs(name, after=after, limit=limit, **filters)
+            for record in page.logs:
+                yield record
+            if page.next is None or not page.logs:
+                return
+            after = page.next
+
+    async def clear(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", clear_path(name))
+        return result
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/api/logs/stats")
+        return result
+
+    async def config(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/api/config")
+        return result
+
+    async def healthz(self) -> bool:
+        """True when the server answers; raises ClientError otherwise."""
+        try:
+            response = await self._http.get("/healthz")
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from None
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return True
+
+    # -- streaming --------------------------------------------------------------------
+
+    async def _running(self, name: str) -> ProcessState | None:
+        """The process's state, or None when the server cannot say right now."""
+        response = await self._http.get(process_path(name))
+        if is_waitable(response.status_code):
+            return None
+        return ProcessInfo.from_dict(decode_json(response)).state
+
+    async def stream(
+        self,
+        name: str,
+        *,
+        after: int | None = None,
+        lines: int | None = None,
+        level: str | None = None,
+        q: str | None = None,
+        reconnect: bool = True,
+        max_attempts: int = 0,
+        interval: float = 1.0,
+        seed_route: bool = False,
+        wait_running: bool = False,
+    ) -> AsyncGenerator[Event, None]:
+        """Follow a process's log: history, then realtime, across reconnects.
+
+        Yields server events and `connection` events. `after`: start after this seq;
+        `lines`: how much history (server default when None, 0 for none). With
+        `reconnect`, a broken link or a server restart is retried (every `interval`
+        while the process is not running, with backoff doubling up to 10 s while the
+        server is unreachable; `max_attempts` failed attempts in a row, 0 = forever) and
+        resumed with `Last-Event-ID`. `seed_route` uses `/api/models/{name}/logs/stream`,
+        which answers 503 while the process does not run; `wait_running` waits for the
+        process to run before opening the native route. Raises ClientError on 401, 404,
+        other client errors, and once it gives up. Close it (`contextlib.aclosing`) when
+        leaving early.
+        """
+        cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, seed_route=seed_route)
+        attempts = Attempts(name, max_attempts if reconnect else 1, interval)
+        while True:
+            yield attempts.connecting()
+            failure: Event | None = None
+            live = False
+            try:
+                if wait_running:
+                    state = await self._running(name)
+                    if state is None or not state.is_alive:
+                        reason = f"{name} is {state.value}" if state else "the server is not ready"
+                        failure = attempts.failed(ConnectionState.NOT_RUNNING, reason)
+                if failure is None:
+                    params, headers = cursor.request()
+                    async with aconnect_sse(
+                        self._http,
+                        "GET",
+                        cursor.path,
+                        params=params,
+                        headers=headers,
+                        timeout=stream_timeout(self.timeout),
+                    ) as source:
+                        response = source.response
+                        if is_waitable(response.status_code):
+                            await response.aread()
+                            state_ = (
+                                ConnectionState.NOT_RUNNING
+                                if response.status_code == 503
+                                else ConnectionState.DISCONNECTED
+                            )
+                            failure = attempts.failed(state_, not_running_reason(response))
+                        elif response.status_code >= 400:
+                            await response.aread()
+                            raise error_from_response(response)
+                        else:
+                            cursor.opened(response)
+                            live = True
+                            yield attempts.connected()
+                            async for sse in source.aiter_sse():
+                                event = cursor.accept(sse.data, sse.id)
+                                if event is not None:
+                                    yield event
+                            failure = attempts.dropped("the server closed the stream")
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                if live:
+                    failure = attempts.dropped(str(exc) or type(exc).__name__)
+                else:
+                    failure = attempts.failed(ConnectionState.DISCONNECTED, str(unreachable(self.url, exc)))
+            assert failure is not None
+            yield failure
+            if live and not reconnect:
+                return
+            if not reconnect:
+                raise ClientError(failure.reason or "stream failed")
+            if failure.retry_in is None:
+                raise attempts.give_up()
+            await asyncio.sleep(failure.retry_in)

@@ -1,0 +1,333 @@
+"""What the sync and the async client share: shapes, error mapping, the stream cursor.
+
+The two clients differ only in how they wait (httpx.Client or httpx.AsyncClient,
+`time.sleep` or `asyncio.sleep`); every decision — which route, which resume header,
+which status is worth waiting for, how long to back off, when to give up — is made here
+once, so that both behave alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from logcast.client.events import ConnectionState, Event, connection_event, parse_event
+from logcast.errors import ClientError
+from logcast.types import EventType, LogRecord, ProcessState
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 10.0
+# The server sends a comment every 15 s; four missed pings mean the link is dead.
+STREAM_READ_TIMEOUT = 60.0
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A process as `GET /api/processes` describes it (docs/api.md)."""
+
+    name: str
+    state: ProcessState
+    pid: int | None = None
+    started_at: float | None = None
+    uptime: float | None = None
+    exit_code: int | None = None
+    run: int = 0
+    restarts: int = 0
+    lines: int = 0
+    lines_per_s: float = 0.0
+    warnings: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    subscribers: int = 0
+    last_seq: int | None = None
+    bytes: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProcessInfo:
+        try:
+            return cls(
+                name=str(d["name"]),
+                state=ProcessState(d["state"]),
+                pid=d.get("pid"),
+                started_at=d.get("started_at"),
+                uptime=d.get("uptime"),
+                exit_code=d.get("exit_code"),
+                run=int(d.get("run") or 0),
+                restarts=int(d.get("restarts") or 0),
+                lines=int(d.get("lines") or 0),
+                lines_per_s=float(d.get("lines_per_s") or 0.0),
+                warnings=int(d.get("warnings") or 0),
+                errors=int(d.get("errors") or 0),
+                last_error=d.get("last_error"),
+                subscribers=int(d.get("subscribers") or 0),
+                last_seq=d.get("last_seq"),
+                bytes=int(d.get("bytes") or 0),
+                raw=d,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClientError(f"unexpected process description from the server: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """A page of history, oldest first; pass `next` as `after` for the following page."""
+
+    logs: list[LogRecord]
+    next: int | None
+
+
+@functools.cache
+def user_agent() -> str:
+    try:
+        return f"logcast-client/{metadata.version('logcast')}"
+    except metadata.PackageNotFoundError:
+        return "logcast-client"
+
+
+def base_headers(token: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": user_agent()}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def stream_timeout(timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout, read=max(STREAM_READ_TIMEOUT, timeout))
+
+
+def process_path(name: str, suffix: str = "") -> str:
+    return f"/api/processes/{quote(name, safe='')}{suffix}"
+
+
+def clear_path(name: str) -> str:
+    return f"/api/logs/{quote(name, safe='')}/clear"
+
+
+def _detail(response: httpx.Response) -> str | None:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        text = response.text.strip()
+        return text[:200] or None
+    if isinstance(body, dict):
+        detail = body.get("detail", body.get("message"))
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list):  # FastAPI validation errors
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "body"))
+                    parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+            return "; ".join(parts) or None
+    return None
+
+
+def error_from_response(response: httpx.Response) -> ClientError:
+    status = response.status_code
+    if status == 401:
+        return ClientError("token missing or wrong", status=status)
+    detail = _detail(response)
+    if detail is None:
+        detail = f"HTTP {status} {response.reason_phrase}".strip()
+    return ClientError(detail, status=status)
+
+
+def unreachable(url: str, exc: Exception) -> ClientError:
+    reason = str(exc) or type(exc).__name__
+    return ClientError(f"cannot reach logcast at {url}: {reason}")
+
+
+def decode_json(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise ClientError(f"the server did not answer JSON (HTTP {response.status_code})") from None
+
+
+def logs_params(
+    *,
+    after: int | None,
+    limit: int,
+    level: str | None,
+    q: str | None,
+    regex: str | None,
+    since: float | None,
+    until: float | None,
+    tail: int | None,
+) -> dict[str, str | int | float]:
+    params: dict[str, str | int | float] = {"limit": limit}
+    for key, value in (
+        ("after", after),
+        ("level", level),
+        ("q", q),
+        ("regex", regex),
+        ("since", since),
+        ("until", until),
+        ("tail", tail),
+    ):
+        if value is not None:
+            params[key] = value
+    return params
+
+
+def log_page(body: Any) -> LogPage:
+    try:
+        logs = [LogRecord.from_dict(d) for d in body["logs"]]
+        nxt = body.get("next")
+        return LogPage(logs, int(nxt) if nxt is not None else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClientError(f"unexpected history page from the server: {exc}") from None
+
+
+class StreamCursor:
+    """Where a stream stands: the last seq seen, and the request that resumes after it.
+
+    The first request carries the caller's `after`/`lines`; every later one carries
+    `Last-Event-ID` = the last seq seen, so that a reconnect (a dropped link, a restart
+    of the server) neither loses nor repeats a line. Events at or below that seq are
+    dropped, in case a server sends them again.
+    """
+
+    def __init__(
+        self,
+        process: str,
+        *,
+        after: int | None,
+        lines: int | None,
+        level: str | None,
+        q: str | None,
+        seed_route: bool,
+    ):
+        self.process = process
+        self.last_seq = after
+        self.lines = lines
+        self.level = level
+        self.q = q
+        self.seed_route = seed_route
+        self.connections = 0
+        self.duplicates = 0
+
+    @property
+    def path(self) -> str:
+        if self.seed_route:
+            return f"/api/models/{quote(self.process, safe='')}/logs/stream"
+        return process_path(self.process, "/logs/stream")
+
+    def request(self) -> tuple[dict[str, str | int], dict[str, str]]:
+        """Query parameters and headers of the next connection."""
+        params: dict[str, str | int] = {}
+        headers: dict[str, str] = {}
+        if self.level:
+            params["level"] = self.level
+        if self.q:
+            params["q"] = self.q
+        if self.last_seq is not None:
+            if self.connections == 0:
+                params["after"] = self.last_seq
+            else:
+                headers["Last-Event-ID"] = str(self.last_seq)
+        elif self.lines is not None:
+            params["lines"] = self.lines
+        return params, headers
+
+    def opened(self, response: httpx.Response) -> None:
+        """Check the answer of a connection; raise ClientError unless it is an event stream."""
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            raise ClientError(f"{response.url} is not an event stream (content-type {content_type!r})")
+        self.connections += 1
+
+    def accept(self, data: str, sse_id: str) -> Event | None:
+        """An SSE message → the Event to hand on, or None (empty, unknown, duplicate)."""
+        try:
+            event = parse_event(data, sse_id, self.process)
+        except ValueError as exc:
+            logger.warning("%s: %s", self.process, exc)
+            return None
+        if event is None:
+            return None
+        if event.log is not None and self.last_seq is not None and event.log.seq <= self.last_seq:
+            self.duplicates += 1
+            logger.debug("%s: dropping seq %d, seen up to %d", self.process, event.log.seq, self.last_seq)
+            return None
+        if event.type is EventType.GAP and event.gap_to is not None:
+            self._advance(event.gap_to)
+        elif event.seq is not None:
+            self._advance(event.seq)
+        return event
+
+    def _advance(self, seq: int) -> None:
+        if self.last_seq is None or seq > self.last_seq:
+            self.last_seq = seq
+
+
+class Attempts:
+    """Counts failed connection attempts in a row and says how long to wait before the next.
+
+    Waiting for a process to start polls every `interval`; a server that cannot be
+    reached is retried with a delay doubling from `interval` up to 10 s. `max_attempts`
+    0 means forever; once reached, `failed()` returns None and the caller gives up.
+    """
+
+    def __init__(self, process: str, max_attempts: int, interval: float):
+        if max_attempts < 0:
+            raise ValueError("max_attempts must be 0 (forever) or more")
+        if interval < 0:
+            raise ValueError("interval must not be negative")
+        self.process = process
+        self.max_attempts = max_attempts
+        self.interval = interval
+        self.failures = 0
+        self.last_reason = ""
+
+    def failed(self, state: ConnectionState, reason: str) -> Event:
+        self.failures += 1
+        self.last_reason = reason
+        retry_in: float | None
+        if self.max_attempts and self.failures >= self.max_attempts:
+            retry_in = None
+        elif state is ConnectionState.NOT_RUNNING:
+            retry_in = self.interval
+        else:
+            retry_in = min(self.interval * 2 ** (self.failures - 1), max(MAX_BACKOFF, self.interval))
+        return connection_event(self.process, state, reason=reason, attempt=self.failures, retry_in=retry_in)
+
+    def dropped(self, reason: str) -> Event:
+        """An open stream broke: not a failed attempt, retry after `interval`."""
+        self.last_reason = reason
+        return connection_event(
+            self.process, ConnectionState.DISCONNECTED, reason=reason, attempt=0, retry_in=self.interval
+        )
+
+    def give_up(self) -> ClientError:
+        return ClientError(f"{self.process}: gave up after {self.failures} attempts ({self.last_reason})")
+
+    def connecting(self) -> Event:
+        return connection_event(self.process, ConnectionState.CONNECTING, attempt=self.failures)
+
+    def connected(self) -> Event:
+        self.failures = 0
+        return connection_event(self.process, ConnectionState.CONNECTED)
+
+
+def not_running_reason(response: httpx.Response) -> str:
+    detail = _detail(response)
+    return detail or f"HTTP {response.status_code}"
+
+
+def is_waitable(status: int) -> bool:
+    """A status worth waiting out: the process is not running (503) or a proxy's hiccup."""
+    return status in RETRYABLE_STATUS

@@ -1,0 +1,187 @@
+"""Typed stream events: what `AsyncClient.stream()` and `Client.stream()` yield.
+
+A server event (SPEC's `historical`, `historical_complete`, `realtime`, `status`, `gap`,
+`stream_end`, `error`) keeps its `EventType`. The client adds events of its own, of type
+`connection`, for the state of its link to the server (`connecting`, `connected`,
+`not_running`, `disconnected`), so that a terminal or a UI can say why nothing arrives
+without the stream ever raising for a condition it can wait out.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from logcast.types import EventType, Level, LogRecord, Stream
+
+logger = logging.getLogger(__name__)
+
+
+class ClientEventType(enum.StrEnum):
+    """Event types the client makes itself; the server's are `logcast.types.EventType`."""
+
+    CONNECTION = "connection"
+
+
+class ConnectionState(enum.StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    NOT_RUNNING = "not_running"  # the server answers, the process does not run (yet)
+    DISCONNECTED = "disconnected"  # the server could not be reached, or the stream broke
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a process's stream.
+
+    `log` is set for `historical`, `realtime` and `status`; `seq` is the event's sequence
+    number (the record's, or the last history line's for `historical_complete`);
+    `gap_from`..`gap_to` are the lines that will not arrive, `reason` says why
+    (`retention`, `slow`, `cleared`). For `connection` events `message` is the
+    `ConnectionState`, `reason` the cause, `attempt` the failed attempts in a row and
+    `retry_in` the seconds before the next one (None once the client gives up).
+    """
+
+    type: EventType | ClientEventType
+    process: str
+    log: LogRecord | None = None
+    seq: int | None = None
+    message: str | None = None
+    gap_from: int | None = None
+    gap_to: int | None = None
+    reason: str | None = None
+    attempt: int = 0
+    retry_in: float | None = None
+
+    @property
+    def connection(self) -> ConnectionState | None:
+        if self.type is ClientEventType.CONNECTION and self.message is not None:
+            return ConnectionState(self.message)
+        return None
+
+    @property
+    def is_line(self) -> bool:
+        """A captured line (history or realtime), as opposed to a status or control event."""
+        return self.type in (EventType.HISTORICAL, EventType.REALTIME) and self.log is not None
+
+    @property
+    def missed(self) -> int:
+        """How many lines a `gap` event stands for."""
+        if self.gap_from is None or self.gap_to is None:
+            return 0
+        return self.gap_to - self.gap_from + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as JSON-ready data, in the server's shape plus `process`."""
+        d: dict[str, Any] = {"type": self.type.value, "process": self.process}
+        if self.log is not None:
+            d["log"] = self.log.as_dict()
+        if self.seq is not None:
+            d["seq"] = self.seq
+        if self.message is not None:
+            d["message"] = self.message
+        if self.gap_from is not None:
+            d["from"] = self.gap_from
+        if self.gap_to is not None:
+            d["to"] = self.gap_to
+        if self.reason is not None:
+            d["reason"] = self.reason
+        if self.type is ClientEventType.CONNECTION:
+            d["attempt"] = self.attempt
+            d["retry_in"] = self.retry_in
+        return d
+
+
+def connection_event(
+    process: str,
+    state: ConnectionState,
+    *,
+    reason: str | None = None,
+    attempt: int = 0,
+    retry_in: float | None = None,
+) -> Event:
+    return Event(
+        ClientEventType.CONNECTION,
+        process,
+        message=state.value,
+        reason=reason,
+        attempt=attempt,
+        retry_in=retry_in,
+    )
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _record(data: dict[str, Any], process: str) -> LogRecord:
+    """A LogRecord from the wire, tolerant of the fields a status record may leave out."""
+    d = dict(data)
+    d.setdefault("process", process)
+    d.setdefault("stream", Stream.SYSTEM.value if d.get("state") else Stream.STDOUT.value)
+    d.setdefault("level", Level.INFO.value)
+    d.setdefault("message", "")
+    d.setdefault("run", 0)
+    d.setdefault("timestamp", 0.0)
+    return LogRecord.from_dict(d)
+
+
+def parse_event(data: str | bytes, sse_id: str, process: str) -> Event | None:
+    """One SSE message → Event. None for an empty message or a type this client does not know.
+
+    Raises ValueError on a message that is not the JSON the API describes.
+    """
+    if not data:
+        return None
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"stream message is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("stream message is not a JSON object")
+    try:
+        kind = EventType(str(obj.get("type")))
+    except ValueError:
+        logger.debug("skipping stream event of unknown type %r", obj.get("type"))
+        return None
+    seq = _int(sse_id)
+    log: LogRecord | None = None
+    raw_log = obj.get("log")
+    try:
+        if isinstance(raw_log, dict):
+            log = _record(raw_log, process)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed log record in stream: {exc}") from None
+    if log is not None:
+        seq = log.seq
+    elif _int(obj.get("seq")) is not None:
+        seq = _int(obj.get("seq"))
+    message = obj.get("message")
+    if kind is EventType.GAP:
+        gap_from, gap_to = _int(obj.get("from")), _int(obj.get("to"))
+        return Event(
+            kind,
+            process,
+            seq=gap_to if gap_to is not None else seq,
+            message=message if isinstance(message, str) else None,
+            gap_from=gap_from,
+            gap_to=gap_to,
+            reason=obj.get("reason") if isinstance(obj.get("reason"), str) else None,
+        )
+    return Event(
+        kind,
+        log.process if log is not None else process,
+        log=log,
+        seq=seq,
+        message=message if isinstance(message, str) else None,
+    )

@@ -1,0 +1,203 @@
+// The viewer's search: the server searches the whole history (`GET …/logs?q=` or `regex=`,
+// newest SEARCH_LIMIT matches); lines that arrive afterwards are matched here as they
+// come. Matches are listed, stepped through (next/previous wrap around) and highlighted
+// in the visible rows through the shared highlighter in `view`.
+
+import { api, enc } from "./api.js";
+import { stripAnsi } from "./ansi.js";
+import { appendMessage, makeHighlighter } from "./render.js";
+import { el, formatClock, formatCount, toast } from "./util.js";
+
+export const SEARCH_LIMIT = 5000;
+
+export class Search {
+  /**
+   * @param {{process: string, model: object, vlist: object, view: object, ui: object,
+   *          level: () => string, lastSeq: () => number, loadOlderUntil: (reached: Function) => Promise<boolean>,
+   *          onQuery: () => void}} deps
+   */
+  constructor(deps) {
+    Object.assign(this, deps);
+    this.query = "";
+    this.regex = false;
+    this.matches = []; // [{seq, ts, text}] oldest first
+    this.index = -1; // the current match, -1: none yet
+    this.capped = false;
+    this.controller = null;
+    this.upto = 0; // matches are complete up to this seq
+  }
+
+  /** True when the box holds something else than what was searched last. */
+  stale() {
+    const typed = this.ui.search.value.trim() ? this.ui.search.value : "";
+    return typed !== this.query || this.ui.regex.checked !== this.regex;
+  }
+
+  async run() {
+    const { ui, view } = this;
+    this.query = ui.search.value.trim() ? ui.search.value : "";
+    this.regex = ui.regex.checked;
+    this.onQuery();
+    if (this.controller) this.controller.abort();
+    view.highlighter = makeHighlighter(this.query, this.regex);
+    view.current = null;
+    this.matches = [];
+    this.index = -1;
+    this.capped = false;
+    this.vlist.refresh();
+    if (!this.query) {
+      ui.count.dataset.state = "";
+      this.label();
+      this.renderList();
+      return;
+    }
+    const controller = new AbortController();
+    this.controller = controller;
+    ui.count.textContent = "…";
+    ui.count.dataset.state = "busy";
+    const q = new URLSearchParams({ tail: String(SEARCH_LIMIT) });
+    q.set(this.regex ? "regex" : "q", this.query);
+    if (this.level()) q.set("level", this.level());
+    try {
+      const data = await api(`/api/processes/${enc(this.process)}/logs?${q}`, { signal: controller.signal });
+      if (controller !== this.controller) return;
+      const logs = (data.logs || []).filter((log) => log.stream !== "system");
+      this.matches = logs.map((log) => ({ seq: log.seq, ts: log.timestamp, text: log.message }));
+      this.capped = (data.logs || []).length >= SEARCH_LIMIT;
+      this.upto = logs.length ? logs[logs.length - 1].seq : this.lastSeq() || 0;
+      this._catchUp();
+      ui.count.dataset.state = this.matches.length ? "" : "none";
+      this.label();
+      this.renderList();
+    } catch (err) {
+      if (err && err.name === "AbortError") return;
+      ui.count.textContent = "error";
+      ui.count.dataset.state = "error";
+      toast(`Search failed: ${err.message}`, "error");
+    } finally {
+      if (controller === this.controller) this.controller = null;
+    }
+  }
+
+  /** Lines that arrived while the server searched. */
+  _catchUp() {
+    const hl = this.view.highlighter;
+    if (!hl) return;
+    const fresh = [];
+    const v = this.model.view;
+    for (let i = v.length - 1; i >= 0; i--) {
+      const e = v[i];
+      if (e.seq <= this.upto) break;
+      if (e.kind === "line" && hl.test(stripAnsi(e.text))) fresh.push({ seq: e.seq, ts: e.ts, text: e.text });
+    }
+    this.matches.push(...fresh.reverse());
+    if (fresh.length) this.upto = fresh[fresh.length - 1].seq;
+  }
+
+  /** A live line was added to the model: count it when it matches. Returns true if it did. */
+  observe(entry, log) {
+    const hl = this.view.highlighter;
+    if (!hl || this.controller || entry.kind !== "line" || log.seq <= this.upto || !this.model.passes(entry)) return false;
+    if (!hl.test(stripAnsi(log.message || ""))) return false;
+    this.matches.push({ seq: log.seq, ts: log.timestamp, text: log.message });
+    this.upto = log.seq;
+    return true;
+  }
+
+  /** Forget the matches (the view or the history was cleared). */
+  forget() {
+    this.matches = [];
+    this.index = -1;
+    this.label();
+    this.renderList();
+  }
+
+  label() {
+    const { ui } = this;
+    const n = this.matches.length;
+    const total = `${formatCount(n)}${this.capped ? "+" : ""}`;
+    if (!this.query) ui.count.textContent = "";
+    else if (!n) ui.count.textContent = "no matches";
+    else if (this.index < 0) ui.count.textContent = `${total} match${n === 1 ? "" : "es"}`;
+    else ui.count.textContent = `${formatCount(this.index + 1)} / ${total}`;
+    ui.count.title = this.capped ? `showing the newest ${formatCount(SEARCH_LIMIT)} matches` : "List of matches";
+  }
+
+  renderList() {
+    const { ui, view } = this;
+    if (ui.matches.hidden) return;
+    const items = this.matches.slice(-2000);
+    const offset = this.matches.length - items.length;
+    ui.matchList.replaceChildren(...items.map((m, k) => {
+      const text = el("span", { class: "match-text" });
+      appendMessage(text, stripAnsi(m.text || "").slice(0, 300), view.highlighter);
+      const button = el("button", { type: "button", class: "match", dataset: { index: String(offset + k) } },
+        el("span", { class: "ts", text: formatClock(m.ts, view.time === "utc") }), text);
+      if (offset + k === this.index) button.setAttribute("aria-current", "true");
+      return el("li", {}, button);
+    }));
+    if (!items.length) ui.matchList.append(el("li", { class: "muted", text: this.query ? "No matches." : "Type to search." }));
+  }
+
+  /** Seq of the first (or last) visible row: where stepping starts without a current match. */
+  _visibleSeq(end) {
+    const [first, last] = this.vlist.range;
+    const entry = this.model.view[end ? last : first];
+    return entry ? entry.seq : 0;
+  }
+
+  async step(direction) {
+    const n = this.matches.length;
+    if (!n) {
+      if (this.query && !this.controller) toast("No matches", "info");
+      return;
+    }
+    let i;
+    if (this.index < 0) {
+      if (direction > 0) {
+        const from = this.vlist.follow ? Infinity : this._visibleSeq(false);
+        i = this.matches.findIndex((m) => m.seq >= from);
+        if (i < 0) i = 0;
+      } else {
+        const to = this.vlist.follow ? Infinity : this._visibleSeq(true);
+        i = n - 1;
+        while (i > 0 && this.matches[i].seq > to) i -= 1;
+      }
+    } else {
+      i = (this.index + direction + n) % n;
+    }
+    await this.goTo(i);
+  }
+
+  async goTo(i) {
+    const { model, vlist, view, ui } = this;
+    const match = this.matches[i];
+    if (!match) return;
+    this.index = i;
+    this.label();
+    const first = model.firstSeq();
+    if (first !== null && match.seq < first) {
+      const ok = await this.loadOlderUntil((seq) => seq <= match.seq);
+      if (!ok) {
+        toast("That match is older than the lines this view holds.", "info");
+        return;
+      }
+      vlist.render();
+    }
+    const idx = model.indexOfSeq(match.seq);
+    const entry = model.view[idx];
+    if (!entry) return;
+    view.current = entry;
+    view.selected = entry;
+    vlist.scrollToIndex(idx, "center");
+    vlist.refresh();
+    if (!ui.matches.hidden) {
+      for (const b of ui.matchList.querySelectorAll("[aria-current]")) b.removeAttribute("aria-current");
+      const active = ui.matchList.querySelector(`[data-index="${i}"]`);
+      if (active) {
+        active.setAttribute("aria-current", "true");
+        active.scrollIntoView({ block: "nearest" });
+      }
+    }
+  }
+}

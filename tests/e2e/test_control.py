@@ -1,0 +1,129 @@
+"""`logcast ps` and `logcast start|stop|restart` against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.e2e.conftest import Server, py_command
+
+pytestmark = pytest.mark.e2e
+
+Make = Callable[..., Server]
+
+SLEEPER = py_command("import time; print('up', flush=True); time.sleep(3600)")
+
+
+def logcast(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("LOGCAST_URL", "LOGCAST_TOKEN")}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "logcast", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def server(make_server: Make) -> Server:
+    return make_server(
+        f"""
+        [process.web]
+        command = {SLEEPER}
+
+        [process.worker]
+        command = {SLEEPER}
+        autostart = false
+        """
+    )
+
+
+def wait_state(server: Server, name: str, alive: bool, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with server.client() as c:
+            state = c.get(f"/api/processes/{name}").json()["state"]
+        if (state in ("starting", "running", "ready")) == alive:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{name} never became {'alive' if alive else 'stopped'}")
+
+
+def test_ps_table_and_json(server: Server, tmp_path: Path) -> None:
+    wait_state(server, "web", alive=True)
+    result = logcast("ps", "--url", server.url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = [line.split() for line in result.stdout.strip().splitlines()]
+    assert header == ["NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES"]
+    table = {row[0]: row for row in rows}
+    assert list(table) == ["web", "worker"]
+    assert table["web"][1] in ("running", "ready") and table["web"][2].isdigit()
+    assert table["worker"][1:3] == ["stopped", "-"]
+
+    as_json = logcast("ps", "--url", server.url, "--json", cwd=tmp_path)
+    assert as_json.returncode == 0
+    processes = json.loads(as_json.stdout)["processes"]
+    assert [p["name"] for p in processes] == ["web", "worker"]
+    assert processes[1]["state"] == "stopped"
+
+
+def test_url_from_environment_and_config_file(server: Server, tmp_path: Path) -> None:
+    from_env = logcast("ps", cwd=tmp_path, env={"LOGCAST_URL": server.url})
+    assert from_env.returncode == 0 and "worker" in from_env.stdout
+    (tmp_path / "logcast.toml").write_text(f"[server]\nport = {server.port}\n")
+    from_file = logcast("ps", cwd=tmp_path)
+    assert from_file.returncode == 0 and "worker" in from_file.stdout
+
+
+def test_start_stop_restart(server: Server, tmp_path: Path) -> None:
+    started = logcast("start", "worker", "--url", server.url, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("worker: ") and "pid" in started.stdout
+    wait_state(server, "worker", alive=True)
+
+    again = logcast("start", "worker", "--url", server.url, cwd=tmp_path)
+    assert again.returncode == 1 and "already running" in again.stderr
+
+    restarted = logcast("restart", "worker", "--url", server.url, "--json", cwd=tmp_path)
+    assert restarted.returncode == 0
+    assert json.loads(restarted.stdout)["processes"][0]["run"] == 2
+
+    stopped = logcast("stop", "worker", "web", "--url", server.url, cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    lines = stopped.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["worker", "web"]
+    assert all("running" not in line for line in lines)
+    wait_state(server, "web", alive=False)
+
+
+def test_unknown_process_and_unreachable_server(server: Server, tmp_path: Path) -> None:
+    unknown = logcast("stop", "nope", "--url", server.url, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "unknown process" in unknown.stderr and "Traceback" not in unknown.stderr
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for args in (["ps"], ["start", "web"], ["stop", "web"], ["restart", "web"]):
+        result = logcast(*args, "--url", nowhere, cwd=tmp_path)
+        assert result.returncode == 1, args
+        assert "cannot reach logcast at" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_token(make_server: Make, tmp_path: Path) -> None:
+    server = make_server(f"[process.web]\ncommand = {SLEEPER}\n", token="s3cret")
+    denied = logcast("ps", "--url", server.url, cwd=tmp_path)
+    assert denied.returncode == 1 and "token missing or wrong" in denied.stderr
+    allowed = logcast("ps", "--url", server.url, "--token", "s3cret", cwd=tmp_path)
+    assert allowed.returncode == 0 and "web" in allowed.stdout

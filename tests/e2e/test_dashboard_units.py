@@ -1,0 +1,196 @@
+"""The dashboard's pure JavaScript (ANSI parsing, line model, highlighting), run in Chromium.
+
+The modules are imported into a real page served by `logcast serve`, under its real CSP,
+and fed synthetic input; no child process is involved. Cheaper and more exact than
+driving these corner cases through a child's output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Server
+from tests.e2e.test_dashboard import browser, open_page  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+@pytest.fixture
+def js(make_server: Callable[..., Server], open_page: Callable[..., Any]) -> Iterator[Callable[..., Any]]:  # noqa: F811
+    """`js(body, arg)` runs `async (m, arg) => { body }` with m = every module of the dashboard."""
+    server = make_server("")
+    page = open_page()
+    page.goto(server.url + "/logs.html")  # no process: the picker, a quiet page
+
+    def run(body: str, arg: Any = None) -> Any:
+        # Playwright compiles this function through DevTools; building it with `new Function`
+        # in the page would be refused by the CSP (no 'unsafe-eval'), as it should.
+        source = (
+            "async (arg) => { const m = {};"
+            " for (const name of ['ansi', 'model', 'render', 'util'])"
+            " Object.assign(m, await import(`/static/js/${name}.js`));\n" + body + "\n}"
+        )
+        return page.evaluate(source, arg)
+
+    yield run
+
+
+def test_ansi_sgr_to_classes_and_colours(js: Callable[..., Any]) -> None:
+    parse = "return m.parseAnsi(arg).map((s) => [s.text, s.cls, s.fg, s.bg]);"
+    assert js(parse, "plain text") == [["plain text", "", None, None]]
+    assert js(parse, "\x1b[31mred\x1b[0m back") == [["red", "fg-1", None, None], [" back", "", None, None]]
+    assert js(parse, "\x1b[1;4;92mbold\x1b[22m under\x1b[m") == [
+        ["bold", "fg-10 b u", None, None],
+        [" under", "fg-10 u", None, None],
+    ]
+    assert js(parse, "\x1b[38;5;208mA\x1b[48;5;4mB") == [
+        ["A", "", "rgb(255,135,0)", None],
+        ["B", "bg-4", "rgb(255,135,0)", None],
+    ]
+    assert js(parse, "\x1b[38;2;1;2;3mT\x1b[38:2::9:8:7mC") == [
+        ["T", "", "rgb(1,2,3)", None],
+        ["C", "", "rgb(9,8,7)", None],
+    ]
+    assert js(parse, "\x1b[7minv\x1b[27;44;31mx\x1b[7my") == [
+        ["inv", "inv-fg inv-bg", None, None],
+        ["x", "fg-1 bg-4", None, None],
+        ["y", "fg-4 bg-1", None, None],
+    ]
+
+
+def test_ansi_other_escapes_and_controls_are_dropped(js: Callable[..., Any]) -> None:
+    strip = "return m.stripAnsi(arg);"
+    assert js(strip, "a\x1b]0;window title\x07b") == "ab"
+    assert js(strip, "a\x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\b") == "alinkb"
+    assert js(strip, "x\x1b[2J\x1b[H\x1b[?1049h\x1b[10;20Hy") == "xy"
+    assert js(strip, "p\x1bPq#0;2;0;0;0\x1b\\q") == "pq"  # DCS (sixel)
+    assert js(strip, "bell\x07 back\x08space\x7f\x00nul\ttab") == "bell backspacenul\ttab"
+    assert js(strip, "c1\x9b31mcsi\x9d0;t\x9cz") == "c1csiz"
+    assert js(strip, "lone escape at the end\x1b") == "lone escape at the end"
+    assert js(strip, "日本語 ünïcode ✓") == "日本語 ünïcode ✓"
+
+
+def test_highlight_crosses_colour_spans_and_uses_text_nodes(js: Callable[..., Any]) -> None:
+    body = """
+    const box = document.createElement("div");
+    m.appendMessage(box, arg, m.makeHighlighter("bc"));
+    return {
+      text: box.textContent,
+      marks: [...box.querySelectorAll("mark")].map((x) => [x.textContent, x.parentElement.className]),
+      elements: [...box.querySelectorAll("*")].map((x) => x.tagName),
+    };
+    """
+    out = js(body, "\x1b[31mab\x1b[32mcd <b>bc</b>")
+    assert out["text"] == "abcd <b>bc</b>"
+    assert out["marks"] == [["b", "fg-1"], ["c", "fg-2"], ["bc", "fg-2"]]
+    assert set(out["elements"]) == {"SPAN", "MARK"}  # the <b> stayed text
+
+    # a regex the browser cannot compile is not highlighted; an empty match does not hang
+    assert js("return m.makeHighlighter('(', true);") is None
+    assert js("return m.makeHighlighter('x*', true).ranges('axxb');") == [[1, 3]]
+
+
+def test_partial_records_join_and_progress_redraws_collapse(js: Callable[..., Any]) -> None:
+    body = """
+    const out = [];
+    const b = new m.EntryBuilder(out);
+    let seq = 0;
+    for (const [message, o] of arg) {
+      seq += 1;
+      b.add({seq, timestamp: 100 + (o.t ?? seq * 0.1), level: o.level || "info", message,
+             stream: o.stream || "stdout", process: "p", run: o.run || 1, partial: !!o.partial, cr: o.cr});
+    }
+    return out.map((e) => [e.text, e.first, e.seq, e.updates, e.open]);
+    """
+    records = [
+        ["head ", {"partial": True}],
+        ["and tail", {}],
+        ["Downloading:   0%|", {}],
+        ["Downloading:  50%|#####", {}],
+        ["Downloading: 100%|##########", {}],
+        ["  5%|▌    | 5/100 [00:01<00:20, 4.5it/s]", {}],
+        [" 60%|██████ | 60/100 [00:12<00:08, 4.9it/s]", {}],
+        ["Epoch 1 acc 90%", {"t": 10}],
+        ["Epoch 2 acc 91%", {"t": 20}],
+        ["plain 1", {}],
+        ["plain 2", {}],
+        ["err piece", {"stream": "stderr", "partial": True}],
+        ["interleaved", {}],
+        [" rest", {"stream": "stderr"}],
+        ["spinner |", {"cr": True}],
+        ["spinner /", {}],
+    ]
+    assert js(body, records) == [
+        ["head and tail", 1, 2, 0, False],
+        ["Downloading: 100%|##########", 3, 5, 2, False],
+        [" 60%|██████ | 60/100 [00:12<00:08, 4.9it/s]", 6, 7, 1, False],
+        ["Epoch 1 acc 90%", 8, 8, 0, False],  # 10 s apart: not a redraw
+        ["Epoch 2 acc 91%", 9, 9, 0, False],
+        ["plain 1", 10, 10, 0, False],
+        ["plain 2", 11, 11, 0, False],
+        ["err piece rest", 12, 14, 0, False],
+        ["interleaved", 13, 13, 0, False],
+        ["spinner /", 15, 16, 1, False],  # cr: true says so exactly
+    ]
+
+    # collapsing can be switched off
+    off = body.replace("new m.EntryBuilder(out)", "new m.EntryBuilder(out, {collapse: false})")
+    assert len(js(off, records[2:5])) == 3
+
+
+def test_model_is_bounded_and_the_filtered_view_keeps_step(js: Callable[..., Any]) -> None:
+    body = """
+    const model = new m.LogModel({max: 1000});
+    model.setFloor(m.LEVEL_ORDER.error);
+    model.takeChange();
+    for (let seq = 1; seq <= 5000; seq++) {
+      model.addRecord({seq, timestamp: seq, level: seq % 4 ? "info" : "error", message: `line ${seq}`,
+                       stream: "stdout", process: "p", run: 1, partial: false});
+    }
+    const change = model.takeChange();
+    model.addEntry(m.gapEntry({from: 5001, to: 5009}, "p"));
+    const sorted = model.view.every((e, i, v) => i === 0 || v[i - 1].seq <= e.seq);
+    return {
+      lines: model.lines, dropped: model.dropped, entries: model.entries.length, view: model.view.length,
+      first: model.entries[0].seq, firstShown: model.view[0].seq, removed: change.removedFront,
+      allErrors: model.view.slice(0, -1).every((e) => e.level === "error"), gapShown: model.view.at(-1).kind,
+      sorted, at: model.indexOfSeq(4800), atSeq: model.view[model.indexOfSeq(4800)].seq,
+    };
+    """
+    out = js(body)
+    assert out["lines"] <= 1000
+    assert out["dropped"] == 5000 - out["lines"]
+    assert out["entries"] == out["lines"] + 1
+    assert out["first"] == out["dropped"] + 1
+    assert out["firstShown"] >= out["first"] and out["firstShown"] % 4 == 0
+    assert out["allErrors"] and out["gapShown"] == "gap" and out["sorted"]
+    assert out["atSeq"] == 4800
+
+
+STATIC = Path(__file__).resolve().parents[2] / "src" / "logcast" / "web" / "static"
+
+
+def test_static_files_never_parse_html_nor_reach_outside() -> None:
+    """Invariant 6 and the CSP, checked in the sources: no HTML parsing of any string, no
+    inline script or style, no eval, and every URL a page loads is on this origin."""
+    forbidden = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function"
+        r"|setAttribute\(\s*['\"]style|<style|\sstyle=|\son[a-z]+="
+    )
+    files = sorted(p for p in STATIC.rglob("*") if p.suffix in {".html", ".js", ".css"})
+    assert {p.name for p in files} >= {"index.html", "logs.html", "config.html", "login.html", "app.css"}
+    for path in files:
+        text = path.read_text()
+        assert not forbidden.search(text), f"{path.name}: {forbidden.search(text)}"
+        if path.suffix == ".html":
+            assert not re.search(r"<script(?![^>]*\ssrc=)", text), f"{path.name}: inline <script>"
+            for url in re.findall(r"""(?:src|href)="([^"]*)\"""", text):
+                assert url.startswith(("/", "#", "data:")), f"{path.name} loads {url}"
+        if path.suffix == ".js":
+            for url in re.findall(r"""import[^"']*["']([^"']+)["']""", text):
+                assert url.startswith("./"), f"{path.name} imports {url}"

@@ -1,0 +1,262 @@
+"""PipeReader on real pipes, real ptys and real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from logcast.capture.reader import PipeReader
+from logcast.types import Level, Line
+
+PYTHON = sys.executable
+WAIT = 30.0  # seconds a test waits for something that should happen at once; a guard, not a measure
+INFO, WARN, ERR = Level.INFO, Level.WARNING, Level.ERROR
+
+
+class Collector:
+    """An `on_lines` callback that records every call and lets a test wait for lines."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, list[Line]]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, timestamp: float, lines: list[Line]) -> None:
+        with self._cond:
+            self.calls.append((timestamp, lines))
+            self._cond.notify_all()
+
+    @property
+    def lines(self) -> list[Line]:
+        with self._cond:
+            return [line for _, lines in self.calls for line in lines]
+
+    def wait_for(self, predicate: Callable[[list[Line]], bool]) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: predicate([ln for _, lines in self.calls for ln in lines]), WAIT)
+        assert ok, f"lines never matched; got {self.lines!r}"
+
+
+class Pipe:
+    """os.pipe() whose write end the test closes once (a second close could hit a reused fd)."""
+
+    def __init__(self) -> None:
+        self.r, self._w = os.pipe()
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        os.write(self._w, data)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._w)
+
+
+@pytest.fixture
+def pipe() -> Iterator[Pipe]:
+    p = Pipe()
+    yield p
+    p.close()  # the read end belongs to the reader, which closes it
+
+
+def test_lines_arrive_with_the_time_of_their_chunk(pipe: Pipe) -> None:
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, name="stdout")
+    before = time.time()
+    reader.start()
+    pipe.write(b"INFO: one\nERROR: two\n\n")
+    pipe.close()
+    assert reader.join(WAIT)
+    after = time.time()
+    assert collect.lines == [("INFO: one", INFO, False), ("ERROR: two", ERR, False), ("", INFO, False)]
+    assert all(before <= ts <= after for ts, _ in collect.calls)
+    assert all(lines for _, lines in collect.calls)  # never called with nothing
+    assert reader.bytes_read == 22
+
+
+def test_partial_line_is_flushed_after_idle_time(pipe: Pipe) -> None:
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, idle_flush=0.05)
+    reader.start()
+    pipe.write(b"Password: ")
+    collect.wait_for(lambda lines: lines == [("Password: ", INFO, True)])
+    pipe.write(b"accepted\n")
+    collect.wait_for(lambda lines: len(lines) == 2)
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.lines == [("Password: ", INFO, True), ("accepted", INFO, False)]
+
+
+def test_partial_line_is_flushed_at_eof(pipe: Pipe) -> None:
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, idle_flush=3600)
+    reader.start()
+    pipe.write(b"complete\nno newline at the end")
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.lines == [("complete", INFO, False), ("no newline at the end", INFO, True)]
+
+
+def test_character_split_across_writes_survives_an_idle_flush(pipe: Pipe) -> None:
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, idle_flush=0.02)
+    reader.start()
+    pipe.write(b"caf\xc3")
+    collect.wait_for(lambda lines: lines == [("caf", INFO, True)])
+    pipe.write(b"\xa9 ok\n")
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.lines == [("caf", INFO, True), ("é ok", INFO, False)]
+
+
+def test_child_process_stdout_and_stderr() -> None:
+    script = (
+        "import sys\n"
+        "print('INFO:     Started server process [1]')\n"
+        "print('WARNING: disk almost full', file=sys.stderr)\n"
+        "sys.stdout.write('progress 10%\\rprogress 100%\\n')\n"
+        "sys.stdout.write('bye')\n"
+    )
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    out, err = Collector(), Collector()
+    readers = [PipeReader(out_r, out, name="stdout"), PipeReader(err_r, err, name="stderr")]
+    for reader in readers:
+        reader.start()
+    try:
+        proc = subprocess.Popen([PYTHON, "-c", script], stdout=out_w, stderr=err_w)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    assert proc.wait(WAIT) == 0
+    assert all(reader.join(WAIT) for reader in readers)
+    assert out.lines == [
+        ("INFO:     Started server process [1]", INFO, False),
+        ("progress 10%", INFO, False),
+        ("progress 100%", INFO, False),
+        ("bye", INFO, True),
+    ]
+    assert err.lines == [("WARNING: disk almost full", WARN, False)]
+
+
+def test_pty_child_is_read_to_eof() -> None:
+    master, slave = os.openpty()
+    collect = Collector()
+    reader = PipeReader(master, collect, name="pty")
+    reader.start()
+    script = "print('INFO: hello from a tty'); print('Traceback (most recent call last):'); print('done')"
+    try:
+        proc = subprocess.Popen([PYTHON, "-c", script], stdin=slave, stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    assert proc.wait(WAIT) == 0
+    assert reader.join(WAIT)  # the master's read fails with EIO once the child side is closed
+    # the tty turns "\n" into "\r\n"; framing makes lines of it all the same
+    assert collect.lines == [
+        ("INFO: hello from a tty", INFO, False),
+        ("Traceback (most recent call last):", ERR, False),
+        ("done", INFO, False),
+    ]
+
+
+def test_flood_from_a_child_arrives_complete_and_in_order() -> None:
+    n = 100_000
+    script = (
+        f"import sys\nw = sys.stdout.write\nfor i in range({n}):\n    w(f'line {{i}} ' + 'x' * 60 + '\\n')\n"
+    )
+    r, w = os.pipe()
+    collect = Collector()
+    reader = PipeReader(r, collect)
+    reader.start()
+    try:
+        proc = subprocess.Popen([PYTHON, "-c", script], stdout=w)
+    finally:
+        os.close(w)
+    assert proc.wait(WAIT * 4) == 0
+    assert reader.join(WAIT)
+    texts = [text for text, _, partial in collect.lines if not partial]
+    assert texts == [f"line {i} " + "x" * 60 for i in range(n)]
+    assert reader.bytes_read == sum(len(t) + 1 for t in texts)
+
+
+def test_failing_callback_is_logged_and_reading_goes_on(pipe: Pipe, caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[Line] = []
+    first = threading.Event()
+    done = threading.Event()
+
+    def on_lines(timestamp: float, lines: list[Line]) -> None:
+        if not first.is_set():
+            first.set()
+            raise RuntimeError("subscriber exploded")
+        seen.extend(lines)
+        done.set()
+
+    reader = PipeReader(pipe.r, on_lines, name="fragile")
+    with caplog.at_level(logging.ERROR, logger="logcast.capture.reader"):
+        reader.start()
+        pipe.write(b"first\n")
+        assert first.wait(WAIT)
+        pipe.write(b"second\n")
+        assert done.wait(WAIT)
+        pipe.close()
+        assert reader.join(WAIT)
+    assert seen == [("second", INFO, False)]
+    assert any("fragile" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+async def test_wait_from_asyncio() -> None:
+    r, w = os.pipe()
+    collect = Collector()
+    reader = PipeReader(r, collect)
+    reader.start()
+    try:
+        proc = subprocess.Popen([PYTHON, "-c", "print('ERROR: from a child'); print('end')"], stdout=w)
+    finally:
+        os.close(w)
+    await asyncio.wait_for(asyncio.gather(reader.wait(), reader.wait()), WAIT)
+    assert proc.wait(WAIT) == 0
+    assert collect.lines == [("ERROR: from a child", ERR, False), ("end", INFO, False)]
+    await reader.wait()  # finished already: returns at once
+
+
+async def test_wait_can_be_cancelled(pipe: Pipe) -> None:
+    reader = PipeReader(pipe.r, Collector())
+    reader.start()
+    task = asyncio.ensure_future(reader.wait())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    pipe.close()
+    await asyncio.wait_for(reader.wait(), WAIT)
+
+
+def test_wait_under_uvloop(pipe: Pipe) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect)
+
+    async def main() -> None:
+        reader.start()
+        pipe.write(b"INFO under uvloop\n")
+        pipe.close()
+        await asyncio.wait_for(reader.wait(), WAIT)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    assert collect.lines == [("INFO under uvloop", INFO, False)]
+
+
+async def test_wait_before_start_is_an_error(pipe: Pipe) -> None:
+    reader = PipeReader(pipe.r, Collector())
+    with pytest.raises(RuntimeError):
+        await reader.wait()
+    os.close(pipe.r)
