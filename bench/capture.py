@@ -1,28 +1,31 @@
 """framing + level detection + Line tuples, exactly as PipeReader does per chunk."""
-import sys, time
+
+import time
+
 from logcast.capture.framing import LineFramer
 from logcast.capture.levels import detect_levels
 
 POOLS = {
- "vllm/uvicorn/python (token)": [
-  "INFO 01-01 12:00:00 [engine.py:123] Avg prompt throughput: 0.0 tokens/s, running: 1 reqs, waiting: 0",
-  'INFO:     127.0.0.1:50000 - "GET /v1/models HTTP/1.1" 200 OK .......................................',
-  "2024-01-01 12:00:00,123 - myapp.db - WARNING - connection pool is almost exhausted (9/10) .......",
-  "2024-01-01T12:00:00.123456Z  INFO hyper::server: listening on 0.0.0.0:8080 with 16 worker threads ..",
- ],
- "llama.cpp/prints (no token)": [
-  "llama_model_loader: - kv  12:                       general.file_type u32              = 15 ......",
-  "slot update_slots: id  0 | task 123 | prompt processing progress, n_past = 2048, n_tokens = 2048 ..",
-  "Epoch 1 step 100 loss=0.1234 lr=0.0001 grad_norm=1.234 tokens/sec=12345.6 elapsed=123.4s eta=2h ..",
-  "print_info: file format = GGUF V3 (latest), file type = Q4_K - Medium, file size = 4.58 GiB .......",
- ],
- "bench/ingest.py line (logfmt)": ["%08d " % 1 + "x" * 80 + " level=info msg=benchmark"],
+    "vllm/uvicorn/python (token)": [
+        "INFO 01-01 12:00:00 [engine.py:123] Avg prompt throughput: 0.0 tokens/s, running: 1 reqs, waiting: 0",
+        'INFO:     127.0.0.1:50000 - "GET /v1/models HTTP/1.1" 200 OK .......................................',
+        "2024-01-01 12:00:00,123 - myapp.db - WARNING - connection pool is almost exhausted (9/10) .......",
+        "2024-01-01T12:00:00.123456Z  INFO hyper::server: listening on 0.0.0.0:8080 with 16 worker threads ..",
+    ],
+    "llama.cpp/prints (no token)": [
+        "llama_model_loader: - kv  12:                       general.file_type u32              = 15 ......",
+        "slot update_slots: id  0 | task 123 | prompt processing progress, n_past = 2048, n_tokens = 2048 ..",
+        "Epoch 1 step 100 loss=0.1234 lr=0.0001 grad_norm=1.234 tokens/sec=12345.6 elapsed=123.4s eta=2h ..",
+        "print_info: file format = GGUF V3 (latest), file type = Q4_K - Medium, file size = 4.58 GiB .......",
+    ],
+    "bench/ingest.py line (logfmt)": [f"{1:08d} " + "x" * 80 + " level=info msg=benchmark"],
 }
 POOLS["mixed"] = POOLS["vllm/uvicorn/python (token)"] + POOLS["llama.cpp/prints (no token)"]
 
+
 def run(pool, n=1_000_000):
     data = b"".join(pool[i % len(pool)].encode() + b"\n" for i in range(n))
-    chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+    chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     best = best_f = 1e9
     for _ in range(5):
         t = time.thread_time()
@@ -42,6 +45,9 @@ def run(pool, n=1_000_000):
     assert count == n
     return len(data) / n, best_f, best
 
+
 for name, pool in POOLS.items():
     avg, f, total = run(pool)
-    print(f"{name:32s} 1,000,000 lines of ~{avg:.0f} B: framing {f:.3f} s, framing+levels+tuples {total:.3f} s")
+    print(
+        f"{name:32s} 1,000,000 lines of ~{avg:.0f} B: framing {f:.3f} s, framing+levels+tuples {total:.3f} s"
+    )

@@ -54,14 +54,20 @@ class MemoryStore:
                 for seq in [s for s in table if s <= floor]:
                     del table[seq]
 
-    async def read(self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None) -> list[LogRecord]:
+    async def read(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> list[LogRecord]:
         with self.lock:
-            rows = sorted((r for s, r in self.records.get(process, {}).items() if s > after), key=lambda r: r.seq)
+            rows = sorted(
+                (r for s, r in self.records.get(process, {}).items() if s > after), key=lambda r: r.seq
+            )
         if query is not None:
             rows = [r for r in rows if query.matches(r)]
         return rows[:limit]
 
-    async def tail(self, process: str, n: int, *, before: int | None = None, query: Query | None = None) -> list[LogRecord]:
+    async def tail(
+        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+    ) -> list[LogRecord]:
         with self.lock:
             rows = sorted(
                 (r for s, r in self.records.get(process, {}).items() if before is None or s <= before),

@@ -31,7 +31,13 @@ async def drain(sub: Subscription, until_seq: int, timeout: float = 10.0) -> lis
         while True:
             for kind, payload in await sub.next():
                 out.append((kind, payload))
-                end = payload.seq if isinstance(payload, LogRecord) else payload.end if isinstance(payload, Gap) else -1
+                end = (
+                    payload.seq
+                    if isinstance(payload, LogRecord)
+                    else payload.end
+                    if isinstance(payload, Gap)
+                    else -1
+                )
                 if end >= until_seq:
                     return
 
@@ -52,7 +58,7 @@ async def test_seq_grows_per_record_and_counts() -> None:
         stats = hub.stats("app")
         assert stats["last_seq"] == 4
         assert stats["lines"] == 3  # status records are not lines
-        assert stats["errors"] == 1 and stats["last_error"] == "started" or stats["last_error"] == "boom"
+        assert (stats["errors"] == 1 and stats["last_error"] == "started") or stats["last_error"] == "boom"
         assert stats["bytes"] == len("a\nb\nboom\n")
     finally:
         await hub.close()

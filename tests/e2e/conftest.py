@@ -58,7 +58,7 @@ def _spawn(config: Path, port: int, log_path: Path, extra: list[str]) -> subproc
     env = dict(os.environ)
     env.pop("LOGCAST_TOKEN", None)
     env.pop("LOGCAST_URL", None)
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    log = open(log_path, "ab")
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "logcast", "serve", "-c", str(config), "--port", str(port), *extra],
@@ -91,8 +91,9 @@ def _wait_healthy(server: Server, timeout: float) -> None:
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def make(toml: str, *, token: str | None = None, extra_args: list[str] | None = None,
-             timeout: float = 20.0) -> Server:
+    def make(
+        toml: str, *, token: str | None = None, extra_args: list[str] | None = None, timeout: float = 20.0
+    ) -> Server:
         folder = tmp_path / f"server{len(started)}"
         folder.mkdir()
         config = folder / "logcast.toml"
@@ -103,7 +104,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         port = free_port()
         log_path = folder / "server.log"
         proc = _spawn(config, port, log_path, extra_args or [])
-        server = Server(f"http://127.0.0.1:{port}", port, folder, config, proc, token, log_path, extra_args or [])
+        server = Server(
+            f"http://127.0.0.1:{port}", port, folder, config, proc, token, log_path, extra_args or []
+        )
         started.append(server)
         _wait_healthy(server, timeout)
         return server

@@ -32,8 +32,16 @@ def test_token_is_required_everywhere_but_healthz(make_server) -> None:  # type:
     server = make_server(CONFIG, token=TOKEN)
     anon = httpx.Client(base_url=server.url, timeout=10)
     assert anon.get("/healthz").status_code == 200
-    for path in ("/api/processes", "/api/logs/stats", "/metrics", "/api/processes/app/logs",
-                 "/api/processes/app/logs/stream", "/api/models/app/logs/stream", "/docs", "/openapi.json"):
+    for path in (
+        "/api/processes",
+        "/api/logs/stats",
+        "/metrics",
+        "/api/processes/app/logs",
+        "/api/processes/app/logs/stream",
+        "/api/models/app/logs/stream",
+        "/docs",
+        "/openapi.json",
+    ):
         answer = anon.get(path)
         assert answer.status_code == 401, path
         assert answer.json() == {"detail": "token missing or wrong"}
@@ -79,7 +87,9 @@ def test_foreign_origin_and_host_are_refused(make_server) -> None:  # type: igno
         assert c.post("/api/logs/app/clear", headers={"Origin": "null"}).status_code == 403
         same = c.post("/api/logs/app/clear", headers={"Origin": server.url})
         assert same.status_code == 200
-        assert c.get("/api/processes", headers={"Origin": "http://evil.example"}).status_code == 200  # reads are fine
+        assert (
+            c.get("/api/processes", headers={"Origin": "http://evil.example"}).status_code == 200
+        )  # reads are fine
         rebinding = c.get("/api/processes", headers={"Host": "attacker.example:8080"})
         assert rebinding.status_code == 421
         assert c.get("/api/processes", headers={"Host": f"localhost:{server.port}"}).status_code == 200
@@ -129,6 +139,8 @@ def test_bad_configuration_is_a_clear_error(tmp_path) -> None:  # type: ignore[n
     assert "Traceback" not in result.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "logcast", "serve", "-c", str(tmp_path / "none.toml")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert missing.returncode == 2 and "none.toml" in missing.stderr

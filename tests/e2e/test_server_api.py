@@ -132,7 +132,9 @@ def test_stream_history_then_realtime_exact_seam_and_resume(make_server) -> None
     assert all(m.id == str(m.seq) for m in got if m.seq is not None)
     last = seqs[-1]
     # resume exactly after the last seen seq, by header and by parameter
-    again = collect(url, headers={"Last-Event-ID": str(last)}, until=lambda ms: len([m for m in ms if m.seq]) >= 5)
+    again = collect(
+        url, headers={"Last-Event-ID": str(last)}, until=lambda ms: len([m for m in ms if m.seq]) >= 5
+    )
     assert [m.seq for m in again if m.seq][:5] == list(range(last + 1, last + 6))
     by_param = collect(url, params={"after": last}, until=lambda ms: len([m for m in ms if m.seq]) >= 3)
     assert [m.seq for m in by_param if m.seq][:3] == list(range(last + 1, last + 4))
@@ -142,7 +144,11 @@ def test_stream_history_then_realtime_exact_seam_and_resume(make_server) -> None
     errs = collect(
         url, params={"level": "error"}, until=lambda ms: any(m.type == "historical_complete" for m in ms)
     )
-    hist = [m.data["log"]["message"] for m in errs if m.type == "historical" and m.data["log"]["stream"] != "system"]
+    hist = [
+        m.data["log"]["message"]
+        for m in errs
+        if m.type == "historical" and m.data["log"]["stream"] != "system"
+    ]
     assert hist == ["ERROR: something broke"]
 
 
@@ -158,7 +164,9 @@ def test_seed_route_503_then_history_then_stream_end(make_server) -> None:  # ty
         c.post("/api/processes/quiet/start")
         wait_for(lambda: c.get("/api/processes/quiet").json()["lines"] >= 1, what="quiet's first line")
 
-        stopper = threading.Timer(1.0, lambda: httpx.post(server.url + "/api/processes/quiet/stop", timeout=30))
+        stopper = threading.Timer(
+            1.0, lambda: httpx.post(server.url + "/api/processes/quiet/stop", timeout=30)
+        )
         stopper.start()
         try:
             got = collect(url, until=lambda ms: ms[-1].type == "stream_end", timeout=30)
@@ -195,9 +203,10 @@ def test_stats_clear_metrics(make_server) -> None:  # type: ignore[no-untyped-de
 def test_websocket_text_and_json_across_restarts(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(config())
     ws_url = server.url.replace("http", "ws") + "/ws/logs"
-    with connect(ws_url + "?process=quiet", open_timeout=10) as ws_text, connect(
-        ws_url + "?process=quiet&format=json", open_timeout=10
-    ) as ws_json:
+    with (
+        connect(ws_url + "?process=quiet", open_timeout=10) as ws_text,
+        connect(ws_url + "?process=quiet&format=json", open_timeout=10) as ws_json,
+    ):
         with server.client() as c:  # opened before the process starts
             c.post("/api/processes/quiet/start")
             first = [str(ws_text.recv(timeout=10)) for _ in range(3)]
@@ -294,7 +303,9 @@ def test_clean_shutdown_leaves_no_process(make_server) -> None:  # type: ignore[
     os.kill(server.proc.pid, signal.SIGINT)  # Ctrl-C once
     assert server.proc.wait(30) == 0
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family):
+    while time.monotonic() < deadline and any(
+        p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family
+    ):
         time.sleep(0.05)
     assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert "Traceback" not in server.output()

@@ -64,6 +64,7 @@ def tune_gc() -> None:
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
 
+
 _new_record = tuple.__new__
 
 

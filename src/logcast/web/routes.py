@@ -32,6 +32,7 @@ router = APIRouter()
 MAX_PAGE = 10_000
 SECRET_KEY = re.compile(r"(?i)(token|secret|passw|pwd|key|auth|credential|cookie|session|private)")
 RUNNING = frozenset({ProcessState.STARTING, ProcessState.RUNNING, ProcessState.READY})
+ALIVE = frozenset(s.value for s in ProcessState if s.is_alive)
 
 
 def runtime(request: Request) -> Runtime:
@@ -75,31 +76,26 @@ def build_query(
 
 
 def process_json(rt: Runtime, name: str) -> dict[str, Any]:
-    info = (
+    info: dict[str, Any] = (
         dict(rt.supervisor.info(name))
         if name in rt.supervisor.names()
         else {"name": name, "state": "stopped"}
     )
     stats = rt.hub.stats(name)
     started = info.get("started_at")
-    state = str(info.get("state"))
-    alive = state in {s.value for s in RUNNING} or state == ProcessState.STOPPING.value
-    info.update(
-        {
-            "uptime": round(time.time() - started, 1) if started and alive else None,
-            "lines": stats["lines"],
-            "bytes": stats["bytes"],
-            "lines_per_s": stats["lines_per_s"],
-            "warnings": stats["warnings"],
-            "errors": stats["errors"],
-            "last_error": stats["last_error"],
-            "subscribers": stats["subscribers"],
-            "last_seq": stats["last_seq"],
-        }
-    )
-    for key, value in list(info.items()):
-        if hasattr(value, "value"):
-            info[key] = value.value
+    alive = str(info.get("state")) in ALIVE
+    info["uptime"] = round(time.time() - float(started), 1) if started and alive else None
+    for key in (
+        "lines",
+        "bytes",
+        "lines_per_s",
+        "warnings",
+        "errors",
+        "last_error",
+        "subscribers",
+        "last_seq",
+    ):
+        info[key] = stats[key]
     return info
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.sse import EventSourceResponse
@@ -27,7 +27,7 @@ from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from logcast.hub import Hub, Subscription
-from logcast.types import EventType, LogRecord, ProcessState, Stream
+from logcast.types import EventType, LogRecord, ProcessState
 from logcast.web.encode import encode_entries, entry_id, message_json, sse_frames, text_line
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,13 @@ class BoundedSSEResponse(EventSourceResponse):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
             async for chunk in self.body_iterator:
-                data = chunk if isinstance(chunk, bytes) else chunk.encode()
+                data = (
+                    chunk
+                    if isinstance(chunk, bytes)
+                    else bytes(chunk)
+                    if isinstance(chunk, memoryview)
+                    else chunk.encode()
+                )
                 await asyncio.wait_for(
                     send({"type": "http.response.body", "body": data, "more_body": True}), self.send_timeout
                 )
@@ -160,9 +166,12 @@ async def websocket_stream(
                 if message["type"] == "websocket.disconnect":
                     return
 
+    async def stopped() -> None:
+        await stop.wait()
+
     tasks = [asyncio.create_task(pump(sub)) for sub in subs]
     tasks.append(asyncio.create_task(watch_client()))
-    tasks.append(asyncio.create_task(stop.wait()))
+    tasks.append(asyncio.create_task(stopped()))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -192,10 +201,6 @@ def last_event_id(header: str | None) -> int | None:
     except ValueError:
         return None
     return value if value >= 0 else None
-
-
-def status_filter(records: list[LogRecord], wanted: Callable[[LogRecord], bool]) -> list[LogRecord]:
-    return [r for r in records if r.stream is Stream.SYSTEM or wanted(r)]
 
 
 __all__ = ["BoundedSSEResponse", "entry_id", "last_event_id", "sse_body", "websocket_stream"]
