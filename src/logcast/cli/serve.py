@@ -35,7 +35,7 @@ from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
 from logcast.errors import ConfigError
 from logcast.hub import Gap, Hub, tune_gc
-from logcast.types import EventType, LogRecord, Stream
+from logcast.types import LogRecord, Stream
 from logcast.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,16 @@ class Echo:
                 return
 
     async def follow(self, hub: Hub, names: list[str], shutdown: asyncio.Event) -> None:
-        subs = [await hub.subscribe(name, lines=0) for name in names]
+        # everything this logcast captured, from its start on (autostart may be ahead of us)
+        subs = [await hub.subscribe(name, after=hub.get(name).opened_at_seq) for name in names]
 
         async def pump(sub: object) -> None:
             from logcast.hub import Subscription
 
             assert isinstance(sub, Subscription)
             while not sub.closed and not shutdown.is_set():
-                for kind, payload in await sub.next(2000):
-                    if isinstance(payload, LogRecord) and kind is not EventType.HISTORICAL:
+                for _kind, payload in await sub.next(2000):
+                    if isinstance(payload, LogRecord):
                         self.offer(self.line(payload))
                     elif isinstance(payload, Gap):
                         self.offer(f"[logcast] {payload.process}: {payload.count} lines not shown\n")

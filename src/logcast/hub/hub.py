@@ -104,6 +104,7 @@ class ProcessLog:
     last_run: int = 0
     state: ProcessState = ProcessState.STOPPED
     store_lost: int = 0
+    opened_at_seq: int = 0  # last seq when this logcast started (what came before is old history)
     dropped: int = 0  # lines announced to subscribers as gaps
     lock: threading.Lock = field(default_factory=threading.Lock)
     subscribers: set[Subscription] = field(default_factory=set)
@@ -159,6 +160,7 @@ class Hub:
             plog = ProcessLog(name, Ring(self.memory_lines, self.memory_bytes))
             plog.next_seq = meta.last_seq + 1
             plog.persisted = meta.last_seq
+            plog.opened_at_seq = meta.last_seq
             plog.lines, plog.bytes, plog.last_run = meta.lines, meta.bytes, meta.last_run
             if meta.first_seq == 0 and meta.last_seq:
                 plog.cleared_upto = meta.last_seq  # nothing retained: treat as cleared

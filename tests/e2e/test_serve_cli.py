@@ -1,0 +1,170 @@
+"""`logcast run` and `serve --echo` as a user starts them, history across restarts, Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, stop_group
+from tests.e2e.conftest import py_command
+from tests.e2e.sse import collect, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+
+
+def test_run_shows_the_output_and_serves_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    child = "import time\nprint('hello from run', flush=True)\ntime.sleep(600)"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "logcast",
+            "run",
+            "--name",
+            "hello",
+            "--port",
+            str(port),
+            "--",
+            sys.executable,
+            "-c",
+            child,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def has_line() -> bool:
+            answer = _get(url + "/api/processes/hello")
+            return bool(answer is not None and answer.status_code == 200 and answer.json()["lines"] >= 1)
+
+        wait_for(has_line, what="the child's first line")
+        names = [p["name"] for p in httpx.get(url + "/api/processes").json()["processes"]]
+        assert names == ["hello"]
+    finally:
+        stop_group(proc)
+        raw, _ = proc.communicate()
+    out = raw.decode()
+    assert "hello | hello from run" in out  # the seed keeps the output in this terminal
+    assert proc.returncode == 0
+
+
+def test_a_terminal_that_stops_reading_never_blocks_the_child(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    flood = "import sys\nfor i in range(1, 100001):\n    sys.stdout.write(f'line {i}\\n')\nprint('done', flush=True)"
+    # stdout is a pipe nobody reads: the echo fills it, then must drop and count, not wait
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "logcast",
+            "run",
+            "--name",
+            "flood",
+            "--port",
+            str(port),
+            "--",
+            sys.executable,
+            "-c",
+            flood,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/processes/flood"
+
+        def finished() -> bool:
+            answer = _get(url)
+            return bool(
+                answer is not None and answer.status_code == 200 and answer.json()["state"] == "exited"
+            )
+
+        wait_for(finished, timeout=60, what="the flooding child to finish")
+        assert httpx.get(url).json()["lines"] == 100001
+        last = httpx.get(url + "/logs", params={"tail": 2}).json()["logs"]
+        assert [r["message"] for r in last] == ["done", "exited with code 0"]
+    finally:
+        stop_group(proc)
+        proc.communicate()
+
+
+def test_serve_echo_prefixes_each_process(make_server) -> None:  # type: ignore[no-untyped-def]
+    hello = py_command("import time\nprint('echoed line', flush=True)\ntime.sleep(600)")
+    server = make_server(f"[process.alpha]\ncommand = {hello}\n", extra_args=["--echo"])
+    wait_for(lambda: "alpha | echoed line" in server.output(), what="the echoed line")
+    assert "alpha | [logcast] started pid" in server.output()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "redis"])
+def test_history_and_numbering_survive_a_restart_of_logcast(make_server, engine, request) -> None:  # type: ignore[no-untyped-def]
+    storage = ""
+    if engine == "redis":
+        url = request.getfixturevalue("redis_url")
+        storage = f'[storage]\nengine = "redis"\nredis_url = "{url}"\n'
+    counter = py_command(
+        """
+        import time
+        for i in range(1, 21):
+            print(f"count {i}", flush=True)
+        time.sleep(600)
+        """
+    )
+    server = make_server(storage + f"[process.counter]\ncommand = {counter}\nstop_timeout = 2\n")
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/counter").json()["lines"] >= 20, what="20 lines")
+        first = c.get("/api/processes/counter/logs").json()["logs"]
+    server.restart()
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/counter").json()["run"] == 2, what="run 2")
+        wait_for(lambda: c.get("/api/processes/counter").json()["lines"] >= 40, what="40 lines")
+        logs = c.get("/api/processes/counter/logs", params={"limit": 1000}).json()["logs"]
+    seqs = [r["seq"] for r in logs]
+    assert seqs == list(range(1, len(seqs) + 1)), "seq must continue without a hole or a repeat"
+    assert logs[: len(first)] == first  # the old history is still there, unchanged
+    assert {r["run"] for r in logs if r["message"].startswith("count")} == {1, 2}
+    resumed = collect(
+        server.url + "/api/processes/counter/logs/stream",
+        params={"after": first[-1]["seq"]},
+        until=lambda ms: any(m.type == "historical_complete" for m in ms),
+    )
+    assert resumed[0].seq == first[-1]["seq"] + 1
+
+
+def test_serve_without_a_config_file_is_a_usage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        [sys.executable, "-m", "logcast", "serve"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LOGCAST_TOKEN": ""},
+    )
+    assert result.returncode == 2 and "logcast.toml" in result.stderr
+
+
+def test_demo_configuration_is_valid() -> None:
+    from pathlib import Path
+
+    from logcast.config import load
+
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
+    settings = load(demo)
+    assert list(settings.processes) == ["qwen3", "web", "worker"]
