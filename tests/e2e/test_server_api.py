@@ -309,3 +309,18 @@ def test_clean_shutdown_leaves_no_process(make_server) -> None:  # type: ignore[
         time.sleep(0.05)
     assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert "Traceback" not in server.output()
+
+
+def test_a_client_that_leaves_an_idle_stream_is_forgotten_at_once(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    with server.client() as c:
+
+        def subscribers() -> int:
+            return int(c.get("/api/logs/stats").json()["processes"]["quiet"]["subscribers"])
+
+        with httpx.Client(timeout=10) as viewer:
+            with viewer.stream("GET", server.url + "/api/processes/quiet/logs/stream") as response:
+                next(response.iter_lines())
+                wait_for(lambda: subscribers() == 1, what="one subscriber")
+        # well before the 15 s ping would have noticed
+        wait_for(lambda: subscribers() == 0, timeout=5, what="the subscriber to be dropped")

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.sse import EventSourceResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from logcast.hub import Hub, Subscription
@@ -47,6 +47,25 @@ class BoundedSSEResponse(EventSourceResponse):
         super().__init__(content, **kw)
         self.headers["Cache-Control"] = "no-cache"
         self.headers["X-Accel-Buffering"] = "no"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the stream while watching for the client leaving; the first to end wins."""
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        streaming = asyncio.ensure_future(self.stream_response(send))
+        watcher = asyncio.ensure_future(watch_disconnect())
+        try:
+            await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, watcher):
+                task.cancel()
+            results = await asyncio.gather(streaming, watcher, return_exceptions=True)
+        error = results[0]
+        if isinstance(error, Exception) and not isinstance(error, (OSError, asyncio.CancelledError)):
+            raise error
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
