@@ -8,8 +8,6 @@ Chromium through Playwright and writes `screenshot-dashboard.png` and
 `screenshot-viewer.png`. Everything is stopped again at the end, by process group.
 """
 
-# ruff: noqa: E501  (the demo children print realistic, long log lines)
-
 from __future__ import annotations
 
 import argparse

@@ -433,6 +433,16 @@ time.sleep(3600)
     expect(log.locator(".row.k-line", has_text="line 099999")).to_be_visible()
     assert stats(page)["follow"] is True
 
+    # scrolling up with the wheel stops following the tail; scrolling back down resumes it
+    log.hover()
+    page.mouse.wheel(0, -600)
+    page.wait_for_function("() => !window.__logcast.stats().follow")
+    expect(page.locator("#follow")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#jump-bottom")).to_be_visible()
+    page.mouse.wheel(0, 5000)
+    page.wait_for_function("() => window.__logcast.stats().follow")
+    expect(page.locator("#follow")).to_have_attribute("aria-pressed", "true")
+
     # wrapping long lines keeps the list virtual too
     page.keyboard.press("w")
     expect(page.locator("#log.wrap")).to_have_count(1)
@@ -616,11 +626,12 @@ def test_dashboard_start_stop_and_errors(make_server: Callable[..., Server], pag
     expect(page).to_have_url(re.compile(r"/logs\.html\?process=svc(&|$)"))
 
 
-def test_dashboard_merged_live_view(make_server: Callable[..., Server], page: Any) -> None:
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_dashboard_merged_live_view(make_server: Callable[..., Server], page: Any, transport: str) -> None:
     alpha = "import time\nwhile True:\n    print('from alpha', flush=True)\n    time.sleep(0.2)\n"
     beta = "import time\nwhile True:\n    print('from beta', flush=True)\n    time.sleep(0.2)\n"
     server = make_server(toml_process("alpha", alpha) + toml_process("beta", beta))
-    page.goto(server.url + "/")
+    page.goto(server.url + ("/?merge=sse" if transport == "sse" else "/"))
     expect(page.locator("tr[data-process=alpha] .state")).to_have_text(re.compile("running|ready"))
     page.get_by_label("Watch alpha in the live view").check()
     page.get_by_label("Watch beta in the live view").check()

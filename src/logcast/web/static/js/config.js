@@ -72,7 +72,7 @@ function updateStates(list) {
     const alive = ALIVE.has(p.state);
     if (!c.busy) {
       c.buttons.start.disabled = alive;
-      c.buttons.stop.disabled = !alive || p.state === "stopping";
+      c.buttons.stop.disabled = !(alive || p.state === "backoff") || p.state === "stopping";
       c.buttons.restart.disabled = p.state === "stopping";
     }
     const side = document.querySelector(`#side-procs [data-process="${CSS.escape(p.name)}"] .state`);

@@ -177,7 +177,8 @@ function updateRow(row, p) {
   last.title = text;
   const alive = ALIVE.has(p.state);
   if (!buttons.start.dataset.busy) buttons.start.disabled = alive;
-  if (!buttons.stop.dataset.busy) buttons.stop.disabled = !alive || p.state === "stopping";
+  // a process in backoff waits to be restarted: Stop cancels that
+  if (!buttons.stop.dataset.busy) buttons.stop.disabled = !(alive || p.state === "backoff") || p.state === "stopping";
   if (!buttons.restart.dataset.busy) buttons.restart.disabled = p.state === "stopping";
 }
 
