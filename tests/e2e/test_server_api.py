@@ -320,7 +320,8 @@ def test_a_client_that_leaves_an_idle_stream_is_forgotten_at_once(make_server) -
 
         with httpx.Client(timeout=10) as viewer:
             with viewer.stream("GET", server.url + "/api/processes/quiet/logs/stream") as response:
-                next(response.iter_lines())
+                lines = response.iter_lines()  # keep it: a dropped iterator closes the response
+                assert next(lines) == "retry: 1000"
                 wait_for(lambda: subscribers() == 1, what="one subscriber")
         # well before the 15 s ping would have noticed
         wait_for(lambda: subscribers() == 0, timeout=5, what="the subscriber to be dropped")
