@@ -109,6 +109,9 @@ def test_pages_carry_a_strict_csp(make_server) -> None:  # type: ignore[no-untyp
             csp = answer.headers["content-security-policy"]
             assert "script-src 'self'" in csp and "unsafe-inline" not in csp
             assert answer.headers["x-content-type-options"] == "nosniff"
+        module = c.get("/static/js/logs.js")
+        assert module.status_code == 200 and module.headers["cache-control"] == "no-cache"
+        assert c.get("/static/../../../etc/passwd").status_code == 404
 
 
 def test_binding_beyond_loopback_needs_a_token(tmp_path) -> None:  # type: ignore[no-untyped-def]

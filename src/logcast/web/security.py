@@ -67,11 +67,15 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def _with_headers(send: Send) -> Send:
+def _with_headers(send: Send, *, static: bool = False) -> Send:
+    # Static modules are revalidated (ETag) on every load, so an upgrade never mixes
+    # cached old modules with new pages.
+    wanted = [*SECURITY_HEADERS, (b"cache-control", b"no-cache")] if static else SECURITY_HEADERS
+
     async def sender(message: Message) -> None:
         if message["type"] == "http.response.start":
             present = {k.lower() for k, _ in message.get("headers", [])}
-            extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+            extra = [(k, v) for k, v in wanted if k not in present]
             message = {**message, "headers": [*message.get("headers", []), *extra]}
         await send(message)
 
@@ -122,7 +126,7 @@ class SecurityMiddleware:
             await self._refuse(scope, receive, send, 401, "token missing or wrong", auth=True)
             return
         if scope["type"] == "http":
-            send = _with_headers(send)
+            send = _with_headers(send, static=path.startswith("/static/"))
         await self.app(scope, receive, send)
 
     @staticmethod
