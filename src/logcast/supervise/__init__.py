@@ -1,0 +1,6 @@
+"""Spawning, states, restart policy, readiness and stopping of child processes."""
+
+from logcast.supervise.process import ManagedProcess
+from logcast.supervise.supervisor import Supervisor
+
+__all__ = ["ManagedProcess", "Supervisor"]
