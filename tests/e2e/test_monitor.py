@@ -199,6 +199,18 @@ async def palette(pilot: Pilot[Any], app: MonitorApp, command: str) -> None:
     raise AssertionError(f"the palette did not run {command!r}")
 
 
+async def test_only_the_named_processes(server: Server) -> None:
+    app = MonitorApp(["web", "nope"], url=server.url)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one("#processes", DataTable)
+        await until(pilot, lambda: table.row_count == 1 and has(app, "root:bye"), "web only")
+        assert app.names == ["web"] and app.view is None
+    single = MonitorApp(["idle"], url=server.url)
+    async with single.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: single.query_one("#processes", DataTable).row_count == 1, "idle only")
+        assert single.view == "idle"
+
+
 async def test_server_down_is_shown_not_raised() -> None:
     app = MonitorApp(url=f"http://127.0.0.1:{free_port()}")
     async with app.run_test(size=SIZE) as pilot:

@@ -61,12 +61,8 @@ LEVEL_OPTIONS: list[tuple[str, str]] = [
     ("critical", Level.CRITICAL.value),
 ]
 
-ICONS = {
-    ConnectionState.CONNECTING: "🟡",
-    ConnectionState.NOT_RUNNING: "🔴",
-    ConnectionState.CONNECTED: "🟢",
-    ConnectionState.DISCONNECTED: "⚫",
-}
+# Truecolour, so that no process looks like a level (red, yellow, green) in any theme.
+PROCESS_COLOURS = ("#61afef", "#c678dd", "#56b6c2", "#8787ff", "#87afaf", "#d7afff")
 
 HELP = """\
 [b]Keys[/b]
@@ -147,7 +143,11 @@ class StatsScreen(ModalScreen[None]):
         try:
             stats = await self.client.stats()
         except ClientError as exc:
+            if not self.is_attached:  # closed while loading
+                return
             self.query_one("#stats-summary", Static).update(Text(f"cannot load statistics: {exc}", "red"))
+            return
+        if not self.is_attached:
             return
         for name, s in stats.get("processes", {}).items():
             table.add_row(
@@ -289,22 +289,28 @@ class MonitorApp(App[None]):
         self.streams: dict[str, ConnectionState] = {}
         self.server_error: str | None = None
         self._followed: set[str] = set()
+        self._unknown: set[str] = set()
+        # Kept, not queried: a stream or a refresh may finish while the app is closing.
+        self.table: DataTable[Text | str] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
+        self.level_select: Select[str] = Select(LEVEL_OPTIONS, value="", allow_blank=False, id="level")
+        self.search_input = Input(placeholder="search the log  (/)", id="search")
+        self.pane = RichLog(id="pane", max_lines=PANE_LINES, wrap=False, markup=False, highlight=False)
+        self.status_bar = Static("", id="status")
 
     # -- layout --------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table: DataTable[Text | str] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield self.table
         with Horizontal(id="filters"):
-            yield Select(LEVEL_OPTIONS, value="", allow_blank=False, id="level")
-            yield Input(placeholder="search the log  (/)", id="search")
-        yield RichLog(id="pane", max_lines=PANE_LINES, wrap=False, markup=False, highlight=False)
-        yield Static("", id="status")
+            yield self.level_select
+            yield self.search_input
+        yield self.pane
+        yield self.status_bar
         yield Footer()
 
     async def on_mount(self) -> None:
-        table = self.query_one("#processes", DataTable)
+        table = self.table
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         table.focus()
@@ -324,17 +330,25 @@ class MonitorApp(App[None]):
         try:
             infos = await self.client.processes()
         except ClientError as exc:
+            if not self.table.is_attached:
+                return
             if self.server_error is None and exc.status is not None:
                 self.notify(str(exc), severity="error", title="logcast")
             self.server_error = str(exc)
             self._update_status()
             return
+        if not self.table.is_attached:  # the app closed while we waited
+            return
         self.server_error = None
         if self.only:
+            known = {i.name for i in infos}
+            for name in self.only:
+                if name not in known and name not in self._unknown:
+                    self._unknown.add(name)
+                    self.notify(f"unknown process {name!r}", severity="warning", title="logcast")
             infos = [i for i in infos if i.name in self.only]
         self.infos = {info.name: info for info in infos}
-        if not self.only:
-            self.names = [info.name for info in infos]
+        self.names = [info.name for info in infos]
         self._update_table(infos)
         for info in infos:
             if info.name not in self._followed:
@@ -343,10 +357,10 @@ class MonitorApp(App[None]):
         self._update_status()
 
     def _update_table(self, infos: list[ProcessInfo]) -> None:
-        table = self.query_one("#processes", DataTable)
+        table = self.table
         present = {str(key.value) for key in table.rows}
-        for index, info in enumerate(infos):
-            cells = self._cells(index, info)
+        for info in infos:
+            cells = self._cells(info)
             if info.name in present:
                 for (key, _), value in zip(COLUMNS, cells, strict=True):
                     table.update_cell(info.name, key, value)
@@ -355,12 +369,12 @@ class MonitorApp(App[None]):
         for gone in present - {info.name for info in infos}:
             table.remove_row(gone)
 
-    def _cells(self, index: int, info: ProcessInfo) -> list[Text | str]:
+    def _cells(self, info: ProcessInfo) -> list[Text | str]:
         state = Text(info.state.value, render.STATE_STYLE.get(info.state, ""))
         if info.exit_code is not None and not info.state.is_alive:
             state.append(f" ({info.exit_code})", "red" if info.exit_code else "dim")
         return [
-            Text(info.name, render.process_style(index)),
+            Text(info.name, self.colour(info.name)),
             state,
             str(info.pid) if info.pid and info.state.is_alive else "-",
             render.duration(info.uptime) if info.state.is_alive else "-",
@@ -371,8 +385,12 @@ class MonitorApp(App[None]):
             str(info.subscribers),
         ]
 
+    def colour(self, name: str) -> str:
+        index = self.names.index(name) if name in self.names else 0
+        return PROCESS_COLOURS[index % len(PROCESS_COLOURS)]
+
     def highlighted(self) -> str | None:
-        table = self.query_one("#processes", DataTable)
+        table = self.table
         if table.row_count == 0 or not table.is_valid_row_index(table.cursor_row):
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
@@ -398,6 +416,8 @@ class MonitorApp(App[None]):
             self._update_status()
 
     def _on_event(self, name: str, event: Event) -> None:
+        if not self.pane.is_attached:
+            return
         state = event.connection
         if state is not None:
             if self.streams.get(name) is not state:
@@ -410,7 +430,7 @@ class MonitorApp(App[None]):
         buffer.append(event)
         self.merged.append(event)
         if self._wanted(event):
-            self.query_one("#pane", RichLog).write(self._line(event))
+            self.pane.write(self._line(event))
 
     def _wanted(self, event: Event) -> bool:
         if self.view is not None and event.process != self.view:
@@ -427,8 +447,7 @@ class MonitorApp(App[None]):
         log = event.log
         line.append(render.clock(log.timestamp if log else 0.0) + " ", "dim")
         if self.view is None:
-            index = self.names.index(event.process) if event.process in self.names else 0
-            line.append(f"{event.process} ", render.process_style(index))
+            line.append(f"{event.process} ", self.colour(event.process))
         if log is None:  # a gap
             line.append(f"… {event.missed} lines missed ({event.gap_from}–{event.gap_to})", "yellow")
             return line
@@ -445,7 +464,7 @@ class MonitorApp(App[None]):
         return line
 
     def _rerender(self) -> None:
-        pane = self.query_one("#pane", RichLog)
+        pane = self.pane
         pane.clear()
         source = self.merged if self.view is None else self.buffers.get(self.view, deque())
         for event in source:
@@ -464,17 +483,18 @@ class MonitorApp(App[None]):
     def _update_status(self) -> None:
         text = Text()
         if self.server_error is not None:
-            text.append(f"{ICONS[ConnectionState.DISCONNECTED]} {self.server_error} (retrying)", "red")
+            text.append(f"● {self.server_error} (retrying)", "red")
         else:
             connected = sum(1 for s in self.streams.values() if s is ConnectionState.CONNECTED)
-            text.append(f"{ICONS[ConnectionState.CONNECTED]} {self.client.url}", "green")
+            text.append("● ", "green")
+            text.append(self.client.url)
             text.append(f" · {len(self.infos)} processes · streams {connected}/{len(self.streams)}")
         text.append(f" · logs: {self.view or 'all'}")
         if self.levels is not None:
-            text.append(f" · level: {self.query_one('#level', Select).value}+")
+            text.append(f" · level: {self.level_select.value}+")
         if self.search_text:
             text.append(f" · search: {self.search_text}")
-        self.query_one("#status", Static).update(text)
+        self.status_bar.update(text)
 
     # -- filters -------------------------------------------------------------------------
 
@@ -493,19 +513,19 @@ class MonitorApp(App[None]):
 
     @on(Input.Submitted, "#search")
     def search_submitted(self) -> None:
-        self.query_one("#processes", DataTable).focus()
+        self.table.focus()
 
     def action_focus_search(self) -> None:
-        self.query_one("#search", Input).focus()
+        self.search_input.focus()
 
     def action_focus_table(self) -> None:
-        self.query_one("#processes", DataTable).focus()
+        self.table.focus()
 
     def action_select_view_all(self) -> None:
         self.select_view(None)
 
     def action_clear_pane(self) -> None:
-        self.query_one("#pane", RichLog).clear()
+        self.pane.clear()
 
     # -- controls ------------------------------------------------------------------------
 

@@ -96,9 +96,19 @@ class AsyncClient:
         since: float | None = None,
         until: float | None = None,
         tail: int | None = None,
+        before: int | None = None,
     ) -> LogPage:
+        """A page of history, oldest first. `tail=N`: the last N matching lines (before `before`)."""
         params = logs_params(
-            after=after, limit=limit, level=level, q=q, regex=regex, since=since, until=until, tail=tail
+            after=after,
+            limit=limit,
+            level=level,
+            q=q,
+            regex=regex,
+            since=since,
+            until=until,
+            tail=tail,
+            before=before,
         )
         return log_page(await self._call("GET", process_path(name, "/logs"), params=params))
 

@@ -167,6 +167,7 @@ def logs_params(
     since: float | None,
     until: float | None,
     tail: int | None,
+    before: int | None,
 ) -> dict[str, str | int | float]:
     params: dict[str, str | int | float] = {"limit": limit}
     for key, value in (
@@ -177,6 +178,7 @@ def logs_params(
         ("since", since),
         ("until", until),
         ("tail", tail),
+        ("before", before),
     ):
         if value is not None:
             params[key] = value
