@@ -255,9 +255,10 @@ class ManagedProcess:
         self._stopping = self._killed = False
         self.exit_code = None
         self._probe = None
-        command = shlex.join(self.settings.command)
-        if len(command) > 300:
-            command = command[:297] + "..."
+        # one short line: a `-c` script's source or a long argument list is cut
+        command = " ".join(shlex.join(self.settings.command).split())
+        if len(command) > 120:
+            command = command[:117] + "..."
         self._set_state(S.STARTING, f"starting {command} (run {run})")
         self._started_mono = self._clock()
         try:
