@@ -325,3 +325,47 @@ def test_a_client_that_leaves_an_idle_stream_is_forgotten_at_once(make_server) -
                 wait_for(lambda: subscribers() == 1, what="one subscriber")
         # well before the 15 s ping would have noticed
         wait_for(lambda: subscribers() == 0, timeout=5, what="the subscriber to be dropped")
+
+
+def test_stop_during_backoff_and_restart_races(make_server) -> None:  # type: ignore[no-untyped-def]
+    crasher = py_command(
+        """
+        import sys
+        print("crashing now", flush=True)
+        sys.exit(7)
+        """
+    )
+    server = make_server(f'[process.crasher]\ncommand = {crasher}\nrestart = "always"\n')
+    with server.client() as c:
+        wait_for(lambda: state(c, "crasher") == "backoff", what="backoff")
+        info = c.get("/api/processes/crasher").json()
+        assert info["exit_code"] == 7 and info["restarts"] >= 0
+        stopped = c.post("/api/processes/crasher/stop").json()
+        assert stopped["state"] == "stopped"
+        runs = stopped["run"]
+        # nothing restarts it behind our back once stopped
+        logs = c.get("/api/processes/crasher/logs", params={"tail": 1}).json()["logs"]
+        assert logs[-1]["state"] == "stopped"
+        assert c.get("/api/processes/crasher").json()["run"] == runs
+        # concurrent controls settle into one consistent state
+        with (
+            httpx.Client(base_url=server.url, timeout=30) as a,
+            httpx.Client(base_url=server.url, timeout=30) as b,
+        ):
+            results: list[int] = []
+            threads = [
+                threading.Thread(
+                    target=lambda cl=cl, act=act: results.append(
+                        cl.post(f"/api/processes/crasher/{act}").status_code
+                    )
+                )
+                for cl, act in ((a, "start"), (b, "start"), (a, "restart"), (b, "stop"))
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert set(results) <= {200, 409}
+        assert "Traceback" not in server.output()
+        metrics = c.get("/metrics").text
+        assert 'logcast_restarts_total{process="crasher"}' in metrics
