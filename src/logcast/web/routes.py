@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
@@ -199,8 +200,6 @@ async def get_logs(
 
 
 def _page(records: list[LogRecord], nxt: int | None, *, cursor: int | None = None) -> Response:
-    import orjson
-
     body = orjson.dumps(
         {"logs": [r.as_dict() for r in records], "next": nxt, "cursor": cursor if cursor is not None else nxt}
     )
@@ -334,8 +333,6 @@ async def ws_logs(
 
 
 def _error_frame(message: str) -> str:
-    import orjson
-
     return orjson.dumps({"type": "error", "message": message}).decode()
 
 
