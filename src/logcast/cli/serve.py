@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 ECHO_QUEUE = 10_000
 COLOURS = ["36", "33", "32", "35", "34", "91", "96", "93", "92", "95", "94"]
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class Echo:
@@ -164,14 +163,7 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def _check_bind(settings: Settings) -> None:
-    host = settings.server.host
-    if host not in LOOPBACK and not host.startswith("127.") and not settings.server.token:
-        raise ConfigError(f"refusing to bind {host} without a token: set server.token or LOGCAST_TOKEN")
-
-
 def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
-    _check_bind(settings)
     app = create_app(settings)
     names = list(settings.processes)
     echo_printer = Echo(names) if echo else None
