@@ -15,10 +15,14 @@ How the clients measure:
 - SSE: raw asyncio sockets (HTTP/1.1, chunked decoding). Per socket read they count the
   `realtime` events (bytes.count), parse the line number of the first and last event,
   and check first == previous last + 1 and last - first + 1 == count: every line, in
-  order, without parsing every event. Latency is taken per read from the first (oldest)
-  line of that read and charged to every line of the read: a conservative upper bound.
-- WebSocket (`websockets` asyncio client, `format=text`: the frame is the bare line):
-  every frame is checked (line number +1) and its latency measured exactly.
+  order, without parsing every event (where that check fails, every event of the read is
+  walked to count exactly what was skipped). Latency is taken per read from the first
+  (oldest) line of that read and charged to every line of the read: an upper bound.
+- WebSocket (`format=text`: the frame is the bare line), with the `websockets` asyncio
+  client (default) or `RawWSProtocol` (`ws_client: raw`, a minimal frame parser): every
+  frame is checked (line number +1) and its latency measured.
+- Both count `gap` notices and the lines they announce, so that lines skipped without
+  notice (a broken invariant 2) are told apart from lines announced as lost.
 """
 
 from __future__ import annotations
@@ -293,7 +297,7 @@ def start_logcast(tmp: Path, processes: dict[str, list[str]], timeout: float = 3
     parts = [f"[storage]\ndir = {json.dumps(str(data))}\n"]
     for name, command in processes.items():
         parts.append(
-            f"[process.{name}]\ncommand = {json.dumps(command)}\nautostart = false\nrestart = \"never\"\n"
+            f'[process.{name}]\ncommand = {json.dumps(command)}\nautostart = false\nrestart = "never"\n'
         )
     config = tmp / "logcast.toml"
     config.write_text("\n".join(parts))
@@ -323,8 +327,19 @@ def start_naive(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "naive_app:app", "--app-dir", str(tmp),
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "naive_app:app",
+                "--app-dir",
+                str(tmp),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
             ],
             cwd=tmp,
             stdout=subprocess.DEVNULL,  # the seed prints every line to its terminal
@@ -344,7 +359,9 @@ def _wait_healthy(server: Server, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.kind} server exited with {server.proc.returncode}:\n{server.output()}")
+            raise RuntimeError(
+                f"{server.kind} server exited with {server.proc.returncode}:\n{server.output()}"
+            )
         try:
             if httpx.get(server.url + "/healthz", timeout=1.0, trust_env=False).status_code == 200:
                 return
@@ -381,6 +398,7 @@ class Meter:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.cpu0 = self.cpu1 = 0.0
         self.t0 = self.t1 = 0.0
+        self.sched0 = (math.nan, math.nan)
 
     def rss(self) -> int:
         try:
@@ -395,17 +413,30 @@ class Meter:
         except Exception:
             return math.nan
 
+    def schedstat(self) -> tuple[float, float]:
+        """(seconds on a CPU, seconds runnable but waiting for a CPU) of the main thread,
+        which runs the event loop; (nan, nan) where /proc has no schedstat."""
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+                run, wait, _ = f.read().split()
+            return int(run) / 1e9, int(wait) / 1e9
+        except (OSError, ValueError):
+            return math.nan, math.nan
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak_rss = max(self.peak_rss, self.rss())
 
     def start(self) -> None:
+        self.sched0 = self.schedstat()
         self.cpu0, self.t0 = self.cpu(), time.monotonic()
         self.peak_rss = self.rss()
         self._thread.start()
 
     def stop(self) -> dict[str, float]:
         self.cpu1, self.t1 = self.cpu(), time.monotonic()
+        sched1 = self.schedstat()
         rss = self.rss()
         self.peak_rss = max(self.peak_rss, rss)
         self._stop.set()
@@ -417,7 +448,21 @@ class Meter:
             "cpu_pct": 100.0 * (self.cpu1 - self.cpu0) / wall,
             "rss_mb": rss / 2**20,
             "peak_rss_mb": self.peak_rss / 2**20,
+            "loop_cpu_s": sched1[0] - self.sched0[0],
+            "loop_wait_s": sched1[1] - self.sched0[1],
         }
+
+
+def loop_line(s: dict[str, float]) -> str:
+    """How busy the server's event-loop thread was: on a CPU, and runnable but waiting for one
+    (the machine is shared: that is time other processes took)."""
+    if math.isnan(s.get("loop_cpu_s", math.nan)):
+        return ""
+    busy = 100.0 * (s["loop_cpu_s"] + s["loop_wait_s"]) / s["wall_s"]
+    return (
+        f"  event-loop thread: on a CPU {s['loop_cpu_s']:.1f} s, runnable but waiting for a CPU "
+        f"{s['loop_wait_s']:.1f} s, of {s['wall_s']:.1f} s ({busy:.0f}% busy or queued)"
+    )
 
 
 # -- latency histogram -------------------------------------------------------------------
@@ -616,7 +661,11 @@ class StreamState:
     error: str | None = None
     lines: int = 0
     last: int = -1
-    order_errors: int = 0
+    order_errors: int = 0  # places where the next line was not the previous one + 1
+    skipped: int = 0  # lines jumped over at those places
+    backwards: int = 0  # places where a line number went back (repeat or disorder)
+    first_skip: tuple[int, int] | None = None  # (line before, line after) of the first such place
+    announced: int = 0  # lines that gap notices said would not come
     gaps: int = 0
     status: int = 0
     t_first: float | None = None
@@ -625,6 +674,14 @@ class StreamState:
     done: asyncio.Future[None] | None = None
     cap_ms: list[float] = field(default_factory=list)  # child -> capture, per read (SSE)
 
+    def note_jump(self, before: int, after: int) -> None:
+        if after > before + 1:
+            self.skipped += after - before - 1
+        else:
+            self.backwards += 1
+        if self.first_skip is None:
+            self.first_skip = (before, after)
+
     def report(self) -> dict[str, Any]:
         return {
             "connected": self.connected,
@@ -632,6 +689,10 @@ class StreamState:
             "lines": self.lines,
             "last": self.last,
             "order_errors": self.order_errors,
+            "skipped": self.skipped,
+            "backwards": self.backwards,
+            "first_skip": self.first_skip,
+            "announced": self.announced,
             "gaps": self.gaps,
             "t_first": self.t_first,
             "t_last": self.t_last,
@@ -664,9 +725,8 @@ class SSEProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.write(self.request)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -706,6 +766,20 @@ class SSEProtocol(asyncio.Protocol):
         end += 2
         self.body = body[end:]
         self._events(body, end, now)
+
+    def _check_each(self, w: bytes, end: int) -> None:
+        """Walk every realtime event of `w` and note each place the line numbers do not go +1."""
+        st = self.st
+        prev = st.last
+        i = w.find(_RT, 0, end)
+        while i >= 0:
+            m = w.find(_MSG, i) + 11
+            n = int(w[m : m + 9])
+            if n != prev + 1:
+                st.order_errors += 1
+                st.note_jump(prev, n)
+            prev = n
+            i = w.find(_RT, m, end)
 
     def _dechunk(self, data: bytes) -> bytes:
         raw = self.raw + data if self.raw else data
@@ -749,7 +823,7 @@ class SSEProtocol(asyncio.Protocol):
             m2 = w.find(_MSG, j) + 11
             last = int(w[m2 : m2 + 9])
             if first != st.last + 1 or last - first + 1 != n:
-                st.order_errors += 1
+                self._check_each(w, end)  # slow path, only where something is wrong
             st.last = last
             st.lines += n
             if st.t_first is None:
@@ -767,7 +841,12 @@ class SSEProtocol(asyncio.Protocol):
                 st.t_last = now
                 st.done.set_result(None)
         if b'"type":"gap"' in w:
-            st.gaps += w.count(b'"type":"gap"', 0, end)
+            i = w.find(b'"type":"gap"', 0, end)
+            while i >= 0:
+                st.gaps += 1
+                c = w.find(b'"count":', i) + 8
+                st.announced += int(w[c : w.find(b",", c)])
+                i = w.find(b'"type":"gap"', c, end)
         if b'"type":"status"' in w:
             st.status += w.count(b'"type":"status"', 0, end)
 
@@ -779,8 +858,11 @@ async def _sse_stream(spec: dict[str, Any], st: StreamState, hist: list[int], hm
         f"GET {spec['sse_path']} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
     ).encode()
-    transport, proto = await loop.create_connection(
-        lambda: SSEProtocol(st, request, spec["expect"], hist, hmax), "127.0.0.1", port
+    transport, proto = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: SSEProtocol(st, request, spec["expect"], hist, hmax), "127.0.0.1", port
+        ),
+        30,
     )
     try:
         await asyncio.wait_for(proto.opened, 30)
@@ -797,7 +879,7 @@ async def _ws_stream(
     from websockets.asyncio.client import connect
 
     expect = spec["expect"]
-    timed = spec["mode"] != "idle"
+    timed = spec["mode"] == "latency"  # burst: count and order only
     tt = time.time
     count = order = gaps = 0
     last = -1
@@ -817,34 +899,175 @@ async def _ws_stream(
             opened.set()
             async for msg in ws:
                 if msg[:1] == "[":  # a logcast note: status change or gap
-                    if "missed" in msg:
+                    if " lines missed " in msg:
                         gaps += 1
+                        st.announced += int(msg.split(": ", 1)[1].split(" ", 1)[0])
                     continue
                 n = int(msg[:9])
                 if n != last + 1:
                     order += 1
+                    st.note_jump(last, n)
                 last = n
                 count += 1
                 if timed:
-                    now = tt()
-                    ms = (now - float(msg[10:27])) * 1000.0
+                    ms = (tt() - float(msg[10:27])) * 1000.0
                     if ms < 1000.0:
                         hist[int(ms * 10.0) if ms > 0 else 0] += 1
                     else:
                         hist[min(NBUCKETS - 1, FINE + int((ms - 1000.0) / 10.0))] += 1
                         if ms > worst:
                             worst = ms
-                    if count == 1:
-                        st.t_first = now
-                    if n >= expect - 1:
-                        st.t_last = now
-                        break
+                if n >= expect - 1:
+                    st.t_last = tt()
+                    break
             else:
                 st.closed_early = True
     finally:
         st.lines, st.last, st.order_errors, st.gaps = count, last, order, gaps
         hmax[0] = max(hmax[0], worst)
         opened.set()
+
+
+class RawWSProtocol(asyncio.Protocol):
+    """A minimal WebSocket client (RFC 6455, no extensions) that parses frames in place:
+    about a microsecond of Python per frame, several times less than a full client
+    library, so that at a million frames a second the clients are not what is measured.
+    Answers pings, handles fragmented and masked frames, echoes a close."""
+
+    def __init__(
+        self, st: StreamState, request: bytes, spec: dict[str, Any], hist: list[int], hmax: list[float]
+    ) -> None:
+        self.st = st
+        self.request = request
+        self.expect = int(spec["expect"])
+        self.timed = spec["mode"] == "latency"
+        self.hist = hist
+        self.hmax = hmax
+        self.head = b""
+        self.upgraded = False
+        self.buf = b""
+        self.fragments: list[bytes] = []
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"closed before the handshake: {exc!r}"))
+        assert self.st.done is not None
+        if not self.st.done.done():
+            self.st.closed_early = True
+            self.st.done.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded:
+            self.head += data
+            i = self.head.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            status = self.head.split(b"\r\n", 1)[0]
+            data, self.head = self.head[i + 4 :], b""
+            if b" 101" not in status:
+                self.opened.set_exception(ConnectionError(status.decode(errors="replace")))
+                self.transport.close()
+                return
+            self.upgraded = True
+            self.opened.set_result(None)
+        buf = self.buf + data if self.buf else data
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            size, hdr = b1 & 0x7F, 2
+            if size == 126:
+                if n - pos < 4:
+                    break
+                size, hdr = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif size == 127:
+                if n - pos < 10:
+                    break
+                size, hdr = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            masked = b1 & 0x80
+            if masked:
+                hdr += 4
+            if n - pos < hdr + size:
+                break
+            payload = buf[pos + hdr : pos + hdr + size]
+            if masked:
+                key = buf[pos + hdr - 4 : pos + hdr]
+                payload = bytes(c ^ key[j % 4] for j, c in enumerate(payload))
+            pos += hdr + size
+            opcode = b0 & 0x0F
+            if opcode == 1 and b0 & 0x80:
+                self._line(payload)
+            elif opcode in (0, 1):  # fragments of a text message
+                self.fragments.append(payload)
+                if b0 & 0x80:
+                    self._line(b"".join(self.fragments))
+                    self.fragments = []
+            elif opcode == 9:  # ping: pong with the same payload, masked with a zero key
+                self._send(0xA, payload)
+            elif opcode == 8:  # close: echo it
+                self._send(0x8, payload[:2])
+                self.transport.close()
+                return
+        self.buf = buf[pos:]
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        if len(payload) < 126:
+            self.transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+
+    def _line(self, msg: bytes) -> None:
+        st = self.st
+        if msg[:1] == b"[":  # a logcast note: status change or gap
+            if b" lines missed " in msg:
+                st.gaps += 1
+                st.announced += int(msg.split(b": ", 1)[1].split(b" ", 1)[0])
+            return
+        n = int(msg[:9])
+        if n != st.last + 1:
+            st.order_errors += 1
+            st.note_jump(st.last, n)
+        st.last = n
+        st.lines += 1
+        if self.timed:
+            ms = (time.time() - float(msg[10:27])) * 1000.0
+            if ms < 1000.0:
+                self.hist[int(ms * 10.0) if ms > 0 else 0] += 1
+            else:
+                self.hist[min(NBUCKETS - 1, FINE + int((ms - 1000.0) / 10.0))] += 1
+                if ms > self.hmax[0]:
+                    self.hmax[0] = ms
+        if n >= self.expect - 1 and st.done is not None and not st.done.done():
+            st.t_last = time.time()
+            st.done.set_result(None)
+
+
+async def _ws_raw_stream(spec: dict[str, Any], st: StreamState, hist: list[int], hmax: list[float]) -> None:
+    import base64
+    from urllib.parse import urlsplit
+
+    loop = asyncio.get_running_loop()
+    url = urlsplit(spec["ws_url"])
+    port = url.port or 80
+    path = url.path + (f"?{url.query}" if url.query else "")
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    transport, proto = await asyncio.wait_for(
+        loop.create_connection(lambda: RawWSProtocol(st, request, spec, hist, hmax), "127.0.0.1", port), 30
+    )
+    try:
+        await asyncio.wait_for(proto.opened, 30)
+        st.connected = True
+        assert st.done is not None
+        await st.done
+    finally:
+        transport.close()
 
 
 async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -879,9 +1102,16 @@ async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
 
     async def run_ws(st: StreamState) -> None:
         opened = asyncio.Event()
-        async with gate:
-            task = asyncio.ensure_future(_ws_stream(spec, st, hists["ws"], hmaxes["ws"], opened))
-            await asyncio.wait([task, asyncio.ensure_future(opened.wait())], return_when=asyncio.FIRST_COMPLETED)
+        async with gate:  # the gate covers the connect only
+            if spec.get("ws_client") == "websockets":
+                task = asyncio.ensure_future(_ws_stream(spec, st, hists["ws"], hmaxes["ws"], opened))
+                await asyncio.wait(
+                    [task, asyncio.ensure_future(opened.wait())], return_when=asyncio.FIRST_COMPLETED
+                )
+            else:
+                task = asyncio.ensure_future(_ws_raw_stream(spec, st, hists["ws"], hmaxes["ws"]))
+                while not st.connected and not task.done():
+                    await asyncio.sleep(0.005)
         try:
             await task
         except Exception as exc:
@@ -908,7 +1138,9 @@ async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
         everything = asyncio.ensure_future(asyncio.gather(*tasks, return_exceptions=True))
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait(
-            [everything, stopper], timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+            [everything, stopper],
+            timeout=max(0.0, deadline - loop.time()),
+            return_when=asyncio.FIRST_COMPLETED,
         )
         stopper.cancel()
     for t in tasks:

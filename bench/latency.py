@@ -13,8 +13,10 @@ Printed, per configuration (a heavy one, `--sse`/`--ws`, and a light one, `--lig
 `--light-ws`): for SSE and WS separately, streams connected / complete (every line, in
 order), lines delivered, and p50 / p99 / max latency from the child's write to the
 client's receive, over every line that should have arrived (a line that did not arrive
-within `--drain` s after the child's end counts as infinitely late, printed `missing`);
-the server's CPU (its own process, children excluded) and RSS; the clients' CPU.
+within `--drain` s after the child's end counts as infinitely late, printed `>Ns/lost`);
+lines skipped, and how many of them `gap` notices announced; the server's CPU (its own
+process, children excluded), RSS, and how much of the run its event-loop thread spent on
+a CPU or waiting for one (the machine is shared: /proc schedstat); the clients' CPU.
 SSE latency is taken per socket read from the oldest line of the read (an upper bound);
 WebSocket latency is per frame.
 
@@ -23,7 +25,7 @@ server RSS without them and with them held.
 
 Baseline, same run: the naive pattern of seed 000 (reader thread + queue.Queue +
 `run_in_executor(q.get)` + `send_text` to each WebSocket; bench/_common.py NAIVE_APP)
-under the same uvicorn, same child, same WebSocket clients.
+under the same uvicorn, same child, same WebSocket clients (heavy and light counts).
 
     python bench/latency.py [--sse 100 --ws 100] [--seconds 10] [--rate 10000] [--runs 1]
 
@@ -45,13 +47,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     CHILD_PACED,
     ClientProc,
     Hist,
     Meter,
     Server,
     fmt_ms,
+    loop_line,
     start_logcast,
     start_naive,
     wait_clients,
@@ -82,8 +85,17 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
         script = tmp / "child.py"
         script.write_text(CHILD_PACED)
         report = tmp / "child.json"
-        child = [sys.executable, str(script), str(args.rate), str(args.seconds), str(args.batch_ms), str(report)]
-        server: Server = start_logcast(tmp, {PROCESS: child}) if kind == "logcast" else start_naive(tmp, child)
+        child = [
+            sys.executable,
+            str(script),
+            str(args.rate),
+            str(args.seconds),
+            str(args.batch_ms),
+            str(report),
+        ]
+        server: Server = (
+            start_logcast(tmp, {PROCESS: child}) if kind == "logcast" else start_naive(tmp, child)
+        )
         clients: list[ClientProc] = []
         notes: list[str] = []
         try:
@@ -95,15 +107,18 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
                 "expect": total,
                 "max_seconds": 90 + args.seconds + args.drain,
                 "ws_compression": args.ws_compression,
+                "ws_client": args.ws_client,
             }
             if n_sse:
                 clients.append(ClientProc({**base, "sse": n_sse, "ws": 0}))
             if n_ws:
                 clients.append(ClientProc({**base, "sse": 0, "ws": n_ws}))
             for c in clients:
-                ok, failed = c.wait_ready(60)
+                _ok, failed = c.wait_ready(60)
                 if failed:
-                    notes.append(f"{failed} client stream(s) failed to connect" if failed > 0 else "client not ready")
+                    notes.append(
+                        f"{failed} client stream(s) failed to connect" if failed > 0 else "client not ready"
+                    )
             seen = wait_subscribers(server, PROCESS, n_sse + n_ws, 30)
             if seen < n_sse + n_ws:
                 notes.append(f"server counted {seen} of {n_sse + n_ws} subscribers before the start")
@@ -118,7 +133,9 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
             wall = time.monotonic() - t0
             cpu1 = [_client_cpu(c) for c in clients]
             if not finished:
-                notes.append(f"not every line arrived within {args.drain:.0f} s after the child's end: clients stopped")
+                notes.append(
+                    f"not every line arrived within {args.drain:.0f} s after the child's end: clients stopped"
+                )
             results = [c.finish() for c in clients]
         finally:
             for c in clients:
@@ -129,7 +146,7 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
         notes.append("the child did not finish (no report)")
 
     rows = []
-    for c, res, a, b in zip(clients, results, cpu0, cpu1, strict=True):
+    for res, a, b in zip(results, cpu0, cpu1, strict=True):
         if res is None:
             notes.append("a client process gave no result")
             continue
@@ -141,6 +158,9 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
             complete = sum(1 for s in streams if s["lines"] == total and s["last"] == total - 1)
             in_order = sum(1 for s in streams if s["order_errors"] == 0)
             gaps = sum(s["gaps"] for s in streams)
+            skipped = sum(s["skipped"] for s in streams)
+            backwards = sum(s["backwards"] for s in streams)
+            announced = sum(s["announced"] for s in streams)
             expected = n * total
             rows.append(
                 {
@@ -151,6 +171,9 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
                     "complete": complete,
                     "in_order": in_order,
                     "gaps": gaps,
+                    "skipped": skipped,
+                    "backwards": backwards,
+                    "announced": announced,
                     "delivered": lines / expected if expected else math.nan,
                     "p50": hist.percentile(50, expected),
                     "p99": hist.percentile(99, expected),
@@ -185,8 +208,13 @@ def print_run(r: dict[str, Any], drain: float) -> None:
             f"{fmt_ms(row['p50'], missing):>11}{fmt_ms(row['p99'], missing):>11}"
             f"{fmt_ms(row['max'], missing):>11}   {row['client_cpu_pct']:.0f}% of a core"
         )
-        if row["gaps"]:
-            print(f"    {row['gaps']} gap notice(s) received")
+        if row["gaps"] or row["skipped"] or row["backwards"]:
+            silent = row["skipped"] - row["announced"]
+            print(
+                f"    all {row['kind']} streams together: {row['skipped']:,} lines skipped, "
+                f"{row['backwards']} backward steps; {row['gaps']} gap notices announcing {row['announced']:,} lines"
+                + (f"; {silent:,} LINES SKIPPED WITHOUT NOTICE" if silent > 0 else "")
+            )
         if row["errors"]:
             print(f"    errors: {'; '.join(row['errors'])}")
     s = r["server"]
@@ -194,6 +222,8 @@ def print_run(r: dict[str, Any], drain: float) -> None:
         f"  server: CPU {s['cpu_s']:.1f} s over {s['wall_s']:.1f} s = {s['cpu_pct']:.0f}% of a core; "
         f"RSS {s['rss_mb']:.0f} MB at the end, peak {s['peak_rss_mb']:.0f} MB"
     )
+    if loop_line(s):
+        print(loop_line(s))
     caps = [row["capture_p50"] for row in r["rows"] if row.get("capture_p50") is not None]
     if caps:
         print(f"  child write -> logcast read (sampled per SSE read): p50 {fmt_ms(caps[0])}")
@@ -294,11 +324,15 @@ def print_idle(r: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sse", type=int, default=100, help="SSE clients, heavy configuration (100)")
     parser.add_argument("--ws", type=int, default=100, help="WebSocket clients, heavy configuration (100)")
     parser.add_argument("--light-sse", type=int, default=10, help="SSE clients, light configuration (10)")
-    parser.add_argument("--light-ws", type=int, default=10, help="WebSocket clients, light configuration (10)")
+    parser.add_argument(
+        "--light-ws", type=int, default=10, help="WebSocket clients, light configuration (10)"
+    )
     parser.add_argument("--rate", type=float, default=10_000, help="child lines/s (10000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the child writes (10)")
     parser.add_argument("--batch-ms", type=float, default=1.0, help="the child writes every N ms (1)")
@@ -311,10 +345,20 @@ def main() -> None:
     parser.add_argument("--no-light", action="store_true", help="skip the light configuration")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive seed-000 baseline")
     parser.add_argument(
-        "--ws-compression", action="store_true", help="clients offer permessage-deflate (browsers do)"
+        "--ws-client",
+        choices=["websockets", "raw"],
+        default="websockets",
+        help="WebSocket client: the websockets library (default) or a minimal frame parser (raw)",
+    )
+    parser.add_argument(
+        "--ws-compression",
+        action="store_true",
+        help="the websockets client offers permessage-deflate, as browsers do (with --ws-client websockets)",
     )
     parser.add_argument("--runs", type=int, default=1, help="repeat everything K times; median summary (1)")
     args = parser.parse_args()
+    if args.ws_compression and args.ws_client != "websockets":
+        parser.error("--ws-compression needs --ws-client websockets")
 
     configs: list[tuple[str, int, int]] = [("logcast", args.sse, args.ws)]
     if not args.no_light:
@@ -326,7 +370,7 @@ def main() -> None:
     print(
         f"latency: child writes {args.rate:,.0f} lines/s for {args.seconds:g} s "
         f"(every {args.batch_ms:g} ms), ~100-byte lines; clients join with lines=0; "
-        f"WebSocket format=text{' with permessage-deflate' if args.ws_compression else ''}"
+        f"WebSocket format=text, {args.ws_client} client{' with permessage-deflate' if args.ws_compression else ''}"
     )
     print(
         "latency = client receive time - child write time; SSE per socket read from its oldest line "
