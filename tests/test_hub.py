@@ -252,3 +252,22 @@ async def test_unknown_process_raises() -> None:
             await hub.subscribe("nope")
     finally:
         await hub.close()
+
+
+async def test_a_hole_inside_a_store_page_is_announced() -> None:
+    store = MemoryStore()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        for start in range(0, 100, 10):
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"z{i}" for i in range(start, start + 10))))
+            assert await hub.flush()
+        for seq in range(40, 50):  # lines lost before they were persisted
+            del store.records["app"][seq]
+        sub = await hub.subscribe("app", after=0)
+        entries = await drain(sub, 100)
+        gaps = [(p.start, p.end) for _, p in entries if isinstance(p, Gap)]
+        assert gaps == [(40, 49)]
+        assert seqs(entries) == [s for s in range(1, 101) if not 40 <= s <= 49]
+        sub.close()
+    finally:
+        await hub.close()

@@ -646,9 +646,7 @@ class Subscription:
                 return self._finish(out)
             records = await self.hub.store.read(plog.name, after=self.cursor, limit=limit)
             records = [r for r in records if r.seq > plog.cleared_upto]
-            if records and records[0].seq > self.cursor + 1:
-                out.append(self._gap(self.cursor + 1, records[0].seq - 1))
-            elif not records:
+            if not records:
                 with plog.lock:
                     ring_first = plog.ring.first_seq
                     last = plog.last_seq
@@ -660,8 +658,14 @@ class Subscription:
         if records:
             until = self.until
             match = self.query.matches
-            empty = self.query.is_empty and not self.query.keep_status
+            empty = self.query.is_empty
+            expected = self.cursor + 1
             for record in records:
+                if record.seq != expected:
+                    # a hole: lines that left the ring before the writer persisted them,
+                    # or that retention removed between two reads; never skipped silently
+                    out.append(self._gap(expected, record.seq - 1))
+                expected = record.seq + 1
                 if record.seq <= until:
                     if empty or match(record):
                         out.append((EventType.HISTORICAL, record))

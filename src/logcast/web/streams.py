@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from logcast.hub import Hub, Subscription
 from logcast.types import EventType, LogRecord, ProcessState
-from logcast.web.encode import encode_entries, entry_id, message_json, sse_frames, text_line
+from logcast.web.encode import entry_id, json_frames, message_json, sse_chunk, text_line
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,7 @@ async def sse_body(
             if not entries:
                 yield b": ping\n\n"
                 continue
-            items = encode_entries(hub, sub.plog, entries)
-            chunk = sse_frames(items)
+            chunk = sse_chunk(hub, sub.plog, entries)
             ended = _stopped(entries) if end_on_stop else None
             if ended is not None:
                 chunk += b"id: %d\ndata: %s\n\n" % (
@@ -170,12 +169,13 @@ async def websocket_stream(
             if not entries:
                 continue
             if as_json:
-                frames: list[str] = [data.decode() for _, _, data in encode_entries(hub, sub.plog, entries)]
+                frames = json_frames(hub, sub.plog, entries)
             else:
                 frames = [t for kind, payload in entries if (t := text_line(kind, payload)) is not None]
-            async with lock:
+            # one deadline per batch: a timer per frame cost more than the send itself
+            async with lock, asyncio.timeout(SEND_TIMEOUT):
                 for frame in frames:
-                    await asyncio.wait_for(ws.send_text(frame), SEND_TIMEOUT)
+                    await ws.send_text(frame)
 
     async def watch_client() -> None:
         # The client has nothing to say; reading is how we learn it left.
