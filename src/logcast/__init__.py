@@ -15,7 +15,16 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncClient", "Client", "EventType", "Level", "LogRecord", "ProcessState", "Stream", "__version__"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "EventType",
+    "Level",
+    "LogRecord",
+    "ProcessState",
+    "Stream",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
