@@ -4,31 +4,30 @@ What it measures (the issue's words): "time from opening a viewer on 1,000,000 l
 history to the last line shown, and the frame budget while 10,000 lines/s arrive".
 
 1. History. `logcast serve` (a subprocess in its own process group, SQLite) supervises `hist`,
-   a child that prints `--lines` numbered lines of 100 bytes (`<n, 9 digits> <time> xxx…`)
-   and then sleeps. Once `/api/processes/hist` counts them all and `/api/logs/stats` shows
-   `store.pending == 0`, a bare socket reads the SSE history twice per point (the server alone,
-   cold and warm; the first read also warms the server's caches, so every page gets the same
-   server), then a fresh browser context opens `/logs.html?process=hist&lines=K` (the viewer
-   asks for the last K lines: 100,000 when `lines` is absent, 1,000,000 at most) for
-   K = `--lines` and K = 100,000. Measured on the page's own clock (`performance.now()`, 0 =
-   navigation start): the first row drawn, the `historical_complete` event taken in
-   (`window.__logcast.stats().historyDone`), and the last line (number `--lines` - 1) shown as
-   a visible row inside the scroller (checked by a `requestAnimationFrame` poll); the longest
-   long task and the longest time between two frames while loading. Then, after a forced GC
-   (CDP `HeapProfiler.collectGarbage`), the JS heap and DOM node count (CDP
-   `Performance.getMetrics`), the `.row` elements in the list, and the renderer's cumulative
-   script / layout / style time from the same metrics.
+   a child that prints `--lines` numbered lines of 100 bytes (`<n, 9 digits> <time> xxx…`) at
+   `--hist-rate` lines/s and then sleeps. Once `/api/processes/hist` counts them all and
+   `/api/logs/stats` shows `store.pending == 0` (and `store_lost`, if any, is reported), a bare
+   socket reads the SSE history twice per point (the server alone, cold and warm; the first read
+   also warms the server's caches, so every page gets the same server). Then a fresh browser
+   context opens `/logs.html?process=hist&lines=K` (the viewer asks for the last K lines:
+   100,000 when `lines` is absent, 1,000,000 at most) for K = `--lines` and K = 100,000.
+   Measured on the page's own clock (`performance.now()`, 0 = navigation start): the first row
+   drawn, the `historical_complete` event taken in (`window.__logcast.stats().historyDone`), and
+   the last line (number `--lines` - 1) shown as a visible row inside the scroller (checked once
+   per animation frame by the bench's init script); the longest long task and the longest time
+   between two frames while loading; the CPU time of each Chromium process kind and of the
+   server meanwhile. Then, after a forced GC (`HeapProfiler.collectGarbage`), the JS heap and DOM
+   node count (`Performance.getMetrics`), the `.row` elements in the list, and the renderer
+   main thread's cumulative script / layout / style / task time from the same metrics.
 2. Live. `live`, a child that writes `--rate` lines/s for `--seconds` s (paced, one write per
    10 ms), is started (`POST /api/processes/live/start`) while the viewer is open on it with no
-   history (`lines=0`) and following. An init script (Playwright adds it through DevTools,
-   before any page script, so the page's strict CSP does not apply to it; the bench checks it
-   ran) times every animation frame and observes `longtask` entries, and sends both out as
-   console messages twice a second, so they can be read even from a page whose main thread is
-   stuck. Over the child's writing window: frames per second, p50 / p95 / max frame time,
-   frames over 50 ms, long tasks (count, total, longest), the renderer's CPU time (CDP
-   `SystemInfo.getProcessInfo`). Then: did every line arrive (`window.__logcast.stats()`:
-   lines held, holes, duplicates; `debug=1` seqs contiguous; no gap rows), and how long after
-   the child's last write the last line was shown (`--drain` s at most).
+   history (`lines=0`) and following. The init script times every animation frame and observes
+   `longtask` entries, and sends both out as console messages twice a second, so they can be
+   read even from a page whose main thread is stuck. Over the child's writing window: frames
+   per second, p50 / p95 / max frame time, frames over 50 ms, long tasks (count, total,
+   longest), the renderer's CPU. Then: did every line arrive (`window.__logcast.stats()`: lines
+   held, holes, duplicates; `debug=1` seqs contiguous; no gap rows), and how long after the
+   child's last write the last line was shown (`--drain` s at most).
 3. Baseline, same run, same server, same SSE stream: the naive page a seed would write (its
    HTML, CSS and JS files served from a temp dir by a small `http.server` in this process): one
    `EventSource`, and per message `pre.textContent += line + "\\n"` followed by
@@ -38,23 +37,37 @@ history to the last line shown, and the frame budget while 10,000 lines/s arrive
    loopback hop); when a measurement ends it cuts the relayed stream, so a page that fell
    behind can come to rest. The same figures: time to the last line (or `--timeout` s,
    reported with how many lines the page had by then) and the frame budget at `--rate`
-   lines/s. The page reports its progress in console messages (every 250 ms at most).
+   lines/s. The page reports its progress in console messages (every 250 ms at most). A third
+   history row, `sse+json`, is the same page drawing nothing (EventSource + JSON.parse per
+   line): the least any page pays for this stream, for reading the viewer's figure.
+
+How Chromium is driven. `/usr/bin/chromium --headless` with the tests' flags, started by this
+bench in its own process group and driven over `--remote-debugging-pipe` with a few DevTools
+commands (Target, Page, Runtime, Performance, HeapProfiler, Profiler, SystemInfo), each with
+a deadline; the init script goes in with `Page.addScriptToEvaluateOnNewDocument`, which the
+page's CSP does not apply to (the bench checks that it ran). Not Playwright: Playwright enables
+the DevTools `Network` domain on every page, and Chromium then sends every EventSource message
+to the driver (`Network.eventSourceMessageReceived`); measured here, that alone made the viewer
+take 3-4.5x longer to show 100,000 lines of history (about 1 s → 3-4.5 s) and 3.6x for
+1,000,000 (8.6 s → 31 s), with the browser process as busy as the renderer. `--devtools-network`
+turns the domain on, to see that overhead.
 
     python bench/browser.py [--lines 1000000] [--rate 10000] [--seconds 10] [--runs 1]
-                            [--timeout 120] [--drain 30] [--naive pre|div] [--no-baseline]
-                            [--profile]
+                            [--timeout 120] [--drain 30] [--hist-rate 100000]
+                            [--naive pre|div] [--no-baseline] [--profile] [--devtools-network]
 
 `--profile` also takes a V8 CPU profile of the logcast viewer in each phase and prints the
 functions with the most self time. The machine (2 cores) is shared by Chromium, the server and
-the children; the load average is printed with the results. Chromium: `/usr/bin/chromium`,
-headless, `--disable-gpu` (software compositing), viewport 1280×800. Every wait has a deadline,
-and a watchdog stops the server's and Chromium's process groups if the whole run overstays.
+the children; the load average is printed with the results. Viewport 1280×800, software
+compositing (`--disable-gpu`). Every wait has a deadline, and a watchdog stops the server's and
+Chromium's process groups if the whole run overstays.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import functools
 import http.server
 import itertools
@@ -71,7 +84,8 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,6 +100,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# as Playwright adds them: a headless page is never treated as a background one
+CHROMIUM_EXTRA = [
+    "--headless",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--mute-audio",
+    "--window-size=1280,800",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 SECOND_POINT = 100_000
 
@@ -93,9 +116,9 @@ SECOND_POINT = 100_000
 
 CHILD_HIST = textwrap.dedent(
     """
-    # argv: lines. Writes them (1000 per write), then sleeps until it is stopped.
+    # argv: lines, rate (lines/s). Writes them (1000 per write, paced), then sleeps until stopped.
     import os, sys, time
-    total = int(sys.argv[1])
+    total, rate = int(sys.argv[1]), float(sys.argv[2])
     pad = b"x" * 71
 
     def write(data):
@@ -103,7 +126,11 @@ CHILD_HIST = textwrap.dedent(
         while view:
             view = view[os.write(1, view):]
 
+    t0 = time.time()
     for start in range(0, total, 1000):
+        due = t0 + start / rate
+        if due > time.time():
+            time.sleep(due - time.time())
         now = time.time()
         write(b"".join(b"%09d %17.6f %s\\n" % (i, now, pad) for i in range(start, min(total, start + 1000))))
     while True:
@@ -151,19 +178,43 @@ CHILD_LIVE = textwrap.dedent(
 
 # -- what runs in the page ----------------------------------------------------------------------
 
-# Added by Playwright through DevTools before any page script (the page's CSP does not apply).
-# Frame times and long tasks leave the page as console messages (about two a second), so the
-# bench can read them even while the page's main thread is stuck in a long task.
+# Added through DevTools before any page script (the page's CSP does not apply to it). Frame
+# times and long tasks leave the page as console messages (about two a second), so the bench
+# can read them even while the page's main thread is stuck in a long task. With a `watch`
+# prefix it also checks, once per frame, whether a visible row of the logcast viewer starts
+# with it and lies inside the scroller, and says when (with the first row and the end of
+# history) in a console message.
 BENCH_INIT = """
 (() => {
+  const watch = __WATCH__;
+  const marks = {};
   let frames = [];
   let lastFlush = 0;
+  let done = watch === null;
   const flush = () => {
     if (frames.length) console.debug("__bench frames " + JSON.stringify(frames));
     frames = [];
   };
+  const check = (now) => {
+    const msgs = document.querySelectorAll("#log .row:not([hidden]) .msg");
+    if (msgs.length && marks.firstRow === undefined) marks.firstRow = now;
+    const lc = window.__logcast;
+    if (lc && marks.historyDone === undefined && lc.stats().historyDone) marks.historyDone = now;
+    for (let i = msgs.length - 1; i >= 0; i--) {
+      if (!msgs[i].textContent.startsWith(watch)) continue;
+      const r = msgs[i].getBoundingClientRect();
+      const s = document.getElementById("log").getBoundingClientRect();
+      if (r.bottom <= s.bottom + 1 && r.top >= s.top - 1) {
+        marks.lastShown = now;
+        done = true;
+        console.debug("__bench shown " + JSON.stringify(marks));
+      }
+      return;
+    }
+  };
   const tick = (t) => {
     frames.push(t);
+    if (!done) check(performance.now());
     if (t - lastFlush >= 500) {
       lastFlush = t;
       flush();
@@ -181,33 +232,9 @@ BENCH_INIT = """
   } catch {
     // no Long Tasks API: reported as such
   }
-  window.__bench = { observing, flush, marks: {} };
+  window.__bench = { observing, flush, marks };
   console.debug("__bench init " + JSON.stringify({ observing, origin: performance.timeOrigin, url: location.href }));
 })();
-"""
-
-# Polled once per animation frame on the logcast viewer: records when the first row, the end
-# of history and the last line appeared; true once `prefix` is a visible row inside the scroller.
-LOGCAST_SHOWN = """(prefix) => {
-  const b = window.__bench;
-  const now = performance.now();
-  const msgs = document.querySelectorAll("#log .row:not([hidden]) .msg");
-  if (msgs.length && b.marks.firstRow === undefined) b.marks.firstRow = now;
-  const lc = window.__logcast;
-  if (lc && b.marks.historyDone === undefined && lc.stats().historyDone) b.marks.historyDone = now;
-  for (let i = msgs.length - 1; i >= 0; i--) {
-    if (msgs[i].textContent.startsWith(prefix)) {
-      const r = msgs[i].getBoundingClientRect();
-      const s = document.getElementById("log").getBoundingClientRect();
-      if (r.bottom <= s.bottom + 1 && r.top >= s.top - 1) {
-        b.marks.lastShown = now;
-        return true;
-      }
-      return false;
-    }
-  }
-  return false;
-}
 """
 
 NAIVE_HTML = """<!doctype html>
@@ -233,8 +260,9 @@ body { display: flex; flex-direction: column; font: 13px/1.4 ui-monospace, monos
 """
 
 # The seed's pattern (a <pre>, `textContent +=` per line, auto-scroll to the bottom), reading
-# logcast's SSE stream; `mode=div` appends one <div> per line instead (`--naive div`). The
-# bench's bookkeeping is a few integer operations per line and a console message every 250 ms
+# logcast's SSE stream; `mode=div` appends one <div> per line instead (`--naive div`);
+# `mode=floor` only parses each event and draws nothing (the cost of one EventSource message
+# plus JSON.parse per line, a floor for any page on this stream). The bench's bookkeeping is a few integer operations per line and a console message every 250 ms
 # at most (read by the bench even while the page is busy).
 NAIVE_JS = """
 const params = new URLSearchParams(location.search);
@@ -242,7 +270,7 @@ const output = document.getElementById("log-output");
 const status = document.getElementById("status");
 const autoScroll = document.getElementById("autoscroll");
 const expectLast = Number.parseInt(params.get("last") || "-1", 10);
-const divs = params.get("mode") === "div";
+const mode = params.get("mode") || "pre";
 const state = { open: false, errors: 0, lines: 0, first: -1, last: -1, order: 0, lastAt: null, shownAt: null };
 let reported = 0;
 const report = () => {
@@ -267,14 +295,14 @@ source.onmessage = (event) => {
   const data = JSON.parse(event.data);
   if (data.type !== "historical" && data.type !== "realtime") return;
   const line = data.log.message;
-  if (divs) {
+  if (mode === "div") {
     const row = document.createElement("div");
     row.textContent = line;
     output.append(row);
-  } else {
+  } else if (mode === "pre") {
     output.textContent += line + "\\n";
   }
-  if (autoScroll.checked) output.scrollTop = output.scrollHeight;
+  if (mode !== "floor" && autoScroll.checked) output.scrollTop = output.scrollHeight;
   // bench bookkeeping
   const n = Number.parseInt(line.slice(0, 9), 10);
   if (state.last >= 0 && n !== state.last + 1) state.order += 1;
@@ -350,7 +378,7 @@ def start_logcast(tmp: Path, args: argparse.Namespace) -> Logcast:
     (tmp / "hist.py").write_text(CHILD_HIST)
     (tmp / "live.py").write_text(CHILD_LIVE)
     report = tmp / "live.json"
-    hist = [sys.executable, "-u", str(tmp / "hist.py"), str(args.lines)]
+    hist = [sys.executable, "-u", str(tmp / "hist.py"), str(args.lines), str(args.hist_rate)]
     live = [sys.executable, "-u", str(tmp / "live.py"), str(args.rate), str(args.seconds), "10", str(report)]
     config = tmp / "logcast.toml"
     config.write_text(
@@ -389,15 +417,24 @@ def start_logcast(tmp: Path, args: argparse.Namespace) -> Logcast:
 
 
 def wait_history(server: Logcast, lines: int, timeout: float) -> float:
-    """Wait until `hist` has printed every line and SQLite has them all; seconds taken."""
+    """Wait until `hist` has printed every line and SQLite has them all; seconds taken. Lines
+    the server dropped before persisting them (`store_lost`) are reported."""
     t0 = time.monotonic()
     deadline = t0 + timeout
     info: dict[str, Any] = {}
     while time.monotonic() < deadline:
         info = server.get("/api/processes/hist")
-        if info["lines"] >= lines and server.get("/api/logs/stats")["store"]["pending"] == 0:
+        stats = server.get("/api/logs/stats")
+        if info["lines"] >= lines and stats["store"]["pending"] == 0:
             last = server.get("/api/processes/hist/logs", tail=1)["logs"]
             if last and last[0]["message"].startswith(f"{lines - 1:09d} "):
+                lost = stats["processes"]["hist"]["store_lost"]
+                if lost:
+                    print(
+                        f"WARNING: the server dropped {lost:,} lines of hist from memory before SQLite had "
+                        "them (store_lost): the history has holes; try a lower --hist-rate",
+                        flush=True,
+                    )
                 return time.monotonic() - t0
         if info.get("state") in ("exited", "crashed"):
             raise RuntimeError(f"hist ended early: {info}")
@@ -513,11 +550,10 @@ def start_naive_server(folder: Path, upstream_port: int) -> tuple[http.server.Th
 
 
 class Watchdog:
-    """Past the overall deadline: stop the server's group and Chromium's, then exit."""
+    """Past the overall deadline: stop the process groups of Chromium and the server, then exit."""
 
     def __init__(self) -> None:
         self.groups: list[subprocess.Popen[bytes]] = []
-        self.browser_pid: int | None = None
         self._done = threading.Event()
 
     def start(self, seconds: float) -> None:
@@ -530,9 +566,6 @@ class Watchdog:
         if self._done.wait(seconds):
             return
         print(f"\nwatchdog: the benchmark ran past {seconds:.0f} s; stopping everything", flush=True)
-        if self.browser_pid:
-            with contextlib.suppress(OSError):
-                os.killpg(self.browser_pid, signal.SIGKILL)  # Playwright starts it in its own group
         for proc in self.groups:
             with contextlib.suppress(Exception):
                 stop_group(proc, 5)
@@ -542,117 +575,320 @@ class Watchdog:
 WATCH = Watchdog()
 
 
-# -- measuring in the page ---------------------------------------------------------------------
+# -- Chromium over DevTools -----------------------------------------------------------------------
 
 
-@dataclass
-class PageRun:
-    """One page in its own context, and what its console told (frames, long tasks, naive state)."""
+class DevToolsError(RuntimeError):
+    pass
 
-    context: Any
-    page: Any
-    cdp: Any = None
-    profiling: bool = False
-    errors: list[str] = field(default_factory=list)
-    origin: float = math.nan  # performance.timeOrigin of the current document (Unix ms)
-    observing: bool | None = None
-    frames: list[float] = field(default_factory=list)
-    tasks: list[list[float]] = field(default_factory=list)
-    naive: dict[str, Any] = field(default_factory=dict)
-    naive_log: list[dict[str, Any]] = field(default_factory=list)
 
-    def on_console(self, msg: Any) -> None:
-        text: str = msg.text
-        if text.startswith("__bench "):
-            kind, _, payload = text[8:].partition(" ")
-            data = json.loads(payload)
-            if kind == "init":  # a new document: its own clock
-                self.origin = float(data["origin"])
-                self.observing = bool(data["observing"])
-                self.frames = []
-                self.tasks = []
-            elif kind == "frames":
-                self.frames.extend(data)
-            elif kind == "longtasks":
-                self.tasks.extend(data)
-        elif text.startswith("__naive "):
-            self.naive = json.loads(text[8:])
-            self.naive["at"] = self.page_now()
-            self.naive_log.append(self.naive)
-        elif msg.type == "error" and len(self.errors) < 20:
-            url = (msg.location or {}).get("url", "")
-            if not url.endswith("/favicon.ico"):
-                self.errors.append(f"{text[:160]} ({url})")
+class Chromium:
+    """`/usr/bin/chromium`, started by this bench in its own process group and driven over
+    `--remote-debugging-pipe` (fd 3: commands in; fd 4: answers and events out; each message
+    is JSON ended by a NUL byte). A reader thread matches answers to commands and hands
+    events to the tab whose session they belong to. Every command has a deadline."""
+
+    def __init__(self, folder: Path, log_path: Path) -> None:
+        cmd_r, cmd_w = os.pipe()
+        out_r, out_w = os.pipe()
+        # Chromium wants the pipe on fds 3 and 4: bash moves them there and execs it
+        # (first above 10, so that neither number is already 3 or 4)
+        hi_r, hi_w = fcntl.fcntl(cmd_r, fcntl.F_DUPFD, 10), fcntl.fcntl(out_w, fcntl.F_DUPFD, 10)
+        os.close(cmd_r)
+        os.close(out_w)
+        command = [
+            CHROMIUM,
+            *CHROMIUM_ARGS,
+            *CHROMIUM_EXTRA,
+            "--remote-debugging-pipe",
+            f"--user-data-dir={folder}",
+            "about:blank",
+        ]
+        shell = f'exec "$@" 3<&{hi_r} 4>&{hi_w} {hi_r}<&- {hi_w}>&-'
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["/bin/bash", "-c", shell, "bash", *command],
+                pass_fds=(hi_r, hi_w),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        os.close(hi_r)
+        os.close(hi_w)
+        WATCH.groups.append(self.proc)
+        self._w = cmd_w
+        self._r = out_r
+        self._ids = itertools.count(1)
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._waiting: set[int] = set()
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self.listeners: dict[str, Callable[[str, dict[str, Any]], None]] = {}
+        self.gone = False
+        threading.Thread(target=self._read, name="devtools-reader", daemon=True).start()
+        self.version = self.send("Browser.getVersion", timeout=60)["product"]
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                data = os.read(self._r, 1 << 20)
+                if not data:
+                    break
+                buf += data
+                pos = 0
+                while (end := buf.find(b"\0", pos)) >= 0:
+                    self._dispatch(json.loads(buf[pos:end]))
+                    pos = end + 1
+                buf = buf[pos:]
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._cond:
+                self.gone = True
+                self._cond.notify_all()
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if "id" in msg:
+            with self._cond:
+                if msg["id"] in self._waiting:
+                    self._answers[msg["id"]] = msg
+                    self._cond.notify_all()
+            return
+        listener = self.listeners.get(msg.get("sessionId", ""))
+        if listener is not None:
+            listener(msg.get("method", ""), msg.get("params", {}))
+
+    def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        i = next(self._ids)
+        msg: dict[str, Any] = {"id": i, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        data = json.dumps(msg).encode() + b"\0"
+        with self._cond:
+            if self.gone:
+                raise DevToolsError("Chromium is gone")
+            self._waiting.add(i)
+        with self._write_lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._w, view) :]
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            try:
+                while i not in self._answers:
+                    left = deadline - time.monotonic()
+                    if self.gone:
+                        raise DevToolsError(f"{method}: Chromium is gone")
+                    if left <= 0:
+                        raise TimeoutError(f"{method}: no answer within {timeout:g} s")
+                    self._cond.wait(left)
+                answer = self._answers.pop(i)
+            finally:
+                self._waiting.discard(i)
+        if "error" in answer:
+            raise DevToolsError(f"{method}: {answer['error'].get('message')}")
+        return answer.get("result", {})  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.send("Browser.close", timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        stop_group(self.proc, 5)  # renderers, the GPU process and zygotes are in its group
+        for fd in (self._w, self._r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Tab:
+    """One page in its own browser context, and what its console told: frame times, long
+    tasks, the viewer's marks, the naive page's progress."""
+
+    def __init__(self, chrome: Chromium, watch: str | None, network: bool = False) -> None:
+        self.chrome = chrome
+        self.origin = math.nan  # performance.timeOrigin of the current document (Unix ms)
+        self.observing: bool | None = None
+        self.frames: list[float] = []
+        self.tasks: list[list[float]] = []
+        self.marks: dict[str, float] = {}
+        self.naive: dict[str, Any] = {}
+        self.naive_log: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.loaded = threading.Event()
+        self.profiling = False
+        self.context = chrome.send("Target.createBrowserContext")["browserContextId"]
+        self.target = chrome.send(
+            "Target.createTarget", {"url": "about:blank", "browserContextId": self.context, **VIEWPORT}
+        )["targetId"]
+        self.session = chrome.send("Target.attachToTarget", {"targetId": self.target, "flatten": True})[
+            "sessionId"
+        ]
+        chrome.listeners[self.session] = self._event
+        for method in ("Page.enable", "Runtime.enable", "Performance.enable"):
+            self.send(method)
+        if network:
+            self.send("Network.enable")
+        self.send("Emulation.setDeviceMetricsOverride", {**VIEWPORT, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Page.addScriptToEvaluateOnNewDocument",
+            {"source": BENCH_INIT.replace("__WATCH__", json.dumps(watch))},
+        )
+
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        return self.chrome.send(method, params, self.session, timeout)
+
+    def _event(self, method: str, params: dict[str, Any]) -> None:
+        if method == "Runtime.consoleAPICalled":
+            args = params.get("args") or [{}]
+            text = str(args[0].get("value", ""))
+            if text.startswith("__bench "):
+                self._bench(*text[8:].partition(" ")[::2])
+            elif text.startswith("__naive "):
+                self.naive = json.loads(text[8:])
+                self.naive["at"] = self.page_now()
+                self.naive_log.append(self.naive)
+            elif params.get("type") == "error" and len(self.errors) < 20:
+                self.errors.append(text[:200])
+        elif method == "Runtime.exceptionThrown" and len(self.errors) < 20:
+            details = params.get("exceptionDetails", {})
+            self.errors.append(
+                str(details.get("exception", {}).get("description") or details.get("text"))[:200]
+            )
+        elif method == "Page.loadEventFired":
+            self.loaded.set()
+
+    def _bench(self, kind: str, payload: str) -> None:
+        data = json.loads(payload)
+        if kind == "init":  # a new document, with its own clock
+            self.origin = float(data["origin"])
+            self.observing = bool(data["observing"])
+            self.frames, self.tasks, self.marks = [], [], {}
+        elif kind == "frames":
+            self.frames.extend(data)
+        elif kind == "longtasks":
+            self.tasks.extend(data)
+        elif kind == "shown":
+            self.marks = data
 
     def page_now(self) -> float:
         """Now, on the page's clock (ms since its navigation started)."""
         return time.time() * 1000 - self.origin
 
-    def pump(self, seconds: float) -> None:
-        """Let Playwright deliver the page's events, without asking the page anything."""
-        self.page.wait_for_timeout(seconds * 1000)
+    def navigate(self, url: str, wait_load: bool, timeout: float = 30.0) -> None:
+        self.loaded.clear()
+        result = self.send("Page.navigate", {"url": url}, timeout)
+        if result.get("errorText"):
+            raise DevToolsError(f"navigate {url}: {result['errorText']}")
+        if wait_load and not self.loaded.wait(timeout):
+            raise TimeoutError(f"{url} did not load within {timeout:g} s")
+
+    def evaluate(self, expression: str, timeout: float = 30.0) -> Any:
+        """The JSON value of `expression` (DevTools' Runtime.evaluate: not subject to the CSP)."""
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, timeout)
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise DevToolsError(str(details.get("exception", {}).get("description") or details.get("text")))
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"not true within {timeout:g} s: {expression}")
+            value = self.evaluate(expression, timeout=left)
+            if value:
+                return value
+            time.sleep(0.05)
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float) -> bool:
+        """Wait for what the page's console tells (no command to the page)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        """Performance metrics after a forced GC (JSHeapUsedSize is then what the page keeps)."""
+        self.send("HeapProfiler.collectGarbage", timeout=60)
+        return {m["name"]: m["value"] for m in self.send("Performance.getMetrics")["metrics"]}
+
+    def start_profile(self) -> None:
+        self.send("Profiler.enable")
+        self.send("Profiler.setSamplingInterval", {"interval": 500})
+        self.send("Profiler.start")
+        self.profiling = True
+
+    def stop_profile(self) -> dict[str, Any] | None:
+        if not self.profiling:
+            return None
+        self.profiling = False
+        try:
+            return self.send("Profiler.stop", timeout=60)["profile"]  # type: ignore[no-any-return]
+        except Exception as exc:
+            print(f"  (profile failed: {exc})")
+            return None
+
+    def close(self) -> None:
+        self.chrome.listeners.pop(self.session, None)
+        with contextlib.suppress(Exception):
+            self.chrome.send("Target.closeTarget", {"targetId": self.target}, timeout=10)
+        with contextlib.suppress(Exception):
+            self.chrome.send("Target.disposeBrowserContext", {"browserContextId": self.context}, timeout=10)
 
 
-def open_page(browser: Any, warm_url: str, profile: bool = False) -> PageRun:
-    """A fresh context and page, first on `warm_url` of the same origin (so that the renderer
-    exists and the page clock of the next navigation starts at that navigation)."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.add_init_script(BENCH_INIT)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    run = PageRun(context, page)
-    page.on("console", run.on_console)
-    page.on("pageerror", lambda exc: run.errors.append(str(exc)[:200]))
-    page.goto(warm_url, wait_until="load")
-    run.cdp = context.new_cdp_session(page)
-    run.cdp.send("Performance.enable")
-    if profile:
-        run.cdp.send("Profiler.enable")
-        run.cdp.send("Profiler.setSamplingInterval", {"interval": 500})
-        run.cdp.send("Profiler.start")
-        run.profiling = True
-    return run
+# -- measuring -----------------------------------------------------------------------------------
 
 
-def close_page(run: PageRun) -> None:
-    with contextlib.suppress(Exception):
-        run.context.close()
+class CpuMeter:
+    """CPU seconds per Chromium process kind (DevTools SystemInfo.getProcessInfo) and of the
+    logcast server process (its threads, not its children)."""
+
+    def __init__(self) -> None:
+        self.chrome: Chromium | None = None
+        self.server_pid: int | None = None
+
+    def snapshot(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.chrome is not None:
+            with contextlib.suppress(Exception):
+                for p in self.chrome.send("SystemInfo.getProcessInfo", timeout=10)["processInfo"]:
+                    kind = str(p.get("type", "other"))
+                    kind = "network" if "Network" in kind else kind.lower()
+                    out[kind] = out.get(kind, 0.0) + float(p["cpuTime"])
+        if self.server_pid:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{self.server_pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out["logcast server"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    @staticmethod
+    def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {k: b[k] - a.get(k, 0.0) for k in b if b[k] - a.get(k, 0.0) > 0.005}
+
+    @staticmethod
+    def line(d: dict[str, float], wall: float) -> str:
+        order = ["renderer", "network", "browser", "gpu", "logcast server"]
+        keys = [k for k in order if k in d] + sorted(k for k in d if k not in order)
+        parts = ", ".join(f"{k} {d[k]:.1f} s" for k in keys)
+        total = sum(d.values())
+        return f"CPU while loading: {parts}; {total:.1f} s of {wall:.1f} s wall on {os.cpu_count()} CPUs"
 
 
-def read_value(page: Any, fn: str, arg: Any = None, timeout: float = 30.0) -> Any:
-    """`page.evaluate`, bounded in time: wait_for_function on a JSON string (never empty)."""
-    handle = page.wait_for_function(
-        f"(arg) => JSON.stringify(({fn})(arg))", arg=arg, polling=100, timeout=timeout * 1000
-    )
-    return json.loads(handle.json_value())
-
-
-def metrics(run: PageRun) -> dict[str, float]:
-    """CDP Performance metrics after a forced GC (JSHeapUsedSize is then what the page keeps)."""
-    run.cdp.send("HeapProfiler.collectGarbage")
-    return {m["name"]: m["value"] for m in run.cdp.send("Performance.getMetrics")["metrics"]}
-
-
-def renderer_cpu(browser_cdp: Any) -> float:
-    """CPU seconds of all renderer processes (NaN when DevTools cannot tell)."""
-    if browser_cdp is None:
-        return math.nan
-    try:
-        info = browser_cdp.send("SystemInfo.getProcessInfo")["processInfo"]
-    except Exception:
-        return math.nan
-    return float(sum(p["cpuTime"] for p in info if p.get("type") == "renderer"))
-
-
-def stop_profile(run: PageRun) -> dict[str, Any] | None:
-    if not run.profiling:
-        return None
-    run.profiling = False
-    try:
-        return run.cdp.send("Profiler.stop")["profile"]  # type: ignore[no-any-return]
-    except Exception as exc:
-        print(f"  (profile failed: {exc})")
-        return None
+CPU = CpuMeter()
 
 
 def print_profile(title: str, profile: dict[str, Any] | None, top: int = 14) -> None:
@@ -716,77 +952,72 @@ def task_stats(tasks: list[list[float]], w0: float, w1: float) -> dict[str, floa
 
 
 def history_logcast(
-    browser: Any, server: Logcast, k: int, last: int, args: argparse.Namespace
+    chrome: Chromium, server: Logcast, k: int, last: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    run = open_page(browser, server.url + "/healthz", profile=args.profile)
+    tab = Tab(chrome, watch=f"{last:09d} ", network=args.devtools_network)
     out: dict[str, Any] = {"page": "logcast", "k": k}
     try:
-        run.page.goto(f"{server.url}/logs.html?process=hist&lines={k}", wait_until="commit")
-        try:
-            run.page.wait_for_function(
-                LOGCAST_SHOWN, arg=f"{last:09d} ", polling="raf", timeout=args.timeout * 1000
-            )
-            out["ok"] = True
-        except Exception as exc:
-            out["ok"] = False
-            out["error"] = type(exc).__name__
-        profile = stop_profile(run)
-        out.update(read_value(run.page, "() => window.__bench.marks"))
-        st = read_value(run.page, "() => window.__logcast.stats()")
+        tab.navigate(server.url + "/healthz", wait_load=True)  # the renderer exists: the clock is the page's
+        if args.profile:
+            tab.start_profile()
+        cpu0, t0 = CPU.snapshot(), time.monotonic()
+        tab.navigate(f"{server.url}/logs.html?process=hist&lines={k}", wait_load=False)
+        out["ok"] = tab.wait_until(lambda: "lastShown" in tab.marks, args.timeout)
+        out["cpu"] = CPU.line(CPU.delta(cpu0, CPU.snapshot()), time.monotonic() - t0)
+        profile = tab.stop_profile()
+        out.update(tab.marks if out["ok"] else tab.evaluate("window.__bench.marks"))
+        st = tab.evaluate("window.__logcast.stats()")
         out["held"] = st["lines"]
         out["detail"] = (
             f"received {st.get('received', 0):,}, dropped {st['dropped']:,}, holes {st.get('holes')}, "
             f"duplicates {st.get('duplicates')}, connects {st.get('connects')}"
         )
-        out["rows"] = read_value(run.page, "() => document.querySelectorAll('#log .row').length")
-        end = out.get("lastShown") or run.page_now()
-        read_value(run.page, "() => (window.__bench.flush(), true)")
-        run.pump(0.2)
-        out["frames"] = frame_stats(run.frames, 0, end, run.page_now())
-        out["tasks"] = task_stats(run.tasks, 0, end)
-        out["metrics"] = metrics(run)
-        out["errors"] = run.errors
+        out["rows"] = tab.evaluate("document.querySelectorAll('#log .row').length")
+        end = out.get("lastShown") or tab.page_now()
+        tab.evaluate("window.__bench.flush(), true")
+        time.sleep(0.2)
+        out["frames"] = frame_stats(tab.frames, 0, end, tab.page_now())
+        out["tasks"] = task_stats(tab.tasks, 0, end)
+        out["metrics"] = tab.metrics()
+        out["errors"] = tab.errors
         if profile:
             print_profile(f"logcast viewer opening {k:,} lines", profile)
     finally:
-        close_page(run)
+        tab.close()
     return out
 
 
 def history_naive(
-    browser: Any, naive_url: str, k: int, last: int, args: argparse.Namespace
+    chrome: Chromium, naive_url: str, k: int, last: int, args: argparse.Namespace, mode: str
 ) -> dict[str, Any]:
     NaiveHandler.resume()
-    run = open_page(browser, naive_url + "/naive.css")
-    out: dict[str, Any] = {"page": "naive", "k": k}
+    tab = Tab(chrome, watch=None, network=args.devtools_network)
+    out: dict[str, Any] = {"page": "naive" if mode != "floor" else "sse+json", "k": k}
     try:
-        run.page.goto(
-            f"{naive_url}/naive.html?process=hist&lines={k}&last={last}&mode={args.naive}",
-            wait_until="commit",
+        tab.navigate(naive_url + "/naive.css", wait_load=True)
+        cpu0, t0 = CPU.snapshot(), time.monotonic()
+        tab.navigate(
+            f"{naive_url}/naive.html?process=hist&lines={k}&last={last}&mode={mode}", wait_load=False
         )
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline and run.naive.get("shownAt") is None:
-            run.pump(0.1)
-        out["ok"] = run.naive.get("shownAt") is not None
-        out["lastShown"] = run.naive.get("shownAt")
-        out["held"] = run.naive.get("lines", 0)
-        out["reconnects"] = run.naive.get("errors", 0)
-        end = out["lastShown"] if out["ok"] else run.page_now()
-        run.pump(0.6)  # frame times come twice a second, when the page draws at all
-        out["frames"] = frame_stats(run.frames, 0, end, run.page_now())
-        out["tasks"] = task_stats(run.tasks, 0, end)
-        NaiveHandler.cut()  # no more lines: let it come to rest if it can
+        out["ok"] = tab.wait_until(lambda: tab.naive.get("shownAt") is not None, args.timeout)
+        out["cpu"] = CPU.line(CPU.delta(cpu0, CPU.snapshot()), time.monotonic() - t0)
+        out["lastShown"] = tab.naive.get("shownAt")
+        out["held"] = tab.naive.get("lines", 0)
+        out["detail"] = f"reconnects {tab.naive.get('errors', 0)}"
+        end = out["lastShown"] if out["ok"] else tab.page_now()
+        time.sleep(0.6)  # frame times come twice a second, when the page draws at all
+        out["frames"] = frame_stats(tab.frames, 0, end, tab.page_now())
+        out["tasks"] = task_stats(tab.tasks, 0, end)
+        NaiveHandler.cut()  # no more lines: let it come to rest, if it can
         try:
-            read_value(run.page, "() => (window.__naive.stop(), true)", timeout=20)
-            out["rows"] = read_value(
-                run.page, "() => Math.max(1, document.getElementById('log-output').childElementCount)"
-            )
-            out["metrics"] = metrics(run)
-        except Exception:
-            out["busy"] = True  # still inside its own backlog 20 s later: no heap figure
-        out["errors"] = run.errors
+            tab.evaluate("window.__naive.stop(), true", timeout=20)
+            out["rows"] = tab.evaluate("Math.max(1, document.getElementById('log-output').childElementCount)")
+            out["metrics"] = tab.metrics()
+        except (TimeoutError, DevToolsError):
+            pass  # still inside its backlog 20 s later: no heap figure ('busy')
+        out["errors"] = tab.errors
     finally:
-        close_page(run)
+        tab.close()
         NaiveHandler.resume()
     return out
 
@@ -805,82 +1036,86 @@ def start_live(server: Logcast, timeout: float = 30.0) -> None:
     server.post("/api/processes/live/start")
 
 
-def wait_report(run: PageRun, server: Logcast, timeout: float) -> dict[str, Any]:
+def wait_report(server: Logcast, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.live_report.exists():
             return json.loads(server.live_report.read_text())  # type: ignore[no-any-return]
-        run.pump(0.05)
+        time.sleep(0.05)
     raise TimeoutError(f"the live child did not finish within {timeout:.0f} s")
 
 
+SEQ_CHECK = """(() => {
+  const s = window.__logcast.seqs();
+  let bad = 0;
+  for (let i = 1; i < s.length; i++) if (s[i] !== s[i - 1] + 1) bad += 1;
+  const gaps = window.__logcast.entries().filter((e) => e.kind === "gap").length;
+  return { seqs: s.length, bad, gaps };
+})()"""
+
+
 def live(
-    browser: Any, browser_cdp: Any, server: Logcast, naive_url: str | None, args: argparse.Namespace
+    chrome: Chromium, server: Logcast, naive_url: str | None, args: argparse.Namespace
 ) -> dict[str, Any]:
     expected = int(args.rate * args.seconds)
     last = expected - 1
-    kind = "naive" if naive_url else "logcast"
     NaiveHandler.resume()
-    warm = (naive_url + "/naive.css") if naive_url else server.url + "/healthz"
-    run = open_page(browser, warm, profile=args.profile and not naive_url)
-    out: dict[str, Any] = {"page": kind, "expected": expected}
+    tab = Tab(chrome, watch=None if naive_url else f"{last:09d} ", network=args.devtools_network)
+    out: dict[str, Any] = {"page": "naive" if naive_url else "logcast", "expected": expected}
     try:
-        page = run.page
         if naive_url:
-            page.goto(
-                f"{naive_url}/naive.html?process=live&lines=0&last={last}&mode={args.naive}",
-                wait_until="load",
+            tab.navigate(naive_url + "/naive.css", wait_load=True)
+            tab.navigate(
+                f"{naive_url}/naive.html?process=live&lines=0&last={last}&mode={args.naive}", wait_load=True
             )
-            page.wait_for_function("() => window.__naive && window.__naive.state.open", timeout=30_000)
+            tab.wait_for("window.__naive && window.__naive.state.open", timeout=30)
         else:
-            page.goto(f"{server.url}/logs.html?process=live&lines=0&debug=1", wait_until="load")
-            page.wait_for_function(
-                "() => window.__logcast && window.__logcast.stats().historyDone "
-                "&& window.__logcast.stats().state === 'live'",
-                timeout=30_000,
+            tab.navigate(server.url + "/healthz", wait_load=True)
+            if args.profile:
+                tab.start_profile()
+            tab.navigate(f"{server.url}/logs.html?process=live&lines=0&debug=1", wait_load=True)
+            tab.wait_for(
+                "window.__logcast && window.__logcast.stats().historyDone && window.__logcast.stats().state === 'live'",
+                timeout=30,
             )
-        run.pump(2.0)  # an idle stretch, as the reference
-        now = run.page_now()
-        out["idle"] = frame_stats(run.frames, now - 2000, now - 100, now)
-        out["observing"] = run.observing
-        cpu0 = renderer_cpu(browser_cdp)
+        time.sleep(2.0)  # an idle stretch, as the reference
+        now = tab.page_now()
+        out["idle"] = frame_stats(tab.frames, now - 2000, now - 600, now)
+        out["observing"] = tab.observing
+        snap0 = CPU.snapshot()
         start_live(server)
-        report = wait_report(run, server, args.seconds * 3 + 30)
-        cpu1 = renderer_cpu(browser_cdp)
-        w0 = report["start"] * 1000 - run.origin
-        w1 = report["end"] * 1000 - run.origin
+        report = wait_report(server, args.seconds * 3 + 30)
+        used = CPU.delta(snap0, CPU.snapshot())
+        wall = report["end"] - report["start"]
+        out["cpu"] = CPU.line(used, wall).replace("while loading", "while the child wrote")
+        out["cpu_pct"] = 100 * used.get("renderer", math.nan) / max(1e-9, wall)
+        w0 = report["start"] * 1000 - tab.origin
+        w1 = report["end"] * 1000 - tab.origin
         out["child"] = report
-        out["cpu_pct"] = 100 * (cpu1 - cpu0) / max(1e-9, report["end"] - report["start"])
         # then wait (bounded) for the last line to be shown
-        shown = None
         if naive_url:
-            deadline = time.monotonic() + args.drain
-            while time.monotonic() < deadline and run.naive.get("shownAt") is None:
-                run.pump(0.1)
-            shown = run.naive.get("shownAt")
-            now = run.page_now()
+            tab.wait_until(lambda: tab.naive.get("shownAt") is not None, args.drain)
+            shown = tab.naive.get("shownAt")
+            now = tab.page_now()
+            time.sleep(0.6)  # frame times come twice a second, when the page draws at all
         else:
-            with contextlib.suppress(Exception):
-                page.wait_for_function(
-                    LOGCAST_SHOWN, arg=f"{last:09d} ", polling="raf", timeout=args.drain * 1000
-                )
-                shown = read_value(page, "() => window.__bench.marks.lastShown")
-            now = run.page_now()
-            read_value(page, "() => (window.__bench.flush(), true)")
+            tab.wait_until(lambda: "lastShown" in tab.marks, args.drain)
+            shown = tab.marks.get("lastShown")
+            now = tab.page_now()
+            tab.evaluate("window.__bench.flush(), true")
+            time.sleep(0.2)
         out["caught_up_ms"] = shown - w1 if shown is not None else math.inf
-        profile = stop_profile(run)
-        run.pump(0.6)  # the page flushes frame times twice a second
-        out["frames"] = frame_stats(run.frames, w0, w1, now)
-        out["tasks"] = task_stats(run.tasks, w0, w1)
+        profile = tab.stop_profile()
+        out["frames"] = frame_stats(tab.frames, w0, w1, now)
+        out["tasks"] = task_stats(tab.tasks, w0, w1)
         if naive_url:
-            at_end = [r for r in run.naive_log if r["at"] <= w1]
+            at_end = [r for r in tab.naive_log if r["at"] <= w1]
             out["by_end"] = at_end[-1]["lines"] if at_end else 0
             NaiveHandler.cut()
-            s = run.naive
-            with contextlib.suppress(Exception):
-                read_value(page, "() => (window.__naive.stop(), window.__naive.report(), true)", timeout=20)
-                run.pump(0.1)
-                s = run.naive
+            with contextlib.suppress(TimeoutError, DevToolsError):
+                tab.evaluate("window.__naive.stop(), window.__naive.report(), true", timeout=20)
+                time.sleep(0.1)
+            s = tab.naive
             out["arrived"] = s.get("lines", 0)
             out["complete"] = (
                 s.get("lines") == expected
@@ -890,17 +1125,8 @@ def live(
             )
             out["detail"] = f"order errors {s.get('order')}, reconnects {s.get('errors')}"
         else:
-            s = read_value(page, "() => window.__logcast.stats()")
-            check = read_value(
-                page,
-                """() => {
-                  const s = window.__logcast.seqs();
-                  let bad = 0;
-                  for (let i = 1; i < s.length; i++) if (s[i] !== s[i - 1] + 1) bad += 1;
-                  const gaps = window.__logcast.entries().filter((e) => e.kind === "gap").length;
-                  return { seqs: s.length, bad, gaps };
-                }""",
-            )
+            s = tab.evaluate("window.__logcast.stats()")
+            check = tab.evaluate(SEQ_CHECK)
             out["arrived"] = s["lines"]
             out["complete"] = (
                 s["lines"] == expected
@@ -913,11 +1139,11 @@ def live(
                 f"holes {s['holes']}, duplicates {s['duplicates']}, seq breaks {check['bad']}, "
                 f"gap rows {check['gaps']}, dropped {s['dropped']}, connects {s['connects']}"
             )
-        out["errors"] = run.errors
+        out["errors"] = tab.errors
         if profile:
             print_profile(f"logcast viewer, {args.rate:,} lines/s for {args.seconds:g} s", profile)
     finally:
-        close_page(run)
+        tab.close()
         NaiveHandler.resume()
     return out
 
@@ -960,6 +1186,8 @@ def flat_history(r: dict[str, Any]) -> dict[str, Any]:
         "style": m.get("RecalcStyleDuration", math.nan),
         "task": m.get("TaskDuration", math.nan),
         "reconnects": r.get("reconnects", 0),
+        "detail": r.get("detail", ""),
+        "cpu": r.get("cpu", ""),
     }
 
 
@@ -1038,9 +1266,6 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-# -- main -------------------------------------------------------------------------------------------
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1054,6 +1279,13 @@ def main() -> None:
         "--drain", type=float, default=30.0, help="live: wait for the last line (default 30 s)"
     )
     parser.add_argument(
+        "--hist-rate",
+        type=int,
+        default=100_000,
+        help="lines/s the history child writes (default 100,000: an unpaced flood outruns the SQLite "
+        "writer on a busy machine and the server drops lines, store_lost)",
+    )
+    parser.add_argument(
         "--naive",
         choices=["pre", "div"],
         default="pre",
@@ -1062,19 +1294,33 @@ def main() -> None:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the naive page (for a quick look or a profile)"
     )
+    parser.add_argument(
+        "--devtools-network",
+        action="store_true",
+        help="enable DevTools' Network domain on the pages, as Playwright does (to see its overhead)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a CPU profile of the logcast viewer")
     args = parser.parse_args()
-    if args.lines < 1 or args.rate < 1 or args.seconds <= 0 or args.runs < 1:
-        parser.error("--lines, --rate, --seconds and --runs must be positive")
+    if min(args.lines, args.rate, args.runs, args.hist_rate) < 1 or args.seconds <= 0:
+        parser.error("--lines, --rate, --seconds, --runs and --hist-rate must be positive")
     if args.lines > 1_000_000:
         parser.error("the viewer loads at most 1,000,000 lines of history")
 
-    from playwright.sync_api import sync_playwright
-
     points = sorted({args.lines, min(args.lines, SECOND_POINT)}, reverse=True)
     kinds = ("logcast",) if args.no_baseline else ("logcast", "naive")
-    per_run = len(points) * 2 * (args.timeout + 90) + 2 * (args.seconds * 3 + 30 + args.drain + 90)
-    WATCH.start(120 + 300 + args.runs * per_run)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # SIGTERM, and SIGINT even where a shell started us in the background with it ignored,
+    # unwind through the `finally` blocks that stop Chromium and the server
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    ingest_timeout = max(300.0, 3 * args.lines / args.hist_rate)
+    per_run = len(points) * (len(kinds) + 1) * (args.timeout + 90) + len(kinds) * (
+        args.seconds * 3 + 30 + args.drain + 90
+    )
+    WATCH.start(180 + ingest_timeout + 2 * args.timeout + args.runs * per_run)
     load0 = os.getloadavg()
     print(
         f"browser benchmark: {args.lines:,} lines of history, {args.rate:,} lines/s for {args.seconds:g} s, "
@@ -1091,7 +1337,8 @@ def main() -> None:
         tmp = Path(d)
         try:
             server = start_logcast(tmp, args)
-            took = wait_history(server, args.lines, timeout=max(300.0, args.lines / 2000))
+            CPU.server_pid = server.proc.pid
+            took = wait_history(server, args.lines, timeout=ingest_timeout)
             print(f"hist: {args.lines:,} lines printed and stored in {took:.1f} s", flush=True)
             for k in points:  # the first read also warms the server's caches for every page after it
                 raw[k] = (raw_history(server, k, args.timeout), raw_history(server, k, args.timeout))
@@ -1102,48 +1349,37 @@ def main() -> None:
                 )
             (tmp / "naive").mkdir()
             httpd, naive_url = start_naive_server(tmp / "naive", server.port)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(
-                    executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000
-                )
-                try:
-                    browser_cdp = None
-                    try:
-                        browser_cdp = browser.new_browser_cdp_session()
-                        info = browser_cdp.send("SystemInfo.getProcessInfo")["processInfo"]
-                        WATCH.browser_pid = next(
-                            (int(x["id"]) for x in info if x.get("type") == "browser"), None
-                        )
-                    except Exception as exc:
-                        print(f"(no process info from DevTools: {exc})")
-                    print(
-                        f"Chromium {browser.version}, headless, viewport {VIEWPORT['width']}x{VIEWPORT['height']}"
-                    )
-                    for run_no in range(1, args.runs + 1):
-                        print(f"\n--- run {run_no}: history ---\n{HISTORY_HEAD}", flush=True)
-                        for k in points:
-                            for kind in kinds:
-                                if kind == "logcast":
-                                    r = history_logcast(browser, server, k, args.lines - 1, args)
-                                else:
-                                    r = history_naive(browser, naive_url, k, args.lines - 1, args)
-                                history.append(flat_history(r))
-                                detail = f"   ({r['detail']})" if r.get("detail") else ""
-                                print(history_row(history[-1], args.timeout) + detail, flush=True)
-                                if r.get("errors"):
-                                    print(f"    page errors: {r['errors'][:3]}")
-                        print(f"--- run {run_no}: live ---\n{LIVE_HEAD}", flush=True)
-                        for kind in kinds:
-                            r = live(
-                                browser, browser_cdp, server, naive_url if kind == "naive" else None, args
-                            )
-                            lives.append(flat_live(r))
-                            print(f"{live_row(lives[-1])}   ({r['detail']})", flush=True)
+            chrome = Chromium(tmp / "chromium-profile", tmp / "chromium.log")
+            CPU.chrome = chrome
+            try:
+                note = " with DevTools' Network domain on" if args.devtools_network else ""
+                print(f"{chrome.version}, headless, viewport {VIEWPORT['width']}x{VIEWPORT['height']}{note}")
+                for run_no in range(1, args.runs + 1):
+                    print(f"\n--- run {run_no}: history ---\n{HISTORY_HEAD}", flush=True)
+                    for k in points:
+                        for kind in (*kinds, "sse+json"):
+                            if kind == "logcast":
+                                r = history_logcast(chrome, server, k, args.lines - 1, args)
+                            else:
+                                mode = args.naive if kind == "naive" else "floor"
+                                r = history_naive(chrome, naive_url, k, args.lines - 1, args, mode)
+                            history.append(flat_history(r))
+                            detail = f"   ({r['detail']})" if r.get("detail") else ""
+                            print(history_row(history[-1], args.timeout) + detail, flush=True)
+                            print(f"    {r['cpu']}", flush=True)
                             if r.get("errors"):
                                 print(f"    page errors: {r['errors'][:3]}")
-                finally:
-                    with contextlib.suppress(Exception):
-                        browser.close()
+                    print(f"--- run {run_no}: live ---\n{LIVE_HEAD}", flush=True)
+                    for kind in kinds:
+                        r = live(chrome, server, naive_url if kind == "naive" else None, args)
+                        lives.append(flat_live(r))
+                        print(f"{live_row(lives[-1])}   ({r['detail']})", flush=True)
+                        print(f"    {r['cpu']}", flush=True)
+                        if r.get("errors"):
+                            print(f"    page errors: {r['errors'][:3]}")
+            finally:
+                CPU.chrome = None
+                chrome.close()
         finally:
             if httpd is not None:
                 httpd.shutdown()
@@ -1169,10 +1405,11 @@ def print_summary(
     print(f"\n=== history: open the viewer on K lines; page clock from navigation start ({runs}) ===")
     print(HISTORY_HEAD)
     for k in points:
-        for kind in ("logcast", "naive"):
+        for kind in ("logcast", "naive", "sse+json"):
             rows = [h for h in history if h["k"] == k and h["page"] == kind]
             if rows:
-                print(history_row(median_row(rows), args.timeout))
+                detail = f"   ({rows[0]['detail']})" if rows[0]["detail"] else ""
+                print(history_row(median_row(rows), args.timeout) + detail)
     print(
         "  (held: lines the page holds when the last line shows, or at the timeout; JS heap after a forced GC,\n"
         "   'busy' when the page was still working through its backlog 20 s after the stream was cut;\n"
@@ -1181,6 +1418,10 @@ def print_summary(
         "   rows: row elements in the list (the naive page: its <pre>, or its <div>s with --naive div);\n"
         "   script / layout / style / all tasks: the renderer main thread's cumulative time in each,\n"
         "   CDP Performance.getMetrics ScriptDuration, LayoutDuration, RecalcStyleDuration, TaskDuration)"
+    )
+    print(
+        "  sse+json: a page that only parses each event (EventSource + JSON.parse per line, no DOM), served\n"
+        "   like the naive page through the bench's relay: what any page on this stream pays at least"
     )
     for k, (cold, warm) in raw.items():
         print(
@@ -1207,8 +1448,8 @@ def print_summary(
     late = max((v["late_max"] for v in lives), default=0.0)
     observed = {v["observing"] for v in lives}
     print(
-        f"  child pacing: worst batch {late * 1000:.0f} ms late; init script ran under the page's CSP, "
-        f"Long Tasks observed: {'yes' if observed == {True} else observed}"
+        f"  child pacing: worst batch {late * 1000:.0f} ms late; the init script ran under the page's CSP "
+        f"and observed long tasks: {'yes' if observed == {True} else observed}"
     )
     print(
         f"\nload average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end ({os.cpu_count()} CPUs, shared by "
@@ -1217,4 +1458,8 @@ def print_summary(
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        print(f"\ninterrupted ({exc or 'Ctrl-C'}); Chromium and the server were stopped", file=sys.stderr)
+        sys.exit(130)
