@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
 SEND_TIMEOUT = 30.0
-BATCH = 2000
+BATCH = 2000  # SSE: events per chunk
+WS_BATCH = 256  # WebSocket: frames between two turns of the other streams
 END_STATES = frozenset({ProcessState.STOPPED, ProcessState.EXITED, ProcessState.CRASHED})
 
 
@@ -91,9 +92,9 @@ class BoundedSSEResponse(EventSourceResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pull(sub: Subscription, shutdown: asyncio.Event) -> list[Any] | None:
+async def _pull(sub: Subscription, shutdown: asyncio.Event, limit: int = BATCH) -> list[Any] | None:
     """Next batch; [] after a ping interval with nothing new; None when the stream must end."""
-    entries = await sub.next(BATCH, wait=False)
+    entries = await sub.next(limit, wait=False)
     if entries:
         return entries
     if sub.closed or shutdown.is_set():
@@ -162,7 +163,7 @@ async def websocket_stream(
 
     async def pump(sub: Subscription) -> None:
         while not stop.is_set():
-            entries = await _pull(sub, shutdown)
+            entries = await _pull(sub, shutdown, WS_BATCH)
             if entries is None:
                 stop.set()
                 return
@@ -176,6 +177,8 @@ async def websocket_stream(
             async with lock, asyncio.timeout(SEND_TIMEOUT):
                 for frame in frames:
                     await ws.send_text(frame)
+            # A send that does not block never yields: let the other streams have their turn.
+            await asyncio.sleep(0)
 
     async def watch_client() -> None:
         # The client has nothing to say; reading is how we learn it left.
