@@ -91,6 +91,10 @@ from typing import Any, ClassVar
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import CHILD_PACED
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -138,43 +142,8 @@ CHILD_HIST = textwrap.dedent(
     """
 )
 
-CHILD_LIVE = textwrap.dedent(
-    """
-    # argv: rate (lines/s), seconds, batch_ms, report path. Paced writes, then a JSON report.
-    import json, os, sys, time
-    rate, seconds, batch_ms, report = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-    total = int(rate * seconds)
-    per = max(1, round(rate * batch_ms / 1000.0))
-    interval = per / rate
-    pad = b"x" * 71
-
-    def write(data):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(1, view):]
-
-    n = k = 0
-    late = 0.0
-    t0 = time.time()
-    while n < total:
-        due = t0 + k * interval
-        now = time.time()
-        if due > now:
-            time.sleep(due - now)
-        else:
-            late = max(late, now - due)
-        m = min(per, total - n)
-        now = time.time()
-        write(b"".join(b"%09d %17.6f %s\\n" % (i, now, pad) for i in range(n, n + m)))
-        n += m
-        k += 1
-    t1 = time.time()
-    tmp = report + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"lines": n, "start": t0, "end": t1, "late_max": late}, f)
-    os.replace(tmp, report)
-    """
-)
+# The live child is the latency benchmark's paced writer: one implementation for both.
+CHILD_LIVE = CHILD_PACED
 
 # -- what runs in the page ----------------------------------------------------------------------
 
