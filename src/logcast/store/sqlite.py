@@ -313,7 +313,7 @@ class SqliteStore:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the tree stays in memory
+                conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: the hot end of the tree stays in memory
                 conn.execute("PRAGMA journal_size_limit = 67108864")
                 conn.executescript(_SCHEMA)
             except BaseException:
