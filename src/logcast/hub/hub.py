@@ -95,6 +95,7 @@ class ProcessLog:
     ring: Ring
     next_seq: int = 1
     persisted: int = 0  # highest seq the store holds (or that was given up on)
+    writing: int = 0  # highest seq the writer has taken and is writing now
     cleared_upto: int = 0
     lines: int = 0
     bytes: int = 0
@@ -288,15 +289,16 @@ class Hub:
         if not excess:
             return
         first = ring.first_seq or 0
-        persisted_room = max(0, plog.persisted - first + 1)
+        # records the writer holds already are as good as persisted (if their write fails,
+        # readers still get a gap for them: the store will not have them)
+        persisted_room = max(0, max(plog.persisted, plog.writing) - first + 1)
         hard = len(ring) - PENDING_FACTOR * ring.max_lines
         n = max(min(excess, persisted_room), hard, 0)
         if ring.bytes > PENDING_FACTOR * ring.max_bytes:
             n = max(n, excess)
         if n > persisted_room:
-            lost = n - persisted_room
-            plog.store_lost += lost
-            plog.persisted = first + n - 1
+            plog.store_lost += n - persisted_room
+            plog.persisted = max(plog.persisted, first + n - 1)
         ring.drop(n)
 
     def _announce(self, process: str) -> None:
@@ -364,18 +366,27 @@ class Hub:
                     first = plog.ring.first_seq
                     if first is None or plog.persisted >= plog.last_seq:
                         continue
-                    if plog.persisted < first - 1:  # evicted before persisting (counted in _trim)
+                    if plog.persisted < first - 1:  # evicted while a failed write held them
+                        plog.store_lost += first - 1 - plog.persisted
                         plog.persisted = first - 1
                     room = WRITE_BATCH - len(batch)
                     if room <= 0:
                         break
                     records = plog.ring.since(plog.persisted, room)
+                    if records:
+                        plog.writing = records[-1].seq
                 if records:
                     batch.extend(records)
                     ends.append((plog, records[-1].seq))
             if not batch:
                 return False
-            self.store.write(batch)
+            try:
+                self.store.write(batch)
+            except BaseException:
+                for plog, _ in ends:
+                    with plog.lock:
+                        plog.writing = plog.persisted
+                raise
             for plog, end in ends:
                 with plog.lock:
                     if end > plog.persisted:
