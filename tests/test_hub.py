@@ -271,3 +271,24 @@ async def test_a_hole_inside_a_store_page_is_announced() -> None:
         sub.close()
     finally:
         await hub.close()
+
+
+async def test_lines_evicted_before_persisting_are_counted_and_announced() -> None:
+    store = MemoryStore()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        store.fail = True  # the disk is full: the ring keeps what it can, then lets go
+        for i in range(100):
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(f"w{i}"))
+        store.fail = False
+        assert await hub.flush(timeout=15)
+        lost = hub.stats("app")["store_lost"]
+        assert 0 < lost < 100
+        sub = await hub.subscribe("app", after=0)
+        entries = await drain(sub, 100)
+        gaps = [p for _, p in entries if isinstance(p, Gap)]
+        assert sum(g.count for g in gaps) == lost  # what the counter says is what readers are told
+        assert seqs(entries) == list(range(lost + 1, 101))
+        sub.close()
+    finally:
+        await hub.close()
