@@ -188,3 +188,23 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "x.db", retain_lines=0)
     with pytest.raises(ValueError):
         SqliteStore(tmp_path / "x.db", pragmas={"max_page_count; DROP TABLE meta": 1})
+
+
+async def test_a_lone_surrogate_in_a_new_process_is_stored_mended(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from logcast.store import SqliteStore
+    from logcast.types import Level, LogRecord, Stream
+
+    store = SqliteStore(tmp_path / "h.sqlite3")
+    await store.open()
+    try:
+        records = [
+            LogRecord(1, 1.0, Level.INFO, "fine", Stream.STDOUT, "fresh", 1),
+            LogRecord(2, 1.0, Level.INFO, "bad \udc80 byte", Stream.STDOUT, "fresh", 1),
+        ]
+        store.write(records)
+        got = await store.read("fresh")
+        assert [r.seq for r in got] == [1, 2]
+        assert got[1].message == "bad \ufffd byte" or "?" in got[1].message
+        assert (await store.meta("fresh")).lines == 2
+    finally:
+        await store.close()
