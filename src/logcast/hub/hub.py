@@ -27,7 +27,6 @@ bounds; past that they are dropped from memory and counted (`store_lost`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import threading
@@ -148,7 +147,6 @@ class Hub:
         self._stopping = threading.Event()
         self._writer_lock = threading.Lock()
         self._writer: threading.Thread | None = None
-        self._status_listeners: list[Callable[[LogRecord], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -201,10 +199,6 @@ class Hub:
     def last_run(self, name: str) -> int:
         plog = self._logs.get(name)
         return plog.last_run if plog else 0
-
-    def add_status_listener(self, listener: Callable[[LogRecord], None]) -> None:
-        """Called on the event loop for every status record (metrics, echo)."""
-        self._status_listeners.append(listener)
 
     # -- the sink (capture threads and the supervisor) ------------------------------
 
@@ -271,16 +265,6 @@ class Hub:
             plog.ring.extend([record], [len(message) + 64])
             self._trim(plog)
         self._announce(process)
-        if self._status_listeners and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed at shutdown
-                self._loop.call_soon_threadsafe(self._tell_status, record)
-
-    def _tell_status(self, record: LogRecord) -> None:
-        for listener in self._status_listeners:
-            try:
-                listener(record)
-            except Exception:
-                log.exception("status listener failed")
 
     def _trim(self, plog: ProcessLog) -> None:
         """Keep the ring within bounds; spare what the writer has not persisted yet."""

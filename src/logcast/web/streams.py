@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from logcast.hub import Hub, Subscription
 from logcast.types import EventType, LogRecord, ProcessState
-from logcast.web.encode import entry_id, json_frames, message_json, sse_chunk, text_line
+from logcast.web.encode import json_frames, message_json, sse_chunk, text_line
 
 log = logging.getLogger(__name__)
 
@@ -225,4 +225,4 @@ def last_event_id(header: str | None) -> int | None:
     return value if value >= 0 else None
 
 
-__all__ = ["BoundedSSEResponse", "entry_id", "last_event_id", "sse_body", "websocket_stream"]
+__all__ = ["BoundedSSEResponse", "last_event_id", "sse_body", "websocket_stream"]
