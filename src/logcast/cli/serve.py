@@ -37,6 +37,7 @@ from logcast.errors import ConfigError
 from logcast.hub import Gap, Hub, tune_gc
 from logcast.types import LogRecord, Stream
 from logcast.web.app import create_app
+from logcast.web.wsframes import FramesWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
         port=settings.server.port,
         loop="auto",
         http="auto",
-        ws="auto",
+        ws=FramesWebSocketProtocol,  # uvicorn's websockets protocol + batched frames
         lifespan="on",
         log_level="warning",
         access_log=access_log,

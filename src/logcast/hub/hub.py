@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logcast.errors import StoreError, UnknownProcess
+from logcast.hub.pages import PageCache
 from logcast.hub.ring import Ring
 from logcast.query import Query
 from logcast.store.base import Store
@@ -147,6 +148,7 @@ class Hub:
         self._stopping = threading.Event()
         self._writer_lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        self.pages = PageCache(store)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -176,6 +178,10 @@ class Hub:
             await asyncio.to_thread(writer.join, timeout)
             if writer.is_alive():
                 log.warning("store writer still busy after %.0fs; unpersisted lines are lost", timeout)
+        self.end_subscriptions()
+
+    def end_subscriptions(self) -> None:
+        """Close every subscription (call on the loop): the streams reading them end."""
         for plog in self._logs.values():
             for sub in list(plog.subscribers):
                 sub.close()
@@ -262,7 +268,7 @@ class Hub:
                 plog.last_run = run
             if level in (Level.ERROR, Level.CRITICAL):
                 plog.last_error = message
-            plog.ring.extend([record], [len(message) + 64])
+            plog.ring.extend([record], [len(message) + 64], status=True)
             self._trim(plog)
         self._announce(process)
 
@@ -497,6 +503,12 @@ class Hub:
                         break
         return out
 
+    async def store_read(self, plog: ProcessLog, after: int, limit: int) -> list[LogRecord]:
+        """Up to `limit` stored records after `after`, through the shared page cache."""
+        page = await self.pages.page(plog.name, plog.cleared_upto, after)
+        i = page.index(after)
+        return page.records[i : i + limit]
+
     async def clear(self, process: str) -> int:
         """Forget the history of `process`; numbering goes on. Returns the last seq cleared."""
         plog = self.get(process)
@@ -511,6 +523,7 @@ class Hub:
             await self.store.clear(process, upto)
         finally:
             self._writer_lock.release()
+        self.pages.forget(process)
         return upto
 
     # -- numbers --------------------------------------------------------------------------
@@ -539,32 +552,51 @@ class Hub:
             }
 
     def encode_logs(
-        self, plog: ProcessLog, records: list[LogRecord], encode: Callable[[LogRecord], bytes]
+        self,
+        plog: ProcessLog,
+        records: list[LogRecord],
+        encode: Callable[[LogRecord], bytes],
+        fmt: str = "log",
     ) -> list[bytes]:
-        """The encoding of each record, computed once and shared through the ring."""
+        """The `fmt` encoding of each record, computed once and shared through the ring."""
         if not records:
             return []
         first = records[0].seq
         with plog.lock:
             ring_first = plog.ring.first_seq
             cached: list[bytes | None] = (
-                plog.ring.encodings(first, len(records))
+                plog.ring.encodings(fmt, first, len(records))
                 if ring_first is not None and first >= ring_first
                 else []
             )
         if len(cached) == len(records) and records[-1].seq - first == len(records) - 1:
-            missing = False
-            out: list[bytes] = []
-            for record, enc in zip(records, cached, strict=True):
-                if enc is None:
-                    enc = encode(record)
-                    missing = True
-                out.append(enc)
-            if missing:
-                with plog.lock:
-                    plog.ring.store_encodings(first, out)
-            return out
+            return _fill(plog, fmt, records, cached, encode)
         return [encode(r) for r in records]
+
+
+def _fill(
+    plog: ProcessLog,
+    fmt: str,
+    records: list[LogRecord],
+    cached: list[bytes | None],
+    encode: Callable[[LogRecord], bytes],
+) -> list[bytes]:
+    """`cached` completed with the encodings it lacks, which are kept in the ring."""
+    if None not in cached:
+        return cached  # type: ignore[return-value]
+    out = [enc if enc is not None else encode(r) for r, enc in zip(records, cached, strict=True)]
+    with plog.lock:
+        plog.ring.store_encodings(fmt, records[0].seq, out)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """What `Subscription.take_live` hands over: wire bytes of consecutive records."""
+
+    encoded: list[bytes]  # one per record, in seq order
+    statuses: list[LogRecord]  # the status records among them
+    last_seq: int
 
 
 class Subscription:
@@ -603,6 +635,51 @@ class Subscription:
         plog.dropped += end - start + 1
         return (EventType.GAP, Gap(plog.name, start, end, reason))
 
+    async def take_live(self, limit: int, fmt: str, encode: Callable[[LogRecord], bytes]) -> LiveBatch | None:
+        """The fast path of an unfiltered reader that is live and within the memory tail.
+
+        Hands over the next records (at most `limit`) as their cached `fmt` encodings:
+        every such record is `realtime` or `status`, so its wire bytes are the same for
+        every subscriber of that format and one `b"".join` makes the batch. A reader
+        behind the ring gets the same from the shared store pages. Returns None when
+        this reader needs `next()` instead (history still to send, a filter, a cleared
+        range or a hole to announce), and a batch with no records when nothing is new.
+        """
+        if self.closed or self.backlog or self.pending_complete or not self.complete:
+            return None
+        if not self.query.is_empty:
+            return None
+        plog = self.plog
+        cursor = self.cursor
+        with plog.lock:
+            ring = plog.ring
+            first = ring.first_seq
+            last = plog.last_seq
+            mark = plog.cleared_upto
+            in_ring = first is not None and cursor + 1 >= first
+            if in_ring:
+                records = ring.since(cursor, limit)
+                if not records:
+                    return LiveBatch([], [], cursor)
+                cached = ring.encodings(fmt, records[0].seq, len(records))
+                statuses = ring.statuses(records[0].seq, records[-1].seq)
+        if in_ring:
+            encoded = _fill(plog, fmt, records, cached, encode)
+        else:
+            if cursor >= last:
+                return LiveBatch([], [], cursor)
+            if cursor < mark:
+                return None
+            page = await self.hub.pages.page(plog.name, mark, cursor)
+            i = page.index(cursor)
+            records = page.records[i : i + limit]
+            if not records or records[0].seq != cursor + 1 or records[-1].seq - cursor != len(records):
+                return None
+            encoded = page.encoded(fmt, encode)[i : i + len(records)]
+            statuses = [r for r in page.statuses if cursor < r.seq <= records[-1].seq]
+        self.cursor = records[-1].seq
+        return LiveBatch(encoded, statuses, self.cursor)
+
     async def next(self, limit: int = 2000, *, wait: bool = True) -> list[Entry]:
         """The next entries; waits for new ones unless `wait` is False (then may return [])."""
         while not self.closed:
@@ -639,7 +716,7 @@ class Subscription:
                 out.append(self._gap(self.cursor + 1, min(cleared, last)))
                 self.cursor = min(cleared, last)
                 return self._finish(out)
-            records = await self.hub.store.read(plog.name, after=self.cursor, limit=limit)
+            records = await self.hub.store_read(plog, self.cursor, limit)
             records = [r for r in records if r.seq > plog.cleared_upto]
             if not records:
                 with plog.lock:

@@ -7,27 +7,40 @@ indexed in the middle in constant time, and subscribers read slices all the time
 The dead prefix is dropped in one `del` once it is as long as the live part, so the
 cost is amortised to O(1) per record.
 
-Beside each record the ring keeps a slot for its JSON encoding (`log` object bytes),
-filled lazily by the first subscriber that needs it and shared by every other one:
-a record is serialised once, not once per subscriber.
+Beside each record the ring keeps a slot per wire encoding in use (the `log` JSON
+object, a whole SSE message, a WebSocket frame…), filled lazily by the first
+subscriber that needs it and shared by every other one: a record is serialised once
+per format, not once per subscriber. A cache list exists only once some reader has
+asked for that format, and is trimmed with the records.
+
+Status records (stream `system`) are also listed apart, so a reader that takes a
+slice of cached bytes can still learn, without looking at every record, whether the
+process stopped within it.
 
 Not thread-safe by itself: the hub holds its process lock around every call.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 from logcast.types import LogRecord
 
 
+def _seq(record: LogRecord) -> int:
+    return record.seq
+
+
 class Ring:
-    __slots__ = ("_buf", "_enc", "_head", "_sizes", "bytes", "max_bytes", "max_lines")
+    __slots__ = ("_buf", "_caches", "_head", "_sizes", "_status", "bytes", "max_bytes", "max_lines")
 
     def __init__(self, max_lines: int, max_bytes: int) -> None:
         self.max_lines = max(1, max_lines)
         self.max_bytes = max(1, max_bytes)
         self._buf: list[LogRecord] = []
-        self._enc: list[bytes | None] = []
+        self._caches: dict[str, list[bytes | None]] = {}
         self._sizes: list[int] = []
+        self._status: list[LogRecord] = []
         self._head = 0
         self.bytes = 0
 
@@ -42,11 +55,17 @@ class Ring:
     def last_seq(self) -> int | None:
         return self._buf[-1].seq if len(self._buf) > self._head else None
 
-    def extend(self, records: list[LogRecord], sizes: list[int]) -> None:
+    def extend(self, records: list[LogRecord], sizes: list[int], *, status: bool = False) -> None:
+        """Append records (`status`: they are status records, listed apart too)."""
         self._buf.extend(records)
-        self._enc.extend([None] * len(records))
+        if self._caches:
+            blank: list[bytes | None] = [None] * len(records)
+            for cache in self._caches.values():
+                cache.extend(blank)
         self._sizes.extend(sizes)
         self.bytes += sum(sizes)
+        if status:
+            self._status.extend(records)
 
     def over(self) -> int:
         """How many of the oldest records must go to respect both bounds."""
@@ -70,16 +89,20 @@ class Ring:
         end = self._head + n
         self.bytes -= sum(self._sizes[self._head : end])
         self._head = end
+        if self._status and self._status[0].seq < self._buf[end - 1].seq + 1:
+            del self._status[: bisect_right(self._status, self._buf[end - 1].seq, key=_seq)]
         if self._head >= len(self._buf) - self._head:
             del self._buf[: self._head]
-            del self._enc[: self._head]
+            for cache in self._caches.values():
+                del cache[: self._head]
             del self._sizes[: self._head]
             self._head = 0
 
     def clear(self) -> None:
         self._buf.clear()
-        self._enc.clear()
+        self._caches.clear()
         self._sizes.clear()
+        self._status.clear()
         self._head = 0
         self.bytes = 0
 
@@ -101,15 +124,30 @@ class Ring:
             return []
         return self._buf[max(self._head, len(self._buf) - n) :]
 
-    def encodings(self, first_seq: int, count: int) -> list[bytes | None]:
-        start = self._index(first_seq)
-        return self._enc[start : start + count]
+    def statuses(self, first_seq: int, last_seq: int) -> list[LogRecord]:
+        """The status records with first_seq <= seq <= last_seq."""
+        status = self._status
+        if not status:
+            return []
+        return status[bisect_left(status, first_seq, key=_seq) : bisect_right(status, last_seq, key=_seq)]
 
-    def store_encodings(self, first_seq: int, encoded: list[bytes]) -> None:
+    def _cache(self, fmt: str) -> list[bytes | None]:
+        cache = self._caches.get(fmt)
+        if cache is None:
+            cache = self._caches[fmt] = [None] * len(self._buf)
+        return cache
+
+    def encodings(self, fmt: str, first_seq: int, count: int) -> list[bytes | None]:
+        """The cached `fmt` encodings of `count` records from `first_seq` (None: not yet)."""
+        start = self._index(first_seq)
+        return self._cache(fmt)[start : start + count]
+
+    def store_encodings(self, fmt: str, first_seq: int, encoded: list[bytes]) -> None:
         """Keep encodings computed outside the lock, if those records are still here."""
         first = self.first_seq
         if first is None or first_seq < first:
             return
+        cache = self._cache(fmt)
         start = self._index(first_seq)
-        end = min(start + len(encoded), len(self._enc))
-        self._enc[start:end] = encoded[: end - start]
+        end = min(start + len(encoded), len(cache))
+        cache[start:end] = encoded[: end - start]

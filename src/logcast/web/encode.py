@@ -7,7 +7,9 @@ few constant bytes, so building an event costs a concatenation, not a serialisat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -93,3 +95,48 @@ def text_line(kind: EventType, payload: LogRecord | Gap | int) -> str | None:
     if isinstance(payload, Gap):
         return f"[logcast] {payload.process}: {payload.count} lines missed ({payload.start}-{payload.end}, {payload.reason})"
     return None
+
+
+# -- live wire bytes: one encoding per record and format, shared through the ring --------
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole server-to-client WebSocket text frame (FIN, unmasked) carrying `payload`."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def _live_kind(record: LogRecord) -> EventType:
+    return EventType.STATUS if record.stream is Stream.SYSTEM else EventType.REALTIME
+
+
+def live_sse(record: LogRecord) -> bytes:
+    """The SSE message of a record read live: `realtime`, or `status` for a state change."""
+    return b"id: %d%s%s}\n\n" % (record.seq, _SSE_HEAD[_live_kind(record)], orjson.dumps(record.as_dict()))
+
+
+def live_ws_json(record: LogRecord) -> bytes:
+    """The WebSocket frame of a record read live, `format=json`."""
+    return text_frame(_PREFIX[_live_kind(record)] + orjson.dumps(record.as_dict()) + b"}")
+
+
+def live_ws_text(record: LogRecord) -> bytes:
+    """The WebSocket frame of a record read live, `format=text` (the seed's bare line)."""
+    return text_frame((text_line(_live_kind(record), record) or "").encode("utf-8", "replace"))
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """A live wire format: the name of its cache in the ring and how to fill it."""
+
+    name: str
+    encode: Callable[[LogRecord], bytes]
+
+
+SSE = Wire("sse", live_sse)
+WS_JSON = Wire("ws-json", live_ws_json)
+WS_TEXT = Wire("ws-text", live_ws_text)

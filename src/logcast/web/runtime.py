@@ -45,6 +45,7 @@ class Runtime:
 
     def end_streams(self) -> None:
         self.shutdown.set()
+        self.hub.end_subscriptions()
 
     async def stop(self) -> None:
         self.end_streams()

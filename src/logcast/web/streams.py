@@ -19,23 +19,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.sse import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.utils import ClientDisconnected
 
-from logcast.hub import Hub, Subscription
+from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.types import EventType, LogRecord, ProcessState
-from logcast.web.encode import json_frames, message_json, sse_chunk, text_line
+from logcast.web.encode import (
+    SSE,
+    WS_JSON,
+    WS_TEXT,
+    Wire,
+    json_frames,
+    message_json,
+    sse_chunk,
+    text_frame,
+    text_line,
+)
+from logcast.web.wsframes import FRAMES
 
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
 SEND_TIMEOUT = 30.0
-BATCH = 2000  # SSE: events per chunk
-WS_BATCH = 256  # WebSocket: frames between two turns of the other streams
+BATCH = 2000  # events per chunk (SSE) or per write of whole frames (WebSocket)
+WS_BATCH = 256  # WebSocket without batched frames: sends between two turns of the other streams
 END_STATES = frozenset({ProcessState.STOPPED, ProcessState.EXITED, ProcessState.CRASHED})
 
 
@@ -92,23 +105,46 @@ class BoundedSSEResponse(EventSourceResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pull(sub: Subscription, shutdown: asyncio.Event, limit: int = BATCH) -> list[Any] | None:
-    """Next batch; [] after a ping interval with nothing new; None when the stream must end."""
-    entries = await sub.next(limit, wait=False)
-    if entries:
-        return entries
-    if sub.closed or shutdown.is_set():
-        return None
-    waiter = asyncio.ensure_future(sub.event.wait())
-    stopper = asyncio.ensure_future(shutdown.wait())
-    try:
-        await asyncio.wait({waiter, stopper}, timeout=PING_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        stopper.cancel()
-    if shutdown.is_set() or sub.closed:
-        return None
-    return []
+Batch = LiveBatch | list[Entry]
+
+
+async def _next(sub: Subscription, shutdown: asyncio.Event, limit: int, wire: Wire | None) -> Batch | None:
+    """The next batch of `sub`: cached live bytes when `wire` is given and the fast path
+    applies, entries otherwise; [] once `PING_INTERVAL` passed with nothing new; None
+    when the stream must end (the client's subscription closed, or the server stops)."""
+    deadline = time.monotonic() + PING_INTERVAL
+    while True:
+        sub.event.clear()
+        live = await sub.take_live(limit, wire.name, wire.encode) if wire is not None else None
+        if live is not None:
+            if live.encoded:
+                return live
+        else:
+            entries = await sub.next(limit, wait=False)
+            if entries:
+                return entries
+        if sub.closed or shutdown.is_set():
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return []
+        try:
+            async with asyncio.timeout(remaining):
+                await sub.event.wait()
+        except TimeoutError:
+            pass
+
+
+def _ended_at(batch: Batch) -> LogRecord | None:
+    """The first status record in `batch` that says the process stopped."""
+    if isinstance(batch, LiveBatch):
+        statuses = batch.statuses
+    else:
+        statuses = [p for kind, p in batch if kind is EventType.STATUS and isinstance(p, LogRecord)]
+    for record in statuses:
+        if record.state in END_STATES:
+            return record
+    return None
 
 
 async def sse_body(
@@ -122,31 +158,35 @@ async def sse_body(
     try:
         yield b"retry: 1000\n\n"
         while True:
-            entries = await _pull(sub, shutdown)
-            if entries is None:
+            batch = await _next(sub, shutdown, BATCH, SSE)
+            if batch is None:
                 break
-            if not entries:
+            if not isinstance(batch, LiveBatch) and not batch:
                 yield b": ping\n\n"
                 continue
-            chunk = sse_chunk(hub, sub.plog, entries)
-            ended = _stopped(entries) if end_on_stop else None
-            if ended is not None:
-                chunk += b"id: %d\ndata: %s\n\n" % (
-                    ended.seq,
-                    message_json(EventType.STREAM_END, f"{sub.process} {ended.state}: {ended.message}"),
-                )
-                yield chunk
-                break
-            yield chunk
+            ended = _ended_at(batch) if end_on_stop else None
+            if ended is None:
+                yield _sse_bytes(hub, sub, batch)
+                continue
+            if isinstance(batch, LiveBatch):  # cut the batch after the stopping status
+                first = batch.last_seq - len(batch.encoded) + 1
+                chunk = b"".join(batch.encoded[: ended.seq - first + 1])
+            else:
+                cut = next(i for i, (_, p) in enumerate(batch) if p is ended)
+                chunk = sse_chunk(hub, sub.plog, batch[: cut + 1])
+            yield chunk + b"id: %d\ndata: %s\n\n" % (
+                ended.seq,
+                message_json(EventType.STREAM_END, f"{sub.process} {ended.state}: {ended.message}"),
+            )
+            break
     finally:
         sub.close()
 
 
-def _stopped(entries: list[Any]) -> LogRecord | None:
-    for kind, payload in entries:
-        if kind is EventType.STATUS and isinstance(payload, LogRecord) and payload.state in END_STATES:
-            return payload
-    return None
+def _sse_bytes(hub: Hub, sub: Subscription, batch: Batch) -> bytes:
+    if isinstance(batch, LiveBatch):
+        return b"".join(batch.encoded)
+    return sse_chunk(hub, sub.plog, batch)
 
 
 async def websocket_stream(
@@ -157,27 +197,46 @@ async def websocket_stream(
     *,
     as_json: bool,
 ) -> None:
-    """Send every subscription's entries to one WebSocket until either side ends."""
+    """Send every subscription's entries to one WebSocket until either side ends.
+
+    Under our uvicorn protocol (`wsframes`) a batch of lines goes out as whole frames
+    in one write, the live ones straight from the hub's cache; elsewhere each line is
+    one `websocket.send`.
+    """
     lock = asyncio.Lock()
     stop = asyncio.Event()
+    batched = FRAMES in ws.scope.get("extensions", {})
+    wire = (WS_JSON if as_json else WS_TEXT) if batched else None
+    limit = BATCH if batched else WS_BATCH
+    raw_send = ws._send  # the ASGI send: Starlette's own refuses message types it does not know
+
+    def texts(sub: Subscription, entries: list[Entry]) -> list[str]:
+        if as_json:
+            return json_frames(hub, sub.plog, entries)
+        return [t for kind, payload in entries if (t := text_line(kind, payload)) is not None]
 
     async def pump(sub: Subscription) -> None:
         while not stop.is_set():
-            entries = await _pull(sub, shutdown, WS_BATCH)
-            if entries is None:
+            batch = await _next(sub, shutdown, limit, wire)
+            if batch is None:
                 stop.set()
                 return
-            if not entries:
-                continue
-            if as_json:
-                frames = json_frames(hub, sub.plog, entries)
+            if isinstance(batch, LiveBatch):
+                data = b"".join(batch.encoded)
+            elif not batch:
+                continue  # nothing for a while: the protocol's own pings keep the line alive
+            elif batched:
+                data = b"".join(text_frame(t.encode("utf-8", "replace")) for t in texts(sub, batch))
             else:
-                frames = [t for kind, payload in entries if (t := text_line(kind, payload)) is not None]
-            # one deadline per batch: a timer per frame cost more than the send itself
+                # one deadline per batch: a timer per frame cost more than the send itself
+                async with lock, asyncio.timeout(SEND_TIMEOUT):
+                    for frame in texts(sub, batch):
+                        await ws.send_text(frame)
+                # A send that does not block never yields: let the other streams have their turn.
+                await asyncio.sleep(0)
+                continue
             async with lock, asyncio.timeout(SEND_TIMEOUT):
-                for frame in frames:
-                    await ws.send_text(frame)
-            # A send that does not block never yields: let the other streams have their turn.
+                await raw_send({"type": FRAMES, "bytes": data})
             await asyncio.sleep(0)
 
     async def watch_client() -> None:
@@ -202,7 +261,7 @@ async def websocket_stream(
                 log.info("WebSocket client stopped reading for %.0fs: cut loose", SEND_TIMEOUT)
                 with contextlib.suppress(Exception):
                     await ws.close(code=1008, reason="client too slow: reconnect with after=<last seq>")
-            elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError)):
+            elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError, ClientDisconnected)):
                 log.warning("WebSocket stream failed: %r", exc)
     finally:
         for task in tasks:

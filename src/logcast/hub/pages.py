@@ -1,0 +1,107 @@
+"""Store pages shared by the readers that have fallen behind the memory tail.
+
+When a burst outruns the ring, every live subscriber of that process falls behind it
+at about the same time and reads on from the store, over the same ranges. Read one by
+one, twenty readers cost twenty queries and twenty encodings of every line; this
+cache makes it one of each (ARCHITECTURE, invariant 4), so catching up costs what
+keeping up costs.
+
+Pages are aligned blocks of `PAGE` seqs: a reader whose cursor is `after` needs the
+page of block `after // PAGE`, read as the first `PAGE` records after `block * PAGE`.
+Only a full page is kept: a short one means the store had nothing more at that
+moment, and what comes later must not be hidden by a stale copy. A full page never
+changes, except that retention may delete its rows (serving them after that is
+harmless) and `clear` forgets them (the key holds the process's clear mark, so a page
+read before a clear is never served after it). Concurrent readers of the same page
+share one query. Everything here runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Callable
+
+from logcast.store.base import Store
+from logcast.types import LogRecord, Stream
+
+PAGE = 2000  # records per page
+KEPT = 16  # pages kept (least recently used go first)
+
+Key = tuple[str, int, int]  # process, clear mark, block
+
+
+def _seq(record: LogRecord) -> int:
+    return record.seq
+
+
+class Page:
+    """Records of one block as the store held them, with their encodings per format."""
+
+    __slots__ = ("encodings", "full", "records", "statuses")
+
+    def __init__(self, records: list[LogRecord]) -> None:
+        self.records = records
+        self.full = len(records) == PAGE
+        self.statuses = [r for r in records if r.stream is Stream.SYSTEM]
+        self.encodings: dict[str, list[bytes]] = {}
+
+    def index(self, after: int) -> int:
+        """Position of the first record with seq > after."""
+        return bisect_right(self.records, after, key=_seq)
+
+    def encoded(self, fmt: str, encode: Callable[[LogRecord], bytes]) -> list[bytes]:
+        enc = self.encodings.get(fmt)
+        if enc is None:
+            enc = self.encodings[fmt] = [encode(r) for r in self.records]
+        return enc
+
+
+class PageCache:
+    """The last `kept` full pages read from `store`, shared by every reader."""
+
+    def __init__(self, store: Store, *, kept: int = KEPT) -> None:
+        self.store = store
+        self.kept = kept
+        self._pages: OrderedDict[Key, Page] = OrderedDict()
+        self._loading: dict[Key, asyncio.Future[Page]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    async def page(self, process: str, mark: int, after: int) -> Page:
+        """The page holding the records that follow `after` (read or shared)."""
+        key = (process, mark, after // PAGE)
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+            return page
+        loading = self._loading.get(key)
+        if loading is not None:
+            await asyncio.wait({loading})
+            if not loading.cancelled() and loading.result().full:
+                return loading.result()
+            # That load failed, or it was short: the store had less then than it may have
+            # now (this reader may have taken newer lines from the ring): read it ourselves.
+        future: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            records = await self.store.read(process, after=key[2] * PAGE, limit=PAGE)
+        except BaseException:
+            future.cancel()  # whoever waits for it reads the page itself
+            raise
+        finally:
+            del self._loading[key]
+        page = Page(records)
+        if page.full:
+            self._pages[key] = page
+            if len(self._pages) > self.kept:
+                self._pages.popitem(last=False)
+        future.set_result(page)
+        return page
+
+    def forget(self, process: str) -> None:
+        """Drop the pages of `process` (after a clear)."""
+        for key in [k for k in self._pages if k[0] == process]:
+            del self._pages[key]

@@ -1,0 +1,53 @@
+"""Batched WebSocket frames: a small ASGI extension that our uvicorn protocol offers.
+
+ASGI sends one WebSocket message per `websocket.send`, and uvicorn turns each into
+its own `transport.write`. For a log stream that is one system call and a few dozen
+microseconds of Python per line and per client: 100 clients of a process writing
+10,000 lines/s would need a million of them each second. The frames of a log line
+read live are the same bytes for every client of a format, so the hub caches them
+(`encode.WS_TEXT`, `encode.WS_JSON`); what was missing is a way to hand many whole
+frames to the server at once.
+
+`FramesWebSocketProtocol` is uvicorn's own websockets (sans-I/O) protocol plus one
+message type, announced in the scope's `extensions` as `logcast.websocket.frames`:
+`{"type": "logcast.websocket.frames", "bytes": <complete frames>}` writes the bytes
+as they are, after the same checks and flow control as `websocket.send` (it waits
+while the transport is over its high-water mark). Frames are unmasked text frames,
+as a server sends them; they are never compressed, which permessage-deflate allows
+(RFC 7692 §6: only a message with RSV1 set is compressed). Under another ASGI server
+the extension is absent and the stream falls back to one `websocket.send` per line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
+
+FRAMES = "logcast.websocket.frames"
+
+__all__ = ["FRAMES", "FramesWebSocketProtocol"]
+
+
+class FramesWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol that can also write pre-built frames."""
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the handshake was accepted and the app is starting
+            scope["extensions"][FRAMES] = {}
+
+    async def send(self, message: Any) -> None:
+        if message["type"] != FRAMES:
+            await super().send(message)
+            return
+        await self.writable.wait()
+        if self.disconnected or self.conn.state is not State.OPEN:
+            raise ClientDisconnected()
+        if not self.handshake_complete or self.close_sent or self.initial_response is not None:
+            raise RuntimeError(f"{FRAMES!r} before the WebSocket was accepted, or after it was closed")
+        self.transport.write(message["bytes"])
