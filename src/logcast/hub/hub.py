@@ -4,7 +4,9 @@ Capture threads call `lines()`/`status()`; each call takes the process lock once
 chunk (not per line), numbers the records, appends them to the ring, counts them,
 and pokes two things without waiting for either: the store writer thread (a
 `threading.Event`) and the event loop (one coalesced `call_soon_threadsafe`), which
-wakes the subscribers of that process. Nothing on that path waits for a reader, a
+wakes the subscribers of that process: at once after a quiet spell, and at most every
+5–25 ms while lines keep coming (with 200 subscribers of a child that writes every
+millisecond, waking them per chunk kept the loop busy just turning them over). Nothing on that path waits for a reader, a
 socket or the disk: the child never waits for us.
 
 A subscriber is a cursor (`Subscription`), not a queue. It reads the ring from its
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 WRITE_BATCH = 50_000
 RATE_WINDOW = 5.0  # seconds over which lines/s is measured
 PENDING_FACTOR = 4  # the ring may hold this many times its bounds while the writer catches up
+WAKE_INTERVAL = 0.005  # subscribers are woken at most this often (s): a flood wakes them per batch, not per chunk
+WAKE_PER_SUBSCRIBER = 0.0001  # ... and less often the more of them there are
+WAKE_INTERVAL_MAX = 0.025
 
 
 def tune_gc() -> None:
@@ -144,6 +149,7 @@ class Hub:
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._wake_pending = False
+        self._last_wake = 0.0
         self._persist = threading.Event()
         self._stopping = threading.Event()
         self._writer_lock = threading.Lock()
@@ -302,11 +308,32 @@ class Hub:
                 return
             self._wake_pending = True
         try:
-            loop.call_soon_threadsafe(self._wake)
+            loop.call_soon_threadsafe(self._schedule_wake)
         except RuntimeError:  # the loop is closed: nobody to wake
             pass
 
+    def _schedule_wake(self) -> None:
+        """Wake now, or one wake interval after the last wake if that is later.
+
+        The interval grows with the number of subscribers (`WAKE_PER_SUBSCRIBER` each,
+        from `WAKE_INTERVAL` up to `WAKE_INTERVAL_MAX`): every wake costs each of them a
+        turn and a socket write, so with hundreds of them fewer, larger writes keep the
+        loop from spending all its time on turns (and lines arrive sooner, not later).
+        """
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        subscribers = sum(len(plog.subscribers) for plog in self._logs.values())
+        interval = min(max(WAKE_INTERVAL, subscribers * WAKE_PER_SUBSCRIBER), WAKE_INTERVAL_MAX)
+        due = self._last_wake + interval
+        if due <= now:
+            self._wake()
+        else:
+            loop.call_at(due, self._wake)
+
     def _wake(self) -> None:
+        if self._loop is not None:
+            self._last_wake = self._loop.time()
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
             self._wake_pending = False

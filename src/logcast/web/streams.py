@@ -92,9 +92,8 @@ class BoundedSSEResponse(EventSourceResponse):
                     if isinstance(chunk, memoryview)
                     else chunk.encode()
                 )
-                await asyncio.wait_for(
-                    send({"type": "http.response.body", "body": data, "more_body": True}), self.send_timeout
-                )
+                async with asyncio.timeout(self.send_timeout):  # no task per send, unlike wait_for
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
         except TimeoutError:
             log.info("SSE client stopped reading for %.0fs: cut loose", self.send_timeout)
             return
