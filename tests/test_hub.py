@@ -292,3 +292,44 @@ async def test_lines_evicted_before_persisting_are_counted_and_announced() -> No
         sub.close()
     finally:
         await hub.close()
+
+
+class HeldStore(MemoryStore):
+    """A store whose writes wait at a gate: the writer is caught in the middle of a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def write(self, records):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        self.gate.wait(10)
+        super().write(records)
+
+
+async def test_a_reader_waits_for_the_batch_being_written_instead_of_announcing_a_gap() -> None:
+    store = HeldStore()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        sub = await hub.subscribe("app", after=0)
+        await sub.next(wait=False)  # historical_complete: the reader is live at seq 0
+        store.gate.clear()
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"w{i}" for i in range(30))))
+        assert await asyncio.to_thread(store.entered.wait, 5)
+        # the writer holds all 30; the ring may let them go, though none is committed yet
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"x{i}" for i in range(30))))
+        assert hub.stats("app")["memory_lines"] < 60
+        reading = asyncio.ensure_future(drain(sub, 60))
+        await asyncio.sleep(0.2)
+        assert not reading.done()  # waiting for the commit, not announcing a gap
+        store.gate.set()
+        entries = await reading
+        assert not [p for _, p in entries if isinstance(p, Gap)]
+        assert seqs(entries) == list(range(1, 61))
+        assert hub.stats("app")["store_lost"] == 0
+        sub.close()
+    finally:
+        store.gate.set()
+        await hub.close()

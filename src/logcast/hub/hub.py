@@ -743,8 +743,7 @@ class Subscription:
                 out.append(self._gap(self.cursor + 1, min(cleared, last)))
                 self.cursor = min(cleared, last)
                 return self._finish(out)
-            records = await self.hub.store_read(plog, self.cursor, limit)
-            records = [r for r in records if r.seq > plog.cleared_upto]
+            records = await self._stored(limit)
             if not records:
                 with plog.lock:
                     ring_first = plog.ring.first_seq
@@ -777,6 +776,25 @@ class Subscription:
                     out.append((kind, record))
             self.cursor = records[-1].seq
         return self._finish(out)
+
+    async def _stored(self, limit: int) -> list[LogRecord]:
+        """The records after the cursor from the store.
+
+        The ring lets go of records the writer has taken, before it has committed them;
+        a reader that asks the store for those in that moment must wait for the commit,
+        not take them for lost (a `gap` is for what the store will never have).
+        """
+        plog = self.plog
+        while True:
+            records = await self.hub.store_read(plog, self.cursor, limit)
+            records = [r for r in records if r.seq > plog.cleared_upto]
+            if records and records[0].seq == self.cursor + 1:
+                return records
+            with plog.lock:
+                writing = plog.writing > plog.persisted and plog.writing > self.cursor
+            if not writing or self.closed:
+                return records
+            await asyncio.sleep(0.005)
 
     def _finish(self, out: list[Entry]) -> list[Entry]:
         if not self.complete and self.cursor >= self.until:
