@@ -1,23 +1,34 @@
-"""One file descriptor → framed, levelled lines, read by a daemon thread.
+"""One file descriptor → framed, levelled lines, read by two daemon threads.
 
-Why a thread per pipe and not the event loop: the child must never wait for us
-(ARCHITECTURE, invariant 1), and the loop that serves subscribers has other work.
-`os.read` releases the GIL, so a blocked reader costs nothing, and a flooding child is
-read in 64 KiB chunks while the loop keeps serving; measured on a prototype, capture on
-the serving loop slowed a flooding child 2–11×, a reader thread about 2×.
+Why threads and not the event loop: the child must never wait for us (ARCHITECTURE,
+invariant 1), and the loop that serves subscribers has other work. `os.read`
+releases the GIL, so a blocked reader costs nothing.
 
-The work is per chunk, not per line: one `os.read` of up to 64 KiB, one `time.time()`
-stamp for every line in it, one framing pass, one batch of level detection and one
-call of `on_lines`. When the framer holds an unfinished line, the thread waits for more
-bytes with `select.poll` for at most `idle_flush` seconds; if none come, the line is
-handed on as `partial` (a prompt or a progress bar must not stay invisible), keeping
-back only an incomplete UTF-8 character. At EOF — `b""` from a pipe, `EIO` from a pty
-master whose child side closed — the rest is flushed as `partial`, the fd is closed and
-the reader is finished.
+Why two: reading and framing compete for one GIL with everything else logcast does
+(the store writer, the streams). When one thread both read and framed, the pipe was
+read only as fast as that thread got the GIL for its framing, and a flooding child
+spent half its time blocked on a full pipe (measured: 2.1-2.3x its time into `cat`).
+Now the *reader* only reads: up to `READ_SIZE` bytes per `os.read` (the pipe is made
+as large, 1 MiB), stamps the arrival time and appends the raw chunk to a spool; it
+needs the GIL for a few microseconds per chunk. The *framer* takes chunks from the
+spool and does the per-chunk work: one framing pass, one batch of level detection, one
+call of `on_lines`, with the chunk's own arrival time. Raw bytes are the most compact
+form a burst can wait in (about a third of a framed record), so the spool is where a
+burst waits when logcast is busy. It is bounded (`spool_bytes`); only if the framer is
+that far behind does the reader stop reading, and then the pipe fills and the child
+waits: memory stays bounded, and nothing is dropped.
 
-`on_lines` runs on the reader thread; it must be quick and must not block (the hub's
-`lines()` is). An exception in it is logged and reading goes on: losing a callback is
+When the framer holds an unfinished line, it waits for more bytes for at most
+`idle_flush` seconds; if none come, the line is handed on as `partial` (a prompt or a
+progress bar must not stay invisible), keeping back only an incomplete UTF-8
+character. At EOF (`b""` from a pipe, `EIO` from a pty master whose child side closed)
+the reader closes the fd, the framer frames what is left and flushes the rest as
+`partial`, and the reader is finished.
+
+`on_lines` runs on the framer thread; it must be quick and must not block (the hub's
+`lines()` is). An exception in it is logged and framing goes on: losing a callback is
 bad, silently stopping to read a child is worse, because its pipe fills and it blocks.
+If the framer itself fails, the reader goes on reading and discards, for the same reason.
 
 `wait()` lets asyncio code await the end of a reader: every waiting task registers a
 future of its own loop, which the thread resolves with `call_soon_threadsafe`, the one
@@ -36,20 +47,20 @@ import select
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from logcast.capture.framing import MAX_LINE, LineFramer
 from logcast.capture.levels import detect_levels
 from logcast.types import Line
 
-__all__ = ["CHUNK", "PIPE_SIZE", "PipeReader"]
+__all__ = ["PIPE_SIZE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 65536  # bytes per os.read
-PIPE_SIZE = 1 << 20  # asked of the kernel for pipes, so a burst fits while we are busy
-
-_POLL_MASK = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+PIPE_SIZE = 1 << 20  # asked of the kernel for pipes, so a burst fits while the reader waits for the GIL
+READ_SIZE = 1 << 20  # bytes per os.read: a full pipe in one call
+SPOOL_BYTES = 64 << 20  # raw bytes a reader may hold for its framer before it stops reading
 
 
 def _raise_pipe_size(fd: int) -> None:
@@ -65,7 +76,7 @@ def _raise_pipe_size(fd: int) -> None:
 
 
 class PipeReader:
-    """Reads one fd in a daemon thread until EOF and hands framed lines on."""
+    """Reads one fd until EOF (reader thread) and hands framed lines on (framer thread)."""
 
     def __init__(
         self,
@@ -74,6 +85,7 @@ class PipeReader:
         *,
         max_line: int = MAX_LINE,
         idle_flush: float = 0.25,
+        spool_bytes: int = SPOOL_BYTES,
         name: str = "reader",
     ) -> None:
         if idle_flush <= 0:
@@ -81,10 +93,17 @@ class PipeReader:
         self._fd = fd
         self._on_lines = on_lines
         self._framer = LineFramer(max_line)
-        self._idle_ms = max(1, round(idle_flush * 1000))
+        self._idle = idle_flush
         self._name = name
         self._bytes_read = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._spool: deque[tuple[float, bytes]] = deque()
+        self._spooled = 0  # bytes in the spool, and in the chunk being framed
+        self._spool_max = max(1, spool_bytes)
+        self._eof = False  # the reader is done: the spool gets nothing more
+        self._framing = True  # False once the framer has ended (then the reader discards)
+        self._cond = threading.Condition(threading.Lock())
+        self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
+        self._thread = threading.Thread(target=self._frame_loop, name=f"{name}-frame", daemon=True)
         self._lock = threading.Lock()
         self._finished = False
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -97,13 +116,19 @@ class PipeReader:
         """Bytes read from the fd so far."""
         return self._bytes_read
 
+    @property
+    def spooled(self) -> int:
+        """Bytes read but not framed yet."""
+        return self._spooled
+
     def start(self) -> None:
-        """Start the reading thread (once)."""
+        """Start the threads (once)."""
         _raise_pipe_size(self._fd)
         self._thread.start()
+        self._reader.start()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Block until the reader finished (or `timeout` passed); True if it finished."""
+        """Block until every line was handed on (or `timeout` passed); True if so."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -123,36 +148,29 @@ class PipeReader:
             with self._lock, contextlib.suppress(ValueError):
                 self._waiters.remove((loop, future))
 
-    # -- the thread --------------------------------------------------------------------
+    # -- the reader thread -------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _read_loop(self) -> None:
         try:
             self._read_until_eof()
         except Exception:
             logger.exception("reader %s failed; it stops reading fd %d", self._name, self._fd)
         finally:
-            try:
-                self._deliver(time.time(), self._framer.flush())
-            finally:
-                with contextlib.suppress(OSError):
-                    os.close(self._fd)
-                self._finish()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
 
     def _read_until_eof(self) -> None:
         fd = self._fd
-        framer = self._framer
-        poller = select.poll()
-        poller.register(fd, _POLL_MASK)
-        idle_flushed = False  # the pending bytes were offered by an idle flush already
+        cond = self._cond
+        spool = self._spool
         while True:
-            if framer.pending and not idle_flushed and not poller.poll(self._idle_ms):
-                self._deliver(time.time(), framer.flush(idle=True))
-                idle_flushed = True
-                continue
             try:
-                data = os.read(fd, CHUNK)
+                data = os.read(fd, READ_SIZE)
             except BlockingIOError:  # someone made the fd non-blocking: wait for it
-                poller.poll()
+                select.select([fd], [], [])
                 continue
             except OSError as exc:
                 if exc.errno == errno.EIO:  # pty master: the child side is closed
@@ -160,9 +178,63 @@ class PipeReader:
                 raise
             if not data:
                 return
+            stamp = time.time()
             self._bytes_read += len(data)
-            self._deliver(time.time(), framer.feed(data))
+            with cond:
+                while self._spooled >= self._spool_max and self._framing:
+                    cond.wait()  # the framer is far behind: let the pipe fill
+                if not self._framing:
+                    continue  # nobody frames any more: keep the child running, drop
+                spool.append((stamp, data))
+                self._spooled += len(data)
+                cond.notify_all()
+
+    # -- the framer thread -------------------------------------------------------------
+
+    def _frame_loop(self) -> None:
+        try:
+            self._frame_until_eof()
+        except Exception:
+            logger.exception("framer of reader %s failed; its lines are dropped from now on", self._name)
+        finally:
+            with self._cond:
+                self._framing = False
+                self._spool.clear()
+                self._spooled = 0
+                self._cond.notify_all()
+            try:
+                self._deliver(time.time(), self._framer.flush())
+            finally:
+                self._finish()
+
+    def _frame_until_eof(self) -> None:
+        framer = self._framer
+        cond = self._cond
+        spool = self._spool
+        idle_flushed = False  # the pending bytes were offered by an idle flush already
+        while True:
+            with cond:
+                if not spool and not self._eof:
+                    if framer.pending and not idle_flushed:
+                        cond.wait(self._idle)
+                    else:
+                        cond.wait()
+                if spool:
+                    stamp, data = spool.popleft()
+                elif self._eof:
+                    return
+                else:
+                    data = b""
+            if not data:
+                if framer.pending and not idle_flushed:  # nothing came within idle_flush
+                    self._deliver(time.time(), framer.flush(idle=True))
+                    idle_flushed = True
+                continue
+            self._deliver(stamp, framer.feed(data))
             idle_flushed = False
+            with cond:
+                self._spooled -= len(data)
+                cond.notify_all()
 
     def _deliver(self, timestamp: float, records: list[tuple[str, bool]]) -> None:
         if not records:

@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 WRITE_BATCH = 50_000
 RATE_WINDOW = 5.0  # seconds over which lines/s is measured
 PENDING_FACTOR = 4  # the ring may hold this many times its bounds while the writer catches up
-WAKE_INTERVAL = 0.005  # subscribers are woken at most this often (s): a flood wakes them per batch, not per chunk
+WAKE_INTERVAL = (
+    0.005  # subscribers are woken at most this often (s): a flood wakes them per batch, not per chunk
+)
 WAKE_PER_SUBSCRIBER = 0.0001  # ... and less often the more of them there are
 WAKE_INTERVAL_MAX = 0.025
 
@@ -153,6 +155,9 @@ class Hub:
         self._persist = threading.Event()
         self._stopping = threading.Event()
         self._writer_lock = threading.Lock()
+        self._room = threading.Condition(threading.Lock())  # the writer made progress
+        self._writer_ok = True  # the last write succeeded
+        self._writer_progress = time.monotonic()
         self._writer: threading.Thread | None = None
         self.pages = PageCache(store)
 
@@ -218,6 +223,8 @@ class Hub:
         if not lines:
             return
         plog = self._logs.get(process) or self.ensure(process)
+        if plog.next_seq - 1 - plog.persisted > self.memory_lines:
+            self._await_writer(plog)
         texts = [line[0] for line in lines]
         levels = [line[1] for line in lines]
         nbytes = len("".join(texts).encode("utf-8", "surrogatepass")) + sum(
@@ -277,6 +284,24 @@ class Hub:
             plog.ring.extend([record], [len(message) + 64], status=True)
             self._trim(plog)
         self._announce(process)
+
+    def _await_writer(self, plog: ProcessLog) -> None:
+        """Hold a capture thread while the store writer is a whole ring behind.
+
+        Capture hands lines on from a framer thread, behind a spool of raw bytes: when
+        it waits here the child does not (the reader keeps reading into the spool), and
+        the burst waits as raw bytes, a third of the memory of framed records, instead
+        of records being evicted before the store has them. Only while the writer is
+        healthy and moving: when writes fail (disk full) or stall for a second, capture
+        goes on from memory and the ring lets go of what it must (counted, announced).
+        """
+        limit = self.memory_lines
+        with self._room:
+            while (
+                plog.next_seq - 1 - plog.persisted > limit and self._writer_ok and not self._stopping.is_set()
+            ):
+                if not self._room.wait(1.0) and time.monotonic() - self._writer_progress > 1.0:
+                    return
 
     def _trim(self, plog: ProcessLog) -> None:
         """Keep the ring within bounds; spare what the writer has not persisted yet."""
@@ -356,6 +381,7 @@ class Hub:
                     pass
                 backoff = 0.0
             except StoreError as exc:
+                self._progress(ok=False)
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 log.warning("history store write failed (%s); retrying in %.1fs", exc, backoff)
                 if stopping:
@@ -364,6 +390,7 @@ class Hub:
                 self._persist.set()
                 continue
             except Exception:
+                self._progress(ok=False)
                 log.exception("store writer failed")
                 if stopping:
                     return
@@ -408,7 +435,15 @@ class Hub:
                 with plog.lock:
                     if end > plog.persisted:
                         plog.persisted = end
+            self._progress(ok=True)
             return True
+
+    def _progress(self, *, ok: bool) -> None:
+        with self._room:
+            self._writer_ok = ok
+            if ok:
+                self._writer_progress = time.monotonic()
+            self._room.notify_all()
 
     async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
         """Wait until the store holds every record written so far (or `timeout`)."""
@@ -545,6 +580,8 @@ class Hub:
             plog.cleared_upto = upto
             if plog.persisted < upto:
                 plog.persisted = upto
+        with self._room:
+            self._room.notify_all()
         await asyncio.to_thread(self._writer_lock.acquire)
         try:
             await self.store.clear(process, upto)
