@@ -82,7 +82,7 @@ class Gap:
     process: str
     start: int
     end: int
-    reason: str  # retention | cleared | overflow
+    reason: str  # retention (left memory and store, or never reached the store) | cleared
 
     @property
     def count(self) -> int:

@@ -92,7 +92,8 @@ class PageCache:
             future.cancel()  # whoever waits for it reads the page itself
             raise
         finally:
-            del self._loading[key]
+            if self._loading.get(key) is future:  # a waiter that reloads after a failure puts its own
+                del self._loading[key]
         page = Page(records)
         if page.full:
             self._pages[key] = page

@@ -1,0 +1,290 @@
+"""The shared store pages of readers behind the memory tail: one query per page."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from logcast.hub.pages import PAGE, PageCache
+from logcast.query import Query
+from logcast.types import Level, LogRecord, ProcessState, Stream
+from tests.fakes import MemoryStore
+
+
+def records(process: str, first: int, last: int) -> list[LogRecord]:
+    return [
+        LogRecord(s, float(s), Level.INFO, f"{process} {s}", Stream.STDOUT, process, 1)
+        for s in range(first, last + 1)
+    ]
+
+
+class CountingStore(MemoryStore):
+    """MemoryStore that counts reads, can hold them at a gate and can fail them.
+
+    A held read takes its rows first and returns them once the gate opens, as a real
+    store's query in a worker thread would: what it returns is what the store held
+    when it ran.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[str, int, int]] = []
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+        self.fail_next = 0
+
+    async def read(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> list[LogRecord]:
+        self.reads.append((process, after, limit))
+        rows = await super().read(process, after=after, limit=limit, query=query)
+        self.started.set()
+        await asyncio.sleep(0)  # a real store always yields (sqlite: a worker thread)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_next:
+            self.fail_next -= 1
+            raise OSError("store read failed (simulated)")
+        return rows
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def filled(n: int, process: str = "app") -> CountingStore:
+    store = CountingStore()
+    if n:
+        store.write(records(process, 1, n))
+    return store
+
+
+async def test_concurrent_readers_of_one_page_share_one_read() -> None:
+    store = filled(2 * PAGE + 10)
+    store.gate = asyncio.Event()
+    cache = PageCache(store)
+    tasks = [asyncio.create_task(cache.page("app", 0, after)) for after in (PAGE, PAGE + 5, 2 * PAGE - 1)]
+    await settle()
+    store.gate.set()
+    pages = await asyncio.gather(*tasks)
+    assert store.reads == [("app", PAGE, PAGE)]
+    assert pages[0] is pages[1] is pages[2]
+    page = pages[0]
+    assert page.full and [r.seq for r in page.records] == list(range(PAGE + 1, 2 * PAGE + 1))
+    assert page.index(PAGE + 5) == 5 and page.records[page.index(PAGE + 5)].seq == PAGE + 6
+
+
+async def test_a_full_page_is_kept() -> None:
+    store = filled(PAGE + 1)
+    cache = PageCache(store)
+    first = await cache.page("app", 0, 3)
+    second = await cache.page("app", 0, PAGE - 1)  # same block
+    assert first is second and first.full
+    assert len(store.reads) == 1 and len(cache) == 1
+    assert first.encoded("sse", lambda r: b"%d" % r.seq) is first.encoded("sse", lambda r: b"other")
+
+
+async def test_a_short_page_is_not_kept() -> None:
+    store = filled(10)
+    cache = PageCache(store)
+    short = await cache.page("app", 0, 0)
+    assert not short.full and len(short.records) == 10 and len(cache) == 0
+    store.write(records("app", 11, 25))
+    again = await cache.page("app", 0, 10)
+    assert len(store.reads) == 2  # not served from a stale copy
+    assert [r.seq for r in again.records] == list(range(1, 26))
+
+
+async def test_a_waiter_whose_shared_page_was_short_reads_itself() -> None:
+    store = filled(10)
+    store.gate = asyncio.Event()
+    cache = PageCache(store)
+    loader = asyncio.create_task(cache.page("app", 0, 0))
+    await store.started.wait()  # the loader's query ran: it saw 10 rows
+    waiter = asyncio.create_task(cache.page("app", 0, 12))  # this reader has seen up to 12
+    await settle()
+    store.write(records("app", 11, PAGE + 3))
+    store.gate.set()
+    short, mine = await asyncio.gather(loader, waiter)
+    assert len(short.records) == 10 and not short.full
+    assert mine.full and mine.records[mine.index(12)].seq == 13
+    assert len(store.reads) == 2
+    assert await cache.page("app", 0, 100) is mine  # the full one is kept
+    assert len(store.reads) == 2
+
+
+async def test_a_failed_load_propagates_to_its_loader_and_a_waiter_reads_itself() -> None:
+    store = filled(PAGE)
+    store.gate = asyncio.Event()
+    store.fail_next = 1
+    cache = PageCache(store)
+    loader = asyncio.create_task(cache.page("app", 0, 0))
+    await store.started.wait()
+    waiter = asyncio.create_task(cache.page("app", 0, 7))
+    await settle()
+    store.gate.set()
+    with pytest.raises(OSError, match="simulated"):
+        await loader
+    page = await waiter
+    assert page.full and page.records[0].seq == 1
+    assert len(store.reads) == 2
+    assert await cache.page("app", 0, 1) is page
+
+
+async def test_a_failed_load_with_several_waiters() -> None:
+    """Every waiter of a failed load gets its page, and the cache stays usable."""
+    store = filled(PAGE)
+    store.gate = asyncio.Event()
+    store.fail_next = 1
+    cache = PageCache(store)
+    loader = asyncio.create_task(cache.page("app", 0, 0))
+    await store.started.wait()
+    waiters = [asyncio.create_task(cache.page("app", 0, after)) for after in (1, 2, 3)]
+    await settle()
+    store.gate.set()
+    with pytest.raises(OSError):
+        await loader
+    pages = await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert all(p.full and p.records[0].seq == 1 for p in pages)
+    assert len(store.reads) <= 4
+    assert await cache.page("app", 0, 5) in pages
+
+
+async def test_a_short_shared_page_with_several_waiters() -> None:
+    """Every waiter of a short shared page reads again; none of them fails."""
+    store = filled(10)
+    store.gate = asyncio.Event()
+    cache = PageCache(store)
+    loader = asyncio.create_task(cache.page("app", 0, 0))
+    await store.started.wait()
+    waiters = [asyncio.create_task(cache.page("app", 0, after)) for after in (11, 12)]
+    await settle()
+    store.write(records("app", 11, PAGE))
+    store.gate.set()
+    short = await loader
+    pages = await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert not short.full
+    assert all(p.full for p in pages)
+
+
+class SteppedStore(CountingStore):
+    """Each read waits for its own gate: `gates[i]` releases the i-th read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[asyncio.Event] = []
+
+    async def read(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> list[LogRecord]:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        rows = await MemoryStore.read(self, process, after=after, limit=limit, query=query)
+        self.reads.append((process, after, limit))
+        await gate.wait()
+        if self.fail_next:
+            self.fail_next -= 1
+            raise OSError("store read failed (simulated)")
+        return rows
+
+
+async def test_a_reader_that_joins_a_waiters_reload_gets_its_page() -> None:
+    """The waiters of a failed load reload the page; one who comes meanwhile shares a
+    reload and must get the page, not wait forever."""
+    store = SteppedStore()
+    store.write(records("app", 1, PAGE))
+    store.fail_next = 1
+    cache = PageCache(store)
+    loader = asyncio.create_task(cache.page("app", 0, 0))
+    await settle()
+    waiters = [asyncio.create_task(cache.page("app", 0, after)) for after in (1, 2)]
+    await settle()
+    store.gates[0].set()  # the loader's read fails; both waiters read the page again
+    with pytest.raises(OSError):
+        await loader
+    await settle()
+    assert len(store.gates) == 3
+    late = asyncio.create_task(cache.page("app", 0, 3))  # shares one of those reloads
+    await settle()
+    for gate in store.gates[1:]:
+        gate.set()
+    await settle()
+    for gate in store.gates:  # any read the late reader started itself
+        gate.set()
+    try:
+        page = await asyncio.wait_for(late, 1)  # its future never resolved: it would hang forever
+    finally:
+        pages = await asyncio.gather(*waiters, return_exceptions=True)
+    assert page.full and all(not isinstance(p, BaseException) and p.full for p in pages)
+
+
+async def test_a_cancelled_loader_does_not_strand_its_waiters() -> None:
+    store = filled(PAGE)
+    store.gate = asyncio.Event()
+    cache = PageCache(store)
+    loader = asyncio.create_task(cache.page("app", 0, 0))
+    await store.started.wait()
+    waiter = asyncio.create_task(cache.page("app", 0, 100))
+    await settle()
+    loader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loader
+    await settle()
+    assert not waiter.done()  # it is reading the page itself, held at the same gate
+    store.gate.set()
+    page = await asyncio.wait_for(waiter, 5)
+    assert page.full and page.records[page.index(100)].seq == 101
+    assert len(store.reads) == 2
+
+
+async def test_forget_drops_only_that_process() -> None:
+    store = filled(PAGE, "app")
+    store.write(records("other", 1, PAGE))
+    cache = PageCache(store)
+    app = await cache.page("app", 0, 0)
+    other = await cache.page("other", 0, 0)
+    assert len(store.reads) == 2 and len(cache) == 2
+    cache.forget("app")
+    assert len(cache) == 1
+    assert await cache.page("other", 0, 0) is other
+    assert len(store.reads) == 2
+    again = await cache.page("app", 0, 0)
+    assert again is not app and len(store.reads) == 3
+
+
+async def test_least_recently_used_pages_go_beyond_kept() -> None:
+    store = filled(4 * PAGE)
+    cache = PageCache(store, kept=2)
+    p0 = await cache.page("app", 0, 0)
+    p1 = await cache.page("app", 0, PAGE)
+    assert await cache.page("app", 0, 1) is p0  # block 0 is now the most recent
+    p2 = await cache.page("app", 0, 2 * PAGE)
+    assert len(cache) == 2 and len(store.reads) == 3
+    assert await cache.page("app", 0, 10) is p0 and len(store.reads) == 3
+    assert await cache.page("app", 0, 2 * PAGE + 1) is p2 and len(store.reads) == 3
+    again = await cache.page("app", 0, PAGE + 1)  # block 1 was evicted
+    assert again is not p1 and len(store.reads) == 4
+    assert [r.seq for r in again.records] == [r.seq for r in p1.records]
+    assert len(cache) == 2
+
+
+async def test_the_key_holds_the_clear_mark() -> None:
+    store = filled(PAGE)
+    cache = PageCache(store)
+    before = await cache.page("app", 0, 0)
+    after = await cache.page("app", 5, 5)  # same block, after a clear up to 5
+    assert after is not before and len(store.reads) == 2
+    assert await cache.page("app", 5, 0) is after
+    assert await cache.page("app", 0, 0) is before
+    assert len(store.reads) == 2
+
+
+async def test_page_holds_its_status_records() -> None:
+    store = CountingStore()
+    rows = records("app", 1, PAGE)
+    rows[9] = LogRecord(10, 10.0, Level.INFO, "started", Stream.SYSTEM, "app", 1, False, ProcessState.RUNNING)
+    store.write(rows)
+    page = await PageCache(store).page("app", 0, 0)
+    assert [r.seq for r in page.statuses] == [10]
