@@ -57,7 +57,7 @@ def baseline(script: Path, lines: int, tmp: Path) -> float:
 
 async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]:
     from logcast.config import parse
-    from logcast.hub import Hub, tune_gc
+    from logcast.hub import Hub, tune_runtime
     from logcast.store import open_store
     from logcast.supervise.supervisor import Supervisor
 
@@ -74,7 +74,7 @@ async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]
         """
     )
     settings = parse(toml, str(tmp / "logcast.toml"))
-    tune_gc()  # as `logcast serve` does
+    tune_runtime()  # as `logcast serve` does
     storage = settings.storage
     store = open_store("sqlite", dir=storage.dir, redis_url=None, retain_lines=storage.retain_lines)
     await store.open()

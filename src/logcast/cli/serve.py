@@ -34,7 +34,7 @@ import uvicorn
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
 from logcast.errors import ConfigError
-from logcast.hub import Gap, Hub, tune_gc
+from logcast.hub import Gap, Hub, tune_runtime
 from logcast.types import LogRecord, Stream
 from logcast.web.app import create_app
 from logcast.web.wsframes import FramesWebSocketProtocol
@@ -195,7 +195,7 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
 
     async def main() -> None:
         app.state.loop = asyncio.get_running_loop()
-        tune_gc()
+        tune_runtime()
         follower: asyncio.Task[None] | None = None
 
         async def start_echo() -> None:
