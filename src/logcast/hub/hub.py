@@ -48,7 +48,7 @@ from logcast.types import EventType, Level, Line, LogRecord, ProcessState, Strea
 
 log = logging.getLogger(__name__)
 
-WRITE_BATCH = 50_000
+WRITE_BATCH = 20_000
 RATE_WINDOW = 5.0  # seconds over which lines/s is measured
 PENDING_FACTOR = 4  # the ring may hold this many times its bounds while the writer catches up
 SWITCH_INTERVAL = 0.001  # the GIL's, in seconds (see tune_runtime)
