@@ -86,15 +86,19 @@ async def test_a_full_page_is_kept() -> None:
     assert first.encoded("sse", lambda r: b"%d" % r.seq) is first.encoded("sse", lambda r: b"other")
 
 
-async def test_a_short_page_is_not_kept() -> None:
+async def test_a_short_page_serves_only_readers_before_its_end() -> None:
     store = filled(10)
     cache = PageCache(store)
     short = await cache.page("app", 0, 0)
-    assert not short.full and len(short.records) == 10 and len(cache) == 0
+    assert not short.full and len(short.records) == 10 and len(cache) == 1
+    assert await cache.page("app", 0, 5) is short  # records after 5 are in it: shared
+    assert len(store.reads) == 1
     store.write(records("app", 11, 25))
-    again = await cache.page("app", 0, 10)
+    again = await cache.page("app", 0, 10)  # at its end: the store may have more now
     assert len(store.reads) == 2  # not served from a stale copy
     assert [r.seq for r in again.records] == list(range(1, 26))
+    assert await cache.page("app", 0, 3) is again  # the newer copy replaced it
+    assert len(store.reads) == 2 and len(cache) == 1
 
 
 async def test_a_waiter_whose_shared_page_was_short_reads_itself() -> None:

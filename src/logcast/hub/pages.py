@@ -8,12 +8,14 @@ keeping up costs.
 
 Pages are aligned blocks of `PAGE` seqs: a reader whose cursor is `after` needs the
 page of block `after // PAGE`, read as the first `PAGE` records after `block * PAGE`.
-Only a full page is kept: a short one means the store had nothing more at that
-moment, and what comes later must not be hidden by a stale copy. A full page never
-changes, except that retention may delete its rows (serving them after that is
-harmless) and `clear` forgets them (the key holds the process's clear mark, so a page
-read before a clear is never served after it). Concurrent readers of the same page
-share one query. Everything here runs on the event loop.
+A short page (the store had no more at that moment: the block is where the writer
+is) is kept too, but it serves only readers whose cursor is before its last record;
+a reader at its end reads the block again, and the newer copy replaces it. Readers
+that fall off the ring do so right there, so this is where sharing matters most. What
+a page holds never changes, except that retention may delete its rows (serving them
+after that is harmless) and `clear` forgets them (the key holds the process's clear
+mark, so a page read before a clear is never served after it). Concurrent readers of
+the same page share one query. Everything here runs on the event loop.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from logcast.store.base import Store
 from logcast.types import LogRecord, Stream
 
 PAGE = 2000  # records per page
-KEPT = 16  # pages kept (least recently used go first)
+KEPT = 48  # pages kept (least recently used go first): readers spread over ~100,000 lines
 
 Key = tuple[str, int, int]  # process, clear mark, block
 
@@ -47,6 +49,11 @@ class Page:
         self.statuses = [r for r in records if r.stream is Stream.SYSTEM]
         self.encodings: dict[str, list[bytes]] = {}
 
+    def serves(self, after: int) -> bool:
+        """Whether this page answers a reader at `after` (it holds what follows, or the
+        whole block)."""
+        return self.full or (bool(self.records) and self.records[-1].seq > after)
+
     def index(self, after: int) -> int:
         """Position of the first record with seq > after."""
         return bisect_right(self.records, after, key=_seq)
@@ -59,7 +66,7 @@ class Page:
 
 
 class PageCache:
-    """The last `kept` full pages read from `store`, shared by every reader."""
+    """The last `kept` pages read from `store`, shared by every reader."""
 
     def __init__(self, store: Store, *, kept: int = KEPT) -> None:
         self.store = store
@@ -74,16 +81,17 @@ class PageCache:
         """The page holding the records that follow `after` (read or shared)."""
         key = (process, mark, after // PAGE)
         page = self._pages.get(key)
-        if page is not None:
+        if page is not None and page.serves(after):
             self._pages.move_to_end(key)
             return page
         loading = self._loading.get(key)
         if loading is not None:
             await asyncio.wait({loading})
-            if not loading.cancelled() and loading.result().full:
+            if not loading.cancelled() and loading.result().serves(after):
                 return loading.result()
-            # That load failed, or it was short: the store had less then than it may have
-            # now (this reader may have taken newer lines from the ring): read it ourselves.
+            # That load failed, or it ended before this reader's cursor: the store had
+            # less then than it may have now (this reader may have taken newer lines
+            # from the ring): read it ourselves.
         future: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
@@ -95,8 +103,9 @@ class PageCache:
             if self._loading.get(key) is future:  # a waiter that reloads after a failure puts its own
                 del self._loading[key]
         page = Page(records)
-        if page.full:
+        if records:
             self._pages[key] = page
+            self._pages.move_to_end(key)
             if len(self._pages) > self.kept:
                 self._pages.popitem(last=False)
         future.set_result(page)
