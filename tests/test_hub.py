@@ -333,3 +333,58 @@ async def test_a_reader_waits_for_the_batch_being_written_instead_of_announcing_
     finally:
         store.gate.set()
         await hub.close()
+
+
+async def test_capture_is_held_while_the_writer_is_a_whole_ring_behind() -> None:
+    """The framer thread (not the child: it has a spool) waits for the writer instead of
+    the ring letting go of lines the store does not have yet."""
+    store = HeldStore()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        store.gate.clear()
+        done = threading.Event()
+
+        def capture() -> None:
+            for i in range(10):
+                hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"c{i}-{j}" for j in range(5))))
+            done.set()
+
+        thread = threading.Thread(target=capture)
+        thread.start()
+        assert await asyncio.to_thread(store.entered.wait, 5)
+        await asyncio.sleep(0.3)
+        assert not done.is_set()  # held: more than a ring's worth is not persisted yet
+        assert hub.stats("app")["last_seq"] - hub.stats("app")["persisted_seq"] <= 10 + 5
+        store.gate.set()
+        assert await asyncio.to_thread(done.wait, 10)
+        thread.join(5)
+        assert await hub.flush(timeout=10)
+        stats = hub.stats("app")
+        assert stats["last_seq"] == 50 and stats["store_lost"] == 0
+        assert [r.seq for r in await hub.page("app", after=0, limit=100)] == list(range(1, 51))
+    finally:
+        store.gate.set()
+        await hub.close()
+
+
+async def test_capture_is_not_held_while_the_store_fails() -> None:
+    store = MemoryStore()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        store.fail = True
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("first"))
+        assert await hub.flush(timeout=0.5) is False  # the writer has failed once
+        done = threading.Event()
+
+        def capture() -> None:
+            for i in range(100):
+                hub.lines("app", 1, Stream.STDOUT, 1.0, lines(f"w{i}"))
+            done.set()
+
+        threading.Thread(target=capture, daemon=True).start()
+        # held, it would wait a second per chunk (100 s); a guard, not a measure
+        assert await asyncio.to_thread(done.wait, 30)
+        assert hub.stats("app")["last_seq"] == 101
+    finally:
+        store.fail = False
+        await hub.close()

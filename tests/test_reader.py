@@ -260,3 +260,46 @@ async def test_wait_before_start_is_an_error(pipe: Pipe) -> None:
     with pytest.raises(RuntimeError):
         await reader.wait()
     os.close(pipe.r)
+
+
+def test_reading_goes_on_while_lines_wait_to_be_handed_on_up_to_the_spool_bound(pipe: Pipe) -> None:
+    """The reader keeps the pipe drained while the framer is held (the child does not
+    wait), up to `spool_bytes`; past that the pipe fills; once the framer goes on,
+    every line arrives, in order."""
+    gate = threading.Event()
+    collect = Collector()
+
+    def held(timestamp: float, lines: list[Line]) -> None:
+        gate.wait(WAIT)
+        collect(timestamp, lines)
+
+    spool = 256 * 1024
+    reader = PipeReader(pipe.r, held, spool_bytes=spool)
+    reader.start()
+    os.set_blocking(pipe._w, False)
+    line = b"x" * 99 + b"\n"
+    written = 0
+    deadline = time.monotonic() + WAIT
+    stalled_since = None
+    while time.monotonic() < deadline:
+        try:
+            written += os.write(pipe._w, line * 100)
+            stalled_since = None
+        except BlockingIOError:  # the pipe is full: has the reader stopped for good?
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5:
+                break
+            time.sleep(0.01)
+    pipe_size = 1 << 20  # the reader asks for a 1 MiB pipe
+    assert written > pipe_size + spool // 2  # far more than the pipe alone holds: it was read
+    assert written <= pipe_size + spool + (1 << 20) + len(line) * 100  # ...but bounded
+    assert reader.spooled >= spool
+    gate.set()
+    os.set_blocking(pipe._w, True)
+    pipe.close()
+    assert reader.join(WAIT)
+    got = collect.lines
+    assert len(got) == -(-written // len(line))  # a write may have ended mid-line: kept as partial
+    assert all(text == "x" * 99 for text, _, partial in got if not partial)
+    assert sum(len(text) + (not partial) for text, _, partial in got) == written
+    assert reader.spooled == 0

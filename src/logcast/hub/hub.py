@@ -193,6 +193,8 @@ class Hub:
         """Persist what is left (within `timeout`), then stop the writer thread."""
         self._stopping.set()
         self._persist.set()
+        with self._room:  # a capture thread held for room goes on
+            self._room.notify_all()
         writer = self._writer
         if writer is not None:
             await asyncio.to_thread(writer.join, timeout)
