@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -354,7 +356,9 @@ async def test_capture_is_held_while_the_writer_is_a_whole_ring_behind() -> None
         assert await asyncio.to_thread(store.entered.wait, 5)
         await asyncio.sleep(0.3)
         assert not done.is_set()  # held: more than a ring's worth is not persisted yet
-        assert hub.stats("app")["last_seq"] - hub.stats("app")["persisted_seq"] <= 10 + 5
+        held = hub.stats("app")
+        assert held["memory_lines"] <= 10 + 5 and held["store_lost"] == 0  # a ring and a chunk at most
+        assert held["last_seq"] < 50
         store.gate.set()
         assert await asyncio.to_thread(done.wait, 10)
         thread.join(5)
@@ -387,4 +391,102 @@ async def test_capture_is_not_held_while_the_store_fails() -> None:
         assert hub.stats("app")["last_seq"] == 101
     finally:
         store.fail = False
+        await hub.close()
+
+
+class SlowStore(MemoryStore):
+    """A store whose every write takes a while: the writer is the bottleneck."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def write(self, records):  # type: ignore[no-untyped-def]
+        time.sleep(self.delay)
+        super().write(records)
+
+
+async def test_long_lines_hold_capture_by_bytes_too() -> None:
+    """A ring full in bytes (long lines) holds capture like a ring full in lines: nothing
+    is evicted before the store has it."""
+    hub = await make_hub(SlowStore(0.1), memory_lines=1000, memory_bytes=200_000)
+    try:
+
+        def capture() -> None:
+            for _ in range(20):
+                hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(["x" * 3000] * 50)))
+
+        await asyncio.to_thread(capture)
+        assert await hub.flush(timeout=30)
+        stats = hub.stats("app")
+        assert stats["last_seq"] == 1000 and stats["store_lost"] == 0
+    finally:
+        await hub.close()
+
+
+async def test_a_flooding_process_does_not_keep_the_others_from_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("logcast.hub.hub.WRITE_BATCH", 50)  # the flooder always fills a batch
+    hub = Hub(SlowStore(0.01), memory_lines=100)
+    await hub.open(["a", "b"])
+    stop = threading.Event()
+    try:
+
+        def flood() -> None:  # always a whole batch waiting: held at the writer's pace
+            i = 0
+            while not stop.is_set():
+                hub.lines("a", 1, Stream.STDOUT, 1.0, lines(*(f"a{i}-{j}" for j in range(100))))
+                i += 1
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        done = threading.Event()
+
+        def steady() -> None:
+            for i in range(20):
+                hub.lines("b", 1, Stream.STDOUT, 1.0, lines(*(f"b{i}-{j}" for j in range(10))))
+            done.set()
+
+        threading.Thread(target=steady, daemon=True).start()
+        assert await asyncio.to_thread(done.wait, 30)  # b is never held for good
+        assert await asyncio.to_thread(lambda: _until(lambda: hub.stats("b")["persisted_seq"] == 200))
+        assert hub.stats("b")["store_lost"] == 0
+    finally:
+        stop.set()
+        await hub.close(timeout=5)
+
+
+def _until(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+async def test_a_stalled_write_no_longer_holds_capture() -> None:
+    """A write that takes longer than WRITER_STALL: capture goes on from memory (the
+    ring lets go of what it must, counted) instead of one chunk a second."""
+    store = HeldStore()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        store.gate.clear()
+        done = threading.Event()
+
+        def capture() -> None:
+            for i in range(200):
+                hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"s{i}-{j}" for j in range(5))))
+            done.set()
+
+        threading.Thread(target=capture, daemon=True).start()
+        # held a chunk per second it would need over three minutes; a guard, not a measure
+        assert await asyncio.to_thread(done.wait, 30)
+        store.gate.set()
+        assert await hub.flush(timeout=30)
+        stats = hub.stats("app")
+        assert stats["last_seq"] == 1000 and stats["store_lost"] > 0  # told, not hidden
+    finally:
+        store.gate.set()
         await hub.close()

@@ -737,3 +737,32 @@ async def test_sigkilled_manager_leaves_no_orphans(tmp_path: Path) -> None:
         if manager.stdout is not None:
             manager.stdout.close()
         stop_group(manager)
+
+
+class SlowSink(RecordingSink):
+    """A sink that takes its time over every chunk, as a hub holding capture for its writer does."""
+
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None:
+        time.sleep(0.05)
+        super().lines(process, run, stream, timestamp, lines)
+
+
+async def test_the_exit_is_recorded_after_every_line_even_when_framing_lags(h: Harness) -> None:
+    """The pipes are at EOF at once, but handing the spooled lines on takes seconds: the
+    run's end waits for them (before, the drain deadlines cut them off, and the exit
+    came before the run's last lines)."""
+    h.sink = SlowSink()
+    n = 60
+    # one write(2) per line, a few ms apart, so each is its own chunk: about 60 x 50 ms
+    # of handing on, far beyond the drain deadlines (0.5 s, stop_timeout 0.5 s, grace 0.2 s)
+    source = (
+        f"import os, time\nfor i in range({n}):\n    os.write(1, b'line %d\\n' % i)\n    time.sleep(0.003)\n"
+    )
+    p = h.process(py(source), reader_grace=0.2, stop_timeout=0.5)
+    await p.start()
+    await until(lambda: p.state is S.EXITED, "exit", timeout=60)
+    events = h.sink.snapshot()
+    texts = [e.text for e in events if isinstance(e, LineRec)]
+    assert texts == [f"line {i}" for i in range(n)]
+    exited = next(i for i, e in enumerate(events) if isinstance(e, StatusRec) and e.state is S.EXITED)
+    assert all(isinstance(e, StatusRec) for e in events[exited:])  # no line after the exit

@@ -30,6 +30,8 @@ the reader closes the fd, the framer frames what is left and flushes the rest as
 bad, silently stopping to read a child is worse, because its pipe fills and it blocks.
 If the framer itself fails, the reader goes on reading and discards, for the same reason.
 
+`eof()` resolves when the fd reached EOF, `wait()` once every line was also handed on.
+
 `wait()` lets asyncio code await the end of a reader: every waiting task registers a
 future of its own loop, which the thread resolves with `call_soon_threadsafe`, the one
 loop method that may be called from another thread (asyncio's and uvloop's loops alike).
@@ -104,9 +106,8 @@ class PipeReader:
         self._cond = threading.Condition(threading.Lock())
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
         self._thread = threading.Thread(target=self._frame_loop, name=f"{name}-frame", daemon=True)
-        self._lock = threading.Lock()
-        self._finished = False
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._read_all = _Latch()  # EOF: nothing more will be read
+        self._handed_on = _Latch()  # ...and every line was handed on
 
     def __repr__(self) -> str:
         return f"<PipeReader {self._name} fd={self._fd} bytes_read={self._bytes_read}>"
@@ -125,28 +126,30 @@ class PipeReader:
         """Start the threads (once)."""
         _raise_pipe_size(self._fd)
         self._thread.start()
-        self._reader.start()
+        try:
+            self._reader.start()
+        except BaseException:
+            with self._cond:  # the framer must not wait for a reader that never ran
+                self._eof = True
+                self._cond.notify_all()
+            raise
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until every line was handed on (or `timeout` passed); True if so."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    async def eof(self) -> None:
+        """Resolve once the fd reached EOF (every byte is read; framing may go on)."""
+        if self._thread.ident is None:
+            raise RuntimeError("PipeReader.eof() before start()")
+        await self._read_all.wait()
+
     async def wait(self) -> None:
         """Resolve once EOF was reached and every line was handed on."""
         if self._thread.ident is None:
             raise RuntimeError("PipeReader.wait() before start()")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._finished:
-                return
-            self._waiters.append((loop, future))
-        try:
-            await future
-        finally:
-            with self._lock, contextlib.suppress(ValueError):
-                self._waiters.remove((loop, future))
+        await self._handed_on.wait()
 
     # -- the reader thread -------------------------------------------------------------
 
@@ -161,28 +164,39 @@ class PipeReader:
             with self._cond:
                 self._eof = True
                 self._cond.notify_all()
+            self._read_all.set()
 
     def _read_until_eof(self) -> None:
         fd = self._fd
         cond = self._cond
         spool = self._spool
+        # One buffer for every read, and an exact-size copy of what came: `os.read(fd,
+        # 1 MiB)` allocates 1 MiB each time and shrinks it, which leaves a small read
+        # holding a whole page or more (measured: 4 KiB per 100-byte chunk), so the
+        # spool's bound would not be a bound on memory.
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while True:
             try:
-                data = os.read(fd, READ_SIZE)
+                n = os.readv(fd, [buffer])
             except BlockingIOError:  # someone made the fd non-blocking: wait for it
-                select.select([fd], [], [])
+                poller.poll()
                 continue
             except OSError as exc:
                 if exc.errno == errno.EIO:  # pty master: the child side is closed
                     return
                 raise
-            if not data:
+            if not n:
                 return
+            data = bytes(view[:n])
             stamp = time.time()
-            self._bytes_read += len(data)
+            self._bytes_read += n
             with cond:
-                while self._spooled >= self._spool_max and self._framing:
-                    cond.wait()  # the framer is far behind: let the pipe fill
+                # the framer is far behind: let the pipe fill (an empty spool takes any chunk)
+                while self._spooled and self._spooled + n > self._spool_max and self._framing:
+                    cond.wait()
                 if not self._framing:
                     continue  # nobody frames any more: keep the child running, drop
                 spool.append((stamp, data))
@@ -247,12 +261,37 @@ class PipeReader:
             logger.exception("on_lines of reader %s failed; %d lines dropped", self._name, len(lines))
 
     def _finish(self) -> None:
+        self._handed_on.set()
+
+
+class _Latch:
+    """A one-way flag set by a thread and awaited from any event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def set(self) -> None:
         with self._lock:
-            self._finished = True
+            self._set = True
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._set:
+                return
+            self._waiters.append((loop, future))
+        try:
+            await future
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, future))
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -52,6 +52,7 @@ WRITE_BATCH = 20_000
 RATE_WINDOW = 5.0  # seconds over which lines/s is measured
 PENDING_FACTOR = 4  # the ring may hold this many times its bounds while the writer catches up
 SWITCH_INTERVAL = 0.001  # the GIL's, in seconds (see tune_runtime)
+WRITER_STALL = 1.0  # a store write taking longer than this (s) no longer holds capture
 # Subscribers are woken at most every WAKE_INTERVAL s (a flood wakes them per batch, not
 # per chunk), and less often the more of them there are.
 WAKE_INTERVAL = 0.005
@@ -166,7 +167,9 @@ class Hub:
         self._writer_lock = threading.Lock()
         self._room = threading.Condition(threading.Lock())  # the writer made progress
         self._writer_ok = True  # the last write succeeded
-        self._writer_progress = time.monotonic()
+        self._write_started: float | None = None  # monotonic time the write in flight began
+        self._written = 0  # write rounds ended (either way); guarded by _room
+        self._next_first = 0  # which process the next write round starts with
         self._writer: threading.Thread | None = None
         self.pages = PageCache(store)
 
@@ -194,6 +197,7 @@ class Hub:
         self._stopping.set()
         self._persist.set()
         with self._room:  # a capture thread held for room goes on
+            self._written += 1
             self._room.notify_all()
         writer = self._writer
         if writer is not None:
@@ -234,7 +238,8 @@ class Hub:
         if not lines:
             return
         plog = self._logs.get(process) or self.ensure(process)
-        if plog.next_seq - 1 - plog.persisted > self.memory_lines:
+        ring = plog.ring
+        if len(ring) > ring.max_lines or ring.bytes > ring.max_bytes:
             self._await_writer(plog)
         texts = [line[0] for line in lines]
         levels = [line[1] for line in lines]
@@ -297,22 +302,32 @@ class Hub:
         self._announce(process)
 
     def _await_writer(self, plog: ProcessLog) -> None:
-        """Hold a capture thread while the store writer is a whole ring behind.
+        """Hold a capture thread while its ring is over its bounds with lines the store
+        does not have yet (the ring lets go only of persisted lines, so that is what an
+        overfull ring means: the writer is a whole ring behind, in lines or in bytes).
 
         Capture hands lines on from a framer thread, behind a spool of raw bytes: when
         it waits here the child does not (the reader keeps reading into the spool), and
         the burst waits as raw bytes, a third of the memory of framed records, instead
         of records being evicted before the store has them. Only while the writer is
-        healthy and moving: when writes fail (disk full) or stall for a second, capture
-        goes on from memory and the ring lets go of what it must (counted, announced).
+        healthy and moving: when writes fail (disk full) or one write has taken longer
+        than `WRITER_STALL`, capture goes on from memory and the ring lets go of what it
+        must (counted, announced).
         """
-        limit = self.memory_lines
-        with self._room:
-            while (
-                plog.next_seq - 1 - plog.persisted > limit and self._writer_ok and not self._stopping.is_set()
-            ):
-                if not self._room.wait(1.0) and time.monotonic() - self._writer_progress > 1.0:
-                    return
+        ring = plog.ring
+        while True:
+            generation = self._written  # writes completed, read before looking
+            with plog.lock:
+                self._trim(plog)  # let go of what the writer has persisted since
+                over = len(ring) > ring.max_lines or ring.bytes > ring.max_bytes
+            if not over or not self._writer_ok or self._stopping.is_set():
+                return
+            started = self._write_started
+            if started is not None and time.monotonic() - started > WRITER_STALL:
+                return
+            with self._room:
+                if self._written == generation:
+                    self._room.wait(0.1)
 
     def _trim(self, plog: ProcessLog) -> None:
         """Keep the ring within bounds; spare what the writer has not persisted yet."""
@@ -416,7 +431,12 @@ class Hub:
         with self._writer_lock:
             batch: list[LogRecord] = []
             ends: list[tuple[ProcessLog, int]] = []
-            for plog in list(self._logs.values()):
+            # Start each round with the next process: one that floods (and always has a
+            # whole batch waiting) must not keep the others' lines from the store.
+            logs = list(self._logs.values())
+            start = self._next_first % len(logs) if logs else 0
+            self._next_first = start + 1
+            for plog in logs[start:] + logs[:start]:
                 with plog.lock:
                     first = plog.ring.first_seq
                     if first is None or plog.persisted >= plog.last_seq:
@@ -435,6 +455,7 @@ class Hub:
                     ends.append((plog, records[-1].seq))
             if not batch:
                 return False
+            self._write_started = time.monotonic()
             try:
                 self.store.write(batch)
             except BaseException:
@@ -442,6 +463,8 @@ class Hub:
                     with plog.lock:
                         plog.writing = plog.persisted
                 raise
+            finally:
+                self._write_started = None
             for plog, end in ends:
                 with plog.lock:
                     if end > plog.persisted:
@@ -452,8 +475,7 @@ class Hub:
     def _progress(self, *, ok: bool) -> None:
         with self._room:
             self._writer_ok = ok
-            if ok:
-                self._writer_progress = time.monotonic()
+            self._written += 1
             self._room.notify_all()
 
     async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
@@ -592,6 +614,7 @@ class Hub:
             if plog.persisted < upto:
                 plog.persisted = upto
         with self._room:
+            self._written += 1
             self._room.notify_all()
         await asyncio.to_thread(self._writer_lock.acquire)
         try:
@@ -845,7 +868,7 @@ class Subscription:
                 writing = plog.writing > plog.persisted and plog.writing > self.cursor
             if not writing or self.closed:
                 return records
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)
 
     def _finish(self, out: list[Entry]) -> list[Entry]:
         if not self.complete and self.cursor >= self.until:

@@ -72,35 +72,47 @@ class PageCache:
         self.store = store
         self.kept = kept
         self._pages: OrderedDict[Key, Page] = OrderedDict()
-        self._loading: dict[Key, asyncio.Future[Page]] = {}
+        self._loading: dict[Key, tuple[int, asyncio.Future[Page]]] = {}  # key -> (load number, result)
+        self._loads = 0  # loads begun so far
 
     def __len__(self) -> int:
         return len(self._pages)
 
     async def page(self, process: str, mark: int, after: int) -> Page:
-        """The page holding the records that follow `after` (read or shared)."""
+        """The page holding the records that follow `after` (read or shared).
+
+        A load that began after this call is as fresh as a read of our own, so its page
+        is returned even when it ends before `after` (the store has nothing more yet);
+        an older one that does not serve this reader is waited out and the question
+        asked again, so a crowd of readers at the writer's edge makes one new query,
+        not one each.
+        """
         key = (process, mark, after // PAGE)
-        page = self._pages.get(key)
-        if page is not None and page.serves(after):
-            self._pages.move_to_end(key)
-            return page
-        loading = self._loading.get(key)
-        if loading is not None:
-            await asyncio.wait({loading})
-            if not loading.cancelled() and loading.result().serves(after):
-                return loading.result()
-            # That load failed, or it ended before this reader's cursor: the store had
-            # less then than it may have now (this reader may have taken newer lines
-            # from the ring): read it ourselves.
-        future: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
+        asked = self._loads
+        while True:
+            page = self._pages.get(key)
+            if page is not None and page.serves(after):
+                self._pages.move_to_end(key)
+                return page
+            loading = self._loading.get(key)
+            if loading is None:
+                break
+            epoch, future = loading
+            await asyncio.wait({future})
+            if not future.cancelled() and (epoch > asked or future.result().serves(after)):
+                return future.result()
+            # That load failed, or it was older than this call and ends before this
+            # reader's cursor (this reader may have taken newer lines from the ring).
+        self._loads += 1
+        future = asyncio.get_running_loop().create_future()
+        self._loading[key] = (self._loads, future)
         try:
             records = await self.store.read(process, after=key[2] * PAGE, limit=PAGE)
         except BaseException:
-            future.cancel()  # whoever waits for it reads the page itself
+            future.cancel()  # whoever waits for it asks again
             raise
         finally:
-            if self._loading.get(key) is future:  # a waiter that reloads after a failure puts its own
+            if self._loading.get(key, (0, None))[1] is future:
                 del self._loading[key]
         page = Page(records)
         if records:

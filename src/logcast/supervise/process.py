@@ -59,7 +59,13 @@ KILL_WAIT = 5.0  # after SIGKILL, how long stop() waits before reporting a child
 class Reader(Protocol):
     def start(self) -> None: ...
 
-    async def wait(self) -> None: ...
+    async def eof(self) -> None:
+        """Every byte of the fd is read."""
+        ...
+
+    async def wait(self) -> None:
+        """...and every line is handed on."""
+        ...
 
 
 ReaderFactory = Callable[[int, Callable[[float, list[Line]], None], str], Reader]
@@ -342,7 +348,11 @@ class ManagedProcess:
             self.exit_code = code
             if probe is not None:
                 await probe.aclose()
-            waits: set[asyncio.Future[None]] = {asyncio.ensure_future(r.wait()) for r in readers}
+            # The deadlines are for the pipes to close (a grandchild may hold them open),
+            # not for framing what was read: that waits in the readers' spools and is
+            # handed on in full below, before the exit is recorded.
+            eofs: dict[asyncio.Future[None], Reader] = {asyncio.ensure_future(r.eof()): r for r in readers}
+            waits = set(eofs)
             pending = await _wait_all(waits, DRAIN)
             if pending and not self._stopping:  # leftovers of a leader that ended by itself
                 if child.signal_group(self.settings.stop_signal):
@@ -365,6 +375,7 @@ class ManagedProcess:
             for task in waits - pending:
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("%s: reader failed", self.name, exc_info=task.exception())
+            await asyncio.gather(*(eofs[task].wait() for task in waits - pending), return_exceptions=True)
         except asyncio.CancelledError:  # the loop is going away: leave nothing behind
             cancelled = True
             child.signal_group(signal.SIGKILL)
