@@ -337,6 +337,21 @@ async def test_a_reader_waits_for_the_batch_being_written_instead_of_announcing_
         await hub.close()
 
 
+def capture_thread(hub: Hub, *, chunks: int, size: int = 5) -> tuple[threading.Event, threading.Thread]:
+    """A capture thread handing `chunks` chunks of `size` lines to the hub; the event is
+    set once it has handed them all."""
+    done = threading.Event()
+
+    def capture() -> None:
+        for i in range(chunks):
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"c{i}-{j}" for j in range(size))))
+        done.set()
+
+    thread = threading.Thread(target=capture, daemon=True)
+    thread.start()
+    return done, thread
+
+
 async def test_capture_is_held_while_the_writer_is_a_whole_ring_behind() -> None:
     """The framer thread (not the child: it has a spool) waits for the writer instead of
     the ring letting go of lines the store does not have yet."""
@@ -344,15 +359,7 @@ async def test_capture_is_held_while_the_writer_is_a_whole_ring_behind() -> None
     hub = await make_hub(store, memory_lines=10)
     try:
         store.gate.clear()
-        done = threading.Event()
-
-        def capture() -> None:
-            for i in range(10):
-                hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"c{i}-{j}" for j in range(5))))
-            done.set()
-
-        thread = threading.Thread(target=capture)
-        thread.start()
+        done, thread = capture_thread(hub, chunks=10)
         assert await asyncio.to_thread(store.entered.wait, 5)
         await asyncio.sleep(0.3)
         assert not done.is_set()  # held: more than a ring's worth is not persisted yet
@@ -473,14 +480,7 @@ async def test_a_stalled_write_no_longer_holds_capture() -> None:
     hub = await make_hub(store, memory_lines=10)
     try:
         store.gate.clear()
-        done = threading.Event()
-
-        def capture() -> None:
-            for i in range(200):
-                hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"s{i}-{j}" for j in range(5))))
-            done.set()
-
-        threading.Thread(target=capture, daemon=True).start()
+        done, _ = capture_thread(hub, chunks=200)
         # held a chunk per second it would need over three minutes; a guard, not a measure
         assert await asyncio.to_thread(done.wait, 30)
         store.gate.set()
