@@ -292,3 +292,24 @@ async def test_page_holds_its_status_records() -> None:
     store.write(rows)
     page = await PageCache(store).page("app", 0, 0)
     assert [r.seq for r in page.statuses] == [10]
+
+
+async def test_pages_kept_are_bounded_in_memory_too() -> None:
+    """Long lines make big pages: the cache keeps fewer of them, never more than about
+    `kept_bytes` (the newest page always stays)."""
+    store = MemoryStore()
+    store.write(
+        [
+            LogRecord(seq, 1.0, Level.INFO, "x" * 1000, Stream.STDOUT, "app", 1, False, None)
+            for seq in range(1, 5 * PAGE + 1)
+        ]
+    )
+    cache = PageCache(store, kept=48, kept_bytes=3 * PAGE * 1200)
+    for block in range(5):
+        page = await cache.page("app", 0, block * PAGE)
+        assert page.full
+    assert len(cache) == 2  # three pages of ~2.46 MB would be over ~7.2 MB
+    assert cache.bytes <= 3 * PAGE * 1200
+    page.encoded("sse", lambda r: b"y" * 2000)  # encodings count as well
+    await cache.page("app", 0, 0)  # a new page comes in: the others make room
+    assert len(cache) == 1

@@ -30,6 +30,8 @@ from logcast.types import LogRecord, Stream
 
 PAGE = 2000  # records per page
 KEPT = 48  # pages kept (least recently used go first): readers spread over ~100,000 lines
+KEPT_BYTES = 48 << 20  # ...and at most about this much memory (long lines make fewer pages)
+RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timestamp, str header)
 
 Key = tuple[str, int, int]  # process, clear mark, block
 
@@ -41,13 +43,14 @@ def _seq(record: LogRecord) -> int:
 class Page:
     """Records of one block as the store held them, with their encodings per format."""
 
-    __slots__ = ("encodings", "full", "records", "statuses")
+    __slots__ = ("encodings", "full", "records", "size", "statuses")
 
     def __init__(self, records: list[LogRecord]) -> None:
         self.records = records
         self.full = len(records) == PAGE
         self.statuses = [r for r in records if r.stream is Stream.SYSTEM]
         self.encodings: dict[str, list[bytes]] = {}
+        self.size = sum(len(r.message) for r in records) + RECORD_OVERHEAD * len(records)  # estimated
 
     def serves(self, after: int) -> bool:
         """Whether this page answers a reader at `after` (it holds what follows, or the
@@ -62,15 +65,18 @@ class Page:
         enc = self.encodings.get(fmt)
         if enc is None:
             enc = self.encodings[fmt] = [encode(r) for r in self.records]
+            self.size += sum(map(len, enc)) + 33 * len(enc)
         return enc
 
 
 class PageCache:
-    """The last `kept` pages read from `store`, shared by every reader."""
+    """The last pages read from `store` (at most `kept` of them and about `kept_bytes`),
+    shared by every reader."""
 
-    def __init__(self, store: Store, *, kept: int = KEPT) -> None:
+    def __init__(self, store: Store, *, kept: int = KEPT, kept_bytes: int = KEPT_BYTES) -> None:
         self.store = store
         self.kept = kept
+        self.kept_bytes = kept_bytes
         self._pages: OrderedDict[Key, Page] = OrderedDict()
         self._loading: dict[Key, tuple[int, asyncio.Future[Page]]] = {}  # key -> (load number, result)
         self._loads = 0  # loads begun so far
@@ -118,10 +124,19 @@ class PageCache:
         if records:
             self._pages[key] = page
             self._pages.move_to_end(key)
-            if len(self._pages) > self.kept:
-                self._pages.popitem(last=False)
+            self._evict()
         future.set_result(page)
         return page
+
+    @property
+    def bytes(self) -> int:
+        """Estimated memory of the pages kept, encodings included."""
+        return sum(page.size for page in self._pages.values())
+
+    def _evict(self) -> None:
+        """Least recently used pages go until both bounds hold (the newest always stays)."""
+        while len(self._pages) > 1 and (len(self._pages) > self.kept or self.bytes > self.kept_bytes):
+            self._pages.popitem(last=False)
 
     def forget(self, process: str) -> None:
         """Drop the pages of `process` (after a clear)."""
