@@ -18,16 +18,10 @@ from rich.table import Table
 from rich.text import Text
 
 from logcast.cli import render
+from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import Client, ProcessInfo
 from logcast.errors import ClientError
 
-UrlOption = Annotated[
-    str | None,
-    typer.Option(help="Server URL (default: $LOGCAST_URL, then ./logcast.toml, then http://127.0.0.1:8080)."),
-]
-TokenOption = Annotated[
-    str | None, typer.Option(help="API token (default: $LOGCAST_TOKEN, then ./logcast.toml).")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 

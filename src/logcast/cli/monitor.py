@@ -30,6 +30,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, RichLog, Select, Static
 
 from logcast.cli import render
+from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import AsyncClient, ConnectionState, Event, ProcessInfo
 from logcast.errors import ClientError
 from logcast.query import parse_levels
@@ -530,6 +531,13 @@ class MonitorApp(App[None]):
     # -- controls ------------------------------------------------------------------------
 
     def action_control(self, action: str) -> None:
+        self._confirm_control(action, lambda name: f"{action.capitalize()} {name}?")
+
+    def action_clear_history(self) -> None:
+        self._confirm_control("clear", lambda name: f"Clear the history of {name}?")
+
+    def _confirm_control(self, action: str, question: Callable[[str], str]) -> None:
+        """Ask `question` about the highlighted process; on yes, carry out `action`."""
         name = self.highlighted()
         if name is None:
             self.notify("no process selected", severity="warning")
@@ -539,19 +547,7 @@ class MonitorApp(App[None]):
             if yes:
                 self.control(action, name)
 
-        self.push_screen(ConfirmScreen(f"{action.capitalize()} {name}?"), answered)
-
-    def action_clear_history(self) -> None:
-        name = self.highlighted()
-        if name is None:
-            self.notify("no process selected", severity="warning")
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.control("clear", name)
-
-        self.push_screen(ConfirmScreen(f"Clear the history of {name}?"), answered)
+        self.push_screen(ConfirmScreen(question(name)), answered)
 
     @work(group="control", exit_on_error=False)
     async def control(self, action: str, name: str) -> None:
@@ -581,12 +577,8 @@ def monitor(
     names: Annotated[
         list[str] | None, typer.Argument(metavar="[NAME]...", help="Processes to show (all).")
     ] = None,
-    url: Annotated[
-        str | None, typer.Option(help="Server URL (default: $LOGCAST_URL, ./logcast.toml, 127.0.0.1:8080).")
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option(help="API token (default: $LOGCAST_TOKEN, ./logcast.toml).")
-    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Interactive terminal monitor: states, live logs, stats, start/stop/restart/clear."""
     try:

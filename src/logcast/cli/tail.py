@@ -26,6 +26,7 @@ import orjson
 import typer
 
 from logcast.cli import render
+from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import AsyncClient, ConnectionState, Event
 from logcast.errors import ClientError
 from logcast.query import compile_regex, parse_levels
@@ -289,12 +290,8 @@ def _quiet_broken_pipe() -> None:
 
 def tail(
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Processes to follow.")],
-    url: Annotated[
-        str | None, typer.Option(help="Server URL (default: $LOGCAST_URL, ./logcast.toml, 127.0.0.1:8080).")
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option(help="API token (default: $LOGCAST_TOKEN, ./logcast.toml).")
-    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
     max_attempts: Annotated[
         int, typer.Option(min=0, help="Failed attempts in a row before giving up; 0 = forever.")
     ] = 0,
