@@ -133,7 +133,8 @@ class LineSink(Protocol):
     """Where captured lines and status changes go (the hub implements it).
 
     Both methods are called from capture threads as well as the event loop; they
-    must be thread-safe and must never block on a consumer.
+    must be thread-safe and must never block on a consumer. `lines` is called only
+    from capture (framer) threads, which may be held while the store catches up.
     """
 
     def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None: ...

@@ -25,8 +25,9 @@ character. At EOF (`b""` from a pipe, `EIO` from a pty master whose child side c
 the reader closes the fd, the framer frames what is left and flushes the rest as
 `partial`, and the reader is finished.
 
-`on_lines` runs on the framer thread; it must be quick and must not block (the hub's
-`lines()` is). An exception in it is logged and framing goes on: losing a callback is
+`on_lines` runs on the framer thread; it may wait (the hub's `lines()` holds it while
+the store writer is a whole memory tail behind), since the reader keeps draining the
+pipe meanwhile. An exception in it is logged and framing goes on: losing a callback is
 bad, silently stopping to read a child is worse, because its pipe fills and it blocks.
 If the framer itself fails, the reader goes on reading and discards, for the same reason.
 

@@ -6,8 +6,11 @@ and pokes two things without waiting for either: the store writer thread (a
 `threading.Event`) and the event loop (one coalesced `call_soon_threadsafe`), which
 wakes the subscribers of that process: at once after a quiet spell, and at most every
 5–25 ms while lines keep coming (with 200 subscribers of a child that writes every
-millisecond, waking them per chunk kept the loop busy just turning them over). Nothing on that path waits for a reader, a
-socket or the disk: the child never waits for us.
+millisecond, waking them per chunk kept the loop busy just turning them over). Nothing
+on that path waits for a reader or a socket. It waits for the store writer in one case
+only (`_await_writer`): while the ring is over its bounds with lines the store does not
+have yet and the writer is healthy and moving. Capture threads are framer threads
+behind a spool of raw bytes, so even then the child does not wait.
 
 A subscriber is a cursor (`Subscription`), not a queue. It reads the ring from its
 cursor on; when it has fallen behind the ring it reads from the store, and only a
@@ -21,9 +24,11 @@ it is history, everything after it realtime, and both come through the same curs
 The store writer is one thread. It takes what the ring holds beyond `persisted`,
 writes it in one batch per round, retries after failures (disk full, database
 locked) with backoff while capture goes on from memory, and holds `_writer_lock`
-while writing so that `clear()` never races a batch in flight. The ring keeps
-records the writer has not persisted yet beyond its bounds, up to four times the
-bounds; past that they are dropped from memory and counted (`store_lost`).
+while writing so that `clear()` never races a batch in flight. Each round starts with
+the next process, so one that floods cannot keep another's lines from the store. When
+capture is not held (writes failing, or one write stalled), the ring keeps records the
+writer has not persisted yet beyond its bounds, up to four times the bounds; past that
+they are dropped from memory and counted (`store_lost`).
 """
 
 from __future__ import annotations
@@ -196,9 +201,7 @@ class Hub:
         """Persist what is left (within `timeout`), then stop the writer thread."""
         self._stopping.set()
         self._persist.set()
-        with self._room:  # a capture thread held for room goes on
-            self._written += 1
-            self._room.notify_all()
+        self._release_held()
         writer = self._writer
         if writer is not None:
             await asyncio.to_thread(writer.join, timeout)
@@ -238,8 +241,7 @@ class Hub:
         if not lines:
             return
         plog = self._logs.get(process) or self.ensure(process)
-        ring = plog.ring
-        if len(ring) > ring.max_lines or ring.bytes > ring.max_bytes:
+        if plog.ring.overfull:
             self._await_writer(plog)
         texts = [line[0] for line in lines]
         levels = [line[1] for line in lines]
@@ -314,12 +316,11 @@ class Hub:
         than `WRITER_STALL`, capture goes on from memory and the ring lets go of what it
         must (counted, announced).
         """
-        ring = plog.ring
         while True:
             generation = self._written  # writes completed, read before looking
             with plog.lock:
                 self._trim(plog)  # let go of what the writer has persisted since
-                over = len(ring) > ring.max_lines or ring.bytes > ring.max_bytes
+                over = plog.ring.overfull
             if not over or not self._writer_ok or self._stopping.is_set():
                 return
             started = self._write_started
@@ -473,8 +474,13 @@ class Hub:
             return True
 
     def _progress(self, *, ok: bool) -> None:
+        """A write round ended (`ok`: it succeeded)."""
+        self._writer_ok = ok
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Let every capture thread held in `_await_writer` look again."""
         with self._room:
-            self._writer_ok = ok
             self._written += 1
             self._room.notify_all()
 
@@ -613,9 +619,7 @@ class Hub:
             plog.cleared_upto = upto
             if plog.persisted < upto:
                 plog.persisted = upto
-        with self._room:
-            self._written += 1
-            self._room.notify_all()
+        self._release_held()
         await asyncio.to_thread(self._writer_lock.acquire)
         try:
             await self.store.clear(process, upto)

@@ -67,6 +67,12 @@ class Ring:
         if status:
             self._status.extend(records)
 
+    @property
+    def overfull(self) -> bool:
+        """Over either bound (the hub trims persisted records at once, so what keeps a
+        ring overfull is records the store does not have yet)."""
+        return len(self) > self.max_lines or self.bytes > self.max_bytes
+
     def over(self) -> int:
         """How many of the oldest records must go to respect both bounds."""
         excess = len(self) - self.max_lines

@@ -68,12 +68,17 @@ def _each(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> Iterator[tuple[Ev
         yield kind, payload, next(encoded) if isinstance(payload, LogRecord) else None
 
 
+def _sse_record(kind: EventType, record: LogRecord, log_json: bytes) -> bytes:
+    """The SSE message of a record's event, its `log` object given encoded."""
+    return b"id: %d%s%s}\n\n" % (record.seq, _SSE_HEAD[kind], log_json)
+
+
 def sse_chunk(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> bytes:
     """One SSE message per entry (`id: <seq>` then `data: <json>`), as one chunk."""
     parts: list[bytes] = []
     for kind, payload, log_json in _each(hub, plog, entries):
         if log_json is not None:
-            parts.append(b"id: %d%s%s}\n\n" % (payload.seq, _SSE_HEAD[kind], log_json))
+            parts.append(_sse_record(kind, payload, log_json))
         else:
             parts.append(b"id: %d\ndata: %s\n\n" % (entry_id(payload), event_json(kind, payload)))
     return b"".join(parts)
@@ -116,12 +121,14 @@ def _live_kind(record: LogRecord) -> EventType:
 
 def live_sse(record: LogRecord) -> bytes:
     """The SSE message of a record read live: `realtime`, or `status` for a state change."""
-    return b"id: %d%s%s}\n\n" % (record.seq, _SSE_HEAD[_live_kind(record)], orjson.dumps(record.as_dict()))
+    # orjson's own result, not encode_log's exact-size copy: it is spliced into a new
+    # bytes object at once and never kept.
+    return _sse_record(_live_kind(record), record, orjson.dumps(record.as_dict()))
 
 
 def live_ws_json(record: LogRecord) -> bytes:
     """The WebSocket frame of a record read live, `format=json`."""
-    return text_frame(_PREFIX[_live_kind(record)] + orjson.dumps(record.as_dict()) + b"}")
+    return text_frame(event_json(_live_kind(record), record, orjson.dumps(record.as_dict())))
 
 
 def live_ws_text(record: LogRecord) -> bytes:
