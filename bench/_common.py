@@ -29,6 +29,7 @@ How the clients measure:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -207,6 +208,26 @@ NAIVE_APP = textwrap.dedent(
 )
 
 # -- processes ---------------------------------------------------------------------------
+
+
+def add_ws_client_options(parser: argparse.ArgumentParser) -> None:
+    """The benchmarks' choice of WebSocket client (`--ws-client`, `--ws-compression`)."""
+    parser.add_argument(
+        "--ws-client",
+        choices=["websockets", "raw"],
+        default="websockets",
+        help="WebSocket client: the websockets library (default) or a minimal frame parser (raw)",
+    )
+    parser.add_argument(
+        "--ws-compression",
+        action="store_true",
+        help="the websockets client offers permessage-deflate, as browsers do (with --ws-client websockets)",
+    )
+
+
+def check_ws_client_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.ws_compression and args.ws_client != "websockets":
+        parser.error("--ws-compression needs --ws-client websockets")
 
 
 def free_port() -> int:
@@ -707,7 +728,31 @@ _MSG = b'"message":"'
 _TS = b'"timestamp":'
 
 
-class SSEProtocol(asyncio.Protocol):
+class _RawStream(asyncio.Protocol):
+    """What the raw SSE and WebSocket clients share: send the request on connect; on a
+    close, fail the opening if it had not happened (`awaiting` names what was awaited)
+    and mark the stream as closed early if it had not got its last line."""
+
+    awaiting = "the response"
+    st: StreamState
+    request: bytes
+    opened: asyncio.Future[None]
+    transport: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's transport is not an asyncio.Transport subclass
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"closed before {self.awaiting}: {exc!r}"))
+        assert self.st.done is not None
+        if not self.st.done.done():
+            self.st.closed_early = True
+            self.st.done.set_result(None)
+
+
+class SSEProtocol(_RawStream):
     """A raw HTTP/1.1 SSE reader that checks and times whole reads, not single events."""
 
     def __init__(self, st: StreamState, request: bytes, expect: int, hist: list[int], hmax: list[float]):
@@ -724,19 +769,7 @@ class SSEProtocol(asyncio.Protocol):
         self.skip = 0
         self.body = b""
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"closed before the response: {exc!r}"))
-        assert self.st.done is not None
-        if not self.st.done.done():
-            self.st.closed_early = True
-            self.st.done.set_result(None)
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -930,11 +963,13 @@ async def _ws_stream(
         opened.set()
 
 
-class RawWSProtocol(asyncio.Protocol):
+class RawWSProtocol(_RawStream):
     """A minimal WebSocket client (RFC 6455, no extensions) that parses frames in place:
     about a microsecond of Python per frame, several times less than a full client
     library, so that at a million frames a second the clients are not what is measured.
     Answers pings, handles fragmented and masked frames, echoes a close."""
+
+    awaiting = "the handshake"
 
     def __init__(
         self, st: StreamState, request: bytes, spec: dict[str, Any], hist: list[int], hmax: list[float]
@@ -952,19 +987,7 @@ class RawWSProtocol(asyncio.Protocol):
         self.oldest: float | None = None  # write time of the oldest line of the current read
         self.counted = 0  # lines of the current read
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"closed before the handshake: {exc!r}"))
-        assert self.st.done is not None
-        if not self.st.done.done():
-            self.st.closed_early = True
-            self.st.done.set_result(None)
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if not self.upgraded:
@@ -993,12 +1016,9 @@ class RawWSProtocol(asyncio.Protocol):
         if oldest is None:
             return
         ms = (time.time() - oldest) * 1000.0
-        if ms < 1000.0:
-            self.hist[int(ms * 10.0) if ms > 0 else 0] += count
-        else:
-            self.hist[min(NBUCKETS - 1, FINE + int((ms - 1000.0) / 10.0))] += count
-            if ms > self.hmax[0]:
-                self.hmax[0] = ms
+        self.hist[bucket(ms)] += count
+        if ms >= 1000.0 and ms > self.hmax[0]:
+            self.hmax[0] = ms
 
     def _frames(self, buf: bytes, n: int) -> None:
         pos = 0

@@ -47,6 +47,8 @@ from _common import (
     ClientProc,
     Meter,
     Server,
+    add_ws_client_options,
+    check_ws_client_options,
     loop_line,
     start_logcast,
     start_naive,
@@ -273,21 +275,10 @@ def main() -> None:
     )
     parser.add_argument("--naive-timeout", type=float, default=90.0, help="cap of the naive baseline (90 s)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive seed-000 baseline")
-    parser.add_argument(
-        "--ws-client",
-        choices=["websockets", "raw"],
-        default="websockets",
-        help="WebSocket client: the websockets library (default) or a minimal frame parser (raw)",
-    )
-    parser.add_argument(
-        "--ws-compression",
-        action="store_true",
-        help="the websockets client offers permessage-deflate, as browsers do (with --ws-client websockets)",
-    )
+    add_ws_client_options(parser)
     parser.add_argument("--runs", type=int, default=1, help="repeat K times; median summary (1)")
     args = parser.parse_args()
-    if args.ws_compression and args.ws_client != "websockets":
-        parser.error("--ws-compression needs --ws-client websockets")
+    check_ws_client_options(parser, args)
     ws_opts = {"ws_client": args.ws_client, "ws_compression": args.ws_compression}
 
     print(

@@ -53,6 +53,8 @@ from _common import (
     Hist,
     Meter,
     Server,
+    add_ws_client_options,
+    check_ws_client_options,
     fmt_ms,
     loop_line,
     start_logcast,
@@ -344,21 +346,10 @@ def main() -> None:
     parser.add_argument("--no-idle", action="store_true", help="skip the idle-subscriber measurement")
     parser.add_argument("--no-light", action="store_true", help="skip the light configuration")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive seed-000 baseline")
-    parser.add_argument(
-        "--ws-client",
-        choices=["websockets", "raw"],
-        default="websockets",
-        help="WebSocket client: the websockets library (default) or a minimal frame parser (raw)",
-    )
-    parser.add_argument(
-        "--ws-compression",
-        action="store_true",
-        help="the websockets client offers permessage-deflate, as browsers do (with --ws-client websockets)",
-    )
+    add_ws_client_options(parser)
     parser.add_argument("--runs", type=int, default=1, help="repeat everything K times; median summary (1)")
     args = parser.parse_args()
-    if args.ws_compression and args.ws_client != "websockets":
-        parser.error("--ws-compression needs --ws-client websockets")
+    check_ws_client_options(parser, args)
 
     configs: list[tuple[str, int, int]] = [("logcast", args.sse, args.ws)]
     if not args.no_light:
