@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import logcast.store.sqlite as sqlite_engine
 from logcast.errors import StoreError
 from logcast.query import Query
 from logcast.store import SqliteStore, open_store
 from logcast.store.base import Store
+from logcast.types import Level, LogRecord, ProcessState, Stream
 from tests.store_contract import Factory, StoreContract, opened, rec, write
 
 
@@ -208,3 +211,108 @@ async def test_a_lone_surrogate_in_a_new_process_is_stored_mended(tmp_path) -> N
         assert (await store.meta("fresh")).lines == 2
     finally:
         await store.close()
+
+
+# -- the column-wise and the row-wise insert --------------------------------------------------
+
+_TEXTS = st.text(
+    alphabet=st.sampled_from(["a", "Z", " ", "é", "日", "🙂", "\udc80", "'", "%", "\\"]), max_size=12
+)
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> list[list[LogRecord]]:
+    """Batches as the hub writes them (a run of records per process), plus what else a
+    store may be given: gaps in seq, status records, a new run, a batch retried."""
+    next_seq = {"a": 1, "b": 1}
+    batches: list[list[LogRecord]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        batch: list[LogRecord] = []
+        for process in draw(st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=3)):
+            run = draw(st.integers(1, 3))
+            for _ in range(draw(st.integers(1, 8))):
+                if draw(st.booleans()) and draw(st.booleans()):
+                    next_seq[process] += draw(st.integers(1, 3))  # a gap: seqs not consecutive
+                status = draw(st.integers(0, 9)) == 0
+                batch.append(
+                    LogRecord(
+                        next_seq[process],
+                        draw(st.floats(0, 2e9, allow_nan=False)),
+                        draw(st.sampled_from(list(Level))),
+                        draw(_TEXTS),
+                        Stream.SYSTEM if status else draw(st.sampled_from([Stream.STDOUT, Stream.STDERR])),
+                        process,
+                        run if draw(st.integers(0, 7)) else run + 1,
+                        draw(st.booleans()),
+                        ProcessState.RUNNING if status else None,
+                    )
+                )
+                next_seq[process] += 1
+        batches.append(batch)
+        if draw(st.integers(0, 4)) == 0:
+            batches.append(batch[: draw(st.integers(1, len(batch)))])  # retried after a failure
+    return batches
+
+
+def _mended(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=_batches())
+def test_any_batch_is_stored_exactly_once_whichever_insert_path_takes_it(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[LogRecord]]
+) -> None:
+    path = tmp_path_factory.mktemp("paths") / "h.sqlite3"
+
+    async def check() -> None:
+        async with opened(lambda: SqliteStore(path)) as store:
+            for batch in batches:
+                await write(store, batch)
+            expected: dict[str, dict[int, LogRecord]] = {"a": {}, "b": {}}
+            for batch in batches:
+                for r in batch:
+                    expected[r.process].setdefault(r.seq, r._replace(message=_mended(r.message)))
+            for process, by_seq in expected.items():
+                want = [by_seq[s] for s in sorted(by_seq)]
+                assert await store.read(process, limit=1000) == want
+                for text in ("É", "Z"):  # found in non-ASCII text only by the flag that marks it
+                    query = Query(text=text)
+                    assert await store.read(process, limit=1000, query=query) == list(
+                        filter(query.matches, want)
+                    )
+                lines = [r for r in want if r.stream is not Stream.SYSTEM]
+                meta = await store.meta(process)
+                assert meta.lines == len(lines)
+                assert meta.bytes == sum(len(r.message.encode("utf-8")) for r in lines)
+                assert meta.last_seq == max(by_seq, default=0)
+                assert meta.last_run == max((r.run for r in want), default=0)
+            assert store.stats.written == sum(len(v) for v in expected.values())
+
+    asyncio.run(check())
+
+
+async def test_a_plain_run_of_lines_goes_in_column_wise(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row_wise: list[int] = []
+    real = sqlite_engine._insert_rows
+    monkeypatch.setattr(
+        sqlite_engine, "_insert_rows", lambda conn, rows: (row_wise.append(len(rows)), real(conn, rows))
+    )
+    batch = [
+        rec(
+            seq,
+            f"line {seq} é" if seq % 3 else f"line {seq}",
+            partial=seq % 5 == 0,
+            stream=Stream.STDERR if seq % 2 else Stream.STDOUT,
+        )
+        for seq in range(1, 20_001)
+    ]
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        await write(store, batch)
+        assert row_wise == []  # 20,000 rows: three statements of 6,400, then halves
+        assert await store.read("p", limit=30_000) == batch
+        await write(store, [rec(20_001, state=ProcessState.EXITED, stream=Stream.SYSTEM)])
+        assert row_wise == [1]  # a status record goes row-wise
+        assert (await store.meta("p")).lines == 20_000
