@@ -14,7 +14,7 @@ F, T = False, True
 def feed_all(framer: LineFramer, *chunks: bytes) -> list[tuple[str, bool]]:
     out: list[tuple[str, bool]] = []
     for chunk in chunks:
-        out.extend(framer.feed(chunk))
+        out.extend(framer.feed(chunk).records())
     return out
 
 
@@ -44,7 +44,7 @@ def rebuild(records: list[tuple[str, bool]]) -> str:
 
 def test_lf_ends_lines_and_text_excludes_the_terminator() -> None:
     framer = LineFramer()
-    assert framer.feed(b"one\ntwo\n") == [("one", F), ("two", F)]
+    assert framer.feed(b"one\ntwo\n").records() == [("one", F), ("two", F)]
     assert not framer.pending
 
 
@@ -59,12 +59,12 @@ def test_crlf_ends_a_line_once() -> None:
 def test_crlf_split_across_chunks() -> None:
     framer = LineFramer()
     # The line is over at "\r" whatever follows: it is handed on at once ...
-    assert framer.feed(b"first\r") == [("first", F)]
+    assert framer.feed(b"first\r").records() == [("first", F)]
     assert not framer.pending
     # ... and the "\n" that completes "\r\n" is not a second, empty line.
-    assert framer.feed(b"\nsecond\r") == [("second", F)]
-    assert framer.feed(b"\n") == []
-    assert framer.feed(b"third\n") == [("third", F)]
+    assert framer.feed(b"\nsecond\r").records() == [("second", F)]
+    assert framer.feed(b"\n").records() == []
+    assert framer.feed(b"third\n").records() == [("third", F)]
 
 
 def test_cr_at_chunk_end_followed_by_text() -> None:
@@ -79,9 +79,9 @@ def test_empty_feed_keeps_a_pending_crlf() -> None:
 
 def test_idle_flush_keeps_a_pending_crlf() -> None:
     framer = LineFramer()
-    assert framer.feed(b"a\r") == [("a", F)]
-    assert framer.flush(idle=True) == []
-    assert framer.feed(b"\nb\n") == [("b", F)]
+    assert framer.feed(b"a\r").records() == [("a", F)]
+    assert framer.flush(idle=True).records() == []
+    assert framer.feed(b"\nb\n").records() == [("b", F)]
 
 
 def test_lone_cr_progress_bar() -> None:
@@ -96,11 +96,11 @@ def test_lone_cr_progress_bar() -> None:
 
 def test_tqdm_style_leading_cr() -> None:
     framer = LineFramer()
-    assert framer.feed(b"\r 10%") == [("", F)]
-    assert framer.flush(idle=True) == [(" 10%", T)]
+    assert framer.feed(b"\r 10%").records() == [("", F)]
+    assert framer.flush(idle=True).records() == [(" 10%", T)]
     # the next redraw ends the redrawn line; its text continues the flushed partial
-    assert framer.feed(b"\r 20%") == [("", F)]
-    assert framer.flush() == [(" 20%", T)]
+    assert framer.feed(b"\r 20%").records() == [("", F)]
+    assert framer.flush().records() == [(" 20%", T)]
 
 
 def test_mixed_terminators_in_one_chunk() -> None:
@@ -112,32 +112,32 @@ def test_mixed_terminators_in_one_chunk() -> None:
 
 def test_unfinished_line_waits_for_its_end() -> None:
     framer = LineFramer()
-    assert framer.feed(b"abc") == []
+    assert framer.feed(b"abc").records() == []
     assert framer.pending
-    assert framer.feed(b"def\n") == [("abcdef", F)]
+    assert framer.feed(b"def\n").records() == [("abcdef", F)]
     assert not framer.pending
 
 
 def test_flush_hands_on_pending_as_partial() -> None:
     framer = LineFramer()
     framer.feed(b"prompt> ")
-    assert framer.flush() == [("prompt> ", T)]
+    assert framer.flush().records() == [("prompt> ", T)]
     assert not framer.pending
-    assert framer.flush() == []
+    assert framer.flush().records() == []
 
 
 def test_flush_without_pending_is_empty() -> None:
     framer = LineFramer()
-    assert framer.flush() == []
+    assert framer.flush().records() == []
     framer.feed(b"x\n")
-    assert framer.flush() == []
+    assert framer.flush().records() == []
 
 
 def test_line_continued_after_idle_flush() -> None:
     framer = LineFramer()
     framer.feed(b"Loading")
-    assert framer.flush(idle=True) == [("Loading", T)]
-    assert framer.feed(b"... done\n") == [("... done", F)]
+    assert framer.flush(idle=True).records() == [("Loading", T)]
+    assert framer.feed(b"... done\n").records() == [("... done", F)]
     assert rebuild([("Loading", T), ("... done", F)]) == "Loading... done\n"
 
 
@@ -160,9 +160,9 @@ def test_64k_split_with_partial_flags() -> None:
 
 def test_overlong_pending_line_is_split_before_its_end() -> None:
     framer = LineFramer()
-    assert framer.feed(b"x" * (MAX_LINE + 5)) == [("x" * MAX_LINE, T)]
+    assert framer.feed(b"x" * (MAX_LINE + 5)).records() == [("x" * MAX_LINE, T)]
     assert framer.pending
-    assert framer.flush() == [("xxxxx", T)]
+    assert framer.flush().records() == [("xxxxx", T)]
 
 
 @pytest.mark.parametrize("chunk", [65536, 10_000_000, 4096 + 7])
@@ -224,11 +224,11 @@ def test_truncated_character_at_eof_is_replaced() -> None:
 
 def test_idle_flush_keeps_an_incomplete_character() -> None:
     framer = LineFramer()
-    assert framer.feed(b"price: 5\xe2\x82") == []
-    assert framer.flush(idle=True) == [("price: 5", T)]
+    assert framer.feed(b"price: 5\xe2\x82").records() == []
+    assert framer.flush(idle=True).records() == [("price: 5", T)]
     assert framer.pending
-    assert framer.flush(idle=True) == []
-    assert framer.feed(b"\xac\n") == [("€", F)]
+    assert framer.flush(idle=True).records() == []
+    assert framer.feed(b"\xac\n").records() == [("€", F)]
 
 
 def test_ansi_sequences_are_kept() -> None:

@@ -11,12 +11,12 @@ import pytest
 
 from logcast.hub import Gap, Hub, Subscription
 from logcast.query import Query, parse_levels
-from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
+from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
 
 
-def lines(*texts: str, level: Level = Level.INFO) -> list[tuple[str, Level, bool]]:
-    return [(t, level, False) for t in texts]
+def lines(*texts: str, level: Level = Level.INFO) -> Lines:
+    return Lines(list(texts), [level] * len(texts), [False] * len(texts))
 
 
 async def make_hub(store: MemoryStore | None = None, **kw: int) -> Hub:
@@ -120,7 +120,7 @@ async def test_filtered_tail_reaches_into_the_store() -> None:
     try:
         for i in range(1, 1001):
             level = Level.ERROR if i % 100 == 0 else Level.INFO
-            hub.lines("app", 1, Stream.STDOUT, float(i), [(f"line {i}", level, False)])
+            hub.lines("app", 1, Stream.STDOUT, float(i), lines(f"line {i}", level=level))
             if i % 50 == 0:
                 assert await hub.flush()
         assert hub.stats("app")["store_lost"] == 0

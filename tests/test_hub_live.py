@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from logcast.hub import Gap, Hub, LiveBatch, Subscription
 from logcast.query import Query
-from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
+from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
 from logcast.web.encode import SSE, WS_TEXT
 from tests.fakes import MemoryStore
 
 
-def lines(*texts: str) -> list[tuple[str, Level, bool]]:
-    return [(t, Level.INFO, False) for t in texts]
+def lines(*texts: str) -> Lines:
+    return Lines(list(texts), [Level.INFO] * len(texts), [False] * len(texts))
 
 
 def write(hub: Hub, first: int, n: int, process: str = "app") -> None:

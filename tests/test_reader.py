@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from logcast.capture.reader import READ_SIZE, PipeReader
-from logcast.types import Level, Line
+from logcast.types import Level, Lines
+
+Line = tuple[str, Level, bool]
 
 PYTHON = sys.executable
 WAIT = 30.0  # seconds a test waits for something that should happen at once; a guard, not a measure
@@ -25,10 +27,10 @@ class Collector:
     """An `on_lines` callback that records every call and lets a test wait for lines."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[float, list[Line]]] = []
+        self.calls: list[tuple[float, Lines]] = []
         self._cond = threading.Condition()
 
-    def __call__(self, timestamp: float, lines: list[Line]) -> None:
+    def __call__(self, timestamp: float, lines: Lines) -> None:
         with self._cond:
             self.calls.append((timestamp, lines))
             self._cond.notify_all()
@@ -36,11 +38,13 @@ class Collector:
     @property
     def lines(self) -> list[Line]:
         with self._cond:
-            return [line for _, lines in self.calls for line in lines]
+            return [line for _, lines in self.calls for line in lines.rows()]
 
     def wait_for(self, predicate: Callable[[list[Line]], bool]) -> None:
         with self._cond:
-            ok = self._cond.wait_for(lambda: predicate([ln for _, lines in self.calls for ln in lines]), WAIT)
+            ok = self._cond.wait_for(
+                lambda: predicate([ln for _, lines in self.calls for ln in lines.rows()]), WAIT
+            )
         assert ok, f"lines never matched; got {self.lines!r}"
 
 
@@ -192,11 +196,11 @@ def test_failing_callback_is_logged_and_reading_goes_on(pipe: Pipe, caplog: pyte
     first = threading.Event()
     done = threading.Event()
 
-    def on_lines(timestamp: float, lines: list[Line]) -> None:
+    def on_lines(timestamp: float, lines: Lines) -> None:
         if not first.is_set():
             first.set()
             raise RuntimeError("subscriber exploded")
-        seen.extend(lines)
+        seen.extend(lines.rows())
         done.set()
 
     reader = PipeReader(pipe.r, on_lines, name="fragile")
@@ -269,7 +273,7 @@ def test_reading_goes_on_while_lines_wait_to_be_handed_on_up_to_the_spool_bound(
     gate = threading.Event()
     collect = Collector()
 
-    def held(timestamp: float, lines: list[Line]) -> None:
+    def held(timestamp: float, lines: Lines) -> None:
         gate.wait(WAIT)
         collect(timestamp, lines)
 

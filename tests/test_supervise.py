@@ -30,7 +30,7 @@ from logcast.supervise.process import ManagedProcess
 from logcast.supervise.spawn import Child, Spawner
 from logcast.supervise.states import check_transition
 from logcast.supervise.supervisor import Supervisor
-from logcast.types import Level, Line, ProcessState, Stream
+from logcast.types import Level, Lines, ProcessState, Stream
 from tests.conftest import free_port, stop_group
 
 S = ProcessState
@@ -68,10 +68,10 @@ class RecordingSink:
         self._lock = threading.Lock()
         self.events: list[LineRec | StatusRec] = []
 
-    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None:
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> None:
         assert isinstance(timestamp, float)
         with self._lock:
-            self.events.extend(LineRec(process, run, stream, t, lv, p) for t, lv, p in lines)
+            self.events.extend(LineRec(process, run, stream, t, lv, p) for t, lv, p in lines.rows())
 
     def status(
         self, process: str, run: int, state: ProcessState, message: str, level: Level = Level.INFO
@@ -742,7 +742,7 @@ async def test_sigkilled_manager_leaves_no_orphans(tmp_path: Path) -> None:
 class SlowSink(RecordingSink):
     """A sink that takes its time over every chunk, as a hub holding capture for its writer does."""
 
-    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None:
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> None:
         time.sleep(0.05)
         super().lines(process, run, stream, timestamp, lines)
 

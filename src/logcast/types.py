@@ -125,8 +125,18 @@ class LogRecord(NamedTuple):
         )
 
 
-# A framed line as capture hands it on: (text, level, partial).
-Line = tuple[str, Level, bool]
+class Lines(NamedTuple):
+    """Framed lines as capture hands them on, column-wise: one list per field, all of
+    one length (`texts[i]` has level `levels[i]`). A tuple per line cost more than
+    framing the line."""
+
+    texts: list[str]
+    levels: list[Level]
+    partial: list[bool]
+
+    def rows(self) -> list[tuple[str, Level, bool]]:
+        """The same lines as `(text, level, partial)` tuples."""
+        return list(zip(self.texts, self.levels, self.partial, strict=True))
 
 
 class LineSink(Protocol):
@@ -137,7 +147,7 @@ class LineSink(Protocol):
     from capture (framer) threads, which may be held while the store catches up.
     """
 
-    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None: ...
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> None: ...
 
     def status(
         self,

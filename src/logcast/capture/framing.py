@@ -1,8 +1,10 @@
 """Bytes → lines: the framing of a child's output, one chunk at a time.
 
-`LineFramer` turns the chunks that `os.read` returns into records `(text, partial)`.
-It is a pure state machine (no clock, no I/O), so that the rules can be tested with
-any split of the input, and it is the hot path, so it works per chunk, not per byte:
+`LineFramer` turns the chunks that `os.read` returns into records: texts, and for each
+whether it is `partial`, as two lists (`Framed`). It is a pure state machine (no clock,
+no I/O), so that the rules can be tested with any split of the input, and it is the hot
+path, so it works per chunk, not per line or byte (no object is built per line but the
+text itself):
 
 * A line ends at `\\n`, `\\r\\n` or a lone `\\r` (progress bars redraw a line with `\\r`).
   A chunk without `\\r` (the usual case, one `in` test) is used as it is; a chunk with
@@ -30,12 +32,45 @@ any split of the input, and it is the hot path, so it works per chunk, not per b
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
-__all__ = ["MAX_LINE", "LineFramer", "frame_all"]
+__all__ = ["MAX_LINE", "Framed", "LineFramer", "frame_all"]
 
 MAX_LINE = 65536  # bytes of UTF-8 per record
 
 Record = tuple[str, bool]
+
+
+class Framed(NamedTuple):
+    """Records column-wise: `texts[i]` is partial when `partial[i]` is true."""
+
+    texts: list[str]
+    partial: list[bool]
+
+    def records(self) -> list[Record]:
+        """The same records as `(text, partial)` pairs."""
+        return list(zip(self.texts, self.partial, strict=True))
+
+
+class _Out:
+    """The records of one call, collected column-wise."""
+
+    __slots__ = ("cuts", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.cuts: list[int] = []  # indices of the partial records
+
+    def add(self, text: str, partial: bool) -> None:
+        if partial:
+            self.cuts.append(len(self.texts))
+        self.texts.append(text)
+
+    def framed(self) -> Framed:
+        partial = [False] * len(self.texts)
+        for i in self.cuts:
+            partial[i] = True
+        return Framed(self.texts, partial)
 
 
 def _cut(data: bytes, start: int, limit: int) -> int:
@@ -69,7 +104,7 @@ def _incomplete_tail(data: bytes) -> int:
 
 
 class LineFramer:
-    """Frames a stream of byte chunks into `(text, partial)` records. Not thread-safe."""
+    """Frames a stream of byte chunks into records (`Framed`). Not thread-safe."""
 
     __slots__ = ("_buf", "_max", "_skip_lf")
 
@@ -85,21 +120,21 @@ class LineFramer:
         """Bytes of an unfinished line are buffered."""
         return bool(self._buf)
 
-    def feed(self, data: bytes) -> list[Record]:
+    def feed(self, data: bytes) -> Framed:
         """Take one chunk; return the records it completes, in order."""
         if not data:
-            return []
+            return Framed([], [])
         if self._skip_lf:
             self._skip_lf = False
             if data[0] == 0x0A:
                 data = data[1:]
                 if not data:
-                    return []
+                    return Framed([], [])
         if b"\r" in data:
             self._skip_lf = data[-1] == 0x0D
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
-        out: list[Record] = []
+        out = _Out()
         limit = self._max
         if self._buf:
             first = data.find(b"\n")
@@ -107,7 +142,7 @@ class LineFramer:
                 self._buf += data
                 if len(self._buf) > limit:
                     self._buf = self._split_pending(self._buf, out)
-                return out
+                return out.framed()
             self._emit_line(self._buf + data[:first], out)
             self._buf = b""
             start = first + 1
@@ -118,14 +153,12 @@ class LineFramer:
         if last >= start:
             if last - start <= limit:
                 # No line in here can be overlong: one decode, one split.
-                out.extend(
-                    [(text, False) for text in data[start:last].decode("utf-8", "replace").split("\n")]
-                )
+                out.texts.extend(data[start:last].decode("utf-8", "replace").split("\n"))
             else:
                 body = data[start:last]
                 parts = body.split(b"\n")
                 if max(map(len, parts)) <= limit:
-                    out.extend([(text, False) for text in body.decode("utf-8", "replace").split("\n")])
+                    out.texts.extend(body.decode("utf-8", "replace").split("\n"))
                 else:
                     for part in parts:
                         self._emit_line(part, out)
@@ -136,10 +169,10 @@ class LineFramer:
             if len(rest) > limit:
                 rest = self._split_pending(rest, out)
             self._buf = rest
-        return out
+        return out.framed()
 
-    def flush(self, *, idle: bool = False) -> list[Record]:
-        """Hand on the buffered bytes as one `partial` record; `[]` if nothing is buffered.
+    def flush(self, *, idle: bool = False) -> Framed:
+        """Hand on the buffered bytes as one `partial` record; nothing if nothing is buffered.
 
         At EOF (the default) everything goes, and a pending `\\r\\n` is forgotten. With
         `idle=True` (nothing arrived for a while, the line is not over) an incomplete
@@ -149,34 +182,34 @@ class LineFramer:
         if not idle:
             self._skip_lf = False
         if not buf:
-            return []
+            return Framed([], [])
         keep = _incomplete_tail(buf) if idle else 0
         if keep == len(buf):
-            return []
+            return Framed([], [])
         self._buf = buf[len(buf) - keep :] if keep else b""
         text = buf[: len(buf) - keep] if keep else buf
-        return [(text.decode("utf-8", "replace"), True)]
+        return Framed([text.decode("utf-8", "replace")], [True])
 
-    def _emit_line(self, line: bytes, out: list[Record]) -> None:
-        """Append one complete line, cut into pieces if it is overlong."""
+    def _emit_line(self, line: bytes, out: _Out) -> None:
+        """Add one complete line, cut into pieces if it is overlong."""
         limit = self._max
         if len(line) <= limit:
-            out.append((line.decode("utf-8", "replace"), False))
+            out.texts.append(line.decode("utf-8", "replace"))
             return
         start = 0
         while len(line) - start > limit:
             end = _cut(line, start, limit)
-            out.append((line[start:end].decode("utf-8", "replace"), True))
+            out.add(line[start:end].decode("utf-8", "replace"), True)
             start = end
-        out.append((line[start:].decode("utf-8", "replace"), False))
+        out.texts.append(line[start:].decode("utf-8", "replace"))
 
-    def _split_pending(self, buf: bytes, out: list[Record]) -> bytes:
+    def _split_pending(self, buf: bytes, out: _Out) -> bytes:
         """Cut the full pieces off an overlong unfinished line; return the rest."""
         limit = self._max
         start = 0
         while len(buf) - start > limit:
             end = _cut(buf, start, limit)
-            out.append((buf[start:end].decode("utf-8", "replace"), True))
+            out.add(buf[start:end].decode("utf-8", "replace"), True)
             start = end
         return buf[start:]
 
@@ -186,6 +219,6 @@ def frame_all(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> list[Record]
     framer = LineFramer(max_line)
     out: list[Record] = []
     for chunk in chunks:
-        out.extend(framer.feed(chunk))
-    out.extend(framer.flush())
+        out.extend(framer.feed(chunk).records())
+    out.extend(framer.flush().records())
     return out

@@ -53,9 +53,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from logcast.capture.framing import MAX_LINE, LineFramer
+from logcast.capture.framing import MAX_LINE, Framed, LineFramer
 from logcast.capture.levels import detect_levels
-from logcast.types import Line
+from logcast.types import Lines
 
 __all__ = ["PIPE_SIZE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
 
@@ -84,7 +84,7 @@ class PipeReader:
     def __init__(
         self,
         fd: int,
-        on_lines: Callable[[float, list[Line]], None],
+        on_lines: Callable[[float, Lines], None],
         *,
         max_line: int = MAX_LINE,
         idle_flush: float = 0.25,
@@ -251,15 +251,14 @@ class PipeReader:
                 self._spooled -= len(data)
                 cond.notify_all()
 
-    def _deliver(self, timestamp: float, records: list[tuple[str, bool]]) -> None:
-        if not records:
+    def _deliver(self, timestamp: float, framed: Framed) -> None:
+        texts, partial = framed
+        if not texts:
             return
-        levels = detect_levels([text for text, _ in records])
-        lines = [(text, level, partial) for (text, partial), level in zip(records, levels, strict=True)]
         try:
-            self._on_lines(timestamp, lines)
+            self._on_lines(timestamp, Lines(texts, detect_levels(texts), partial))
         except Exception:
-            logger.exception("on_lines of reader %s failed; %d lines dropped", self._name, len(lines))
+            logger.exception("on_lines of reader %s failed; %d lines dropped", self._name, len(texts))
 
     def _finish(self) -> None:
         self._handed_on.set()

@@ -42,6 +42,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add
 from typing import Any
 
 from logcast.errors import StoreError, UnknownProcess
@@ -49,7 +51,7 @@ from logcast.hub.pages import PageCache
 from logcast.hub.ring import Ring
 from logcast.query import Query
 from logcast.store.base import Store
-from logcast.types import EventType, Level, Line, LogRecord, ProcessState, Stream
+from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
 
 log = logging.getLogger(__name__)
 
@@ -237,28 +239,37 @@ class Hub:
 
     # -- the sink (capture threads and the supervisor) ------------------------------
 
-    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: list[Line]) -> None:
-        if not lines:
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> None:
+        if not lines.texts:
             return
         plog = self._logs.get(process) or self.ensure(process)
         if plog.ring.overfull:
             self._await_writer(plog)
-        texts = [line[0] for line in lines]
-        levels = [line[1] for line in lines]
-        nbytes = len("".join(texts).encode("utf-8", "surrogatepass")) + sum(
-            1 for line in lines if not line[2]
+        texts, levels, partial = lines
+        n = len(texts)
+        joined = "".join(texts)
+        nbytes = partial.count(False) + (
+            len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
         )
         warnings = levels.count(Level.WARNING)
         errors = levels.count(Level.ERROR) + levels.count(Level.CRITICAL)
-        sizes = [len(t) + 64 for t in texts]
+        sizes = list(map(add, map(len, texts), repeat(64, n)))
         with plog.lock:
             seq = plog.next_seq
-            records = [
-                _new_record(
-                    LogRecord, (seq + i, timestamp, line[1], line[0], stream, process, run, line[2], None)
-                )
-                for i, line in enumerate(lines)
-            ]
+            # A record per line, built by `map` and `zip` (loops in C), not a comprehension.
+            fields = zip(
+                range(seq, seq + n),
+                repeat(timestamp, n),
+                levels,
+                texts,
+                repeat(stream, n),
+                repeat(process, n),
+                repeat(run, n),
+                partial,
+                repeat(None, n),
+                strict=True,
+            )
+            records = list(map(_new_record, repeat(LogRecord, n), fields))
             plog.next_seq = seq + len(records)
             plog.lines += len(records)
             plog.bytes += nbytes

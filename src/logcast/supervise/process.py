@@ -45,7 +45,7 @@ from logcast.config import ProcessSettings, RestartPolicy
 from logcast.supervise.readiness import ReadinessProbe
 from logcast.supervise.spawn import Child, Spawner, SpawnError
 from logcast.supervise.states import check_transition
-from logcast.types import Level, Line, LineSink, ProcessState, Stream
+from logcast.types import Level, Lines, LineSink, ProcessState, Stream
 
 __all__ = ["ManagedProcess", "describe_exit"]
 
@@ -68,10 +68,10 @@ class Reader(Protocol):
         ...
 
 
-ReaderFactory = Callable[[int, Callable[[float, list[Line]], None], str], Reader]
+ReaderFactory = Callable[[int, Callable[[float, Lines], None], str], Reader]
 
 
-def _pipe_reader(fd: int, on_lines: Callable[[float, list[Line]], None], name: str) -> Reader:
+def _pipe_reader(fd: int, on_lines: Callable[[float, Lines], None], name: str) -> Reader:
     return PipeReader(fd, on_lines, name=name)
 
 
@@ -309,10 +309,10 @@ class ManagedProcess:
 
     def _line_handler(
         self, run: int, stream: Stream, probe: ReadinessProbe | None
-    ) -> Callable[[float, list[Line]], None]:
+    ) -> Callable[[float, Lines], None]:
         sink, name = self._sink, self.name
 
-        def on_lines(timestamp: float, lines: list[Line]) -> None:  # reader thread
+        def on_lines(timestamp: float, lines: Lines) -> None:  # reader thread
             sink.lines(name, run, stream, timestamp, lines)
             if probe is not None:
                 probe.feed(lines)

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from logcast.config import ReadySettings
-from logcast.types import Line
+from logcast.types import Lines
 
 __all__ = ["ReadinessProbe"]
 
@@ -91,12 +91,12 @@ class ReadinessProbe:
         if task is not None:
             await asyncio.wait({task})
 
-    def feed(self, lines: list[Line]) -> None:
+    def feed(self, lines: Lines) -> None:
         """Check captured lines against the log pattern (called from reader threads)."""
         pattern = self._pattern
         if pattern is None or self._matched.is_set():
             return
-        for text, _level, _partial in lines:
+        for text in lines.texts:
             if pattern.search(text):
                 self._matched.set()
                 loop, event = self._loop, self._event
