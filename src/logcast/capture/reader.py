@@ -57,13 +57,14 @@ from logcast.capture.framing import MAX_LINE, Framed, LineFramer
 from logcast.capture.levels import detect_levels
 from logcast.types import Lines
 
-__all__ = ["PIPE_SIZE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
+__all__ = ["PIPE_SIZE", "READ_PACE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
 
 logger = logging.getLogger(__name__)
 
 PIPE_SIZE = 1 << 20  # asked of the kernel for pipes, so a burst fits while the reader waits for the GIL
 READ_SIZE = 1 << 20  # bytes per os.read: a full pipe in one call
 SPOOL_BYTES = 64 << 20  # raw bytes a reader may hold for its framer before it stops reading
+READ_PACE = 0.001  # seconds: at most one read this often while output keeps coming
 
 
 def _raise_pipe_size(fd: int) -> None:
@@ -89,6 +90,7 @@ class PipeReader:
         max_line: int = MAX_LINE,
         idle_flush: float = 0.25,
         spool_bytes: int = SPOOL_BYTES,
+        read_pace: float = READ_PACE,
         name: str = "reader",
     ) -> None:
         if idle_flush <= 0:
@@ -97,6 +99,7 @@ class PipeReader:
         self._on_lines = on_lines
         self._framer = LineFramer(max_line)
         self._idle = idle_flush
+        self._pace = max(0.0, read_pace)
         self._name = name
         self._bytes_read = 0
         self._spool: deque[tuple[float, bytes]] = deque()
@@ -179,7 +182,20 @@ class PipeReader:
         view = memoryview(buffer)
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        pace = self._pace
+        last_read = -pace
         while True:
+            # A child that writes a line per `write(2)` wakes a reader that is waiting in
+            # `read` once per line. Reading again at once gave chunks of 13 lines on
+            # average, and every chunk costs a GIL switch, a framing call and a hub call.
+            # So a read that follows the last one within `pace` waits out the rest: the
+            # pipe holds a millisecond of output (about 100 KiB in a flood) easily, the
+            # chunks grow a hundredfold, and a line waits at most `pace` longer. A quiet
+            # child is not delayed: its read comes long after the last one.
+            wait = last_read + pace - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            last_read = time.monotonic()
             try:
                 n = os.readv(fd, [buffer])
             except BlockingIOError:  # someone made the fd non-blocking: wait for it
