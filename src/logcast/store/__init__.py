@@ -8,10 +8,13 @@ coroutines, which a plain factory cannot await).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from logcast.store.base import ProcessMeta, Store, StoreStats
-from logcast.store.redis_streams import RedisStore
 from logcast.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from logcast.store.redis_streams import RedisStore
 
 __all__ = ["ENGINES", "ProcessMeta", "RedisStore", "SqliteStore", "Store", "StoreStats", "open_store"]
 
@@ -28,5 +31,17 @@ def open_store(engine: str, *, dir: Path, redis_url: str | None, retain_lines: i
     if engine == "redis":
         if not redis_url:
             raise ValueError("the redis store needs a redis URL")
+        from logcast.store.redis_streams import RedisStore
+
         return RedisStore(redis_url, retain_lines=retain_lines)
     raise ValueError(f"unknown store engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+
+
+def __getattr__(name: str) -> Any:
+    # redis-py is imported on first use only: it costs about 10 MB and 40 ms at start-up,
+    # which a logcast that keeps its history in SQLite has no use for.
+    if name == "RedisStore":
+        from logcast.store.redis_streams import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,8 +31,13 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings, *, autostart: bool = True) -> Runtime:
         storage = settings.storage
-        store = open_store(
-            storage.engine, dir=storage.dir, redis_url=storage.redis_url, retain_lines=storage.retain_lines
+        # In a worker thread: it creates the directory, and the Redis engine imports redis-py.
+        store = await asyncio.to_thread(
+            open_store,
+            storage.engine,
+            dir=storage.dir,
+            redis_url=storage.redis_url,
+            retain_lines=storage.retain_lines,
         )
         await store.open()
         hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
