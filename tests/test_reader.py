@@ -313,3 +313,34 @@ def test_reading_goes_on_while_lines_wait_to_be_handed_on_up_to_the_spool_bound(
     assert all(text == "x" * 99 for text, _, partial in got if not partial)
     assert sum(len(text) + (not partial) for text, _, partial in got) == written
     assert reader.spooled == 0
+
+
+def test_reads_are_paced_so_a_line_per_write_arrives_in_big_chunks(pipe: Pipe) -> None:
+    """A child that writes a line per `write(2)` must not cost a read, a framing call and
+    a hub call per line: the reader reads at most once per `read_pace` while output
+    keeps coming, and the lines arrive whole and in order all the same."""
+    collect = Collector()
+    pace = 0.05
+    reader = PipeReader(pipe.r, collect, read_pace=pace)
+    reader.start()
+    started = time.monotonic()
+    for i in range(3000):
+        pipe.write(b"line %d\n" % i)
+    writing = time.monotonic() - started
+    pipe.close()
+    assert reader.join(WAIT)
+    assert [text for text, _, _ in collect.lines] == [f"line {i}" for i in range(3000)]
+    # one chunk per pace while the writes went on, then the rest in one read, then EOF
+    assert len(collect.calls) <= writing / pace + 2
+
+
+def test_a_reader_with_no_pace_hands_on_each_write_at_once(pipe: Pipe) -> None:
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, read_pace=0)
+    reader.start()
+    for i in range(3):
+        pipe.write(b"line %d\n" % i)
+        collect.wait_for(lambda lines, i=i: len(lines) == i + 1)  # each before the next write
+    pipe.close()
+    assert reader.join(WAIT)
+    assert len(collect.calls) == 3

@@ -14,9 +14,14 @@ needs the GIL for a few microseconds per chunk. The *framer* takes chunks from t
 spool and does the per-chunk work: one framing pass, one batch of level detection, one
 call of `on_lines`, with the chunk's own arrival time. Raw bytes are the most compact
 form a burst can wait in (about a third of a framed record), so the spool is where a
-burst waits when logcast is busy. It is bounded (`spool_bytes`); only if the framer is
-that far behind does the reader stop reading, and then the pipe fills and the child
-waits: memory stays bounded, and nothing is dropped.
+burst waits when logcast is busy. It is bounded (`spool_bytes`, exactly: a read asks
+for no more than the spool has room for); only if the framer is that far behind does
+the reader stop reading, and then the pipe fills and the child waits: memory stays
+bounded, and nothing is dropped.
+
+While output keeps coming, the reader reads at most once per `read_pace` (1 ms): a
+child that writes a line per `write(2)` would otherwise wake it for every line, and
+each tiny chunk costs a GIL switch and a call of everything downstream.
 
 When the framer holds an unfinished line, it waits for more bytes for at most
 `idle_flush` seconds; if none come, the line is handed on as `partial` (a prompt or a
@@ -195,9 +200,15 @@ class PipeReader:
             wait = last_read + pace - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+            with cond:
+                # the framer is far behind: let the pipe fill until it catches up
+                while self._spooled >= self._spool_max and self._framing:
+                    cond.wait()
+                # read no more than the spool has room for, so that its bound is exact
+                room = self._spool_max - self._spooled if self._framing else READ_SIZE
             last_read = time.monotonic()
             try:
-                n = os.readv(fd, [buffer])
+                n = os.readv(fd, [view[: min(READ_SIZE, room)]])
             except BlockingIOError:  # someone made the fd non-blocking: wait for it
                 poller.poll()
                 continue
@@ -211,9 +222,6 @@ class PipeReader:
             stamp = time.time()
             self._bytes_read += n
             with cond:
-                # the framer is far behind: let the pipe fill (an empty spool takes any chunk)
-                while self._spooled and self._spooled + n > self._spool_max and self._framing:
-                    cond.wait()
                 if not self._framing:
                     continue  # nobody frames any more: keep the child running, drop
                 spool.append((stamp, data))
