@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from itertools import accumulate, count
-from operator import add
+from itertools import accumulate, count, repeat
+from operator import add, itemgetter
+from typing import cast
 
 from logcast.types import Level
 
@@ -186,6 +187,9 @@ for _spelling, _level in list(_FAST.items()):
             _FAST[_form.format(_spelling)] = _level
 
 
+_WHOLE = itemgetter(0)  # the whole match of a `re.Match`
+
+
 def _tier1(text: str, m: re.Match[str] | None) -> Level | None:
     """The level tier 1 reads from a line, given the first match `m` of `_TIER1`."""
     if text[:1] == "{":
@@ -225,15 +229,35 @@ def detect_level(text: str) -> Level | None:
 
 
 def detect_levels(texts: list[str]) -> list[Level]:
-    """The level of every line, `Level.INFO` when unsure; the hot-path batch version."""
-    search = _TIER1.search
+    """The level of every line, `Level.INFO` when unsure; the hot path's batch version.
+
+    The tier-1 search runs over the batch through `map` (a loop in C). When every line
+    has a match whose text alone names the level and no line is JSON (the usual batch
+    of a program with a logging library), that is all; the other lines are looked at
+    one by one, and those without a match go on to tier 2 together.
+    """
+    n = len(texts)
+    matches = list(map(_TIER1.search, texts, repeat(0, n), repeat(WINDOW, n)))
+    if None in matches:
+        return _detect_each(texts, matches)
+    found = cast("list[re.Match[str]]", matches)
+    levels: list[Level | None] = list(map(_FAST.get, map(_WHOLE, found)))
+    if None in levels or any(map(str.startswith, texts, repeat("{", n))):
+        for i, text in enumerate(texts):
+            if levels[i] is None or text[:1] == "{":
+                level = _tier1(text, found[i])
+                levels[i] = _I if level is None else level
+    return levels  # type: ignore[return-value]  # no None is left
+
+
+def _detect_each(texts: list[str], matches: list[re.Match[str] | None]) -> list[Level]:
+    """`detect_levels` for a batch where some lines have no tier-1 match."""
     fast = _FAST.get
     info = _I
     levels: list[Level] = []
     append = levels.append
     silent: list[int] = []  # lines tier 1 found nothing in (JSON lines are read later)
-    for text in texts:
-        m = search(text, 0, WINDOW)
+    for text, m in zip(texts, matches, strict=True):
         if m is None:
             silent.append(len(levels))
             append(info)
