@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import logcast.capture.levels as levels_module
 from logcast.capture.levels import WINDOW, detect_level, detect_levels
 from logcast.types import Level
 
@@ -121,3 +122,16 @@ FRAGMENTS = [line for _, line in CORPUS] + [
 @given(st.lists(st.lists(st.sampled_from(FRAGMENTS), max_size=6).map("".join), max_size=30))
 def test_batch_agrees_with_single_lines(lines: list[str]) -> None:
     assert detect_levels(lines) == [detect_level(line) or Level.INFO for line in lines]
+
+
+@pytest.mark.parametrize("form", ["[{}]", "[ {} ]", "\t{}\t", "level={}", 'lvl="{}"', '{{"level": "{}"}}'])
+def test_every_spelling_of_every_word_in_every_form(form: str) -> None:
+    """The words are alternatives grouped by first letter in the pattern: each must still
+    win over its shorter spellings (`error` over `err`, `warning` over `warn`)."""
+    for word, level in levels_module._WORDS.items():
+        for spelling in (word, word.upper(), word.capitalize()):
+            line = "app " + form.format(spelling) + " rest"
+            if form.startswith("{"):
+                line = form.format(spelling)
+            assert detect_level(line) is level, line
+            assert detect_levels([line]) == [level], line
