@@ -1,7 +1,7 @@
 """Bytes → records: line framing, level detection, terminal-safe text, pipe readers."""
 
-from logcast.capture.framing import LineFramer
+from logcast.capture.framing import Framed, LineFramer
 from logcast.capture.levels import detect_level, detect_levels
 from logcast.capture.reader import PipeReader
 
-__all__ = ["LineFramer", "PipeReader", "detect_level", "detect_levels"]
+__all__ = ["Framed", "LineFramer", "PipeReader", "detect_level", "detect_levels"]
