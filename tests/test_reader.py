@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import logcast.capture.reader as reader_module
 from logcast.capture.reader import READ_SIZE, PipeReader
 from logcast.types import Level, Lines
 
@@ -323,6 +324,7 @@ def test_reads_are_paced_so_a_line_per_write_arrives_in_big_chunks(pipe: Pipe) -
     pace = 0.05
     reader = PipeReader(pipe.r, collect, read_pace=pace)
     reader.start()
+    assert reader.paced  # a pipe made 1 MiB large
     started = time.monotonic()
     for i in range(3000):
         pipe.write(b"line %d\n" % i)
@@ -344,3 +346,27 @@ def test_a_reader_with_no_pace_hands_on_each_write_at_once(pipe: Pipe) -> None:
     pipe.close()
     assert reader.join(WAIT)
     assert len(collect.calls) == 3
+
+
+def test_a_pty_or_a_small_pipe_is_read_at_once(pipe: Pipe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting between reads is safe only where a millisecond of a flood fits in the fd:
+    a pty returns 4 KiB a read, and a pipe the kernel would not enlarge holds 64 KiB."""
+    master, slave = os.openpty()
+    tty = PipeReader(master, Collector(), read_pace=0.05)
+    tty.start()
+    assert not tty.paced
+    os.close(slave)
+    assert tty.join(WAIT)
+
+    monkeypatch.setattr(reader_module, "_raise_pipe_size", lambda fd: None)
+    small = PipeReader(pipe.r, Collector(), read_pace=0.05)
+    small.start()
+    assert not small.paced
+    pipe.close()
+    assert small.join(WAIT)
+
+
+def test_only_a_trickle_makes_the_next_read_wait() -> None:
+    assert reader_module._short(100, READ_SIZE)  # a line in a 1 MiB pipe
+    assert not reader_module._short(READ_SIZE // 2, READ_SIZE)  # half full: read on at once
+    assert not reader_module._short(4096, 4096)  # all the spool had room for

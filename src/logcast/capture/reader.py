@@ -19,9 +19,10 @@ for no more than the spool has room for); only if the framer is that far behind 
 the reader stop reading, and then the pipe fills and the child waits: memory stays
 bounded, and nothing is dropped.
 
-While output keeps coming, the reader reads at most once per `read_pace` (1 ms): a
-child that writes a line per `write(2)` would otherwise wake it for every line, and
-each tiny chunk costs a GIL switch and a call of everything downstream.
+While output trickles in, the reader of a 1 MiB pipe reads at most once per
+`read_pace` (1 ms): a child that writes a line per `write(2)` would otherwise wake it
+for every line, and each tiny chunk costs a GIL switch and a call of everything
+downstream. A pty, or a pipe the kernel would not enlarge, is read at once.
 
 When the framer holds an unfinished line, it waits for more bytes for at most
 `idle_flush` seconds; if none come, the line is handed on as `partial` (a prompt or a
@@ -84,6 +85,23 @@ def _raise_pipe_size(fd: int) -> None:
         pass  # over /proc/sys/fs/pipe-max-size, or not allowed: the default will do
 
 
+def _pipe_size(fd: int) -> int:
+    """The buffer size of the pipe `fd`; 0 if it is not a pipe or cannot be told."""
+    getpipe = getattr(fcntl, "F_GETPIPE_SZ", None)
+    try:
+        if getpipe is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return int(fcntl.fcntl(fd, getpipe))
+    except OSError:
+        pass
+    return 0
+
+
+def _short(n: int, asked: int) -> bool:
+    """A read of `n` bytes out of `asked` (at most `READ_SIZE`) was a trickle: the pipe
+    was far from full, so waiting before the next read cannot make the child wait."""
+    return 2 * n < asked
+
+
 class PipeReader:
     """Reads one fd until EOF (reader thread) and hands framed lines on (framer thread)."""
 
@@ -105,11 +123,12 @@ class PipeReader:
         self._framer = LineFramer(max_line)
         self._idle = idle_flush
         self._pace = max(0.0, read_pace)
+        self._paced = False  # decided by start(), once the pipe has its size
         self._name = name
         self._bytes_read = 0
         self._spool: deque[tuple[float, bytes]] = deque()
         self._spooled = 0  # bytes in the spool, and in the chunk being framed
-        self._spool_max = max(1, spool_bytes)
+        self._spool_max = max(64 * 1024, spool_bytes)  # less would only slow the reads down
         self._eof = False  # the reader is done: the spool gets nothing more
         self._framing = True  # False once the framer has ended (then the reader discards)
         self._cond = threading.Condition(threading.Lock())
@@ -131,9 +150,19 @@ class PipeReader:
         """Bytes read but not framed yet."""
         return self._spooled
 
+    @property
+    def paced(self) -> bool:
+        """Reads wait for `read_pace` after a trickle (see `_read_until_eof`)."""
+        return self._paced
+
     def start(self) -> None:
         """Start the threads (once)."""
         _raise_pipe_size(self._fd)
+        # Only a pipe as large as a whole read holds what a millisecond of a flood brings
+        # (about 100 KiB). A pty's master returns at most 4 KiB a read, and a pipe the
+        # kernel would not enlarge holds 64 KiB: waiting there made a flooding child
+        # wait (a pty flood ran ten times longer), so they are read at once, as before.
+        self._paced = self._pace > 0 and _pipe_size(self._fd) >= READ_SIZE
         self._thread.start()
         try:
             self._reader.start()
@@ -187,28 +216,33 @@ class PipeReader:
         view = memoryview(buffer)
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        pace = self._pace
-        last_read = -pace
+        pace = self._pace if self._paced else 0.0
+        last_read = 0.0
+        trickle = False
         while True:
             # A child that writes a line per `write(2)` wakes a reader that is waiting in
             # `read` once per line. Reading again at once gave chunks of 13 lines on
             # average, and every chunk costs a GIL switch, a framing call and a hub call.
-            # So a read that follows the last one within `pace` waits out the rest: the
-            # pipe holds a millisecond of output (about 100 KiB in a flood) easily, the
-            # chunks grow a hundredfold, and a line waits at most `pace` longer. A quiet
-            # child is not delayed: its read comes long after the last one.
-            wait = last_read + pace - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            # So after a trickle (a read that left the pipe far from full), a read that
+            # would follow the last one within `pace` waits out the rest: the 1 MiB pipe
+            # holds a millisecond of output (about 100 KiB in a flood) easily, the chunks
+            # grow a hundredfold, and a line waits at most `pace` longer. A quiet child is
+            # not delayed (its read comes long after the last one), nor is a read after
+            # one that found the pipe half full or filled the spool's room.
+            if trickle:
+                wait = last_read + pace - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             with cond:
                 # the framer is far behind: let the pipe fill until it catches up
                 while self._spooled >= self._spool_max and self._framing:
                     cond.wait()
                 # read no more than the spool has room for, so that its bound is exact
                 room = self._spool_max - self._spooled if self._framing else READ_SIZE
+            asked = min(READ_SIZE, room)
             last_read = time.monotonic()
             try:
-                n = os.readv(fd, [view[: min(READ_SIZE, room)]])
+                n = os.readv(fd, [view[:asked]])
             except BlockingIOError:  # someone made the fd non-blocking: wait for it
                 poller.poll()
                 continue
@@ -218,6 +252,7 @@ class PipeReader:
                 raise
             if not n:
                 return
+            trickle = pace > 0 and _short(n, asked)
             data = bytes(view[:n])
             stamp = time.time()
             self._bytes_read += n
