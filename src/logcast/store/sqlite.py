@@ -113,8 +113,9 @@ _COLUMNS = "seq, ts, level, stream, run, flags, state, message"
 # and the first seq are bound once per statement, each row binds only what varies
 # (time, level, stream, flags, message), and its seq is the first plus a literal offset
 # in the statement's text. The columns are cut out of the records by `map` with
-# `itemgetter`, a loop in C. Anything else (a retried or interleaved batch, status
-# records, text SQLite cannot store) takes the row-wise path.
+# `itemgetter`, a loop in C. A batch is split into runs per process first; anything
+# else (a retried batch, status records, text SQLite cannot store, a run change inside
+# the run) takes the row-wise path.
 _ROWS_PER_INSERT = 3584  # 9 parameters a row: 32,256, under SQLite's limit of 32,766
 _COLUMN_ROWS = 6400  # 5 parameters a row and 3 per statement: 32,003
 
