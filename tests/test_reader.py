@@ -358,7 +358,7 @@ def test_a_pty_or_a_small_pipe_is_read_at_once(pipe: Pipe, monkeypatch: pytest.M
     os.close(slave)
     assert tty.join(WAIT)
 
-    monkeypatch.setattr(reader_module, "_raise_pipe_size", lambda fd: None)
+    monkeypatch.setattr(reader_module, "PIPE_SIZE", 64 * 1024)  # as if the kernel would not enlarge it
     small = PipeReader(pipe.r, Collector(), read_pace=0.05)
     small.start()
     assert not small.paced

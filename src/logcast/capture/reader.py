@@ -73,27 +73,23 @@ SPOOL_BYTES = 64 << 20  # raw bytes a reader may hold for its framer before it s
 READ_PACE = 0.001  # seconds: at most one read this often while output keeps coming
 
 
-def _raise_pipe_size(fd: int) -> None:
-    """Make the pipe buffer 1 MiB if `fd` is a pipe (Linux only; best effort)."""
+def _raise_pipe_size(fd: int) -> int:
+    """Make the pipe buffer of `fd` `PIPE_SIZE` if `fd` is a pipe (Linux only; best
+    effort) and return the size it has then; 0 if it is not a pipe or cannot be told."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+    except OSError:
+        return 0
     setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setpipe is None:
-        return
-    try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            fcntl.fcntl(fd, setpipe, PIPE_SIZE)
-    except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size, or not allowed: the default will do
-
-
-def _pipe_size(fd: int) -> int:
-    """The buffer size of the pipe `fd`; 0 if it is not a pipe or cannot be told."""
     getpipe = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if setpipe is not None:
+        with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size, or not allowed
+            fcntl.fcntl(fd, setpipe, PIPE_SIZE)
     try:
-        if getpipe is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return int(fcntl.fcntl(fd, getpipe))
+        return int(fcntl.fcntl(fd, getpipe)) if getpipe is not None else 0
     except OSError:
-        pass
-    return 0
+        return 0
 
 
 def _short(n: int, asked: int) -> bool:
@@ -157,12 +153,12 @@ class PipeReader:
 
     def start(self) -> None:
         """Start the threads (once)."""
-        _raise_pipe_size(self._fd)
+        pipe_size = _raise_pipe_size(self._fd)
         # Only a pipe as large as a whole read holds what a millisecond of a flood brings
         # (about 100 KiB). A pty's master returns at most 4 KiB a read, and a pipe the
         # kernel would not enlarge holds 64 KiB: waiting there made a flooding child
         # wait (a pty flood ran ten times longer), so they are read at once, as before.
-        self._paced = self._pace > 0 and _pipe_size(self._fd) >= READ_SIZE
+        self._paced = self._pace > 0 and pipe_size >= READ_SIZE
         self._thread.start()
         try:
             self._reader.start()
