@@ -887,18 +887,18 @@ class SSEProtocol(_RawStream):
 
 
 async def _sse_stream(spec: dict[str, Any], st: StreamState, hist: list[int], hmax: list[float]) -> None:
-    loop = asyncio.get_running_loop()
     port = spec["port"]
     request = (
         f"GET {spec['sse_path']} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
     ).encode()
-    transport, proto = await asyncio.wait_for(
-        loop.create_connection(
-            lambda: SSEProtocol(st, request, spec["expect"], hist, hmax), "127.0.0.1", port
-        ),
-        30,
-    )
+    await _follow_raw(st, lambda: SSEProtocol(st, request, spec["expect"], hist, hmax), port)
+
+
+async def _follow_raw(st: StreamState, protocol: Callable[[], _RawStream], port: int) -> None:
+    """Connect a raw client's protocol to the server on `port`; return once its stream is over."""
+    loop = asyncio.get_running_loop()
+    transport, proto = await asyncio.wait_for(loop.create_connection(protocol, "127.0.0.1", port), 30)
     try:
         await asyncio.wait_for(proto.opened, 30)
         st.connected = True
@@ -1089,7 +1089,6 @@ async def _ws_raw_stream(spec: dict[str, Any], st: StreamState, hist: list[int],
     import base64
     from urllib.parse import urlsplit
 
-    loop = asyncio.get_running_loop()
     url = urlsplit(spec["ws_url"])
     port = url.port or 80
     path = url.path + (f"?{url.query}" if url.query else "")
@@ -1098,16 +1097,7 @@ async def _ws_raw_stream(spec: dict[str, Any], st: StreamState, hist: list[int],
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
-    transport, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: RawWSProtocol(st, request, spec, hist, hmax), "127.0.0.1", port), 30
-    )
-    try:
-        await asyncio.wait_for(proto.opened, 30)
-        st.connected = True
-        assert st.done is not None
-        await st.done
-    finally:
-        transport.close()
+    await _follow_raw(st, lambda: RawWSProtocol(st, request, spec, hist, hmax), port)
 
 
 async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
