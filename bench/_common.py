@@ -324,6 +324,12 @@ def start_logcast(tmp: Path, processes: dict[str, list[str]], timeout: float = 3
         )
     config = tmp / "logcast.toml"
     config.write_text("\n".join(parts))
+    return serve(tmp, config, timeout)
+
+
+def serve(tmp: Path, config: Path, timeout: float = 30.0) -> Server:
+    """`logcast serve -c config` on a free port, in its own session, logging to
+    `tmp/server.log`; returned once `/healthz` answers."""
     port = free_port()
     log_path = tmp / "server.log"
     with open(log_path, "ab") as log:

@@ -93,7 +93,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CHILD_PACED, free_port, stop_group
+from _common import CHILD_PACED, serve, stop_group
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -333,34 +333,9 @@ def start_logcast(tmp: Path, args: argparse.Namespace) -> Logcast:
         f'[process.hist]\ncommand = {json.dumps(hist)}\nautostart = true\nrestart = "never"\n\n'
         f'[process.live]\ncommand = {json.dumps(live)}\nautostart = false\nrestart = "never"\n'
     )
-    env = dict(os.environ)
-    env.pop("LOGCAST_TOKEN", None)
-    env.pop("LOGCAST_URL", None)
-    port = free_port()
-    log_path = tmp / "server.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
-            cwd=tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-    server = Logcast(proc, port, log_path, report)
-    WATCH.groups.append(proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"logcast serve exited with {proc.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"logcast serve not healthy after 30 s:\n{server.output()}")
+    started = serve(tmp, config)
+    WATCH.groups.append(started.proc)
+    return Logcast(started.proc, started.port, started.log_path, report)
 
 
 def wait_history(server: Logcast, lines: int, timeout: float) -> float:
