@@ -90,6 +90,8 @@ class ServerSettings:
     port: int = 8080
     token: str | None = None  # None: falls back to $LOGCAST_TOKEN
     allowed_hosts: tuple[str, ...] = ()  # extra Host header names accepted (reverse proxies)
+    max_streams: int = 1000  # open SSE/WebSocket log streams at once; more are refused with 503
+    session_ttl: float = 12 * 3600.0  # seconds a dashboard login stays valid
 
     def __post_init__(self) -> None:
         if self.token is None:
@@ -127,6 +129,7 @@ class ReadySettings:
 class ProcessSettings:
     name: str
     command: tuple[str, ...]
+    aliases: tuple[str, ...] = ()  # other names that address this process in every route
     cwd: Path = Path(".")
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     autostart: bool = True
@@ -355,10 +358,11 @@ class _Reader:
 # --------------------------------------------------------------------------- sections
 
 _TOP_KEYS = ("server", "storage", "process")
-_SERVER_KEYS = ("host", "port", "token", "allowed_hosts")
+_SERVER_KEYS = ("host", "port", "token", "allowed_hosts", "max_streams", "session_ttl")
 _STORAGE_KEYS = ("dir", "memory_lines", "memory_bytes", "retain_lines", "engine", "redis_url")
 _PROCESS_KEYS = (
     "command",
+    "aliases",
     "cwd",
     "env",
     "autostart",
@@ -387,7 +391,14 @@ def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
         raise r.expected((*k, "allowed_hosts"), "a list of host names", hosts)
     if not token and not is_loopback(host):
         raise r.error((*k, "host"), _no_token_message(host))
-    return ServerSettings(host=host, port=port, token=token, allowed_hosts=tuple(h.strip() for h in hosts))
+    return ServerSettings(
+        host=host,
+        port=port,
+        token=token,
+        allowed_hosts=tuple(h.strip() for h in hosts),
+        max_streams=r.integer(raw, (*k, "max_streams"), ServerSettings.max_streams),
+        session_ttl=r.seconds(raw, (*k, "session_ttl"), ServerSettings.session_ttl, positive=True),
+    )
 
 
 def _storage(r: _Reader, raw: dict[str, Any], base: Path) -> StorageSettings:
@@ -432,6 +443,16 @@ def _command(r: _Reader, raw: dict[str, Any], key: Key) -> tuple[str, ...]:
     if any("\0" in p for p in parts):
         raise r.error(key, "command contains a NUL character")
     return tuple(parts)
+
+
+def _aliases(r: _Reader, raw: dict[str, Any], key: Key) -> tuple[str, ...]:
+    value = raw.get("aliases", [])
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise r.expected(key, "a list of names", value)
+    for alias in value:
+        if not NAME_RE.fullmatch(alias) or alias in (".", ".."):
+            raise r.error(key, f"invalid alias {alias!r}: use 1-64 of A-Z a-z 0-9 _ . - (it appears in URLs)")
+    return tuple(dict.fromkeys(value))
 
 
 def _env(r: _Reader, raw: dict[str, Any], key: Key) -> Mapping[str, str]:
@@ -514,6 +535,7 @@ def _process(r: _Reader, name: str, value: object, base: Path) -> ProcessSetting
     return ProcessSettings(
         name=name,
         command=_command(r, raw, (*k, "command")),
+        aliases=_aliases(r, raw, (*k, "aliases")),
         cwd=base / Path(cwd).expanduser(),
         env=_env(r, raw, (*k, "env")),
         autostart=r.boolean(raw, (*k, "autostart"), True),

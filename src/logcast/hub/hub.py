@@ -624,12 +624,19 @@ class Hub:
         i = page.index(after)
         return page.records[i : i + limit]
 
-    async def clear(self, process: str) -> int:
-        """Forget the history of `process`; numbering goes on. Returns the last seq cleared."""
+    async def clear(self, process: str, upto: int | None = None) -> int:
+        """Forget the history of `process` up to seq `upto` (all of it when None);
+        numbering goes on. Returns the last seq cleared."""
         plog = self.get(process)
         with plog.lock:
-            upto = plog.last_seq
-            plog.ring.clear()
+            upto = plog.last_seq if upto is None else min(upto, plog.last_seq)
+            if upto <= plog.cleared_upto:
+                return plog.cleared_upto
+            first = plog.ring.first_seq
+            if upto >= plog.last_seq:
+                plog.ring.clear()
+            elif first is not None and upto >= first:
+                plog.ring.drop(upto - first + 1)
             plog.cleared_upto = upto
             if plog.persisted < upto:
                 plog.persisted = upto

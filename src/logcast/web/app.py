@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from logcast import __version__
 from logcast.config import Settings
 from logcast.errors import UnknownProcess
-from logcast.web import metrics
+from logcast.web import auth, metrics
 from logcast.web.routes import router
 from logcast.web.runtime import Runtime
 from logcast.web.security import HostPolicy, SecurityMiddleware
@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
 
     app = FastAPI(title="logcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.include_router(router)
+    app.include_router(auth.router)
 
     @app.get("/metrics", tags=["meta"], include_in_schema=True)
     async def prometheus(request: Request) -> Response:

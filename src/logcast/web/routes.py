@@ -6,9 +6,7 @@ spawns anything from request data: the API only acts on configured processes.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import hmac
 import re
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +15,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
 
 from logcast.capture.ansi import strip_ansi
 from logcast.errors import UnknownProcess
@@ -25,7 +22,6 @@ from logcast.query import Query as LogQuery
 from logcast.query import compile_regex, parse_levels
 from logcast.types import LogRecord, ProcessState
 from logcast.web.runtime import Runtime
-from logcast.web.security import COOKIE, session_value
 from logcast.web.streams import BoundedSSEResponse, last_event_id, sse_body, websocket_stream
 
 router = APIRouter()
@@ -373,45 +369,6 @@ async def clear_logs(alias: str, rt: RT) -> dict[str, Any]:
     known(rt, alias)
     upto = await rt.hub.clear(alias)
     return {"cleared": True, "process": alias, "upto": upto}
-
-
-# -- auth --------------------------------------------------------------------------------
-
-
-class Login(BaseModel):
-    token: str
-
-
-@router.get("/api/session", tags=["auth"])
-async def session(request: Request, rt: RT) -> dict[str, bool]:
-    token = rt.settings.server.token
-    if not token:
-        return {"auth_required": False, "authenticated": True}
-    cookie = request.cookies.get(COOKIE, "")
-    return {
-        "auth_required": True,
-        "authenticated": hmac.compare_digest(cookie.encode(), session_value(token).encode()),
-    }
-
-
-@router.post("/api/login", tags=["auth"], status_code=204)
-async def login(body: Login, rt: RT) -> Response:
-    token = rt.settings.server.token
-    if not token:
-        return Response(status_code=204)
-    if not hmac.compare_digest(body.token.encode(), token.encode()):
-        await asyncio.sleep(0.2)  # blunt guessing a little
-        raise HTTPException(401, "wrong token")
-    response = Response(status_code=204)
-    response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="strict", path="/")
-    return response
-
-
-@router.post("/api/logout", tags=["auth"], status_code=204)
-async def logout() -> Response:
-    response = Response(status_code=204)
-    response.delete_cookie(COOKIE, path="/")
-    return response
 
 
 @router.get("/healthz", tags=["meta"])
