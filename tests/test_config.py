@@ -295,3 +295,46 @@ def test_any_text_gives_settings_or_config_error(text: str) -> None:
         parse(text, "f.toml")
     except ConfigError as err:
         assert str(err).startswith("f.toml")
+
+
+# -- aliases: every name and alias addresses exactly one process --------------------------
+
+
+def test_aliases_are_parsed_in_order_without_repeats() -> None:
+    s = parse('[process.qwen3]\ncommand = "x"\naliases = ["Qwen3-8B", "qwen", "Qwen3-8B", "qwen3"]\n')
+    assert s.processes["qwen3"].aliases == ("Qwen3-8B", "qwen", "qwen3")  # its own name is allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        # an alias that is another process's name
+        ('[process.a]\ncommand = "x"\n\n[process.b]\ncommand = "y"\naliases = ["ok", "a"]\n', 6,
+         r"alias 'a' is the name of process 'a'"),
+        # the same, when the alias comes first in the file
+        ('[process.b]\ncommand = "y"\naliases = ["a"]\n\n[process.a]\ncommand = "x"\n', 3,
+         r"alias 'a' is the name of process 'a'"),
+        # an alias that two processes claim
+        ('[process.a]\ncommand = "x"\naliases = ["m"]\n\n[process.b]\ncommand = "y"\n'
+         'aliases = ["n", "m"]\n', 7, r"alias 'm' is already an alias of process 'a'"),
+        # an alias that is not a name a URL can carry
+        ('[process.a]\ncommand = "x"\naliases = ["a/b"]\n', 3, r"invalid alias 'a/b'"),
+        ('[process.a]\ncommand = "x"\naliases = "m"\n', 3, r"expected a list of names"),
+    ],
+)  # fmt: skip
+def test_conflicting_aliases_are_refused_with_file_line_and_key(text: str, line: int, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text, "logcast.toml")
+    err = info.value
+    key = err.key or ""
+    assert (err.path, err.line) == ("logcast.toml", line)
+    assert key.startswith("process.") and key.endswith(".aliases"), key
+    assert re.search(message, str(err)), str(err)
+    assert str(err).startswith(f"logcast.toml:{line}: {key}: ")
+
+
+def test_distinct_aliases_of_several_processes_are_accepted() -> None:
+    s = parse(
+        '[process.a]\ncommand = "x"\naliases = ["A"]\n[process.b]\ncommand = "y"\naliases = ["B", "b2"]\n'
+    )
+    assert {n: p.aliases for n, p in s.processes.items()} == {"a": ("A",), "b": ("B", "b2")}

@@ -550,6 +550,23 @@ def _process(r: _Reader, name: str, value: object, base: Path) -> ProcessSetting
     )
 
 
+def _check_aliases(r: _Reader, processes: Mapping[str, ProcessSettings]) -> None:
+    """Every name and alias addresses exactly one process: an alias may not be another
+    process's name, nor an alias of another process (its own name is allowed)."""
+    owner: dict[str, str] = {}
+    for name, p in processes.items():
+        for alias in p.aliases:
+            if alias != name and alias in processes:
+                raise r.error(
+                    ("process", name, "aliases"), f"alias {alias!r} is the name of process {alias!r}"
+                )
+            other = owner.setdefault(alias, name)
+            if other != name:
+                raise r.error(
+                    ("process", name, "aliases"), f"alias {alias!r} is already an alias of process {other!r}"
+                )
+
+
 def _decode_error(r: _Reader, exc: tomllib.TOMLDecodeError) -> ConfigError:
     text = str(exc)
     m = _LOCATION.search(text)
@@ -597,6 +614,7 @@ def parse(text: str, path: str = "<string>") -> Settings:
         name: _process(r, name, value, base)
         for name, value in r.table(raw.get("process", {}), ("process",)).items()
     }
+    _check_aliases(r, processes)
     return Settings(server=server, storage=storage, processes=processes, path=real_path)
 
 
