@@ -55,22 +55,43 @@ class MemoryStore:
                     del table[seq]
 
     async def read(
-        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+        self,
+        process: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        query: Query | None = None,
+        upto: int | None = None,
     ) -> list[LogRecord]:
         with self.lock:
             rows = sorted(
-                (r for s, r in self.records.get(process, {}).items() if s > after), key=lambda r: r.seq
+                (
+                    r
+                    for s, r in self.records.get(process, {}).items()
+                    if s > after and (upto is None or s <= upto)
+                ),
+                key=lambda r: r.seq,
             )
         if query is not None:
             rows = [r for r in rows if query.matches(r)]
         return rows[:limit]
 
     async def tail(
-        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+        self,
+        process: str,
+        n: int,
+        *,
+        before: int | None = None,
+        query: Query | None = None,
+        after: int | None = None,
     ) -> list[LogRecord]:
         with self.lock:
             rows = sorted(
-                (r for s, r in self.records.get(process, {}).items() if before is None or s <= before),
+                (
+                    r
+                    for s, r in self.records.get(process, {}).items()
+                    if (before is None or s <= before) and (after is None or s > after)
+                ),
                 key=lambda r: r.seq,
             )
         if query is not None:

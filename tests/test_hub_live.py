@@ -235,9 +235,9 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.reads = 0
 
-    async def read(self, process, *, after=0, limit=1000, query=None):  # type: ignore[no-untyped-def]
+    async def read(self, process, *, after=0, limit=1000, query=None, upto=None):  # type: ignore[no-untyped-def]
         self.reads += 1
-        return await super().read(process, after=after, limit=limit, query=query)
+        return await super().read(process, after=after, limit=limit, query=query, upto=upto)
 
 
 async def test_a_reader_behind_a_small_ring_is_served_from_store_pages() -> None:

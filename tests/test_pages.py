@@ -35,10 +35,16 @@ class CountingStore(MemoryStore):
         self.fail_next = 0
 
     async def read(
-        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+        self,
+        process: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        query: Query | None = None,
+        upto: int | None = None,
     ) -> list[LogRecord]:
         self.reads.append((process, after, limit))
-        rows = await super().read(process, after=after, limit=limit, query=query)
+        rows = await super().read(process, after=after, limit=limit, query=query, upto=upto)
         self.started.set()
         await asyncio.sleep(0)  # a real store always yields (sqlite: a worker thread)
         if self.gate is not None:
@@ -181,11 +187,17 @@ class SteppedStore(CountingStore):
         self.gates: list[asyncio.Event] = []
 
     async def read(
-        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+        self,
+        process: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        query: Query | None = None,
+        upto: int | None = None,
     ) -> list[LogRecord]:
         gate = asyncio.Event()
         self.gates.append(gate)
-        rows = await MemoryStore.read(self, process, after=after, limit=limit, query=query)
+        rows = await MemoryStore.read(self, process, after=after, limit=limit, query=query, upto=upto)
         self.reads.append((process, after, limit))
         await gate.wait()
         if self.fail_next:

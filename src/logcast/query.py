@@ -8,12 +8,20 @@ means the same thing everywhere.
 (`"info,error"`) mean exactly those. Status records (stream `system`) pass every
 filter when `keep_status` is set (streams keep them so that a filtered view still
 shows starts and exits); history pages leave it off.
+
+A user's `regex` runs on RE2 (`google-re2`), whose matching time is linear in the
+text: Python's `re` backtracks, and one pattern such as `(.+)+z` held the GIL for
+minutes, freezing the server and every capture thread with it. RE2 refuses what it
+cannot match in linear time (backreferences, lookaround); such a pattern is a
+ValueError that says so, which the API turns into a 422.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from dataclasses import dataclass, field
+
+import re2
 
 from logcast.types import LEVEL_ORDER, Level, LogRecord, Stream
 
@@ -34,23 +42,70 @@ def parse_levels(spec: str | None) -> frozenset[Level] | None:
     return frozenset(levels)
 
 
-def compile_regex(pattern: str | None) -> re.Pattern[str] | None:
-    """Compile a user's regex, case-insensitive. Raises ValueError with a readable reason."""
+MAX_PATTERN = 1000  # characters
+_RE2_MEMORY = 8 << 20  # bytes RE2 may use per pattern for its automata
+
+
+class Regex:
+    """A compiled, case-insensitive RE2 pattern with the one method filters need."""
+
+    __slots__ = ("_compiled", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        options = re2.Options()
+        options.case_sensitive = False
+        options.log_errors = False  # RE2 would print every refused pattern to stderr
+        options.max_mem = _RE2_MEMORY
+        try:
+            self._compiled = re2.compile(pattern, options)
+        except UnicodeEncodeError:
+            raise ValueError(f"invalid regex {pattern!r}: not valid Unicode text") from None
+        except re2.error as exc:
+            reason = exc.args[0] if exc.args else exc
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            raise ValueError(
+                f"invalid regex {pattern!r}: {reason} (RE2 syntax: no backreferences, no lookaround)"
+            ) from None
+        self.pattern = pattern
+
+    def search(self, text: str) -> bool:
+        """The pattern occurs somewhere in `text`."""
+        try:
+            return self._compiled.search(text) is not None
+        except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8
+            return self._compiled.search(text.encode("utf-8", "replace").decode("utf-8")) is not None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Regex) and other.pattern == self.pattern
+
+    def __hash__(self) -> int:
+        return hash(self.pattern)
+
+    def __repr__(self) -> str:
+        return f"Regex({self.pattern!r})"
+
+
+@functools.lru_cache(maxsize=64)
+def cached_regex(pattern: str) -> Regex:
+    """`Regex(pattern)`, compiled once for the many calls of one search."""
+    return Regex(pattern)
+
+
+def compile_regex(pattern: str | None) -> Regex | None:
+    """Compile a user's regex, case-insensitive, on RE2. Raises ValueError with a readable reason."""
     if pattern is None or pattern == "":
         return None
-    if len(pattern) > 1000:
-        raise ValueError("regex longer than 1000 characters")
-    try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"regex longer than {MAX_PATTERN} characters")
+    return cached_regex(pattern)
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
     levels: frozenset[Level] | None = None
     text: str | None = None  # case-insensitive substring
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None  # RE2, case-insensitive
     since: float | None = None  # Unix seconds, inclusive
     until: float | None = None  # Unix seconds, exclusive
     keep_status: bool = False
@@ -76,7 +131,7 @@ class Query:
             return False
         if self._folded is not None and self._folded not in record.message.casefold():
             return False
-        return not (self.regex is not None and self.regex.search(record.message) is None)
+        return self.regex is None or self.regex.search(record.message)
 
     def filter(self, records: list[LogRecord]) -> list[LogRecord]:
         if self.is_empty:

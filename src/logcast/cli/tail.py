@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import enum
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, TextIO
@@ -29,7 +28,7 @@ from logcast.cli import render
 from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import AsyncClient, ConnectionState, Event
 from logcast.errors import ClientError
-from logcast.query import compile_regex, parse_levels
+from logcast.query import Regex, compile_regex, parse_levels
 from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
 
 
@@ -98,7 +97,7 @@ class Printer:
     lang: Lang = Lang.EN
     json: bool = False
     raw: bool = False
-    grep: re.Pattern[str] | None = None
+    grep: Regex | None = None
     max_attempts: int = 0
     color: bool = False
     err_color: bool = False
@@ -149,7 +148,7 @@ class Printer:
         elif event.type is EventType.REALTIME:
             follow.live = True
         if event.is_line and event.log is not None and event.log.stream is not Stream.SYSTEM:
-            if self.grep is not None and self.grep.search(event.log.message) is None:
+            if self.grep is not None and not self.grep.search(event.log.message):
                 return
         if self.json:
             self._write(orjson.dumps(event.as_dict()).decode())

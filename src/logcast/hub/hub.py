@@ -48,6 +48,7 @@ from typing import Any
 
 from logcast.errors import StoreError, UnknownProcess
 from logcast.hub.pages import PageCache
+from logcast.hub.reads import SCAN_ROWS, History, Page, TailPage
 from logcast.hub.ring import Ring
 from logcast.query import Query
 from logcast.store.base import Store
@@ -56,6 +57,8 @@ from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stre
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 20_000
+BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
+BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
 RATE_WINDOW = 5.0  # seconds over which lines/s is measured
 PENDING_FACTOR = 4  # the ring may hold this many times its bounds while the writer catches up
 SWITCH_INTERVAL = 0.001  # the GIL's, in seconds (see tune_runtime)
@@ -555,67 +558,52 @@ class Hub:
         floor = min(candidates) if candidates else plog.next_seq
         return max(floor, plog.cleared_upto + 1)
 
-    async def tail(
-        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
-    ) -> list[LogRecord]:
-        """The last `n` records matching `query` with seq <= before, oldest first."""
+    def _history(self, plog: ProcessLog) -> History:
+        return History(self.store, plog.name, plog.ring, plog.lock)
+
+    async def read_page(
+        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+    ) -> Page:
+        """History oldest first, from the store and the ring; a filtered read looks at
+        no more than `SCAN_ROWS` records and says where to go on (`reads.py`)."""
         plog = self.get(process)
-        query = query or Query()
-        if n <= 0:
-            return []
-        with plog.lock:
-            ring_first = plog.ring.first_seq
-            limit = plog.last_seq if before is None else min(before, plog.last_seq)
-            if ring_first is not None and limit >= ring_first:
-                window = plog.ring.since(ring_first - 1, limit - ring_first + 1)
-            else:
-                window = []
-        picked: list[LogRecord] = []
-        for record in reversed(window):
-            if query.matches(record):
-                picked.append(record)
-                if len(picked) >= n:
-                    break
-        picked.reverse()
-        if len(picked) < n:
-            upper = (ring_first - 1) if (ring_first is not None and window) else limit
-            if upper > plog.cleared_upto:
-                older = await self.store.tail(process, n - len(picked), before=upper, query=query)
-                picked = [r for r in older if r.seq > plog.cleared_upto] + picked
-        return picked
+        after = max(after, plog.cleared_upto)
+        return await self._history(plog).page(after, plog.last_seq, limit, query or Query())
 
     async def page(
         self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
     ) -> list[LogRecord]:
-        """History oldest first: from the store, completed from the ring for what the
-        writer has not persisted yet."""
+        """The records of `read_page`."""
+        return (await self.read_page(process, after=after, limit=limit, query=query)).records
+
+    async def tail_page(
+        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+    ) -> TailPage:
+        """The last `n` matching records with seq <= before, oldest first; a filtered
+        read looks back at no more than `SCAN_ROWS` records (`reads.py`)."""
         plog = self.get(process)
-        query = query or Query()
-        after = max(after, plog.cleared_upto)
+        last = plog.last_seq if before is None else min(before, plog.last_seq)
+        if n <= 0:
+            return TailPage([], last if last > plog.cleared_upto else None)
+        return await self._history(plog).tail(plog.cleared_upto, last, n, query or Query())
+
+    async def tail(
+        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+    ) -> list[LogRecord]:
+        """The last `n` (at most `BACKLOG_MAX`) matching records with seq <= before,
+        oldest first; a filtered one looks back at most `BACKLOG_SCAN` records."""
+        n = min(n, BACKLOG_MAX)
+        plog = self.get(process)
+        top = plog.last_seq if before is None else min(before, plog.last_seq)
+        filtered = query is not None and not query.is_empty
         out: list[LogRecord] = []
-        with plog.lock:
-            ring_first = plog.ring.first_seq
-        if ring_first is None or after + 1 < ring_first:
-            out = await self.store.read(process, after=after, limit=limit, query=query)
-            if out:
-                after = out[-1].seq
-            with plog.lock:
-                ring_first = plog.ring.first_seq
-            if ring_first is not None and after + 1 < ring_first and len(out) >= limit:
-                return out
-            if ring_first is not None and after + 1 < ring_first:
-                after = ring_first - 1  # store has nothing more below the ring
-        while len(out) < limit:
-            with plog.lock:
-                chunk = plog.ring.since(after, 10_000)
-            if not chunk:
+        pos = top
+        while len(out) < n:
+            page = await self.tail_page(process, n - len(out), before=pos, query=query)
+            out[:0] = page.records
+            if page.before is None or not filtered or top - page.before >= BACKLOG_SCAN:
                 break
-            after = chunk[-1].seq
-            for record in chunk:
-                if query.matches(record):
-                    out.append(record)
-                    if len(out) >= limit:
-                        break
+            pos = page.before
         return out
 
     async def store_read(self, plog: ProcessLog, after: int, limit: int) -> list[LogRecord]:

@@ -54,15 +54,30 @@ class Store(Protocol):
         ...
 
     async def read(
-        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+        self,
+        process: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        query: Query | None = None,
+        upto: int | None = None,
     ) -> list[LogRecord]:
-        """Records with seq > after that match `query`, oldest first, at most `limit`."""
+        """Records with after < seq <= upto (no upper bound when None) that match
+        `query`, oldest first, at most `limit`. A filtered read looks at no record
+        outside those bounds: that is how callers bound the work of a search."""
         ...
 
     async def tail(
-        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+        self,
+        process: str,
+        n: int,
+        *,
+        before: int | None = None,
+        query: Query | None = None,
+        after: int | None = None,
     ) -> list[LogRecord]:
-        """The last `n` matching records with seq <= before (all when None), oldest first."""
+        """The last `n` matching records with after < seq <= before (no bound when
+        None), oldest first."""
         ...
 
     async def meta(self, process: str) -> ProcessMeta: ...

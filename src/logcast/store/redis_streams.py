@@ -230,18 +230,25 @@ class RedisStore:
     # -- reading (the event loop) ----------------------------------------------------------
 
     async def read(
-        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+        self,
+        process: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        query: Query | None = None,
+        upto: int | None = None,
     ) -> list[LogRecord]:
-        if limit <= 0:
+        if limit <= 0 or (upto is not None and upto <= after):
             return []
         key = self.stream_key(process)
         count = limit if query is None else max(limit, _SCAN_CHUNK)
         start = f"(0-{after}" if after > 0 else "-"
+        stop = "+" if upto is None else f"0-{upto}"
         out: list[LogRecord] = []
         try:
             client = self._client()
             while True:
-                entries = cast(list[Entry], await client.xrange(key, min=start, max="+", count=count))
+                entries = cast(list[Entry], await client.xrange(key, min=start, max=stop, count=count))
                 for entry in entries:
                     record = _decode(entry)
                     if query is None or query.matches(record):
@@ -255,18 +262,25 @@ class RedisStore:
             raise StoreError(f"read from redis at {self.url}: {exc}") from exc
 
     async def tail(
-        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+        self,
+        process: str,
+        n: int,
+        *,
+        before: int | None = None,
+        query: Query | None = None,
+        after: int | None = None,
     ) -> list[LogRecord]:
         if n <= 0:
             return []
         key = self.stream_key(process)
         count = n if query is None else max(n, _SCAN_CHUNK)
         end = "+" if before is None else f"0-{max(before, 0)}"
+        floor = "-" if not after else f"(0-{after}"
         out: list[LogRecord] = []
         try:
             client = self._client()
             while len(out) < n:
-                entries = cast(list[Entry], await client.xrevrange(key, max=end, min="-", count=count))
+                entries = cast(list[Entry], await client.xrevrange(key, max=end, min=floor, count=count))
                 for entry in entries:
                     record = _decode(entry)
                     if query is None or query.matches(record):

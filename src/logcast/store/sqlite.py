@@ -28,7 +28,9 @@ Why it is built this way:
   than one per batch.
 * **Filters mean what `Query.matches` means.** Levels become `IN`, time bounds become
   comparisons on the stored float, the regex runs through a registered Python function
-  with the query's own flags, and `keep_status` becomes `stream = system OR (…)`.
+  on the query's own RE2 pattern (linear time), and `keep_status` becomes
+  `stream = system OR (…)`. A filtered read is bounded by the caller in seq (`upto`,
+  `after`): a search over millions of rows is many short calls, not one long one.
   Text search is a case-folded substring: SQLite's `lower()` folds ASCII only, so it is
   used for ASCII messages (where it equals `str.casefold`), and messages flagged
   non-ASCII go through a Python `casefold` function.
@@ -45,6 +47,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, groupby
 from operator import itemgetter, or_
@@ -52,7 +55,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from logcast.errors import StoreError
-from logcast.query import Query
+from logcast.query import Query, cached_regex
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.types import Level, LogRecord, ProcessState, Stream
 
@@ -75,6 +78,7 @@ _NON_ASCII = 2
 _RETENTION_EVERY = 64  # writes between two retention passes for a process barely over
 _WRITER_CACHE_KIB = 8192  # the writer's page cache (more than a batch touches; 16 MiB was no faster)
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
+SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
 _SCHEMA = """
@@ -284,19 +288,9 @@ def _fold_contains(message: str, needle: str) -> bool:
     return needle in message.casefold()
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
-    return re.compile(pattern, flags)
-
-
-def _regexp_flags(pattern: str, flags: int, message: str) -> bool:
-    """SQL function `regexp(pattern, flags, message)`: the query's regex, its own flags."""
-    return _compiled(pattern, flags).search(message) is not None
-
-
 def _regexp(pattern: str, message: str) -> bool:
-    """SQL `message REGEXP pattern`: case-insensitive search, compiled patterns cached."""
-    return _compiled(pattern, re.IGNORECASE).search(message) is not None
+    """SQL function `regexp(pattern, message)`: the query's RE2 search, compiled once."""
+    return cached_regex(pattern).search(message)
 
 
 @dataclass(slots=True)
@@ -354,8 +348,8 @@ def _where(query: Query | None) -> tuple[str, list[Any]]:
             conds.append(f"(flags & {_NON_ASCII} AND fold_contains(message, ?))")
             params.append(needle)
     if query.regex is not None:
-        conds.append("regexp(?, ?, message)")
-        params += [query.regex.pattern, query.regex.flags]
+        conds.append("regexp(?, message)")
+        params.append(query.regex.pattern)
     if not conds:
         return "", []
     where = " AND ".join(conds)
@@ -398,6 +392,7 @@ class SqliteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._searches = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="logcast-search")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -439,6 +434,7 @@ class SqliteStore:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
+        self._searches.shutdown(wait=False, cancel_futures=True)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -559,7 +555,6 @@ class SqliteStore:
             conn = self._connect()
             conn.execute("PRAGMA query_only = ON")
             conn.create_function("fold_contains", 2, _fold_contains, deterministic=True)
-            conn.create_function("regexp", 3, _regexp_flags, deterministic=True)
             conn.create_function("regexp", 2, _regexp, deterministic=True)
             with self._readers_lock:
                 if self._closed:
@@ -569,7 +564,12 @@ class SqliteStore:
             self._local.conn = conn
         return conn
 
-    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T], *, search: bool = False) -> T:
+        """Run `fn` on a reader connection in a worker thread. Filtered reads (`search`)
+        take threads of their own, at most `SEARCH_THREADS` at once: however many
+        searches are asked for, the pages that streams and viewers read are not queued
+        behind them."""
+
         def call() -> T:
             if self._closed:
                 raise StoreError("store is closed")
@@ -578,7 +578,9 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"{what} on {self.path}: {exc}") from exc
 
-        return await asyncio.to_thread(call)
+        if not search:
+            return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(self._searches, call)
 
     @staticmethod
     def _pid(conn: sqlite3.Connection, process: str) -> int | None:
@@ -586,31 +588,46 @@ class SqliteStore:
         return None if row is None else int(row[0])
 
     async def read(
-        self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
+        self,
+        process: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        query: Query | None = None,
+        upto: int | None = None,
     ) -> list[LogRecord]:
-        if limit <= 0:
+        if limit <= 0 or (upto is not None and upto <= after):
             return []
         cond, params = _where(query)
-        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ? AND seq > ?{cond} ORDER BY seq LIMIT ?"
+        upper = "" if upto is None else " AND seq <= ?"
+        bound = () if upto is None else (upto,)
+        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ? AND seq > ?{upper}{cond} ORDER BY seq LIMIT ?"
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)
             if pid is None:
                 return []
-            rows = conn.execute(sql, (pid, after, *params, limit)).fetchall()
+            rows = conn.execute(sql, (pid, after, *bound, *params, limit)).fetchall()
             return [_decode(process, row) for row in rows]
 
-        return await self._run("read", run)
+        return await self._run("read", run, search=bool(cond))
 
     async def tail(
-        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+        self,
+        process: str,
+        n: int,
+        *,
+        before: int | None = None,
+        query: Query | None = None,
+        after: int | None = None,
     ) -> list[LogRecord]:
         if n <= 0:
             return []
         cond, params = _where(query)
         upper = "" if before is None else " AND seq <= ?"
-        bound = () if before is None else (before,)
-        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ?{upper}{cond} ORDER BY seq DESC LIMIT ?"
+        lower = "" if after is None else " AND seq > ?"
+        bound = (*(() if before is None else (before,)), *(() if after is None else (after,)))
+        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ?{upper}{lower}{cond} ORDER BY seq DESC LIMIT ?"
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)
@@ -620,7 +637,7 @@ class SqliteStore:
             rows.reverse()
             return [_decode(process, row) for row in rows]
 
-        return await self._run("tail", run)
+        return await self._run("tail", run, search=bool(cond))
 
     async def meta(self, process: str) -> ProcessMeta:
         sql = (

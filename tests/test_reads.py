@@ -1,0 +1,186 @@
+"""Bounded history reads (hub/reads.py) and the RE2 regex (query.py).
+
+A filtered read looks at no more than `SCAN_ROWS` records per call and says where
+to go on; walking `next` forwards or `before` backwards must give exactly the
+records a brute-force filter gives, across the seam between store and ring.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logcast.hub import Hub
+from logcast.hub import reads as reads_mod
+from logcast.query import Query, compile_regex
+from logcast.store.sqlite import SqliteStore
+from logcast.types import Level, Lines, LogRecord, Stream
+from tests.fakes import MemoryStore
+
+
+def _texts(n: int, first: int) -> list[str]:
+    return [f"line {i} {'needle' if i % 7 == 0 else 'hay'}" for i in range(first, first + n)]
+
+
+async def _hub(store: MemoryStore | SqliteStore, total: int, memory_lines: int) -> Hub:
+    hub = Hub(store, memory_lines=memory_lines)
+    await hub.open(["app"])
+    done = 0
+    while done < total:
+        n = min(97, total - done)
+        texts = _texts(n, done + 1)
+        hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * n, [False] * n))
+        done += n
+        assert await hub.flush()
+    return hub
+
+
+def _expected(records: list[LogRecord], query: Query) -> list[int]:
+    return [r.seq for r in records if query.matches(r)]
+
+
+async def _all(hub: Hub) -> list[LogRecord]:
+    return (await hub.read_page("app", limit=10**9)).records
+
+
+@pytest.fixture
+def small_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reads_mod, "SCAN_ROWS", 50)
+    monkeypatch.setattr(reads_mod, "SCAN_CHUNK", 16)
+
+
+@pytest.mark.usefixtures("small_scan")
+@settings(max_examples=30, deadline=None)
+@given(
+    total=st.integers(0, 400),
+    memory=st.integers(1, 300),
+    limit=st.integers(1, 40),
+    after=st.integers(0, 420),
+    pattern=st.sampled_from(["needle", "line 1", "hay", "nothing", r"\d3 "]),
+)
+async def test_walking_next_finds_exactly_the_matches(
+    total: int, memory: int, limit: int, after: int, pattern: str
+) -> None:
+    hub = await _hub(MemoryStore(), total, memory)
+    try:
+        query = Query(regex=compile_regex(pattern))
+        everything = await _all(hub)
+        want = [s for s in _expected(everything, query) if s > after]
+        got: list[int] = []
+        cursor: int | None = after
+        calls = 0
+        while cursor is not None:
+            page = await hub.read_page("app", after=cursor, limit=limit, query=query)
+            assert len(page.records) <= limit
+            assert page.cursor - cursor <= reads_mod.SCAN_ROWS  # one call looks at one window
+            got += [r.seq for r in page.records]
+            cursor = page.next
+            calls += 1
+            assert calls < 1000
+        assert got == want
+    finally:
+        await hub.close()
+
+
+@pytest.mark.usefixtures("small_scan")
+@settings(max_examples=30, deadline=None)
+@given(
+    total=st.integers(0, 400),
+    memory=st.integers(1, 300),
+    n=st.integers(1, 40),
+    pattern=st.sampled_from(["needle", "line 1", "hay", "nothing"]),
+)
+async def test_walking_before_finds_exactly_the_matches(total: int, memory: int, n: int, pattern: str) -> None:
+    hub = await _hub(MemoryStore(), total, memory)
+    try:
+        query = Query(text=pattern)
+        want = _expected(await _all(hub), query)
+        got: list[int] = []
+        before: int | None = None
+        calls = 0
+        while True:
+            page = await hub.tail_page("app", n, before=before, query=query)
+            assert len(page.records) <= n
+            got[:0] = [r.seq for r in page.records]
+            if page.before is None:
+                break
+            before = page.before
+            calls += 1
+            assert calls < 1000
+        assert got == want
+        # without a filter, a tail is the last n records, all at once
+        last = await hub.tail_page("app", n)
+        assert [r.seq for r in last.records] == [r.seq for r in (await _all(hub))[-n:]]
+    finally:
+        await hub.close()
+
+
+async def test_a_filtered_stream_backlog_keeps_looking_back(small_scan: None) -> None:
+    hub = await _hub(MemoryStore(), 400, 100)
+    try:
+        query = Query(text="needle")
+        got = await hub.tail("app", 20, query=query)
+        assert [r.seq for r in got] == _expected(await _all(hub), query)[-20:]
+    finally:
+        await hub.close()
+
+
+def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
+    regex = compile_regex("(.+)+z")
+    assert regex is not None
+    line = "a" * 80
+    started = time.perf_counter()
+    for _ in range(1000):
+        assert not regex.search(line)
+    # Python's re takes exponential time here (minutes for one 80-character line)
+    assert time.perf_counter() - started < 5.0
+    assert regex.search("xyZ")  # case-insensitive
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"(a)\1", "invalid escape sequence"),
+        ("(?=a)b", "invalid perl operator"),
+        ("(?<!a)b", "invalid perl operator"),
+        ("[", "missing ]"),
+        ("\ud800", "not valid Unicode"),
+        ("a" * 1001, "longer than 1000"),
+        ("a{1000}{1000}", "bad repetition"),
+    ],
+)
+def test_a_refused_pattern_says_why(pattern: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        compile_regex(pattern)
+
+
+def test_a_line_with_a_lone_surrogate_is_searched() -> None:
+    regex = compile_regex("ab")
+    assert regex is not None
+    assert regex.search("x\ud800ab")
+    assert not regex.search("\udc80")
+
+
+async def test_sqlite_searches_on_re2_within_the_window(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "h.db")
+    await store.open()
+    try:
+        texts = ["a" * 80] * 5000 + ["zzz"]
+        records = [
+            LogRecord(i + 1, 1.0, Level.INFO, t, Stream.STDOUT, "app", 1) for i, t in enumerate(texts)
+        ]
+        store.write(records)
+        query = Query(regex=compile_regex("(.+)+z"))
+        started = time.perf_counter()
+        found = await store.read("app", query=query, limit=10)
+        assert time.perf_counter() - started < 5.0
+        assert [r.seq for r in found] == [5001]
+        assert await store.read("app", query=query, upto=5000) == []
+        assert [r.seq for r in await store.tail("app", 5, query=query, after=4000)] == [5001]
+        assert await store.tail("app", 5, query=query, before=5000) == []
+    finally:
+        await store.close()
