@@ -6,37 +6,106 @@ environment (status records, the config page, every API answer, `logcast ps`) go
 through here first. The value is replaced by `MASK`; the name of the flag or variable
 stays, so a reader still sees *which* credential is set.
 
-What counts as a credential is decided by the name: a flag, a `key=value` word or
-an environment variable whose name contains one of the words in `_SECRET_WORDS`
-(`--api-key`, `--hf-token`, `password=`, `DB_PASSWORD`…); and the password part of a
-URL (`redis://user:pw@host`). All patterns are anchored or bounded: they run on
-untrusted text and must stay linear.
+What counts as a credential is decided by the *name* of a flag, a `name=value` word or
+an environment variable, and by its last word only: the name is cut into words at
+`-`, `_`, `.` and camelCase humps, and it names a credential when its last word is
+one of `_SECRET_LAST` (`--hf-token`, `--password`, `DB_PASSWORD`, `authToken`), or its
+last two words are one of `_SECRET_PAIRS` (`--api-key`, `OPENAI_API_KEY`,
+`AWS_SECRET_ACCESS_KEY`). So `--max-tokens 512`, `--num-tokens`, `tokens_per_s`,
+`--token-limit` and `--sort-key` stay readable: there the secret-sounding word is not
+the last one, or it is a plural, or `key` alone, which is too common to mean a secret.
+A last word that *ends* in one of the long secret words also counts (`PGPASSWORD`,
+`HFTOKEN`).
+
+Values are also masked wherever they stand by their shape: the password of a URL
+(`postgres://user:pw@host`), an `Authorization` value (`Bearer …`, `Basic …`) and
+keys of a well-known form (`sk-…`, `hf_…`, `ghp_…`, `xoxb-…`, `glpat-…`).
+
+Not masked, on purpose: short flags (`-p X` means a port as often as a password) and a
+value after a flag that is itself a long flag (`--no-auth --port 8080`).
+
+Every pattern is anchored or bounded: they run on untrusted text and must stay linear.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 
 MASK = "••••••"
 
-_SECRET_WORDS = r"(?:api[-_]?key|apikey|token|secret|passw(?:or)?d?|pwd|passphrase|auth|credential|cookie|session|private[-_]?key|access[-_]?key)"
-_SECRET_NAME = re.compile(rf"(?i){_SECRET_WORDS}")
-# --api-key=X, -token=X, password=X, api_key:X (one word of a command line)
-_ASSIGNED = re.compile(rf"(?i)^(-{{0,2}}[\w.-]*{_SECRET_WORDS}[\w.-]*[=:])(.+)$")
-# a flag whose next word is its value: --api-key X, -p is too short to guess
-_FLAG = re.compile(rf"(?i)^--?[\w.-]*{_SECRET_WORDS}[\w.-]*$")
+_SECRET_LAST = frozenset(
+    {
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "passphrase",
+        "apikey",
+        "credential",
+        "credentials",
+        "cookie",
+        "auth",
+        "authorization",
+    }
+)
+# a last word that ends in one of these is a credential too (PGPASSWORD, HFTOKEN)
+_SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "apikey", "token")
+_SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("access", "key"),
+        ("private", "key"),
+        ("secret", "key"),
+        ("signing", "key"),
+        ("master", "key"),
+        ("encryption", "key"),
+        ("license", "key"),
+        ("session", "key"),
+        ("auth", "key"),
+        ("session", "id"),
+    }
+)
+_MAX_NAME = 128  # longer "names" are not names
+
+_HUMP = re.compile(r"([a-z0-9])([A-Z])")
+_SEPARATORS = re.compile(r"[-_.]+")
+# NAME=value, --name=value, name: value (an HTTP header given as one word)
+_ASSIGNED = re.compile(r"^(-{0,2}([A-Za-z][\w.-]{0,127})(?:=|:\s*))(.+)$", re.DOTALL)
+_LONG_FLAG = re.compile(r"^--?([A-Za-z][\w.-]{0,127})$")
+_STARTS_LIKE_A_FLAG = re.compile(r"^--[A-Za-z]")
 # scheme://user:password@host
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,20}://[^\s:/@]{0,200}:)([^\s@/]{1,200})(@)")
 # Authorization: Bearer X / Basic X inside one word or a message
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{8,})")
-# keys with a well-known shape: OpenAI/Anthropic (sk-…), Hugging Face (hf_…), GitHub (ghp_…)
-_KNOWN_KEY = re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{8,})")
+# keys of a well-known shape: OpenAI/Anthropic (sk-…), Hugging Face (hf_…), GitHub (ghp_…),
+# Slack (xoxb-…), GitLab (glpat-…)
+_KNOWN_KEY = re.compile(
+    r"\b(sk-[A-Za-z0-9_-]{8,}|hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{8,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{8,}|glpat-[A-Za-z0-9_-]{8,})"
+)
+_SPACE = re.compile(r"(\s+)")
+
+
+def _words(name: str) -> list[str]:
+    name = _HUMP.sub(r"\1_\2", name.lstrip("-"))
+    return [w for w in _SEPARATORS.split(name.lower()) if w]
 
 
 def is_secret_name(name: str) -> bool:
-    """True for a flag, option or variable name that names a credential."""
-    return _SECRET_NAME.search(name) is not None
+    """True for a flag, option or variable name that names a credential (see above)."""
+    if len(name) > _MAX_NAME:
+        return False
+    words = _words(name)
+    if not words:
+        return False
+    last = words[-1]
+    if last in _SECRET_LAST or last.endswith(_SECRET_ENDINGS):
+        return True
+    return len(words) >= 2 and (words[-2], last) in _SECRET_PAIRS
 
 
 def mask_text(text: str) -> str:
@@ -52,17 +121,45 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
     hide_next = False
     for word in argv:
         if hide_next:
-            out.append(MASK)
             hide_next = False
-            continue
+            if not _STARTS_LIKE_A_FLAG.match(word):
+                out.append(MASK)
+                continue
         m = _ASSIGNED.match(word)
-        if m is not None:
+        if m is not None and is_secret_name(m.group(2)):
             out.append(m.group(1) + MASK)
             continue
-        if _FLAG.match(word):
+        flag = _LONG_FLAG.match(word)
+        if flag is not None and is_secret_name(flag.group(1)):
             hide_next = True
         out.append(mask_text(word))
     return out
+
+
+def mask_command(argv: Iterable[str]) -> str:
+    """A command line as one shell-like line for display, credentials masked.
+
+    Words are quoted as `shlex.join` would; the mask itself is left bare, so that
+    `--api-key=••••••` does not turn into `'--api-key=••••••'`.
+    """
+    return " ".join(
+        MASK.join(shlex.quote(part) if part else "" for part in word.split(MASK))
+        if MASK in word
+        else shlex.quote(word)
+        for word in mask_argv(argv)
+    )
+
+
+def mask_line(text: str) -> str:
+    """Free text that may carry a command line (a status line), credentials masked.
+
+    The text is cut into words at white space, masked like an argument list, and put
+    back together with its white space unchanged.
+    """
+    parts = _SPACE.split(text)
+    masked = mask_argv(parts[0::2])
+    parts[0::2] = masked
+    return "".join(parts)
 
 
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:

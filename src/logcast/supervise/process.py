@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shlex
 import signal
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 
 from logcast.capture.reader import PipeReader
 from logcast.config import ProcessSettings, RestartPolicy
+from logcast.secrets import mask_command
 from logcast.supervise.readiness import ReadinessProbe
 from logcast.supervise.spawn import Child, Spawner, SpawnError
 from logcast.supervise.states import check_transition
@@ -261,8 +261,9 @@ class ManagedProcess:
         self._stopping = self._killed = False
         self.exit_code = None
         self._probe = None
-        # one short line: a `-c` script's source or a long argument list is cut
-        command = " ".join(shlex.join(self.settings.command).split())
+        # one short line: a `-c` script's source or a long argument list is cut;
+        # credentials are masked first (status records reach every viewer and the store)
+        command = " ".join(mask_command(self.settings.command).split())
         if len(command) > 120:
             command = command[:117] + "..."
         self._set_state(S.STARTING, f"starting {command} (run {run})")
