@@ -1,20 +1,26 @@
 """Dashboard sessions: login with the token, logout, and what the page may do.
 
 The API itself takes `Authorization: Bearer <token>`; the dashboard logs in once and
-then carries a session cookie (see `security.py`).
+then carries a session cookie. Each login creates a new random session in the table
+the security middleware owns (`sessions.py`), valid for `server.session_ttl` seconds;
+the cookie says the same with `Max-Age`, and is HttpOnly and SameSite=Strict (and
+Secure over https). A login ends the session its request still carried, so an id
+planted before the login is worth nothing after it. Logout ends the session on the
+server, so a copy of the cookie no longer works either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from logcast.web.runtime import Runtime
-from logcast.web.security import COOKIE, session_value
+from logcast.web.security import COOKIE, bearer_matches, session_cookie, sessions_of
 
 router = APIRouter()
 
@@ -33,28 +39,43 @@ async def session(request: Request) -> dict[str, bool]:
     token = _runtime(request).settings.server.token
     if not token:
         return {"auth_required": False, "authenticated": True}
-    cookie = request.cookies.get(COOKIE, "")
-    return {
-        "auth_required": True,
-        "authenticated": hmac.compare_digest(cookie.encode(), session_value(token).encode()),
-    }
+    session_id = session_cookie(request.headers.get("cookie"))
+    authenticated = bearer_matches(request.headers.get("authorization", ""), token) or (
+        session_id is not None and sessions_of(request.scope).valid(session_id)
+    )
+    return {"auth_required": True, "authenticated": authenticated}
 
 
 @router.post("/api/login", tags=["auth"], status_code=204)
 async def login(body: Login, request: Request) -> Response:
-    token = _runtime(request).settings.server.token
-    if not token:
+    server = _runtime(request).settings.server
+    if not server.token:
         return Response(status_code=204)
-    if not hmac.compare_digest(body.token.encode(), token.encode()):
+    if not hmac.compare_digest(body.token.encode(), server.token.encode()):
         await asyncio.sleep(0.2)  # blunt guessing a little
         raise HTTPException(401, "wrong token")
+    sessions = sessions_of(request.scope)
+    previous = session_cookie(request.headers.get("cookie"))
+    if previous is not None:
+        sessions.end(previous)
     response = Response(status_code=204)
-    response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="strict", path="/")
+    response.set_cookie(
+        COOKIE,
+        sessions.create(server.session_ttl),
+        max_age=max(1, math.ceil(server.session_ttl)),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     return response
 
 
 @router.post("/api/logout", tags=["auth"], status_code=204)
-async def logout() -> Response:
+async def logout(request: Request) -> Response:
+    session_id = session_cookie(request.headers.get("cookie"))
+    if session_id is not None:
+        sessions_of(request.scope).end(session_id)
     response = Response(status_code=204)
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

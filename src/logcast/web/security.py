@@ -4,9 +4,11 @@
   `server.allowed_hosts` is refused with 421. DNS rebinding needs an attacker's
   *name* to resolve to our address; IP literals cannot be rebound, names can.
 - Token: when one is set, every route but `/healthz`, the login endpoints and the
-  static assets needs `Authorization: Bearer <token>` or the session cookie that
-  `/api/login` sets (HttpOnly, SameSite=Strict), compared in constant time. Pages
-  redirect to the login page; the API answers 401 JSON.
+  static assets needs `Authorization: Bearer <token>` (compared in constant time) or
+  the cookie of a live session that `/api/login` created (HttpOnly, SameSite=Strict,
+  a random id with a deadline; see `sessions.py`). Pages redirect to the login page;
+  the API answers 401 JSON. The middleware owns the session table and hands it to
+  the auth routes in the ASGI scope (`SESSIONS_SCOPE_KEY`).
 - Origin: a state-changing request or a WebSocket upgrade whose `Origin` is not this
   server's own gets 403. Requests without `Origin` (curl, scripts, the CLI) are judged
   by the token alone.
@@ -14,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable
@@ -24,7 +25,10 @@ from urllib.parse import quote, urlsplit
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from logcast.web.sessions import Sessions
+
 COOKIE = "logcast_session"
+SESSIONS_SCOPE_KEY = "logcast.sessions"
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/api/login", "/api/logout", "/api/session", "/login.html", "/favicon.ico"}
 )
@@ -43,11 +47,6 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
-
-
-def session_value(token: str) -> str:
-    """The cookie holds a digest of the token, never the token itself."""
-    return hashlib.sha256(b"logcast-session:" + token.encode()).hexdigest()
 
 
 def _split_host(host: str) -> str:
@@ -82,6 +81,34 @@ def _with_headers(send: Send, *, static: bool = False) -> Send:
     return sender
 
 
+def bearer_matches(authorization: str, token: str) -> bool:
+    """`Authorization: Bearer <token>`, compared in constant time."""
+    if authorization[:7].lower() != "bearer ":
+        return False
+    return hmac.compare_digest(authorization[7:].strip().encode(), token.encode())
+
+
+def session_cookie(cookie_header: str | None) -> str | None:
+    """The session id in a `Cookie` header, if there is one."""
+    if not cookie_header:
+        return None
+    cookies: SimpleCookie = SimpleCookie()
+    try:
+        cookies.load(cookie_header)
+    except Exception:
+        return None
+    morsel = cookies.get(COOKIE)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def sessions_of(scope: Scope) -> Sessions:
+    """The session table the security middleware put in this request's scope."""
+    table = scope.get(SESSIONS_SCOPE_KEY)
+    if not isinstance(table, Sessions):
+        raise LookupError("no session table: the app runs without SecurityMiddleware")
+    return table
+
+
 class HostPolicy:
     def __init__(self, bind_host: str, allowed: Iterable[str] = ()) -> None:
         names = {"localhost", *(_split_host(h) for h in allowed)}
@@ -97,16 +124,19 @@ class HostPolicy:
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, *, token: str | None, hosts: HostPolicy) -> None:
+    def __init__(
+        self, app: ASGIApp, *, token: str | None, hosts: HostPolicy, sessions: Sessions | None = None
+    ) -> None:
         self.app = app
         self.token = token
-        self.session = session_value(token) if token else None
         self.hosts = hosts
+        self.sessions = sessions if sessions is not None else Sessions()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        scope[SESSIONS_SCOPE_KEY] = self.sessions
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path: str = scope["path"]
         host = headers.get("host")
@@ -134,21 +164,12 @@ class SecurityMiddleware:
         return path in PUBLIC_PATHS or path.startswith("/static/")
 
     def _authorised(self, headers: dict[str, str]) -> bool:
-        assert self.token is not None and self.session is not None
+        assert self.token is not None
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
-            return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
-        cookie_header = headers.get("cookie")
-        if cookie_header:
-            cookies: SimpleCookie = SimpleCookie()
-            try:
-                cookies.load(cookie_header)
-            except Exception:
-                return False
-            morsel = cookies.get(COOKIE)
-            if morsel is not None:
-                return hmac.compare_digest(morsel.value.encode(), self.session.encode())
-        return False
+            return bearer_matches(auth, self.token)
+        session_id = session_cookie(headers.get("cookie"))
+        return session_id is not None and self.sessions.valid(session_id)
 
     @staticmethod
     def _same_origin(origin: str, host: str, scope: Scope) -> bool:
