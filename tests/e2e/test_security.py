@@ -61,14 +61,14 @@ def test_token_is_required_everywhere_but_healthz(make_server) -> None:  # type:
     assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN not in cookie
     assert anon.get("/api/processes").status_code == 200
     assert anon.get("/api/session").json() == {"auth_required": True, "authenticated": True}
-    ws_url = server.url.replace("http", "ws") + "/ws/logs?process=app"
+    ws_url = server.url.replace("http", "ws") + "/ws/logs?process=app&after=0"  # with its history
     with pytest.raises(InvalidStatus):
         connect(ws_url, open_timeout=10)
     session = anon.cookies.get("logcast_session")
     with connect(ws_url, additional_headers={"Cookie": f"logcast_session={session}"}, open_timeout=10) as ws:
-        assert _first_line(ws) == "secret life of a process"
+        assert _first_line(ws) == "secret life of a process\n"
     with connect(ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, open_timeout=10) as ws:
-        assert _first_line(ws) == "secret life of a process"
+        assert _first_line(ws) == "secret life of a process\n"
     anon.close()
 
 

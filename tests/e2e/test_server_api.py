@@ -211,11 +211,12 @@ def test_websocket_text_and_json_across_restarts(make_server) -> None:  # type: 
             c.post("/api/processes/quiet/start")
             first = [str(ws_text.recv(timeout=10)) for _ in range(3)]
             assert first[0].startswith("[logcast] quiet: starting")  # status notes are marked
-            assert "quiet started" in first
+            assert "quiet started\n" in first  # a text frame is the line as readline() gave it
             c.post("/api/processes/quiet/restart")
         texts: list[str] = []
-        while sum(t == "quiet started" for t in [*first, *texts]) < 2:
+        while sum(t == "quiet started\n" for t in [*first, *texts]) < 2:
             texts.append(str(ws_text.recv(timeout=10)))
+        assert all(t.endswith("\n") for t in [*first, *texts])
         events = []
         while sum(e.get("log", {}).get("message") == "quiet started" for e in events) < 2:
             events.append(json.loads(ws_json.recv(timeout=10)))

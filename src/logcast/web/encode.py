@@ -17,6 +17,19 @@ import orjson
 from logcast.hub import Entry, Gap, Hub, ProcessLog
 from logcast.types import EventType, LogRecord, Stream
 
+MAX_SEQ = 2**63 - 1  # the largest sequence number: SQLite's INTEGER is a signed 64-bit number
+
+
+def parse_seq(text: str, what: str) -> int:
+    """A sequence number (or count) written by a client: decimal digits for 0..MAX_SEQ.
+    ValueError saying why otherwise (the routes answer 422 with it, never a 500)."""
+    text = text.strip()
+    if not text or not (text.isascii() and text.isdecimal()):
+        raise ValueError(f"{what} must be a whole number from 0 to 2^63-1, got {text[:40]!r}")
+    if len(text.lstrip("0")) > 19 or int(text) > MAX_SEQ:
+        raise ValueError(f"{what} is beyond the largest sequence number (2^63-1)")
+    return int(text)
+
 
 def encode_log(record: LogRecord) -> bytes:
     # orjson hands back a bytes object with a large spare capacity (~4 KiB measured for a
@@ -92,13 +105,19 @@ def json_frames(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> list[str]:
 
 
 def text_line(kind: EventType, payload: LogRecord | Gap | int) -> str | None:
-    """The seed's text frame: the bare line; status and gaps as bracketed notes."""
+    """The seed's text frame: the line as `readline()` returned it, `\\n` included (the
+    seed's page appends frames with `textContent +=`); status and gaps as bracketed notes,
+    each a line of its own. A `partial` record (a piece of a line over 64 KiB, or text the
+    child has not ended yet) carries no `\\n`: the frames joined give the child's text."""
     if isinstance(payload, LogRecord):
         if payload.stream is Stream.SYSTEM:
-            return f"[logcast] {payload.process}: {payload.message}"
-        return payload.message
+            return f"[logcast] {payload.process}: {payload.message}\n"
+        return payload.message if payload.partial else payload.message + "\n"
     if isinstance(payload, Gap):
-        return f"[logcast] {payload.process}: {payload.count} lines missed ({payload.start}-{payload.end}, {payload.reason})"
+        return (
+            f"[logcast] {payload.process}: {payload.count} lines missed "
+            f"({payload.start}-{payload.end}, {payload.reason})\n"
+        )
     return None
 
 
@@ -132,7 +151,7 @@ def live_ws_json(record: LogRecord) -> bytes:
 
 
 def live_ws_text(record: LogRecord) -> bytes:
-    """The WebSocket frame of a record read live, `format=text` (the seed's bare line)."""
+    """The WebSocket frame of a record read live, `format=text` (the seed's line, `\\n` included)."""
     return text_frame((text_line(_live_kind(record), record) or "").encode("utf-8", "replace"))
 
 

@@ -1,35 +1,91 @@
-"""The HTTP routes of SPEC.md: processes, history, streams, stats, clear, auth.
+"""The HTTP routes of SPEC.md: processes, history, streams, stats, clear, and the
+routes of the two seeds (`/v1/models`, `/health`, `/api/models/{alias}/…`).
 
 Every handler reaches the engine through `Runtime` (hub, supervisor, settings); none
 spawns anything from request data: the API only acts on configured processes.
+
+Names: every route that takes a process takes its name or one of its configured
+`aliases` (`resolve`), and answers with the process's own name.
+
+Parameters: whatever a client sends is a 4xx with a reason, never a 500. Sequence
+numbers and counts are bounded by `MAX_SEQ` (SQLite's signed 64-bit INTEGER), times
+must be finite, and a path or query that carries a NUL byte or bytes that are not
+UTF-8 is refused before any handler runs (`clean_text`; the WebSocket route, which
+reports problems in its own first frame, calls the same check).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket
+from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from logcast.capture.ansi import strip_ansi
 from logcast.errors import UnknownProcess
 from logcast.query import Query as LogQuery
 from logcast.query import compile_regex, parse_levels
+from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.types import LogRecord, ProcessState
+from logcast.web.encode import MAX_SEQ, parse_seq
 from logcast.web.runtime import Runtime
 from logcast.web.streams import BoundedSSEResponse, last_event_id, sse_body, websocket_stream
 
-router = APIRouter()
-
 MAX_PAGE = 10_000
-SECRET_KEY = re.compile(r"(?i)(token|secret|passw|pwd|key|auth|credential|cookie|session|private)")
 RUNNING = frozenset({ProcessState.STARTING, ProcessState.RUNNING, ProcessState.READY})
+UP = frozenset({ProcessState.RUNNING.value, ProcessState.READY.value})  # `/health`'s running_models
 ALIVE = frozenset(s.value for s in ProcessState if s.is_alive)
+STARTED_AT = int(time.time())  # `created` of a model that has not run yet
+
+Seq = Annotated[int, Query(ge=0, le=MAX_SEQ)]
+Count = Annotated[int | None, Query(ge=0, le=MAX_SEQ)]
+Time = Annotated[float | None, Query(allow_inf_nan=False)]
+
+
+def bad_text(scope: Mapping[str, Any]) -> str | None:
+    """Why the request's path or query cannot be taken as text (a NUL byte, bytes that are
+    not UTF-8 once percent-decoded), or None. Starlette would decode them to U+FFFD or
+    pass the NUL on; a name or a search term that is not what the client wrote is refused."""
+    raw_path: bytes = scope.get("raw_path") or str(scope.get("path", "")).encode()
+    problem = _undecodable(unquote_to_bytes(raw_path), "the path")
+    if problem:
+        return problem
+    query: bytes = scope.get("query_string", b"")
+    for pair in query.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        name = unquote_to_bytes(key.replace(b"+", b" "))
+        what = f"query parameter {name.decode('utf-8', 'replace')[:40]!r}"
+        problem = _undecodable(name, what) or _undecodable(unquote_to_bytes(value.replace(b"+", b" ")), what)
+        if problem:
+            return problem
+    return None
+
+
+def _undecodable(data: bytes, what: str) -> str | None:
+    if b"\0" in data:
+        return f"{what} contains a NUL byte"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{what} is not valid UTF-8"
+    return None
+
+
+def clean_text(conn: HTTPConnection) -> None:
+    """Every HTTP route's first check (see `bad_text`); 422 with the reason."""
+    if conn.scope["type"] == "http":
+        problem = bad_text(conn.scope)
+        if problem:
+            raise HTTPException(422, problem)
+
+
+router = APIRouter(dependencies=[Depends(clean_text)])
 
 
 def runtime(request: Request) -> Runtime:
@@ -45,10 +101,24 @@ def ws_runtime(websocket: WebSocket) -> Runtime:
 RT = Annotated[Runtime, Depends(runtime)]
 
 
-def known(rt: Runtime, name: str) -> str:
-    if name not in rt.supervisor.names() and name not in rt.hub.names():
+def aliases(rt: Runtime) -> dict[str, str]:
+    """Each configured alias → the name of its process (config.py refuses clashes)."""
+    return {alias: name for name, p in rt.settings.processes.items() for alias in p.aliases}
+
+
+def lookup(rt: Runtime, name: str) -> str | None:
+    """The process that `name` (its own name or an alias) addresses, or None."""
+    if name in rt.supervisor or name in rt.hub.names():
+        return name
+    return aliases(rt).get(name)
+
+
+def resolve(rt: Runtime, name: str) -> str:
+    """The process `name` addresses; 404 when none."""
+    found = lookup(rt, name)
+    if found is None:
         raise HTTPException(404, f"unknown process {name!r}")
-    return name
+    return found
 
 
 def build_query(
@@ -106,11 +176,12 @@ async def list_processes(rt: RT) -> dict[str, Any]:
 
 @router.get("/api/processes/{name}", tags=["processes"])
 async def get_process(name: str, rt: RT) -> dict[str, Any]:
-    return process_json(rt, known(rt, name))
+    return process_json(rt, resolve(rt, name))
 
 
 async def _control(rt: Runtime, name: str, action: str) -> dict[str, Any]:
-    if name not in rt.supervisor.names():
+    name = resolve(rt, name)
+    if name not in rt.supervisor:
         raise HTTPException(404, f"unknown process {name!r}")
     if action == "start":
         state = rt.supervisor.info(name)["state"]
@@ -145,14 +216,18 @@ async def get_config(rt: RT) -> dict[str, Any]:
     for name, p in rt.settings.processes.items():
         ready: dict[str, Any] | None = None
         if p.ready is not None:
-            ready = {"log": p.ready.log.pattern} if p.ready.log is not None else {"http": p.ready.http}
+            if p.ready.log is not None:
+                ready = {"log": p.ready.log.pattern}
+            else:
+                ready = {"http": mask_text(p.ready.http or "")}
             ready["timeout"] = p.ready.timeout
         out.append(
             {
                 "name": name,
-                "command": list(p.command),
+                "aliases": list(p.aliases),
+                "command": mask_argv(p.command),  # credentials in arguments never leave the server
                 "cwd": str(p.cwd),
-                "env": {k: ("••••••" if SECRET_KEY.search(k) else v) for k, v in p.env.items()},
+                "env": mask_env(p.env),
                 "autostart": p.autostart,
                 "restart": str(p.restart),
                 "pty": p.pty,
@@ -172,39 +247,35 @@ async def get_config(rt: RT) -> dict[str, Any]:
 async def get_logs(
     name: str,
     rt: RT,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Seq = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
-    level: str | None = None,
+    level: Annotated[str | None, Query(max_length=200)] = None,
     q: Annotated[str | None, Query(max_length=1000)] = None,
     regex: Annotated[str | None, Query(max_length=1000)] = None,
-    since: float | None = None,
-    until: float | None = None,
+    since: Time = None,
+    until: Time = None,
     tail: Annotated[int | None, Query(ge=0, le=MAX_PAGE)] = None,
-    before: Annotated[int | None, Query(ge=0)] = None,
+    before: Count = None,
 ) -> Response:
-    known(rt, name)
+    name = resolve(rt, name)
     query = build_query(level, q, regex, since, until)
     if tail is not None:
-        records = await rt.hub.tail(name, tail, before=before, query=query)
+        found = await rt.hub.tail_page(name, tail, before=before, query=query)
         last = rt.hub.get(name).last_seq if before is None else min(before, rt.hub.get(name).last_seq)
-        return _page(records, last)
-    records = await rt.hub.page(name, after=after, limit=limit, query=query)
-    nxt = records[-1].seq if len(records) >= limit else None
-    if nxt is None:
-        return _page(records, None, cursor=records[-1].seq if records else after)
-    return _page(records, nxt)
+        # `before`: where a search further back goes on; null once the oldest line was looked at
+        return _page(found.records, last, last, before=found.before)
+    page = await rt.hub.read_page(name, after=after, limit=limit, query=query)
+    return _page(page.records, page.next, page.cursor)
 
 
-def _page(records: list[LogRecord], nxt: int | None, *, cursor: int | None = None) -> Response:
-    body = orjson.dumps(
-        {"logs": [r.as_dict() for r in records], "next": nxt, "cursor": cursor if cursor is not None else nxt}
-    )
-    return Response(body, media_type="application/json")
+def _page(records: list[LogRecord], nxt: int | None, cursor: int, **extra: int | None) -> Response:
+    body = {"logs": [r.as_dict() for r in records], "next": nxt, "cursor": cursor, **extra}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/api/processes/{name}/logs/download", tags=["logs"])
 async def download_logs(name: str, rt: RT, plain: bool = False) -> StreamingResponse:
-    known(rt, name)
+    name = resolve(rt, name)
 
     async def lines() -> AsyncIterator[bytes]:
         after = 0
@@ -234,7 +305,10 @@ async def download_logs(name: str, rt: RT, plain: bool = False) -> StreamingResp
 
 
 def _resume_point(after: int | None, header: str | None) -> int | None:
-    resumed = last_event_id(header)
+    try:
+        resumed = last_event_id(header)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     return resumed if resumed is not None else after
 
 
@@ -247,13 +321,13 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
 async def stream_logs(
     name: str,
     rt: RT,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    lines: Annotated[int | None, Query(ge=0)] = None,
-    level: str | None = None,
+    after: Count = None,
+    lines: Count = None,
+    level: Annotated[str | None, Query(max_length=200)] = None,
     q: Annotated[str | None, Query(max_length=1000)] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
-    known(rt, name)
+    name = resolve(rt, name)
     query = build_query(level, q, keep_status=True)
     sub = await rt.hub.subscribe(
         name, after=_resume_point(after, last_event_id_header), lines=lines, query=query
@@ -265,13 +339,13 @@ async def stream_logs(
 async def stream_model_logs(
     alias: str,
     rt: RT,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    lines: Annotated[int | None, Query(ge=0)] = None,
+    after: Count = None,
+    lines: Count = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     """The seed's route: 503 + Retry-After while the model is not running; history, one
     historical_complete, realtime; `stream_end` when the model stops."""
-    known(rt, alias)
+    alias = resolve(rt, alias)
     state = ProcessState(rt.supervisor.info(alias)["state"]) if alias in rt.supervisor.names() else None
     if state not in RUNNING:
         return JSONResponse(
@@ -288,23 +362,39 @@ async def ws_logs(
     websocket: WebSocket,
     process: str | None = None,
     format: str = "text",
-    after: int | None = None,
-    lines: int | None = None,
+    after: str | None = None,
+    lines: str | None = None,
     level: str | None = None,
     q: str | None = None,
 ) -> None:
+    """The seed's WebSocket. Without `after` or `lines` it starts at the live end, as the
+    seed's server did (its page keeps what it has when it reconnects); `after=SEQ` (with
+    `process`) or `lines=N` ask for history first. Problems are told in the first frame
+    (then close 1008), so that a browser's page can show them."""
     rt = ws_runtime(websocket)
-    problem = None
-    if format not in ("text", "json"):
+    problem = bad_text(websocket.scope)
+    name = lookup(rt, process) if process is not None and problem is None else None
+    start_after = start_lines = None
+    if problem is not None:
+        pass
+    elif format not in ("text", "json"):
         problem = "format must be text or json"
-    elif process is not None and process not in rt.supervisor.names() and process not in rt.hub.names():
+    elif process is not None and name is None:
         problem = f"unknown process {process!r}"
-    elif (after is not None and after < 0) or (lines is not None and lines < 0):
-        problem = "after and lines must be >= 0"
+    elif after is not None and process is None:
+        problem = "after needs process= (sequence numbers are per process); use lines= for all processes"
+    else:
+        try:
+            start_after = parse_seq(after, "after") if after is not None else None
+            start_lines = parse_seq(lines, "lines") if lines is not None else None
+        except ValueError as exc:
+            problem = str(exc)
+    if start_after is None and start_lines is None:
+        start_lines = 0  # the live end
     try:
         query = build_query(level, q, keep_status=True)
     except HTTPException as exc:
-        problem = str(exc.detail)
+        problem = problem or str(exc.detail)
         query = LogQuery()
     await websocket.accept()
     if problem:
@@ -313,13 +403,11 @@ async def ws_logs(
         )
         await websocket.close(code=1008, reason=problem[:120])
         return
-    names = [process] if process else rt.supervisor.names()
+    names = [name] if name else rt.supervisor.names()
     subs = []
     try:
-        for name in names:
-            subs.append(
-                await rt.hub.subscribe(name, after=after if process else None, lines=lines, query=query)
-            )
+        for each in names:
+            subs.append(await rt.hub.subscribe(each, after=start_after, lines=start_lines, query=query))
     except UnknownProcess as exc:
         for sub in subs:
             sub.close()
@@ -337,6 +425,8 @@ def _error_frame(message: str) -> str:
 
 @router.get("/api/logs/stats", tags=["logs"])
 async def log_stats(rt: RT) -> dict[str, Any]:
+    """logcast's totals and per-process figures, and beside them the original manager's
+    envelope (`success`, `stats`) that its tools read."""
     per: dict[str, Any] = {}
     totals = {"total_logs": 0, "total_bytes": 0, "subscribers": 0, "dropped": 0, "lines_per_s": 0.0}
     for name in rt.hub.names():
@@ -350,6 +440,10 @@ async def log_stats(rt: RT) -> dict[str, Any]:
         totals["dropped"] += s["dropped"]
         totals["lines_per_s"] += s["lines_per_s"]
     store = rt.hub.store.stats
+    model_stats = {
+        name: {"log_count": await _retained(rt, name, s), "subscriber_count": s["subscribers"]}
+        for name, s in per.items()
+    }
     return {
         **totals,
         "lines_per_s": round(float(totals["lines_per_s"]), 2),
@@ -361,14 +455,128 @@ async def log_stats(rt: RT) -> dict[str, Any]:
             "last_error": store.last_error,
             "pending": sum(max(0, p["last_seq"] - p["persisted_seq"]) for p in per.values()),
         },
+        "success": True,
+        "stats": {
+            "total_models": len(per),
+            "total_log_entries": sum(m["log_count"] for m in model_stats.values()),
+            "total_subscribers": totals["subscribers"],
+            "model_stats": model_stats,
+        },
     }
 
 
+async def _retained(rt: Runtime, name: str, stats: Mapping[str, Any]) -> int:
+    """How many records of `name` the history holds now (what a clear removes; status
+    records included, as they are part of the history)."""
+    last = int(stats["last_seq"])
+    in_memory = int(stats["memory_lines"])
+    first = (await rt.hub.store.meta(name)).first_seq
+    if in_memory:
+        first = min(first, last - in_memory + 1) if first else last - in_memory + 1
+    if not first:
+        return 0
+    first = max(first, rt.hub.get(name).cleared_upto + 1)
+    return max(0, last - first + 1)
+
+
 @router.post("/api/logs/{alias}/clear", tags=["logs"])
-async def clear_logs(alias: str, rt: RT) -> dict[str, Any]:
-    known(rt, alias)
-    upto = await rt.hub.clear(alias)
-    return {"cleared": True, "process": alias, "upto": upto}
+async def clear_logs(
+    alias: str,
+    rt: RT,
+    keep_minutes: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+) -> dict[str, Any]:
+    """Clear the history of a process, or (`keep_minutes=N`) only its records older than
+    N minutes. Sequence numbers go on either way."""
+    name = resolve(rt, alias)
+    if keep_minutes is None:
+        upto = await rt.hub.clear(name)
+        message = f"cleared the logs of {name}"
+    else:
+        cutoff = time.time() - keep_minutes * 60.0
+        older = await rt.hub.tail(name, 1, query=LogQuery(until=cutoff))
+        if older:
+            upto = await rt.hub.clear(name, upto=older[-1].seq)
+        else:
+            upto = rt.hub.get(name).cleared_upto
+        message = f"cleared the logs of {name} older than {keep_minutes:g} minutes"
+    return {
+        "success": True,
+        "message": message,
+        "cleared": True,
+        "process": name,
+        "upto": upto,
+        "keep_minutes": keep_minutes,
+    }
+
+
+# -- the original LLM manager's routes ------------------------------------------------------
+
+
+@router.get("/v1/models", tags=["seed"])
+async def list_models(rt: RT) -> dict[str, Any]:
+    """Every configured process as an OpenAI-style model; `aliases` holds its own name
+    first, then its configured aliases (the seed's tool looks for its name in there)."""
+    data = []
+    for name, p in rt.settings.processes.items():
+        info = rt.supervisor.info(name)
+        started = info.get("started_at")
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": int(started) if started else STARTED_AT,
+                "owned_by": "logcast",
+                "aliases": list(dict.fromkeys((name, *p.aliases))),
+                "state": str(info["state"]),
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+@router.get("/health", tags=["seed"])
+async def health(rt: RT) -> dict[str, Any]:
+    """The original manager's health: needs the token like the rest of the API (unlike
+    `/healthz`). `running_models` counts the processes that run (running or ready)."""
+    states = [str(rt.supervisor.info(name)["state"]) for name in rt.supervisor.names()]
+    return {"status": "healthy", "models_count": len(states), "running_models": sum(s in UP for s in states)}
+
+
+def _model(rt: Runtime, alias: str) -> str | JSONResponse:
+    name = lookup(rt, alias)
+    if name is None or name not in rt.supervisor:
+        message = f"unknown model {alias!r}"
+        return JSONResponse({"success": False, "message": message, "detail": message}, status_code=404)
+    return name
+
+
+@router.post("/api/models/{alias}/start", tags=["seed"])
+async def start_model(alias: str, rt: RT) -> Response:
+    """`{"success", "message"}` as the original answered, plus `process` and `state`."""
+    name = _model(rt, alias)
+    if isinstance(name, JSONResponse):
+        return name
+    if ProcessState(rt.supervisor.info(name)["state"]) in RUNNING:
+        success, message = True, f"{name} is already running"
+    else:
+        await rt.supervisor.start(name)
+        info = process_json(rt, name)
+        success = str(info["state"]) in ALIVE
+        message = f"{name} started" if success else f"{name} did not start ({info['state']})"
+        if not success and info.get("last_error"):
+            message += f": {info['last_error']}"
+    state = str(rt.supervisor.info(name)["state"])
+    return JSONResponse({"success": success, "message": message, "process": name, "state": state})
+
+
+@router.post("/api/models/{alias}/stop", tags=["seed"])
+async def stop_model(alias: str, rt: RT) -> Response:
+    name = _model(rt, alias)
+    if isinstance(name, JSONResponse):
+        return name
+    stopped = await rt.supervisor.stop(name)
+    message = f"{name} stopped" if stopped else f"{name} was not running"
+    state = str(rt.supervisor.info(name)["state"])
+    return JSONResponse({"success": True, "message": message, "process": name, "state": state})
 
 
 @router.get("/healthz", tags=["meta"])

@@ -274,13 +274,14 @@ async def websocket_stream(
 
 
 def last_event_id(header: str | None) -> int | None:
+    """The seq a client resumes after, from its `Last-Event-ID` header; None when there is
+    none (or it is empty). Anything but a number 0..2^63-1 is a ValueError saying why: a
+    resume point that cannot be honoured is refused (422), never guessed."""
+    from logcast.web.encode import parse_seq
+
     if header is None or not header.strip():
         return None
-    try:
-        value = int(header.strip())
-    except ValueError:
-        return None
-    return value if value >= 0 else None
+    return parse_seq(header, "Last-Event-ID")
 
 
 __all__ = ["BoundedSSEResponse", "last_event_id", "sse_body", "websocket_stream"]
