@@ -1,6 +1,7 @@
 """`logcast serve` and `logcast run`: the manager, the API and the dashboard.
 
-uvicorn runs the app (uvloop and httptools where installed). A subclass of
+uvicorn runs the app (uvloop where installed, httptools) with request heads bounded in
+size, number of fields and time (`web/heads.py`). A subclass of
 `uvicorn.Server` ends every open log stream as soon as a shutdown is asked for
 (Ctrl-C, SIGTERM), so uvicorn does not sit waiting on streams that never finish;
 the app's lifespan then stops the children and flushes the store, in that order.
@@ -37,6 +38,7 @@ from logcast.errors import ConfigError
 from logcast.hub import Gap, Hub, tune_runtime
 from logcast.types import LogRecord, Stream
 from logcast.web.app import create_app
+from logcast.web.heads import LimitedHttpToolsProtocol
 from logcast.web.wsframes import FramesWebSocketProtocol
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,7 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
         host=settings.server.host,
         port=settings.server.port,
         loop="auto",
-        http="auto",
+        http=LimitedHttpToolsProtocol,  # uvicorn's httptools + bounded request heads
         ws=FramesWebSocketProtocol,  # uvicorn's websockets protocol + batched frames
         lifespan="on",
         log_level="warning",
