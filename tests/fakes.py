@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from logcast.errors import StoreError
 from logcast.query import Query
@@ -23,6 +23,9 @@ class MemoryStore:
         self.fail = False
         self.lock = threading.Lock()
         self.writes = 0
+        self.reserved: dict[str, int] = {}
+        self.reservations = 0  # calls of reserve()
+        self.fail_reserve = False
 
     async def open(self) -> None:
         pass
@@ -102,10 +105,24 @@ class MemoryStore:
         with self.lock:
             table = self.records.get(process, {})
             lines, nbytes, run = self.counts.get(process, (0, 0, 0))
-            return ProcessMeta(self.last.get(process, 0), min(table) if table else 0, lines, nbytes, run)
+            return ProcessMeta(
+                self.last.get(process, 0),
+                min(table) if table else 0,
+                lines,
+                nbytes,
+                run,
+                self.reserved.get(process, 0),
+            )
+
+    def reserve(self, marks: Mapping[str, int]) -> None:
+        if self.fail_reserve:
+            raise StoreError("reservation failed (simulated)")
+        with self.lock:
+            self.reserved.update(marks)
+            self.reservations += 1
 
     async def processes(self) -> list[str]:
-        return sorted(self.records)
+        return sorted(set(self.records) | set(self.reserved))
 
     async def clear(self, process: str, upto: int) -> None:
         with self.lock:

@@ -420,7 +420,7 @@ async def test_a_hole_in_the_store_is_left_to_the_slow_path() -> None:
         assert await sub.take_live(15, "x", enc) is None
         entries = await sub.next(wait=False)
         assert [p.seq for _, p in entries[:5] if isinstance(p, LogRecord)] == [16, 17, 18, 19, 20]
-        assert entries[5] == (EventType.GAP, Gap("app", 21, 80, "retention"))
+        assert entries[5] == (EventType.GAP, Gap("app", 21, 80, "lost"))
         rest = [e for b in await take_all(sub, 1000, "x", enc) for e in b.encoded]
         seen = {p.seq for _, p in entries if isinstance(p, LogRecord)}
         assert [enc(r) for r in await every_record(hub) if r.seq > 80 and r.seq not in seen] == rest

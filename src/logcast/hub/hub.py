@@ -57,6 +57,10 @@ from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stre
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 20_000
+RESERVE_MIN = 10_000  # seqs reserved ahead of the last one handed out, at least
+RESERVE_MAX = 2_000_000  # and at most
+STATUS_SLACK = 1_000  # reserved seqs that only status records use (they never wait)
+LOST_RANGES = 1024  # lost seq ranges remembered per process (for the gaps' reason)
 BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
 BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
 RATE_WINDOW = 5.0  # seconds over which lines/s is measured
@@ -105,7 +109,7 @@ class Gap:
     process: str
     start: int
     end: int
-    reason: str  # retention (left memory and store, or never reached the store) | cleared
+    reason: str  # retention (left memory and store) | lost (never reached the store) | cleared
 
     @property
     def count(self) -> int:
@@ -125,6 +129,9 @@ class ProcessLog:
     ring: Ring
     next_seq: int = 1
     persisted: int = 0  # highest seq the store holds (or that was given up on)
+    committed: int = 0  # highest seq the store has committed
+    reserved: int = 0  # seqs up to here may be handed out (the store holds this mark)
+    wanted: int = 0  # a capture thread waits for a reservation up to here
     writing: int = 0  # highest seq the writer has taken and is writing now
     cleared_upto: int = 0
     lines: int = 0
@@ -137,6 +144,7 @@ class ProcessLog:
     store_lost: int = 0
     opened_at_seq: int = 0  # last seq when this logcast started (what came before is old history)
     dropped: int = 0  # lines announced to subscribers as gaps
+    lost: list[tuple[int, int]] = field(default_factory=list)  # seq ranges the store will never have
     lock: threading.Lock = field(default_factory=threading.Lock)
     subscribers: set[Subscription] = field(default_factory=set)
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
@@ -144,6 +152,32 @@ class ProcessLog:
     @property
     def last_seq(self) -> int:
         return self.next_seq - 1
+
+    def lose(self, start: int, end: int) -> None:
+        """Seqs `start`..`end` were handed out but will never be stored (lock held).
+        Counts each seq once, however often it is reported."""
+        if end < start:
+            return
+        known = 0
+        for a, b in reversed(self.lost):
+            if b < start:
+                break
+            known += max(0, min(b, end) - max(a, start) + 1)
+        self.store_lost += end - start + 1 - known
+        if self.lost and self.lost[-1][1] + 1 >= start and self.lost[-1][0] <= start:
+            self.lost[-1] = (self.lost[-1][0], max(end, self.lost[-1][1]))
+        else:
+            self.lost.append((start, end))
+            self.lost.sort()
+            del self.lost[:-LOST_RANGES]
+
+    def was_lost(self, start: int, end: int) -> bool:
+        """Some seq in `start`..`end` is in a lost range."""
+        return any(a <= end and start <= b for a, b in self.lost)
+
+    def reservation_lead(self, now: float) -> int:
+        """How far ahead of the last seq to reserve: two seconds of output, within bounds."""
+        return min(max(int(self.rate(now) * 2), RESERVE_MIN), RESERVE_MAX)
 
     def rate(self, now: float) -> float:
         samples = [s for s in self.samples if now - s[0] <= RATE_WINDOW]
@@ -184,6 +218,8 @@ class Hub:
         self._written = 0  # write rounds ended (either way); guarded by _room
         self._next_first = 0  # which process the next write round starts with
         self._writer: threading.Thread | None = None
+        self._reserver: threading.Thread | None = None
+        self._want_reservation = threading.Event()
         self.pages = PageCache(store)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -195,26 +231,63 @@ class Hub:
         for name in wanted:
             meta = await self.store.meta(name)
             plog = ProcessLog(name, Ring(self.memory_lines, self.memory_bytes))
-            plog.next_seq = meta.last_seq + 1
-            plog.persisted = meta.last_seq
-            plog.opened_at_seq = meta.last_seq
+            # Numbering resumes above every seq that was ever handed out: the reservation
+            # covers them, stored or not (module docstring of store/reserve.py).
+            top = max(meta.last_seq, meta.reserved)
+            plog.next_seq = top + 1
+            plog.persisted = plog.committed = meta.last_seq
+            plog.opened_at_seq = top
             plog.lines, plog.bytes, plog.last_run = meta.lines, meta.bytes, meta.last_run
             if meta.first_seq == 0 and meta.last_seq:
                 plog.cleared_upto = meta.last_seq  # nothing retained: treat as cleared
+            if top > meta.last_seq:
+                plog.lose(meta.last_seq + 1, top)
+                plog.persisted = top
+            plog.reserved = top
             self._logs[name] = plog
+        marks = {name: plog.last_seq + RESERVE_MIN for name, plog in self._logs.items()}
+        if marks:
+            await asyncio.to_thread(self.store.reserve, marks)
+            for name, mark in marks.items():
+                self._logs[name].reserved = mark
+        for plog in self._logs.values():
+            if plog.lost:
+                start, end = plog.lost[-1]
+                self.status(
+                    plog.name,
+                    plog.last_run,
+                    plog.state,
+                    f"lines {start}..{end} were lost: logcast stopped before the store had them"
+                    " (their numbers are never used again)",
+                    Level.WARNING,
+                )
         self._writer = threading.Thread(target=self._write_loop, name="logcast-store-writer", daemon=True)
         self._writer.start()
+        self._reserver = threading.Thread(target=self._reserve_loop, name="logcast-reserver", daemon=True)
+        self._reserver.start()
 
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Persist what is left (within `timeout`), then stop the writer thread."""
         self._stopping.set()
         self._persist.set()
         self._release_held()
+        self._want_reservation.set()
         writer = self._writer
         if writer is not None:
             await asyncio.to_thread(writer.join, timeout)
             if writer.is_alive():
                 log.warning("store writer still busy after %.0fs; unpersisted lines are lost", timeout)
+        reserver = self._reserver
+        if reserver is not None:
+            await asyncio.to_thread(reserver.join, timeout)
+        # Nothing more is handed out: the reservation shrinks to what was, so that a
+        # restart announces as lost exactly the lines the store did not get.
+        marks = {name: plog.last_seq for name, plog in self._logs.items()}
+        if marks and self._writer is not None:
+            try:
+                await asyncio.to_thread(self.store.reserve, marks)
+            except StoreError as exc:
+                log.warning("could not record the last sequence numbers: %s", exc)
         self.end_subscriptions()
 
     def end_subscriptions(self) -> None:
@@ -253,6 +326,8 @@ class Hub:
             self._await_writer(plog)
         texts, levels, partial = lines
         n = len(texts)
+        if plog.next_seq + n + STATUS_SLACK > plog.reserved:
+            self._await_reservation(plog, n)
         joined = "".join(texts)
         nbytes = partial.count(False) + (
             len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
@@ -295,6 +370,8 @@ class Hub:
             now = time.monotonic()
             if not samples or now - samples[-1][0] >= 0.5:
                 samples.append((now, plog.lines))
+                if (plog.reserved - plog.next_seq) * 2 < plog.reservation_lead(now):
+                    self._want_reservation.set()
         self._announce(process)
 
     def status(
@@ -318,7 +395,54 @@ class Hub:
                 plog.last_error = message
             plog.ring.extend([record], [len(message) + 64], status=True)
             self._trim(plog)
+            if plog.next_seq + STATUS_SLACK > plog.reserved:
+                self._want_reservation.set()
         self._announce(process)
+
+    def _await_reservation(self, plog: ProcessLog, n: int) -> None:
+        """Hold a capture thread until seqs for `n` more lines are reserved in the store
+        (the reserver keeps two seconds of output reserved ahead, so this waits only
+        while a reservation is being written, or cannot be)."""
+        need = plog.next_seq + n + STATUS_SLACK
+        with plog.lock:
+            plog.wanted = max(plog.wanted, need)
+        while plog.reserved < need and not self._stopping.is_set():
+            self._want_reservation.set()
+            with self._room:
+                if plog.reserved < need:
+                    self._room.wait(0.1)
+
+    def _reserve_loop(self) -> None:
+        """The reserver thread: keeps every process's reservation ahead of its numbers."""
+        backoff = 0.0
+        while not self._stopping.is_set():
+            self._want_reservation.wait(timeout=0.5)
+            self._want_reservation.clear()
+            now = time.monotonic()
+            marks: dict[str, int] = {}
+            for plog in list(self._logs.values()):
+                with plog.lock:
+                    lead = plog.reservation_lead(now)
+                    if (plog.reserved - plog.next_seq) * 2 < lead or plog.wanted > plog.reserved:
+                        marks[plog.name] = max(plog.next_seq + lead, plog.wanted)
+            if not marks:
+                continue
+            try:
+                self.store.reserve(marks)
+            except StoreError as exc:
+                backoff = min(max(backoff * 2, 0.05), 2.0)
+                log.error(
+                    "cannot reserve sequence numbers (%s); capture waits; retrying in %.2fs", exc, backoff
+                )
+                self._stopping.wait(backoff)
+                self._want_reservation.set()
+                continue
+            backoff = 0.0
+            for name, mark in marks.items():
+                plog = self._logs[name]
+                with plog.lock:
+                    plog.reserved = max(plog.reserved, mark)
+            self._release_held()
 
     def _await_writer(self, plog: ProcessLog) -> None:
         """Hold a capture thread while its ring is over its bounds with lines the store
@@ -362,8 +486,9 @@ class Hub:
         if ring.bytes > PENDING_FACTOR * ring.max_bytes:
             n = max(n, excess)
         if n > persisted_room:
-            plog.store_lost += n - persisted_room
-            plog.persisted = max(plog.persisted, first + n - 1)
+            # never written and never will be; records in a write in flight are counted
+            # by the writer if that write fails (`_write_round`)
+            plog.lose(first + persisted_room, first + n - 1)
         ring.drop(n)
 
     def _announce(self, process: str) -> None:
@@ -459,8 +584,8 @@ class Hub:
                     first = plog.ring.first_seq
                     if first is None or plog.persisted >= plog.last_seq:
                         continue
-                    if plog.persisted < first - 1:  # evicted while a failed write held them
-                        plog.store_lost += first - 1 - plog.persisted
+                    if plog.persisted < first - 1:  # evicted before they could be written
+                        plog.lose(plog.persisted + 1, first - 1)
                         plog.persisted = first - 1
                     room = WRITE_BATCH - len(batch)
                     if room <= 0:
@@ -487,6 +612,7 @@ class Hub:
                 with plog.lock:
                     if end > plog.persisted:
                         plog.persisted = end
+                    plog.committed = max(plog.committed, end)
             self._progress(ok=True)
             return True
 
@@ -657,7 +783,8 @@ class Hub:
                 "memory_lines": len(plog.ring),
                 "memory_bytes": plog.ring.bytes,
                 "last_seq": last,
-                "persisted_seq": plog.persisted,
+                "persisted_seq": plog.committed,
+                "pending": max(0, last - plog.persisted),
                 "store_lost": plog.store_lost,
                 "behind": behind,
             }
@@ -745,7 +872,12 @@ class Subscription:
 
     def _gap(self, start: int, end: int) -> Entry:
         plog = self.plog
-        reason = "cleared" if end <= plog.cleared_upto else "retention"
+        if end <= plog.cleared_upto:
+            reason = "cleared"
+        elif plog.was_lost(start, end):
+            reason = "lost"
+        else:
+            reason = "retention"
         plog.dropped += end - start + 1
         return (EventType.GAP, Gap(plog.name, start, end, reason))
 

@@ -8,12 +8,15 @@ process the store has never seen (empty answers, seq 0).
 
 Sequence numbers are the hub's: the store keeps them as given, and remembers the
 highest one ever written per process (`meta`), even after `clear` removes the rows,
-so that numbering continues across clears and restarts of logcast.
+so that numbering continues across clears and restarts of logcast. It also keeps
+the hub's reservation (`reserve`): the highest seq the hub may hand out before it
+reserves more, so that after a crash numbering resumes above every seq ever handed
+out, stored or not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +33,7 @@ class ProcessMeta:
     lines: int = 0  # output lines ever written (status records not counted)
     bytes: int = 0  # UTF-8 bytes of those lines
     last_run: int = 0  # highest run ever written
+    reserved: int = 0  # highest seq reserved for handing out (>= every seq ever handed out)
 
 
 @dataclass(slots=True)
@@ -78,6 +82,13 @@ class Store(Protocol):
     ) -> list[LogRecord]:
         """The last `n` matching records with after < seq <= before (no bound when
         None), oldest first."""
+        ...
+
+    def reserve(self, marks: Mapping[str, int]) -> None:
+        """Durably record, per process, the highest seq that may be handed out
+        (`ProcessMeta.reserved`); called from the hub's reserver thread, never on the
+        event loop. Must work when records cannot be written (a full disk). Raises
+        StoreError."""
         ...
 
     async def meta(self, process: str) -> ProcessMeta: ...

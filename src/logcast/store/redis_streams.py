@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import cast
 
 import orjson
@@ -176,6 +176,17 @@ class RedisStore:
                 raise StoreError(f"writing {len(records)} records to redis at {self.url}: {exc}") from exc
         self.stats.written += written
 
+    def reserve(self, marks: Mapping[str, int]) -> None:
+        """A `reserved` field in each process's meta hash (Redis persists it as it persists the rest)."""
+        try:
+            pipe = self._sync_client().pipeline(transaction=True)
+            for name, mark in marks.items():
+                pipe.hset(self.meta_key(name), "reserved", mark)
+                pipe.sadd(self.processes_key, name)
+            pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"reserving sequence numbers in redis at {self.url}: {exc}") from exc
+
     def _learn(self, client: redis.Redis, records: Sequence[LogRecord]) -> None:
         """Read last_seq and last_run of the processes this writer has not met yet."""
         unknown = list({r.process for r in records if r.process not in self._known})
@@ -298,14 +309,21 @@ class RedisStore:
     async def meta(self, process: str) -> ProcessMeta:
         try:
             pipe = self._client().pipeline(transaction=True)
-            pipe.hmget(self.meta_key(process), ["last_seq", "lines", "bytes", "last_run"])
+            pipe.hmget(self.meta_key(process), ["last_seq", "lines", "bytes", "last_run", "reserved"])
             pipe.xrange(self.stream_key(process), min="-", max="+", count=1)
             fields, first = cast(tuple[list[bytes | None], list[Entry]], await pipe.execute())
         except (RedisError, OSError) as exc:
             raise StoreError(f"meta from redis at {self.url}: {exc}") from exc
-        last_seq, lines, size, last_run = (int(v or 0) for v in fields)
+        last_seq, lines, size, last_run, reserved = (int(v or 0) for v in fields)
         first_seq = _decode(first[0]).seq if first else 0
-        return ProcessMeta(last_seq=last_seq, first_seq=first_seq, lines=lines, bytes=size, last_run=last_run)
+        return ProcessMeta(
+            last_seq=last_seq,
+            first_seq=first_seq,
+            lines=lines,
+            bytes=size,
+            last_run=last_run,
+            reserved=reserved,
+        )
 
     async def processes(self) -> list[str]:
         try:

@@ -57,6 +57,7 @@ from typing import Any, TypeVar
 from logcast.errors import StoreError
 from logcast.query import Query, cached_regex
 from logcast.store.base import ProcessMeta, StoreStats
+from logcast.store.reserve import Reservations
 from logcast.types import Level, LogRecord, ProcessState, Stream
 
 __all__ = ["SqliteStore"]
@@ -393,6 +394,7 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._searches = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="logcast-search")
+        self._reservations = Reservations(self.path.with_name(self.path.name + ".seq"))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -412,6 +414,7 @@ class SqliteStore:
                 conn.executescript(_SCHEMA)
             finally:
                 conn.close()
+            self._reservations.open()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
@@ -435,6 +438,7 @@ class SqliteStore:
         for conn in readers:
             conn.close()
         self._searches.shutdown(wait=False, cancel_futures=True)
+        self._reservations.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -545,6 +549,13 @@ class SqliteStore:
             proc.retained_from = cutoff + 1
             proc.writes = 0
 
+    def reserve(self, marks: Mapping[str, int]) -> None:
+        """Kept in a small file beside the database (`reserve.py`), writable when the disk is full."""
+        try:
+            self._reservations.set(marks)
+        except OSError as exc:
+            raise StoreError(f"reserving sequence numbers in {self._reservations.path}: {exc}") from exc
+
     # -- reading (worker threads) ----------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
@@ -647,18 +658,25 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> ProcessMeta:
             row = conn.execute(sql, (process,)).fetchone()
+            reserved = self._reservations.mark(process)
             if row is None:
-                return ProcessMeta()
+                return ProcessMeta(reserved=reserved)
             last_seq, lines, size, last_run, first_seq = row
             return ProcessMeta(
-                last_seq=last_seq, first_seq=first_seq or 0, lines=lines, bytes=size, last_run=last_run
+                last_seq=last_seq,
+                first_seq=first_seq or 0,
+                lines=lines,
+                bytes=size,
+                last_run=last_run,
+                reserved=reserved,
             )
 
         return await self._run("meta", run)
 
     async def processes(self) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
-            return [name for (name,) in conn.execute("SELECT name FROM meta ORDER BY name")]
+            names = {name for (name,) in conn.execute("SELECT name FROM meta")}
+            return sorted(names | set(self._reservations.names()))
 
         return await self._run("processes", run)
 

@@ -1,0 +1,188 @@
+"""A seq names one line forever: reservations on disk, numbering after a crash, and
+`store_lost` counting exactly the seqs the store will never have."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from logcast.hub import Gap, Hub
+from logcast.hub.hub import RESERVE_MIN, STATUS_SLACK
+from logcast.store.reserve import SLOT, Reservations
+from logcast.store.sqlite import SqliteStore
+from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
+from tests.fakes import MemoryStore
+
+
+def write(hub: Hub, n: int, process: str = "app") -> None:
+    texts = [f"line {i}" for i in range(n)]
+    hub.lines(process, 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * n, [False] * n))
+
+
+def crash(hub: Hub) -> None:
+    """Stop the hub's threads as a SIGKILL would: nothing more is written, nothing flushed."""
+    hub._stopping.set()
+    hub._persist.set()
+    hub._want_reservation.set()
+    for thread in (hub._writer, hub._reserver):
+        assert thread is not None
+        thread.join(10)
+
+
+async def open_hub(store: MemoryStore | SqliteStore, **kw: int) -> Hub:
+    hub = Hub(store, **kw)
+    await hub.open(["app"])
+    return hub
+
+
+def test_reservations_survive_reopening_and_a_torn_slot(tmp_path: Path) -> None:
+    path = tmp_path / "r.seq"
+    first = Reservations(path)
+    assert first.open() == {}
+    assert path.stat().st_size == 2 * SLOT  # full size from the start: never grows
+    first.set({"a": 10})
+    first.set({"b": 20})
+    first.set({"a": 30})
+    first.close()
+    again = Reservations(path)
+    assert again.open() == {"a": 30, "b": 20}
+    again.close()
+    # spoil the newest slot (a write torn by a power cut): the previous marks remain
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"\xff" * 64, (3 % 2) * SLOT + 20)
+    finally:
+        os.close(fd)
+    torn = Reservations(path)
+    assert torn.open() == {"a": 10, "b": 20}
+    torn.set({"c": 5})  # and writing goes on above the best generation
+    torn.close()
+    assert Reservations(path).open() == {"a": 10, "b": 20, "c": 5}
+
+
+async def test_numbering_resumes_above_the_reservation_after_a_crash() -> None:
+    store = MemoryStore()
+    hub = await open_hub(store)
+    write(hub, 100)
+    assert await hub.flush()
+    store.fail = True  # the next lines never reach the store
+    write(hub, 50)
+    reserved = store.reserved["app"]
+    assert reserved >= 150 + STATUS_SLACK
+    crash(hub)  # never closed; a new one opens the same store
+    store.fail = False
+    again = await open_hub(store)
+    try:
+        assert await again.flush()
+        stats = again.stats("app")
+        assert stats["last_seq"] == reserved + 1  # the status record that tells of the loss
+        assert stats["persisted_seq"] == reserved + 1
+        assert {r.seq for r in await again.page("app", limit=10**6)} == {*range(1, 101), reserved + 1}
+        assert stats["store_lost"] == reserved - 100
+        status = (await again.page("app", after=reserved))[0]
+        assert status.stream is Stream.SYSTEM and status.level is Level.WARNING
+        assert f"lines 101..{reserved} were lost" in status.message
+        write(again, 3)
+        assert [r.seq for r in await again.page("app", after=reserved + 1)] == [
+            reserved + 2,
+            reserved + 3,
+            reserved + 4,
+        ]
+        # a client that held seq 120 resumes: it is told those lines are lost, then goes on
+        sub = await again.subscribe("app", after=120)
+        entries = []
+        while more := await sub.next(wait=False):
+            entries += more
+        assert entries[0] == (EventType.GAP, Gap("app", 121, reserved, "lost"))
+        assert [p.seq for _, p in entries[1:] if isinstance(p, LogRecord)] == list(
+            range(reserved + 1, reserved + 5)
+        )
+        sub.close()
+    finally:
+        await again.close()
+
+
+async def test_a_clean_stop_leaves_no_gap_and_numbering_goes_on() -> None:
+    store = MemoryStore()
+    hub = await open_hub(store)
+    write(hub, 10)
+    await hub.close()
+    assert store.reserved["app"] == 10
+    again = await open_hub(store)
+    try:
+        assert again.stats("app")["store_lost"] == 0
+        write(again, 1)
+        assert [r.seq for r in await again.page("app")] == list(range(1, 12))
+    finally:
+        await again.close()
+
+
+async def test_capture_waits_for_a_reservation_it_cannot_get() -> None:
+    store = MemoryStore()
+    hub = await open_hub(store)
+    try:
+        store.fail_reserve = True
+        done = threading.Event()
+
+        def capture() -> None:
+            write(hub, RESERVE_MIN)  # more than is reserved
+            done.set()
+
+        thread = threading.Thread(target=capture)
+        thread.start()
+        assert not done.wait(0.5)  # held: no seq beyond the reservation is handed out
+        assert hub.stats("app")["last_seq"] == 0
+        hub.status("app", 1, ProcessState.RUNNING, "a status record never waits")
+        assert hub.stats("app")["last_seq"] == 1
+        store.fail_reserve = False
+        assert done.wait(10)
+        thread.join()
+        assert hub.stats("app")["last_seq"] == RESERVE_MIN + 1
+        assert store.reserved["app"] >= RESERVE_MIN + 1
+    finally:
+        await hub.close()
+
+
+async def test_store_lost_equals_the_holes_in_history() -> None:
+    store = MemoryStore()
+    hub = await open_hub(store, memory_lines=50)
+    try:
+        write(hub, 30)
+        assert await hub.flush()
+        store.fail = True
+        for _ in range(40):  # far beyond four times the ring while writes fail
+            write(hub, 17)
+        store.fail = False
+        assert await hub.flush()
+        last = hub.stats("app")["last_seq"]
+        held = {r.seq for r in await hub.page("app", limit=10**6)}
+        holes = last - len(held)
+        stats = hub.stats("app")
+        assert holes > 0
+        assert stats["store_lost"] == holes
+        assert stats["persisted_seq"] == last
+        assert stats["pending"] == 0
+    finally:
+        await hub.close()
+
+
+async def test_sqlite_keeps_the_reservation_beside_the_database(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "history.db")
+    await store.open()
+    hub = await open_hub(store)
+    write(hub, 5)
+    assert await hub.flush()
+    reserved = (await store.meta("app")).reserved
+    assert reserved >= RESERVE_MIN
+    crash(hub)
+    await store.close()
+    store = SqliteStore(tmp_path / "history.db")
+    await store.open()
+    again = await open_hub(store)
+    try:
+        assert again.stats("app")["last_seq"] == reserved + 1
+        assert again.stats("app")["store_lost"] == reserved - 5
+    finally:
+        await again.close()
+        await store.close()
