@@ -14,10 +14,10 @@ The two subclasses here add, per connection, what a head may cost (`HeadLimits`)
   closed (closed without an answer when not a byte of that head came).
 
 How a head is watched:
-- httptools: the parser's callbacks say where a head begins and ends; bytes are
-  counted per read while a head is open (a read that completes the head is not
-  held against it), fields in `on_header`, where too many raise and stop the
-  parser at once. Reads are at most 256 KiB, so a refused head costs at most
+- httptools: the parser's callbacks say where a head begins (`on_message_begin`,
+  at its first byte: the deadline is armed) and ends; bytes are counted per read
+  while a head is open (a read that completes the head is not held against it),
+  fields in `on_header`, where too many raise and stop the parser at once. Reads are at most 256 KiB, so a refused head costs at most
   about `max_bytes` + 256 KiB of memory.
 - h11: its own buffer bound is set to `max_bytes`; a `Connection` subclass also
   refuses a `Request` with too many fields; the head is open while h11 waits for a
@@ -198,12 +198,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if head.open:
             head.bytes += len(data)
         super().data_received(data)
-        if self.transport.is_closing() or head.draining:
-            return
-        if head.over_size():
+        if head.over_size() and not (self.transport.is_closing() or head.draining):
             self._refuse(head.size_refusal())
-        else:
-            head.arm()
+
+    def on_message_begin(self) -> None:
+        self.head.arm()  # the first byte of a request: its head's deadline runs
+        super().on_message_begin()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head.field()
