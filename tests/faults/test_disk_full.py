@@ -1,0 +1,110 @@
+"""Item 3 of the fault issue: a full disk. Capture goes on from memory while writes
+fail; `persisted_seq` never claims more than the store committed; once the disk has
+room again, `store_lost` equals exactly the holes in the history, and each hole is a
+`lost` gap for a reader.
+
+The store lives on a small tmpfs that the test mounts, so it needs root (skipped
+otherwise); "room again" is a remount with a larger size.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, py_command
+from tests.e2e.sse import messages
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+STEADY = """
+import sys, time
+i = 0
+while True:
+    sys.stdout.write("".join(f"line {i + k:08d} " + "z" * 100 + "\\n" for k in range(200)))
+    sys.stdout.flush()
+    i += 200
+    time.sleep(0.01)
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    where = tmp_path / "disk"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def _stats(client: httpx.Client) -> dict[str, object]:
+    body = client.get("/api/logs/stats").json()
+    return {**body["processes"]["steady"], "store": body["store"]}
+
+
+def _stored_seqs(client: httpx.Client) -> list[int]:
+    seqs: list[int] = []
+    cursor: int | None = 0
+    while cursor is not None:
+        page = client.get("/api/processes/steady/logs", params={"after": cursor, "limit": 10_000}).json()
+        seqs += [log["seq"] for log in page["logs"]]
+        cursor = page["next"]
+    return seqs
+
+
+def test_a_full_disk_loses_only_what_it_counts(make_server: Callable[..., Server], small_disk: Path) -> None:
+    server = make_server(
+        f"""
+        [storage]
+        dir = "{small_disk}"
+        memory_lines = 2000
+        [process.steady]
+        command = {py_command(STEADY)}
+        """
+    )
+    with server.client() as client:
+        _wait("the disk to fill", lambda: int(_stats(client)["store"]["errors"]) > 0)  # type: ignore[index]
+        # while it is full: lines keep coming, and nothing claims to be stored that is not
+        full_since = _stats(client)["last_seq"]
+        _wait("lines beyond four rings", lambda: int(_stats(client)["last_seq"]) > int(full_since) + 12_000)  # type: ignore[call-overload]
+        during = _stats(client)
+        with client.stream("GET", "/api/processes/steady/logs/stream", params={"after": 0}) as stream:
+            kinds = []
+            for message in messages(stream):
+                kinds.append(message.data)
+                if message.type == "gap" or len(kinds) > 50_000:
+                    break
+        gaps = [m for m in kinds if m.get("type") == "gap"]
+        assert gaps and gaps[0]["reason"] == "lost", gaps[:1]
+        stored_now = max(_stored_seqs(client), default=0)
+        assert int(during["persisted_seq"]) <= stored_now  # type: ignore[call-overload]
+        assert int(during["store_lost"]) > 0  # type: ignore[call-overload]
+        # room again: the writer catches up by itself
+        subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+        client.post("/api/processes/steady/stop")
+        _wait("the store to catch up", lambda: int(_stats(client)["pending"]) == 0)  # type: ignore[call-overload]
+        after = _stats(client)
+        seqs = _stored_seqs(client)
+    last = int(after["last_seq"])  # type: ignore[call-overload]
+    assert seqs[-1] == last
+    holes = last - len(seqs)
+    assert holes > 0
+    assert after["store_lost"] == holes
+    assert after["persisted_seq"] == last
