@@ -139,3 +139,15 @@ def test_hostile_text_is_left_as_it_is() -> None:
         assert mask_argv([text, text]) == [text, text]
         assert mask_line(text + " " + text) == text + " " + text
         assert not is_secret_name(text)
+
+
+def test_logcast_ps_masks_what_an_older_server_left_in_clear() -> None:
+    from logcast.cli.control import masked
+
+    raw = {"name": "m", "command": ["srv", "--api-key", "sk-abcdefghijk"], "env": {"HF_TOKEN": "x", "A": "b"}}
+    assert masked(raw) == {
+        "name": "m",
+        "command": ["srv", "--api-key", MASK],
+        "env": {"HF_TOKEN": MASK, "A": "b"},
+    }
+    assert masked({"name": "m", "state": "running"}) == {"name": "m", "state": "running"}

@@ -1,7 +1,9 @@
 """`logcast ps`, `logcast start|stop|restart NAME…`: control over the HTTP API.
 
 Each prints what the server answered: the process table, or the state a process is in
-after the action took effect. A failure (unknown process, server unreachable, wrong
+after the action took effect. A command line or environment in an answer is masked
+here again (`logcast.secrets`), so that a server of an older version, which did not
+mask them, does not get a credential printed either. A failure (unknown process, server unreachable, wrong
 token) is one readable line on stderr and exit code 1.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -21,6 +23,7 @@ from logcast.cli import render
 from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import Client, ProcessInfo
 from logcast.errors import ClientError
+from logcast.secrets import mask_argv, mask_env
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -28,6 +31,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 def _fail(message: str) -> typer.Exit:
     Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="red"))
     return typer.Exit(1)
+
+
+def masked(raw: dict[str, Any]) -> dict[str, Any]:
+    """A process as the server described it, with its command and environment masked."""
+    out = dict(raw)
+    command = out.get("command")
+    if isinstance(command, list):
+        out["command"] = mask_argv(str(word) for word in command)
+    env = out.get("env")
+    if isinstance(env, dict):
+        out["env"] = mask_env({str(k): str(v) for k, v in env.items()})
+    return out
 
 
 def _client(url: str | None, token: str | None) -> Client:
@@ -72,7 +87,7 @@ def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = F
         except ClientError as exc:
             raise _fail(str(exc)) from None
     if as_json:
-        sys.stdout.write(orjson.dumps({"processes": [p.raw for p in processes]}).decode() + "\n")
+        sys.stdout.write(orjson.dumps({"processes": [masked(p.raw) for p in processes]}).decode() + "\n")
         return
     if not processes:
         Console(stderr=True).print("no processes configured")
@@ -103,7 +118,7 @@ def _act(action: str, names: list[str], url: str | None, token: str | None, as_j
                 if exc.status is None or exc.status == 401:  # unreachable or unauthorised: stop here
                     break
                 continue
-            results.append(info.raw)
+            results.append(masked(info.raw))
             if not as_json:
                 console.print(_summary(info))
     if as_json:

@@ -34,6 +34,7 @@ from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import AsyncClient, ConnectionState, Event, ProcessInfo
 from logcast.errors import ClientError
 from logcast.query import parse_levels
+from logcast.secrets import mask_line
 from logcast.types import EventType, Level, ProcessState, Stream
 
 HISTORY = 200  # history lines each stream starts with
@@ -454,7 +455,8 @@ class MonitorApp(App[None]):
             return line
         if log.stream is Stream.SYSTEM:
             style = "red" if log.state in (ProcessState.CRASHED, ProcessState.BACKOFF) else "dim italic"
-            line.append(f"[logcast] {render.safe_text(log.message, color=False)}", style)
+            # status lines are masked by the server; older history may not be
+            line.append(f"[logcast] {render.safe_text(mask_line(log.message), color=False)}", style)
             return line
         style = render.LEVEL_STYLE.get(log.level, "")
         line.append(f"{log.level.value.upper():<8} ", style)
