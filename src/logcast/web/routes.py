@@ -399,7 +399,7 @@ async def ws_logs(
     await websocket.accept()
     if problem:
         await websocket.send_text(
-            _error_frame(problem) if format == "json" else f"[logcast] error: {problem}"
+            _error_frame(problem) if format == "json" else f"[logcast] error: {problem}\n"
         )
         await websocket.close(code=1008, reason=problem[:120])
         return
