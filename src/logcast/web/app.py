@@ -5,6 +5,12 @@ pages (with a strict Content-Security-Policy) and error handlers that answer JSO
 and never a stack trace. The lifespan starts the engine (`Runtime`) and stops it in
 order; `logcast serve` also ends the streams as soon as a shutdown is asked for, so
 that uvicorn does not wait on open streams.
+
+The streams' own limits are wired here too: `StreamGate` counts the open streams
+against `[server] max_streams` (`app.state.streams`), `app.state.send_timeout` (from
+`LOGCAST_SEND_TIMEOUT`) is how long a stream waits on a client that stopped reading,
+and every request announces its connection (`conn.attach`) so that such a client can
+be aborted.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from logcast import __version__
 from logcast.config import Settings
 from logcast.errors import UnknownProcess
 from logcast.web import auth, metrics
+from logcast.web.conn import attach, send_timeout_setting
+from logcast.web.limits import StreamGate, StreamSlots
 from logcast.web.routes import router
 from logcast.web.runtime import Runtime
 from logcast.web.security import HostPolicy, SecurityMiddleware
@@ -40,6 +49,16 @@ PAGES = {
 }
 
 
+class _App(FastAPI):
+    """FastAPI that hands each request its connection (see `conn`): the server's `send`
+    is only ever seen here, before Starlette's middleware wraps it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            attach(scope, send)
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,7 +69,7 @@ def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
         finally:
             await rt.stop()
 
-    app = FastAPI(title="logcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = _App(title="logcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.include_router(router)
     app.include_router(auth.router)
 
@@ -84,6 +103,9 @@ def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     server = settings.server
+    app.state.send_timeout = send_timeout_setting()
+    app.state.streams = StreamSlots(server.max_streams)
+    app.add_middleware(StreamGate, slots=app.state.streams)  # inside the security checks
     app.add_middleware(
         SecurityMiddleware, token=server.token, hosts=HostPolicy(server.host, server.allowed_hosts)
     )

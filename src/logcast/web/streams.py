@@ -12,6 +12,17 @@ client that reads slowly but steadily is never cut: its cursor just moves slower
 FastAPI's generator mode for SSE (`yield` from the endpoint) builds a pydantic model
 and serialises every event per subscriber; we hand it pre-encoded batches instead
 (invariant: one encoding per line), so the endpoint returns the response object.
+
+Letting a stalled client go for real (SPEC "Faults"): what is queued for one client
+is bounded, because a batch is written in slices of at most `WRITE_SLICE` bytes and
+each slice waits until the transport's buffer is back under its high-water mark
+(uvicorn's flow control); so a client holds at most about two slices of our memory.
+When a slice cannot be written for `send_timeout` seconds the client is cut: its
+transport is aborted (`conn`: the buffer is dropped and the socket closed at once;
+merely returning would have uvicorn `close()` it, which waits to flush to a client
+that never reads). `send_timeout` is the app's `state.send_timeout`, set from
+`LOGCAST_SEND_TIMEOUT` (default 30 s). WebSocket frames are sliced on frame
+boundaries only, since the protocol writes its own pings and close frames between.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from fastapi.sse import EventSourceResponse
@@ -30,6 +41,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.types import EventType, LogRecord, ProcessState
+from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.encode import (
     SSE,
     WS_JSON,
@@ -46,24 +58,50 @@ from logcast.web.wsframes import FRAMES
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
-SEND_TIMEOUT = 30.0
-BATCH = 2000  # events per chunk (SSE) or per write of whole frames (WebSocket)
+SEND_TIMEOUT = send_timeout_setting()  # the default; an app sets its own in `state.send_timeout`
+WRITE_SLICE = 64 * 1024  # bytes per write: with the transport's high-water mark, the most queued
+ENTRIES = 256  # entries taken at a time off the slow path (history, filters): a stalled
+# client holds one such list; 2000 of them per client, for 300 clients, left the heap
+# fragmented (+50 MiB RSS that stayed)
+PART = 128  # events encoded at a time for one client (history, filtered streams)
+ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before the app returns
+BATCH = 2000  # live events (cached wire bytes) taken at a time
 WS_BATCH = 256  # WebSocket without batched frames: sends between two turns of the other streams
 END_STATES = frozenset({ProcessState.STOPPED, ProcessState.EXITED, ProcessState.CRASHED})
 
 
+def send_timeout_of(scope: MutableMapping[str, Any]) -> float:
+    """The send timeout of the app serving `scope` (`app.state.send_timeout`), else the default."""
+    state = getattr(scope.get("app"), "state", None)
+    value = getattr(state, "send_timeout", None)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else SEND_TIMEOUT
+
+
+def _as_bytes(chunk: bytes | memoryview | str) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    return bytes(chunk) if isinstance(chunk, memoryview) else chunk.encode()
+
+
 class BoundedSSEResponse(EventSourceResponse):
-    """`text/event-stream` whose every send is bounded in time."""
+    """`text/event-stream` whose every write is bounded in size and in time."""
 
-    send_timeout = SEND_TIMEOUT
-
-    def __init__(self, content: AsyncIterator[bytes], **kw: Any) -> None:
+    def __init__(
+        self, content: AsyncIterator[bytes], *, send_timeout: float | None = None, **kw: Any
+    ) -> None:
         super().__init__(content, **kw)
         self.headers["Cache-Control"] = "no-cache"
         self.headers["X-Accel-Buffering"] = "no"
+        self.send_timeout = send_timeout  # None: the app's
+        self.stalled = False  # the client stopped reading and was cut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the stream while watching for the client leaving; the first to end wins."""
+        if self.send_timeout is None:
+            self.send_timeout = send_timeout_of(scope)
+        conn = conn_of(scope)
+        if conn is not None:
+            conn.limit_unsent()
 
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -73,6 +111,11 @@ class BoundedSSEResponse(EventSourceResponse):
         watcher = asyncio.ensure_future(watch_disconnect())
         try:
             await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if self.stalled and conn is not None:
+                conn.abort()
+                # the server learns of it on its next turn: leaving before, uvicorn would
+                # take the response for one the app forgot to finish
+                await asyncio.wait({watcher}, timeout=ABORT_GRACE)
         finally:
             for task in (streaming, watcher):
                 task.cancel()
@@ -80,28 +123,43 @@ class BoundedSSEResponse(EventSourceResponse):
         error = results[0]
         if isinstance(error, Exception) and not isinstance(error, (OSError, asyncio.CancelledError)):
             raise error
+        if conn is not None and not self.stalled and not conn.aborted:
+            # the stream ended with bytes still queued: keep-alive must not keep them forever
+            conn.abort_unless_drained(self.timeout)
+
+    @property
+    def timeout(self) -> float:
+        return self.send_timeout if self.send_timeout is not None else SEND_TIMEOUT
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        timeout = self.timeout
         try:
             async for chunk in self.body_iterator:
-                data = (
-                    chunk
-                    if isinstance(chunk, bytes)
-                    else bytes(chunk)
-                    if isinstance(chunk, memoryview)
-                    else chunk.encode()
-                )
-                async with asyncio.timeout(self.send_timeout):  # no task per send, unlike wait_for
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                data = _as_bytes(chunk)
+                for start in range(0, len(data), WRITE_SLICE):
+                    # uvicorn's send waits while the transport is over its high-water mark
+                    async with asyncio.timeout(timeout):  # no task per send, unlike wait_for
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": data[start : start + WRITE_SLICE],
+                                "more_body": True,
+                            }
+                        )
         except TimeoutError:
-            log.info("SSE client stopped reading for %.0fs: cut loose", self.send_timeout)
+            self.stalled = True
+            log.info("SSE client stopped reading for %.0fs: cut loose", timeout)
             return
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            async with asyncio.timeout(timeout):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            self.stalled = True
 
 
 Batch = LiveBatch | list[Entry]
@@ -119,7 +177,7 @@ async def _next(sub: Subscription, shutdown: asyncio.Event, limit: int, wire: Wi
             if live.encoded:
                 return live
         else:
-            entries = await sub.next(limit, wait=False)
+            entries = await sub.next(min(limit, ENTRIES), wait=False)
             if entries:
                 return entries
         if sub.closed or shutdown.is_set():
@@ -165,15 +223,18 @@ async def sse_body(
                 continue
             ended = _ended_at(batch) if end_on_stop else None
             if ended is None:
-                yield _sse_bytes(hub, sub, batch)
+                for piece in _sse_pieces(hub, sub, batch):
+                    yield piece
                 continue
             if isinstance(batch, LiveBatch):  # cut the batch after the stopping status
                 first = batch.last_seq - len(batch.encoded) + 1
-                chunk = b"".join(batch.encoded[: ended.seq - first + 1])
+                batch = LiveBatch(batch.encoded[: ended.seq - first + 1], batch.statuses, ended.seq)
             else:
                 cut = next(i for i, (_, p) in enumerate(batch) if p is ended)
-                chunk = sse_chunk(hub, sub.plog, batch[: cut + 1])
-            yield chunk + b"id: %d\ndata: %s\n\n" % (
+                batch = batch[: cut + 1]
+            for piece in _sse_pieces(hub, sub, batch):
+                yield piece
+            yield b"id: %d\ndata: %s\n\n" % (
                 ended.seq,
                 message_json(EventType.STREAM_END, f"{sub.process} {ended.state}: {ended.message}"),
             )
@@ -182,10 +243,34 @@ async def sse_body(
         sub.close()
 
 
-def _sse_bytes(hub: Hub, sub: Subscription, batch: Batch) -> bytes:
+def _parts(entries: list[Entry]) -> Iterator[list[Entry]]:
+    for start in range(0, len(entries), PART):
+        yield entries[start : start + PART]
+
+
+def _sse_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
+    """The SSE bytes of `batch` in pieces of about `WRITE_SLICE` bytes (or `PART`
+    events), each made only when the previous one was sent: a client that stops
+    reading holds one piece, not a whole batch."""
     if isinstance(batch, LiveBatch):
-        return b"".join(batch.encoded)
-    return sse_chunk(hub, sub.plog, batch)
+        yield from _groups(batch.encoded, WRITE_SLICE)
+        return
+    for part in _parts(batch):
+        yield sse_chunk(hub, sub.plog, part)
+
+
+def _groups(frames: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """Whole frames joined into writes of at most `limit` bytes (a longer frame alone)."""
+    group: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if group and size + len(frame) > limit:
+            yield b"".join(group)
+            group, size = [], 0
+        group.append(frame)
+        size += len(frame)
+    if group:
+        yield b"".join(group)
 
 
 async def websocket_stream(
@@ -195,13 +280,20 @@ async def websocket_stream(
     shutdown: asyncio.Event,
     *,
     as_json: bool,
+    send_timeout: float | None = None,
 ) -> None:
     """Send every subscription's entries to one WebSocket until either side ends.
 
     Under our uvicorn protocol (`wsframes`) a batch of lines goes out as whole frames
-    in one write, the live ones straight from the hub's cache; elsewhere each line is
-    one `websocket.send`.
+    in writes of at most `WRITE_SLICE` bytes, the live ones straight from the hub's
+    cache; elsewhere each line is one `websocket.send`. Either way each write waits
+    while the transport is over its high-water mark, and a client that takes nothing
+    for `send_timeout` seconds has its connection aborted.
     """
+    timeout = send_timeout if send_timeout is not None else send_timeout_of(ws.scope)
+    conn = conn_of(ws.scope)
+    if conn is not None:
+        conn.limit_unsent()
     lock = asyncio.Lock()
     stop = asyncio.Event()
     batched = FRAMES in ws.scope.get("extensions", {})
@@ -214,6 +306,16 @@ async def websocket_stream(
             return json_frames(hub, sub.plog, entries)
         return [t for kind, payload in entries if (t := text_line(kind, payload)) is not None]
 
+    def frames_of(sub: Subscription, entries: list[Entry]) -> Iterator[bytes]:
+        for part in _parts(entries):  # encoded as they are written, not all at once
+            for text in texts(sub, part):
+                yield text_frame(text.encode("utf-8", "replace"))
+
+    async def write_frames(frames: Iterable[bytes]) -> None:
+        for data in _groups(frames, WRITE_SLICE):
+            async with lock, asyncio.timeout(timeout):
+                await raw_send({"type": FRAMES, "bytes": data})
+
     async def pump(sub: Subscription) -> None:
         while not stop.is_set():
             batch = await _next(sub, shutdown, limit, wire)
@@ -221,21 +323,19 @@ async def websocket_stream(
                 stop.set()
                 return
             if isinstance(batch, LiveBatch):
-                data = b"".join(batch.encoded)
+                await write_frames(batch.encoded)
             elif not batch:
                 continue  # nothing for a while: the protocol's own pings keep the line alive
             elif batched:
-                data = b"".join(text_frame(t.encode("utf-8", "replace")) for t in texts(sub, batch))
+                await write_frames(frames_of(sub, batch))
             else:
-                # one deadline per batch: a timer per frame cost more than the send itself
-                async with lock, asyncio.timeout(SEND_TIMEOUT):
-                    for frame in texts(sub, batch):
-                        await ws.send_text(frame)
-                # A send that does not block never yields: let the other streams have their turn.
-                await asyncio.sleep(0)
-                continue
-            async with lock, asyncio.timeout(SEND_TIMEOUT):
-                await raw_send({"type": FRAMES, "bytes": data})
+                # one deadline per batch: a timer per frame cost more than the send itself;
+                # each send waits while the transport is over its high-water mark
+                async with lock, asyncio.timeout(timeout):
+                    for part in _parts(batch):
+                        for frame in texts(sub, part):
+                            await ws.send_text(frame)
+            # A send that does not block never yields: let the other streams have their turn.
             await asyncio.sleep(0)
 
     async def watch_client() -> None:
@@ -257,9 +357,8 @@ async def websocket_stream(
         for task in done:
             exc = task.exception()
             if isinstance(exc, TimeoutError):
-                log.info("WebSocket client stopped reading for %.0fs: cut loose", SEND_TIMEOUT)
-                with contextlib.suppress(Exception):
-                    await ws.close(code=1008, reason="client too slow: reconnect with after=<last seq>")
+                log.info("WebSocket client stopped reading for %.0fs: cut loose", timeout)
+                await _cut(ws, conn)
             elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError, ClientDisconnected)):
                 log.warning("WebSocket stream failed: %r", exc)
     finally:
@@ -268,9 +367,29 @@ async def websocket_stream(
         await asyncio.gather(*tasks, return_exceptions=True)
         for sub in subs:
             sub.close()
-        if ws.application_state is WebSocketState.CONNECTED and ws.client_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.close(code=1001 if shutdown.is_set() else 1000)
+        if (
+            not (conn is not None and conn.aborted)
+            and ws.application_state is WebSocketState.CONNECTED
+            and ws.client_state is WebSocketState.CONNECTED
+        ):
+            try:
+                async with asyncio.timeout(timeout):  # the close frame waits for room too
+                    await ws.close(code=1001 if shutdown.is_set() else 1000)
+            except TimeoutError:
+                await _cut(ws, conn)
+            except Exception as exc:
+                log.debug("WebSocket close failed: %r", exc)
+
+
+async def _cut(ws: WebSocket, conn: Conn | None) -> None:
+    """Let a client that stopped reading go: abort its connection, or (under a server
+    that does not let us reach it) send a close that waits no longer than `ABORT_GRACE`."""
+    if conn is not None:
+        conn.abort()
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(ABORT_GRACE):
+            await ws.close(code=1008, reason="client too slow: reconnect with after=<last seq>")
 
 
 def last_event_id(header: str | None) -> int | None:

@@ -16,16 +16,25 @@ while the transport is over its high-water mark). Frames are unmasked text frame
 as a server sends them; they are never compressed, which permessage-deflate allows
 (RFC 7692 §6: only a message with RSV1 set is compressed). Under another ASGI server
 the extension is absent and the stream falls back to one `websocket.send` per line.
+
+The protocol also announces `logcast.transport` (`conn`), so that a stream can abort
+a client that stopped reading, and it never lets a close hang: uvicorn closes a
+WebSocket with `transport.close()` (after the closing handshake times out, after a
+keepalive ping goes unanswered, at shutdown), which waits to flush what is queued;
+here a close whose bytes are still unsent after `linger` seconds becomes an abort.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 from websockets.protocol import State
+
+from logcast.web.conn import LingeringClose, announce, send_timeout_setting
 
 FRAMES = "logcast.websocket.frames"
 
@@ -35,11 +44,24 @@ __all__ = ["FRAMES", "FramesWebSocketProtocol"]
 class FramesWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol that can also write pre-built frames."""
 
+    linger = send_timeout_setting()  # seconds a close may wait for unsent bytes
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._raw_transport = transport
+        self._closing = LingeringClose(transport, self.linger)
+        self.transport = self._closing  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._closing.cancel()
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the handshake was accepted and the app is starting
             scope["extensions"][FRAMES] = {}
+            announce(scope, self._raw_transport)
 
     async def send(self, message: Any) -> None:
         if message["type"] != FRAMES:

@@ -1,0 +1,244 @@
+"""The connection under a stream: how much it holds unsent, and how to drop it.
+
+A log stream whose client stops reading must be let go for real. ASGI gives an app
+no handle on its connection, and the ways an app can end a response do not free it:
+returning before the response is complete (or raising) makes uvicorn call
+`transport.close()`, and `close()` first flushes what the transport still buffers:
+to a client that never reads, that is forever, so the socket and every byte queued
+for it stay. Only `transport.abort()` drops the buffer and the socket at once.
+
+So the streams reach the transport through a small ASGI extension,
+`scope["extensions"]["logcast.transport"] = {"conn": Conn}`:
+
+- our WebSocket protocol (`wsframes`) announces it itself;
+- for everything else `attach(scope, send)` (called by the app for each request)
+  finds the transport on uvicorn's `send`, the bound method of the object that owns
+  the connection (its request cycle or WebSocket protocol; both keep it as
+  `.transport`). Under another server, or with a `send` wrapped by something outside
+  the app, the extension is absent: a stalled stream then just ends and the server's
+  own close applies (with at most one bounded write queued, see `streams`).
+
+What a client that stops reading can make us hold is bounded in two places: the
+streams write in slices and wait while the transport's own buffer is over its
+high-water mark (`streams`), and `Conn.limit_unsent()` sets `TCP_NOTSENT_LOWAT` on the
+socket, so the kernel too stops taking bytes for it once `UNSENT_LIMIT` are waiting
+to be sent. Without that, Linux grows a socket's send buffer up to `tcp_wmem`'s
+maximum (4 MiB by default: 2.8 MiB was measured queued for one loopback client that
+never read), and every byte of it was history encoded for nobody. The lines already
+sent but not yet acknowledged stay bounded by the peer's receive window, so this
+costs a reading client nothing.
+
+Freed is not yet given back: the buffers of hundreds of cut clients leave holes in
+the C heap that the allocator keeps (RSS measured 96 → 193 MiB, and it stayed there
+after every client was gone, without growing on the next wave). After connections
+were aborted, `Conn.abort()` schedules one `malloc_trim(0)` (glibc only; at most one
+per `TRIM_DELAY` seconds, in a worker thread), which returns those pages to the system.
+
+`send_timeout_setting()` reads `LOGCAST_SEND_TIMEOUT` (seconds, default 30): how long
+a stream may wait for its client to take the bytes already queued before it is cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+import platform
+import socket
+from collections.abc import Callable, MutableMapping
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+TRANSPORT = "logcast.transport"
+DEFAULT_SEND_TIMEOUT = 30.0
+SEND_TIMEOUT_ENV = "LOGCAST_SEND_TIMEOUT"
+UNSENT_LIMIT = 128 * 1024  # bytes the kernel may hold unsent for one stream
+TRIM_DELAY = 1.0  # seconds between an abort and giving freed memory back; at most one per this
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's number where Python lacks the name
+
+__all__ = ["TRANSPORT", "Conn", "LingeringClose", "attach", "conn_of", "send_timeout_setting", "trim_soon"]
+
+
+class _Transport(Protocol):
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+def send_timeout_setting(environ: MutableMapping[str, str] | None = None) -> float:
+    """`LOGCAST_SEND_TIMEOUT` in seconds (a positive number), else the default."""
+    raw = (os.environ if environ is None else environ).get(SEND_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SEND_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        log.warning(
+            "%s=%r is not a positive number of seconds: using %.0f",
+            SEND_TIMEOUT_ENV,
+            raw,
+            DEFAULT_SEND_TIMEOUT,
+        )
+        return DEFAULT_SEND_TIMEOUT
+    return value
+
+
+class Conn:
+    """One client connection, as much of it as a stream needs."""
+
+    __slots__ = ("_transport", "aborted")
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+        self.aborted = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        try:
+            return int(self._transport.get_write_buffer_size())
+        except Exception:  # a transport already torn down
+            return 0
+
+    def abort(self) -> None:
+        """Drop the connection and everything queued for it, now."""
+        if self.aborted:
+            return
+        self.aborted = True
+        try:
+            self._transport.abort()
+        except Exception as exc:  # already closed: nothing left to drop
+            log.debug("abort of a closed transport: %r", exc)
+        trim_soon()
+
+    def limit_unsent(self, nbytes: int = UNSENT_LIMIT) -> None:
+        """Have the kernel take no more than about `nbytes` unsent bytes (TCP only)."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, nbytes)
+        except (OSError, AttributeError) as exc:  # not Linux, or not a real socket
+            log.debug("TCP_NOTSENT_LOWAT not set: %r", exc)
+
+    def abort_unless_drained(self, after: float) -> None:
+        """Abort in `after` seconds if the bytes queued by then are still not sent."""
+        if self.buffered == 0:
+            return
+
+        def check() -> None:
+            if self.buffered:
+                self.abort()
+
+        asyncio.get_running_loop().call_later(after, check)
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+_TRIM = _malloc_trim()
+_trim_due: set[asyncio.AbstractEventLoop] = set()
+
+
+def trim_soon(delay: float = TRIM_DELAY) -> None:
+    """Give the memory freed by aborted connections back to the system, in `delay`
+    seconds (one trim for a whole wave of aborts)."""
+    if _TRIM is None:
+        return
+    loop = asyncio.get_running_loop()
+    if loop in _trim_due:
+        return
+    _trim_due.add(loop)
+
+    def trim() -> None:
+        _trim_due.discard(loop)
+        if _TRIM is not None and not loop.is_closed():
+            loop.run_in_executor(None, _TRIM)
+
+    loop.call_later(delay, trim)
+
+
+def _looks_like_transport(obj: object) -> bool:
+    return all(
+        callable(getattr(obj, name, None)) for name in ("abort", "get_write_buffer_size", "is_closing")
+    )
+
+
+def conn_of(scope: MutableMapping[str, Any]) -> Conn | None:
+    """The connection announced in `scope`, if the server let us reach it."""
+    extension = (scope.get("extensions") or {}).get(TRANSPORT)
+    conn = extension.get("conn") if isinstance(extension, dict) else None
+    return conn if isinstance(conn, Conn) else None
+
+
+def announce(scope: MutableMapping[str, Any], transport: object) -> None:
+    """Put `transport` in `scope`'s extensions (if it is one)."""
+    if not _looks_like_transport(transport):
+        return
+    extensions = scope.get("extensions")
+    if extensions is None:
+        extensions = scope["extensions"] = {}
+    extensions.setdefault(TRANSPORT, {"conn": Conn(transport)})  # type: ignore[arg-type]
+
+
+def attach(scope: MutableMapping[str, Any], send: object) -> None:
+    """Announce the connection of a request whose `send` is the server's own bound method."""
+    if conn_of(scope) is not None:
+        return
+    owner = getattr(send, "__self__", None)
+    if owner is not None:
+        announce(scope, getattr(owner, "transport", None))
+
+
+class LingeringClose:
+    """A transport whose `close()` becomes `abort()` if its buffer has not drained in time.
+
+    `close()` flushes before it closes; towards a peer that stopped reading the flush
+    never ends. This wrapper starts a timer at the first `close()` with bytes still
+    queued and aborts when it fires; `connection_lost` (the close completed) must call
+    `cancel()`. Everything else goes to the wrapped transport unchanged.
+    """
+
+    def __init__(self, transport: Any, linger: float) -> None:
+        self._transport = transport
+        self._linger = linger
+        self._timer: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._timer is None and self._transport.get_write_buffer_size():
+            self._timer = asyncio.get_running_loop().call_later(self._linger, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        log.info("connection still had unsent bytes %.0fs after its close: aborted", self._linger)
+        try:
+            self._transport.abort()
+        except Exception as exc:
+            log.debug("abort of a closed transport: %r", exc)
+        trim_soon()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

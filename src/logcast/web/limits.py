@@ -1,0 +1,100 @@
+"""How many log streams may be open at once, counted in one place.
+
+Every SSE stream and WebSocket holds a hub cursor, a task or three and a socket; past
+`[server] max_streams` of them (default 1000) a new one is refused before any of that
+is set up: an SSE request gets 503 with `{"detail": reason}` and `Retry-After`, a
+WebSocket is accepted and closed at once with 1013 ("try again later") and the reason.
+The count is taken by `StreamGate`, an ASGI middleware in front of the routes, so the
+routes themselves need not know of it; it sits inside the security middleware, so a
+request refused for its token never takes a slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+SSE_PATH = re.compile(r"^/api/(?:processes|models)/[^/]+/logs/stream/?$")
+WS_PATH = re.compile(r"^/ws/logs/?$")
+RETRY_AFTER = 2
+
+__all__ = ["StreamGate", "StreamSlots", "is_stream"]
+
+
+class StreamSlots:
+    """A count of open streams against a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            self.refused += 1
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open = max(0, self.open - 1)
+
+    @property
+    def reason(self) -> str:
+        return f"too many log streams open (the limit is {self.limit}): try again later"
+
+
+def is_stream(scope: Scope) -> bool:
+    """Whether `scope` asks for a log stream (SSE or WebSocket)."""
+    path = scope.get("path", "")
+    if scope["type"] == "websocket":
+        return WS_PATH.match(path) is not None
+    return scope["type"] == "http" and scope.get("method") == "GET" and SSE_PATH.match(path) is not None
+
+
+class StreamGate:
+    """ASGI middleware: counts the open streams and refuses those past the limit."""
+
+    def __init__(self, app: ASGIApp, slots: StreamSlots) -> None:
+        self.app = app
+        self.slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not is_stream(scope):
+            await self.app(scope, receive, send)
+            return
+        if not self.slots.take():
+            log.warning("log stream refused: %s", self.slots.reason)
+            await (self._refuse_ws if scope["type"] == "websocket" else self._refuse_http)(receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.slots.give_back()
+
+    async def _refuse_http(self, receive: Receive, send: Send) -> None:
+        body = orjson.dumps({"detail": self.slots.reason})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(RETRY_AFTER).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _refuse_ws(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1013, "reason": self.slots.reason[:120]})
