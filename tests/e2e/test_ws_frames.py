@@ -9,10 +9,12 @@ without permessage-deflate.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -426,3 +428,85 @@ def test_slow_readers_behind_a_small_memory_tail_get_every_line(make_server) -> 
             assert [s["message"] + "\n" for s in logs if s["stream"] == "stdout"] == expected
         else:
             assert [f for f in frames if not f.startswith("[logcast] ")] == expected
+
+
+# -- clients that stop reading: aborted on both paths -------------------------------------
+
+STALL_TIMEOUT = 2.0
+TCP_CLOSED_STATES = {7, 8}  # TCP_CLOSE (reset), TCP_CLOSE_WAIT (closed by the server)
+
+
+def stalled_ws(port: int) -> socket.socket:
+    """A raw WebSocket upgrade asking for the whole history, then never a read."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16))
+    s.sendall(
+        b"GET /ws/logs?process=writer&format=json&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+    )
+    return s
+
+
+def tcp_state(s: socket.socket) -> int:
+    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def drained_to_the_end(s: socket.socket) -> bool:
+    """Reads all the socket holds: True if the server closed or reset it."""
+    s.settimeout(5)
+    try:
+        while s.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def check_stalled_clients_are_let_go(base: str, port: int) -> int:
+    with httpx.Client(base_url=base, timeout=10.0) as c:
+        assert c.post("/api/processes/writer/start").status_code < 300
+        pid = int(c.get("/api/processes/writer").json()["pid"] or 0)
+        deadline = time.monotonic() + 20
+        while c.get("/api/processes/writer").json()["lines"] < 5000:
+            assert time.monotonic() < deadline, "the writer did not write its lines"
+            time.sleep(0.05)
+    stalled = [stalled_ws(port) for _ in range(20)]
+    try:
+        t0 = time.monotonic()
+        deadline = t0 + STALL_TIMEOUT + 15
+        while not all(tcp_state(s) in TCP_CLOSED_STATES for s in stalled):
+            assert time.monotonic() < deadline, [tcp_state(s) for s in stalled]
+            time.sleep(0.05)
+        assert time.monotonic() - t0 >= STALL_TIMEOUT * 0.9  # not before the timeout
+        assert all(drained_to_the_end(s) for s in stalled)
+        with httpx.Client(base_url=base, timeout=10.0) as c:  # the server serves on
+            assert c.get("/healthz").status_code == 200
+    finally:
+        for s in stalled:
+            s.close()
+    return pid
+
+
+@pytest.fixture
+def short_send_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGCAST_SEND_TIMEOUT", str(STALL_TIMEOUT))
+
+
+@pytest.mark.e2e
+def test_stalled_clients_of_batched_frames_are_aborted(short_send_timeout: None, make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(CONFIG)
+    check_stalled_clients_are_let_go(server.url, server.port)
+    output = server.output()
+    assert output.count("WebSocket client stopped reading") >= 20 and "Traceback" not in output
+
+
+@pytest.mark.e2e
+def test_stalled_clients_of_the_fallback_are_aborted(short_send_timeout: None, fallback_server: str) -> None:
+    """Under uvicorn's own WebSocket protocol the app still reaches the transport (conn)."""
+    kill_leftover(check_stalled_clients_are_let_go(fallback_server, int(fallback_server.rsplit(":", 1)[1])))

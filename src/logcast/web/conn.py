@@ -5,7 +5,8 @@ no handle on its connection, and the ways an app can end a response do not free 
 returning before the response is complete (or raising) makes uvicorn call
 `transport.close()`, and `close()` first flushes what the transport still buffers:
 to a client that never reads, that is forever, so the socket and every byte queued
-for it stay. Only `transport.abort()` drops the buffer and the socket at once.
+for it stay. Only `transport.abort()` drops the buffer and the socket at once (and
+with a zero linger, what the kernel holds too: `_abort`).
 
 So the streams reach the transport through a small ASGI extension,
 `scope["extensions"]["logcast.transport"] = {"conn": Conn}`:
@@ -47,6 +48,7 @@ import logging
 import os
 import platform
 import socket
+import struct
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -112,11 +114,7 @@ class Conn:
         if self.aborted:
             return
         self.aborted = True
-        try:
-            self._transport.abort()
-        except Exception as exc:  # already closed: nothing left to drop
-            log.debug("abort of a closed transport: %r", exc)
-        trim_soon()
+        _abort(self._transport)
 
     def limit_unsent(self, nbytes: int = UNSENT_LIMIT) -> None:
         """Have the kernel take no more than about `nbytes` unsent bytes (TCP only)."""
@@ -175,6 +173,27 @@ def trim_soon(delay: float = TRIM_DELAY) -> None:
     loop.call_later(delay, trim)
 
 
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() resets
+
+
+def _abort(transport: _Transport) -> None:
+    """Drop `transport` and all it holds, ours and the kernel's: `abort()` alone frees the
+    transport's buffer and closes the socket, but the kernel would go on trying to
+    deliver what it had taken (up to `UNSENT_LIMIT`) to a peer that reads nothing;
+    with a zero linger the close resets the connection at once."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        except (OSError, AttributeError) as exc:
+            log.debug("SO_LINGER not set: %r", exc)
+    try:
+        transport.abort()
+    except Exception as exc:  # already closed: nothing left to drop
+        log.debug("abort of a closed transport: %r", exc)
+    trim_soon()
+
+
 def _looks_like_transport(obj: object) -> bool:
     return all(
         callable(getattr(obj, name, None)) for name in ("abort", "get_write_buffer_size", "is_closing")
@@ -229,11 +248,7 @@ class LingeringClose:
     def _expire(self) -> None:
         self._timer = None
         log.info("connection still had unsent bytes %.0fs after its close: aborted", self._linger)
-        try:
-            self._transport.abort()
-        except Exception as exc:
-            log.debug("abort of a closed transport: %r", exc)
-        trim_soon()
+        _abort(self._transport)
 
     def cancel(self) -> None:
         if self._timer is not None:
