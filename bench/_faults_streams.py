@@ -1,0 +1,207 @@
+"""Figures for readers that stop reading, for `bench/faults.py`.
+
+`measure(python)` starts a real `logcast serve` (with `python`, send timeout
+`SEND_TIMEOUT` through `LOGCAST_SEND_TIMEOUT`) supervising a child that writes about
+4,000 lines/s. Once 30,000 lines are in, and while a thread times `GET /healthz`
+every 20 ms and samples the server's RSS and open fds, it opens `STALLED` raw SSE
+connections (4 KiB receive buffer) that ask for the whole history and never read.
+It returns, as a flat dict: RSS and fds before, at their peak and after the stalled
+clients were let go; the worst and the 99th percentile `/healthz` time while they
+connected and until they were gone; and how long after its request each stalled
+socket was reset by the server (its TCP state seen from the client, without reading).
+Run this file to print them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from _common import Server, _env, _wait_healthy, free_port  # noqa: E402
+
+STALLED = 300
+SEND_TIMEOUT = 5.0
+TCP_CLOSED = {7, 8}  # TCP_CLOSE (reset), TCP_CLOSE_WAIT (closed)
+MiB = 1 << 20
+
+FLOOD = """
+import sys, time
+pad = "x" * 150
+i = 0
+while True:
+    out = []
+    for _ in range(40):
+        i += 1
+        out.append(f"flood {i:08d} {pad}\\n")
+    sys.stdout.write("".join(out))
+    sys.stdout.flush()
+    time.sleep(0.01)
+"""
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class _Probe(threading.Thread):
+    """`/healthz` every 20 ms; the server's RSS and fds at each answer."""
+
+    def __init__(self, url: str, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.pid = pid
+        self.times: list[float] = []
+        self.failures = 0
+        self.peak_rss = 0
+        self.peak_fds = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10.0, trust_env=False) as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:
+                    ok = client.get(self.url + "/healthz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.times.append(time.perf_counter() - started)
+                self.failures += not ok
+                self.peak_rss = max(self.peak_rss, _rss(self.pid))
+                self.peak_fds = max(self.peak_fds, _fds(self.pid))
+                self.stop.wait(0.02)
+
+
+def _stalled_sse(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET /api/processes/flood/logs/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return s
+
+
+def _tcp_state(s: socket.socket) -> int:
+    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def _lines(url: str) -> int:
+    import httpx
+
+    return int(httpx.get(url + "/api/processes/flood", timeout=10, trust_env=False).json()["last_seq"])
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+
+
+def _wait(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def measure(python: str) -> dict[str, float | int | str]:
+    with tempfile.TemporaryDirectory(prefix="logcast-stalls-") as folder:
+        tmp = Path(folder)
+        config = tmp / "logcast.toml"
+        config.write_text(
+            f"[storage]\ndir = {json.dumps(str(tmp / 'data'))}\nmemory_lines = 20000\n\n"
+            f'[process.flood]\ncommand = {json.dumps([python, "-u", "-c", FLOOD])}\nrestart = "never"\n'
+        )
+        port = free_port()
+        log_path = tmp / "server.log"
+        env = _env()
+        env["LOGCAST_SEND_TIMEOUT"] = str(SEND_TIMEOUT)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [python, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
+                cwd=tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        server = Server("logcast", proc, port, log_path)
+        stalled: list[socket.socket] = []
+        try:
+            _wait_healthy(server, 30.0)
+            pid = proc.pid
+            if not _wait(lambda: _lines(server.url) > 30_000, 60):
+                raise RuntimeError("the flood did not fill the memory tail")
+            probe = _Probe(server.url, pid)
+            probe.start()
+            _wait(lambda: bool(probe.times), 10)
+            base_rss, base_fds = _rss(pid), _fds(pid)
+            skip = len(probe.times)
+            opened: list[float] = []
+            for _ in range(STALLED):
+                stalled.append(_stalled_sse(port))
+                opened.append(time.monotonic())
+            reset_after: dict[int, float] = {}
+            deadline = time.monotonic() + SEND_TIMEOUT + 60
+            while len(reset_after) < STALLED and time.monotonic() < deadline:
+                now = time.monotonic()
+                for i, s in enumerate(stalled):
+                    if i not in reset_after and _tcp_state(s) in TCP_CLOSED:
+                        reset_after[i] = now - opened[i]
+                time.sleep(0.02)
+            _wait(lambda: _fds(pid) <= base_fds + 12, 20)  # the store may open reader files
+            time.sleep(2.0)  # freed memory is given back a second after a wave of aborts
+            after_rss, after_fds = _rss(pid), _fds(pid)
+            probe.stop.set()
+            probe.join(10)
+            healthz = probe.times[skip:]
+            cut = log_path.read_text(errors="replace").count("stopped reading")
+        finally:
+            for s in stalled:
+                s.close()
+            server.stop()
+    resets = sorted(reset_after.values())
+    return {
+        "stalled_clients": STALLED,
+        "send_timeout_s": SEND_TIMEOUT,
+        "rss_base_mib": round(base_rss / MiB, 1),
+        "rss_peak_mib": round(probe.peak_rss / MiB, 1),
+        "rss_after_mib": round(after_rss / MiB, 1),
+        "fds_base": base_fds,
+        "fds_peak": probe.peak_fds,
+        "fds_after": after_fds,
+        "healthz_max_ms": round(max(healthz, default=0.0) * 1000, 1),
+        "healthz_p99_ms": round(_percentile(healthz, 0.99) * 1000, 1),
+        "healthz_failures": probe.failures,
+        "sockets_reset": len(resets),
+        "stall_to_reset_s_median": round(_percentile(resets, 0.5), 2),
+        "stall_to_reset_s_max": round(resets[-1], 2) if resets else -1.0,
+        "logged_cut_loose": cut,
+    }
+
+
+if __name__ == "__main__":
+    for key, value in measure(sys.executable).items():
+        print(f"{key:>26}: {value}")
