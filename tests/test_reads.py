@@ -94,7 +94,9 @@ async def test_walking_next_finds_exactly_the_matches(
     n=st.integers(1, 40),
     pattern=st.sampled_from(["needle", "line 1", "hay", "nothing"]),
 )
-async def test_walking_before_finds_exactly_the_matches(total: int, memory: int, n: int, pattern: str) -> None:
+async def test_walking_before_finds_exactly_the_matches(
+    total: int, memory: int, n: int, pattern: str
+) -> None:
     hub = await _hub(MemoryStore(), total, memory)
     try:
         query = Query(text=pattern)
@@ -170,9 +172,7 @@ async def test_sqlite_searches_on_re2_within_the_window(tmp_path: Path) -> None:
     await store.open()
     try:
         texts = ["a" * 80] * 5000 + ["zzz"]
-        records = [
-            LogRecord(i + 1, 1.0, Level.INFO, t, Stream.STDOUT, "app", 1) for i, t in enumerate(texts)
-        ]
+        records = [LogRecord(i + 1, 1.0, Level.INFO, t, Stream.STDOUT, "app", 1) for i, t in enumerate(texts)]
         store.write(records)
         query = Query(regex=compile_regex("(.+)+z"))
         started = time.perf_counter()

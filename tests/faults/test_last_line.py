@@ -75,7 +75,9 @@ def test_the_last_line_on_the_other_pipe_is_never_lost(make_server: Callable[...
         rs = by_run[run]
         out = [r for r in rs if r["stream"] == "stdout"]
         err = [i for i, r in enumerate(rs) if r["stream"] == "stderr"]
-        exit_at = next(i for i, r in enumerate(rs) if r["stream"] == "system" and "exited" in str(r["message"]))
+        exit_at = next(
+            i for i, r in enumerate(rs) if r["stream"] == "system" and "exited" in str(r["message"])
+        )
         assert len(out) == BURST, f"run {run}: {len(out)} of {BURST} stdout lines"
         assert len(err) == 1, f"run {run}: the stderr line is missing"
         assert err[0] < exit_at, f"run {run}: the stderr line came after the exit status"
