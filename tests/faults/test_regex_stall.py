@@ -9,6 +9,7 @@ stall between two of its lines (a blocked pipe would show as one).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +68,7 @@ def _longest_stall(client: httpx.Client, name: str, after: int) -> tuple[float, 
         page = client.get(f"/api/processes/{name}/logs", params={"after": cursor, "limit": 10_000}).json()
         stamps += [float(log["message"].split()[0]) for log in page["logs"] if log["stream"] == "stdout"]
         cursor = page["next"]
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     return max(gaps, default=0.0), len(stamps)
 
 
