@@ -776,3 +776,27 @@ def test_viewer_stays_open_across_process_restarts(make_server: Callable[..., Se
     expect(page.locator("#log .row.k-line .msg", has_text=re.compile(r"^history 1$"))).to_have_count(2)
     assert stats(page)["connects"] == 1
     assert stats(page)["duplicates"] == 0 and stats(page)["holes"] == 0
+
+
+def test_a_regex_search_deep_link_reaches_past_one_scan_window(
+    make_server: Callable[..., Server], page: Any
+) -> None:
+    # The server looks at 200,000 records per search request and says where to go on;
+    # the viewer asks again, further back, until it has looked at everything.
+    source = """
+import sys, time
+print("needle old one")
+sys.stdout.write("hay\\n" * 450_000)
+print("needle new one", flush=True)
+time.sleep(600)
+"""
+    server = make_server(toml_process("deep", source))
+    wait_lines(server, "deep", 450_002, timeout=60)
+    open_viewer(page, server, "deep", q="needle (old|new)", re="1")
+    expect(page.locator("#search")).to_have_value("needle (old|new)")
+    expect(page.locator("#match-count")).to_have_text("2 matches", timeout=30_000)
+    # a pattern RE2 refuses is an error the viewer shows, not a frozen server
+    page.fill("#search", r"(a)\1")
+    expect(page.locator("#match-count")).to_have_text("error")
+    with server.client() as client:
+        assert client.get("/healthz").status_code == 200

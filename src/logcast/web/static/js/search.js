@@ -1,5 +1,5 @@
 // The viewer's search: the server searches the whole history (`GET …/logs?q=` or `regex=`,
-// newest SEARCH_LIMIT matches); lines that arrive afterwards are matched here as they
+// newest SEARCH_LIMIT matches, window by window); lines that arrive afterwards are matched here as they
 // come. Matches are listed, stepped through (next/previous wrap around) and highlighted
 // in the visible rows through the shared highlighter in `view`.
 
@@ -55,15 +55,25 @@ export class Search {
     this.controller = controller;
     ui.count.textContent = "…";
     ui.count.dataset.state = "busy";
-    const q = new URLSearchParams({ tail: String(SEARCH_LIMIT) });
+    const q = new URLSearchParams();
     q.set(this.regex ? "regex" : "q", this.query);
     if (this.level()) q.set("level", this.level());
     try {
-      const data = await api(`/api/processes/${enc(this.process)}/logs?${q}`, { signal: controller.signal });
-      if (controller !== this.controller) return;
-      const logs = (data.logs || []).filter((log) => log.stream !== "system");
+      // The server looks through a bounded window per request and says where to go on
+      // (`before`); ask again, further back, until enough matches or the oldest line.
+      let found = [];
+      for (;;) {
+        q.set("tail", String(SEARCH_LIMIT - found.length));
+        const data = await api(`/api/processes/${enc(this.process)}/logs?${q}`, { signal: controller.signal });
+        if (controller !== this.controller) return;
+        found = (data.logs || []).concat(found);
+        if (found.length >= SEARCH_LIMIT || data.before === null || data.before === undefined) break;
+        q.set("before", String(data.before));
+        ui.count.textContent = `… ${formatCount(found.length)}`;
+      }
+      const logs = found.filter((log) => log.stream !== "system");
       this.matches = logs.map((log) => ({ seq: log.seq, ts: log.timestamp, text: log.message }));
-      this.capped = (data.logs || []).length >= SEARCH_LIMIT;
+      this.capped = found.length >= SEARCH_LIMIT;
       this.upto = logs.length ? logs[logs.length - 1].seq : this.lastSeq() || 0;
       this._catchUp();
       ui.count.dataset.state = this.matches.length ? "" : "none";
