@@ -186,3 +186,36 @@ async def test_sqlite_keeps_the_reservation_beside_the_database(tmp_path: Path) 
     finally:
         await again.close()
         await store.close()
+
+
+async def test_two_pipes_of_one_process_never_see_the_ring_half_trimmed() -> None:
+    # The stdout framer trims the ring (under the process lock) while the stderr framer
+    # hands on its line: looking at the ring without the lock once caught it half
+    # compacted (a negative length), raised, and dropped the stderr line.
+    store = MemoryStore()
+    hub = await open_hub(store, memory_lines=64)
+    try:
+        write(hub, 10)
+        plog = hub.get("app")
+        ring = plog.ring
+        outcome: list[object] = []
+
+        def stderr_line() -> None:
+            try:
+                hub.lines("app", 1, Stream.STDERR, 1.0, Lines(["last words"], [Level.INFO], [False]))
+                outcome.append("delivered")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        with plog.lock:
+            head = ring._head
+            ring._head = len(ring._buf) + 5  # the moment inside a compaction
+            thread = threading.Thread(target=stderr_line)
+            thread.start()
+            thread.join(0.3)
+            ring._head = head
+        thread.join(10)
+        assert outcome == ["delivered"]
+        assert (await hub.page("app"))[-1].message == "last words"
+    finally:
+        await hub.close()

@@ -322,7 +322,9 @@ class Hub:
         if not lines.texts:
             return
         plog = self._logs.get(process) or self.ensure(process)
-        if plog.ring.overfull:
+        with plog.lock:  # another thread may be trimming the ring: never look at it unlocked
+            overfull = plog.ring.overfull
+        if overfull:
             self._await_writer(plog)
         texts, levels, partial = lines
         n = len(texts)

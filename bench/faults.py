@@ -1,0 +1,383 @@
+"""The fault figures: what each promise of logcast looks like when it is attacked.
+
+Runs a real `logcast serve` per measurement and prints, for each, the figure beside
+its baseline measured in the same run:
+
+- regex: `/healthz` worst latency and a 20,000 lines/s child's longest stall between
+  two lines, first with nobody searching (the baseline), then while ten clients ask
+  for the catastrophic pattern `(.+)+z`; and what Python's `re` takes for that
+  pattern on one 26-character line, for comparison (RE2 takes microseconds).
+- sigkill: a client holds lines the store does not have (its write lock is held by
+  another connection), logcast is SIGKILLed and restarted: lines held, lines the
+  history lacks, how many of those lie outside a `lost` gap (must be 0), seqs that
+  name another line now (must be 0), and `store_lost` against the gaps.
+- disk_full (root only: it mounts a 1 MiB tmpfs): `store_lost` against the holes in
+  the history once the disk has room again, and whether `persisted_seq` ever claimed
+  more than the store held.
+- last_line: bursts that end with a line on the other pipe: lines written, lines
+  missing.
+- streams and heads: `bench/_faults_streams.py` (300 stalled SSE readers: RSS and fds
+  before, at peak and after, `/healthz` meanwhile) and `bench/_faults_security.py`
+  (64 MB header, 10,000 headers, slowloris).
+
+    python bench/faults.py [--runs 3] [--only regex,sigkill,...]
+
+Each figure is the median of `--runs` runs (the runs are listed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import json
+import os
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import _faults_security  # noqa: E402
+import _faults_streams  # noqa: E402
+from _common import Server, serve  # noqa: E402
+
+Figures = dict[str, float | int | str]
+
+STEADY = """
+import sys, time
+out = sys.stdout
+i = 0
+start = time.monotonic()
+while True:
+    now = time.monotonic()
+    due = int((now - start) * 20000)
+    lines = []
+    while i < due:
+        lines.append(f"{now:.6f} line {i:09d} " + "x" * 48 + "\\n")
+        i += 1
+    if lines:
+        out.write("".join(lines))
+        out.flush()
+    time.sleep(0.001)
+"""
+
+FLOOD = """
+import os, sys, time
+pid = os.getpid()
+i = 0
+while True:
+    sys.stdout.write("".join(f"{pid} {i + k:09d} " + "f" * 70 + "\\n" for k in range(100)))
+    sys.stdout.flush()
+    i += 100
+    time.sleep(0.002)
+"""
+
+BURST = """
+import os, sys
+chunk = "".join(f"out {i:06d} " + "y" * 60 + "\\n" for i in range(1000))
+for _ in range(200):
+    sys.stdout.write(chunk)
+sys.stdout.flush()
+sys.stderr.write("last words on stderr\\n")
+sys.stderr.flush()
+os._exit(3)
+"""
+
+
+def _config(tmp: Path, name: str, source: str, extra: str = "") -> Path:
+    config = tmp / "logcast.toml"
+    command = json.dumps([sys.executable, "-u", "-c", source])
+    config.write_text(
+        f"[storage]\ndir = {json.dumps(str(tmp / 'data'))}\n{extra}\n[process.{name}]\ncommand = {command}\n"
+    )
+    return config
+
+
+def _client(server: Server, timeout: float = 60.0) -> Any:
+    import httpx
+
+    return httpx.Client(base_url=server.url, timeout=timeout, trust_env=False)
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out")
+        time.sleep(0.05)
+
+
+def _history(client: Any, name: str, after: int = 0) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor: int | None = after
+    while cursor is not None:
+        page = client.get(f"/api/processes/{name}/logs", params={"after": cursor, "limit": 10_000}).json()
+        out += page["logs"]
+        cursor = page["next"]
+    return out
+
+
+class _Healthz(threading.Thread):
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.worst = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=30.0, trust_env=False) as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                client.get(self.url + "/healthz")
+                self.worst = max(self.worst, time.perf_counter() - started)
+                self.stop.wait(0.05)
+
+
+def _window(server: Server, seconds: float, work: Callable[[], None] | None) -> tuple[float, float]:
+    """/healthz worst latency and the child's longest stall over `seconds` (with `work` running)."""
+    with _client(server) as client:
+        start = client.get("/api/processes/steady").json()["last_seq"]
+        healthz = _Healthz(server.url)
+        healthz.start()
+        begun = time.monotonic()
+        if work is not None:
+            work()
+        time.sleep(max(0.0, seconds - (time.monotonic() - begun)))
+        healthz.stop.set()
+        healthz.join()
+        end = client.get("/api/processes/steady").json()["last_seq"]
+        stamps = [
+            float(r["message"].split()[0])
+            for r in _history(client, "steady", start)
+            if r["stream"] == "stdout" and r["seq"] <= end
+        ]
+    stall = max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
+    return healthz.worst, stall
+
+
+def measure_regex() -> Figures:
+    with tempfile.TemporaryDirectory(prefix="logcast-faults-") as folder:
+        tmp = Path(folder)
+        server = serve(tmp, _config(tmp, "steady", STEADY, "memory_lines = 20000"))
+        try:
+            with _client(server) as client:
+                _wait(lambda: client.get("/api/processes/steady").json()["lines"] >= 60_000)
+            quiet_healthz, quiet_stall = _window(server, 3.0, None)
+            took: list[float] = []
+
+            def searches() -> None:
+                def one(params: dict[str, Any]) -> None:
+                    with _client(server) as c:
+                        started = time.perf_counter()
+                        c.get("/api/processes/steady/logs", params=params).raise_for_status()
+                        took.append(time.perf_counter() - started)
+
+                asks = [{"regex": "(.+)+z"}, {"regex": "(.+)+z", "tail": 5000}] * 5
+                threads = [threading.Thread(target=one, args=(p,)) for p in asks]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+
+            busy_healthz, busy_stall = _window(server, 3.0, searches)
+        finally:
+            server.stop()
+    started = time.perf_counter()
+    re.search("(.+)+z", "a" * 26)  # what the same pattern costs Python's re on one short line
+    python_re = time.perf_counter() - started
+    return {
+        "healthz_worst_ms_quiet": round(quiet_healthz * 1000, 1),
+        "healthz_worst_ms_searching": round(busy_healthz * 1000, 1),
+        "child_stall_ms_quiet": round(quiet_stall * 1000, 1),
+        "child_stall_ms_searching": round(busy_stall * 1000, 1),
+        "search_s_slowest": round(max(took), 3),
+        "python_re_s_one_26_char_line": round(python_re, 2),
+    }
+
+
+def measure_sigkill() -> Figures:
+    from tests.e2e.sse import messages  # the tests' independent SSE parser
+
+    import httpx
+
+    with tempfile.TemporaryDirectory(prefix="logcast-faults-") as folder:
+        tmp = Path(folder)
+        config = _config(tmp, "flood", FLOOD)
+        server = serve(tmp, config)
+        held: dict[int, str] = {}
+        stop = threading.Event()
+
+        def follow() -> None:
+            try:
+                with (
+                    httpx.Client(timeout=httpx.Timeout(30.0, read=None), trust_env=False) as c,
+                    c.stream(
+                        "GET", server.url + "/api/processes/flood/logs/stream", params={"after": 0}
+                    ) as s,
+                ):
+                    for m in messages(s):
+                        log = m.data.get("log")
+                        if log is not None:
+                            held[int(log["seq"])] = str(log["message"])
+                        if stop.is_set():
+                            return
+            except httpx.HTTPError:
+                return
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        try:
+            _wait(lambda: len(held) >= 20_000)
+            locker = sqlite3.connect(tmp / "data" / "history.sqlite3", timeout=30, isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")
+            mark = len(held)
+            _wait(lambda: len(held) >= mark + 30_000)
+            os.kill(server.pid, signal.SIGKILL)
+            server.proc.wait(10)
+            locker.execute("ROLLBACK")
+            locker.close()
+            stop.set()
+            follower.join(30)
+            server = serve(tmp, config)
+            with _client(server) as client:
+                client.post("/api/processes/flood/stop")
+                everything: list[Any] = []
+                with client.stream("GET", "/api/processes/flood/logs/stream", params={"after": 0}) as s:
+                    for m in messages(s):
+                        everything.append(m)
+                        if m.type == "historical_complete":
+                            break
+                stats = client.get("/api/logs/stats").json()["processes"]["flood"]
+        finally:
+            stop.set()
+            server.stop()
+    now = {m.seq: str(m.data["log"]["message"]) for m in everything if m.seq is not None}
+    gaps = sorted((int(m.data["from"]), int(m.data["to"])) for m in everything if m.type == "gap")
+    starts = [a for a, _ in gaps]
+    missing = sorted(s for s in held if s not in now)
+    outside = [s for s in missing if not (i := bisect.bisect_right(starts, s)) or gaps[i - 1][1] < s]
+    return {
+        "lines_held_by_client": len(held),
+        "held_lines_missing_after_restart": len(missing),
+        "missing_outside_a_lost_gap": len(outside),
+        "seqs_naming_another_line": sum(1 for s, t in held.items() if s in now and now[s] != t),
+        "store_lost": int(stats["store_lost"]),
+        "seqs_in_lost_gaps": sum(b - a + 1 for a, b in gaps),
+    }
+
+
+def measure_disk_full() -> Figures:
+    if os.geteuid() != 0:
+        return {"skipped": "needs root to mount a tmpfs"}
+    with tempfile.TemporaryDirectory(prefix="logcast-faults-") as folder:
+        tmp = Path(folder)
+        disk = tmp / "data"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+        try:
+            server = serve(tmp, _config(tmp, "steady", STEADY, "memory_lines = 2000"))
+            try:
+                with _client(server) as client:
+
+                    def stats() -> dict[str, Any]:
+                        body = client.get("/api/logs/stats").json()
+                        return {**body["processes"]["steady"], "errors": body["store"]["errors"]}
+
+                    _wait(lambda: stats()["errors"] > 0)
+                    claimed_beyond = 0
+                    deadline = time.monotonic() + 3
+                    while time.monotonic() < deadline:
+                        s = stats()
+                        held = max((r["seq"] for r in _history(client, "steady")), default=0)
+                        claimed_beyond = max(claimed_beyond, int(s["persisted_seq"]) - held)
+                    subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+                    client.post("/api/processes/steady/stop")
+                    _wait(lambda: stats()["pending"] == 0)
+                    final = stats()
+                    seqs = [r["seq"] for r in _history(client, "steady")]
+            finally:
+                server.stop()
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+    return {
+        "holes_in_history": int(final["last_seq"]) - len(seqs),
+        "store_lost": int(final["store_lost"]),
+        "persisted_seq_claimed_beyond_store": max(0, claimed_beyond),
+    }
+
+
+def measure_last_line(runs: int = 10) -> Figures:
+    with tempfile.TemporaryDirectory(prefix="logcast-faults-") as folder:
+        tmp = Path(folder)
+        extra = "memory_lines = 5000\n"
+        config = _config(tmp, "burst", BURST, extra)
+        config.write_text(
+            config.read_text() + 'restart = "always"\nbackoff_initial = 0.05\nbackoff_max = 0.05\n'
+        )
+        server = serve(tmp, config)
+        try:
+            with _client(server) as client:
+                _wait(lambda: client.get("/api/processes/burst").json()["run"] > runs, timeout=300)
+                client.post("/api/processes/burst/stop")
+                records = _history(client, "burst")
+        finally:
+            server.stop()
+    finished = {r["run"] for r in records if r["stream"] == "system" and "exited" in r["message"]}
+    out = sum(1 for r in records if r["run"] in finished and r["stream"] == "stdout")
+    err = sum(1 for r in records if r["run"] in finished and r["stream"] == "stderr")
+    return {
+        "runs": len(finished),
+        "lines_written": len(finished) * 200_001,
+        "stdout_lines_missing": len(finished) * 200_000 - out,
+        "stderr_last_lines_missing": len(finished) - err,
+    }
+
+
+MEASURES: dict[str, Callable[[], Figures]] = {
+    "regex": measure_regex,
+    "sigkill": measure_sigkill,
+    "disk_full": measure_disk_full,
+    "last_line": measure_last_line,
+    "streams": lambda: _faults_streams.measure(sys.executable),
+    "heads": lambda: _faults_security.measure(sys.executable),
+}
+
+
+def _median(values: list[float | int | str]) -> float | int | str:
+    if all(isinstance(v, int | float) for v in values):
+        m = statistics.median(values)  # type: ignore[type-var]
+        return round(m, 3) if isinstance(m, float) else m
+    return values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default=",".join(MEASURES), help="comma-separated: " + ", ".join(MEASURES))
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE.parent))  # tests.e2e.sse
+    for name in args.only.split(","):
+        results = [MEASURES[name]() for _ in range(args.runs)]
+        print(f"\n{name} (median of {args.runs})")
+        for key in results[0]:
+            values = [r[key] for r in results]
+            runs = ", ".join(str(v) for v in values)
+            print(f"  {key:40} {_median(values)!s:>10}   runs: {runs}")
+
+
+if __name__ == "__main__":
+    main()
