@@ -210,9 +210,8 @@ def measure_regex() -> Figures:
 
 
 def measure_sigkill() -> Figures:
-    from tests.e2e.sse import messages  # the tests' independent SSE parser
-
     import httpx
+    from tests.e2e.sse import messages  # the tests' independent SSE parser
 
     with tempfile.TemporaryDirectory(prefix="logcast-faults-") as folder:
         tmp = Path(folder)
