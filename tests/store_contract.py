@@ -394,3 +394,16 @@ class StoreContract:
         assert await store.read("proc-3") == []
         assert len(await store.read("proc-4")) == 20
         assert (await store.meta("proc-3")).last_seq == 20
+
+    async def test_reservations_survive_reopening(self, factory: Factory) -> None:
+        async with opened(factory) as store:
+            await asyncio.to_thread(store.reserve, {"p": 500, "never-written": 30})
+            await write(store, [rec(seq) for seq in range(1, 4)])
+            await asyncio.to_thread(store.reserve, {"p": 900})
+            assert (await store.meta("p")).reserved == 900
+        async with opened(factory) as store:
+            meta = await store.meta("p")
+            assert (meta.last_seq, meta.reserved) == (3, 900)
+            assert (await store.meta("never-written")).reserved == 30
+            assert "never-written" in await store.processes()
+            assert (await store.meta("nobody")).reserved == 0

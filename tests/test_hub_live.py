@@ -392,14 +392,14 @@ async def test_text_wire_for_status_records() -> None:
         hub.status("app", 1, ProcessState.RUNNING, "started pid 7")
         batch = await sub.take_live(10, WS_TEXT.name, WS_TEXT.encode)
         assert batch is not None
-        assert [e[2:] for e in batch.encoded] == [b"line 1", b"[logcast] app: started pid 7"]
+        assert [e[2:] for e in batch.encoded] == [b"line 1\n", b"[logcast] app: started pid 7\n"]
         assert [r.message for r in batch.statuses] == ["started pid 7"]  # the last record of the batch
         hub.status("app", 1, ProcessState.EXITED, "exited 0")
         write(hub, 5, 1)
         batch = await sub.take_live(1, WS_TEXT.name, WS_TEXT.encode)
         assert batch is not None and [r.state for r in batch.statuses] == [ProcessState.EXITED]
         batch = await sub.take_live(1, WS_TEXT.name, WS_TEXT.encode)
-        assert batch is not None and batch.statuses == [] and batch.encoded == [b"\x81\x06line 5"]
+        assert batch is not None and batch.statuses == [] and batch.encoded == [b"\x81\x07line 5\n"]
     finally:
         await hub.close()
 

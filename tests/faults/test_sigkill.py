@@ -12,6 +12,7 @@ with `Last-Event-ID` goes on after its last seq without a repeat.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import signal
 import sqlite3
@@ -21,8 +22,11 @@ from collections.abc import Callable
 
 import httpx
 
+from logcast.client import Client
+from logcast.types import EventType
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import Message, messages
+from tests.e2e.test_tail import Tail
 
 FLOOD = """
 import os, sys, time
@@ -116,6 +120,19 @@ def test_sigkill_mid_flood_never_renames_a_line(make_server: Callable[..., Serve
     seqs = [m.seq for m in resumed if m.seq is not None and m.type != "historical_complete"]
     assert all(s > top for s in seqs)
     assert len(missing) >= 10_000  # the client held lines the store never got
-    if missing:
-        restart_notes = [text for text in now.values() if "were lost" in text]
-        assert restart_notes, "the restart did not say what was lost"
+    restart_notes = [text for text in now.values() if "were lost" in text]
+    assert restart_notes, "the restart did not say what was lost"
+    # the Python client and `logcast tail` both say so too
+    first_gap = gaps[0]
+    with contextlib.closing(
+        Client(server.url).stream("flood", after=first_gap[0] - 2, reconnect=False)
+    ) as events:
+        gap = next(e for e in events if e.type is EventType.GAP)
+    assert (gap.gap_from, gap.gap_to, gap.reason) == (*first_gap, "lost")
+    # `logcast tail` waits for a process to run before it streams
+    httpx.post(server.url + "/api/processes/flood/start", timeout=10).raise_for_status()
+    tail = Tail(["flood", "--url", server.url, "--lines", "10000000"], server.dir)
+    try:
+        tail.wait_out(lambda out: any("lost" in line and "missed" in line for line in out), timeout=60)
+    finally:
+        tail.kill()

@@ -41,7 +41,7 @@ class Event:
     `log` is set for `historical`, `realtime` and `status`; `seq` is the event's sequence
     number (the record's, or the last history line's for `historical_complete`);
     `gap_from`..`gap_to` are the lines that will not arrive, `reason` says why
-    (`retention`, `slow`, `cleared`). For `connection` events `message` is the
+    (`retention`, `slow`, `cleared`, `lost`). For `connection` events `message` is the
     `ConnectionState`, `reason` the cause, `attempt` the failed attempts in a row and
     `retry_in` the seconds before the next one (None once the client gives up).
     """

@@ -453,7 +453,7 @@ async def log_stats(rt: RT) -> dict[str, Any]:
             "written": store.written,
             "errors": store.errors,
             "last_error": store.last_error,
-            "pending": sum(max(0, p["last_seq"] - p["persisted_seq"]) for p in per.values()),
+            "pending": sum(p["pending"] for p in per.values()),
         },
         "success": True,
         "stats": {

@@ -100,7 +100,12 @@ export function plainText(entry) {
 
 export function gapText(entry) {
   const n = entry.to - entry.from + 1;
-  const reasons = { retention: "they left retention", slow: "the stream fell too far behind", cleared: "history was cleared" };
+  const reasons = {
+    retention: "they left retention",
+    slow: "the stream fell too far behind",
+    cleared: "history was cleared",
+    lost: "logcast lost them before they were stored",
+  };
   const why = reasons[entry.reason] ? ` — ${reasons[entry.reason]}` : "";
   return `⚠ ${n.toLocaleString("en-US")} line${n === 1 ? "" : "s"} missed (${entry.from}–${entry.to})${why}`;
 }
