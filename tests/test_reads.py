@@ -184,3 +184,14 @@ async def test_sqlite_searches_on_re2_within_the_window(tmp_path: Path) -> None:
         assert await store.tail("app", 5, query=query, before=5000) == []
     finally:
         await store.close()
+
+
+async def test_a_tail_can_look_through_the_whole_history(small_scan: None) -> None:
+    hub = await _hub(MemoryStore(), 400, 100)
+    try:
+        query = Query(text="line 7 ")
+        assert await hub.tail("app", 1, query=query, scan=60) == []  # beyond the window
+        found = await hub.tail("app", 1, query=query, scan=None)
+        assert [r.seq for r in found] == [7]
+    finally:
+        await hub.close()

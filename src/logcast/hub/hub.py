@@ -716,10 +716,17 @@ class Hub:
         return await self._history(plog).tail(plog.cleared_upto, last, n, query or Query())
 
     async def tail(
-        self, process: str, n: int, *, before: int | None = None, query: Query | None = None
+        self,
+        process: str,
+        n: int,
+        *,
+        before: int | None = None,
+        query: Query | None = None,
+        scan: int | None = BACKLOG_SCAN,
     ) -> list[LogRecord]:
         """The last `n` (at most `BACKLOG_MAX`) matching records with seq <= before,
-        oldest first; a filtered one looks back at most `BACKLOG_SCAN` records."""
+        oldest first; a filtered one looks back at most `scan` records (None: through
+        the whole history, one bounded window at a time)."""
         n = min(n, BACKLOG_MAX)
         plog = self.get(process)
         top = plog.last_seq if before is None else min(before, plog.last_seq)
@@ -729,7 +736,7 @@ class Hub:
         while len(out) < n:
             page = await self.tail_page(process, n - len(out), before=pos, query=query)
             out[:0] = page.records
-            if page.before is None or not filtered or top - page.before >= BACKLOG_SCAN:
+            if page.before is None or not filtered or (scan is not None and top - page.before >= scan):
                 break
             pos = page.before
         return out

@@ -112,10 +112,10 @@ class History:
         more = len(out) >= limit or pos < last
         return Page(out, pos if more else None, pos)
 
-    async def tail(self, floor: int, before: int, n: int, query: Query, scan: int = SCAN_ROWS) -> TailPage:
+    async def tail(self, floor: int, before: int, n: int, query: Query) -> TailPage:
         """The last `n` matching records with `floor` < seq <= `before`, looking at no
-        more than `scan` records when filtering."""
-        low = floor if query.is_empty else max(floor, before - scan)
+        more than `SCAN_ROWS` records when filtering."""
+        low = floor if query.is_empty else max(floor, before - SCAN_ROWS)
         picked: list[LogRecord] = []  # newest first
         pos = before  # every seq above here has been looked at
         while pos > low and len(picked) < n:

@@ -493,7 +493,8 @@ async def clear_logs(
         message = f"cleared the logs of {name}"
     else:
         cutoff = time.time() - keep_minutes * 60.0
-        older = await rt.hub.tail(name, 1, query=LogQuery(until=cutoff))
+        # the whole history may lie between now and the cutoff: look back as far as it goes
+        older = await rt.hub.tail(name, 1, query=LogQuery(until=cutoff), scan=None)
         if older:
             upto = await rt.hub.clear(name, upto=older[-1].seq)
         else:
