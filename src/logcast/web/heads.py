@@ -174,14 +174,17 @@ class HeadWatch:
         transport.close()
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with `HeadLimits`."""
+class _WatchesHeads:
+    """What both protocols do alike: a `HeadWatch` per connection, armed at once."""
 
     limits: ClassVar[HeadLimits] = HeadLimits()
     head: HeadWatch
+    loop: asyncio.AbstractEventLoop
+    server_state: ServerState
+    client: tuple[str, int] | None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self.head = HeadWatch(
             self.loop, transport, self.limits, self.server_state.default_headers, self.client
         )
@@ -189,7 +192,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.head.cancel()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class LimitedHttpToolsProtocol(_WatchesHeads, HttpToolsProtocol):  # type: ignore[misc]
+    """uvicorn's httptools protocol with `HeadLimits`."""
 
     def data_received(self, data: bytes) -> None:
         head = self.head
@@ -250,11 +257,9 @@ class _LimitedH11Connection(h11.Connection):
         return event
 
 
-class LimitedH11Protocol(H11Protocol):
+class LimitedH11Protocol(_WatchesHeads, H11Protocol):  # type: ignore[misc]
     """uvicorn's h11 protocol with `HeadLimits` (the fallback without httptools)."""
 
-    limits: ClassVar[HeadLimits] = HeadLimits()
-    head: HeadWatch
     conn: _LimitedH11Connection
 
     def __init__(
@@ -266,17 +271,6 @@ class LimitedH11Protocol(H11Protocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.conn = _LimitedH11Connection(self.limits)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.head = HeadWatch(
-            self.loop, transport, self.limits, self.server_state.default_headers, self.client
-        )
-        self.head.begin(arm=True)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.head.cancel()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         head = self.head
