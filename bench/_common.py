@@ -327,24 +327,76 @@ def start_logcast(tmp: Path, processes: dict[str, list[str]], timeout: float = 3
     return serve(tmp, config, timeout)
 
 
-def serve(tmp: Path, config: Path, timeout: float = 30.0) -> Server:
-    """`logcast serve -c config` on a free port, in its own session, logging to
-    `tmp/server.log`; returned once `/healthz` answers."""
+def serve(
+    tmp: Path,
+    config: Path,
+    timeout: float = 30.0,
+    *,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """`logcast serve -c config` (run by `python`, with `env` added to the environment)
+    on a free port, in its own session, logging to `tmp/server.log`; returned once
+    `/healthz` answers."""
     port = free_port()
     log_path = tmp / "server.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
+            [python, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
             cwd=tmp,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=_env(),
+            env={**_env(), **(env or {})},
         )
     server = Server("logcast", proc, port, log_path)
-    _wait_healthy(server, timeout)
+    try:
+        _wait_healthy(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
     return server
+
+
+class HealthzProbe(threading.Thread):
+    """`GET /healthz` every `every` seconds until `stop` is set: each answer's time
+    (`times`), the failures, and `sample()` called after each answer (for figures to
+    take alongside, such as the server's RSS)."""
+
+    def __init__(self, url: str, every: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.every = every
+        self.times: list[float] = []
+        self.failures = 0
+        self.stop = threading.Event()
+
+    @property
+    def worst(self) -> float:
+        return max(self.times, default=0.0)
+
+    @property
+    def answers(self) -> int:
+        return len(self.times) - self.failures
+
+    def sample(self) -> None:
+        pass
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10.0, trust_env=False) as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:
+                    ok = client.get(self.url + "/healthz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.times.append(time.perf_counter() - started)
+                self.failures += not ok
+                self.sample()
+                self.stop.wait(self.every)
 
 
 def start_naive(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:

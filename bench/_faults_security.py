@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,36 +24,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import Server, _env, _wait_healthy, free_port  # noqa: E402
+from _common import HealthzProbe, serve  # noqa: E402
 
 SLOWLORIS = 50
 BIG_HEADER = 64 << 20
 MANY_HEADERS = 10_000
-
-
-class _Healthz(threading.Thread):
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.worst = 0.0
-        self.answers = 0
-        self.failures = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=5.0, trust_env=False) as client:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                try:
-                    ok = client.get(self.url + "/healthz").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.worst = max(self.worst, time.perf_counter() - started)
-                self.answers += ok
-                self.failures += not ok
-                self.stop.wait(0.02)
 
 
 def _status(answer: bytes) -> int | str:
@@ -129,31 +103,19 @@ def measure(python: str) -> dict[str, float | int | str]:
         config = tmp / "logcast.toml"
         sleeper = json.dumps([python, "-c", "import time; time.sleep(600)"])
         config.write_text(f'[storage]\ndir = "{tmp / "data"}"\n\n[process.app]\ncommand = {sleeper}\n')
-        port = free_port()
-        log_path = tmp / "server.log"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [python, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
-                cwd=tmp,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=_env(),
-            )
-        server = Server("logcast", proc, port, log_path)
+        server = serve(tmp, config, python=python)
         try:
-            _wait_healthy(server, 30.0)
-            healthz = _Healthz(server.url)
+            healthz = HealthzProbe(server.url)
             healthz.start()
             slow: list[tuple[float, int | str]] = []
             slow_threads = [
-                threading.Thread(target=_slowloris, args=(port, slow), daemon=True) for _ in range(SLOWLORIS)
+                threading.Thread(target=_slowloris, args=(server.port, slow), daemon=True)
+                for _ in range(SLOWLORIS)
             ]
             for thread in slow_threads:
                 thread.start()
-            big_status, big_seconds = _refused(port, _big_header())
-            many_status, many_seconds = _refused(port, _many_headers())
+            big_status, big_seconds = _refused(server.port, _big_header())
+            many_status, many_seconds = _refused(server.port, _many_headers())
             for thread in slow_threads:
                 thread.join(90)
             healthz.stop.set()

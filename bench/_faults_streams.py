@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import Server, _env, _wait_healthy, free_port  # noqa: E402
+from _common import HealthzProbe, serve  # noqa: E402
 
 STALLED = 300
 SEND_TIMEOUT = 5.0
@@ -62,34 +60,18 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-class _Probe(threading.Thread):
+class _Probe(HealthzProbe):
     """`/healthz` every 20 ms; the server's RSS and fds at each answer."""
 
     def __init__(self, url: str, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.url = url
+        super().__init__(url)
         self.pid = pid
-        self.times: list[float] = []
-        self.failures = 0
         self.peak_rss = 0
         self.peak_fds = 0
-        self.stop = threading.Event()
 
-    def run(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=10.0, trust_env=False) as client:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                try:
-                    ok = client.get(self.url + "/healthz").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.times.append(time.perf_counter() - started)
-                self.failures += not ok
-                self.peak_rss = max(self.peak_rss, _rss(self.pid))
-                self.peak_fds = max(self.peak_fds, _fds(self.pid))
-                self.stop.wait(0.02)
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, _rss(self.pid))
+        self.peak_fds = max(self.peak_fds, _fds(self.pid))
 
 
 def _stalled_sse(port: int) -> socket.socket:
@@ -133,25 +115,10 @@ def measure(python: str) -> dict[str, float | int | str]:
             f"[storage]\ndir = {json.dumps(str(tmp / 'data'))}\nmemory_lines = 20000\n\n"
             f'[process.flood]\ncommand = {json.dumps([python, "-u", "-c", FLOOD])}\nrestart = "never"\n'
         )
-        port = free_port()
-        log_path = tmp / "server.log"
-        env = _env()
-        env["LOGCAST_SEND_TIMEOUT"] = str(SEND_TIMEOUT)
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [python, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
-                cwd=tmp,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
-        server = Server("logcast", proc, port, log_path)
+        server = serve(tmp, config, python=python, env={"LOGCAST_SEND_TIMEOUT": str(SEND_TIMEOUT)})
         stalled: list[socket.socket] = []
         try:
-            _wait_healthy(server, 30.0)
-            pid = proc.pid
+            pid = server.pid
             if not _wait(lambda: _lines(server.url) > 30_000, 60):
                 raise RuntimeError("the flood did not fill the memory tail")
             probe = _Probe(server.url, pid)
@@ -161,7 +128,7 @@ def measure(python: str) -> dict[str, float | int | str]:
             skip = len(probe.times)
             opened: list[float] = []
             for _ in range(STALLED):
-                stalled.append(_stalled_sse(port))
+                stalled.append(_stalled_sse(server.port))
                 opened.append(time.monotonic())
             reset_after: dict[int, float] = {}
             deadline = time.monotonic() + SEND_TIMEOUT + 60
@@ -177,7 +144,7 @@ def measure(python: str) -> dict[str, float | int | str]:
             probe.stop.set()
             probe.join(10)
             healthz = probe.times[skip:]
-            cut = log_path.read_text(errors="replace").count("stopped reading")
+            cut = server.log_path.read_text(errors="replace").count("stopped reading")
         finally:
             for s in stalled:
                 s.close()

@@ -46,43 +46,18 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for folder in (HERE, HERE.parent):  # bench's helpers; the fault tests' children and SSE parser
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import _faults_security  # noqa: E402
 import _faults_streams  # noqa: E402
-from _common import Server, serve  # noqa: E402
+from _common import HealthzProbe, Server, serve  # noqa: E402
+from tests.e2e.sse import messages  # noqa: E402
+from tests.faults.test_regex_stall import FLOOD as STEADY  # noqa: E402  (20,000 lines/s, timestamped)
+from tests.faults.test_sigkill import FLOOD  # noqa: E402
 
 Figures = dict[str, float | int | str]
-
-STEADY = """
-import sys, time
-out = sys.stdout
-i = 0
-start = time.monotonic()
-while True:
-    now = time.monotonic()
-    due = int((now - start) * 20000)
-    lines = []
-    while i < due:
-        lines.append(f"{now:.6f} line {i:09d} " + "x" * 48 + "\\n")
-        i += 1
-    if lines:
-        out.write("".join(lines))
-        out.flush()
-    time.sleep(0.001)
-"""
-
-FLOOD = """
-import os, sys, time
-pid = os.getpid()
-i = 0
-while True:
-    sys.stdout.write("".join(f"{pid} {i + k:09d} " + "f" * 70 + "\\n" for k in range(100)))
-    sys.stdout.flush()
-    i += 100
-    time.sleep(0.002)
-"""
 
 BURST = """
 import os, sys
@@ -129,29 +104,11 @@ def _history(client: Any, name: str, after: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-class _Healthz(threading.Thread):
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.worst = 0.0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=30.0, trust_env=False) as client:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                client.get(self.url + "/healthz")
-                self.worst = max(self.worst, time.perf_counter() - started)
-                self.stop.wait(0.05)
-
-
 def _window(server: Server, seconds: float, work: Callable[[], None] | None) -> tuple[float, float]:
     """/healthz worst latency and the child's longest stall over `seconds` (with `work` running)."""
     with _client(server) as client:
         start = client.get("/api/processes/steady").json()["last_seq"]
-        healthz = _Healthz(server.url)
+        healthz = HealthzProbe(server.url, every=0.05)
         healthz.start()
         begun = time.monotonic()
         if work is not None:
@@ -211,7 +168,6 @@ def measure_regex() -> Figures:
 
 def measure_sigkill() -> Figures:
     import httpx
-    from tests.e2e.sse import messages  # the tests' independent SSE parser
 
     with tempfile.TemporaryDirectory(prefix="logcast-faults-") as folder:
         tmp = Path(folder)
@@ -368,7 +324,6 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(MEASURES), help="comma-separated: " + ", ".join(MEASURES))
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE.parent))  # tests.e2e.sse
     for name in args.only.split(","):
         results = [MEASURES[name]() for _ in range(args.runs)]
         print(f"\n{name} (median of {args.runs})")
