@@ -57,9 +57,8 @@ from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stre
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 20_000
-RESERVE_MIN = 10_000  # seqs reserved ahead of the last one handed out, at least
+RESERVE_MIN = 1_000  # seqs reserved ahead of the last one numbered, at least
 RESERVE_MAX = 2_000_000  # and at most
-STATUS_SLACK = 1_000  # reserved seqs that only status records use (they never wait)
 LOST_RANGES = 1024  # lost seq ranges remembered per process (for the gaps' reason)
 BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
 BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
@@ -130,8 +129,7 @@ class ProcessLog:
     next_seq: int = 1
     persisted: int = 0  # highest seq the store holds (or that was given up on)
     committed: int = 0  # highest seq the store has committed
-    reserved: int = 0  # seqs up to here may be handed out (the store holds this mark)
-    wanted: int = 0  # a capture thread waits for a reservation up to here
+    reserved: int = 0  # seqs up to here may be shown to readers (the store holds this mark)
     writing: int = 0  # highest seq the writer has taken and is writing now
     cleared_upto: int = 0
     lines: int = 0
@@ -152,6 +150,12 @@ class ProcessLog:
     @property
     def last_seq(self) -> int:
         return self.next_seq - 1
+
+    @property
+    def visible_seq(self) -> int:
+        """The last seq a reader may be given: one the store has reserved or committed,
+        so that no restart can give its number to another line."""
+        return min(self.next_seq - 1, max(self.reserved, self.committed))
 
     def lose(self, start: int, end: int) -> None:
         """Seqs `start`..`end` were handed out but will never be stored (lock held).
@@ -328,8 +332,6 @@ class Hub:
             self._await_writer(plog)
         texts, levels, partial = lines
         n = len(texts)
-        if plog.next_seq + n + STATUS_SLACK > plog.reserved:
-            self._await_reservation(plog, n)
         joined = "".join(texts)
         nbytes = partial.count(False) + (
             len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
@@ -372,8 +374,9 @@ class Hub:
             now = time.monotonic()
             if not samples or now - samples[-1][0] >= 0.5:
                 samples.append((now, plog.lines))
-                if (plog.reserved - plog.next_seq) * 2 < plog.reservation_lead(now):
-                    self._want_reservation.set()
+            short = (plog.reserved - plog.next_seq) * 2 < RESERVE_MIN
+        if short:
+            self._want_reservation.set()
         self._announce(process)
 
     def status(
@@ -397,25 +400,19 @@ class Hub:
                 plog.last_error = message
             plog.ring.extend([record], [len(message) + 64], status=True)
             self._trim(plog)
-            if plog.next_seq + STATUS_SLACK > plog.reserved:
-                self._want_reservation.set()
+            short = (plog.reserved - plog.next_seq) * 2 < RESERVE_MIN
+        if short:
+            self._want_reservation.set()
         self._announce(process)
 
-    def _await_reservation(self, plog: ProcessLog, n: int) -> None:
-        """Hold a capture thread until seqs for `n` more lines are reserved in the store
-        (the reserver keeps two seconds of output reserved ahead, so this waits only
-        while a reservation is being written, or cannot be)."""
-        need = plog.next_seq + n + STATUS_SLACK
-        with plog.lock:
-            plog.wanted = max(plog.wanted, need)
-        while plog.reserved < need and not self._stopping.is_set():
-            self._want_reservation.set()
-            with self._room:
-                if plog.reserved < need:
-                    self._room.wait(0.1)
-
     def _reserve_loop(self) -> None:
-        """The reserver thread: keeps every process's reservation ahead of its numbers."""
+        """The reserver thread: keeps every process's reservation ahead of its numbers.
+
+        Capture never waits for it: lines are numbered, kept and written whatever the
+        reservation, but a reader is given no seq above `visible_seq` (reserved or
+        committed). Two seconds of output are reserved ahead, so readers normally do not
+        notice; while the reservation cannot be written (a failing disk, Redis away)
+        new lines wait in memory for readers, and show once it can, or once stored."""
         backoff = 0.0
         while not self._stopping.is_set():
             self._want_reservation.wait(timeout=0.5)
@@ -425,8 +422,8 @@ class Hub:
             for plog in list(self._logs.values()):
                 with plog.lock:
                     lead = plog.reservation_lead(now)
-                    if (plog.reserved - plog.next_seq) * 2 < lead or plog.wanted > plog.reserved:
-                        marks[plog.name] = max(plog.next_seq + lead, plog.wanted)
+                    if (plog.reserved - plog.next_seq) * 2 < lead:
+                        marks[plog.name] = plog.next_seq + lead
             if not marks:
                 continue
             try:
@@ -434,7 +431,9 @@ class Hub:
             except StoreError as exc:
                 backoff = min(max(backoff * 2, 0.05), 2.0)
                 log.error(
-                    "cannot reserve sequence numbers (%s); capture waits; retrying in %.2fs", exc, backoff
+                    "cannot reserve sequence numbers (%s); new lines wait in memory for readers; retrying in %.2fs",
+                    exc,
+                    backoff,
                 )
                 self._stopping.wait(backoff)
                 self._want_reservation.set()
@@ -443,8 +442,10 @@ class Hub:
             for name, mark in marks.items():
                 plog = self._logs[name]
                 with plog.lock:
+                    hidden = plog.visible_seq < plog.last_seq
                     plog.reserved = max(plog.reserved, mark)
-            self._release_held()
+                if hidden:
+                    self._announce(name)  # lines that waited for this are visible now
 
     def _await_writer(self, plog: ProcessLog) -> None:
         """Hold a capture thread while its ring is over its bounds with lines the store
@@ -480,17 +481,18 @@ class Hub:
         if not excess:
             return
         first = ring.first_seq or 0
-        # records the writer holds already are as good as persisted (if their write fails,
-        # readers still get a gap for them: the store will not have them)
-        persisted_room = max(0, max(plog.persisted, plog.writing) - first + 1)
+        # Only what the store has committed goes: records in a write still in flight stay
+        # until it commits, so that a reader never finds them in neither ring nor store.
+        persisted_room = max(0, plog.persisted - first + 1)
         hard = len(ring) - PENDING_FACTOR * ring.max_lines
         n = max(min(excess, persisted_room), hard, 0)
         if ring.bytes > PENDING_FACTOR * ring.max_bytes:
             n = max(n, excess)
-        if n > persisted_room:
+        taken = max(persisted_room, plog.writing - first + 1)
+        if n > taken:
             # never written and never will be; records in a write in flight are counted
             # by the writer if that write fails (`_write_round`)
-            plog.lose(first + persisted_room, first + n - 1)
+            plog.lose(first + taken, first + n - 1)
         ring.drop(n)
 
     def _announce(self, process: str) -> None:
@@ -655,7 +657,7 @@ class Hub:
         query = query or Query()
         sub = Subscription(self, plog, query)
         with plog.lock:
-            until = plog.last_seq
+            until = plog.visible_seq
             ring_first = plog.ring.first_seq
             plog.subscribers.add(sub)
         sub.until = until
@@ -696,7 +698,7 @@ class Hub:
         no more than `SCAN_ROWS` records and says where to go on (`reads.py`)."""
         plog = self.get(process)
         after = max(after, plog.cleared_upto)
-        return await self._history(plog).page(after, plog.last_seq, limit, query or Query())
+        return await self._history(plog).page(after, plog.visible_seq, limit, query or Query())
 
     async def page(
         self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
@@ -710,7 +712,7 @@ class Hub:
         """The last `n` matching records with seq <= before, oldest first; a filtered
         read looks back at no more than `SCAN_ROWS` records (`reads.py`)."""
         plog = self.get(process)
-        last = plog.last_seq if before is None else min(before, plog.last_seq)
+        last = plog.visible_seq if before is None else min(before, plog.visible_seq)
         if n <= 0:
             return TailPage([], last if last > plog.cleared_upto else None)
         return await self._history(plog).tail(plog.cleared_upto, last, n, query or Query())
@@ -729,7 +731,7 @@ class Hub:
         the whole history, one bounded window at a time)."""
         n = min(n, BACKLOG_MAX)
         plog = self.get(process)
-        top = plog.last_seq if before is None else min(before, plog.last_seq)
+        top = plog.visible_seq if before is None else min(before, plog.visible_seq)
         filtered = query is not None and not query.is_empty
         out: list[LogRecord] = []
         pos = top
@@ -778,7 +780,7 @@ class Hub:
         plog = self.get(process)
         now = time.monotonic()
         with plog.lock:
-            last = plog.last_seq
+            last = plog.visible_seq
             behind = sorted(max(0, last - sub.cursor) for sub in plog.subscribers)
             return {
                 "lines": plog.lines,
@@ -909,11 +911,11 @@ class Subscription:
         with plog.lock:
             ring = plog.ring
             first = ring.first_seq
-            last = plog.last_seq
+            last = plog.visible_seq
             mark = plog.cleared_upto
             in_ring = first is not None and cursor + 1 >= first
             if in_ring:
-                records = ring.since(cursor, limit)
+                records = ring.since(cursor, min(limit, last - cursor)) if last > cursor else []
                 if not records:
                     return LiveBatch([], [], cursor)
                 cached = ring.encodings(fmt, records[0].seq, len(records))
@@ -959,10 +961,11 @@ class Subscription:
             out.append((EventType.HISTORICAL_COMPLETE, self.until))
         plog = self.plog
         with plog.lock:
-            last = plog.last_seq
+            last = plog.visible_seq
             ring_first = plog.ring.first_seq
             in_ring = ring_first is not None and self.cursor + 1 >= ring_first
-            records = plog.ring.since(self.cursor, limit) if in_ring else []
+            room = min(limit, last - self.cursor)
+            records = plog.ring.since(self.cursor, room) if in_ring and room > 0 else []
             cleared = plog.cleared_upto
         if self.cursor >= last:
             return out
@@ -975,7 +978,7 @@ class Subscription:
             if not records:
                 with plog.lock:
                     ring_first = plog.ring.first_seq
-                    last = plog.last_seq
+                    last = plog.visible_seq
                 end = (ring_first - 1) if ring_first is not None else last
                 if end > self.cursor:
                     out.append(self._gap(self.cursor + 1, end))

@@ -25,7 +25,7 @@ from logcast.store.base import Store
 from logcast.types import LogRecord
 
 SCAN_ROWS = 200_000  # records a filtered read looks at per call
-SCAN_CHUNK = 10_000  # ring records filtered between two turns of the event loop
+SCAN_CHUNK = 2_000  # ring records filtered between two turns of the event loop
 
 
 @dataclass(frozen=True, slots=True)
