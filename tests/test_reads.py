@@ -153,6 +153,7 @@ def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
         ("\ud800", "not valid Unicode"),
         ("a" * 1001, "longer than 1000"),
         ("a{1000}{1000}", "bad repetition"),
+        ("(.{1000}.{1000})z", "too complex"),
     ],
 )
 def test_a_refused_pattern_says_why(pattern: str, reason: str) -> None:
@@ -193,5 +194,39 @@ async def test_a_tail_can_look_through_the_whole_history(small_scan: None) -> No
         assert await hub.tail("app", 1, query=query, scan=60) == []  # beyond the window
         found = await hub.tail("app", 1, query=query, scan=None)
         assert [r.seq for r in found] == [7]
+    finally:
+        await hub.close()
+
+
+async def test_a_search_that_runs_out_of_time_says_where_it_got_to(
+    small_scan: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(reads_mod, "clock", lambda: next(ticks) * 0.75)  # every look costs 0.75 s
+    monkeypatch.setattr(reads_mod, "SCAN_CHUNK", 8)
+    hub = await _hub(MemoryStore(), 400, 100)
+    try:
+        query = Query(text="needle")
+        want = _expected(await _all(hub), query)
+        got: list[int] = []
+        cursor: int | None = 0
+        short_windows = 0
+        while cursor is not None:
+            page = await hub.read_page("app", after=cursor, limit=1000, query=query)
+            if page.next is not None and page.cursor - cursor < reads_mod.SCAN_ROWS:
+                short_windows += 1
+            got += [r.seq for r in page.records]
+            cursor = page.next
+        assert got == want
+        assert short_windows > 0  # the deadline, not the window, ended some calls
+        back: list[int] = []
+        before: int | None = None
+        while True:
+            tail = await hub.tail_page("app", 1000, before=before, query=query)
+            back[:0] = [r.seq for r in tail.records]
+            if tail.before is None:
+                break
+            before = tail.before
+        assert back == want
     finally:
         await hub.close()

@@ -12,8 +12,9 @@ shows starts and exits); history pages leave it off.
 A user's `regex` runs on RE2 (`google-re2`), whose matching time is linear in the
 text: Python's `re` backtracks, and one pattern such as `(.+)+z` held the GIL for
 minutes, freezing the server and every capture thread with it. RE2 refuses what it
-cannot match in linear time (backreferences, lookaround); such a pattern is a
-ValueError that says so, which the API turns into a 422.
+cannot match in linear time (backreferences, lookaround), and we refuse what would
+be linear but slow (a large compiled program, as large counted repetitions give);
+such a pattern is a ValueError that says so, which the API turns into a 422.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def parse_levels(spec: str | None) -> frozenset[Level] | None:
 
 
 MAX_PATTERN = 1000  # characters
+MAX_PROGRAM = 2000  # RE2 program size: `(.{1000}.{1000})z` is 16,007 and takes 40 ms a line
 _RE2_MEMORY = 8 << 20  # bytes RE2 may use per pattern for its automata
 
 
@@ -67,6 +69,11 @@ class Regex:
             raise ValueError(
                 f"invalid regex {pattern!r}: {reason} (RE2 syntax: no backreferences, no lookaround)"
             ) from None
+        if self._compiled.programsize > MAX_PROGRAM:
+            raise ValueError(
+                f"regex {pattern!r} is too complex (RE2 program size {self._compiled.programsize},"
+                f" at most {MAX_PROGRAM}): use smaller repetition counts"
+            )
         self.pattern = pattern
 
     def search(self, text: str) -> bool:

@@ -7,16 +7,19 @@ seq, so no record comes twice.
 A filtered read (a level, a text, a regex, a time range) may match nothing in five
 million lines; done in one go it would hold a thread, and on the ring the event
 loop, for as long as that takes. So every call looks at no more than `SCAN_ROWS`
-records (its *window* in seq), and says where it stopped: a forward page's `next`
-continues after the last record looked at, a tail's `before` continues below the
-oldest one. The ring is filtered `SCAN_CHUNK` records at a time with a turn of the
-event loop in between; the store filters in its own threads.
+records (its *window* in seq) and for no longer than `SEARCH_SECONDS`, and says where
+it stopped: a forward page's `next` continues after the last record looked at, a
+tail's `before` continues below the oldest one. The ring is filtered in filter
+threads (`SCAN_CHUNK` records at a time; the loop only waits), the store in its own
+search threads, `STORE_STEP` records a query, with the deadline looked at in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from logcast.hub.ring import Ring
@@ -25,7 +28,13 @@ from logcast.store.base import Store
 from logcast.types import LogRecord
 
 SCAN_ROWS = 200_000  # records a filtered read looks at per call
-SCAN_CHUNK = 2_000  # ring records filtered between two turns of the event loop
+SCAN_CHUNK = 10_000  # ring records handed to a filter thread at a time
+STORE_STEP = 20_000  # records one filtered store query looks at
+SEARCH_SECONDS = 2.0  # a filtered call stops looking after this long and says where it got to
+FILTER_THREADS = 2  # ring filters running at once; more wait their turn
+
+clock = time.monotonic
+_FILTERS = ThreadPoolExecutor(FILTER_THREADS, thread_name_prefix="logcast-filter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +89,18 @@ class History:
 
     async def page(self, after: int, last: int, limit: int, query: Query) -> Page:
         """Matching records with `after` < seq <= `last`, oldest first, at most `limit`."""
-        end = last if query.is_empty else min(last, after + SCAN_ROWS)
+        filtered = not query.is_empty
+        end = min(last, after + SCAN_ROWS) if filtered else last
+        deadline = clock() + SEARCH_SECONDS
         out: list[LogRecord] = []
         pos = after  # every seq up to here has been looked at
-        while pos < end and len(out) < limit:
+        while pos < end and len(out) < limit and (not filtered or clock() < deadline):
             chunk = self._ring_since(pos, min(SCAN_CHUNK, end - pos))
             if chunk is None:
                 first = self._ring_first()
                 stop = end if first is None else min(end, first - 1)
+                if filtered:
+                    stop = min(stop, pos + STORE_STEP)
                 got = await self.store.read(
                     self.name, after=pos, limit=limit - len(out), query=query, upto=stop
                 )
@@ -96,45 +109,68 @@ class History:
                 continue
             if not chunk:
                 break
-            if query.is_empty:
+            if not filtered:
                 take = chunk[: limit - len(out)]
                 out += take
                 pos = take[-1].seq
-            else:
-                pos = chunk[-1].seq
-                for record in chunk:
-                    if query.matches(record):
-                        out.append(record)
-                        if len(out) >= limit:
-                            pos = record.seq
-                            break
-                await asyncio.sleep(0)
+                continue
+            found, looked = await _scan(chunk, query, limit - len(out), deadline)
+            out += found
+            pos = chunk[looked - 1].seq if looked else pos
         more = len(out) >= limit or pos < last
         return Page(out, pos if more else None, pos)
 
     async def tail(self, floor: int, before: int, n: int, query: Query) -> TailPage:
         """The last `n` matching records with `floor` < seq <= `before`, looking at no
-        more than `SCAN_ROWS` records when filtering."""
-        low = floor if query.is_empty else max(floor, before - SCAN_ROWS)
+        more than `SCAN_ROWS` records (for `SEARCH_SECONDS` at most) when filtering."""
+        filtered = not query.is_empty
+        low = max(floor, before - SCAN_ROWS) if filtered else floor
+        deadline = clock() + SEARCH_SECONDS
         picked: list[LogRecord] = []  # newest first
         pos = before  # every seq above here has been looked at
-        while pos > low and len(picked) < n:
+        while pos > low and len(picked) < n and (not filtered or clock() < deadline):
             window = self._ring_before(low, pos)
             if window is None:
-                got = await self.store.tail(self.name, n - len(picked), before=pos, query=query, after=low)
+                bottom = max(low, pos - STORE_STEP) if filtered else low
+                got = await self.store.tail(self.name, n - len(picked), before=pos, query=query, after=bottom)
                 picked += reversed(got)
-                pos = got[0].seq - 1 if len(picked) >= n else low
+                pos = got[0].seq - 1 if len(picked) >= n else bottom
                 continue
             if not window:
                 break
-            pos = window[0].seq - 1
-            for record in reversed(window):
-                if query.matches(record):
-                    picked.append(record)
-                    if len(picked) >= n:
-                        pos = record.seq - 1
-                        break
-            if not query.is_empty:
-                await asyncio.sleep(0)
+            if not filtered:
+                take = window[-(n - len(picked)) :]
+                picked += reversed(take)
+                pos = take[0].seq - 1
+                continue
+            newest_first = window[::-1]
+            found, looked = await _scan(newest_first, query, n - len(picked), deadline)
+            picked += found
+            pos = newest_first[looked - 1].seq - 1 if looked else pos
         picked.reverse()
         return TailPage(picked, pos if pos > floor else None)
+
+
+def _matches(
+    records: list[LogRecord], query: Query, want: int, deadline: float
+) -> tuple[list[LogRecord], int]:
+    """The first `want` records of `records` that match, and how many were looked at:
+    all of them, or fewer once `want` were found or the deadline passed."""
+    found: list[LogRecord] = []
+    matches = query.matches
+    for i, record in enumerate(records):
+        if matches(record):
+            found.append(record)
+            if len(found) >= want:
+                return found, i + 1
+        if i % 256 == 255 and clock() > deadline:
+            return found, i + 1
+    return found, len(records)
+
+
+async def _scan(
+    records: list[LogRecord], query: Query, want: int, deadline: float
+) -> tuple[list[LogRecord], int]:
+    """`_matches` in a filter thread: the event loop only waits for it."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_FILTERS, _matches, records, query, want, deadline)
