@@ -151,3 +151,10 @@ def test_logcast_ps_masks_what_an_older_server_left_in_clear() -> None:
         "env": {"HF_TOKEN": MASK, "A": "b"},
     }
     assert masked({"name": "m", "state": "running"}) == {"name": "m", "state": "running"}
+
+
+def test_a_command_inside_one_word_is_masked_too() -> None:
+    shown = mask_command(["sh", "-c", "exec llama-server --api-key hunter2 --port 8080"])
+    assert "hunter2" not in shown and "--port 8080" in shown
+    words = mask_argv(["bash", "-lc", "DB_PASSWORD=pw ./run --token=abc123  --max-tokens 5"])
+    assert words[2] == "DB_PASSWORD=•••••• ./run --token=••••••  --max-tokens 5"

@@ -127,7 +127,14 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
                 continue
         m = _ASSIGNED.match(word)
         if m is not None and is_secret_name(m.group(2)):
-            out.append(m.group(1) + MASK)
+            rest = _SPACE.split(m.group(3), maxsplit=1)
+            if m.group(1).endswith("=") and len(rest) == 3:  # `PW=x ./run …` in one word: go on after it
+                out.append(m.group(1) + MASK + rest[1] + mask_line(rest[2]))
+            else:
+                out.append(m.group(1) + MASK)
+            continue
+        if _SPACE.search(word):  # a whole command in one word (`sh -c "server --api-key X"`)
+            out.append(mask_line(word))
             continue
         flag = _LONG_FLAG.match(word)
         if flag is not None and is_secret_name(flag.group(1)):

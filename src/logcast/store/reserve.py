@@ -7,7 +7,10 @@ so the file is written a few times a second under a flood, not per line.
 
 The file must be writable when the disk is full (capture goes on from memory then,
 and keeps numbering): it has a fixed size, is filled with real bytes when created,
-and is only ever overwritten in place (`pwrite` into blocks it already owns). Two
+and is only ever overwritten in place (`pwrite` into blocks it already owns). On a
+copy-on-write filesystem (btrfs, ZFS) even that needs new blocks; if a reservation
+cannot be written, capture still goes on and readers wait for the new lines until it
+can be, or until they are stored (`Hub._reserve_loop`). Two
 slots are written in turn, each with a generation and a CRC: a write torn by a
 power cut spoils one slot, and the other still holds the previous marks.
 """
@@ -50,6 +53,7 @@ class Reservations:
                 if size < 2 * SLOT:
                     os.pwrite(fd, bytes(2 * SLOT - size), size)  # real bytes: no hole to fill later
                     os.fsync(fd)
+                    _fsync_dir(self.path.parent)  # the new file's name survives a power cut too
                 best: tuple[int, dict[str, int]] = (0, {})
                 for slot in (0, 1):
                     found = _read_slot(fd, slot)
@@ -90,6 +94,14 @@ class Reservations:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_slot(fd: int, slot: int) -> tuple[int, dict[str, int]] | None:
