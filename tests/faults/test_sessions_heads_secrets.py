@@ -85,6 +85,37 @@ def test_each_login_is_a_new_session_and_logout_ends_it(make_server) -> None:  #
     assert _with_cookie(server, "made-up-session-id") == 401
 
 
+def test_a_stream_opened_with_a_session_ends_with_the_session(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(CONFIG, token=TOKEN)
+    session, _ = _login(server)
+    cookie = {"Cookie": f"logcast_session={session}"}
+    ended = threading.Event()
+    events: list[str] = []
+
+    def follow() -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(10.0, read=30.0)) as client,
+                client.stream("GET", server.url + "/api/processes/app/logs/stream", headers=cookie) as stream,
+            ):
+                for line in stream.iter_lines():
+                    events.append(line)
+        except httpx.HTTPError:
+            pass
+        ended.set()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    deadline = time.monotonic() + 10
+    while not any("historical_complete" in e for e in events):
+        assert time.monotonic() < deadline, "the stream did not start"
+        time.sleep(0.05)
+    assert not ended.wait(0.5)  # a live stream stays open while its session lives
+    httpx.post(server.url + "/api/logout", headers=cookie, timeout=10).raise_for_status()
+    assert ended.wait(10), "the stream outlived its session"
+    follower.join(5)
+
+
 def test_an_expired_session_is_refused(make_server) -> None:  # type: ignore[no-untyped-def]
     ttl = 2
     server = make_server(f'[server]\ntoken = "{TOKEN}"\nsession_ttl = {ttl}\n' + CONFIG, token=TOKEN)

@@ -16,9 +16,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import ipaddress
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Iterable
 from http.cookies import SimpleCookie
 from urllib.parse import quote, urlsplit
 
@@ -27,7 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logcast.web.sessions import Sessions
 
+log = logging.getLogger(__name__)
+
 COOKIE = "logcast_session"
+SESSION_RECHECK = 2.0  # seconds between two looks at the session of a long request (a stream)
 SESSIONS_SCOPE_KEY = "logcast.sessions"
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/api/login", "/api/logout", "/api/session", "/login.html", "/favicon.ico"}
@@ -149,27 +155,56 @@ class SecurityMiddleware:
             if not self._same_origin(origin, host or "", scope):
                 await self._refuse(scope, receive, send, 403, "cross-origin request refused")
                 return
-        if self.token and not self._public(path) and not self._authorised(headers):
-            if not is_ws and scope.get("method") == "GET" and path in PAGES:
-                await self._redirect_to_login(scope, send)
+        session: str | None = None
+        if self.token and not self._public(path):
+            allowed, session = self._authorised(headers)
+            if not allowed:
+                if not is_ws and scope.get("method") == "GET" and path in PAGES:
+                    await self._redirect_to_login(scope, send)
+                    return
+                await self._refuse(scope, receive, send, 401, "token missing or wrong", auth=True)
                 return
-            await self._refuse(scope, receive, send, 401, "token missing or wrong", auth=True)
-            return
         if scope["type"] == "http":
             send = _with_headers(send, static=path.startswith("/static/"))
-        await self.app(scope, receive, send)
+        if session is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._while_valid(session, self.app(scope, receive, send))
+
+    async def _while_valid(self, session: str, call: Awaitable[None]) -> None:
+        """Run a request made with a session for as long as that session is valid: a
+        stream opened with it ends within `SESSION_RECHECK` seconds of a logout or of
+        the session's expiry."""
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=SESSION_RECHECK)
+                if done:
+                    return task.result()
+                if not self.sessions.valid(session):
+                    log.info("session ended: closing a request made with it")
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     @staticmethod
     def _public(path: str) -> bool:
         return path in PUBLIC_PATHS or path.startswith("/static/")
 
-    def _authorised(self, headers: dict[str, str]) -> bool:
+    def _authorised(self, headers: dict[str, str]) -> tuple[bool, str | None]:
+        """Whether the request may go on, and the session it was let in with (None for
+        the token)."""
         assert self.token is not None
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
-            return bearer_matches(auth, self.token)
+            return bearer_matches(auth, self.token), None
         session_id = session_cookie(headers.get("cookie"))
-        return session_id is not None and self.sessions.valid(session_id)
+        if session_id is not None and self.sessions.valid(session_id):
+            return True, session_id
+        return False, None
 
     @staticmethod
     def _same_origin(origin: str, host: str, scope: Scope) -> bool:
