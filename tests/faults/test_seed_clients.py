@@ -36,6 +36,7 @@ from websockets.sync.client import connect
 
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import collect, wait_for
+from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
@@ -579,16 +580,6 @@ TICKER = py_command(
         time.sleep(0.05)
     """
 )
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 class SeedSite:

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import socket
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ RSS_MARGIN = 64  # MiB above the baseline that RSS must come back under (+300 be
 STORE_FDS = 12  # at most 6 worker threads x (database, WAL) opened on first use
 MiB = 1024 * 1024
 
-FLOOD = py_command(
+FLOOD_SOURCE = textwrap.dedent(
     """
     import sys, time
     pad = "x" * 150
@@ -56,6 +57,7 @@ FLOOD = py_command(
         time.sleep(0.01)
     """
 )
+FLOOD = py_command(FLOOD_SOURCE)
 
 CONFIG = f"""
 [storage]
