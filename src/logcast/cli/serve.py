@@ -35,7 +35,7 @@ import uvicorn
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
 from logcast.errors import ConfigError
-from logcast.hub import Gap, Hub, tune_runtime
+from logcast.hub import Gap, Hub
 from logcast.types import LogRecord, Stream
 from logcast.web.app import create_app
 from logcast.web.heads import LimitedHttpToolsProtocol
@@ -188,7 +188,7 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
     server = _Server(config, on_exit)
 
     def end_streams() -> None:
-        rt = getattr(app.state, "runtime", None)
+        rt = getattr(app.state, "engine", None)
         loop = getattr(app.state, "loop", None)
         if rt is not None and loop is not None:
             loop.call_soon_threadsafe(rt.end_streams)
@@ -197,15 +197,14 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
 
     async def main() -> None:
         app.state.loop = asyncio.get_running_loop()
-        tune_runtime()
         follower: asyncio.Task[None] | None = None
 
         async def start_echo() -> None:
-            while getattr(app.state, "runtime", None) is None:
+            while getattr(app.state, "engine", None) is None:
                 if server.should_exit:
                     return
                 await asyncio.sleep(0.05)
-            rt = app.state.runtime
+            rt = app.state.engine
             assert echo_printer is not None
             await echo_printer.follow(rt.hub, names, rt.shutdown)
 

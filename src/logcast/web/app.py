@@ -2,7 +2,7 @@
 
 `create_app(settings)` wires the security middleware, the routes, the dashboard
 pages (with a strict Content-Security-Policy) and error handlers that answer JSON
-and never a stack trace. The lifespan starts the engine (`Runtime`) and stops it in
+and never a stack trace. The lifespan starts the engine (`Engine`) and stops it in
 order; `logcast serve` also ends the streams as soon as a shutdown is asked for, so
 that uvicorn does not wait on open streams.
 
@@ -30,12 +30,12 @@ from starlette.types import Receive, Scope, Send
 
 from logcast import __version__
 from logcast.config import Settings
+from logcast.engine import Engine
 from logcast.errors import UnknownProcess
 from logcast.web import auth, metrics
 from logcast.web.conn import attach, send_timeout_setting
 from logcast.web.limits import StreamGate, StreamSlots
 from logcast.web.routes import router
-from logcast.web.runtime import Runtime
 from logcast.web.security import HostPolicy, SecurityMiddleware
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ class _App(FastAPI):
 def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = await Runtime.start(settings, autostart=autostart)
-        app.state.runtime = rt
+        rt = await Engine.start(settings, autostart=autostart)
+        app.state.engine = rt
         try:
             yield
         finally:
@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
 
     @app.get("/metrics", tags=["meta"], include_in_schema=True)
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(request.app.state.runtime), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(request.app.state.engine), media_type="text/plain; version=0.0.4")
 
     for route, filename in PAGES.items():
         app.add_api_route(route, _page_handler(filename), methods=["GET"], include_in_schema=False)

@@ -19,14 +19,14 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from logcast.web.runtime import Runtime
+from logcast.engine import Engine
 from logcast.web.security import COOKIE, bearer_matches, session_cookie, sessions_of
 
 router = APIRouter()
 
 
-def _runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
+def _engine(request: Request) -> Engine:
+    rt: Engine = request.app.state.engine
     return rt
 
 
@@ -36,7 +36,7 @@ class Login(BaseModel):
 
 @router.get("/api/session", tags=["auth"])
 async def session(request: Request) -> dict[str, bool]:
-    token = _runtime(request).settings.server.token
+    token = _engine(request).settings.server.token
     if not token:
         return {"auth_required": False, "authenticated": True}
     session_id = session_cookie(request.headers.get("cookie"))
@@ -48,7 +48,7 @@ async def session(request: Request) -> dict[str, bool]:
 
 @router.post("/api/login", tags=["auth"], status_code=204)
 async def login(body: Login, request: Request) -> Response:
-    server = _runtime(request).settings.server
+    server = _engine(request).settings.server
     if not server.token:
         return Response(status_code=204)
     if not hmac.compare_digest(body.token.encode(), server.token.encode()):

@@ -1,4 +1,4 @@
-"""Prometheus metrics, read from the hub and the supervisor at scrape time.
+"""Prometheus metrics, read from the hub and the processes at scrape time.
 
 A custom collector rather than counters updated on the hot path: capture already
 counts everything it needs, and a scrape every few seconds costs nothing per line.
@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from logcast.engine import Engine
 from logcast.types import ProcessState
-from logcast.web.runtime import Runtime
 
 
-class RuntimeCollector(Collector):
-    def __init__(self, rt: Runtime) -> None:
+class EngineCollector(Collector):
+    def __init__(self, rt: Engine) -> None:
         self.rt = rt
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -44,8 +44,8 @@ class RuntimeCollector(Collector):
             lost.add_metric([name], s["store_lost"])
             subs.add_metric([name], s["subscribers"])
             rate.add_metric([name], s["lines_per_s"])
-            if name in rt.supervisor.names():
-                info = rt.supervisor.info(name)
+            if name in rt.processes.names():
+                info = rt.processes.info(name)
                 restarts.add_metric([name], info.get("restarts", 0))
                 current = str(info.get("state"))
                 for st in ProcessState:
@@ -55,7 +55,7 @@ class RuntimeCollector(Collector):
         yield from (lines, nbytes, dropped, lost, subs, restarts, state, rate, store_errors)
 
 
-def render(rt: Runtime) -> bytes:
+def render(rt: Engine) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(rt))
+    registry.register(EngineCollector(rt))
     return generate_latest(registry)

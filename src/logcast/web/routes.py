@@ -1,7 +1,7 @@
 """The HTTP routes of SPEC.md: processes, history, streams, stats, clear, and the
 routes of the two seeds (`/v1/models`, `/health`, `/api/models/{alias}/…`).
 
-Every handler reaches the engine through `Runtime` (hub, supervisor, settings); none
+Every handler reaches the engine through `Engine` (hub, processes, settings); none
 spawns anything from request data: the API only acts on configured processes.
 
 Names: every route that takes a process takes its name or one of its configured
@@ -28,13 +28,13 @@ from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from logcast.capture.ansi import strip_ansi
+from logcast.engine import Engine
 from logcast.errors import UnknownProcess
 from logcast.query import Query as LogQuery
 from logcast.query import compile_regex, parse_levels
 from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.types import LogRecord, ProcessState
 from logcast.web.encode import MAX_SEQ, parse_seq
-from logcast.web.runtime import Runtime
 from logcast.web.streams import BoundedSSEResponse, last_event_id, sse_body, websocket_stream
 
 MAX_PAGE = 10_000
@@ -88,32 +88,32 @@ def clean_text(conn: HTTPConnection) -> None:
 router = APIRouter(dependencies=[Depends(clean_text)])
 
 
-def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
+def engine(request: Request) -> Engine:
+    rt: Engine = request.app.state.engine
     return rt
 
 
-def ws_runtime(websocket: WebSocket) -> Runtime:
-    rt: Runtime = websocket.app.state.runtime
+def ws_engine(websocket: WebSocket) -> Engine:
+    rt: Engine = websocket.app.state.engine
     return rt
 
 
-RT = Annotated[Runtime, Depends(runtime)]
+RT = Annotated[Engine, Depends(engine)]
 
 
-def aliases(rt: Runtime) -> dict[str, str]:
+def aliases(rt: Engine) -> dict[str, str]:
     """Each configured alias → the name of its process (config.py refuses clashes)."""
     return {alias: name for name, p in rt.settings.processes.items() for alias in p.aliases}
 
 
-def lookup(rt: Runtime, name: str) -> str | None:
+def lookup(rt: Engine, name: str) -> str | None:
     """The process that `name` (its own name or an alias) addresses, or None."""
-    if name in rt.supervisor or name in rt.hub.names():
+    if name in rt.processes or name in rt.hub.names():
         return name
     return aliases(rt).get(name)
 
 
-def resolve(rt: Runtime, name: str) -> str:
+def resolve(rt: Engine, name: str) -> str:
     """The process `name` addresses; 404 when none."""
     found = lookup(rt, name)
     if found is None:
@@ -142,11 +142,9 @@ def build_query(
     )
 
 
-def process_json(rt: Runtime, name: str) -> dict[str, Any]:
+def process_json(rt: Engine, name: str) -> dict[str, Any]:
     info: dict[str, Any] = (
-        dict(rt.supervisor.info(name))
-        if name in rt.supervisor.names()
-        else {"name": name, "state": "stopped"}
+        dict(rt.processes.info(name)) if name in rt.processes.names() else {"name": name, "state": "stopped"}
     )
     stats = rt.hub.stats(name)
     started = info.get("started_at")
@@ -171,7 +169,7 @@ def process_json(rt: Runtime, name: str) -> dict[str, Any]:
 
 @router.get("/api/processes", tags=["processes"])
 async def list_processes(rt: RT) -> dict[str, Any]:
-    return {"processes": [process_json(rt, name) for name in rt.supervisor.names()]}
+    return {"processes": [process_json(rt, name) for name in rt.processes.names()]}
 
 
 @router.get("/api/processes/{name}", tags=["processes"])
@@ -179,19 +177,19 @@ async def get_process(name: str, rt: RT) -> dict[str, Any]:
     return process_json(rt, resolve(rt, name))
 
 
-async def _control(rt: Runtime, name: str, action: str) -> dict[str, Any]:
+async def _control(rt: Engine, name: str, action: str) -> dict[str, Any]:
     name = resolve(rt, name)
-    if name not in rt.supervisor:
+    if name not in rt.processes:
         raise HTTPException(404, f"unknown process {name!r}")
     if action == "start":
-        state = rt.supervisor.info(name)["state"]
+        state = rt.processes.info(name)["state"]
         if ProcessState(state) in RUNNING:
             raise HTTPException(409, f"{name} is already running")
-        await rt.supervisor.start(name)
+        await rt.processes.start(name)
     elif action == "stop":
-        await rt.supervisor.stop(name)
+        await rt.processes.stop(name)
     else:
-        await rt.supervisor.restart(name)
+        await rt.processes.restart(name)
     return process_json(rt, name)
 
 
@@ -346,7 +344,7 @@ async def stream_model_logs(
     """The seed's route: 503 + Retry-After while the model is not running; history, one
     historical_complete, realtime; `stream_end` when the model stops."""
     alias = resolve(rt, alias)
-    state = ProcessState(rt.supervisor.info(alias)["state"]) if alias in rt.supervisor.names() else None
+    state = ProcessState(rt.processes.info(alias)["state"]) if alias in rt.processes.names() else None
     if state not in RUNNING:
         return JSONResponse(
             {"type": "error", "message": f"model {alias!r} is not running (state: {state or 'unknown'})"},
@@ -371,7 +369,7 @@ async def ws_logs(
     seed's server did (its page keeps what it has when it reconnects); `after=SEQ` (with
     `process`) or `lines=N` ask for history first. Problems are told in the first frame
     (then close 1008), so that a browser's page can show them."""
-    rt = ws_runtime(websocket)
+    rt = ws_engine(websocket)
     problem = bad_text(websocket.scope)
     name = lookup(rt, process) if process is not None and problem is None else None
     start_after = start_lines = None
@@ -403,7 +401,7 @@ async def ws_logs(
         )
         await websocket.close(code=1008, reason=problem[:120])
         return
-    names = [name] if name else rt.supervisor.names()
+    names = [name] if name else rt.processes.names()
     subs = []
     try:
         for each in names:
@@ -431,8 +429,8 @@ async def log_stats(rt: RT) -> dict[str, Any]:
     totals = {"total_logs": 0, "total_bytes": 0, "subscribers": 0, "dropped": 0, "lines_per_s": 0.0}
     for name in rt.hub.names():
         s = rt.hub.stats(name)
-        if name in rt.supervisor.names():
-            s["state"] = str(rt.supervisor.info(name)["state"])
+        if name in rt.processes.names():
+            s["state"] = str(rt.processes.info(name)["state"])
         per[name] = s
         totals["total_logs"] += s["lines"]
         totals["total_bytes"] += s["bytes"]
@@ -465,7 +463,7 @@ async def log_stats(rt: RT) -> dict[str, Any]:
     }
 
 
-async def _retained(rt: Runtime, name: str, stats: Mapping[str, Any]) -> int:
+async def _retained(rt: Engine, name: str, stats: Mapping[str, Any]) -> int:
     """How many records of `name` the history holds now (what a clear removes; status
     records included, as they are part of the history)."""
     last = int(stats["last_seq"])
@@ -519,7 +517,7 @@ async def list_models(rt: RT) -> dict[str, Any]:
     first, then its configured aliases (the seed's tool looks for its name in there)."""
     data = []
     for name, p in rt.settings.processes.items():
-        info = rt.supervisor.info(name)
+        info = rt.processes.info(name)
         started = info.get("started_at")
         data.append(
             {
@@ -538,13 +536,13 @@ async def list_models(rt: RT) -> dict[str, Any]:
 async def health(rt: RT) -> dict[str, Any]:
     """The original manager's health: needs the token like the rest of the API (unlike
     `/healthz`). `running_models` counts the processes that run (running or ready)."""
-    states = [str(rt.supervisor.info(name)["state"]) for name in rt.supervisor.names()]
+    states = [str(rt.processes.info(name)["state"]) for name in rt.processes.names()]
     return {"status": "healthy", "models_count": len(states), "running_models": sum(s in UP for s in states)}
 
 
-def _model(rt: Runtime, alias: str) -> str | JSONResponse:
+def _model(rt: Engine, alias: str) -> str | JSONResponse:
     name = lookup(rt, alias)
-    if name is None or name not in rt.supervisor:
+    if name is None or name not in rt.processes:
         message = f"unknown model {alias!r}"
         return JSONResponse({"success": False, "message": message, "detail": message}, status_code=404)
     return name
@@ -556,16 +554,16 @@ async def start_model(alias: str, rt: RT) -> Response:
     name = _model(rt, alias)
     if isinstance(name, JSONResponse):
         return name
-    if ProcessState(rt.supervisor.info(name)["state"]) in RUNNING:
+    if ProcessState(rt.processes.info(name)["state"]) in RUNNING:
         success, message = True, f"{name} is already running"
     else:
-        await rt.supervisor.start(name)
+        await rt.processes.start(name)
         info = process_json(rt, name)
         success = str(info["state"]) in ALIVE
         message = f"{name} started" if success else f"{name} did not start ({info['state']})"
         if not success and info.get("last_error"):
             message += f": {info['last_error']}"
-    state = str(rt.supervisor.info(name)["state"])
+    state = str(rt.processes.info(name)["state"])
     return JSONResponse({"success": success, "message": message, "process": name, "state": state})
 
 
@@ -574,9 +572,9 @@ async def stop_model(alias: str, rt: RT) -> Response:
     name = _model(rt, alias)
     if isinstance(name, JSONResponse):
         return name
-    stopped = await rt.supervisor.stop(name)
+    stopped = await rt.processes.stop(name)
     message = f"{name} stopped" if stopped else f"{name} was not running"
-    state = str(rt.supervisor.info(name)["state"])
+    state = str(rt.processes.info(name)["state"])
     return JSONResponse({"success": True, "message": message, "process": name, "state": state})
 
 

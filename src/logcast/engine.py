@@ -1,0 +1,88 @@
+"""The engine room: store, hub and supervised processes, started and stopped in order.
+
+`serve` and `run` start an `Engine`; the web serves one through the few things it
+needs (`Processes`, the hub, the settings) and never imports `supervise` itself, so
+that another kind of engine (a view of several hosts) can stand in its place.
+Shutdown is owned here, in one order: end the streams, stop the children, flush the
+store, close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from logcast.config import Settings
+from logcast.hub import Hub, tune_runtime
+from logcast.store import open_store
+from logcast.store.base import Store
+from logcast.supervise.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class Processes(Protocol):
+    """The configured processes, as the web controls and describes them."""
+
+    def names(self) -> list[str]: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def info(self, name: str) -> Mapping[str, Any]: ...
+
+    async def start(self, name: str) -> bool: ...
+
+    async def stop(self, name: str) -> bool: ...
+
+    async def restart(self, name: str) -> bool: ...
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    store: Store
+    hub: Hub
+    processes: Processes
+    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    _supervisor: Supervisor | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, *, autostart: bool = True) -> Engine:
+        """Open the store, load the hub, start the supervisor and the autostart processes."""
+        tune_runtime()
+        storage = settings.storage
+        # In a worker thread: it creates the directory, and the Redis engine imports redis-py.
+        store = await asyncio.to_thread(
+            open_store,
+            storage.engine,
+            dir=storage.dir,
+            redis_url=storage.redis_url,
+            retain_lines=storage.retain_lines,
+        )
+        await store.open()
+        hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
+        await hub.open(settings.processes)
+        supervisor = Supervisor(settings, hub, runs={name: hub.last_run(name) for name in settings.processes})
+        engine = cls(settings, store, hub, supervisor, _supervisor=supervisor)
+        if autostart:
+            await supervisor.start_autostart()
+        return engine
+
+    def end_streams(self) -> None:
+        """Tell every stream to end (the first step of a shutdown; safe to call again)."""
+        self.shutdown.set()
+        self.hub.end_subscriptions()
+
+    async def stop(self) -> None:
+        """The ordered shutdown: streams, children, the store's last writes, the store."""
+        self.end_streams()
+        try:
+            if self._supervisor is not None:
+                await self._supervisor.shutdown()
+        finally:
+            await self.hub.flush(timeout=10.0)
+            await self.hub.close()
+            await self.store.close()

@@ -1,0 +1,58 @@
+"""The rooms import one way (docs and ARCHITECTURE: capture → hub → store / web → client →
+cli, `types` shared by all, `supervise` feeding `capture`, the engine composing them).
+Read from the source, so a new import against the grain fails here, not in review."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "logcast"
+
+# room -> rooms it must never import (directly)
+FORBIDDEN: dict[str, set[str]] = {
+    "types": {"*"},
+    "errors": {"*"},
+    "capture": {"hub", "store", "web", "supervise", "engine", "client", "cli", "config"},
+    "query": {"hub", "store", "web", "supervise", "engine", "client", "cli", "capture"},
+    "store": {"hub", "web", "supervise", "engine", "client", "cli", "capture"},
+    "hub": {"web", "supervise", "engine", "client", "cli", "capture"},
+    "supervise": {"hub", "store", "web", "engine", "client", "cli"},
+    "config": {"hub", "store", "web", "supervise", "engine", "client", "cli", "capture"},
+    "engine": {"web", "client", "cli"},
+    "web": {"supervise", "client", "cli"},
+    "client": {"hub", "store", "web", "supervise", "engine", "capture", "cli"},
+}
+
+
+def _room(path: Path) -> str:
+    return path.relative_to(SRC).parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> set[str]:
+    rooms: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        rooms |= {name.split(".")[1] for name in names if name.startswith("logcast.")}
+    return rooms
+
+
+@pytest.mark.parametrize("path", sorted(SRC.rglob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_run_one_way(path: Path) -> None:
+    room = _room(path)
+    forbidden = FORBIDDEN.get(room, set())
+    imported = _imports(path) - {room}
+    wrong = imported if "*" in forbidden else imported & forbidden
+    assert not wrong, f"{path.relative_to(SRC)} ({room}) imports {sorted(wrong)}"
+
+
+def test_the_rule_catches_a_wrong_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from logcast.supervise.supervisor import Supervisor\nimport logcast.hub\n")
+    assert _imports(module) == {"supervise", "hub"}
