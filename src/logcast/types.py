@@ -91,7 +91,7 @@ class LogRecord(NamedTuple):
     state: ProcessState | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The `log` object of SPEC.md. Levels, streams and states stay enum members (str
+        """The `log` object of a stream event. Levels, streams and states stay enum members (str
         subclasses equal to their values; orjson and json write them as those strings):
         this runs once per line on the way out, and `.value` lookups were a third of it."""
         seq, timestamp, level, message, stream, process, run, partial, state = self

@@ -343,10 +343,10 @@ async def test_gap_when_early_lines_left_retention(make_server: Make) -> None:
     assert lines[-1].log is not None and lines[-1].log.message == "end"
 
 
-async def test_seed_route_waits_for_the_process(basic: Server) -> None:
+async def test_model_route_waits_for_the_process(basic: Server) -> None:
     async with AsyncClient(basic.url) as client:
         got: list[Event] = []
-        events = client.stream("idle", seed_route=True, interval=0.05)
+        events = client.stream("idle", model_route=True, interval=0.05)
 
         async def follow() -> None:
             async for event in events:

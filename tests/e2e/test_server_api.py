@@ -152,7 +152,7 @@ def test_stream_history_then_realtime_exact_seam_and_resume(make_server) -> None
     assert hist == ["ERROR: something broke"]
 
 
-def test_seed_route_503_then_history_then_stream_end(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_model_route_503_then_history_then_stream_end(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(config())
     url = server.url + "/api/models/quiet/logs/stream"
     with server.client() as c:

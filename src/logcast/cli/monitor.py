@@ -1,10 +1,10 @@
-"""`logcast monitor [NAME…]`: the seed's interactive `advanced_log_tester.py` as a Textual app.
+"""`logcast monitor [NAME…]`: an interactive monitor in the manner of the LLM manager's `advanced_log_tester.py`, as a Textual app.
 
 A table of processes (state, pid, uptime, restarts, lines/s, warnings, errors,
 subscribers) refreshed every second from `/api/processes`; a live log pane fed by one
 stream per process (history then realtime, reconnecting by itself), bounded, for one
 process or all of them, filtered by level and by text; keys to start, stop, restart and
-clear with a confirmation; a statistics view; the seed's commands (`stats`,
+clear with a confirmation; a statistics view; that tool's commands (`stats`,
 `logs <name>`, `clear`, `help`, `quit`) in the command palette (ctrl+p).
 
 Nothing the server does raises out of the app: failures are shown in the status bar or
@@ -114,7 +114,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class StatsScreen(ModalScreen[None]):
-    """The seed's `stats` command: totals and per-process counters."""
+    """The `stats` command: totals and per-process counters."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,t", "close", "Close")]
 
@@ -194,7 +194,7 @@ class HelpScreen(ModalScreen[None]):
 
 
 class MonitorCommands(Provider):
-    """The seed's interactive commands in the command palette."""
+    """The interactive commands (`stats`, `logs`, `clear`…) in the command palette."""
 
     def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         app = self.app

@@ -1,4 +1,4 @@
-"""`logcast tail NAME…`: follow processes' logs in a terminal, the seed's `test_log_stream.py`.
+"""`logcast tail NAME…`: follow processes' logs in a terminal, in the manner of the LLM manager's `test_log_stream.py`.
 
 Waits, with a visible status on stderr, while a process is not running or the server is
 down; prints the retained history marked `[history]`, then realtime lines marked `[live]`,
@@ -37,7 +37,7 @@ class Lang(enum.StrEnum):
     ZH = "zh"
 
 
-# The seed's words for the seed's states (003: 状态指示器, 日志类型).
+# The LLM manager's terminal tool's words for its states (状态指示器, 日志类型).
 MESSAGES: dict[Lang, dict[str, str]] = {
     Lang.EN: {
         ConnectionState.CONNECTING: "connecting",

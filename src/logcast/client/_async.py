@@ -166,7 +166,7 @@ class AsyncClient:
         reconnect: bool = True,
         max_attempts: int = 0,
         interval: float = 1.0,
-        seed_route: bool = False,
+        model_route: bool = False,
         wait_running: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Follow a process's log: history, then realtime, across reconnects.
@@ -176,13 +176,13 @@ class AsyncClient:
         `reconnect`, a broken link or a server restart is retried (every `interval`
         while the process is not running, with backoff doubling up to 10 s while the
         server is unreachable; `max_attempts` failed attempts in a row, 0 = forever) and
-        resumed with `Last-Event-ID`. `seed_route` uses `/api/models/{name}/logs/stream`,
+        resumed with `Last-Event-ID`. `model_route` uses `/api/models/{name}/logs/stream`,
         which answers 503 while the process does not run; `wait_running` waits for the
         process to run before opening the native route. Raises ClientError on 401, 404,
         other client errors, and once it gives up. Close it (`contextlib.aclosing`) when
         leaving early.
         """
-        cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, seed_route=seed_route)
+        cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, model_route=model_route)
         attempts = Attempts(name, max_attempts if reconnect else 1, interval)
         while True:
             yield attempts.connecting()

@@ -211,20 +211,20 @@ class StreamCursor:
         lines: int | None,
         level: str | None,
         q: str | None,
-        seed_route: bool,
+        model_route: bool,
     ):
         self.process = process
         self.last_seq = after
         self.lines = lines
         self.level = level
         self.q = q
-        self.seed_route = seed_route
+        self.model_route = model_route
         self.connections = 0
         self.duplicates = 0
 
     @property
     def path(self) -> str:
-        if self.seed_route:
+        if self.model_route:
             return f"/api/models/{quote(self.process, safe='')}/logs/stream"
         return process_path(self.process, "/logs/stream")
 

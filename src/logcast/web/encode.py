@@ -41,7 +41,7 @@ _PREFIX = {kind: b'{"type":"' + kind.value.encode() + b'","log":' for kind in Ev
 
 
 def event_json(kind: EventType, payload: LogRecord | Gap | int, log_json: bytes | None = None) -> bytes:
-    """The JSON of one event, exactly as SPEC.md writes it."""
+    """The JSON of one stream event (docs/api.md)."""
     if isinstance(payload, LogRecord):
         return _PREFIX[kind] + (log_json or encode_log(payload)) + b"}"
     if isinstance(payload, Gap):
@@ -105,8 +105,8 @@ def json_frames(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> list[str]:
 
 
 def text_line(kind: EventType, payload: LogRecord | Gap | int) -> str | None:
-    """The seed's text frame: the line as `readline()` returned it, `\\n` included (the
-    seed's page appends frames with `textContent +=`); status and gaps as bracketed notes,
+    """A text frame: the line as `readline()` returned it, `\\n` included (the
+    original log page appends frames with `textContent +=`); status and gaps as bracketed notes,
     each a line of its own. A `partial` record (a piece of a line over 64 KiB, or text the
     child has not ended yet) carries no `\\n`: the frames joined give the child's text."""
     if isinstance(payload, LogRecord):
@@ -151,7 +151,7 @@ def live_ws_json(record: LogRecord) -> bytes:
 
 
 def live_ws_text(record: LogRecord) -> bytes:
-    """The WebSocket frame of a record read live, `format=text` (the seed's line, `\\n` included)."""
+    """The WebSocket frame of a record read live, `format=text` (the line, `\\n` included)."""
     return text_frame((text_line(_live_kind(record), record) or "").encode("utf-8", "replace"))
 
 

@@ -1,5 +1,6 @@
-"""The HTTP routes of SPEC.md: processes, history, streams, stats, clear, and the
-routes of the two seeds (`/v1/models`, `/health`, `/api/models/{alias}/…`).
+"""The HTTP routes: processes, history, streams, stats, clear, and the routes that
+keep clients of the LLM manager logcast replaces working (`/v1/models`, `/health`,
+`/api/models/{alias}/…`).
 
 Every handler reaches the engine through `Engine` (hub, processes, settings); none
 spawns anything from request data: the API only acts on configured processes.
@@ -333,7 +334,7 @@ async def stream_logs(
     return BoundedSSEResponse(sse_body(rt.hub, sub, rt.shutdown))
 
 
-@router.get("/api/models/{alias}/logs/stream", tags=["seed"], responses=SSE_DOC)
+@router.get("/api/models/{alias}/logs/stream", tags=["llm-manager"], responses=SSE_DOC)
 async def stream_model_logs(
     alias: str,
     rt: RT,
@@ -341,7 +342,7 @@ async def stream_model_logs(
     lines: Count = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
-    """The seed's route: 503 + Retry-After while the model is not running; history, one
+    """The LLM manager's route: 503 + Retry-After while the model is not running; history, one
     historical_complete, realtime; `stream_end` when the model stops."""
     alias = resolve(rt, alias)
     state = ProcessState(rt.processes.info(alias)["state"]) if alias in rt.processes.names() else None
@@ -365,8 +366,8 @@ async def ws_logs(
     level: str | None = None,
     q: str | None = None,
 ) -> None:
-    """The seed's WebSocket. Without `after` or `lines` it starts at the live end, as the
-    seed's server did (its page keeps what it has when it reconnects); `after=SEQ` (with
+    """The log WebSocket. Without `after` or `lines` it starts at the live end, as the
+    original log server did (its page keeps what it has when it reconnects); `after=SEQ` (with
     `process`) or `lines=N` ask for history first. Problems are told in the first frame
     (then close 1008), so that a browser's page can show them."""
     rt = ws_engine(websocket)
@@ -511,10 +512,10 @@ async def clear_logs(
 # -- the original LLM manager's routes ------------------------------------------------------
 
 
-@router.get("/v1/models", tags=["seed"])
+@router.get("/v1/models", tags=["llm-manager"])
 async def list_models(rt: RT) -> dict[str, Any]:
     """Every configured process as an OpenAI-style model; `aliases` holds its own name
-    first, then its configured aliases (the seed's tool looks for its name in there)."""
+    first, then its configured aliases (the LLM manager's terminal tool looks for its name in there)."""
     data = []
     for name, p in rt.settings.processes.items():
         info = rt.processes.info(name)
@@ -532,7 +533,7 @@ async def list_models(rt: RT) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.get("/health", tags=["seed"])
+@router.get("/health", tags=["llm-manager"])
 async def health(rt: RT) -> dict[str, Any]:
     """The original manager's health: needs the token like the rest of the API (unlike
     `/healthz`). `running_models` counts the processes that run (running or ready)."""
@@ -548,7 +549,7 @@ def _model(rt: Engine, alias: str) -> str | JSONResponse:
     return name
 
 
-@router.post("/api/models/{alias}/start", tags=["seed"])
+@router.post("/api/models/{alias}/start", tags=["llm-manager"])
 async def start_model(alias: str, rt: RT) -> Response:
     """`{"success", "message"}` as the original answered, plus `process` and `state`."""
     name = _model(rt, alias)
@@ -567,7 +568,7 @@ async def start_model(alias: str, rt: RT) -> Response:
     return JSONResponse({"success": success, "message": message, "process": name, "state": state})
 
 
-@router.post("/api/models/{alias}/stop", tags=["seed"])
+@router.post("/api/models/{alias}/stop", tags=["llm-manager"])
 async def stop_model(alias: str, rt: RT) -> Response:
     name = _model(rt, alias)
     if isinstance(name, JSONResponse):
