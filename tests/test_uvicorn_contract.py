@@ -1,0 +1,60 @@
+"""What logcast's protocol subclasses (web/wsframes.py, web/heads.py) take from uvicorn.
+
+They extend uvicorn's own protocols, which are not a public API: if an upgrade renames
+what they rely on, this fails with the name, before any stream breaks.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+NEEDED = {
+    WebSocketsSansIOProtocol: [
+        "def handle_connect",
+        "def connection_made",
+        "def connection_lost",
+        "async def send",
+        "self.writable",
+        "self.disconnected",
+        "self.conn",
+        "self.handshake_complete",
+        "self.close_sent",
+        "self.initial_response",
+        "self.transport",
+        "self.scope",
+    ],
+    HttpToolsProtocol: [
+        "def data_received",
+        "def on_message_begin",
+        "def on_header",
+        "def connection_made",
+        "def connection_lost",
+        "self.server_state",
+        "self.client",
+        "self.loop",
+        "self.transport",
+    ],
+    H11Protocol: [
+        "def data_received",
+        "def connection_made",
+        "def connection_lost",
+        "self.conn",
+        "self.server_state",
+        "self.client",
+        "self.loop",
+    ],
+}
+
+
+@pytest.mark.parametrize("protocol", list(NEEDED), ids=lambda c: c.__name__)
+def test_uvicorn_still_has_what_our_protocols_extend(protocol: type) -> None:
+    source = inspect.getsource(protocol)
+    missing = [name for name in NEEDED[protocol] if name not in source]
+    assert not missing, (
+        f"uvicorn's {protocol.__name__} no longer has {missing}: see web/wsframes.py, web/heads.py"
+    )
