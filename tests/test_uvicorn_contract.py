@@ -1,4 +1,5 @@
-"""What logcast's protocol subclasses (web/wsframes.py, web/heads.py) take from uvicorn.
+"""What logcast's protocol subclasses (web/wsframes.py, web/heads.py) take from uvicorn,
+and web/streams.py from Starlette's WebSocket.
 
 They extend uvicorn's own protocols, which are not a public API: if an upgrade renames
 what they rely on, this fails with the name, before any stream breaks.
@@ -9,11 +10,13 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from starlette.websockets import WebSocket
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 NEEDED = {
+    WebSocket: ["self._send"],  # web/streams.py sends its batched-frames message through it
     WebSocketsSansIOProtocol: [
         "def handle_connect",
         "def connection_made",
