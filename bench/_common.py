@@ -36,8 +36,6 @@ import json
 import math
 import os
 import queue
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -50,6 +48,12 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(ROOT) not in sys.path:  # the helpers tests and benchmarks share (tests/util.py)
+    sys.path.insert(0, str(ROOT))
+
+from tests.util import free_port, stop_group, wait_for, wait_healthy  # noqa: E402
+
+__all__ = ["HealthzProbe", "Server", "free_port", "serve", "stop_group", "wait_for"]
 
 # -- children --------------------------------------------------------------------------
 
@@ -228,29 +232,6 @@ def add_ws_client_options(parser: argparse.ArgumentParser) -> None:
 def check_ws_client_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.ws_compression and args.ws_client != "websockets":
         parser.error("--ws-compression needs --ws-client websockets")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """Stop a process started with start_new_session=True: SIGTERM to its group, then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
-    else:  # the leader is gone; its group may not be
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _env() -> dict[str, str]:
@@ -435,22 +416,11 @@ def start_naive(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
 
 
 def _wait_healthy(server: Server, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(
-                f"{server.kind} server exited with {server.proc.returncode}:\n{server.output()}"
-            )
-        try:
-            if httpx.get(server.url + "/healthz", timeout=1.0, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    raise TimeoutError(f"{server.kind} server not healthy after {timeout:.0f}s:\n{server.output()}")
+    try:
+        wait_healthy(server.url, server.proc, timeout, server.output, f"{server.kind} server")
+    except TimeoutError:
+        server.stop()
+        raise
 
 
 def wait_subscribers(server: Server, process: str, n: int, timeout: float) -> int:

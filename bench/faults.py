@@ -52,7 +52,7 @@ for folder in (HERE, HERE.parent):  # bench's helpers; the fault tests' children
 
 import _faults_security  # noqa: E402
 import _faults_streams  # noqa: E402
-from _common import HealthzProbe, Server, serve  # noqa: E402
+from _common import HealthzProbe, Server, serve, wait_for  # noqa: E402
 from tests.e2e.sse import messages  # noqa: E402
 from tests.faults.test_regex_stall import FLOOD as STEADY  # noqa: E402  (20,000 lines/s, timestamped)
 from tests.faults.test_sigkill import FLOOD  # noqa: E402
@@ -84,14 +84,6 @@ def _client(server: Server, timeout: float = 60.0) -> Any:
     import httpx
 
     return httpx.Client(base_url=server.url, timeout=timeout, trust_env=False)
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("timed out")
-        time.sleep(0.05)
 
 
 def _history(client: Any, name: str, after: int = 0) -> list[dict[str, Any]]:
@@ -132,7 +124,7 @@ def measure_regex() -> Figures:
         server = serve(tmp, _config(tmp, "steady", STEADY, "memory_lines = 20000"))
         try:
             with _client(server) as client:
-                _wait(lambda: client.get("/api/processes/steady").json()["lines"] >= 60_000)
+                wait_for(lambda: client.get("/api/processes/steady").json()["lines"] >= 60_000)
             quiet_healthz, quiet_stall = _window(server, 3.0, None)
             took: list[float] = []
 
@@ -196,11 +188,11 @@ def measure_sigkill() -> Figures:
         follower = threading.Thread(target=follow)
         follower.start()
         try:
-            _wait(lambda: len(held) >= 20_000)
+            wait_for(lambda: len(held) >= 20_000)
             locker = sqlite3.connect(tmp / "data" / "history.sqlite3", timeout=30, isolation_level=None)
             locker.execute("BEGIN IMMEDIATE")
             mark = len(held)
-            _wait(lambda: len(held) >= mark + 30_000)
+            wait_for(lambda: len(held) >= mark + 30_000)
             os.kill(server.pid, signal.SIGKILL)
             server.proc.wait(10)
             locker.execute("ROLLBACK")
@@ -252,7 +244,7 @@ def measure_disk_full() -> Figures:
                         body = client.get("/api/logs/stats").json()
                         return {**body["processes"]["steady"], "errors": body["store"]["errors"]}
 
-                    _wait(lambda: stats()["errors"] > 0)
+                    wait_for(lambda: stats()["errors"] > 0)
                     claimed_beyond = 0
                     deadline = time.monotonic() + 3
                     while time.monotonic() < deadline:
@@ -261,7 +253,7 @@ def measure_disk_full() -> Figures:
                         claimed_beyond = max(claimed_beyond, int(s["persisted_seq"]) - held)
                     subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
                     client.post("/api/processes/steady/stop")
-                    _wait(lambda: stats()["pending"] == 0)
+                    wait_for(lambda: stats()["pending"] == 0)
                     final = stats()
                     seqs = [r["seq"] for r in _history(client, "steady")]
             finally:
@@ -286,7 +278,7 @@ def measure_last_line(runs: int = 10) -> Figures:
         server = serve(tmp, config)
         try:
             with _client(server) as client:
-                _wait(lambda: client.get("/api/processes/burst").json()["run"] > runs, timeout=300)
+                wait_for(lambda: client.get("/api/processes/burst").json()["run"] > runs, timeout=300)
                 client.post("/api/processes/burst/stop")
                 records = _history(client, "burst")
         finally:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, stop_group
+from tests.util import wait_healthy
 
 
 @dataclass
@@ -74,17 +74,7 @@ def _spawn(config: Path, port: int, log_path: Path, extra: list[str]) -> subproc
 
 
 def _wait_healthy(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"logcast serve exited with {server.proc.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"logcast serve not healthy after {timeout}s:\n{server.output()}")
+    wait_healthy(server.url, server.proc, timeout, server.output)
 
 
 @pytest.fixture

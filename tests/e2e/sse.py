@@ -10,6 +10,10 @@ from typing import Any
 
 import httpx
 
+from tests.util import wait_for
+
+__all__ = ["Message", "messages", "wait_for"]
+
 
 @dataclass
 class Message:
@@ -62,13 +66,3 @@ def collect(
                 if until(got) or time.monotonic() > deadline:
                     break
     return got
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

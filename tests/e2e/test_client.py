@@ -16,23 +16,14 @@ from logcast.errors import ClientError
 from logcast.types import EventType, Level, ProcessState, Stream
 from tests.conftest import free_port
 from tests.e2e.conftest import Server, py_command
+from tests.util import wait_for
 
 pytestmark = pytest.mark.e2e
 
 Make = Callable[..., Server]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-async def await_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+async def await_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -79,7 +70,7 @@ def test_list_and_control(basic: Server) -> None:
         processes = {p.name: p for p in client.processes()}
         assert list(processes) == ["web", "idle"]
         assert processes["idle"].state is ProcessState.STOPPED
-        wait_until(lambda: client.process("web").state.is_alive, what="web running")
+        wait_for(lambda: client.process("web").state.is_alive, what="web running")
 
         started = client.start("idle")
         assert started.state.is_alive and started.pid
@@ -115,7 +106,7 @@ def test_unknown_process_and_unreachable_server(basic: Server) -> None:
 
 def test_history_pages_filters_clear_and_stats(basic: Server) -> None:
     with Client(basic.url) as client:
-        wait_until(lambda: len(lines_of(client, "web")) == 25, what="25 lines")
+        wait_for(lambda: len(lines_of(client, "web")) == 25, what="25 lines")
         pages = []
         after: int | None = 0
         while after is not None:
@@ -156,7 +147,7 @@ def test_history_pages_filters_clear_and_stats(basic: Server) -> None:
         assert lines_of(client, "web") == []
         # Sequence numbers keep counting after a clear; `lines` still counts everything.
         client.restart("web")
-        wait_until(lambda: len(lines_of(client, "web")) == 25, what="25 new lines")
+        wait_for(lambda: len(lines_of(client, "web")) == 25, what="25 new lines")
         assert min(r.seq for r in client.iter_logs("web", after=0)) > last_seq
         assert client.process("web").lines >= 50
 
@@ -281,7 +272,7 @@ async def test_stream_resumes_across_server_restart(make_server: Make) -> None:
                     return
 
         task = asyncio.create_task(follow())
-        await await_until(lambda: sum(1 for e in got if e.log is not None) > 50, what="first lines")
+        await await_for(lambda: sum(1 for e in got if e.log is not None) > 50, what="first lines")
         await asyncio.to_thread(server.restart)
         restarted.set()
         await asyncio.wait_for(task, 60)
@@ -354,17 +345,15 @@ async def test_model_route_waits_for_the_process(basic: Server) -> None:
 
         task = asyncio.create_task(follow())
         try:
-            await await_until(
+            await await_for(
                 lambda: any(e.connection is ConnectionState.NOT_RUNNING for e in got), what="not running"
             )
             await client.start("idle")
-            await await_until(
-                lambda: any(e.log is not None and e.log.message == "up" for e in got), what="up"
-            )
+            await await_for(lambda: any(e.log is not None and e.log.message == "up" for e in got), what="up")
             n = len(got)
             await client.stop("idle")
-            await await_until(lambda: any(e.type is EventType.STREAM_END for e in got[n:]), what="stream_end")
-            await await_until(
+            await await_for(lambda: any(e.type is EventType.STREAM_END for e in got[n:]), what="stream_end")
+            await await_for(
                 lambda: any(e.connection is ConnectionState.NOT_RUNNING for e in got[n:]),
                 what="waiting again",
             )

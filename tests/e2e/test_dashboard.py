@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.e2e.conftest import Server, py_command
+from tests.util import wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -135,18 +136,6 @@ def toml_process(name: str, source: str, **options: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def eventually(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll the server until `predicate()` is truthy (server-side waits only)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last value: {last!r})")
-
-
 def process_info(server: Server, name: str) -> dict[str, Any]:
     with server.client() as client:
         response = client.get(f"/api/processes/{name}")
@@ -155,7 +144,7 @@ def process_info(server: Server, name: str) -> dict[str, Any]:
 
 
 def wait_lines(server: Server, name: str, count: int, timeout: float = 20.0) -> dict[str, Any]:
-    return eventually(
+    return wait_for(
         lambda: (p := process_info(server, name)) and p["lines"] >= count and p,
         timeout,
         f"{name} to print {count} lines",
@@ -384,7 +373,7 @@ def test_gap_marker_when_history_left_retention(make_server: Callable[..., Serve
             logs = client.get("/api/processes/flood/logs", params={"after": 0, "limit": 1}).json()["logs"]
         return int(logs[0]["seq"]) if logs else 0
 
-    eventually(lambda: oldest() > 500, what="retention to drop the oldest lines")
+    wait_for(lambda: oldest() > 500, what="retention to drop the oldest lines")
     # resume from seq 1, long gone: the stream must say what was missed
     open_viewer(page, server, "flood", after="1")
     expect(page.locator("#log .row.k-line", has_text="flood 1000")).to_have_count(1)
@@ -525,7 +514,7 @@ sys.stdout.flush()
 time.sleep(3600)
 """
     server = make_server(toml_process("progress", source))
-    eventually(lambda: process_info(server, "progress")["lines"] >= 10, what="progress lines")
+    wait_for(lambda: process_info(server, "progress")["lines"] >= 10, what="progress lines")
     open_viewer(page, server, "progress")
     expect(page.locator("#log .row.k-line", has_text="done")).to_have_count(1)
     bars = page.locator("#log .row.k-line", has_text="Downloading:")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import messages
+from tests.util import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -43,15 +43,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def _stats(client: httpx.Client) -> dict[str, object]:
@@ -80,10 +71,12 @@ def test_a_full_disk_loses_only_what_it_counts(make_server: Callable[..., Server
         """
     )
     with server.client() as client:
-        _wait("the disk to fill", lambda: int(_stats(client)["store"]["errors"]) > 0)  # type: ignore[index]
+        wait_for(lambda: int(_stats(client)["store"]["errors"]) > 0, 60, "the disk to fill")  # type: ignore[index]
         # while it is full: lines keep coming, and nothing claims to be stored that is not
         full_since = _stats(client)["last_seq"]
-        _wait("lines beyond four rings", lambda: int(_stats(client)["last_seq"]) > int(full_since) + 12_000)  # type: ignore[call-overload]
+        wait_for(
+            lambda: int(_stats(client)["last_seq"]) > int(full_since) + 12_000, 60, "lines beyond four rings"
+        )  # type: ignore[call-overload]
         during = _stats(client)
         with client.stream("GET", "/api/processes/steady/logs/stream", params={"after": 0}) as stream:
             kinds = []
@@ -99,7 +92,7 @@ def test_a_full_disk_loses_only_what_it_counts(make_server: Callable[..., Server
         # room again: the writer catches up by itself
         subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
         client.post("/api/processes/steady/stop")
-        _wait("the store to catch up", lambda: int(_stats(client)["pending"]) == 0)  # type: ignore[call-overload]
+        wait_for(lambda: int(_stats(client)["pending"]) == 0, 60, "the store to catch up")  # type: ignore[call-overload]
         after = _stats(client)
         seqs = _stored_seqs(client)
     last = int(after["last_seq"])  # type: ignore[call-overload]

@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 
 import httpx
@@ -27,6 +26,7 @@ from logcast.types import EventType
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import Message, messages
 from tests.e2e.test_tail import Tail
+from tests.util import wait_for
 
 FLOOD = """
 import os, sys, time
@@ -56,13 +56,6 @@ def _follow(url: str, held: dict[int, str], stop: threading.Event) -> None:
         return  # the server died under us: that is the point
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def _read_all(client: httpx.Client, params: dict[str, object], headers: dict[str, str]) -> list[Message]:
     """A stream's events until it has been quiet for a moment."""
     out: list[Message] = []
@@ -86,11 +79,11 @@ def test_sigkill_mid_flood_never_renames_a_line(make_server: Callable[..., Serve
     stop = threading.Event()
     follower = threading.Thread(target=_follow, args=(server.url, held, stop))
     follower.start()
-    _wait_for(lambda: len(held) >= 20_000)
+    wait_for(lambda: len(held) >= 20_000, 60, "the client to hold 20,000 lines")
     locker = sqlite3.connect(server.dir / ".logcast" / "history.sqlite3", timeout=30, isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")  # the writer's transactions fail from now on
     stored = len(held)
-    _wait_for(lambda: len(held) >= stored + 30_000)
+    wait_for(lambda: len(held) >= stored + 30_000, 60, "30,000 more lines")
     os.kill(server.proc.pid, signal.SIGKILL)  # logcast only; its children die with it (PDEATHSIG)
     server.proc.wait(10)
     locker.execute("ROLLBACK")

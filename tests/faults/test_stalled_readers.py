@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import Server, py_command
+from tests.util import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -97,14 +98,6 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what if isinstance(what, str) else what()}")
-        time.sleep(0.05)
 
 
 class Probe(threading.Thread):

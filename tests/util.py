@@ -1,0 +1,97 @@
+"""What tests and benchmarks share: free ports, waiting for a condition, stopping a
+process group. Plain functions, no pytest: `bench/` imports them too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 20.0,
+    what: str | Callable[[], str] = "condition",
+    *,
+    interval: float = 0.05,
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that; AssertionError
+    after `timeout` seconds, naming `what` (a callable is asked only then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            name = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {name} (last: {value!r})")
+        time.sleep(interval)
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    def listening() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    wait_for(listening, timeout, f"something to listen on 127.0.0.1:{port}")
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """Stop a process started with start_new_session=True, by its process group."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+    else:
+        try:  # leftovers of a group whose leader already exited
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait_healthy(
+    url: str,
+    proc: subprocess.Popen[Any],
+    timeout: float,
+    output: Callable[[], str],
+    name: str = "logcast serve",
+) -> None:
+    """Wait until `url/healthz` answers 200; RuntimeError with the server's `output()` if
+    it exits first, TimeoutError if it does not answer within `timeout` seconds."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{output()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1.0, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{name} not healthy after {timeout:.0f}s:\n{output()}")
