@@ -64,3 +64,19 @@ def test_alive_states_can_be_stopped() -> None:
     for state in S:
         if state.is_alive and state is not S.STOPPING:
             assert S.STOPPING in TRANSITIONS[state]
+
+
+def test_the_state_groups_nest_and_do_not_overlap() -> None:
+    from logcast.types import ProcessState
+
+    for state in ProcessState:
+        assert not (state.is_up and not state.is_starting_or_up)
+        assert not (state.is_starting_or_up and not state.is_alive)
+        assert not (state.has_ended and state.is_alive)
+    assert {s for s in ProcessState if s.is_up} == {ProcessState.RUNNING, ProcessState.READY}
+    assert {s for s in ProcessState if s.has_ended} == {
+        ProcessState.STOPPED,
+        ProcessState.EXITED,
+        ProcessState.CRASHED,
+    }
+    assert not ProcessState.BACKOFF.is_alive and not ProcessState.BACKOFF.has_ended

@@ -56,8 +56,26 @@ class ProcessState(enum.StrEnum):
         """A child process exists in this state."""
         return self in _ALIVE
 
+    @property
+    def is_starting_or_up(self) -> bool:
+        """Started and not being stopped: a start would do nothing."""
+        return self in _STARTING_OR_UP
+
+    @property
+    def is_up(self) -> bool:
+        """Running (ready or not): what the LLM manager's `/health` counts."""
+        return self in _UP
+
+    @property
+    def has_ended(self) -> bool:
+        """The run is over and no restart is pending: a stream of it may end."""
+        return self in _ENDED
+
 
 _ALIVE = frozenset({ProcessState.STARTING, ProcessState.RUNNING, ProcessState.READY, ProcessState.STOPPING})
+_STARTING_OR_UP = frozenset({ProcessState.STARTING, ProcessState.RUNNING, ProcessState.READY})
+_UP = frozenset({ProcessState.RUNNING, ProcessState.READY})
+_ENDED = frozenset({ProcessState.STOPPED, ProcessState.EXITED, ProcessState.CRASHED})
 
 
 class EventType(enum.StrEnum):

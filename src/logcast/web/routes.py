@@ -39,9 +39,6 @@ from logcast.web.encode import MAX_SEQ, parse_seq
 from logcast.web.streams import BoundedSSEResponse, last_event_id, sse_body, websocket_stream
 
 MAX_PAGE = 10_000
-RUNNING = frozenset({ProcessState.STARTING, ProcessState.RUNNING, ProcessState.READY})
-UP = frozenset({ProcessState.RUNNING.value, ProcessState.READY.value})  # `/health`'s running_models
-ALIVE = frozenset(s.value for s in ProcessState if s.is_alive)
 STARTED_AT = int(time.time())  # `created` of a model that has not run yet
 
 Seq = Annotated[int, Query(ge=0, le=MAX_SEQ)]
@@ -149,7 +146,7 @@ def process_json(rt: Engine, name: str) -> dict[str, Any]:
     )
     stats = rt.hub.stats(name)
     started = info.get("started_at")
-    alive = str(info.get("state")) in ALIVE
+    alive = ProcessState(info.get("state", "stopped")).is_alive
     info["uptime"] = round(time.time() - float(started), 1) if started and alive else None
     for key in (
         "lines",
@@ -184,7 +181,7 @@ async def _control(rt: Engine, name: str, action: str) -> dict[str, Any]:
         raise HTTPException(404, f"unknown process {name!r}")
     if action == "start":
         state = rt.processes.info(name)["state"]
-        if ProcessState(state) in RUNNING:
+        if ProcessState(state).is_starting_or_up:
             raise HTTPException(409, f"{name} is already running")
         await rt.processes.start(name)
     elif action == "stop":
@@ -346,7 +343,7 @@ async def stream_model_logs(
     historical_complete, realtime; `stream_end` when the model stops."""
     alias = resolve(rt, alias)
     state = ProcessState(rt.processes.info(alias)["state"]) if alias in rt.processes.names() else None
-    if state not in RUNNING:
+    if state is None or not state.is_starting_or_up:
         return JSONResponse(
             {"type": "error", "message": f"model {alias!r} is not running (state: {state or 'unknown'})"},
             status_code=503,
@@ -537,8 +534,8 @@ async def list_models(rt: RT) -> dict[str, Any]:
 async def health(rt: RT) -> dict[str, Any]:
     """The original manager's health: needs the token like the rest of the API (unlike
     `/healthz`). `running_models` counts the processes that run (running or ready)."""
-    states = [str(rt.processes.info(name)["state"]) for name in rt.processes.names()]
-    return {"status": "healthy", "models_count": len(states), "running_models": sum(s in UP for s in states)}
+    states = [ProcessState(rt.processes.info(name)["state"]) for name in rt.processes.names()]
+    return {"status": "healthy", "models_count": len(states), "running_models": sum(s.is_up for s in states)}
 
 
 def _model(rt: Engine, alias: str) -> str | JSONResponse:
@@ -555,12 +552,12 @@ async def start_model(alias: str, rt: RT) -> Response:
     name = _model(rt, alias)
     if isinstance(name, JSONResponse):
         return name
-    if ProcessState(rt.processes.info(name)["state"]) in RUNNING:
+    if ProcessState(rt.processes.info(name)["state"]).is_starting_or_up:
         success, message = True, f"{name} is already running"
     else:
         await rt.processes.start(name)
         info = process_json(rt, name)
-        success = str(info["state"]) in ALIVE
+        success = ProcessState(info["state"]).is_alive
         message = f"{name} started" if success else f"{name} did not start ({info['state']})"
         if not success and info.get("last_error"):
             message += f": {info['last_error']}"

@@ -40,7 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
-from logcast.types import EventType, LogRecord, ProcessState
+from logcast.types import EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.encode import (
     SSE,
@@ -67,7 +67,6 @@ PART = 128  # events encoded at a time for one client (history, filtered streams
 ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before the app returns
 BATCH = 2000  # live events (cached wire bytes) taken at a time
 WS_BATCH = 256  # WebSocket without batched frames: sends between two turns of the other streams
-END_STATES = frozenset({ProcessState.STOPPED, ProcessState.EXITED, ProcessState.CRASHED})
 
 
 def send_timeout_of(scope: MutableMapping[str, Any]) -> float:
@@ -199,7 +198,7 @@ def _ended_at(batch: Batch) -> LogRecord | None:
     else:
         statuses = [p for kind, p in batch if kind is EventType.STATUS and isinstance(p, LogRecord)]
     for record in statuses:
-        if record.state in END_STATES:
+        if record.state is not None and record.state.has_ended:
             return record
     return None
 
