@@ -150,7 +150,7 @@ class Harness:
         return ProcessSettings(name=name, command=tuple(command), cwd=self.tmp_path, **kw)
 
     def process(self, command: list[str], name: str = "t", *, run: int = 0, **kw: Any) -> ManagedProcess:
-        extra = {k: kw.pop(k) for k in ("reader_grace", "reader_factory") if k in kw}
+        extra = {k: kw.pop(k) for k in ("reader_grace", "reader_factory", "sleep") if k in kw}
         p = ManagedProcess(
             self.settings(command, name, **kw), self.sink, spawner=self.spawner, run=run, **extra
         )
@@ -473,6 +473,34 @@ async def test_crash_loop_backs_off_exponentially(h: Harness) -> None:
     crashes = [s for s in statuses if s.state is S.CRASHED]
     assert all(s.message == "exited with code 3" and s.level is Level.ERROR for s in crashes)
     assert p.restarts >= 4 and p.run >= 5
+
+
+async def test_backoff_delays_on_a_fake_sleeper(h: Harness) -> None:
+    # The backoff's waits come through the `sleep` given to the process: no wall clock.
+    waited: list[float] = []
+    restarts = asyncio.Event()
+
+    async def sleep(delay: float) -> None:
+        waited.append(delay)
+        if len(waited) >= 5:
+            restarts.set()
+            await asyncio.Event().wait()  # the fifth restart never comes: the test stops here
+        await asyncio.sleep(0)
+
+    p = h.process(
+        py("raise SystemExit(3)"),
+        restart=RestartPolicy.ON_FAILURE,
+        backoff_initial=1,
+        backoff_max=8,
+        min_uptime=3600,
+        sleep=sleep,
+    )
+    await p.start()
+    await asyncio.wait_for(restarts.wait(), DEADLINE)
+    assert waited == [1, 2, 4, 8, 8]
+    assert p.state is S.BACKOFF and p.restarts == 4
+    assert await p.stop()
+    assert p.state is S.STOPPED
 
 
 async def test_backoff_resets_after_min_uptime(h: Harness) -> None:

@@ -36,7 +36,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from logcast.capture.reader import PipeReader
@@ -107,6 +107,7 @@ class ManagedProcess:
         sink: LineSink,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         spawner: Spawner | None = None,
         run: int = 0,
         reader_factory: ReaderFactory = _pipe_reader,
@@ -116,6 +117,7 @@ class ManagedProcess:
         self.name = settings.name
         self._sink = sink
         self._clock = clock
+        self._sleep = sleep  # waits out the backoff before an automatic restart
         self._spawner = spawner or Spawner()
         self._reader_factory = reader_factory
         self._reader_grace = reader_grace
@@ -423,7 +425,7 @@ class ManagedProcess:
         self._backoff_task = asyncio.create_task(self._restart_after(delay), name=f"backoff {self.name}")
 
     async def _restart_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
         async with self._lock:
             if self._backoff_task is not asyncio.current_task() or self.state is not S.BACKOFF:
                 return

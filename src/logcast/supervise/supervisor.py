@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -41,12 +41,15 @@ class Supervisor:
         runs: Mapping[str, int] | None = None,
         spawner: Spawner | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self._spawner = spawner if spawner is not None else Spawner(Guard())
         runs = runs or {}
         self._processes: dict[str, ManagedProcess] = {
-            name: ManagedProcess(ps, sink, clock=clock, spawner=self._spawner, run=runs.get(name, 0))
+            name: ManagedProcess(
+                ps, sink, clock=clock, sleep=sleep, spawner=self._spawner, run=runs.get(name, 0)
+            )
             for name, ps in settings.processes.items()
         }
 
