@@ -179,6 +179,12 @@ class ProcessLog:
         """Some seq in `start`..`end` is in a lost range."""
         return any(a <= end and start <= b for a, b in self.lost)
 
+    @property
+    def reservation_low(self) -> bool:
+        """Fewer than half of `RESERVE_MIN` reserved seqs are left: wake the reserver now
+        (it also looks every half second, against `reservation_lead`)."""
+        return (self.reserved - self.next_seq) * 2 < RESERVE_MIN
+
     def reservation_lead(self, now: float) -> int:
         """How far ahead of the last seq to reserve: two seconds of output, within bounds."""
         return min(max(int(self.rate(now) * 2), RESERVE_MIN), RESERVE_MAX)
@@ -374,8 +380,8 @@ class Hub:
             now = time.monotonic()
             if not samples or now - samples[-1][0] >= 0.5:
                 samples.append((now, plog.lines))
-            short = (plog.reserved - plog.next_seq) * 2 < RESERVE_MIN
-        if short:
+            low = plog.reservation_low
+        if low:
             self._want_reservation.set()
         self._announce(process)
 
@@ -400,8 +406,8 @@ class Hub:
                 plog.last_error = message
             plog.ring.extend([record], [len(message) + 64], status=True)
             self._trim(plog)
-            short = (plog.reserved - plog.next_seq) * 2 < RESERVE_MIN
-        if short:
+            low = plog.reservation_low
+        if low:
             self._want_reservation.set()
         self._announce(process)
 
@@ -795,7 +801,7 @@ class Hub:
                 "memory_bytes": plog.ring.bytes,
                 "last_seq": last,
                 "persisted_seq": plog.committed,
-                "pending": max(0, last - plog.persisted),
+                "pending": max(0, plog.last_seq - plog.persisted),
                 "store_lost": plog.store_lost,
                 "behind": behind,
             }
