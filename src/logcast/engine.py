@@ -39,6 +39,10 @@ class Processes(Protocol):
 
     async def restart(self, name: str) -> bool: ...
 
+    async def shutdown(self) -> None:
+        """Stop every process (the engine's shutdown)."""
+        ...
+
 
 @dataclass
 class Engine:
@@ -47,7 +51,6 @@ class Engine:
     hub: Hub
     processes: Processes
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
-    _supervisor: Supervisor | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, autostart: bool = True) -> Engine:
@@ -66,7 +69,7 @@ class Engine:
         hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
         await hub.open(settings.processes)
         supervisor = Supervisor(settings, hub, runs={name: hub.last_run(name) for name in settings.processes})
-        engine = cls(settings, store, hub, supervisor, _supervisor=supervisor)
+        engine = cls(settings, store, hub, supervisor)
         if autostart:
             await supervisor.start_autostart()
         return engine
@@ -80,8 +83,7 @@ class Engine:
         """The ordered shutdown: streams, children, the store's last writes, the store."""
         self.end_streams()
         try:
-            if self._supervisor is not None:
-                await self._supervisor.shutdown()
+            await self.processes.shutdown()
         finally:
             await self.hub.flush(timeout=10.0)
             await self.hub.close()
