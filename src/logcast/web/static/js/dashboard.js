@@ -11,7 +11,8 @@
 // to EventSource anyway.
 
 import { ApiError, control, listProcesses } from "./api.js";
-import { MergedModel, gapEntry, noteEntry } from "./model.js";
+import { gapEntry, noteEntry } from "./entries.js";
+import { MergedModel } from "./merged-model.js";
 import { initNav } from "./nav.js";
 import { renderRow } from "./render.js";
 import { LogStream } from "./stream.js";

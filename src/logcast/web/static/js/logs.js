@@ -6,7 +6,8 @@
 // is highlighted in the visible rows; the level filter runs here over what is held.
 
 import { api, ApiError, enc, getProcess, listProcesses } from "./api.js";
-import { LEVEL_ORDER, LogModel, EntryBuilder, gapEntry, noteEntry } from "./model.js";
+import { EntryBuilder, LEVEL_ORDER, gapEntry, noteEntry } from "./entries.js";
+import { LogModel } from "./log-model.js";
 import { initNav } from "./nav.js";
 import { plainText, renderRow } from "./render.js";
 import { Search } from "./search.js";

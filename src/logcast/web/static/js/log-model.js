@@ -1,0 +1,194 @@
+// The single-process viewer's memory: every entry it holds, bounded so that a long-running
+// process cannot exhaust the tab, and the level-filtered view the virtual list draws.
+
+import { EntryBuilder, LEVEL_ORDER } from "./entries.js";
+
+/**
+ * `entries` holds display entries in arrival order (lines, status rows, gap markers and local
+ * notes), bounded to `max` lines: past it the oldest 10 % are dropped at once (one splice,
+ * amortised) and counted in `dropped`. `view` is `entries` itself when no level filter is
+ * set, else the entries that pass it, kept in step on every append. Changes since the last
+ * render are reported by `takeChange()` as {removedFront, addedFront, addedBack, updated,
+ * reset} counted in view entries, so the virtual list can keep the user's scroll position.
+ */
+export class LogModel {
+  constructor({ max = 1_000_000, floor = 0, collapse = true } = {}) {
+    this.max = max;
+    this.floor = floor;
+    this.entries = [];
+    this.view = this.entries;
+    this.builder = new EntryBuilder(this.entries, { collapse });
+    this.dropped = 0;
+    this.lines = 0; // line entries' records held (for the status bar)
+    this._change = this._noChange();
+  }
+
+  _noChange() {
+    return { removedFront: 0, addedFront: 0, addedBack: 0, updated: false, reset: false };
+  }
+
+  takeChange() {
+    const change = this._change;
+    this._change = this._noChange();
+    return change;
+  }
+
+  passes(entry) {
+    return entry.kind !== "line" || (LEVEL_ORDER[entry.level] || 0) >= this.floor;
+  }
+
+  setFloor(floor) {
+    if (floor === this.floor) return;
+    this.floor = floor;
+    if (floor > 0) {
+      this.view = [];
+      for (const e of this.entries) {
+        e.shown = this.passes(e);
+        if (e.shown) this.view.push(e);
+      }
+    } else {
+      this.view = this.entries;
+    }
+    this._change.reset = true;
+  }
+
+  setCollapse(collapse) {
+    this.builder.collapse = collapse;
+  }
+
+  /** Append a stream event's record (line or status). Returns the entry touched. */
+  addRecord(log, kind = "line") {
+    const { entry, created } = this.builder.add(log, kind);
+    if (created) {
+      this._appendToView(entry);
+    } else {
+      this._change.updated = true;
+      if (this.view !== this.entries && !entry.shown && this.passes(entry)) {
+        // a continuation raised its level above the filter's floor: show it from now on
+        entry.shown = true;
+        this.view.push(entry);
+        this._change.addedBack += 1;
+      }
+    }
+    this._bound();
+    return entry;
+  }
+
+  addEntry(entry) {
+    if (entry.kind === "note" && !entry.seq && this.entries.length) {
+      // keep `entries` sorted by seq for indexOfSeq(): a note sits at its predecessor's seq
+      entry.seq = entry.first = this.entries[this.entries.length - 1].seq;
+    }
+    this.entries.push(entry);
+    this.builder.forget();
+    this._appendToView(entry);
+    this._bound();
+    return entry;
+  }
+
+  _appendToView(entry) {
+    if (entry.kind === "line") this.lines += 1;
+    if (this.view !== this.entries) {
+      entry.shown = this.passes(entry);
+      if (entry.shown) {
+        this.view.push(entry);
+        this._change.addedBack += 1;
+      }
+    } else {
+      this._change.addedBack += 1;
+    }
+  }
+
+  _bound() {
+    if (this.lines <= this.max) return;
+    const target = Math.floor(this.max * 0.9);
+    let cut = 0;
+    let removedLines = 0;
+    while (cut < this.entries.length && this.lines - removedLines > target) {
+      if (this.entries[cut].kind === "line") removedLines += 1;
+      cut += 1;
+    }
+    this._dropFront(cut, removedLines);
+  }
+
+  _dropFront(cut, removedLines) {
+    if (cut <= 0) return;
+    const removed = this.entries.splice(0, cut);
+    this.lines -= removedLines;
+    this.dropped += removedLines;
+    if (this.view === this.entries) {
+      this._change.removedFront += cut;
+    } else {
+      // the view is a subsequence of the entries, so what left is a prefix of it
+      for (const e of removed) e.gone = true;
+      let n = 0;
+      while (n < this.view.length && this.view[n].gone) n += 1;
+      this.view.splice(0, n);
+      this._change.removedFront += n;
+    }
+  }
+
+  /** Put older entries (from a history page) in front. They must all be older than ours. */
+  prepend(older) {
+    if (!older.length) return;
+    let lines = 0;
+    for (const e of older) if (e.kind === "line") lines += 1;
+    this.entries.unshift(...older);
+    this.lines += lines;
+    if (this.view === this.entries) {
+      this._change.addedFront += older.length;
+    } else {
+      const shown = older.filter((e) => {
+        e.shown = this.passes(e);
+        return e.shown;
+      });
+      this.view.unshift(...shown);
+      this._change.addedFront += shown.length;
+    }
+  }
+
+  /** Forget everything held (the user cleared the view or the history). */
+  clear() {
+    this.entries.length = 0;
+    this.view = this.floor > 0 ? [] : this.entries;
+    this.builder.forget();
+    this.lines = 0;
+    this._change.reset = true;
+  }
+
+  /** Smallest seq held (for "load earlier"), or null. */
+  firstSeq() {
+    for (const e of this.entries) {
+      if (e.kind === "gap") return e.from;
+      if (e.kind === "line" || e.kind === "status") return e.first;
+    }
+    return null;
+  }
+
+  /** Index in `view` of the first entry whose seq ≥ seq (entries are in seq order). */
+  indexOfSeq(seq) {
+    const v = this.view;
+    let lo = 0;
+    let hi = v.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (v[mid].seq < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Index in `view` of the first entry at or after Unix time ts. */
+  indexOfTime(ts) {
+    const v = this.view;
+    let lo = 0;
+    let hi = v.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const t = v[mid].ts;
+      if (t !== null && t !== undefined && t < ts) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}

@@ -1,0 +1,68 @@
+// The dashboard's merged live view: the lines of several processes in one list, ordered by
+// timestamp and bounded, so that they can be read side by side as they happen.
+
+import { EntryBuilder } from "./entries.js";
+
+/**
+ * At most `max` lines. Each process's lines arrive in order; merging inserts a line before
+ * any newer line of another process (binary search from the end, usually zero steps).
+ */
+export class MergedModel {
+  constructor({ max = 5000 } = {}) {
+    this.max = max;
+    this.entries = [];
+    this.view = this.entries;
+    this.builder = new EntryBuilder([], { collapse: true });
+    this._change = { removedFront: 0, addedFront: 0, addedBack: 0, updated: false, reset: false };
+  }
+
+  takeChange() {
+    const change = this._change;
+    this._change = { removedFront: 0, addedFront: 0, addedBack: 0, updated: false, reset: false };
+    return change;
+  }
+
+  add(log, kind = "line") {
+    const scratch = [];
+    this.builder.target = scratch;
+    const { entry, created } = this.builder.add(log, kind);
+    if (!created) {
+      this._change.updated = true;
+      return entry;
+    }
+    this.insert(entry);
+    return entry;
+  }
+
+  insert(entry) {
+    const list = this.entries;
+    const ts = entry.ts ?? Date.now() / 1000;
+    if (!list.length || (list[list.length - 1].ts ?? 0) <= ts) {
+      list.push(entry);
+      this._change.addedBack += 1;
+    } else {
+      let lo = 0;
+      let hi = list.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if ((list[mid].ts ?? 0) <= ts) lo = mid + 1;
+        else hi = mid;
+      }
+      list.splice(lo, 0, entry);
+      this._change.reset = true;
+    }
+    if (list.length > this.max) {
+      const cut = list.length - Math.floor(this.max * 0.9);
+      list.splice(0, cut);
+      this._change.removedFront += cut;
+    }
+  }
+
+  removeProcess(name) {
+    const kept = this.entries.filter((e) => e.process !== name);
+    this.entries.length = 0;
+    this.entries.push(...kept);
+    this.builder.forget();
+    this._change.reset = true;
+  }
+}
