@@ -434,7 +434,7 @@ async def test_long_lines_hold_capture_by_bytes_too() -> None:
 async def test_a_flooding_process_does_not_keep_the_others_from_the_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("logcast.hub.hub.WRITE_BATCH", 50)  # the flooder always fills a batch
+    monkeypatch.setattr("logcast.hub.writer.WRITE_BATCH", 50)  # the flooder always fills a batch
     hub = Hub(SlowStore(0.01), memory_lines=100)
     await hub.open(["a", "b"])
     stop = threading.Event()

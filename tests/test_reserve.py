@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from logcast.hub import Gap, Hub
-from logcast.hub.hub import RESERVE_MIN
+from logcast.hub.journal import RESERVE_MIN
 from logcast.store.reserve import SLOT, Reservations
 from logcast.store.sqlite import SqliteStore
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
@@ -44,12 +44,10 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
 
 def crash(hub: Hub) -> None:
     """Stop the hub's threads as a SIGKILL would: nothing more is written, nothing flushed."""
-    hub._stopping.set()
-    hub._persist.set()
-    hub._want_reservation.set()
-    for thread in (hub._writer, hub._reserver):
-        assert thread is not None
-        thread.join(10)
+    for part in (hub.writer, hub.reserver):
+        part.request_stop()
+    for part in (hub.writer, hub.reserver):
+        assert part.join(10)
 
 
 async def open_hub(store: MemoryStore | SqliteStore, **kw: int) -> Hub:
@@ -164,7 +162,7 @@ async def test_capture_never_waits_for_a_reservation_and_readers_never_pass_it()
         assert (await hub.tail_page("app", 5)).records[-1].seq == reserved
         assert hub.stats("app")["last_seq"] == reserved
         store.fail_reserve = False  # the reservation can be written again: the rest shows
-        hub._want_reservation.set()
+        hub.reserver.poke()
         await wait_until(lambda: hub.get("app").visible_seq == 6 * RESERVE_MIN + 1)
         while entries := await sub.next(wait=False):
             seen += [p.seq for _, p in entries if isinstance(p, LogRecord)]

@@ -10,18 +10,38 @@ store, close it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import Mapping
+import sys
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from logcast.config import Settings
-from logcast.hub import Hub, tune_runtime
+from logcast.hub import Hub
 from logcast.store import open_store
 from logcast.store.base import Store
 from logcast.supervise.supervisor import Supervisor
+from logcast.types import Entry
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL = 0.001  # the GIL's, in seconds
+FOLLOW_BATCH = 2000  # entries `follow` takes at a time
+
+
+def tune_runtime() -> None:
+    """Tune the interpreter for a process that keeps a large memory tail and many threads.
+
+    Records are tuples that live a while in the ring and form no cycles: the cyclic
+    collector runs rarely, and what exists after start-up is frozen out of it. A short
+    GIL switch interval lets the store writer and the readers back in sooner beside a
+    busy framer (bench/ingest.py measures both).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(500_000, 50, 100)
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 class Processes(Protocol):
@@ -73,6 +93,14 @@ class Engine:
         if autostart:
             await supervisor.start_autostart()
         return engine
+
+    async def follow(self, name: str) -> AsyncIterator[Entry]:
+        """Every entry of process `name` from this start on, until the engine stops."""
+        hub = self.hub
+        with await hub.subscribe(name, after=hub.get(name).opened_at_seq) as sub:
+            while not sub.closed and not self.shutdown.is_set():
+                for entry in await sub.next(FOLLOW_BATCH):
+                    yield entry
 
     def end_streams(self) -> None:
         """Tell every stream to end (the first step of a shutdown; safe to call again)."""

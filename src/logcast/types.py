@@ -13,6 +13,7 @@ keeps it in order with the lines and a client resuming by `seq` sees it exactly 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 
@@ -141,6 +142,25 @@ class LogRecord(NamedTuple):
             partial=bool(d.get("partial", False)),
             state=ProcessState(state) if state else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Lines `start`..`end` (inclusive) of `process` will not reach this reader."""
+
+    process: str
+    start: int
+    end: int
+    reason: str  # retention (left memory and store) | lost (never reached the store) | cleared
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start + 1
+
+
+# What a subscription yields: (type, payload). The payload is a LogRecord for historical,
+# realtime and status; a Gap for gap; the last historical seq for historical_complete.
+Entry = tuple[EventType, "LogRecord | Gap | int"]
 
 
 class Lines(NamedTuple):

@@ -24,7 +24,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -34,9 +34,9 @@ import uvicorn
 
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
+from logcast.engine import Engine
 from logcast.errors import ConfigError
-from logcast.hub import Gap, Hub
-from logcast.types import LogRecord, Stream
+from logcast.types import Entry, Gap, LogRecord, Stream
 from logcast.web.app import create_app
 from logcast.web.heads import LimitedHttpToolsProtocol
 from logcast.web.wsframes import FramesWebSocketProtocol
@@ -111,26 +111,17 @@ class Echo:
             except (OSError, ValueError):
                 return
 
-    async def follow(self, hub: Hub, names: list[str], shutdown: asyncio.Event) -> None:
-        # everything this logcast captured, from its start on (autostart may be ahead of us)
-        subs = [await hub.subscribe(name, after=hub.get(name).opened_at_seq) for name in names]
+    async def follow(self, follow: Callable[[str], AsyncIterator[Entry]], names: list[str]) -> None:
+        """Print what `follow(name)` yields for every name, until it ends."""
 
-        async def pump(sub: object) -> None:
-            from logcast.hub import Subscription
+        async def pump(name: str) -> None:
+            async for _kind, payload in follow(name):
+                if isinstance(payload, LogRecord):
+                    self.offer(self.line(payload))
+                elif isinstance(payload, Gap):
+                    self.offer(f"[logcast] {payload.process}: {payload.count} lines not shown\n")
 
-            assert isinstance(sub, Subscription)
-            while not sub.closed and not shutdown.is_set():
-                for _kind, payload in await sub.next(2000):
-                    if isinstance(payload, LogRecord):
-                        self.offer(self.line(payload))
-                    elif isinstance(payload, Gap):
-                        self.offer(f"[logcast] {payload.process}: {payload.count} lines not shown\n")
-
-        try:
-            await asyncio.gather(*(pump(s) for s in subs))
-        finally:
-            for s in subs:
-                s.close()
+        await asyncio.gather(*(pump(name) for name in names))
 
     def close(self, timeout: float = 2.0) -> None:
         with contextlib.suppress(queue.Full):
@@ -167,9 +158,19 @@ class _Server(uvicorn.Server):
 
 
 def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
-    app = create_app(settings)
     names = list(settings.processes)
     echo_printer = Echo(names) if echo else None
+    running: list[Engine] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def open_engine() -> Engine:
+        engine = await Engine.start(settings)
+        running.append(engine)
+        if echo_printer is not None:
+            tasks.append(asyncio.create_task(echo_printer.follow(engine.follow, names)))
+        return engine
+
+    app = create_app(settings, open_engine=open_engine)
     on_exit: list[object] = []
     config = uvicorn.Config(
         app,
@@ -186,37 +187,23 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
         ws_ping_timeout=20.0,
     )
     server = _Server(config, on_exit)
+    loops: list[asyncio.AbstractEventLoop] = []
 
     def end_streams() -> None:
-        rt = getattr(app.state, "engine", None)
-        loop = getattr(app.state, "loop", None)
-        if rt is not None and loop is not None:
-            loop.call_soon_threadsafe(rt.end_streams)
+        if running and loops:
+            loops[0].call_soon_threadsafe(running[0].end_streams)
 
     on_exit.append(end_streams)
 
     async def main() -> None:
-        app.state.loop = asyncio.get_running_loop()
-        follower: asyncio.Task[None] | None = None
-
-        async def start_echo() -> None:
-            while getattr(app.state, "engine", None) is None:
-                if server.should_exit:
-                    return
-                await asyncio.sleep(0.05)
-            rt = app.state.engine
-            assert echo_printer is not None
-            await echo_printer.follow(rt.hub, names, rt.shutdown)
-
-        if echo_printer is not None:
-            follower = asyncio.create_task(start_echo())
+        loops.append(asyncio.get_running_loop())
         try:
             await server.serve()
         finally:
-            if follower is not None:
-                follower.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(BaseException):
-                    await follower
+                    await task
 
     url = f"http://{settings.server.host}:{settings.server.port}"
     print(f"logcast {len(names)} process(es), dashboard at {url}/", file=sys.stderr, flush=True)

@@ -1,5 +1,8 @@
 """Sequence numbers, the memory tail, fan-out to subscribers, the store writer."""
 
-from logcast.hub.hub import Entry, Gap, Hub, LiveBatch, ProcessLog, Subscription, tune_runtime
+from logcast.hub.hub import Hub
+from logcast.hub.journal import Journal
+from logcast.hub.subscription import LiveBatch, Subscription
+from logcast.types import Entry, Gap
 
-__all__ = ["Entry", "Gap", "Hub", "LiveBatch", "ProcessLog", "Subscription", "tune_runtime"]
+__all__ = ["Entry", "Gap", "Hub", "Journal", "LiveBatch", "Subscription"]

@@ -16,10 +16,11 @@ be aborted.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +36,7 @@ from logcast.errors import UnknownProcess
 from logcast.web import auth, metrics
 from logcast.web.conn import attach, send_timeout_setting
 from logcast.web.limits import StreamGate, StreamSlots
-from logcast.web.routes import router
+from logcast.web.routes import document_streams, router
 from logcast.web.security import HostPolicy, SecurityMiddleware
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,30 @@ class _App(FastAPI):
             attach(scope, send)
         await super().__call__(scope, receive, send)
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, with the stream events described (`routes.document_streams`)."""
+        if self.openapi_schema is None:
+            self.openapi_schema = document_streams(super().openapi())
+        return self.openapi_schema
 
-def create_app(settings: Settings, *, autostart: bool = True) -> FastAPI:
+
+def create_app(
+    settings: Settings,
+    *,
+    autostart: bool = True,
+    open_engine: Callable[[], Awaitable[Engine]] | None = None,
+) -> FastAPI:
+    """The app serving `settings`; its lifespan runs the engine `open_engine` opens
+    (by default `Engine.start(settings)`), and stops it."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = await Engine.start(settings, autostart=autostart)
-        app.state.engine = rt
+        engine = await (open_engine() if open_engine else Engine.start(settings, autostart=autostart))
+        app.state.engine = engine
         try:
             yield
         finally:
-            await rt.stop()
+            await engine.stop()
 
     app = _App(title="logcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.include_router(router)

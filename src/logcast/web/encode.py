@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from logcast.hub import Entry, Gap, Hub, ProcessLog
+from logcast.hub import Entry, Gap, Hub, Journal
 from logcast.types import EventType, LogRecord, Stream
 
 MAX_SEQ = 2**63 - 1  # the largest sequence number: SQLite's INTEGER is a signed 64-bit number
@@ -73,10 +73,10 @@ def entry_id(payload: LogRecord | Gap | int) -> int:
 _SSE_HEAD = {kind: b'\ndata: {"type":"' + kind.value.encode() + b'","log":' for kind in EventType}
 
 
-def _each(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> Iterator[tuple[EventType, Any, bytes | None]]:
+def _each(hub: Hub, journal: Journal, entries: list[Entry]) -> Iterator[tuple[EventType, Any, bytes | None]]:
     """Entries with the cached `log` encoding of each record (None for other entries)."""
     records = [p for _, p in entries if isinstance(p, LogRecord)]
-    encoded = iter(hub.encode_logs(plog, records, encode_log) if records else ())
+    encoded = iter(hub.encode_logs(journal, records, encode_log) if records else ())
     for kind, payload in entries:
         yield kind, payload, next(encoded) if isinstance(payload, LogRecord) else None
 
@@ -86,10 +86,10 @@ def _sse_record(kind: EventType, record: LogRecord, log_json: bytes) -> bytes:
     return b"id: %d%s%s}\n\n" % (record.seq, _SSE_HEAD[kind], log_json)
 
 
-def sse_chunk(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> bytes:
+def sse_chunk(hub: Hub, journal: Journal, entries: list[Entry]) -> bytes:
     """One SSE message per entry (`id: <seq>` then `data: <json>`), as one chunk."""
     parts: list[bytes] = []
-    for kind, payload, log_json in _each(hub, plog, entries):
+    for kind, payload, log_json in _each(hub, journal, entries):
         if log_json is not None:
             parts.append(_sse_record(kind, payload, log_json))
         else:
@@ -97,10 +97,11 @@ def sse_chunk(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> bytes:
     return b"".join(parts)
 
 
-def json_frames(hub: Hub, plog: ProcessLog, entries: list[Entry]) -> list[str]:
+def json_frames(hub: Hub, journal: Journal, entries: list[Entry]) -> list[str]:
     """The same events as SSE, one JSON text per WebSocket frame."""
     return [
-        event_json(kind, payload, log_json).decode() for kind, payload, log_json in _each(hub, plog, entries)
+        event_json(kind, payload, log_json).decode()
+        for kind, payload, log_json in _each(hub, journal, entries)
     ]
 
 

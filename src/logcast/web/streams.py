@@ -255,7 +255,7 @@ def _sse_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
         yield from _groups(batch.encoded, WRITE_SLICE)
         return
     for part in _parts(batch):
-        yield sse_chunk(hub, sub.plog, part)
+        yield sse_chunk(hub, sub.journal, part)
 
 
 def _groups(frames: Iterable[bytes], limit: int) -> Iterator[bytes]:
@@ -302,7 +302,7 @@ async def websocket_stream(
 
     def texts(sub: Subscription, entries: list[Entry]) -> list[str]:
         if as_json:
-            return json_frames(hub, sub.plog, entries)
+            return json_frames(hub, sub.journal, entries)
         return [t for kind, payload in entries if (t := text_line(kind, payload)) is not None]
 
     def frames_of(sub: Subscription, entries: list[Entry]) -> Iterator[bytes]:

@@ -1,0 +1,45 @@
+"""The wire bytes of each record, computed once per format and shared by every reader.
+
+A live record is the same bytes for every subscriber of one format, so its encoding is
+kept in the ring beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from logcast.hub.journal import Journal
+from logcast.types import LogRecord
+
+Encoder = Callable[[LogRecord], bytes]
+
+
+def encode_records(journal: Journal, records: list[LogRecord], encode: Encoder, fmt: str) -> list[bytes]:
+    """The `fmt` encoding of each record: from the ring's cache where it has them."""
+    if not records:
+        return []
+    first = records[0].seq
+    with journal.lock:
+        ring_first = journal.ring.first_seq
+        cached: list[bytes | None] = (
+            journal.ring.encodings(fmt, first, len(records))
+            if ring_first is not None and first >= ring_first
+            else []
+        )
+    if len(cached) == len(records) and records[-1].seq - first == len(records) - 1:
+        return complete(journal, fmt, records, cached, encode)
+    return [encode(r) for r in records]
+
+
+def complete(
+    journal: Journal, fmt: str, records: list[LogRecord], cached: list[bytes | None], encode: Encoder
+) -> list[bytes]:
+    """`cached` with the encodings it lacks filled in, and those kept in the ring."""
+    # Encodings are never empty, so "all truthy" means "none missing"; `all` is the
+    # cheapest test of that.
+    if all(cached):
+        return cached  # type: ignore[return-value]
+    out = [enc if enc is not None else encode(r) for r, enc in zip(records, cached, strict=True)]
+    with journal.lock:
+        journal.ring.store_encodings(fmt, records[0].seq, out)
+    return out

@@ -1,0 +1,135 @@
+"""What the hub keeps for one process: its numbering, memory tail, counters and readers.
+
+One lock guards all of it; capture threads take it once per chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from logcast.hub.ring import Ring
+from logcast.types import ProcessState
+
+if TYPE_CHECKING:
+    from logcast.hub.subscription import Subscription
+
+RESERVE_MIN = 1_000  # seqs reserved ahead of the last one numbered, at least
+RESERVE_MAX = 2_000_000  # and at most
+LOST_RANGES = 1024  # lost seq ranges remembered per process (for the gaps' reason)
+RATE_WINDOW = 5.0  # seconds over which lines/s is measured
+RATE_SAMPLE = 0.5  # seconds between two samples of the line count
+PENDING_FACTOR = 4  # the ring may hold this many times its bounds while the writer catches up
+
+
+@dataclass(eq=False)
+class Journal:
+    """The numbered lines of one process; guarded by `lock`."""
+
+    name: str
+    ring: Ring
+    next_seq: int = 1
+    persisted: int = 0  # highest seq the store holds (or that was given up on)
+    committed: int = 0  # highest seq the store has committed
+    reserved: int = 0  # seqs up to here may be shown to readers (the store holds this mark)
+    writing: int = 0  # highest seq the writer has taken and is writing now
+    cleared_upto: int = 0
+    lines: int = 0
+    bytes: int = 0
+    warnings: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_run: int = 0
+    state: ProcessState = ProcessState.STOPPED
+    store_lost: int = 0
+    opened_at_seq: int = 0  # last seq when this logcast started (what came before is old history)
+    dropped: int = 0  # lines announced to subscribers as gaps
+    lost: list[tuple[int, int]] = field(default_factory=list)  # seq ranges the store will never have
+    wake_on_commit: bool = False  # a reader waits for a write in flight
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    subscribers: set[Subscription] = field(default_factory=set)
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    @property
+    def visible_seq(self) -> int:
+        """The last seq a reader may be given: one the store has reserved or committed,
+        so that no restart can give its number to another line."""
+        return min(self.next_seq - 1, max(self.reserved, self.committed))
+
+    def lose(self, start: int, end: int) -> None:
+        """Seqs `start`..`end` were handed out but will never be stored.
+        Counts each seq once, however often it is reported."""
+        if end < start:
+            return
+        known = 0
+        for a, b in reversed(self.lost):
+            if b < start:
+                break
+            known += max(0, min(b, end) - max(a, start) + 1)
+        self.store_lost += end - start + 1 - known
+        if self.lost and self.lost[-1][1] + 1 >= start and self.lost[-1][0] <= start:
+            self.lost[-1] = (self.lost[-1][0], max(end, self.lost[-1][1]))
+        else:
+            self.lost.append((start, end))
+            self.lost.sort()
+            del self.lost[:-LOST_RANGES]
+
+    def trim(self) -> None:
+        """Keep the ring within bounds, sparing what the writer has not persisted yet
+        (up to `PENDING_FACTOR` times the bounds; past that, records are lost)."""
+        ring = self.ring
+        excess = ring.over()
+        if not excess:
+            return
+        first = ring.first_seq or 0
+        # Only what the store has committed goes: records in a write still in flight stay
+        # until it commits, so that a reader never finds them in neither ring nor store.
+        persisted_room = max(0, self.persisted - first + 1)
+        hard = len(ring) - PENDING_FACTOR * ring.max_lines
+        n = max(min(excess, persisted_room), hard, 0)
+        if ring.bytes > PENDING_FACTOR * ring.max_bytes:
+            n = max(n, excess)
+        taken = max(persisted_room, self.writing - first + 1)
+        if n > taken:
+            # never written and never will be; records in a write in flight are counted
+            # by the writer if that write fails
+            self.lose(first + taken, first + n - 1)
+        ring.drop(n)
+
+    def was_lost(self, start: int, end: int) -> bool:
+        """Some seq in `start`..`end` is in a lost range."""
+        return any(a <= end and start <= b for a, b in self.lost)
+
+    def gap_reason(self, start: int, end: int) -> str:
+        if end <= self.cleared_upto:
+            return "cleared"
+        return "lost" if self.was_lost(start, end) else "retention"
+
+    @property
+    def reservation_low(self) -> bool:
+        """Fewer than half of `RESERVE_MIN` reserved seqs are left: wake the reserver now
+        (it also looks every half second, against `reservation_lead`)."""
+        return (self.reserved - self.next_seq) * 2 < RESERVE_MIN
+
+    def reservation_lead(self, now: float) -> int:
+        """How far ahead of the last seq to reserve: two seconds of output, within bounds."""
+        return min(max(int(self.rate(now) * 2), RESERVE_MIN), RESERVE_MAX)
+
+    def sample(self, now: float) -> None:
+        samples = self.samples
+        if not samples or now - samples[-1][0] >= RATE_SAMPLE:
+            samples.append((now, self.lines))
+
+    def rate(self, now: float) -> float:
+        samples = [s for s in self.samples if now - s[0] <= RATE_WINDOW]
+        if not samples:
+            return 0.0
+        t0, n0 = samples[0]
+        span = max(now - t0, 1.0)
+        return (self.lines - n0) / span

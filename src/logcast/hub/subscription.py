@@ -1,0 +1,248 @@
+"""A reader's cursor over one process's lines: its history first, then what comes live.
+
+A subscription is a cursor, not a queue: it reads the ring from its cursor on, the
+store once it has fallen behind the ring, and announces as a `Gap` only what neither
+holds any more. Memory per reader is constant, and nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from logcast.hub.encodings import Encoder, complete
+from logcast.hub.journal import Journal
+from logcast.hub.pages import Page
+from logcast.query import Query
+from logcast.types import Entry, EventType, Gap, LogRecord, Stream
+
+if TYPE_CHECKING:
+    from logcast.hub.hub import Hub
+
+
+class Phase(enum.Enum):
+    BACKLOG = "backlog"  # handing over the history a filtered tail picked
+    HISTORY = "history"  # reading up to `until`, the last seq when the reader came
+    LIVE = "live"  # historical_complete was sent: everything from here on is realtime
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """What `Subscription.take_live` hands over: wire bytes of consecutive records."""
+
+    encoded: list[bytes]  # one per record, in seq order
+    statuses: list[LogRecord]  # the status records among them
+    last_seq: int
+
+
+@dataclass(slots=True)
+class _Window:
+    """What a reader at `cursor` finds next."""
+
+    cursor: int
+    last: int  # the last seq readers may see
+    records: list[LogRecord]  # the next records after the cursor (there may be holes)
+    in_ring: bool = False
+    hole: int = 0  # > cursor: seqs cursor+1..hole are in neither ring nor store
+    wait: bool = False  # the next records are in a write in flight: wait for its commit
+    cached: list[bytes | None] | None = None  # ring: their encodings so far
+    statuses: list[LogRecord] | None = None  # ring: the status records among them
+    page: Page | None = None  # store: the page they come from
+    index: int = 0  # store: the position of the first of them in `page`
+
+    @property
+    def consecutive(self) -> bool:
+        records = self.records
+        return (
+            bool(records)
+            and records[0].seq == self.cursor + 1
+            and records[-1].seq - self.cursor == len(records)
+        )
+
+
+class Subscription:
+    """One reader's cursor over one process's history and live lines.
+
+    The seam between history and realtime is exact: at subscribe time, under the
+    process lock, the hub notes the last visible seq (`until`); everything up to it is
+    history, everything after it realtime, and both come through the same cursor.
+    """
+
+    def __init__(self, hub: Hub, journal: Journal, query: Query) -> None:
+        self.hub = hub
+        self.journal = journal
+        self.query = query
+        self.cursor = 0  # last seq delivered or skipped
+        self.until = 0  # last seq of history; later ones are realtime
+        self.backlog: list[LogRecord] = []  # history picked by a filtered tail
+        self.phase = Phase.HISTORY
+        self.event = asyncio.Event()
+        self.closed = False
+        self._waiting_commit = False
+
+    @property
+    def process(self) -> str:
+        return self.journal.name
+
+    def close(self) -> None:
+        self.closed = True
+        self.journal.subscribers.discard(self)
+        self.event.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def take_live(self, limit: int, fmt: str, encode: Encoder) -> LiveBatch | None:
+        """The fast path of an unfiltered live reader: the next records (at most `limit`)
+        as their shared `fmt` encodings, from the ring or the store's pages.
+
+        Every such record is `realtime` or `status`, so its wire bytes are the same for
+        every reader of that format. Returns None when this reader needs `next()` (history
+        still to send, a filter, a range to announce as a gap), and a batch with no
+        records when nothing is new.
+        """
+        if self.closed or self.phase is not Phase.LIVE or not self.query.is_empty:
+            return None
+        window = await self._window(limit, fmt)
+        if not window.records:
+            live = window.in_ring or self.cursor >= window.last
+            return LiveBatch([], [], self.cursor) if live else None
+        if not window.consecutive:
+            return None
+        records = window.records
+        if window.in_ring:
+            assert window.cached is not None and window.statuses is not None
+            encoded = complete(self.journal, fmt, records, window.cached, encode)
+            statuses = window.statuses
+        else:
+            assert window.page is not None
+            page, i = window.page, window.index
+            encoded = page.encoded(fmt, encode)[i : i + len(records)]
+            statuses = [r for r in page.statuses if self.cursor < r.seq <= records[-1].seq]
+        self.cursor = records[-1].seq
+        return LiveBatch(encoded, statuses, self.cursor)
+
+    async def next(self, limit: int = 2000, *, wait: bool = True) -> list[Entry]:
+        """The next entries; waits for new ones unless `wait` is False (then may return
+        [], except while the next lines are being committed: those are waited for)."""
+        while not self.closed:
+            self.event.clear()
+            entries = await self._read(limit)
+            if entries or not (wait or self._waiting_commit):
+                return entries
+            await self.event.wait()
+        return []
+
+    async def _read(self, limit: int) -> list[Entry]:
+        out: list[Entry] = []
+        self._waiting_commit = False
+        if self.phase is Phase.BACKLOG:
+            chunk, self.backlog = self.backlog[:limit], self.backlog[limit:]
+            out = [(EventType.HISTORICAL, r) for r in chunk]
+            if not self.backlog:
+                self.phase = Phase.HISTORY
+        elif self.phase is Phase.LIVE or self.cursor < self.until:
+            room = limit if self.phase is Phase.LIVE else min(limit, self.until - self.cursor)
+            window = await self._window(room)
+            if window.wait:
+                self._waiting_commit = True
+            elif window.hole > self.cursor:
+                out.append(self._gap(self.cursor + 1, window.hole))
+                self.cursor = window.hole
+            elif window.records:
+                self._deliver(window.records, out)
+        if self.phase is Phase.HISTORY and self.cursor >= self.until:
+            self.phase = Phase.LIVE
+            out.append((EventType.HISTORICAL_COMPLETE, self.until))
+        return out
+
+    def _deliver(self, records: list[LogRecord], out: list[Entry]) -> None:
+        """Entries for `records` (and a gap for each hole among them); history stops at
+        `until`, so that historical_complete comes right after it."""
+        history = self.phase is not Phase.LIVE
+        until = self.until
+        match = None if self.query.is_empty else self.query.matches
+        expected = self.cursor + 1
+        for record in records:
+            seq = record.seq
+            if seq != expected:
+                # lines that left the ring before the writer persisted them, or that
+                # retention removed between two reads: never skipped silently
+                out.append(self._gap(expected, seq - 1))
+                expected = seq
+            if history and seq > until:
+                break
+            expected = seq + 1
+            if match is None or match(record):
+                if history:
+                    out.append((EventType.HISTORICAL, record))
+                elif record.stream is Stream.SYSTEM:
+                    out.append((EventType.STATUS, record))
+                else:
+                    out.append((EventType.REALTIME, record))
+        self.cursor = expected - 1
+
+    def _gap(self, start: int, end: int) -> Entry:
+        journal = self.journal
+        journal.dropped += end - start + 1
+        return (EventType.GAP, Gap(journal.name, start, end, journal.gap_reason(start, end)))
+
+    async def _window(self, limit: int, fmt: str | None = None) -> _Window:
+        """What follows the cursor: from the ring where it still has it, else from the
+        store (through the hub's shared pages), else a hole."""
+        journal = self.journal
+        cursor = self.cursor
+        with journal.lock:
+            ring = journal.ring
+            last = journal.visible_seq
+            first = ring.first_seq
+            cleared = journal.cleared_upto
+            in_ring = first is not None and cursor + 1 >= first
+            if cursor >= last or in_ring:
+                records = ring.since(cursor, min(limit, last - cursor)) if last > cursor else []
+                window = _Window(cursor, last, records, in_ring=in_ring)
+                if fmt is not None and records:
+                    window.cached = ring.encodings(fmt, records[0].seq, len(records))
+                    window.statuses = ring.statuses(records[0].seq, records[-1].seq)
+                return window
+        if cursor < cleared:
+            return _Window(cursor, last, [], hole=min(cleared, last))
+        return await self._stored(limit, last)
+
+    async def _stored(self, limit: int, last: int) -> _Window:
+        """The records after the cursor from the store.
+
+        The ring lets go of records the writer has taken before it has committed them
+        only when far over its bounds; a reader that asks the store for those in that
+        moment waits for the commit rather than taking them for lost.
+        """
+        journal = self.journal
+        cursor = self.cursor
+        while True:
+            committed = journal.committed
+            page = await self.hub.pages.page(journal.name, journal.cleared_upto, cursor)
+            i = page.index(cursor)
+            records = page.records[i : i + limit]
+            cleared = journal.cleared_upto
+            if cleared > cursor:  # a clear while we read
+                records = [r for r in records if r.seq > cleared]
+            window = _Window(cursor, last, records, page=page, index=i)
+            if records and records[0].seq == cursor + 1:
+                return window
+            with journal.lock:
+                if journal.committed != committed:
+                    continue  # a write committed while we read: look again
+                if journal.writing > journal.persisted and journal.writing > cursor and not self.closed:
+                    journal.wake_on_commit = True
+                    window.wait = True
+                    return window
+                ring_first = journal.ring.first_seq
+                last = journal.visible_seq
+            if not records:
+                window.hole = (ring_first - 1) if ring_first is not None else last
+            return window

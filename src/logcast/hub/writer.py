@@ -1,0 +1,222 @@
+"""The store writer: one thread that moves what the memory tails hold into the store.
+
+Capture never waits for a write; the writer takes what is new in one batch per round,
+retries failures with backoff while capture goes on from memory, and starts each
+round with the next process so that one flood cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from logcast.errors import StoreError
+from logcast.hub.journal import Journal
+from logcast.store.base import Store
+from logcast.types import LogRecord
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 20_000
+WRITER_STALL = 1.0  # a store write taking longer than this (s) no longer holds capture
+HOLD_CHECK = 0.1  # s between two looks of a held capture thread at a silent writer
+
+
+class StoreWriter:
+    def __init__(
+        self,
+        store: Store,
+        journals: Callable[[], list[Journal]],
+        *,
+        on_commit: Callable[[str], None],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._journals = journals
+        self._on_commit = on_commit
+        self._monotonic = monotonic
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._batch_lock = threading.Lock()  # held while a batch is written
+        self._progress = threading.Condition(threading.Lock())  # a round ended
+        self._rounds = 0  # rounds ended, either way; guarded by _progress
+        self._ok = True  # the last round succeeded
+        self._write_started: float | None = None  # when the write in flight began
+        self._next_first = 0  # which process the next round starts with
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="logcast-store-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def request_stop(self) -> None:
+        """Write what is left, then end the thread (it does not wait for that)."""
+        self._stopping.set()
+        self._wanted.set()
+        self.release_held()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; False if it is still writing after `timeout`."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def poke(self) -> None:
+        """There is something new to write."""
+        self._wanted.set()
+
+    # -- what other threads wait for -------------------------------------------------
+
+    def hold_while_behind(self, journal: Journal) -> None:
+        """Hold a capture thread while its ring is over its bounds with lines the store
+        does not have yet (the ring lets go only of persisted lines).
+
+        Capture hands lines on from a framer thread behind a spool of raw bytes, so the
+        child does not wait here, and the burst waits as raw bytes instead of records
+        being evicted before the store has them. Only while the writer is healthy and
+        moving: when writes fail or one write stalls, capture goes on from memory and
+        the ring lets go of what it must (counted, announced).
+        """
+        while True:
+            rounds = self._rounds  # read before looking
+            with journal.lock:
+                journal.trim()  # let go of what the writer has persisted since
+                over = journal.ring.overfull
+            if not over or not self._ok or self._stopping.is_set():
+                return
+            started = self._write_started
+            if started is not None and self._monotonic() - started > WRITER_STALL:
+                return
+            with self._progress:
+                if self._rounds == rounds:
+                    self._progress.wait(HOLD_CHECK)
+
+    def wait_persisted(self, targets: dict[Journal, int], timeout: float) -> bool:
+        """Block until each journal's store holds its target seq (or `timeout`)."""
+        deadline = self._monotonic() + timeout
+        with self._progress:
+            while not all(journal.persisted >= seq for journal, seq in targets.items()):
+                remaining = deadline - self._monotonic()
+                if remaining <= 0:
+                    return False
+                self._wanted.set()
+                self._progress.wait(remaining)
+        return True
+
+    def release_held(self) -> None:
+        """Let every thread waiting on the writer look again."""
+        with self._progress:
+            self._rounds += 1
+            self._progress.notify_all()
+
+    @contextmanager
+    def no_batch_in_flight(self) -> Iterator[None]:
+        """No batch is written while this is held (a clear must not race one)."""
+        with self._batch_lock:
+            yield
+
+    # -- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            self._wanted.wait(timeout=1.0)
+            self._wanted.clear()
+            stopping = self._stopping.is_set()
+            try:
+                while self._write_round():
+                    pass
+                backoff = 0.0
+            except StoreError as exc:
+                self._round_ended(ok=False)
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.warning("history store write failed (%s); retrying in %.1fs", exc, backoff)
+                if stopping:
+                    return
+                self._stopping.wait(backoff)
+                self._wanted.set()
+                continue
+            except Exception:
+                self._round_ended(ok=False)
+                log.exception("store writer failed")
+                if stopping:
+                    return
+                self._stopping.wait(1.0)
+                self._wanted.set()
+                continue
+            if stopping:
+                return
+
+    def _write_round(self) -> bool:
+        """Write one batch of everything not yet persisted; True if it wrote something."""
+        with self._batch_lock:
+            batch: list[LogRecord] = []
+            ends: list[tuple[Journal, int]] = []
+            journals = self._journals()
+            start = self._next_first % len(journals) if journals else 0
+            self._next_first = start + 1
+            for journal in journals[start:] + journals[:start]:
+                room = WRITE_BATCH - len(batch)
+                if room <= 0:
+                    break
+                with journal.lock:
+                    records = self._take(journal, room)
+                if records:
+                    batch.extend(records)
+                    ends.append((journal, records[-1].seq))
+            if not batch:
+                return False
+            self._write_started = self._monotonic()
+            try:
+                self._store.write(batch)
+            except BaseException:
+                for journal, _ in ends:
+                    with journal.lock:
+                        journal.writing = journal.persisted
+                        wake = journal.wake_on_commit
+                        journal.wake_on_commit = False
+                    if wake:
+                        self._on_commit(journal.name)  # a reader waited for it: look again
+                raise
+            finally:
+                self._write_started = None
+            for journal, end in ends:
+                with journal.lock:
+                    visible = journal.visible_seq
+                    journal.persisted = max(journal.persisted, end)
+                    journal.committed = max(journal.committed, end)
+                    wake = journal.wake_on_commit or journal.visible_seq != visible
+                    journal.wake_on_commit = False
+                if wake:
+                    self._on_commit(journal.name)
+            self._round_ended(ok=True)
+            return True
+
+    @staticmethod
+    def _take(journal: Journal, room: int) -> list[LogRecord]:
+        """Up to `room` records of `journal` the store does not have (lock held)."""
+        first = journal.ring.first_seq
+        if first is None or journal.persisted >= journal.last_seq:
+            return []
+        if journal.persisted < first - 1:  # evicted before they could be written
+            journal.lose(journal.persisted + 1, first - 1)
+            journal.persisted = first - 1
+        records = journal.ring.since(journal.persisted, room)
+        if records:
+            journal.writing = records[-1].seq
+        return records
+
+    def _round_ended(self, *, ok: bool) -> None:
+        self._ok = ok
+        self.release_held()
