@@ -1,36 +1,23 @@
-"""`logcast monitor [NAME…]`: an interactive monitor in the manner of the LLM manager's `advanced_log_tester.py`, as a Textual app.
-
-A table of processes (state, pid, uptime, restarts, lines/s, warnings, errors,
-subscribers) refreshed every second from `/api/processes`; a live log pane fed by one
-stream per process (history then realtime, reconnecting by itself), bounded, for one
-process or all of them, filtered by level and by text; keys to start, stop, restart and
-clear with a confirmation; a statistics view; that tool's commands (`stats`,
-`logs <name>`, `clear`, `help`, `quit`) in the command palette (ctrl+p).
-
-Nothing the server does raises out of the app: failures are shown in the status bar or
-as notifications, and the app keeps retrying.
-"""
+"""The monitor's main screen: the process table, the live log pane and its filters, and
+the keys that control processes."""
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from functools import partial
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-import typer
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.containers import Grid, Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, RichLog, Select, Static
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Select, Static
 
 from logcast.cli import render
-from logcast.cli.options import TokenOption, UrlOption
+from logcast.cli.monitor.palette import MonitorCommands
+from logcast.cli.monitor.screens import ConfirmScreen, HelpScreen, StatsScreen
 from logcast.client import AsyncClient, ConnectionState, Event, ProcessInfo
 from logcast.errors import ClientError
 from logcast.query import parse_levels
@@ -66,204 +53,20 @@ LEVEL_OPTIONS: list[tuple[str, str]] = [
 # Truecolour, so that no process looks like a level (red, yellow, green) in any theme.
 PROCESS_COLOURS = ("#61afef", "#c678dd", "#56b6c2", "#8787ff", "#87afaf", "#d7afff")
 
-HELP = """\
-[b]Keys[/b]
-  ↑ ↓        choose a process          enter   show its log
-  a          show every process's log  /       search the log
-  s x r      start, stop, restart      c       clear its history
-  t          statistics                ctrl+p  command palette
-  ?          this help                 q       quit
-
-[b]Commands[/b] (ctrl+p)
-  stats          per-process totals
-  logs <name>    show that process's log (logs all: every process)
-  clear          clear the screen (the log pane)
-  help, quit
-
-Level filter: one level means that level and above. Search: case-insensitive text.
-"""
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """Yes or no, for an action that changes a process."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
-    ]
-
-    def __init__(self, question: str):
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Grid(id="dialog"):
-            yield Label(self.question, id="question")
-            yield Button("Yes (y)", variant="error", id="yes")
-            yield Button("No (n)", variant="primary", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-
-class StatsScreen(ModalScreen[None]):
-    """The `stats` command: totals and per-process counters."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,t", "close", "Close")]
-
-    def __init__(self, client: AsyncClient):
-        super().__init__()
-        self.client = client
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="stats"):
-            yield Label("Statistics", id="stats-title")
-            yield DataTable[Text | str](id="stats-table", cursor_type="none", zebra_stripes=True)
-            yield Static("", id="stats-summary")
-
-    async def on_mount(self) -> None:
-        table = self.query_one("#stats-table", DataTable)
-        for key, label in (
-            ("name", "PROCESS"),
-            ("state", "STATE"),
-            ("lines", "LINES"),
-            ("bytes", "BYTES"),
-            ("rate", "LINES/S"),
-            ("warnings", "WARN"),
-            ("errors", "ERR"),
-            ("subscribers", "SUBS"),
-            ("dropped", "DROPPED"),
-        ):
-            table.add_column(label, key=key)
-        try:
-            stats = await self.client.stats()
-        except ClientError as exc:
-            if not self.is_attached:  # closed while loading
-                return
-            self.query_one("#stats-summary", Static).update(Text(f"cannot load statistics: {exc}", "red"))
-            return
-        if not self.is_attached:
-            return
-        for name, s in stats.get("processes", {}).items():
-            table.add_row(
-                Text(name),
-                _state_text(s.get("state")),
-                str(s.get("lines", 0)),
-                _size(s.get("bytes", 0)),
-                f"{float(s.get('lines_per_s', 0.0)):.1f}",
-                str(s.get("warnings", 0)),
-                Text(str(s.get("errors", 0)), "red" if s.get("errors") else ""),
-                str(s.get("subscribers", 0)),
-                str(s.get("dropped", 0)),
-                key=name,
-            )
-        summary = Text()
-        summary.append(
-            f"total: {stats.get('total_logs', 0)} lines, {_size(stats.get('total_bytes', 0))}, "
-            f"{float(stats.get('lines_per_s', 0.0)):.1f} lines/s, {stats.get('subscribers', 0)} subscribers, "
-            f"{stats.get('dropped', 0)} dropped"
-        )
-        store = stats.get("store")
-        if isinstance(store, dict):
-            summary.append(
-                f"\nstore: {store.get('engine', '?')}, {store.get('written', 0)} written, "
-                f"{store.get('pending', 0)} pending, {store.get('errors', 0)} errors"
-            )
-        self.query_one("#stats-summary", Static).update(summary)
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-
-class HelpScreen(ModalScreen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="help"):
-            yield Static(HELP)
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-
-class MonitorCommands(Provider):
-    """The interactive commands (`stats`, `logs`, `clear`…) in the command palette."""
-
-    def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
-        app = self.app
-        if not isinstance(app, MonitorApp):
-            return []
-        commands: list[tuple[str, Callable[[], Any], str]] = [
-            ("stats", app.action_stats, "per-process totals"),
-            ("clear", app.action_clear_pane, "clear the screen (the log pane)"),
-            ("help", app.action_help, "keys and commands"),
-            ("quit", app.exit, "leave the monitor"),
-            ("logs all", partial(app.select_view, None), "every process's log"),
-        ]
-        for name in app.names:
-            commands.append((f"logs {name}", partial(app.select_view, name), f"show {name}'s log"))
-        return commands
-
-    async def discover(self) -> Hits:
-        for text, command, help_text in self._commands():
-            yield DiscoveryHit(text, command, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for text, command, help_text in self._commands():
-            score = matcher.match(text)
-            if score > 0:
-                yield Hit(score, matcher.highlight(text), command, text=text, help=help_text)
-
-
-def _state_text(value: Any) -> Text:
-    try:
-        return Text(str(value), render.STATE_STYLE.get(ProcessState(value), ""))
-    except ValueError:
-        return Text(str(value or "-"))
-
-
-def _size(n: Any) -> str:
-    size = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
 
 class MonitorApp(App[None]):
-    """Processes, their live logs and their controls, in one terminal screen."""
+    """Processes, their live logs and their controls, in one terminal screen.
+
+    A table of processes refreshed every second; a bounded log pane fed by one stream per
+    process (history then realtime, reconnecting by itself), for one process or all of them,
+    filtered by level and by text; keys to start, stop, restart and clear, each confirmed.
+    Nothing the server does raises out of the app: failures are shown in the status bar or
+    as notifications, and the app keeps retrying.
+    """
 
     TITLE = "logcast monitor"
     COMMANDS = App.COMMANDS | {MonitorCommands}
-    CSS = """
-    #processes { height: auto; max-height: 40%; }
-    #filters { height: 3; }
-    #level { width: 20; }
-    #search { width: 1fr; }
-    #pane { height: 1fr; border: round $primary-darken-2; }
-    #status { height: 1; background: $boost; padding: 0 1; }
-    ConfirmScreen, StatsScreen, HelpScreen { align: center middle; }
-    #dialog {
-        grid-size: 2; grid-gutter: 1 2; grid-rows: auto 3; padding: 1 2;
-        width: 60; height: auto; border: thick $error; background: $surface;
-    }
-    #question { column-span: 2; width: 1fr; content-align: center middle; }
-    #dialog Button { width: 100%; }
-    #stats, #help { width: 90%; height: auto; max-height: 90%; border: thick $primary; background: $surface; }
-    #stats-title { text-style: bold; padding: 0 1; }
-    #stats-table { height: auto; max-height: 20; }
-    #stats-summary { padding: 1; }
-    #help Static { padding: 1 2; }
-    """
+    CSS_PATH = "monitor.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "control('start')", "Start"),
         Binding("x", "control('stop')", "Stop"),
@@ -280,10 +83,10 @@ class MonitorApp(App[None]):
     def __init__(self, names: list[str] | None = None, url: str | None = None, token: str | None = None):
         super().__init__()
         self.client = AsyncClient(url, token)
-        self.only = list(dict.fromkeys(names or []))
-        self.names: list[str] = list(self.only)
+        self.requested = list(dict.fromkeys(names or []))  # the names given on the command line; none: all
+        self.names: list[str] = list(self.requested)
         self.infos: dict[str, ProcessInfo] = {}
-        self.view: str | None = self.only[0] if len(self.only) == 1 else None
+        self.view: str | None = self.requested[0] if len(self.requested) == 1 else None
         self.levels: frozenset[Level] | None = None
         self.search_text = ""
         self.buffers: dict[str, deque[Event]] = {}
@@ -342,13 +145,13 @@ class MonitorApp(App[None]):
         if not self.table.is_attached:  # the app closed while we waited
             return
         self.server_error = None
-        if self.only:
+        if self.requested:
             known = {i.name for i in infos}
-            for name in self.only:
+            for name in self.requested:
                 if name not in known and name not in self._unknown:
                     self._unknown.add(name)
                     self.notify(f"unknown process {name!r}", severity="warning", title="logcast")
-            infos = [i for i in infos if i.name in self.only]
+            infos = [i for i in infos if i.name in self.requested]
         self.infos = {info.name: info for info in infos}
         self.names = [info.name for info in infos]
         self._update_table(infos)
@@ -557,7 +360,9 @@ class MonitorApp(App[None]):
             if action == "clear":
                 await self.client.clear(name)
                 self.buffers.pop(name, None)
-                self.merged = deque((e for e in self.merged if e.process != name), maxlen=PANE_LINES)
+                self.merged = deque(
+                    (event for event in self.merged if event.process != name), maxlen=PANE_LINES
+                )
                 self._rerender()
                 self.notify(f"{name}: history cleared")
             else:
@@ -573,26 +378,3 @@ class MonitorApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
-
-
-def monitor(
-    names: Annotated[
-        list[str] | None, typer.Argument(metavar="[NAME]...", help="Processes to show (all).")
-    ] = None,
-    url: UrlOption = None,
-    token: TokenOption = None,
-) -> None:
-    """Interactive terminal monitor: states, live logs, stats, start/stop/restart/clear."""
-    try:
-        app = MonitorApp(names, url, token)
-    except ClientError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    app.run()
-
-
-def register(app: typer.Typer) -> None:
-    app.command("monitor")(monitor)
-
-
-__all__ = ["MonitorApp", "register"]
