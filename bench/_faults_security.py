@@ -1,13 +1,6 @@
-"""Figures for oversized and slow request heads, for `bench/faults.py`.
-
-`measure(python)` starts a real `logcast serve` (with `python`), and while a thread
-times `GET /healthz` every 20 ms it sends, on raw sockets:
-- one request whose single header is 64 MB long (status answered, seconds until then);
-- one request with 10,000 header fields;
-- `SLOWLORIS` connections that each send a request line and then one header byte a
-  second: how long until the server closes them, and what it said (408).
-It returns the figures as a flat dict; run this file to print them.
-"""
+"""Oversized and slow request heads against a real `logcast serve`, for `bench/faults.py`
+(`heads`): a 64 MB header, 10,000 headers, slowloris, with `/healthz` timed meanwhile.
+Run it alone to print its figures; what each means: bench/README.md."""
 
 from __future__ import annotations
 
@@ -20,11 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.lib, tests.util
 
-from _common import HealthzProbe, serve  # noqa: E402
+from bench.lib.healthz import HealthzProbe
+from bench.lib.servers import serve
 
 SLOWLORIS = 50
 BIG_HEADER = 64 << 20

@@ -1,16 +1,6 @@
-"""Figures for readers that stop reading, for `bench/faults.py`.
-
-`measure(python)` starts a real `logcast serve` (with `python`, send timeout
-`SEND_TIMEOUT` through `LOGCAST_SEND_TIMEOUT`) supervising a child that writes about
-4,000 lines/s. Once 30,000 lines are in, and while a thread times `GET /healthz`
-every 20 ms and samples the server's RSS and open fds, it opens `STALLED` raw SSE
-connections (4 KiB receive buffer) that ask for the whole history and never read.
-It returns, as a flat dict: RSS and fds before, at their peak and after the stalled
-clients were let go; the worst and the 99th percentile `/healthz` time while they
-connected and until they were gone; and how long after its request each stalled
-socket was reset by the server (its TCP state seen from the client, without reading).
-Run this file to print them.
-"""
+"""Readers that stop reading, against a real `logcast serve`, for `bench/faults.py` (`streams`):
+300 stalled SSE sockets, the server's RSS, fds and `/healthz` meanwhile, and when each socket
+is cut loose. Run it alone to print its figures; what each means: bench/README.md."""
 
 from __future__ import annotations
 
@@ -23,13 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-for folder in (HERE, HERE.parent):  # bench's helpers; the fault test's child
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.lib, tests
 
-from _common import HealthzProbe, serve, wait_for  # noqa: E402
-from tests.faults.test_stalled_readers import FLOOD_SOURCE as FLOOD  # noqa: E402
+from bench.lib.healthz import HealthzProbe
+from bench.lib.servers import serve
+from tests.faults.test_stalled_readers import FLOOD_SOURCE as FLOOD  # the fault test's child
+from tests.util import wait_for
 
 STALLED = 300
 SEND_TIMEOUT = 5.0

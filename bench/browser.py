@@ -80,7 +80,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -91,9 +90,11 @@ from typing import Any, ClassVar
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.lib, tests.util
 
-from _common import CHILD_PACED, serve, stop_group
+from bench.lib.children import HISTORY_CHILD, PACED_CHILD
+from bench.lib.servers import serve
+from tests.util import stop_group
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -118,32 +119,8 @@ SECOND_POINT = 100_000
 
 # -- children -------------------------------------------------------------------------------
 
-CHILD_HIST = textwrap.dedent(
-    """
-    # argv: lines, rate (lines/s). Writes them (1000 per write, paced), then sleeps until stopped.
-    import os, sys, time
-    total, rate = int(sys.argv[1]), float(sys.argv[2])
-    pad = b"x" * 71
-
-    def write(data):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(1, view):]
-
-    t0 = time.time()
-    for start in range(0, total, 1000):
-        due = t0 + start / rate
-        if due > time.time():
-            time.sleep(due - time.time())
-        now = time.time()
-        write(b"".join(b"%09d %17.6f %s\\n" % (i, now, pad) for i in range(start, min(total, start + 1000))))
-    while True:
-        time.sleep(3600)
-    """
-)
-
 # The live child is the latency benchmark's paced writer: one implementation for both.
-CHILD_LIVE = CHILD_PACED
+CHILD_LIVE = PACED_CHILD
 
 # -- what runs in the page ----------------------------------------------------------------------
 
@@ -322,7 +299,7 @@ class Logcast:
 
 
 def start_logcast(tmp: Path, args: argparse.Namespace) -> Logcast:
-    (tmp / "hist.py").write_text(CHILD_HIST)
+    (tmp / "hist.py").write_text(HISTORY_CHILD)
     (tmp / "live.py").write_text(CHILD_LIVE)
     report = tmp / "live.json"
     hist = [sys.executable, "-u", str(tmp / "hist.py"), str(args.lines), str(args.hist_rate)]

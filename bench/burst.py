@@ -1,32 +1,6 @@
-"""Burst benchmark: a child writes 1,000,000 lines as fast as it can while 10 WebSocket and
-10 SSE clients follow it; when does the last line reach the slowest client, counted from
-the child's exit?
-
-The child writes `--lines` numbered ~100-byte lines (1,000 per write) and records its
-start and exit times (time.time()). The clients (two separate processes, asyncio + uvloop;
-SSE `/api/processes/flood/logs/stream?lines=0`, WebSocket `/ws/logs?process=flood&format=
-text&lines=0`) are connected before the child is started; each checks that line numbers
-go up by exactly one and records when the last line arrived (see bench/_common.py).
-
-Printed: the child's run time, each client's time of the last line after the child's
-exit (slowest first), whether every client got every line in order (and if not: how many
-lines it missed, at how many places, and how many of them `gap` notices announced), the
-server's CPU, peak RSS, event-loop thread on/waiting for a CPU, and the hub's own counts
-(`/api/logs/stats`: persisted, store_lost, dropped). A client that has not got the last
-line `--timeout` s after the child's exit is stopped and reported with what it had.
-
-Baseline, same run: the naive pattern of seed 000 (reader thread + queue.Queue +
-`run_in_executor(q.get)` + `send_text` to each WebSocket, bench/_common.py NAIVE_APP)
-under the same uvicorn, with `--naive-ws` WebSocket clients and `--naive-lines` lines:
-the time to hand every line to every client after the child's exit, capped at
-`--naive-timeout`.
-
-    python bench/burst.py [--lines 1000000] [--sse 10 --ws 10] [--runs 1]
-
-Target: <= 3 s after the child's exit, every line, in order. For scale (from the brief,
-same machine): the seed's pattern needs about 29 s to hand 200,000 lines to 10 clients;
-PM2's live tail about 8 s for 1,000,000 lines to one client.
-"""
+"""Burst benchmark: a child writes a million lines as fast as it can while SSE and WebSocket
+clients follow it; when does the last line reach the slowest client, from the child's exit?
+What it measures and how, and recent figures: bench/README.md."""
 
 from __future__ import annotations
 
@@ -40,21 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.lib, tests.util
 
-from _common import (
-    CHILD_BURST,
-    ClientProc,
-    Meter,
-    Server,
-    add_ws_client_options,
-    check_ws_client_options,
-    loop_line,
-    start_logcast,
-    start_naive,
-    wait_clients,
-    wait_subscribers,
-)
+from bench.lib.children import BURST_CHILD
+from bench.lib.clients import ClientProcess, add_ws_client_options, check_ws_client_options, wait_clients
+from bench.lib.meters import ServerMeter, event_loop_line
+from bench.lib.servers import Server, start_logcast, start_naive, wait_subscribers
 
 PROCESS = "flood"
 
@@ -70,13 +35,13 @@ def run_burst(
     with tempfile.TemporaryDirectory(prefix="logcast-burst-") as d:
         tmp = Path(d)
         script = tmp / "child.py"
-        script.write_text(CHILD_BURST)
+        script.write_text(BURST_CHILD)
         report = tmp / "child.json"
         child = [sys.executable, str(script), str(lines), str(report)]
         server: Server = (
             start_logcast(tmp, {PROCESS: child}) if kind == "logcast" else start_naive(tmp, child)
         )
-        clients: list[ClientProc] = []
+        clients: list[ClientProcess] = []
         child_info: dict[str, float] | None = None
         try:
             base = {
@@ -89,9 +54,9 @@ def run_burst(
                 **ws_opts,
             }
             if n_sse:
-                clients.append(ClientProc({**base, "sse": n_sse, "ws": 0}))
+                clients.append(ClientProcess({**base, "sse": n_sse, "ws": 0}))
             if n_ws:
-                clients.append(ClientProc({**base, "sse": 0, "ws": n_ws}))
+                clients.append(ClientProcess({**base, "sse": 0, "ws": n_ws}))
             for c in clients:
                 _ok, failed = c.wait_ready(60)
                 if failed:
@@ -101,7 +66,7 @@ def run_burst(
             seen = wait_subscribers(server, PROCESS, n_sse + n_ws, 30)
             if seen < n_sse + n_ws:
                 notes.append(f"server counted {seen} of {n_sse + n_ws} subscribers before the start")
-            meter = Meter(server.pid)
+            meter = ServerMeter(server.pid)
             meter.start()
             server.start(PROCESS)
             # the child: at most 300 s to write its lines
@@ -183,7 +148,7 @@ def run_burst(
     }
 
 
-def fmt_s(x: float, timeout: float) -> str:
+def format_seconds(x: float, timeout: float) -> str:
     if math.isnan(x):
         return "n/a"
     if math.isinf(x):
@@ -201,13 +166,13 @@ def print_burst(r: dict[str, Any]) -> None:
         )
     timeout = r["timeout"]
     print(
-        f"  last line at the slowest client, after the child's exit: {fmt_s(r['slowest'], timeout)}"
+        f"  last line at the slowest client, after the child's exit: {format_seconds(r['slowest'], timeout)}"
         + ("" if r["all_ok"] else " (NOT every line arrived: see below)")
     )
     ok = sum(1 for x in r["clients"] if x["complete"])
     print(f"  every line, in order: {'yes' if r['all_ok'] else 'NO'} ({ok} of {len(r['clients'])} clients)")
     times = ", ".join(
-        f"{x['name']} {fmt_s(x['after_exit'], timeout)}{'' if x['complete'] else ' (incomplete)'}"
+        f"{x['name']} {format_seconds(x['after_exit'], timeout)}{'' if x['complete'] else ' (incomplete)'}"
         for x in r["clients"]
     )
     print(f"  per client (slowest first): {times}")
@@ -242,8 +207,8 @@ def print_burst(r: dict[str, Any]) -> None:
             f"  server: CPU {s['cpu_s']:.1f} s over {s['wall_s']:.1f} s = {s['cpu_pct']:.0f}% of a core; "
             f"peak RSS {s['peak_rss_mb']:.0f} MB"
         )
-        if loop_line(s):
-            print(loop_line(s))
+        if event_loop_line(s):
+            print(event_loop_line(s))
     if r["hub"]:
         h = r["hub"]
         print(
@@ -307,7 +272,7 @@ def main() -> None:
         r0 = runs[0][0]
         print(
             f"  {r0['label']}, {args.lines:,} lines: last line at the slowest client "
-            f"{fmt_s(med([r['slowest'] for r, _ in runs]), args.timeout)} after the child's exit "
+            f"{format_seconds(med([r['slowest'] for r, _ in runs]), args.timeout)} after the child's exit "
             f"(target <= 3 s); every line in order in {sum(r['all_ok'] for r, _ in runs)} of {len(runs)} runs; "
             f"child {med([r['child']['end'] - r['child']['start'] for r, _ in runs if r['child']]):.2f} s; "
             f"server peak RSS {med([r['server'].get('peak_rss_mb', math.nan) for r, _ in runs]):.0f} MB"
@@ -316,7 +281,7 @@ def main() -> None:
         if naive:
             print(
                 f"  {naive[0]['label']}, {args.naive_lines:,} lines: all lines at all clients "
-                f"{fmt_s(med([n['slowest'] for n in naive]), args.naive_timeout)} after the child's exit"
+                f"{format_seconds(med([n['slowest'] for n in naive]), args.naive_timeout)} after the child's exit"
             )
 
 

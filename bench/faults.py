@@ -1,29 +1,6 @@
-"""The fault figures: what each promise of logcast looks like when it is attacked.
-
-Runs a real `logcast serve` per measurement and prints, for each, the figure beside
-its baseline measured in the same run:
-
-- regex: `/healthz` worst latency and a 20,000 lines/s child's longest stall between
-  two lines, first with nobody searching (the baseline), then while ten clients ask
-  for the catastrophic pattern `(.+)+z`; and what Python's `re` takes for that
-  pattern on one 26-character line, for comparison (RE2 takes microseconds).
-- sigkill: a client holds lines the store does not have (its write lock is held by
-  another connection), logcast is SIGKILLed and restarted: lines held, lines the
-  history lacks, how many of those lie outside a `lost` gap (must be 0), seqs that
-  name another line now (must be 0), and `store_lost` against the gaps.
-- disk_full (root only: it mounts a 1 MiB tmpfs): `store_lost` against the holes in
-  the history once the disk has room again, and whether `persisted_seq` ever claimed
-  more than the store held.
-- last_line: bursts that end with a line on the other pipe: lines written, lines
-  missing.
-- streams and heads: `bench/_faults_streams.py` (300 stalled SSE readers: RSS and fds
-  before, at peak and after, `/healthz` meanwhile) and `bench/_faults_security.py`
-  (64 MB header, 10,000 headers, slowloris).
-
-    python bench/faults.py [--runs 3] [--only regex,sigkill,...]
-
-Each figure is the median of `--runs` runs (the runs are listed too).
-"""
+"""Fault benchmark: what each promise of logcast looks like under attack (a catastrophic regex,
+SIGKILL, a full disk, a last line on the other pipe, stalled readers, hostile request heads),
+beside its baseline from the same run. What each prints, and figures: bench/README.md."""
 
 from __future__ import annotations
 
@@ -45,17 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-for folder in (HERE, HERE.parent):  # bench's helpers; the fault tests' children and SSE parser
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench, tests
 
-import _faults_security  # noqa: E402
-import _faults_streams  # noqa: E402
-from _common import HealthzProbe, Server, serve, wait_for  # noqa: E402
-from tests.e2e.sse import messages  # noqa: E402
-from tests.faults.test_regex_stall import FLOOD as STEADY  # noqa: E402  (20,000 lines/s, timestamped)
-from tests.faults.test_sigkill import FLOOD  # noqa: E402
+from bench import _faults_security, _faults_streams
+from bench.lib.healthz import HealthzProbe
+from bench.lib.servers import Server, serve
+from tests.e2e.sse import messages  # the fault tests' SSE parser and children
+from tests.faults.test_regex_stall import FLOOD as STEADY  # 20,000 lines/s, timestamped
+from tests.faults.test_sigkill import FLOOD
+from tests.util import wait_for
 
 Figures = dict[str, float | int | str]
 

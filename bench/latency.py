@@ -1,37 +1,6 @@
-"""Latency benchmark: a child writes timestamped lines at a steady rate while many SSE and
-WebSocket clients follow it on loopback; how late does each line reach each client?
-
-A child writes `--rate` lines/s (default 10,000, in batches every `--batch-ms`) for
-`--seconds` (default 10), each line carrying its line number and `time.time()` at the
-write. `--sse` SSE clients (`/api/processes/src/logs/stream?lines=0`) and `--ws` WebSocket
-clients (`/ws/logs?process=src&format=text&lines=0`, the text frame is the bare line) are
-connected before the child is started (autostart = false; `POST /api/processes/src/start`
-once `/api/logs/stats` counts them all). Clients run in two separate processes (one for
-SSE, one for WebSocket; asyncio + uvloop), see bench/_common.py for how they check and time.
-
-Printed, per configuration (a heavy one, `--sse`/`--ws`, and a light one, `--light-sse`/
-`--light-ws`): for SSE and WS separately, streams connected / complete (every line, in
-order), lines delivered, and p50 / p99 / max latency from the child's write to the
-client's receive, over every line that should have arrived (a line that did not arrive
-within `--drain` s after the child's end counts as infinitely late, printed `>Ns/lost`);
-lines skipped, and how many of them `gap` notices announced; the server's CPU (its own
-process, children excluded), RSS, and how much of the run its event-loop thread spent on
-a CPU or waiting for one (the machine is shared: /proc schedstat); the clients' CPU.
-SSE latency is taken per socket read from the oldest line of the read (an upper bound);
-WebSocket latency is per frame.
-
-Then 1,000 idle subscribers (`--idle-sse` + `--idle-ws`) on a running, quiet process:
-server RSS without them and with them held.
-
-Baseline, same run: the naive pattern of seed 000 (reader thread + queue.Queue +
-`run_in_executor(q.get)` + `send_text` to each WebSocket; bench/_common.py NAIVE_APP)
-under the same uvicorn, same child, same WebSocket clients (heavy and light counts).
-
-    python bench/latency.py [--sse 100 --ws 100] [--seconds 10] [--rate 10000] [--runs 1]
-
-Targets (2 cores shared by server, child and clients): p99 <= 50 ms with every line
-delivered; 1,000 idle subscribers with RSS <= 300 MB.
-"""
+"""Latency benchmark: how late each line of a steadily writing child reaches many SSE and
+WebSocket clients, beside seed 000's naive pattern; and what idle subscribers cost the server.
+What it measures and how, and recent figures: bench/README.md."""
 
 from __future__ import annotations
 
@@ -45,28 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.lib, tests.util
 
-from _common import (
-    CHILD_PACED,
-    ClientProc,
-    Hist,
-    Meter,
-    Server,
-    add_ws_client_options,
-    check_ws_client_options,
-    fmt_ms,
-    loop_line,
-    start_logcast,
-    start_naive,
-    wait_clients,
-    wait_subscribers,
-)
+from bench.lib.children import PACED_CHILD
+from bench.lib.clients import ClientProcess, add_ws_client_options, check_ws_client_options, wait_clients
+from bench.lib.histogram import LatencyHistogram, format_ms
+from bench.lib.meters import ServerMeter, event_loop_line
+from bench.lib.servers import Server, start_logcast, start_naive, wait_subscribers
 
 PROCESS = "src"
 
 
-def _client_cpu(c: ClientProc) -> float:
+def _client_cpu(c: ClientProcess) -> float:
     import psutil
 
     try:
@@ -85,7 +44,7 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
     with tempfile.TemporaryDirectory(prefix="logcast-latency-") as d:
         tmp = Path(d)
         script = tmp / "child.py"
-        script.write_text(CHILD_PACED)
+        script.write_text(PACED_CHILD)
         report = tmp / "child.json"
         child = [
             sys.executable,
@@ -98,7 +57,7 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
         server: Server = (
             start_logcast(tmp, {PROCESS: child}) if kind == "logcast" else start_naive(tmp, child)
         )
-        clients: list[ClientProc] = []
+        clients: list[ClientProcess] = []
         notes: list[str] = []
         try:
             base = {
@@ -112,9 +71,9 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
                 "ws_client": args.ws_client,
             }
             if n_sse:
-                clients.append(ClientProc({**base, "sse": n_sse, "ws": 0}))
+                clients.append(ClientProcess({**base, "sse": n_sse, "ws": 0}))
             if n_ws:
-                clients.append(ClientProc({**base, "sse": 0, "ws": n_ws}))
+                clients.append(ClientProcess({**base, "sse": 0, "ws": n_ws}))
             for c in clients:
                 _ok, failed = c.wait_ready(60)
                 if failed:
@@ -125,7 +84,7 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
             if seen < n_sse + n_ws:
                 notes.append(f"server counted {seen} of {n_sse + n_ws} subscribers before the start")
             cpu0 = [_client_cpu(c) for c in clients]
-            meter = Meter(server.pid)
+            meter = ServerMeter(server.pid)
             meter.start()
             t0 = time.monotonic()
             server.start(PROCESS)
@@ -155,7 +114,7 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
         for k, data in res["kinds"].items():
             streams = data["streams"]
             n = len(streams)
-            hist = Hist.from_json(data["hist"])
+            histogram = LatencyHistogram.from_json(data["hist"])
             lines = sum(s["lines"] for s in streams)
             complete = sum(1 for s in streams if s["lines"] == total and s["last"] == total - 1)
             in_order = sum(1 for s in streams if s["order_errors"] == 0)
@@ -177,9 +136,9 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
                     "backwards": backwards,
                     "announced": announced,
                     "delivered": lines / expected if expected else math.nan,
-                    "p50": hist.percentile(50, expected),
-                    "p99": hist.percentile(99, expected),
-                    "max": hist.max_value() if lines == expected else math.inf,
+                    "p50": histogram.percentile(50, expected),
+                    "p99": histogram.percentile(99, expected),
+                    "max": histogram.max_value() if lines == expected else math.inf,
                     "capture_p50": data.get("capture_ms_p50"),
                     "client_cpu_pct": 100.0 * (b - a) / wall if wall > 0 else math.nan,
                     "errors": data["errors"][:3],
@@ -207,8 +166,8 @@ def print_run(r: dict[str, Any], drain: float) -> None:
         print(
             f"  {row['kind'] + ' ' + str(row['n']):<9}{row['connected']:>10}{row['complete']:>10}"
             f"{row['in_order']:>10}{100 * row['delivered']:>10.2f}%"
-            f"{fmt_ms(row['p50'], missing):>11}{fmt_ms(row['p99'], missing):>11}"
-            f"{fmt_ms(row['max'], missing):>11}   {row['client_cpu_pct']:.0f}% of a core"
+            f"{format_ms(row['p50'], missing):>11}{format_ms(row['p99'], missing):>11}"
+            f"{format_ms(row['max'], missing):>11}   {row['client_cpu_pct']:.0f}% of a core"
         )
         if row["gaps"] or row["skipped"] or row["backwards"]:
             silent = row["skipped"] - row["announced"]
@@ -224,11 +183,11 @@ def print_run(r: dict[str, Any], drain: float) -> None:
         f"  server: CPU {s['cpu_s']:.1f} s over {s['wall_s']:.1f} s = {s['cpu_pct']:.0f}% of a core; "
         f"RSS {s['rss_mb']:.0f} MB at the end, peak {s['peak_rss_mb']:.0f} MB"
     )
-    if loop_line(s):
-        print(loop_line(s))
+    if event_loop_line(s):
+        print(event_loop_line(s))
     caps = [row["capture_p50"] for row in r["rows"] if row.get("capture_p50") is not None]
     if caps:
-        print(f"  child write -> logcast read (sampled per SSE read): p50 {fmt_ms(caps[0])}")
+        print(f"  child write -> logcast read (sampled per SSE read): p50 {format_ms(caps[0])}")
     c = r["child"]
     if c:
         span = c["end"] - c["start"]
@@ -240,13 +199,13 @@ def print_run(r: dict[str, Any], drain: float) -> None:
         print(f"  NOTE: {note}")
 
 
-def idle(args: argparse.Namespace) -> dict[str, Any]:
+def measure_idle(args: argparse.Namespace) -> dict[str, Any]:
     """RSS of the server with no subscriber, then with idle_sse + idle_ws held."""
     with tempfile.TemporaryDirectory(prefix="logcast-idle-") as d:
         tmp = Path(d)
         quiet = [sys.executable, "-c", "import time; time.sleep(3600)"]
         server = start_logcast(tmp, {"quiet": quiet})
-        clients: list[ClientProc] = []
+        clients: list[ClientProcess] = []
         notes: list[str] = []
         try:
             server.start("quiet")
@@ -259,19 +218,19 @@ def idle(args: argparse.Namespace) -> dict[str, Any]:
                 "max_seconds": 300,
                 "connect_parallel": 100,
             }
-            warm = ClientProc({**base, "sse": 2, "ws": 2})  # load the lazily imported code first
+            warm = ClientProcess({**base, "sse": 2, "ws": 2})  # load the lazily imported code first
             warm.wait_ready(30)
             wait_subscribers(server, "quiet", 4, 10)
             warm.finish()
             wait_subscribers_below(server, "quiet", 1, 10)
             time.sleep(1.0)
-            meter = Meter(server.pid)
+            meter = ServerMeter(server.pid)
             rss0 = meter.rss()
             want = args.idle_sse + args.idle_ws
             if args.idle_sse:
-                clients.append(ClientProc({**base, "sse": args.idle_sse, "ws": 0}))
+                clients.append(ClientProcess({**base, "sse": args.idle_sse, "ws": 0}))
             if args.idle_ws:
-                clients.append(ClientProc({**base, "sse": 0, "ws": args.idle_ws}))
+                clients.append(ClientProcess({**base, "sse": 0, "ws": args.idle_ws}))
             connected = 0
             for c in clients:
                 ok, failed = c.wait_ready(120)
@@ -379,9 +338,9 @@ def main() -> None:
             results.append(r)
         all_runs.append(results)
         if not args.no_idle:
-            i = idle(args)
-            print_idle(i)
-            idles.append(i)
+            idle = measure_idle(args)
+            print_idle(idle)
+            idles.append(idle)
 
     if args.runs > 1:
         print_summary(all_runs, idles, args.drain)
@@ -405,9 +364,9 @@ def print_summary(all_runs: list[list[dict[str, Any]]], idles: list[dict[str, An
                 f"  {first['label']:<34}{row['kind'] + ' ' + str(row['n']):<9}"
                 f"{100 * med([r['delivered'] for r in rows]):>9.2f}%"
                 f"{med([r['complete'] for r in rows]):>9.0f}"
-                f"{fmt_ms(med([r['p50'] for r in rows]), missing):>11}"
-                f"{fmt_ms(med([r['p99'] for r in rows]), missing):>11}"
-                f"{fmt_ms(med([r['max'] for r in rows]), missing):>11}"
+                f"{format_ms(med([r['p50'] for r in rows]), missing):>11}"
+                f"{format_ms(med([r['p99'] for r in rows]), missing):>11}"
+                f"{format_ms(med([r['max'] for r in rows]), missing):>11}"
                 f"{med([s['cpu_pct'] for s in servers]):>11.0f}%"
                 f"{med([s['peak_rss_mb'] for s in servers]):>7.0f} MB"
             )

@@ -1,0 +1,88 @@
+"""CPU and memory of the server under test, taken from outside (psutil, /proc) so that the
+measuring costs the measured process nothing."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+
+class ServerMeter:
+    """Server CPU (its own process, children excluded) and RSS, sampled in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.cpu0 = self.cpu1 = 0.0
+        self.t0 = self.t1 = 0.0
+        self.sched0 = (math.nan, math.nan)
+
+    def rss(self) -> int:
+        try:
+            return int(self.proc.memory_info().rss)
+        except Exception:
+            return 0
+
+    def cpu(self) -> float:
+        try:
+            t = self.proc.cpu_times()
+            return float(t.user + t.system)
+        except Exception:
+            return math.nan
+
+    def schedstat(self) -> tuple[float, float]:
+        """(seconds on a CPU, seconds runnable but waiting for a CPU) of the main thread,
+        which runs the event loop; (nan, nan) where /proc has no schedstat."""
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+                run, wait, _ = f.read().split()
+            return int(run) / 1e9, int(wait) / 1e9
+        except (OSError, ValueError):
+            return math.nan, math.nan
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, self.rss())
+
+    def start(self) -> None:
+        self.sched0 = self.schedstat()
+        self.cpu0, self.t0 = self.cpu(), time.monotonic()
+        self.peak_rss = self.rss()
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self.cpu1, self.t1 = self.cpu(), time.monotonic()
+        sched1 = self.schedstat()
+        rss = self.rss()
+        self.peak_rss = max(self.peak_rss, rss)
+        self._stop.set()
+        self._thread.join(2)
+        wall = max(self.t1 - self.t0, 1e-9)
+        return {
+            "cpu_s": self.cpu1 - self.cpu0,
+            "wall_s": wall,
+            "cpu_pct": 100.0 * (self.cpu1 - self.cpu0) / wall,
+            "rss_mb": rss / 2**20,
+            "peak_rss_mb": self.peak_rss / 2**20,
+            "loop_cpu_s": sched1[0] - self.sched0[0],
+            "loop_wait_s": sched1[1] - self.sched0[1],
+        }
+
+
+def event_loop_line(figures: dict[str, float]) -> str:
+    """How busy the server's event-loop thread was (from `ServerMeter.stop()`): on a CPU, and
+    runnable but waiting for one (the machine is shared: that is time other processes took)."""
+    if math.isnan(figures.get("loop_cpu_s", math.nan)):
+        return ""
+    busy = 100.0 * (figures["loop_cpu_s"] + figures["loop_wait_s"]) / figures["wall_s"]
+    return (
+        f"  event-loop thread: on a CPU {figures['loop_cpu_s']:.1f} s, runnable but waiting for a CPU "
+        f"{figures['loop_wait_s']:.1f} s, of {figures['wall_s']:.1f} s ({busy:.0f}% busy or queued)"
+    )

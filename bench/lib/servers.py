@@ -1,0 +1,186 @@
+"""The servers under test, `logcast serve` or seed 000's naive app under uvicorn: each on a
+free loopback port, in its own process group, stopped by that group (never by name)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.lib.naive_seed import NAIVE_APP
+from tests.util import free_port, stop_group, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of the processes the benchmarks start: the repo's `src` first on
+    PYTHONPATH, and no LOGCAST_TOKEN / LOGCAST_URL from the caller's shell."""
+    env = dict(os.environ)
+    env.pop("LOGCAST_TOKEN", None)
+    env.pop("LOGCAST_URL", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+@dataclass
+class Server:
+    """A server under test: `logcast` or the `naive` seed app."""
+
+    kind: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ws_url(self, process: str) -> str:
+        if self.kind == "naive":
+            return f"ws://127.0.0.1:{self.port}/ws/logs"
+        return f"ws://127.0.0.1:{self.port}/ws/logs?process={process}&format=text&lines=0"
+
+    def sse_path(self, process: str) -> str:
+        return f"/api/processes/{process}/logs/stream?lines=0"
+
+    def http(self, method: str, path: str, timeout: float = 10.0) -> Any:
+        import httpx
+
+        r = httpx.request(method, self.url + path, timeout=timeout, trust_env=False)
+        r.raise_for_status()
+        return r.json()
+
+    def subscribers(self, process: str) -> int:
+        if self.kind == "naive":
+            return int(self.http("GET", "/stats")["subscribers"])
+        stats = self.http("GET", "/api/logs/stats")
+        return int(stats["processes"][process]["subscribers"])
+
+    def start(self, process: str) -> None:
+        if self.kind == "naive":
+            self.http("POST", "/start")
+        else:
+            self.http("POST", f"/api/processes/{process}/start")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        stop_group(self.proc, timeout=10.0 if self.kind == "logcast" else 3.0)
+
+
+def start_logcast(tmp: Path, processes: dict[str, list[str]], timeout: float = 30.0) -> Server:
+    """`logcast serve` on SQLite in `tmp/data`, with `processes` (name: command) configured
+    not to start by themselves nor restart."""
+    data = tmp / "data"
+    parts = [f"[storage]\ndir = {json.dumps(str(data))}\n"]
+    for name, command in processes.items():
+        parts.append(
+            f'[process.{name}]\ncommand = {json.dumps(command)}\nautostart = false\nrestart = "never"\n'
+        )
+    config = tmp / "logcast.toml"
+    config.write_text("\n".join(parts))
+    return serve(tmp, config, timeout)
+
+
+def serve(
+    tmp: Path,
+    config: Path,
+    timeout: float = 30.0,
+    *,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """`logcast serve -c config` (run by `python`, with `env` added to the environment)
+    on a free port, in its own session, logging to `tmp/server.log`; returned once
+    `/healthz` answers."""
+    port = free_port()
+    log_path = tmp / "server.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [python, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
+            cwd=tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**subprocess_env(), **(env or {})},
+        )
+    server = Server("logcast", proc, port, log_path)
+    try:
+        _wait_healthy(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_naive(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
+    """Seed 000's app under uvicorn; `POST /start` starts `child`."""
+    (tmp / "naive_app.py").write_text(NAIVE_APP)
+    port = free_port()
+    log_path = tmp / "naive.log"
+    env = subprocess_env()
+    env["NAIVE_CHILD"] = json.dumps(child)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "naive_app:app",
+                "--app-dir",
+                str(tmp),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,  # the seed prints every line to its terminal
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    server = Server("naive", proc, port, log_path)
+    _wait_healthy(server, timeout)
+    return server
+
+
+def _wait_healthy(server: Server, timeout: float) -> None:
+    try:
+        wait_healthy(server.url, server.proc, timeout, server.output, f"{server.kind} server")
+    except TimeoutError:
+        server.stop()
+        raise
+
+
+def wait_subscribers(server: Server, process: str, n: int, timeout: float) -> int:
+    """Poll until the server counts `n` subscribers of `process`; the last count seen."""
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            seen = server.subscribers(process)
+            if seen >= n:
+                return seen
+        time.sleep(0.1)
+    return seen
