@@ -129,3 +129,16 @@ class MemoryStore:
             table = self.records.get(process, {})
             for seq in [s for s in table if s <= upto]:
                 del table[seq]
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -10,9 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from logcast.hub import Gap, Hub, Subscription
+from logcast.hub.writer import WRITER_STALL
 from logcast.query import Query, parse_levels
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
-from tests.fakes import MemoryStore
+from tests.fakes import FakeClock, MemoryStore
 
 
 def lines(*texts: str, level: Level = Level.INFO) -> Lines:
@@ -23,6 +24,11 @@ async def make_hub(store: MemoryStore | None = None, **kw: int) -> Hub:
     hub = Hub(store or MemoryStore(), **kw)
     await hub.open(["app"])
     return hub
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (on the loop) until `condition()` holds; fail after `timeout`."""
+    assert await asyncio.to_thread(_until, condition, timeout), "timed out"
 
 
 async def drain(sub: Subscription, until_seq: int, timeout: float = 10.0) -> list[tuple[EventType, object]]:
@@ -324,7 +330,7 @@ async def test_a_reader_waits_for_the_batch_being_written_instead_of_announcing_
         hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"x{i}" for i in range(30))))
         assert hub.stats("app")["memory_lines"] < 60
         reading = asyncio.ensure_future(drain(sub, 60))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: hub.get("app").wake_on_commit)  # the reader asked to be woken
         assert not reading.done()  # waiting for the commit, not announcing a gap
         store.gate.set()
         entries = await reading
@@ -361,7 +367,7 @@ async def test_capture_is_held_while_the_writer_is_a_whole_ring_behind() -> None
         store.gate.clear()
         done, thread = capture_thread(hub, chunks=10)
         assert await asyncio.to_thread(store.entered.wait, 5)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: hub.writer.held == 1)
         assert not done.is_set()  # held: more than a ring's worth is not persisted yet
         held = hub.stats("app")
         assert held["memory_lines"] <= 10 + 5 and held["store_lost"] == 0  # a ring and a chunk at most
@@ -477,11 +483,15 @@ async def test_a_stalled_write_no_longer_holds_capture() -> None:
     """A write that takes longer than WRITER_STALL: capture goes on from memory (the
     ring lets go of what it must, counted) instead of one chunk a second."""
     store = HeldStore()
-    hub = await make_hub(store, memory_lines=10)
+    clock = FakeClock()
+    hub = Hub(store, memory_lines=10, monotonic=clock)
+    await hub.open(["app"])
     try:
         store.gate.clear()
         done, _ = capture_thread(hub, chunks=200)
-        # held a chunk per second it would need over three minutes; a guard, not a measure
+        await wait_until(lambda: hub.writer.held == 1)  # held behind the write in flight
+        assert not done.is_set()
+        clock.advance(WRITER_STALL + 0.1)  # the write has now taken longer than a stall
         assert await asyncio.to_thread(done.wait, 30)
         store.gate.set()
         assert await hub.flush(timeout=30)

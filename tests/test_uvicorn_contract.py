@@ -1,5 +1,5 @@
 """What logcast's protocol subclasses (web/wsframes.py, web/heads.py) take from uvicorn,
-and web/streams.py from Starlette's WebSocket.
+and web/wsframes.py from Starlette's WebSocket.
 
 They extend uvicorn's own protocols, which are not a public API: if an upgrade renames
 what they rely on, this fails with the name, before any stream breaks.
@@ -16,7 +16,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 NEEDED = {
-    WebSocket: ["self._send"],  # web/streams.py sends its batched-frames message through it
+    WebSocket: ["self._send"],  # web/wsframes.py sends its batched-frames message through it
     WebSocketsSansIOProtocol: [
         "def handle_connect",
         "def connection_made",
@@ -61,3 +61,19 @@ def test_uvicorn_still_has_what_our_protocols_extend(protocol: type) -> None:
     assert not missing, (
         f"uvicorn's {protocol.__name__} no longer has {missing}: see web/wsframes.py, web/heads.py"
     )
+
+
+def test_uvicorn_server_still_has_what_our_server_overrides() -> None:
+    """web/server.py overrides these of uvicorn.Server (and reads `started`)."""
+    import uvicorn
+
+    source = inspect.getsource(uvicorn.Server)
+    needed = [
+        "def capture_signals",
+        "def handle_exit",
+        "async def serve",
+        "with self.capture_signals()",
+        "self.started",
+    ]
+    missing = [name for name in needed if name not in source]
+    assert not missing, f"uvicorn {uvicorn.__version__}: uvicorn.Server lacks {missing}"

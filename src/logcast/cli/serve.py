@@ -1,10 +1,7 @@
 """`logcast serve` and `logcast run`: the manager, the API and the dashboard.
 
-uvicorn runs the app (uvloop where installed, httptools) with request heads bounded in
-size, number of fields and time (`web/heads.py`). A subclass of
-`uvicorn.Server` ends every open log stream as soon as a shutdown is asked for
-(Ctrl-C, SIGTERM), so uvicorn does not sit waiting on streams that never finish;
-the app's lifespan then stops the children and flushes the store, in that order.
+`web/server.py` runs the app under uvicorn; Ctrl-C or SIGTERM ends the streams, then
+the engine stops the children and flushes the store, in that order.
 
 `--echo` (the default for `run`) also prints every line to this terminal, prefixed
 with its process name in a colour per process. The printing goes through a bounded
@@ -21,25 +18,21 @@ import dataclasses
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
 from logcast.engine import Engine
 from logcast.errors import ConfigError
 from logcast.types import Entry, Gap, LogRecord, Stream
+from logcast.web import server
 from logcast.web.app import create_app
-from logcast.web.heads import LimitedHttpToolsProtocol
-from logcast.web.wsframes import FramesWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -129,104 +122,29 @@ class Echo:
         self._thread.join(timeout)
 
 
-class _Server(uvicorn.Server):
-    """Ends the log streams the moment a shutdown is asked for."""
-
-    def __init__(self, config: uvicorn.Config, on_exit: list[object]) -> None:
-        super().__init__(config)
-        self._on_exit = on_exit
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Like uvicorn's, without re-raising the signal after a clean shutdown: Ctrl-C
-        or SIGTERM that stopped everything in order is a successful exit (code 0)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        for callback in self._on_exit:
-            with contextlib.suppress(Exception):
-                callback()  # type: ignore[operator]
-        super().handle_exit(sig, frame)
-
-
 def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
     names = list(settings.processes)
     echo_printer = Echo(names) if echo else None
-    running: list[Engine] = []
-    tasks: list[asyncio.Task[None]] = []
+    followers: set[asyncio.Task[None]] = set()
 
     async def open_engine() -> Engine:
         engine = await Engine.start(settings)
-        running.append(engine)
         if echo_printer is not None:
-            tasks.append(asyncio.create_task(echo_printer.follow(engine.follow, names)))
+            # ends by itself when the engine stops
+            follower = asyncio.create_task(echo_printer.follow(engine.follow, names))
+            followers.add(follower)
+            follower.add_done_callback(followers.discard)
         return engine
 
     app = create_app(settings, open_engine=open_engine)
-    on_exit: list[object] = []
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        loop="auto",
-        http=LimitedHttpToolsProtocol,  # uvicorn's httptools + bounded request heads
-        ws=FramesWebSocketProtocol,  # uvicorn's websockets protocol + batched frames
-        lifespan="on",
-        log_level="warning",
-        access_log=access_log,
-        timeout_graceful_shutdown=5,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-    )
-    server = _Server(config, on_exit)
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    def end_streams() -> None:
-        if running and loops:
-            loops[0].call_soon_threadsafe(running[0].end_streams)
-
-    on_exit.append(end_streams)
-
-    async def main() -> None:
-        loops.append(asyncio.get_running_loop())
-        try:
-            await server.serve()
-        finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-
     url = f"http://{settings.server.host}:{settings.server.port}"
     print(f"logcast {len(names)} process(es), dashboard at {url}/", file=sys.stderr, flush=True)
     try:
-        asyncio.run(main()) if not _has_uvloop() else _run_uvloop(main)
+        started = server.run(app, settings.server, access_log=access_log)
     finally:
         if echo_printer is not None:
             echo_printer.close()
-    return 0 if server.started else 1
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _run_uvloop(main: object) -> None:
-    import uvloop
-
-    uvloop.run(main())  # type: ignore[operator]
+    return 0 if started else 1
 
 
 def _setup_logging() -> None:

@@ -47,6 +47,7 @@ class StoreWriter:
         self._write_started: float | None = None  # when the write in flight began
         self._next_first = 0  # which process the next round starts with
         self._thread: threading.Thread | None = None
+        self.held = 0  # capture threads waiting in `hold_while_behind` now; guarded by _progress
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -100,7 +101,11 @@ class StoreWriter:
                 return
             with self._progress:
                 if self._rounds == rounds:
-                    self._progress.wait(HOLD_CHECK)
+                    self.held += 1
+                    try:
+                        self._progress.wait(HOLD_CHECK)
+                    finally:
+                        self.held -= 1
 
     def wait_persisted(self, targets: dict[Journal, int], timeout: float) -> bool:
         """Block until each journal's store holds its target seq (or `timeout`)."""

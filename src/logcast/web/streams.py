@@ -53,7 +53,7 @@ from logcast.web.encode import (
     text_frame,
     text_line,
 )
-from logcast.web.wsframes import FRAMES
+from logcast.web.wsframes import frames_sender
 
 log = logging.getLogger(__name__)
 
@@ -295,10 +295,10 @@ async def websocket_stream(
         conn.limit_unsent()
     lock = asyncio.Lock()
     stop = asyncio.Event()
-    batched = FRAMES in ws.scope.get("extensions", {})
+    send_frames = frames_sender(ws)
+    batched = send_frames is not None
     wire = (WS_JSON if as_json else WS_TEXT) if batched else None
     limit = BATCH if batched else WS_BATCH
-    raw_send = ws._send  # the ASGI send: Starlette's own refuses message types it does not know
 
     def texts(sub: Subscription, entries: list[Entry]) -> list[str]:
         if as_json:
@@ -313,7 +313,8 @@ async def websocket_stream(
     async def write_frames(frames: Iterable[bytes]) -> None:
         for data in _groups(frames, WRITE_SLICE):
             async with lock, asyncio.timeout(timeout):
-                await raw_send({"type": FRAMES, "bytes": data})
+                assert send_frames is not None
+                await send_frames(data)
 
     async def pump(sub: Subscription) -> None:
         while not stop.is_set():

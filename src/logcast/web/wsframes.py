@@ -27,8 +27,10 @@ here a close whose bytes are still unsent after `linger` seconds becomes an abor
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.websockets import WebSocket
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
@@ -38,7 +40,19 @@ from logcast.web.conn import LingeringClose, announce, send_timeout_setting
 
 FRAMES = "logcast.websocket.frames"
 
-__all__ = ["FRAMES", "FramesWebSocketProtocol"]
+__all__ = ["FRAMES", "FramesWebSocketProtocol", "frames_sender"]
+
+
+def frames_sender(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
+    """What writes whole frames on `ws`, or None where the server does not offer it."""
+    if FRAMES not in ws.scope.get("extensions", {}):
+        return None
+    send = ws._send  # the ASGI send: Starlette's own refuses message types it does not know
+
+    async def send_frames(data: bytes) -> None:
+        await send({"type": FRAMES, "bytes": data})
+
+    return send_frames
 
 
 class FramesWebSocketProtocol(WebSocketsSansIOProtocol):

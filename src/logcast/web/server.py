@@ -1,0 +1,86 @@
+"""Running the app under uvicorn, with logcast's extensions of uvicorn in one place.
+
+The protocols are uvicorn's own, extended (`heads`: bounded request heads; `wsframes`:
+batched WebSocket frames); the server ends every log stream the moment a shutdown is
+asked for, so that uvicorn does not wait on streams that never finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from logcast.config import ServerSettings
+from logcast.web.heads import LimitedHttpToolsProtocol
+from logcast.web.wsframes import FramesWebSocketProtocol
+
+GRACEFUL_SHUTDOWN = 5  # s uvicorn gives open requests once the streams were ended
+WS_PING = 20.0  # s between WebSocket pings, and how long a pong may take
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; a shutdown first ends the app engine's streams."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Like uvicorn's, without re-raising the signal after a clean shutdown: Ctrl-C
+        or SIGTERM that stopped everything in order is a successful exit (code 0)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        engine = getattr(self._app.state, "engine", None)
+        if engine is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self._loop.call_soon_threadsafe(engine.end_streams)
+        super().handle_exit(sig, frame)
+
+
+def run(app: FastAPI, settings: ServerSettings, *, access_log: bool = False) -> bool:
+    """Serve `app` until a signal stops it; False if it never started (a port in use)."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",
+        http=LimitedHttpToolsProtocol,
+        ws=FramesWebSocketProtocol,
+        lifespan="on",
+        log_level="warning",
+        access_log=access_log,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        ws_ping_interval=WS_PING,
+        ws_ping_timeout=WS_PING,
+    )
+    server = Server(config, app)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(server.serve())
+    else:
+        uvloop.run(server.serve())
+    return server.started
