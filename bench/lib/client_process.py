@@ -89,8 +89,10 @@ async def run_streams(spec: dict[str, Any]) -> dict[str, Any]:
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([waiter], timeout=max(0.0, deadline - loop.time()))
     else:
-        everything = asyncio.ensure_future(asyncio.gather(*tasks, return_exceptions=True))
-        stopper = asyncio.ensure_future(stop.wait())
+        everything: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*tasks, return_exceptions=True)
+        )
+        stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         await asyncio.wait(
             [everything, stopper],
             timeout=max(0.0, deadline - loop.time()),

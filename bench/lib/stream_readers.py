@@ -293,6 +293,7 @@ async def follow_ws_library(
             async for msg in ws:
                 if msg[:1] == "[":  # a logcast note: status change or gap
                     if " lines missed " in msg:
+                        assert isinstance(msg, str)  # format=text: text frames
                         gaps += 1
                         state.announced += int(msg.split(": ", 1)[1].split(" ", 1)[0])
                     continue
