@@ -1,22 +1,8 @@
 """Store pages shared by the readers that have fallen behind the memory tail.
 
-When a burst outruns the ring, every live subscriber of that process falls behind it
-at about the same time and reads on from the store, over the same ranges. Read one by
-one, twenty readers cost twenty queries and twenty encodings of every line; this
-cache makes it one of each (ARCHITECTURE, invariant 4), so catching up costs what
-keeping up costs.
-
-Pages are aligned blocks of `PAGE` seqs: a reader whose cursor is `after` needs the
-page of block `after // PAGE`, read as the first `PAGE` records after `block * PAGE`.
-A short page (the store had no more at that moment: the block is where the writer
-is) is kept too, but it serves only readers whose cursor is before its last record;
-a reader at its end reads the block again, and the newer copy replaces it. Readers
-that fall off the ring do so right there, so this is where sharing matters most. What
-a page holds never changes, except that retention may delete its rows (serving them
-after that is harmless) and `clear` forgets them (the key holds the process's clear
-mark, so a page read before a clear is never served after it). Concurrent readers of
-the same page share one query. Everything here runs on the event loop.
-"""
+When a burst outruns the ring, every live reader falls behind it at about the same
+time and reads on from the store over the same ranges: one query and one encoding per
+page serves them all, so catching up costs what keeping up costs."""
 
 from __future__ import annotations
 
@@ -33,7 +19,8 @@ KEPT = 48  # pages kept (least recently used go first): readers spread over ~100
 KEPT_BYTES = 48 << 20  # ...and at most about this much memory (long lines make fewer pages)
 RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timestamp, str header)
 
-Key = tuple[str, int, int]  # process, clear mark, block
+# process, its clear mark (a page read before a clear is never served after it), block
+Key = tuple[str, int, int]
 
 
 def _seq(record: LogRecord) -> int:
@@ -41,7 +28,9 @@ def _seq(record: LogRecord) -> int:
 
 
 class Page:
-    """Records of one block as the store held them, with their encodings per format."""
+    """Records of one block (`PAGE` seqs, aligned) as the store held them, with their
+    encodings per format. A short page (the block is where the writer is) serves only
+    readers before its last record; a reader at its end reads the block again."""
 
     __slots__ = ("encodings", "full", "records", "size", "statuses")
 
@@ -84,7 +73,7 @@ class PageCache:
     def __len__(self) -> int:
         return len(self._pages)
 
-    async def page(self, process: str, mark: int, after: int) -> Page:
+    async def page(self, process: str, cleared_upto: int, after: int) -> Page:
         """The page holding the records that follow `after` (read or shared).
 
         A load that began after this call is as fresh as a read of our own, so its page
@@ -93,7 +82,7 @@ class PageCache:
         asked again, so a crowd of readers at the writer's edge makes one new query,
         not one each.
         """
-        key = (process, mark, after // PAGE)
+        key = (process, cleared_upto, after // PAGE)
         asked = self._loads
         while True:
             page = self._pages.get(key)

@@ -1,18 +1,8 @@
 """History reads over the memory tail and the store, each call's work bounded.
 
-A page of history is read from the store for what left the memory tail and from the
-ring for the rest, without a seam: the store is asked only below the ring's first
-seq, so no record comes twice.
-
-A filtered read (a level, a text, a regex, a time range) may match nothing in five
-million lines; done in one go it would hold a thread, and on the ring the event
-loop, for as long as that takes. So every call looks at no more than `SCAN_ROWS`
-records (its *window* in seq) and for no longer than `SEARCH_SECONDS`, and says where
-it stopped: a forward page's `next` continues after the last record looked at, a
-tail's `before` continues below the oldest one. The ring is filtered in filter
-threads (`SCAN_CHUNK` records at a time; the loop only waits), the store in its own
-search threads, `STORE_STEP` records a query, with the deadline looked at in between.
-"""
+A filtered read may match nothing in millions of lines, so each call looks at no more
+than `SCAN_ROWS` records and `SEARCH_SECONDS`, off the event loop, and says where it
+stopped (a page's `next`, a tail's `before`)."""
 
 from __future__ import annotations
 

@@ -1,24 +1,6 @@
-"""The memory tail of one process: a ring of records, bounded in lines and bytes.
-
-Records of a process are contiguous in `seq` from the oldest kept to the newest, so
-a record is found by arithmetic (`seq - first_seq`), not by search. The ring is a
-Python list with a moving head rather than a `deque`: a deque cannot be sliced or
-indexed in the middle in constant time, and subscribers read slices all the time.
-The dead prefix is dropped in one `del` once it is as long as the live part, so the
-cost is amortised to O(1) per record.
-
-Beside each record the ring keeps a slot per wire encoding in use (the `log` JSON
-object, a whole SSE message, a WebSocket frame…), filled lazily by the first
-subscriber that needs it and shared by every other one: a record is serialised once
-per format, not once per subscriber. A cache list exists only once some reader has
-asked for that format, and is trimmed with the records.
-
-Status records (stream `system`) are also listed apart, so a reader that takes a
-slice of cached bytes can still learn, without looking at every record, whether the
-process stopped within it.
-
-Not thread-safe by itself: the hub holds its process lock around every call.
-"""
+"""The memory tail of one process: a ring of records bounded in lines and bytes, with
+each record's wire encodings cached beside it so that a record is serialised once per
+format, not once per reader. Not thread-safe: the hub holds the process lock."""
 
 from __future__ import annotations
 
@@ -32,6 +14,10 @@ def _seq(record: LogRecord) -> int:
 
 
 class Ring:
+    """Records contiguous in seq, found by arithmetic (`seq - first_seq`). A list with
+    a moving head, not a deque: readers take slices from the middle all the time, and
+    the dead prefix goes in one `del` once it is as long as the live part."""
+
     __slots__ = ("_buf", "_caches", "_head", "_sizes", "_status", "bytes", "max_bytes", "max_lines")
 
     def __init__(self, max_lines: int, max_bytes: int) -> None:
