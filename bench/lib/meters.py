@@ -1,11 +1,17 @@
-"""CPU and memory of the server under test, taken from outside (psutil, /proc) so that the
-measuring costs the measured process nothing."""
+"""CPU and memory of what is measured, taken from outside (psutil, /proc, DevTools) so that
+the measuring costs the measured process nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.lib.devtools import Chromium
 
 
 class ServerMeter:
@@ -86,3 +92,39 @@ def event_loop_line(figures: dict[str, float]) -> str:
         f"  event-loop thread: on a CPU {figures['loop_cpu_s']:.1f} s, runnable but waiting for a CPU "
         f"{figures['loop_wait_s']:.1f} s, of {figures['wall_s']:.1f} s ({busy:.0f}% busy or queued)"
     )
+
+
+class BrowserCpuMeter:
+    """CPU seconds per Chromium process kind (DevTools SystemInfo.getProcessInfo) and of the
+    logcast server process (its threads, not its children)."""
+
+    def __init__(self) -> None:
+        self.chrome: Chromium | None = None
+        self.server_pid: int | None = None
+
+    def snapshot(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.chrome is not None:
+            with contextlib.suppress(Exception):
+                for p in self.chrome.send("SystemInfo.getProcessInfo", timeout=10)["processInfo"]:
+                    kind = str(p.get("type", "other"))
+                    kind = "network" if "Network" in kind else kind.lower()
+                    out[kind] = out.get(kind, 0.0) + float(p["cpuTime"])
+        if self.server_pid:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{self.server_pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out["logcast server"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    @staticmethod
+    def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {k: b[k] - a.get(k, 0.0) for k in b if b[k] - a.get(k, 0.0) > 0.005}
+
+    @staticmethod
+    def line(d: dict[str, float], wall: float) -> str:
+        order = ["renderer", "network", "browser", "gpu", "logcast server"]
+        keys = [k for k in order if k in d] + sorted(k for k in d if k not in order)
+        parts = ", ".join(f"{k} {d[k]:.1f} s" for k in keys)
+        total = sum(d.values())
+        return f"CPU while loading: {parts}; {total:.1f} s of {wall:.1f} s wall on {os.cpu_count()} CPUs"
