@@ -1,16 +1,6 @@
-"""Ingest benchmark: how fast a flooding child runs under logcast, and where its lines go.
-
-A child writes N lines of ~100 bytes as fast as it can. In one run this prints:
-- the child's own time writing into `cat > /dev/null` (the baseline, same run),
-- the child's time under logcast (supervise → capture → hub → SQLite),
-- the ingest rate until every line is in the hub, and until every line is in SQLite,
-- logcast's peak RSS (measured in a fresh process, so the baseline is not counted).
-
-    python bench/ingest.py [--lines 1000000] [--runs 3]
-
-Targets for this machine (2 cores): child <= 1.3x its `cat` time, >= 500,000 lines/s
-into the hub, >= 200,000 lines/s persisted, RSS <= 200 MB.
-"""
+"""Ingest benchmark: how much slower a flooding child runs under logcast than into `cat`, and
+how fast its lines reach the hub and SQLite, with logcast's peak RSS. What it measures and
+how, and its targets: bench/README.md."""
 
 from __future__ import annotations
 
@@ -57,7 +47,8 @@ def baseline(script: Path, lines: int, tmp: Path) -> float:
 
 async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]:
     from logcast.config import parse
-    from logcast.hub import Hub, tune_runtime
+    from logcast.engine import tune_runtime
+    from logcast.hub import Hub
     from logcast.store import open_store
     from logcast.supervise.supervisor import Supervisor
 
