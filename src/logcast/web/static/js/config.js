@@ -3,7 +3,8 @@
 
 import { api, ApiError, control, listProcesses } from "./api.js";
 import { initNav } from "./nav.js";
-import { $, el, toast } from "./util.js";
+import { $, el } from "./dom.js";
+import { toast } from "./feedback.js";
 
 const ALIVE = new Set(["starting", "running", "ready", "stopping"]);
 const cards = new Map();

@@ -18,7 +18,9 @@ import { renderRow } from "./render.js";
 import { LogStream } from "./stream.js";
 import { stripAnsi } from "./ansi.js";
 import { VirtualList } from "./vlist.js";
-import { $, colourSlot, el, formatCount, formatDuration, formatRate, isTyping, toast } from "./util.js";
+import { $, el, isTyping } from "./dom.js";
+import { toast } from "./feedback.js";
+import { formatCount, formatDuration, formatRate } from "./format.js";
 
 const POLL_MS = 1500;
 const MERGE_LINES = 200;
@@ -120,6 +122,11 @@ function buildRow(p) {
 }
 
 const ALIVE = new Set(["starting", "running", "ready", "stopping"]);
+
+/** Stable colour slot (0–7) for a process name, by its index in the configured list. */
+function colourSlot(index) {
+  return ((index % 8) + 8) % 8;
+}
 
 function render() {
   const body = $("#proc-rows");

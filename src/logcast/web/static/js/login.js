@@ -1,7 +1,7 @@
 // /login.html?next=/path — trade the token for an HttpOnly session cookie, then go back.
 
 import { api, ApiError, getSession, safeNext } from "./api.js";
-import { $ } from "./util.js";
+import { $ } from "./dom.js";
 
 const next = safeNext(new URLSearchParams(location.search).get("next") || "/");
 

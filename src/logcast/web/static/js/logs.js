@@ -13,10 +13,11 @@ import { plainText, renderRow } from "./render.js";
 import { Search } from "./search.js";
 import { LogStream } from "./stream.js";
 import { VirtualList } from "./vlist.js";
-import {
-  $, confirmDialog, copyText, debounce, el, formatCount, fromDateTimeLocal, isInteractive, isTyping, toast,
-  toDateTimeLocal,
-} from "./util.js";
+import { copyText } from "./clipboard.js";
+import { debounce } from "./debounce.js";
+import { $, el, isInteractive, isTyping } from "./dom.js";
+import { confirmDialog, toast } from "./feedback.js";
+import { formatCount, fromDateTimeLocal, toDateTimeLocal } from "./format.js";
 
 const params = new URLSearchParams(location.search);
 const processName = params.get("process") || "";

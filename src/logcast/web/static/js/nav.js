@@ -1,7 +1,7 @@
 // The shared top bar: marks the current page and offers "Log out" when a token is in use.
 
 import { api, getSession } from "./api.js";
-import { $, $$, el } from "./util.js";
+import { $, $$, el } from "./dom.js";
 
 export function initNav(section) {
   for (const link of $$(".nav-item")) {

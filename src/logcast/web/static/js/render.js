@@ -2,7 +2,7 @@
 // <mark> elements, the text itself always as text nodes (never parsed as HTML).
 
 import { parseAnsi, stripAnsi } from "./ansi.js";
-import { formatClock, formatDateTime } from "./util.js";
+import { formatClock, formatDateTime } from "./format.js";
 
 const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 

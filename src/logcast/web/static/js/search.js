@@ -6,7 +6,9 @@
 import { api, enc } from "./api.js";
 import { stripAnsi } from "./ansi.js";
 import { appendMessage, makeHighlighter } from "./render.js";
-import { el, formatClock, formatCount, toast } from "./util.js";
+import { el } from "./dom.js";
+import { toast } from "./feedback.js";
+import { formatClock, formatCount } from "./format.js";
 
 export const SEARCH_LIMIT = 5000;
 
