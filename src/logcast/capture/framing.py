@@ -1,32 +1,7 @@
 """Bytes → lines: the framing of a child's output, one chunk at a time.
 
-`LineFramer` turns the chunks that `os.read` returns into records: texts, and for each
-whether it is `partial`, as two lists (`Framed`). It is a pure state machine (no clock,
-no I/O), so that the rules can be tested with any split of the input, and it is the hot
-path, so it works per chunk, not per line or byte (no object is built per line but the
-text itself):
-
-* A line ends at `\\n`, `\\r\\n` or a lone `\\r` (progress bars redraw a line with `\\r`).
-  A chunk without `\\r` (the usual case, one `in` test) is used as it is; a chunk with
-  `\\r` is first normalised by two `bytes.replace` calls (`\\r\\n` → `\\n`, then `\\r` →
-  `\\n`), which is exact because `\\r\\n` pairs never overlap.
-* A `\\r` at the very end of a chunk already ends the line (whatever follows, the line
-  is over), so the line is handed on at once; the framer only remembers to drop a `\\n`
-  at the start of the next chunk, which would complete the `\\r\\n`. Nothing waits.
-* Text is decoded once per chunk when no line in it can be overlong: the chunk's
-  complete lines are decoded in one `bytes.decode` and split in one `str.split`.
-  This gives exactly the per-line result, because `\\n` is ASCII and ends any invalid
-  UTF-8 sequence before it, so `errors="replace"` yields the same U+FFFD either way.
-* The bytes after the last terminator stay undecoded in the buffer, so a character that
-  is split across two reads is decoded whole when the rest arrives.
-* A line longer than `max_line` bytes is cut into pieces of at most `max_line` bytes, cut
-  greedily from the front and moved back to the start of a UTF-8 character; every piece
-  but the last is `partial`. The cut depends only on the line's own bytes, so the pieces
-  are the same however the input was split into reads, and between reads the buffer of
-  an unfinished line never holds more than `max_line` bytes.
-* `flush()` hands on what is buffered as a `partial` record: at EOF everything, on an
-  idle flush (`idle=True`) everything but an incomplete UTF-8 character at the end,
-  which is kept until its remaining bytes arrive.
+A pure state machine (no clock, no I/O), so its rules can be tested with any split of the
+input; it is on the hot path, so it works per chunk, not per line.
 """
 
 from __future__ import annotations
@@ -92,9 +67,9 @@ def _cut(data: bytes, start: int, limit: int) -> int:
 
 def _incomplete_tail(data: bytes) -> int:
     """How many bytes at the end of `data` are the beginning of an unfinished character."""
-    n = len(data)
-    for back in range(1, min(3, n) + 1):
-        byte = data[n - back]
+    size = len(data)
+    for back in range(1, min(3, size) + 1):
+        byte = data[size - back]
         if byte < 0x80:
             return 0
         if byte >= 0xC0:
@@ -104,7 +79,13 @@ def _incomplete_tail(data: bytes) -> int:
 
 
 class LineFramer:
-    """Frames a stream of byte chunks into records (`Framed`). Not thread-safe."""
+    """Frames a stream of byte chunks into records (`Framed`). Not thread-safe.
+
+    A line ends at `\\n`, `\\r\\n` or a lone `\\r` (progress bars redraw with `\\r`). A
+    line longer than `max_line` bytes is cut into pieces at UTF-8 character starts, all
+    but the last `partial`; the cut depends only on the line's own bytes, so the pieces
+    are the same however the input was split into reads.
+    """
 
     __slots__ = ("_buf", "_max", "_skip_lf")
 
@@ -112,8 +93,12 @@ class LineFramer:
         if max_line < 4:
             raise ValueError("max_line must be at least 4 bytes (one UTF-8 character)")
         self._max = max_line
-        self._buf = b""  # bytes of the unfinished line, never containing a terminator
-        self._skip_lf = False  # the last chunk ended with "\r": a leading "\n" belongs to it
+        # The unfinished line, undecoded (a character split across reads is decoded whole
+        # when the rest arrives); never holds a terminator or more than `max_line` bytes.
+        self._buf = b""
+        # The last chunk ended with "\r", which ended its line at once; a leading "\n"
+        # in the next chunk completes that "\r\n" and is dropped.
+        self._skip_lf = False
 
     @property
     def pending(self) -> bool:
@@ -132,6 +117,7 @@ class LineFramer:
                     return Framed([], [])
         if b"\r" in data:
             self._skip_lf = data[-1] == 0x0D
+            # Exact, because "\r\n" pairs never overlap.
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
         out = _Out()
@@ -152,7 +138,8 @@ class LineFramer:
         last = data.rfind(b"\n")
         if last >= start:
             if last - start <= limit:
-                # No line in here can be overlong: one decode, one split.
+                # No line in here can be overlong: one decode, one split. Same result as
+                # decoding line by line: "\n" is ASCII and ends any invalid UTF-8 before it.
                 out.texts.extend(data[start:last].decode("utf-8", "replace").split("\n"))
             else:
                 body = data[start:last]

@@ -1,49 +1,8 @@
 """Level detection: what a log line says about its own severity.
 
-Pure and table-driven, in tiers; it answers `None` ("unsure") rather than guess, and
-callers show that as `Level.INFO`.
-
-Tier 1 — a level token at the front of the line. One compiled pattern is searched in
-the first `WINDOW` characters only, so a word deep in a message never counts, and the
-earliest match wins. It finds:
-
-* an upper-case token (`INFO`, `WARNING`, `ERR`, `FATAL`, `SEVERE`, …) standing alone:
-  preceded by the start, a space, `[`, `(`, `<`, `|`, `:`, `,`, `;` or the end of a
-  colour code, and followed by a space, `:`, `]`, `)`, `|`, `!`, … This one rule covers
-  Python logging, uvicorn, vLLM, loguru, Rust tracing, log4j/logback/Spring, zerolog
-  and most plain formats, with or without a timestamp, thread or logger name before
-  the token, because none of those contains a standalone upper-case level word;
-* a token of any case in brackets (`[error]`: nginx, gunicorn), between tabs (zap's
-  console encoder), after `level=`/`lvl=`/`severity=` (logfmt), or as the value of a
-  JSON key `"level"`, `"levelname"`, `"severity"`, … (numbers are pino's levels). A
-  line that starts with `{` is read by its key first, even beyond the window;
-* glog's `I0101 12:00:00.123456 …` letter at the start, and llama.cpp's
-  `0.00.035.060 W …` letter after its timestamp.
-
-Lower-case and capitalised tokens count only in those delimited places, so `Critical
-section`, `debug mode` or `/var/log/error.log` say nothing, and nor does `/WARN/` or
-`INFORMATION`.
-
-Tier 2 — only when tier 1 is silent: a level word opening the line with a colon
-(`error: …`, `Warning: …`, `fatal: …`), then strong words anywhere: `Traceback (most
-recent call last):`, `…Exception`, `error:` (`ValueError:` too, rustc's
-`error[E0308]:`, llama.cpp's `func: error loading …`), `failed`, `panic:` mean error;
-`warning:`, `deprecated` mean warning. So `INFO: 0 errors found` is info (tier 1 wins).
-
-Tier 3 (single lines only) — a line of a program known to log without levels, such as
-llama.cpp's `llama_model_loader: …`, is info rather than unsure. The batch version
-maps "unsure" to info anyway, so it skips this tier.
-
-Speed. `detect_levels` runs on the hot path, so every pattern is shaped for CPython's
-regex engine: it jumps quickly to a literal first character, but tries a character
-class or an alternation position by position, about ten times slower. Hence each
-top-level alternative of tier 1 starts with a literal (upper-case tokens are spelled
-out, grouped by first letter, and checked for their left delimiter by a look-behind
-after the token), and one dict lookup on the matched text resolves the common case.
-Tier 2 does not search line by line: the lines left silent are joined, a few scans
-with a literal first character (a colon checked by look-behinds for the word before
-it, `Exception`, `ailed`, `eprecat`) run over the whole batch, and only the lines they
-hit are looked at closely. A test checks that the batch agrees with `detect_level`.
+Pure and table-driven: it answers `None` ("unsure") rather than guess, and callers show
+that as `Level.INFO`. Tier 1 reads a level token near the front of the line; only when
+it is silent does tier 2 look for strong words (`Traceback`, `error:`, `failed`).
 """
 
 from __future__ import annotations
@@ -60,42 +19,51 @@ __all__ = ["WINDOW", "detect_level", "detect_levels"]
 
 WINDOW = 120  # characters at the front of a line where a tier-1 token may stand
 
-_D, _I, _S, _W, _E, _C = Level.DEBUG, Level.INFO, Level.SUCCESS, Level.WARNING, Level.ERROR, Level.CRITICAL
+# Plain names, because `Level.INFO` is a descriptor lookup and the batch uses them per line.
+_DEBUG, _INFO, _SUCCESS = Level.DEBUG, Level.INFO, Level.SUCCESS
+_WARNING, _ERROR, _CRITICAL = Level.WARNING, Level.ERROR, Level.CRITICAL
 
 # The vocabulary of level words, lower case.
 _WORDS: dict[str, Level] = {
-    "trace": _D,
-    "trac": _D,  # logrus on a terminal: TRAC DEBU INFO WARN ERRO FATA PANI
-    "trc": _D,
-    "debug": _D,
-    "debu": _D,
-    "dbg": _D,
-    "verbose": _D,
-    "info": _I,
-    "inf": _I,
-    "notice": _I,
-    "success": _S,
-    "warn": _W,
-    "warning": _W,
-    "wrn": _W,
-    "error": _E,
-    "err": _E,
-    "erro": _E,
-    "severe": _E,
-    "critical": _C,
-    "crit": _C,
-    "fatal": _C,
-    "fata": _C,
-    "ftl": _C,
-    "panic": _C,
-    "pani": _C,
-    "emerg": _C,
-    "emergency": _C,
-    "alert": _C,
+    "trace": _DEBUG,
+    "trac": _DEBUG,  # logrus on a terminal: TRAC DEBU INFO WARN ERRO FATA PANI
+    "trc": _DEBUG,
+    "debug": _DEBUG,
+    "debu": _DEBUG,
+    "dbg": _DEBUG,
+    "verbose": _DEBUG,
+    "info": _INFO,
+    "inf": _INFO,
+    "notice": _INFO,
+    "success": _SUCCESS,
+    "warn": _WARNING,
+    "warning": _WARNING,
+    "wrn": _WARNING,
+    "error": _ERROR,
+    "err": _ERROR,
+    "erro": _ERROR,
+    "severe": _ERROR,
+    "critical": _CRITICAL,
+    "crit": _CRITICAL,
+    "fatal": _CRITICAL,
+    "fata": _CRITICAL,
+    "ftl": _CRITICAL,
+    "panic": _CRITICAL,
+    "pani": _CRITICAL,
+    "emerg": _CRITICAL,
+    "emergency": _CRITICAL,
+    "alert": _CRITICAL,
 }
 # glog's and llama.cpp's one-letter levels, and pino/bunyan's numbers.
-_LETTERS: dict[str, Level] = {"D": _D, "I": _I, "W": _W, "E": _E, "F": _C}
-_NUMBERS: dict[str, Level] = {"10": _D, "20": _D, "30": _I, "40": _W, "50": _E, "60": _C}
+_LETTERS: dict[str, Level] = {"D": _DEBUG, "I": _INFO, "W": _WARNING, "E": _ERROR, "F": _CRITICAL}
+_NUMBERS: dict[str, Level] = {
+    "10": _DEBUG,
+    "20": _DEBUG,
+    "30": _INFO,
+    "40": _WARNING,
+    "50": _ERROR,
+    "60": _CRITICAL,
+}
 
 # Every spelling tier 1 can capture, mapped once, so the hot path is one dict lookup.
 _TOKENS: dict[str, Level] = {}
@@ -106,14 +74,13 @@ _TOKENS.update(_NUMBERS)
 
 
 def _word_alternatives() -> str:
-    """Every level word, as alternatives grouped under their first letter and longest
-    first within it (`e(?:mergency|merg|rror|rro|rr)|f(?:atal|ata|tl)|…`): a word is
-    then tried against the few of its letter, not all thirty (a fifth of the time of a
-    search on a logfmt line), and matches what the longest-first list would."""
+    """Every level word, grouped under its first letter and longest first within it
+    (`e(?:mergency|merg|rror|rro|rr)|f(?:atal|ata|tl)|…`): a word is tried against the
+    few of its letter, not all thirty, and matches what the longest-first list would."""
     groups: dict[str, list[str]] = {}
     for word in sorted(_WORDS, key=lambda w: (-len(w), w)):
         groups.setdefault(word[0], []).append(re.escape(word[1:]))
-    return "|".join(f"{c}(?:{'|'.join(rest)})" for c, rest in sorted(groups.items()))
+    return "|".join(f"{first}(?:{'|'.join(rest)})" for first, rest in sorted(groups.items()))
 
 
 _ALT = _word_alternatives()
@@ -122,16 +89,21 @@ _JSON_VALUE = rf'(?:"(?P<j>(?i:{_ALT}))"|(?P<n>[1-6]0)(?!\d))'
 
 
 def _tier1_pattern() -> str:
-    """The alternatives of tier 1, grouped by their first character.
+    """Tier 1: a level token in the first `WINDOW` characters; the earliest match wins.
 
-    Every top-level alternative starts with a literal character: only then can the
-    regex engine skip ahead to the few candidate characters instead of trying the
-    pattern at every position (about ten times faster). Alternatives that share a
-    first character are nested under it, so a candidate is tried against a dozen
-    alternatives, not fifty. Upper-case tokens and one-letter levels capture no group:
-    for them the match itself is the token. An upper-case token must be preceded by
-    the start of the line, a delimiter or the `m` that ends a colour code (checked by
-    a look-behind, after the token, so the literal stays first).
+    It finds an upper-case token standing alone (`INFO`, `WARNING`, `ERR`, … after the
+    start, a delimiter or a colour code: Python logging, uvicorn, vLLM, loguru, Rust
+    tracing, log4j/logback/Spring, zerolog); a token of any case in brackets (`[error]`:
+    nginx, gunicorn), between tabs (zap's console encoder), after `level=`/`lvl=`/
+    `severity=` (logfmt) or as a JSON level value (numbers are pino's); glog's and
+    llama.cpp's one-letter levels. Lower-case words count only in those delimited places,
+    so `Critical section` or `/var/log/error.log` say nothing.
+
+    Every top-level alternative starts with a literal character, so that CPython's regex
+    engine skips ahead to candidate characters instead of trying every position, and
+    alternatives sharing a first character are nested under it. Hence an upper-case
+    token's left delimiter is checked by a look-behind after the token. Upper-case
+    tokens and one-letter levels capture no group: the match itself is the token.
     """
     before = r"[^\s\[(<|:,;m]"
     after = r"(?=[\s\]:)|>,;!/\x1b\[]|$)"
@@ -139,11 +111,13 @@ def _tier1_pattern() -> str:
     for word in sorted(_WORDS, key=lambda w: (-len(w), w)):
         token = word.upper()
         tails.setdefault(token[0], []).append(rf"{token[1:]}(?<!{before}{token}){after}")
-    for c in "IWEF":  # glog: I0101 12:00:00.123456 1234 file.cc:12] msg, at the start only
-        tails.setdefault(c, []).append(rf"(?<![\s\S]{c})(?=\d{{4}} \d\d:\d\d:\d\d\.\d+ +\d+ [^\s\]]+:\d+\])")
-    for c in "DIWE":  # llama.cpp with --log-prefix --log-timestamps: 0.00.035.060 I llama_...
-        tails.setdefault(c, []).append(rf"(?<=\d\.\d\d\.\d\d\d\.\d\d\d {c})(?= )")
-    alternatives = [f"{c}(?:{'|'.join(t)})" for c, t in sorted(tails.items())]
+    for letter in "IWEF":  # glog: I0101 12:00:00.123456 1234 file.cc:12] msg, at the start only
+        tails.setdefault(letter, []).append(
+            rf"(?<![\s\S]{letter})(?=\d{{4}} \d\d:\d\d:\d\d\.\d+ +\d+ [^\s\]]+:\d+\])"
+        )
+    for letter in "DIWE":  # llama.cpp with --log-prefix --log-timestamps: 0.00.035.060 I llama_...
+        tails.setdefault(letter, []).append(rf"(?<=\d\.\d\d\.\d\d\d\.\d\d\d {letter})(?= )")
+    alternatives = [f"{first}(?:{'|'.join(group)})" for first, group in sorted(tails.items())]
     alternatives += [
         rf"\[ ?(?P<b>(?i:{_ALT})) ?\]",
         rf"\t(?P<t>(?i:{_ALT}))(?=\t)",
@@ -158,7 +132,10 @@ _TIER1 = re.compile(_tier1_pattern())
 _JSON = re.compile(_JSON_KEY + _JSON_VALUE)
 _JSON_SPAN = 4096
 
-# Tier 2: case-sensitive spellings, literal first characters.
+# Tier 2, when tier 1 is silent: a level word opening the line with a colon (`error: …`,
+# `Warning: …`), then strong words anywhere (`Traceback …`, `…Exception`, `error:`, rustc's
+# `error[E0308]:`, `failed`, `panic:`; `warning:`, `deprecated`). Case-sensitive
+# spellings, literal first characters. So `INFO: 0 errors found` is info.
 _FRONT_WORD = re.compile(
     r"\s*(?:\x1b\[[0-9;]*m)*(err|Err|error|Error|warn|Warn|warning|Warning|fatal|Fatal):"
 )
@@ -185,7 +162,8 @@ _T2_SCANS = (
     re.compile("eprecat"),
 )
 
-# Tier 3: programs that log without a level (llama.cpp and ggml).
+# Tier 3, single lines only (the batch maps "unsure" to info anyway): programs that log
+# without a level (llama.cpp and ggml) are info rather than unsure.
 _KNOWN_INFO = re.compile(
     r"(?:llama|llm|ggml|gguf|clip|common|load_tensors|print_info|srv|slot|main|build|system_info)\w*:? "
 )
@@ -202,16 +180,16 @@ for _spelling, _level in list(_FAST.items()):
 _WHOLE = itemgetter(0)  # the whole match of a `re.Match`
 
 
-def _tier1(text: str, m: re.Match[str] | None) -> Level | None:
-    """The level tier 1 reads from a line, given the first match `m` of `_TIER1`."""
+def _tier1(text: str, match: re.Match[str] | None) -> Level | None:
+    """The level tier 1 reads from a line, given the first `match` of `_TIER1`."""
     if text[:1] == "{":
-        j = _JSON.search(text, 0, _JSON_SPAN)
-        if j is not None:
-            return _token_level(j[j.lastgroup or 0])
-    if m is None:
+        json_match = _JSON.search(text, 0, _JSON_SPAN)
+        if json_match is not None:
+            return _token_level(json_match[json_match.lastgroup or 0])
+    if match is None:
         return None
-    group = m.lastgroup
-    return _token_level(m[group] if group is not None else m[0])
+    group = match.lastgroup
+    return _token_level(match[group] if group is not None else match[0])
 
 
 def _token_level(token: str) -> Level | None:
@@ -224,9 +202,9 @@ def _tier2(text: str) -> Level | None:
     if front is not None:
         return _WORDS[front[1].lower()]
     if _T2_ERROR.search(text) is not None:
-        return _E
+        return _ERROR
     if _T2_WARNING.search(text) is not None:
-        return _W
+        return _WARNING
     return None
 
 
@@ -236,47 +214,47 @@ def detect_level(text: str) -> Level | None:
     if level is None:
         level = _tier2(text)
         if level is None and _KNOWN_INFO.match(text) is not None:
-            level = _I
+            level = _INFO
     return level
 
 
 def detect_levels(texts: list[str]) -> list[Level]:
-    """The level of every line, `Level.INFO` when unsure; the hot path's batch version.
+    """The level of every line, `Level.INFO` when unsure; must agree with `detect_level`.
 
     The tier-1 search runs over the batch through `map` (a loop in C). When every line
     has a match whose text alone names the level and no line is JSON (the usual batch
     of a program with a logging library), that is all; the other lines are looked at
     one by one, and those without a match go on to tier 2 together.
     """
-    n = len(texts)
-    matches = list(map(_TIER1.search, texts, repeat(0, n), repeat(WINDOW, n)))
+    size = len(texts)
+    matches = list(map(_TIER1.search, texts, repeat(0, size), repeat(WINDOW, size)))
     if None in matches:
         return _detect_each(texts, matches)
     found = cast("list[re.Match[str]]", matches)
     levels: list[Level | None] = list(map(_FAST.get, map(_WHOLE, found)))
-    if None in levels or any(map(str.startswith, texts, repeat("{", n))):
-        for i, text in enumerate(texts):
-            if levels[i] is None or text[:1] == "{":
-                level = _tier1(text, found[i])
-                levels[i] = _I if level is None else level
+    if None in levels or any(map(str.startswith, texts, repeat("{", size))):
+        for index, text in enumerate(texts):
+            if levels[index] is None or text[:1] == "{":
+                level = _tier1(text, found[index])
+                levels[index] = _INFO if level is None else level
     return levels  # type: ignore[return-value]  # no None is left
 
 
 def _detect_each(texts: list[str], matches: list[re.Match[str] | None]) -> list[Level]:
     """`detect_levels` for a batch where some lines have no tier-1 match."""
     fast = _FAST.get
-    info = _I
+    info = _INFO
     levels: list[Level] = []
     append = levels.append
     silent: list[int] = []  # lines tier 1 found nothing in (JSON lines are read later)
-    for text, m in zip(texts, matches, strict=True):
-        if m is None:
+    for text, match in zip(texts, matches, strict=True):
+        if match is None:
             silent.append(len(levels))
             append(info)
             continue
-        level = fast(m[0])
-        if level is None or (m.start() and text[0] == "{"):
-            level = _tier1(text, m)
+        level = fast(match[0])
+        if level is None or (match.start() and text[0] == "{"):
+            level = _tier1(text, match)
         append(info if level is None else level)
     if silent:
         _silent_batch(texts, silent, levels)
@@ -300,24 +278,24 @@ def _silent_batch(texts: list[str], silent: list[int], levels: list[Level]) -> N
     hits: list[int] = []
     for scan in _T2_SCANS:
         if scan.search(joined) is not None:
-            hits.extend(m.start() for m in scan.finditer(joined))
+            hits.extend(hit.start() for hit in scan.finditer(joined))
     if not json_starts and not hits:
         return
-    # starts[k] is the offset of line k in `joined`: the lengths before it, plus k + 1.
+    # starts[line_no] is that line's offset in `joined`: the lengths before it, plus line_no + 1.
     starts = list(map(add, accumulate(map(len, lines), initial=0), count(1)))
     done: set[int] = set()
     for pos in json_starts:
-        k = bisect_right(starts, pos) - 1
-        done.add(k)
-        level = _tier1(lines[k], None)
+        line_no = bisect_right(starts, pos) - 1
+        done.add(line_no)
+        level = _tier1(lines[line_no], None)
         if level is None:
-            level = _tier2(lines[k])
+            level = _tier2(lines[line_no])
         if level is not None:
-            levels[silent[k]] = level
+            levels[silent[line_no]] = level
     for pos in hits:
-        k = bisect_right(starts, pos) - 1
-        if k not in done:
-            done.add(k)
-            level = _tier2(lines[k])
+        line_no = bisect_right(starts, pos) - 1
+        if line_no not in done:
+            done.add(line_no)
+            level = _tier2(lines[line_no])
             if level is not None:
-                levels[silent[k]] = level
+                levels[silent[line_no]] = level

@@ -1,47 +1,7 @@
 """One file descriptor → framed, levelled lines, read by two daemon threads.
 
-Why threads and not the event loop: the child must never wait for us (ARCHITECTURE,
-invariant 1), and the loop that serves subscribers has other work. `os.read`
-releases the GIL, so a blocked reader costs nothing.
-
-Why two: reading and framing compete for one GIL with everything else logcast does
-(the store writer, the streams). When one thread both read and framed, the pipe was
-read only as fast as that thread got the GIL for its framing, and a flooding child
-spent half its time blocked on a full pipe (measured: 2.1-2.3x its time into `cat`).
-Now the *reader* only reads: up to `READ_SIZE` bytes per `os.read` (the pipe is made
-as large, 1 MiB), stamps the arrival time and appends the raw chunk to a spool; it
-needs the GIL for a few microseconds per chunk. The *framer* takes chunks from the
-spool and does the per-chunk work: one framing pass, one batch of level detection, one
-call of `on_lines`, with the chunk's own arrival time. Raw bytes are the most compact
-form a burst can wait in (about a third of a framed record), so the spool is where a
-burst waits when logcast is busy. It is bounded (`spool_bytes`, exactly: a read asks
-for no more than the spool has room for); only if the framer is that far behind does
-the reader stop reading, and then the pipe fills and the child waits: memory stays
-bounded, and nothing is dropped.
-
-While output trickles in, the reader of a 1 MiB pipe reads at most once per
-`read_pace` (1 ms): a child that writes a line per `write(2)` would otherwise wake it
-for every line, and each tiny chunk costs a GIL switch and a call of everything
-downstream. A pty, or a pipe the kernel would not enlarge, is read at once.
-
-When the framer holds an unfinished line, it waits for more bytes for at most
-`idle_flush` seconds; if none come, the line is handed on as `partial` (a prompt or a
-progress bar must not stay invisible), keeping back only an incomplete UTF-8
-character. At EOF (`b""` from a pipe, `EIO` from a pty master whose child side closed)
-the reader closes the fd, the framer frames what is left and flushes the rest as
-`partial`, and the reader is finished.
-
-`on_lines` runs on the framer thread; it may wait (the hub's `lines()` holds it while
-the store writer is a whole memory tail behind), since the reader keeps draining the
-pipe meanwhile. An exception in it is logged and framing goes on: losing a callback is
-bad, silently stopping to read a child is worse, because its pipe fills and it blocks.
-If the framer itself fails, the reader goes on reading and discards, for the same reason.
-
-`eof()` resolves when the fd reached EOF, `wait()` once every line was also handed on.
-
-`wait()` lets asyncio code await the end of a reader: every waiting task registers a
-future of its own loop, which the thread resolves with `call_soon_threadsafe`, the one
-loop method that may be called from another thread (asyncio's and uvloop's loops alike).
+Threads, because the child must never wait for us and the event loop has other work
+(`os.read` releases the GIL); two, so that reading never waits for framing to get the GIL.
 """
 
 from __future__ import annotations
@@ -92,14 +52,25 @@ def _raise_pipe_size(fd: int) -> int:
         return 0
 
 
-def _short(n: int, asked: int) -> bool:
-    """A read of `n` bytes out of `asked` (at most `READ_SIZE`) was a trickle: the pipe
+def _short(size: int, asked: int) -> bool:
+    """A read of `size` bytes out of `asked` (at most `READ_SIZE`) was a trickle: the pipe
     was far from full, so waiting before the next read cannot make the child wait."""
-    return 2 * n < asked
+    return 2 * size < asked
 
 
 class PipeReader:
-    """Reads one fd until EOF (reader thread) and hands framed lines on (framer thread)."""
+    """Reads one fd until EOF (reader thread) and hands framed lines on (framer thread).
+
+    The reader only reads, stamps the arrival time and spools the raw chunk (the most
+    compact form a burst can wait in). The spool holds at most `spool_bytes`; when it
+    is full the reader stops, the pipe fills and the child waits: memory stays bounded
+    and nothing is dropped.
+
+    `on_lines` runs on the framer thread and may block, since the reader keeps draining
+    the pipe meanwhile. If it raises, the error is logged and framing goes on; if the
+    framer fails, the reader reads on and discards. Either way the child's pipe is still
+    read, because a child whose pipe fills blocks.
+    """
 
     def __init__(
         self,
@@ -154,10 +125,9 @@ class PipeReader:
     def start(self) -> None:
         """Start the threads (once)."""
         pipe_size = _raise_pipe_size(self._fd)
-        # Only a pipe as large as a whole read holds what a millisecond of a flood brings
-        # (about 100 KiB). A pty's master returns at most 4 KiB a read, and a pipe the
-        # kernel would not enlarge holds 64 KiB: waiting there made a flooding child
-        # wait (a pty flood ran ten times longer), so they are read at once, as before.
+        # Pacing needs a pipe that holds a whole read while the reader waits; a pty's
+        # master (at most 4 KiB a read) or a pipe the kernel would not enlarge (64 KiB)
+        # would make a flooding child wait, so those are read at once.
         self._paced = self._pace > 0 and pipe_size >= READ_SIZE
         self._thread.start()
         try:
@@ -205,9 +175,8 @@ class PipeReader:
         cond = self._cond
         spool = self._spool
         # One buffer for every read, and an exact-size copy of what came: `os.read(fd,
-        # 1 MiB)` allocates 1 MiB each time and shrinks it, which leaves a small read
-        # holding a whole page or more (measured: 4 KiB per 100-byte chunk), so the
-        # spool's bound would not be a bound on memory.
+        # 1 MiB)` allocates 1 MiB and shrinks it, leaving a small read holding a page or
+        # more, so the spool's bound would not bound memory.
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
         poller = select.poll()
@@ -216,15 +185,11 @@ class PipeReader:
         last_read = 0.0
         trickle = False
         while True:
-            # A child that writes a line per `write(2)` wakes a reader that is waiting in
-            # `read` once per line. Reading again at once gave chunks of 13 lines on
-            # average, and every chunk costs a GIL switch, a framing call and a hub call.
-            # So after a trickle (a read that left the pipe far from full), a read that
-            # would follow the last one within `pace` waits out the rest: the 1 MiB pipe
-            # holds a millisecond of output (about 100 KiB in a flood) easily, the chunks
-            # grow a hundredfold, and a line waits at most `pace` longer. A quiet child is
-            # not delayed (its read comes long after the last one), nor is a read after
-            # one that found the pipe half full or filled the spool's room.
+            # A child that writes a line per `write(2)` would wake us once per line, and
+            # every chunk costs a GIL switch, a framing call and a hub call. So after a
+            # trickle (a read that left the pipe far from full) the next read waits until
+            # `pace` after the last one; a line waits at most `pace` longer. A quiet child
+            # is not delayed, nor is a read after one that found the pipe half full.
             if trickle:
                 wait = last_read + pace - time.monotonic()
                 if wait > 0:
@@ -238,7 +203,7 @@ class PipeReader:
             asked = min(READ_SIZE, room)
             last_read = time.monotonic()
             try:
-                n = os.readv(fd, [view[:asked]])
+                size = os.readv(fd, [view[:asked]])
             except BlockingIOError:  # someone made the fd non-blocking: wait for it
                 poller.poll()
                 continue
@@ -246,12 +211,12 @@ class PipeReader:
                 if exc.errno == errno.EIO:  # pty master: the child side is closed
                     return
                 raise
-            if not n:
+            if not size:
                 return
-            trickle = pace > 0 and _short(n, asked)
-            data = bytes(view[:n])
+            trickle = pace > 0 and _short(size, asked)
+            data = bytes(view[:size])
             stamp = time.time()
-            self._bytes_read += n
+            self._bytes_read += size
             with cond:
                 if not self._framing:
                     continue  # nobody frames any more: keep the child running, drop
@@ -296,7 +261,9 @@ class PipeReader:
                 else:
                     data = b""
             if not data:
-                if framer.pending and not idle_flushed:  # nothing came within idle_flush
+                # Nothing came within idle_flush: hand the unfinished line on as partial,
+                # since a prompt or a progress bar must not stay invisible.
+                if framer.pending and not idle_flushed:
                     self._deliver(time.time(), framer.flush(idle=True))
                     idle_flushed = True
                 continue
@@ -320,7 +287,11 @@ class PipeReader:
 
 
 class _Latch:
-    """A one-way flag set by a thread and awaited from any event loop."""
+    """A one-way flag set by a thread and awaited from any event loop.
+
+    Waiters are resolved with `call_soon_threadsafe`, the one loop method that may be
+    called from another thread (asyncio's and uvloop's loops alike).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
