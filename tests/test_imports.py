@@ -25,6 +25,12 @@ FORBIDDEN: dict[str, set[str]] = {
     "web": {"supervise", "client", "cli"},
     "client": {"hub", "store", "web", "supervise", "engine", "capture", "cli"},
 }
+# schemas, the API's shapes, is a leaf that any room may import: it imports no room but types and errors
+FORBIDDEN["schemas"] = {
+    path.name.removesuffix(".py")
+    for path in SRC.iterdir()
+    if (path.is_dir() or path.suffix == ".py") and not path.name.startswith("_")
+} - {"types", "errors", "schemas"}
 
 
 def _room(path: Path) -> str:

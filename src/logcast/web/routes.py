@@ -13,6 +13,10 @@ numbers and counts are bounded by `MAX_SEQ` (SQLite's signed 64-bit INTEGER), ti
 must be finite, and a path or query that carries a NUL byte or bytes that are not
 UTF-8 is refused before any handler runs (`clean_text`; the WebSocket route, which
 reports problems in its own first frame, calls the same check).
+
+Shapes: every JSON answer is a model of `logcast.schemas`, the routes' `response_model`
+(so `/docs` and `/openapi.json` are typed); history pages and the streams are encoded
+without them for speed, and `document_streams` describes the stream events.
 """
 
 from __future__ import annotations
@@ -27,18 +31,43 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket
 from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic.json_schema import models_json_schema
 
 from logcast.capture.ansi import strip_ansi
 from logcast.engine import Engine
 from logcast.errors import UnknownProcess
 from logcast.query import Query as LogQuery
 from logcast.query import compile_regex, parse_levels
+from logcast.schemas import (
+    Cleared,
+    Config,
+    ErrorEvent,
+    Health,
+    Healthz,
+    HistoryPage,
+    HttpReady,
+    LogReady,
+    ManagerStats,
+    Model,
+    ModelAction,
+    ModelError,
+    ModelList,
+    ModelStats,
+    Process,
+    ProcessConfig,
+    ProcessList,
+    ProcessStats,
+    Stats,
+    StoreStats,
+    StreamEvent,
+)
 from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.types import LogRecord, ProcessState
 from logcast.web.encode import MAX_SEQ, parse_seq
 from logcast.web.streams import BoundedSSEResponse, last_event_id, sse_body, websocket_stream
 
 MAX_PAGE = 10_000
+REF_TEMPLATE = "#/components/schemas/{model}"  # where OpenAPI keeps the models
 STARTED_AT = int(time.time())  # `created` of a model that has not run yet
 
 Seq = Annotated[int, Query(ge=0, le=MAX_SEQ)]
@@ -140,42 +169,30 @@ def build_query(
     )
 
 
-def process_json(rt: Engine, name: str) -> dict[str, Any]:
-    info: dict[str, Any] = (
-        dict(rt.processes.info(name)) if name in rt.processes.names() else {"name": name, "state": "stopped"}
+def process_model(rt: Engine, name: str) -> Process:
+    """The process `name` as the API describes it. One that is no longer configured (its
+    history remains) has no run: its `pid`, `run`... stay unset, so absent on the wire."""
+    run: Mapping[str, Any] = (
+        rt.processes.info(name) if name in rt.processes.names() else {"name": name, "state": "stopped"}
     )
-    stats = rt.hub.stats(name)
-    started = info.get("started_at")
-    alive = ProcessState(info.get("state", "stopped")).is_alive
-    info["uptime"] = round(time.time() - float(started), 1) if started and alive else None
-    for key in (
-        "lines",
-        "bytes",
-        "lines_per_s",
-        "warnings",
-        "errors",
-        "last_error",
-        "subscribers",
-        "last_seq",
-    ):
-        info[key] = stats[key]
-    return info
+    return Process.of(run, rt.hub.stats(name))
 
 
 # -- processes ---------------------------------------------------------------------------
+# `response_model_exclude_unset`: fields a process does not have stay absent (`process_model`)
 
 
-@router.get("/api/processes", tags=["processes"])
-async def list_processes(rt: RT) -> dict[str, Any]:
-    return {"processes": [process_json(rt, name) for name in rt.processes.names()]}
+@router.get("/api/processes", tags=["processes"], response_model_exclude_unset=True)
+async def list_processes(rt: RT) -> ProcessList:
+    return ProcessList(processes=[process_model(rt, name) for name in rt.processes.names()])
 
 
-@router.get("/api/processes/{name}", tags=["processes"])
-async def get_process(name: str, rt: RT) -> dict[str, Any]:
-    return process_json(rt, resolve(rt, name))
+@router.get("/api/processes/{name}", tags=["processes"], response_model_exclude_unset=True)
+async def get_process(name: str, rt: RT) -> Process:
+    return process_model(rt, resolve(rt, name))
 
 
-async def _control(rt: Engine, name: str, action: str) -> dict[str, Any]:
+async def _control(rt: Engine, name: str, action: str) -> Process:
     name = resolve(rt, name)
     if name not in rt.processes:
         raise HTTPException(404, f"unknown process {name!r}")
@@ -188,58 +205,57 @@ async def _control(rt: Engine, name: str, action: str) -> dict[str, Any]:
         await rt.processes.stop(name)
     else:
         await rt.processes.restart(name)
-    return process_json(rt, name)
+    return process_model(rt, name)
 
 
-@router.post("/api/processes/{name}/start", tags=["processes"])
-async def start_process(name: str, rt: RT) -> dict[str, Any]:
+@router.post("/api/processes/{name}/start", tags=["processes"], response_model_exclude_unset=True)
+async def start_process(name: str, rt: RT) -> Process:
     return await _control(rt, name, "start")
 
 
-@router.post("/api/processes/{name}/stop", tags=["processes"])
-async def stop_process(name: str, rt: RT) -> dict[str, Any]:
+@router.post("/api/processes/{name}/stop", tags=["processes"], response_model_exclude_unset=True)
+async def stop_process(name: str, rt: RT) -> Process:
     return await _control(rt, name, "stop")
 
 
-@router.post("/api/processes/{name}/restart", tags=["processes"])
-async def restart_process(name: str, rt: RT) -> dict[str, Any]:
+@router.post("/api/processes/{name}/restart", tags=["processes"], response_model_exclude_unset=True)
+async def restart_process(name: str, rt: RT) -> Process:
     return await _control(rt, name, "restart")
 
 
 @router.get("/api/config", tags=["processes"])
-async def get_config(rt: RT) -> dict[str, Any]:
+async def get_config(rt: RT) -> Config:
     out = []
     for name, p in rt.settings.processes.items():
-        ready: dict[str, Any] | None = None
+        ready: LogReady | HttpReady | None = None
         if p.ready is not None:
             if p.ready.log is not None:
-                ready = {"log": p.ready.log.pattern}
+                ready = LogReady(log=p.ready.log.pattern, timeout=p.ready.timeout)
             else:
-                ready = {"http": mask_text(p.ready.http or "")}
-            ready["timeout"] = p.ready.timeout
+                ready = HttpReady(http=mask_text(p.ready.http or ""), timeout=p.ready.timeout)
         out.append(
-            {
-                "name": name,
-                "aliases": list(p.aliases),
-                "command": mask_argv(p.command),  # credentials in arguments never leave the server
-                "cwd": str(p.cwd),
-                "env": mask_env(p.env),
-                "autostart": p.autostart,
-                "restart": str(p.restart),
-                "pty": p.pty,
-                "ready": ready,
-                "stop_signal": p.stop_signal.name.removeprefix("SIG"),
-                "stop_timeout": p.stop_timeout,
-            }
+            ProcessConfig(
+                name=name,
+                aliases=list(p.aliases),
+                command=mask_argv(p.command),  # credentials in arguments never leave the server
+                cwd=str(p.cwd),
+                env=mask_env(p.env),
+                autostart=p.autostart,
+                restart=str(p.restart),
+                pty=p.pty,
+                ready=ready,
+                stop_signal=p.stop_signal.name.removeprefix("SIG"),
+                stop_timeout=p.stop_timeout,
+            )
         )
     path = rt.settings.path
-    return {"path": str(path) if path else None, "processes": out}
+    return Config(path=str(path) if path else None, processes=out)
 
 
 # -- history -----------------------------------------------------------------------------
 
 
-@router.get("/api/processes/{name}/logs", tags=["logs"])
+@router.get("/api/processes/{name}/logs", tags=["logs"], response_model=HistoryPage)
 async def get_logs(
     name: str,
     rt: RT,
@@ -265,6 +281,10 @@ async def get_logs(
 
 
 def _page(records: list[LogRecord], nxt: int | None, cursor: int, **extra: int | None) -> Response:
+    """A `HistoryPage`, encoded by orjson from the records' own dicts: the page is the
+    route's `response_model` for the documentation only, since building and dumping a
+    thousand `Log` models per page took several times as long (tests/test_schemas.py
+    checks that these pages validate against the model)."""
     body = {"logs": [r.as_dict() for r in records], "next": nxt, "cursor": cursor, **extra}
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -313,6 +333,36 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
+def document_streams(openapi: dict[str, Any]) -> dict[str, Any]:
+    """`openapi` with the stream events: their models among the components, and the items
+    of every `text/event-stream` answer described as `StreamEvent` in their `data`. FastAPI
+    does so only for endpoints that yield models; ours hand it pre-encoded bytes."""
+    _, found = models_json_schema([(StreamEvent, "serialization")], ref_template=REF_TEMPLATE)
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for model, schema in found.get("$defs", {}).items():
+        components.setdefault(model, schema)
+    item = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": REF_TEMPLATE.format(model="StreamEvent")},
+            },
+            "id": {"type": "string", "description": "the seq of the event (resume with Last-Event-ID)"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("responses", {}).get("200", {}).get("content", {})
+            if "text/event-stream" in content:
+                content.pop("application/json", None)  # FastAPI's default, not what is sent
+                content["text/event-stream"] = {"itemSchema": item}
+    return openapi
+
+
 @router.get("/api/processes/{name}/logs/stream", tags=["logs"], responses=SSE_DOC)
 async def stream_logs(
     name: str,
@@ -331,7 +381,11 @@ async def stream_logs(
     return BoundedSSEResponse(sse_body(rt.hub, sub, rt.shutdown))
 
 
-@router.get("/api/models/{alias}/logs/stream", tags=["llm-manager"], responses=SSE_DOC)
+@router.get(
+    "/api/models/{alias}/logs/stream",
+    tags=["llm-manager"],
+    responses={**SSE_DOC, 503: {"model": ErrorEvent, "description": "The model is not running"}},
+)
 async def stream_model_logs(
     alias: str,
     rt: RT,
@@ -344,8 +398,11 @@ async def stream_model_logs(
     alias = resolve(rt, alias)
     state = ProcessState(rt.processes.info(alias)["state"]) if alias in rt.processes.names() else None
     if state is None or not state.is_starting_or_up:
+        problem = ErrorEvent(
+            type="error", message=f"model {alias!r} is not running (state: {state or 'unknown'})"
+        )
         return JSONResponse(
-            {"type": "error", "message": f"model {alias!r} is not running (state: {state or 'unknown'})"},
+            problem.model_dump(mode="json"),
             status_code=503,
             headers={"Retry-After": "2"},
         )
@@ -413,59 +470,60 @@ async def ws_logs(
 
 
 def _error_frame(message: str) -> str:
-    return orjson.dumps({"type": "error", "message": message}).decode()
+    return ErrorEvent(type="error", message=message).model_dump_json()
 
 
 # -- stats, clear ------------------------------------------------------------------------
 
 
-@router.get("/api/logs/stats", tags=["logs"])
-async def log_stats(rt: RT) -> dict[str, Any]:
+def process_stats(rt: Engine, name: str) -> ProcessStats:
+    """The hub's figures of `name`'s log, with the state of a configured process (a process
+    that is no longer configured has none: `state` stays unset, so absent on the wire)."""
+    if name in rt.processes.names():
+        return ProcessStats.model_validate({**rt.hub.stats(name), "state": rt.processes.info(name)["state"]})
+    return ProcessStats.model_validate(rt.hub.stats(name))
+
+
+@router.get("/api/logs/stats", tags=["logs"], response_model_exclude_unset=True)
+async def log_stats(rt: RT) -> Stats:
     """logcast's totals and per-process figures, and beside them the original manager's
     envelope (`success`, `stats`) that its tools read."""
-    per: dict[str, Any] = {}
-    totals = {"total_logs": 0, "total_bytes": 0, "subscribers": 0, "dropped": 0, "lines_per_s": 0.0}
-    for name in rt.hub.names():
-        s = rt.hub.stats(name)
-        if name in rt.processes.names():
-            s["state"] = str(rt.processes.info(name)["state"])
-        per[name] = s
-        totals["total_logs"] += s["lines"]
-        totals["total_bytes"] += s["bytes"]
-        totals["subscribers"] += s["subscribers"]
-        totals["dropped"] += s["dropped"]
-        totals["lines_per_s"] += s["lines_per_s"]
+    per = {name: process_stats(rt, name) for name in rt.hub.names()}
     store = rt.hub.store.stats
     model_stats = {
-        name: {"log_count": await _retained(rt, name, s), "subscriber_count": s["subscribers"]}
+        name: ModelStats(log_count=await _retained(rt, name, s), subscriber_count=s.subscribers)
         for name, s in per.items()
     }
-    return {
-        **totals,
-        "lines_per_s": round(float(totals["lines_per_s"]), 2),
-        "processes": per,
-        "store": {
-            "engine": rt.settings.storage.engine,
-            "written": store.written,
-            "errors": store.errors,
-            "last_error": store.last_error,
-            "pending": sum(p["pending"] for p in per.values()),
-        },
-        "success": True,
-        "stats": {
-            "total_models": len(per),
-            "total_log_entries": sum(m["log_count"] for m in model_stats.values()),
-            "total_subscribers": totals["subscribers"],
-            "model_stats": model_stats,
-        },
-    }
+    subscribers = sum(s.subscribers for s in per.values())
+    return Stats(
+        total_logs=sum(s.lines for s in per.values()),
+        total_bytes=sum(s.bytes for s in per.values()),
+        subscribers=subscribers,
+        dropped=sum(s.dropped for s in per.values()),
+        lines_per_s=round(sum((s.lines_per_s for s in per.values()), 0.0), 2),
+        processes=per,
+        store=StoreStats(
+            engine=rt.settings.storage.engine,
+            written=store.written,
+            errors=store.errors,
+            last_error=store.last_error,
+            pending=sum(s.pending for s in per.values()),
+        ),
+        success=True,
+        stats=ManagerStats(
+            total_models=len(per),
+            total_log_entries=sum(m.log_count for m in model_stats.values()),
+            total_subscribers=subscribers,
+            model_stats=model_stats,
+        ),
+    )
 
 
-async def _retained(rt: Engine, name: str, stats: Mapping[str, Any]) -> int:
+async def _retained(rt: Engine, name: str, stats: ProcessStats) -> int:
     """How many records of `name` the history holds now (what a clear removes; status
     records included, as they are part of the history)."""
-    last = int(stats["last_seq"])
-    in_memory = int(stats["memory_lines"])
+    last = stats.last_seq
+    in_memory = stats.memory_lines
     first = (await rt.hub.store.meta(name)).first_seq
     if in_memory:
         first = min(first, last - in_memory + 1) if first else last - in_memory + 1
@@ -480,7 +538,7 @@ async def clear_logs(
     alias: str,
     rt: RT,
     keep_minutes: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-) -> dict[str, Any]:
+) -> Cleared:
     """Clear the history of a process, or (`keep_minutes=N`) only its records older than
     N minutes. Sequence numbers go on either way."""
     name = resolve(rt, alias)
@@ -496,21 +554,16 @@ async def clear_logs(
         else:
             upto = rt.hub.get(name).cleared_upto
         message = f"cleared the logs of {name} older than {keep_minutes:g} minutes"
-    return {
-        "success": True,
-        "message": message,
-        "cleared": True,
-        "process": name,
-        "upto": upto,
-        "keep_minutes": keep_minutes,
-    }
+    return Cleared(
+        success=True, message=message, cleared=True, process=name, upto=upto, keep_minutes=keep_minutes
+    )
 
 
 # -- the original LLM manager's routes ------------------------------------------------------
 
 
 @router.get("/v1/models", tags=["llm-manager"])
-async def list_models(rt: RT) -> dict[str, Any]:
+async def list_models(rt: RT) -> ModelList:
     """Every configured process as an OpenAI-style model; `aliases` holds its own name
     first, then its configured aliases (the LLM manager's terminal tool looks for its name in there)."""
     data = []
@@ -518,35 +571,47 @@ async def list_models(rt: RT) -> dict[str, Any]:
         info = rt.processes.info(name)
         started = info.get("started_at")
         data.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": int(started) if started else STARTED_AT,
-                "owned_by": "logcast",
-                "aliases": list(dict.fromkeys((name, *p.aliases))),
-                "state": str(info["state"]),
-            }
+            Model(
+                id=name,
+                object="model",
+                created=int(started) if started else STARTED_AT,
+                owned_by="logcast",
+                aliases=list(dict.fromkeys((name, *p.aliases))),
+                state=info["state"],
+            )
         )
-    return {"object": "list", "data": data}
+    return ModelList(object="list", data=data)
 
 
 @router.get("/health", tags=["llm-manager"])
-async def health(rt: RT) -> dict[str, Any]:
+async def health(rt: RT) -> Health:
     """The original manager's health: needs the token like the rest of the API (unlike
     `/healthz`). `running_models` counts the processes that run (running or ready)."""
     states = [ProcessState(rt.processes.info(name)["state"]) for name in rt.processes.names()]
-    return {"status": "healthy", "models_count": len(states), "running_models": sum(s.is_up for s in states)}
+    return Health(status="healthy", models_count=len(states), running_models=sum(s.is_up for s in states))
 
 
 def _model(rt: Engine, alias: str) -> str | JSONResponse:
     name = lookup(rt, alias)
     if name is None or name not in rt.processes:
         message = f"unknown model {alias!r}"
-        return JSONResponse({"success": False, "message": message, "detail": message}, status_code=404)
+        unknown = ModelError(success=False, message=message, detail=message)
+        return JSONResponse(unknown.model_dump(mode="json"), status_code=404)
     return name
 
 
-@router.post("/api/models/{alias}/start", tags=["llm-manager"])
+MODEL_DOC: dict[int | str, dict[str, Any]] = {404: {"model": ModelError, "description": "Unknown model"}}
+
+
+def _model_answer(success: bool, message: str, rt: Engine, name: str) -> JSONResponse:
+    state = rt.processes.info(name)["state"]
+    answer = ModelAction(success=success, message=message, process=name, state=state)
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+@router.post(
+    "/api/models/{alias}/start", tags=["llm-manager"], response_model=ModelAction, responses=MODEL_DOC
+)
 async def start_model(alias: str, rt: RT) -> Response:
     """`{"success", "message"}` as the original answered, plus `process` and `state`."""
     name = _model(rt, alias)
@@ -556,26 +621,26 @@ async def start_model(alias: str, rt: RT) -> Response:
         success, message = True, f"{name} is already running"
     else:
         await rt.processes.start(name)
-        info = process_json(rt, name)
-        success = ProcessState(info["state"]).is_alive
-        message = f"{name} started" if success else f"{name} did not start ({info['state']})"
-        if not success and info.get("last_error"):
-            message += f": {info['last_error']}"
-    state = str(rt.processes.info(name)["state"])
-    return JSONResponse({"success": success, "message": message, "process": name, "state": state})
+        info = process_model(rt, name)
+        success = info.state.is_alive
+        message = f"{name} started" if success else f"{name} did not start ({info.state})"
+        if not success and info.last_error:
+            message += f": {info.last_error}"
+    return _model_answer(success, message, rt, name)
 
 
-@router.post("/api/models/{alias}/stop", tags=["llm-manager"])
+@router.post(
+    "/api/models/{alias}/stop", tags=["llm-manager"], response_model=ModelAction, responses=MODEL_DOC
+)
 async def stop_model(alias: str, rt: RT) -> Response:
     name = _model(rt, alias)
     if isinstance(name, JSONResponse):
         return name
     stopped = await rt.processes.stop(name)
     message = f"{name} stopped" if stopped else f"{name} was not running"
-    state = str(rt.processes.info(name)["state"])
-    return JSONResponse({"success": True, "message": message, "process": name, "state": state})
+    return _model_answer(True, message, rt, name)
 
 
 @router.get("/healthz", tags=["meta"])
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Healthz:
+    return Healthz(status="ok")
