@@ -2,6 +2,7 @@
 
 A custom collector rather than counters updated on the hot path: capture already
 counts everything it needs, and a scrape every few seconds costs nothing per line.
+The figures are read through the API's models (`logcast.schemas`), as the routes do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from logcast.engine import Engine
+from logcast.schemas import ProcessRun, ProcessStats
 from logcast.types import ProcessState
 
 
@@ -37,19 +39,18 @@ class EngineCollector(Collector):
         )
         rate = GaugeMetricFamily("logcast_lines_per_second", "Lines per second, last 5 s", labels=["process"])
         for name in rt.hub.names():
-            s = rt.hub.stats(name)
-            lines.add_metric([name], s["lines"])
-            nbytes.add_metric([name], s["bytes"])
-            dropped.add_metric([name], s["dropped"])
-            lost.add_metric([name], s["store_lost"])
-            subs.add_metric([name], s["subscribers"])
-            rate.add_metric([name], s["lines_per_s"])
+            s = ProcessStats.model_validate(rt.hub.stats(name))
+            lines.add_metric([name], s.lines)
+            nbytes.add_metric([name], s.bytes)
+            dropped.add_metric([name], s.dropped)
+            lost.add_metric([name], s.store_lost)
+            subs.add_metric([name], s.subscribers)
+            rate.add_metric([name], s.lines_per_s)
             if name in rt.processes.names():
-                info = rt.processes.info(name)
-                restarts.add_metric([name], info.get("restarts", 0))
-                current = str(info.get("state"))
+                run = ProcessRun.model_validate(rt.processes.info(name))
+                restarts.add_metric([name], run.restarts)
                 for st in ProcessState:
-                    state.add_metric([name, st.value], 1.0 if st.value == current else 0.0)
+                    state.add_metric([name, st.value], 1.0 if st is run.state else 0.0)
         store_errors = CounterMetricFamily("logcast_store_write_errors", "Failed history writes")
         store_errors.add_metric([], rt.hub.store.stats.errors)
         yield from (lines, nbytes, dropped, lost, subs, restarts, state, rate, store_errors)
