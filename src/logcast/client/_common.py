@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import orjson
+from pydantic import PrivateAttr, ValidationError
 
 from logcast.client.events import ConnectionState, Event, connection_event, parse_event
 from logcast.errors import ClientError
-from logcast.types import EventType, LogRecord, ProcessState
+from logcast.schemas import Process
+from logcast.types import EventType, LogRecord
 
 logger = logging.getLogger(__name__)
 
@@ -30,57 +32,45 @@ STREAM_READ_TIMEOUT = 60.0
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessInfo:
-    """A process as `GET /api/processes` describes it (docs/api.md)."""
+class ProcessInfo(Process):
+    """A process as `GET /api/processes` describes it: the API's `logcast.schemas.Process`,
+    with the JSON it was read from in `raw` (not compared)."""
 
-    name: str
-    state: ProcessState
-    pid: int | None = None
-    started_at: float | None = None
-    uptime: float | None = None
-    exit_code: int | None = None
-    run: int = 0
-    restarts: int = 0
-    lines: int = 0
-    lines_per_s: float = 0.0
-    warnings: int = 0
-    errors: int = 0
-    last_error: str | None = None
-    subscribers: int = 0
-    last_seq: int | None = None
-    bytes: int = 0
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._raw
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProcessInfo:
         try:
-            return cls(
-                name=str(d["name"]),
-                state=ProcessState(d["state"]),
-                pid=d.get("pid"),
-                started_at=d.get("started_at"),
-                uptime=d.get("uptime"),
-                exit_code=d.get("exit_code"),
-                run=int(d.get("run") or 0),
-                restarts=int(d.get("restarts") or 0),
-                lines=int(d.get("lines") or 0),
-                lines_per_s=float(d.get("lines_per_s") or 0.0),
-                warnings=int(d.get("warnings") or 0),
-                errors=int(d.get("errors") or 0),
-                last_error=d.get("last_error"),
-                subscribers=int(d.get("subscribers") or 0),
-                last_seq=d.get("last_seq"),
-                bytes=int(d.get("bytes") or 0),
-                raw=d,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ClientError(f"unexpected process description from the server: {exc}") from None
+            info = cls.model_validate(d)
+        except ValidationError as exc:
+            raise ClientError(f"unexpected process description from the server: {_problem(exc)}") from None
+        info._raw = d
+        return info
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProcessInfo):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = Process.__hash__
+
+
+def _problem(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 @dataclass(frozen=True, slots=True)
 class LogPage:
-    """A page of history, oldest first; pass `next` as `after` for the following page."""
+    """A page of history, oldest first; pass `next` as `after` for the following page.
+
+    The page is `logcast.schemas.HistoryPage` on the wire; its records are read straight
+    into `LogRecord`s (`Log` is their model), without a model per record."""
 
     logs: list[LogRecord]
     next: int | None

@@ -127,14 +127,20 @@ class Client:
             after = page.next
 
     def clear(self, name: str) -> dict[str, Any]:
+        """The JSON of `POST /api/logs/{name}/clear` as a dict; `logcast.schemas.Cleared`
+        is its shape (`Cleared.model_validate(...)` for typed access)."""
         result: dict[str, Any] = self._call("POST", clear_path(name))
         return result
 
     def stats(self) -> dict[str, Any]:
+        """The JSON of `GET /api/logs/stats` as a dict; `logcast.schemas.Stats`
+        is its shape (`Stats.model_validate(...)` for typed access)."""
         result: dict[str, Any] = self._call("GET", "/api/logs/stats")
         return result
 
     def config(self) -> dict[str, Any]:
+        """The JSON of `GET /api/config` as a dict; `logcast.schemas.Config`
+        is its shape (`Config.model_validate(...)` for typed access)."""
         result: dict[str, Any] = self._call("GET", "/api/config")
         return result
 

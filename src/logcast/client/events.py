@@ -5,6 +5,10 @@ A server event (SPEC's `historical`, `historical_complete`, `realtime`, `status`
 `connection`, for the state of its link to the server (`connecting`, `connected`,
 `not_running`, `disconnected`), so that a terminal or a UI can say why nothing arrives
 without the stream ever raising for a condition it can wait out.
+
+The server's events are `logcast.schemas.StreamEvent` on the wire; they are parsed here by
+hand, not through the models, since a stream may carry thousands of events a second
+(tests/test_schemas.py checks that both read the encoder's output alike).
 """
 
 from __future__ import annotations
