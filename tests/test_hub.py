@@ -489,7 +489,8 @@ async def test_a_stalled_write_no_longer_holds_capture() -> None:
     try:
         store.gate.clear()
         done, _ = capture_thread(hub, chunks=200)
-        await wait_until(lambda: hub.writer.held == 1)  # held behind the write in flight
+        assert await asyncio.to_thread(store.entered.wait, 5)  # a write is in flight
+        await wait_until(lambda: hub.writer.held == 1)  # and capture is held behind it
         assert not done.is_set()
         clock.advance(WRITER_STALL + 0.1)  # the write has now taken longer than a stall
         assert await asyncio.to_thread(done.wait, 30)
