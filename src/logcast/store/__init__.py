@@ -1,9 +1,4 @@
-"""History stores: the `Store` protocol and its two engines.
-
-`open_store` picks the engine from the configuration. It only builds the store;
-the caller awaits `store.open()` before use and `store.close()` at shutdown (both are
-coroutines, which a plain factory cannot await).
-"""
+"""History stores: the `Store` protocol and its two engines (SQLite, Redis Streams)."""
 
 from __future__ import annotations
 
@@ -24,7 +19,10 @@ SQLITE_FILE = "history.sqlite3"
 
 def open_store(engine: str, *, dir: Path, redis_url: str | None, retain_lines: int) -> Store:
     """Build the store named by `engine`: `sqlite` keeps `dir / "history.sqlite3"`
-    (creating `dir`), `redis` needs `redis_url`. Raises ValueError for anything else."""
+    (creating `dir`), `redis` needs `redis_url`. Raises ValueError for anything else.
+
+    It only builds the store: the caller awaits `store.open()` before use and
+    `store.close()` at shutdown."""
     if engine == "sqlite":
         dir.mkdir(parents=True, exist_ok=True)
         return SqliteStore(dir / SQLITE_FILE, retain_lines=retain_lines)
@@ -38,8 +36,8 @@ def open_store(engine: str, *, dir: Path, redis_url: str | None, retain_lines: i
 
 
 def __getattr__(name: str) -> Any:
-    # redis-py is imported on first use only: it costs about 10 MB and 40 ms at start-up,
-    # which a logcast that keeps its history in SQLite has no use for.
+    # redis-py is imported on first use only: a logcast that keeps its history in SQLite
+    # should not pay its start-up time and memory.
     if name == "RedisStore":
         from logcast.store.redis_streams import RedisStore
 

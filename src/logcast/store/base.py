@@ -1,17 +1,7 @@
 """The store interface: one protocol, two engines (SQLite embedded, Redis Streams).
 
-Writes come from exactly one thread, the hub's writer thread, in batches: `write`
-is synchronous and may block on disk or network, which is why it never runs on the
-event loop. Reads are coroutines; engines run their blocking work in threads (SQLite)
-or use an asyncio client (Redis). Every method that takes a process name works for a
-process the store has never seen (empty answers, seq 0).
-
-Sequence numbers are the hub's: the store keeps them as given, and remembers the
-highest one ever written per process (`meta`), even after `clear` removes the rows,
-so that numbering continues across clears and restarts of logcast. It also keeps
-the hub's reservation (`reserve`): the highest seq the hub may hand out before it
-reserves more, so that after a crash numbering resumes above every seq ever handed
-out, stored or not.
+Every method that takes a process name works for a process the store has never seen
+(empty answers, seq 0).
 """
 
 from __future__ import annotations
@@ -26,7 +16,11 @@ from logcast.types import LogRecord
 
 @dataclass(frozen=True, slots=True)
 class ProcessMeta:
-    """What the store knows of one process's whole life."""
+    """What the store knows of one process's whole life.
+
+    `last_seq` and `reserved` outlive `clear` and restarts, so that numbering resumes
+    above every seq ever handed out, stored or not.
+    """
 
     last_seq: int = 0  # highest seq ever written, cleared or not
     first_seq: int = 0  # lowest seq still retained (0 when nothing is)
@@ -52,9 +46,10 @@ class Store(Protocol):
 
     def write(self, records: Sequence[LogRecord]) -> None:
         """Persist a batch (any mix of processes, seq ascending per process) and apply
-        retention. Called from the writer thread only. Raises StoreError on failure;
-        the caller retries the same batch later. Writing a seq that is already stored
-        is a no-op (so a retried batch never duplicates)."""
+        retention. Called from the hub's one writer thread only, never on the event
+        loop: it may block on disk or network. Raises StoreError on failure; the caller
+        retries the same batch later. Writing a seq that is already stored is a no-op
+        (so a retried batch never duplicates)."""
         ...
 
     async def read(
@@ -85,7 +80,7 @@ class Store(Protocol):
         ...
 
     def reserve(self, marks: Mapping[str, int]) -> None:
-        """Durably record, per process, the highest seq that may be handed out
+        """Durably record `marks`: per process, the highest seq that may be handed out
         (`ProcessMeta.reserved`); called from the hub's reserver thread, never on the
         event loop. Must work when records cannot be written (a full disk). Raises
         StoreError."""

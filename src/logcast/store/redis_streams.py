@@ -1,31 +1,7 @@
 """History in Redis Streams, shared by several hosts.
 
-Why it is built this way:
-
-* **The stream id is the seq.** Each process has one stream `{prefix}:log:{process}`
-  whose entries have the explicit id `0-{seq}`, so `XRANGE (0-{after} +` is exactly
-  "records after seq", `XREVRANGE` is a tail, `XTRIM MINID` is a clear and
-  `XREAD BLOCK` lets another host follow new records from any seq. An entry holds the
-  record as one orjson field `r` (the same dict the wire protocol uses), so every host
-  decodes it without knowing this module's layout.
-* **Meta lives beside the stream** in a hash `{prefix}:meta:{process}` (last_seq,
-  lines, bytes, last_run) and the names in a set `{prefix}:processes`: `last_seq`
-  survives `XTRIM`, and a process is listed even when its history was cleared.
-* **Writes are synchronous** (the hub's writer thread) on a `redis.Redis` client: each
-  chunk of a batch is one `MULTI`/`EXEC` pipeline of `XADD … MAXLEN ~ retain_lines`
-  plus the meta updates, so the stream and its meta move together. Redis refuses an
-  `XADD` whose id is not above the top of the stream, so the writer skips records at
-  or below the last seq it knows per process (read from the meta hash the first time
-  it meets a process). The client does not retry by itself: after any failure the
-  writer forgets what it knew, raises `StoreError`, and the hub's retry of the same
-  batch starts from the meta that Redis really holds — nothing is written or counted
-  twice.
-* **Reads are asynchronous** on a `redis.asyncio.Redis` client. Filters are applied
-  client-side with `Query.matches` (Redis cannot search inside entries), reading the
-  stream in chunks until `limit` matches are found or the stream ends, so memory stays
-  bounded by the chunk size however selective the filter is.
-* **Retention** is `MAXLEN ~`: Redis drops whole macro-nodes, so a little more than
-  `retain_lines` may be kept, never less; it costs nothing extra per write.
+The stream id is the seq (`0-{seq}`), so `XRANGE`, `XREVRANGE`, `XTRIM MINID` and
+`XREAD BLOCK` are reads after a seq, tails, clears and following from any seq.
 """
 
 from __future__ import annotations
@@ -58,16 +34,18 @@ _SCAN_CHUNK = 2_000  # entries per XRANGE when a filter may reject most of them
 _CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 30.0  # above any XREAD BLOCK this module issues
 
+# A stream entry: its id and one field `r`, the record as the wire protocol's dict in
+# JSON, so that every host decodes it without knowing this module's layout.
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 def _encode(record: LogRecord) -> bytes:
-    d = record.as_dict()
+    fields = record.as_dict()
     try:
-        return orjson.dumps(d)
+        return orjson.dumps(fields)
     except orjson.JSONEncodeError:  # lone surrogates: keep the line, replace what cannot be encoded
-        d["message"] = record.message.encode("utf-8", "replace").decode("utf-8")
-        return orjson.dumps(d)
+        fields["message"] = record.message.encode("utf-8", "replace").decode("utf-8")
+        return orjson.dumps(fields)
 
 
 def _decode(entry: Entry) -> LogRecord:
@@ -79,7 +57,14 @@ def _utf8_len(message: str) -> int:
 
 
 class RedisStore:
-    """History in Redis Streams. See the module docstring for the design."""
+    """History in Redis Streams: `{prefix}:log:{process}` per process, its meta in the hash
+    `{prefix}:meta:{process}` (`last_seq` survives `XTRIM`) and the names in the set
+    `{prefix}:processes` (a process is listed even when its history was cleared).
+
+    Retention is `XADD … MAXLEN ~`: a little more than `retain_lines` may be kept, never
+    less. Filters are applied client-side with `Query.matches` (Redis cannot search inside
+    entries), reading in chunks, so memory stays bounded however selective the filter is.
+    """
 
     def __init__(self, url: str, *, retain_lines: int = 5_000_000, prefix: str = "logcast") -> None:
         if retain_lines < 1:
@@ -148,14 +133,21 @@ class RedisStore:
                 self.url,
                 socket_connect_timeout=_CONNECT_TIMEOUT,
                 socket_timeout=_SOCKET_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),  # the hub retries whole batches; see the docstring
+                retry=Retry(NoBackoff(), 0),  # the hub retries whole batches (see `write`)
             )
         return self._sync
 
     # -- writing (the writer thread) -------------------------------------------------------
 
     def write(self, records: Sequence[LogRecord]) -> None:
-        """Persist a batch, chunk by chunk, each chunk atomically; see `Store.write`."""
+        """Persist a batch, chunk by chunk, each chunk atomically; see `Store.write`.
+
+        Each chunk is one `MULTI`/`EXEC` of the `XADD`s and the meta updates, so a stream
+        and its meta move together. Redis refuses an `XADD` whose id is not above the top
+        of the stream, so records at or below the last seq known per process are skipped.
+        After a failure that knowledge is forgotten: the retry starts from the meta Redis
+        really holds, and nothing is written or counted twice.
+        """
         if not records:
             return
         with self._write_lock:
@@ -180,8 +172,8 @@ class RedisStore:
         """A `reserved` field in each process's meta hash (Redis persists it as it persists the rest)."""
         try:
             pipe = self._sync_client().pipeline(transaction=True)
-            for name, mark in marks.items():
-                pipe.hset(self.meta_key(name), "reserved", mark)
+            for name, reserved_upto in marks.items():
+                pipe.hset(self.meta_key(name), "reserved", reserved_upto)
                 pipe.sadd(self.processes_key, name)
             pipe.execute()
         except (RedisError, OSError) as exc:
@@ -189,7 +181,7 @@ class RedisStore:
 
     def _learn(self, client: redis.Redis, records: Sequence[LogRecord]) -> None:
         """Read last_seq and last_run of the processes this writer has not met yet."""
-        unknown = list({r.process for r in records if r.process not in self._known})
+        unknown = list({record.process for record in records if record.process not in self._known})
         if not unknown:
             return
         pipe = client.pipeline(transaction=False)
@@ -203,23 +195,23 @@ class RedisStore:
         touched: dict[str, list[int]] = {}  # process -> [last_seq, last_run, lines, bytes]
         pipe = client.pipeline(transaction=True)
         count = 0
-        for r in records:
-            acc = touched.get(r.process)
-            if acc is None:
-                last_seq, last_run = known[r.process]
-                acc = touched[r.process] = [last_seq, last_run, 0, 0]
-            if r.seq <= acc[0]:
+        for record in records:
+            totals = touched.get(record.process)
+            if totals is None:
+                last_seq, last_run = known[record.process]
+                totals = touched[record.process] = [last_seq, last_run, 0, 0]
+            if record.seq <= totals[0]:
                 continue  # written before: a retried batch
-            acc[0] = r.seq
-            if r.run > acc[1]:
-                acc[1] = r.run
-            if r.stream is not Stream.SYSTEM:
-                acc[2] += 1
-                acc[3] += _utf8_len(r.message)
+            totals[0] = record.seq
+            if record.run > totals[1]:
+                totals[1] = record.run
+            if record.stream is not Stream.SYSTEM:
+                totals[2] += 1
+                totals[3] += _utf8_len(record.message)
             pipe.xadd(
-                self.stream_key(r.process),
-                {"r": _encode(r)},
-                id=f"0-{r.seq}",
+                self.stream_key(record.process),
+                {"r": _encode(record)},
+                id=f"0-{record.seq}",
                 maxlen=self.retain_lines,
                 approximate=True,
             )
@@ -314,7 +306,7 @@ class RedisStore:
             fields, first = cast(tuple[list[bytes | None], list[Entry]], await pipe.execute())
         except (RedisError, OSError) as exc:
             raise StoreError(f"meta from redis at {self.url}: {exc}") from exc
-        last_seq, lines, size, last_run, reserved = (int(v or 0) for v in fields)
+        last_seq, lines, size, last_run, reserved = (int(value or 0) for value in fields)
         first_seq = _decode(first[0]).seq if first else 0
         return ProcessMeta(
             last_seq=last_seq,

@@ -1,18 +1,7 @@
 """Sequence numbers reserved on disk before they are handed out.
 
-A seq names one line forever, also after SIGKILL or a power cut: when logcast starts
-again it must number above every seq a client may hold. The hub hands out numbers
-only below a mark that this file holds durably, and moves the mark ahead in blocks,
-so the file is written a few times a second under a flood, not per line.
-
-The file must be writable when the disk is full (capture goes on from memory then,
-and keeps numbering): it has a fixed size, is filled with real bytes when created,
-and is only ever overwritten in place (`pwrite` into blocks it already owns). On a
-copy-on-write filesystem (btrfs, ZFS) even that needs new blocks; if a reservation
-cannot be written, capture still goes on and readers wait for the new lines until it
-can be, or until they are stored (`Hub._reserve_loop`). Two
-slots are written in turn, each with a generation and a CRC: a write torn by a
-power cut spoils one slot, and the other still holds the previous marks.
+A seq names one line forever, even after SIGKILL or a power cut, so a restarted logcast
+must number above every seq a client may hold.
 """
 
 from __future__ import annotations
@@ -35,17 +24,28 @@ class ReservationError(OSError):
 
 
 class Reservations:
-    """The reserved marks of every process, in one small file of fixed size."""
+    """The highest reserved seq of every process, in one small file of fixed size.
+
+    The hub hands out seqs only below a reservation held here, moving it ahead in blocks
+    so that this file is not written per line. The file must stay writable when the disk
+    is full (capture goes on from memory and keeps numbering): it is filled with real
+    bytes when created and only ever overwritten in place. On a copy-on-write filesystem
+    (btrfs, ZFS) even that needs new blocks; then readers wait for the new lines until a
+    reservation can be written or the lines are stored (`hub.reserver.Reserver`).
+
+    Two slots are written in turn, each with a generation and a CRC: a write torn by a
+    power cut spoils one slot, and the other still holds the previous reservations.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._generation = 0
-        self._marks: dict[str, int] = {}
+        self._reserved: dict[str, int] = {}  # process -> highest seq that may be handed out
 
     def open(self) -> dict[str, int]:
-        """Open (creating it full size if needed) and return the marks it holds."""
+        """Open (creating it full size if needed) and return the reservations it holds."""
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -63,15 +63,16 @@ class Reservations:
                 os.close(fd)
                 raise
             self._fd = fd
-            self._generation, self._marks = best
-            return dict(self._marks)
+            self._generation, self._reserved = best
+            return dict(self._reserved)
 
     def set(self, marks: Mapping[str, int]) -> None:
-        """Make `marks` (merged over the others) durable: written and fsynced."""
+        """Make `marks` (process -> highest reserved seq, merged over the others) durable:
+        written and fsynced."""
         with self._lock:
             if self._fd is None:
                 raise ReservationError("reservations file is not open")
-            merged = {**self._marks, **marks}
+            merged = {**self._reserved, **marks}
             payload = orjson.dumps(merged)
             if _HEADER.size + len(payload) > SLOT:
                 raise ReservationError(f"too many processes for {self.path} ({len(merged)})")
@@ -79,15 +80,15 @@ class Reservations:
             header = _HEADER.pack(generation, len(payload), zlib.crc32(payload))
             os.pwrite(self._fd, header + payload, (generation % 2) * SLOT)
             os.fsync(self._fd)
-            self._generation, self._marks = generation, merged
+            self._generation, self._reserved = generation, merged
 
-    def mark(self, process: str) -> int:
+    def reserved_upto(self, process: str) -> int:
         with self._lock:
-            return self._marks.get(process, 0)
+            return self._reserved.get(process, 0)
 
     def names(self) -> list[str]:
         with self._lock:
-            return list(self._marks)
+            return list(self._reserved)
 
     def close(self) -> None:
         with self._lock:
@@ -113,9 +114,9 @@ def _read_slot(fd: int, slot: int) -> tuple[int, dict[str, int]] | None:
     if generation == 0 or len(payload) != length or zlib.crc32(payload) != crc:
         return None
     try:
-        marks = orjson.loads(payload)
+        reserved = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(marks, dict):
+    if not isinstance(reserved, dict):
         return None
-    return generation, {str(k): int(v) for k, v in marks.items() if isinstance(v, int)}
+    return generation, {str(name): int(upto) for name, upto in reserved.items() if isinstance(upto, int)}

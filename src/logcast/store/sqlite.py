@@ -1,41 +1,7 @@
 """The embedded history store: one SQLite file, written in batches by one thread.
 
-Why it is built this way:
-
-* **One writer, many readers.** The hub's writer thread is the only one that calls
-  `write`; it owns one connection (opened lazily in the thread that first writes) and
-  puts each batch in one transaction (`BEGIN IMMEDIATE`, multi-row `INSERT`s, `COMMIT`).
-  Reads are coroutines that run their query in a worker thread (`asyncio.to_thread`)
-  on a connection of that thread (thread-local, `query_only`), so the event loop never
-  waits on the disk. WAL mode lets those readers run while the writer commits;
-  `synchronous=NORMAL` makes a commit cost no fsync (a power cut may lose the last
-  batches, never corrupt the file).
-* **Compact rows.** Process names are interned to an integer id in the `meta` table,
-  and `records` is a `WITHOUT ROWID` table keyed by `(pid, seq)`: the primary key is the
-  only b-tree, rows are stored in seq order, and a page of history or a tail is one
-  range scan. Level and stream are small integers. `flags` packs `partial` (bit 0) and
-  "the message is not pure ASCII" (bit 1), which the text search uses (below).
-  There is no index on time: it cost about a fifth of the write throughput when
-  measured, and a time filter is answered by scanning the seq range instead
-  (about half a second for five million lines).
-* **Idempotent writes.** The writer keeps each process's `meta` row in memory and skips
-  records at or below the highest seq it has written, so a retried batch neither
-  duplicates rows nor counts lines twice; `INSERT OR IGNORE` is a second guard. The
-  in-memory copy is only updated after a commit and is reloaded after any failure.
-* **Retention** (`retain_lines` per process) deletes `seq <= last_seq - retain_lines`
-  inside the write transaction, only when a process is over by more than 1 % or
-  every `_RETENTION_EVERY` writes, so that the delete is a rare range delete rather
-  than one per batch.
-* **Filters mean what `Query.matches` means.** Levels become `IN`, time bounds become
-  comparisons on the stored float, the regex runs through a registered Python function
-  on the query's own RE2 pattern (linear time), and `keep_status` becomes
-  `stream = system OR (…)`. A filtered read is bounded by the caller in seq (`upto`,
-  `after`): a search over millions of rows is many short calls, not one long one.
-  Text search is a case-folded substring: SQLite's `lower()` folds ASCII only, so it is
-  used for ASCII messages (where it equals `str.casefold`), and messages flagged
-  non-ASCII go through a Python `casefold` function.
-* **Errors** (`database or disk is full`, `database is locked`) roll the batch back and
-  raise `StoreError`; the hub retries the same batch later.
+WAL lets readers (worker threads, so the event loop never waits on the disk) run while the
+writer commits; `synchronous=NORMAL` may lose the last batches in a power cut, never the file.
 """
 
 from __future__ import annotations
@@ -77,11 +43,15 @@ _PARTIAL = 1
 _NON_ASCII = 2
 
 _RETENTION_EVERY = 64  # writes between two retention passes for a process barely over
-_WRITER_CACHE_KIB = 8192  # the writer's page cache (more than a batch touches; 16 MiB was no faster)
+_WRITER_CACHE_KIB = 8192  # the writer's page cache: more than a batch touches
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
 SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
+# `records` is WITHOUT ROWID, keyed by (pid, seq): the key is the only b-tree, and a page
+# of history or a tail is one range scan. Names are interned as ids in `meta`. `flags`
+# packs `_PARTIAL` and `_NON_ASCII` (for the text search, see `_where`). There is no index
+# on time, which would slow every write: a time filter scans the seq range instead.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     id       INTEGER PRIMARY KEY,
@@ -107,20 +77,16 @@ CREATE TABLE IF NOT EXISTS records (
 
 _COLUMNS = "seq, ts, level, stream, run, flags, state, message"
 
-# Rows go in by the thousand in one statement. `sqlite3_step` gives up the GIL, and
-# while a capture thread is busy, getting it back costs up to a whole switch interval:
-# `executemany` (one step per row) crawled at 20,000 rows/s against 420,000 alone. So
-# every statement carries many rows, and the rest of a batch goes in halves (at most a
-# dozen more steps, each a cached statement).
+# Rows go in by the thousand per statement: `sqlite3_step` gives up the GIL, and while a
+# capture thread is busy, getting it back can take a whole switch interval, so one step
+# per row (`executemany`) is slow. The rest of a batch goes in halves (at most a dozen
+# more steps, each a cached statement).
 #
-# Binding parameters is the part that holds the GIL, so the usual run of records (one
-# process, one run, consecutive seqs, no status records) goes in column-wise: pid, run
-# and the first seq are bound once per statement, each row binds only what varies
-# (time, level, stream, flags, message), and its seq is the first plus a literal offset
-# in the statement's text. The columns are cut out of the records by `map` with
-# `itemgetter`, a loop in C. A batch is split into runs per process first; anything
-# else (a retried batch, status records, text SQLite cannot store, a run change inside
-# the run) takes the row-wise path.
+# Binding parameters holds the GIL, so the usual run of records (one process, one run,
+# consecutive seqs, no status records) goes in column-wise: pid, run and the first seq
+# are bound once per statement, each row binds only what varies, and its seq is the first
+# plus a literal offset in the SQL. Anything else (a retried batch, status records, text
+# SQLite cannot store, a run change) takes the row-wise path.
 _ROWS_PER_INSERT = 3584  # 9 parameters a row: 32,256, under SQLite's limit of 32,766
 _COLUMN_ROWS = 6400  # 5 parameters a row and 3 per statement: 32,003
 
@@ -140,12 +106,12 @@ def _column_sql(rows: int) -> str:
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    start, n = 0, _ROWS_PER_INSERT
+    start, step = 0, _ROWS_PER_INSERT
     while start < len(rows):
-        while len(rows) - start < n:
-            n //= 2
-        conn.execute(_insert_sql(n), list(chain.from_iterable(rows[start : start + n])))
-        start += n
+        while len(rows) - start < step:
+            step //= 2
+        conn.execute(_insert_sql(step), list(chain.from_iterable(rows[start : start + step])))
+        start += step
 
 
 def _insert_columns(
@@ -155,16 +121,16 @@ def _insert_columns(
     stream, flags and message codes, one list each, all of the same length."""
     total = len(columns[0])
     width = len(columns)
-    start, n = 0, _COLUMN_ROWS
+    start, step = 0, _COLUMN_ROWS
     while start < total:
-        while total - start < n:
-            n //= 2
-        params: list[Any] = [None] * (3 + width * n)
+        while total - start < step:
+            step //= 2
+        params: list[Any] = [None] * (3 + width * step)
         params[0:3] = (pid, first_seq + start, run)
-        for k, column in enumerate(columns):
-            params[3 + k :: width] = column[start : start + n]
-        conn.execute(_column_sql(n), params)
-        start += n
+        for position, column in enumerate(columns):
+            params[3 + position :: width] = column[start : start + step]
+        conn.execute(_column_sql(step), params)
+        start += step
 
 
 _SEQ = itemgetter(0)
@@ -200,20 +166,20 @@ def _write_run(conn: sqlite3.Connection, proc: _Proc, records: Sequence[LogRecor
 def _columns(records: Sequence[LogRecord]) -> tuple[int, list[list[Any]]] | None:
     """The usual run as (UTF-8 bytes, columns for `_insert_columns`), or None if the
     records are not lines of one run with consecutive seqs and storable text."""
-    n = len(records)
+    size = len(records)
     first = records[0]
-    if list(map(_SEQ, records)) != list(range(first.seq, first.seq + n)):
+    if list(map(_SEQ, records)) != list(range(first.seq, first.seq + size)):
         return None
     streams = list(map(_STREAM, records))
-    if Stream.SYSTEM in streams or list(map(_RUN, records)).count(first.run) != n:
+    if Stream.SYSTEM in streams or list(map(_RUN, records)).count(first.run) != size:
         return None
-    if list(map(_STATE, records)).count(None) != n:
+    if list(map(_STATE, records)).count(None) != size:
         return None
     messages = list(map(_MESSAGE, records))
     partial = list(map(_PARTIAL_OF, records))
     if all(map(str.isascii, messages)):
         nbytes = sum(map(len, messages))
-        flags = list(map(_PARTIAL_FLAG.__getitem__, partial)) if True in partial else [0] * n
+        flags = list(map(_PARTIAL_FLAG.__getitem__, partial)) if True in partial else [0] * size
     else:
         try:
             nbytes = len("".join(messages).encode("utf-8"))
@@ -242,7 +208,7 @@ def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
     pid = proc.id
     last_seq = proc.last_seq
     lines = nbytes = last_run = 0
-    # Unpacking the tuple is several times cheaper than nine attribute lookups.
+    # Unpacking the tuple is cheaper than nine attribute lookups.
     for seq, timestamp, level, message, stream, _process, run, partial, state in records:
         if seq <= last_seq:
             continue
@@ -323,7 +289,13 @@ def _decode(process: str, row: tuple[Any, ...]) -> LogRecord:
 
 
 def _where(query: Query | None) -> tuple[str, list[Any]]:
-    """SQL conditions (to AND with the seq range) and their parameters for `query`."""
+    """SQL conditions (to AND with the seq range) and their parameters for `query`.
+
+    They mean what `Query.matches` means. The regex runs through a registered function on
+    the query's own RE2 pattern (linear time). Text search is a case-folded substring:
+    SQLite's `lower()` folds ASCII only, which equals `str.casefold` for ASCII messages;
+    messages flagged non-ASCII go through Python's `casefold`.
+    """
     if query is None:
         return "", []
     conds: list[str] = []
@@ -360,7 +332,13 @@ def _where(query: Query | None) -> tuple[str, list[Any]]:
 
 
 class SqliteStore:
-    """History in one SQLite file. See the module docstring for the design."""
+    """History in one SQLite file.
+
+    One writer connection, opened in the thread that first writes (the hub's writer),
+    puts each batch in one transaction; reads run on thread-local `query_only`
+    connections in worker threads. A failed write rolls the batch back and raises
+    `StoreError`; the hub retries the same batch.
+    """
 
     def __init__(
         self,
@@ -497,6 +475,8 @@ class SqliteStore:
         return {name: _Proc(pid, last, lines, size, run) for name, pid, last, lines, size, run in rows}
 
     def _write_locked(self, records: Sequence[LogRecord]) -> int:
+        """Records at or below a process's last written seq are skipped, so a retried batch
+        neither duplicates rows nor counts lines twice (`INSERT OR IGNORE` is a second guard)."""
         conn = self._writer_conn()
         procs = self._procs
         if procs is None:
@@ -537,7 +517,8 @@ class SqliteStore:
         return _Proc(cursor.lastrowid, 0, 0, 0, 0)
 
     def _retain(self, conn: sqlite3.Connection, proc: _Proc) -> None:
-        """Drop rows older than the last `retain_lines` seqs, now and then (module docstring)."""
+        """Drop rows older than the last `retain_lines` seqs, only when over by more than 1 %
+        or every `_RETENTION_EVERY` writes: a rare range delete rather than one per batch."""
         proc.writes += 1
         cutoff = proc.last_seq - self.retain_lines  # rows with seq <= cutoff go
         over = cutoff - proc.retained_from + 1
@@ -658,7 +639,7 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> ProcessMeta:
             row = conn.execute(sql, (process,)).fetchone()
-            reserved = self._reservations.mark(process)
+            reserved = self._reservations.reserved_upto(process)
             if row is None:
                 return ProcessMeta(reserved=reserved)
             last_seq, lines, size, last_run, first_seq = row
