@@ -1,5 +1,5 @@
-"""The rooms import one way (docs and ARCHITECTURE: capture → hub → store / web → client →
-cli, `types` shared by all, `supervise` feeding `capture`, the engine composing them).
+"""The rooms import one way, as docs/architecture.md draws them (capture → hub → store,
+composed by the engine, served by web; client → cli; `types` shared by all).
 Read from the source, so a new import against the grain fails here, not in review."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "engine": {"web", "client", "cli"},
     "web": {"supervise", "client", "cli"},
     "client": {"hub", "store", "web", "supervise", "engine", "capture", "cli"},
+    "cli": {"hub", "store", "supervise"},  # serve starts an engine and the web; nothing reaches further in
 }
 # schemas, the API's shapes, is a leaf that any room may import: it imports no room but types and errors
 FORBIDDEN["schemas"] = {
