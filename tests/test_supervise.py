@@ -449,12 +449,19 @@ async def test_restart_policy(
 
 
 async def test_crash_loop_backs_off_exponentially(h: Harness) -> None:
+    slept: list[tuple[float, int]] = []  # (delay, statuses recorded when the wait ended)
+
+    async def sleep(delay: float) -> None:
+        await asyncio.sleep(0)
+        slept.append((delay, len(h.sink.statuses())))
+
     p = h.process(
         py("raise SystemExit(3)"),
         restart=RestartPolicy.ON_FAILURE,
         backoff_initial=0.05,
         backoff_max=0.2,
         min_uptime=60,
+        sleep=sleep,
     )
     await p.start()
     await until(lambda: h.sink.states().count(S.BACKOFF) >= 5, "five backoffs")
@@ -466,10 +473,11 @@ async def test_crash_loop_backs_off_exponentially(h: Harness) -> None:
         f"restarting in {d} (backoff)" for d in ("0.05s", "0.1s", "0.2s", "0.2s", "0.2s")
     ]
     assert all(s.level is Level.WARNING for s in backoffs)
-    # each restart waited at least its announced delay
-    for b, delay in zip(backoffs, (0.05, 0.1, 0.2, 0.2), strict=False):
+    # each restart waited its announced delay, after announcing it and before starting
+    for b, delay, (waited, seen) in zip(backoffs, (0.05, 0.1, 0.2, 0.2), slept, strict=False):
         nxt = next(s for s in statuses if s.state is S.STARTING and s.run == b.run + 1)
-        assert nxt.at - b.at >= delay - 0.005
+        assert waited == delay
+        assert statuses.index(b) < seen <= statuses.index(nxt)
     crashes = [s for s in statuses if s.state is S.CRASHED]
     assert all(s.message == "exited with code 3" and s.level is Level.ERROR for s in crashes)
     assert p.restarts >= 4 and p.run >= 5
