@@ -1,22 +1,8 @@
-"""The orphan guard: a tiny process that kills our process groups when the manager dies.
+"""The orphan guard: a tiny process that kills our process groups when logcast dies.
 
-Why a separate process: `PR_SET_PDEATHSIG` (set in every child, see `spawn.py`) kills
-the direct child when the manager dies, even by SIGKILL, but not the child's own
-children, which would be re-parented to init and live on (an LLM server's workers
-holding the GPU and the port). Nothing inside a SIGKILLed process can react, so
-someone outside must.
-
-How: the manager starts one guard (a fresh `python -I -S -c …`, not a fork of a
-multi-threaded manager) in its own session, with the read end of a pipe as stdin.
-The manager writes `+PGID` when it spawns a child (each child leads its own process
-group) and `-PGID` once it has finished with that group. When the pipe reaches EOF,
-because the manager closed it or because the kernel closed it for a dead manager,
-the guard SIGKILLs every group still registered and exits. At a clean shutdown every
-group has been unregistered, so the guard just exits.
-
-The write end is close-on-exec and children are spawned with `close_fds`, so no child
-can keep the pipe open and blind the guard. Processes that leave their group
-(`setsid`) escape it; only a cgroup could hold those.
+`PR_SET_PDEATHSIG` kills a direct child even when logcast is SIGKILLed, but not that
+child's children (a model server's workers holding the GPU and the port); nothing inside
+a SIGKILLed process can react, so a process outside must.
 """
 
 from __future__ import annotations
@@ -64,7 +50,15 @@ for pgid in groups:
 
 
 class Guard:
-    """Owns the guard process; `register`/`unregister` are thread-safe and never block long."""
+    """Owns the guard process; `register`/`unregister` are thread-safe and never block long.
+
+    The guard reads `+PGID` (a child was spawned; each leads its own group) and `-PGID`
+    (done with that group) on its stdin. When the pipe reaches EOF, closed by us or by
+    the kernel for a dead logcast, it SIGKILLs every group still registered. The write
+    end is close-on-exec and children are spawned with `close_fds`, so no child can keep
+    the pipe open. A process that leaves its group (`setsid`) escapes; only a cgroup
+    could hold it.
+    """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
@@ -87,6 +81,7 @@ class Guard:
                 return
             read_end, write_end = os.pipe()  # both close-on-exec
             try:
+                # A fresh interpreter, not a fork of a multi-threaded process.
                 self._proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", GUARD_SOURCE],
                     stdin=read_end,

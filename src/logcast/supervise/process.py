@@ -1,33 +1,4 @@
-"""One supervised process: its lifecycle on asyncio, restarts with backoff, stop.
-
-Why it is built this way:
-
-- Control operations (`start`, `stop`, `restart`) take one `asyncio.Lock` per process,
-  so concurrent requests serialise: a `start` that arrives while a `stop` is in flight
-  waits for the stop to finish, then starts. The automatic restart after a backoff
-  takes the same lock.
-- Each run has one watcher task that owns the end of that run, whoever caused it: it
-  waits for the leader to exit (a zombie, so its pgid stays ours), lets the readers
-  drain, asks leftovers of the group to stop (`stop_signal`, then SIGKILL after
-  `stop_timeout`, like systemd's control-group kill mode: a crashed server's workers
-  must not keep its port), SIGKILLs the group, gives readers a short bounded grace (a
-  process that left the group may hold the pipe forever), then reaps and makes the
-  one final state change. So the status "exited with code 1" always comes after the
-  run's last line, and `stop()` only signals and waits for the watcher.
-- States move through `states.check_transition`; each move writes one status record
-  to the sink with a human message and a level (crashes and spawn failures: error).
-- Restart policy: `never`, `on-failure` (non-zero exit, or a signal logcast did not
-  send), `always`. The delay starts at `backoff_initial` and doubles up to
-  `backoff_max`; a run that stayed up `min_uptime` resets it, as does a manual start.
-  Restarts go on forever (no supervisord FATAL): a model server whose GPU is busy
-  should come up once the GPU is free; the capped delay keeps the cost small.
-- `start()` on a live process does nothing and returns False (it says so to the
-  caller, who decides how to report it); `start()` during backoff starts at once.
-  `stop()` on a process that is not running returns False, except during backoff,
-  where it cancels the pending restart and ends in `stopped`.
-- Spawning happens on the event-loop thread (never a worker thread): PR_SET_PDEATHSIG
-  is tied to the thread that forks.
-"""
+"""One supervised process: its lifecycle on asyncio, restarts with backoff, stop."""
 
 from __future__ import annotations
 
@@ -51,7 +22,6 @@ __all__ = ["ManagedProcess", "describe_exit"]
 
 logger = logging.getLogger(__name__)
 
-S = ProcessState
 DRAIN = 0.5  # after the leader exits, time for the readers to finish before leftovers are signalled
 KILL_WAIT = 5.0  # after SIGKILL, how long stop() waits before reporting a child that will not die
 
@@ -99,7 +69,13 @@ async def _wait_all(tasks: set[asyncio.Future[None]], within: float) -> set[asyn
 
 
 class ManagedProcess:
-    """The lifecycle of one configured process; see the module docstring."""
+    """The lifecycle of one configured process.
+
+    `start`, `stop` and `restart` take one lock per process, as does the automatic
+    restart after a backoff, so concurrent requests serialise: a start that arrives
+    during a stop waits for it, then starts. Every state change goes through
+    `check_transition` and writes one status record to the sink.
+    """
 
     def __init__(
         self,
@@ -121,12 +97,12 @@ class ManagedProcess:
         self._spawner = spawner or Spawner()
         self._reader_factory = reader_factory
         self._reader_grace = reader_grace
-        self.state = S.STOPPED
+        self.state = ProcessState.STOPPED
         self.pid: int | None = None
         self.started_at: float | None = None  # Unix time of the current/last start
         self.exit_code: int | None = None  # of the last run; negative = killed by that signal
         self.run = run  # starts, over the whole history
-        self.restarts = 0  # automatic and requested restarts since this manager started
+        self.restarts = 0  # automatic and requested restarts since logcast started
         self._lock = asyncio.Lock()
         self._child: Child | None = None
         self._done: asyncio.Event | None = None  # set when the current run has fully ended
@@ -164,7 +140,8 @@ class ManagedProcess:
     # ------------------------------------------------------------------ control
 
     async def start(self) -> bool:
-        """Start the process; False (and nothing done) if it is already running."""
+        """Start the process; False (and nothing done) if it is already running. During a
+        backoff it starts at once."""
         async with self._lock:
             await self._settle()
             if self.state.is_alive:
@@ -177,7 +154,8 @@ class ManagedProcess:
             return True
 
     async def stop(self) -> bool:
-        """Stop the process (or its pending restart); False if there was nothing to stop."""
+        """Stop the process, or cancel its pending restart (it ends `stopped`); False if there
+        was nothing to stop. It only signals; the run's watcher makes the final state change."""
         async with self._lock:
             return await self._stop_locked()
 
@@ -194,7 +172,7 @@ class ManagedProcess:
 
     async def _settle(self) -> None:
         """If a stop gave up on a child that would not die, wait until it is gone."""
-        if self.state is S.STOPPING and self._done is not None:
+        if self.state is ProcessState.STOPPING and self._done is not None:
             await self._done.wait()
 
     def _cancel_backoff(self) -> bool:
@@ -206,29 +184,35 @@ class ManagedProcess:
 
     async def _stop_locked(self) -> bool:
         if self._cancel_backoff():
-            self._set_state(S.STOPPED, "stopped (restart cancelled)")
+            self._set_state(ProcessState.STOPPED, "stopped (restart cancelled)")
             return True
-        if self.state is S.STOPPING:
+        if self.state is ProcessState.STOPPING:
             await self._settle()
             return True
         if not self.state.is_alive:
             return False
         child, done = self._child, self._done
         assert child is not None and done is not None
-        sig = self.settings.stop_signal
+        stop_signal = self.settings.stop_signal
         timeout = self.settings.stop_timeout
         self._stopping = True
         self._stop_deadline = asyncio.get_running_loop().time() + timeout
         if self._probe is not None:
             self._probe.cancel()
-        self._set_state(S.STOPPING, f"stopping ({sig.name}, SIGKILL after {_seconds(timeout)})")
-        child.signal_group(sig)
+        self._set_state(
+            ProcessState.STOPPING, f"stopping ({stop_signal.name}, SIGKILL after {_seconds(timeout)})"
+        )
+        child.signal_group(stop_signal)
         if await self._wait_done(done, timeout):
             return True
         self._killed = True
         if child.signal_group(signal.SIGKILL):
             logger.info(
-                "%s: pid %d still running %ss after %s: SIGKILL", self.name, child.pid, timeout, sig.name
+                "%s: pid %d still running %ss after %s: SIGKILL",
+                self.name,
+                child.pid,
+                timeout,
+                stop_signal.name,
             )
         if await self._wait_done(done, KILL_WAIT):
             return True
@@ -257,7 +241,8 @@ class ManagedProcess:
         self._sink.status(self.name, self.run, self.state, message, level)
 
     def _launch(self) -> None:
-        """Spawn a new run (lock held, on the event-loop thread)."""
+        """Spawn a new run (lock held). On the event-loop thread, never a worker thread,
+        because PR_SET_PDEATHSIG is tied to the thread that forks."""
         self.run += 1
         run = self.run
         self._stopping = self._killed = False
@@ -268,19 +253,19 @@ class ManagedProcess:
         command = " ".join(mask_command(self.settings.command).split())
         if len(command) > 120:
             command = command[:117] + "..."
-        self._set_state(S.STARTING, f"starting {command} (run {run})")
+        self._set_state(ProcessState.STARTING, f"starting {command} (run {run})")
         self._started_mono = self._clock()
         try:
             child = self._spawner.spawn(self.settings)
         except SpawnError as exc:
-            self._set_state(S.CRASHED, f"failed to start: {exc}", Level.ERROR)
+            self._set_state(ProcessState.CRASHED, f"failed to start: {exc}", Level.ERROR)
             self._schedule_restart(crashed=True, uptime=0.0)
             return
         self._child = child
         self.pid = child.pid
         self.started_at = time.time()
         done = self._done = asyncio.Event()
-        self._set_state(S.RUNNING, f"started pid {child.pid} (run {run})")
+        self._set_state(ProcessState.RUNNING, f"started pid {child.pid} (run {run})")
         probe = None
         if self.settings.ready is not None:
             probe = self._probe = ReadinessProbe(
@@ -323,15 +308,15 @@ class ManagedProcess:
         return on_lines
 
     def _on_ready(self, run: int, late: bool) -> None:
-        if run != self.run or self.state is not S.RUNNING:
+        if run != self.run or self.state is not ProcessState.RUNNING:
             return
         took = _seconds(round(self._clock() - self._started_mono, 1))
         assert self.settings.ready is not None
         note = f" (later than the {_seconds(self.settings.ready.timeout)} timeout)" if late else ""
-        self._set_state(S.READY, f"ready after {took}{note}", Level.SUCCESS)
+        self._set_state(ProcessState.READY, f"ready after {took}{note}", Level.SUCCESS)
 
     def _on_not_ready(self, run: int) -> None:
-        if run != self.run or self.state is not S.RUNNING or self._probe is None:
+        if run != self.run or self.state is not ProcessState.RUNNING or self._probe is None:
             return
         assert self.settings.ready is not None
         self._status(
@@ -343,7 +328,16 @@ class ManagedProcess:
     async def _watch(
         self, child: Child, run: int, readers: list[Reader], probe: ReadinessProbe | None, done: asyncio.Event
     ) -> None:
-        """Own the end of one run: see the module docstring for the steps."""
+        """Own the end of one run, whoever caused it, so that "exited with code 1" always
+        comes after the run's last line.
+
+        Wait for the leader to exit (a zombie, so its pgid stays ours), let the readers
+        drain, ask leftovers of the group to stop (`stop_signal`, then SIGKILL after
+        `stop_timeout`, like systemd's control-group kill mode: a crashed server's
+        workers must not keep its port), SIGKILL the group, give the readers a bounded
+        grace (a process that left the group may hold the pipe forever), then reap and
+        make the one final state change.
+        """
         code = 255
         cancelled = False
         try:
@@ -354,7 +348,9 @@ class ManagedProcess:
             # The deadlines are for the pipes to close (a grandchild may hold them open),
             # not for framing what was read: that waits in the readers' spools and is
             # handed on in full below, before the exit is recorded.
-            eofs: dict[asyncio.Future[None], Reader] = {asyncio.ensure_future(r.eof()): r for r in readers}
+            eofs: dict[asyncio.Future[None], Reader] = {
+                asyncio.ensure_future(reader.eof()): reader for reader in readers
+            }
             waits = set(eofs)
             pending = await _wait_all(waits, DRAIN)
             if pending and not self._stopping:  # leftovers of a leader that ended by itself
@@ -403,17 +399,24 @@ class ManagedProcess:
         if self._stopping:
             if self._killed:
                 timeout = _seconds(self.settings.stop_timeout)
-                self._set_state(S.STOPPED, f"stopped ({describe_exit(code)} after {timeout})", Level.WARNING)
+                self._set_state(
+                    ProcessState.STOPPED, f"stopped ({describe_exit(code)} after {timeout})", Level.WARNING
+                )
             else:
-                self._set_state(S.STOPPED, f"stopped ({describe_exit(code)})")
+                self._set_state(ProcessState.STOPPED, f"stopped ({describe_exit(code)})")
             return
         if code == 0:
-            self._set_state(S.EXITED, describe_exit(code))
+            self._set_state(ProcessState.EXITED, describe_exit(code))
         else:
-            self._set_state(S.CRASHED, describe_exit(code), Level.ERROR)
+            self._set_state(ProcessState.CRASHED, describe_exit(code), Level.ERROR)
         self._schedule_restart(crashed=code != 0, uptime=uptime)
 
     def _schedule_restart(self, *, crashed: bool, uptime: float) -> None:
+        """Apply the restart policy (`crashed`: a non-zero exit or a signal logcast did not
+        send). The delay doubles from `backoff_initial` up to `backoff_max`; a run that
+        stayed up `min_uptime` resets it, as does a manual start. Restarts never give up
+        (no supervisord FATAL): a model server whose GPU is busy should come up once it
+        is free, and the capped delay keeps the cost small."""
         policy = self.settings.restart
         if policy is RestartPolicy.NEVER or (policy is RestartPolicy.ON_FAILURE and not crashed):
             return
@@ -421,13 +424,13 @@ class ManagedProcess:
             self._backoff_delay = self.settings.backoff_initial
         delay = self._backoff_delay
         self._backoff_delay = min(delay * 2, self.settings.backoff_max)
-        self._set_state(S.BACKOFF, f"restarting in {_seconds(delay)} (backoff)", Level.WARNING)
+        self._set_state(ProcessState.BACKOFF, f"restarting in {_seconds(delay)} (backoff)", Level.WARNING)
         self._backoff_task = asyncio.create_task(self._restart_after(delay), name=f"backoff {self.name}")
 
     async def _restart_after(self, delay: float) -> None:
         await self._sleep(delay)
         async with self._lock:
-            if self._backoff_task is not asyncio.current_task() or self.state is not S.BACKOFF:
+            if self._backoff_task is not asyncio.current_task() or self.state is not ProcessState.BACKOFF:
                 return
             self._backoff_task = None
             self.restarts += 1

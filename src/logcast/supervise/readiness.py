@@ -1,20 +1,4 @@
-"""Readiness probes: a log pattern, or an HTTP URL that answers 2xx.
-
-One `ReadinessProbe` watches one run of a process. The log probe is fed every line
-by the reader threads (`feed`, thread-safe and cheap: one compiled `search` per line
-until the first match, nothing after) and wakes the event loop once. The HTTP probe
-polls the URL with `httpx.AsyncClient` every `interval` seconds (proxies from the
-environment are ignored: a health URL is local); any 2xx answer means ready.
-
-Not ready within `timeout`: the probe calls `on_timeout` and *keeps probing*; the
-process keeps running and becomes `ready` if the probe passes later. Reason: the
-main workload is model servers whose load time varies with the model, disk and GPU;
-killing a server that is merely slow (the supervisord "failed start" rule) would turn
-a too-short timeout into a restart loop that never lets it come up, destroying the
-work it did. A server that is really stuck stays visible: its state stays `running`,
-not `ready`, with a warning in its history, and a user or script can restart it. A
-process that *exits* is handled by the restart policy as usual.
-"""
+"""Readiness probes: a log pattern, or an HTTP URL that answers 2xx."""
 
 from __future__ import annotations
 
@@ -43,6 +27,11 @@ class ReadinessProbe:
 
     `on_ready(late)` runs once, `late` telling whether the timeout had passed;
     `on_timeout()` runs at most once. Neither runs after `cancel()`.
+
+    After the timeout the probe keeps probing and the process keeps running. Model
+    servers load for as long as the model, disk and GPU take; killing one that is merely
+    slow (supervisord's "failed start") would turn a too-short timeout into a restart
+    loop. A stuck one stays visible: `running`, not `ready`, with a warning in its history.
     """
 
     def __init__(
@@ -92,7 +81,8 @@ class ReadinessProbe:
             await asyncio.wait({task})
 
     def feed(self, lines: Lines) -> None:
-        """Check captured lines against the log pattern (called from reader threads)."""
+        """Check captured lines against the log pattern (called from reader threads; nothing
+        to do after the first match)."""
         pattern = self._pattern
         if pattern is None or self._matched.is_set():
             return
@@ -107,6 +97,7 @@ class ReadinessProbe:
 
     async def _run(self) -> None:
         if self.settings.http is not None:
+            # trust_env=False: a health URL is local, proxies from the environment do not apply.
             async with httpx.AsyncClient(
                 timeout=HTTP_REQUEST_TIMEOUT, trust_env=False, follow_redirects=False
             ) as client:

@@ -1,27 +1,4 @@
-"""Spawning children: own process group, pipes or a pty, death with the manager, reaping.
-
-Why it is built this way:
-
-- Every child leads its own process group, so that stop and kill reach its whole
-  family with one `killpg`, and a Ctrl-C in logcast's terminal does not reach it.
-  Under a pty the child leads its own session and has the pty as controlling terminal
-  (`setsid` + `TIOCSCTTY`), as a program started in a terminal would.
-- stdout and stderr are separate pipes (stdin is /dev/null; the reader enlarges the
-  pipes). Under a pty, there is one stream: the master; output post-processing
-  (`ONLCR`) is switched off so the bytes are what the program wrote.
-- Children die with the manager: each child sets `PR_SET_PDEATHSIG(SIGKILL)` before
-  exec (the libc function is resolved once, here, so the forked child only calls it).
-  The signal fires when the *thread* that forked the child ends, so spawn only from a
-  long-lived thread: the event-loop thread. Grandchildren are covered by the guard
-  (`guard.py`), which `Spawner` tells about every group.
-- Reaping uses a pidfd watched by the event loop (`loop.add_reader`, which works with
-  asyncio and uvloop), or a waiter thread where pidfds are missing. `Child.wait_exit`
-  only *peeks* at the exit status (`waitid(WNOWAIT)`): the leader stays a zombie, which
-  pins its process-group id, so that killing leftovers of the group can never hit a
-  recycled pgid. `Child.reap` collects the zombie afterwards.
-- `subprocess.Popen` does the fork/exec (it reports exec and chdir errors precisely);
-  we keep its object only to mark it reaped, so it never warns about a running child.
-"""
+"""Spawning children: own process group, pipes or a pty, death with logcast, reaping."""
 
 from __future__ import annotations
 
@@ -55,6 +32,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _load_prctl() -> Callable[..., int] | None:
+    """libc's `prctl`, resolved once here, so that the forked child only calls it."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         prctl: Callable[..., int] = libc.prctl
@@ -90,7 +68,7 @@ def _make_preexec(pty: bool) -> Callable[[], None]:
     def preexec() -> None:  # runs in the forked child, before exec: keep it tiny
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-            if os.getppid() != parent:  # the manager died before the line above
+            if os.getppid() != parent:  # logcast died before the line above
                 os.kill(os.getpid(), signal.SIGKILL)
         if pty:
             with contextlib.suppress(OSError):
@@ -124,13 +102,18 @@ def _describe_failure(exc: OSError, settings: ProcessSettings) -> str:
 
 @dataclass(eq=False)
 class Child:
-    """A spawned child. `stdout` is the pipe's read end (the master under a pty)."""
+    """A spawned child. `stdout` is the pipe's read end (the master under a pty).
+
+    `wait_exit` only peeks at the exit status (`waitid(WNOWAIT)`): the leader stays a
+    zombie, which pins its process-group id, so killing leftovers of the group can never
+    hit a recycled pgid. `reap` collects the zombie afterwards.
+    """
 
     pid: int
     stdout: int
     stderr: int | None
     pty: bool
-    popen: subprocess.Popen[bytes] = field(repr=False)
+    popen: subprocess.Popen[bytes] = field(repr=False)  # kept only to mark it reaped
     pidfd: int | None = field(default=None, repr=False)
     exit_code: int | None = None  # known once the leader ended (negative: killed by that signal)
     reaped: bool = False
@@ -170,6 +153,8 @@ class Child:
             return self.exit_code
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
+        # A pidfd watched by the loop (`add_reader` works on asyncio's and uvloop's loops),
+        # or a waiter thread where pidfds are missing.
         if self.pidfd is not None:
             pidfd = self.pidfd
 
@@ -220,7 +205,11 @@ class Child:
 def spawn(settings: ProcessSettings) -> Child:
     """Start the child; SpawnError (naming the cause) if it cannot be started.
 
-    Call it from the event-loop thread (see the module docstring about PDEATHSIG).
+    The child leads its own process group, so that stop and kill reach its whole family
+    with one `killpg` and a Ctrl-C in logcast's terminal does not reach it; under a pty
+    it leads its own session with the pty as controlling terminal, as in a terminal. It
+    gets `PR_SET_PDEATHSIG(SIGKILL)`, which fires when the *thread* that forked it ends:
+    call this from a long-lived thread, the event loop's.
     """
     parent_fds: list[int] = []  # read ends we keep
     child_fds: list[int] = []  # ends the child gets, closed here after the fork
@@ -239,6 +228,7 @@ def spawn(settings: ProcessSettings) -> Child:
             child_fds.append(err_w)
             stdin, stdout, stderr = subprocess.DEVNULL, out_w, err_w
         try:
+            # Popen does the fork/exec because it reports exec and chdir errors precisely.
             popen = subprocess.Popen(
                 list(settings.command),
                 cwd=settings.cwd,

@@ -1,25 +1,8 @@
 """The process lifecycle as an explicit table of allowed moves.
 
-Every state change of a `ManagedProcess` goes through `check_transition`, so that a
-bug in the (concurrent) control flow shows up as an `InvalidTransition` naming the
-move rather than as a process that is silently "running" with no child. The table is
-data, imports only the vocabulary, and is tested on its own.
-
-    stopped ──start──▶ starting ──spawned──▶ running ──probe──▶ ready
-                          │ spawn failed        │ exit             │ exit
-                          ▼                     ▼                  ▼
-                       crashed ◀─────────── exited / crashed ◀─────┘
-                          │ restart policy
-                          ▼
-                       backoff ──delay──▶ starting
-    any live state ──stop──▶ stopping ──▶ stopped
-
-- `starting`: the child is being spawned (brief; spawn failure → `crashed`).
-- `running`: the child exists; `ready`: its readiness probe passed (only for processes
-  that have one).
-- `exited`: ended by itself with code 0; `crashed`: non-zero code, a signal logcast did
-  not send, or a failed spawn. A process logcast stopped ends `stopped`, whatever its code.
-- `backoff`: waiting to restart under the restart policy.
+Every state change goes through `check_transition`, so that a bug in the concurrent
+control flow shows up as an `InvalidTransition` naming the move, not as a process
+silently "running" with no child.
 """
 
 from __future__ import annotations
@@ -31,17 +14,29 @@ from logcast.types import ProcessState
 
 __all__ = ["TRANSITIONS", "check_transition"]
 
-S = ProcessState
+State = ProcessState  # short, so that each row of the table fits on one line
 
+#     stopped ──start──▶ starting ──spawned──▶ running ──probe──▶ ready
+#                           │ spawn failed        │ exit             │ exit
+#                           ▼                     ▼                  ▼
+#                        crashed ◀─────────── exited / crashed ◀─────┘
+#                           │ restart policy
+#                           ▼
+#                        backoff ──delay──▶ starting
+#     any live state ──stop──▶ stopping ──▶ stopped
+#
+# `ready`: the readiness probe passed (only processes that have one). `exited`: ended by
+# itself with code 0; `crashed`: a non-zero code, a signal logcast did not send, or a
+# failed spawn. A process logcast stopped ends `stopped`, whatever its code.
 TRANSITIONS: Mapping[ProcessState, frozenset[ProcessState]] = {
-    S.STOPPED: frozenset({S.STARTING}),
-    S.STARTING: frozenset({S.RUNNING, S.READY, S.EXITED, S.CRASHED, S.STOPPING}),
-    S.RUNNING: frozenset({S.READY, S.STOPPING, S.EXITED, S.CRASHED}),
-    S.READY: frozenset({S.STOPPING, S.EXITED, S.CRASHED}),
-    S.STOPPING: frozenset({S.STOPPED, S.EXITED, S.CRASHED}),
-    S.EXITED: frozenset({S.STARTING, S.BACKOFF, S.STOPPED}),
-    S.CRASHED: frozenset({S.STARTING, S.BACKOFF, S.STOPPED}),
-    S.BACKOFF: frozenset({S.STARTING, S.STOPPED}),
+    State.STOPPED: frozenset({State.STARTING}),
+    State.STARTING: frozenset({State.RUNNING, State.READY, State.EXITED, State.CRASHED, State.STOPPING}),
+    State.RUNNING: frozenset({State.READY, State.STOPPING, State.EXITED, State.CRASHED}),
+    State.READY: frozenset({State.STOPPING, State.EXITED, State.CRASHED}),
+    State.STOPPING: frozenset({State.STOPPED, State.EXITED, State.CRASHED}),
+    State.EXITED: frozenset({State.STARTING, State.BACKOFF, State.STOPPED}),
+    State.CRASHED: frozenset({State.STARTING, State.BACKOFF, State.STOPPED}),
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
 }
 
 

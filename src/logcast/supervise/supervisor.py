@@ -1,14 +1,7 @@
 """All configured processes, under one orphan guard.
 
-The supervisor is a small registry: one `ManagedProcess` per configured process, in
-config order, sharing one `Spawner` and so one orphan guard (started with the first
-child, stopped by `shutdown`). It knows nothing of HTTP or storage: the web layer and
-the CLI drive it through these methods, the hub receives what it produces through
-the `LineSink`.
-
-`shutdown()` stops every process at once (each within its own `stop_timeout`, then
-SIGKILL of its group), and only then closes the guard, which would otherwise kill
-the groups itself. Use it as `async with Supervisor(...) as supervisor:`.
+It knows nothing of HTTP or storage: the web layer and the CLI drive it, and the hub
+receives what it produces through the `LineSink`.
 """
 
 from __future__ import annotations
@@ -33,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 class Supervisor:
+    """One `ManagedProcess` per configured process, in config order, sharing one `Spawner`
+    and so one orphan guard. Use it as `async with Supervisor(...) as supervisor:`."""
+
     def __init__(
         self,
         settings: Settings,
@@ -48,9 +44,9 @@ class Supervisor:
         runs = runs or {}
         self._processes: dict[str, ManagedProcess] = {
             name: ManagedProcess(
-                ps, sink, clock=clock, sleep=sleep, spawner=self._spawner, run=runs.get(name, 0)
+                process_settings, sink, clock=clock, sleep=sleep, spawner=self._spawner, run=runs.get(name, 0)
             )
-            for name, ps in settings.processes.items()
+            for name, process_settings in settings.processes.items()
         }
 
     @property
@@ -75,7 +71,7 @@ class Supervisor:
         return self.get(name).info()
 
     def infos(self) -> list[dict[str, Any]]:
-        return [p.info() for p in self._processes.values()]
+        return [process.info() for process in self._processes.values()]
 
     async def start(self, name: str) -> bool:
         """Start `name`; False if it was already running."""
@@ -95,8 +91,11 @@ class Supervisor:
                 await process.start()
 
     async def shutdown(self) -> None:
-        """Stop every process concurrently, then stop the orphan guard."""
-        results = await asyncio.gather(*(p.stop() for p in self._processes.values()), return_exceptions=True)
+        """Stop every process concurrently (each within its `stop_timeout`, then SIGKILL of
+        its group), and only then the orphan guard, which would otherwise kill the groups."""
+        results = await asyncio.gather(
+            *(process.stop() for process in self._processes.values()), return_exceptions=True
+        )
         for process, result in zip(self._processes.values(), results, strict=True):
             if isinstance(result, BaseException):
                 logger.error("%s: stop failed during shutdown", process.name, exc_info=result)
