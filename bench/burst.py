@@ -255,13 +255,13 @@ def main() -> None:
     for run in range(args.runs):
         if args.runs > 1:
             print(f"\n=== run {run + 1} of {args.runs} ===")
-        r = run_burst("logcast", args.lines, args.sse, args.ws, args.timeout, ws_opts)
-        print_burst(r)
-        n = None
+        logcast = run_burst("logcast", args.lines, args.sse, args.ws, args.timeout, ws_opts)
+        print_burst(logcast)
+        naive_run = None
         if not args.no_naive:
-            n = run_burst("naive", args.naive_lines, 0, args.naive_ws, args.naive_timeout, ws_opts)
-            print_burst(n)
-        runs.append((r, n))
+            naive_run = run_burst("naive", args.naive_lines, 0, args.naive_ws, args.naive_timeout, ws_opts)
+            print_burst(naive_run)
+        runs.append((logcast, naive_run))
 
     if args.runs > 1:
 
@@ -269,15 +269,15 @@ def main() -> None:
             return statistics.median(xs) if xs else math.nan
 
         print(f"\nmedian of {len(runs)} runs")
-        r0 = runs[0][0]
+        first = runs[0][0]
         print(
-            f"  {r0['label']}, {args.lines:,} lines: last line at the slowest client "
+            f"  {first['label']}, {args.lines:,} lines: last line at the slowest client "
             f"{format_seconds(med([r['slowest'] for r, _ in runs]), args.timeout)} after the child's exit "
             f"(target <= 3 s); every line in order in {sum(r['all_ok'] for r, _ in runs)} of {len(runs)} runs; "
             f"child {med([r['child']['end'] - r['child']['start'] for r, _ in runs if r['child']]):.2f} s; "
             f"server peak RSS {med([r['server'].get('peak_rss_mb', math.nan) for r, _ in runs]):.0f} MB"
         )
-        naive = [n for _, n in runs if n is not None]
+        naive = [naive_run for _, naive_run in runs if naive_run is not None]
         if naive:
             print(
                 f"  {naive[0]['label']}, {args.naive_lines:,} lines: all lines at all clients "
