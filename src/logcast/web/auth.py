@@ -1,12 +1,5 @@
-"""Dashboard sessions: login with the token, logout, and what the page may do.
-
-The API itself takes `Authorization: Bearer <token>`; the dashboard logs in once and
-then carries a session cookie. Each login creates a new random session in the table
-the security middleware owns (`sessions.py`), valid for `server.session_ttl` seconds;
-the cookie says the same with `Max-Age`, and is HttpOnly and SameSite=Strict (and
-Secure over https). A login ends the session its request still carried, so an id
-planted before the login is worth nothing after it. Logout ends the session on the
-server, so a copy of the cookie no longer works either.
+"""Dashboard login and logout: the token buys a session cookie, so the page never keeps
+the token (the API itself takes `Authorization: Bearer <token>`).
 """
 
 from __future__ import annotations
@@ -26,8 +19,8 @@ router = APIRouter()
 
 
 def _engine(request: Request) -> Engine:
-    rt: Engine = request.app.state.engine
-    return rt
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 class Login(BaseModel):
@@ -55,6 +48,8 @@ async def login(body: Login, request: Request) -> Response:
         await asyncio.sleep(0.2)  # blunt guessing a little
         raise HTTPException(401, "wrong token")
     sessions = sessions_of(request.scope)
+    # End the session the request still carried: an id planted before the login is worth
+    # nothing after it.
     previous = session_cookie(request.headers.get("cookie"))
     if previous is not None:
         sessions.end(previous)
@@ -73,6 +68,7 @@ async def login(body: Login, request: Request) -> Response:
 
 @router.post("/api/logout", tags=["auth"], status_code=204)
 async def logout(request: Request) -> Response:
+    """End the session on the server too, so that a copy of the cookie stops working."""
     session_id = session_cookie(request.headers.get("cookie"))
     if session_id is not None:
         sessions_of(request.scope).end(session_id)

@@ -1,42 +1,9 @@
 """The connection under a stream: how much it holds unsent, and how to drop it.
 
-A log stream whose client stops reading must be let go for real. ASGI gives an app
-no handle on its connection, and the ways an app can end a response do not free it:
-returning before the response is complete (or raising) makes uvicorn call
-`transport.close()`, and `close()` first flushes what the transport still buffers:
-to a client that never reads, that is forever, so the socket and every byte queued
-for it stay. Only `transport.abort()` drops the buffer and the socket at once (and
-with a zero linger, what the kernel holds too: `_abort`).
-
-So the streams reach the transport through a small ASGI extension,
-`scope["extensions"]["logcast.transport"] = {"conn": Conn}`:
-
-- our WebSocket protocol (`wsframes`) announces it itself;
-- for everything else `attach(scope, send)` (called by the app for each request)
-  finds the transport on uvicorn's `send`, the bound method of the object that owns
-  the connection (its request cycle or WebSocket protocol; both keep it as
-  `.transport`). Under another server, or with a `send` wrapped by something outside
-  the app, the extension is absent: a stalled stream then just ends and the server's
-  own close applies (with at most one bounded write queued, see `streams`).
-
-What a client that stops reading can make us hold is bounded in two places: the
-streams write in slices and wait while the transport's own buffer is over its
-high-water mark (`streams`), and `Conn.limit_unsent()` sets `TCP_NOTSENT_LOWAT` on the
-socket, so the kernel too stops taking bytes for it once `UNSENT_LIMIT` are waiting
-to be sent. Without that, Linux grows a socket's send buffer up to `tcp_wmem`'s
-maximum (4 MiB by default: 2.8 MiB was measured queued for one loopback client that
-never read), and every byte of it was history encoded for nobody. The lines already
-sent but not yet acknowledged stay bounded by the peer's receive window, so this
-costs a reading client nothing.
-
-Freed is not yet given back: the buffers of hundreds of cut clients leave holes in
-the C heap that the allocator keeps (RSS measured 96 → 193 MiB, and it stayed there
-after every client was gone, without growing on the next wave). After connections
-were aborted, `Conn.abort()` schedules one `malloc_trim(0)` (glibc only; at most one
-per `TRIM_DELAY` seconds, in a worker thread), which returns those pages to the system.
-
-`send_timeout_setting()` reads `LOGCAST_SEND_TIMEOUT` (seconds, default 30): how long
-a stream may wait for its client to take the bytes already queued before it is cut.
+ASGI gives an app no handle on its connection, and ending a response makes uvicorn
+`close()` it, which first flushes to a client that may never read. Only
+`transport.abort()` lets it go, so streams reach the transport through an ASGI extension,
+`scope["extensions"]["logcast.transport"] = {"conn": Conn}`.
 """
 
 from __future__ import annotations
@@ -117,7 +84,12 @@ class Conn:
         _abort(self._transport)
 
     def limit_unsent(self, nbytes: int = UNSENT_LIMIT) -> None:
-        """Have the kernel take no more than about `nbytes` unsent bytes (TCP only)."""
+        """Have the kernel take no more than about `nbytes` unsent bytes (TCP only).
+
+        Otherwise Linux grows the send buffer of a client that stopped reading up to
+        `tcp_wmem`'s maximum, all of it history encoded for nobody. Bytes sent but not
+        acknowledged stay bounded by the peer's receive window, so a reading client
+        loses nothing."""
         sock = self._transport.get_extra_info("socket")
         if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
             return
@@ -157,7 +129,8 @@ _trim_due: set[asyncio.AbstractEventLoop] = set()
 
 def trim_soon(delay: float = TRIM_DELAY) -> None:
     """Give the memory freed by aborted connections back to the system, in `delay`
-    seconds (one trim for a whole wave of aborts)."""
+    seconds (one trim for a whole wave of aborts): the buffers of many cut clients leave
+    holes in the C heap that glibc's allocator would otherwise keep."""
     if _TRIM is None:
         return
     loop = asyncio.get_running_loop()
@@ -218,7 +191,14 @@ def announce(scope: MutableMapping[str, Any], transport: object) -> None:
 
 
 def attach(scope: MutableMapping[str, Any], send: object) -> None:
-    """Announce the connection of a request whose `send` is the server's own bound method."""
+    """Announce the connection of a request whose `send` is the server's own bound method.
+
+    uvicorn's `send` is a method of the object that owns the connection (its request
+    cycle or WebSocket protocol), which keeps it as `.transport`. Under another server,
+    or with a `send` wrapped outside the app, nothing is announced: a stalled stream then
+    just ends and the server's own close applies. Our WebSocket protocol (`wsframes`)
+    announces itself.
+    """
     if conn_of(scope) is not None:
         return
     owner = getattr(send, "__self__", None)

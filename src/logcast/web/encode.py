@@ -1,8 +1,7 @@
 """Wire encodings of stream events, shared by SSE and WebSocket.
 
-A record's `log` object is serialised once (orjson) and cached in the ring by the hub;
-every subscriber splices those same bytes into its event envelope. The envelope is a
-few constant bytes, so building an event costs a concatenation, not a serialisation.
+A record's `log` object is serialised once and cached by the hub; every event splices
+those bytes into a constant envelope, so building one is a concatenation.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ def parse_seq(text: str, what: str) -> int:
 
 
 def encode_log(record: LogRecord) -> bytes:
-    # orjson hands back a bytes object with a large spare capacity (~4 KiB measured for a
-    # 230-byte result); these encodings stay cached in the ring, so keep an exact copy.
+    # orjson's result has a large spare capacity; these encodings stay cached in the ring,
+    # so keep an exact copy.
     return bytes(memoryview(orjson.dumps(record.as_dict())))
 
 
@@ -106,8 +105,8 @@ def json_frames(hub: Hub, journal: Journal, entries: list[Entry]) -> list[str]:
 
 
 def text_line(kind: EventType, payload: LogRecord | Gap | int) -> str | None:
-    """A text frame: the line as `readline()` returned it, `\\n` included (the
-    original log page appends frames with `textContent +=`); status and gaps as bracketed notes,
+    """A text frame: the line as `readline()` returned it, `\\n` included (the LLM
+    manager's log page appends frames with `textContent +=`); status and gaps as bracketed notes,
     each a line of its own. A `partial` record (a piece of a line over 64 KiB, or text the
     child has not ended yet) carries no `\\n`: the frames joined give the child's text."""
     if isinstance(payload, LogRecord):
@@ -127,12 +126,12 @@ def text_line(kind: EventType, payload: LogRecord | Gap | int) -> str | None:
 
 def text_frame(payload: bytes) -> bytes:
     """A whole server-to-client WebSocket text frame (FIN, unmasked) carrying `payload`."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 def _live_kind(record: LogRecord) -> EventType:

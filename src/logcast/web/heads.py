@@ -1,39 +1,7 @@
-"""Request heads are bounded in size, in number of fields and in time.
+"""Request heads bounded in size, in number of fields and in time.
 
-uvicorn's httptools protocol (the one `uvicorn[standard]` runs) puts no limit on a
-request head: a 64 MB header is read, joined and handed to the app, 10,000 header
-fields too, and a client that sends one byte every few seconds holds its connection
-(and a slot of every proxy in front) for ever. Its h11 protocol bounds the head's
-size (`h11_max_incomplete_event_size`), but neither the number of fields nor the time.
-
-The two subclasses here add, per connection, what a head may cost (`HeadLimits`):
-- more than `max_bytes` (64 KiB) before the head is complete, or more than
-  `max_fields` (100) header fields: `431 Request Header Fields Too Large`;
-- a head not complete `timeout` (10 s) after it began (the connection was made, or
-  the first byte after the previous request arrived): `408`, and the connection is
-  closed (closed without an answer when not a byte of that head came).
-
-How a head is watched:
-- httptools: the parser's callbacks say where a head begins (`on_message_begin`,
-  at its first byte: the deadline is armed) and ends; bytes are counted per read
-  while a head is open (a read that completes the head is not held against it),
-  fields in `on_header`, where too many raise and stop the parser at once. Reads are at most 256 KiB, so a refused head costs at most
-  about `max_bytes` + 256 KiB of memory.
-- h11: its own buffer bound is set to `max_bytes`; a `Connection` subclass also
-  refuses a `Request` with too many fields; the head is open while h11 waits for a
-  request (`their_state` IDLE).
-
-A refused connection is not slammed shut: the answer is written, the write side is
-shut (FIN), and what the client still sends is read and dropped for at most
-`drain` seconds. Closing a socket with unread bytes makes the kernel answer with a
-reset, and the client would lose the 431 it was sent before reading it.
-
-Idle keep-alive connections are uvicorn's business (`timeout_keep_alive`); a head
-timer is armed only when a head has begun.
-
-`logcast serve` runs `LimitedHttpToolsProtocol` (httptools comes with
-`uvicorn[standard]`, a dependency); `LimitedH11Protocol` is the same for uvicorn's
-pure-Python protocol, for an app run where httptools is missing.
+uvicorn's httptools protocol bounds none of these and its h11 protocol only the size, so
+one client could send an endless head, ten thousand fields, or a byte every few seconds.
 """
 
 from __future__ import annotations
@@ -61,6 +29,12 @@ DRAIN_SECONDS = 2.0
 
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
+    """What a head may cost, per connection. Over `max_bytes` before it is complete, or
+    over `max_fields` header fields: 431. Not complete `timeout` seconds after it began
+    (the connection was made, or the first byte after the previous request came): 408
+    and the connection closed (without an answer when not a byte of that head came).
+    Idle keep-alive connections are uvicorn's business (`timeout_keep_alive`)."""
+
     max_bytes: int = MAX_HEAD_BYTES
     max_fields: int = MAX_HEADER_FIELDS
     timeout: float = HEAD_TIMEOUT
@@ -149,7 +123,9 @@ class HeadWatch:
         return self.refused
 
     def refuse(self, refused: HeadRefused) -> None:
-        """Answer, shut the write side, and drop what still comes for a bounded time."""
+        """Answer, shut the write side, and drop what still comes for a bounded time:
+        closing a socket with unread bytes makes the kernel send a reset, and the client
+        would lose the answer before reading it."""
         self.cancel()
         self.open = False
         transport = self.transport
@@ -196,7 +172,13 @@ class _WatchesHeads:
 
 
 class LimitedHttpToolsProtocol(_WatchesHeads, HttpToolsProtocol):  # type: ignore[misc]
-    """uvicorn's httptools protocol with `HeadLimits`."""
+    """uvicorn's httptools protocol with `HeadLimits` (what `logcast serve` runs).
+
+    The parser's callbacks say where a head begins and ends; bytes are counted per read
+    while a head is open (a read that completes it is not held against it), fields in
+    `on_header`, where too many stop the parser at once. Reads are at most 256 KiB, so a
+    refused head costs at most about `max_bytes` + 256 KiB.
+    """
 
     def data_received(self, data: bytes) -> None:
         head = self.head
@@ -258,7 +240,8 @@ class _LimitedH11Connection(h11.Connection):
 
 
 class LimitedH11Protocol(_WatchesHeads, H11Protocol):  # type: ignore[misc]
-    """uvicorn's h11 protocol with `HeadLimits` (the fallback without httptools)."""
+    """uvicorn's h11 protocol with `HeadLimits` (the fallback without httptools). A head
+    is open while h11 waits for a request (`their_state` IDLE)."""
 
     conn: _LimitedH11Connection
 

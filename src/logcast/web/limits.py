@@ -1,12 +1,7 @@
 """How many log streams may be open at once, counted in one place.
 
-Every SSE stream and WebSocket holds a hub cursor, a task or three and a socket; past
-`[server] max_streams` of them (default 1000) a new one is refused before any of that
-is set up: an SSE request gets 503 with `{"detail": reason}` and `Retry-After`, a
-WebSocket is accepted and closed at once with 1013 ("try again later") and the reason.
-The count is taken by `StreamGate`, an ASGI middleware in front of the routes, so the
-routes themselves need not know of it; it sits inside the security middleware, so a
-request refused for its token never takes a slot.
+Past `[server] max_streams`, a new stream is refused before its hub cursor, tasks and
+socket cost anything.
 """
 
 from __future__ import annotations
@@ -58,7 +53,12 @@ def is_stream(scope: Scope) -> bool:
 
 
 class StreamGate:
-    """ASGI middleware: counts the open streams and refuses those past the limit."""
+    """ASGI middleware: counts the open streams and refuses those past the limit.
+
+    An SSE request gets 503 with `Retry-After`; a WebSocket is accepted and closed at
+    once with 1013 ("try again later"). It sits inside the security middleware, so a
+    request refused for its token never takes a slot, and the routes need not know of it.
+    """
 
     def __init__(self, app: ASGIApp, slots: StreamSlots) -> None:
         self.app = app

@@ -1,18 +1,4 @@
-"""Closed by default: Host, token and Origin checks as one pure ASGI middleware.
-
-- Host: a name that is not loopback, an IP literal, the configured host or one of
-  `server.allowed_hosts` is refused with 421. DNS rebinding needs an attacker's
-  *name* to resolve to our address; IP literals cannot be rebound, names can.
-- Token: when one is set, every route but `/healthz`, the login endpoints and the
-  static assets needs `Authorization: Bearer <token>` (compared in constant time) or
-  the cookie of a live session that `/api/login` created (HttpOnly, SameSite=Strict,
-  a random id with a deadline; see `sessions.py`). Pages redirect to the login page;
-  the API answers 401 JSON. The middleware owns the session table and hands it to
-  the auth routes in the ASGI scope (`SESSIONS_SCOPE_KEY`).
-- Origin: a state-changing request or a WebSocket upgrade whose `Origin` is not this
-  server's own gets 403. Requests without `Origin` (curl, scripts, the CLI) are judged
-  by the token alone.
-"""
+"""Closed by default: Host, token and Origin checks as one pure ASGI middleware."""
 
 from __future__ import annotations
 
@@ -116,6 +102,10 @@ def sessions_of(scope: Scope) -> Sessions:
 
 
 class HostPolicy:
+    """Which `Host` headers are ours: loopback, IP literals, the configured host and
+    `server.allowed_hosts`. DNS rebinding needs an attacker's *name* to resolve to our
+    address; IP literals cannot be rebound, names can."""
+
     def __init__(self, bind_host: str, allowed: Iterable[str] = ()) -> None:
         names = {"localhost", *(_split_host(h) for h in allowed)}
         if bind_host and not _is_ip(bind_host) and bind_host not in ("0.0.0.0", "::"):
@@ -130,6 +120,16 @@ class HostPolicy:
 
 
 class SecurityMiddleware:
+    """An unknown Host gets 421. When a token is set, every path but the public ones
+    needs `Authorization: Bearer <token>` or the cookie of a live session
+    (`sessions.py`): pages redirect to the login page, the API answers 401 JSON. A
+    state-changing request or WebSocket upgrade whose `Origin` is not this server gets
+    403; requests without `Origin` (curl, scripts, the CLI) are judged by the token alone.
+
+    It owns the session table and hands it to the auth routes in the ASGI scope
+    (`SESSIONS_SCOPE_KEY`).
+    """
+
     def __init__(
         self, app: ASGIApp, *, token: str | None, hosts: HostPolicy, sessions: Sessions | None = None
     ) -> None:

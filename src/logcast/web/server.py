@@ -1,8 +1,6 @@
-"""Running the app under uvicorn, with logcast's extensions of uvicorn in one place.
-
-The protocols are uvicorn's own, extended (`heads`: bounded request heads; `wsframes`:
-batched WebSocket frames); the server ends every log stream the moment a shutdown is
-asked for, so that uvicorn does not wait on streams that never finish.
+"""Running the app under uvicorn with logcast's protocols (`heads`: bounded request heads;
+`wsframes`: batched WebSocket frames). A shutdown ends every log stream first, so that
+uvicorn does not wait on streams that never finish.
 """
 
 from __future__ import annotations

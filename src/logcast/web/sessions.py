@@ -1,19 +1,7 @@
 """Dashboard sessions: a random id per login, a deadline, and an end at logout.
 
-The dashboard logs in once with the token (`POST /api/login`) and then carries a
-cookie. That cookie holds a session id drawn from `secrets.token_urlsafe` at each
-login, never anything derived from the token: a copied cookie stops working at its
-deadline or at logout, and knowing one tells nothing about the token or about other
-sessions.
-
-The table lives in this process's memory: a restart of logcast ends every session,
-and behind several `serve --redis` replicas a session is only known to the replica
-that created it (the bearer token works everywhere). It is bounded: past `capacity`
-live sessions, a login evicts the oldest one. Only a hash of each id is kept, so a
-lookup's timing says nothing useful about the ids themselves.
-
-The clock comes in through the constructor (monotonic by default): expiry is tested
-on a fake clock.
+The id is random, never derived from the token: a copied cookie stops working at its
+deadline or at logout, and tells nothing about the token or other sessions.
 """
 
 from __future__ import annotations
@@ -32,7 +20,13 @@ def _key(session_id: str) -> bytes:
 
 
 class Sessions:
-    """Live sessions by id, each with its deadline on `clock`."""
+    """Live sessions by id, each with its deadline on `clock`.
+
+    In this process's memory: a restart ends every session, and behind several
+    `serve --redis` replicas a session is known only to the replica that created it (the
+    bearer token works everywhere). Past `capacity` a login evicts the oldest session.
+    Only a hash of each id is kept, so a lookup's timing says nothing about the ids.
+    """
 
     def __init__(self, *, capacity: int = CAPACITY, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:

@@ -1,28 +1,7 @@
-"""Log streams over SSE and WebSocket.
+"""Log streams over SSE and WebSocket, each a hub `Subscription`: history, then live.
 
-Each stream is a hub `Subscription` (a cursor): history first, then realtime, with
-gaps announced. The SSE body iterator pulls batches from the cursor and turns each
-batch into one chunk of many SSE messages; when nothing comes for `PING_INTERVAL` it
-sends a `: ping` comment. `BoundedSSEResponse` is FastAPI's `EventSourceResponse`
-with every send bounded by `SEND_TIMEOUT`: a client that stops reading is cut loose
-after that long (its cursor is dropped; when it reconnects with `Last-Event-ID` it is
-served from the history again, or told of a `gap`), so it never holds anyone up. A
-client that reads slowly but steadily is never cut: its cursor just moves slower.
-
-FastAPI's generator mode for SSE (`yield` from the endpoint) builds a pydantic model
-and serialises every event per subscriber; we hand it pre-encoded batches instead
-(invariant: one encoding per line), so the endpoint returns the response object.
-
-Letting a stalled client go for real (SPEC "Faults"): what is queued for one client
-is bounded, because a batch is written in slices of at most `WRITE_SLICE` bytes and
-each slice waits until the transport's buffer is back under its high-water mark
-(uvicorn's flow control); so a client holds at most about two slices of our memory.
-When a slice cannot be written for `send_timeout` seconds the client is cut: its
-transport is aborted (`conn`: the buffer is dropped and the socket closed at once;
-merely returning would have uvicorn `close()` it, which waits to flush to a client
-that never reads). `send_timeout` is the app's `state.send_timeout`, set from
-`LOGCAST_SEND_TIMEOUT` (default 30 s). WebSocket frames are sliced on frame
-boundaries only, since the protocol writes its own pings and close frames between.
+A client that stops reading is cut loose after the send timeout, so it never holds anyone
+up (it resumes from its last seq); one that reads slowly but steadily is never cut.
 """
 
 from __future__ import annotations
@@ -58,11 +37,10 @@ from logcast.web.wsframes import frames_sender
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
-SEND_TIMEOUT = send_timeout_setting()  # the default; an app sets its own in `state.send_timeout`
+SEND_TIMEOUT = send_timeout_setting()  # LOGCAST_SEND_TIMEOUT; an app sets its own in `state.send_timeout`
 WRITE_SLICE = 64 * 1024  # bytes per write: with the transport's high-water mark, the most queued
 ENTRIES = 256  # entries taken at a time off the slow path (history, filters): a stalled
-# client holds one such list; 2000 of them per client, for 300 clients, left the heap
-# fragmented (+50 MiB RSS that stayed)
+# client holds one such list, and many large ones leave the heap fragmented
 PART = 128  # events encoded at a time for one client (history, filtered streams)
 ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before the app returns
 BATCH = 2000  # live events (cached wire bytes) taken at a time
@@ -83,7 +61,16 @@ def _as_bytes(chunk: bytes | memoryview | str) -> bytes:
 
 
 class BoundedSSEResponse(EventSourceResponse):
-    """`text/event-stream` whose every write is bounded in size and in time."""
+    """`text/event-stream` whose every write is bounded in size and in time.
+
+    It takes pre-encoded batches (one encoding per line, shared by every subscriber)
+    rather than FastAPI's generator mode, which builds and serialises a model per event
+    and subscriber. A batch is written in slices of at most `WRITE_SLICE` bytes, each
+    waiting while the transport is over its high-water mark, so a client holds about two
+    slices of our memory. A slice not written within the send timeout cuts the client:
+    its transport is aborted (`conn`), since merely returning would have uvicorn
+    `close()` it, which waits to flush to a client that never reads.
+    """
 
     def __init__(
         self, content: AsyncIterator[bytes], *, send_timeout: float | None = None, **kw: Any
@@ -259,7 +246,9 @@ def _sse_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
 
 
 def _groups(frames: Iterable[bytes], limit: int) -> Iterator[bytes]:
-    """Whole frames joined into writes of at most `limit` bytes (a longer frame alone)."""
+    """Whole frames joined into writes of at most `limit` bytes (a longer frame alone).
+    WebSocket writes are cut only between frames: the protocol writes its own pings and
+    close frames between them."""
     group: list[bytes] = []
     size = 0
     for frame in frames:

@@ -1,27 +1,7 @@
-"""Batched WebSocket frames: a small ASGI extension that our uvicorn protocol offers.
+"""Batched WebSocket frames: an ASGI extension that our uvicorn protocol offers.
 
-ASGI sends one WebSocket message per `websocket.send`, and uvicorn turns each into
-its own `transport.write`. For a log stream that is one system call and a few dozen
-microseconds of Python per line and per client: 100 clients of a process writing
-10,000 lines/s would need a million of them each second. The frames of a log line
-read live are the same bytes for every client of a format, so the hub caches them
-(`encode.WS_TEXT`, `encode.WS_JSON`); what was missing is a way to hand many whole
-frames to the server at once.
-
-`FramesWebSocketProtocol` is uvicorn's own websockets (sans-I/O) protocol plus one
-message type, announced in the scope's `extensions` as `logcast.websocket.frames`:
-`{"type": "logcast.websocket.frames", "bytes": <complete frames>}` writes the bytes
-as they are, after the same checks and flow control as `websocket.send` (it waits
-while the transport is over its high-water mark). Frames are unmasked text frames,
-as a server sends them; they are never compressed, which permessage-deflate allows
-(RFC 7692 §6: only a message with RSV1 set is compressed). Under another ASGI server
-the extension is absent and the stream falls back to one `websocket.send` per line.
-
-The protocol also announces `logcast.transport` (`conn`), so that a stream can abort
-a client that stopped reading, and it never lets a close hang: uvicorn closes a
-WebSocket with `transport.close()` (after the closing handshake times out, after a
-keepalive ping goes unanswered, at shutdown), which waits to flush what is queued;
-here a close whose bytes are still unsent after `linger` seconds becomes an abort.
+ASGI writes one WebSocket message per `websocket.send`; a live line's frame is the same
+bytes for every client of a format, so the hub caches it and this writes many at once.
 """
 
 from __future__ import annotations
@@ -56,7 +36,18 @@ def frames_sender(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
 
 
 class FramesWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol that can also write pre-built frames."""
+    """uvicorn's sans-I/O WebSocket protocol that can also write pre-built frames.
+
+    `{"type": "logcast.websocket.frames", "bytes": <complete frames>}` writes the bytes
+    as they are, after the same checks and flow control as `websocket.send`. The frames
+    are unmasked text frames and never compressed, which permessage-deflate allows
+    (RFC 7692 §6: only a message with RSV1 set is compressed). Under another ASGI server
+    the extension is absent and streams send one message per line.
+
+    It also announces `logcast.transport` (`conn`), and a close whose bytes are still
+    unsent after `linger` seconds becomes an abort: uvicorn closes a WebSocket with
+    `transport.close()`, which waits to flush to a client that may never read.
+    """
 
     linger = send_timeout_setting()  # seconds a close may wait for unsent bytes
 
