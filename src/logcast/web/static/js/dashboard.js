@@ -15,6 +15,7 @@ import { gapEntry, noteEntry } from "./entries.js";
 import { MergedModel } from "./merged-model.js";
 import { initNav } from "./nav.js";
 import { renderRow } from "./render.js";
+import { prefs } from "./prefs.js";
 import { LogStream } from "./stream.js";
 import { stripAnsi } from "./ansi.js";
 import { VirtualList } from "./vlist.js";
@@ -25,7 +26,7 @@ import { formatCount, formatDuration, formatRate } from "./format.js";
 const POLL_MS = 1500;
 const MERGE_LINES = 200;
 const MERGE_TRANSPORT = new URLSearchParams(location.search).get("merge") === "sse" ? "sse" : "ws";
-const WATCH_KEY = "logcast.watch";
+const WATCH_PREF = "watch"; // localStorage "logcast.watch"
 
 const rows = new Map(); // name → {tr, cells, buttons}
 const slots = new Map(); // name → colour slot
@@ -223,9 +224,10 @@ async function act(name, action, button) {
 
 // --- merged live view ----------------------------------------------------------------------
 
+/** The processes ticked "watch", remembered across visits. */
 function watched() {
   try {
-    const list = JSON.parse(localStorage.getItem(WATCH_KEY) || "[]");
+    const list = JSON.parse(prefs.get(WATCH_PREF, "[]") || "[]");
     return Array.isArray(list) ? list.filter((x) => typeof x === "string") : [];
   } catch {
     return [];
@@ -233,11 +235,7 @@ function watched() {
 }
 
 function saveWatched(list) {
-  try {
-    localStorage.setItem(WATCH_KEY, JSON.stringify(list));
-  } catch {
-    // not persisted
-  }
+  prefs.set(WATCH_PREF, JSON.stringify(list));
 }
 
 const merged = new MergedModel({ max: 5000 });

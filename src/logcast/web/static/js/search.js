@@ -1,7 +1,5 @@
-// The viewer's search: the server searches the whole history (`GET …/logs?q=` or `regex=`,
-// newest SEARCH_LIMIT matches, window by window); lines that arrive afterwards are matched here as they
-// come. Matches are listed, stepped through (next/previous wrap around) and highlighted
-// in the visible rows through the shared highlighter in `view`.
+// The viewer's search covers the whole history, not only the lines the page holds: the server
+// finds the matches, lines arriving afterwards are matched here, and hits are highlighted.
 
 import { api, enc } from "./api.js";
 import { stripAnsi } from "./ansi.js";
@@ -12,9 +10,14 @@ import { formatClock, formatCount } from "./format.js";
 
 export const SEARCH_LIMIT = 5000;
 
+/**
+ * The server searches (`GET …/logs?q=` or `regex=`, newest SEARCH_LIMIT matches, window by
+ * window). Matches are listed, stepped through (next/previous wrap around) and highlighted in
+ * the visible rows through the highlighter it sets in `display`.
+ */
 export class Search {
   /**
-   * @param {{process: string, model: object, vlist: object, view: object, ui: object,
+   * @param {{process: string, model: object, vlist: object, display: object, ui: object,
    *          level: () => string, lastSeq: () => number, loadOlderUntil: (reached: Function) => Promise<boolean>,
    *          onQuery: () => void}} deps
    */
@@ -36,13 +39,13 @@ export class Search {
   }
 
   async run() {
-    const { ui, view } = this;
+    const { ui, display } = this;
     this.query = ui.search.value.trim() ? ui.search.value : "";
     this.regex = ui.regex.checked;
     this.onQuery();
     if (this.controller) this.controller.abort();
-    view.highlighter = makeHighlighter(this.query, this.regex);
-    view.current = null;
+    display.highlighter = makeHighlighter(this.query, this.regex);
+    display.current = null;
     this.matches = [];
     this.index = -1;
     this.capped = false;
@@ -93,14 +96,14 @@ export class Search {
 
   /** Lines that arrived while the server searched. */
   _catchUp() {
-    const hl = this.view.highlighter;
-    if (!hl) return;
+    const { highlighter } = this.display;
+    if (!highlighter) return;
     const fresh = [];
-    const v = this.model.view;
-    for (let i = v.length - 1; i >= 0; i--) {
-      const e = v[i];
+    const shown = this.model.view;
+    for (let i = shown.length - 1; i >= 0; i--) {
+      const e = shown[i];
       if (e.seq <= this.upto) break;
-      if (e.kind === "line" && hl.test(stripAnsi(e.text))) fresh.push({ seq: e.seq, ts: e.ts, text: e.text });
+      if (e.kind === "line" && highlighter.test(stripAnsi(e.text))) fresh.push({ seq: e.seq, ts: e.ts, text: e.text });
     }
     this.matches.push(...fresh.reverse());
     if (fresh.length) this.upto = fresh[fresh.length - 1].seq;
@@ -108,9 +111,9 @@ export class Search {
 
   /** A live line was added to the model: count it when it matches. Returns true if it did. */
   observe(entry, log) {
-    const hl = this.view.highlighter;
-    if (!hl || this.controller || entry.kind !== "line" || log.seq <= this.upto || !this.model.passes(entry)) return false;
-    if (!hl.test(stripAnsi(log.message || ""))) return false;
+    const { highlighter } = this.display;
+    if (!highlighter || this.controller || entry.kind !== "line" || log.seq <= this.upto || !this.model.passes(entry)) return false;
+    if (!highlighter.test(stripAnsi(log.message || ""))) return false;
     this.matches.push({ seq: log.seq, ts: log.timestamp, text: log.message });
     this.upto = log.seq;
     return true;
@@ -136,15 +139,15 @@ export class Search {
   }
 
   renderList() {
-    const { ui, view } = this;
+    const { ui, display } = this;
     if (ui.matches.hidden) return;
     const items = this.matches.slice(-2000);
     const offset = this.matches.length - items.length;
     ui.matchList.replaceChildren(...items.map((m, k) => {
       const text = el("span", { class: "match-text" });
-      appendMessage(text, stripAnsi(m.text || "").slice(0, 300), view.highlighter);
+      appendMessage(text, stripAnsi(m.text || "").slice(0, 300), display.highlighter);
       const button = el("button", { type: "button", class: "match", dataset: { index: String(offset + k) } },
-        el("span", { class: "ts", text: formatClock(m.ts, view.time === "utc") }), text);
+        el("span", { class: "ts", text: formatClock(m.ts, display.time === "utc") }), text);
       if (offset + k === this.index) button.setAttribute("aria-current", "true");
       return el("li", {}, button);
     }));
@@ -182,7 +185,7 @@ export class Search {
   }
 
   async goTo(i) {
-    const { model, vlist, view, ui } = this;
+    const { model, vlist, display, ui } = this;
     const match = this.matches[i];
     if (!match) return;
     this.index = i;
@@ -199,8 +202,8 @@ export class Search {
     const idx = model.indexOfSeq(match.seq);
     const entry = model.view[idx];
     if (!entry) return;
-    view.current = entry;
-    view.selected = entry;
+    display.current = entry;
+    display.selected = entry;
     vlist.scrollToIndex(idx, "center");
     vlist.refresh();
     if (!ui.matches.hidden) {

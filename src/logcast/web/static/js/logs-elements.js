@@ -1,0 +1,42 @@
+// The log page's elements, looked up once by id so that the controller and its helpers name
+// them the same way.
+
+import { $ } from "./dom.js";
+
+export const ui = {
+  log: $("#log"),
+  search: $("#search"),
+  regex: $("#regex"),
+  prev: $("#prev-match"),
+  next: $("#next-match"),
+  count: $("#match-count"),
+  matches: $("#matches"),
+  matchList: $("#match-list"),
+  closeMatches: $("#close-matches"),
+  level: $("#level"),
+  pause: $("#pause"),
+  follow: $("#follow"),
+  viewMenu: $("#view-menu"),
+  time: $("#time-mode"),
+  wrap: $("#wrap"),
+  collapse: $("#collapse"),
+  top: $("#jump-top"),
+  jumpTime: $("#jump-time"),
+  jumpGo: $("#jump-go"),
+  earlier: $("#load-earlier"),
+  earlierMenu: $("#load-earlier-menu"),
+  newLines: $("#jump-bottom"),
+  conn: $("#conn"),
+  connText: $("#conn .conn-text"),
+  retry: $("#retry"),
+  pageProcess: $("#page-process"),
+  procSelect: $("#process-select"),
+  procState: $("#proc-state"),
+  statLines: $("#stat-lines"),
+  statDropped: $("#stat-dropped"),
+  statSeq: $("#stat-seq"),
+  statPending: $("#stat-pending"),
+  loading: $("#loading"),
+  picker: $("#picker"),
+  pickerList: $("#picker-list"),
+};

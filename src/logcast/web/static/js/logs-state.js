@@ -1,0 +1,69 @@
+// The log page's state in one place, apart from the code that wires it to the page: what the
+// URL asked for, how rows are drawn, the line model, and where the feed of lines stands.
+
+import { LogModel } from "./log-model.js";
+import { prefs } from "./prefs.js";
+import { intParam } from "./query.js";
+
+const params = new URLSearchParams(location.search);
+
+/** What the page's URL asks for, read once at load. */
+export const settings = {
+  process: params.get("process") || "",
+  historyLines: intParam(params, "lines", 100_000, 0, 1_000_000), // history asked for on opening
+  maxLines: intParam(params, "max", 1_000_000, 1000, 5_000_000), // lines the view holds at most
+  startAfter: params.has("after") ? intParam(params, "after", null, 0, Number.MAX_SAFE_INTEGER) : null,
+  debug: params.get("debug") === "1",
+  transport: params.get("transport") === "ws" ? "ws" : "sse",
+  level: params.get("level") || "",
+  query: params.get("q") || "",
+  regex: params.get("re") === "1",
+};
+
+/** How rows are drawn; shared with the search, which sets the highlighter and current match. */
+export const display = {
+  time: prefs.get("time", "local"), // "local" | "utc" | "off"
+  wrap: prefs.get("wrap", "0") === "1",
+  collapse: prefs.get("collapse", "1") === "1", // collapse redrawn progress lines
+  highlighter: null, // the search's, or null
+  selected: null, // the entry the user clicked (copied by `c`)
+  current: null, // the entry of the current search match
+};
+
+export const model = new LogModel({ max: settings.maxLines, collapse: display.collapse });
+
+/** Where the feed of lines stands: the stream, events waiting to be taken in, pause, history. */
+export const feed = {
+  stream: null, // the LogStream, once a process is open
+  queued: [], // events taken into the model on the next frame
+  paused: false,
+  held: [], // events kept back while paused
+  heldLines: 0, // lines among them (gap markers not counted)
+  unseen: 0, // lines that arrived while the user was scrolled up
+  historyDone: false, // the stream's history part has been taken in
+  moreOlder: false, // the server holds lines older than the first one held
+  seqLog: settings.debug ? [] : null, // every seq received, for tests (`?debug=1`)
+
+  /** Keep an event back while paused; past `maxLines` lines the oldest are let go. */
+  hold(ev) {
+    this.held.push(ev);
+    if (ev.type !== "gap") this.heldLines += 1;
+    if (this.heldLines > settings.maxLines) {
+      const cut = this.held.length - settings.maxLines;
+      this.held.splice(0, cut);
+      this.heldLines = this.held.filter((e) => e.type !== "gap").length;
+    }
+  },
+
+  /** Pause or resume; resuming queues what was held. Returns false when nothing changed. */
+  setPaused(on) {
+    if (on === this.paused) return false;
+    this.paused = on;
+    if (!on) {
+      this.queued.push(...this.held);
+      this.held = [];
+      this.heldLines = 0;
+    }
+    return true;
+  },
+};
