@@ -1,10 +1,7 @@
 """`logcast ps`, `logcast start|stop|restart NAME…`: control over the HTTP API.
 
-Each prints what the server answered: the process table, or the state a process is in
-after the action took effect. A command line or environment in an answer is masked
-here again (`logcast.secrets`), so that a server of an older version, which did not
-mask them, does not get a credential printed either. A failure (unknown process, server unreachable, wrong
-token) is one readable line on stderr and exit code 1.
+Each prints what the server answered; a failure (unknown process, server unreachable,
+wrong token) is one readable line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -34,14 +31,15 @@ def _fail(message: str) -> typer.Exit:
 
 
 def masked(raw: dict[str, Any]) -> dict[str, Any]:
-    """A process as the server described it, with its command and environment masked."""
+    """A process as the server described it, with its command and environment masked
+    (again: a server of an older version did not mask them)."""
     out = dict(raw)
     command = out.get("command")
     if isinstance(command, list):
         out["command"] = mask_argv(str(word) for word in command)
     env = out.get("env")
     if isinstance(env, dict):
-        out["env"] = mask_env({str(k): str(v) for k, v in env.items()})
+        out["env"] = mask_env({str(name): str(value) for name, value in env.items()})
     return out
 
 

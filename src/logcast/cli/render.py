@@ -1,9 +1,7 @@
 """Terminal rendering shared by `tail`, `ps` and `monitor`: colours, times, safe text.
 
-Log text is data (ARCHITECTURE invariant 6): before a terminal prints it, every control
-sequence but colours is removed (`capture.ansi.sanitize_for_terminal`); with colours off
-(not a TTY, or `NO_COLOR`), the colours go too (`strip_ansi`), so that a file or a pipe
-gets plain text.
+Log text is data: a terminal gets it with every control sequence but colours removed, and
+a file or a pipe (or `NO_COLOR`) gets it without colours too.
 """
 
 from __future__ import annotations
@@ -100,11 +98,11 @@ def duration(seconds: float | None) -> str:
     """A short uptime: `12s`, `5m03s`, `1h02m`, `3d04h`; `-` when unknown."""
     if seconds is None or seconds < 0:
         return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    total = int(seconds)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    if total < 86400:
+        return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    return f"{total // 86400}d{total % 86400 // 3600:02d}h"

@@ -1,13 +1,7 @@
-"""`logcast serve` and `logcast run`: the manager, the API and the dashboard.
+"""`logcast serve` and `logcast run`: the supervisor, the API and the dashboard.
 
-`web/server.py` runs the app under uvicorn; Ctrl-C or SIGTERM ends the streams, then
-the engine stops the children and flushes the store, in that order.
-
-`--echo` (the default for `run`) also prints every line to this terminal, prefixed
-with its process name in a colour per process. The printing goes through a bounded
-queue drained by its own thread: a terminal that stops reading (a paused `less`, a
-stuck ssh session) fills the queue, further lines are counted instead of queued,
-and the count is printed when the terminal moves again. The child never waits.
+Ctrl-C or SIGTERM ends the streams, then the engine stops the children and flushes the
+store, in that order.
 """
 
 from __future__ import annotations
@@ -41,13 +35,18 @@ COLOURS = ["36", "33", "32", "35", "34", "91", "96", "93", "92", "95", "94"]
 
 
 class Echo:
-    """Prints records to a terminal without ever making anyone wait for it."""
+    """Prints records to a terminal without ever making anyone wait for it (`--echo`).
+
+    A bounded queue is drained by a thread of its own: a terminal that stops reading (a
+    paused `less`, a stuck ssh session) fills it, further lines are counted instead of
+    queued, and the count is printed when the terminal moves again.
+    """
 
     def __init__(self, names: list[str], stream: object = None, *, colour: bool | None = None) -> None:
         self.out = stream if stream is not None else sys.stdout
         isatty = getattr(self.out, "isatty", lambda: False)()
         self.colour = colour if colour is not None else (isatty and "NO_COLOR" not in os.environ)
-        width = max((len(n) for n in names), default=4)
+        width = max((len(name) for name in names), default=4)
         self.prefix = {
             name: (
                 f"\x1b[{COLOURS[i % len(COLOURS)]}m{name:<{width}} |\x1b[0m "
@@ -92,12 +91,12 @@ class Echo:
             parts = [item]
             with contextlib.suppress(queue.Empty):
                 while len(parts) < 1000:
-                    nxt = self.queue.get_nowait()
-                    if nxt is None:
+                    queued = self.queue.get_nowait()
+                    if queued is None:
                         write("".join(parts))
                         flush()
                         return
-                    parts.append(nxt)
+                    parts.append(queued)
             try:
                 write("".join(parts))
                 flush()

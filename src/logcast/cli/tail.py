@@ -1,14 +1,7 @@
-"""`logcast tail NAME…`: follow processes' logs in a terminal, in the manner of the LLM manager's `test_log_stream.py`.
+"""`logcast tail NAME…`: follow processes' logs in a terminal, like the LLM manager's `test_log_stream.py`.
 
-Waits, with a visible status on stderr, while a process is not running or the server is
-down; prints the retained history marked `[history]`, then realtime lines marked `[live]`,
-and goes on across restarts of the process and of the server (the client resumes by
-sequence number: nothing lost, nothing repeated). Several names are followed at once,
-each with a colour and its name as prefix. stdout carries log lines only (or, with
-`--json`, one event per line); connection states go to stderr.
-
-Exit codes: 0 after Ctrl-C, 1 when following fails (unknown process, wrong token, gave up
-retrying), 2 for a usage error (bad regex, unknown level).
+History, then live lines, across restarts of the process and of the server (the client
+resumes by seq: nothing lost, nothing repeated); stdout carries log lines only.
 """
 
 from __future__ import annotations
@@ -46,10 +39,10 @@ MESSAGES: dict[Lang, dict[str, str]] = {
         ConnectionState.DISCONNECTED: "disconnected",
         "history": "[history]",
         "live": "[live]",
-        "missed": "… {n} lines missed ({a}–{b})",
-        "missed_reason": "… {n} lines missed ({a}–{b}, {reason})",
-        "retry": "retrying in {s:g} s",
-        "attempt": "attempt {n}/{max}",
+        "missed": "… {count} lines missed ({first}–{last})",
+        "missed_reason": "… {count} lines missed ({first}–{last}, {reason})",
+        "retry": "retrying in {seconds:g} s",
+        "attempt": "attempt {attempt}/{max}",
         "giving_up": "giving up",
         "error": "error",
     },
@@ -60,10 +53,10 @@ MESSAGES: dict[Lang, dict[str, str]] = {
         ConnectionState.DISCONNECTED: "连接断开",
         "history": "[历史]",
         "live": "[实时]",
-        "missed": "… 丢失 {n} 行 ({a}–{b})",
-        "missed_reason": "… 丢失 {n} 行 ({a}–{b}, {reason})",
-        "retry": "{s:g} 秒后重试",
-        "attempt": "第 {n}/{max} 次尝试",
+        "missed": "… 丢失 {count} 行 ({first}–{last})",
+        "missed_reason": "… 丢失 {count} 行 ({first}–{last}, {reason})",
+        "retry": "{seconds:g} 秒后重试",
+        "attempt": "第 {attempt}/{max} 次尝试",
         "giving_up": "放弃重试",
         "error": "错误",
     },
@@ -169,7 +162,7 @@ class Printer:
         if event.type is EventType.GAP:
             key = "missed_reason" if event.reason else "missed"
             text = self.text(key).format(
-                n=event.missed, a=event.gap_from, b=event.gap_to, reason=event.reason
+                count=event.missed, first=event.gap_from, last=event.gap_to, reason=event.reason
             )
             return self._prefix(follow, follow.live) + render.paint(text, "yellow", self.color)
         if event.type is EventType.STREAM_END:
@@ -202,11 +195,11 @@ class Printer:
             details.append(render.safe_text(event.reason, color=False))
         if state in (ConnectionState.NOT_RUNNING, ConnectionState.DISCONNECTED):
             if self.max_attempts and event.attempt:
-                details.append(self.text("attempt").format(n=event.attempt, max=self.max_attempts))
+                details.append(self.text("attempt").format(attempt=event.attempt, max=self.max_attempts))
             if event.retry_in is None and event.attempt:
                 details.append(self.text("giving_up"))
             elif event.retry_in is not None:
-                details.append(self.text("retry").format(s=round(event.retry_in, 2)))
+                details.append(self.text("retry").format(seconds=round(event.retry_in, 2)))
         suffix = f" ({'; '.join(details)})" if details else ""
         self.err.write(f"{ICONS[state]} {name}: {label}{suffix}\n")
         self.err.flush()
@@ -340,6 +333,8 @@ def tail(
         err_color=render.color_enabled(sys.stderr),
     )
     opts = TailOptions(url, token, 0 if no_history else lines, level, max_attempts, interval, wait)
+    # Exit codes: 0 after Ctrl-C, 1 when following fails (unknown process, wrong token, gave
+    # up retrying); typer's usage errors (bad regex, unknown level) are 2.
     try:
         failures = asyncio.run(follow_all(names, opts, printer))
     except KeyboardInterrupt:
