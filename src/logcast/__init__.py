@@ -1,7 +1,7 @@
 """logcast: run processes and watch their logs live.
 
-`logcast.Client` and `logcast.AsyncClient` are the Python clients of a running server;
-they are imported on first use so that the engine does not pull in the HTTP client.
+`Client` and `AsyncClient` are imported on first use, so that the engine does not pull
+in the HTTP client.
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """Filters over records: level, text, regex, time range.
 
-One `Query` is built from request parameters and applied the same way by the
-memory tail, the SQLite store, the Redis store and the streams, so that a filter
-means the same thing everywhere.
-
-`levels`: a single level means "this level or more severe"; several levels
-(`"info,error"`) mean exactly those. Status records (stream `system`) pass every
-filter when `keep_status` is set (streams keep them so that a filtered view still
-shows starts and exits); history pages leave it off.
-
-A user's `regex` runs on RE2 (`google-re2`), whose matching time is linear in the
-text: Python's `re` backtracks, and one pattern such as `(.+)+z` held the GIL for
-minutes, freezing the server and every capture thread with it. RE2 refuses what it
-cannot match in linear time (backreferences, lookaround), and we refuse what would
-be linear but slow (a large compiled program, as large counted repetitions give);
-such a pattern is a ValueError that says so, which the API turns into a 422.
+One `Query` is applied alike by the memory tail, both stores and the streams, so that a
+filter means the same thing everywhere.
 """
 
 from __future__ import annotations
@@ -44,12 +31,19 @@ def parse_levels(spec: str | None) -> frozenset[Level] | None:
 
 
 MAX_PATTERN = 1000  # characters
-MAX_PROGRAM = 2000  # RE2 program size: `(.{1000}.{1000})z` is 16,007 and takes 40 ms a line
+MAX_PROGRAM = 2000  # RE2 program size; `(.{1000}.{1000})z` is 16,007: linear, but slow per line
 _RE2_MEMORY = 8 << 20  # bytes RE2 may use per pattern for its automata
 
 
 class Regex:
-    """A compiled, case-insensitive RE2 pattern with the one method filters need."""
+    """A compiled, case-insensitive RE2 pattern with the one method filters need.
+
+    RE2 because its matching time is linear in the text: Python's `re` backtracks, and a
+    user's `(.+)+z` could hold the GIL for minutes, freezing the server and every capture
+    thread. RE2 refuses what it cannot match in linear time (backreferences, lookaround);
+    we refuse what is linear but slow (a large program, as large counted repetitions
+    give). Either is a ValueError saying why, which the API turns into a 422.
+    """
 
     __slots__ = ("_compiled", "pattern")
 
@@ -115,6 +109,7 @@ class Query:
     regex: Regex | None = None  # RE2, case-insensitive
     since: float | None = None  # Unix seconds, inclusive
     until: float | None = None  # Unix seconds, exclusive
+    # Status records pass every filter: a filtered stream still shows starts and exits.
     keep_status: bool = False
     _folded: str | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -143,7 +138,7 @@ class Query:
     def filter(self, records: list[LogRecord]) -> list[LogRecord]:
         if self.is_empty:
             return records
-        return [r for r in records if self.matches(r)]
+        return [record for record in records if self.matches(record)]
 
 
 EVERYTHING = Query()

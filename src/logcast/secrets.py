@@ -1,30 +1,7 @@
 """Masking credentials in command lines and environments before anyone sees them.
 
-A model server's command line often carries its key (`--api-key sk-…`), a worker's
-its database URL with a password in it. Whatever logcast shows of a command or an
-environment (status records, the config page, every API answer, `logcast ps`) goes
-through here first. The value is replaced by `MASK`; the name of the flag or variable
-stays, so a reader still sees *which* credential is set.
-
-What counts as a credential is decided by the *name* of a flag, a `name=value` word or
-an environment variable, and by its last word only: the name is cut into words at
-`-`, `_`, `.` and camelCase humps, and it names a credential when its last word is
-one of `_SECRET_LAST` (`--hf-token`, `--password`, `DB_PASSWORD`, `authToken`), or its
-last two words are one of `_SECRET_PAIRS` (`--api-key`, `OPENAI_API_KEY`,
-`AWS_SECRET_ACCESS_KEY`). So `--max-tokens 512`, `--num-tokens`, `tokens_per_s`,
-`--token-limit` and `--sort-key` stay readable: there the secret-sounding word is not
-the last one, or it is a plural, or `key` alone, which is too common to mean a secret.
-A last word that *ends* in one of the long secret words also counts (`PGPASSWORD`,
-`HFTOKEN`).
-
-Values are also masked wherever they stand by their shape: the password of a URL
-(`postgres://user:pw@host`), an `Authorization` value (`Bearer …`, `Basic …`) and
-keys of a well-known form (`sk-…`, `hf_…`, `ghp_…`, `xoxb-…`, `glpat-…`).
-
-Not masked, on purpose: short flags (`-p X` means a port as often as a password) and a
-value after a flag that is itself a long flag (`--no-auth --port 8080`).
-
-Every pattern is anchored or bounded: they run on untrusted text and must stay linear.
+Whatever logcast shows of a command or an environment goes through here. The value is
+replaced by `MASK` and the name stays, so a reader still sees *which* credential is set.
 """
 
 from __future__ import annotations
@@ -71,6 +48,7 @@ _SECRET_PAIRS = frozenset(
 )
 _MAX_NAME = 128  # longer "names" are not names
 
+# Every pattern is anchored or bounded: they run on untrusted text and must stay linear.
 _HUMP = re.compile(r"([a-z0-9])([A-Z])")
 _SEPARATORS = re.compile(r"[-_.]+")
 # NAME=value, --name=value, name: value (an HTTP header given as one word)
@@ -96,7 +74,15 @@ def _words(name: str) -> list[str]:
 
 
 def is_secret_name(name: str) -> bool:
-    """True for a flag, option or variable name that names a credential (see above)."""
+    """True for a flag, option or variable name that names a credential.
+
+    Only the last word counts (words are cut at `-`, `_`, `.` and camelCase humps): it is
+    one of `_SECRET_LAST` (`--hf-token`, `DB_PASSWORD`, `authToken`) or ends in one of
+    `_SECRET_ENDINGS` (`PGPASSWORD`), or the last two are one of `_SECRET_PAIRS`
+    (`--api-key`, `AWS_SECRET_ACCESS_KEY`). So `--max-tokens`, `tokens_per_s`,
+    `--token-limit` and `--sort-key` stay readable: the secret-sounding word is not the
+    last, or is a plural, or is `key` alone, too common to mean a secret.
+    """
     if len(name) > _MAX_NAME:
         return False
     words = _words(name)
@@ -116,7 +102,11 @@ def mask_text(text: str) -> str:
 
 
 def mask_argv(argv: Iterable[str]) -> list[str]:
-    """A command line with the value of every credential-like argument masked."""
+    """A command line with the value of every credential-like argument masked.
+
+    Not masked, on purpose: short flags (`-p X` means a port as often as a password) and
+    a value after a flag that is itself a long flag (`--no-auth --port 8080`).
+    """
     out: list[str] = []
     hide_next = False
     for word in argv:
@@ -125,13 +115,15 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
             if not _STARTS_LIKE_A_FLAG.match(word):
                 out.append(MASK)
                 continue
-        m = _ASSIGNED.match(word)
-        if m is not None and is_secret_name(m.group(2)):
-            rest = _SPACE.split(m.group(3), maxsplit=1)
-            if m.group(1).endswith("=") and len(rest) == 3:  # `PW=x ./run …` in one word: go on after it
-                out.append(m.group(1) + MASK + rest[1] + mask_line(rest[2]))
+        assigned = _ASSIGNED.match(word)
+        if assigned is not None and is_secret_name(assigned.group(2)):
+            rest = _SPACE.split(assigned.group(3), maxsplit=1)
+            if (
+                assigned.group(1).endswith("=") and len(rest) == 3
+            ):  # `PW=x ./run …` in one word: go on after it
+                out.append(assigned.group(1) + MASK + rest[1] + mask_line(rest[2]))
             else:
-                out.append(m.group(1) + MASK)
+                out.append(assigned.group(1) + MASK)
             continue
         if _SPACE.search(word):  # a whole command in one word (`sh -c "server --api-key X"`)
             out.append(mask_line(word))
@@ -171,4 +163,4 @@ def mask_line(text: str) -> str:
 
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:
     """An environment with credential variables masked (and URL passwords in any value)."""
-    return {k: (MASK if is_secret_name(k) else mask_text(v)) for k, v in env.items()}
+    return {name: (MASK if is_secret_name(name) else mask_text(value)) for name, value in env.items()}
