@@ -1,11 +1,5 @@
-// ANSI → styled segments, safely.
-//
-// `parseAnsi(text)` returns `[{text, cls, fg, bg}]`: SGR sequences (`ESC[…m`) become CSS
-// classes (`fg-1`, `b`, `u`…) or, for 256-colour and true-colour codes, a colour string the
-// renderer applies through the CSSOM (`el.style.color`, allowed by our CSP). Every other
-// escape — cursor moves, screen clears, OSC titles and hyperlinks, DCS/APC strings — and
-// every other control character (except tab) is dropped. The result is only ever put into
-// the page as text nodes, so a log line can neither run script nor repaint the screen.
+// ANSI escape codes → styled text segments, so that a log line keeps its colours but can
+// neither run script nor repaint the screen.
 
 // One token: CSI (7-bit or C1), OSC, DCS/SOS/PM/APC strings, other ESC sequences, bare controls.
 const TOKEN = new RegExp(
@@ -140,7 +134,14 @@ function styleOf(state) {
   return { cls: classes.join(" "), fg: fgCss, bg: bgCss };
 }
 
-/** Split a raw log line into styled text segments; every non-colour control is removed. */
+/**
+ * Split a raw log line into styled text segments `[{text, cls, fg, bg}]`: SGR sequences
+ * (`ESC[…m`) become CSS classes (`fg-1`, `b`, `u`…) or, for 256-colour and true-colour codes,
+ * a colour string the renderer applies through the CSSOM (`el.style.color`, allowed by the
+ * CSP). Every other escape (cursor moves, screen clears, OSC titles and hyperlinks, DCS/APC
+ * strings) and every other control character except tab is dropped. The result is only ever
+ * put into the page as text nodes.
+ */
 export function parseAnsi(text) {
   if (!HAS_CONTROL.test(text)) return [{ text, cls: "", fg: null, bg: null }];
   const out = [];

@@ -1,8 +1,4 @@
-// The dashboard's one door to the REST API.
-//
-// Every call goes through `api()`: same-origin cookies, JSON in and out, a 401 sends the
-// browser to the login page (and back here afterwards), and any other failure raises an
-// `ApiError` carrying the server's `detail`, ready for a toast.
+// The pages' one door to the REST API, so that every call treats login and errors alike.
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -30,6 +26,11 @@ export function safeNext(value) {
   return value;
 }
 
+/**
+ * Same-origin cookies, JSON in and out; a 401 sends the browser to the login page (and back
+ * here afterwards), and any other failure raises an `ApiError` carrying the server's
+ * `detail`, ready for a toast.
+ */
 export async function api(path, { method = "GET", body, signal, redirectOn401 = true } = {}) {
   const init = { method, credentials: "same-origin", headers: { Accept: "application/json" }, signal };
   if (body !== undefined) {

@@ -1,14 +1,5 @@
-// / — every process at a glance, control buttons, and a merged live view.
-//
-// The table is polled every 1.5 s (skipped while the tab is hidden, and refreshed at once
-// when a watched process reports a status change). Rows are built once per process and
-// then only their cells' text changes, so focus and hover survive the polling.
-//
-// The merged view follows the processes ticked "watch": one stream each, lines merged by
-// timestamp. It uses the WebSocket transport (same JSON events as SSE) because a browser
-// gives an origin only six HTTP/1.1 connections, and every EventSource keeps one busy:
-// four watched processes plus a viewer tab would starve the polling. `?merge=sse` switches
-// to EventSource anyway.
+// / — every process at a glance with its controls, and a merged live view of the processes
+// ticked "watch", so that one page shows what runs and what it says.
 
 import { ApiError, control, listProcesses } from "./api.js";
 import { gapEntry, noteEntry } from "./entries.js";
@@ -25,6 +16,9 @@ import { formatCount, formatDuration, formatRate } from "./format.js";
 
 const POLL_MS = 1500;
 const MERGE_LINES = 200;
+// The merged view uses the WebSocket transport (same JSON events as SSE): a browser gives an
+// origin only six HTTP/1.1 connections and every EventSource keeps one busy, so four watched
+// processes plus a viewer tab would starve the polling. `?merge=sse` switches to EventSource.
 const MERGE_TRANSPORT = new URLSearchParams(location.search).get("merge") === "sse" ? "sse" : "ws";
 const WATCH_PREF = "watch"; // localStorage "logcast.watch"
 
@@ -38,6 +32,11 @@ let busy = false;
 
 // --- polling ------------------------------------------------------------------------------
 
+/**
+ * The table is polled every POLL_MS (skipped while the tab is hidden, and refreshed at once
+ * when a watched process reports a status change). Rows are built once per process and then
+ * only their cells' text changes, so focus and hover survive the polling.
+ */
 async function poll() {
   clearTimeout(pollTimer);
   if (document.hidden) {

@@ -1,5 +1,6 @@
 // Building and finding elements. Nothing here parses HTML: elements are made with
-// createElement and text goes in through textContent, so log text can never become markup.
+// createElement and text goes in through textContent, so log text can never become markup
+// (invariant 6).
 
 /** Build an element: el("button", {class: "btn", type: "button", onclick: f}, "Start"). */
 export function el(tag, attrs = {}, ...children) {

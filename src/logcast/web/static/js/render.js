@@ -70,18 +70,18 @@ export function appendMessage(container, text, highlighter) {
     let pos = start;
     while (pos < end) {
       while (r < ranges.length && ranges[r][1] <= pos) r += 1;
-      const hit = ranges[r];
-      if (!hit || hit[0] >= end) {
+      const hitRange = ranges[r];
+      if (!hitRange || hitRange[0] >= end) {
         target.append(document.createTextNode(seg.text.slice(pos - start)));
         pos = end;
-      } else if (hit[0] > pos) {
-        target.append(document.createTextNode(seg.text.slice(pos - start, hit[0] - start)));
-        pos = hit[0];
+      } else if (hitRange[0] > pos) {
+        target.append(document.createTextNode(seg.text.slice(pos - start, hitRange[0] - start)));
+        pos = hitRange[0];
       } else {
-        const stop = Math.min(hit[1], end);
-        const mark = document.createElement("mark");
-        mark.textContent = seg.text.slice(pos - start, stop - start);
-        target.append(mark);
+        const stop = Math.min(hitRange[1], end);
+        const hitElement = document.createElement("mark");
+        hitElement.textContent = seg.text.slice(pos - start, stop - start);
+        target.append(hitElement);
         pos = stop;
       }
     }

@@ -1,26 +1,27 @@
-// A live log stream of one process that survives everything: server restarts, network
-// drops, sleeping laptops.
-//
-// Transport: SSE (`EventSource` on /api/processes/{name}/logs/stream) by default, or the
-// WebSocket `/ws/logs?format=json` (same JSON events) where many streams share one page —
-// browsers allow only six HTTP/1.1 connections per origin, and each EventSource holds one.
-//
-// Reconnection is ours, not the browser's: on any error we close the connection and open a
-// new one after 1 s, 2 s, 4 s … 10 s (reset once a connection opens), asking for
-// `after=<last seq we saw>`. That is what Last-Event-ID would do, but it also works when
-// the browser has given up (HTTP errors close an EventSource for good), keeps the delay
-// under our control and reads the same over SSE and WebSocket. Before retrying after a
-// failed open we ask the REST API why: 401 → login page, 404 → unknown process (stop).
-//
-// Every event's seq is tracked here, so the caller never sees a record twice: anything at
-// or below the last seq is counted as a duplicate and dropped, and a jump forward that no
-// `gap` announced is counted as a hole (the server promises neither happens).
+// A live log stream of one process that survives server restarts, network drops and sleeping
+// laptops, and never hands its caller the same record twice.
 
 import { api, ApiError, enc } from "./api.js";
 
 export const BACKOFF_MIN_MS = 1000;
 export const BACKOFF_MAX_MS = 10000;
 
+/**
+ * Transport: SSE (`EventSource` on /api/processes/{name}/logs/stream) by default, or the
+ * WebSocket `/ws/logs?format=json` (same JSON events) where many streams share one page —
+ * browsers allow only six HTTP/1.1 connections per origin, and each EventSource holds one.
+ *
+ * Reconnection is ours, not the browser's: on any error we close the connection and open a
+ * new one after 1 s, 2 s, 4 s … 10 s (reset once a connection opens), asking for
+ * `after=<last seq we saw>`. That is what Last-Event-ID would do, but it also works when
+ * the browser has given up (HTTP errors close an EventSource for good), keeps the delay
+ * under our control and reads the same over SSE and WebSocket. Before retrying after a
+ * failed open we ask the REST API why: 401 → login page, 404 → unknown process (stop).
+ *
+ * Every event's seq is tracked here: anything at or below the last seq is counted as a
+ * duplicate and dropped, and a jump forward that no `gap` announced is counted as a hole
+ * (the server promises neither happens).
+ */
 export class LogStream {
   /**
    * @param {string} process

@@ -1,22 +1,5 @@
-// A virtual list for millions of log rows.
-//
-// The scroller holds a sizer as tall as all rows together and, inside it, one absolutely
-// positioned window with a small pool of row elements (what is visible plus MARGIN rows
-// either side). Scrolling only moves the window and refills the pooled rows whose entry
-// changed, so the DOM stays at a few hundred nodes whatever the number of lines.
-//
-// Heights: without wrap every row is exactly one line (`--row-h`), so row i starts at
-// i × rowH. With wrap a row's height is estimated from its visible width and the width of
-// the message column (wide CJK characters count twice, tabs eight) and kept in a lazily
-// rebuilt prefix-sum array; an estimate that is off only shifts what is shown a little,
-// and while following the tail the window is anchored to the bottom so the newest line is
-// always fully visible. Browsers cap an element's height (~17 M px in Firefox), so past
-// MAX_PX the sizer is scaled and scroll positions are mapped linearly.
-//
-// Follow: the list sticks to the bottom while `follow` is on. A scroll the user makes
-// (wheel, keys, scrollbar, touch) that leaves the bottom turns it off; scrolling back to
-// the bottom turns it on again. Programmatic scrolls are told apart by remembering the
-// position we set.
+// A virtual list, so that millions of log rows cost only a few hundred DOM nodes: just the
+// visible rows (and a margin) exist, pooled and refilled as the list scrolls.
 
 const MAX_PX = 8_000_000;
 const MARGIN = 15;
@@ -43,6 +26,25 @@ function visibleWidth(entry) {
   return w;
 }
 
+/**
+ * The scroller holds a sizer as tall as all rows together and, inside it, one absolutely
+ * positioned window with a small pool of row elements (what is visible plus MARGIN rows
+ * either side). Scrolling only moves the window and refills the pooled rows whose entry
+ * changed.
+ *
+ * Heights: without wrap every row is exactly one line (`--row-h`), so row i starts at
+ * i × rowH. With wrap a row's height is estimated from its visible width and the width of
+ * the message column (wide CJK characters count twice, tabs eight) and kept in a lazily
+ * rebuilt prefix-sum array; an estimate that is off only shifts what is shown a little,
+ * and while following the tail the window is anchored to the bottom so the newest line is
+ * always fully visible. Browsers cap an element's height (~17 M px in Firefox), so past
+ * MAX_PX the sizer is scaled and scroll positions are mapped linearly.
+ *
+ * Follow: the list sticks to the bottom while `follow` is on. A scroll the user makes
+ * (wheel, keys, scrollbar, touch) that leaves the bottom turns it off; scrolling back to
+ * the bottom turns it on again. Programmatic scrolls are told apart by remembering the
+ * position we set.
+ */
 export class VirtualList {
   /**
    * @param {HTMLElement} scroller  an element with overflow: auto and a fixed height
@@ -57,14 +59,14 @@ export class VirtualList {
     this.items = [];
     this.follow = true;
     this.wrap = false;
-    this.gen = 0;
+    this.generation = 0; // bumped to redraw every visible row (highlight, time format…)
     this.pool = [];
     this.raf = 0;
-    this.progTop = null;
+    this.programmaticTop = null; // the scrollTop we set ourselves, to tell it from the user's
     this.pendingShift = 0;
     this.pendingIndex = null;
-    this.offs = new Float64Array(1024);
-    this.valid = 0;
+    this.rowTops = new Float64Array(1024); // with wrap: prefix sums of row heights
+    this.rowTopsValid = 0; // how many of them are up to date
     this.cols = 120;
     this.sizerH = -1;
     this.range = [0, 0];
@@ -72,9 +74,9 @@ export class VirtualList {
 
     this.sizer = document.createElement("div");
     this.sizer.className = "vl-sizer";
-    this.win = document.createElement("div");
-    this.win.className = "vl-window";
-    this.sizer.append(this.win);
+    this.rowWindow = document.createElement("div");
+    this.rowWindow.className = "vl-window";
+    this.sizer.append(this.rowWindow);
     scroller.append(this.sizer);
     this._measure();
 
@@ -90,7 +92,7 @@ export class VirtualList {
     });
     new ResizeObserver(() => {
       this._measure();
-      this.valid = 0;
+      this.rowTopsValid = 0;
       this.schedule();
     }).observe(scroller);
   }
@@ -102,7 +104,7 @@ export class VirtualList {
     msg.className = "msg";
     msg.textContent = "0".repeat(100);
     probe.append(msg);
-    this.win.append(probe);
+    this.rowWindow.append(probe);
     this.rowH = Math.max(8, probe.getBoundingClientRect().height || 18);
     const charW = msg.getBoundingClientRect().width / 100 || 8;
     probe.remove();
@@ -113,7 +115,7 @@ export class VirtualList {
 
   setItems(items) {
     this.items = items;
-    this.valid = 0;
+    this.rowTopsValid = 0;
     this.schedule();
   }
 
@@ -122,20 +124,20 @@ export class VirtualList {
     const before = this.items;
     this.items = items;
     if (change.reset || before !== items) {
-      this.valid = 0;
+      this.rowTopsValid = 0;
     } else {
       let shift = 0;
       if (change.removedFront) {
-        shift -= this.wrap && this.valid >= change.removedFront ? this.offs[change.removedFront] : change.removedFront * this.rowH;
-        this.valid = 0;
+        shift -= this.wrap && this.rowTopsValid >= change.removedFront ? this.rowTops[change.removedFront] : change.removedFront * this.rowH;
+        this.rowTopsValid = 0;
       }
       if (change.addedFront) {
         let h = 0;
         for (let i = 0; i < change.addedFront && i < items.length; i++) h += this._height(items[i]);
         shift += h;
-        this.valid = 0;
+        this.rowTopsValid = 0;
       }
-      if (change.updated && this.wrap) this.valid = 0;
+      if (change.updated && this.wrap) this.rowTopsValid = 0;
       if (shift && !this.follow) this.pendingShift += shift;
     }
     if (change.reset || change.removedFront || change.addedFront || change.addedBack || change.updated) this.schedule();
@@ -147,8 +149,8 @@ export class VirtualList {
     this.wrap = wrap;
     this.scroller.classList.toggle("wrap", wrap);
     this._measure();
-    this.valid = 0;
-    this.gen += 1;
+    this.rowTopsValid = 0;
+    this.generation += 1;
     if (anchor !== null) this.pendingIndex = { index: anchor, align: "top" };
     this.schedule();
   }
@@ -156,14 +158,14 @@ export class VirtualList {
   /** Measure row height and column width again (fonts, time column or width changed). */
   remeasure() {
     this._measure();
-    this.valid = 0;
-    this.gen += 1;
+    this.rowTopsValid = 0;
+    this.generation += 1;
     this.schedule();
   }
 
   /** Re-render every visible row (highlight, time format or selection changed). */
   refresh() {
-    this.gen += 1;
+    this.generation += 1;
     this.schedule();
   }
 
@@ -206,28 +208,28 @@ export class VirtualList {
 
   _height(entry) {
     if (!this.wrap) return this.rowH;
-    if (entry._wv !== entry.ver || entry._w === undefined) {
-      entry._w = visibleWidth(entry);
-      entry._wv = entry.ver;
+    if (entry._widthVer !== entry.ver || entry._width === undefined) {
+      entry._width = visibleWidth(entry);
+      entry._widthVer = entry.ver;
     }
-    return this.rowH * Math.max(1, Math.ceil(entry._w / this.cols));
+    return this.rowH * Math.max(1, Math.ceil(entry._width / this.cols));
   }
 
   _ensureOffs(n) {
-    if (this.offs.length < n + 1) {
-      const grown = new Float64Array(Math.max(n + 1, this.offs.length * 2));
-      grown.set(this.offs.subarray(0, this.valid + 1));
-      this.offs = grown;
+    if (this.rowTops.length < n + 1) {
+      const grown = new Float64Array(Math.max(n + 1, this.rowTops.length * 2));
+      grown.set(this.rowTops.subarray(0, this.rowTopsValid + 1));
+      this.rowTops = grown;
     }
-    const offs = this.offs;
+    const rowTops = this.rowTops;
     const items = this.items;
-    offs[0] = 0;
-    for (let i = this.valid; i < n; i++) offs[i + 1] = offs[i] + this._height(items[i]);
-    this.valid = n;
+    rowTops[0] = 0;
+    for (let i = this.rowTopsValid; i < n; i++) rowTops[i + 1] = rowTops[i] + this._height(items[i]);
+    this.rowTopsValid = n;
   }
 
   _top(i) {
-    return this.wrap ? this.offs[i] : i * this.rowH;
+    return this.wrap ? this.rowTops[i] : i * this.rowH;
   }
 
   _indexAt(v) {
@@ -238,7 +240,7 @@ export class VirtualList {
     let hi = n - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >>> 1;
-      if (this.offs[mid] <= v) lo = mid;
+      if (this.rowTops[mid] <= v) lo = mid;
       else hi = mid - 1;
     }
     return lo;
@@ -246,16 +248,16 @@ export class VirtualList {
 
   _setTop(top) {
     this.scroller.scrollTop = top;
-    this.progTop = this.scroller.scrollTop;
+    this.programmaticTop = this.scroller.scrollTop;
   }
 
   _onScroll() {
-    const st = this.scroller.scrollTop;
-    if (this.progTop !== null && Math.abs(st - this.progTop) < 2) {
-      this.progTop = null;
+    const scrollTop = this.scroller.scrollTop;
+    if (this.programmaticTop !== null && Math.abs(scrollTop - this.programmaticTop) < 2) {
+      this.programmaticTop = null;
     } else {
-      this.progTop = null;
-      const atBottom = st + this.scroller.clientHeight >= this.scroller.scrollHeight - Math.max(4, this.rowH / 2);
+      this.programmaticTop = null;
+      const atBottom = scrollTop + this.scroller.clientHeight >= this.scroller.scrollHeight - Math.max(4, this.rowH / 2);
       if (atBottom !== this.follow) this.setFollow(atBottom);
     }
     this.schedule();
@@ -270,36 +272,36 @@ export class VirtualList {
     const items = this.items;
     const n = items.length;
     if (this.wrap) this._ensureOffs(n);
-    const H = this.scroller.clientHeight;
-    const total = this.wrap ? this.offs[n] : n * this.rowH;
+    const viewportH = this.scroller.clientHeight;
+    const total = this.wrap ? this.rowTops[n] : n * this.rowH;
     const sizerH = Math.min(total, MAX_PX);
     if (sizerH !== this.sizerH) {
       this.sizer.style.height = `${sizerH}px`;
       this.sizerH = sizerH;
     }
-    const ratio = sizerH > H && total > H ? (total - H) / (sizerH - H) : 1;
+    const ratio = sizerH > viewportH && total > viewportH ? (total - viewportH) / (sizerH - viewportH) : 1;
 
     if (this.follow) {
       this.pendingIndex = null;
       this.pendingShift = 0;
-      if (Math.abs(this.scroller.scrollTop - Math.max(0, sizerH - H)) >= 1) this._setTop(Math.max(0, sizerH - H));
+      if (Math.abs(this.scroller.scrollTop - Math.max(0, sizerH - viewportH)) >= 1) this._setTop(Math.max(0, sizerH - viewportH));
     } else if (this.pendingIndex) {
       const { index, align } = this.pendingIndex;
       this.pendingIndex = null;
       this.pendingShift = 0;
       const i = Math.max(0, Math.min(n - 1, index));
       const rowTop = n ? this._top(i) : 0;
-      const target = align === "top" ? rowTop : rowTop - H / 2 + this.rowH / 2;
+      const target = align === "top" ? rowTop : rowTop - viewportH / 2 + this.rowH / 2;
       this._setTop(Math.max(0, target) / ratio);
     } else if (this.pendingShift) {
       this._setTop(this.scroller.scrollTop + this.pendingShift / ratio);
       this.pendingShift = 0;
     }
 
-    const st = this.scroller.scrollTop;
-    const vTop = st * ratio;
+    const scrollTop = this.scroller.scrollTop;
+    const vTop = scrollTop * ratio;
     const first = this._indexAt(vTop);
-    const last = this._indexAt(vTop + H);
+    const last = this._indexAt(vTop + viewportH);
     const start = Math.max(0, first - MARGIN);
     const end = n === 0 ? 0 : Math.min(n, last + 1 + MARGIN);
     this.range = [first, Math.min(n - 1, last)];
@@ -309,17 +311,17 @@ export class VirtualList {
       const row = document.createElement("div");
       row.className = "row";
       row.hidden = true;
-      this.win.append(row);
+      this.rowWindow.append(row);
       this.pool.push(row);
     }
     for (let k = 0; k < count; k++) {
       const row = this.pool[k];
       const entry = items[start + k];
-      if (row._entry !== entry || row._ver !== entry.ver || row._gen !== this.gen) {
+      if (row._entry !== entry || row._ver !== entry.ver || row._generation !== this.generation) {
         this.renderRow(row, entry);
         row._entry = entry;
         row._ver = entry.ver;
-        row._gen = this.gen;
+        row._generation = this.generation;
       }
       if (row.hidden) row.hidden = false;
     }
@@ -331,13 +333,13 @@ export class VirtualList {
       }
     }
 
-    let winTop = n ? st + (this._top(start) - vTop) : 0;
+    let winTop = n ? scrollTop + (this._top(start) - vTop) : 0;
     if (this.wrap && this.follow && end === n && n) {
-      const wh = this.win.offsetHeight;
+      const wh = this.rowWindow.offsetHeight;
       winTop = Math.max(0, sizerH - wh);
       if (wh > sizerH) this.sizer.style.height = `${wh}px`;
     }
-    this.win.style.transform = `translateY(${Math.round(winTop)}px)`;
+    this.rowWindow.style.transform = `translateY(${Math.round(winTop)}px)`;
     this.onRender();
   }
 }
