@@ -1,0 +1,90 @@
+"""Processes: list, describe, start, stop, restart; the configuration (masked)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from logcast.engine import Engine
+from logcast.schemas import Config, Healthz, HttpReady, LogReady, Process, ProcessConfig, ProcessList
+from logcast.secrets import mask_argv, mask_env, mask_text
+from logcast.types import ProcessState
+from logcast.web.routes.deps import EngineDep, process_model, resolve
+
+router = APIRouter()
+
+# `response_model_exclude_unset`: fields a process does not have stay absent (`process_model`)
+
+
+@router.get("/api/processes", tags=["processes"], response_model_exclude_unset=True)
+async def list_processes(engine: EngineDep) -> ProcessList:
+    return ProcessList(processes=[process_model(engine, name) for name in engine.processes.names()])
+
+
+@router.get("/api/processes/{name}", tags=["processes"], response_model_exclude_unset=True)
+async def get_process(name: str, engine: EngineDep) -> Process:
+    return process_model(engine, resolve(engine, name))
+
+
+async def _control(engine: Engine, name: str, action: str) -> Process:
+    name = resolve(engine, name)
+    if name not in engine.processes:
+        raise HTTPException(404, f"unknown process {name!r}")
+    if action == "start":
+        state = engine.processes.info(name)["state"]
+        if ProcessState(state).is_starting_or_up:
+            raise HTTPException(409, f"{name} is already running")
+        await engine.processes.start(name)
+    elif action == "stop":
+        await engine.processes.stop(name)
+    else:
+        await engine.processes.restart(name)
+    return process_model(engine, name)
+
+
+@router.post("/api/processes/{name}/start", tags=["processes"], response_model_exclude_unset=True)
+async def start_process(name: str, engine: EngineDep) -> Process:
+    return await _control(engine, name, "start")
+
+
+@router.post("/api/processes/{name}/stop", tags=["processes"], response_model_exclude_unset=True)
+async def stop_process(name: str, engine: EngineDep) -> Process:
+    return await _control(engine, name, "stop")
+
+
+@router.post("/api/processes/{name}/restart", tags=["processes"], response_model_exclude_unset=True)
+async def restart_process(name: str, engine: EngineDep) -> Process:
+    return await _control(engine, name, "restart")
+
+
+@router.get("/api/config", tags=["processes"])
+async def get_config(engine: EngineDep) -> Config:
+    out = []
+    for name, p in engine.settings.processes.items():
+        ready: LogReady | HttpReady | None = None
+        if p.ready is not None:
+            if p.ready.log is not None:
+                ready = LogReady(log=p.ready.log.pattern, timeout=p.ready.timeout)
+            else:
+                ready = HttpReady(http=mask_text(p.ready.http or ""), timeout=p.ready.timeout)
+        out.append(
+            ProcessConfig(
+                name=name,
+                aliases=list(p.aliases),
+                command=mask_argv(p.command),  # credentials in arguments never leave the server
+                cwd=str(p.cwd),
+                env=mask_env(p.env),
+                autostart=p.autostart,
+                restart=str(p.restart),
+                pty=p.pty,
+                ready=ready,
+                stop_signal=p.stop_signal.name.removeprefix("SIG"),
+                stop_timeout=p.stop_timeout,
+            )
+        )
+    path = engine.settings.path
+    return Config(path=str(path) if path else None, processes=out)
+
+
+@router.get("/healthz", tags=["meta"])
+async def healthz() -> Healthz:
+    return Healthz(status="ok")
