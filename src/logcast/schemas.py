@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from logcast.types import Level, LogRecord, ProcessState, Stream
+from logcast.types import GapReason, Level, LogRecord, ProcessState, Stream
 
 
 class Shape(BaseModel):
@@ -344,7 +344,7 @@ class GapEvent(Shape):
     from_: int = Field(alias="from")
     to: int
     count: int
-    reason: str
+    reason: GapReason
     """`retention` (gone from memory and store), `cleared`, or `lost` (never stored)."""
     process: str
 

@@ -144,6 +144,12 @@ class LogRecord(NamedTuple):
         )
 
 
+class GapReason(enum.StrEnum):
+    RETENTION = "retention"  # the lines left memory and the store
+    LOST = "lost"  # they never reached the store
+    CLEARED = "cleared"
+
+
 @dataclass(frozen=True, slots=True)
 class Gap:
     """Lines `start`..`end` (inclusive) of `process` will not reach this reader."""
@@ -151,7 +157,7 @@ class Gap:
     process: str
     start: int
     end: int
-    reason: str  # retention (left memory and store) | lost (never reached the store) | cleared
+    reason: GapReason
 
     @property
     def count(self) -> int:

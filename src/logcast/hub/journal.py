@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from logcast.hub.ring import Ring
-from logcast.types import ProcessState
+from logcast.types import GapReason, ProcessState
 
 if TYPE_CHECKING:
     from logcast.hub.subscription import Subscription
@@ -106,10 +106,10 @@ class Journal:
         """Some seq in `start`..`end` is in a lost range."""
         return any(a <= end and start <= b for a, b in self.lost)
 
-    def gap_reason(self, start: int, end: int) -> str:
+    def gap_reason(self, start: int, end: int) -> GapReason:
         if end <= self.cleared_upto:
-            return "cleared"
-        return "lost" if self.was_lost(start, end) else "retention"
+            return GapReason.CLEARED
+        return GapReason.LOST if self.was_lost(start, end) else GapReason.RETENTION
 
     @property
     def reservation_low(self) -> bool:
