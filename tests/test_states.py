@@ -80,3 +80,14 @@ def test_the_state_groups_nest_and_do_not_overlap() -> None:
         ProcessState.CRASHED,
     }
     assert not ProcessState.BACKOFF.is_alive and not ProcessState.BACKOFF.has_ended
+
+
+def test_the_viewer_groups_states_as_process_state_does() -> None:
+    """The dashboard's one list of states (static/js/states.js) agrees with ProcessState."""
+    import re
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "src/logcast/web/static/js/states.js").read_text()
+    alive = re.search(r"ALIVE = new Set\(\[(.*?)\]\)", source)
+    assert alive is not None
+    assert set(re.findall(r'"(\w+)"', alive.group(1))) == {state.value for state in S if state.is_alive}

@@ -32,7 +32,7 @@ def js(make_server: Callable[..., Server], open_page: Callable[..., Any]) -> Ite
         # in the page would be refused by the CSP (no 'unsafe-eval'), as it should.
         source = (
             "async (arg) => { const m = {};"
-            " for (const name of ['ansi', 'model', 'render', 'util'])"
+            " for (const name of ['ansi', 'entries', 'log-model', 'merged-model', 'render', 'dom', 'format', 'debounce'])"
             " Object.assign(m, await import(`/static/js/${name}.js`));\n" + body + "\n}"
         )
         return page.evaluate(source, arg)
@@ -194,3 +194,24 @@ def test_static_files_never_parse_html_nor_reach_outside() -> None:
         if path.suffix == ".js":
             for url in re.findall(r"""import[^"']*["']([^"']+)["']""", text):
                 assert url.startswith("./"), f"{path.name} imports {url}"
+
+
+def test_a_million_entries_move_without_overflowing_the_stack(js: Callable[..., Any]) -> None:
+    """Resuming after a long pause and dropping a process from the merged view move every
+    entry; a spread (`push(...list)`) of that many overflowed the call stack."""
+    moved = js(
+        """
+        const { feed } = await import('/static/js/logs-state.js');
+        feed.setPaused(true);
+        for (let i = 0; i < arg; i++) feed.held.push({ type: 'realtime', log: { seq: i + 1 } });
+        feed.setPaused(false);
+        const resumed = feed.queued.length;
+        feed.queued.length = 0;
+        const merged = new m.MergedModel({ max: 2 * arg });
+        for (let i = 0; i < arg; i++) merged.entries.push({ process: i % 2 ? 'a' : 'b', seq: i });
+        merged.removeProcess('a');
+        return [resumed, merged.entries.length];
+        """,
+        1_000_000,
+    )
+    assert moved == [1_000_000, 500_000]

@@ -5,8 +5,8 @@ import { api, ApiError, control, listProcesses } from "./api.js";
 import { initNav } from "./nav.js";
 import { $, el } from "./dom.js";
 import { toast } from "./feedback.js";
+import { ALIVE } from "./states.js";
 
-const ALIVE = new Set(["starting", "running", "ready", "stopping"]);
 const cards = new Map();
 
 /** argv as a shell would read it back (for copying); shown as separate chips anyway. */

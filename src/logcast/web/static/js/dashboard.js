@@ -13,6 +13,7 @@ import { VirtualList } from "./vlist.js";
 import { $, el, isTyping } from "./dom.js";
 import { toast } from "./feedback.js";
 import { formatCount, formatDuration, formatRate } from "./format.js";
+import { ALIVE } from "./states.js";
 
 const POLL_MS = 1500;
 const MERGE_LINES = 200;
@@ -121,7 +122,6 @@ function buildRow(p) {
   return { tr, cells, state, buttons, watch };
 }
 
-const ALIVE = new Set(["starting", "running", "ready", "stopping"]);
 
 /** Stable colour slot (0–7) for a process name, by its index in the configured list. */
 function colourSlot(index) {

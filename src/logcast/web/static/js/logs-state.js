@@ -60,7 +60,7 @@ export const feed = {
     if (on === this.paused) return false;
     this.paused = on;
     if (!on) {
-      this.queued.push(...this.held);
+      for (const ev of this.held) this.queued.push(ev); // a spread of a million overflows the stack
       this.held = [];
       this.heldLines = 0;
     }

@@ -61,7 +61,7 @@ export class MergedModel {
   removeProcess(name) {
     const kept = this.entries.filter((e) => e.process !== name);
     this.entries.length = 0;
-    this.entries.push(...kept);
+    for (const entry of kept) this.entries.push(entry);
     this.builder.forget();
     this._change.reset = true;
   }

@@ -105,7 +105,7 @@ export class Search {
       if (e.seq <= this.upto) break;
       if (e.kind === "line" && highlighter.test(stripAnsi(e.text))) fresh.push({ seq: e.seq, ts: e.ts, text: e.text });
     }
-    this.matches.push(...fresh.reverse());
+    for (const match of fresh.reverse()) this.matches.push(match);
     if (fresh.length) this.upto = fresh[fresh.length - 1].seq;
   }
 
