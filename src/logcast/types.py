@@ -1,13 +1,7 @@
 """The vocabulary of logcast: records, levels, streams, process states, events.
 
-Every other module speaks in these words; this one imports nothing from the
-project, so that any room of the code can depend on it without cycles.
-
-A `LogRecord` is an immutable named tuple: it is created once per captured line on
-the hot path (a tuple is the cheapest immutable object Python can build) and is
-never changed afterwards. A status change of a process (a start, an exit, a state
-transition) is a record too, with `stream == Stream.SYSTEM`, so that the history
-keeps it in order with the lines and a client resuming by `seq` sees it exactly once.
+It imports nothing from the project, so that any room of the code can depend on it
+without cycles.
 """
 
 from __future__ import annotations
@@ -92,6 +86,11 @@ class EventType(enum.StrEnum):
 class LogRecord(NamedTuple):
     """One captured line (or one status change) of one process.
 
+    A named tuple: one is built per captured line on the hot path, and a tuple is the
+    cheapest immutable object Python can build. A status change is a record too, with
+    `stream == Stream.SYSTEM`, so that the history keeps it in order with the lines and
+    a client resuming by `seq` sees it exactly once.
+
     `seq` grows by one per record of a process for its whole life, across restarts,
     clears and restarts of logcast itself. `timestamp` is when logcast read the bytes.
     `run` counts the starts of the process. `partial` marks a record that does not end
@@ -111,10 +110,10 @@ class LogRecord(NamedTuple):
 
     def as_dict(self) -> dict[str, Any]:
         """The `log` object of a stream event. Levels, streams and states stay enum members (str
-        subclasses equal to their values; orjson and json write them as those strings):
-        this runs once per line on the way out, and `.value` lookups were a third of it."""
+        subclasses equal to their values; orjson and json write them as those strings),
+        because this runs once per line on the way out and `.value` lookups cost."""
         seq, timestamp, level, message, stream, process, run, partial, state = self
-        d: dict[str, Any] = {
+        fields: dict[str, Any] = {
             "seq": seq,
             "timestamp": timestamp,
             "level": level,
@@ -125,8 +124,8 @@ class LogRecord(NamedTuple):
             "partial": partial,
         }
         if state is not None:
-            d["state"] = state
-        return d
+            fields["state"] = state
+        return fields
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LogRecord:
@@ -170,9 +169,9 @@ Entry = tuple[EventType, "LogRecord | Gap | int"]
 
 
 class Lines(NamedTuple):
-    """Framed lines as capture hands them on, column-wise: one list per field, all of
-    one length (`texts[i]` has level `levels[i]`). A tuple per line cost more than
-    framing the line."""
+    """Framed lines as capture hands them on, column-wise so that capture builds no
+    object per line: one list per field, all of one length (`texts[i]` has level
+    `levels[i]`)."""
 
     texts: list[str]
     levels: list[Level]
