@@ -60,7 +60,7 @@ def main() -> None:
         "--naive",
         choices=["pre", "div"],
         default="pre",
-        help="baseline: `pre.textContent +=` per line (the seed's, default) or one <div> per line",
+        help="baseline: `pre.textContent +=` per line (the original log page's, default) or one <div> per line",
     )
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the naive page (for a quick look or a profile)"

@@ -27,7 +27,7 @@ PROCESS = "flood"
 def run_burst(
     kind: str, lines: int, n_sse: int, n_ws: int, timeout: float, ws_opts: dict[str, Any]
 ) -> dict[str, Any]:
-    label = f"logcast: {n_sse} SSE + {n_ws} WS" if kind == "logcast" else f"naive seed 000: {n_ws} WS"
+    label = f"logcast: {n_sse} SSE + {n_ws} WS" if kind == "logcast" else f"naive thread + queue: {n_ws} WS"
     notes: list[str] = []
     results: list[dict[str, Any] | None] = []
     srv: dict[str, float] = {}
@@ -239,7 +239,7 @@ def main() -> None:
         "--naive-ws", type=int, default=10, help="WebSocket clients of the naive baseline (10)"
     )
     parser.add_argument("--naive-timeout", type=float, default=90.0, help="cap of the naive baseline (90 s)")
-    parser.add_argument("--no-naive", action="store_true", help="skip the naive seed-000 baseline")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive thread-and-queue baseline")
     add_ws_client_options(parser)
     parser.add_argument("--runs", type=int, default=1, help="repeat K times; median summary (1)")
     args = parser.parse_args()

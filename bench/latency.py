@@ -1,5 +1,6 @@
 """Latency benchmark: how late each line of a steadily writing child reaches many SSE and
-WebSocket clients, beside seed 000's naive pattern; and what idle subscribers cost the server.
+WebSocket clients, beside the naive thread-and-queue pattern; and what idle subscribers cost
+the server.
 What it measures and how, and recent figures: bench/README.md."""
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
     total = int(args.rate * args.seconds)
     label = f"logcast: {n_sse} SSE + {n_ws} WS"
     if kind == "naive":
-        label = f"naive seed 000: {n_ws} WS"
+        label = f"naive thread + queue: {n_ws} WS"
     with tempfile.TemporaryDirectory(prefix="logcast-latency-") as d:
         tmp = Path(d)
         script = tmp / "child.py"
@@ -304,7 +305,7 @@ def main() -> None:
     parser.add_argument("--idle-ws", type=int, default=500, help="idle WebSocket subscribers (500)")
     parser.add_argument("--no-idle", action="store_true", help="skip the idle-subscriber measurement")
     parser.add_argument("--no-light", action="store_true", help="skip the light configuration")
-    parser.add_argument("--no-naive", action="store_true", help="skip the naive seed-000 baseline")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive thread-and-queue baseline")
     add_ws_client_options(parser)
     parser.add_argument("--runs", type=int, default=1, help="repeat everything K times; median summary (1)")
     args = parser.parse_args()

@@ -1,5 +1,6 @@
-"""The servers under test, `logcast serve` or seed 000's naive app under uvicorn: each on a
-free loopback port, in its own process group, stopped by that group (never by name)."""
+"""The servers under test, `logcast serve` or the naive thread-and-queue app under uvicorn:
+each on a free loopback port, in its own process group, stopped by that group (never by
+name)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.lib.naive_seed import NAIVE_APP
+from bench.lib.naive_app import NAIVE_APP
 from tests.util import free_port, stop_group, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def subprocess_env() -> dict[str, str]:
 
 @dataclass
 class Server:
-    """A server under test: `logcast` or the `naive` seed app."""
+    """A server under test: `logcast` or the `naive` thread-and-queue app."""
 
     kind: str
     proc: subprocess.Popen[bytes]
@@ -130,7 +131,7 @@ def serve(
 
 
 def start_naive(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
-    """Seed 000's app under uvicorn; `POST /start` starts `child`."""
+    """The naive thread-and-queue app under uvicorn; `POST /start` starts `child`."""
     (tmp / "naive_app.py").write_text(NAIVE_APP)
     port = free_port()
     log_path = tmp / "naive.log"
@@ -154,7 +155,7 @@ def start_naive(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
                 "--no-access-log",
             ],
             cwd=tmp,
-            stdout=subprocess.DEVNULL,  # the seed prints every line to its terminal
+            stdout=subprocess.DEVNULL,  # the naive app prints every line to its terminal
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,

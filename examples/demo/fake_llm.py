@@ -22,9 +22,14 @@ while True:
     latency = tokens * random.uniform(0.004, 0.02)
     roll = random.random()
     if roll < 0.05:
-        print(f"ERROR 11-22 13:00:00 [server.py:88] request {n}: CUDA out of memory while allocating KV block", file=sys.stderr)
+        print(
+            f"ERROR 11-22 13:00:00 [server.py:88] request {n}: CUDA out of memory while allocating KV block",
+            file=sys.stderr,
+        )
     elif roll < 0.15:
         print(f"WARNING 11-22 13:00:00 [scheduler.py:41] request {n}: prompt truncated to 4096 tokens")
     else:
-        print(f"INFO 11-22 13:00:00 [server.py:120] request {n}: \x1b[32m200 OK\x1b[0m {tokens} tokens in {latency:.2f}s")
+        print(
+            f"INFO 11-22 13:00:00 [server.py:120] request {n}: \x1b[32m200 OK\x1b[0m {tokens} tokens in {latency:.2f}s"
+        )
     time.sleep(random.uniform(0.2, 1.2))

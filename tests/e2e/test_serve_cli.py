@@ -60,7 +60,7 @@ def test_run_shows_the_output_and_serves_it(tmp_path) -> None:  # type: ignore[n
         stop_group(proc)
         raw, _ = proc.communicate()
     out = raw.decode()
-    assert "hello | hello from run" in out  # the seed keeps the output in this terminal
+    assert "hello | hello from run" in out  # `run` keeps the output in this terminal too
     assert proc.returncode == 0
 
 

@@ -1,4 +1,4 @@
-"""The real server: REST, streams, seed routes, control races, metrics, shutdown."""
+"""The real server: REST, streams, the LLM manager's routes, control races, metrics, shutdown."""
 
 from __future__ import annotations
 

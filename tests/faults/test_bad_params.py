@@ -49,7 +49,7 @@ MAX_SEQ = "9223372036854775807"
 
 LOGS = "/api/processes/app/logs"
 STREAM = "/api/processes/app/logs/stream"
-SEED = "/api/models/app/logs/stream"
+MODEL_STREAM = "/api/models/app/logs/stream"
 
 # (path with its query, a word the reason must contain)
 HISTORY = [
@@ -95,7 +95,7 @@ HISTORY = [
 STREAMS = [
     *[
         (f"{route}?{query}", word)
-        for route in (STREAM, SEED)
+        for route in (STREAM, MODEL_STREAM)
         for query, word in [
             (f"after={HUGE}", "after"),
             ("after=-1", "after"),
@@ -206,7 +206,7 @@ def test_history_parameters(server: Server) -> None:
 
 def test_stream_parameters_and_last_event_id(server: Server) -> None:
     cases = [("GET", url, word, {}) for url, word in STREAMS]
-    for route in (STREAM, SEED):
+    for route in (STREAM, MODEL_STREAM):
         cases += [("GET", route, "Last-Event-ID", {"headers": {"Last-Event-ID": v}}) for v in BAD_EVENT_IDS]
     with server.client() as c:
         check_all(c, cases)
@@ -258,7 +258,7 @@ def test_good_parameters_still_answer_and_the_log_has_no_traceback(server: Serve
         assert len(c.get(f"{LOGS}?q=line%201&limit=100").json()["logs"]) >= 1
         assert c.get(f"{LOGS}?q=%C3%A9").status_code == 200  # é: valid UTF-8 is fine
         assert c.get("/api/processes/the-app/logs?level=info&since=0&until=1e12").status_code == 200
-        for route in (STREAM, SEED):
+        for route in (STREAM, MODEL_STREAM):
             good_ids = (MAX_SEQ, "0", "7", "0" * 30 + "7")  # leading zeros are still a number
             for headers in [{"Last-Event-ID": v} for v in good_ids] + [{}]:
                 with c.stream("GET", route, headers=headers) as answer:

@@ -1,4 +1,4 @@
-// The naive baseline of bench/browser.py: the seed's pattern (a <pre>, `textContent +=` per
+// The naive baseline of bench/browser.py: a naive log page (a <pre>, `textContent +=` per
 // line, auto-scroll to the bottom), reading logcast's SSE stream; `mode=div` appends one
 // <div> per line instead (`--naive div`); `mode=floor` only parses each event and draws
 // nothing (the cost of one EventSource message plus JSON.parse per line, a floor for any page

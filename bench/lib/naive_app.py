@@ -1,11 +1,12 @@
-"""Seed 000's log streaming as written there, the baseline of latency.py and burst.py:
-uvicorn runs this source from a temp file (`servers.start_naive`)."""
+"""The naive thread-and-queue app, the baseline of latency.py and burst.py: a FastAPI app
+streaming a child's output to WebSockets the naive way. uvicorn runs this source from a temp
+file (`servers.start_naive`)."""
 
 import textwrap
 
 NAIVE_APP = textwrap.dedent(
     '''
-    """Seed 000's pattern, as written there: a thread reads the child's stdout with a
+    """The naive pattern: a thread reads the child's stdout with a
     blocking readline (and prints it, to keep the terminal output), puts each line in a
     queue.Queue; one broadcaster task does `await loop.run_in_executor(None, q.get)`
     and `await ws.send_text(line)` to every connected WebSocket."""

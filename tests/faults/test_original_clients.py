@@ -1,15 +1,16 @@
-"""The two seeds' own clients, unmodified, against the real `logcast serve`.
+"""Two existing clients, unmodified, against the real `logcast serve`: logcast serves the
+routes of an LLM-manager tool, so that its clients work unchanged.
 
-* `SeedLogTester` behaves as the LLM manager's terminal tool (`test_log_stream.py` in
-  seed 003, issue 10 item 9): it polls `GET /v1/models` until its model name is in some
+* `ManagerLogTester` behaves as the LLM manager's terminal tool (its `test_log_stream.py`,
+  issue 10 item 9): it polls `GET /v1/models` until its model name is in some
   item's `aliases`, then reads `/api/models/{alias}/logs/stream`, printing `[历史]` for
   history and `[实时]` for realtime, waiting again on a 503; its diagnose mode calls
   `GET /health`. It reads only what the original read (`data: ` lines; `type`, `log`,
   `message`) and ignores the rest, as the original did.
-* `SEED_PAGE` is the page of seed 000 (issue 10 item 10): one bare `/ws/logs`, every
+* `ORIGINAL_PAGE` is the original log page (issue 10 item 10): one bare `/ws/logs`, every
   frame appended to a `<pre>` with `textContent +=`, reconnect with backoff 1 → 10 s.
-  It runs in a real headless Chromium, on one origin with the API as in the seed
-  (`SeedSite` serves it and passes the WebSocket through to logcast).
+  It runs in a real headless Chromium, on one origin with the API as it was originally
+  (`PageSite` serves it and passes the WebSocket through to logcast).
 
 Also here: the original manager's other shapes (`/health`, model start/stop answers,
 the stats envelope, clear with `keep_minutes`), aliases in every route, and no
@@ -40,7 +41,7 @@ from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
-# --- the seed's terminal tool --------------------------------------------------------------
+# --- the LLM manager's terminal tool ---------------------------------------------------------
 
 RED, YELLOW, GREEN, WHITE, RESET = "\033[91m", "\033[93m", "\033[92m", "\033[97m", "\033[0m"
 LEVEL_COLOURS = {"error": RED, "warning": YELLOW, "success": GREEN, "info": WHITE}
@@ -53,8 +54,8 @@ ENDED = "⚫ 日志流结束"
 DROPPED = "⚫ 连接断开"
 
 
-class SeedLogTester:
-    """The seed's `test_log_stream.py`: wait for the model, then history, then realtime."""
+class ManagerLogTester:
+    """The LLM manager's `test_log_stream.py`: wait for the model, then history, then realtime."""
 
     def __init__(self, url: str, model: str, *, max_attempts: int = 0, interval: float = 2.0) -> None:
         self.url = url.rstrip("/")
@@ -159,10 +160,10 @@ def marked(output: list[str], mark: str) -> list[str]:
 
 
 @pytest.fixture
-def run_tool() -> Iterator[Callable[[SeedLogTester], threading.Thread]]:
-    started: list[tuple[SeedLogTester, threading.Thread]] = []
+def run_tool() -> Iterator[Callable[[ManagerLogTester], threading.Thread]]:
+    started: list[tuple[ManagerLogTester, threading.Thread]] = []
 
-    def start(tool: SeedLogTester) -> threading.Thread:
+    def start(tool: ManagerLogTester) -> threading.Thread:
         result: dict[str, bool] = {}
         thread = threading.Thread(target=lambda: result.setdefault("ended", tool.run()), daemon=True)
         thread.result = result  # type: ignore[attr-defined]
@@ -176,7 +177,7 @@ def run_tool() -> Iterator[Callable[[SeedLogTester], threading.Thread]]:
         thread.join(30)
 
 
-# A model server as the seed's tool sees one: start-up lines, then a request every 50 ms.
+# A model server as the terminal tool sees one: start-up lines, then a request every 50 ms.
 MODEL = py_command(
     """
     import time
@@ -239,14 +240,14 @@ def test_models_list_and_health_have_the_original_shapes(make_server) -> None:  
     assert by_id["other"]["aliases"] == ["other", "embedder"]
     assert (by_id["qwen3"]["state"], by_id["other"]["state"]) == ("stopped", "running")
     assert health == {"status": "healthy", "models_count": 2, "running_models": 1}
-    tool = SeedLogTester(server.url, "qwen")
+    tool = ManagerLogTester(server.url, "qwen")
     assert tool.diagnose() == health
     assert tool.output[-1] == "状态: healthy, 模型: 2, 运行中: 1"
 
 
 def test_terminal_tool_waits_for_its_model_then_streams_until_it_stops(make_server, run_tool) -> None:  # type: ignore[no-untyped-def]
     server = make_server(CONFIG)
-    tool = SeedLogTester(server.url, "Qwen3-8B", interval=0.2)  # an alias, as the tool is given
+    tool = ManagerLogTester(server.url, "Qwen3-8B", interval=0.2)  # an alias, as the tool is given
     thread = run_tool(tool)
     # listed by /v1/models but not running: the stream answers 503 and the tool waits
     tool.wait_output(lambda out: sum(line.startswith(NOT_RUNNING) for line in out) >= 2)
@@ -289,7 +290,7 @@ def test_terminal_tool_prints_history_then_realtime(make_server, run_tool) -> No
             return requests_of([r["message"] for r in logs])
 
         before = wait_for(lambda: printed() if len(printed()) >= 3 else None, what="requests printed")
-        tool = SeedLogTester(server.url, "qwen", interval=0.2)
+        tool = ManagerLogTester(server.url, "qwen", interval=0.2)
         thread = run_tool(tool)
         tool.wait_output(lambda out: len(requests_of(marked(out, "[实时]"))) >= 3)
         assert c.post("/api/models/qwen/stop").json()["success"] is True
@@ -307,7 +308,7 @@ def test_terminal_tool_prints_history_then_realtime(make_server, run_tool) -> No
 
 def test_health_and_models_need_the_token_unlike_healthz(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(CONFIG, token="tok-123")
-    tool = SeedLogTester(server.url, "qwen")
+    tool = ManagerLogTester(server.url, "qwen")
     assert tool.diagnose() is None and tool.output[-1] == "服务不可用: HTTP 401"
     assert tool.diagnose(server.headers) is not None
     assert httpx.get(server.url + "/v1/models").status_code == 401
@@ -318,7 +319,7 @@ def test_health_and_models_need_the_token_unlike_healthz(make_server) -> None:  
         assert c.post("/api/models/qwen/start", headers={"Origin": "http://evil.example"}).status_code == 403
 
 
-# --- the original's stats and clear ---------------------------------------------------------
+# --- the original's stats and clear ----------------------------------------------------------
 
 CHATTY = py_command(
     """
@@ -535,9 +536,9 @@ def test_answers_carry_no_credential(make_server) -> None:  # type: ignore[no-un
             assert secret not in answer.text, (answer.url, secret)
 
 
-# --- the seed's web page in a real Chromium --------------------------------------------------
+# --- the original log page in a real Chromium ------------------------------------------------
 
-SEED_PAGE = """<!doctype html>
+ORIGINAL_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>服务日志</title></head>
 <body>
 <span id="status" class="connecting">连接中</span>
@@ -582,10 +583,10 @@ TICKER = py_command(
 )
 
 
-class SeedSite:
-    """The seed's site on loopback: `GET /logs.html` is the seed's page, answered here;
-    every other connection (the page's WebSocket) is passed to logcast byte for byte, so
-    that page and API share one origin, as they did in the seed (logcast refuses a
+class PageSite:
+    """The original site on loopback: `GET /logs.html` is the original log page, answered
+    here; every other connection (the page's WebSocket) is passed to logcast byte for byte,
+    so that page and API share one origin, as they did originally (logcast refuses a
     WebSocket from a foreign Origin, and Chromium lets only a page that came from a
     loopback address open one to loopback)."""
 
@@ -618,7 +619,7 @@ class SeedSite:
                 return
             head += chunk
         if head.startswith(b"GET /logs.html "):
-            body = SEED_PAGE.encode()
+            body = ORIGINAL_PAGE.encode()
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
@@ -673,7 +674,7 @@ def child_lines(lines: list[str]) -> list[tuple[int, int]]:
 
 
 @pytest.mark.browser
-def test_seed_page_shows_separate_lines_and_no_line_twice_after_reconnecting(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_original_page_shows_separate_lines_and_no_line_twice_after_reconnecting(make_server) -> None:  # type: ignore[no-untyped-def]
     playwright_api = pytest.importorskip("playwright.sync_api")
     server: Server = make_server(
         f"""
@@ -686,7 +687,7 @@ def test_seed_page_shows_separate_lines_and_no_line_twice_after_reconnecting(mak
         # history exists before the page opens: a bare /ws/logs must not send it
         history = at_least(c, "app", 10)
         old_pid = int(history[0]["message"].split()[0])
-    site = SeedSite(server.port)
+    site = PageSite(server.port)
     try:
         with playwright_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
