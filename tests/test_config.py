@@ -239,7 +239,7 @@ def test_errors_name_file_line_and_key(text: str, line: int | None, key: str | N
     assert str(err).startswith(prefix), str(err)
 
 
-def test_error_message_format_from_the_brief() -> None:
+def test_error_message_names_file_line_and_key() -> None:
     text = "\n".join(["# comment"] * 10) + '\n[process.qwen3]\ncommand = "x"\nrestrat = 1\n'
     with pytest.raises(ConfigError) as info:
         parse(text, "logcast.toml")
