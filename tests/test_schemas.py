@@ -185,6 +185,7 @@ def test_the_client_reads_events_as_the_models_do() -> None:
 RUN = {
     "name": "web",
     "state": "running",
+    "host": "gpu-1",  # the engine adds it to what the supervisor says
     "pid": 12,
     "started_at": NOW,
     "exit_code": None,

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from logcast.config import Settings
+from logcast.config import ProcessSettings, Settings
 from logcast.hub import Hub
+from logcast.schemas import HttpReady, LogReady, ProcessConfig
+from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.store import open_store
 from logcast.store.base import Store
 from logcast.supervise.supervisor import Supervisor
@@ -64,6 +67,29 @@ class Processes(Protocol):
         ...
 
 
+def describe(name: str, process: ProcessSettings) -> ProcessConfig:
+    """How a process is configured, as the API shows it: credentials masked."""
+    ready: LogReady | HttpReady | None = None
+    if process.ready is not None:
+        if process.ready.log is not None:
+            ready = LogReady(log=process.ready.log.pattern, timeout=process.ready.timeout)
+        else:
+            ready = HttpReady(http=mask_text(process.ready.http or ""), timeout=process.ready.timeout)
+    return ProcessConfig(
+        name=name,
+        aliases=list(process.aliases),
+        command=mask_argv(process.command),
+        cwd=str(process.cwd),
+        env=mask_env(process.env),
+        autostart=process.autostart,
+        restart=str(process.restart),
+        pty=process.pty,
+        ready=ready,
+        stop_signal=process.stop_signal.name.removeprefix("SIG"),
+        stop_timeout=process.stop_timeout,
+    )
+
+
 @dataclass
 class Engine:
     settings: Settings
@@ -71,9 +97,23 @@ class Engine:
     hub: Hub
     processes: Processes
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    host: str = field(default_factory=socket.gethostname)  # where the processes run
+
+    @property
+    def problem(self) -> str | None:
+        """Why the engine cannot answer now (the API says 503 with it), or None."""
+        return None
+
+    def configs(self) -> dict[str, ProcessConfig]:
+        """Each configured process as the API describes its configuration, in config order."""
+        return {name: describe(name, p) for name, p in self.settings.processes.items()}
+
+    async def clear(self, name: str, upto: int | None = None) -> int:
+        """Forget the history of `name` up to `upto` (all of it when None); the last seq cleared."""
+        return await self.hub.clear(name, upto)
 
     @classmethod
-    async def start(cls, settings: Settings, *, autostart: bool = True) -> Engine:
+    async def start(cls, settings: Settings, *, autostart: bool = True, host: str | None = None) -> Engine:
         """Open the store, load the hub, start the supervisor and the autostart processes."""
         tune_runtime()
         storage = settings.storage
@@ -89,7 +129,7 @@ class Engine:
         hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
         await hub.open(settings.processes)
         supervisor = Supervisor(settings, hub, runs={name: hub.last_run(name) for name in settings.processes})
-        engine = cls(settings, store, hub, supervisor)
+        engine = cls(settings, store, hub, supervisor, host=host or socket.gethostname())
         if autostart:
             await supervisor.start_autostart()
         return engine

@@ -39,6 +39,9 @@ class ProcessRun(Shape):
 
     name: str
     state: ProcessState
+    """`unknown` while the host that runs it is lost (several hosts: its agent is silent)."""
+    host: str | None = None
+    """The host that runs it: its agent's host id, or this machine's name on one host."""
     pid: int | None = None
     """The child's pid while it runs (absent for a process that is no longer configured)."""
     started_at: float | None = None

@@ -45,6 +45,7 @@ class ProcessState(enum.StrEnum):
     EXITED = "exited"
     CRASHED = "crashed"
     BACKOFF = "backoff"
+    UNKNOWN = "unknown"  # the host that runs it is lost (several hosts); never a supervisor's state
 
     @property
     def is_alive(self) -> bool:

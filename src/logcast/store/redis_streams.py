@@ -354,3 +354,25 @@ class RedisStore:
                 if entries:
                     last = entries[-1][0].decode()
                     yield [_decode(entry) for entry in entries]
+
+    async def read_new(
+        self, positions: Mapping[str, int], *, block_ms: int = 1_000, count: int = 2_000
+    ) -> list[tuple[str, list[LogRecord]]]:
+        """The records after each process's position, waiting up to `block_ms` for any:
+        one `XREAD BLOCK` for every process at once (a replica's one read of them all)."""
+        if not positions:
+            return []
+        streams: dict[str, str] = {
+            self.stream_key(name): f"0-{max(after, 0)}" for name, after in positions.items()
+        }
+        try:
+            response = cast(
+                list[tuple[bytes, list[Entry]]],
+                await self._client().xread(streams, count=count, block=block_ms),  # type: ignore[arg-type]
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"read from redis at {self.url}: {exc}") from exc
+        start = len(self.stream_key(""))
+        return [
+            (key.decode()[start:], [_decode(entry) for entry in entries]) for key, entries in response or ()
+        ]

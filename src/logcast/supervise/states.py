@@ -37,6 +37,7 @@ TRANSITIONS: Mapping[ProcessState, frozenset[ProcessState]] = {
     State.EXITED: frozenset({State.STARTING, State.BACKOFF, State.STOPPED}),
     State.CRASHED: frozenset({State.STARTING, State.BACKOFF, State.STOPPED}),
     State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
+    State.UNKNOWN: frozenset(),  # what a replica shows for a lost host; no process is ever in it
 }
 
 

@@ -81,7 +81,7 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 
 def aliases(engine: Engine) -> dict[str, str]:
     """Each configured alias → the name of its process (the configuration refuses clashes)."""
-    return {alias: name for name, p in engine.settings.processes.items() for alias in p.aliases}
+    return {alias: name for name, config in engine.configs().items() for alias in config.aliases}
 
 
 def lookup(engine: Engine, name: str) -> str | None:
@@ -128,4 +128,6 @@ def process_model(engine: Engine, name: str) -> Process:
         if name in engine.processes.names()
         else {"name": name, "state": "stopped"}
     )
+    if "host" not in run:
+        run = {**run, "host": engine.host}
     return Process.of(run, engine.hub.stats(name))

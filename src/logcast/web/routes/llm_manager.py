@@ -55,7 +55,7 @@ async def list_models(engine: EngineDep) -> ModelList:
     """Every configured process as an OpenAI-style model; `aliases` holds its own name
     first, then its configured aliases (the LLM manager's terminal tool looks for its name in there)."""
     data = []
-    for name, p in engine.settings.processes.items():
+    for name, config in engine.configs().items():
         info = engine.processes.info(name)
         started = info.get("started_at")
         data.append(
@@ -64,7 +64,7 @@ async def list_models(engine: EngineDep) -> ModelList:
                 object="model",
                 created=int(started) if started else STARTED_AT,
                 owned_by="logcast",
-                aliases=list(dict.fromkeys((name, *p.aliases))),
+                aliases=list(dict.fromkeys((name, *config.aliases))),
                 state=info["state"],
             )
         )

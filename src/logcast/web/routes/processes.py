@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from logcast.engine import Engine
-from logcast.schemas import Config, Healthz, HttpReady, LogReady, Process, ProcessConfig, ProcessList
-from logcast.secrets import mask_argv, mask_env, mask_text
+from logcast.schemas import Config, Healthz, Process, ProcessList
 from logcast.types import ProcessState
 from logcast.web.routes.deps import EngineDep, process_model, resolve
 
@@ -58,31 +57,8 @@ async def restart_process(name: str, engine: EngineDep) -> Process:
 
 @router.get("/api/config", tags=["processes"])
 async def get_config(engine: EngineDep) -> Config:
-    out = []
-    for name, p in engine.settings.processes.items():
-        ready: LogReady | HttpReady | None = None
-        if p.ready is not None:
-            if p.ready.log is not None:
-                ready = LogReady(log=p.ready.log.pattern, timeout=p.ready.timeout)
-            else:
-                ready = HttpReady(http=mask_text(p.ready.http or ""), timeout=p.ready.timeout)
-        out.append(
-            ProcessConfig(
-                name=name,
-                aliases=list(p.aliases),
-                command=mask_argv(p.command),  # credentials in arguments never leave the server
-                cwd=str(p.cwd),
-                env=mask_env(p.env),
-                autostart=p.autostart,
-                restart=str(p.restart),
-                pty=p.pty,
-                ready=ready,
-                stop_signal=p.stop_signal.name.removeprefix("SIG"),
-                stop_timeout=p.stop_timeout,
-            )
-        )
     path = engine.settings.path
-    return Config(path=str(path) if path else None, processes=out)
+    return Config(path=str(path) if path else None, processes=list(engine.configs().values()))
 
 
 @router.get("/healthz", tags=["meta"])

@@ -84,14 +84,14 @@ async def clear_logs(
     N minutes. Sequence numbers go on either way."""
     name = resolve(engine, alias)
     if keep_minutes is None:
-        upto = await engine.hub.clear(name)
+        upto = await engine.clear(name)
         message = f"cleared the logs of {name}"
     else:
         cutoff = time.time() - keep_minutes * 60.0
         # the whole history may lie between now and the cutoff: look back as far as it goes
         older = await engine.hub.tail(name, 1, query=LogQuery(until=cutoff), scan=None)
         if older:
-            upto = await engine.hub.clear(name, upto=older[-1].seq)
+            upto = await engine.clear(name, upto=older[-1].seq)
         else:
             upto = engine.hub.get(name).cleared_upto
         message = f"cleared the logs of {name} older than {keep_minutes:g} minutes"
