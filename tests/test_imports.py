@@ -21,8 +21,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "hub": {"web", "supervise", "engine", "client", "cli", "capture"},
     "supervise": {"hub", "store", "web", "engine", "client", "cli"},
     "config": {"hub", "store", "web", "supervise", "engine", "client", "cli", "capture"},
-    "engine": {"web", "client", "cli"},
-    "web": {"supervise", "client", "cli"},
+    "engine": {"web", "client", "cli", "cluster"},
+    "web": {"supervise", "client", "cli", "cluster"},
+    "cluster": {"web", "client", "cli", "supervise", "capture"},
     "client": {"hub", "store", "web", "supervise", "engine", "capture", "cli"},
     "cli": {"hub", "store", "supervise"},  # serve starts an engine and the web; nothing reaches further in
 }

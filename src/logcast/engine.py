@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from logcast.config import ProcessSettings, Settings
 from logcast.hub import Hub
-from logcast.schemas import HttpReady, LogReady, ProcessConfig
+from logcast.schemas import Host, HttpReady, LogReady, ProcessConfig
 from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.store import open_store
 from logcast.store.base import Store
@@ -107,6 +107,10 @@ class Engine:
     def configs(self) -> dict[str, ProcessConfig]:
         """Each configured process as the API describes its configuration, in config order."""
         return {name: describe(name, p) for name, p in self.settings.processes.items()}
+
+    def hosts(self) -> list[Host]:
+        """The hosts that run the processes: here, this one."""
+        return [Host(host=self.host, alive=True, processes=self.processes.names())]
 
     async def clear(self, name: str, upto: int | None = None) -> int:
         """Forget the history of `name` up to `upto` (all of it when None); the last seq cleared."""

@@ -38,6 +38,10 @@ class StoreError(LogcastError):
     """The history store failed (disk full, database locked, Redis unreachable)."""
 
 
+class ControlTimeout(LogcastError):
+    """The host that runs a process did not act on a command in time (several hosts)."""
+
+
 class ClientError(LogcastError):
     """The server answered with an error, or could not be reached."""
 

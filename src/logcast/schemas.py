@@ -90,6 +90,23 @@ class Process(Counters, ProcessRun):
         return cls.model_validate({**counters, **run, "uptime": uptime})
 
 
+class Host(Shape):
+    """A host that runs processes: one on a single machine, one per agent on several."""
+
+    host: str
+    alive: bool
+    """False once its agent has been silent for 10 s (its processes show as `unknown`)."""
+    last_seen: float | None = None
+    """Unix time of its last heartbeat (null on a single machine: it is this one)."""
+    processes: list[str]
+
+
+class HostList(Shape):
+    """`GET /api/hosts`."""
+
+    hosts: list[Host]
+
+
 class ProcessList(Shape):
     """`GET /api/processes`: every configured process, in configuration order."""
 

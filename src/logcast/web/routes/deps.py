@@ -67,7 +67,11 @@ def clean_text(conn: HTTPConnection) -> None:
 
 
 def get_engine(request: Request) -> Engine:
+    """The engine, or 503 with the reason while it cannot answer (its Redis is away)."""
     engine: Engine = request.app.state.engine
+    problem = engine.problem
+    if problem is not None:
+        raise HTTPException(503, problem, headers={"Retry-After": "2"})
     return engine
 
 

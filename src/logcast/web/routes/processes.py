@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from logcast.engine import Engine
-from logcast.schemas import Config, Healthz, Process, ProcessList
+from logcast.schemas import Config, Healthz, HostList, Process, ProcessList
 from logcast.types import ProcessState
 from logcast.web.routes.deps import EngineDep, process_model, resolve
 
@@ -53,6 +53,11 @@ async def stop_process(name: str, engine: EngineDep) -> Process:
 @router.post("/api/processes/{name}/restart", tags=["processes"], response_model_exclude_unset=True)
 async def restart_process(name: str, engine: EngineDep) -> Process:
     return await _control(engine, name, "restart")
+
+
+@router.get("/api/hosts", tags=["processes"])
+async def list_hosts(engine: EngineDep) -> HostList:
+    return HostList(hosts=engine.hosts())
 
 
 @router.get("/api/config", tags=["processes"])
