@@ -117,8 +117,11 @@ class Engine:
         return await self.hub.clear(name, upto)
 
     @classmethod
-    async def start(cls, settings: Settings, *, autostart: bool = True, host: str | None = None) -> Engine:
-        """Open the store, load the hub, start the supervisor and the autostart processes."""
+    async def start(
+        cls, settings: Settings, *, autostart: bool = True, host: str | None = None, shared: bool = False
+    ) -> Engine:
+        """Open the store, load the hub, start the supervisor and the autostart processes.
+        `shared`: other hosts write to the same store; only this host's processes are ours."""
         tune_runtime()
         storage = settings.storage
         # In a worker thread: it creates the directory, and the Redis engine imports redis-py.
@@ -131,7 +134,7 @@ class Engine:
         )
         await store.open()
         hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
-        await hub.open(settings.processes)
+        await hub.open(settings.processes, stored=not shared)
         supervisor = Supervisor(settings, hub, runs={name: hub.last_run(name) for name in settings.processes})
         engine = cls(settings, store, hub, supervisor, host=host or socket.gethostname())
         if autostart:

@@ -42,6 +42,10 @@ class ControlTimeout(LogcastError):
     """The host that runs a process did not act on a command in time (several hosts)."""
 
 
+class ControlRefused(LogcastError):
+    """The host that runs a process refused or failed a command; the message says why."""
+
+
 class ClientError(LogcastError):
     """The server answered with an error, or could not be reached."""
 

@@ -19,7 +19,7 @@ app = typer.Typer(
 
 # Each module defines `register(app)`; kept as names so a broken optional module
 # (the Textual monitor) shows its error only when its command runs.
-_COMMAND_MODULES = ("serve", "control", "tail", "monitor")
+_COMMAND_MODULES = ("serve", "agent", "control", "tail", "monitor")
 
 for _name in _COMMAND_MODULES:
     try:

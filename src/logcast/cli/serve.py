@@ -21,9 +21,11 @@ from typing import Annotated
 import typer
 
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
+from logcast.cluster.replica import ClusterEngine
 from logcast.config import Settings, load, single_process
 from logcast.engine import Engine
 from logcast.errors import ConfigError
+from logcast.secrets import mask_text
 from logcast.types import Entry, Gap, LogRecord, Stream
 from logcast.web import server
 from logcast.web.app import create_app
@@ -121,12 +123,14 @@ class Echo:
         self._thread.join(timeout)
 
 
-def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
+def _serve(settings: Settings, *, echo: bool, access_log: bool = False, redis_url: str | None = None) -> int:
     names = list(settings.processes)
-    echo_printer = Echo(names) if echo else None
+    echo_printer = Echo(names) if echo and not redis_url else None
     followers: set[asyncio.Task[None]] = set()
 
     async def open_engine() -> Engine:
+        if redis_url:
+            return await ClusterEngine.open(settings, redis_url)
         engine = await Engine.start(settings)
         if echo_printer is not None:
             # ends by itself when the engine stops
@@ -137,7 +141,8 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
 
     app = create_app(settings, open_engine=open_engine)
     url = f"http://{settings.server.host}:{settings.server.port}"
-    print(f"logcast {len(names)} process(es), dashboard at {url}/", file=sys.stderr, flush=True)
+    what = f"replica of {mask_text(redis_url)}" if redis_url else f"{len(names)} process(es)"
+    print(f"logcast {what}, dashboard at {url}/", file=sys.stderr, flush=True)
     try:
         started = server.run(app, settings.server, access_log=access_log)
     finally:
@@ -146,14 +151,14 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False) -> int:
     return 0 if started else 1
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
     level = os.environ.get("LOGCAST_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level, format="%(asctime)s logcast %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
 
 
-def _fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> None:
     print(f"logcast: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
@@ -161,9 +166,10 @@ def _fail(message: str, code: int = 1) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        config: Annotated[Path, typer.Option("-c", "--config", help="The configuration file.")] = Path(
-            "logcast.toml"
-        ),
+        config: Annotated[
+            Path | None,
+            typer.Option("-c", "--config", help="The configuration file (default logcast.toml)."),
+        ] = None,
         host: Annotated[
             str | None, typer.Option(help="Address to bind (default from the file, else 127.0.0.1).")
         ] = None,
@@ -172,19 +178,29 @@ def register(app: typer.Typer) -> None:
         ] = None,
         echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Also print every line here.")] = False,
         access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+        redis: Annotated[
+            str | None,
+            typer.Option(
+                "--redis",
+                help="Several hosts: serve every agent's processes from this Redis (redis:// or"
+                " rediss://); the file then gives only [server] settings and nothing is supervised here.",
+            ),
+        ] = None,
     ) -> None:
         """Start the manager, the API and the web dashboard; autostart processes."""
-        _setup_logging()
-        if not config.is_file():
-            _fail(f"{config}: no such configuration file (see examples/demo.toml)", 2)
+        setup_logging()
+        if config is None and not redis:
+            config = Path("logcast.toml")
+        if config is not None and not config.is_file():
+            fail(f"{config}: no such configuration file (see examples/demo.toml)", 2)
         try:
-            settings = load(config)
+            settings = load(config) if config is not None else Settings()
             settings = _override(settings, host, port)
-            code = _serve(settings, echo=echo, access_log=access_log)
+            code = _serve(settings, echo=echo, access_log=access_log, redis_url=redis)
         except ConfigError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
         except OSError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         raise typer.Exit(code)
 
     @app.command(context_settings={"allow_interspersed_args": False})
@@ -197,15 +213,15 @@ def register(app: typer.Typer) -> None:
         echo: Annotated[bool, typer.Option("--echo/--no-echo")] = True,
     ) -> None:
         """Zero-config: supervise one command and serve its logs and dashboard."""
-        _setup_logging()
+        setup_logging()
         try:
             settings = single_process(command, name, restart=restart)
             settings = _override(settings, host, port)
             code = _serve(settings, echo=echo)
         except ConfigError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
         except OSError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         raise typer.Exit(code)
 
 

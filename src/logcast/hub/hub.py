@@ -72,17 +72,20 @@ class Hub:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    async def open(self, names: Iterable[str], *, mirror: bool = False) -> None:
+    async def open(self, names: Iterable[str], *, mirror: bool = False, stored: bool = True) -> None:
         """Load where each process left off (seq, counters, run) and start the writer.
 
+        `stored`: also the processes the store has a history of (their history stays
+        readable); not for a store shared with other hosts, whose processes are theirs.
         `mirror`: the records are numbered and stored elsewhere (another host's agent) and
         come in through `mirror()`; this hub writes nothing to the store."""
         self._loop = asyncio.get_running_loop()
+        others = await self.store.processes() if stored or mirror else []
         if mirror:
-            for name in dict.fromkeys([*names, *await self.store.processes()]):
+            for name in dict.fromkeys([*names, *others]):
                 await self.follow_store(name)
             return
-        wanted = list(dict.fromkeys([*names, *await self.store.processes()]))
+        wanted = list(dict.fromkeys([*names, *others]))
         for name in wanted:
             meta = await self.store.meta(name)
             journal = self._new_journal(name)

@@ -22,6 +22,7 @@ from redis.retry import Retry
 
 from logcast.errors import StoreError
 from logcast.query import Query
+from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.types import LogRecord, Stream
 
@@ -70,6 +71,7 @@ class RedisStore:
         if retain_lines < 1:
             raise ValueError("retain_lines must be at least 1")
         self.url = url
+        self.shown_url = mask_text(url)  # in messages: no password
         self.retain_lines = retain_lines
         self.prefix = prefix
         self.stats = StoreStats()
@@ -98,7 +100,7 @@ class RedisStore:
         try:
             await self._client().ping()
         except (RedisError, OSError) as exc:
-            raise StoreError(f"redis at {self.url}: {exc}") from exc
+            raise StoreError(f"redis at {self.shown_url}: {exc}") from exc
 
     async def close(self) -> None:
         if self._closed:
@@ -165,7 +167,9 @@ class RedisStore:
                 self.stats.written += written
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                raise StoreError(f"writing {len(records)} records to redis at {self.url}: {exc}") from exc
+                raise StoreError(
+                    f"writing {len(records)} records to redis at {self.shown_url}: {exc}"
+                ) from exc
         self.stats.written += written
 
     def reserve(self, marks: Mapping[str, int]) -> None:
@@ -177,7 +181,7 @@ class RedisStore:
                 pipe.sadd(self.processes_key, name)
             pipe.execute()
         except (RedisError, OSError) as exc:
-            raise StoreError(f"reserving sequence numbers in redis at {self.url}: {exc}") from exc
+            raise StoreError(f"reserving sequence numbers in redis at {self.shown_url}: {exc}") from exc
 
     def _learn(self, client: redis.Redis, records: Sequence[LogRecord]) -> None:
         """Read last_seq and last_run of the processes this writer has not met yet."""
@@ -262,7 +266,7 @@ class RedisStore:
                     return out
                 start = "(" + entries[-1][0].decode()
         except (RedisError, OSError) as exc:
-            raise StoreError(f"read from redis at {self.url}: {exc}") from exc
+            raise StoreError(f"read from redis at {self.shown_url}: {exc}") from exc
 
     async def tail(
         self,
@@ -294,7 +298,7 @@ class RedisStore:
                     break
                 end = "(" + entries[-1][0].decode()
         except (RedisError, OSError) as exc:
-            raise StoreError(f"tail from redis at {self.url}: {exc}") from exc
+            raise StoreError(f"tail from redis at {self.shown_url}: {exc}") from exc
         out.reverse()
         return out
 
@@ -305,7 +309,7 @@ class RedisStore:
             pipe.xrange(self.stream_key(process), min="-", max="+", count=1)
             fields, first = cast(tuple[list[bytes | None], list[Entry]], await pipe.execute())
         except (RedisError, OSError) as exc:
-            raise StoreError(f"meta from redis at {self.url}: {exc}") from exc
+            raise StoreError(f"meta from redis at {self.shown_url}: {exc}") from exc
         last_seq, lines, size, last_run, reserved = (int(value or 0) for value in fields)
         first_seq = _decode(first[0]).seq if first else 0
         return ProcessMeta(
@@ -321,7 +325,7 @@ class RedisStore:
         try:
             names = cast(set[bytes], await self._client().smembers(self.processes_key))
         except (RedisError, OSError) as exc:
-            raise StoreError(f"processes from redis at {self.url}: {exc}") from exc
+            raise StoreError(f"processes from redis at {self.shown_url}: {exc}") from exc
         return sorted(name.decode() for name in names)
 
     async def clear(self, process: str, upto: int) -> None:
@@ -330,7 +334,7 @@ class RedisStore:
         try:
             await self._client().xtrim(self.stream_key(process), minid=f"0-{upto + 1}", approximate=False)
         except (RedisError, OSError) as exc:
-            raise StoreError(f"clear on redis at {self.url}: {exc}") from exc
+            raise StoreError(f"clear on redis at {self.shown_url}: {exc}") from exc
 
     async def follow(
         self, process: str, after: int = 0, *, block_ms: int = 5_000, count: int = 1_000
@@ -349,7 +353,7 @@ class RedisStore:
                     await self._client().xread({key: last}, count=count, block=block_ms),
                 )
             except (RedisError, OSError) as exc:
-                raise StoreError(f"follow on redis at {self.url}: {exc}") from exc
+                raise StoreError(f"follow on redis at {self.shown_url}: {exc}") from exc
             for _key, entries in response or ():
                 if entries:
                     last = entries[-1][0].decode()
@@ -371,7 +375,7 @@ class RedisStore:
                 await self._client().xread(streams, count=count, block=block_ms),  # type: ignore[arg-type]
             )
         except (RedisError, OSError) as exc:
-            raise StoreError(f"read from redis at {self.url}: {exc}") from exc
+            raise StoreError(f"read from redis at {self.shown_url}: {exc}") from exc
         start = len(self.stream_key(""))
         return [
             (key.decode()[start:], [_decode(entry) for entry in entries]) for key, entries in response or ()

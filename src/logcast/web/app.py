@@ -32,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 from logcast import __version__
 from logcast.config import Settings
 from logcast.engine import Engine
-from logcast.errors import ControlTimeout, UnknownProcess
+from logcast.errors import ControlRefused, ControlTimeout, UnknownProcess
 from logcast.web import auth, metrics
 from logcast.web.conn import attach, send_timeout_setting
 from logcast.web.limits import StreamGate, StreamSlots
@@ -99,6 +99,10 @@ def create_app(
     @app.exception_handler(UnknownProcess)
     async def unknown_process(request: Request, exc: UnknownProcess) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ControlRefused)
+    async def control_refused(request: Request, exc: ControlRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(ControlTimeout)
     async def control_timeout(request: Request, exc: ControlTimeout) -> JSONResponse:

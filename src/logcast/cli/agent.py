@@ -1,0 +1,70 @@
+"""`logcast agent`: this host's processes, their logs written to Redis; no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from logcast.cluster.agent import Agent
+from logcast.cluster.redis import NameTaken
+from logcast.config import Settings, load
+from logcast.errors import ConfigError, StoreError
+from logcast.secrets import mask_text
+
+
+async def _run(settings: Settings, url: str, host: str) -> None:
+    agent = await Agent.start(settings, url, host)
+    print(
+        f"logcast agent {host}: {len(settings.processes)} process(es), writing to {mask_text(url)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await agent.stop()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def agent(
+        config: Annotated[Path, typer.Option("-c", "--config", help="The configuration file.")] = Path(
+            "logcast.toml"
+        ),
+        redis: Annotated[
+            str, typer.Option("--redis", help="redis:// or rediss:// URL, password included.")
+        ] = "",
+        host_id: Annotated[
+            str | None,
+            typer.Option("--host-id", help="This host's name in the cluster (default: the hostname)."),
+        ] = None,
+    ) -> None:
+        """Several hosts: run this host's processes and write their logs, states and heartbeats
+        to Redis, for `logcast serve --redis` replicas to serve. Serves no HTTP."""
+        from logcast.cli.serve import fail, setup_logging
+
+        setup_logging()
+        if not redis:
+            fail("--redis URL is required (the Redis every host and replica shares)", 2)
+        if not config.is_file():
+            fail(f"{config}: no such configuration file (see examples/cluster/)", 2)
+        host = host_id or socket.gethostname()
+        try:
+            settings = load(config)
+            asyncio.run(_run(settings, redis, host))
+        except ConfigError as exc:
+            fail(str(exc), 2)
+        except NameTaken as exc:
+            fail(str(exc))
+        except (StoreError, OSError) as exc:
+            fail(mask_text(str(exc)))

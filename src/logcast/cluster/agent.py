@@ -1,0 +1,273 @@
+"""`logcast agent`: one host's engine, with its records, states and heartbeats in Redis and
+its control commands taken from there. A child never waits on Redis: the engine keeps
+capturing while Redis is away and writes when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from logcast.cluster.keys import COMMAND_TIMEOUT, DONE_TTL, HEARTBEAT, LOST_AFTER, REPLY_TTL, Keys
+from logcast.cluster.redis import claim, connect
+from logcast.config import Settings
+from logcast.engine import Engine
+from logcast.errors import LogcastError
+
+log = logging.getLogger(__name__)
+
+GROUP = "agents"
+PUBLISH_INTERVAL = 0.25  # s between two looks for state changes to publish
+ACTIONS = ("start", "stop", "restart", "clear")  # a command names one of these; nothing else is ever run
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+class Agent:
+    """Runs an engine for this host and keeps Redis told of it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: aioredis.Redis,
+        host: str,
+        *,
+        keys: Keys | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.host = host
+        self.keys = keys or Keys()
+        self._sleep = sleep
+        self._published: dict[str, str] = {}  # name -> the info last published
+        self._acting: set[str] = set()  # command ids being acted on
+        self._tasks: list[asyncio.Task[None]] = []
+        self._actions: set[asyncio.Task[None]] = set()  # commands being acted on
+        self._started_at = time.time()
+        self._redis_ok = True
+
+    @classmethod
+    async def start(cls, settings: Settings, url: str, host: str) -> Agent:
+        """Claim the process names, start the engine on Redis, then publish and listen."""
+        client = connect(url)
+        keys = Keys()
+        names = list(settings.processes)
+        try:
+            await claim(client, keys, host, names, _json({"pid": os.getpid(), "at": time.time()}))
+        except BaseException:
+            await client.aclose()
+            raise
+        storage = replace(settings.storage, engine="redis", redis_url=url)
+        try:
+            engine = await Engine.start(replace(settings, storage=storage), host=host, shared=True)
+        except BaseException:
+            await client.aclose()
+            raise
+        agent = cls(engine, client, host, keys=keys)
+        await agent._forget_old_names()
+        await agent._publish_all()
+        agent._tasks = [
+            asyncio.create_task(agent._heartbeats(), name="logcast-heartbeats"),
+            asyncio.create_task(agent._publish_changes(), name="logcast-publish"),
+            asyncio.create_task(agent._commands(), name="logcast-commands"),
+        ]
+        return agent
+
+    async def stop(self) -> None:
+        """Stop the engine in order (children, the store's last writes), tell Redis, close."""
+        tasks = [*self._tasks, *self._actions]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        try:
+            await self.engine.stop()
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self._publish_all()
+                await self.client.delete(self.keys.agent(self.host))
+            await self.client.aclose()
+
+    # -- what the replicas read --------------------------------------------------------------
+
+    def _info(self, name: str) -> dict[str, Any]:
+        return {**self.engine.processes.info(name), "host": self.host}
+
+    def _description(self, name: str) -> dict[str, str]:
+        engine = self.engine
+        journal = engine.hub.get(name)
+        return {
+            "host": self.host,
+            "info": _json(self._info(name)),
+            "config": engine.configs()[name].model_dump_json(),
+            "stats": _json(engine.hub.stats(name)),
+            "cleared_upto": str(journal.cleared_upto),
+        }
+
+    async def _publish(self, names: list[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            description = self._description(name)
+            pipe.hset(self.keys.process(name), mapping=cast(Any, description))
+            self._published[name] = description["info"]
+        if names:
+            pipe.sadd(self.keys.processes, *names)
+        await pipe.execute()
+
+    async def _publish_all(self) -> None:
+        await self._publish(self.engine.processes.names())
+
+    async def _forget_old_names(self) -> None:
+        """Names this host published before but no longer runs (its configuration changed)."""
+        names = set(self.engine.processes.names())
+        hosts = await self.client.hgetall(self.keys.agents)
+        before = orjson.loads(hosts.get(self.host, "{}")).get("processes", [])
+        for name in set(before) - names:
+            owner = await self.client.get(self.keys.owner(name))
+            if owner == self.host:
+                await self.client.delete(self.keys.owner(name), self.keys.process(name))
+                await self.client.srem(self.keys.processes, name)
+
+    async def _heartbeats(self) -> None:
+        """Every HEARTBEAT s: this agent is alive (for LOST_AFTER s), and its figures."""
+        while True:
+            try:
+                now = time.time()
+                alive = _json({"pid": os.getpid(), "at": now})
+                description = {
+                    "pid": os.getpid(),
+                    "started_at": self._started_at,
+                    "last_seen": now,
+                    "processes": self.engine.processes.names(),
+                }
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(self.keys.agent(self.host), alive, px=int(LOST_AFTER * 1000))
+                pipe.hset(self.keys.agents, self.host, _json(description))
+                for name in self.engine.processes.names():
+                    pipe.set(self.keys.owner(name), self.host)
+                await pipe.execute()
+                await self._publish_all()
+                self._redis_back()
+            except (RedisError, OSError) as exc:
+                self._redis_away(exc)
+            await self._sleep(HEARTBEAT)
+
+    async def _publish_changes(self) -> None:
+        """State changes reach Redis within PUBLISH_INTERVAL s, not at the next heartbeat."""
+        while True:
+            await self._sleep(PUBLISH_INTERVAL)
+            changed = [
+                name
+                for name in self.engine.processes.names()
+                if self._published.get(name) != _json(self._info(name))
+            ]
+            if not changed:
+                continue
+            try:
+                await self._publish(changed)
+            except (RedisError, OSError) as exc:
+                self._redis_away(exc)
+
+    def _redis_away(self, exc: BaseException) -> None:
+        if self._redis_ok:
+            log.warning(
+                "redis unreachable (%s); capture goes on, what is kept is written when it is back", exc
+            )
+        self._redis_ok = False
+
+    def _redis_back(self) -> None:
+        if not self._redis_ok:
+            log.warning("redis is back")
+        self._redis_ok = True
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _commands(self) -> None:
+        """Act on the commands for this host: a consumer group, so that each is delivered
+        once; command ids, so that a command delivered again is never acted on twice."""
+        key = self.keys.commands(self.host)
+        backoff = 0.0
+        pending = True  # first the commands delivered before a restart and not acknowledged
+        grouped = False
+        while True:
+            try:
+                if not grouped:
+                    with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                        await self.client.xgroup_create(key, GROUP, id="$", mkstream=True)
+                    grouped = True
+                response = cast(
+                    list[tuple[str, list[tuple[str, dict[str, str]]]]],
+                    await self.client.xreadgroup(
+                        GROUP, self.host, {key: "0" if pending else ">"}, count=16, block=1000
+                    ),
+                )
+                entries = [entry for _, stream in response or () for entry in stream]
+                if pending and not entries:
+                    pending = False
+                for entry_id, fields in entries:
+                    action = asyncio.create_task(self._act(key, entry_id, fields))
+                    self._actions.add(action)
+                    action.add_done_callback(self._actions.discard)
+                if pending and entries:
+                    await self._sleep(0.1)  # acknowledged ones leave the pending list
+                backoff = 0.0
+                self._redis_back()
+            except (RedisError, OSError) as exc:
+                self._redis_away(exc)
+                grouped = False  # a restarted Redis may have lost it
+                backoff = min(max(backoff * 2, 0.1), 2.0)
+                await self._sleep(backoff)
+
+    async def _act(self, key: str, entry_id: str, fields: dict[str, str]) -> None:
+        command_id = fields.get("id", entry_id)
+        if command_id in self._acting:
+            return
+        self._acting.add(command_id)
+        try:
+            done = await self.client.get(self.keys.done(command_id))
+            if done is None:
+                done = _json(await self._outcome(entry_id, fields))
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self.keys.done(command_id), done, ex=DONE_TTL)
+            pipe.rpush(self.keys.reply(command_id), done)
+            pipe.expire(self.keys.reply(command_id), REPLY_TTL)
+            pipe.xack(key, GROUP, entry_id)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._redis_away(exc)  # left pending: acted on (once) when Redis is back
+        finally:
+            self._acting.discard(command_id)
+
+    async def _outcome(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+        action, name = fields.get("action", ""), fields.get("process", "")
+        if action not in ACTIONS:
+            return {"ok": False, "error": f"unknown action {action!r}"}
+        if name not in self.engine.processes:
+            return {"ok": False, "error": f"{name!r} is not a process of host {self.host!r}"}
+        sent_ms = int(entry_id.split("-")[0])
+        now_ms = int((await self.client.time())[0]) * 1000
+        if now_ms - sent_ms > COMMAND_TIMEOUT * 1000:
+            return {"ok": False, "error": f"the {action} of {name} came after its asker gave up: not done"}
+        try:
+            if action == "clear":
+                upto = fields.get("upto")
+                result: object = await self.engine.clear(name, int(upto) if upto else None)
+            else:
+                result = await getattr(self.engine.processes, action)(name)
+        except LogcastError as exc:
+            return {"ok": False, "error": str(exc)}
+        await self._publish([name])
+        return {"ok": True, "result": result, "info": self._info(name)}
