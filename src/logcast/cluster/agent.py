@@ -52,7 +52,7 @@ class Agent:
         self.keys = keys or Keys()
         self._sleep = sleep
         self._published: dict[str, str] = {}  # name -> the info last published
-        self._acting: set[str] = set()  # command ids being acted on
+        self._acting: dict[str, asyncio.Future[str]] = {}  # command id -> its answer, while acting
         self._tasks: list[asyncio.Task[None]] = []
         self._actions: set[asyncio.Task[None]] = set()  # commands being acted on
         self._started_at = time.time()
@@ -233,13 +233,21 @@ class Agent:
 
     async def _act(self, key: str, entry_id: str, fields: dict[str, str]) -> None:
         command_id = fields.get("id", entry_id)
-        if command_id in self._acting:
-            return
-        self._acting.add(command_id)
+        acting = self._acting.get(command_id)
         try:
-            done = await self.client.get(self.keys.done(command_id))
-            if done is None:
-                done = _json(await self._outcome(entry_id, fields))
+            if acting is not None:  # delivered again while being acted on: the same answer
+                done = await asyncio.shield(acting)
+            else:
+                acting = self._acting[command_id] = asyncio.get_running_loop().create_future()
+                try:
+                    earlier = cast(str | None, await self.client.get(self.keys.done(command_id)))
+                    done = earlier if earlier is not None else _json(await self._outcome(entry_id, fields))
+                    acting.set_result(done)
+                except BaseException as exc:
+                    acting.set_exception(exc)
+                    raise
+                finally:
+                    del self._acting[command_id]
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self.keys.done(command_id), done, ex=DONE_TTL)
             pipe.rpush(self.keys.reply(command_id), done)
@@ -247,9 +255,7 @@ class Agent:
             pipe.xack(key, GROUP, entry_id)
             await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._redis_away(exc)  # left pending: acted on (once) when Redis is back
-        finally:
-            self._acting.discard(command_id)
+            self._redis_away(exc)  # left pending: answered (and acted on once) when Redis is back
 
     async def _outcome(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
         action, name = fields.get("action", ""), fields.get("process", "")

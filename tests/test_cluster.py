@@ -1,0 +1,208 @@
+"""The cluster's pieces in one process, on a real redis-server: claiming names, an agent's
+commands (each id acted on once, only its own processes, only known actions, never a
+stale one) and a replica's view of them. The black-box runs are in tests/cluster/."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from logcast.cluster.agent import Agent
+from logcast.cluster.keys import Keys
+from logcast.cluster.redis import NameTaken, claim, connect
+from logcast.cluster.replica import ClusterEngine
+from logcast.config import Settings, parse
+from logcast.errors import ControlRefused
+from logcast.hub import Hub
+from logcast.query import Query
+from logcast.types import EventType, Gap, GapReason, Level, LogRecord, ProcessState, Stream
+from tests.fakes import MemoryStore
+
+pytestmark = pytest.mark.redis
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+async def url(redis_url: str) -> AsyncIterator[str]:
+    """A database of the session's redis-server of its own (1..15), emptied first."""
+    db = next(_databases) % 15 + 1
+    url = redis_url.rsplit("/", 1)[0] + f"/{db}"
+    client = connect(url)
+    await client.flushdb()
+    await client.aclose()
+    yield url
+
+
+def config(*names: str) -> Settings:
+    child = "import time\\nwhile True:\\n    print('tick', flush=True)\\n    time.sleep(0.05)"
+    text = "".join(
+        f'[process.{name}]\ncommand = ["{sys.executable}", "-u", "-c", "{child}"]\nstop_timeout = 2\n'
+        for name in names
+    )
+    return parse(text)
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_name_held_by_a_live_agent_is_refused_with_its_holder(url: str) -> None:
+    client, keys = connect(url), Keys()
+    try:
+        await claim(client, keys, "a", ["web", "worker"], "{}")
+        with pytest.raises(NameTaken, match="'worker' is already run by host 'a'"):
+            await claim(client, keys, "b", ["llm", "worker"], "{}")
+        assert await client.get(keys.owner("llm")) is None  # nothing taken by a refused claim
+        await claim(client, keys, "a", ["web", "worker"], "{}")  # the same host again: fine
+        await client.delete(keys.agent("a"))  # a's agent is gone
+        await claim(client, keys, "b", ["llm", "worker"], "{}")
+        assert await client.get(keys.owner("worker")) == "b"
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def cluster(url: str) -> AsyncIterator[tuple[Agent, ClusterEngine, aioredis.Redis]]:
+    agent = await Agent.start(config("web"), url, "a")
+    replica = await ClusterEngine.open(Settings(), url)
+    client = connect(url)
+    try:
+        await until(lambda: "web" in replica.processes.names(), "the replica to see web")
+        yield agent, replica, client
+    finally:
+        await client.aclose()
+        await replica.stop()
+        await agent.stop()
+
+
+async def test_the_replica_lists_the_agents_processes_and_follows_their_lines(
+    cluster: tuple[Agent, ClusterEngine, aioredis.Redis],
+) -> None:
+    agent, replica, _ = cluster
+    assert replica.processes.info("web")["host"] == "a"
+    assert [(h.host, h.alive, h.processes) for h in replica.hosts()] == [("a", True, ["web"])]
+    assert replica.configs()["web"].command[0] == sys.executable
+    await until(lambda: replica.hub.get("web").last_seq >= 20, "twenty lines mirrored")
+    sub = await replica.hub.subscribe("web", after=0)
+    entries = await sub.next(wait=False)
+    sub.close()
+    seqs = [p.seq for _, p in entries if isinstance(p, LogRecord)]
+    assert seqs == list(range(1, len(seqs) + 1))  # the agent's own numbers, none missing
+    assert agent.engine.hub.get("web").last_seq >= seqs[-1]
+
+
+async def test_control_acts_once_per_command_id_and_only_on_its_own_processes(
+    cluster: tuple[Agent, ClusterEngine, aioredis.Redis],
+) -> None:
+    agent, replica, client = cluster
+    keys = Keys()
+    run = agent.engine.processes.info("web")["run"]
+    assert await replica.processes.restart("web") is True
+    assert agent.engine.processes.info("web")["run"] == run + 1
+    assert replica.processes.info("web")["run"] == run + 1  # the answer carries the new state
+
+    # the same command delivered twice (a retry) is acted on once, and answered twice
+    command = {"id": "retry-1", "action": "restart", "process": "web"}
+    for _ in range(2):
+        await client.xadd(keys.commands("a"), command)  # type: ignore[arg-type]
+    replies = [await client.blpop([keys.reply("retry-1")], timeout=10) for _ in range(2)]
+    assert all(reply is not None for reply in replies)
+    assert agent.engine.processes.info("web")["run"] == run + 2
+
+    async def ask(fields: dict[str, str]) -> dict[str, Any]:
+        await client.xadd(keys.commands("a"), fields)  # type: ignore[arg-type]
+        reply = await client.blpop([keys.reply(fields["id"])], timeout=10)
+        assert reply is not None
+        return dict(orjson.loads(reply[1]))
+
+    assert await ask({"id": "x1", "action": "rm -rf /", "process": "web"}) == {
+        "ok": False,
+        "error": "unknown action 'rm -rf /'",
+    }
+    assert await ask({"id": "x2", "action": "stop", "process": "other"}) == {
+        "ok": False,
+        "error": "'other' is not a process of host 'a'",
+    }
+    # a command its asker gave up on (sent more than the command timeout ago) is not acted on
+    stale = await agent._outcome("1000-0", {"action": "stop", "process": "web"})  # sent in 1970
+    assert stale == {"ok": False, "error": "the stop of web came after its asker gave up: not done"}
+    assert agent.engine.processes.info("web")["state"] == "running"
+    with pytest.raises(ControlRefused, match="not a process of host"):
+        replica.view.infos["ghost"] = {"name": "ghost", "host": "a", "state": "running"}
+        await replica.processes.stop("ghost")
+
+
+async def test_clear_through_the_replica_reaches_the_agent(
+    cluster: tuple[Agent, ClusterEngine, aioredis.Redis],
+) -> None:
+    agent, replica, _ = cluster
+    await until(lambda: replica.hub.get("web").last_seq >= 10, "ten lines mirrored")
+    upto = await replica.clear("web")
+    assert upto >= 10
+    assert agent.engine.hub.get("web").cleared_upto == upto
+    page = await replica.hub.read_page("web", after=0, limit=10)
+    assert all(r.seq > upto for r in page.records)
+
+
+async def test_a_silent_agent_is_lost_and_its_processes_unknown(url: str) -> None:
+    agent = await Agent.start(config("web"), url, "a")
+    replica = await ClusterEngine.open(Settings(), url)
+    try:
+        await until(lambda: replica.processes.info("web")["state"] == "running", "web running")
+        await agent.client.delete(agent.keys.agent("a"))  # as if its heartbeats had stopped for 10 s
+        for task in agent._tasks:
+            task.cancel()
+        await until(lambda: not replica.hosts()[0].alive, "the host lost")
+        assert replica.processes.info("web")["state"] == ProcessState.UNKNOWN
+        assert replica.processes.info("web")["pid"] is None
+    finally:
+        await replica.stop()
+        await agent.stop()
+
+
+def record(
+    seq: int, text: str = "x", *, stream: Stream = Stream.STDOUT, level: Level = Level.INFO
+) -> LogRecord:
+    return LogRecord(seq, 1.0, level, text, stream, "web", 1)
+
+
+async def test_a_mirror_keeps_the_owners_numbers_and_tells_lost_and_cleared_ranges() -> None:
+    store = MemoryStore()
+    hub = Hub(store, memory_lines=100)
+    await hub.open([], mirror=True)
+
+    def owner_wrote(records: list[LogRecord]) -> None:
+        store.write(records)  # it skips what it has
+        hub.mirror("web", records)
+
+    try:
+        owner_wrote([record(1), record(2, "bad", level=Level.ERROR), record(3)])
+        owner_wrote([record(2), record(3), record(4)])  # seen before: kept once
+        owner_wrote([record(8), record(9, "stopped", stream=Stream.SYSTEM)])  # 5..7 never stored
+        journal = hub.get("web")
+        assert journal.last_seq == 9 and journal.errors == 1 and journal.last_error == "bad"
+        sub = await hub.subscribe("web", after=0)
+        entries = await sub.next(wait=False)
+        gaps = [p for _, p in entries if isinstance(p, Gap)]
+        assert gaps == [Gap("web", 5, 7, GapReason.LOST)]
+        assert [p.seq for _, p in entries if isinstance(p, LogRecord)] == [1, 2, 3, 4, 8, 9]
+        assert entries[-1][0] is EventType.HISTORICAL_COMPLETE
+        hub.mirror_cleared("web", 8)
+        assert journal.cleared_upto == 8
+        tail = await hub.tail("web", 10, query=Query())
+        assert [r.seq for r in tail] == [9]
+        sub.close()
+    finally:
+        await hub.close()
