@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -593,7 +594,7 @@ def test_dashboard_start_stop_and_errors(make_server: Callable[..., Server], pag
     expect(row.get_by_role("button", name="stop svc", exact=True)).to_be_disabled()
     row.get_by_role("button", name="start svc", exact=True).click()
     expect(state).to_have_text(re.compile("running|ready"))
-    expect(row.locator("td").nth(2)).to_have_text(re.compile(r"^\d+$"))  # a pid
+    expect(row.locator("td[data-label=PID]")).to_have_text(re.compile(r"^\d+$"))
     expect(row.get_by_role("button", name="start svc", exact=True)).to_be_disabled()
     row.get_by_role("button", name="stop svc", exact=True).click()
     expect(state).to_have_text(re.compile("stopped|exited"))
@@ -613,6 +614,102 @@ def test_dashboard_start_stop_and_errors(make_server: Callable[..., Server], pag
     # a click on the row opens its logs
     row.locator(".proc-name").click()
     expect(page).to_have_url(re.compile(r"/logs\.html\?process=svc(&|$)"))
+
+
+def fabricated_process(name: str, host: str, state: str, pid: int | None) -> dict[str, Any]:
+    return {
+        "name": name, "state": state, "host": host, "pid": pid, "started_at": 1733412000.0,
+        "uptime": 345.0 if state == "running" else None, "exit_code": None, "run": 1, "restarts": 0,
+        "lines": 10, "bytes": 100, "lines_per_s": 0.0, "warnings": 0, "errors": 0, "last_error": None,
+        "subscribers": 0, "last_seq": 10,
+    }  # fmt: skip
+
+
+def fulfill_json(status: int, body: Any) -> Callable[[Any], None]:
+    return lambda route: route.fulfill(status=status, content_type="application/json", body=json.dumps(body))
+
+
+def test_dashboard_hosts_lost_hosts_and_an_unavailable_server(
+    make_server: Callable[..., Server], page: Any
+) -> None:
+    server = make_server(toml_process("svc", IDLE))
+    page.goto(server.url + "/")
+    row = page.locator("tr[data-process=svc]")
+    expect(row.locator(".state")).to_have_text(re.compile("running|ready"))
+    # one machine: the Host column names it, the hosts API has it alive, nothing is grouped
+    expect(page.locator(".proc-table thead th").nth(1)).to_have_text("Host")
+    expect(row.locator("td[data-label=Host]")).to_have_text(socket.gethostname())
+    assert page.evaluate("window.__logcast.hosts()") == [
+        {"host": socket.gethostname(), "alive": True, "last_seen": None, "processes": ["svc"]}
+    ]
+    expect(page.locator("#proc-rows tr.host-row")).to_have_count(0)
+    banner = page.locator("#api-banner")
+    expect(banner).to_be_hidden()
+
+    # an agent that does not act in time: the control's 504 is a toast with the server's reason
+    timeout = f"host {socket.gethostname()!r} did not restart svc within 10 s: no answer"
+    page.route("**/api/processes/svc/restart", fulfill_json(504, {"detail": timeout}))
+    row.get_by_role("button", name="restart svc", exact=True).click()
+    expect(page.locator(".toast-error", has_text=timeout)).to_be_visible()
+    expect(row.get_by_role("button", name="restart svc", exact=True)).to_be_enabled()
+
+    # the replica loses its Redis: every API answer is a 503, and the banner says why
+    problem = "redis at redis://10.0.0.9:6379 is unreachable: Error 111 connecting. Connection refused."
+    page.route("**/api/processes", fulfill_json(503, {"detail": problem}))
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text(problem)
+    expect(page.locator("#poll")).to_have_attribute("data-state", "reconnecting")
+    page.unroute("**/api/processes")
+    expect(banner).to_be_hidden()
+    expect(page.locator("#poll")).to_have_attribute("data-state", "live")
+
+    # eleven processes on two hosts, one of them lost: grouped under a header per host
+    listed = [fabricated_process(f"train-{i}", "gpu-1", "running", 100 + i) for i in range(6)]
+    listed += [fabricated_process(f"infer-{i}", "gpu-2", "unknown", 200 + i) for i in range(5)]
+    hosts = [
+        {"host": "gpu-1", "alive": True, "last_seen": time.time(), "processes": [f"train-{i}" for i in range(6)]},
+        {"host": "gpu-2", "alive": False, "last_seen": time.time() - 60, "processes": [f"infer-{i}" for i in range(5)]},
+    ]  # fmt: skip
+    page.route("**/api/processes", fulfill_json(200, {"processes": listed}))
+    page.route("**/api/hosts", fulfill_json(200, {"hosts": hosts}))
+    headers = page.locator("#proc-rows tr.host-row")
+    expect(headers).to_have_count(2)
+    expect(headers.nth(0)).to_contain_text("gpu-1")
+    expect(headers.nth(0).locator(".host-state")).to_have_text("alive")
+    expect(headers.nth(0)).to_contain_text("6 of 6 running")
+    expect(headers.nth(1)).to_contain_text("gpu-2")
+    expect(headers.nth(1).locator(".host-state")).to_have_text("lost")
+    expect(headers.nth(1)).to_contain_text("0 of 5 running")
+    # each header sits over its host's processes
+    order = page.eval_on_selector_all(
+        "#proc-rows > tr",
+        "rows => rows.map((r) => r.dataset.process ? r.dataset.process : `[${r.dataset.host}]`)",
+    )
+    assert order == [
+        "[gpu-1]",
+        *[f"train-{i}" for i in range(6)],
+        "[gpu-2]",
+        *[f"infer-{i}" for i in range(5)],
+    ]
+    # a process of the lost host is unknown: greyed, not counted as running, no pid, no controls
+    lost = page.locator("tr[data-process=infer-0]")
+    expect(lost.locator(".state")).to_have_text("unknown")
+    expect(lost.locator("td[data-label=Host]")).to_have_text(re.compile(r"^gpu-2\s*lost$"))
+    expect(lost.locator("td[data-label=PID]")).to_have_text("–")
+    assert float(lost.locator("td[data-label=State]").evaluate("(td) => getComputedStyle(td).opacity")) < 1
+    for action in ("start", "stop", "restart"):
+        expect(lost.get_by_role("button", name=f"{action} infer-0", exact=True)).to_be_disabled()
+    expect(page.locator("tr[data-process=train-0] td[data-label=Host]")).to_have_text("gpu-1")
+    expect(page.locator("tr[data-process=train-0] .state")).to_have_text("running")
+    expect(page.locator("#sum-processes")).to_have_text("11")
+    expect(page.locator("#sum-running")).to_have_text("6")
+
+    # back to the real server: one host again, no headers
+    page.unroute("**/api/processes")
+    page.unroute("**/api/hosts")
+    expect(page.locator("#proc-rows tr.host-row")).to_have_count(0)
+    expect(page.locator("#proc-rows > tr")).to_have_count(1)
+    expect(row.locator("td[data-label=Host]")).to_have_text(socket.gethostname())
 
 
 @pytest.mark.parametrize("transport", ["ws", "sse"])

@@ -63,6 +63,8 @@ export async function api(path, { method = "GET", body, signal, redirectOn401 = 
 export const enc = encodeURIComponent;
 
 export const listProcesses = () => api("/api/processes").then((d) => d.processes);
+/** `[{host, alive, last_seen, processes}]`: one host on a single machine, one per agent on several. */
+export const listHosts = (options) => api("/api/hosts", options).then((d) => d.hosts);
 export const getProcess = (name) => api(`/api/processes/${enc(name)}`);
 export const control = (name, action) => api(`/api/processes/${enc(name)}/${action}`, { method: "POST" });
 export const getSession = () => api("/api/session", { redirectOn401: false });

@@ -1,7 +1,7 @@
 // / — every process at a glance with its controls, and a merged live view of the processes
 // ticked "watch", so that one page shows what runs and what it says.
 
-import { ApiError, control, listProcesses } from "./api.js";
+import { ApiError, control, listHosts, listProcesses } from "./api.js";
 import { gapEntry, noteEntry } from "./entries.js";
 import { MergedModel } from "./merged-model.js";
 import { initNav } from "./nav.js";
@@ -16,6 +16,9 @@ import { formatCount, formatDuration, formatRate } from "./format.js";
 import { ALIVE } from "./states.js";
 
 const POLL_MS = 1500;
+// Rows are grouped under a header per host when the processes run on several hosts and
+// there are more than this many of them (a short list reads better in one piece).
+const GROUP_OVER = 8;
 const MERGE_LINES = 200;
 // The merged view uses the WebSocket transport (same JSON events as SSE): a browser gives an
 // origin only six HTTP/1.1 connections and every EventSource keeps one busy, so four watched
@@ -24,9 +27,11 @@ const MERGE_TRANSPORT = new URLSearchParams(location.search).get("merge") === "s
 const WATCH_PREF = "watch"; // localStorage "logcast.watch"
 
 const rows = new Map(); // name → {tr, cells, buttons}
+const hostHeaders = new Map(); // host → {tr, name, state, count}: the group headers
 const slots = new Map(); // name → colour slot
 const streams = new Map(); // name → LogStream
 let processes = [];
+let hosts = new Map(); // host → {host, alive, last_seen, processes} from /api/hosts
 let pollTimer = 0;
 let lastOk = 0;
 let busy = false;
@@ -47,12 +52,28 @@ async function poll() {
   if (busy) return;
   busy = true;
   try {
-    processes = await listProcesses();
+    // the hosts are an extra: without them (an older server) the processes' host still shows
+    const [list, hostList] = await Promise.all([
+      listProcesses(),
+      listHosts({ redirectOn401: false }).catch((err) => err),
+    ]);
+    processes = list;
+    if (Array.isArray(hostList)) hosts = new Map(hostList.map((h) => [h.host, h]));
+    else if (hostList instanceof ApiError && hostList.status === 404) hosts = new Map();
     lastOk = Date.now();
+    showProblem(null);
     setPoll("live", "Live");
     render();
   } catch (err) {
-    if (!(err instanceof ApiError && err.status === 401)) setPoll("reconnecting", "Server unreachable — retrying");
+    if (err instanceof ApiError && err.status === 401) return;
+    if (err instanceof ApiError && err.status >= 500) {
+      // the server answers but cannot serve (503: its Redis is away): say why, keep polling
+      showProblem(err.message);
+      setPoll("reconnecting", "Server unavailable — retrying");
+    } else {
+      showProblem(null);
+      setPoll("reconnecting", "Server unreachable — retrying");
+    }
   } finally {
     busy = false;
     pollTimer = setTimeout(poll, POLL_MS);
@@ -71,6 +92,59 @@ function setPoll(state, text) {
   const box = $("#poll");
   box.dataset.state = state;
   $(".conn-text", box).textContent = text;
+}
+
+/** The banner over the page while the server answers with an error (`detail`), gone with null. */
+function showProblem(detail) {
+  const banner = $("#api-banner");
+  if (detail) setText($("#api-banner-text"), detail);
+  banner.hidden = !detail;
+  if (detail) $("#processes").dataset.stale = "true";
+  else delete $("#processes").dataset.stale;
+}
+
+// --- hosts ---------------------------------------------------------------------------------
+
+function hostOf(p) {
+  return typeof p.host === "string" ? p.host : "";
+}
+
+/** True when /api/hosts says the host's agent went silent. */
+function isLost(host) {
+  const h = hosts.get(host);
+  return Boolean(h && h.alive === false);
+}
+
+function lostTitle(host) {
+  const h = hosts.get(host);
+  const seen = h && typeof h.last_seen === "number" ? `; last heard from ${new Date(h.last_seen * 1000).toLocaleTimeString()}` : "";
+  return `host ${host} is lost: its agent has gone silent${seen}`;
+}
+
+function columnCount() {
+  return $(".proc-table thead tr").children.length;
+}
+
+/** The header row of a host's group: its name, alive or lost, and how many of its processes run. */
+function hostHeader(host, list) {
+  let h = hostHeaders.get(host);
+  if (!h) {
+    const name = el("span", { class: "host-name" });
+    const state = el("span", { class: "host-state" });
+    const count = el("span", { class: "host-count muted" });
+    const th = el("th", { scope: "rowgroup", colspan: columnCount() }, el("span", { class: "host-head" }, name, state, count));
+    h = { tr: el("tr", { class: "host-row", dataset: { host } }, th), name, state, count };
+    hostHeaders.set(host, h);
+  }
+  const lost = isLost(host);
+  setText(h.name, host || "(no host)");
+  h.tr.dataset.alive = String(!lost);
+  h.state.dataset.state = lost ? "lost" : "alive";
+  setText(h.state, lost ? "lost" : "alive");
+  h.state.title = lost ? lostTitle(host) : "";
+  const running = list.filter((p) => ALIVE.has(p.state)).length;
+  setText(h.count, `${running} of ${formatCount(list.length)} running`);
+  return h.tr;
 }
 
 // --- table -----------------------------------------------------------------------------------
@@ -104,12 +178,13 @@ function buildRow(p) {
   watch.addEventListener("change", () => setWatched(name, watch.checked));
   watch.addEventListener("click", (e) => e.stopPropagation());
   const cells = {
-    name: cell("", "cell-name"), state: cell("State"), pid: cell("PID", "num"), uptime: cell("Uptime", "num"),
+    name: cell("", "cell-name"), host: cell("Host", "cell-host"), state: cell("State"), pid: cell("PID", "num"), uptime: cell("Uptime", "num"),
     run: cell("Run", "num"), restarts: cell("Restarts", "num"), rate: cell("Lines/s", "num"),
     warnings: cell("Warnings", "num"), errors: cell("Errors", "num"), error: cell("Last error", "cell-error"),
     actions: cell("", "cell-actions"), watch: cell("Watch"),
   };
   cells.name.append(link);
+  cells.host.append(el("span", { class: "host-name" }), el("span", { class: "host-state", dataset: { state: "lost" }, hidden: true }));
   cells.state.append(state);
   cells.error.append(el("span", { class: "last-error" }));
   cells.actions.append(actions);
@@ -140,15 +215,40 @@ function render() {
       rows.delete(name);
     }
   }
-  processes.forEach((p, i) => {
+  const rowOf = (p) => {
     let row = rows.get(p.name);
     if (!row) {
       row = buildRow(p);
       rows.set(p.name, row);
     }
-    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
     updateRow(row, p);
+    return row.tr;
+  };
+  // the rows in the order shown: in configuration order, or grouped by host (hosts in the
+  // order their first process comes) under a header each
+  const byHost = new Map();
+  for (const p of processes) {
+    const host = hostOf(p);
+    if (!byHost.has(host)) byHost.set(host, []);
+    byHost.get(host).push(p);
+  }
+  const grouped = byHost.size > 1 && processes.length > GROUP_OVER;
+  const order = [];
+  if (grouped) {
+    for (const [host, list] of byHost) order.push(hostHeader(host, list), ...list.map(rowOf));
+  } else {
+    order.push(...processes.map(rowOf));
+  }
+  for (const [host, h] of hostHeaders) {
+    if (!grouped || !byHost.has(host)) {
+      h.tr.remove();
+      hostHeaders.delete(host);
+    }
+  }
+  order.forEach((tr, i) => {
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
   });
+  $("#proc-rows").dataset.grouped = String(grouped);
   $("#no-processes").hidden = processes.length > 0;
   const running = processes.filter((p) => ALIVE.has(p.state)).length;
   $("#sum-processes").textContent = formatCount(processes.length);
@@ -166,11 +266,22 @@ function setText(node, text) {
 
 function updateRow(row, p) {
   const { cells, state, buttons } = row;
+  const host = hostOf(p);
+  const lost = isLost(host);
+  // unknown: the host that runs it is lost, so nobody can say whether it runs, nor act on it
+  const unknown = p.state === "unknown";
   row.tr.dataset.state = p.state;
+  row.tr.dataset.host = host;
   state.dataset.state = p.state;
   setText(state, p.state);
-  state.title = p.exit_code !== null && p.exit_code !== undefined ? `exit code ${p.exit_code}` : "";
-  setText(cells.pid, p.pid ? String(p.pid) : "–");
+  if (unknown) state.title = host ? `host ${host} is lost: its agent has gone silent` : "its host is lost";
+  else state.title = p.exit_code !== null && p.exit_code !== undefined ? `exit code ${p.exit_code}` : "";
+  setText($(".host-name", cells.host), host || "–");
+  const badge = $(".host-state", cells.host);
+  setText(badge, lost ? "lost" : ""); // no hidden text: the cell reads (and copies) as the host's name
+  badge.hidden = !lost;
+  cells.host.title = lost ? lostTitle(host) : "";
+  setText(cells.pid, p.pid && !unknown ? String(p.pid) : "–");
   setText(cells.uptime, ALIVE.has(p.state) ? formatDuration(p.uptime) : "–");
   setText(cells.run, formatCount(p.run ?? 0));
   setText(cells.restarts, formatCount(p.restarts ?? 0));
@@ -184,10 +295,11 @@ function updateRow(row, p) {
   setText(last, text);
   last.title = text;
   const alive = ALIVE.has(p.state);
-  if (!buttons.start.dataset.busy) buttons.start.disabled = alive;
+  if (!buttons.start.dataset.busy) buttons.start.disabled = alive || unknown;
   // a process in backoff waits to be restarted: Stop cancels that
   if (!buttons.stop.dataset.busy) buttons.stop.disabled = !(alive || p.state === "backoff") || p.state === "stopping";
-  if (!buttons.restart.dataset.busy) buttons.restart.disabled = p.state === "stopping";
+  if (!buttons.restart.dataset.busy) buttons.restart.disabled = p.state === "stopping" || unknown;
+  for (const b of Object.values(buttons)) b.title = unknown ? "its host is lost: no agent would act on it" : "";
 }
 
 async function act(name, action, button) {
@@ -346,6 +458,7 @@ function start() {
   });
   window.__logcast = {
     processes: () => processes,
+    hosts: () => [...hosts.values()],
     merged: () => merged.entries.map((e) => ({ kind: e.kind, process: e.process, seq: e.seq, ts: e.ts, text: e.text })),
     streams: () => Object.fromEntries([...streams].map(([n, s]) => [n, { state: s.state, lastSeq: s.lastSeq, ...s.stats }])),
   };

@@ -15,6 +15,7 @@ export async function showPicker() {
     ui.pickerList.replaceChildren(...processes.map((p) => el("li", {},
       el("a", { class: "picker-item", href: `/logs.html?process=${enc(p.name)}` },
         el("span", { class: "name", text: p.name }),
+        el("span", { class: "host", text: typeof p.host === "string" ? p.host : "" }),
         el("span", { class: "state", dataset: { state: p.state }, text: p.state })))));
     if (!processes.length) ui.pickerList.append(el("li", { class: "muted", text: "No processes are configured." }));
     fillProcessSelect(processes, "");
@@ -23,9 +24,15 @@ export async function showPicker() {
   }
 }
 
-/** The top bar's process switcher; with no `current`, a "Choose a process…" placeholder first. */
+/**
+ * The top bar's process switcher; with no `current`, a "Choose a process…" placeholder first.
+ * When the processes run on several hosts, each option names its host too.
+ */
 export function fillProcessSelect(processes, current) {
-  const options = processes.map((p) => el("option", { value: p.name, text: p.name }));
+  const several = new Set(processes.map((p) => p.host)).size > 1;
+  const options = processes.map((p) => el("option", {
+    value: p.name, text: several && typeof p.host === "string" ? `${p.name} · ${p.host}` : p.name,
+  }));
   if (!current) options.unshift(el("option", { value: "", text: "Choose a process…" }));
   ui.procSelect.replaceChildren(...options);
   ui.procSelect.value = current;
