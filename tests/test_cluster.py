@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,11 +22,12 @@ from logcast.cluster.keys import Keys
 from logcast.cluster.redis import NameTaken, claim, connect
 from logcast.cluster.replica import ClusterEngine
 from logcast.config import Settings, parse
-from logcast.errors import ControlRefused
+from logcast.errors import ControlRefused, StoreError
 from logcast.hub import Hub
 from logcast.query import Query
 from logcast.types import EventType, Gap, GapReason, Level, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
+from tests.util import free_port, stop_group, wait_port
 
 pytestmark = pytest.mark.redis
 
@@ -206,3 +209,81 @@ async def test_a_mirror_keeps_the_owners_numbers_and_tells_lost_and_cleared_rang
         sub.close()
     finally:
         await hub.close()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server that speaks only TLS and wants a password: the URL a host would use."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            *subject,
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            *tls,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret-pw",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_port(port)
+        yield f"rediss://:s3cret-pw@127.0.0.1:{port}/0?ssl_ca_certs={cert}", server
+    finally:
+        stop_group(server)
+
+
+async def test_rediss_with_a_password_works_and_the_password_is_never_shown(
+    tls_redis: tuple[str, subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, server = tls_redis
+    with pytest.raises(StoreError) as refused:
+        await Agent.start(config("web"), url.replace("s3cret-pw", "wrong-pw"), "a")
+    assert "wrong-pw" not in str(refused.value)
+    agent = await Agent.start(config("web"), url, "a")
+    replica = await ClusterEngine.open(Settings(), url)
+    try:
+        await until(
+            lambda: replica.hub.get("web").last_seq >= 5 if "web" in replica.hub.names() else False, "lines"
+        )
+        stop_group(server)  # Redis goes away: the replica says so, without the password
+        await until(lambda: replica.problem is not None, "the replica to notice")
+        assert "redis" in str(replica.problem) and "s3cret-pw" not in str(replica.problem)
+    finally:
+        await replica.stop()
+        await agent.stop()
+    assert "s3cret-pw" not in caplog.text

@@ -21,7 +21,8 @@ from logcast.cluster.keys import COMMAND_TIMEOUT, DONE_TTL, HEARTBEAT, LOST_AFTE
 from logcast.cluster.redis import claim, connect
 from logcast.config import Settings
 from logcast.engine import Engine
-from logcast.errors import LogcastError
+from logcast.errors import LogcastError, StoreError
+from logcast.secrets import mask_text
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class Agent:
         names = list(settings.processes)
         try:
             await claim(client, keys, host, names, _json({"pid": os.getpid(), "at": time.time()}))
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise StoreError(mask_text(f"redis at {url}: {exc}")) from exc
         except BaseException:
             await client.aclose()
             raise
