@@ -287,3 +287,15 @@ async def test_rediss_with_a_password_works_and_the_password_is_never_shown(
         await replica.stop()
         await agent.stop()
     assert "s3cret-pw" not in caplog.text
+
+
+async def test_an_agent_stopped_in_order_leaves_its_processes_stopped_not_unknown(url: str) -> None:
+    agent = await Agent.start(config("web"), url, "a")
+    replica = await ClusterEngine.open(Settings(), url)
+    try:
+        await until(lambda: replica.processes.info("web")["state"] == "running", "web running")
+        await agent.stop()
+        await until(lambda: not replica.hosts()[0].alive, "the host gone")
+        assert replica.processes.info("web")["state"] == ProcessState.STOPPED
+    finally:
+        await replica.stop()

@@ -101,16 +101,27 @@ class Agent:
             await self.engine.stop()
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await self._publish_all()
+                await self._publish_all()  # every process stopped, as it now is
+                await self.client.hset(self.keys.agents, self.host, _json(self._description(stopped=True)))
                 await self.client.delete(self.keys.agent(self.host))
             await self.client.aclose()
+
+    def _description(self, *, stopped: bool = False) -> dict[str, Any]:
+        """This agent, for the replicas' list of hosts (`stopped`: it ended in order)."""
+        return {
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+            "last_seen": time.time(),
+            "processes": self.engine.processes.names(),
+            "stopped": stopped,
+        }
 
     # -- what the replicas read --------------------------------------------------------------
 
     def _info(self, name: str) -> dict[str, Any]:
         return {**self.engine.processes.info(name), "host": self.host}
 
-    def _description(self, name: str) -> dict[str, str]:
+    def _published_process(self, name: str) -> dict[str, str]:
         engine = self.engine
         journal = engine.hub.get(name)
         return {
@@ -124,9 +135,9 @@ class Agent:
     async def _publish(self, names: list[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            description = self._description(name)
-            pipe.hset(self.keys.process(name), mapping=cast(Any, description))
-            self._published[name] = description["info"]
+            published = self._published_process(name)
+            pipe.hset(self.keys.process(name), mapping=cast(Any, published))
+            self._published[name] = published["info"]
         if names:
             pipe.sadd(self.keys.processes, *names)
         await pipe.execute()
@@ -149,17 +160,10 @@ class Agent:
         """Every HEARTBEAT s: this agent is alive (for LOST_AFTER s), and its figures."""
         while True:
             try:
-                now = time.time()
-                alive = _json({"pid": os.getpid(), "at": now})
-                description = {
-                    "pid": os.getpid(),
-                    "started_at": self._started_at,
-                    "last_seen": now,
-                    "processes": self.engine.processes.names(),
-                }
+                alive = _json({"pid": os.getpid(), "at": time.time()})
                 pipe = self.client.pipeline(transaction=False)
                 pipe.set(self.keys.agent(self.host), alive, px=int(LOST_AFTER * 1000))
-                pipe.hset(self.keys.agents, self.host, _json(description))
+                pipe.hset(self.keys.agents, self.host, _json(self._description()))
                 for name in self.engine.processes.names():
                     pipe.set(self.keys.owner(name), self.host)
                 await pipe.execute()

@@ -67,8 +67,9 @@ class ClusterProcesses:
             info = view.infos[name]
         except KeyError:
             raise UnknownProcess(name) from None
-        if info.get("host") not in view.alive:
-            return {**info, "state": ProcessState.UNKNOWN.value, "pid": None}
+        host = info.get("host")
+        if host not in view.alive and not view.hosts.get(str(host), {}).get("stopped"):
+            return {**info, "state": ProcessState.UNKNOWN.value, "pid": None}  # lost: who knows
         return info
 
     async def start(self, name: str) -> bool:
