@@ -8,12 +8,12 @@ reservation. Capture never waits for it; two seconds of output are reserved ahea
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from logcast.errors import StoreError
 from logcast.hub.journal import Journal
+from logcast.hub.worker import Worker
 from logcast.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 LOOK_INTERVAL = 0.5  # s between two looks at every process's lead, when nobody asks sooner
 
 
-class Reserver:
+class Reserver(Worker):
+    name = "logcast-reserver"
+
     def __init__(
         self,
         store: Store,
@@ -30,32 +32,8 @@ class Reserver:
         on_visible: Callable[[str], None],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
-        self._journals = journals
+        super().__init__(store, journals, monotonic=monotonic)
         self._on_visible = on_visible
-        self._monotonic = monotonic
-        self._wanted = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="logcast-reserver", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        """Some process is close to the end of its reservation."""
-        self._wanted.set()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-        self._wanted.set()
-
-    def join(self, timeout: float) -> bool:
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
 
     def _run(self) -> None:
         """While the reservation cannot be written (a failing disk, Redis away), new lines

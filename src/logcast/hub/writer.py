@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from logcast.errors import StoreError
 from logcast.hub.journal import Journal
+from logcast.hub.worker import Worker
 from logcast.store.base import Store
 from logcast.types import LogRecord
 
@@ -25,7 +26,9 @@ WRITER_STALL = 1.0  # a store write taking longer than this (s) no longer holds 
 HOLD_CHECK = 0.1  # s between two looks of a held capture thread at a silent writer
 
 
-class StoreWriter:
+class StoreWriter(Worker):
+    name = "logcast-store-writer"
+
     def __init__(
         self,
         store: Store,
@@ -34,48 +37,20 @@ class StoreWriter:
         on_commit: Callable[[str], None],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
-        self._journals = journals
+        super().__init__(store, journals, monotonic=monotonic)
         self._on_commit = on_commit
-        self._monotonic = monotonic
-        self._wanted = threading.Event()
-        self._stopping = threading.Event()
         self._batch_lock = threading.Lock()  # held while a batch is written
         self._progress = threading.Condition(threading.Lock())  # a round ended
         self._rounds = 0  # rounds ended, either way; guarded by _progress
         self._ok = True  # the last round succeeded
         self._write_started: float | None = None  # when the write in flight began
         self._next_first = 0  # which process the next round starts with
-        self._thread: threading.Thread | None = None
         self.held = 0  # capture threads waiting in `hold_while_behind` now; guarded by _progress
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="logcast-store-writer", daemon=True)
-        self._thread.start()
-
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
 
     def request_stop(self) -> None:
         """Write what is left, then end the thread (it does not wait for that)."""
-        self._stopping.set()
-        self._wanted.set()
+        super().request_stop()
         self.release_held()
-
-    def join(self, timeout: float) -> bool:
-        """Wait for the thread to end; False if it is still writing after `timeout`."""
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    def poke(self) -> None:
-        """There is something new to write."""
-        self._wanted.set()
 
     # -- what other threads wait for -------------------------------------------------
 
