@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from logcast.client import AsyncClient, Client, ConnectionState, Event
+from logcast.client import AsyncClient, Client, ConnectionState, Event, Host
 from logcast.errors import ClientError
 from logcast.types import EventType, Level, ProcessState, Stream
 from tests.conftest import free_port
@@ -88,6 +90,58 @@ def test_list_and_control(basic: Server) -> None:
 
         config = client.config()
         assert [p["name"] for p in config["processes"]] == ["web", "idle"]
+
+
+async def test_hosts_on_one_machine(basic: Server) -> None:
+    here = socket.gethostname()
+    with Client(basic.url) as client:
+        assert client.hosts() == [Host(host=here, alive=True, last_seen=None, processes=["web", "idle"])]
+        assert [(p.name, p.host) for p in client.processes()] == [("web", here), ("idle", here)]
+        assert client.process("idle").host == here
+    async with AsyncClient(basic.url) as aclient:
+        (host,) = await aclient.hosts()
+        assert host.host == here and host.alive and host.processes == ["web", "idle"]
+
+
+PROCESS = {
+    "name": "train", "state": "running", "host": "gpu-1", "pid": 12, "run": 1, "restarts": 0, "lines": 3,
+    "bytes": 30, "lines_per_s": 0.0, "warnings": 0, "errors": 0, "last_error": None, "subscribers": 0,
+    "last_seq": 3,
+}  # fmt: skip
+
+
+def cluster_answers(request: httpx.Request) -> httpx.Response:
+    """A replica of several hosts, as the client sees it: gpu-2 lost, its process unknown,
+    a command its agent never acted on, and Redis away for every other route."""
+    path = request.url.path
+    if path == "/api/hosts":
+        return httpx.Response(200, json={"hosts": [
+            {"host": "gpu-1", "alive": True, "last_seen": 1733412345.2, "processes": ["train"]},
+            {"host": "gpu-2", "alive": False, "last_seen": 1733412300.0, "processes": ["infer"]},
+        ]})  # fmt: skip
+    if path == "/api/processes/infer":
+        return httpx.Response(200, json={**PROCESS, "name": "infer", "host": "gpu-2", "state": "unknown"})
+    if path == "/api/processes/infer/stop":
+        return httpx.Response(504, json={"detail": "host 'gpu-2' did not stop infer within 10 s: no answer"})
+    return httpx.Response(
+        503, json={"detail": "redis at redis://db:6379 is unreachable: refused"}, headers={"Retry-After": "2"}
+    )
+
+
+def test_several_hosts_a_lost_one_and_the_cluster_errors() -> None:
+    with Client("http://replica.test") as client:
+        client._http.close()
+        client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(cluster_answers))
+        hosts = client.hosts()
+        assert [(h.host, h.alive) for h in hosts] == [("gpu-1", True), ("gpu-2", False)]
+        infer = client.process("infer")
+        assert infer.host == "gpu-2" and infer.state is ProcessState.UNKNOWN and not infer.state.is_alive
+        with pytest.raises(ClientError) as timeout:
+            client.stop("infer")
+        assert timeout.value.status == 504 and "gpu-2" in str(timeout.value)
+        with pytest.raises(ClientError) as unavailable:
+            client.processes()
+        assert unavailable.value.status == 503 and str(unavailable.value).startswith("redis at redis://db")
 
 
 def test_unknown_process_and_unreachable_server(basic: Server) -> None:

@@ -17,6 +17,7 @@ from logcast.client._common import LogPage, ProcessInfo
 from logcast.client._sync import Client
 from logcast.client.events import ClientEventType, ConnectionState, Event
 from logcast.client.settings import Settings, resolve
+from logcast.schemas import Host
 
 __all__ = [
     "AsyncClient",
@@ -24,6 +25,7 @@ __all__ = [
     "ClientEventType",
     "ConnectionState",
     "Event",
+    "Host",
     "LogPage",
     "ProcessInfo",
     "Settings",

@@ -21,7 +21,7 @@ from pydantic import PrivateAttr, ValidationError
 
 from logcast.client.events import ConnectionState, Event, connection_event, parse_event
 from logcast.errors import ClientError
-from logcast.schemas import Process
+from logcast.schemas import Host, HostList, Process
 from logcast.types import EventType, LogRecord
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,14 @@ class ProcessInfo(Process):
         return self.__dict__ == other.__dict__
 
     __hash__ = Process.__hash__
+
+
+def host_list(body: Any) -> list[Host]:
+    """The hosts of `GET /api/hosts`, as `logcast.schemas.Host`s."""
+    try:
+        return list(HostList.model_validate(body).hosts)
+    except ValidationError as exc:
+        raise ClientError(f"unexpected host list from the server: {_problem(exc)}") from None
 
 
 def _problem(exc: ValidationError) -> str:

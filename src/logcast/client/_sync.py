@@ -23,6 +23,7 @@ from logcast.client._common import (
     clear_path,
     decode_json,
     error_from_response,
+    host_list,
     is_waitable,
     log_page,
     logs_params,
@@ -33,6 +34,7 @@ from logcast.client._common import (
 )
 from logcast.client.events import ConnectionState, Event
 from logcast.errors import ClientError
+from logcast.schemas import Host
 from logcast.types import LogRecord, ProcessState
 
 
@@ -85,6 +87,11 @@ class Client:
 
     def restart(self, name: str) -> ProcessInfo:
         return ProcessInfo.from_dict(self._call("POST", process_path(name, "/restart")))
+
+    def hosts(self) -> list[Host]:
+        """The hosts that run the processes (`GET /api/hosts`): this machine alone on one host,
+        one per agent on several, each `alive` or lost."""
+        return host_list(self._call("GET", "/api/hosts"))
 
     # -- history ----------------------------------------------------------------------
 
