@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from logcast.cli.control import process_table
+from logcast.client import ProcessInfo
 from tests.conftest import free_port
 from tests.e2e.conftest import Server, py_command
 
@@ -66,17 +71,42 @@ def test_ps_table_and_json(server: Server, tmp_path: Path) -> None:
     result = logcast("ps", "--url", server.url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     header, *rows = [line.split() for line in result.stdout.strip().splitlines()]
-    assert header == ["NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES"]
+    assert header == ["NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES", "HOST"]
     table = {row[0]: row for row in rows}
     assert list(table) == ["web", "worker"]
     assert table["web"][1] in ("running", "ready") and table["web"][2].isdigit()
     assert table["worker"][1:3] == ["stopped", "-"]
+    # one machine: every process runs on it
+    assert table["web"][-1] == table["worker"][-1] == socket.gethostname()
 
     as_json = logcast("ps", "--url", server.url, "--json", cwd=tmp_path)
     assert as_json.returncode == 0
     processes = json.loads(as_json.stdout)["processes"]
     assert [p["name"] for p in processes] == ["web", "worker"]
     assert processes[1]["state"] == "stopped"
+    assert {p["host"] for p in processes} == {socket.gethostname()}
+
+
+def test_ps_shows_a_lost_hosts_process_as_unknown() -> None:
+    """Several hosts, gpu-2 lost: its process is `unknown`, dim, without a pid nor uptime."""
+    base = {
+        "name": "train", "state": "running", "host": "gpu-1", "pid": 12, "uptime": 63.0, "run": 1,
+        "restarts": 0, "lines": 3, "bytes": 30, "lines_per_s": 0.0, "warnings": 0, "errors": 0,
+        "last_error": None, "subscribers": 0, "last_seq": 3,
+    }  # fmt: skip
+    listed = [base, {**base, "name": "infer", "host": "gpu-2", "state": "unknown", "pid": 40, "uptime": None}]
+    console = Console(
+        file=io.StringIO(), width=120, force_terminal=True, color_system="standard", record=True
+    )
+    console.print(process_table([ProcessInfo.from_dict(p) for p in listed]))
+    plain = [line.split() for line in console.export_text(clear=False).splitlines()]
+    assert plain == [
+        ["NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES", "HOST"],
+        ["train", "running", "12", "1m03s", "1", "0", "3", "gpu-1"],
+        ["infer", "unknown", "-", "-", "1", "0", "3", "gpu-2"],
+    ]
+    styled = console.export_text(styles=True)
+    assert "\x1b[2munknown" in styled and "\x1b[32mrunning" in styled
 
 
 def test_url_from_environment_and_config_file(server: Server, tmp_path: Path) -> None:

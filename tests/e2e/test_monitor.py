@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,8 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, RichLog, Select, Static
 
 from logcast.cli.monitor import ConfirmScreen, HelpScreen, MonitorApp, StatsScreen
+from logcast.cli.monitor.app import COLUMNS
+from logcast.client import ProcessInfo
 from tests.conftest import free_port
 from tests.e2e.conftest import Server, py_command
 
@@ -85,6 +88,7 @@ async def test_states_logs_and_filters(server: Server) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.query_one("#processes", DataTable).row_count == 2, "two rows")
         assert cell(app, "idle", "state") == "stopped"
+        assert cell(app, "web", "host") == cell(app, "idle", "host") == socket.gethostname()
         await until(pilot, lambda: cell(app, "web", "state") in ("running", "ready"), "web running")
         assert cell(app, "web", "pid").isdigit()
         await until(pilot, lambda: has(app, "root:bye"), "web's log in the pane")
@@ -107,6 +111,21 @@ async def test_states_logs_and_filters(server: Server) -> None:
         await pilot.press("enter")  # back to the table
         app.query_one("#search", Input).value = ""
         await until(pilot, lambda: has(app, "careful"), "search cleared")
+
+
+def test_a_lost_hosts_process_shows_unknown_and_not_running() -> None:
+    """Several hosts, gpu-2 lost: its process is `unknown`, dim, with no pid nor uptime."""
+    app = MonitorApp(url="http://replica.test")
+    info = ProcessInfo.from_dict({
+        "name": "infer", "state": "unknown", "host": "gpu-2", "pid": 40, "run": 1, "restarts": 0,
+        "lines": 3, "bytes": 30, "lines_per_s": 0.0, "warnings": 0, "errors": 0, "last_error": None,
+        "subscribers": 0, "last_seq": 3,
+    })  # fmt: skip
+    cells = dict(zip((key for key, _ in COLUMNS), app._cells(info), strict=True))
+    assert isinstance(cells["state"], Text) and isinstance(cells["host"], Text)
+    assert (cells["state"].plain, cells["host"].plain) == ("unknown", "gpu-2")
+    assert str(cells["state"].style) == "dim"
+    assert cells["pid"] == cells["uptime"] == "-"
 
 
 async def test_start_and_stop_with_confirmation(server: Server) -> None:

@@ -21,6 +21,7 @@ from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import Client, ProcessInfo
 from logcast.errors import ClientError
 from logcast.secrets import mask_argv, mask_env
+from logcast.types import ProcessState
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -53,7 +54,7 @@ def _client(url: str | None, token: str | None) -> Client:
 def state_text(info: ProcessInfo) -> Text:
     style = render.STATE_STYLE.get(info.state, "")
     label = info.state.value
-    if info.exit_code is not None and not info.state.is_alive:
+    if info.exit_code is not None and not info.state.is_alive and info.state is not ProcessState.UNKNOWN:
         label += f" ({info.exit_code})"
         if info.exit_code != 0:
             style = "red"
@@ -61,18 +62,22 @@ def state_text(info: ProcessInfo) -> Text:
 
 
 def process_table(processes: list[ProcessInfo]) -> Table:
+    """NAME … LINES as before, HOST last (a script that reads the columns by position still
+    finds them where they were). A process whose host is lost (`unknown`) shows no pid."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES"):
-        table.add_column(column, justify="left" if column in ("NAME", "STATE") else "right")
+    for column in ("NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES", "HOST"):
+        table.add_column(column, justify="left" if column in ("NAME", "STATE", "HOST") else "right")
     for info in processes:
+        unknown = info.state is ProcessState.UNKNOWN
         table.add_row(
             Text(info.name),
             state_text(info),
-            str(info.pid) if info.pid else "-",
+            str(info.pid) if info.pid and not unknown else "-",
             render.duration(info.uptime) if info.state.is_alive else "-",
             str(info.run),
             str(info.restarts),
             str(info.lines),
+            Text(info.host or "-", style="dim" if unknown else ""),
         )
     return table
 

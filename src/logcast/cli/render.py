@@ -34,6 +34,7 @@ STATE_STYLE: dict[ProcessState, str] = {
     ProcessState.EXITED: "dim",
     ProcessState.CRASHED: "bold red",
     ProcessState.BACKOFF: "red",
+    ProcessState.UNKNOWN: "dim",  # its host is lost: not running, nor known to have stopped
 }
 
 # One colour per process, none of them a level colour.

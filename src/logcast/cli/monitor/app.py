@@ -31,6 +31,7 @@ REFRESH = 1.0  # seconds between table refreshes
 
 COLUMNS = (
     ("name", "NAME"),
+    ("host", "HOST"),
     ("state", "STATE"),
     ("pid", "PID"),
     ("uptime", "UPTIME"),
@@ -175,11 +176,14 @@ class MonitorApp(App[None]):
             table.remove_row(gone)
 
     def _cells(self, info: ProcessInfo) -> list[Text | str]:
+        # unknown: the host that runs it is lost; shown dim, like a process that does not run
+        unknown = info.state is ProcessState.UNKNOWN
         state = Text(info.state.value, render.STATE_STYLE.get(info.state, ""))
-        if info.exit_code is not None and not info.state.is_alive:
+        if info.exit_code is not None and not info.state.is_alive and not unknown:
             state.append(f" ({info.exit_code})", "red" if info.exit_code else "dim")
         return [
             Text(info.name, self.colour(info.name)),
+            Text(info.host or "-", "dim"),
             state,
             str(info.pid) if info.pid and info.state.is_alive else "-",
             render.duration(info.uptime) if info.state.is_alive else "-",
