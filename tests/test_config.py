@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logcast.config import (
+    Condition,
     ProcessSettings,
     RestartPolicy,
     ServerSettings,
@@ -19,6 +20,7 @@ from logcast.config import (
     load,
     parse,
     single_process,
+    start_order,
 )
 from logcast.errors import ConfigError
 
@@ -338,3 +340,93 @@ def test_distinct_aliases_of_several_processes_are_accepted() -> None:
         '[process.a]\ncommand = "x"\naliases = ["A"]\n[process.b]\ncommand = "y"\naliases = ["B", "b2"]\n'
     )
     assert {n: p.aliases for n, p in s.processes.items()} == {"a": ("A",), "b": ("B", "b2")}
+
+
+# -- depends_on: names, conditions, probes and cycles, refused at load time ----------------
+
+
+def test_depends_on_is_parsed_in_order_with_restart_with() -> None:
+    s = parse(
+        '[process.db]\ncommand = "x"\nready = { log = "up" }\n\n'
+        '[process.migrate]\ncommand = "m"\ndepends_on = { db = "ready" }\n\n'
+        '[process.web]\ncommand = "w"\ndepends_on = { migrate = "exited_ok", db = "started" }\n'
+        "restart_with = true\n"
+    )
+    web = s.processes["web"]
+    assert list(web.depends_on.items()) == [("migrate", Condition.EXITED_OK), ("db", Condition.STARTED)]
+    assert web.restart_with is True
+    assert s.processes["migrate"].restart_with is False
+    assert dict(s.processes["db"].depends_on) == {}
+
+
+def test_depends_on_as_a_sub_table() -> None:
+    s = parse(
+        '[process.a]\ncommand = "x"\n\n[process.b]\ncommand = "y"\n[process.b.depends_on]\na = "started"\n'
+    )
+    assert dict(s.processes["b"].depends_on) == {"a": Condition.STARTED}
+
+
+def test_start_order_puts_dependencies_first_and_keeps_config_order_otherwise() -> None:
+    s = parse(
+        '[process.web]\ncommand = "w"\ndepends_on = { api = "started" }\n'
+        '[process.other]\ncommand = "o"\n'
+        '[process.api]\ncommand = "a"\ndepends_on = { db = "started" }\n'
+        '[process.db]\ncommand = "d"\n'
+    )
+    assert start_order(s.processes) == ["db", "api", "web", "other"]
+
+
+DEPENDS_ERRORS = [
+    # an unknown process, with a near name, without one, and an alias
+    ('[process.db]\ncommand = "x"\n[process.web]\ncommand = "y"\ndepends_on = { dbb = "started" }\n',
+     "logcast.toml:5: process.web.depends_on.dbb: unknown process 'dbb' (did you mean 'db'?)"),
+    ('[process.web]\ncommand = "y"\ndepends_on = { redis = "started" }\n',
+     "logcast.toml:3: process.web.depends_on.redis: unknown process 'redis'"),
+    ('[process.db]\ncommand = "x"\naliases = ["pg"]\n[process.web]\ncommand = "y"\n'
+     'depends_on = { pg = "started" }\n',
+     "logcast.toml:6: process.web.depends_on.pg: unknown process 'pg': it is an alias of process 'db', "
+     "depend on that name"),
+    # an unknown condition, a value that is not one, a depends_on that is not a table
+    ('[process.db]\ncommand = "x"\n[process.web]\ncommand = "y"\ndepends_on = { db = "up" }\n',
+     "logcast.toml:5: process.web.depends_on.db: unknown condition 'up' "
+     "(expected one of: started, ready, exited_ok)"),
+    ('[process.db]\ncommand = "x"\n[process.web]\ncommand = "y"\ndepends_on = { db = true }\n',
+     "logcast.toml:5: process.web.depends_on.db: expected a condition (started, ready, exited_ok), "
+     "got boolean true"),
+    ('[process.db]\ncommand = "x"\n[process.web]\ncommand = "y"\ndepends_on = ["db"]\n',
+     "logcast.toml:5: process.web.depends_on: expected a table of process names and conditions, "
+     "such as { db = \"ready\" }, got array ['db']"),
+    # ready on a process without a readiness probe
+    ('[process.db]\ncommand = "x"\n\n[process.web]\ncommand = "y"\ndepends_on = { db = "ready" }\n',
+     "logcast.toml:6: process.web.depends_on.db: process 'db' has no readiness probe "
+     "(ready = { log = ... } or { http = ... }), so it never becomes ready: give it one, "
+     'or depend on it with "started"'),
+    # itself
+    ('[process.web]\ncommand = "y"\ndepends_on = { web = "started" }\n',
+     "logcast.toml:3: process.web.depends_on.web: process 'web' cannot depend on itself"),
+    # cycles, named from the member written first
+    ('[process.a]\ncommand = "x"\ndepends_on = { b = "started" }\n'
+     '[process.b]\ncommand = "y"\ndepends_on = { a = "started" }\n',
+     "logcast.toml:3: process.a.depends_on.b: dependency cycle: a → b → a"),
+    ('[process.c]\ncommand = "z"\ndepends_on = { a = "started" }\n'
+     '[process.a]\ncommand = "x"\ndepends_on = { b = "started" }\n'
+     '[process.b]\ncommand = "y"\ndepends_on = { c = "exited_ok" }\n',
+     "logcast.toml:3: process.c.depends_on.a: dependency cycle: c → a → b → c"),
+    ('[process.d]\ncommand = "x"\n[process.a]\ncommand = "x"\ndepends_on = { d = "started" }\n'
+     '[process.b]\ncommand = "y"\ndepends_on = { a = "started", c = "started" }\n'
+     '[process.c]\ncommand = "z"\ndepends_on = { b = "started" }\n',
+     "logcast.toml:8: process.b.depends_on.c: dependency cycle: b → c → b"),
+    # restart_with: a boolean, and only with a dependency
+    ('[process.db]\ncommand = "x"\n[process.web]\ncommand = "y"\ndepends_on = { db = "started" }\n'
+     'restart_with = "yes"\n',
+     "logcast.toml:6: process.web.restart_with: expected a boolean (true or false), got string 'yes'"),
+    ('[process.web]\ncommand = "y"\nrestart_with = true\n',
+     "logcast.toml:3: process.web.restart_with: restart_with = true needs depends_on (it has no dependency)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), DEPENDS_ERRORS)
+def test_depends_on_refusals_name_file_line_and_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text, "logcast.toml")
+    assert str(info.value) == message

@@ -2,9 +2,11 @@
 then, naming the file, the line and the dotted key: a supervisor that starts with half a
 configuration is worse than one that does not start."""
 
+from logcast.config.depends import start_order
 from logcast.config.loader import load, parse, parse_signal
 from logcast.config.settings import (
     NAME_RE,
+    Condition,
     ProcessSettings,
     ReadySettings,
     RestartPolicy,
@@ -18,6 +20,7 @@ from logcast.config.settings import (
 
 __all__ = [
     "NAME_RE",
+    "Condition",
     "ProcessSettings",
     "ReadySettings",
     "RestartPolicy",
@@ -30,4 +33,5 @@ __all__ = [
     "parse",
     "parse_signal",
     "single_process",
+    "start_order",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from logcast.config.depends import check_dependencies, parse_depends_on
 from logcast.config.locate import Key
 from logcast.config.reader import Reader
 from logcast.config.settings import (
@@ -46,6 +47,8 @@ _PROCESS_KEYS = (
     "backoff_initial",
     "backoff_max",
     "min_uptime",
+    "depends_on",
+    "restart_with",
 )
 _READY_KEYS = ("log", "http", "timeout")
 
@@ -232,6 +235,8 @@ def _process(reader: Reader, name: str, value: object, base: Path) -> ProcessSet
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         min_uptime=reader.seconds(raw, (*section, "min_uptime"), 10.0),
+        depends_on=parse_depends_on(reader, raw, (*section, "depends_on")),
+        restart_with=reader.boolean(raw, (*section, "restart_with"), False),
     )
 
 
@@ -273,6 +278,7 @@ def parse(text: str, path: str = "<string>") -> Settings:
         for name, value in reader.table(raw.get("process", {}), ("process",)).items()
     }
     _check_aliases(reader, processes)
+    check_dependencies(reader, processes)
     return Settings(server=server, storage=storage, processes=processes, path=real_path)
 
 

@@ -31,6 +31,14 @@ class RestartPolicy(enum.StrEnum):
     ALWAYS = "always"
 
 
+class Condition(enum.StrEnum):
+    """What a process waits for in a dependency (`depends_on = { db = "ready" }`)."""
+
+    STARTED = "started"  # its child was spawned (running or ready)
+    READY = "ready"  # its readiness probe passed (it needs one)
+    EXITED_OK = "exited_ok"  # its last run exited with code 0 (a migration, a download)
+
+
 def is_loopback(host: str) -> bool:
     """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
     host = host.strip().strip("[]")
@@ -106,6 +114,9 @@ class ProcessSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     min_uptime: float = 10.0  # a run that stayed up this long resets the backoff
+    # processes this one starts after, each once it reached its condition (config order)
+    depends_on: Mapping[str, Condition] = field(default_factory=lambda: MappingProxyType({}))
+    restart_with: bool = False  # restart this process when a dependency restarts
 
 
 @dataclass(frozen=True)
