@@ -10,6 +10,7 @@ store, close it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import socket
@@ -24,6 +25,7 @@ from logcast.schemas import Host, HttpReady, LogReady, ProcessConfig
 from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.store import open_store
 from logcast.store.base import Store
+from logcast.supervise.resources import Resources, ResourceSampler
 from logcast.supervise.supervisor import Supervisor
 from logcast.types import Entry
 
@@ -98,11 +100,32 @@ class Engine:
     processes: Processes
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     host: str = field(default_factory=socket.gethostname)  # where the processes run
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its resources, last sample
+    _sampler: asyncio.Task[None] | None = None
 
     @property
     def problem(self) -> str | None:
         """Why the engine cannot answer now (the API says 503 with it), or None."""
         return None
+
+    def resources(self, name: str) -> dict[str, Any] | None:
+        """What the process tree of `name` uses (`schemas.Resources`), or None."""
+        return self.usage.get(name)
+
+    def _sample_resources(self) -> None:
+        sampler = ResourceSampler()
+
+        def roots() -> dict[str, int]:
+            infos = ((name, self.processes.info(name)) for name in self.processes.names())
+            return {name: int(info["pid"]) for name, info in infos if info.get("pid")}
+
+        def keep(sample: Mapping[str, Resources]) -> None:
+            self.usage = {
+                name: {**resources.as_dict(), "cpu_seconds_total": round(resources.cpu_seconds_total, 3)}
+                for name, resources in sample.items()
+            }
+
+        self._sampler = asyncio.create_task(sampler.run(roots, keep), name="logcast-resources")
 
     def configs(self) -> dict[str, ProcessConfig]:
         """Each configured process as the API describes its configuration, in config order."""
@@ -139,6 +162,7 @@ class Engine:
         engine = cls(settings, store, hub, supervisor, host=host or socket.gethostname())
         if autostart:
             await supervisor.start_autostart()
+        engine._sample_resources()
         return engine
 
     async def follow(self, name: str) -> AsyncIterator[Entry]:
@@ -157,6 +181,10 @@ class Engine:
     async def stop(self) -> None:
         """The ordered shutdown: streams, children, the store's last writes, the store."""
         self.end_streams()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sampler
         try:
             await self.processes.shutdown()
         finally:

@@ -55,6 +55,24 @@ class ProcessRun(Shape):
     uptime: float | None = None
     """Seconds since the current run started; null when no child runs (the web computes it
     from `started_at`)."""
+    resources: Resources | None = None
+    """What its process tree uses now; null when no child runs."""
+
+
+class Resources(Shape):
+    """What a process tree (the process and its descendants) uses, sampled every 2 s."""
+
+    cpu_percent: float
+    """Of one core, summed over the tree."""
+    rss_bytes: int
+    """Resident memory summed over the tree (memory they share is counted in each)."""
+    threads: int
+    open_fds: int
+    gpu_memory_bytes: dict[str, int] | None
+    """Per GPU index, where NVIDIA's driver is present; null otherwise."""
+    cpu_seconds_total: float
+    """CPU time of the tree in this run, exited descendants included (only grows)."""
+    sampled_at: float
 
 
 class Counters(Shape):

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import httpx
 import psutil
@@ -370,3 +371,24 @@ def test_stop_during_backoff_and_restart_races(make_server) -> None:  # type: ig
         assert "Traceback" not in server.output()
         metrics = c.get("/metrics").text
         assert 'logcast_restarts_total{process="crasher"}' in metrics
+
+
+def test_resources_of_each_process_tree_in_the_api_and_metrics(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    with server.client() as c:
+
+        def sampled() -> dict[str, Any] | None:
+            resources: dict[str, Any] | None = c.get("/api/processes/ticker").json().get("resources")
+            return resources if resources and resources["cpu_seconds_total"] > 0 else None
+
+        ticker = wait_for(sampled, what="a sample after the ticker used some CPU", timeout=10)
+        assert ticker["rss_bytes"] > 1_000_000 and ticker["threads"] >= 1 and ticker["open_fds"] >= 3
+        assert ticker["cpu_percent"] >= 0
+        assert ticker["gpu_memory_bytes"] is None  # no NVIDIA driver here: null, never an error
+        assert c.get("/api/processes/quiet").json()["resources"] is None  # not running
+        text = c.get("/metrics").text
+        assert 'logcast_process_resident_memory_bytes{process="ticker"}' in text
+        assert 'logcast_process_cpu_seconds_total{process="ticker"}' in text
+        assert (
+            'process="quiet"' not in text.split("logcast_process_resident_memory_bytes")[-1].split("\n# ")[0]
+        )

@@ -119,7 +119,11 @@ class Agent:
     # -- what the replicas read --------------------------------------------------------------
 
     def _info(self, name: str) -> dict[str, Any]:
-        return {**self.engine.processes.info(name), "host": self.host}
+        return {
+            **self.engine.processes.info(name),
+            "host": self.host,
+            "resources": self.engine.resources(name),
+        }
 
     def _published_process(self, name: str) -> dict[str, str]:
         engine = self.engine

@@ -152,6 +152,10 @@ class ClusterEngine(Engine):
     def configs(self) -> dict[str, ProcessConfig]:
         return {name: self.view.configs[name] for name in self.view.names if name in self.view.configs}
 
+    def resources(self, name: str) -> dict[str, Any] | None:
+        resources = self.processes.info(name).get("resources")
+        return dict(resources) if isinstance(resources, dict) else None
+
     def hosts(self) -> list[Host]:
         view = self.view
         by_host: dict[str, list[str]] = {host: [] for host in view.hosts}

@@ -14,16 +14,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from logcast.engine import Engine
-from logcast.schemas import ProcessRun, ProcessStats
+from logcast.schemas import ProcessRun, ProcessStats, Resources
 from logcast.types import ProcessState
 
 
 class EngineCollector(Collector):
-    def __init__(self, rt: Engine) -> None:
-        self.rt = rt
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        rt = self.rt
+        engine = self.engine
         lines = CounterMetricFamily("logcast_lines", "Lines captured", labels=["process"])
         nbytes = CounterMetricFamily("logcast_bytes", "Bytes captured", labels=["process"])
         dropped = CounterMetricFamily(
@@ -38,25 +38,41 @@ class EngineCollector(Collector):
             "logcast_process_state", "1 for the current state", labels=["process", "state"]
         )
         rate = GaugeMetricFamily("logcast_lines_per_second", "Lines per second, last 5 s", labels=["process"])
-        for name in rt.hub.names():
-            s = ProcessStats.model_validate(rt.hub.stats(name))
+        cpu = CounterMetricFamily(
+            "logcast_process_cpu_seconds", "CPU time of the process tree in this run", labels=["process"]
+        )
+        rss = GaugeMetricFamily(
+            "logcast_process_resident_memory_bytes", "Resident memory of the process tree", labels=["process"]
+        )
+        gpu = GaugeMetricFamily(
+            "logcast_process_gpu_memory_bytes", "GPU memory of the process tree", labels=["process", "gpu"]
+        )
+        for name in engine.hub.names():
+            s = ProcessStats.model_validate(engine.hub.stats(name))
             lines.add_metric([name], s.lines)
             nbytes.add_metric([name], s.bytes)
             dropped.add_metric([name], s.dropped)
             lost.add_metric([name], s.store_lost)
             subs.add_metric([name], s.subscribers)
             rate.add_metric([name], s.lines_per_s)
-            if name in rt.processes.names():
-                run = ProcessRun.model_validate(rt.processes.info(name))
+            if name in engine.processes.names():
+                run = ProcessRun.model_validate(engine.processes.info(name))
                 restarts.add_metric([name], run.restarts)
                 for st in ProcessState:
                     state.add_metric([name, st.value], 1.0 if st is run.state else 0.0)
+                usage = engine.resources(name)
+                if usage is not None:
+                    used = Resources.model_validate(usage)
+                    cpu.add_metric([name], used.cpu_seconds_total)
+                    rss.add_metric([name], used.rss_bytes)
+                    for index, size in (used.gpu_memory_bytes or {}).items():
+                        gpu.add_metric([name, index], size)
         store_errors = CounterMetricFamily("logcast_store_write_errors", "Failed history writes")
-        store_errors.add_metric([], rt.hub.store.stats.errors)
-        yield from (lines, nbytes, dropped, lost, subs, restarts, state, rate, store_errors)
+        store_errors.add_metric([], engine.hub.store.stats.errors)
+        yield from (lines, nbytes, dropped, lost, subs, restarts, state, rate, cpu, rss, gpu, store_errors)
 
 
-def render(rt: Engine) -> bytes:
+def render(engine: Engine) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(rt))
+    registry.register(EngineCollector(engine))
     return generate_latest(registry)

@@ -134,4 +134,6 @@ def process_model(engine: Engine, name: str) -> Process:
     )
     if "host" not in run:
         run = {**run, "host": engine.host}
+    if name in engine.processes:
+        run = {**run, "resources": engine.resources(name)}
     return Process.of(run, engine.hub.stats(name))
