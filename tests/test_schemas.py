@@ -191,6 +191,7 @@ RUN = {
     "exit_code": None,
     "run": 3,
     "restarts": 1,
+    "resources": None,  # the engine adds it: null until the first sample
 }
 HUB_STATS = {
     "lines": 1200,
