@@ -1,4 +1,4 @@
-"""Spawning, states, restart policy, readiness and stopping of child processes."""
+"""Spawning, states, restart policy, readiness, dependencies and stopping of child processes."""
 
 from logcast.supervise.process import ManagedProcess
 from logcast.supervise.supervisor import Supervisor

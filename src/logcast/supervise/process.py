@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from logcast.capture.reader import PipeReader
 from logcast.config import ProcessSettings, RestartPolicy
 from logcast.secrets import mask_command
+from logcast.supervise.depends import Gate, Waiting
 from logcast.supervise.readiness import ReadinessProbe
 from logcast.supervise.spawn import Child, Spawner, SpawnError
 from logcast.supervise.states import check_transition
@@ -75,6 +76,11 @@ class ManagedProcess:
     restart after a backoff, so concurrent requests serialise: a start that arrives
     during a stop waits for it, then starts. Every state change goes through
     `check_transition` and writes one status record to the sink.
+
+    With a `gate` (its `depends_on`), a start whose dependencies have not reached their
+    condition waits for them instead (`waiting_for`, a status record) in a task, like a
+    backoff; a stop cancels it. `on_change` is called after every state change and every
+    change of `waiting_for` (on the loop), so that the supervisor can wake waiters.
     """
 
     def __init__(
@@ -88,6 +94,8 @@ class ManagedProcess:
         run: int = 0,
         reader_factory: ReaderFactory = _pipe_reader,
         reader_grace: float = 2.0,
+        gate: Gate | None = None,
+        on_change: Callable[[ManagedProcess], None] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -114,6 +122,12 @@ class ManagedProcess:
         self._stopping = False  # a stop was requested for the current run
         self._killed = False  # ... and it needed SIGKILL
         self._stop_deadline = 0.0  # loop time
+        self._gate = gate
+        self._on_change = on_change
+        self.waiting_for: str | None = None  # "db (ready)" while a start waits for dependencies
+        self._waiting_message: str | None = None  # the status record that said so
+        self._wait_task: asyncio.Task[None] | None = None
+        self.dependency_runs: dict[str, int] = {}  # each dependency's run when this run started
 
     # ------------------------------------------------------------------ reading
 
@@ -126,6 +140,7 @@ class ManagedProcess:
             "exit_code": self.exit_code,
             "run": self.run,
             "restarts": self.restarts,
+            "waiting_for": self.waiting_for,
         }
 
     @property
@@ -144,13 +159,13 @@ class ManagedProcess:
         backoff it starts at once."""
         async with self._lock:
             await self._settle()
-            if self.state.is_alive:
-                logger.debug("%s: start ignored, already %s", self.name, self.state.value)
+            if self.state.is_alive or self._wait_task is not None:
+                logger.debug("%s: start ignored, already %s", self.name, self.waiting_for or self.state.value)
                 return False
             if self._cancel_backoff():
                 self.restarts += 1
             self._backoff_delay = self.settings.backoff_initial
-            self._launch()
+            self._launch_or_wait()
             return True
 
     async def stop(self) -> bool:
@@ -159,15 +174,23 @@ class ManagedProcess:
         async with self._lock:
             return await self._stop_locked()
 
-    async def restart(self) -> bool:
-        """Stop the process if it runs, then start it again."""
+    async def restart(self, because: str | None = None) -> bool:
+        """Stop the process if it runs, then start it again (once its dependencies are
+        there). `because` (`restart_with`): only if it still runs (False otherwise, say
+        after a stop that came first), with a status record saying why."""
         async with self._lock:
+            if because is not None:
+                if self.state not in (ProcessState.RUNNING, ProcessState.READY):
+                    return False
+                self._status(because, Level.INFO)
+            elif self._wait_task is not None:  # not started yet: the start it waits for is the restart
+                return True
             if not self._cancel_backoff():
                 await self._stop_locked()
                 await self._settle()
             self.restarts += 1
             self._backoff_delay = self.settings.backoff_initial
-            self._launch()
+            self._launch_or_wait()
             return True
 
     async def _settle(self) -> None:
@@ -182,7 +205,22 @@ class ManagedProcess:
         task.cancel()
         return True
 
+    def _cancel_wait(self) -> bool:
+        task, self._wait_task = self._wait_task, None
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
     async def _stop_locked(self) -> bool:
+        if self._cancel_wait():
+            message = f"stopped (no longer waiting for {self.waiting_for})"
+            self._set_waiting(None)
+            if self.state is ProcessState.STOPPED:
+                self._status(message, Level.INFO)
+            else:
+                self._set_state(ProcessState.STOPPED, message)
+            return True
         if self._cancel_backoff():
             self._set_state(ProcessState.STOPPED, "stopped (restart cancelled)")
             return True
@@ -235,6 +273,57 @@ class ManagedProcess:
         check_transition(self.state, new)
         self.state = new
         self._sink.status(self.name, self.run, new, message, level)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(self)
+            except Exception:  # a bug there must not break this process's lifecycle
+                logger.exception("%s: state change callback failed", self.name)
+
+    # ------------------------------------------------------------------ dependencies
+
+    def _launch_or_wait(self) -> None:
+        """Start a run now if the dependencies are there, else wait for them in a task (lock held)."""
+        waiting = self._gate.unmet() if self._gate is not None else None
+        if waiting is None:
+            self._set_waiting(None)
+            self._launch()
+            return
+        self._set_waiting(waiting)
+        self._wait_task = asyncio.create_task(self._wait_then_launch(), name=f"wait {self.name}")
+
+    async def _wait_then_launch(self) -> None:
+        gate = self._gate
+        assert gate is not None
+        while True:
+            # Checked under the lock; then no await comes before `changed()` starts
+            # listening, so no change between the check and the wait is missed.
+            async with self._lock:
+                if self._wait_task is not asyncio.current_task():
+                    return
+                waiting = gate.unmet()
+                if waiting is None:
+                    self._wait_task = None
+                    self._set_waiting(None)
+                    self._launch()
+                    return
+                self._set_waiting(waiting)
+            await gate.changed()
+
+    def _set_waiting(self, waiting: Waiting | None) -> None:
+        """Show what a start waits for; a status record each time the reason changes."""
+        if waiting is None:
+            if self.waiting_for is not None:
+                self.waiting_for = self._waiting_message = None
+                self._notify()
+            return
+        if waiting.message == self._waiting_message:
+            return
+        self.waiting_for, self._waiting_message = waiting.short, waiting.message
+        self._status(waiting.message, Level.WARNING if waiting.failed else Level.INFO)
+        self._notify()
 
     def _status(self, message: str, level: Level) -> None:
         """A status record that is not a state change (a warning about the current state)."""
@@ -248,6 +337,7 @@ class ManagedProcess:
         self._stopping = self._killed = False
         self.exit_code = None
         self._probe = None
+        self.dependency_runs = self._gate.runs() if self._gate is not None else {}
         # one short line: a `-c` script's source or a long argument list is cut;
         # credentials are masked first (status records reach every viewer and the store)
         command = " ".join(mask_command(self.settings.command).split())
@@ -324,6 +414,7 @@ class ManagedProcess:
             f"(no {self._probe.describe} yet); still running and waiting",
             Level.WARNING,
         )
+        self._notify()  # processes waiting for it to be ready say why
 
     async def _watch(
         self, child: Child, run: int, readers: list[Reader], probe: ReadinessProbe | None, done: asyncio.Event
@@ -434,4 +525,4 @@ class ManagedProcess:
                 return
             self._backoff_task = None
             self.restarts += 1
-            self._launch()
+            self._launch_or_wait()
