@@ -277,7 +277,7 @@ async def test_lifecycle_and_info(h: Harness) -> None:
     p = h.process(SLEEP, run=41)
     assert p.info() == {
         "name": "t", "state": "stopped", "pid": None, "started_at": None,
-        "exit_code": None, "run": 41, "restarts": 0, "waiting_for": None,
+        "exit_code": None, "run": 41, "restarts": 0, "waiting_for": None, "last_exit": None,
     }  # fmt: skip
     before = time.time()
     assert await p.start()
@@ -288,7 +288,7 @@ async def test_lifecycle_and_info(h: Harness) -> None:
     assert await p.stop()
     assert p.info() | {"started_at": None} == {
         "name": "t", "state": "stopped", "pid": None, "started_at": None,
-        "exit_code": -signal.SIGTERM, "run": 42, "restarts": 0, "waiting_for": None,
+        "exit_code": -signal.SIGTERM, "run": 42, "restarts": 0, "waiting_for": None, "last_exit": None,
     }  # fmt: skip
     assert not alive(pid)
     statuses = h.sink.statuses()
@@ -387,7 +387,7 @@ async def test_leftovers_of_an_exited_leader_are_stopped(h: Harness) -> None:
     pids = pids_from(h, "pids")
     h.extra_pids += pids
     await until_gone(pids)
-    assert h.sink.statuses()[-1].message == "exited with code 1"
+    assert re.fullmatch(r"exited with code 1 after \d+\.\ds", h.sink.statuses()[-1].message)
 
 
 async def test_a_process_escaping_the_group_does_not_hang_stop(h: Harness) -> None:
@@ -421,7 +421,8 @@ async def test_killed_by_a_signal_we_did_not_send_is_a_crash(h: Harness) -> None
     await until(lambda: p.state is S.CRASHED, "crash")
     assert p.exit_code == -signal.SIGKILL
     last = h.sink.statuses()[-1]
-    assert (last.message, last.level) == ("killed by SIGKILL", Level.ERROR)
+    assert re.fullmatch(r"killed by SIGKILL \(not by logcast\) after \d+\.\ds", last.message)
+    assert last.level is Level.ERROR
 
 
 @pytest.mark.parametrize(
@@ -442,7 +443,10 @@ async def test_restart_policy(
     await until(lambda: p.state is expected[-1], str(expected[-1]))
     assert h.sink.states() == [S.STARTING, S.RUNNING, *expected]
     end = h.sink.statuses()[2]
-    assert end.message == f"exited with code {code}"
+    if code == 0:
+        assert end.message == "exited with code 0"
+    else:
+        assert re.fullmatch(rf"exited with code {code} after \d+\.\ds", end.message), end.message
     assert end.level is (Level.ERROR if code else Level.INFO)
     if expected[-1] is S.BACKOFF:
         assert h.sink.statuses()[-1].message == "restarting in 60s (backoff)"
@@ -479,7 +483,7 @@ async def test_crash_loop_backs_off_exponentially(h: Harness) -> None:
         assert waited == delay
         assert statuses.index(b) < seen <= statuses.index(nxt)
     crashes = [s for s in statuses if s.state is S.CRASHED]
-    assert all(s.message == "exited with code 3" and s.level is Level.ERROR for s in crashes)
+    assert all(s.message.startswith("exited with code 3 after ") and s.level is Level.ERROR for s in crashes)
     assert p.restarts >= 4 and p.run >= 5
 
 

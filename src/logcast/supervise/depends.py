@@ -9,7 +9,6 @@ they have. No state of its own: no child exists, and the state table stays as it
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -80,8 +79,7 @@ def _why(condition: Condition, process: ManagedProcess) -> str | None:
     if state is S.STOPPED:
         return f"{name} is stopped"
     if state is S.CRASHED or (state is S.BACKOFF and process.exit_code != 0):
-        code = process.exit_code
-        how = "failed to start" if code is None else f"exit code {code}" if code >= 0 else _signal(-code)
+        how = process.last_exit.short if process.last_exit is not None else "failed"
         restarting = ", restarting" if state is S.BACKOFF else ""
         return f"{name} crashed ({how}){restarting}"
     if state is S.EXITED or state is S.BACKOFF:  # exited with code 0, which is not what is awaited
@@ -89,13 +87,6 @@ def _why(condition: Condition, process: ManagedProcess) -> str | None:
     if condition is Condition.READY and state is S.RUNNING and process.not_ready:
         return f"{name} is not ready in time"
     return None
-
-
-def _signal(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class Changes:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -14,6 +16,17 @@ from logcast.capture.reader import PipeReader
 from logcast.config import ProcessSettings, RestartPolicy
 from logcast.secrets import mask_command
 from logcast.supervise.depends import Gate, Waiting
+from logcast.supervise.exits import (
+    ERROR_TEXT,
+    LAST_ERRORS,
+    SUMMARY_TEXT,
+    LastExit,
+    OomCounter,
+    RunHistory,
+    cgroup_oom_counter,
+    duration,
+    how_it_ended,
+)
 from logcast.supervise.readiness import ReadinessProbe
 from logcast.supervise.spawn import Child, Spawner, SpawnError
 from logcast.supervise.states import check_transition
@@ -81,6 +94,8 @@ class ManagedProcess:
     condition waits for them instead (`waiting_for`, a status record) in a task, like a
     backoff; a stop cancels it. `on_change` is called after every state change and every
     change of `waiting_for` (on the loop), so that the supervisor can wake waiters.
+    `history` tells the seqs of a run for `last_exit`; `oom_counter` reads the child's
+    cgroup OOM-kill counter (injected by tests).
     """
 
     def __init__(
@@ -96,6 +111,8 @@ class ManagedProcess:
         reader_grace: float = 2.0,
         gate: Gate | None = None,
         on_change: Callable[[ManagedProcess], None] | None = None,
+        history: RunHistory | None = None,
+        oom_counter: OomCounter = cgroup_oom_counter,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -124,10 +141,18 @@ class ManagedProcess:
         self._stop_deadline = 0.0  # loop time
         self._gate = gate
         self._on_change = on_change
+        self._history = history
+        self._oom_counter = oom_counter
         self.waiting_for: str | None = None  # "db (ready)" while a start waits for dependencies
         self._waiting_message: str | None = None  # the status record that said so
         self._wait_task: asyncio.Task[None] | None = None
         self.dependency_runs: dict[str, int] = {}  # each dependency's run when this run started
+        self.last_exit: LastExit | None = None  # the last run that ended in failure
+        self._errors: deque[str] = deque(maxlen=LAST_ERRORS)  # error lines of the current run
+        self._first_seq: int | None = None  # seq of the current run's "starting" record
+        self._oom_read: Callable[[], int | None] | None = None
+        self._oom_before: int | None = None
+        self._sent_kill = False  # logcast SIGKILLed this run outside a stop (output unreadable)
 
     # ------------------------------------------------------------------ reading
 
@@ -141,6 +166,7 @@ class ManagedProcess:
             "run": self.run,
             "restarts": self.restarts,
             "waiting_for": self.waiting_for,
+            "last_exit": self.last_exit.as_dict() if self.last_exit is not None else None,
         }
 
     @property
@@ -282,6 +308,16 @@ class ManagedProcess:
             except Exception:  # a bug there must not break this process's lifecycle
                 logger.exception("%s: state change callback failed", self.name)
 
+    def _last_seq(self) -> int | None:
+        """The seq of the last record of this process, if the history is known."""
+        if self._history is None:
+            return None
+        try:
+            return self._history.get(self.name).last_seq
+        except Exception:
+            logger.exception("%s: cannot read the last seq", self.name)
+            return None
+
     # ------------------------------------------------------------------ dependencies
 
     def _launch_or_wait(self) -> None:
@@ -334,9 +370,13 @@ class ManagedProcess:
         because PR_SET_PDEATHSIG is tied to the thread that forks."""
         self.run += 1
         run = self.run
-        self._stopping = self._killed = False
+        self._stopping = self._killed = self._sent_kill = False
         self.exit_code = None
         self._probe = None
+        errors: deque[str] = deque(maxlen=LAST_ERRORS)
+        self._errors = errors
+        self._oom_read = None
+        self._oom_before = None
         self.dependency_runs = self._gate.runs() if self._gate is not None else {}
         # one short line: a `-c` script's source or a long argument list is cut;
         # credentials are masked first (status records reach every viewer and the store)
@@ -344,13 +384,22 @@ class ManagedProcess:
         if len(command) > 120:
             command = command[:117] + "..."
         self._set_state(ProcessState.STARTING, f"starting {command} (run {run})")
+        self._first_seq = self._last_seq()
         self._started_mono = self._clock()
         try:
             child = self._spawner.spawn(self.settings)
         except SpawnError as exc:
-            self._set_state(ProcessState.CRASHED, f"failed to start: {exc}", Level.ERROR)
+            message = f"failed to start: {exc}"
+            self.last_exit = LastExit(run, time.time(), None, None, False, message, (), self._first_seq, None)
+            self._set_state(ProcessState.CRASHED, message, Level.ERROR)
+            self.last_exit = dataclasses.replace(self.last_exit, last_seq=self._last_seq())
             self._schedule_restart(crashed=True, uptime=0.0)
             return
+        try:
+            self._oom_read = self._oom_counter(child.pid)
+            self._oom_before = self._oom_read()
+        except Exception:
+            logger.exception("%s: cannot read the OOM-kill counter", self.name)
         self._child = child
         self.pid = child.pid
         self.started_at = time.time()
@@ -371,13 +420,14 @@ class ManagedProcess:
         try:
             for fd, stream in streams:
                 reader = self._reader_factory(
-                    fd, self._line_handler(run, stream, probe), f"{self.name}-{stream}"
+                    fd, self._line_handler(run, stream, probe, errors), f"{self.name}-{stream}"
                 )
                 reader.start()  # from here on the reader owns (and closes) fd
                 readers.append(reader)
         except Exception as exc:  # cannot read its output: do not let it run unseen
             logger.exception("%s: cannot start output readers", self.name)
             self._status(f"cannot read output ({exc}); killing pid {child.pid}", Level.ERROR)
+            self._sent_kill = True
             child.signal_group(signal.SIGKILL)
             for fd, _ in streams[len(readers) :]:
                 os.close(fd)
@@ -386,14 +436,20 @@ class ManagedProcess:
         )
 
     def _line_handler(
-        self, run: int, stream: Stream, probe: ReadinessProbe | None
+        self, run: int, stream: Stream, probe: ReadinessProbe | None, errors: deque[str]
     ) -> Callable[[float, Lines], None]:
         sink, name = self._sink, self.name
+        error, critical = Level.ERROR, Level.CRITICAL
 
         def on_lines(timestamp: float, lines: Lines) -> None:  # reader thread
             sink.lines(name, run, stream, timestamp, lines)
             if probe is not None:
                 probe.feed(lines)
+            levels = lines.levels
+            if error in levels or critical in levels:  # the run's last error lines, for `last_exit`
+                for text, level in zip(lines.texts, levels, strict=True):
+                    if level is error or level is critical:
+                        errors.append(text[:ERROR_TEXT])  # a deque's append is thread-safe
 
         return on_lines
 
@@ -478,10 +534,10 @@ class ManagedProcess:
             self._child = None
             self.pid = None
             if not cancelled:
-                self._finish(child, code)
+                self._finish(child, run, code)
             done.set()
 
-    def _finish(self, child: Child, code: int) -> None:
+    def _finish(self, child: Child, run: int, code: int) -> None:
         """The final state change of a run (on the loop, child reaped)."""
         if child.exit_code is not None:
             code = child.exit_code
@@ -499,8 +555,36 @@ class ManagedProcess:
         if code == 0:
             self._set_state(ProcessState.EXITED, describe_exit(code))
         else:
-            self._set_state(ProcessState.CRASHED, describe_exit(code), Level.ERROR)
+            self._crashed(run, code, uptime)
         self._schedule_restart(crashed=code != 0, uptime=uptime)
+
+    def _crashed(self, run: int, code: int, uptime: float) -> None:
+        """Record a failed run: `last_exit`, and a status record that says how it died,
+        after how long, whether it ever became ready, and its last error."""
+        oom_kills = 0
+        if self._oom_read is not None and self._oom_before is not None:
+            try:
+                after = self._oom_read()
+            except Exception:
+                logger.exception("%s: cannot read the OOM-kill counter", self.name)
+                after = None
+            oom_kills = max(0, after - self._oom_before) if after is not None else 0
+        how, signal_name, oom = how_it_ended(code, killed_by_logcast=self._sent_kill, oom_kills=oom_kills)
+        notes: list[str] = []
+        if self.not_ready and self._probe is not None and self.settings.ready is not None:
+            timeout = _seconds(self.settings.ready.timeout)
+            notes.append(f"it never became ready (no {self._probe.describe} within {timeout})")
+        reason = "; ".join([how, *notes])
+        errors = tuple(self._errors)
+        if errors:
+            last = errors[-1] if len(errors[-1]) <= SUMMARY_TEXT else errors[-1][: SUMMARY_TEXT - 3] + "..."
+            notes.append(f"last error: {last}")
+        message = "; ".join([f"{how} after {duration(uptime)}", *notes])
+        self.last_exit = LastExit(
+            run, time.time(), code, signal_name, oom, reason, errors, self._first_seq, None
+        )
+        self._set_state(ProcessState.CRASHED, message, Level.ERROR)
+        self.last_exit = dataclasses.replace(self.last_exit, last_seq=self._last_seq())
 
     def _schedule_restart(self, *, crashed: bool, uptime: float) -> None:
         """Apply the restart policy (`crashed`: a non-zero exit or a signal logcast did not

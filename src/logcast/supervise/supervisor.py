@@ -23,6 +23,7 @@ from typing import Any
 from logcast.config import Settings, start_order
 from logcast.errors import UnknownProcess
 from logcast.supervise.depends import Changes, Dependencies, met
+from logcast.supervise.exits import OomCounter, RunHistory, cgroup_oom_counter
 from logcast.supervise.guard import Guard
 from logcast.supervise.process import ManagedProcess
 from logcast.supervise.spawn import Spawner
@@ -35,7 +36,11 @@ logger = logging.getLogger(__name__)
 
 class Supervisor:
     """One `ManagedProcess` per configured process, in config order, sharing one `Spawner`
-    and so one orphan guard. Use it as `async with Supervisor(...) as supervisor:`."""
+    and so one orphan guard. Use it as `async with Supervisor(...) as supervisor:`.
+
+    `history` (the hub) lets `last_exit` name the seqs of a failed run; `oom_counter`
+    reads a child's cgroup OOM-kill counter (tests inject one).
+    """
 
     def __init__(
         self,
@@ -46,6 +51,8 @@ class Supervisor:
         spawner: Spawner | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        history: RunHistory | None = None,
+        oom_counter: OomCounter = cgroup_oom_counter,
     ) -> None:
         self.settings = settings
         self._spawner = spawner if spawner is not None else Spawner(Guard())
@@ -69,6 +76,8 @@ class Supervisor:
                 run=runs.get(name, 0),
                 gate=gate,
                 on_change=self._changed,
+                history=history,
+                oom_counter=oom_counter,
             )
         self._order = start_order(settings.processes)  # dependencies first
         self._dependents: dict[str, list[str]] = {name: [] for name in self._processes}
