@@ -26,15 +26,8 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import expect, sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.util
+from tests.util import CHROMIUM, CHROMIUM_ARGS
 
 MODEL = r"""
 import random, sys, time

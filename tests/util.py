@@ -13,6 +13,17 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# Debian's Chromium, with the flags that work headless here (tests, benchmarks, screenshots)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -16,17 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.util import stop_group
+from tests.util import CHROMIUM, CHROMIUM_ARGS, stop_group
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # as Playwright adds them: a headless page is never treated as a background one
 CHROMIUM_EXTRA = [
     "--headless",

@@ -25,22 +25,13 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.e2e.conftest import Server, py_command
-from tests.util import wait_for
+from tests.util import CHROMIUM, CHROMIUM_ARGS, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # Registered before any page script runs (DevTools injects it, so the page's CSP does not
 # apply to it): records CSP violations so a test can assert there were none.

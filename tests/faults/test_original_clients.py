@@ -37,7 +37,7 @@ from websockets.sync.client import connect
 
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import collect, wait_for
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+from tests.util import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
