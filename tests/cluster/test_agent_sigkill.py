@@ -1,0 +1,91 @@
+"""An agent killed with SIGKILL: its host is reported lost, its processes `unknown`, its
+children do not outlive it (the guard), and a control command for them times out."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.cluster.conftest import (
+    UP,
+    Cluster,
+    Replica,
+    child,
+    gone,
+    open_cluster,
+    safe,
+    wait_running,
+    wait_until,
+)
+from tests.util import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def two_agents(tmp_path: Path) -> Iterator[tuple[Cluster, Replica]]:
+    """Agent `a` runs `web`, agent `b` runs `llm`; one replica."""
+    with open_cluster(tmp_path) as cluster:
+        replica = cluster.replica("1")
+        cluster.agent(
+            "a", f"[process.web]\ncommand = {child('sleeper.py', 'web')}\n", watch=replica, processes=["web"]
+        )
+        cluster.agent(
+            "b", f"[process.llm]\ncommand = {child('sleeper.py', 'llm')}\n", watch=replica, processes=["llm"]
+        )
+        yield cluster, replica
+
+
+def test_sigkilled_agent_is_lost_and_its_children_go(two_agents: tuple[Cluster, Replica]) -> None:
+    cluster, replica = two_agents
+    agent = cluster.agents["b"]
+    llm = wait_running(replica, "llm")
+    assert llm["host"] == "b"
+    llm_child = psutil.Process(llm["pid"])
+    for descendant in psutil.Process(agent.pid).children(recursive=True):
+        cluster.adopt(descendant.pid)  # killed at teardown should the guard fail
+    assert llm_child.pid in {d.pid for d in psutil.Process(agent.pid).children(recursive=True)}
+
+    os.kill(agent.pid, signal.SIGKILL)  # the leader only: its children survive unless the guard acts
+    killed_at = time.monotonic()
+    agent.proc.wait(10)
+
+    wait_for(
+        lambda: gone(llm_child),
+        5,
+        f"llm's child (pid {llm_child.pid}) to end within 5 s of its agent's SIGKILL (the guard)",
+    )
+
+    def lost() -> bool:
+        return replica.hosts()["b"]["alive"] is False and replica.process("llm")["state"] == "unknown"
+
+    wait_until(
+        lost,
+        max(0.0, 12.0 - (time.monotonic() - killed_at)),
+        lambda: (
+            f"host b not alive and llm unknown within 12 s of the SIGKILL "
+            f"(hosts: {safe(replica.hosts)}, llm: {safe(lambda: replica.process('llm'))})"
+        ),
+    )
+    print(f"host b seen lost {time.monotonic() - killed_at:.1f} s after its agent's SIGKILL")
+    listed = replica.processes()
+    assert listed["llm"]["state"] == "unknown" and listed["llm"]["host"] == "b", listed["llm"]
+    hosts = replica.hosts()
+    assert hosts["a"]["alive"] is True, hosts  # the other host is not affected
+    assert listed["web"]["state"] in UP, listed["web"]
+
+    asked_at = time.monotonic()
+    answer = replica.post("/api/processes/llm/restart", timeout=60)
+    took = time.monotonic() - asked_at
+    print(f"restart of llm on a lost host answered {answer.status_code} after {took:.1f} s")
+    assert answer.status_code == 504, (answer.status_code, answer.text)
+    detail = answer.json()["detail"]
+    assert re.search(r"(?<![\w-])b(?![\w-])", detail), f"the 504's detail does not name host b: {detail!r}"
+    assert took < 20, f"the 504 took {took:.1f} s (expected ~10 s)"
