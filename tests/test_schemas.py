@@ -192,6 +192,8 @@ RUN = {
     "run": 3,
     "restarts": 1,
     "resources": None,  # the engine adds it: null until the first sample
+    "waiting_for": None,
+    "last_exit": None,
 }
 HUB_STATS = {
     "lines": 1200,

@@ -89,6 +89,8 @@ def describe(name: str, process: ProcessSettings) -> ProcessConfig:
         ready=ready,
         stop_signal=process.stop_signal.name.removeprefix("SIG"),
         stop_timeout=process.stop_timeout,
+        depends_on={name: str(condition) for name, condition in process.depends_on.items()},
+        restart_with=process.restart_with,
     )
 
 
@@ -158,7 +160,9 @@ class Engine:
         await store.open()
         hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
         await hub.open(settings.processes, stored=not shared)
-        supervisor = Supervisor(settings, hub, runs={name: hub.last_run(name) for name in settings.processes})
+        supervisor = Supervisor(
+            settings, hub, runs={name: hub.last_run(name) for name in settings.processes}, history=hub
+        )
         engine = cls(settings, store, hub, supervisor, host=host or socket.gethostname())
         if autostart:
             await supervisor.start_autostart()

@@ -34,6 +34,26 @@ class Shape(BaseModel):
 # -- processes -----------------------------------------------------------------------------
 
 
+class LastExit(Shape):
+    """How the last run that failed ended."""
+
+    run: int
+    at: float
+    """Unix time it ended."""
+    exit_code: int | None
+    signal: str | None
+    """The signal that killed it (`SIGKILL`, ...), if one did."""
+    oom_killed: bool
+    """The kernel's OOM killer killed it (its memory cgroup counted an OOM kill)."""
+    reason: str
+    """In a few words, e.g. `killed by the kernel's OOM killer (SIGKILL) after 2m13s`."""
+    last_errors: list[str]
+    """The last error lines of that run (at most 5)."""
+    first_seq: int | None
+    """The first and last seq of that run: its whole history is the range between them."""
+    last_seq: int | None
+
+
 class ProcessRun(Shape):
     """A process and its current run, as the supervisor describes them (`uptime` aside)."""
 
@@ -57,6 +77,10 @@ class ProcessRun(Shape):
     from `started_at`)."""
     resources: Resources | None = None
     """What its process tree uses now; null when no child runs."""
+    waiting_for: str | None = None
+    """The dependency it waits for before it starts (`db (ready)`), if any."""
+    last_exit: LastExit | None = None
+    """How the last run that failed ended; null until one did."""
 
 
 class Resources(Shape):
@@ -158,6 +182,10 @@ class ProcessConfig(Shape):
     stop_signal: str
     """The signal's name without `SIG` (`TERM`)."""
     stop_timeout: float
+    depends_on: dict[str, str] = {}
+    """Each process it starts after, and when: `started`, `ready` or `exited_ok`."""
+    restart_with: bool = False
+    """It is restarted when a dependency restarts."""
 
 
 class Config(Shape):
