@@ -8,7 +8,8 @@ tested (a serving llama.cpp looks for 6, a loading one for more). A chunk that h
 goes the slow way, line by line, through the parser's table of (needle, handler) rows.
 
 Rows are active in a set of phases; the fast needles of a phase are exactly the needles of
-its active rows, so a line is read the same whichever chunk it arrives in.
+its active rows, so a line is read the same whichever chunk it arrives in. A partial record
+(a piece of a line) is read like a line: a needle cut in two by a flush is not seen.
 """
 
 from __future__ import annotations

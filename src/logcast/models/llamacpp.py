@@ -10,7 +10,7 @@ Formats read (from ggml-org/llama.cpp, `tools/server/server.cpp`, `server-contex
 - mid-2024, `server_log`: JSON objects (`"msg":"slot is processing task"`) or, with
   `--log-format text`, `INFO [  function] message | key=value`; the timings read
   `prompt eval time     = ...` and `generation eval time = ... runs ...`.
-- The load: `llama_model_loader:`, `llm_load_*`/`print_info:`/`load_tensors:` lines, then the
+- The load: `llama_model_loader:`, `llm_load_*`, `load_tensors:` lines (among others), then the
   default progress callback prints one `.` each time the loaded percentage grows, all on
   one line that ends at 100 %; logcast hands that on as partial pieces, then the last one.
 """
@@ -60,14 +60,9 @@ class LlamaCppParser(Parser):
         Row("tokens per second", "_on_timing", AFTER_LOAD),
     )
 
-    def __init__(self, *, start: float | None = None, idle_after_s: float = 10.0) -> None:
+    def _reset(self) -> None:
         self._dots = 0  # dots of the progress line so far
         self._dots_open = False  # a piece of the dots line came, its end not yet
-        super().__init__(start=start, idle_after_s=idle_after_s)
-
-    def _reset(self) -> None:
-        self._dots = 0
-        self._dots_open = False
         super()._reset()
 
     def _scans(self, phase: Phase | None) -> bool:

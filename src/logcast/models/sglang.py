@@ -58,9 +58,6 @@ class SglangParser(Parser):
         Row('"POST /', "_on_access", AFTER_LOAD),
     )
 
-    def __init__(self, *, start: float | None = None, idle_after_s: float = 10.0) -> None:
-        super().__init__(start=start, idle_after_s=idle_after_s)
-
     def _reset(self) -> None:
         # Access lines count requests; without them (access log off) the prefill batches'
         # new sequences do, a little over (a chunked prompt is prefilled in pieces).

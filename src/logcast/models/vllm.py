@@ -68,9 +68,6 @@ class VllmParser(Parser):
         Row("Added request", "_on_added", AFTER_LOAD),
     )
 
-    def __init__(self, *, start: float | None = None, idle_after_s: float = 10.0) -> None:
-        super().__init__(start=start, idle_after_s=idle_after_s)
-
     def _reset(self) -> None:
         # Two counts of requests: uvicorn's access lines, and "Added request" (logged only
         # with request logging on). The access lines win when there are any.
