@@ -57,6 +57,12 @@ class MemoryStore:
                 for seq in [s for s in table if s <= floor]:
                     del table[seq]
 
+    def stored_upto(self, process: str) -> int:
+        if self.fail:
+            raise StoreError("disk full (simulated)")
+        with self.lock:
+            return self.last.get(process, 0)
+
     async def read(
         self,
         process: str,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
+from logcast.errors import StoreError
 from logcast.hub import Gap, Hub, Subscription
 from logcast.hub.writer import WRITER_STALL
 from logcast.query import Query, parse_levels
@@ -500,4 +501,37 @@ async def test_a_stalled_write_no_longer_holds_capture() -> None:
         assert stats["last_seq"] == 1000 and stats["store_lost"] > 0  # told, not hidden
     finally:
         store.gate.set()
+        await hub.close()
+
+
+class AppliedThenLost(MemoryStore):
+    """A store whose answer to one write is lost after it applied it (a connection that
+    dropped after Redis ran EXEC): the hub cannot know, and must ask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_answer = threading.Event()
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        super().write(records)
+        if self.lose_answer.is_set():
+            self.lose_answer.clear()
+            raise StoreError("connection closed after the write went out", unsure=True)
+
+
+async def test_a_write_whose_answer_was_lost_is_not_counted_lost() -> None:
+    store = AppliedThenLost()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        store.lose_answer.set()
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"a{i}" for i in range(8))))
+        await wait_until(lambda: not store.lose_answer.is_set())  # applied, answer lost
+        for chunk in range(20):  # the ring lets go of the first eight meanwhile
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"b{chunk}-{i}" for i in range(5))))
+        assert await hub.flush(timeout=10)
+        stored = set(store.records["app"])
+        assert set(range(1, 9)) <= stored  # the write whose answer was lost is stored
+        # what the ring let go of while the writer backed off is lost, and only that is counted
+        assert hub.stats("app")["store_lost"] == 108 - len(stored)
+    finally:
         await hub.close()

@@ -35,7 +35,14 @@ class InvalidTransition(LogcastError):
 
 
 class StoreError(LogcastError):
-    """The history store failed (disk full, database locked, Redis unreachable)."""
+    """The history store failed (disk full, database locked, Redis unreachable).
+
+    `unsure`: a write whose outcome is unknown (the connection dropped after the request
+    went out): the store may hold it anyway."""
+
+    def __init__(self, message: str, *, unsure: bool = False) -> None:
+        super().__init__(message)
+        self.unsure = unsure
 
 
 class ControlTimeout(LogcastError):

@@ -212,7 +212,8 @@ class ClusterEngine(Engine):
                 journal.warnings = int(stats.get("warnings", journal.warnings))
                 journal.errors = int(stats.get("errors", journal.errors))
                 journal.last_error = stats.get("last_error", journal.last_error)
-                journal.store_lost = max(journal.store_lost, int(stats.get("store_lost", 0)))
+                # beside what this mirror saw missing (the owner saw more if this replica came later)
+                journal.owner_lost = int(stats.get("store_lost", 0))
 
     async def _read_view(self) -> View:
         assert self.client is not None

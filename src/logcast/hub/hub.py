@@ -544,7 +544,7 @@ class Hub:
                 "last_seq": last,
                 "persisted_seq": journal.committed,
                 "pending": max(0, journal.last_seq - journal.persisted),
-                "store_lost": journal.store_lost,
+                "store_lost": max(journal.store_lost, journal.owner_lost),
                 "behind": behind,
             }
 

@@ -6,6 +6,7 @@ One lock guards all of it; capture threads take it once per chunk.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ class Journal:
     last_run: int = 0
     state: ProcessState = ProcessState.STOPPED
     store_lost: int = 0
+    owner_lost: int = 0  # a mirror's: what the owner counted as lost (it may have seen more)
     opened_at_seq: int = 0  # last seq when this logcast started (what came before is old history)
     dropped: int = 0  # lines announced to subscribers as gaps
     lost: list[tuple[int, int]] = field(default_factory=list)  # seq ranges the store will never have
@@ -64,21 +66,23 @@ class Journal:
 
     def lose(self, start: int, end: int) -> None:
         """Seqs `start`..`end` were handed out but will never be stored.
-        Counts each seq once, however often it is reported."""
+        Counts each seq once, however often and in whatever pieces it is reported."""
         if end < start:
             return
-        known = 0
-        for a, b in reversed(self.lost):
-            if b < start:
-                break
+        ranges = self.lost  # sorted, disjoint, not adjacent
+        i = bisect_left(ranges, (start, start))
+        if i > 0 and ranges[i - 1][1] + 1 >= start:
+            i -= 1
+        low, high, known = start, end, 0
+        j = i
+        while j < len(ranges) and ranges[j][0] <= end + 1:
+            a, b = ranges[j]
             known += max(0, min(b, end) - max(a, start) + 1)
+            low, high = min(low, a), max(high, b)
+            j += 1
+        ranges[i:j] = [(low, high)]
         self.store_lost += end - start + 1 - known
-        if self.lost and self.lost[-1][1] + 1 >= start and self.lost[-1][0] <= start:
-            self.lost[-1] = (self.lost[-1][0], max(end, self.lost[-1][1]))
-        else:
-            self.lost.append((start, end))
-            self.lost.sort()
-            del self.lost[:-LOST_RANGES]
+        del ranges[:-LOST_RANGES]
 
     def trim(self) -> None:
         """Keep the ring within bounds, sparing what the writer has not persisted yet

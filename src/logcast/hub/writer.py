@@ -46,6 +46,7 @@ class StoreWriter(Worker):
         self._write_started: float | None = None  # when the write in flight began
         self._next_first = 0  # which process the next round starts with
         self.held = 0  # capture threads waiting in `hold_while_behind` now; guarded by _progress
+        self._unsure: set[Journal] = set()  # a failed write of theirs may have been applied
 
     def request_stop(self) -> None:
         """Write what is left, then end the thread (it does not wait for that)."""
@@ -141,6 +142,7 @@ class StoreWriter(Worker):
     def _write_round(self) -> bool:
         """Write one batch of everything not yet persisted; True if it wrote something."""
         with self._batch_lock:
+            self._settle_unsure()
             batch: list[LogRecord] = []
             ends: list[tuple[Journal, int]] = []
             journals = self._journals()
@@ -160,10 +162,16 @@ class StoreWriter(Worker):
             self._write_started = self._monotonic()
             try:
                 self._store.write(batch)
-            except BaseException:
+            except BaseException as exc:
+                # A write whose outcome is unknown stays "being written" (the ring does not
+                # count it lost) until the store says what it holds (`_settle_unsure`).
+                unsure = isinstance(exc, StoreError) and exc.unsure
+                if unsure:
+                    self._unsure.update(journal for journal, _ in ends)
                 for journal, _ in ends:
                     with journal.lock:
-                        journal.writing = journal.persisted
+                        if not unsure:
+                            journal.writing = journal.persisted
                         wake = journal.wake_on_commit
                         journal.wake_on_commit = False
                     if wake:
@@ -182,6 +190,23 @@ class StoreWriter(Worker):
                     self._on_commit(journal.name)
             self._round_ended(ok=True)
             return True
+
+    def _settle_unsure(self) -> None:
+        """Ask the store what it holds of the processes whose last write failed: what it
+        applied anyway is stored, not lost (raises StoreError while it cannot answer)."""
+        for journal in list(self._unsure):
+            stored = self._store.stored_upto(journal.name)
+            with journal.lock:
+                visible = journal.visible_seq
+                if stored > journal.persisted:
+                    journal.persisted = stored
+                journal.committed = max(journal.committed, stored)
+                journal.writing = journal.persisted  # what it did not hold is not being written
+                wake = journal.visible_seq != visible or journal.wake_on_commit
+                journal.wake_on_commit = False
+            self._unsure.discard(journal)
+            if wake:
+                self._on_commit(journal.name)
 
     @staticmethod
     def _take(journal: Journal, room: int) -> list[LogRecord]:

@@ -52,6 +52,12 @@ class Store(Protocol):
         (so a retried batch never duplicates)."""
         ...
 
+    def stored_upto(self, process: str) -> int:
+        """The highest seq of `process` the store holds (0: none). Called from the writer
+        thread after a failed write, whose outcome can be unknown: a server may have
+        applied it and then lost the connection before answering. Raises StoreError."""
+        ...
+
     async def read(
         self,
         process: str,

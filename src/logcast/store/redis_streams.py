@@ -30,7 +30,6 @@ __all__ = ["RedisStore"]
 
 log = logging.getLogger(__name__)
 
-_WRITE_CHUNK = 2_000  # records per MULTI/EXEC
 _SCAN_CHUNK = 2_000  # entries per XRANGE when a filter may reject most of them
 _CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 30.0  # above any XREAD BLOCK this module issues
@@ -142,35 +141,42 @@ class RedisStore:
     # -- writing (the writer thread) -------------------------------------------------------
 
     def write(self, records: Sequence[LogRecord]) -> None:
-        """Persist a batch, chunk by chunk, each chunk atomically; see `Store.write`.
+        """Persist a batch atomically; see `Store.write`.
 
-        Each chunk is one `MULTI`/`EXEC` of the `XADD`s and the meta updates, so a stream
-        and its meta move together. Redis refuses an `XADD` whose id is not above the top
-        of the stream, so records at or below the last seq known per process are skipped.
-        After a failure that knowledge is forgotten: the retry starts from the meta Redis
-        really holds, and nothing is written or counted twice.
+        The whole batch is one `MULTI`/`EXEC` of the `XADD`s and the meta updates, so a
+        stream and its meta move together, and a failed batch left nothing behind: the hub
+        counts as lost what it could not write, so a batch written in part would have its
+        written part counted lost too. Redis refuses an `XADD` whose id is not above the
+        top of the stream, so records at or below the last seq known per process are
+        skipped; after a failure that knowledge is forgotten and asked of Redis again.
         """
         if not records:
             return
         with self._write_lock:
             if self._closed:
                 raise StoreError("store is closed")
-            written = 0
             try:
                 client = self._sync_client()
                 self._learn(client, records)
-                for start in range(0, len(records), _WRITE_CHUNK):
-                    written += self._write_chunk(client, records[start : start + _WRITE_CHUNK])
+                written = self._write_chunk(client, records)
             except (RedisError, OSError) as exc:
-                self._known.clear()  # Redis may hold part of the batch: ask it again next time
-                log.debug("redis write failed after %d records: %s", written, exc)
-                self.stats.written += written
+                self._known.clear()  # ask Redis again next time
+                log.debug("redis write of %d records failed: %s", len(records), exc)
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                raise StoreError(
-                    f"writing {len(records)} records to redis at {self.shown_url}: {exc}"
+                raise StoreError(  # the answer to EXEC may be what was lost, not the write
+                    f"writing {len(records)} records to redis at {self.shown_url}: {exc}", unsure=True
                 ) from exc
         self.stats.written += written
+
+    def stored_upto(self, process: str) -> int:
+        """The last seq Redis holds: a batch whose answer was lost may have been applied."""
+        with self._write_lock:
+            try:
+                value = self._sync_client().hget(self.meta_key(process), "last_seq")
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"reading from redis at {self.shown_url}: {exc}") from exc
+        return int(cast(bytes | None, value) or 0)
 
     def reserve(self, marks: Mapping[str, int]) -> None:
         """A `reserved` field in each process's meta hash (Redis persists it as it persists the rest)."""

@@ -445,6 +445,19 @@ class SqliteStore:
                 raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
         self.stats.written += written
 
+    def stored_upto(self, process: str) -> int:
+        """A failed transaction was rolled back: what the meta says is what is stored."""
+        with self._write_lock:
+            try:
+                row = (
+                    self._writer_conn()
+                    .execute("SELECT last_seq FROM meta WHERE name = ?", (process,))
+                    .fetchone()
+                )
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"reading {self.path}: {exc}") from exc
+        return int(row[0]) if row else 0
+
     def _writer_conn(self) -> sqlite3.Connection:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
