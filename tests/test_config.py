@@ -430,3 +430,17 @@ def test_depends_on_refusals_name_file_line_and_key(text: str, message: str) -> 
     with pytest.raises(ConfigError) as info:
         parse(text, "logcast.toml")
     assert str(info.value) == message
+
+
+def test_parse_names_a_model_server_the_parsers_know() -> None:
+    from logcast.config.loader import PARSE_CHOICES
+    from logcast.models import CHOICES
+
+    assert PARSE_CHOICES == CHOICES
+    assert parse('[process.m]\ncommand = ["x"]\nparse = "vllm"\n').processes["m"].parse == "vllm"
+    assert parse('[process.m]\ncommand = ["x"]\n').processes["m"].parse is None  # guessed from the output
+    with pytest.raises(ConfigError) as info:
+        parse('[process.m]\ncommand = ["x"]\nparse = "ollama"\n', "logcast.toml")
+    assert str(info.value) == (
+        "logcast.toml:3: process.m.parse: unknown model server 'ollama' (expected one of: llamacpp, vllm, sglang, none)"
+    )

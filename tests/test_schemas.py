@@ -194,6 +194,7 @@ RUN = {
     "resources": None,  # the engine adds it: null until the first sample
     "waiting_for": None,
     "last_exit": None,
+    "model": None,
 }
 HUB_STATS = {
     "lines": 1200,

@@ -34,6 +34,25 @@ class Shape(BaseModel):
 # -- processes -----------------------------------------------------------------------------
 
 
+class ModelStatus(Shape):
+    """What a model server's own output says of it (llama.cpp's llama-server, vLLM, SGLang)."""
+
+    kind: str
+    """The server recognised (`llamacpp`, `vllm`, `sglang`), or the one `parse` names."""
+    phase: str
+    """loading, ready, serving, idle or failed."""
+    load_progress: float | None
+    """0..1 while it loads (null when the loader says nothing of it); 1 from ready on."""
+    ready_after_s: float | None
+    """Seconds from the first load line to ready."""
+    requests: int
+    prompt_tokens_per_s: float | None
+    gen_tokens_per_s: float | None
+    last_request_at: float | None
+    marked: list[int]
+    """The seqs of the recent lines this was read from (the viewer marks them)."""
+
+
 class LastExit(Shape):
     """How the last run that failed ended."""
 
@@ -81,6 +100,8 @@ class ProcessRun(Shape):
     """The dependency it waits for before it starts (`db (ready)`), if any."""
     last_exit: LastExit | None = None
     """How the last run that failed ended; null until one did."""
+    model: ModelStatus | None = None
+    """Null unless its output is a model server's."""
 
 
 class Resources(Shape):

@@ -191,7 +191,9 @@ class LineSink(Protocol):
     from capture (framer) threads, which may be held while the store catches up.
     """
 
-    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> None: ...
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> int | None:
+        """Take a chunk of lines; the seq given to the first of them (None: none given)."""
+        ...
 
     def status(
         self,

@@ -49,7 +49,9 @@ _PROCESS_KEYS = (
     "min_uptime",
     "depends_on",
     "restart_with",
+    "parse",
 )
+PARSE_CHOICES = ("llamacpp", "vllm", "sglang", "none")  # logcast.models.CHOICES (a test keeps them equal)
 _READY_KEYS = ("log", "http", "timeout")
 
 
@@ -220,6 +222,12 @@ def _process(reader: Reader, name: str, value: object, base: Path) -> ProcessSet
             (*section, "backoff_max"), f"must be at least backoff_initial ({backoff_initial}s)"
         )
     cwd = reader.string(raw, (*section, "cwd"), ".")
+    parse = reader.string(raw, (*section, "parse"), "auto")
+    if parse not in (*PARSE_CHOICES, "auto"):
+        raise reader.error(
+            (*section, "parse"),
+            f"unknown model server {parse!r} (expected one of: {', '.join(PARSE_CHOICES)})",
+        )
     return ProcessSettings(
         name=name,
         command=_command(reader, raw, (*section, "command")),
@@ -237,6 +245,7 @@ def _process(reader: Reader, name: str, value: object, base: Path) -> ProcessSet
         min_uptime=reader.seconds(raw, (*section, "min_uptime"), 10.0),
         depends_on=parse_depends_on(reader, raw, (*section, "depends_on")),
         restart_with=reader.boolean(raw, (*section, "restart_with"), False),
+        parse=None if parse == "auto" else parse,
     )
 
 

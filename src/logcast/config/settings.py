@@ -117,6 +117,7 @@ class ProcessSettings:
     # processes this one starts after, each once it reached its condition (config order)
     depends_on: Mapping[str, Condition] = field(default_factory=lambda: MappingProxyType({}))
     restart_with: bool = False  # restart this process when a dependency restarts
+    parse: str | None = None  # which model server's output to read: llamacpp, vllm, sglang, none; None: guess
 
 
 @dataclass(frozen=True)

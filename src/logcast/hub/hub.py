@@ -173,9 +173,10 @@ class Hub:
 
     # -- the sink (capture threads and the supervisor) ------------------------------
 
-    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> None:
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> int | None:
+        """Number, keep and count a chunk of lines; the seq of the first."""
         if not lines.texts:
-            return
+            return None
         journal = self._journals.get(process) or self.ensure(process)
         with journal.lock:  # another thread may be trimming the ring: never look at it unlocked
             overfull = journal.ring.overfull
@@ -227,6 +228,7 @@ class Hub:
         if low:
             self.reserver.poke()
         self._announce(process)
+        return seq
 
     def status(
         self,

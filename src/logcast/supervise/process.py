@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 
 from logcast.capture.reader import PipeReader
 from logcast.config import ProcessSettings, RestartPolicy
+from logcast.models import ModelState, ModelWatcher, Phase, make_watcher
 from logcast.secrets import mask_command
 from logcast.supervise.depends import Gate, Waiting
 from logcast.supervise.exits import (
@@ -149,6 +151,7 @@ class ManagedProcess:
         self.dependency_runs: dict[str, int] = {}  # each dependency's run when this run started
         self.last_exit: LastExit | None = None  # the last run that ended in failure
         self._errors: deque[str] = deque(maxlen=LAST_ERRORS)  # error lines of the current run
+        self._model: _Model | None = None  # what the current run's output says of its model server
         self._first_seq: int | None = None  # seq of the current run's "starting" record
         self._oom_read: Callable[[], int | None] | None = None
         self._oom_before: int | None = None
@@ -167,6 +170,7 @@ class ManagedProcess:
             "restarts": self.restarts,
             "waiting_for": self.waiting_for,
             "last_exit": self.last_exit.as_dict() if self.last_exit is not None else None,
+            "model": self._model.describe(time.time()) if self._model is not None else None,
         }
 
     @property
@@ -375,6 +379,8 @@ class ManagedProcess:
         self._probe = None
         errors: deque[str] = deque(maxlen=LAST_ERRORS)
         self._errors = errors
+        model = self._model = _Model(make_watcher(self.settings.parse, start=time.time()))
+        loop = asyncio.get_running_loop()
         self._oom_read = None
         self._oom_before = None
         self.dependency_runs = self._gate.runs() if self._gate is not None else {}
@@ -419,8 +425,11 @@ class ManagedProcess:
         readers: list[Reader] = []
         try:
             for fd, stream in streams:
+                on_model = lambda run=run: loop.call_soon_threadsafe(self._model_changed, run)  # noqa: E731
                 reader = self._reader_factory(
-                    fd, self._line_handler(run, stream, probe, errors), f"{self.name}-{stream}"
+                    fd,
+                    self._line_handler(run, stream, probe, errors, model, on_model),
+                    f"{self.name}-{stream}",
                 )
                 reader.start()  # from here on the reader owns (and closes) fd
                 readers.append(reader)
@@ -436,13 +445,21 @@ class ManagedProcess:
         )
 
     def _line_handler(
-        self, run: int, stream: Stream, probe: ReadinessProbe | None, errors: deque[str]
+        self,
+        run: int,
+        stream: Stream,
+        probe: ReadinessProbe | None,
+        errors: deque[str],
+        model: _Model,
+        on_model: Callable[[], object],
     ) -> Callable[[float, Lines], None]:
         sink, name = self._sink, self.name
         error, critical = Level.ERROR, Level.CRITICAL
 
         def on_lines(timestamp: float, lines: Lines) -> None:  # reader thread
-            sink.lines(name, run, stream, timestamp, lines)
+            first = sink.lines(name, run, stream, timestamp, lines)
+            if model.feed(lines, timestamp, first):
+                on_model()
             if probe is not None:
                 probe.feed(lines)
             levels = lines.levels
@@ -452,6 +469,21 @@ class ManagedProcess:
                         errors.append(text[:ERROR_TEXT])  # a deque's append is thread-safe
 
         return on_lines
+
+    def _model_changed(self, run: int) -> None:
+        """The model's phase may have changed: a status record for loading, ready, failed
+        (serving and idle alternate with every request: the API shows them, the history not)."""
+        model = self._model
+        if run != self.run or model is None:
+            return
+        phase, state = model.phase_change()
+        if phase is Phase.LOADING:
+            self._status(f"model loading ({model.watcher.kind})", Level.INFO)
+        elif phase is Phase.READY:
+            took = f" after {state.ready_after_s:.1f}s" if state.ready_after_s is not None else ""
+            self._status(f"model ready{took}", Level.INFO)
+        elif phase is Phase.FAILED:
+            self._status("model failed (see the error lines above)", Level.ERROR)
 
     def _on_ready(self, run: int, late: bool) -> None:
         if run != self.run or self.state is not ProcessState.RUNNING:
@@ -610,3 +642,44 @@ class ManagedProcess:
             self._backoff_task = None
             self.restarts += 1
             self._launch_or_wait()
+
+
+MARKS = 200  # seqs of the lines the model parser read, kept per run for the viewer
+
+
+class _Model:
+    """One run's model watcher, fed from both pipes' reader threads (hence the lock)."""
+
+    def __init__(self, watcher: ModelWatcher) -> None:
+        self.watcher = watcher
+        self.lock = threading.Lock()
+        self.marks: deque[int] = deque(maxlen=MARKS)
+        self.reported: Phase | None = None  # the phase last told in a status record
+
+    def feed(self, lines: Lines, timestamp: float, first_seq: int | None) -> bool:
+        """Read a chunk; True if the state changed."""
+        with self.lock:
+            changed = self.watcher.feed(lines.texts, lines.partial, timestamp)
+            marked = self.watcher.last_marked
+        if marked and first_seq:
+            self.marks.extend(first_seq + i for i in marked)
+        return changed
+
+    def phase_change(self) -> tuple[Phase | None, ModelState]:
+        """The phase to report now (loading, ready, failed: once each as it is entered), and the state."""
+        with self.lock:
+            state = self.watcher.state
+        phase = state.phase
+        if phase in (None, Phase.SERVING, Phase.IDLE) or phase is self.reported:
+            return None, state
+        self.reported = phase
+        return phase, state
+
+    def describe(self, now: float) -> dict[str, Any] | None:
+        """The API's `model`, or None while the output is not a model server's."""
+        with self.lock:
+            self.watcher.tick(now)
+            kind, state = self.watcher.kind, self.watcher.state
+        if kind in (None, "none") or state.phase is None:
+            return None
+        return {**state.as_dict(), "kind": kind, "marked": list(self.marks)}

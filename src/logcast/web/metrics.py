@@ -44,6 +44,27 @@ class EngineCollector(Collector):
         rss = GaugeMetricFamily(
             "logcast_process_resident_memory_bytes", "Resident memory of the process tree", labels=["process"]
         )
+        models: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "load_progress": GaugeMetricFamily(
+                "logcast_model_load_progress", "Load progress of a model server, 0..1", labels=["process"]
+            ),
+            "ready_after_s": GaugeMetricFamily(
+                "logcast_model_ready_seconds", "Seconds the model server took to be ready", labels=["process"]
+            ),
+            "requests": CounterMetricFamily(
+                "logcast_model_requests", "Requests the model server logged", labels=["process"]
+            ),
+            "prompt_tokens_per_s": GaugeMetricFamily(
+                "logcast_model_prompt_tokens_per_second",
+                "Prompt tokens per second, last report",
+                labels=["process"],
+            ),
+            "gen_tokens_per_s": GaugeMetricFamily(
+                "logcast_model_generation_tokens_per_second",
+                "Generated tokens per second, last report",
+                labels=["process"],
+            ),
+        }
         gpu = GaugeMetricFamily(
             "logcast_process_gpu_memory_bytes", "GPU memory of the process tree", labels=["process", "gpu"]
         )
@@ -60,6 +81,11 @@ class EngineCollector(Collector):
                 restarts.add_metric([name], run.restarts)
                 for st in ProcessState:
                     state.add_metric([name, st.value], 1.0 if st is run.state else 0.0)
+                if run.model is not None:
+                    for field, family in models.items():
+                        value = getattr(run.model, field)
+                        if value is not None:
+                            family.add_metric([name], value)
                 usage = engine.resources(name)
                 if usage is not None:
                     used = Resources.model_validate(usage)
@@ -70,6 +96,7 @@ class EngineCollector(Collector):
         store_errors = CounterMetricFamily("logcast_store_write_errors", "Failed history writes")
         store_errors.add_metric([], engine.hub.store.stats.errors)
         yield from (lines, nbytes, dropped, lost, subs, restarts, state, rate, cpu, rss, gpu, store_errors)
+        yield from models.values()
 
 
 def render(engine: Engine) -> bytes:
