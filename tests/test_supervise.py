@@ -277,7 +277,7 @@ async def test_lifecycle_and_info(h: Harness) -> None:
     p = h.process(SLEEP, run=41)
     assert p.info() == {
         "name": "t", "state": "stopped", "pid": None, "started_at": None,
-        "exit_code": None, "run": 41, "restarts": 0, "waiting_for": None, "last_exit": None,
+        "exit_code": None, "run": 41, "restarts": 0, "waiting_for": None, "last_exit": None, "model": None,
     }  # fmt: skip
     before = time.time()
     assert await p.start()
@@ -288,7 +288,7 @@ async def test_lifecycle_and_info(h: Harness) -> None:
     assert await p.stop()
     assert p.info() | {"started_at": None} == {
         "name": "t", "state": "stopped", "pid": None, "started_at": None,
-        "exit_code": -signal.SIGTERM, "run": 42, "restarts": 0, "waiting_for": None, "last_exit": None,
+        "exit_code": -signal.SIGTERM, "run": 42, "restarts": 0, "waiting_for": None, "last_exit": None, "model": None,
     }  # fmt: skip
     assert not alive(pid)
     statuses = h.sink.statuses()
