@@ -15,12 +15,15 @@ import gc
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from logcast.config import ProcessSettings, Settings
 from logcast.hub import Hub
+from logcast.samples import INTERVAL as SAMPLE_INTERVAL
+from logcast.samples import SampleLog
 from logcast.schemas import Host, HttpReady, LogReady, ProcessConfig
 from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.store import open_store
@@ -103,7 +106,8 @@ class Engine:
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     host: str = field(default_factory=socket.gethostname)  # where the processes run
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its resources, last sample
-    _sampler: asyncio.Task[None] | None = None
+    samples: SampleLog = field(default_factory=SampleLog)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def problem(self) -> str | None:
@@ -127,7 +131,26 @@ class Engine:
                 for name, resources in sample.items()
             }
 
-        self._sampler = asyncio.create_task(sampler.run(roots, keep), name="logcast-resources")
+        self._background.append(asyncio.create_task(sampler.run(roots, keep), name="logcast-resources"))
+
+    def keep_samples(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """Every INTERVAL s, a sample of each process for the sparklines (`samples`)."""
+
+        async def run() -> None:
+            while True:
+                self.record_samples(time.time())
+                await sleep(SAMPLE_INTERVAL)
+
+        self._background.append(asyncio.create_task(run(), name="logcast-samples"))
+
+    def record_samples(self, at: float) -> None:
+        names = self.processes.names()
+        for name in names:
+            if name in self.hub.names():
+                self.samples.add(
+                    name, at, self.hub.stats(name), self.processes.info(name), self.resources(name)
+                )
+        self.samples.forget(set(names))
 
     def configs(self) -> dict[str, ProcessConfig]:
         """Each configured process as the API describes its configuration, in config order."""
@@ -167,6 +190,7 @@ class Engine:
         if autostart:
             await supervisor.start_autostart()
         engine._sample_resources()
+        engine.keep_samples()
         return engine
 
     async def follow(self, name: str) -> AsyncIterator[Entry]:
@@ -185,10 +209,11 @@ class Engine:
     async def stop(self) -> None:
         """The ordered shutdown: streams, children, the store's last writes, the store."""
         self.end_streams()
-        if self._sampler is not None:
-            self._sampler.cancel()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
             with contextlib.suppress(BaseException):
-                await self._sampler
+                await task
         try:
             await self.processes.shutdown()
         finally:

@@ -164,6 +164,27 @@ class Host(Shape):
     processes: list[str]
 
 
+class ProcessSamples(Shape):
+    """One process's samples, column by column (the `t` of each, then its figures)."""
+
+    t: list[float]
+    """Unix time of each sample."""
+    lines_per_s: list[float | None]
+    errors: list[float | None]
+    """Error lines since the sample before."""
+    cpu_percent: list[float | None]
+    rss_bytes: list[float | None]
+    gen_tokens_per_s: list[float | None]
+
+
+class Samples(Shape):
+    """`GET /api/samples`: every process's figures every `interval` s over the last 15
+    minutes, for sparklines (one request for all of them)."""
+
+    interval: float
+    processes: dict[str, ProcessSamples]
+
+
 class HostList(Shape):
     """`GET /api/hosts`."""
 

@@ -392,3 +392,22 @@ def test_resources_of_each_process_tree_in_the_api_and_metrics(make_server) -> N
         assert (
             'process="quiet"' not in text.split("logcast_process_resident_memory_bytes")[-1].split("\n# ")[0]
         )
+
+
+def test_samples_for_sparklines_come_column_by_column(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(config())
+    with server.client() as c:
+        samples = wait_for(
+            lambda: (s := c.get("/api/samples").json())["processes"].get("ticker", {}).get("t", [])[1:] and s,
+            what="two samples of the ticker",
+            timeout=15,
+        )
+        ticker = samples["processes"]["ticker"]
+        assert samples["interval"] == 2.0
+        assert set(ticker) == {"t", "lines_per_s", "errors", "cpu_percent", "rss_bytes", "gen_tokens_per_s"}
+        assert all(len(column) == len(ticker["t"]) for column in ticker.values())
+        assert ticker["t"] == sorted(ticker["t"]) and ticker["lines_per_s"][-1] > 0
+        assert ticker["errors"][0] == 0  # errors are counted per interval, from the first sample on
+        newer = c.get("/api/samples", params={"after": ticker["t"][-1]}).json()["processes"]["ticker"]
+        assert all(t > ticker["t"][-1] for t in newer["t"])
+        assert c.get("/api/samples", params={"after": "nan"}).status_code == 422

@@ -143,6 +143,7 @@ class ClusterEngine(Engine):
             asyncio.create_task(engine._keep_current(), name="logcast-refresh"),
             asyncio.create_task(engine._follow(), name="logcast-follow"),
         ]
+        engine.keep_samples()
         return engine
 
     @property

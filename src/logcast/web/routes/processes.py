@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from logcast.engine import Engine
-from logcast.schemas import Config, Healthz, HostList, Process, ProcessList
+from logcast.samples import INTERVAL as SAMPLE_INTERVAL
+from logcast.schemas import Config, Healthz, HostList, Process, ProcessList, Samples
 from logcast.types import ProcessState
-from logcast.web.routes.deps import EngineDep, process_model, resolve
+from logcast.web.routes.deps import EngineDep, Time, process_model, resolve
 
 router = APIRouter()
 
@@ -58,6 +59,15 @@ async def restart_process(name: str, engine: EngineDep) -> Process:
 @router.get("/api/hosts", tags=["processes"])
 async def list_hosts(engine: EngineDep) -> HostList:
     return HostList(hosts=engine.hosts())
+
+
+@router.get("/api/samples", tags=["processes"])
+async def list_samples(engine: EngineDep, after: Time = None) -> Samples:
+    """Each process's figures every 2 s over the last 15 minutes; `after` (unix time) gives
+    only the newer ones, for a page that keeps its charts current."""
+    return Samples.model_validate(
+        {"interval": SAMPLE_INTERVAL, "processes": engine.samples.since(after or 0.0)}
+    )
 
 
 @router.get("/api/config", tags=["processes"])
