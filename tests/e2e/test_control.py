@@ -71,13 +71,26 @@ def test_ps_table_and_json(server: Server, tmp_path: Path) -> None:
     result = logcast("ps", "--url", server.url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     header, *rows = [line.split() for line in result.stdout.strip().splitlines()]
-    assert header == ["NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES", "HOST"]
+    assert header == [
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RUN",
+        "RESTARTS",
+        "LINES",
+        "HOST",
+        "CPU",
+        "MEM",
+        "MODEL",
+    ]
     table = {row[0]: row for row in rows}
     assert list(table) == ["web", "worker"]
     assert table["web"][1] in ("running", "ready") and table["web"][2].isdigit()
     assert table["worker"][1:3] == ["stopped", "-"]
     # one machine: every process runs on it
-    assert table["web"][-1] == table["worker"][-1] == socket.gethostname()
+    assert table["web"][7] == table["worker"][7] == socket.gethostname()
+    assert table["worker"][8:] == ["-", "-", "-"]  # not running: no resources; not a model server
 
     as_json = logcast("ps", "--url", server.url, "--json", cwd=tmp_path)
     assert as_json.returncode == 0
@@ -101,9 +114,9 @@ def test_ps_shows_a_lost_hosts_process_as_unknown() -> None:
     console.print(process_table([ProcessInfo.from_dict(p) for p in listed]))
     plain = [line.split() for line in console.export_text(clear=False).splitlines()]
     assert plain == [
-        ["NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES", "HOST"],
-        ["train", "running", "12", "1m03s", "1", "0", "3", "gpu-1"],
-        ["infer", "unknown", "-", "-", "1", "0", "3", "gpu-2"],
+        ["NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES", "HOST", "CPU", "MEM", "MODEL"],
+        ["train", "running", "12", "1m03s", "1", "0", "3", "gpu-1", "-", "-", "-"],
+        ["infer", "unknown", "-", "-", "1", "0", "3", "gpu-2", "-", "-", "-"],
     ]
     styled = console.export_text(styles=True)
     assert "\x1b[2munknown" in styled and "\x1b[32mrunning" in styled
@@ -157,3 +170,34 @@ def test_token(make_server: Make, tmp_path: Path) -> None:
     assert denied.returncode == 1 and "token missing or wrong" in denied.stderr
     allowed = logcast("ps", "--url", server.url, "--token", "s3cret", cwd=tmp_path)
     assert allowed.returncode == 0 and "web" in allowed.stdout
+
+
+def test_ps_shows_resources_and_what_a_model_server_is_doing() -> None:
+    base = {
+        "name": "llm", "state": "running", "host": "gpu-1", "pid": 12, "uptime": 63.0, "run": 1,
+        "restarts": 0, "lines": 3, "bytes": 30, "lines_per_s": 0.0, "warnings": 0, "errors": 0,
+        "last_error": None, "subscribers": 0, "last_seq": 3,
+        "resources": {"cpu_percent": 151.6, "rss_bytes": 14_800_000, "threads": 9, "open_fds": 12,
+                      "gpu_memory_bytes": None, "cpu_seconds_total": 8.2, "sampled_at": 1.0},
+    }  # fmt: skip
+    model = {
+        "kind": "llamacpp", "phase": "loading", "load_progress": 0.42, "ready_after_s": None, "requests": 0,
+        "prompt_tokens_per_s": None, "gen_tokens_per_s": None, "last_request_at": None, "marked": [],
+    }  # fmt: skip
+    listed = [
+        {**base, "model": model},
+        {
+            **base,
+            "name": "vllm",
+            "model": {**model, "kind": "vllm", "phase": "serving", "gen_tokens_per_s": 35.4},
+        },
+        {**base, "name": "web", "resources": None},
+    ]
+    console = Console(file=io.StringIO(), width=160, record=True)
+    console.print(process_table([ProcessInfo.from_dict(p) for p in listed]))
+    rows = [line.split()[8:] for line in console.export_text().splitlines()[1:]]
+    assert rows == [
+        ["152%", "14.1M", "loading", "42%"],
+        ["152%", "14.1M", "serving", "35tok/s"],
+        ["-", "-", "-"],
+    ]

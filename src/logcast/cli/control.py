@@ -62,13 +62,27 @@ def state_text(info: ProcessInfo) -> Text:
 
 
 def process_table(processes: list[ProcessInfo]) -> Table:
-    """NAME … LINES as before, HOST last (a script that reads the columns by position still
-    finds them where they were). A process whose host is lost (`unknown`) shows no pid."""
+    """NAME … LINES as before, then HOST, CPU, MEM and MODEL (new columns go last, so a
+    script that reads the columns by position still finds them where they were). A process
+    whose host is lost (`unknown`) shows no pid."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("NAME", "STATE", "PID", "UPTIME", "RUN", "RESTARTS", "LINES", "HOST"):
-        table.add_column(column, justify="left" if column in ("NAME", "STATE", "HOST") else "right")
+    for column in (
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RUN",
+        "RESTARTS",
+        "LINES",
+        "HOST",
+        "CPU",
+        "MEM",
+        "MODEL",
+    ):
+        table.add_column(column, justify="left" if column in ("NAME", "STATE", "HOST", "MODEL") else "right")
     for info in processes:
         unknown = info.state is ProcessState.UNKNOWN
+        used = info.resources
         table.add_row(
             Text(info.name),
             state_text(info),
@@ -78,8 +92,24 @@ def process_table(processes: list[ProcessInfo]) -> Table:
             str(info.restarts),
             str(info.lines),
             Text(info.host or "-", style="dim" if unknown else ""),
+            f"{used.cpu_percent:.0f}%" if used is not None else "-",
+            render.size(used.rss_bytes) if used is not None else "-",
+            model_text(info),
         )
     return table
+
+
+def model_text(info: ProcessInfo) -> Text:
+    """`loading 42%`, `serving 35 tok/s`, `ready`, `failed`; `-` for no model server."""
+    model = info.model
+    if model is None:
+        return Text("-")
+    label = model.phase
+    if model.phase == "loading" and model.load_progress is not None:
+        label += f" {model.load_progress:.0%}"
+    elif model.phase == "serving" and model.gen_tokens_per_s is not None:
+        label += f" {model.gen_tokens_per_s:.0f}tok/s"
+    return Text(label, style="red" if model.phase == "failed" else "")
 
 
 def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:

@@ -107,3 +107,14 @@ def duration(seconds: float | None) -> str:
     if total < 86400:
         return f"{total // 3600}h{total % 3600 // 60:02d}m"
     return f"{total // 86400}d{total % 86400 // 3600:02d}h"
+
+
+def size(count: float | None) -> str:
+    """Bytes, short: `512B`, `14.2M`, `3.1G`; `-` when unknown."""
+    if count is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if count < 1024 or unit == "G":
+            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
+        count /= 1024
+    return "-"
