@@ -128,6 +128,23 @@ def test_a_lost_hosts_process_shows_unknown_and_not_running() -> None:
     assert cells["pid"] == cells["uptime"] == "-"
 
 
+def test_a_model_servers_resources_and_phase_are_in_its_row() -> None:
+    app = MonitorApp(url="http://localhost.test")
+    info = ProcessInfo.from_dict({
+        "name": "llm", "state": "running", "host": "gpu-1", "pid": 40, "run": 1, "restarts": 0,
+        "lines": 3, "bytes": 30, "lines_per_s": 0.0, "warnings": 0, "errors": 0, "last_error": None,
+        "subscribers": 0, "last_seq": 3,
+        "resources": {"cpu_percent": 98.0, "rss_bytes": 3 * 1024**3, "threads": 40, "open_fds": 80,
+                      "gpu_memory_bytes": {"0": 2**33}, "cpu_seconds_total": 80.0, "sampled_at": 1.0},
+        "model": {"kind": "vllm", "phase": "loading", "load_progress": 0.6, "ready_after_s": None,
+                  "requests": 0, "prompt_tokens_per_s": None, "gen_tokens_per_s": None,
+                  "last_request_at": None, "marked": [3]},
+    })  # fmt: skip
+    cells = dict(zip((key for key, _ in COLUMNS), app._cells(info), strict=True))
+    assert (cells["cpu"], cells["memory"]) == ("98%", "3.0G")
+    assert isinstance(cells["model"], Text) and cells["model"].plain == "loading 60%"
+
+
 async def test_start_and_stop_with_confirmation(server: Server) -> None:
     app = MonitorApp(url=server.url)
     async with app.run_test(size=SIZE) as pilot:

@@ -16,6 +16,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Select, Static
 
 from logcast.cli import render
+from logcast.cli.control import model_text
 from logcast.cli.monitor.palette import MonitorCommands
 from logcast.cli.monitor.screens import ConfirmScreen, HelpScreen, StatsScreen
 from logcast.client import AsyncClient, ConnectionState, Event, ProcessInfo
@@ -40,6 +41,9 @@ COLUMNS = (
     ("warnings", "WARN"),
     ("errors", "ERR"),
     ("subscribers", "SUBS"),
+    ("cpu", "CPU"),
+    ("memory", "MEM"),
+    ("model", "MODEL"),
 )
 
 LEVEL_OPTIONS: list[tuple[str, str]] = [
@@ -192,6 +196,9 @@ class MonitorApp(App[None]):
             Text(str(info.warnings), "yellow" if info.warnings else ""),
             Text(str(info.errors), "bold red" if info.errors else ""),
             str(info.subscribers),
+            f"{info.resources.cpu_percent:.0f}%" if info.resources is not None else "-",
+            render.size(info.resources.rss_bytes) if info.resources is not None else "-",
+            model_text(info),
         ]
 
     def colour(self, name: str) -> str:
