@@ -28,10 +28,7 @@ from bench.lib.meters import ServerMeter
 from bench.lib.servers import Server, start_logcast, wait_subscribers
 
 PROCESS = "src"
-SETUPS = {
-    "serve": "one logcast serve (SQLite)",
-    "cluster": "one agent + two replicas (redis-server)",
-}
+SETUPS = ("serve", "cluster")
 QUICK = {
     "lines": 20_000,
     "burst_sse": 2,
@@ -57,11 +54,17 @@ class Setup:
     cluster: Cluster | None = None
 
 
-def open_setup(kind: str, tmp: Path, child: list[str]) -> Setup:
+def setup_label(kind: str, replicas: int) -> str:
+    if kind == "serve":
+        return "one logcast serve (SQLite)"
+    return f"one agent + {replicas} replica{'s' if replicas > 1 else ''} (redis-server)"
+
+
+def open_setup(kind: str, tmp: Path, child: list[str], replicas: int) -> Setup:
     if kind == "serve":
         server = start_logcast(tmp, {PROCESS: child})
         return Setup(kind, [server], {"serve": server.pid}, server.stop)
-    cluster = start_cluster(tmp, {PROCESS: child}, replicas=2)
+    cluster = start_cluster(tmp, {PROCESS: child}, replicas=replicas)
     assert cluster.agent is not None
     pids = {"agent": cluster.agent.pid}
     pids |= {f"replica {i + 1}": r.pid for i, r in enumerate(cluster.replicas)}
@@ -69,14 +72,15 @@ def open_setup(kind: str, tmp: Path, child: list[str]) -> Setup:
     return Setup(kind, cluster.replicas, pids, cluster.stop, cluster)
 
 
-def halves(n: int) -> tuple[int, int]:
-    return (n + 1) // 2, n // 2
+def shares(n: int, k: int) -> list[int]:
+    """`n` split in `k` shares as even as can be, the larger first."""
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
 def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
-    """One setup, one child, clients in two processes (each with half the SSE and half the WS
-    streams, on its own front: the same server twice, or replica 1 and replica 2); the run's
-    figures."""
+    """One setup, one child, clients in two processes (one per replica if there are more),
+    each with its share of the SSE and of the WS streams, on its own front (the one server, or
+    a replica: process i on replica i); the run's figures."""
     burst = mode == "burst"
     n_sse, n_ws = (args.burst_sse, args.burst_ws) if burst else (args.sse, args.ws)
     total = args.lines if burst else int(args.rate * args.seconds)
@@ -92,17 +96,19 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
             child += [str(total), str(report)]
         else:
             child += [str(args.rate), str(args.seconds), str(args.batch_ms), str(report)]
-        setup = open_setup(kind, tmp, child)
-        clients: list[tuple[int, ClientProcess]] = []  # (half, client)
+        setup = open_setup(kind, tmp, child, args.replicas)
+        clients: list[tuple[int, ClientProcess]] = []  # (front index, client)
         figures: dict[str, dict[str, float]] = {}
         results: list[tuple[int, dict[str, Any] | None]] = []
         hub: dict[str, Any] = {}
         memory: dict[str, str] = {}
         child_info: dict[str, float] | None = None
         try:
-            want = {id(f): 0 for f in setup.fronts}
-            for half, (h_sse, h_ws) in enumerate(zip(halves(n_sse), halves(n_ws), strict=True)):
-                front = setup.fronts[half % len(setup.fronts)]
+            want = [0] * len(setup.fronts)
+            parts = max(2, len(setup.fronts))
+            for i, (h_sse, h_ws) in enumerate(zip(shares(n_sse, parts), shares(n_ws, parts), strict=True)):
+                at = i % len(setup.fronts)
+                front = setup.fronts[at]
                 spec = {
                     "mode": mode,
                     "port": front.port,
@@ -114,8 +120,8 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
                     "ws_compression": args.ws_compression,
                 }
                 if h_sse or h_ws:
-                    clients.append((half, ClientProcess({**spec, "sse": h_sse, "ws": h_ws})))
-                want[id(front)] += h_sse + h_ws
+                    clients.append((at, ClientProcess({**spec, "sse": h_sse, "ws": h_ws})))
+                want[at] += h_sse + h_ws
             for _, c in clients:
                 _ok, failed = c.wait_ready(60)
                 if failed:
@@ -123,11 +129,9 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
                         f"{failed} client stream(s) failed to connect" if failed > 0 else "client not ready"
                     )
             for i, front in enumerate(setup.fronts):
-                seen = wait_subscribers(front, PROCESS, want[id(front)], 30)
-                if seen < want[id(front)]:
-                    notes.append(
-                        f"front {i + 1} counted {seen} of {want[id(front)]} subscribers before the start"
-                    )
+                seen = wait_subscribers(front, PROCESS, want[i], 30)
+                if seen < want[i]:
+                    notes.append(f"front {i + 1} counted {seen} of {want[i]} subscribers before the start")
             meters = {label: ServerMeter(pid) for label, pid in setup.pids.items()}
             for meter in meters.values():
                 meter.start()
@@ -155,7 +159,7 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
                         f"not every line arrived within {args.drain:.0f} s after the child's end: clients stopped"
                     )
             figures = {label: meter.stop() for label, meter in meters.items()}
-            results = [(half, c.finish()) for half, c in clients]
+            results = [(at, c.finish()) for at, c in clients]
             try:
                 stats = setup.fronts[0].http("GET", "/api/logs/stats")["processes"][PROCESS]
                 hub = {k: stats.get(k) for k in ("last_seq", "persisted_seq", "store_lost", "dropped")}
@@ -173,6 +177,7 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
         notes.append("the child left no report")
     out: dict[str, Any] = {
         "kind": kind,
+        "label": setup_label(kind, args.replicas),
         "mode": mode,
         "n_sse": n_sse,
         "n_ws": n_ws,
@@ -187,7 +192,7 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
     }
     if any(r is None for _, r in results):
         notes.append("a client process gave no result")
-    done = [(half, r) for half, r in results if r is not None]
+    done = [(at, r) for at, r in results if r is not None]
     if burst:
         out |= burst_figures(done, total, child_info)
     else:
@@ -229,12 +234,12 @@ def latency_figures(results: list[tuple[int, dict[str, Any]]], total: int, split
     """Per kind (SSE, WS) over every stream; with `split`, also per replica (both kinds)."""
     groups: dict[str, list[dict[str, Any]]] = {"SSE": [], "WS": []}
     if split:
-        groups |= {f"replica {half + 1}": [] for half in sorted({half for half, _ in results})}
-    for half, res in results:
+        groups |= {f"replica {at + 1}": [] for at in sorted({at for at, _ in results})}
+    for at, res in results:
         for kind, data in res["kinds"].items():
             groups[kind.upper()].append(data)
             if split:
-                groups[f"replica {half + 1}"].append(data)
+                groups[f"replica {at + 1}"].append(data)
     groups = {name: datas for name, datas in groups.items() if datas}
     rows = []
     for name, datas in groups.items():
@@ -286,7 +291,7 @@ def print_cpu(r: dict[str, Any]) -> None:
 
 def print_burst(r: dict[str, Any], timeout: float) -> None:
     print(
-        f"\n{SETUPS[r['kind']]}: burst, {r['total']:,} lines, {r['n_sse']} SSE + {r['n_ws']} WS (load {r['load']:.1f})"
+        f"\n{r['label']}: burst, {r['total']:,} lines, {r['n_sse']} SSE + {r['n_ws']} WS (load {r['load']:.1f})"
     )
     c = r["child"]
     if c:
@@ -315,7 +320,7 @@ def print_burst(r: dict[str, Any], timeout: float) -> None:
 
 def print_latency(r: dict[str, Any], drain: float) -> None:
     print(
-        f"\n{SETUPS[r['kind']]}: latency, {r['total']:,} lines per client, {r['n_sse']} SSE + {r['n_ws']} WS "
+        f"\n{r['label']}: latency, {r['total']:,} lines per client, {r['n_sse']} SSE + {r['n_ws']} WS "
         f"(load {r['load']:.1f})"
     )
     missing = f">{drain:.0f}s/lost"
@@ -361,19 +366,20 @@ def print_summary(runs: list[dict[tuple[str, str], dict[str, Any]]], args: argpa
         )
         if mode == "burst":
             print(
-                f"  {SETUPS[kind]}, burst of {first['total']:,} lines to {first['n_sse']} SSE + {first['n_ws']} WS "
+                f"  {first['label']}, burst of {first['total']:,} lines to {first['n_sse']} SSE + {first['n_ws']} WS "
                 f"[{loads}]: last line {seconds(med([r['slowest'] for r in rs]), args.timeout)} after the "
                 f"child's exit; every line in order in {sum(r['all_ok'] for r in rs)} of {len(rs)} runs"
             )
         else:
+            named = [{row["name"]: row for row in r["rows"]} for r in rs]
             rows = ", ".join(
-                f"{row['name']} p50 {format_ms(med([r['rows'][j]['p50'] for r in rs]), missing)} "
-                f"p99 {format_ms(med([r['rows'][j]['p99'] for r in rs]), missing)}"
-                for j, row in enumerate(first["rows"])
+                f"{name} p50 {format_ms(med([n[name]['p50'] for n in named if name in n]), missing)} "
+                f"p99 {format_ms(med([n[name]['p99'] for n in named if name in n]), missing)}"
+                for name in named[0]
             )
             delivered = min(row["delivered"] for r in rs for row in r["rows"])
             print(
-                f"  {SETUPS[kind]}, {args.rate:,.0f} lines/s to {first['n_sse']} SSE + {first['n_ws']} WS "
+                f"  {first['label']}, {args.rate:,.0f} lines/s to {first['n_sse']} SSE + {first['n_ws']} WS "
                 f"[{loads}]: {rows}; delivered at least {100 * delivered:.2f}%"
             )
         print(f"    CPU: {cpu}")
@@ -409,6 +415,12 @@ def main() -> None:
     )
     parser.add_argument("--only", default="burst,latency", help="measurements: burst, latency or both (both)")
     parser.add_argument("--setups", default="serve,cluster", help="serve, cluster or both (both)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="replicas on the cluster; the clients' two halves alternate over them (2)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repeat everything K times; median summary (1)")
     parser.add_argument(
         "--quick",
@@ -427,13 +439,15 @@ def main() -> None:
             setattr(args, key, value)
     modes = [m for m in ("burst", "latency") if m in args.only.split(",")]
     kinds = [k for k in SETUPS if k in args.setups.split(",")]
+    if args.replicas < 1:
+        parser.error("--replicas takes 1 or more")
     if not modes or not kinds:
         parser.error("--only takes burst,latency and --setups takes serve,cluster")
 
     print(
-        f"cluster: {', then '.join(SETUPS[k] for k in kinds)}; clients join with lines=0 before the child "
-        f"starts, in two processes (each with half the SSE and half the WS streams; on the cluster one "
-        f"per replica); WebSocket format=text, {args.ws_client} client; CPU per process is its own (children "
+        f"cluster: {', then '.join(setup_label(k, args.replicas) for k in kinds)}; clients join with lines=0 before the child "
+        f"starts, in two processes (one per replica if there are more), each with its share of the SSE "
+        f"and WS streams, on the cluster each on its own replica; WebSocket format=text, {args.ws_client} client; CPU per process is its own (children "
         f"excluded), from the child's start to the last client done; load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
