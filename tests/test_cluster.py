@@ -23,7 +23,7 @@ from logcast.cluster.redis import NameTaken, claim, connect
 from logcast.cluster.replica import ClusterEngine
 from logcast.config import Settings, parse
 from logcast.errors import ControlRefused, StoreError
-from logcast.hub import Hub
+from logcast.hub import MirrorHub
 from logcast.query import Query
 from logcast.types import EventType, Gap, GapReason, Level, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
@@ -183,8 +183,8 @@ def record(
 
 async def test_a_mirror_keeps_the_owners_numbers_and_tells_lost_and_cleared_ranges() -> None:
     store = MemoryStore()
-    hub = Hub(store, memory_lines=100)
-    await hub.open([], mirror=True)
+    hub = MirrorHub(store, memory_lines=100)
+    await hub.open([])
 
     def owner_wrote(records: list[LogRecord]) -> None:
         store.write(records)  # it skips what it has

@@ -22,7 +22,7 @@ from logcast.cluster.redis import connect
 from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import ControlRefused, ControlTimeout, StoreError, UnknownProcess
-from logcast.hub import Hub
+from logcast.hub import MirrorHub
 from logcast.schemas import Host, ProcessConfig
 from logcast.secrets import mask_text
 from logcast.store.redis_streams import RedisStore
@@ -132,8 +132,8 @@ class ClusterEngine(Engine):
         settings = replace(settings, storage=storage, processes={})
         store = RedisStore(url, retain_lines=storage.retain_lines)
         await store.open()
-        hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
-        await hub.open([], mirror=True)
+        hub = MirrorHub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
+        await hub.open([])
         client = connect(url)
         engine = cls(settings, store, hub, ClusterProcesses(client, Keys(), lambda: View()), host="")
         engine.client, engine.url = client, url
@@ -145,6 +145,10 @@ class ClusterEngine(Engine):
         ]
         engine.keep_samples()
         return engine
+
+    @property
+    def mirror(self) -> MirrorHub:
+        return cast(MirrorHub, self.hub)
 
     @property
     def problem(self) -> str | None:
@@ -176,8 +180,8 @@ class ClusterEngine(Engine):
         processes = cast(ClusterProcesses, self.processes)
         args = {"upto": str(upto)} if upto is not None else {}
         cleared = int(cast(int, await processes.command(name, "clear", **args)))
-        await self.hub.follow_store(name)
-        self.hub.mirror_cleared(name, cleared)
+        await self.mirror.follow_store(name)
+        self.mirror.mirror_cleared(name, cleared)
         return cleared
 
     async def stop(self) -> None:
@@ -207,8 +211,8 @@ class ClusterEngine(Engine):
             return
         self._reachable()
         for name, stats in self.view.stats.items():
-            journal = await self.hub.follow_store(name)
-            self.hub.mirror_cleared(name, int(stats.get("cleared_upto", 0) or 0))
+            journal = await self.mirror.follow_store(name)
+            self.mirror.mirror_cleared(name, int(stats.get("cleared_upto", 0) or 0))
             with journal.lock:  # the owner's counters, which a mirror cannot know all of
                 journal.warnings = int(stats.get("warnings", journal.warnings))
                 journal.errors = int(stats.get("errors", journal.errors))
@@ -270,7 +274,7 @@ class ClusterEngine(Engine):
                 continue
             backoff = 0.0
             for name, records in batches:
-                self.hub.mirror(name, records)
+                self.mirror.mirror(name, records)
 
     def _unreachable(self, exc: BaseException) -> None:
         problem = mask_text(f"redis at {self.url} is unreachable: {exc}")  # no password in answers

@@ -72,19 +72,13 @@ class Hub:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    async def open(self, names: Iterable[str], *, mirror: bool = False, stored: bool = True) -> None:
+    async def open(self, names: Iterable[str], *, stored: bool = True) -> None:
         """Load where each process left off (seq, counters, run) and start the writer.
 
         `stored`: also the processes the store has a history of (their history stays
-        readable); not for a store shared with other hosts, whose processes are theirs.
-        `mirror`: the records are numbered and stored elsewhere (another host's agent) and
-        come in through `mirror()`; this hub writes nothing to the store."""
+        readable); not for a store shared with other hosts, whose processes are theirs."""
         self._loop = asyncio.get_running_loop()
-        others = await self.store.processes() if stored or mirror else []
-        if mirror:
-            for name in dict.fromkeys([*names, *others]):
-                await self.follow_store(name)
-            return
+        others = await self.store.processes() if stored else []
         wanted = list(dict.fromkeys([*names, *others]))
         for name in wanted:
             meta = await self.store.meta(name)
@@ -442,87 +436,6 @@ class Hub:
             journal.cleared_upto = max(journal.cleared_upto, upto)
             if journal.persisted < upto:
                 journal.persisted = upto
-
-    # -- a mirror of records numbered elsewhere ------------------------------------------
-
-    async def follow_store(self, name: str) -> Journal:
-        """Start mirroring `name` where the store has it (a mirror hub)."""
-        journal = self._journals.get(name)
-        if journal is not None:
-            return journal
-        meta = await self.store.meta(name)
-        journal = self._journals.setdefault(name, self._new_journal(name))
-        with journal.lock:
-            journal.next_seq = meta.last_seq + 1
-            journal.persisted = journal.committed = journal.reserved = meta.last_seq
-            journal.opened_at_seq = meta.last_seq
-            journal.lines, journal.bytes, journal.last_run = meta.lines, meta.bytes, meta.last_run
-            if meta.first_seq > 1:
-                journal.cleared_upto = meta.first_seq - 1
-            elif meta.first_seq == 0 and meta.last_seq:
-                journal.cleared_upto = meta.last_seq
-        return journal
-
-    def mirror(self, process: str, records: list[LogRecord]) -> None:
-        """Keep records another host numbered and stored, in order; a seq missing between
-        two of them never reached the store (it is announced as lost)."""
-        journal = self.ensure(process)
-        with journal.lock:
-            last = journal.last_seq
-            fresh = [r for r in records if r.seq > last]
-            if not fresh:
-                return
-            run: list[LogRecord] = []
-            for record in fresh:
-                if record.seq != last + 1:
-                    self._extend_mirror(journal, run)
-                    run = []
-                    journal.lose(max(last, journal.cleared_upto) + 1, record.seq - 1)
-                    journal.ring.clear()  # the ring holds consecutive seqs only
-                run.append(record)
-                last = record.seq
-            self._extend_mirror(journal, run)
-            journal.next_seq = last + 1
-            journal.persisted = journal.committed = journal.reserved = last
-            journal.trim()
-            journal.sample(self._monotonic())
-        self._announce(process)
-
-    @staticmethod
-    def _extend_mirror(journal: Journal, records: list[LogRecord]) -> None:
-        """Append consecutive records to the ring and count them (lock held)."""
-        i = 0
-        while i < len(records):
-            status = records[i].stream is Stream.SYSTEM
-            j = i
-            while j < len(records) and (records[j].stream is Stream.SYSTEM) == status:
-                j += 1
-            part = records[i:j]
-            journal.ring.extend(part, [len(r.message) + 64 for r in part], status=status)
-            for record in part:
-                if record.run > journal.last_run:
-                    journal.last_run = record.run
-                if status:
-                    if record.state is not None:
-                        journal.state = record.state
-                else:
-                    journal.lines += 1
-                    journal.bytes += len(record.message)
-                    if record.level is Level.WARNING:
-                        journal.warnings += 1
-                    elif record.level is Level.ERROR or record.level is Level.CRITICAL:
-                        journal.errors += 1
-                        journal.last_error = record.message[:500]
-            i = j
-
-    def mirror_cleared(self, process: str, upto: int) -> None:
-        """The owner cleared `process` up to `upto`: forget it here too."""
-        journal = self._journals.get(process)
-        if journal is None or upto <= journal.cleared_upto:
-            return
-        self._forget(journal, upto)
-        self.pages.forget(process)
-        self._announce(process)
 
     # -- numbers --------------------------------------------------------------------------
 
