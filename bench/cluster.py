@@ -24,6 +24,7 @@ from bench.lib.children import BURST_CHILD, PACED_CHILD
 from bench.lib.clients import ClientProcess, add_ws_client_options, check_ws_client_options, wait_clients
 from bench.lib.cluster_servers import Cluster, start_cluster
 from bench.lib.histogram import LatencyHistogram, format_ms
+from bench.lib.machine import MachineMeter, process_cpu
 from bench.lib.meters import ServerMeter
 from bench.lib.servers import Server, start_logcast, wait_subscribers
 
@@ -99,6 +100,7 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
         setup = open_setup(kind, tmp, child, args.replicas)
         clients: list[tuple[int, ClientProcess]] = []  # (front index, client)
         figures: dict[str, dict[str, float]] = {}
+        whole: dict[str, float] = {}
         results: list[tuple[int, dict[str, Any] | None]] = []
         hub: dict[str, Any] = {}
         memory: dict[str, str] = {}
@@ -133,6 +135,12 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
                 if seen < want[i]:
                     notes.append(f"front {i + 1} counted {seen} of {want[i]} subscribers before the start")
             meters = {label: ServerMeter(pid) for label, pid in setup.pids.items()}
+            machine = MachineMeter()
+            pids = list(setup.pids.values())
+            client_pids = [c.proc.pid for _, c in clients]
+            clients0 = sum(process_cpu(pid) for pid in client_pids)
+            child0 = sum(process_cpu(pid, children=True) for pid in pids)
+            machine.start()
             for meter in meters.values():
                 meter.start()
             t0 = time.monotonic()
@@ -159,6 +167,11 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
                         f"not every line arrived within {args.drain:.0f} s after the child's end: clients stopped"
                     )
             figures = {label: meter.stop() for label, meter in meters.items()}
+            clients1 = sum(process_cpu(pid) for pid in client_pids)
+            child1 = sum(process_cpu(pid, children=True) for pid in pids)
+            whole = machine.stop()
+            whole["clients_s"] = clients1 - clients0
+            whole["child_s"] = child1 - child0  # the child, once its parent reaped it
             results = [(at, c.finish()) for at, c in clients]
             try:
                 stats = setup.fronts[0].http("GET", "/api/logs/stats")["processes"][PROCESS]
@@ -185,9 +198,9 @@ def measure(args: argparse.Namespace, kind: str, mode: str) -> dict[str, Any]:
         "load": load,
         "child": child_info,
         "cpu": figures,
+        "machine": whole,
         "hub": hub,
         "redis_memory": memory,
-        "client_cpu_s": sum(r["cpu_s"] for _, r in results if r is not None),
         "notes": notes,
     }
     if any(r is None for _, r in results):
@@ -281,7 +294,14 @@ def print_cpu(r: dict[str, Any]) -> None:
             f"peak RSS {f['peak_rss_mb']:4.0f} MB; main thread waiting for a CPU {f['loop_wait_s']:.1f} s"
         )
     total = sum(f["cpu_s"] for f in r["cpu"].values())
-    print(f"    {'together':<13} CPU {total:6.1f} s; the client processes {r['client_cpu_s']:.1f} s")
+    m = r["machine"]
+    if m:
+        ours = total + m["clients_s"] + m["child_s"]
+        print(
+            f"    {'together':<13} CPU {total:6.1f} s; the child {m['child_s']:.1f} s, the client processes "
+            f"{m['clients_s']:.1f} s; the machine was busy {m['busy_s']:.1f} of {m['capacity_s']:.1f} CPU-s, "
+            f"{m['busy_s'] - ours:.1f} s of it not this benchmark's"
+        )
     if r["redis_memory"]:
         m = r["redis_memory"]
         print(
