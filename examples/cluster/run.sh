@@ -6,7 +6,8 @@
 #
 # Ctrl-C (or SIGTERM) stops everything this script started, by process group: the agents
 # first (they stop their children), then the replicas, then redis-server. Nothing else is
-# touched. Settings from the environment:
+# touched. One of them exiting meanwhile is reported and the others keep running. Settings
+# from the environment:
 #   REDIS_PORT (6390)  REPLICA_PORTS ("8081 8082")  KEEP=1 keeps the data and logs folder
 #   LOGCAST: the command that runs logcast (default `logcast`, else `python3 -m logcast`)
 set -euo pipefail
@@ -33,6 +34,7 @@ mkdir -p "$work/redis"
 pids=()   # every process group this script started, in start order
 names=()
 stopping=0
+sleeper=
 
 # The descendants of a pid (an agent's children run in process groups of their own).
 descendants() {
@@ -77,6 +79,7 @@ cleanup() {
     stopping=1
     set +e +m  # stop everything whatever fails; no job notices ("Terminated")
     trap - INT TERM EXIT
+    [[ -n ${sleeper:-} ]] && kill "$sleeper" 2>/dev/null
     echo >&2
     echo "run.sh: stopping" >&2
     for i in "${!pids[@]}"; do
@@ -189,15 +192,25 @@ done
 echo "  logs:     tail -f $work/*.log"
 echo "Ctrl-C stops everything."
 
-# Until Ctrl-C/TERM, or until one of them exits by itself (then everything is stopped).
+# Until Ctrl-C/TERM. One of them exiting (kill an agent to see its host lost, a replica to
+# see a client resume on the other) is reported; the others keep running.
 set +e
-wait -n "${pids[@]}"
-code=$?
-for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[i]}" 2>/dev/null; then
-        echo "run.sh: ${names[i]} exited (status $code); its output:" >&2
-        tail -n 20 "$work/${names[i]}.log" >&2
-        break
-    fi
+reported=()
+while :; do
+    sleep 1 &
+    sleeper=$!
+    wait "$sleeper"  # a trap runs at once, not after the sleep
+    running=0
+    for i in "${!pids[@]}"; do
+        if alive "${pids[i]}" >/dev/null; then
+            running=$((running + 1))
+        elif [[ -z ${reported[i]:-} ]]; then
+            reported[i]=1
+            wait "${pids[i]}" 2>/dev/null
+            echo "run.sh: ${names[i]} exited (status $?); the others keep running, Ctrl-C stops them." >&2
+            echo "run.sh: its last output:" >&2
+            tail -n 5 "$work/${names[i]}.log" >&2
+        fi
+    done
+    ((running)) || exit 1
 done
-exit 1
