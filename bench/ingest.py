@@ -1,6 +1,8 @@
 """Ingest benchmark: how much slower a flooding child runs under logcast than into `cat`, and
-how fast its lines reach the hub and SQLite, with logcast's peak RSS. What it measures and
-how, and its targets: bench/README.md."""
+how fast its lines reach the hub and SQLite, with logcast's peak RSS; and what the model
+parser costs: the same flood with `parse = "none"`, with the default (auto: it gives up after
+2,000 lines that are no model server's) and with `parse = "llamacpp"` (it reads every chunk),
+in the same run. What it measures and how, and its targets: bench/README.md."""
 
 from __future__ import annotations
 
@@ -45,7 +47,11 @@ def baseline(script: Path, lines: int, tmp: Path) -> float:
     return child_time(mark)
 
 
-async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]:
+# The model parser, as each logcast phase is configured: the key's value, None for no key (auto).
+PARSE: dict[str, str | None] = {"none": "none", "auto": None, "llamacpp": "llamacpp"}
+
+
+async def under_logcast(script: Path, lines: int, tmp: Path, model_parser: str | None) -> dict[str, float]:
     from logcast.config import parse
     from logcast.engine import tune_runtime
     from logcast.hub import Hub
@@ -54,6 +60,7 @@ async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]
 
     mark = tmp / "logcast.time"
     data = tmp / "data"
+    parse_key = "" if model_parser is None else f"parse = {json.dumps(model_parser)}"
     toml = textwrap.dedent(
         f"""
         [storage]
@@ -62,6 +69,7 @@ async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]
         command = {json.dumps([sys.executable, "-u", str(script), str(lines), str(mark)])}
         autostart = false
         restart = "never"
+        {parse_key}
         """
     )
     settings = parse(toml, str(tmp / "logcast.toml"))
@@ -96,6 +104,29 @@ async def under_logcast(script: Path, lines: int, tmp: Path) -> dict[str, float]
     }
 
 
+def logcast_phase(tmp: str, lines: int, mode: str) -> dict[str, float]:
+    """One flood under logcast, in a fresh process (so that RSS is logcast's own)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--phase",
+            "logcast",
+            "--tmp",
+            tmp,
+            "--lines",
+            str(lines),
+            "--parse",
+            mode,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,40 +135,65 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--phase", choices=["logcast"], help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--parse", choices=list(PARSE), default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.phase == "logcast":  # in a fresh process so that RSS is logcast's own
+    if args.phase == "logcast":
+        work = under_logcast(Path(args.tmp) / "child.py", args.lines, Path(args.tmp), PARSE[args.parse])
         try:
             import uvloop
 
-            result = uvloop.run(under_logcast(Path(args.tmp) / "child.py", args.lines, Path(args.tmp)))
+            result = uvloop.run(work)
         except ImportError:
-            result = asyncio.run(under_logcast(Path(args.tmp) / "child.py", args.lines, Path(args.tmp)))
+            result = asyncio.run(work)
         print(json.dumps(result))
         return
 
-    rows = []
+    modes = list(PARSE)
+    print(
+        f"{args.lines:,} lines, {args.runs} run(s); each run: the child into cat, then under logcast with "
+        f"parse = {', '.join(modes)} (order rotated per run); load average (1 min) at the start of each "
+        f"measurement in brackets, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    rows = []  # the default configuration's (auto) figures, as before the model parser
+    hub_rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    loads: list[float] = []
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             script = tmp / "child.py"
             script.write_text(CHILD)
+            load = os.getloadavg()[0]
+            loads.append(load)
             base = baseline(script, args.lines, tmp)
-            out = subprocess.run(
-                [sys.executable, __file__, "--phase", "logcast", "--tmp", d, "--lines", str(args.lines)],
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            order = modes[run % len(modes) :] + modes[: run % len(modes)]
+            results: dict[str, dict[str, float]] = {}
+            for mode in order:
+                mode_load = os.getloadavg()[0]
+                loads.append(mode_load)
+                own = tmp / mode  # a fresh folder: its own SQLite history, its own child's time
+                own.mkdir()
+                (own / "child.py").write_text(CHILD)
+                results[mode] = result = logcast_phase(str(own), args.lines, mode)
+                result["load"] = mode_load
+                hub_rates[mode].append(result["hub_rate"])
+            result = results["auto"]
             result["cat"] = base
             rows.append(result)
             print(
-                f"run {run + 1}: child into cat {base:.2f}s, under logcast {result['child']:.2f}s "
+                f"run {run + 1} [load {load:.2f}]: child into cat {base:.2f}s, under logcast {result['child']:.2f}s "
                 f"({result['child'] / base:.2f}x); hub {result['hub_rate']:,.0f} lines/s; "
                 f"SQLite {result['store_rate']:,.0f} lines/s; peak RSS {result['rss_mb']:.0f} MB; "
                 f"store_lost {result['store_lost']:.0f}",
+                flush=True,
+            )
+            print(
+                "  into the hub by parse: "
+                + "; ".join(
+                    f"{mode} {results[mode]['hub_rate']:,.0f} lines/s [load {results[mode]['load']:.2f}]"
+                    for mode in order
+                ),
                 flush=True,
             )
 
@@ -145,7 +201,7 @@ def main() -> None:
         return statistics.median(r[key] for r in rows)
 
     ratio = statistics.median(r["child"] / r["cat"] for r in rows)
-    print(f"\nmedian of {len(rows)} runs, {args.lines:,} lines of ~100 bytes:")
+    print(f"\nmedian of {len(rows)} runs, {args.lines:,} lines of ~100 bytes (parse: auto, the default):")
     print(f"  child into `cat > /dev/null`   {med('cat'):.2f} s   (baseline, this run)")
     print(f"  child under logcast            {med('child'):.2f} s   = {ratio:.2f}x   (target <= 1.3x)")
     print(f"  into the hub                   {med('hub_rate'):,.0f} lines/s   (target >= 500,000)")
@@ -154,6 +210,21 @@ def main() -> None:
     print(
         f"  lost before SQLite had them    {med('store_lost'):,.0f} lines   "
         "(announced to readers as gaps; 0 is the goal)"
+    )
+    off = statistics.median(hub_rates["none"])
+    print('\nthe model parser\'s cost, into the hub (median; difference against parse = "none": of the')
+    print("medians, and the median of each run's own difference, the runs being paired):")
+    for mode in modes:
+        rate = statistics.median(hub_rates[mode])
+        paired = statistics.median(
+            (mine / none - 1) * 100 for mine, none in zip(hub_rates[mode], hub_rates["none"], strict=True)
+        )
+        label = {"none": 'parse = "none"', "auto": "auto (no key)", "llamacpp": 'parse = "llamacpp"'}[mode]
+        diff = "" if mode == "none" else f"   {(rate / off - 1) * 100:+.1f}% (paired {paired:+.1f}%)"
+        print(f"  {label:22s} {rate:,.0f} lines/s{diff}")
+    print(
+        f"load average (1 min) over the measurements: {min(loads):.2f} to {max(loads):.2f}, "
+        f"{os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} CPUs, shared)"
     )
 
 
