@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -877,3 +879,234 @@ time.sleep(600)
     expect(page.locator("#match-count")).to_have_text("error")
     with server.client() as client:
         assert client.get("/healthz").status_code == 200
+
+
+# --- model servers, resources, sparklines, why a process died --------------------------------
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
+
+
+def toml_command(name: str, argv: list[str], **options: Any) -> str:
+    """A process that runs `argv` (toml_process runs Python source instead)."""
+    lines = [f"[process.{name}]", f"command = {json.dumps(argv)}"]
+    options.setdefault("autostart", True)
+    options.setdefault("restart", "never")
+    for key, value in options.items():
+        if isinstance(value, dict):
+            pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{key} = {{ {pairs} }}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def fake_llama(name: str = "llama", load_seconds: float = 6.0, **options: Any) -> str:
+    argv = [sys.executable, "-u", str(DEMO / "fake_llm.py"), "--load-seconds", str(load_seconds)]
+    return toml_command(name, argv, ready={"log": "server is listening"}, **options)
+
+
+def fake_vllm(name: str = "vllm", **options: Any) -> str:
+    argv = [sys.executable, "-u", str(DEMO / "fake_vllm.py"), "--shard-seconds", "0.2", "--log-interval", "1"]
+    return toml_command(name, argv, parse="vllm", **options)
+
+
+def test_model_server_load_bar_phase_waiting_and_sparklines(
+    make_server: Callable[..., Server], page: Any
+) -> None:
+    server = make_server(fake_llama(load_seconds=8) + fake_vllm(depends_on={"llama": "ready"}))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/" in r.url else None)
+    page.goto(server.url + "/")
+    llama = page.locator("tr[data-process=llama]")
+    vllm = page.locator("tr[data-process=vllm]")
+
+    # while the weights load: the phase, a bar with its percentage, and the time it has taken
+    phase = llama.locator(".phase")
+    expect(phase).to_have_text("loading")
+    bar = llama.get_by_role("progressbar", name="llama loading")
+    expect(bar).to_be_visible()
+    expect(llama.locator(".load-text")).to_have_text(re.compile(r"^\d{1,3}% · \d+s$"))
+    expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^\d{1,3}$"))
+    # the vLLM server waits for it, and says so
+    expect(vllm.locator(".waiting-for")).to_have_text("waiting for llama (ready)")
+    expect(vllm.locator(".state")).to_have_text("stopped")
+    # what it uses, in human units
+    expect(llama.locator("td[data-label=Memory] .metric-value")).to_have_text(
+        re.compile(r"^[\d.]+ (KiB|MiB|GiB)$")
+    )
+    expect(llama.locator("td[data-label=CPU] .metric-value")).to_have_text(re.compile(r"^[\d.]+%$"))
+
+    # ready: the bar goes, the badge follows the model server's phase, vLLM starts and loads
+    expect(bar).to_be_hidden(timeout=30_000)
+    expect(phase).to_have_text(re.compile("^(ready|serving|idle)$"))
+    expect(vllm.locator(".waiting-for")).to_be_hidden()
+    expect(vllm.locator(".phase")).to_have_text(re.compile("^(loading|ready|serving|idle)$"), timeout=20_000)
+    # serving: generated tokens per second
+    expect(llama.locator(".tps")).to_have_text(re.compile(r"^[\d.,]+ tok/s$"), timeout=30_000)
+
+    # a sparkline per figure: uPlot canvases, each titled with its last value
+    expect(llama.locator(".spark canvas")).to_have_count(5, timeout=20_000)
+    expect(vllm.locator("td[data-label='Lines/s'] .spark canvas")).to_have_count(1)
+    expect(llama.locator("td[data-label='Lines/s'] .spark")).to_have_attribute(
+        "title", re.compile(r"^lines/s: now [\d.,]+ · peak [\d.,]+ over \d+ min$")
+    )
+    expect(llama.locator("td[data-label=Errors] .spark")).to_have_attribute(
+        "title", re.compile(r"^errors: \d+ in the last \d+ min$")
+    )
+    page.wait_for_function("() => Object.values(window.__logcast.samples()).every((n) => n >= 3)")
+
+    # one request for the samples per poll, not one per figure: the first for 15 minutes,
+    # then only what came after the newest sample held
+    samples = [u for u in requests if "/api/samples" in u]
+    polls = [u for u in requests if u.endswith("/api/processes")]
+    assert samples and len(samples) <= len(polls) + 1, (len(samples), len(polls))
+    assert "after=" not in samples[0]
+    assert all("after=" in u for u in samples[1:])
+
+
+DIES_ONCE = """
+import os, sys, time
+print("starting up", flush=True)
+if not os.path.exists("ran-once"):
+    open("ran-once", "w").close()
+    print("ERROR: cannot open <b>/data/model.bin</b>: no such file", flush=True)
+    sys.exit(3)
+print("second run is fine", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_why_it_died_with_its_last_errors_and_the_history_of_that_run(
+    make_server: Callable[..., Server], open_page: Callable[..., Any]
+) -> None:
+    server = make_server(toml_process("dies", DIES_ONCE) + toml_process("other", IDLE))
+    info = wait_for(lambda: (p := process_info(server, "dies"))["last_exit"] and p, what="dies to fail")
+    exit_ = info["last_exit"]
+    assert exit_["exit_code"] == 3
+    page = open_page()
+    page.goto(server.url + "/")
+    panel = page.locator("tr.exit-row[data-exit-for=dies]")
+    expect(panel).to_be_visible()
+    expect(panel.get_by_role("group", name="Why dies died")).to_be_visible()
+    expect(panel.locator(".exit-reason")).to_have_text(exit_["reason"])
+    # the last error line, as text: the markup in it is shown, never made
+    expect(panel.locator(".exit-errors li").last).to_have_text(
+        "ERROR: cannot open <b>/data/model.bin</b>: no such file"
+    )
+    assert panel.locator("b:not(.exit-title)").count() == 0
+    # a process that runs has no such panel, and the rows keep their order
+    expect(page.locator("tr.exit-row")).to_have_count(1)
+    order = page.eval_on_selector_all(
+        "#proc-rows > tr", "rows => rows.map((r) => r.dataset.process || `exit:${r.dataset.exitFor}`)"
+    )
+    assert order == ["dies", "exit:dies", "other"]
+
+    # the link opens the viewer on exactly that run: from its first record to its last
+    link = panel.get_by_role("link", name=re.compile(r"History of run 1"))
+    expected = f"/logs.html?process=dies&after={exit_['first_seq'] - 1}&until={exit_['last_seq']}"
+    expect(link).to_have_attribute("href", expected)
+    link.click()
+    expect(page).to_have_url(re.compile(re.escape(expected) + "$"))
+    page.wait_for_function("() => window.__logcast && window.__logcast.stats().rangeDone")
+    expect(
+        page.locator("#log .row.k-line", has_text="ERROR: cannot open <b>/data/model.bin</b>")
+    ).to_have_count(1)
+    expect(page.locator("#log .row.k-line", has_text="starting up")).to_have_count(1)
+    seqs = [e["seq"] for e in page.evaluate("window.__logcast.entries()") if e["kind"] in ("line", "status")]
+    assert seqs[0] == exit_["first_seq"] and seqs[-1] == exit_["last_seq"]
+    expect(page.locator("#log .row.k-note", has_text="End of the range")).to_have_count(1)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "disconnected")
+
+    # started again, it runs: the panel goes (the run that failed is still in last_exit)
+    page.goto(server.url + "/")
+    expect(panel).to_be_visible()
+    page.get_by_role("button", name="start dies", exact=True).click()
+    expect(page.locator("tr[data-process=dies] .state")).to_have_text(re.compile("running|ready"))
+    expect(panel).to_have_count(0)
+    expect(page.locator("#proc-rows > tr")).to_have_count(2)
+
+
+def test_viewer_marks_the_lines_the_model_parser_read(make_server: Callable[..., Server], page: Any) -> None:
+    server = make_server(fake_llama(load_seconds=0.5))
+    info = wait_for(
+        lambda: (p := process_info(server, "llama"))["model"] and p["model"]["phase"] != "loading" and p,
+        30,
+        "llama to be ready",
+    )
+    marked = set(info["model"]["marked"])
+    assert marked
+    open_viewer(page, server, "llama")
+    rows = page.locator("#log .row.k-line.parsed")
+    expect(rows.first).to_be_attached()
+    expect(rows.first).to_have_attribute("title", "read by the model parser")
+    shown = page.eval_on_selector_all(
+        "#log .row.k-line.parsed", "rows => rows.map((r) => Number(r.dataset.seq))"
+    )
+    latest = set(process_info(server, "llama")["model"]["marked"])
+    assert set(shown) <= marked | latest | set(range(min(marked), max(latest) + 1))
+    # rows the parser did not read carry no mark
+    plain = page.locator("#log .row.k-line:not(.parsed)").first
+    expect(plain).not_to_have_attribute("title", "read by the model parser")
+
+
+def fabricated_model_process(i: int) -> dict[str, Any]:
+    p = fabricated_process(f"model-{i:02d}", "gpu-1", "running", 1000 + i)
+    p["resources"] = {
+        "cpu_percent": 12.5 + i, "rss_bytes": (1 + i) << 28, "threads": 12, "open_fds": 30,
+        "gpu_memory_bytes": {"0": 8 << 30}, "cpu_seconds_total": 120.0, "sampled_at": time.time(),
+    }  # fmt: skip
+    p["model"] = {
+        "kind": "vllm", "phase": "loading" if i % 5 == 0 else "serving", "load_progress": None if i % 10 == 0 else 0.4,
+        "ready_after_s": None, "requests": 10 * i, "prompt_tokens_per_s": 900.0, "gen_tokens_per_s": 42.0 + i,
+        "last_request_at": time.time(), "marked": [],
+    }  # fmt: skip
+    return p
+
+
+def fabricated_samples(names: list[str], count: int = 450) -> dict[str, Any]:
+    now = time.time()
+    t = [round(now - 2.0 * (count - k), 3) for k in range(count)]
+    wave = [abs((k % 40) - 20) / 20 for k in range(count)]
+    return {
+        "interval": 2.0,
+        "processes": {
+            name: {
+                "t": t,
+                "lines_per_s": [10 * w for w in wave],
+                "errors": [1 if k % 97 == 0 else 0 for k in range(count)],
+                "cpu_percent": [50 * w for w in wave],
+                "rss_bytes": [(1 << 30) + int((1 << 26) * w) for w in wave],
+                "gen_tokens_per_s": [None if k < 30 else 60 * w for k, w in enumerate(wave)],
+            }
+            for name in names
+        },
+    }
+
+
+def test_fifty_processes_stay_light(make_server: Callable[..., Server], page: Any) -> None:
+    server = make_server(toml_process("svc", IDLE))
+    listed = [fabricated_model_process(i) for i in range(50)]
+    names = [p["name"] for p in listed]
+    page.route("**/api/processes", fulfill_json(200, {"processes": listed}))
+    page.route(re.compile(r".*/api/samples(\?.*)?$"), fulfill_json(200, fabricated_samples(names)))
+    page.goto(server.url + "/")
+    expect(page.locator("#proc-rows > tr[data-process]")).to_have_count(50)
+    page.wait_for_function("() => Object.keys(window.__logcast.samples()).length === 50")
+    # a loading model: an indeterminate bar when the loader gives no percentage
+    expect(page.locator("tr[data-process=model-00] .loadbar.indeterminate")).to_be_visible()
+    expect(page.locator("tr[data-process=model-05] .load-text")).to_have_text(re.compile(r"^40% · "))
+    expect(page.locator("tr[data-process=model-01] td[data-label=Memory] .gpu-mem")).to_have_text(
+        "GPU 8.0 GiB"
+    )
+    # only the sparklines on screen are drawn
+    drawn = page.evaluate(
+        "() => Object.values(window.__logcast.sparks()).flatMap((s) => Object.values(s)).filter(Boolean).length"
+    )
+    assert 0 < drawn < 200, drawn
+    page.locator("tr[data-process=model-49]").scroll_into_view_if_needed()
+    expect(page.locator("tr[data-process=model-49] td[data-label=CPU] .spark canvas")).to_have_count(1)
+    # a poll's work (the table and the sparklines) stays small
+    first = page.evaluate("window.__logcast.timing()")
+    page.wait_for_function(f"() => window.__logcast.timing().polls > {first['polls']}")
+    timing = page.evaluate("window.__logcast.timing()")
+    assert timing["render"] + timing["sparks"] < 250, timing

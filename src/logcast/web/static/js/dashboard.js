@@ -14,6 +14,11 @@ import { $, el, isTyping } from "./dom.js";
 import { toast } from "./feedback.js";
 import { formatCount, formatDuration, formatRate } from "./format.js";
 import { ALIVE } from "./states.js";
+import {
+  buildExitRow, buildModelCell, makeSparks, metric, showsExit, updateExitRow, updateModelCell, updateResources,
+  updateWaiting,
+} from "./proc-details.js";
+import { COLUMNS, SampleStore } from "./samples.js";
 
 const POLL_MS = 1500;
 // Rows are grouped under a header per host when the processes run on several hosts and
@@ -26,7 +31,10 @@ const MERGE_LINES = 200;
 const MERGE_TRANSPORT = new URLSearchParams(location.search).get("merge") === "sse" ? "sse" : "ws";
 const WATCH_PREF = "watch"; // localStorage "logcast.watch"
 
-const rows = new Map(); // name → {tr, cells, buttons}
+const rows = new Map(); // name → {tr, cells, buttons, sparks, …}
+const exitRows = new Map(); // name → the "why it died" row under a process's row
+const samples = new SampleStore();
+const timing = { polls: 0, render: 0, sparks: 0 }; // ms the last poll spent drawing (tests, benchmarks)
 const hostHeaders = new Map(); // host → {tr, name, state, count}: the group headers
 const slots = new Map(); // name → colour slot
 const streams = new Map(); // name → LogStream
@@ -53,9 +61,11 @@ async function poll() {
   busy = true;
   try {
     // the hosts are an extra: without them (an older server) the processes' host still shows
-    const [list, hostList] = await Promise.all([
+    // the samples too: one request for every sparkline, only what is new since the last
+    const [list, hostList, fresh] = await Promise.all([
       listProcesses(),
       listHosts({ redirectOn401: false }).catch((err) => err),
+      samples.poll(),
     ]);
     processes = list;
     if (Array.isArray(hostList)) hosts = new Map(hostList.map((h) => [h.host, h]));
@@ -63,7 +73,13 @@ async function poll() {
     lastOk = Date.now();
     showProblem(null);
     setPoll("live", "Live");
+    const t0 = performance.now();
     render();
+    const t1 = performance.now();
+    if (fresh) drawSparks();
+    timing.render = t1 - t0;
+    timing.sparks = performance.now() - t1;
+    timing.polls += 1;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return;
     if (err instanceof ApiError && err.status >= 500) {
@@ -178,14 +194,29 @@ function buildRow(p) {
   watch.addEventListener("change", () => setWatched(name, watch.checked));
   watch.addEventListener("click", (e) => e.stopPropagation());
   const cells = {
-    name: cell("", "cell-name"), host: cell("Host", "cell-host"), state: cell("State"), pid: cell("PID", "num"), uptime: cell("Uptime", "num"),
-    run: cell("Run", "num"), restarts: cell("Restarts", "num"), rate: cell("Lines/s", "num"),
-    warnings: cell("Warnings", "num"), errors: cell("Errors", "num"), error: cell("Last error", "cell-error"),
-    actions: cell("", "cell-actions"), watch: cell("Watch"),
+    name: cell("", "cell-name"), host: cell("Host", "cell-host"), state: cell("State", "cell-state"), model: cell("Model", "cell-model"),
+    pid: cell("PID", "num"), uptime: cell("Uptime", "num"),
+    run: cell("Run", "num"), cpu: cell("CPU", "num cell-metric"), memory: cell("Memory", "num cell-metric"),
+    rate: cell("Lines/s", "num cell-metric"), warnings: cell("Warnings", "num"), errors: cell("Errors", "num cell-metric"),
+    error: cell("Last error", "cell-error"), actions: cell("", "cell-actions"), watch: cell("Watch"),
   };
+  const sparks = makeSparks();
+  const model = buildModelCell(name, sparks);
+  const figures = {
+    cpu: metric(sparks.cpu_percent), memory: metric(sparks.rss_bytes), rate: metric(sparks.lines_per_s), errors: metric(sparks.errors),
+  };
+  const gpu = el("span", { class: "gpu-mem", hidden: true });
+  figures.memory.value.after(gpu);
+  const waiting = el("span", { class: "waiting-for", hidden: true });
   cells.name.append(link);
   cells.host.append(el("span", { class: "host-name" }), el("span", { class: "host-state", dataset: { state: "lost" }, hidden: true }));
-  cells.state.append(state);
+  cells.state.append(el("span", { class: "state-stack" }, state, waiting));
+  cells.model.append(model.node);
+  for (const key of ["cpu", "memory", "rate", "errors"]) cells[key].append(figures[key].node);
+  const runs = metric(null);
+  runs.restarts = el("span", { class: "restarts", hidden: true });
+  runs.node.append(runs.restarts);
+  cells.run.append(runs.node);
   cells.error.append(el("span", { class: "last-error" }));
   cells.actions.append(actions);
   cells.watch.append(el("label", { class: "watch" }, watch, el("span", { class: "sr-only", text: "watch" })));
@@ -194,7 +225,7 @@ function buildRow(p) {
     if (e.target instanceof Element && e.target.closest("a, button, input, label")) return;
     location.assign(link.getAttribute("href"));
   });
-  return { tr, cells, state, buttons, watch };
+  return { tr, cells, state, buttons, watch, sparks, model, figures, gpu, waiting, runs };
 }
 
 
@@ -212,9 +243,11 @@ function render() {
   for (const [name, row] of rows) {
     if (!names.includes(name)) {
       row.tr.remove();
+      for (const spark of Object.values(row.sparks)) spark.destroy();
       rows.delete(name);
     }
   }
+  for (const name of exitRows.keys()) if (!names.includes(name)) exitRows.delete(name);
   const rowOf = (p) => {
     let row = rows.get(p.name);
     if (!row) {
@@ -222,7 +255,7 @@ function render() {
       rows.set(p.name, row);
     }
     updateRow(row, p);
-    return row.tr;
+    return showsExit(p) ? [row.tr, exitRowOf(p)] : [row.tr];
   };
   // the rows in the order shown: in configuration order, or grouped by host (hosts in the
   // order their first process comes) under a header each
@@ -235,9 +268,9 @@ function render() {
   const grouped = byHost.size > 1 && processes.length > GROUP_OVER;
   const order = [];
   if (grouped) {
-    for (const [host, list] of byHost) order.push(hostHeader(host, list), ...list.map(rowOf));
+    for (const [host, list] of byHost) order.push(hostHeader(host, list), ...list.flatMap(rowOf));
   } else {
-    order.push(...processes.map(rowOf));
+    order.push(...processes.flatMap(rowOf));
   }
   for (const [host, h] of hostHeaders) {
     if (!grouped || !byHost.has(host)) {
@@ -248,6 +281,8 @@ function render() {
   order.forEach((tr, i) => {
     if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
   });
+  // what is left past them is no longer shown (a "why it died" row of a process that runs again)
+  while (body.children.length > order.length) body.lastElementChild.remove();
   $("#proc-rows").dataset.grouped = String(grouped);
   $("#no-processes").hidden = processes.length > 0;
   const running = processes.filter((p) => ALIVE.has(p.state)).length;
@@ -283,13 +318,18 @@ function updateRow(row, p) {
   cells.host.title = lost ? lostTitle(host) : "";
   setText(cells.pid, p.pid && !unknown ? String(p.pid) : "–");
   setText(cells.uptime, ALIVE.has(p.state) ? formatDuration(p.uptime) : "–");
-  setText(cells.run, formatCount(p.run ?? 0));
-  setText(cells.restarts, formatCount(p.restarts ?? 0));
-  setText(cells.rate, formatRate(p.lines_per_s ?? 0));
+  setText(row.runs.value, formatCount(p.run ?? 0));
+  row.runs.restarts.hidden = !p.restarts;
+  setText(row.runs.restarts, p.restarts ? `↻${formatCount(p.restarts)}` : "");
+  cells.run.title = `run ${formatCount(p.run ?? 0)} · ${formatCount(p.restarts ?? 0)} automatic restart${p.restarts === 1 ? "" : "s"}`;
+  setText(row.figures.rate.value, formatRate(p.lines_per_s ?? 0));
   setText(cells.warnings, formatCount(p.warnings ?? 0));
   cells.warnings.className = `num warnings-count${p.warnings ? " has" : ""}`;
-  setText(cells.errors, formatCount(p.errors ?? 0));
-  cells.errors.className = `num errors-count${p.errors ? " has" : ""}`;
+  setText(row.figures.errors.value, formatCount(p.errors ?? 0));
+  cells.errors.className = `num cell-metric errors-count${p.errors ? " has" : ""}`;
+  updateWaiting(row.waiting, p);
+  updateModelCell(row.model, p, cells.model);
+  updateResources(row.figures.cpu, row.figures.memory, row.gpu, p);
   const last = $(".last-error", cells.error);
   const text = p.last_error ? stripAnsi(String(p.last_error)) : "";
   setText(last, text);
@@ -300,6 +340,29 @@ function updateRow(row, p) {
   if (!buttons.stop.dataset.busy) buttons.stop.disabled = !(alive || p.state === "backoff") || p.state === "stopping";
   if (!buttons.restart.dataset.busy) buttons.restart.disabled = p.state === "stopping" || unknown;
   for (const b of Object.values(buttons)) b.title = unknown ? "its host is lost: no agent would act on it" : "";
+}
+
+/** The "why it died" row under a process that does not run and whose last run failed. */
+function exitRowOf(p) {
+  let row = exitRows.get(p.name);
+  if (!row) {
+    row = buildExitRow(p.name, columnCount());
+    exitRows.set(p.name, row);
+  }
+  updateExitRow(row, p, columnCount());
+  return row.tr;
+}
+
+// --- sparklines ------------------------------------------------------------------------------
+
+/** Hand each process's new samples to its sparklines (drawn only while on screen). */
+function drawSparks() {
+  for (const name of samples.takeChanged()) {
+    const row = rows.get(name);
+    const held = samples.get(name);
+    if (!row || !held) continue;
+    for (const column of COLUMNS) row.sparks[column].set(held.t, held[column], samples.start, samples.end);
+  }
 }
 
 async function act(name, action, button) {
@@ -458,6 +521,9 @@ function start() {
   });
   window.__logcast = {
     processes: () => processes,
+    samples: () => Object.fromEntries([...samples.byName].map(([n, s]) => [n, s.t.length])),
+    sparks: () => Object.fromEntries([...rows].map(([n, r]) => [n, Object.fromEntries(Object.entries(r.sparks).map(([k, s]) => [k, s.drawn]))])),
+    timing: () => ({ ...timing }),
     hosts: () => [...hosts.values()],
     merged: () => merged.entries.map((e) => ({ kind: e.kind, process: e.process, seq: e.seq, ts: e.ts, text: e.text })),
     streams: () => Object.fromEntries([...streams].map(([n, s]) => [n, { state: s.state, lastSeq: s.lastSeq, ...s.stats }])),

@@ -58,3 +58,23 @@ export function formatRate(r) {
   if (r < 10) return r.toFixed(1);
   return formatCount(r);
 }
+
+/** "812 B", "4.0 KiB", "1.2 GiB", "512 MiB" (binary units, as `free -h` and nvidia-smi count). */
+export function formatBytes(n) {
+  if (n === null || n === undefined || !Number.isFinite(n) || n < 0) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  if (unit === 0) return `${Math.round(value)} B`;
+  return `${value < 100 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}
+
+/** "0.4%", "12%", "250%" (of one core: a busy tree goes past 100). */
+export function formatPercent(p) {
+  if (p === null || p === undefined || !Number.isFinite(p)) return "–";
+  return `${p < 10 && p !== 0 ? p.toFixed(1) : Math.round(p)}%`;
+}

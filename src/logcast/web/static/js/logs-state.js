@@ -13,6 +13,8 @@ export const settings = {
   historyLines: intParam(params, "lines", 100_000, 0, 1_000_000), // history asked for on opening
   maxLines: intParam(params, "max", 1_000_000, 1000, 5_000_000), // lines the view holds at most
   startAfter: params.has("after") ? intParam(params, "after", null, 0, Number.MAX_SAFE_INTEGER) : null,
+  // the last seq shown: the view of one run (`after` its start, `until` its end) stops there
+  until: params.has("until") ? intParam(params, "until", null, 0, Number.MAX_SAFE_INTEGER) : null,
   debug: params.get("debug") === "1",
   transport: params.get("transport") === "ws" ? "ws" : "sse",
   level: params.get("level") || "",
@@ -30,6 +32,40 @@ export const display = {
   current: null, // the entry of the current search match
 };
 
+/** The seqs of the lines the model server's parser read (`model.marked`), kept as they come. */
+export const parsed = {
+  seqs: new Set(),
+  max: 20_000,
+
+  /** Take in a description's `marked`; true when a seq was new. */
+  add(marked) {
+    let added = false;
+    for (const seq of Array.isArray(marked) ? marked : []) {
+      if (!Number.isInteger(seq) || this.seqs.has(seq)) continue;
+      this.seqs.add(seq);
+      added = true;
+    }
+    if (this.seqs.size > this.max) {
+      const drop = this.seqs.size - this.max;
+      let i = 0;
+      for (const seq of this.seqs) {
+        if (i++ >= drop) break;
+        this.seqs.delete(seq);
+      }
+    }
+    return added;
+  },
+
+  /** True when the parser read one of the records an entry shows. */
+  has(entry) {
+    if (!this.seqs.size || entry.kind !== "line" || !Number.isInteger(entry.seq)) return false;
+    const first = Number.isInteger(entry.first) ? entry.first : entry.seq;
+    if (entry.seq - first > 64) return this.seqs.has(entry.seq) || this.seqs.has(first);
+    for (let s = first; s <= entry.seq; s += 1) if (this.seqs.has(s)) return true;
+    return false;
+  },
+};
+
 export const model = new LogModel({ max: settings.maxLines, collapse: display.collapse });
 
 /** Where the feed of lines stands: the stream, events waiting to be taken in, pause, history. */
@@ -42,6 +78,7 @@ export const feed = {
   unseen: 0, // lines that arrived while the user was scrolled up
   historyDone: false, // the stream's history part has been taken in
   moreOlder: false, // the server holds lines older than the first one held
+  rangeDone: false, // the range the address asked for (`until`) is all in: the stream stopped
   seqLog: settings.debug ? [] : null, // every seq received, for tests (`?debug=1`)
 
   /** Keep an event back while paused; past `maxLines` lines the oldest are let go. */

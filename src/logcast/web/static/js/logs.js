@@ -1,4 +1,4 @@
-// /logs.html?process=NAME&level=&q=&re=1&lines=&after= — the log viewer's controller.
+// /logs.html?process=NAME&level=&q=&re=1&lines=&after=&until= — the log viewer's controller.
 // Events are queued as they arrive and taken into the model once per animation frame, right
 // before the virtual list draws, so that a flood of lines costs one render per frame.
 
@@ -12,7 +12,7 @@ import { toDateTimeLocal } from "./format.js";
 import { ui } from "./logs-elements.js";
 import { EarlierLines, jumpToTime } from "./logs-history.js";
 import { fillProcessSelect, showPicker } from "./logs-picker.js";
-import { display, feed, model, settings } from "./logs-state.js";
+import { display, feed, model, parsed, settings } from "./logs-state.js";
 import { showConnection, showProcessState, showStatus } from "./logs-status.js";
 import { initNav } from "./nav.js";
 import { prefs } from "./prefs.js";
@@ -25,14 +25,24 @@ import { VirtualList } from "./vlist.js";
 // --- the list, the search, earlier pages ---------------------------------------------------
 
 const noProcessTag = () => null; // one process: rows carry no process tag
+const PARSED_TITLE = "read by the model parser";
 const vlist = new VirtualList(ui.log, {
-  renderRow: (row, entry) => renderRow(row, entry, {
-    time: display.time,
-    highlighter: entry.kind === "line" ? display.highlighter : null,
-    slotOf: noProcessTag,
-    selected: entry === display.selected,
-    current: entry === display.current,
-  }),
+  renderRow: (row, entry) => {
+    renderRow(row, entry, {
+      time: display.time,
+      highlighter: entry.kind === "line" ? display.highlighter : null,
+      slotOf: noProcessTag,
+      selected: entry === display.selected,
+      current: entry === display.current,
+    });
+    // a line the model server's parser read (its phase, progress, tokens/s came from it)
+    if (parsed.has(entry)) {
+      row.classList.add("parsed");
+      row.title = PARSED_TITLE;
+    } else if (row.hasAttribute("title")) {
+      row.removeAttribute("title");
+    }
+  },
   onFollow: (on) => {
     ui.follow.setAttribute("aria-pressed", String(on));
     if (on) feed.unseen = 0;
@@ -68,7 +78,34 @@ function updateStatus() {
 
 // --- events in -------------------------------------------------------------------------------
 
+/** True for an event past the end of the range the address asked for (`until`). */
+function pastRange(ev) {
+  const until = settings.until;
+  if (until === null) return false;
+  if (ev.type === "gap") return Number.isInteger(ev.from) && ev.from > until;
+  if (ev.type === "historical" || ev.type === "realtime" || ev.type === "status") {
+    return Boolean(ev.log) && Number.isInteger(ev.log.seq) && ev.log.seq > until;
+  }
+  return false;
+}
+
+/** The range asked for is all in: stop streaming and say where the view ends. */
+function endRange() {
+  if (feed.rangeDone) return;
+  feed.rangeDone = true;
+  feed.stream.stop();
+  showConnection("disconnected", { reason: `the view ends at seq ${settings.until}` });
+  if (!feed.historyDone) feed.queued.push({ type: "historical_complete" });
+  feed.queued.push({ type: "range_end", message: `End of the range asked for (up to seq ${settings.until}): this view does not follow the live lines.` });
+  scheduleFlush();
+}
+
 function onEvent(ev) {
+  if (feed.rangeDone) return;
+  if (pastRange(ev)) {
+    endRange();
+    return;
+  }
   if (feed.seqLog && ev.log && Number.isInteger(ev.log.seq) && ["historical", "realtime", "status"].includes(ev.type)) {
     feed.seqLog.push(ev.log.seq);
   }
@@ -81,6 +118,7 @@ function onEvent(ev) {
   }
   feed.queued.push(ev);
   scheduleFlush();
+  if (settings.until !== null && feed.stream && feed.stream.lastSeq !== null && feed.stream.lastSeq >= settings.until) endRange();
 }
 
 let hiddenTimer = 0;
@@ -131,6 +169,7 @@ function ingest() {
         }
         break;
       case "stream_end":
+      case "range_end":
         model.addEntry(noteEntry(ev.message || "stream ended"));
         break;
       case "error":
@@ -411,6 +450,8 @@ function exposeTestHooks() {
       paused: feed.paused,
       follow: vlist.follow,
       historyDone: feed.historyDone,
+      rangeDone: Boolean(feed.rangeDone),
+      parsed: parsed.seqs.size,
       matches: search.matches.length,
       rows: ui.log.querySelectorAll(".row").length,
     }),
@@ -444,13 +485,36 @@ function openProcess(name) {
   });
   feed.stream.start();
 
-  getProcess(name).then((p) => showProcessState(p.state)).catch((err) => {
-    if (err instanceof ApiError && err.status === 404) showProcessState("unknown");
-  });
+  describe(name);
   listProcesses().then((list) => fillProcessSelect(list, name)).catch(() => {
     fillProcessSelect([{ name }], name);
   });
   if (ui.search.value) search.run();
+}
+
+const DESCRIBE_MS = 3000;
+let describeTimer = 0;
+
+/**
+ * The process's description, now and every DESCRIBE_MS while the tab is visible: its state
+ * (status events keep it current too) and, for a model server, the seqs of the lines its
+ * parser read, which the rows mark.
+ */
+async function describe(name) {
+  clearTimeout(describeTimer);
+  if (!document.hidden) {
+    try {
+      const p = await getProcess(name);
+      showProcessState(p.state);
+      if (p.model && parsed.add(p.model.marked)) vlist.refresh();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        showProcessState("unknown");
+        return;
+      }
+    }
+  }
+  describeTimer = setTimeout(() => describe(name), DESCRIBE_MS);
 }
 
 function start() {
