@@ -1,11 +1,15 @@
-"""Take the README screenshots of the dashboard and the log viewer (1280×800).
+"""Take the README screenshots of the dashboard and the log viewer (1280 px wide).
 
-    python scripts/screenshots.py [--out docs]
+    python scripts/screenshots.py [--out docs] [--settle SECONDS]
 
-Starts the real `logcast serve` in a temporary folder with three demo processes (a
-llama.cpp-like model server, a uvicorn-like API and a stopped worker), opens Debian's
-Chromium through Playwright and writes `screenshot-dashboard.png` and
-`screenshot-viewer.png`. Everything is stopped again at the end, by process group.
+Starts the real `logcast serve` in a temporary folder with the demo's fake model servers
+(examples/demo: a llama.cpp server that is ready and serving, a vLLM server that waited for
+it, and a bigger llama.cpp model still loading), a uvicorn-like API and a worker that dies
+of an out-of-memory error; lets them run for a minute so that the sparklines have a
+history; opens Debian's Chromium through Playwright and writes `screenshot-dashboard.png`
+(load bar, phases, tokens/s, CPU and memory, sparklines, why the worker died) and
+`screenshot-viewer.png` (the model server's log, the lines its parser read marked).
+Everything is stopped again at the end, by process group.
 """
 
 from __future__ import annotations
@@ -29,41 +33,7 @@ from playwright.sync_api import expect, sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.util
 from tests.util import CHROMIUM, CHROMIUM_ARGS
 
-MODEL = r"""
-import random, sys, time
-G, Y, R, D, B, X = "\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
-out = sys.stdout
-print("ggml_cuda_init: found 1 CUDA devices:")
-print("  Device 0: NVIDIA RTX 4090, compute capability 8.9, VMM: yes")
-print("llama_model_loader: loaded meta data with 33 key-value pairs and 399 tensors from qwen3-8b.gguf")
-print("llama_model_loader: - type  f32:  145 tensors")
-print("llama_model_loader: - type q4_K:  216 tensors")
-for i in range(0, 101, 5):
-    out.write(f"\rloading model: {i:3d}%|" + "█" * (i // 5) + " " * (20 - i // 5) + f"| {i * 4}/400 [00:0{i // 30}<00:00]")
-    out.flush()
-    time.sleep(0.01)
-print()
-print("llm_load_tensors: offloading 36 repeating layers to GPU")
-print("llm_load_tensors: offloaded 37/37 layers to GPU")
-print(f"{Y}WARN{X} llama_context: n_ctx_per_seq (8192) < n_ctx_train (40960) -- the full capacity of the model will not be utilized")
-print("llama_context: KV self size  = 1152.00 MiB, K (f16):  576.00 MiB, V (f16):  576.00 MiB")
-print(f"main: {G}server is listening on http://127.0.0.1:8081{X} - starting the main loop")
-task = 0
-while True:
-    task += 1
-    n = random.randint(8, 900)
-    print(f"slot launch_slot_: id  0 | task {task} | processing task")
-    print(f"slot update_slots: id  0 | task {task} | prompt processing progress, n_past = {n}, n_tokens = {n}, progress = 1.000000")
-    print(f"prompt eval time = {random.uniform(20, 400):8.2f} ms / {n:4d} tokens ({random.uniform(900, 4000):7.2f} tokens per second)")
-    print(f"       eval time = {random.uniform(300, 4000):8.2f} ms / {random.randint(20, 400):4d} tokens ({random.uniform(40, 120):6.2f} tokens per second)")
-    if task % 7 == 0:
-        print(f"{R}ERROR{X} srv  send_error: task id = {task}, error: the request exceeds the available context size", file=sys.stderr)
-    if task % 5 == 0:
-        print(f"{Y}WARNING{X} slot {B}0{X} is at 92% of its context; consider --ctx-size 16384")
-    print(f'{D}srv  log_server_r: request: POST /v1/chat/completions 127.0.0.1 200{X}')
-    out.flush()
-    time.sleep(random.uniform(0.2, 0.6))
-"""
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 
 API = r"""
 import random, sys, time
@@ -87,12 +57,29 @@ while True:
     time.sleep(random.uniform(0.15, 0.5))
 """
 
-WORKER = "import time\nprint('worker ready')\ntime.sleep(3600)\n"
+WORKER = r"""
+import sys, time
+print("worker: loading the embedding model (bge-m3) on cuda:0", flush=True)
+for batch in range(1, 9):
+    time.sleep(0.4)
+    print(f"worker: batch {batch}/64 embedded (512 documents)", flush=True)
+print("WARNING worker: CUDA memory 21.8 GiB of 24 GiB in use", flush=True)
+time.sleep(0.5)
+print("ERROR torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB "
+      "(GPU 0; 23.65 GiB total capacity; 21.80 GiB already allocated)", file=sys.stderr, flush=True)
+print("ERROR worker: batch 9/64 failed, giving up", file=sys.stderr, flush=True)
+sys.exit(1)
+"""
 
 
 def config() -> str:
-    def proc(name: str, source: str, **opts: object) -> str:
-        lines = [f"[process.{name}]", f"command = {json.dumps([sys.executable, '-u', '-c', source])}"]
+    def proc(name: str, source: str | list[str], **opts: object) -> str:
+        argv = (
+            [sys.executable, "-u", *source]
+            if isinstance(source, list)
+            else [sys.executable, "-u", "-c", source]
+        )
+        lines = [f"[process.{name}]", f"command = {json.dumps(argv)}"]
         for key, value in opts.items():
             if isinstance(value, dict):  # a TOML inline table
                 pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
@@ -104,10 +91,22 @@ def config() -> str:
     return "\n".join(
         [
             proc(
-                "qwen3", MODEL, restart="on-failure", env={"CUDA_VISIBLE_DEVICES": "0", "HF_TOKEN": "hf_demo"}
+                "qwen3",
+                [str(DEMO / "fake_llm.py"), "--load-seconds", "3"],
+                ready={"log": "server is listening"},
+                restart="on-failure",
+                env={"CUDA_VISIBLE_DEVICES": "0", "HF_TOKEN": "hf_demo"},
             ),
+            proc(
+                "vllm",
+                [str(DEMO / "fake_vllm.py"), "--shard-seconds", "0.4"],
+                depends_on={"qwen3": "ready"},
+                parse="vllm",
+                restart="on-failure",
+            ),
+            proc("llama-70b", [str(DEMO / "fake_llm.py"), "--load-seconds", "200"], restart="on-failure"),
             proc("api", API, restart="always"),
-            proc("worker", WORKER, autostart=False),
+            proc("worker", WORKER, restart="never"),
         ]
     )
 
@@ -120,7 +119,18 @@ def free_port() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "docs",
+        help="folder for the PNGs",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="seconds the demo runs before the dashboard's shot (sparklines)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -149,7 +159,7 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("logcast serve did not become healthy")
                 time.sleep(0.1)
-            shoot(url, args.out)
+            shoot(url, args.out, args.settle, time.monotonic())
         finally:
             stop(server)
     return 0
@@ -167,7 +177,7 @@ def stop(server: subprocess.Popen[bytes]) -> None:
         server.wait(5)
 
 
-def shoot(url: str, out: Path) -> None:
+def shoot(url: str, out: Path, settle: float, started: float) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -176,10 +186,12 @@ def shoot(url: str, out: Path) -> None:
             # let the demo run for a while so counters and histories have something to show
             page.goto(url + "/logs.html?process=qwen3")
             expect(page.locator("#conn")).to_have_attribute("data-state", "live")
-            expect(page.locator("#log .row", has_text="task 12 | processing").first).to_be_attached(
-                timeout=30_000
+            expect(page.locator("#log .row", has_text="task 8 | processing").first).to_be_attached(
+                timeout=60_000
             )
-            page.fill("#search", "error")
+            # the lines the model parser read (its timings) carry a mark
+            expect(page.locator("#log .row.parsed").first).to_be_attached(timeout=10_000)
+            page.fill("#search", "tokens per second")
             expect(page.locator("#match-count")).to_have_text(re.compile(r"\d+ match"))
             page.locator("#log .row", has_text="prompt eval time").last.click()
             page.locator("#log").focus()
@@ -187,11 +199,17 @@ def shoot(url: str, out: Path) -> None:
             page.mouse.move(0, 0)
             page.screenshot(path=str(out / "screenshot-viewer.png"))
 
+            page.set_viewport_size({"width": 1280, "height": 960})
             page.goto(url + "/")
-            page.get_by_label("Watch qwen3 in the live view").check()
+            page.get_by_label("Watch vllm in the live view").check()
             page.get_by_label("Watch api in the live view").check()
             expect(page.locator("#merged-log .row .proc", has_text="api").first).to_be_visible()
-            expect(page.locator("tr[data-process=qwen3] .last-error")).not_to_be_empty(timeout=20_000)
+            expect(page.locator("tr[data-process=llama-70b] .loadbar")).to_be_visible()
+            expect(page.locator("tr[data-process=vllm] .tps")).to_be_visible(timeout=30_000)
+            expect(page.locator("tr.exit-row[data-exit-for=worker]")).to_be_visible(timeout=20_000)
+            # a minute of samples, so that the sparklines have a shape
+            page.wait_for_timeout(max(0.0, settle - (time.monotonic() - started)) * 1000)
+            expect(page.locator("tr[data-process=qwen3] .spark canvas")).to_have_count(5)
             page.mouse.move(0, 0)
             page.screenshot(path=str(out / "screenshot-dashboard.png"))
             context.close()
