@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from logcast.models.base import AFTER_LOAD, ALIVE, PRE, STARTABLE, Parser, Row, number
+from logcast.models.base import AFTER_LOAD, ALIVE, PRE, STARTABLE, Row, number
+from logcast.models.torch_servers import TorchServerParser
 from logcast.models.vllm import INFERENCE_POST
 
 __all__ = ["SglangParser"]
@@ -28,11 +29,11 @@ _NEW_SEQ = re.compile(r"#new-seq: (\d+)")
 _RUNNING = re.compile(r"#running-req: (\d+)")
 _GEN = re.compile(r"gen throughput \(token/s\): ([\d.]+)")
 _INPUT = re.compile(r"input throughput \(token/s\): ([\d.]+)")
-_SHARDS = re.compile(r"checkpoint shards:.*?(\d+)/(\d+) \[")
 _EXCEPTION = re.compile(r"^(?:[\w.]+\.)?(?:ValueError|RuntimeError): ")
 
 
-class SglangParser(Parser):
+class SglangParser(TorchServerParser):
+    exception = _EXCEPTION
     kind: ClassVar[str] = "sglang"
     implicit_idle: ClassVar[bool] = True
     rows: ClassVar[tuple[Row, ...]] = (
@@ -64,30 +65,6 @@ class SglangParser(Parser):
         self._accessed = 0
         self._new_seqs = 0
         super()._reset()
-
-    def _on_fatal(self, text: str, timestamp: float) -> bool:
-        return self._fail(timestamp)
-
-    def _on_exception(self, text: str, timestamp: float) -> bool:
-        if _EXCEPTION.search(text) is None:
-            return False
-        return self._fail(timestamp)
-
-    def _on_start(self, text: str, timestamp: float) -> bool:
-        return self._begin(timestamp)
-
-    def _on_load(self, text: str, timestamp: float) -> bool:
-        return self._loading(timestamp)
-
-    def _on_shards(self, text: str, timestamp: float) -> bool:
-        found = _SHARDS.search(text)
-        if found is None:
-            return False
-        done, total = int(found.group(1)), int(found.group(2))
-        return total > 0 and self._progress(done / total, timestamp)
-
-    def _on_ready(self, text: str, timestamp: float) -> bool:
-        return self._ready(timestamp)
 
     def _on_prefill(self, text: str, timestamp: float) -> bool:
         found = _NEW_SEQ.search(text)

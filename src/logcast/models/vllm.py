@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from logcast.models.base import AFTER_LOAD, ALIVE, PRE, STARTABLE, Parser, Row
+from logcast.models.base import AFTER_LOAD, ALIVE, PRE, STARTABLE, Row
+from logcast.models.torch_servers import TorchServerParser
 
 __all__ = ["VllmParser"]
 
@@ -26,7 +27,6 @@ _THROUGHPUT = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s.*?Avg generation throughput: ([\d.]+) tokens/s"
     r".*?Running: (\d+) reqs.*?(?:Waiting|Pending): (\d+) reqs"
 )
-_SHARDS = re.compile(r"checkpoint shards:.*?(\d+)/(\d+) \[")
 # The last line of a traceback: the exception's name at the front of the message.
 _EXCEPTION = re.compile(
     r"^(?:\x1b\[[\d;]*m)?(?:\([^)]*\) )?(?:\x1b\[[\d;]*m)?(?:[\w.]+\.)?"
@@ -39,7 +39,8 @@ INFERENCE_POST = re.compile(
 )
 
 
-class VllmParser(Parser):
+class VllmParser(TorchServerParser):
+    exception = _EXCEPTION
     kind: ClassVar[str] = "vllm"
     rows: ClassVar[tuple[Row, ...]] = (
         # the engine died under a running server
@@ -74,30 +75,6 @@ class VllmParser(Parser):
         self._accessed = 0
         self._added = 0
         super()._reset()
-
-    def _on_fatal(self, text: str, timestamp: float) -> bool:
-        return self._fail(timestamp)
-
-    def _on_exception(self, text: str, timestamp: float) -> bool:
-        if _EXCEPTION.search(text) is None:
-            return False
-        return self._fail(timestamp)
-
-    def _on_start(self, text: str, timestamp: float) -> bool:
-        return self._begin(timestamp)
-
-    def _on_load(self, text: str, timestamp: float) -> bool:
-        return self._loading(timestamp)
-
-    def _on_shards(self, text: str, timestamp: float) -> bool:
-        found = _SHARDS.search(text)
-        if found is None:
-            return False
-        done, total = int(found.group(1)), int(found.group(2))
-        return total > 0 and self._progress(done / total, timestamp)
-
-    def _on_ready(self, text: str, timestamp: float) -> bool:
-        return self._ready(timestamp)
 
     def _on_throughput(self, text: str, timestamp: float) -> bool:
         found = _THROUGHPUT.search(text)
