@@ -1,7 +1,6 @@
-"""Cluster benchmark: burst.py's 1,000,000-line burst and latency.py's 10,000 lines/s to N SSE +
-N WS clients, against one `logcast serve` on SQLite and against one `logcast agent` + two
-`logcast serve --redis` replicas on a real redis-server (clients split across the replicas);
-time to the last line, p50/p99 latency, CPU seconds per process, Redis peak memory."""
+"""Cluster benchmark: burst.py's 1,000,000-line burst and latency.py's 10,000 lines/s to N SSE + N WS
+clients, against one `logcast serve` (SQLite) and one agent + two replicas on a real redis-server, the
+clients split across the replicas: time to the last line, p50/p99, CPU per process, Redis memory."""
 
 from __future__ import annotations
 
@@ -439,7 +438,7 @@ def main() -> None:
         "--replicas",
         type=int,
         default=2,
-        help="replicas on the cluster; the clients' two halves alternate over them (2)",
+        help="replicas on the cluster; the clients go in max(2, N) processes, process i on replica i (2)",
     )
     parser.add_argument("--runs", type=int, default=1, help="repeat everything K times; median summary (1)")
     parser.add_argument(
