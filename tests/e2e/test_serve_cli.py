@@ -167,4 +167,5 @@ def test_demo_configuration_is_valid() -> None:
 
     demo = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
     settings = load(demo)
-    assert list(settings.processes) == ["qwen3", "web", "worker"]
+    assert list(settings.processes) == ["qwen3", "vllm", "web", "worker"]
+    assert settings.processes["vllm"].depends_on == {"qwen3": "ready"}

@@ -42,7 +42,12 @@ def register(app: typer.Typer) -> None:
             "logcast.toml"
         ),
         redis: Annotated[
-            str, typer.Option("--redis", help="redis:// or rediss:// URL, password included.")
+            str,
+            typer.Option(
+                "--redis",
+                envvar="LOGCAST_REDIS_URL",
+                help="redis:// or rediss:// URL, password included (or $LOGCAST_REDIS_URL, which keeps it out of `ps`).",
+            ),
         ] = "",
         host_id: Annotated[
             str | None,
@@ -55,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
         setup_logging()
         if not redis:
-            fail("--redis URL is required (the Redis every host and replica shares)", 2)
+            fail("--redis URL (or LOGCAST_REDIS_URL) is required: the Redis every host and replica shares", 2)
         if not config.is_file():
             fail(f"{config}: no such configuration file (see examples/cluster/)", 2)
         host = host_id or socket.gethostname()

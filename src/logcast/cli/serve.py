@@ -182,8 +182,10 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--redis",
+                envvar="LOGCAST_REDIS_URL",
                 help="Several hosts: serve every agent's processes from this Redis (redis:// or"
-                " rediss://); the file then gives only [server] settings and nothing is supervised here.",
+                " rediss://; or $LOGCAST_REDIS_URL, which keeps a password out of `ps`); the file then"
+                " gives only \\[server] settings and nothing is supervised here.",
             ),
         ] = None,
     ) -> None:
