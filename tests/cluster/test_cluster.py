@@ -234,3 +234,25 @@ def test_token_on_a_replica(shared: Shared) -> None:
         wrong = anonymous.get("/api/processes", headers={"Authorization": "Bearer wrong"})
         assert wrong.status_code == 401, wrong.text
     assert set(replica.processes()) == set(HOSTS)  # with the bearer token: 200
+
+
+def test_search_download_stats_metrics_and_models_work_across_hosts(shared: Shared) -> None:
+    """What a single host answers, a replica answers over every agent's processes."""
+    replica = shared.r2
+    wait_until(lambda: replica.process("web")["last_seq"] >= 50, 15, "fifty of web's lines")
+    found = replica.get("/api/processes/web/logs", q="tick ", limit=5)["logs"]
+    assert found and all("tick " in log["message"] for log in found)
+    regex = replica.get("/api/processes/web/logs", regex="tick [0-9]+", limit=5)["logs"]
+    assert [log["seq"] for log in regex] == [log["seq"] for log in found]
+    with replica.client() as c:
+        download = c.get("/api/processes/web/logs/download")
+        metrics = c.get("/metrics")
+    assert download.status_code == 200 and "tick" in download.text
+    assert 'logcast_lines_total{process="llm"}' in metrics.text
+    assert 'logcast_lines_total{process="web"}' in metrics.text
+    stats = replica.get("/api/logs/stats")["processes"]
+    assert set(stats) >= {"web", "worker", "llm"} and stats["web"]["lines"] > 0
+    models = {m["id"]: m for m in replica.get("/v1/models")["data"]}
+    assert set(models) == {"web", "worker", "llm"} and models["llm"]["state"] in ("running", "ready")
+    samples = replica.get("/api/samples")["processes"]
+    assert set(samples) >= {"web", "llm"}
