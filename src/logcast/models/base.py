@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+import re2
 
 __all__ = ["ModelState", "Parser", "Phase", "Row"]
 
@@ -107,12 +110,19 @@ class Parser:
     rows: ClassVar[tuple[Row, ...]]
     implicit_idle: ClassVar[bool] = False  # no "idle" line: serving ends after `idle_after_s` of silence
     _needles_by_phase: ClassVar[dict[Phase | None, tuple[str, ...]]]
+    # One RE2 alternation of a phase's needles: a single linear pass over a chunk that
+    # matches nothing, where a substring search per needle was four times as long.
+    _prefilter_by_phase: ClassVar[dict[Phase | None, Any]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "rows" in cls.__dict__:
             cls._needles_by_phase = {
                 phase: _unique(row.needle for row in cls.rows if phase in row.phases) for phase in _ALL_PHASES
+            }
+            cls._prefilter_by_phase = {
+                phase: re2.compile("|".join(map(re.escape, needles))) if needles else None
+                for phase, needles in cls._needles_by_phase.items()
             }
 
     def __init__(self, *, start: float | None = None, idle_after_s: float = 10.0) -> None:
@@ -143,6 +153,7 @@ class Parser:
     def _enter(self, phase: Phase | None) -> None:
         self.phase = phase
         self._needles = self._needles_by_phase[phase]
+        self._prefilter = self._prefilter_by_phase[phase]
         self._table = self._tables[phase]
         self._scan_lines = self._scans(phase)
         if phase is not Phase.SERVING:
@@ -182,10 +193,8 @@ class Parser:
         if self._start is None:
             self._start = timestamp
         blob = "\n".join(texts)
-        for needle in self._needles:
-            if needle in blob:
-                break
-        else:
+        prefilter = self._prefilter
+        if prefilter is None or prefilter.search(blob) is None:
             if not (self._scan_lines and self._may_scan(blob)):
                 self.marked = _NOT_MARKED
                 idle_at = self._idle_at
