@@ -96,6 +96,44 @@ def sse_chunk(hub: Hub, journal: Journal, entries: list[Entry]) -> bytes:
     return b"".join(parts)
 
 
+def event_jsons(hub: Hub, journal: Journal, entries: list[Entry]) -> list[bytes]:
+    """The JSON of each entry's event, as bytes (the `log` objects from the hub's cache)."""
+    return [
+        _PREFIX[kind] + log_json + b"}" if log_json is not None else event_json(kind, payload)
+        for kind, payload, log_json in _each(hub, journal, entries)
+    ]
+
+
+# A batched SSE message (`batch=1`) carries at most this many events and about this many
+# bytes (an event longer than that goes alone): a client that stops reading holds one.
+BATCH_EVENTS = 4096
+BATCH_BYTES = 1 << 20
+
+
+def batch_messages(events: list[bytes], last_ids: list[int] | int) -> Iterator[bytes]:
+    """Batched SSE messages of `events` (each an event's JSON): `data: [e1,e2,…]`, its
+    `id:` the one its last event would have had alone. `last_ids` gives each event's id,
+    or (an int) the id of the first of consecutive ones."""
+    start = 0
+    count = len(events)
+    while start < count:
+        end = start
+        size = 0
+        while end < count and end - start < BATCH_EVENTS:
+            size += len(events[end]) + 1
+            if size > BATCH_BYTES and end > start:
+                break
+            end += 1
+        ident = last_ids + end - 1 if isinstance(last_ids, int) else last_ids[end - 1]
+        yield b"id: %d\ndata: [%s]\n\n" % (ident, b",".join(events[start:end]))
+        start = end
+
+
+def batch_chunk(hub: Hub, journal: Journal, entries: list[Entry]) -> Iterator[bytes]:
+    """The batched SSE messages of `entries` (see `batch_messages`)."""
+    yield from batch_messages(event_jsons(hub, journal, entries), [entry_id(p) for _, p in entries])
+
+
 def json_frames(hub: Hub, journal: Journal, entries: list[Entry]) -> list[str]:
     """The same events as SSE, one JSON text per WebSocket frame."""
     return [
@@ -145,6 +183,11 @@ def live_sse(record: LogRecord) -> bytes:
     return _sse_record(_live_kind(record), record, orjson.dumps(record.as_dict()))
 
 
+def live_json(record: LogRecord) -> bytes:
+    """The event JSON of a record read live (a batched SSE message's element)."""
+    return event_json(_live_kind(record), record, orjson.dumps(record.as_dict()))
+
+
 def live_ws_json(record: LogRecord) -> bytes:
     """The WebSocket frame of a record read live, `format=json`."""
     return text_frame(event_json(_live_kind(record), record, orjson.dumps(record.as_dict())))
@@ -166,3 +209,4 @@ class Wire:
 SSE = Wire("sse", live_sse)
 WS_JSON = Wire("ws-json", live_ws_json)
 WS_TEXT = Wire("ws-text", live_ws_text)
+JSON = Wire("json", live_json)  # batched SSE

@@ -22,10 +22,13 @@ from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.types import EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.encode import (
+    JSON,
     SSE,
     WS_JSON,
     WS_TEXT,
     Wire,
+    batch_chunk,
+    batch_messages,
     json_frames,
     message_json,
     sse_chunk,
@@ -43,6 +46,8 @@ ENTRIES = 256  # entries taken at a time off the slow path (history, filters): a
 # client holds one such list, and many large ones leave the heap fragmented
 PART = 128  # events encoded at a time for one client (history, filtered streams)
 ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before the app returns
+BATCH_PART = 1024  # entries taken (and encoded) at a time for a batched SSE client off the
+# fast path: its messages are that long, and a stalled one holds one such list
 BATCH = 2000  # live events (cached wire bytes) taken at a time
 WS_BATCH = 256  # WebSocket without batched frames: sends between two turns of the other streams
 
@@ -151,7 +156,9 @@ class BoundedSSEResponse(EventSourceResponse):
 Batch = LiveBatch | list[Entry]
 
 
-async def _next(sub: Subscription, shutdown: asyncio.Event, limit: int, wire: Wire | None) -> Batch | None:
+async def _next(
+    sub: Subscription, shutdown: asyncio.Event, limit: int, wire: Wire | None, entries_at_once: int = ENTRIES
+) -> Batch | None:
     """The next batch of `sub`: cached live bytes when `wire` is given and the fast path
     applies, entries otherwise; [] once `PING_INTERVAL` passed with nothing new; None
     when the stream must end (the client's subscription closed, or the server stops)."""
@@ -163,7 +170,7 @@ async def _next(sub: Subscription, shutdown: asyncio.Event, limit: int, wire: Wi
             if live.encoded:
                 return live
         else:
-            entries = await sub.next(min(limit, ENTRIES), wait=False)
+            entries = await sub.next(min(limit, entries_at_once), wait=False)
             if entries:
                 return entries
         if sub.closed or shutdown.is_set():
@@ -196,12 +203,17 @@ async def sse_body(
     shutdown: asyncio.Event,
     *,
     end_on_stop: bool = False,
+    batched: bool = False,
 ) -> AsyncIterator[bytes]:
-    """The SSE byte stream of one subscription."""
+    """The SSE byte stream of one subscription: one message per event, or with `batched`
+    (`batch=1`) messages of many events each, `data: [<event>,…]` (see `batch_messages`)."""
+    pieces = _batch_pieces if batched else _sse_pieces
     try:
         yield b"retry: 1000\n\n"
         while True:
-            batch = await _next(sub, shutdown, BATCH, SSE)
+            batch = await (
+                _next(sub, shutdown, BATCH, JSON, BATCH_PART) if batched else _next(sub, shutdown, BATCH, SSE)
+            )
             if batch is None:
                 break
             if not isinstance(batch, LiveBatch) and not batch:
@@ -209,7 +221,7 @@ async def sse_body(
                 continue
             ended = _ended_at(batch) if end_on_stop else None
             if ended is None:
-                for piece in _sse_pieces(hub, sub, batch):
+                for piece in pieces(hub, sub, batch):
                     yield piece
                 continue
             if isinstance(batch, LiveBatch):  # cut the batch after the stopping status
@@ -218,20 +230,18 @@ async def sse_body(
             else:
                 cut = next(i for i, (_, p) in enumerate(batch) if p is ended)
                 batch = batch[: cut + 1]
-            for piece in _sse_pieces(hub, sub, batch):
+            for piece in pieces(hub, sub, batch):
                 yield piece
-            yield b"id: %d\ndata: %s\n\n" % (
-                ended.seq,
-                message_json(EventType.STREAM_END, f"{sub.process} {ended.state}: {ended.message}"),
-            )
+            end = message_json(EventType.STREAM_END, f"{sub.process} {ended.state}: {ended.message}")
+            yield b"id: %d\ndata: %s\n\n" % (ended.seq, b"[%s]" % end if batched else end)
             break
     finally:
         sub.close()
 
 
-def _parts(entries: list[Entry]) -> Iterator[list[Entry]]:
-    for start in range(0, len(entries), PART):
-        yield entries[start : start + PART]
+def _parts(entries: list[Entry], size: int = PART) -> Iterator[list[Entry]]:
+    for start in range(0, len(entries), size):
+        yield entries[start : start + size]
 
 
 def _sse_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
@@ -243,6 +253,15 @@ def _sse_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
         return
     for part in _parts(batch):
         yield sse_chunk(hub, sub.journal, part)
+
+
+def _batch_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
+    """The batched SSE messages of `batch`, each made only when the previous one was sent."""
+    if isinstance(batch, LiveBatch):
+        yield from batch_messages(batch.encoded, batch.last_seq - len(batch.encoded) + 1)
+        return
+    for part in _parts(batch, BATCH_PART):
+        yield from batch_chunk(hub, sub.journal, part)
 
 
 def _groups(frames: Iterable[bytes], limit: int) -> Iterator[bytes]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, WebSocket
+from fastapi import APIRouter, Header, HTTPException, Query, WebSocket
 from fastapi.responses import Response
 from pydantic.json_schema import models_json_schema
 
@@ -28,6 +28,14 @@ from logcast.web.streams import BoundedSSEResponse, last_event_id, sse_body, web
 REF_TEMPLATE = "#/components/schemas/{model}"  # where OpenAPI keeps the models
 
 router = APIRouter()
+
+BatchParam = Annotated[
+    Literal["0", "1"],
+    Query(
+        description="1: each SSE message carries many events, `data: [<event>,…]`, its `id` the last"
+        " event's (docs/api.md); 0 (the default): one event per message"
+    ),
+]
 
 
 def resume_point(after: int | None, header: str | None) -> int | None:
@@ -81,6 +89,7 @@ async def stream_logs(
     lines: Count = None,
     level: LevelParam = None,
     q: TextParam = None,
+    batch: BatchParam = "0",
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     name = resolve(engine, name)
@@ -88,7 +97,7 @@ async def stream_logs(
     sub = await engine.hub.subscribe(
         name, after=resume_point(after, last_event_id_header), lines=lines, query=query
     )
-    return BoundedSSEResponse(sse_body(engine.hub, sub, engine.shutdown))
+    return BoundedSSEResponse(sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1"))
 
 
 @router.websocket("/ws/logs")
