@@ -11,6 +11,7 @@ import pytest
 
 from logcast.errors import StoreError
 from logcast.hub import Gap, Hub, Subscription
+from logcast.hub import writer as writer_module
 from logcast.hub.writer import WRITER_STALL
 from logcast.query import Query, parse_levels
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
@@ -533,5 +534,26 @@ async def test_a_write_whose_answer_was_lost_is_not_counted_lost() -> None:
         assert set(range(1, 9)) <= stored  # the write whose answer was lost is stored
         # what the ring let go of while the writer backed off is lost, and only that is counted
         assert hub.stats("app")["store_lost"] == 108 - len(stored)
+    finally:
+        await hub.close()
+
+
+async def test_a_trickle_is_gathered_into_few_writes_but_a_flush_does_not_wait_for_that(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a small round the writer pauses to gather more (one commit for many lines at
+    ordinary rates); whoever waits for the store cuts the pause short."""
+    monkeypatch.setattr(writer_module, "WRITE_PAUSE", 3600.0)  # only a waiter can end it
+    store = MemoryStore()
+    hub = await make_hub(store)
+    try:
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("first"))
+        await wait_until(lambda: store.writes == 1)  # written at once: the writer was idle
+        for i in range(20):
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(f"line {i}"))
+        assert store.writes == 1  # they wait for the pause, together
+        assert await hub.flush(timeout=10.0)  # ...which a flush cuts short
+        assert store.writes == 2
+        assert hub.get("app").persisted == 21
     finally:
         await hub.close()

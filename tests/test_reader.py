@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -317,12 +318,12 @@ def test_reading_goes_on_while_lines_wait_to_be_handed_on_up_to_the_spool_bound(
 
 
 def test_reads_are_paced_so_a_line_per_write_arrives_in_big_chunks(pipe: Pipe) -> None:
-    """A child that writes a line per `write(2)` must not cost a read, a framing call and
-    a hub call per line: the reader reads at most once per `read_pace` while output
-    keeps coming, and the lines arrive whole and in order all the same."""
+    """A flooding child that writes a line per `write(2)` must not cost a read, a framing
+    call and a hub call per line: the reader reads at most once per `read_pace` while a
+    flood keeps coming, and the lines arrive whole and in order all the same."""
     collect = Collector()
     pace = 0.05
-    reader = PipeReader(pipe.r, collect, read_pace=pace)
+    reader = PipeReader(pipe.r, collect, read_pace=pace, pace_above=0)  # any output is a flood
     reader.start()
     assert reader.paced  # a pipe made 1 MiB large
     started = time.monotonic()
@@ -334,6 +335,33 @@ def test_reads_are_paced_so_a_line_per_write_arrives_in_big_chunks(pipe: Pipe) -
     assert [text for text, _, _ in collect.lines] == [f"line {i}" for i in range(3000)]
     # one chunk per pace while the writes went on, then the rest in one read, then EOF
     assert len(collect.calls) <= writing / pace + 2
+
+
+def test_ordinary_output_is_read_at_once_and_only_a_flood_is_paced(pipe: Pipe) -> None:
+    """Below the flood rate a line must not wait for company: no read waits. Past it
+    (here: any output), reads after a trickle wait for the pace."""
+    slept: list[float] = []
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, read_pace=0.05, sleep=slept.append)
+    reader.start()
+    assert reader.paced
+    for i in range(50):
+        pipe.write(b"line %d\n" % i)
+        collect.wait_for(lambda lines, i=i: len(lines) == i + 1)  # each before the next write
+    pipe.close()
+    assert reader.join(WAIT)
+    assert slept == []
+    assert len(collect.calls) == 50
+
+    flood_pipe = Pipe()
+    flooded: list[float] = []
+    flood = PipeReader(flood_pipe.r, Collector(), read_pace=0.05, pace_above=0, sleep=flooded.append)
+    flood.start()
+    for i in range(3):
+        flood_pipe.write(b"line %d\n" % i)  # each read finds the 1 MiB pipe far from full
+    flood_pipe.close()
+    assert flood.join(WAIT)
+    assert flooded and all(0 < wait <= 0.05 for wait in flooded)
 
 
 def test_a_reader_with_no_pace_hands_on_each_write_at_once(pipe: Pipe) -> None:
@@ -370,3 +398,17 @@ def test_only_a_trickle_makes_the_next_read_wait() -> None:
     assert reader_module._short(100, READ_SIZE)  # a line in a 1 MiB pipe
     assert not reader_module._short(READ_SIZE // 2, READ_SIZE)  # half full: read on at once
     assert not reader_module._short(4096, 4096)  # all the spool had room for
+
+
+def test_a_framer_that_fell_behind_takes_what_waited_in_one_piece() -> None:
+    """Chunks that queued while the framer was busy are framed in one call (up to
+    READ_SIZE bytes, at least one chunk), stamped when the last of them was read."""
+    big = b"x" * (READ_SIZE // 2) + b"\n"  # two of them do not fit in one piece
+    spool = deque([(1.0, b"a\n"), (2.0, b"b\n"), (3.0, big), (4.0, big), (5.0, b"c\n")])
+    assert reader_module._take_spooled(spool) == (3.0, b"a\nb\n" + big)
+    assert reader_module._take_spooled(spool) == (5.0, big + b"c\n")
+    assert not spool
+    huge = b"y" * (2 * READ_SIZE)
+    spool = deque([(1.0, huge), (2.0, b"z\n")])
+    assert reader_module._take_spooled(spool) == (1.0, huge)  # one chunk over the bound still goes
+    assert reader_module._take_spooled(spool) == (2.0, b"z\n")

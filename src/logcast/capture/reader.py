@@ -23,14 +23,16 @@ from logcast.capture.framing import MAX_LINE, Framed, LineFramer
 from logcast.capture.levels import detect_levels
 from logcast.types import Lines
 
-__all__ = ["PIPE_SIZE", "READ_PACE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
+__all__ = ["PACE_ABOVE", "PIPE_SIZE", "READ_PACE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
 
 logger = logging.getLogger(__name__)
 
 PIPE_SIZE = 1 << 20  # asked of the kernel for pipes, so a burst fits while the reader waits for the GIL
 READ_SIZE = 1 << 20  # bytes per os.read: a full pipe in one call
 SPOOL_BYTES = 64 << 20  # raw bytes a reader may hold for its framer before it stops reading
-READ_PACE = 0.001  # seconds: at most one read this often while output keeps coming
+READ_PACE = 0.001  # seconds: at most one read this often while a flood keeps coming
+PACE_ABOVE = 4 << 20  # bytes/s: output faster than this is a flood (10,000 lines/s of 100 bytes is 1 MB/s)
+RATE_WINDOW = 0.01  # seconds over which the reader tells a flood from ordinary output
 
 
 def _raise_pipe_size(fd: int) -> int:
@@ -81,6 +83,8 @@ class PipeReader:
         idle_flush: float = 0.25,
         spool_bytes: int = SPOOL_BYTES,
         read_pace: float = READ_PACE,
+        pace_above: float = PACE_ABOVE,
+        sleep: Callable[[float], None] = time.sleep,
         name: str = "reader",
     ) -> None:
         if idle_flush <= 0:
@@ -90,6 +94,8 @@ class PipeReader:
         self._framer = LineFramer(max_line)
         self._idle = idle_flush
         self._pace = max(0.0, read_pace)
+        self._pace_above = max(0.0, pace_above)
+        self._sleep = sleep
         self._paced = False  # decided by start(), once the pipe has its size
         self._name = name
         self._bytes_read = 0
@@ -119,7 +125,7 @@ class PipeReader:
 
     @property
     def paced(self) -> bool:
-        """Reads wait for `read_pace` after a trickle (see `_read_until_eof`)."""
+        """Reads may wait for `read_pace` after a trickle in a flood (see `_read_until_eof`)."""
         return self._paced
 
     def start(self) -> None:
@@ -182,18 +188,22 @@ class PipeReader:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         pace = self._pace if self._paced else 0.0
+        flood_bytes = self._pace_above * RATE_WINDOW  # more than this in a window is a flood
+        window_start = time.monotonic()
+        window_bytes = 0
         last_read = 0.0
         trickle = False
         while True:
-            # A child that writes a line per `write(2)` would wake us once per line, and
-            # every chunk costs a GIL switch, a framing call and a hub call. So after a
-            # trickle (a read that left the pipe far from full) the next read waits until
-            # `pace` after the last one; a line waits at most `pace` longer. A quiet child
-            # is not delayed, nor is a read after one that found the pipe half full.
+            # A flooding child that writes a line per `write(2)` would wake us once per
+            # line, and every chunk costs a GIL switch, a framing call and a hub call. So
+            # in a flood, after a trickle (a read that left the pipe far from full), the
+            # next read waits until `pace` after the last one. Below the flood rate every
+            # read happens at once, since there a line must not wait for company; nor is
+            # a read delayed after one that found the pipe half full.
             if trickle:
                 wait = last_read + pace - time.monotonic()
                 if wait > 0:
-                    time.sleep(wait)
+                    self._sleep(wait)
             with cond:
                 # the framer is far behind: let the pipe fill until it catches up
                 while self._spooled >= self._spool_max and self._framing:
@@ -213,7 +223,12 @@ class PipeReader:
                 raise
             if not size:
                 return
-            trickle = pace > 0 and _short(size, asked)
+            if pace > 0:
+                now = time.monotonic()
+                if now - window_start > RATE_WINDOW:
+                    window_start, window_bytes = now, 0
+                window_bytes += size
+                trickle = window_bytes > flood_bytes and _short(size, asked)
             data = bytes(view[:size])
             stamp = time.time()
             self._bytes_read += size
@@ -255,7 +270,7 @@ class PipeReader:
                     else:
                         cond.wait()
                 if spool:
-                    stamp, data = spool.popleft()
+                    stamp, data = _take_spooled(spool)
                 elif self._eof:
                     return
                 else:
@@ -284,6 +299,22 @@ class PipeReader:
 
     def _finish(self) -> None:
         self._handed_on.set()
+
+
+def _take_spooled(spool: deque[tuple[float, bytes]]) -> tuple[float, bytes]:
+    """The spool's oldest chunks as one, up to `READ_SIZE` bytes (at least one chunk):
+    a framer that fell behind frames and hands on what waited in one call, not one per
+    read. The stamp is the last chunk's: every line in it had been read by then."""
+    stamp, data = spool.popleft()
+    if not spool or len(data) + len(spool[0][1]) > READ_SIZE:
+        return stamp, data
+    parts = [data]
+    size = len(data)
+    while spool and size + len(spool[0][1]) <= READ_SIZE:
+        stamp, data = spool.popleft()
+        parts.append(data)
+        size += len(data)
+    return stamp, b"".join(parts)
 
 
 class _Latch:

@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 
 BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
 BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
-# Subscribers are woken at most every WAKE_INTERVAL s (a flood wakes them per batch, not
-# per chunk), and less often the more of them there are.
-WAKE_INTERVAL = 0.005
-WAKE_PER_SUBSCRIBER = 0.0001
+# Subscribers are woken as soon as the loop gets to it while few of them wait; with many,
+# at most every WAKE_PER_SUBSCRIBER s per subscriber (a wake costs each of them a turn and
+# a socket write), up to WAKE_INTERVAL_MAX. Lines that come meanwhile join the next wake.
+WAKE_PER_SUBSCRIBER = 0.000025
 WAKE_INTERVAL_MAX = 0.025
 
 _new_record = tuple.__new__
@@ -271,13 +271,13 @@ class Hub:
 
         The interval grows with the number of subscribers: every wake costs each of them
         a turn and a socket write, so with hundreds of them fewer, larger writes keep the
-        loop from spending all its time on turns.
+        loop from spending all its time on turns. With a few, a line is not held back.
         """
         loop = self._loop
         assert loop is not None
         now = loop.time()
         subscribers = sum(len(journal.subscribers) for journal in self._journals.values())
-        interval = min(max(WAKE_INTERVAL, subscribers * WAKE_PER_SUBSCRIBER), WAKE_INTERVAL_MAX)
+        interval = min(subscribers * WAKE_PER_SUBSCRIBER, WAKE_INTERVAL_MAX)
         due = self._last_wake + interval
         if due <= now:
             self._wake()

@@ -1,0 +1,260 @@
+"""Latency at ordinary rates: a child writing one line per `write(2)` at 1,000 and 10,000
+lines/s, followed by one `logcast tail`, one SSE and one WebSocket client, beside a bare
+Python reader on the child's own pipe (the floor), measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.lib, tests.util
+
+from bench.lib.children import PACED_CHILD
+from bench.lib.clients import ClientProcess, wait_clients
+from bench.lib.histogram import LatencyHistogram, bucket_index, format_ms
+from bench.lib.meters import ServerMeter
+from bench.lib.servers import start_logcast, subprocess_env, wait_subscribers
+from tests.util import stop_group
+
+PROCESS = "src"
+LINE = re.compile(rb"(\d{9}) +(\d+\.\d{6}) x")  # a child's line: its number and write time
+QUIET = 1.5  # s the child waits before its first line, so that every follower is in place
+
+
+class LineFollower:
+    """Reads a byte stream in a thread: each child line found in it is timed (arrival -
+    write) and checked in order. For the bare reader and for `logcast tail`'s stdout."""
+
+    def __init__(self, fd: int, expect: int) -> None:
+        self.fd = fd
+        self.expect = expect
+        self.histogram = LatencyHistogram()
+        self.lines = 0
+        self.order_errors = 0
+        self.last = -1
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        counts = self.histogram.counts
+        rest = b""
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 20)
+            except OSError:
+                break
+            if not data:
+                break
+            now = time.time()
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            for match in LINE.finditer(data, 0, cut):
+                number, written = int(match[1]), float(match[2])
+                ms = (now - written) * 1000.0
+                index = bucket_index(ms)
+                counts[index] = counts.get(index, 0) + 1
+                self.histogram.max_ms = max(self.histogram.max_ms, ms)
+                if number != self.last + 1:
+                    self.order_errors += 1
+                self.last = number
+                self.lines += 1
+            if self.lines >= self.expect:
+                self.done.set()
+        self.done.set()
+
+    def row(self, label: str) -> dict[str, Any]:
+        return {
+            "label": label,
+            "lines": self.lines,
+            "in_order": self.order_errors == 0,
+            "p50": self.histogram.percentile(50, self.expect),
+            "p99": self.histogram.percentile(99, self.expect),
+            "max": self.histogram.max_value() if self.lines >= self.expect else math.inf,
+        }
+
+
+def child_command(tmp: Path, rate: float, seconds: float) -> list[str]:
+    """The paced child, one line per write, after `QUIET` seconds of silence."""
+    script = tmp / "child.py"
+    script.write_text(f"import time\ntime.sleep({QUIET})\n" + PACED_CHILD)
+    return [sys.executable, str(script), str(rate), str(seconds), str(1000.0 / rate), str(tmp / "child.json")]
+
+
+def bare(rate: float, seconds: float, expect: int) -> dict[str, Any]:
+    """The floor: the child's stdout read by a plain Python loop, nothing in between."""
+    with tempfile.TemporaryDirectory(prefix="logcast-ordinary-") as d:
+        child = subprocess.Popen(
+            child_command(Path(d), rate, seconds), stdout=subprocess.PIPE, start_new_session=True
+        )
+        assert child.stdout is not None
+        follower = LineFollower(child.stdout.fileno(), expect)
+        try:
+            follower.done.wait(QUIET + seconds + 30)
+            child.wait(10)
+        finally:
+            stop_group(child, timeout=3.0)
+        follower.thread.join(5)
+        return follower.row("bare Python reader on the pipe")
+
+
+def tail_command(port: int) -> list[str]:
+    command = [sys.executable, "-m", "logcast", "tail", PROCESS, "--url", f"http://127.0.0.1:{port}"]
+    helped = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, env=subprocess_env())
+    extra = ["--interval", "0.2", "--max-attempts", "0"]
+    if "--bare" in helped.stdout:
+        extra.append("--bare")
+    return command + extra
+
+
+def through_logcast(rate: float, seconds: float, expect: int) -> dict[str, Any]:
+    """One `logcast serve`, its child, one `logcast tail`, one SSE and one WebSocket client."""
+    with tempfile.TemporaryDirectory(prefix="logcast-ordinary-") as d:
+        tmp = Path(d)
+        server = start_logcast(tmp, {PROCESS: child_command(tmp, rate, seconds)})
+        client: ClientProcess | None = None
+        tail: subprocess.Popen[bytes] | None = None
+        try:
+            client = ClientProcess(
+                {
+                    "mode": "latency",
+                    "port": server.port,
+                    "sse_path": server.sse_path(PROCESS),
+                    "ws_url": server.ws_url(PROCESS),
+                    "expect": expect,
+                    "max_seconds": 60 + QUIET + seconds,
+                    "ws_compression": False,
+                    "ws_client": "raw",
+                    "sse": 1,
+                    "ws": 1,
+                }
+            )
+            client.wait_ready(60)
+            wait_subscribers(server, PROCESS, 2, 30)
+            command = tail_command(server.port)
+            tail = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env=subprocess_env(),
+            )
+            assert tail.stdout is not None
+            follower = LineFollower(tail.stdout.fileno(), expect)
+            meter = ServerMeter(server.pid)
+            meter.start()
+            server.start(PROCESS)
+            wait_subscribers(server, PROCESS, 3, QUIET)  # the tail connects while the child is quiet
+            tail_cpu0 = _cpu(tail.pid)
+            finished = wait_clients([client], time.monotonic() + QUIET + seconds + 30)
+            follower.done.wait(max(1.0, 10.0 if finished else 1.0))
+            tail_cpu = _cpu(tail.pid) - tail_cpu0
+            figures = meter.stop()
+            result = client.finish()
+        finally:
+            if tail is not None:
+                stop_group(tail, timeout=3.0)
+            if client is not None:
+                client.kill()
+            server.stop()
+    rows = [follower.row("logcast tail" + (" --bare" if "--bare" in command else ""))]
+    for kind, data in (result or {}).get("kinds", {}).items():
+        histogram = LatencyHistogram.from_json(data["hist"])
+        streams = data["streams"]
+        got = sum(s["lines"] for s in streams)
+        rows.append(
+            {
+                "label": f"{kind.upper()} client",
+                "lines": got,
+                "in_order": all(s["order_errors"] == 0 for s in streams),
+                "p50": histogram.percentile(50, expect),
+                "p99": histogram.percentile(99, expect),
+                "max": histogram.max_value() if got >= expect else math.inf,
+            }
+        )
+    return {"rows": rows, "server_cpu_pct": figures["cpu_pct"], "tail_cpu_s": tail_cpu}
+
+
+def _cpu(pid: int) -> float:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+        return float(times.user + times.system)
+    except psutil.Error:
+        return math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", default="1000,10000", help="lines/s, comma-separated (1000,10000)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long the child writes (5)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per rate; medians (3)")
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    print(
+        f"ordinary rates: a child writes one ~100-byte line per write(2) for {args.seconds:g} s; "
+        f"latency = arrival - write time (0.1 ms buckets, upper edges); load {os.getloadavg()[0]:.2f}"
+    )
+    print("targets through logcast: p50 <= 0.3 ms, p99 <= 2 ms, every line")
+    for rate in rates:
+        expect = int(rate * args.seconds)
+        runs: list[list[dict[str, Any]]] = []
+        extras: list[dict[str, Any]] = []
+        for run in range(args.runs):
+            floor = bare(rate, args.seconds, expect)
+            result = through_logcast(rate, args.seconds, expect)
+            runs.append([floor, *result["rows"]])
+            extras.append(result)
+            print(f"\n{rate:,.0f} lines/s, run {run + 1} of {args.runs} (load {os.getloadavg()[0]:.2f})")
+            print_rows(runs[-1], expect)
+            print(
+                f"  server CPU {result['server_cpu_pct']:.0f}% of a core; the tail's CPU {result['tail_cpu_s']:.2f} s"
+            )
+        if args.runs > 1:
+            print(f"\n{rate:,.0f} lines/s, median of {args.runs} runs")
+            medians = [
+                {
+                    "label": rows[0]["label"],
+                    "lines": statistics.median(r["lines"] for r in rows),
+                    "in_order": all(r["in_order"] for r in rows),
+                    "p50": statistics.median(r["p50"] for r in rows),
+                    "p99": statistics.median(r["p99"] for r in rows),
+                    "max": statistics.median(r["max"] for r in rows),
+                }
+                for rows in zip(*runs, strict=True)
+            ]
+            print_rows(medians, expect)
+            print(
+                f"  server CPU {statistics.median(e['server_cpu_pct'] for e in extras):.0f}% of a core; "
+                f"the tail's CPU {statistics.median(e['tail_cpu_s'] for e in extras):.2f} s"
+            )
+
+
+def print_rows(rows: list[dict[str, Any]], expect: int) -> None:
+    print(f"  {'follower':<34}{'lines':>9}{'in order':>10}{'p50':>10}{'p99':>10}{'max':>10}")
+    for row in rows:
+        print(
+            f"  {row['label']:<34}{row['lines']:>9,.0f}{'yes' if row['in_order'] else 'NO':>10}"
+            f"{format_ms(row['p50'], 'lost'):>10}{format_ms(row['p99'], 'lost'):>10}{format_ms(row['max'], 'lost'):>10}"
+        )
+    short = [row["label"] for row in rows if row["lines"] < expect]
+    if short:
+        print(f"  NOTE: fewer than {expect:,} lines reached: {', '.join(short)}")
+
+
+if __name__ == "__main__":
+    main()
