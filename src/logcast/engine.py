@@ -35,6 +35,11 @@ from logcast.types import Entry
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.001  # the GIL's, in seconds
+# glibc's malloc serves large blocks (a pipe read, a store page, a socket write) from mmap
+# only above a threshold it raises each time such a block is freed; then they come from the
+# heap, which a flood fragments for good. A fixed threshold keeps them mapped and returned.
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 FOLLOW_BATCH = 2000  # entries `follow` takes at a time
 
 
@@ -44,12 +49,32 @@ def tune_runtime() -> None:
     Records are tuples that live a while in the ring and form no cycles: the cyclic
     collector runs rarely, and what exists after start-up is frozen out of it. A short
     GIL switch interval lets the store writer and the readers back in sooner beside a
-    busy framer (bench/ingest.py measures both).
+    busy framer (bench/ingest.py measures both). The fixed mmap threshold keeps a
+    flood's large buffers from fragmenting the heap (bench/burst.py's peak RSS).
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(500_000, 50, 100)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    _fix_mmap_threshold()
+
+
+def _fix_mmap_threshold() -> bool:
+    """Make glibc's mmap threshold fixed (`MMAP_THRESHOLD`); False where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 class Processes(Protocol):

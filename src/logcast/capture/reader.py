@@ -18,9 +18,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from logcast.capture.framing import MAX_LINE, Framed, LineFramer
 from logcast.capture.levels import detect_levels
+from logcast.capture.spill import SPILL_BYTES, Spill
 from logcast.types import Lines
 
 __all__ = ["PACE_ABOVE", "PIPE_SIZE", "READ_PACE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 PIPE_SIZE = 1 << 20  # asked of the kernel for pipes, so a burst fits while the reader waits for the GIL
 READ_SIZE = 1 << 20  # bytes per os.read: a full pipe in one call
 SPOOL_BYTES = 64 << 20  # raw bytes a reader may hold for its framer before it stops reading
+SPOOL_BEFORE_SPILL = 8 << 20  # ...or before it writes them to its spill file, if it has one
 READ_PACE = 0.001  # seconds: at most one read this often while a flood keeps coming
 PACE_ABOVE = 4 << 20  # bytes/s: output faster than this is a flood (10,000 lines/s of 100 bytes is 1 MB/s)
 RATE_WINDOW = 0.01  # seconds over which the reader tells a flood from ordinary output
@@ -66,7 +69,10 @@ class PipeReader:
     The reader only reads, stamps the arrival time and spools the raw chunk (the most
     compact form a burst can wait in). The spool holds at most `spool_bytes`; when it
     is full the reader stops, the pipe fills and the child waits: memory stays bounded
-    and nothing is dropped.
+    and nothing is dropped. With a `spill_dir`, a full spool sends what comes next to a
+    file there instead (`Spill`) until the framer has read it all back, so that a flood
+    far ahead of framing costs disk cache, not memory; when that file is full or cannot
+    be written, the reader waits as without one.
 
     `on_lines` runs on the framer thread and may block, since the reader keeps draining
     the pipe meanwhile. If it raises, the error is logged and framing goes on; if the
@@ -81,7 +87,9 @@ class PipeReader:
         *,
         max_line: int = MAX_LINE,
         idle_flush: float = 0.25,
-        spool_bytes: int = SPOOL_BYTES,
+        spool_bytes: int | None = None,
+        spill_dir: Path | None = None,
+        spill_bytes: int = SPILL_BYTES,
         read_pace: float = READ_PACE,
         pace_above: float = PACE_ABOVE,
         sleep: Callable[[float], None] = time.sleep,
@@ -101,7 +109,11 @@ class PipeReader:
         self._bytes_read = 0
         self._spool: deque[tuple[float, bytes]] = deque()
         self._spooled = 0  # bytes in the spool, and in the chunk being framed
+        if spool_bytes is None:
+            spool_bytes = SPOOL_BYTES if spill_dir is None else SPOOL_BEFORE_SPILL
         self._spool_max = max(64 * 1024, spool_bytes)  # less would only slow the reads down
+        self._spill = Spill(spill_dir, spill_bytes) if spill_dir is not None else None
+        self._spill_writing = False  # the reader writes to the spill outside the lock
         self._eof = False  # the reader is done: the spool gets nothing more
         self._framing = True  # False once the framer has ended (then the reader discards)
         self._cond = threading.Condition(threading.Lock())
@@ -120,8 +132,13 @@ class PipeReader:
 
     @property
     def spooled(self) -> int:
-        """Bytes read but not framed yet."""
+        """Bytes read but not framed yet, in memory."""
         return self._spooled
+
+    @property
+    def spilled(self) -> int:
+        """Bytes read but not framed yet, waiting in the spill file."""
+        return self._spill.pending if self._spill is not None else 0
 
     @property
     def paced(self) -> bool:
@@ -173,6 +190,7 @@ class PipeReader:
                 os.close(self._fd)
             with self._cond:
                 self._eof = True
+                self._close_spill()
                 self._cond.notify_all()
             self._read_all.set()
 
@@ -205,11 +223,9 @@ class PipeReader:
                 if wait > 0:
                     self._sleep(wait)
             with cond:
-                # the framer is far behind: let the pipe fill until it catches up
-                while self._spooled >= self._spool_max and self._framing:
-                    cond.wait()
+                to_file = self._wait_for_room()
                 # read no more than the spool has room for, so that its bound is exact
-                room = self._spool_max - self._spooled if self._framing else READ_SIZE
+                room = READ_SIZE if to_file or not self._framing else self._spool_max - self._spooled
             asked = min(READ_SIZE, room)
             last_read = time.monotonic()
             try:
@@ -232,12 +248,59 @@ class PipeReader:
             data = bytes(view[:size])
             stamp = time.time()
             self._bytes_read += size
+            if to_file and self._spill_chunk(stamp, data):
+                continue
             with cond:
                 if not self._framing:
                     continue  # nobody frames any more: keep the child running, drop
                 spool.append((stamp, data))
                 self._spooled += len(data)
                 cond.notify_all()
+
+    def _wait_for_room(self) -> bool:
+        """Wait (lock held) until the next chunk has a place: True for the spill file,
+        False for the spool (or for the bin, once nobody frames)."""
+        spill = self._spill
+        while self._framing:
+            if spill is not None and spill.pending:  # the file is in use: order demands it
+                if spill.fits(READ_SIZE):
+                    return True
+            elif self._spooled < self._spool_max:
+                return False
+            elif spill is not None and spill.fits(READ_SIZE):
+                return True
+            # the framer is far behind: let the pipe fill until it catches up
+            self._cond.wait()
+        return False
+
+    def _spill_chunk(self, stamp: float, data: bytes) -> bool:
+        """Write a chunk to the spill file; False if it could not be (it is broken now,
+        and the chunk goes to the spool once the file was read back, keeping the order)."""
+        spill = self._spill
+        assert spill is not None
+        with self._cond:
+            position = spill.end
+            self._spill_writing = True
+        try:
+            written = spill.write(position, stamp, data)
+        except OSError as exc:
+            written = 0
+            logger.warning(
+                "reader %s cannot spill to %s (%s); it holds what comes in memory, and waits when that is full",
+                self._name,
+                spill.directory,
+                exc,
+            )
+        with self._cond:
+            self._spill_writing = False
+            if written:
+                spill.end = position + written
+            else:
+                spill.broken = True
+                while spill.pending and self._framing:  # older chunks first
+                    self._cond.wait()
+            self._cond.notify_all()
+        return bool(written)
 
     # -- the framer thread -------------------------------------------------------------
 
@@ -251,6 +314,7 @@ class PipeReader:
                 self._framing = False
                 self._spool.clear()
                 self._spooled = 0
+                self._close_spill()
                 self._cond.notify_all()
             try:
                 self._deliver(time.time(), self._framer.flush())
@@ -261,20 +325,35 @@ class PipeReader:
         framer = self._framer
         cond = self._cond
         spool = self._spool
+        spill = self._spill
         idle_flushed = False  # the pending bytes were offered by an idle flush already
         while True:
+            from_file: tuple[int, int] | None = None
             with cond:
-                if not spool and not self._eof:
+                if not spool and not self._eof and not self.spilled:
                     if framer.pending and not idle_flushed:
                         cond.wait(self._idle)
                     else:
                         cond.wait()
                 if spool:
                     stamp, data = _take_spooled(spool)
+                elif spill is not None and spill.pending:
+                    from_file = (spill.start, spill.end)
                 elif self._eof:
                     return
                 else:
                     data = b""
+            if from_file is not None:
+                assert spill is not None
+                stamp, data, position = spill.read(*from_file, READ_SIZE)
+                self._deliver(stamp, framer.feed(data))
+                idle_flushed = False
+                with cond:
+                    spill.start = position
+                    if not spill.pending and not self._spill_writing:
+                        spill.reset()
+                    cond.notify_all()
+                continue
             if not data:
                 # Nothing came within idle_flush: hand the unfinished line on as partial,
                 # since a prompt or a progress bar must not stay invisible.
@@ -296,6 +375,11 @@ class PipeReader:
             self._on_lines(timestamp, Lines(texts, detect_levels(texts), partial))
         except Exception:
             logger.exception("on_lines of reader %s failed; %d lines dropped", self._name, len(texts))
+
+    def _close_spill(self) -> None:
+        """Close the spill file once neither thread can touch it again (lock held)."""
+        if self._spill is not None and self._eof and not self._framing:
+            self._spill.close()
 
     def _finish(self) -> None:
         self._handed_on.set()

@@ -16,7 +16,7 @@ from logcast.types import LogRecord, Stream
 
 PAGE = 2000  # records per page
 KEPT = 48  # pages kept (least recently used go first): readers spread over ~100,000 lines
-KEPT_BYTES = 48 << 20  # ...and at most about this much memory (long lines make fewer pages)
+KEPT_BYTES = 16 << 20  # ...and at most about this much memory, encodings included
 RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timestamp, str header)
 
 # process, its clear mark (a page read before a clear is never served after it), block

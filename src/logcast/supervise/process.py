@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from logcast.capture.reader import PipeReader
@@ -59,6 +60,15 @@ ReaderFactory = Callable[[int, Callable[[float, Lines], None], str], Reader]
 
 def _pipe_reader(fd: int, on_lines: Callable[[float, Lines], None], name: str) -> Reader:
     return PipeReader(fd, on_lines, name=name)
+
+
+def spilling_readers(spill_dir: Path) -> ReaderFactory:
+    """Pipe readers that hold a flood far ahead of framing in a file under `spill_dir`."""
+
+    def make(fd: int, on_lines: Callable[[float, Lines], None], name: str) -> Reader:
+        return PipeReader(fd, on_lines, name=name, spill_dir=spill_dir)
+
+    return make
 
 
 def describe_exit(code: int) -> str:

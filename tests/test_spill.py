@@ -1,0 +1,144 @@
+"""The spill file: what a reader cannot keep in memory waits on disk, comes back whole and
+in order, and a disk that refuses it costs the child a wait, never a line."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from logcast.capture.reader import PipeReader
+from logcast.capture.spill import Spill
+from logcast.types import Lines
+from tests.test_reader import WAIT, Collector, Pipe
+
+LINE = b"x" * 99 + b"\n"
+
+
+def test_chunks_come_back_in_order_with_their_times_in_pieces_of_at_most_the_limit(tmp_path: Path) -> None:
+    spill = Spill(tmp_path / "spill")
+    for i, chunk in enumerate([b"a\n", b"b\n", b"c" * 100 + b"\n", b"d\n"]):
+        spill.end = spill.end + spill.write(spill.end, float(i), chunk)
+    assert list((tmp_path / "spill").iterdir()) == []  # unlinked at once: nothing left if we die
+    stamp, data, position = spill.read(spill.start, spill.end, 50)
+    assert (stamp, data) == (1.0, b"a\nb\n")  # the third does not fit beside them
+    spill.start = position
+    stamp, data, position = spill.read(spill.start, spill.end, 50)
+    assert (stamp, data) == (2.0, b"c" * 100 + b"\n")  # alone, a chunk over the limit still comes
+    spill.start = position
+    stamp, data, spill.start = spill.read(spill.start, spill.end, 50)
+    assert (stamp, data, spill.pending) == (3.0, b"d\n", 0)
+    spill.reset()
+    assert spill.start == spill.end == 0
+    assert spill._fd is not None and os.fstat(spill._fd).st_size == 0  # its blocks are freed
+    spill.close()
+
+
+def test_the_file_is_bounded(tmp_path: Path) -> None:
+    spill = Spill(tmp_path, limit=1000)
+    assert spill.fits(900)
+    spill.end = spill.write(0, 1.0, b"x" * 900)
+    assert not spill.fits(100)  # 912 written, 100 + a header more would pass 1000
+    spill.broken = True
+    spill.reset()
+    assert not spill.fits(1)  # a broken spill takes nothing more
+    spill.close()
+
+
+def flood_until_stalled(pipe: Pipe, deadline: float) -> tuple[int, bytes]:
+    """Write lines without blocking until the pipe stays full for 0.5 s: (bytes written,
+    the rest of the last block, to be written once the reader moves again)."""
+    os.set_blocking(pipe._w, False)
+    written = 0
+    stalled_since = None
+    pending = b""
+    while time.monotonic() < deadline:
+        try:
+            pending = pending or LINE * 100
+            n = os.write(pipe._w, pending)
+            pending = pending[n:]
+            written += n
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5:
+                break
+            time.sleep(0.01)
+    os.set_blocking(pipe._w, True)
+    return written, pending
+
+
+def test_a_flood_past_the_spool_goes_to_the_file_and_comes_back_in_order(tmp_path: Path) -> None:
+    """With its framer held, a spilling reader keeps the pipe drained far past its memory
+    bound (the child does not wait), up to the file's bound; then every line arrives."""
+    gate = threading.Event()
+    collect = Collector()
+
+    def held(timestamp: float, lines: Lines) -> None:
+        gate.wait(WAIT)
+        collect(timestamp, lines)
+
+    pipe = Pipe()
+    spool = 256 * 1024
+    reader = PipeReader(pipe.r, held, spool_bytes=spool, spill_dir=tmp_path, spill_bytes=8 << 20)
+    reader.start()
+    written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT)
+    assert written > (1 << 20) + spool + (4 << 20)  # pipe + spool + most of the file: it was read
+    assert reader.spooled <= spool + (1 << 20)  # memory stays at its bound (a chunk over at most)
+    assert 4 << 20 < reader.spilled <= 8 << 20  # the rest waited in the file, within its bound
+    gate.set()
+    pipe.write(rest)
+    pipe.close()
+    assert reader.join(WAIT)
+    got = [text for text, _, _ in collect.lines]
+    assert len(got) == (written + len(rest)) // len(LINE)
+    assert all(text == "x" * 99 for text in got)
+    assert reader.spooled == reader.spilled == 0
+
+
+def test_a_disk_that_refuses_the_spill_costs_a_wait_not_a_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (here /dev/full) breaks the spill: the reader falls back to its memory
+    bound and lets the pipe fill, and every line still arrives, in order."""
+
+    def full_disk(self: Spill) -> int:
+        if self._fd is None:
+            self._fd = os.open("/dev/full", os.O_RDWR)  # every write: ENOSPC
+        return self._fd
+
+    monkeypatch.setattr(Spill, "_open", full_disk)
+    gate = threading.Event()
+    collect = Collector()
+
+    def held(timestamp: float, lines: Lines) -> None:
+        gate.wait(WAIT)
+        collect(timestamp, lines)
+
+    pipe = Pipe()
+    spool = 256 * 1024
+    reader = PipeReader(pipe.r, held, spool_bytes=spool, spill_dir=tmp_path)
+    reader.start()
+    numbered = b"".join(
+        b"%08d " % i + b"y" * 90 + b"\n" for i in range(40_000)
+    )  # 4 MB, more than pipe + spool
+    done = threading.Event()
+
+    def child() -> None:
+        view = memoryview(numbered)
+        while view:
+            view = view[os.write(pipe._w, view) :]
+        done.set()
+
+    writer = threading.Thread(target=child, daemon=True)
+    writer.start()
+    assert not done.wait(1.0)  # the child waits: the pipe is full, the spill refused
+    assert reader.spilled == 0 and reader.spooled <= spool + (1 << 20)
+    gate.set()
+    assert done.wait(WAIT)
+    pipe.close()
+    assert reader.join(WAIT)
+    assert [text for text, _, _ in collect.lines] == [f"{i:08d} " + "y" * 90 for i in range(40_000)]
