@@ -35,6 +35,7 @@ def history_figures(result: dict[str, Any]) -> dict[str, Any]:
         "lastShown": result.get("lastShown") if result.get("ok") else math.nan,
         "firstRow": result.get("firstRow", math.nan),
         "historyDone": result.get("historyDone", math.nan),
+        "filled": result.get("filled", math.nan) if result.get("filled_ok") else math.nan,
         "held": result.get("held", 0),
         "task_max": t.get("max", math.nan) if t.get("n") else math.nan,
         "frame_max": (result.get("frames") or {}).get("max", math.nan),
@@ -82,7 +83,7 @@ def live_figures(result: dict[str, Any]) -> dict[str, Any]:
 
 
 HISTORY_HEAD = (
-    f"  {'page':<8} {'K lines':>9}  {'last line shown':>15}  {'first row':>9}  {'history in':>10}  {'held':>9}"
+    f"  {'page':<8} {'K lines':>9}  {'last line shown':>15}  {'first row':>9}  {'history in':>10}  {'all held':>9}  {'held':>9}"
     f"  {'longest task':>12}  {'longest frame':>13}  {'JS heap':>8}  {'DOM nodes':>9}  {'rows':>5}  {'script':>7}  {'layout':>7}  {'style':>6}  {'all tasks':>9}"
 )
 
@@ -95,7 +96,7 @@ def history_row(row: dict[str, Any], timeout: float) -> str:
         return "n/a" if math.isnan(v) else f"{v:{spec}}{unit}"
 
     return (
-        f"  {row['page']:<8} {row['k']:>9,}  {shown:>15}  {format_ms(row['firstRow']):>9}  {format_ms(row['historyDone']):>10}"
+        f"  {row['page']:<8} {row['k']:>9,}  {shown:>15}  {format_ms(row['firstRow']):>9}  {format_ms(row['historyDone']):>10}  {format_ms(row['filled']):>9}"
         f"  {row['held']:>9,.0f}  {format_ms(row['task_max']):>12}  {('>=' if row['frame_open'] else '') + format_ms(row['frame_max']):>13}  {heap:>8}  {num(row['nodes'], ',.0f'):>9}"
         f"  {num(row['rows'], '.0f'):>5}  {num(row['script'], '.1f', 's'):>7}  {num(row['layout'], '.2f', 's'):>7}"
         f"  {num(row['style'], '.2f', 's'):>6}  {num(row['task'], '.1f', 's'):>9}"
@@ -134,6 +135,9 @@ def print_history_result(result: dict[str, Any], figures: dict[str, Any], timeou
     """One history measurement as its run prints it: the row, the CPU, any page errors."""
     detail = f"   ({result['detail']})" if result.get("detail") else ""
     print(history_row(figures, timeout) + detail, flush=True)
+    if result.get("timeline"):
+        steps = ", ".join(f"{name} {ms} ms" for name, ms in result["timeline"].items())
+        print(f"    page timeline: {steps}", flush=True)
     print(f"    {result['cpu']}", flush=True)
     if result.get("errors"):
         print(f"    page errors: {result['errors'][:3]}")
@@ -166,7 +170,10 @@ def print_summary(
                 detail = f"   ({rows[0]['detail']})" if rows[0]["detail"] else ""
                 print(history_row(median_row(rows), args.timeout) + detail)
     print(
-        "  (held: lines the page holds when the last line shows, or at the timeout; JS heap after a forced GC,\n"
+        "  (history in: the stream's history taken in (the viewer asks it for the last 2,000 lines and fills in\n"
+        "   the rest before them in pages); all held: the viewer holds every line it asked for (n/a: the naive\n"
+        "   pages, which show the last line only once they hold all); held: lines the page holds then (when the\n"
+        "   last line shows for the naive pages), or at the timeout; JS heap after a forced GC, then,\n"
         "   'busy' when the page was still working through its backlog 20 s after the stream was cut;\n"
         "   longest task: the longest that ended (PerformanceObserver 'longtask'); longest frame: the longest\n"
         "   time between two animation frames while loading, '>=' when the page had not drawn again by the end;\n"

@@ -4,7 +4,9 @@
 // can read them even while the page's main thread is stuck in a long task. With a `watch`
 // prefix it also checks, once per frame, whether a visible row of the logcast viewer starts
 // with it and lies inside the scroller, and says when (with the first row and the end of
-// history) in a console message.
+// history) in a console message; then, once the viewer says the history it asked for is all in
+// (`stats().filled`: it shows the last lines first and fills in older pages before them), it
+// says so too (`filled`).
 (() => {
   const watch = __WATCH__;
   const marks = {};
@@ -15,10 +17,19 @@
     if (frames.length) console.debug("__bench frames " + JSON.stringify(frames));
     frames = [];
   };
+  let shown = false;
   const check = (now) => {
+    const lc = window.__logcast;
+    if (shown) {
+      if (lc && lc.stats().filled) {
+        marks.filled = now;
+        done = true;
+        console.debug("__bench shown " + JSON.stringify(marks));
+      }
+      return;
+    }
     const msgs = document.querySelectorAll("#log .row:not([hidden]) .msg");
     if (msgs.length && marks.firstRow === undefined) marks.firstRow = now;
-    const lc = window.__logcast;
     if (lc && marks.historyDone === undefined && lc.stats().historyDone) marks.historyDone = now;
     for (let i = msgs.length - 1; i >= 0; i--) {
       if (!msgs[i].textContent.startsWith(watch)) continue;
@@ -26,8 +37,14 @@
       const s = document.getElementById("log").getBoundingClientRect();
       if (r.bottom <= s.bottom + 1 && r.top >= s.top - 1) {
         marks.lastShown = now;
-        done = true;
-        console.debug("__bench shown " + JSON.stringify(marks));
+        shown = true;
+        if (lc && lc.stats().filled === false) {
+          console.debug("__bench shown " + JSON.stringify(marks)); // and again once filled
+        } else {
+          if (lc && lc.stats().filled) marks.filled = now;
+          done = true;
+          console.debug("__bench shown " + JSON.stringify(marks));
+        }
       }
       return;
     }

@@ -215,3 +215,74 @@ def test_a_million_entries_move_without_overflowing_the_stack(js: Callable[..., 
         1_000_000,
     )
     assert moved == [1_000_000, 500_000]
+
+
+def test_rows_in_view_stay_put_when_older_ones_go_in_front_past_the_height_cap(
+    js: Callable[..., Any],
+) -> None:
+    """The viewer fills in older history in front of what the user looks at. Past the
+    browser's height cap the list maps positions by a ratio that every page changes: the
+    rows in view must stay where they were, at the top of a list of a million rows too."""
+    out = js(
+        """
+        const { VirtualList } = await import('/static/js/vlist.js');
+        const box = document.createElement('div');
+        box.style.cssText = 'position:fixed;left:0;top:0;width:600px;height:400px;overflow:auto';
+        document.body.append(box);
+        const list = new VirtualList(box, { renderRow: (row, e) => { row.textContent = e.text; } });
+        const entry = (seq) => ({ kind: 'line', seq, text: `line ${seq}`, ver: 0 });
+        const items = [];
+        for (let seq = arg.first; seq <= arg.last; seq++) items.push(entry(seq));
+        list.apply({ reset: true }, items);
+        list.render();
+        list.scrollToIndex(items.length - 500, 'top');
+        list.render();
+        const rows = () => [...box.querySelectorAll('.row:not([hidden])')];
+        const top = box.getBoundingClientRect().top;
+        const watched = rows().find((r) => r.getBoundingClientRect().top >= top).textContent;
+        // where the row the user looked at is now (px from the top of the scroller)
+        const topRow = () => {
+          const row = rows().find((r) => r.textContent === watched);
+          return row ? Math.round(row.getBoundingClientRect().top - top) : null;
+        };
+        const before = topRow();
+        const seen = [];
+        for (let page = 0; page < 5; page++) {
+          const first = items[0].seq;
+          // in place, as the model does: the list tells a reset by a new array
+          const n = items.length;
+          items.length = n + arg.page;
+          items.copyWithin(arg.page, 0, n);
+          for (let i = 0; i < arg.page; i++) items[i] = entry(first - arg.page + i);
+          list.apply({ addedFront: arg.page }, items);
+          list.render();
+          seen.push(topRow());
+        }
+        box.remove();
+        return { before, seen, capped: box.scrollHeight < items.length * list.rowH };
+        """,
+        {"first": 500_001, "last": 1_000_000, "page": 100_000},
+    )
+    assert out["capped"], "the list is not past the height cap: the test shows nothing"
+    # a scroll position is whole pixels: each page may move it by a pixel or two of rounding
+    assert all(top is not None and abs(top - out["before"]) <= 4 for top in out["seen"]), out
+
+
+def test_the_viewer_preloads_every_module_it_imports() -> None:
+    """logs.html names every module logs.js needs (modulepreload), so that the browser asks
+    for them all at once instead of one import level after another; a list that went stale
+    would quietly bring the waterfall back."""
+    graph: set[str] = set()
+
+    def walk(name: str) -> None:
+        if name in graph:
+            return
+        graph.add(name)
+        for dep in re.findall(r"""import[^"']*["']\./([^"']+)["']""", (STATIC / "js" / name).read_text()):
+            walk(dep)
+
+    walk("logs.js")
+    html = (STATIC / "logs.html").read_text()
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/static/js/([^"]+)">', html))
+    assert preloaded == graph - {"logs.js"}
+    assert '<script type="module" src="/static/js/logs.js">' in html

@@ -9,6 +9,7 @@ import { ui } from "./logs-elements.js";
 import { display, feed, model, settings } from "./logs-state.js";
 
 export const PAGE_LINES = 10_000;
+export const FILL_LINES = 5_000; // a page of the history filled in on opening: short tasks
 
 /** Fetches pages of lines older than the first one held and puts them in front. */
 export class EarlierLines {
@@ -16,36 +17,67 @@ export class EarlierLines {
   constructor({ vlist, onLoaded }) {
     this.vlist = vlist;
     this.onLoaded = onLoaded;
-    this.loading = null; // the page being fetched (a promise of "got any lines")
+    this.loading = null; // the page being fetched (a promise of the records it brought)
+    this.filling = false; // fill() is at work
+    this.ahead = null; // {before, count, data}: the next page, asked for while this one goes in
   }
 
   /** Load one page; true when it brought lines. A call while one is loading joins it. */
   async load(count = PAGE_LINES) {
+    return (await this._page(count, false)) > 0;
+  }
+
+  /** The newest `count` records with seq ≤ `before` (the server's page). */
+  _fetch(before, count) {
+    const q = new URLSearchParams({ tail: String(count), before: String(before) });
+    return api(`/api/processes/${enc(settings.process)}/logs?${q}`);
+  }
+
+  /**
+   * Fetch up to `count` records older than the first one held and put them in front; the
+   * number of records it brought (0: none, or the view is full, or it failed). `quiet`: no
+   * toast when the view is full (the history filled in on opening stops there by itself).
+   * `next`: as soon as the page is here, ask for the one before it (`count` more), so that
+   * the server reads it while this one goes in.
+   */
+  _page(count, quiet, next = 0) {
     if (this.loading) return this.loading;
     const before = model.firstSeq();
-    if (before === null || !feed.moreOlder) return false;
-    if (model.lines + count > settings.maxLines) {
-      toast(`The view holds ${formatCount(settings.maxLines)} lines at most; download the log for everything.`, "info");
-      return false;
+    if (before === null || !feed.moreOlder || before <= 1) return Promise.resolve(0);
+    count = Math.min(count, settings.maxLines - model.lines);
+    if (count <= 0) {
+      if (!quiet) toast(`The view holds ${formatCount(settings.maxLines)} lines at most; download the log for everything.`, "info");
+      return Promise.resolve(0);
     }
     ui.earlier.disabled = true;
     ui.earlier.textContent = "Loading…";
     this.loading = (async () => {
       try {
-        const q = new URLSearchParams({ tail: String(count), before: String(before) });
-        const data = await api(`/api/processes/${enc(settings.process)}/logs?${q}`);
+        // `before` is inclusive on the server: ask for the lines before our first one
+        const ahead = this.ahead;
+        this.ahead = null;
+        const data = ahead && ahead.before === before - 1 && ahead.count === count ? await ahead.data : await this._fetch(before - 1, count);
         const logs = (data.logs || []).filter((log) => log.seq < before);
+        const more = logs.length >= count && data.before !== null;
+        if (more && next > 0 && logs[0].seq > 1) {
+          const ask = { before: logs[0].seq - 1, count: next, data: this._fetch(logs[0].seq - 1, next) };
+          ask.data.catch(() => {}); // not taken if the view changes meanwhile
+          this.ahead = ask;
+        }
         const older = [];
         const builder = new EntryBuilder(older, { collapse: display.collapse });
         for (const log of logs) builder.add(log, log.stream === "system" ? "status" : "line");
+        if (model.firstSeq() !== before) return 0; // the view was cleared meanwhile
         model.prepend(older);
-        if (logs.length < count) feed.moreOlder = false;
+        feed.historyRecords += logs.length;
+        if (!more) feed.moreOlder = false;
         this.vlist.apply(model.takeChange(), model.view);
         this.onLoaded();
-        return logs.length > 0;
+        return logs.length;
       } catch (err) {
+        this.ahead = null;
         toast(`Could not load earlier lines: ${err.message}`, "error");
-        return false;
+        return 0;
       } finally {
         this.loading = null;
         ui.earlier.disabled = false;
@@ -54,6 +86,30 @@ export class EarlierLines {
       }
     })();
     return this.loading;
+  }
+
+  /**
+   * The history the address asked for (`lines`), filled in backwards once the stream has
+   * shown its last lines: pages of FILL_LINES in front of what is held, each asked for while
+   * the one after it goes in, until `wanted` history records are held, the oldest is reached
+   * or the view is full. The list keeps the user's place (or its bottom, while following).
+   */
+  async fill(wanted) {
+    if (this.filling) return;
+    this.filling = true;
+    try {
+      while (feed.historyRecords < wanted && feed.moreOlder) {
+        const count = Math.min(FILL_LINES, wanted - feed.historyRecords);
+        const next = Math.min(FILL_LINES, wanted - feed.historyRecords - count);
+        const got = await this._page(count, true, next);
+        if (!got) break;
+      }
+    } finally {
+      this.filling = false;
+      this.ahead = null;
+      feed.filled = true;
+      this.onLoaded();
+    }
   }
 
   /** Load pages until `reached(firstSeq)` or up to 20 pages; true when reached. */

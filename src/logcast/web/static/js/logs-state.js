@@ -78,6 +78,8 @@ export const feed = {
   unseen: 0, // lines that arrived while the user was scrolled up
   historyDone: false, // the stream's history part has been taken in
   moreOlder: false, // the server holds lines older than the first one held
+  historyRecords: 0, // history records taken in (the stream's, then the pages filled in before them)
+  filled: false, // the history asked for on opening is all in (or could not be had)
   rangeDone: false, // the range the address asked for (`until`) is all in: the stream stopped
   seqLog: settings.debug ? [] : null, // every seq received, for tests (`?debug=1`)
 

@@ -102,6 +102,7 @@ function endRange() {
 
 function onEvent(ev) {
   if (feed.rangeDone) return;
+  if (!feed.queued.length && !model.entries.length) performance.mark("logcast:first-event");
   if (pastRange(ev)) {
     endRange();
     return;
@@ -142,6 +143,8 @@ function ingest() {
   for (const ev of events) {
     switch (ev.type) {
       case "historical":
+        if (ev.log) feed.historyRecords += 1;
+      // falls through
       case "realtime": {
         if (!ev.log) break;
         const entry = model.addRecord(ev.log, ev.log.stream === "system" ? "status" : "line");
@@ -162,10 +165,16 @@ function ingest() {
       case "historical_complete":
         if (!feed.historyDone) {
           feed.historyDone = true;
+          performance.mark("logcast:history-done");
           ui.loading.hidden = true;
           const first = model.firstSeq();
           feed.moreOlder = first !== null && first > 1;
           ui.earlierMenu.disabled = !feed.moreOlder;
+          if (feed.moreOlder && feed.historyRecords < settings.historyLines && settings.startAfter === null) {
+            earlier.fill(settings.historyLines); // the rest of the history, in front of what shows
+          } else {
+            feed.filled = true;
+          }
         }
         break;
       case "stream_end":
@@ -450,6 +459,8 @@ function exposeTestHooks() {
       paused: feed.paused,
       follow: vlist.follow,
       historyDone: feed.historyDone,
+      filled: feed.filled,
+      historyRecords: feed.historyRecords,
       rangeDone: Boolean(feed.rangeDone),
       parsed: parsed.seqs.size,
       matches: search.matches.length,
@@ -460,8 +471,13 @@ function exposeTestHooks() {
   };
 }
 
+/** History asked of the stream on opening: a few screens. What else `lines` asks for comes
+ * in pages, newest first, once these show (`EarlierLines.fill`). */
+const FIRST_LINES = 2000;
+
 /** Show the process named in the URL: title, download links, its stream and its state. */
 function openProcess(name) {
+  performance.mark("logcast:open");
   document.title = `${name} · logs · logcast`;
   ui.pageProcess.textContent = name;
   for (const link of document.querySelectorAll(".download-link")) {
@@ -471,7 +487,8 @@ function openProcess(name) {
 
   feed.stream = new LogStream(name, {
     transport: settings.transport,
-    lines: settings.historyLines,
+    // the last lines first, so that they show at once; the rest is filled in before them
+    lines: Math.min(settings.historyLines, FIRST_LINES),
     after: settings.startAfter,
     onEvent,
     onState: (state, info) => {

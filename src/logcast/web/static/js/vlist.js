@@ -70,6 +70,7 @@ export class VirtualList {
     this.cols = 120;
     this.sizerH = -1;
     this.range = [0, 0];
+    this.ratio = 1; // virtual px per scroller px at the last render (1 below MAX_PX)
     this.beforeRender = null;
 
     this.sizer = document.createElement("div");
@@ -294,9 +295,12 @@ export class VirtualList {
       const target = align === "top" ? rowTop : rowTop - viewportH / 2 + this.rowH / 2;
       this._setTop(Math.max(0, target) / ratio);
     } else if (this.pendingShift) {
-      this._setTop(this.scroller.scrollTop + this.pendingShift / ratio);
+      // the rows the user sees were at scrollTop × the last ratio: keep them there (past
+      // MAX_PX the ratio changes with every row added)
+      this._setTop((this.scroller.scrollTop * this.ratio + this.pendingShift) / ratio);
       this.pendingShift = 0;
     }
+    this.ratio = ratio;
 
     const scrollTop = this.scroller.scrollTop;
     const vTop = scrollTop * ratio;
