@@ -70,6 +70,11 @@ def main() -> None:
         action="store_true",
         help="enable DevTools' Network domain on the pages, as Playwright does (to see its overhead)",
     )
+    parser.add_argument(
+        "--no-unbatched",
+        action="store_true",
+        help="live: skip the viewer on the one-event-per-message stream (batch=0), measured beside the batched one",
+    )
     parser.add_argument("--profile", action="store_true", help="print a CPU profile of the logcast viewer")
     args = parser.parse_args()
     if min(args.lines, args.rate, args.runs, args.hist_rate) < 1 or args.seconds <= 0:
@@ -79,6 +84,7 @@ def main() -> None:
 
     points = sorted({args.lines, min(args.lines, SECOND_POINT)}, reverse=True)
     kinds = ("logcast",) if args.no_baseline else ("logcast", "naive")
+    live_kinds = kinds if args.no_unbatched else (kinds[0], "unbatched", *kinds[1:])
 
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -88,7 +94,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
     ingest_timeout = max(300.0, 3 * args.lines / args.hist_rate)
-    per_run = len(points) * (len(kinds) + 1) * (args.timeout + 90) + len(kinds) * (
+    per_run = len(points) * (len(kinds) + 1) * (args.timeout + 90) + len(live_kinds) * (
         args.seconds * 3 + 30 + args.drain + 90
     )
     WATCHDOG.start(180 + ingest_timeout + 2 * args.timeout + args.runs * per_run)
@@ -141,9 +147,14 @@ def main() -> None:
                             history.append(history_figures(result))
                             print_history_result(result, history[-1], args.timeout)
                     print(f"--- run {run_no}: live ---\n{LIVE_HEAD}", flush=True)
-                    for kind in kinds:
+                    for kind in live_kinds:
                         result = measure_live(
-                            chrome, cpu, server, naive_url if kind == "naive" else None, args
+                            chrome,
+                            cpu,
+                            server,
+                            naive_url if kind == "naive" else None,
+                            args,
+                            unbatched=kind == "unbatched",
                         )
                         print_profile(
                             f"logcast viewer, {args.rate:,} lines/s for {args.seconds:g} s", result["profile"]

@@ -181,15 +181,18 @@ def measure_live(
     server: LogcastServer,
     naive_url: str | None,
     args: argparse.Namespace,
+    unbatched: bool = False,
 ) -> dict[str, Any]:
     """The logcast viewer (or, with `naive_url`, the naive page) following `live` while it
     writes `args.rate` lines/s: frames, long tasks and CPU over the child's writing window; did
-    every line arrive, and how long after the child's last write the last one showed."""
+    every line arrive, and how long after the child's last write the last one showed.
+    `unbatched`: the viewer on the one-event-per-message stream (`batch=0`), as it was before."""
     expected = int(args.rate * args.seconds)
     last = expected - 1
     NaiveHandler.resume()
     tab = MeasuredTab(chrome, watch=None if naive_url else f"{last:09d} ", network=args.devtools_network)
-    out: dict[str, Any] = {"page": "naive" if naive_url else "logcast", "expected": expected}
+    page = "naive" if naive_url else "unbatched" if unbatched else "logcast"
+    out: dict[str, Any] = {"page": page, "expected": expected}
     try:
         if naive_url:
             tab.navigate(naive_url + "/naive.css", wait_load=True)
@@ -201,7 +204,8 @@ def measure_live(
             tab.navigate(server.url + "/healthz", wait_load=True)
             if args.profile:
                 tab.start_profile()
-            tab.navigate(f"{server.url}/logs.html?process=live&lines=0&debug=1", wait_load=True)
+            batch = "&batch=0" if unbatched else ""
+            tab.navigate(f"{server.url}/logs.html?process=live&lines=0&debug=1{batch}", wait_load=True)
             tab.wait_for(
                 "window.__logcast && window.__logcast.stats().historyDone && window.__logcast.stats().state === 'live'",
                 timeout=30,

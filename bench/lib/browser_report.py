@@ -104,7 +104,7 @@ def history_row(row: dict[str, Any], timeout: float) -> str:
 
 
 LIVE_HEAD = (
-    f"  {'page':<8} {'fps':>5}  {'p50':>7}  {'p95':>7}  {'max':>9}  {'>50ms':>5}  {'long tasks: n / total / max':>27}"
+    f"  {'page':<9} {'fps':>5}  {'p50':>7}  {'p95':>7}  {'max':>9}  {'>50ms':>5}  {'long tasks: n / total / max':>27}"
     f"  {'CPU':>5}  {'shown by end':>12}  {'shown':>7}  {'all?':>4}  {'caught up':>9}"
 )
 
@@ -113,7 +113,7 @@ def live_row(row: dict[str, Any]) -> str:
     tasks = f"{row['tasks_n']:.0f} / {format_ms(row['tasks_total'])} / {format_ms(row['tasks_max'])}"
     by_end = f"{row['by_end']:,.0f}" if not math.isnan(row["by_end"]) else "-"
     return (
-        f"  {row['page']:<8} {row['fps']:5.1f}  {format_ms(row['p50']):>7}  {format_ms(row['p95']):>7}  {('>=' if row['open'] else '') + format_ms(row['max']):>9}  {row['over50']:>5.0f}"
+        f"  {row['page']:<9} {row['fps']:5.1f}  {format_ms(row['p50']):>7}  {format_ms(row['p95']):>7}  {('>=' if row['open'] else '') + format_ms(row['max']):>9}  {row['over50']:>5.0f}"
         f"  {tasks:>27}  {row['cpu_pct']:4.0f}%  {by_end:>12}  {row['arrived']:>7,.0f}  {'yes' if row['complete'] else 'NO':>4}"
         f"  {format_ms(row['caught_up_ms']):>9}"
     )
@@ -192,7 +192,7 @@ def print_summary(
         )
     print(f"\n=== live: {args.rate:,} lines/s for {args.seconds:g} s; frames while they arrive ({runs}) ===")
     print(LIVE_HEAD)
-    for kind in ("logcast", "naive"):
+    for kind in ("logcast", "unbatched", "naive"):
         rows = [v for v in lives if v["page"] == kind]
         if rows:
             med = median_row(rows)
@@ -205,7 +205,8 @@ def print_summary(
             "   max: '>=' when the page had not drawn again by the child's last write (a task still running);\n"
             "   CPU: the renderer's, over the child's writing window; shown by end: lines on the page when\n"
             "   the child wrote its last line (naive page; the logcast viewer's figure is 'caught up');\n"
-            f"   caught up: last line shown after the child's last write, 'never' = not within {args.drain:g} s)"
+            f"   caught up: last line shown after the child's last write, 'never' = not within {args.drain:g} s;\n"
+            "   unbatched: the same viewer on the one-event-per-message stream, batch=0, as it was before)"
         )
     late = max((v["late_max"] for v in lives), default=0.0)
     observed = {v["observing"] for v in lives}
@@ -213,10 +214,52 @@ def print_summary(
         f"  child pacing: worst batch {late * 1000:.0f} ms late; the init script ran under the page's CSP "
         f"and observed long tasks: {'yes' if observed == {True} else observed}"
     )
+    print_headline(args, points, history, lives)
     print(
         f"\nload average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end ({os.cpu_count()} CPUs, shared by "
         "Chromium, the server, the children and whatever else runs on the machine)"
     )
+
+
+def print_headline(
+    args: argparse.Namespace, points: list[int], history: list[dict[str, Any]], lives: list[dict[str, Any]]
+) -> None:
+    """The figures the viewer is held to, medians, beside the baselines of the same run."""
+    runs = f"medians of {args.runs} runs" if args.runs > 1 else "1 run"
+    print(f"\n=== headline ({runs}) ===")
+    k = points[0]
+
+    def med(kind: str) -> dict[str, Any] | None:
+        rows = [h for h in history if h["k"] == k and h["page"] == kind]
+        return median_row(rows) if rows else None
+
+    def shown(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "not measured"
+        return format_ms(row["lastShown"]) if row["ok"] else f"not in {args.timeout:.0f} s"
+
+    ours = med("logcast")
+    if ours is not None:
+        heap = f"{ours['heap_mb']:.0f} MB" if not math.isnan(ours["heap_mb"]) else "n/a"
+        print(
+            f"  viewer opened on {k:,} lines: last line on screen {shown(ours)} (target <= 1 s), first row "
+            f"{format_ms(ours['firstRow'])}, all {k:,} held after {format_ms(ours['filled'])}, JS heap {heap} "
+            f"with them all (target < 250 MB), longest task {format_ms(ours['task_max'])}"
+        )
+    print(
+        f"  baselines, same run: the naive page {shown(med('naive'))}; a page that only parses the "
+        f"one-event-per-message stream {shown(med('sse+json'))}"
+    )
+    for kind, name in (("logcast", "viewer"), ("unbatched", "viewer, batch=0"), ("naive", "naive page")):
+        rows = [v for v in lives if v["page"] == kind]
+        if rows:
+            m = median_row(rows)
+            print(
+                f"  {args.rate:,} lines/s, {name}: {m['fps']:.1f} fps, frame p95 {format_ms(m['p95'])}, longest "
+                f"{format_ms(m['max'])}, {m['over50']:.0f} frames over 50 ms, long tasks {m['tasks_n']:.0f} "
+                f"(longest {format_ms(m['tasks_max'])}), renderer CPU {m['cpu_pct']:.0f}%, every line: "
+                f"{'yes' if m['complete'] else 'NO'}"
+            )
 
 
 def print_profile(title: str, profile: dict[str, Any] | None, top: int = 14) -> None:

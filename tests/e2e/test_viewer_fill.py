@@ -157,6 +157,13 @@ def test_a_short_history_or_a_range_asks_for_no_page(make_server: Callable[..., 
     open_viewer(page, server, "num", lines="500")
     page.wait_for_function("() => window.__logcast.stats().filled")
     assert stats(page)["lines"] == 500 and not pages.asked
+    assert "batch=1" in pages.streams[-1] and "lines=500" in pages.streams[-1]
+    # batch=0: the one-event-per-message stream, the same lines
+    open_viewer(page, server, "num", lines="500", batch="0")
+    page.wait_for_function("() => window.__logcast.stats().filled")
+    assert stats(page)["lines"] == 500 and not pages.asked
+    assert "batch" not in pages.streams[-1] and "lines=500" in pages.streams[-1]
+    expect(page.locator("#log .row.k-line .msg", has_text=f"line {LINES - 1:06d}")).to_be_visible()
     # one run's range (after/until): the stream sends all of it, nothing is filled in
     page.goto(viewer_url(server, "num", after="100", until="5100"))
     page.wait_for_function("() => window.__logcast.stats().rangeDone && window.__logcast.stats().filled")

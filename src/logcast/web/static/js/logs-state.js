@@ -17,6 +17,7 @@ export const settings = {
   until: params.has("until") ? intParam(params, "until", null, 0, Number.MAX_SAFE_INTEGER) : null,
   debug: params.get("debug") === "1",
   transport: params.get("transport") === "ws" ? "ws" : "sse",
+  batch: params.get("batch") !== "0", // batch=0: one event per SSE message (as before batch=1)
   level: params.get("level") || "",
   query: params.get("q") || "",
   regex: params.get("re") === "1",

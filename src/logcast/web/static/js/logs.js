@@ -171,7 +171,9 @@ function ingest() {
           feed.moreOlder = first !== null && first > 1;
           ui.earlierMenu.disabled = !feed.moreOlder;
           if (feed.moreOlder && feed.historyRecords < settings.historyLines && settings.startAfter === null) {
-            earlier.fill(settings.historyLines); // the rest of the history, in front of what shows
+            // the rest of the history, in front of what shows: once this frame has shown the
+            // last lines, so that no page's parsing holds them up
+            requestAnimationFrame(() => setTimeout(() => earlier.fill(settings.historyLines), 0));
           } else {
             feed.filled = true;
           }
@@ -487,6 +489,7 @@ function openProcess(name) {
 
   feed.stream = new LogStream(name, {
     transport: settings.transport,
+    batch: settings.batch,
     // the last lines first, so that they show at once; the rest is filled in before them
     lines: Math.min(settings.historyLines, FIRST_LINES),
     after: settings.startAfter,

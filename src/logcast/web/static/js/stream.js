@@ -18,9 +18,9 @@ export const BACKOFF_MAX_MS = 10000;
  * under our control and reads the same over SSE and WebSocket. Before retrying after a
  * failed open we ask the REST API why: 401 → login page, 404 → unknown process (stop).
  *
- * Over SSE the stream is asked for batched (`batch=1`): each message's data is a JSON array of
- * events, its id the last one's (docs/api.md), so that a million lines of history are a few
- * hundred `JSON.parse` calls rather than a million. The WebSocket sends one event a frame.
+ * Over SSE the stream is asked for batched (`batch=1`, unless `batch: false`): each message's
+ * data is a JSON array of events, its id the last one's (docs/api.md), so that a flood is a
+ * few `JSON.parse` calls rather than one a line. The WebSocket sends one event a frame.
  *
  * Every event's seq is tracked here: anything at or below the last seq is counted as a
  * duplicate and dropped, and a jump forward that no `gap` announced is counted as a hole
@@ -29,12 +29,13 @@ export const BACKOFF_MAX_MS = 10000;
 export class LogStream {
   /**
    * @param {string} process
-   * @param {{transport?: "sse"|"ws", lines?: number, after?: number|null,
+   * @param {{transport?: "sse"|"ws", batch?: boolean, lines?: number, after?: number|null,
    *          onEvent: (ev: object) => void, onState?: (state: string, info: object) => void}} options
    */
-  constructor(process, { transport = "sse", lines = 1000, after = null, onEvent, onState = () => {} }) {
+  constructor(process, { transport = "sse", batch = true, lines = 1000, after = null, onEvent, onState = () => {} }) {
     this.process = process;
     this.transport = transport;
+    this.batch = batch; // SSE: many events a message
     this.lines = lines;
     this.lastSeq = after; // null: nothing seen yet, ask for `lines` of history
     this.onEvent = onEvent;
@@ -72,7 +73,7 @@ export class LogStream {
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       return `${scheme}//${location.host}/ws/logs?${params}`;
     }
-    params.set("batch", "1");
+    if (this.batch) params.set("batch", "1");
     return `/api/processes/${enc(this.process)}/logs/stream?${params}`;
   }
 
