@@ -286,3 +286,36 @@ def test_the_viewer_preloads_every_module_it_imports() -> None:
     preloaded = set(re.findall(r'<link rel="modulepreload" href="/static/js/([^"]+)">', html))
     assert preloaded == graph - {"logs.js"}
     assert '<script type="module" src="/static/js/logs.js">' in html
+
+
+def test_a_batched_message_is_taken_event_by_event(js: Callable[..., Any]) -> None:
+    """The stream's data is one event or an array of them (batch=1): each event of an
+    array is checked like a lone one (seq tracked, repeats dropped, holes counted) and
+    handed on in order; a message that is not JSON is ignored."""
+    out = js(
+        """
+        const { LogStream } = await import('/static/js/stream.js');
+        const got = [];
+        const s = new LogStream('p', { lines: 10, onEvent: (ev) => got.push(ev.type + ':' + (ev.log ? ev.log.seq : ev.seq ?? ev.to)) });
+        const line = (type, seq) => ({ type, log: { seq, message: `line ${seq}` } });
+        s._message(JSON.stringify([line('historical', 1), line('historical', 2), { type: 'historical_complete', seq: 2 }]));
+        s._message(JSON.stringify([line('realtime', 2), line('realtime', 3)]));  // 2 again: dropped
+        s._message('not json');
+        s._message(JSON.stringify(line('realtime', 4)));  // one event alone, as without batch=1
+        s._message(JSON.stringify([{ type: 'gap', from: 5, to: 9 }, line('realtime', 10), line('realtime', 12)]));
+        return { got, lastSeq: s.lastSeq, stats: s.stats, url: s.url() };
+        """
+    )
+    assert out["got"] == [
+        "historical:1",
+        "historical:2",
+        "historical_complete:2",
+        "realtime:3",
+        "realtime:4",
+        "gap:9",
+        "realtime:10",
+        "realtime:12",
+    ]
+    assert out["lastSeq"] == 12
+    assert out["stats"]["duplicates"] == 1 and out["stats"]["holes"] == 1 and out["stats"]["received"] == 6
+    assert out["url"] == "/api/processes/p/logs/stream?after=12&batch=1"
