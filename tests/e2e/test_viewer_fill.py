@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -168,3 +169,32 @@ def test_a_short_history_or_a_range_asks_for_no_page(make_server: Callable[..., 
     page.goto(viewer_url(server, "num", after="100", until="5100"))
     page.wait_for_function("() => window.__logcast.stats().rangeDone && window.__logcast.stats().filled")
     assert stats(page)["lines"] == 5000 and not pages.asked
+
+
+def test_seqs_no_page_holds_show_as_a_gap(make_server: Callable[..., Server], page: Any) -> None:
+    """Lines lost before they were stored leave a hole in the pages' seqs: the viewer says
+    so with a gap row, as the stream does for the lines it sends. The page is the server's
+    answer with ten seqs taken out (a store that lost them cannot be made on purpose)."""
+    server = make_server(toml_process("num", NUMBERED))
+    wait_lines(server, "num", LINES, timeout=60)
+
+    def answer(route: Any) -> None:
+        before = int(parse_qs(urlparse(route.request.url).query)["before"][0])
+        real = route.fetch().json()["logs"]
+        kept = [r for r in real if r["seq"] > before - 30 and not before - 20 < r["seq"] <= before - 10]
+        route.fulfill(json={"logs": kept, "next": None, "cursor": before, "before": None})
+
+    page.route(re.compile(r"/api/processes/[^/]+/logs\?.*tail="), answer)
+    page.goto(viewer_url(server, "num"))
+    page.wait_for_function("() => window.__logcast && window.__logcast.stats().filled")
+    entries = page.evaluate("window.__logcast.entries()")
+    gaps = [e for e in entries if e["kind"] == "gap"]
+    assert len(gaps) == 1, gaps
+    first_streamed = next(e["seq"] for e in entries if e["kind"] == "line" and e["seq"] > gaps[0]["to"] + 10)
+    assert (gaps[0]["from"], gaps[0]["to"]) == (first_streamed - 20, first_streamed - 11)
+    assert stats(page)["lines"] == 2000 + 20
+    page.locator("#log").focus()
+    page.keyboard.press("Home")
+    expect(page.locator("#log .row.k-gap")).to_contain_text(
+        f"⚠ 10 lines missed ({first_streamed - 20}–{first_streamed - 11})"
+    )

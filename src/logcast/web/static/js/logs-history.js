@@ -2,7 +2,7 @@
 // when the user, a search match or a jump to a time needs them.
 
 import { api, enc } from "./api.js";
-import { EntryBuilder } from "./entries.js";
+import { EntryBuilder, gapEntry } from "./entries.js";
 import { toast } from "./feedback.js";
 import { formatCount, fromDateTimeLocal } from "./format.js";
 import { ui } from "./logs-elements.js";
@@ -66,7 +66,18 @@ export class EarlierLines {
         }
         const older = [];
         const builder = new EntryBuilder(older, { collapse: display.collapse });
-        for (const log of logs) builder.add(log, log.stream === "system" ? "status" : "line");
+        let expected = logs.length ? logs[0].seq : before;
+        const hole = (to) => {
+          // seqs that no page holds (lost before they were stored): said, as the stream does
+          older.push(gapEntry({ from: expected, to }, settings.process));
+          builder.forget();
+        };
+        for (const log of logs) {
+          if (log.seq > expected) hole(log.seq - 1);
+          builder.add(log, log.stream === "system" ? "status" : "line");
+          expected = log.seq + 1;
+        }
+        if (logs.length && expected < before) hole(before - 1);
         if (model.firstSeq() !== before) return 0; // the view was cleared meanwhile
         model.prepend(older);
         feed.historyRecords += logs.length;
