@@ -22,6 +22,40 @@ import { Search } from "./search.js";
 import { LogStream } from "./stream.js";
 import { VirtualList } from "./vlist.js";
 
+// --- the stream, first ------------------------------------------------------------------------
+
+/** History asked of the stream on opening: a few screens. What else `lines` asks for comes
+ * in pages, newest first, once these show (`EarlierLines.fill`). */
+const FIRST_LINES = 2000;
+
+/**
+ * The process's stream, opened before the rest of the page is built, so that the server's
+ * answer travels while the page lays itself out; its events wait in `feed.queued` until the
+ * list draws (no event is handled before this module has run to its end).
+ */
+function openStream(name) {
+  performance.mark("logcast:open");
+  feed.stream = new LogStream(name, {
+    transport: settings.transport,
+    batch: settings.batch,
+    // the last lines first, so that they show at once; the rest is filled in before them
+    lines: Math.min(settings.historyLines, FIRST_LINES),
+    after: settings.startAfter,
+    onEvent,
+    onState: (state, info) => {
+      showConnection(state, info);
+      if (info.fatal && info.reason && !info.reason.startsWith("login")) {
+        ui.loading.hidden = true;
+        model.addEntry(noteEntry(`Cannot stream: ${info.reason}`, Date.now() / 1000, 0, "error"));
+        vlist.apply(model.takeChange(), model.view);
+      }
+    },
+  });
+  feed.stream.start();
+}
+
+if (settings.process) openStream(settings.process);
+
 // --- the list, the search, earlier pages ---------------------------------------------------
 
 const noProcessTag = () => null; // one process: rows carry no process tag
@@ -473,37 +507,14 @@ function exposeTestHooks() {
   };
 }
 
-/** History asked of the stream on opening: a few screens. What else `lines` asks for comes
- * in pages, newest first, once these show (`EarlierLines.fill`). */
-const FIRST_LINES = 2000;
-
-/** Show the process named in the URL: title, download links, its stream and its state. */
+/** Show the process named in the URL (its stream is already open): title, download links, state. */
 function openProcess(name) {
-  performance.mark("logcast:open");
   document.title = `${name} · logs · logcast`;
   ui.pageProcess.textContent = name;
   for (const link of document.querySelectorAll(".download-link")) {
     link.href = `/api/processes/${enc(name)}/logs/download`;
     link.setAttribute("download", ""); // the server names the file (process and time)
   }
-
-  feed.stream = new LogStream(name, {
-    transport: settings.transport,
-    batch: settings.batch,
-    // the last lines first, so that they show at once; the rest is filled in before them
-    lines: Math.min(settings.historyLines, FIRST_LINES),
-    after: settings.startAfter,
-    onEvent,
-    onState: (state, info) => {
-      showConnection(state, info);
-      if (info.fatal && info.reason && !info.reason.startsWith("login")) {
-        ui.loading.hidden = true;
-        model.addEntry(noteEntry(`Cannot stream: ${info.reason}`, Date.now() / 1000, 0, "error"));
-        vlist.apply(model.takeChange(), model.view);
-      }
-    },
-  });
-  feed.stream.start();
 
   describe(name);
   listProcesses().then((list) => fillProcessSelect(list, name)).catch(() => {
