@@ -75,6 +75,23 @@ def safe_text(text: str, *, raw: bool = False, color: bool = True) -> str:
     return sanitize_for_terminal(text) if color else strip_ansi(text)
 
 
+def safe_texts(texts: list[str], *, raw: bool = False, color: bool = True) -> list[str]:
+    """`safe_text` of each text, a batch at a time.
+
+    The batch is looked at once, joined by tabs: when making the whole safe changes
+    nothing, none of its texts needs a change (nothing that is removed or replaced can
+    hide in a tab, and the colours kept cannot span one), and the list comes back as is;
+    otherwise each text is made safe on its own, as `safe_text` does it.
+    """
+    if raw or not texts:
+        return texts
+    clean = sanitize_for_terminal if color else strip_ansi
+    joined = "\t".join(texts)
+    if clean(joined) == joined:
+        return texts
+    return [clean(text) for text in texts]
+
+
 def paint(text: str, style: str, color: bool) -> str:
     """`text` in a style of `ANSI`, or as is when colours are off."""
     code = ANSI.get(style, "")
@@ -87,12 +104,20 @@ def process_style(index: int) -> str:
     return PROCESS_STYLES[index % len(PROCESS_STYLES)]
 
 
+_second: tuple[int, str] = (-1, "")  # the last second `clock` wrote: a flood stays in one for long
+
+
 def clock(timestamp: float) -> str:
     """`13:04:05.123`, local time."""
+    global _second
     if timestamp <= 0:
         return "--:--:--.---"
     whole = int(timestamp)
-    return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{int((timestamp - whole) * 1000):03d}"
+    last, text = _second
+    if whole != last:
+        text = time.strftime("%H:%M:%S", time.localtime(whole))
+        _second = (whole, text)
+    return f"{text}.{int((timestamp - whole) * 1000):03d}"
 
 
 def duration(seconds: float | None) -> str:

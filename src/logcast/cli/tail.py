@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
+import operator
 import os
+import select
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, TextIO
@@ -80,9 +83,20 @@ class _Follow:
     shown: ConnectionState | None = None
 
 
+GC_THRESHOLD = 50_000  # objects made between two collections of the youngest generation
+_PARTIAL = operator.attrgetter("partial")
+_LINE_KINDS = (EventType.HISTORICAL, EventType.REALTIME)
+
+
 @dataclass
 class Printer:
-    """Turns events into terminal lines. Writes synchronously: one event, one whole write."""
+    """Turns events into terminal lines, a batch at a time: the stdout text of a whole batch
+    is built as one string and written with one write and one flush, so that a flood costs a
+    write per batch, not per line, while a line that arrives alone is written at once.
+
+    `bare`: each log line as the process wrote it (made safe, without colours), without
+    marker, time or level; logcast's own words (states, gaps, the end of a stream) go to
+    stderr, so that stdout carries the process's lines only."""
 
     names: list[str]
     out: TextIO
@@ -94,21 +108,148 @@ class Printer:
     max_attempts: int = 0
     color: bool = False
     err_color: bool = False
+    bare: bool = False
     follows: dict[str, _Follow] = field(init=False)
     width: int = field(init=False)
+    # (process, run) of a partial record printed bare: its line is still open on stdout
+    _open: tuple[str, int] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.follows = {name: _Follow(name, render.process_style(i)) for i, name in enumerate(self.names)}
         self.width = max(len(name) for name in self.names)
+        # per level: what stands between a line's time and its text, and the text's colour
+        self._heads: dict[Level, str] = {}
+        self._paints: dict[Level, tuple[str, str]] = {}
+        for level in Level:
+            style = render.LEVEL_STYLE.get(level, "")
+            self._heads[level] = f" {render.paint(level.value.upper().ljust(8), style, self.color)} "
+            code = render.ANSI.get(style, "")
+            self._paints[level] = (f"\x1b[{code}m", render.RESET) if self.color and code else ("", "")
 
     def text(self, key: str) -> str:
         return MESSAGES[self.lang][key]
 
     # -- stdout ------------------------------------------------------------------------
 
-    def _write(self, line: str) -> None:
-        self.out.write(line + "\n")
-        self.out.flush()
+    def event(self, event: Event) -> None:
+        self.events([event])
+
+    def events(self, batch: list[Event]) -> None:
+        """Print a batch: its lines with one write of stdout, at once."""
+        text = self._json(batch) if self.json else self._text(batch)
+        if text:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        """`text` on stdout, all of it before returning.
+
+        Straight to the file descriptor: a write through `sys.stdout` bigger than a pipe
+        holds lost part of its text when the process was stopped and continued in the
+        middle of it (Ctrl-Z then `fg`; CPython 3.11, reproduced with a plain script),
+        where `os.write` says how much it wrote and the rest is written again."""
+        try:
+            fd = self.out.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's StringIO)
+            self.out.write(text)
+            self.out.flush()
+            return
+        self.out.flush()  # nothing may stay behind in its buffer
+        view = memoryview(text.encode(self.out.encoding or "utf-8", "replace"))
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:  # a descriptor left non-blocking by whoever opened it
+                select.select([], [fd], [])
+
+    def _follow(self, event: Event) -> _Follow:
+        return self.follows.get(event.process) or self.follows[self.names[0]]
+
+    def _wanted(self, event: Event) -> bool:
+        """Not a line that `--grep` leaves out."""
+        log = event.log
+        if self.grep is None or log is None or not event.is_line or log.stream is Stream.SYSTEM:
+            return True
+        return self.grep.search(log.message)
+
+    def _json(self, batch: list[Event]) -> str:
+        lines: list[bytes] = []
+        for event in batch:
+            if event.type == "connection":
+                self.connection(self._follow(event), event)
+            elif self._wanted(event):
+                lines.append(orjson.dumps(event.as_dict()))
+        return (b"\n".join(lines) + b"\n").decode() if lines else ""
+
+    def _text(self, batch: list[Event]) -> str:
+        pieces: list[str] = []
+        count = len(batch)
+        i = 0
+        while i < count:
+            event = batch[i]
+            kind, log = event.type, event.log
+            if log is None or kind not in _LINE_KINDS or log.stream is Stream.SYSTEM:
+                self._other(event, pieces)
+                i += 1
+                continue
+            # a run of lines of one kind from one process: formatted together
+            process = event.process
+            end = i + 1
+            while end < count:
+                other = batch[end]
+                other_log = other.log
+                if (
+                    other.type is not kind
+                    or other_log is None
+                    or other_log.stream is Stream.SYSTEM
+                    or other.process != process
+                ):
+                    break
+                end += 1
+            records = [e.log for e in batch[i:end] if e.log is not None]
+            i = end
+            follow = self._follow(event)
+            if kind is EventType.REALTIME:
+                follow.live = True
+            if self.grep is not None:
+                search = self.grep.search
+                records = [r for r in records if search(r.message)]
+            if records:
+                self._lines(follow, kind is EventType.REALTIME, records, pieces)
+        return "".join(pieces)
+
+    def _lines(self, follow: _Follow, live: bool, records: list[LogRecord], pieces: list[str]) -> None:
+        if self.bare:
+            self._bare(follow, records, pieces)
+            return
+        texts = render.safe_texts([r.message for r in records], raw=self.raw, color=self.color)
+        prefix = self._prefix(follow, live)
+        heads = self._heads
+        clock = render.clock
+        if not self.color:
+            pieces += [
+                f"{prefix}{clock(r.timestamp)}{heads[r.level]}{text}\n"
+                for r, text in zip(records, texts, strict=True)
+            ]
+            return
+        paints = self._paints
+        for record, text in zip(records, texts, strict=True):
+            start, stop = paints[record.level] if text else ("", "")
+            pieces.append(f"{prefix}{clock(record.timestamp)}{heads[record.level]}{start}{text}{stop}\n")
+
+    def _bare(self, follow: _Follow, records: list[LogRecord], pieces: list[str]) -> None:
+        """The lines as the process wrote them: a partial record leaves its line open for
+        the rest of it (the next record of the same run)."""
+        texts = render.safe_texts([r.message for r in records], raw=self.raw, color=False)
+        first, last = records[0], records[-1]
+        if self._open is not None and self._open != (first.process, first.run):
+            pieces.append("\n")
+        if any(map(_PARTIAL, records)):
+            pieces += [
+                text if record.partial else text + "\n" for record, text in zip(records, texts, strict=True)
+            ]
+        else:
+            pieces += ["\n".join(texts), "\n"]
+        self._open = (last.process, last.run) if last.partial else None
 
     def _prefix(self, follow: _Follow, live: bool) -> str:
         parts = []
@@ -118,57 +259,46 @@ class Printer:
         parts.append(marker if live else render.paint(marker, "dim", self.color))
         return " ".join(parts) + " "
 
-    def _line(self, follow: _Follow, live: bool, record: LogRecord) -> str:
-        style = render.LEVEL_STYLE.get(record.level, "")
-        message = render.safe_text(record.message, raw=self.raw, color=self.color)
-        level = render.paint(record.level.value.upper().ljust(8), style, self.color)
-        body = render.paint(message, style, self.color)
-        return f"{self._prefix(follow, live)}{render.clock(record.timestamp)} {level} {body}"
-
-    def _system(self, follow: _Follow, live: bool, message: str, style: str = "dim") -> str:
-        text = render.safe_text(message, color=False)  # logcast's words: always one plain line
-        return self._prefix(follow, live) + render.paint(
-            f"[logcast] {follow.name}: {text}", style, self.color
-        )
-
-    def event(self, event: Event) -> None:
-        follow = self.follows.get(event.process) or self.follows[self.names[0]]
+    def _other(self, event: Event, pieces: list[str]) -> None:
+        """Anything but a run of log lines: a state, a status record, a gap, the end."""
+        follow = self._follow(event)
         if event.type == "connection":
             self.connection(follow, event)
             return
-        if event.type is EventType.HISTORICAL_COMPLETE:
+        if event.type in (EventType.HISTORICAL_COMPLETE, EventType.REALTIME):
             follow.live = True
-        elif event.type is EventType.REALTIME:
-            follow.live = True
-        if event.is_line and event.log is not None and event.log.stream is not Stream.SYSTEM:
-            if self.grep is not None and not self.grep.search(event.log.message):
-                return
-        if self.json:
-            self._write(orjson.dumps(event.as_dict()).decode())
+        if not self._wanted(event):
             return
-        line = self._render(follow, event)
-        if line is not None:
-            self._write(line)
+        notice = self._notice(event)
+        if notice is None:
+            return
+        text, style, system = notice
+        if self.bare:  # stdout is the process's lines only
+            self.err.write(render.paint(f"[logcast] {follow.name}: {text}", style, self.err_color) + "\n")
+            self.err.flush()
+            return
+        body = f"[logcast] {follow.name}: {text}" if system else text
+        pieces.append(self._prefix(follow, follow.live) + render.paint(body, style, self.color) + "\n")
 
-    def _render(self, follow: _Follow, event: Event) -> str | None:
+    def _notice(self, event: Event) -> tuple[str, str, bool] | None:
+        """logcast's words for an event that is not a log line (always one plain line),
+        their style, and whether they are a system line (`[logcast] NAME: …`)."""
         log = event.log
         if log is not None and (event.type is EventType.STATUS or log.stream is Stream.SYSTEM):
             style = "red" if log.state in (ProcessState.CRASHED, ProcessState.BACKOFF) else "dim"
             if log.level in (Level.ERROR, Level.CRITICAL):
                 style = "red"
-            return self._system(follow, follow.live, log.message or (log.state or ""), style)
-        if event.is_line and log is not None:
-            return self._line(follow, event.type is EventType.REALTIME, log)
+            return render.safe_text(log.message or (log.state or ""), color=False), style, True
         if event.type is EventType.GAP:
             key = "missed_reason" if event.reason else "missed"
             text = self.text(key).format(
                 count=event.missed, first=event.gap_from, last=event.gap_to, reason=event.reason
             )
-            return self._prefix(follow, follow.live) + render.paint(text, "yellow", self.color)
+            return text, "yellow", False
         if event.type is EventType.STREAM_END:
-            return self._system(follow, follow.live, event.message or "stream ended")
+            return render.safe_text(event.message or "stream ended", color=False), "dim", True
         if event.type is EventType.ERROR:
-            return self._system(follow, follow.live, f"{self.text('error')}: {event.message or ''}", "red")
+            return render.safe_text(f"{self.text('error')}: {event.message or ''}", color=False), "red", True
         return None
 
     # -- stderr ------------------------------------------------------------------------
@@ -221,7 +351,7 @@ class TailOptions:
 
 
 async def _follow(client: AsyncClient, name: str, opts: TailOptions, printer: Printer) -> None:
-    events = client.stream(
+    batches = client.stream_batches(
         name,
         lines=opts.lines,
         level=opts.level,
@@ -230,9 +360,9 @@ async def _follow(client: AsyncClient, name: str, opts: TailOptions, printer: Pr
         interval=opts.interval,
         wait_running=opts.wait,
     )
-    async with contextlib.aclosing(events):
-        async for event in events:
-            printer.event(event)
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            printer.events(batch)
 
 
 async def follow_all(names: list[str], opts: TailOptions, printer: Printer) -> list[str]:
@@ -313,9 +443,19 @@ def tail(
     raw: Annotated[
         bool, typer.Option("--raw", help="Print log text as is, control sequences included.")
     ] = False,
+    bare: Annotated[
+        bool,
+        typer.Option(
+            "--bare",
+            help="Only the log lines as written: no marker, time, level, name nor colour "
+            "(logcast's own notes go to stderr). For pipes.",
+        ),
+    ] = False,
     lang: Annotated[Lang, typer.Option(help="Language of markers and states.")] = Lang.EN,
 ) -> None:
     """Follow processes' logs: history first, then live lines, across restarts."""
+    if bare and as_json:
+        raise typer.BadParameter("--bare and --json cannot be used together", param_hint="'--bare'")
     names = list(dict.fromkeys(names))
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
@@ -329,12 +469,19 @@ def tail(
         raw=raw,
         grep=compile_regex(grep),
         max_attempts=max_attempts,
-        color=render.color_enabled(sys.stdout) and not as_json,
+        color=render.color_enabled(sys.stdout) and not as_json and not bare,
         err_color=render.color_enabled(sys.stderr),
+        bare=bare,
     )
     opts = TailOptions(url, token, 0 if no_history else lines, level, max_attempts, interval, wait)
     # Exit codes: 0 after Ctrl-C, 1 when following fails (unknown process, wrong token, gave
     # up retrying); typer's usage errors (bad regex, unknown level) are 2.
+    # A flood makes a few objects per line, alive for a batch: collecting every 700 of
+    # them, and looking at everything the imports left each time the eldest generation
+    # is collected, cost as much as the lines themselves. The imports' objects are there
+    # for good (freeze), and a batch is collected once, not every 700 objects.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
     try:
         failures = asyncio.run(follow_all(names, opts, printer))
     except KeyboardInterrupt:

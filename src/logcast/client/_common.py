@@ -19,7 +19,8 @@ import httpx
 import orjson
 from pydantic import PrivateAttr, ValidationError
 
-from logcast.client.events import ConnectionState, Event, connection_event, parse_event
+from logcast.client.events import ConnectionState, Event, connection_event, parse_events
+from logcast.client.sse import Message
 from logcast.errors import ClientError
 from logcast.schemas import Host, HostList, Process
 from logcast.types import EventType, LogRecord
@@ -30,6 +31,7 @@ MAX_BACKOFF = 10.0
 # The server sends a comment every 15 s; four missed pings mean the link is dead.
 STREAM_READ_TIMEOUT = 60.0
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 
 
 class ProcessInfo(Process):
@@ -227,9 +229,15 @@ class StreamCursor:
         return process_path(self.process, "/logs/stream")
 
     def request(self) -> tuple[dict[str, str | int], dict[str, str]]:
-        """Query parameters and headers of the next connection."""
+        """Query parameters and headers of the next connection.
+
+        The native route is asked for batched messages (`batch=1`: many events per
+        message, far less to parse in a flood); a server that predates them ignores the
+        parameter and sends one event per message, which `accept` reads as well."""
         params: dict[str, str | int] = {}
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = dict(SSE_HEADERS)
+        if not self.model_route:
+            params["batch"] = 1
         if self.level:
             params["level"] = self.level
         if self.q:
@@ -250,28 +258,56 @@ class StreamCursor:
             raise ClientError(f"{response.url} is not an event stream (content-type {content_type!r})")
         self.connections += 1
 
-    def accept(self, data: str, sse_id: str) -> Event | None:
-        """An SSE message → the Event to hand on, or None (empty, unknown, duplicate)."""
+    def accept(self, data: str | bytes, sse_id: str | None) -> list[Event]:
+        """An SSE message → the events to hand on, without the empty, unknown and
+        duplicate ones; the message may be one event or a batch of them."""
         try:
-            event = parse_event(data, sse_id, self.process)
+            events = parse_events(data, sse_id, self.process)
         except ValueError as exc:
             logger.warning("%s: %s", self.process, exc)
-            return None
-        if event is None:
-            return None
-        if event.log is not None and self.last_seq is not None and event.log.seq <= self.last_seq:
-            self.duplicates += 1
-            logger.debug("%s: dropping seq %d, seen up to %d", self.process, event.log.seq, self.last_seq)
-            return None
-        if event.type is EventType.GAP and event.gap_to is not None:
-            self._advance(event.gap_to)
-        elif event.seq is not None:
-            self._advance(event.seq)
-        return event
+            return []
+        last_seq = self.last_seq
+        first = events[0] if events else None
+        if first is not None and first.log is not None and (last_seq is None or first.log.seq > last_seq):
+            # the usual case: numbered lines after the last one seen, in order
+            ordered = True
+            previous = first.log.seq - 1
+            for event in events:
+                log = event.log
+                if log is None or log.seq <= previous:
+                    ordered = False
+                    break
+                previous = log.seq
+            if ordered:
+                self.last_seq = previous
+                return events
+        kept: list[Event] = []
+        for event in events:
+            log = event.log
+            if log is not None and last_seq is not None and log.seq <= last_seq:
+                self.duplicates += 1
+                logger.debug("%s: dropping seq %d, seen up to %d", self.process, log.seq, last_seq)
+                continue
+            if event.type is EventType.GAP and event.gap_to is not None:
+                last_seq = self._advance(event.gap_to)
+            elif event.seq is not None:
+                last_seq = self._advance(event.seq)
+            kept.append(event)
+        return kept
 
-    def _advance(self, seq: int) -> None:
+    def accept_all(self, messages: list[Message]) -> list[Event]:
+        """The events of SSE messages (`accept` of each), as one list."""
+        if len(messages) == 1:
+            return self.accept(*messages[0])
+        events: list[Event] = []
+        for data, sse_id in messages:
+            events += self.accept(data, sse_id)
+        return events
+
+    def _advance(self, seq: int) -> int:
         if self.last_seq is None or seq > self.last_seq:
             self.last_seq = seq
+        return self.last_seq
 
 
 class Attempts:

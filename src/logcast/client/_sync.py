@@ -5,13 +5,13 @@ Same methods, same behaviour (the decisions live in `_common`); `stream()` is a 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Generator, Iterator
 from types import TracebackType
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
 
 from logcast.client import settings
 from logcast.client._common import (
@@ -33,6 +33,7 @@ from logcast.client._common import (
     unreachable,
 )
 from logcast.client.events import ConnectionState, Event
+from logcast.client.sse import SSEDecoder
 from logcast.errors import ClientError
 from logcast.schemas import Host
 from logcast.types import LogRecord, ProcessState
@@ -197,10 +198,43 @@ class Client:
         other client errors, and once it gives up. Close it (`contextlib.closing`) when
         leaving early.
         """
+        batches = self.stream_batches(
+            name,
+            after=after,
+            lines=lines,
+            level=level,
+            q=q,
+            reconnect=reconnect,
+            max_attempts=max_attempts,
+            interval=interval,
+            model_route=model_route,
+            wait_running=wait_running,
+        )
+        with contextlib.closing(batches):
+            for batch in batches:
+                yield from batch
+
+    def stream_batches(
+        self,
+        name: str,
+        *,
+        after: int | None = None,
+        lines: int | None = None,
+        level: str | None = None,
+        q: str | None = None,
+        reconnect: bool = True,
+        max_attempts: int = 0,
+        interval: float = 1.0,
+        model_route: bool = False,
+        wait_running: bool = False,
+    ) -> Generator[list[Event], None, None]:
+        """`stream()`, a list of events at a time: every event that arrived in one read
+        from the network, handed on at once (a list is never held back to grow), never
+        empty; a `connection` event comes in a list of its own."""
         cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, model_route=model_route)
         attempts = Attempts(name, max_attempts if reconnect else 1, interval)
         while True:
-            yield attempts.connecting()
+            yield [attempts.connecting()]
             failure: Event | None = None
             live = False
             try:
@@ -211,15 +245,13 @@ class Client:
                         failure = attempts.failed(ConnectionState.NOT_RUNNING, reason)
                 if failure is None:
                     params, headers = cursor.request()
-                    with connect_sse(
-                        self._http,
+                    with self._http.stream(
                         "GET",
                         cursor.path,
                         params=params,
                         headers=headers,
                         timeout=stream_timeout(self.timeout),
-                    ) as source:
-                        response = source.response
+                    ) as response:
                         if is_waitable(response.status_code):
                             response.read()
                             state_ = (
@@ -234,11 +266,15 @@ class Client:
                         else:
                             cursor.opened(response)
                             live = True
-                            yield attempts.connected()
-                            for sse in source.iter_sse():
-                                event = cursor.accept(sse.data, sse.id)
-                                if event is not None:
-                                    yield event
+                            yield [attempts.connected()]
+                            decoder = SSEDecoder()
+                            for chunk in response.iter_bytes():
+                                messages = decoder.feed(chunk)
+                                if not messages:
+                                    continue
+                                batch = cursor.accept_all(messages)
+                                if batch:
+                                    yield batch
                             failure = attempts.dropped("the server closed the stream")
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 if live:
@@ -246,7 +282,7 @@ class Client:
                 else:
                     failure = attempts.failed(ConnectionState.DISCONNECTED, str(unreachable(self.url, exc)))
             assert failure is not None
-            yield failure
+            yield [failure]
             if live and not reconnect:
                 return
             if not reconnect:
