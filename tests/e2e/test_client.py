@@ -461,3 +461,63 @@ def test_sync_stream_follows_live_lines(basic: Server) -> None:
         assert [e.connection for e in seen[:2]] == [ConnectionState.CONNECTING, ConnectionState.CONNECTED]
         assert any(e.type is EventType.STATUS or (e.log and e.log.stream is Stream.SYSTEM) for e in seen)
         client.stop("idle")
+
+
+FLOOD = py_command(
+    """
+    import sys, time
+    for start in range(0, 40000, 1000):
+        sys.stdout.write("".join(f"f {i}\\n" for i in range(start, start + 1000)))
+        sys.stdout.flush()
+    time.sleep(3600)
+    """
+)
+
+
+async def test_stream_batches_a_flood_every_line_once(make_server: Make) -> None:
+    server = make_server(f"[process.flood]\ncommand = {FLOOD}\nautostart = false\n")
+    async with AsyncClient(server.url) as client:
+        batches: list[list[Event]] = []
+        stream = client.stream_batches("flood", after=0, wait_running=True, interval=0.05)
+
+        async def follow() -> None:
+            async for batch in stream:
+                batches.append(batch)
+                if any(e.log is not None and e.log.message == "f 39999" for e in batch):
+                    return
+
+        task = asyncio.create_task(follow())
+        await await_for(lambda: any(e.connection is ConnectionState.NOT_RUNNING for b in batches for e in b))
+        await client.start("flood")
+        await asyncio.wait_for(task, 60)
+        await stream.aclose()
+    assert all(batches), "an empty list"
+    # a connection event comes alone
+    assert all(len(b) == 1 for b in batches if any(e.type == "connection" for e in b))
+    events = [e for b in batches for e in b]
+    assert_contiguous(events)
+    lines = [e.log.message for e in events if e.log is not None and e.log.stream is not Stream.SYSTEM]
+    assert lines == [f"f {i}" for i in range(40000)]
+    assert max(len(b) for b in batches) > 1  # many events per read
+
+
+def test_sync_stream_batches_and_per_event_messages(basic: Server) -> None:
+    with Client(basic.url) as client:
+        batches = client.stream_batches("web", after=0, reconnect=False)
+        lines: list[str] = []
+        for batch in batches:
+            lines += [e.log.message for e in batch if e.log is not None and e.log.stream is not Stream.SYSTEM]
+            if len(lines) >= 25:
+                break
+        batches.close()
+        assert lines == [f"{'ERROR' if i % 5 == 0 else 'INFO'}:root:line {i}" for i in range(25)]
+        # the LLM manager's route sends one event per message: read alike
+        single = client.stream("web", after=0, model_route=True, reconnect=False)
+        seen = []
+        for event in single:
+            if event.log is not None and event.log.stream is not Stream.SYSTEM:
+                seen.append(event.log.message)
+                if len(seen) == 25:
+                    break
+        single.close()
+        assert seen == lines

@@ -9,6 +9,7 @@ import pty
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -421,3 +422,65 @@ def test_no_wait_shows_a_finished_process(make_server: Make, tail: Callable[...,
     t.wait_out(lambda out: any(x.startswith("[history]") and "job done" in x for x in log_lines(out)))
     assert not any("not running" in line for line in t.err)
     assert t.interrupt() == 0
+
+
+def test_bare_lines_as_written_safe_and_masked(
+    make_server: Make, tail: Callable[..., Tail], tmp_path: Path
+) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(
+        textwrap.dedent(
+            r"""
+        import time
+        print("plain line", flush=True)
+        print("\x1b[31mred\x1b[0m and \x1b]0;pwned\x07title \x1b[2Jcleared", flush=True)
+        print("ERROR: last", flush=True)
+        time.sleep(3600)
+        """
+        )
+    )
+    # credentials on its command line: the status lines that quote it mask them
+    # (short, so that the status line quotes it whole)
+    command = json.dumps(["python3", "-u", "child.py", "--api-key", "sup3rs3cret"])
+    server = make_server(f"[process.web]\ncommand = {command}\ncwd = {json.dumps(str(tmp_path))}\n")
+    wait_lines(server, "web", "last")
+    piped = tail("web", "--url", server.url, "--bare")
+    terminal = tail("web", "--url", server.url, "--bare", tty=True)
+    expected = ["plain line", "red and title cleared", "ERROR: last"]
+    for t in (piped, terminal):
+        out = t.wait_out(lambda out: "ERROR: last" in out)
+        assert out == expected  # the lines alone: no marker, time, level, colour or status line
+        err = t.wait_err(lambda err: any("[logcast] web: started" in line for line in err))
+        assert any(line.startswith("[logcast] web: starting") and "--api-key ••••••" in line for line in err)
+        assert "sup3rs3cret" not in "\n".join(t.out + t.err)
+        assert t.interrupt() == 0
+    raw = tail("web", "--url", server.url, "--bare", "--raw")
+    out = raw.wait_out(lambda out: "ERROR: last" in out)
+    assert out[1] == "\x1b[31mred\x1b[0m and \x1b]0;pwned\x07title \x1b[2Jcleared"
+    assert raw.interrupt() == 0
+
+
+def test_bare_every_line_of_a_flood_in_order(make_server: Make, tail: Callable[..., Tail]) -> None:
+    flood = py_command(
+        """
+        import sys, time
+        sys.stdout.write("".join(f"flood {i}\\n" for i in range(30000)))
+        sys.stdout.flush()
+        time.sleep(3600)
+        """
+    )
+    server = make_server(f"[process.flood]\ncommand = {flood}\nautostart = false\n")
+    t = tail("flood", "--url", server.url, "--bare", "--interval", "0.1")
+    t.wait_err(lambda err: any("not running" in line for line in err))
+    assert api(server, "POST", "/api/processes/flood/start").status_code == 200
+    out = t.wait_out(lambda out: "flood 29999" in out, timeout=60)
+    assert out == [f"flood {i}" for i in range(30000)]
+    assert t.interrupt() == 0
+
+
+def test_bare_with_json_is_a_usage_error(make_server: Make, tail: Callable[..., Tail]) -> None:
+    server = make_server(f"[process.web]\ncommand = {py_command('print(1)')}\nautostart = false\n")
+    both = tail("web", "--url", server.url, "--bare", "--json")
+    assert both.finish() == 2
+    assert any("--bare and --json cannot be used together" in line for line in both.err)
+    assert both.out == []

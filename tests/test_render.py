@@ -1,0 +1,79 @@
+"""Terminal rendering: a batch is made safe exactly as its lines one by one; the clock."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logcast.cli import render
+from tests.test_ansi import HOSTILE
+
+ESC = "\x1b"
+PIECES = [
+    *HOSTILE.values(),
+    f"{ESC}[31m",
+    f"{ESC}[0m",
+    f"{ESC}[1;32mgreen{ESC}[0m",
+    f"{ESC}[31",  # an SGR cut short
+    f"{ESC}]0;unterminated title",
+    ESC,
+    "\x07",
+    "\x00",
+    "\x7f",
+    "\x85",
+    "\r",
+    "\t",
+    "plain text",
+    "日本語",
+    " ",
+    "",
+]
+
+texts = st.lists(st.lists(st.sampled_from(PIECES), max_size=6).map("".join), max_size=12)
+
+
+@given(texts, st.booleans())
+def test_a_batch_is_made_safe_as_each_of_its_texts(batch: list[str], color: bool) -> None:
+    assert render.safe_texts(batch, color=color) == [render.safe_text(t, color=color) for t in batch]
+
+
+@pytest.mark.parametrize("color", [True, False])
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_one_hostile_text_among_plain_ones(name: str, color: bool) -> None:
+    batch = ["before", f"x {HOSTILE[name]} y", "after"]
+    cleaned = render.safe_texts(batch, color=color)
+    assert cleaned == [render.safe_text(t, color=color) for t in batch]
+    assert ESC not in cleaned[1] and "\x07" not in cleaned[1]
+
+
+def test_colours_kept_for_a_terminal_and_removed_for_a_pipe() -> None:
+    batch = [f"{ESC}[31mred{ESC}[0m", "plain"]
+    assert render.safe_texts(batch, color=True) == batch
+    assert render.safe_texts(batch, color=False) == ["red", "plain"]
+
+
+def test_raw_and_clean_batches_come_back_as_they_are() -> None:
+    hostile = [f"{ESC}]0;pwned\x07", "x"]
+    assert render.safe_texts(hostile, raw=True) is hostile
+    clean = ["a line", "another\twith a tab", "ünïcode"]
+    assert render.safe_texts(clean) is clean
+    assert render.safe_texts([]) == []
+
+
+@given(st.floats(min_value=1.0, max_value=4_000_000_000.0, allow_nan=False))
+def test_clock(timestamp: float) -> None:
+    whole = int(timestamp)
+    expected = time.strftime("%H:%M:%S", time.localtime(whole)) + f".{int((timestamp - whole) * 1000):03d}"
+    assert render.clock(timestamp) == expected
+
+
+def test_clock_across_seconds_and_unknown_time() -> None:
+    start = 1_763_800_000.0
+    stamps = [start + i * 0.25 for i in range(12)]
+    assert [render.clock(t) for t in stamps] == [
+        time.strftime("%H:%M:%S", time.localtime(int(t))) + f".{int((t - int(t)) * 1000):03d}" for t in stamps
+    ]
+    assert render.clock(0) == "--:--:--.---"
