@@ -11,6 +11,7 @@ import pytest
 
 from logcast.errors import StoreError
 from logcast.hub import Gap, Hub, Subscription
+from logcast.hub import hub as hub_module
 from logcast.hub import writer as writer_module
 from logcast.hub.writer import WRITER_STALL
 from logcast.query import Query, parse_levels
@@ -556,4 +557,46 @@ async def test_a_trickle_is_gathered_into_few_writes_but_a_flush_does_not_wait_f
         assert store.writes == 2
         assert hub.get("app").persisted == 21
     finally:
+        await hub.close()
+
+
+async def test_wakes_come_at_once_while_cheap_and_are_spaced_by_what_they_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reader is woken as soon as the loop gets to it while wakes cost nothing; once a
+    wake cost the loop time (hundreds of readers), the next comes that much later (capped),
+    and whatever arrives meanwhile goes with it."""
+    clock = FakeClock()
+    hub = Hub(MemoryStore(), monotonic=clock)
+    await hub.open(["app"])
+    loop = asyncio.get_running_loop()
+    later: list[tuple[float, Callable[[], None]]] = []
+    monkeypatch.setattr(loop, "call_later", lambda delay, callback, *args: later.append((delay, callback)))
+    try:
+        sub = await hub.subscribe("app")
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("one"))
+        await wait_until(sub.event.is_set)
+        assert later == []  # at once
+
+        sub.event.clear()
+        clock.advance(1.0)
+        hub._wake_cost = 0.004  # as if the last wakes took the loop 4 ms
+        hub._last_wake = clock()
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("two"))
+        await wait_until(lambda: bool(later))
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("three"))  # joins the wake to come
+        assert later[0][0] == pytest.approx(0.004 * hub_module.WAKE_COST_FACTOR)
+        assert not sub.event.is_set()
+        later[0][1]()
+        assert sub.event.is_set()
+        assert len(later) == 1
+
+        hub._wake_cost = 60.0  # however costly, a wake comes within the cap
+        hub._last_wake = clock()
+        sub.event.clear()
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("four"))
+        await wait_until(lambda: len(later) == 2)
+        assert later[1][0] == pytest.approx(hub_module.WAKE_INTERVAL_MAX)
+    finally:
+        sub.close()
         await hub.close()

@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 
 BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
 BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
-# Subscribers are woken as soon as the loop gets to it while few of them wait; with many,
-# at most every WAKE_PER_SUBSCRIBER s per subscriber (a wake costs each of them a turn and
-# a socket write), up to WAKE_INTERVAL_MAX. Lines that come meanwhile join the next wake.
-WAKE_PER_SUBSCRIBER = 0.000025
+# A wake costs each woken subscriber a turn and a socket write. The next wake comes no
+# sooner than WAKE_COST_FACTOR times what the last one cost the loop after it: a few
+# readers are woken at once, hundreds in rounds that leave the loop time for the rest,
+# and lines that come meanwhile join the next round. Never later than WAKE_INTERVAL_MAX.
+WAKE_COST_FACTOR = 1.0
 WAKE_INTERVAL_MAX = 0.025
 
 _new_record = tuple.__new__
@@ -65,7 +66,8 @@ class Hub:
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._wake_pending = False
-        self._last_wake = 0.0
+        self._last_wake = 0.0  # monotonic
+        self._wake_cost = 0.0  # s the last wakes' turns took the loop (smoothed)
         self.pages = PageCache(store)
         self.writer = StoreWriter(store, self.journals, on_commit=self._announce, monotonic=monotonic)
         self.reserver = Reserver(store, self.journals, on_visible=self._announce, monotonic=monotonic)
@@ -269,32 +271,37 @@ class Hub:
     def _schedule_wake(self) -> None:
         """Wake now, or one wake interval after the last wake if that is later.
 
-        The interval grows with the number of subscribers: every wake costs each of them
-        a turn and a socket write, so with hundreds of them fewer, larger writes keep the
-        loop from spending all its time on turns. With a few, a line is not held back.
+        The interval is what the last wakes cost (`WAKE_COST_FACTOR` times): with few
+        readers that is microseconds and a line is not held back; with hundreds, fewer
+        and larger writes keep the loop from spending all its time on turns.
         """
         loop = self._loop
         assert loop is not None
-        now = loop.time()
-        subscribers = sum(len(journal.subscribers) for journal in self._journals.values())
-        interval = min(subscribers * WAKE_PER_SUBSCRIBER, WAKE_INTERVAL_MAX)
-        due = self._last_wake + interval
-        if due <= now:
+        interval = min(self._wake_cost * WAKE_COST_FACTOR, WAKE_INTERVAL_MAX)
+        wait = self._last_wake + interval - self._monotonic()
+        if wait <= 0:
             self._wake()
         else:
-            loop.call_at(due, self._wake)
+            loop.call_later(wait, self._wake)
 
     def _wake(self) -> None:
-        if self._loop is not None:
-            self._last_wake = self._loop.time()
+        started = self._last_wake = self._monotonic()
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
             self._wake_pending = False
+        woken = 0
         for name in dirty:
             journal = self._journals.get(name)
             if journal is not None:
                 for sub in journal.subscribers:
                     sub.event.set()
+                woken += len(journal.subscribers)
+        if woken and self._loop is not None:
+            # The woken readers' turns are queued before this: it runs once they all had one.
+            self._loop.call_soon(self._woken, started)
+
+    def _woken(self, started: float) -> None:
+        self._wake_cost = (self._wake_cost + self._monotonic() - started) / 2
 
     async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
         """Wait until the store holds every record written so far (or `timeout`)."""
