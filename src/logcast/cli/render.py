@@ -78,15 +78,18 @@ def safe_text(text: str, *, raw: bool = False, color: bool = True) -> str:
 def safe_texts(texts: list[str], *, raw: bool = False, color: bool = True) -> list[str]:
     """`safe_text` of each text, a batch at a time.
 
-    The batch is looked at once, joined by tabs: when making the whole safe changes
-    nothing, none of its texts needs a change (nothing that is removed or replaced can
-    hide in a tab, and the colours kept cannot span one), and the list comes back as is;
-    otherwise each text is made safe on its own, as `safe_text` does it.
+    The batch is looked at once, joined by spaces: when it is all printable (no control
+    character at all, the usual case), or when making the whole safe changes nothing, none
+    of its texts needs a change (what crosses a space is a sequence that is removed, so
+    the whole would change; the colours kept hold no space), and the list comes back as
+    is; otherwise each text is made safe on its own, as `safe_text` does it.
     """
     if raw or not texts:
         return texts
+    joined = " ".join(texts)
+    if joined.isprintable():
+        return texts
     clean = sanitize_for_terminal if color else strip_ansi
-    joined = "\t".join(texts)
     if clean(joined) == joined:
         return texts
     return [clean(text) for text in texts]

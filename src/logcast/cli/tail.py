@@ -85,7 +85,23 @@ class _Follow:
 
 GC_THRESHOLD = 50_000  # objects made between two collections of the youngest generation
 _PARTIAL = operator.attrgetter("partial")
+_LOG = operator.attrgetter("log")
+_TYPE = operator.attrgetter("type")
+_PROCESS = operator.attrgetter("process")
+_STREAM = operator.attrgetter("stream")
 _LINE_KINDS = (EventType.HISTORICAL, EventType.REALTIME)
+
+
+def _one_run(batch: list[Event]) -> bool:
+    """Every event of `batch` is a log line (not logcast's), of one kind, from one process:
+    checked without a Python step per event."""
+    first = batch[0]
+    if first.type not in _LINE_KINDS or list(map(_TYPE, batch)).count(first.type) != len(batch):
+        return False
+    logs = list(map(_LOG, batch))
+    if None in logs or Stream.SYSTEM in map(_STREAM, logs):
+        return False
+    return list(map(_PROCESS, batch)).count(first.process) == len(batch)
 
 
 @dataclass
@@ -182,6 +198,19 @@ class Printer:
 
     def _text(self, batch: list[Event]) -> str:
         pieces: list[str] = []
+        if batch and _one_run(batch):  # a flood's batch: lines of one kind from one process
+            first = batch[0]
+            follow = self._follow(first)
+            live = first.type is EventType.REALTIME
+            if live:
+                follow.live = True
+            records: list[LogRecord] = list(map(_LOG, batch))
+            if self.grep is not None:
+                search = self.grep.search
+                records = [r for r in records if search(r.message)]
+            if records:
+                self._lines(follow, live, records, pieces)
+            return "".join(pieces)
         count = len(batch)
         i = 0
         while i < count:

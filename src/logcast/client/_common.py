@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 from dataclasses import dataclass
 from importlib import metadata
+from itertools import islice
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +34,8 @@ MAX_BACKOFF = 10.0
 STREAM_READ_TIMEOUT = 60.0
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+_LOG = operator.attrgetter("log")
+_SEQ = operator.attrgetter("seq")
 
 
 class ProcessInfo(Process):
@@ -258,7 +262,7 @@ class StreamCursor:
             raise ClientError(f"{response.url} is not an event stream (content-type {content_type!r})")
         self.connections += 1
 
-    def accept(self, data: str | bytes, sse_id: str | None) -> list[Event]:
+    def accept(self, data: str | bytes | memoryview, sse_id: str | None) -> list[Event]:
         """An SSE message → the events to hand on, without the empty, unknown and
         duplicate ones; the message may be one event or a batch of them."""
         try:
@@ -269,18 +273,14 @@ class StreamCursor:
         last_seq = self.last_seq
         first = events[0] if events else None
         if first is not None and first.log is not None and (last_seq is None or first.log.seq > last_seq):
-            # the usual case: numbered lines after the last one seen, in order
-            ordered = True
-            previous = first.log.seq - 1
-            for event in events:
-                log = event.log
-                if log is None or log.seq <= previous:
-                    ordered = False
-                    break
-                previous = log.seq
-            if ordered:
-                self.last_seq = previous
-                return events
+            # the usual case: records after the last one seen, in order (checked without a
+            # Python step per event)
+            logs = list(map(_LOG, events))
+            if None not in logs:
+                seqs = list(map(_SEQ, logs))
+                if all(map(operator.lt, seqs, islice(seqs, 1, None))):
+                    self.last_seq = seqs[-1]
+                    return events
         kept: list[Event] = []
         for event in events:
             log = event.log
