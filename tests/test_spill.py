@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from logcast.capture.reader import PipeReader
-from logcast.capture.spill import Spill
+from logcast.capture.spill import SPILL_BYTES, Spill
 from logcast.types import Lines
 from tests.test_reader import WAIT, Collector, Pipe
 
@@ -48,6 +48,24 @@ def test_the_file_is_bounded(tmp_path: Path) -> None:
     spill.close()
 
 
+SPOOL = 256 * 1024
+
+
+def held_reader(
+    pipe: Pipe, gate: threading.Event, collect: Collector, spill_dir: Path, spill_bytes: int = SPILL_BYTES
+) -> PipeReader:
+    """A started spilling reader of `pipe` whose framer hands lines to `collect` only once
+    `gate` is set: until then everything read waits in its spool and spill file."""
+
+    def held(timestamp: float, lines: Lines) -> None:
+        gate.wait(WAIT)
+        collect(timestamp, lines)
+
+    reader = PipeReader(pipe.r, held, spool_bytes=SPOOL, spill_dir=spill_dir, spill_bytes=spill_bytes)
+    reader.start()
+    return reader
+
+
 def flood_until_stalled(pipe: Pipe, deadline: float) -> tuple[int, bytes]:
     """Write lines without blocking until the pipe stays full for 0.5 s: (bytes written,
     the rest of the last block, to be written once the reader moves again)."""
@@ -74,20 +92,11 @@ def flood_until_stalled(pipe: Pipe, deadline: float) -> tuple[int, bytes]:
 def test_a_flood_past_the_spool_goes_to_the_file_and_comes_back_in_order(tmp_path: Path) -> None:
     """With its framer held, a spilling reader keeps the pipe drained far past its memory
     bound (the child does not wait), up to the file's bound; then every line arrives."""
-    gate = threading.Event()
-    collect = Collector()
-
-    def held(timestamp: float, lines: Lines) -> None:
-        gate.wait(WAIT)
-        collect(timestamp, lines)
-
-    pipe = Pipe()
-    spool = 256 * 1024
-    reader = PipeReader(pipe.r, held, spool_bytes=spool, spill_dir=tmp_path, spill_bytes=8 << 20)
-    reader.start()
+    gate, collect, pipe = threading.Event(), Collector(), Pipe()
+    reader = held_reader(pipe, gate, collect, tmp_path, spill_bytes=8 << 20)
     written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT)
-    assert written > (1 << 20) + spool + (4 << 20)  # pipe + spool + most of the file: it was read
-    assert reader.spooled <= spool + (1 << 20)  # memory stays at its bound (a chunk over at most)
+    assert written > (1 << 20) + SPOOL + (4 << 20)  # pipe + spool + most of the file: it was read
+    assert reader.spooled <= SPOOL + (1 << 20)  # memory stays at its bound (a chunk over at most)
     assert 4 << 20 < reader.spilled <= 8 << 20  # the rest waited in the file, within its bound
     gate.set()
     pipe.write(rest)
@@ -111,17 +120,8 @@ def test_a_disk_that_refuses_the_spill_costs_a_wait_not_a_line(
         return self._fd
 
     monkeypatch.setattr(Spill, "_open", full_disk)
-    gate = threading.Event()
-    collect = Collector()
-
-    def held(timestamp: float, lines: Lines) -> None:
-        gate.wait(WAIT)
-        collect(timestamp, lines)
-
-    pipe = Pipe()
-    spool = 256 * 1024
-    reader = PipeReader(pipe.r, held, spool_bytes=spool, spill_dir=tmp_path)
-    reader.start()
+    gate, collect, pipe = threading.Event(), Collector(), Pipe()
+    reader = held_reader(pipe, gate, collect, tmp_path)
     numbered = b"".join(
         b"%08d " % i + b"y" * 90 + b"\n" for i in range(40_000)
     )  # 4 MB, more than pipe + spool
@@ -136,7 +136,7 @@ def test_a_disk_that_refuses_the_spill_costs_a_wait_not_a_line(
     writer = threading.Thread(target=child, daemon=True)
     writer.start()
     assert not done.wait(1.0)  # the child waits: the pipe is full, the spill refused
-    assert reader.spilled == 0 and reader.spooled <= spool + (1 << 20)
+    assert reader.spilled == 0 and reader.spooled <= SPOOL + (1 << 20)
     gate.set()
     assert done.wait(WAIT)
     pipe.close()
