@@ -77,3 +77,8 @@ def test_clock_across_seconds_and_unknown_time() -> None:
         time.strftime("%H:%M:%S", time.localtime(int(t))) + f".{int((t - int(t)) * 1000):03d}" for t in stamps
     ]
     assert render.clock(0) == "--:--:--.---"
+
+
+@given(st.lists(st.one_of(st.just(0.0), st.floats(min_value=-5.0, max_value=4_000_000_000.0)), max_size=30))
+def test_clocks_of_a_batch_are_the_clock_of_each(stamps: list[float]) -> None:
+    assert render.clocks(stamps) == [render.clock(t) for t in stamps]

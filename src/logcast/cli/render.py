@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import TextIO
 
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
@@ -121,6 +122,24 @@ def clock(timestamp: float) -> str:
         text = time.strftime("%H:%M:%S", time.localtime(whole))
         _second = (whole, text)
     return f"{text}.{int((timestamp - whole) * 1000):03d}"
+
+
+_MILLIS = [f".{ms:03d}" for ms in range(1001)]  # 1000: a fraction a rounding away from 1
+
+
+def clocks(timestamps: Iterable[float]) -> list[str]:
+    """`clock` of each timestamp, a batch at a time."""
+    out: list[str] = []
+    last, text = -1, ""
+    for timestamp in timestamps:
+        if timestamp <= 0:
+            out.append("--:--:--.---")
+            continue
+        whole = int(timestamp)
+        if whole != last:
+            last, text = whole, time.strftime("%H:%M:%S", time.localtime(whole))
+        out.append(text + _MILLIS[int((timestamp - whole) * 1000)])
+    return out
 
 
 def duration(seconds: float | None) -> str:

@@ -89,6 +89,7 @@ _LOG = operator.attrgetter("log")
 _TYPE = operator.attrgetter("type")
 _PROCESS = operator.attrgetter("process")
 _STREAM = operator.attrgetter("stream")
+_TIMESTAMP = operator.attrgetter("timestamp")
 _LINE_KINDS = (EventType.HISTORICAL, EventType.REALTIME)
 
 
@@ -253,17 +254,17 @@ class Printer:
         texts = render.safe_texts([r.message for r in records], raw=self.raw, color=self.color)
         prefix = self._prefix(follow, live)
         heads = self._heads
-        clock = render.clock
+        clocks = render.clocks(map(_TIMESTAMP, records))
         if not self.color:
             pieces += [
-                f"{prefix}{clock(r.timestamp)}{heads[r.level]}{text}\n"
-                for r, text in zip(records, texts, strict=True)
+                f"{prefix}{clock}{heads[r.level]}{text}\n"
+                for r, clock, text in zip(records, clocks, texts, strict=True)
             ]
             return
         paints = self._paints
-        for record, text in zip(records, texts, strict=True):
+        for record, clock, text in zip(records, clocks, texts, strict=True):
             start, stop = paints[record.level] if text else ("", "")
-            pieces.append(f"{prefix}{clock(record.timestamp)}{heads[record.level]}{start}{text}{stop}\n")
+            pieces.append(f"{prefix}{clock}{heads[record.level]}{start}{text}{stop}\n")
 
     def _bare(self, follow: _Follow, records: list[LogRecord], pieces: list[str]) -> None:
         """The lines as the process wrote them: a partial record leaves its line open for
