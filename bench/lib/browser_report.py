@@ -170,7 +170,7 @@ def print_summary(
                 detail = f"   ({rows[0]['detail']})" if rows[0]["detail"] else ""
                 print(history_row(median_row(rows), args.timeout) + detail)
     print(
-        "  (history in: the stream's history taken in (the viewer asks it for the last 2,000 lines and fills in\n"
+        "  (history in: the stream's history taken in (the viewer asks it for the last 1,000 lines and fills in\n"
         "   the rest before them in pages); all held: the viewer holds every line it asked for (n/a: the naive\n"
         "   pages, which show the last line only once they hold all); held: lines the page holds then (when the\n"
         "   last line shows for the naive pages), or at the timeout; JS heap after a forced GC, then,\n"

@@ -24,9 +24,10 @@ import { VirtualList } from "./vlist.js";
 
 // --- the stream, first ------------------------------------------------------------------------
 
-/** History asked of the stream on opening: a few screens. What else `lines` asks for comes
- * in pages, newest first, once these show (`EarlierLines.fill`). */
-const FIRST_LINES = 2000;
+/** History asked of the stream on opening: some twenty screens, which the server sends as one
+ * batched message (history goes 1,024 events a message), so that they show in one frame.
+ * What else `lines` asks for comes in pages, newest first, once these show (`EarlierLines.fill`). */
+const FIRST_LINES = 1000;
 
 /**
  * The process's stream, opened before the rest of the page is built, so that the server's
