@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: b
 
 from bench.lib.children import BURST_CHILD
 from bench.lib.pm2_peer import PM2, pm2_path
-from bench.lib.servers import start_logcast, subprocess_env
+from bench.lib.servers import Server, start_logcast, subprocess_env
 
 PROCESS = "flood"
 READER = Path(__file__).resolve().parent / "lib" / "tail_reader.py"
@@ -52,6 +53,8 @@ class Measure:
     cpu: float = math.nan  # the follower's user + sys, from its start to its stop
     cpu_before: float = math.nan  # … of which before the child started (imports, connecting)
     child_s: float = math.nan  # the child's time from its first write to its last
+    server_has: float = math.nan  # logcast: the server counted the last line, after the first write
+    server_cpu: float = math.nan  # logcast: the server's CPU from the child's start to the last line
     notes: list[str] = field(default_factory=list)
 
 
@@ -210,6 +213,7 @@ def measure_logcast(tmp: Path, lines: int, bare: bool, timeout: float) -> Measur
     pipe = Pipe(tmp, lines, name)
     report = None
     cpu = math.nan
+    counted: Counted | None = None
     try:
         command = [sys.executable, "-m", "logcast", "tail", PROCESS, "--url", server.url]
         if bare:
@@ -227,15 +231,46 @@ def measure_logcast(tmp: Path, lines: int, bare: bool, timeout: float) -> Measur
         # imported, asked the server, waiting for the process to run (every second)
         settle(follower, lambda: "not running" in pipe.stderr())
         m.cpu_before = process_cpu(follower.pid)
+        server_cpu = process_cpu(server.pid)
+        counted = Counted(server, lines)
         server.start(PROCESS)
         report, why = wait_last_line(pipe, child_report, timeout)
+        m.server_cpu = process_cpu(server.pid) - server_cpu
         if why:
             m.notes.append(why)
     finally:
+        if counted is not None:
+            counted.stop()
         cpu = pipe.stop(signal.SIGINT)
         server.stop()
     finish(m, pipe, child_report, report, cpu)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if counted is not None and counted.at is not None:
+            m.server_has = counted.at - json.loads(child_report.read_text())["start"]
     return m
+
+
+class Counted:
+    """Polls the server in a thread: when it counted the child's last line (its `lines`)."""
+
+    def __init__(self, server: Server, lines: int) -> None:
+        self.server, self.lines = server, lines
+        self.at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            asked = time.time()
+            with contextlib.suppress(Exception):
+                if int(self.server.http("GET", f"/api/processes/{PROCESS}")["lines"]) >= self.lines:
+                    self.at = asked
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def measure_pm2(tmp: Path, lines: int, raw: bool, timeout: float) -> Measure:
@@ -337,6 +372,12 @@ def print_measure(m: Measure, lines: int) -> None:
         f"child, {per_million:.2f} s per million lines after); lines {m.lines:,}"
         f"{' all, in order' if m.complete else ' INCOMPLETE'}; child {seconds(m.child_s)}; load {m.load:.2f}"
     )
+    if not math.isnan(m.server_has):
+        print(
+            f"    the server had counted the last line {seconds(m.server_has)} after the child's first "
+            f"write (polled every 20 ms); its CPU from the child's start to the last line out: "
+            f"{seconds(m.server_cpu)}"
+        )
     for note in m.notes:
         print(f"    NOTE: {note}")
 
@@ -358,10 +399,18 @@ def print_summary(runs: list[list[Measure]], lines: int, followers: list[str]) -
         after = median([(m.cpu - m.cpu_before) / max(lines, 1) * 1e6 for m in ms])
         complete = sum(m.complete for m in ms)
         print(
-            f"| {name} | {seconds(median([m.after_first for m in ms]))} | {seconds(median([m.after_exit for m in ms]))} "
+            f"| {name} | {seconds(median([m.after_first for m in ms]))} "
+            f"| {seconds(median([m.after_exit for m in ms]))} "
             f"| {seconds(cpu)} | {seconds(before)} | {seconds(after)} | {complete} of {len(ms)} runs "
             f"| {seconds(median([m.child_s for m in ms]))} |"
         )
+    for name in followers:
+        ms = [m for run in runs for m in run if m.follower == name and not math.isnan(m.server_has)]
+        if ms:
+            print(
+                f"{name}: the server counted the last line {seconds(median([m.server_has for m in ms]))} "
+                f"after the child's first write; server CPU {seconds(median([m.server_cpu for m in ms]))}"
+            )
     loads = [m.load for run in runs for m in run]
     print(f"load average (1 min) at the start of the measurements: {min(loads):.2f}-{max(loads):.2f}")
 
