@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from logcast.capture.reader import PipeReader
+from logcast.capture.reader import SPOOL_BEFORE_SPILL, SPOOL_BYTES, PipeReader
 from logcast.capture.spill import SPILL_BYTES, Spill
 from logcast.types import Lines
 from tests.test_reader import WAIT, Collector, Pipe
@@ -31,9 +31,13 @@ def test_chunks_come_back_in_order_with_their_times_in_pieces_of_at_most_the_lim
     spill.start = position
     stamp, data, spill.start = spill.read(spill.start, spill.end, 50)
     assert (stamp, data, spill.pending) == (3.0, b"d\n", 0)
-    spill.reset()
+    assert spill.empty()  # the file is to be truncated, outside the reader's lock
     assert spill.start == spill.end == 0
+    assert not spill.fits(1)  # nothing goes in meanwhile
+    spill.truncate()
+    spill.truncating = False
     assert spill._fd is not None and os.fstat(spill._fd).st_size == 0  # its blocks are freed
+    assert spill.fits(1)
     spill.close()
 
 
@@ -43,12 +47,21 @@ def test_the_file_is_bounded(tmp_path: Path) -> None:
     spill.end = spill.write(0, 1.0, b"x" * 900)
     assert not spill.fits(100)  # 912 written, 100 + a header more would pass 1000
     spill.broken = True
-    spill.reset()
+    spill.empty()
+    spill.truncate()
+    spill.truncating = False
     assert not spill.fits(1)  # a broken spill takes nothing more
     spill.close()
 
 
 SPOOL = 256 * 1024
+
+
+def full_disk(self: Spill) -> int:
+    """`Spill._open` on a disk that refuses every write (ENOSPC)."""
+    if self._fd is None:
+        self._fd = os.open("/dev/full", os.O_RDWR)
+    return self._fd
 
 
 def held_reader(
@@ -114,11 +127,6 @@ def test_a_disk_that_refuses_the_spill_costs_a_wait_not_a_line(
     """A full disk (here /dev/full) breaks the spill: the reader falls back to its memory
     bound and lets the pipe fill, and every line still arrives, in order."""
 
-    def full_disk(self: Spill) -> int:
-        if self._fd is None:
-            self._fd = os.open("/dev/full", os.O_RDWR)  # every write: ENOSPC
-        return self._fd
-
     monkeypatch.setattr(Spill, "_open", full_disk)
     gate, collect, pipe = threading.Event(), Collector(), Pipe()
     reader = held_reader(pipe, gate, collect, tmp_path)
@@ -142,3 +150,48 @@ def test_a_disk_that_refuses_the_spill_costs_a_wait_not_a_line(
     pipe.close()
     assert reader.join(WAIT)
     assert [text for text, _, _ in collect.lines] == [f"{i:08d} " + "y" * 90 for i in range(40_000)]
+
+
+def test_without_a_spill_the_memory_spool_gets_its_usual_bound_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader whose spill broke holds as much in memory as one that never had a spill
+    (not the smaller bound it keeps beside a file)."""
+    monkeypatch.setattr(Spill, "_open", full_disk)
+    gate, pipe = threading.Event(), Pipe()
+
+    def held(timestamp: float, lines: Lines) -> None:
+        gate.wait(WAIT)
+
+    reader = PipeReader(pipe.r, held, spill_dir=tmp_path)  # the default bounds
+    reader.start()
+    written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT)
+    assert written > SPOOL_BYTES // 2 > SPOOL_BEFORE_SPILL  # it read on past the spill's bound
+    assert reader.spilled == 0
+    gate.set()
+    pipe.write(rest)
+    pipe.close()
+    assert reader.join(WAIT)
+
+
+def test_a_spill_that_cannot_be_read_back_loses_its_bytes_loudly_and_framing_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate, collect, pipe = threading.Event(), Collector(), Pipe()
+    reader = held_reader(pipe, gate, collect, tmp_path, spill_bytes=8 << 20)
+    written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT)
+    assert reader.spilled > 0
+
+    def failing_read(self: Spill, position: int, end: int, limit: int) -> tuple[float, bytes, int]:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Spill, "read", failing_read)
+    gate.set()
+    pipe.write(rest)
+    pipe.write(b"after\n")
+    pipe.close()
+    assert reader.join(WAIT)
+    texts = [text for text, _, _ in collect.lines]
+    assert texts[-1] == "after"  # the framer lived on
+    assert len(texts) < (written + len(rest)) // len(LINE)  # what the file held is gone...
+    assert "could not be read back" in caplog.text  # ...and said so

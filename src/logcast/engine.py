@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import socket
 import sys
 import time
@@ -61,16 +62,15 @@ def tune_runtime() -> None:
 
 def _fix_mmap_threshold() -> bool:
     """Make glibc's mmap threshold fixed (`MMAP_THRESHOLD`); False where there is no glibc."""
-    if not sys.platform.startswith("linux"):
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+    except (ValueError, OSError):  # not glibc (musl, macOS)
         return False
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: no mallopt
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the process's own libc: no search
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

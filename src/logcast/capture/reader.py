@@ -109,6 +109,7 @@ class PipeReader:
         self._bytes_read = 0
         self._spool: deque[tuple[float, bytes]] = deque()
         self._spooled = 0  # bytes in the spool, and in the chunk being framed
+        self._spool_defaulted = spool_bytes is None
         if spool_bytes is None:
             spool_bytes = SPOOL_BYTES if spill_dir is None else SPOOL_BEFORE_SPILL
         self._spool_max = max(64 * 1024, spool_bytes)  # less would only slow the reads down
@@ -279,6 +280,8 @@ class PipeReader:
         spill = self._spill
         assert spill is not None
         with self._cond:
+            if not self._framing:
+                return True  # nobody will read it back: drop it, as the spool would
             position = spill.end
             self._spill_writing = True
         try:
@@ -291,16 +294,27 @@ class PipeReader:
                 spill.directory,
                 exc,
             )
+        free = False
         with self._cond:
             self._spill_writing = False
             if written:
                 spill.end = position + written
             else:
-                spill.broken = True
+                self._spill_broke()
                 while spill.pending and self._framing:  # older chunks first
                     self._cond.wait()
+                free = spill.empty()
             self._cond.notify_all()
+        if free:
+            spill.truncate()  # the disk that refused it gets its blocks back
         return bool(written)
+
+    def _spill_broke(self) -> None:
+        """No more spilling (lock held): the memory spool gets the bound it has without one."""
+        assert self._spill is not None
+        self._spill.broken = True
+        if self._spool_defaulted:
+            self._spool_max = max(self._spool_max, SPOOL_BYTES)
 
     # -- the framer thread -------------------------------------------------------------
 
@@ -314,8 +328,12 @@ class PipeReader:
                 self._framing = False
                 self._spool.clear()
                 self._spooled = 0
+                # nobody reads the spill back: its blocks go now
+                free = self._spill is not None and not self._spill_writing and self._spill.empty()
                 self._close_spill()
                 self._cond.notify_all()
+            if free and self._spill is not None:
+                self._spill.truncate()
             try:
                 self._deliver(time.time(), self._framer.flush())
             finally:
@@ -345,14 +363,30 @@ class PipeReader:
                     data = b""
             if from_file is not None:
                 assert spill is not None
-                stamp, data, position = spill.read(*from_file, READ_SIZE)
-                self._deliver(stamp, framer.feed(data))
-                idle_flushed = False
+                try:
+                    stamp, data, position = spill.read(*from_file, READ_SIZE)
+                except OSError as exc:  # our own file failed us: what it held is gone
+                    logger.error(
+                        "reader %s lost %d bytes of output: its spill file could not be read back (%s)",
+                        self._name,
+                        from_file[1] - from_file[0],
+                        exc,
+                    )
+                    stamp, data, position = time.time(), b"", from_file[1]
+                    with cond:
+                        self._spill_broke()
+                if data:
+                    self._deliver(stamp, framer.feed(data))
+                    idle_flushed = False
                 with cond:
                     spill.start = position
-                    if not spill.pending and not self._spill_writing:
-                        spill.reset()
+                    free = not spill.pending and not self._spill_writing and spill.empty()
                     cond.notify_all()
+                if free:
+                    spill.truncate()
+                    with cond:
+                        spill.truncating = False
+                        cond.notify_all()
                 continue
             if not data:
                 # Nothing came within idle_flush: hand the unfinished line on as partial,

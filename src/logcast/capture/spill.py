@@ -34,6 +34,7 @@ class Spill:
         self.start = 0  # the next byte to read back
         self.end = 0  # the end of what was written
         self.broken = False
+        self.truncating = False  # emptied, its blocks being freed: nothing may be written yet
         self._fd: int | None = None
 
     def __repr__(self) -> str:
@@ -46,7 +47,7 @@ class Spill:
 
     def fits(self, size: int) -> bool:
         """A chunk of `size` bytes may be written now."""
-        return not self.broken and self.end + _HEADER.size + size <= self.limit
+        return not self.broken and not self.truncating and self.end + _HEADER.size + size <= self.limit
 
     def write(self, position: int, stamp: float, data: bytes) -> int:
         """Write one chunk at `position` (the `end` the caller saw); the bytes taken.
@@ -85,9 +86,16 @@ class Spill:
             position += _HEADER.size + length
         return stamp, b"".join(parts) if len(parts) != 1 else parts[0], position
 
-    def reset(self) -> None:
-        """Everything was read back: start the file over (its blocks are freed)."""
+    def empty(self) -> bool:
+        """Everything was read back: start over (under the caller's lock); True if the
+        file's blocks are to be freed now with `truncate`, outside the lock (a large
+        file takes milliseconds), before anything more is written."""
         self.start = self.end = 0
+        self.truncating = self._fd is not None
+        return self.truncating
+
+    def truncate(self) -> None:
+        """Free the blocks of an emptied file (no lock needed: nobody writes meanwhile)."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)

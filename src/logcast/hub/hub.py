@@ -278,7 +278,7 @@ class Hub:
         loop = self._loop
         assert loop is not None
         interval = min(self._wake_cost * WAKE_COST_FACTOR, WAKE_INTERVAL_MAX)
-        wait = self._last_wake + interval - self._monotonic()
+        wait = min(self._last_wake + interval - self._monotonic(), interval)  # a clock gone back
         if wait <= 0:
             self._wake()
         else:
