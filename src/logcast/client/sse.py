@@ -2,11 +2,12 @@
 
 Our own decoder rather than httpx-sse's: that one decodes text and splits it line by line
 in Python, and a flood of a million lines spent most of its client time there. This one
-works on bytes, finds message ends with one search per chunk and keeps `data` as bytes for
-orjson (as a view of what was read, not a copy). It follows the WHATWG rules a logcast client meets: lines end in `\\n`, `\\r\\n` or
-`\\r`; a blank line ends a message; `data` lines are joined with `\\n`; `id` persists
-from message to message (an id with NUL is ignored); comments (`:`), `event` and `retry`
-are read and dropped; a message without `data` is not dispatched.
+works on bytes: a chunk inside a long line costs one memchr, a message is cut at its blank
+line once, and `data` goes to orjson as a view of what was read, not a copy. It follows
+the WHATWG rules a logcast client meets: lines end in `\n`, `\r\n` or `\r`; a blank
+line ends a message; `data` lines are joined with `\n`; `id` persists from message to
+message (an id with NUL is ignored); comments (`:`), `event` and `retry` are read and
+dropped; a message without `data` is not dispatched, nor one the stream ended inside.
 """
 
 from __future__ import annotations
