@@ -135,3 +135,20 @@ def test_every_spelling_of_every_word_in_every_form(form: str) -> None:
                 line = form.format(spelling)
             assert detect_level(line) is level, line
             assert detect_levels([line]) == [level], line
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=8).map("".join))
+def test_every_tier1_match_begins_with_a_character_the_batch_prefilter_looks_for(line: str) -> None:
+    """A batch whose windows hold none of `_TIER1_FIRST`'s characters skips tier 1: that
+    is right only if every tier-1 match begins with one of them."""
+    match = levels_module._TIER1.search(line, 0, WINDOW)
+    if match is not None:
+        assert levels_module._TIER1_FIRST.match(line, match.start()) is not None, line
+
+
+def test_a_batch_of_plain_text_still_finds_its_tier2_words_and_json_levels() -> None:
+    plain = [f"{i:09d} 1764961234.123456 " + "x" * 71 for i in range(50)]
+    batch = [*plain, "something failed here", '{"msg": "' + "y" * 200 + '", "level": "warning"}', *plain]
+    assert detect_levels(batch) == [detect_level(line) or Level.INFO for line in batch]
+    assert detect_levels(batch)[50:52] == [Level.ERROR, Level.WARNING]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from itertools import accumulate, count, repeat
-from operator import add, itemgetter
+from operator import add, getitem, itemgetter
 from typing import cast
 
 from logcast.types import Level
@@ -128,6 +128,13 @@ def _tier1_pattern() -> str:
 
 
 _TIER1 = re.compile(_tier1_pattern())
+# Every character a tier-1 match can begin with (each alternative starts with a literal):
+# a batch whose windows hold none of them, a flood of plain text, has no tier-1 token,
+# and one scan in C over the joined windows tells so.
+_TIER1_FIRST = re.compile(
+    "[" + re.escape("".join(sorted({w[0].upper() for w in _WORDS} | set(_LETTERS) | set('[\t="')))) + "]"
+)
+_WINDOW_SLICE = slice(0, WINDOW)
 # A JSON line is read by its key, even when the key stands beyond the window.
 _JSON = re.compile(_JSON_KEY + _JSON_VALUE)
 _JSON_SPAN = 4096
@@ -227,6 +234,14 @@ def detect_levels(texts: list[str]) -> list[Level]:
     one by one, and those without a match go on to tier 2 together.
     """
     size = len(texts)
+    if (
+        size > 1
+        and _TIER1.search(texts[0], 0, WINDOW) is None
+        and _TIER1_FIRST.search("\n".join(map(getitem, texts, repeat(_WINDOW_SLICE, size)))) is None
+    ):
+        quiet = [_INFO] * size
+        _silent_batch(texts, list(range(size)), quiet)
+        return quiet
     matches = list(map(_TIER1.search, texts, repeat(0, size), repeat(WINDOW, size)))
     if None in matches:
         return _detect_each(texts, matches)
