@@ -195,3 +195,15 @@ def test_a_spill_that_cannot_be_read_back_loses_its_bytes_loudly_and_framing_goe
     assert texts[-1] == "after"  # the framer lived on
     assert len(texts) < (written + len(rest)) // len(LINE)  # what the file held is gone...
     assert "could not be read back" in caplog.text  # ...and said so
+
+
+def test_the_spill_leaves_the_disk_its_headroom(tmp_path: Path) -> None:
+    """The store shares the disk: a spill that would leave less than its headroom free
+    takes nothing (the reader then waits, as without one)."""
+    disk = os.statvfs(tmp_path)
+    free = disk.f_bavail * disk.f_frsize
+    assert Spill(tmp_path, headroom=0).fits(1024)
+    crowded = Spill(tmp_path, headroom=free + (1 << 30))
+    assert not crowded.fits(1024)
+    crowded.headroom = 0  # space came back: it is asked again
+    assert crowded.fits(1024)

@@ -16,6 +16,8 @@ from pathlib import Path
 __all__ = ["SPILL_BYTES", "Spill"]
 
 SPILL_BYTES = 1 << 30  # the file's bound: past it the reader waits for the framer, as without one
+DISK_HEADROOM = 512 << 20  # free bytes the spill leaves on its disk (the store is there too)
+_LOOK_EVERY = 16 << 20  # the disk's free space is asked again after this much more is written
 _HEADER = struct.Struct("<dI")  # a chunk's read time and its length
 
 
@@ -28,9 +30,11 @@ class Spill:
     `broken`: what it holds is still read back, nothing more goes in.
     """
 
-    def __init__(self, directory: Path, limit: int = SPILL_BYTES) -> None:
+    def __init__(self, directory: Path, limit: int = SPILL_BYTES, headroom: int = DISK_HEADROOM) -> None:
         self.directory = directory
         self.limit = limit
+        self.headroom = headroom
+        self._room_until = -1  # `end` up to which the disk was found to have room (-1: not asked)
         self.start = 0  # the next byte to read back
         self.end = 0  # the end of what was written
         self.broken = False
@@ -46,8 +50,22 @@ class Spill:
         return self.end - self.start
 
     def fits(self, size: int) -> bool:
-        """A chunk of `size` bytes may be written now."""
-        return not self.broken and not self.truncating and self.end + _HEADER.size + size <= self.limit
+        """A chunk of `size` bytes may be written now: within the file's bound, and the
+        disk keeps `headroom` free after it (asked of the disk every `_LOOK_EVERY` bytes)."""
+        end = self.end + _HEADER.size + size
+        if self.broken or self.truncating or end > self.limit:
+            return False
+        if end > self._room_until:
+            self._room_until = end + _LOOK_EVERY if self._disk_has_room(_LOOK_EVERY) else -1
+        return self._room_until >= end
+
+    def _disk_has_room(self, size: int) -> bool:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            disk = os.statvfs(self.directory)
+        except OSError:
+            return False  # no spill where nothing can be told
+        return disk.f_bavail * disk.f_frsize >= size + self.headroom
 
     def write(self, position: int, stamp: float, data: bytes) -> int:
         """Write one chunk at `position` (the `end` the caller saw); the bytes taken.
@@ -91,6 +109,7 @@ class Spill:
         file's blocks are to be freed now with `truncate`, outside the lock (a large
         file takes milliseconds), before anything more is written."""
         self.start = self.end = 0
+        self._room_until = -1
         self.truncating = self._fd is not None
         return self.truncating
 
