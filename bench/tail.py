@@ -204,9 +204,15 @@ def child_command(tmp: Path, lines: int, report: Path) -> list[str]:
 # -- the followers ------------------------------------------------------------------------
 
 
-def measure_logcast(tmp: Path, lines: int, bare: bool, timeout: float) -> Measure:
+def measure_logcast(tmp: Path, lines: int, bare: bool, timeout: float, source: Path | None = None) -> Measure:
+    """`logcast tail` (`--bare`) of this tree, or of the tree at `source` (another checkout:
+    its `src` first on the tail's PYTHONPATH; the server is this tree's)."""
     name = "bare" if bare else "tail"
-    m = Measure(LOGCAST[bare], os.getloadavg()[0])
+    m = Measure(f"logcast tail ({source.name})" if source else LOGCAST[bare], os.getloadavg()[0])
+    env = subprocess_env()
+    if source is not None:
+        name = "other"
+        env["PYTHONPATH"] = os.pathsep.join([str(source / "src"), env.get("PYTHONPATH", "")])
     child_report = tmp / f"child-{name}.json"
     (tmp / name).mkdir()
     server = start_logcast(tmp / name, {PROCESS: child_command(tmp, lines, child_report)})
@@ -224,7 +230,7 @@ def measure_logcast(tmp: Path, lines: int, bare: bool, timeout: float) -> Measur
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=subprocess_env(),
+                env=env,
                 start_new_session=True,
             )
         )
@@ -436,6 +442,11 @@ def main() -> None:
         default="",
         help="a comma-separated subset of: " + ", ".join(f"'{f}'" for f in LOGCAST + PEERS),
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="also `logcast tail` of another checkout of logcast (e.g. a git worktree of an older commit)",
+    )
     args = parser.parse_args()
     followers = list(LOGCAST + PEERS)
     if args.only:
@@ -444,6 +455,10 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown follower(s): {', '.join(unknown)}")
         followers = wanted
+    if args.compare is not None:
+        if not (args.compare / "src" / "logcast").is_dir():
+            parser.error(f"{args.compare} is not a checkout of logcast (no src/logcast)")
+        followers.append(f"logcast tail ({args.compare.name})")
     if pm2_path() is None:
         skipped = [f for f in followers if f.startswith("pm2")]
         if skipped:
@@ -459,6 +474,8 @@ def main() -> None:
                 tmp = Path(d)
                 if follower in LOGCAST:
                     m = measure_logcast(tmp, args.lines, follower == LOGCAST[1], args.timeout)
+                elif follower.startswith("logcast tail ("):
+                    m = measure_logcast(tmp, args.lines, False, args.timeout, args.compare)
                 elif follower.startswith("pm2"):
                     m = measure_pm2(tmp, args.lines, follower.endswith("--raw"), args.timeout)
                 else:
