@@ -207,3 +207,22 @@ def test_the_llm_managers_route_is_asked_for_single_events() -> None:
     params, _ = cursor.request()
     assert params == {"level": "error", "after": 4}
     assert cursor.path == "/api/models/qwen/logs/stream"
+
+
+def test_one_event_messages_of_a_read_are_taken_together_as_each_alone() -> None:
+    status = record(3, "exited", stream=Stream.SYSTEM, state=ProcessState.EXITED)
+    reads = [
+        [encode.live_sse(record(s)) for s in (1, 2)],  # lines only: parsed as one batch
+        [encode.live_sse(record(2)), encode.live_sse(status)],  # a repeat, a status
+        [encode.live_sse(record(5)), b'id: 6\ndata: {"type":"stream_end","message":"bye"}\n\n'],
+        [encode.live_sse(record(7)), b"id: 8\ndata: {not json\n\n", encode.live_sse(record(9))],
+    ]
+    together = StreamCursor("web", after=None, lines=None, level=None, q=None, model_route=True)
+    alone = StreamCursor("web", after=None, lines=None, level=None, q=None, model_route=True)
+    for read in reads:
+        messages = SSEDecoder().feed(b"".join(read))
+        expected = [e for data, ident in messages for e in alone.accept(data, ident)]
+        assert together.accept_all(messages) == expected
+        assert together.last_seq == alone.last_seq
+    assert [e.seq for e in expected] == [7, 9]
+    assert together.duplicates == alone.duplicates == 1

@@ -21,7 +21,7 @@ import httpx
 import orjson
 from pydantic import PrivateAttr, ValidationError
 
-from logcast.client.events import ConnectionState, Event, connection_event, parse_events
+from logcast.client.events import ConnectionState, Event, connection_event, line_events, parse_events
 from logcast.client.sse import Message
 from logcast.errors import ClientError
 from logcast.schemas import Host, HostList, Process
@@ -270,6 +270,10 @@ class StreamCursor:
         except ValueError as exc:
             logger.warning("%s: %s", self.process, exc)
             return []
+        return self._keep(events)
+
+    def _keep(self, events: list[Event]) -> list[Event]:
+        """`events` without those at or below the last seq seen, which moves past them."""
         last_seq = self.last_seq
         first = events[0] if events else None
         if first is not None and first.log is not None and (last_seq is None or first.log.seq > last_seq):
@@ -299,6 +303,18 @@ class StreamCursor:
         """The events of SSE messages (`accept` of each), as one list."""
         if len(messages) == 1:
             return self.accept(*messages[0])
+        # One event per message (a server without batches, the LLM manager's route): the
+        # messages of one read are parsed as one batch when all of them are log lines,
+        # whose ids are their seqs; otherwise each is read on its own.
+        lines = None
+        datas = [data for data, _ in messages]
+        if all(data[:1] == b"{" for data in datas):
+            try:
+                lines = line_events(orjson.loads(b"[" + b",".join(datas) + b"]"))
+            except (orjson.JSONDecodeError, TypeError):
+                pass
+        if lines is not None:
+            return self._keep(lines)
         events: list[Event] = []
         for data, sse_id in messages:
             events += self.accept(data, sse_id)

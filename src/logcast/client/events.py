@@ -219,10 +219,12 @@ def _all(values: tuple[Any, ...], kind: type) -> bool:
     return set(map(type, values)) == {kind}
 
 
-def _lines(items: list[Any]) -> list[Event] | None:
+def line_events(items: Any) -> list[Event] | None:
     """`items` as events when every one is a captured line in the shape the server writes
     (every field there, of its type), built column by column with no Python step per line;
-    None when one is not, and then each is read on its own."""
+    None when one is not (or `items` is no list of them), and then each is read on its own."""
+    if type(items) is not list or not items:
+        return None
     try:
         kinds = list(map(_LINE_KINDS.__getitem__, map(_TYPE_OF, items)))
         logs = list(map(_LOG_OF, items))
@@ -274,7 +276,7 @@ def parse_events(data: str | bytes | memoryview, sse_id: str | None, process: st
         raise ValueError("stream message is not a JSON list")
     if not items:
         return []
-    lines = _lines(items)
+    lines = line_events(items)
     if lines is not None:
         return lines
     events: list[Event] = []
