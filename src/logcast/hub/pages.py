@@ -15,8 +15,8 @@ from logcast.store.base import Store
 from logcast.types import LogRecord, Stream
 
 PAGE = 2000  # records per page
-KEPT = 48  # pages kept (least recently used go first): readers spread over ~100,000 lines
-KEPT_BYTES = 16 << 20  # ...and at most about this much memory, encodings included
+KEPT = 48  # pages kept (least recently used go first): readers spread over up to ~100,000 lines...
+KEPT_BYTES = 16 << 20  # ...in at most about this much memory, encodings included (~30,000 lines of 100 bytes)
 RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timestamp, str header)
 
 # process, its clear mark (a page read before a clear is never served after it), block
