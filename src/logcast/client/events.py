@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import logging
 import operator
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -203,58 +202,58 @@ def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | Non
     )
 
 
-# What a batch's line events are read with, without a call per field (parse_events).
+# What a batch's line events are read with, without a call per field (`_line`).
 _LINE_KINDS = {EventType.HISTORICAL.value: EventType.HISTORICAL, EventType.REALTIME.value: EventType.REALTIME}
 _LEVELS = {level.value: level for level in Level}
 _STREAMS = {stream.value: stream for stream in Stream if stream is not Stream.SYSTEM}
 _LINE_FIELDS = operator.itemgetter("seq", "timestamp", "level", "message", "stream", "process", "run")
-_ROW = operator.itemgetter("seq", "timestamp", "level", "message", "stream", "process", "run", "partial")
-_TYPE_OF = operator.itemgetter("type")
-_LOG_OF = operator.itemgetter("log")
-_HAS_STATE = operator.methodcaller("__contains__", "state")
 _new = tuple.__new__
 
 
-def _all(values: tuple[Any, ...], kind: type) -> bool:
-    return set(map(type, values)) == {kind}
+def _line(obj: Any) -> Event | None:
+    """The event of a captured line in the shape the server writes it (every field there,
+    of its type), built without a call per field; None for anything else (a status, a gap,
+    control events, an odd record), which goes the long way."""
+    if type(obj) is not dict:
+        return None
+    kind = obj.get("type")
+    log = obj.get("log")
+    if type(kind) is not str or kind not in _LINE_KINDS or type(log) is not dict or "state" in log:
+        return None
+    try:
+        seq, timestamp, level, message, stream, name, run = _LINE_FIELDS(log)
+    except KeyError:
+        return None
+    partial = log.get("partial", False)
+    level = _LEVELS.get(level) if type(level) is str else None
+    stream = _STREAMS.get(stream) if type(stream) is str else None
+    if (
+        type(seq) is int
+        and type(timestamp) is float
+        and type(message) is str
+        and type(name) is str
+        and type(run) is int
+        and level is not None
+        and stream is not None
+        and (partial is False or partial is True)
+    ):
+        record = _new(LogRecord, (seq, timestamp, level, message, stream, name, run, partial, None))
+        return _new(Event, (_LINE_KINDS[kind], name, record, seq, None, None, None, None, 0, None))
+    return None
 
 
 def line_events(items: Any) -> list[Event] | None:
-    """`items` as events when every one is a captured line in the shape the server writes
-    (every field there, of its type), built column by column with no Python step per line;
-    None when one is not (or `items` is no list of them), and then each is read on its own."""
+    """`items` as events when every one is a captured line in the server's shape (see
+    `_line`): their ids add nothing to their seqs. None otherwise."""
     if type(items) is not list or not items:
         return None
-    try:
-        kinds = list(map(_LINE_KINDS.__getitem__, map(_TYPE_OF, items)))
-        logs = list(map(_LOG_OF, items))
-        rows = list(map(_ROW, logs))
-        if any(map(_HAS_STATE, logs)):
+    events: list[Event] = []
+    for obj in items:
+        event = _line(obj)
+        if event is None:
             return None
-        seqs, stamps, levels, messages, streams, names, runs, partials = zip(*rows, strict=True)
-        level_of = list(map(_LEVELS.__getitem__, levels))
-        stream_of = list(map(_STREAMS.__getitem__, streams))
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not (
-        _all(seqs, int)
-        and _all(stamps, float)
-        and _all(messages, str)
-        and _all(names, str)
-        and _all(runs, int)
-        and set(map(type, partials)) <= {bool}
-    ):
-        return None
-    none = repeat(None)
-    records = list(
-        map(
-            _new,
-            repeat(LogRecord),
-            zip(seqs, stamps, level_of, messages, stream_of, names, runs, partials, none, strict=False),
-        )
-    )
-    fields = zip(kinds, names, records, seqs, none, none, none, none, repeat(0), none, strict=False)
-    return list(map(_new, repeat(Event), fields))
+        events.append(event)
+    return events
 
 
 def parse_events(data: str | bytes | memoryview, sse_id: str | None, process: str) -> list[Event]:
@@ -274,46 +273,16 @@ def parse_events(data: str | bytes | memoryview, sse_id: str | None, process: st
     items = _loads(data)
     if not isinstance(items, list):
         raise ValueError("stream message is not a JSON list")
-    if not items:
-        return []
-    lines = line_events(items)
-    if lines is not None:
-        return lines
     events: list[Event] = []
     last = len(items) - 1
     for i, obj in enumerate(items):
+        line = _line(obj)
+        if line is not None:
+            events.append(line)
+            continue
         if type(obj) is not dict:
             logger.warning("%s: skipping a batched stream event that is not a JSON object", process)
             continue
-        # A captured line, in the shape the server writes: built here without a call per
-        # field; anything else (status, gap, control, an odd record) goes the long way.
-        kind = obj.get("type")
-        log = obj.get("log")
-        if type(kind) is str and kind in _LINE_KINDS and type(log) is dict and "state" not in log:
-            try:
-                seq, timestamp, level, message, stream, name, run = _LINE_FIELDS(log)
-            except KeyError:
-                pass
-            else:
-                partial = log.get("partial", False)
-                level = _LEVELS.get(level)
-                stream = _STREAMS.get(stream)
-                if (
-                    type(seq) is int
-                    and type(timestamp) is float
-                    and type(message) is str
-                    and type(name) is str
-                    and type(run) is int
-                    and level is not None
-                    and stream is not None
-                    and (partial is False or partial is True)
-                ):
-                    record = _new(
-                        LogRecord, (seq, timestamp, level, message, stream, name, run, partial, None)
-                    )
-                    line = (_LINE_KINDS[kind], name, record, seq, None, None, None, None, 0, None)
-                    events.append(_new(Event, line))
-                    continue
         try:
             event = _event(obj, sse_id if i == last else None, process)
         except ValueError as exc:
