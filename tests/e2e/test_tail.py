@@ -27,6 +27,12 @@ pytestmark = pytest.mark.e2e
 Make = Callable[..., Server]
 
 
+def _default_sigint() -> None:
+    """Ctrl-C must reach tail as in a terminal, even when the tests themselves run as a
+    background job (whose children inherit SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Tail:
     """A running `logcast tail`, its stdout and stderr read by threads as they come."""
 
@@ -46,6 +52,7 @@ class Tail:
             stderr=subprocess.PIPE,
             start_new_session=True,
             env=environ,
+            preexec_fn=_default_sigint,
         )
         out: IO[bytes]
         if tty:
