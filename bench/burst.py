@@ -10,7 +10,6 @@ import math
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: b
 from bench.lib.children import BURST_CHILD
 from bench.lib.clients import ClientProcess, add_ws_client_options, check_ws_client_options, wait_clients
 from bench.lib.meters import ServerMeter, event_loop_line
-from bench.lib.servers import Server, start_logcast, start_naive, wait_subscribers
+from bench.lib.servers import PollUntil, Server, start_logcast, start_naive, wait_subscribers
 
 PROCESS = "flood"
 
@@ -69,7 +68,7 @@ def run_burst(
                 notes.append(f"server counted {seen} of {n_sse + n_ws} subscribers before the start")
             meter = ServerMeter(server.pid)
             meter.start()
-            handed = HandedOff(server, lines) if kind == "logcast" else None
+            handed = handed_off(server, lines) if kind == "logcast" else None
             server.start(PROCESS)
             # the child: at most 300 s to write its lines
             child_deadline = time.monotonic() + 300
@@ -153,33 +152,16 @@ def run_burst(
     }
 
 
-class HandedOff:
-    """Polls `/api/logs/stats` in a thread: when every stream's cursor had reached the
-    last line (the server had handed it to every socket), apart from the clients' pace
-    at reading it."""
+def handed_off(server: Server, lines: int) -> PollUntil:
+    """When every stream's cursor had reached the last line (the server had handed it to
+    every socket), apart from the clients' pace at reading it; `/api/logs/stats` polled."""
 
-    def __init__(self, server: Server, lines: int) -> None:
-        self.server, self.lines = server, lines
-        self.at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    def check() -> bool:
+        hub = server.http("GET", "/api/logs/stats")["processes"][PROCESS]
+        # a client that has every line closes its stream: gone counts as caught up
+        return bool(hub["last_seq"] >= lines and not any(hub.get("behind") or []))
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            asked = time.time()  # the answer tells the state at some moment after this
-            try:
-                hub = self.server.http("GET", "/api/logs/stats")["processes"][PROCESS]
-            except Exception:
-                continue
-            # a client that has every line closes its stream: gone counts as caught up
-            if hub["last_seq"] >= self.lines and not any(hub.get("behind") or []):
-                self.at = asked
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
+    return PollUntil(check)
 
 
 def format_seconds(x: float, timeout: float) -> str:

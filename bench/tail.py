@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: b
 
 from bench.lib.children import BURST_CHILD
 from bench.lib.pm2_peer import PM2, pm2_path
-from bench.lib.servers import Server, start_logcast, subprocess_env
+from bench.lib.servers import PollUntil, Server, start_logcast, subprocess_env
 
 PROCESS = "flood"
 READER = Path(__file__).resolve().parent / "lib" / "tail_reader.py"
@@ -219,7 +218,7 @@ def measure_logcast(tmp: Path, lines: int, bare: bool, timeout: float, source: P
     pipe = Pipe(tmp, lines, name)
     report = None
     cpu = math.nan
-    counted: Counted | None = None
+    poll: PollUntil | None = None
     try:
         command = [sys.executable, "-m", "logcast", "tail", PROCESS, "--url", server.url]
         if bare:
@@ -238,45 +237,27 @@ def measure_logcast(tmp: Path, lines: int, bare: bool, timeout: float, source: P
         settle(follower, lambda: "not running" in pipe.stderr())
         m.cpu_before = process_cpu(follower.pid)
         server_cpu = process_cpu(server.pid)
-        counted = Counted(server, lines)
+        poll = counted(server, lines)
         server.start(PROCESS)
         report, why = wait_last_line(pipe, child_report, timeout)
         m.server_cpu = process_cpu(server.pid) - server_cpu
         if why:
             m.notes.append(why)
     finally:
-        if counted is not None:
-            counted.stop()
+        if poll is not None:
+            poll.stop()
         cpu = pipe.stop(signal.SIGINT)
         server.stop()
     finish(m, pipe, child_report, report, cpu)
     with contextlib.suppress(OSError, ValueError, KeyError):
-        if counted is not None and counted.at is not None:
-            m.server_has = counted.at - json.loads(child_report.read_text())["start"]
+        if poll is not None and poll.at is not None:
+            m.server_has = poll.at - json.loads(child_report.read_text())["start"]
     return m
 
 
-class Counted:
-    """Polls the server in a thread: when it counted the child's last line (its `lines`)."""
-
-    def __init__(self, server: Server, lines: int) -> None:
-        self.server, self.lines = server, lines
-        self.at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            asked = time.time()
-            with contextlib.suppress(Exception):
-                if int(self.server.http("GET", f"/api/processes/{PROCESS}")["lines"]) >= self.lines:
-                    self.at = asked
-                    return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+def counted(server: Server, lines: int) -> PollUntil:
+    """When the server had counted the child's last line (its `lines`)."""
+    return PollUntil(lambda: int(server.http("GET", f"/api/processes/{PROCESS}")["lines"]) >= lines)
 
 
 def measure_pm2(tmp: Path, lines: int, raw: bool, timeout: float) -> Measure:

@@ -9,7 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,3 +187,28 @@ def wait_subscribers(server: Server, process: str, n: int, timeout: float) -> in
                 return seen
         time.sleep(0.1)
     return seen
+
+
+class PollUntil:
+    """Asks `check()` of the server every `every` s in a thread until it holds: `at` is
+    when the question that first held was asked (its answer tells the state at some
+    moment after that), None until then. A failed question is asked again."""
+
+    def __init__(self, check: Callable[[], bool], every: float = 0.02) -> None:
+        self.check, self.every = check, every
+        self.at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            asked = time.time()
+            with contextlib.suppress(Exception):
+                if self.check():
+                    self.at = asked
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
