@@ -53,7 +53,6 @@ class StoreWriter(Worker):
         self.held = 0  # capture threads waiting in `hold_while_behind` now; guarded by _progress
         self._unsure: set[Journal] = set()  # a failed write of theirs may have been applied
         self._hurry = threading.Event()  # someone waits for the store: no pause
-        self._last_round = 0  # records written by the last round
 
     def request_stop(self) -> None:
         """Write what is left, then end the thread (it does not wait for that)."""
@@ -125,12 +124,12 @@ class StoreWriter(Worker):
             self._wanted.wait(timeout=1.0)
             self._wanted.clear()
             stopping = self._stopping.is_set()
-            self._last_round = 0
+            last = 0  # records the last round wrote
             try:
-                while self._write_round():
-                    pass
+                while written := self._write_round():
+                    last = written
                 backoff = 0.0
-                if 0 < self._last_round < SMALL_ROUND and not stopping:
+                if 0 < last < SMALL_ROUND and not stopping:
                     # a trickle: let it gather into one commit, unless someone waits
                     self._hurry.wait(WRITE_PAUSE)
                 self._hurry.clear()
@@ -154,8 +153,8 @@ class StoreWriter(Worker):
             if stopping:
                 return
 
-    def _write_round(self) -> bool:
-        """Write one batch of everything not yet persisted; True if it wrote something."""
+    def _write_round(self) -> int:
+        """Write one batch of everything not yet persisted; the records it wrote (0: none)."""
         with self._batch_lock:
             self._settle_unsure()
             batch: list[LogRecord] = []
@@ -173,8 +172,7 @@ class StoreWriter(Worker):
                     batch.extend(records)
                     ends.append((journal, records[-1].seq))
             if not batch:
-                return False
-            self._last_round = len(batch)
+                return 0
             self._write_started = self._monotonic()
             try:
                 self._store.write(batch)
@@ -205,7 +203,7 @@ class StoreWriter(Worker):
                 if wake:
                     self._on_commit(journal.name)
             self._round_ended(ok=True)
-            return True
+            return len(batch)
 
     def _settle_unsure(self) -> None:
         """Ask the store what it holds of the processes whose last write failed: what it
