@@ -35,7 +35,6 @@ def test_chunks_come_back_in_order_with_their_times_in_pieces_of_at_most_the_lim
     assert spill.start == spill.end == 0
     assert not spill.fits(1)  # nothing goes in meanwhile
     spill.truncate()
-    spill.truncating = False
     assert spill._fd is not None and os.fstat(spill._fd).st_size == 0  # its blocks are freed
     assert spill.fits(1)
     spill.close()
@@ -49,7 +48,6 @@ def test_the_file_is_bounded(tmp_path: Path) -> None:
     spill.broken = True
     spill.empty()
     spill.truncate()
-    spill.truncating = False
     assert not spill.fits(1)  # a broken spill takes nothing more
     spill.close()
 

@@ -385,7 +385,6 @@ class PipeReader:
                 if free:
                     spill.truncate()
                     with cond:
-                        spill.truncating = False
                         cond.notify_all()
                 continue
             if not data:

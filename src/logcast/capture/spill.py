@@ -114,10 +114,12 @@ class Spill:
         return self.truncating
 
     def truncate(self) -> None:
-        """Free the blocks of an emptied file (no lock needed: nobody writes meanwhile)."""
+        """Free the blocks of an emptied file (no lock needed: nobody writes meanwhile);
+        then it may be written again (the caller wakes whoever waits for that)."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
+        self.truncating = False
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
