@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import logcast.capture.reader as reader_module
+from logcast.capture.framing import Framed, LineFramer
 from logcast.capture.reader import READ_SIZE, PipeReader
 from logcast.types import Level, Lines
 
@@ -412,3 +413,115 @@ def test_a_framer_that_fell_behind_takes_what_waited_in_one_piece() -> None:
     spool = deque([(1.0, huge), (2.0, b"z\n")])
     assert reader_module._take_spooled(spool) == (1.0, huge)  # one chunk over the bound still goes
     assert reader_module._take_spooled(spool) == (2.0, b"z\n")
+
+
+class ThreadsSeen(Collector):
+    """A Collector that notes which thread handed each chunk on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def __call__(self, timestamp: float, lines: Lines) -> None:
+        self.threads.append(threading.current_thread().name)
+        super().__call__(timestamp, lines)
+
+
+def test_ordinary_output_is_handed_on_by_the_reader_thread_when_the_sink_cannot_hold(pipe: Pipe) -> None:
+    """One thread switch fewer per line: with a sink that says it will not wait, a small
+    read outside a flood is framed and handed on by the reader thread itself; a partial
+    line still gets its idle flush from the framer thread."""
+    collect = ThreadsSeen()
+    reader = PipeReader(pipe.r, collect, may_wait=lambda: False, idle_flush=0.05, name="r")
+    reader.start()
+    for i in range(20):
+        pipe.write(b"line %d\n" % i)
+        collect.wait_for(lambda lines, i=i: len(lines) == i + 1)
+    pipe.write(b"prompt> ")
+    collect.wait_for(lambda lines: lines[-1] == ("prompt> ", INFO, True))
+    pipe.write(b"yes\n")
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.threads[:20] == ["r-read"] * 20
+    assert collect.threads[20] == "r-frame"  # the idle flush
+    assert [text for text, _, _ in collect.lines] == [f"line {i}" for i in range(20)] + ["prompt> ", "yes"]
+
+
+def test_a_sink_that_may_wait_or_a_flood_keeps_the_framer_thread(pipe: Pipe) -> None:
+    """`on_lines` may block only where the reader does not wait for it: when the sink
+    might hold (`may_wait()`), in a flood, or without `may_wait`, the framer thread
+    hands the lines on."""
+    for kw in ({"may_wait": lambda: True}, {"may_wait": lambda: False, "pace_above": 0}, {}):
+        p = Pipe()
+        collect = ThreadsSeen()
+        reader = PipeReader(p.r, collect, name="r", **kw)  # type: ignore[arg-type]
+        reader.start()
+        for i in range(5):
+            p.write(b"line %d\n" % i)
+            collect.wait_for(lambda lines, i=i: len(lines) == i + 1)
+        p.close()
+        assert reader.join(WAIT)
+        assert set(collect.threads) == {"r-frame"}, kw
+
+
+def test_chunks_keep_their_order_when_the_sink_holds_now_and_then(pipe: Pipe) -> None:
+    """While the framer thread is held with a chunk, what comes meanwhile is spooled
+    behind it, even when the sink would let the reader hand it on: one thread at a time
+    frames, and no line overtakes another."""
+    import random
+
+    rng = random.Random(7)
+    collect = ThreadsSeen()
+
+    def slow(timestamp: float, lines: Lines) -> None:
+        if threading.current_thread().name.endswith("-frame"):
+            time.sleep(0.002)  # a held framer thread (a test thread, not the event loop)
+        collect(timestamp, lines)
+
+    reader = PipeReader(pipe.r, slow, may_wait=lambda: rng.random() < 0.3, name="r")
+    reader.start()
+    for i in range(2000):
+        pipe.write(b"line %d\n" % i)
+        if i % 50 == 0:
+            time.sleep(0.001)
+    pipe.close()
+    assert reader.join(WAIT)
+    assert [text for text, _, _ in collect.lines] == [f"line {i}" for i in range(2000)]
+    assert {"r-read", "r-frame"} <= set(collect.threads)
+
+
+def test_framing_that_fails_on_the_reader_thread_drops_lines_but_reading_goes_on(
+    pipe: Pipe, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A framer bug met on the reader thread ends framing as it would on the framer
+    thread: logged, later lines dropped, the pipe still drained, `join` returns."""
+
+    class Broken(LineFramer):
+        calls = 0
+
+        def feed(self, data: bytes) -> Framed:
+            Broken.calls += 1
+            if Broken.calls == 2:
+                raise RuntimeError("framer bug")
+            return super().feed(data)
+
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, may_wait=lambda: False)
+    reader._framer = Broken()
+    reader.start()
+    pipe.write(b"first\n")
+    collect.wait_for(lambda lines: len(lines) == 1)
+    chunk = (b"y" * 1023 + b"\n") * 100
+    with caplog.at_level(logging.ERROR, logger="logcast.capture.reader"):
+        pipe.write(b"second\n")
+        # 4 MiB, four times the pipe: a writer that a stopped reader would block for good
+        writer = threading.Thread(target=lambda: [pipe.write(chunk) for _ in range(40)], daemon=True)
+        writer.start()
+        writer.join(WAIT)
+        assert not writer.is_alive()
+        pipe.close()
+        assert reader.join(WAIT)
+        reader._reader.join(WAIT)  # the framer ended first: the reader drains to EOF
+    assert reader.bytes_read == len(b"first\nsecond\n") + 40 * len(chunk)
+    assert collect.lines == [("first", INFO, False)]
+    assert "framer bug" in caplog.text

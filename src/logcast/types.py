@@ -188,7 +188,9 @@ class LineSink(Protocol):
 
     Both methods are called from capture threads as well as the event loop; they
     must be thread-safe and must never block on a consumer. `lines` is called only
-    from capture (framer) threads, which may be held while the store catches up.
+    from capture threads, which may be held while the store catches up. A sink that
+    holds them also offers `would_hold(process) -> bool` (the hub does): while it says
+    no, a reader thread hands ordinary output on itself, one thread switch sooner.
     """
 
     def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> int | None:

@@ -25,7 +25,7 @@ from logcast.capture.levels import detect_levels
 from logcast.capture.spill import SPILL_BYTES, Spill
 from logcast.types import Lines
 
-__all__ = ["PACE_ABOVE", "PIPE_SIZE", "READ_PACE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
+__all__ = ["INLINE_MAX", "PACE_ABOVE", "PIPE_SIZE", "READ_PACE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ SPOOL_BEFORE_SPILL = 8 << 20  # ...or before it writes them to its spill file, i
 READ_PACE = 0.001  # seconds: at most one read this often while a flood keeps coming
 PACE_ABOVE = 4 << 20  # bytes/s: output faster than this is a flood (10,000 lines/s of 100 bytes is 1 MB/s)
 RATE_WINDOW = 0.01  # seconds over which the reader tells a flood from ordinary output
+INLINE_MAX = 64 * 1024  # bytes: a read no larger, outside a flood, is handed on by the reader itself
 
 
 def _raise_pipe_size(fd: int) -> int:
@@ -78,6 +79,13 @@ class PipeReader:
     the pipe meanwhile. If it raises, the error is logged and framing goes on; if the
     framer fails, the reader reads on and discards. Either way the child's pipe is still
     read, because a child whose pipe fills blocks.
+
+    With `may_wait` (which tells whether `on_lines` might block now), ordinary output
+    skips the hand-off between the threads: a small read outside a flood, with nothing
+    spooled and the framer idle, is framed and handed on by the reader thread itself
+    when `may_wait()` says no. A line then waits for one thread switch fewer; a flood,
+    a backlog or a sink that may hold still goes through the framer thread. One thread
+    at a time frames (`_framer_busy`), so the order of the chunks is kept.
     """
 
     def __init__(
@@ -93,6 +101,7 @@ class PipeReader:
         read_pace: float = READ_PACE,
         pace_above: float = PACE_ABOVE,
         sleep: Callable[[float], None] = time.sleep,
+        may_wait: Callable[[], bool] | None = None,
         name: str = "reader",
     ) -> None:
         if idle_flush <= 0:
@@ -104,6 +113,7 @@ class PipeReader:
         self._pace = max(0.0, read_pace)
         self._pace_above = max(0.0, pace_above)
         self._sleep = sleep
+        self._may_wait = may_wait  # None: on_lines may always wait, so only the framer calls it
         self._paced = False  # decided by start(), once the pipe has its size
         self._name = name
         self._bytes_read = 0
@@ -117,6 +127,10 @@ class PipeReader:
         self._spill_writing = False  # the reader writes to the spill outside the lock
         self._eof = False  # the reader is done: the spool gets nothing more
         self._framing = True  # False once the framer has ended (then the reader discards)
+        self._framer_busy = False  # a thread is framing a chunk (the framer's or the reader)
+        self._failed = False  # framing failed on the reader thread: the framer thread ends
+        self._fed = 0.0  # monotonic time of the last chunk framed, for the idle flush
+        self._idle_flushed = False  # the pending bytes were offered by an idle flush already
         self._cond = threading.Condition(threading.Lock())
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
         self._thread = threading.Thread(target=self._frame_loop, name=f"{name}-frame", daemon=True)
@@ -207,6 +221,7 @@ class PipeReader:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         pace = self._pace if self._paced else 0.0
+        may_wait = self._may_wait
         flood_bytes = self._pace_above * RATE_WINDOW  # more than this in a window is a flood
         window_start = time.monotonic()
         window_bytes = 0
@@ -240,23 +255,31 @@ class PipeReader:
                 raise
             if not size:
                 return
-            if pace > 0:
-                now = time.monotonic()
-                if now - window_start > RATE_WINDOW:
-                    window_start, window_bytes = now, 0
-                window_bytes += size
-                trickle = window_bytes > flood_bytes and _short(size, asked)
+            now = time.monotonic()
+            if now - window_start > RATE_WINDOW:
+                window_start, window_bytes = now, 0
+            window_bytes += size
+            flooding = window_bytes > flood_bytes
+            trickle = pace > 0 and flooding and _short(size, asked)
             data = bytes(view[:size])
             stamp = time.time()
             self._bytes_read += size
             if to_file and self._spill_chunk(stamp, data):
                 continue
+            # Ordinary output is handed on from here, unless the sink might hold us.
+            quiet = may_wait is not None and not flooding and size <= INLINE_MAX and not may_wait()
             with cond:
                 if not self._framing:
                     continue  # nobody frames any more: keep the child running, drop
-                spool.append((stamp, data))
-                self._spooled += len(data)
-                cond.notify_all()
+                inline = quiet and not spool and not self._framer_busy and not self._failed
+                if inline:
+                    self._framer_busy = True
+                else:
+                    spool.append((stamp, data))
+                    self._spooled += len(data)
+                    cond.notify_all()
+            if inline:
+                self._frame_here(stamp, data)
 
     def _wait_for_room(self) -> bool:
         """Wait (lock held) until the next chunk has a place: True for the spill file,
@@ -316,6 +339,20 @@ class PipeReader:
         if self._spool_defaulted:
             self._spool_max = max(self._spool_max, SPOOL_BYTES)
 
+    def _frame_here(self, stamp: float, data: bytes) -> None:
+        """Frame and hand on a chunk on the reader thread (which holds `_framer_busy`)."""
+        failed = False
+        try:
+            self._deliver(stamp, self._framer.feed(data))
+        except Exception:
+            logger.exception("framer of reader %s failed; its lines are dropped from now on", self._name)
+            failed = True
+        with self._cond:
+            self._framer_busy = False
+            self._fed, self._idle_flushed = time.monotonic(), False
+            self._failed = self._failed or failed
+            self._cond.notify_all()  # the framer thread: an idle flush to time, or an end
+
     # -- the framer thread -------------------------------------------------------------
 
     def _frame_loop(self) -> None:
@@ -344,61 +381,83 @@ class PipeReader:
         cond = self._cond
         spool = self._spool
         spill = self._spill
-        idle_flushed = False  # the pending bytes were offered by an idle flush already
         while True:
             from_file: tuple[int, int] | None = None
             with cond:
-                if not spool and not self._eof and not self.spilled:
-                    if framer.pending and not idle_flushed:
-                        cond.wait(self._idle)
-                    else:
-                        cond.wait()
+                if not self._wait_for_work():
+                    return
+                self._framer_busy = True
                 if spool:
                     stamp, data = _take_spooled(spool)
                 elif spill is not None and spill.pending:
-                    from_file = (spill.start, spill.end)
-                elif self._eof:
-                    return
+                    from_file, data = (spill.start, spill.end), b""
                 else:
-                    data = b""
-            if from_file is not None:
-                assert spill is not None
-                try:
-                    stamp, data, position = spill.read(*from_file, READ_SIZE)
-                except OSError as exc:  # our own file failed us: what it held is gone
-                    logger.error(
-                        "reader %s lost %d bytes of output: its spill file could not be read back (%s)",
-                        self._name,
-                        from_file[1] - from_file[0],
-                        exc,
-                    )
-                    stamp, data, position = time.time(), b"", from_file[1]
-                    with cond:
-                        self._spill_broke()
-                if data:
+                    data = b""  # nothing came within idle_flush
+            try:
+                if from_file is not None:
+                    self._frame_spilled(from_file)
+                elif data:
                     self._deliver(stamp, framer.feed(data))
-                    idle_flushed = False
-                with cond:
-                    spill.start = position
-                    free = not spill.pending and not self._spill_writing and spill.empty()
-                    cond.notify_all()
-                if free:
-                    spill.truncate()
-                    with cond:
-                        cond.notify_all()
-                continue
-            if not data:
-                # Nothing came within idle_flush: hand the unfinished line on as partial,
-                # since a prompt or a progress bar must not stay invisible.
-                if framer.pending and not idle_flushed:
+                else:
+                    # Hand the unfinished line on as partial, since a prompt or a progress
+                    # bar must not stay invisible.
                     self._deliver(time.time(), framer.flush(idle=True))
-                    idle_flushed = True
-                continue
-            self._deliver(stamp, framer.feed(data))
-            idle_flushed = False
+            finally:
+                with cond:
+                    self._framer_busy = False
+                    if data or from_file is not None:
+                        self._fed, self._idle_flushed = time.monotonic(), False
+                    else:
+                        self._idle_flushed = True
+                    self._spooled -= len(data)
+                    cond.notify_all()
+
+    def _wait_for_work(self) -> bool:
+        """Wait (lock held) until the framer thread has a chunk to frame (spooled or
+        spilled) or an idle flush is due; False once it is done (EOF with nothing left,
+        or framing failed on the reader thread)."""
+        cond = self._cond
+        while not self._failed:
+            if self._framer_busy:  # the reader is framing a chunk itself
+                cond.wait()
+            elif self._spool or self.spilled:
+                return True
+            elif self._eof:
+                return False
+            elif self._framer.pending and not self._idle_flushed:
+                left = self._fed + self._idle - time.monotonic()
+                if left <= 0:
+                    return True
+                cond.wait(left)
+            else:
+                cond.wait()
+        return False
+
+    def _frame_spilled(self, span: tuple[int, int]) -> None:
+        """Frame the next piece of the spill file (between `span`'s positions)."""
+        spill = self._spill
+        assert spill is not None
+        cond = self._cond
+        try:
+            stamp, data, position = spill.read(*span, READ_SIZE)
+        except OSError as exc:  # our own file failed us: what it held is gone
+            logger.error(
+                "reader %s lost %d bytes of output: its spill file could not be read back (%s)",
+                self._name,
+                span[1] - span[0],
+                exc,
+            )
+            stamp, data, position = time.time(), b"", span[1]
             with cond:
-                self._spooled -= len(data)
-                cond.notify_all()
+                self._spill_broke()
+        if data:
+            self._deliver(stamp, self._framer.feed(data))
+        with cond:
+            spill.start = position
+            free = not spill.pending and not self._spill_writing and spill.empty()
+            cond.notify_all()
+        if free:
+            spill.truncate()
 
     def _deliver(self, timestamp: float, framed: Framed) -> None:
         texts, partial = framed

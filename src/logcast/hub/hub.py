@@ -226,6 +226,16 @@ class Hub:
         self._announce(process)
         return seq
 
+    def would_hold(self, process: str) -> bool:
+        """Whether `lines` for `process` might wait for the store now: its ring is over
+        its bounds with lines the store does not have yet (`StoreWriter.hold_while_behind`).
+        A capture thread that must not wait hands its lines to one that may, meanwhile."""
+        journal = self._journals.get(process)
+        if journal is None:
+            return False
+        with journal.lock:
+            return journal.ring.overfull
+
     def status(
         self,
         process: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -55,18 +56,20 @@ class Reader(Protocol):
         ...
 
 
-ReaderFactory = Callable[[int, Callable[[float, Lines], None], str], Reader]
+OnLines = Callable[[float, Lines], None]
+MayWait = Callable[[], bool] | None  # whether on_lines might block now (None: it always may)
+ReaderFactory = Callable[[int, OnLines, str, MayWait], Reader]
 
 
-def _pipe_reader(fd: int, on_lines: Callable[[float, Lines], None], name: str) -> Reader:
-    return PipeReader(fd, on_lines, name=name)
+def _pipe_reader(fd: int, on_lines: OnLines, name: str, may_wait: MayWait) -> Reader:
+    return PipeReader(fd, on_lines, name=name, may_wait=may_wait)
 
 
 def spilling_readers(spill_dir: Path) -> ReaderFactory:
     """Pipe readers that hold a flood far ahead of framing in a file under `spill_dir`."""
 
-    def make(fd: int, on_lines: Callable[[float, Lines], None], name: str) -> Reader:
-        return PipeReader(fd, on_lines, name=name, spill_dir=spill_dir)
+    def make(fd: int, on_lines: OnLines, name: str, may_wait: MayWait) -> Reader:
+        return PipeReader(fd, on_lines, name=name, spill_dir=spill_dir, may_wait=may_wait)
 
     return make
 
@@ -433,6 +436,10 @@ class ManagedProcess:
         if child.stderr is not None:
             streams.append((child.stderr, Stream.STDERR))
         readers: list[Reader] = []
+        # A sink that can hold capture says when it might (the hub: `Hub.would_hold`);
+        # then ordinary output is handed on by the reader thread itself.
+        would_hold = getattr(self._sink, "would_hold", None)
+        may_wait = functools.partial(would_hold, self.name) if callable(would_hold) else None
         try:
             for fd, stream in streams:
                 on_model = lambda run=run: loop.call_soon_threadsafe(self._model_changed, run)  # noqa: E731
@@ -440,6 +447,7 @@ class ManagedProcess:
                     fd,
                     self._line_handler(run, stream, probe, errors, model, on_model),
                     f"{self.name}-{stream}",
+                    may_wait,
                 )
                 reader.start()  # from here on the reader owns (and closes) fd
                 readers.append(reader)
@@ -462,7 +470,7 @@ class ManagedProcess:
         errors: deque[str],
         model: _Model,
         on_model: Callable[[], object],
-    ) -> Callable[[float, Lines], None]:
+    ) -> OnLines:
         sink, name = self._sink, self.name
         error, critical = Level.ERROR, Level.CRITICAL
 
