@@ -21,6 +21,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.types import EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
+from logcast.web.deadline import SendDeadline
 from logcast.web.encode import (
     JSON,
     SSE,
@@ -125,12 +126,13 @@ class BoundedSSEResponse(EventSourceResponse):
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         timeout = self.timeout
+        deadline = SendDeadline(timeout)  # one timer for every write, not one each
         try:
             async for chunk in self.body_iterator:
                 data = _as_bytes(chunk)
                 for start in range(0, len(data), WRITE_SLICE):
                     # uvicorn's send waits while the transport is over its high-water mark
-                    async with asyncio.timeout(timeout):  # no task per send, unlike wait_for
+                    with deadline:
                         await send(
                             {
                                 "type": "http.response.body",
@@ -143,6 +145,7 @@ class BoundedSSEResponse(EventSourceResponse):
             log.info("SSE client stopped reading for %.0fs: cut loose", timeout)
             return
         finally:
+            deadline.close()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -318,24 +321,32 @@ async def websocket_stream(
             for text in texts(sub, part):
                 yield text_frame(text.encode("utf-8", "replace"))
 
-    async def write_frames(frames: Iterable[bytes]) -> None:
+    async def write_frames(frames: Iterable[bytes], deadline: SendDeadline) -> None:
         for data in _groups(frames, WRITE_SLICE):
-            async with lock, asyncio.timeout(timeout):
+            async with lock:
                 assert send_frames is not None
-                await send_frames(data)
+                with deadline:
+                    await send_frames(data)
 
     async def pump(sub: Subscription) -> None:
+        deadline = SendDeadline(timeout)  # this task's writes share one timer
+        try:
+            await pump_until_stopped(sub, deadline)
+        finally:
+            deadline.close()
+
+    async def pump_until_stopped(sub: Subscription, deadline: SendDeadline) -> None:
         while not stop.is_set():
             batch = await _next(sub, shutdown, limit, wire)
             if batch is None:
                 stop.set()
                 return
             if isinstance(batch, LiveBatch):
-                await write_frames(batch.encoded)
+                await write_frames(batch.encoded, deadline)
             elif not batch:
                 continue  # nothing for a while: the protocol's own pings keep the line alive
             elif batched:
-                await write_frames(frames_of(sub, batch))
+                await write_frames(frames_of(sub, batch), deadline)
             else:
                 # one deadline per batch: a timer per frame cost more than the send itself;
                 # each send waits while the transport is over its high-water mark
