@@ -129,6 +129,8 @@ class PipeReader:
         self._framing = True  # False once the framer has ended (then the reader discards)
         self._framer_busy = False  # a thread is framing a chunk (the framer's or the reader)
         self._failed = False  # framing failed on the reader thread: the framer thread ends
+        self._framer_waits = False  # the framer thread waits for the reader's chunk to be framed
+        self._framer_sleeps = False  # the framer thread waits with no timeout
         self._fed = 0.0  # monotonic time of the last chunk framed, for the idle flush
         self._idle_flushed = False  # the pending bytes were offered by an idle flush already
         self._cond = threading.Condition(threading.Lock())
@@ -351,7 +353,11 @@ class PipeReader:
             self._framer_busy = False
             self._fed, self._idle_flushed = time.monotonic(), False
             self._failed = self._failed or failed
-            self._cond.notify_all()  # the framer thread: an idle flush to time, or an end
+            # Wake the framer thread only if it has something to do: end, time an idle
+            # flush for a line left unfinished, or go on after waiting for this chunk.
+            # Waking it for every line would cost a thread switch, the one saved here.
+            if failed or self._framer_waits or (self._framer_sleeps and self._framer.pending):
+                self._cond.notify_all()
 
     # -- the framer thread -------------------------------------------------------------
 
@@ -419,7 +425,9 @@ class PipeReader:
         cond = self._cond
         while not self._failed:
             if self._framer_busy:  # the reader is framing a chunk itself
+                self._framer_waits = True
                 cond.wait()
+                self._framer_waits = False
             elif self._spool or self.spilled:
                 return True
             elif self._eof:
@@ -428,9 +436,11 @@ class PipeReader:
                 left = self._fed + self._idle - time.monotonic()
                 if left <= 0:
                     return True
-                cond.wait(left)
+                cond.wait(left)  # woken early or not, `left` is looked at again
             else:
+                self._framer_sleeps = True  # only a notify wakes it: see _frame_here
                 cond.wait()
+                self._framer_sleeps = False
         return False
 
     def _frame_spilled(self, span: tuple[int, int]) -> None:
