@@ -1,7 +1,10 @@
 """The wire bytes of each record, computed once per format and shared by every reader.
 
 A live record is the same bytes for every subscriber of one format, so its encoding is
-kept in the ring beside it.
+kept in the ring beside it; but not for a lone subscriber (the one asking), which never
+asks for the same record twice: a full cache is about as large as the records themselves
+(~300 bytes a line; bench/burst.py's peak RSS, when its one SSE reader comes back from
+the store into a ring of 100,000 lines and encodes all of them).
 """
 
 from __future__ import annotations
@@ -41,5 +44,6 @@ def complete(
         return cached  # type: ignore[return-value]
     out = [enc if enc is not None else encode(r) for r, enc in zip(records, cached, strict=True)]
     with journal.lock:
-        journal.ring.store_encodings(fmt, records[0].seq, out)
+        if len(journal.subscribers) != 1:  # not only the one asking: others may read them
+            journal.ring.store_encodings(fmt, records[0].seq, out)
     return out

@@ -13,10 +13,19 @@ def _seq(record: LogRecord) -> int:
     return record.seq
 
 
+# The dead prefix (records dropped but still referenced by the lists) goes once it is
+# this share of the live part, or as long as it: a burst passes the whole ring through
+# it, and a prefix as long as the live part held a second ring of records and encodings
+# (bench/burst.py's peak RSS). Each `del` moves the live part: 16 pointers per record
+# dropped, per list.
+DEAD_SHARE = 16
+DEAD_MIN = 1024  # records; a small ring keeps the old rule (a prefix as long as the live part)
+
+
 class Ring:
     """Records contiguous in seq, found by arithmetic (`seq - first_seq`). A list with
     a moving head, not a deque: readers take slices from the middle all the time, and
-    the dead prefix goes in one `del` once it is as long as the live part."""
+    the dead prefix goes in one `del` once it is a sixteenth of the live part."""
 
     __slots__ = ("_buf", "_caches", "_head", "_sizes", "_status", "bytes", "max_bytes", "max_lines")
 
@@ -83,7 +92,8 @@ class Ring:
         self._head = end
         if self._status and self._status[0].seq < self._buf[end - 1].seq + 1:
             del self._status[: bisect_right(self._status, self._buf[end - 1].seq, key=_seq)]
-        if self._head >= len(self._buf) - self._head:
+        live = len(self._buf) - self._head
+        if self._head >= min(live, max(DEAD_MIN, live // DEAD_SHARE)):
             del self._buf[: self._head]
             for cache in self._caches.values():
                 del cache[: self._head]
