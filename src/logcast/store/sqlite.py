@@ -43,7 +43,8 @@ _PARTIAL = 1
 _NON_ASCII = 2
 
 _RETENTION_EVERY = 64  # writes between two retention passes for a process barely over
-_WRITER_CACHE_KIB = 8192  # the writer's page cache: more than a batch touches
+_WRITER_CACHE_KIB = 4096  # the writer's page cache: more than a batch touches (~3 MB)
+_READER_CACHE_KIB = 512  # each reader's: reads are range scans, the OS caches the file
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
 SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
@@ -87,8 +88,14 @@ _COLUMNS = "seq, ts, level, stream, run, flags, state, message"
 # are bound once per statement, each row binds only what varies, and its seq is the first
 # plus a literal offset in the SQL. Anything else (a retried batch, status records, text
 # SQLite cannot store, a run change) takes the row-wise path.
-_ROWS_PER_INSERT = 3584  # 9 parameters a row: 32,256, under SQLite's limit of 32,766
-_COLUMN_ROWS = 6400  # 5 parameters a row and 3 per statement: 32,003
+#
+# Not many thousands, though: a prepared statement costs ~600 bytes a row, and the
+# writer's connection keeps each size it used (the largest and its halves, for both
+# paths). At 6,400 and 3,584 rows they were ~13 MB of SQLite's memory, and the server's
+# peak RSS in bench/burst.py --sse 1 --ws 0 was 33 MB higher than with these; the burst
+# went no slower with them (the GIL is given back more often, between smaller binds).
+_ROWS_PER_INSERT = 896  # 9 parameters a row
+_COLUMN_ROWS = 1600  # 5 parameters a row and 3 per statement
 
 
 @functools.lru_cache(maxsize=16)
@@ -559,6 +566,8 @@ class SqliteStore:
                 raise StoreError("store is not open" if not self._closed else "store is closed")
             conn = self._connect()
             conn.execute("PRAGMA query_only = ON")
+            if "cache_size" not in self._pragmas:
+                conn.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
             conn.create_function("fold_contains", 2, _fold_contains, deterministic=True)
             conn.create_function("regexp", 2, _regexp, deterministic=True)
             with self._readers_lock:
