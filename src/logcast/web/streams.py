@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Iterable, Iterator, MutableMapping
 from typing import Any
 
@@ -159,13 +158,56 @@ class BoundedSSEResponse(EventSourceResponse):
 Batch = LiveBatch | list[Entry]
 
 
+class Quiet:
+    """Wakes a stream's reader once `interval` seconds passed with nothing to send, so
+    that it can ping: one timer per stream, armed again only when it fires early.
+
+    A timer per wait (`asyncio.timeout` around `event.wait()`) would be scheduled and
+    cancelled for every line a live reader takes.
+    """
+
+    def __init__(self, event: asyncio.Event, interval: float) -> None:
+        self._event = event
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> float:
+        """Begin a quiet spell now; the loop time it ends, when the event is set."""
+        self._due = due = self._loop.time() + self._interval
+        if self._timer is None:
+            self._timer = self._loop.call_at(due, self._expire)
+        return due
+
+    def over(self, due: float) -> bool:
+        return self._loop.time() >= due
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._loop.time() >= self._due:
+            self._event.set()
+        else:
+            self._timer = self._loop.call_at(self._due, self._expire)
+
+
 async def _next(
-    sub: Subscription, shutdown: asyncio.Event, limit: int, wire: Wire | None, entries_at_once: int = ENTRIES
+    sub: Subscription,
+    shutdown: asyncio.Event,
+    quiet: Quiet,
+    limit: int,
+    wire: Wire | None,
+    entries_at_once: int = ENTRIES,
 ) -> Batch | None:
     """The next batch of `sub`: cached live bytes when `wire` is given and the fast path
-    applies, entries otherwise; [] once `PING_INTERVAL` passed with nothing new; None
+    applies, entries otherwise; [] once `quiet`'s interval passed with nothing new; None
     when the stream must end (the client's subscription closed, or the server stops)."""
-    deadline = time.monotonic() + PING_INTERVAL
+    due = quiet.start()
     while True:
         sub.event.clear()
         live = await sub.take_live(limit, wire.name, wire.encode) if wire is not None else None
@@ -178,14 +220,9 @@ async def _next(
                 return entries
         if sub.closed or shutdown.is_set():
             return None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if quiet.over(due):
             return []
-        try:
-            async with asyncio.timeout(remaining):
-                await sub.event.wait()
-        except TimeoutError:
-            pass
+        await sub.event.wait()  # new lines, the end, or `quiet`
 
 
 def _ended_at(batch: Batch) -> LogRecord | None:
@@ -211,11 +248,14 @@ async def sse_body(
     """The SSE byte stream of one subscription: one message per event, or with `batched`
     (`batch=1`) messages of many events each, `data: [<event>,…]` (see `batch_messages`)."""
     pieces = _batch_pieces if batched else _sse_pieces
+    quiet = Quiet(sub.event, PING_INTERVAL)
     try:
         yield b"retry: 1000\n\n"
         while True:
             batch = await (
-                _next(sub, shutdown, BATCH, JSON, BATCH_PART) if batched else _next(sub, shutdown, BATCH, SSE)
+                _next(sub, shutdown, quiet, BATCH, JSON, BATCH_PART)
+                if batched
+                else _next(sub, shutdown, quiet, BATCH, SSE)
             )
             if batch is None:
                 break
@@ -239,6 +279,7 @@ async def sse_body(
             yield b"id: %d\ndata: %s\n\n" % (ended.seq, b"[%s]" % end if batched else end)
             break
     finally:
+        quiet.close()
         sub.close()
 
 
@@ -330,14 +371,16 @@ async def websocket_stream(
 
     async def pump(sub: Subscription) -> None:
         deadline = SendDeadline(timeout)  # this task's writes share one timer
+        quiet = Quiet(sub.event, PING_INTERVAL)
         try:
-            await pump_until_stopped(sub, deadline)
+            await pump_until_stopped(sub, deadline, quiet)
         finally:
+            quiet.close()
             deadline.close()
 
-    async def pump_until_stopped(sub: Subscription, deadline: SendDeadline) -> None:
+    async def pump_until_stopped(sub: Subscription, deadline: SendDeadline, quiet: Quiet) -> None:
         while not stop.is_set():
-            batch = await _next(sub, shutdown, limit, wire)
+            batch = await _next(sub, shutdown, quiet, limit, wire)
             if batch is None:
                 stop.set()
                 return
