@@ -148,3 +148,14 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class MessageEncoder:
+    """An encoding for the hub's shared caches: a record's message as bytes, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, record: LogRecord) -> bytes:
+        self.calls += 1
+        return record.message.encode()

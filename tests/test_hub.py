@@ -16,7 +16,7 @@ from logcast.hub import writer as writer_module
 from logcast.hub.writer import WRITER_STALL
 from logcast.query import Query, parse_levels
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
-from tests.fakes import FakeClock, MemoryStore
+from tests.fakes import FakeClock, MemoryStore, MessageEncoder
 
 
 def lines(*texts: str, level: Level = Level.INFO) -> Lines:
@@ -235,13 +235,7 @@ async def test_numbering_continues_after_reopen() -> None:
 
 async def test_one_encoding_per_record_is_shared() -> None:
     hub = await make_hub()
-    calls = 0
-
-    def encode(record: LogRecord) -> bytes:
-        nonlocal calls
-        calls += 1
-        return record.message.encode()
-
+    encode = MessageEncoder()
     try:
         hub.lines("app", 1, Stream.STDOUT, 1.0, lines("a", "b", "c"))
         plog = hub.get("app")
@@ -249,7 +243,7 @@ async def test_one_encoding_per_record_is_shared() -> None:
         first = hub.encode_logs(plog, records, encode)
         second = hub.encode_logs(plog, records, encode)
         assert first == second == [b"a", b"b", b"c"]
-        assert calls == 3
+        assert encode.calls == 3
     finally:
         await hub.close()
 

@@ -7,8 +7,9 @@ import sys
 
 from logcast.hub import Hub
 from logcast.hub.ring import DEAD_MIN, DEAD_SHARE, Ring
-from logcast.types import Level, Lines, LogRecord, Stream
-from tests.fakes import MemoryStore
+from logcast.types import Level, LogRecord, Stream
+from tests.fakes import MemoryStore, MessageEncoder
+from tests.test_hub_live import lines
 
 
 def rec(seq: int) -> LogRecord:
@@ -42,20 +43,10 @@ def test_dropped_records_are_freed() -> None:
     assert sys.getrefcount(oldest) == before - 1
 
 
-def lines(*texts: str) -> Lines:
-    return Lines(list(texts), [Level.INFO] * len(texts), [False] * len(texts))
-
-
 async def test_a_lone_subscriber_does_not_fill_the_cache_and_a_second_one_does() -> None:
     hub = Hub(MemoryStore())
     await hub.open(["app"])
-    calls = 0
-
-    def encode(record: LogRecord) -> bytes:
-        nonlocal calls
-        calls += 1
-        return record.message.encode()
-
+    encode = MessageEncoder()
     try:
         hub.lines("app", 1, Stream.STDOUT, 1.0, lines("a", "b", "c"))
         journal = hub.get("app")
@@ -65,9 +56,9 @@ async def test_a_lone_subscriber_does_not_fill_the_cache_and_a_second_one_does()
             assert journal.ring.encodings("log", 1, 3) == [None, None, None]  # kept for nobody
             with await hub.subscribe("app", after=0):
                 hub.encode_logs(journal, records, encode)
-                assert calls == 6
+                assert encode.calls == 6
                 assert journal.ring.encodings("log", 1, 3) == [b"a", b"b", b"c"]
                 assert hub.encode_logs(journal, records, encode) == [b"a", b"b", b"c"]
-                assert calls == 6  # the second reader's come from the cache
+                assert encode.calls == 6  # the second reader's come from the cache
     finally:
         await hub.close()
