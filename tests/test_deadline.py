@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -93,3 +94,34 @@ async def test_bad_use_is_refused() -> None:
 def test_outside_a_loop_is_refused() -> None:
     with pytest.raises(RuntimeError):
         SendDeadline(1)
+
+
+def test_a_cancellation_from_elsewhere_due_with_the_deadline_stays_a_cancellation() -> None:
+    """An outside `cancel()` that lands in the same loop turn as the deadline, before
+    it, is that caller's cancellation, not a timeout (as with `asyncio.timeout`): the
+    task's cancellation count is taken when the write begins."""
+
+    async def writer(started: asyncio.Event) -> None:
+        deadline = SendDeadline(SHORT)
+        try:
+            with deadline:
+                started.set()
+                await asyncio.get_running_loop().create_future()  # a write that never gets room
+        finally:
+            deadline.close()
+
+    async def main() -> BaseException | None:
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+        begun = loop.time()
+        task = asyncio.create_task(writer(started))
+        await started.wait()
+        loop.call_at(begun + SHORT / 2, task.cancel)  # due before the deadline's timer
+        time.sleep(SHORT * 3)  # the loop is busy (a test's stand-in): both timers come due at once
+        try:
+            await task
+        except BaseException as exc:
+            return exc
+        return None
+
+    assert isinstance(asyncio.run(main()), asyncio.CancelledError)

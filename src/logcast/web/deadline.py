@@ -35,13 +35,17 @@ class SendDeadline:
         self.timeout = timeout
         self._since: float | None = None  # loop time the write in progress began
         self._timer: asyncio.TimerHandle | None = None
-        self._cancelling = -1  # >= 0: this deadline cancelled the task, which was at that count
+        self._cancelling = 0  # the task's cancellation count when the write began
+        self._fired = False  # this deadline cancelled the task during the write in progress
         self.armed = 0  # timers scheduled so far
 
     def __enter__(self) -> SendDeadline:
         if self._since is not None:
             raise RuntimeError("SendDeadline is not reentrant")
         self._since = now = self._loop.time()
+        # As asyncio.timeout: counted on entry, so that a cancellation from elsewhere
+        # (which raises the count before our timer fires) stays a cancellation.
+        self._cancelling = self._task.cancelling()
         if self._timer is None:
             self._arm(now + self.timeout)
         return self
@@ -50,9 +54,10 @@ class SendDeadline:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._since = None
-        cancelling, self._cancelling = self._cancelling, -1
-        if cancelling >= 0 and self._task.uncancel() <= cancelling and kind is asyncio.CancelledError:
-            raise TimeoutError from error
+        if self._fired:
+            self._fired = False
+            if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
+                raise TimeoutError from error
 
     def close(self) -> None:
         """Drop the timer (the stream ended)."""
@@ -67,11 +72,11 @@ class SendDeadline:
     def _expire(self) -> None:
         self._timer = None
         since = self._since
-        if since is None or self._cancelling >= 0:
+        if since is None or self._fired:
             return  # no write waits (the next one arms the timer again)
         due = since + self.timeout
         if self._loop.time() < due:
             self._arm(due)
             return
-        self._cancelling = self._task.cancelling()
+        self._fired = True
         self._task.cancel()
