@@ -17,7 +17,9 @@ import pytest
 import logcast.capture.reader as reader_module
 from logcast.capture.framing import Framed, LineFramer
 from logcast.capture.reader import READ_SIZE, PipeReader
-from logcast.types import Level, Lines
+from logcast.hub import Hub
+from logcast.types import Level, Lines, Stream
+from tests.fakes import MemoryStore
 
 Line = tuple[str, Level, bool]
 
@@ -432,7 +434,9 @@ def test_ordinary_output_is_handed_on_by_the_reader_thread_when_the_sink_cannot_
     read outside a flood is framed and handed on by the reader thread itself; a partial
     line still gets its idle flush from the framer thread."""
     collect = ThreadsSeen()
-    reader = PipeReader(pipe.r, collect, may_wait=lambda: False, idle_flush=0.05, name="r")
+    reader = PipeReader(
+        pipe.r, collect, on_lines_now=collect, may_wait=lambda: False, idle_flush=0.05, name="r"
+    )
     reader.start()
     for i in range(20):
         pipe.write(b"line %d\n" % i)
@@ -449,12 +453,13 @@ def test_ordinary_output_is_handed_on_by_the_reader_thread_when_the_sink_cannot_
 
 def test_a_sink_that_may_wait_or_a_flood_keeps_the_framer_thread(pipe: Pipe) -> None:
     """`on_lines` may block only where the reader does not wait for it: when the sink
-    might hold (`may_wait()`), in a flood, or without `may_wait`, the framer thread
+    might hold (`may_wait()`), in a flood, or without `on_lines_now`, the framer thread
     hands the lines on."""
-    for kw in ({"may_wait": lambda: True}, {"may_wait": lambda: False, "pace_above": 0}, {}):
+    for kw in ({"may_wait": lambda: True}, {"pace_above": 0}, {"no_now": True}):
         p = Pipe()
         collect = ThreadsSeen()
-        reader = PipeReader(p.r, collect, name="r", **kw)  # type: ignore[arg-type]
+        now = None if kw.pop("no_now", False) else collect
+        reader = PipeReader(p.r, collect, on_lines_now=now, name="r", **kw)  # type: ignore[arg-type]
         reader.start()
         for i in range(5):
             p.write(b"line %d\n" % i)
@@ -478,7 +483,7 @@ def test_chunks_keep_their_order_when_the_sink_holds_now_and_then(pipe: Pipe) ->
             time.sleep(0.002)  # a held framer thread (a test thread, not the event loop)
         collect(timestamp, lines)
 
-    reader = PipeReader(pipe.r, slow, may_wait=lambda: rng.random() < 0.3, name="r")
+    reader = PipeReader(pipe.r, slow, on_lines_now=slow, may_wait=lambda: rng.random() < 0.3, name="r")
     reader.start()
     for i in range(2000):
         pipe.write(b"line %d\n" % i)
@@ -506,7 +511,7 @@ def test_framing_that_fails_on_the_reader_thread_drops_lines_but_reading_goes_on
             return super().feed(data)
 
     collect = Collector()
-    reader = PipeReader(pipe.r, collect, may_wait=lambda: False)
+    reader = PipeReader(pipe.r, collect, on_lines_now=collect, may_wait=lambda: False)
     reader._framer = Broken()
     reader.start()
     pipe.write(b"first\n")
@@ -525,3 +530,104 @@ def test_framing_that_fails_on_the_reader_thread_drops_lines_but_reading_goes_on
     assert reader.bytes_read == len(b"first\nsecond\n") + 40 * len(chunk)
     assert collect.lines == [("first", INFO, False)]
     assert "framer bug" in caplog.text
+
+
+def test_the_reader_thread_is_never_held_by_the_store(pipe: Pipe) -> None:
+    """`may_wait()` is a look at one moment: the process's other stream may fill the
+    memory tail right after it said no. The reader thread's own lines then go in without
+    waiting for the store (the tail goes past its bounds by that chunk), later reads go
+    through the framer thread, which is held, and the pipe stays drained."""
+    hub = Hub(MemoryStore(), memory_lines=10)  # no writer running: the store stays behind
+    burst = Lines([f"err {i}" for i in range(20)], [INFO] * 20, [False] * 20)
+    injected = threading.Event()
+
+    def may_wait() -> bool:
+        held = hub.would_hold("p")
+        if not held and not injected.is_set():
+            injected.set()  # stderr's thread hands on a burst at this very moment
+            hub.lines("p", 1, Stream.STDERR, time.time(), burst)
+        return held
+
+    reader = PipeReader(
+        pipe.r,
+        lambda ts, lines: hub.lines("p", 1, Stream.STDOUT, ts, lines),
+        on_lines_now=lambda ts, lines: hub.lines("p", 1, Stream.STDOUT, ts, lines, hold=False),
+        may_wait=may_wait,
+        name="p-stdout",
+    )
+    reader.start()
+    pipe.write(b"hello\n")
+    chunk = (b"x" * 99 + b"\n") * 1000
+    writer = threading.Thread(target=lambda: [pipe.write(chunk) for _ in range(40)], daemon=True)
+    writer.start()  # 4 MiB, four times the pipe: a reader held by the store would block it
+    writer.join(WAIT)
+    try:
+        assert not writer.is_alive()
+        assert injected.is_set()
+        assert hub.get("p").ring.first_seq == 1  # nothing was dropped: the store has nothing yet
+    finally:
+        hub.writer.request_stop()  # lets the held framer thread go
+        pipe.close()
+        assert reader.join(WAIT)
+    assert hub.stats("p")["lines"] == 20 + 1 + 40 * 1000
+
+
+def test_after_framing_failed_on_the_framer_thread_the_reader_does_not_frame(pipe: Pipe) -> None:
+    """Between a failure on the framer thread and its end (which flushes the framer),
+    the reader must not take the framer up: its lines are dropped as announced, and no
+    two threads are ever in the LineFramer at once."""
+
+    class Probe(LineFramer):
+        failed = False
+        inside = 0
+        overlap = False
+
+        def feed(self, data: bytes) -> Framed:
+            if threading.current_thread().name.endswith("-frame") and not Probe.failed:
+                Probe.failed = True
+                raise RuntimeError("framer bug")
+            return self._inside(super().feed, data)
+
+        def flush(self, *, idle: bool = False) -> Framed:
+            return self._inside(super().flush, idle=idle)
+
+        def _inside(self, call: Callable[..., Framed], *args: object, **kw: object) -> Framed:
+            Probe.overlap = Probe.overlap or Probe.inside > 0
+            Probe.inside += 1
+            try:
+                return call(*args, **kw)
+            finally:
+                Probe.inside -= 1
+
+    failed_logged = threading.Event()
+    go_on = threading.Event()
+
+    class Pause(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:  # the framer thread, in the window
+            if record.getMessage().startswith("framer of reader"):
+                failed_logged.set()
+                go_on.wait(WAIT)
+
+    delivered = ThreadsSeen()
+    may = [True]
+    reader = PipeReader(pipe.r, delivered, on_lines_now=delivered, may_wait=lambda: may[0], name="r")
+    reader._framer = Probe()
+    handler = Pause()
+    log = logging.getLogger("logcast.capture.reader")
+    log.addHandler(handler)
+    try:
+        reader.start()
+        pipe.write(b"first\n")  # through the framer thread, which fails
+        assert failed_logged.wait(WAIT)
+        may[0] = False
+        pipe.write(b"second\n")  # ordinary output, while the failure is being logged
+        while reader.bytes_read < len(b"first\nsecond\n"):
+            time.sleep(0.001)
+        go_on.set()
+        pipe.close()
+        assert reader.join(WAIT)
+    finally:
+        go_on.set()
+        log.removeHandler(handler)
+    assert "second" not in [text for text, _, _ in delivered.lines]
+    assert not Probe.overlap

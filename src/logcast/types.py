@@ -188,9 +188,8 @@ class LineSink(Protocol):
 
     Both methods are called from capture threads as well as the event loop; they
     must be thread-safe and must never block on a consumer. `lines` is called only
-    from capture threads, which may be held while the store catches up. A sink that
-    holds them also offers `would_hold(process) -> bool` (the hub does): while it says
-    no, a reader thread hands ordinary output on itself, one thread switch sooner.
+    from capture threads, which may be held while the store catches up (a sink that
+    holds them is a `HoldingSink`).
     """
 
     def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> int | None:
@@ -205,3 +204,21 @@ class LineSink(Protocol):
         message: str,
         level: Level = Level.INFO,
     ) -> None: ...
+
+
+class HoldingSink(LineSink, Protocol):
+    """A sink whose `lines` may hold the capture thread while the store catches up (the
+    hub). It says when that might happen, and takes lines without ever holding when
+    asked to: a reader thread, which must keep the child's pipe drained, hands ordinary
+    output on itself that way, one thread switch sooner than through its framer."""
+
+    def lines(
+        self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines, *, hold: bool = True
+    ) -> int | None:
+        """As `LineSink.lines`; with `hold=False` it never waits (the memory tail may
+        then go past its bounds by this chunk until the store has caught up)."""
+        ...
+
+    def would_hold(self, process: str) -> bool:
+        """Whether `lines` for `process` might wait now."""
+        ...

@@ -80,12 +80,13 @@ class PipeReader:
     framer fails, the reader reads on and discards. Either way the child's pipe is still
     read, because a child whose pipe fills blocks.
 
-    With `may_wait` (which tells whether `on_lines` might block now), ordinary output
-    skips the hand-off between the threads: a small read outside a flood, with nothing
-    spooled and the framer idle, is framed and handed on by the reader thread itself
-    when `may_wait()` says no. A line then waits for one thread switch fewer; a flood,
-    a backlog or a sink that may hold still goes through the framer thread. One thread
-    at a time frames (`_framer_busy`), so the order of the chunks is kept.
+    With `on_lines_now` (which hands lines on like `on_lines` but never blocks),
+    ordinary output skips the hand-off between the threads: a small read outside a
+    flood, with nothing spooled and the framer idle, is framed and handed on by the
+    reader thread itself, unless `may_wait()` says that `on_lines` might block now (then
+    the framer thread takes it, so that a sink that holds capture holds that thread).
+    A line then waits for one thread switch fewer. One thread at a time frames
+    (`_framer_busy`), so the order of the chunks is kept.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class PipeReader:
         read_pace: float = READ_PACE,
         pace_above: float = PACE_ABOVE,
         sleep: Callable[[float], None] = time.sleep,
+        on_lines_now: Callable[[float, Lines], None] | None = None,
         may_wait: Callable[[], bool] | None = None,
         name: str = "reader",
     ) -> None:
@@ -113,7 +115,8 @@ class PipeReader:
         self._pace = max(0.0, read_pace)
         self._pace_above = max(0.0, pace_above)
         self._sleep = sleep
-        self._may_wait = may_wait  # None: on_lines may always wait, so only the framer calls it
+        self._on_lines_now = on_lines_now  # None: only the framer thread hands lines on
+        self._may_wait = may_wait
         self._paced = False  # decided by start(), once the pipe has its size
         self._name = name
         self._bytes_read = 0
@@ -223,7 +226,7 @@ class PipeReader:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         pace = self._pace if self._paced else 0.0
-        may_wait = self._may_wait
+        inline = self._on_lines_now is not None
         flood_bytes = self._pace_above * RATE_WINDOW  # more than this in a window is a flood
         window_start = time.monotonic()
         window_bytes = 0
@@ -268,19 +271,19 @@ class PipeReader:
             self._bytes_read += size
             if to_file and self._spill_chunk(stamp, data):
                 continue
-            # Ordinary output is handed on from here, unless the sink might hold us.
-            quiet = may_wait is not None and not flooding and size <= INLINE_MAX and not may_wait()
+            # Ordinary output is handed on from here, unless the sink might hold capture.
+            here = inline and not flooding and size <= INLINE_MAX and not self._sink_may_wait()
             with cond:
                 if not self._framing:
                     continue  # nobody frames any more: keep the child running, drop
-                inline = quiet and not spool and not self._framer_busy and not self._failed
-                if inline:
+                here = here and not spool and not self._framer_busy and not self._failed
+                if here:
                     self._framer_busy = True
                 else:
                     spool.append((stamp, data))
                     self._spooled += len(data)
                     cond.notify_all()
-            if inline:
+            if here:
                 self._frame_here(stamp, data)
 
     def _wait_for_room(self) -> bool:
@@ -341,23 +344,35 @@ class PipeReader:
         if self._spool_defaulted:
             self._spool_max = max(self._spool_max, SPOOL_BYTES)
 
+    def _sink_may_wait(self) -> bool:
+        may_wait = self._may_wait
+        if may_wait is None:
+            return False
+        try:
+            return may_wait()
+        except Exception:  # whatever it is, the reader must go on reading
+            logger.exception("reader %s: may_wait failed; its lines go through the framer thread", self._name)
+            return True
+
     def _frame_here(self, stamp: float, data: bytes) -> None:
         """Frame and hand on a chunk on the reader thread (which holds `_framer_busy`)."""
-        failed = False
+        assert self._on_lines_now is not None
+        failed = True
         try:
-            self._deliver(stamp, self._framer.feed(data))
+            self._deliver(stamp, self._framer.feed(data), self._on_lines_now)
+            failed = False
         except Exception:
             logger.exception("framer of reader %s failed; its lines are dropped from now on", self._name)
-            failed = True
-        with self._cond:
-            self._framer_busy = False
-            self._fed, self._idle_flushed = time.monotonic(), False
-            self._failed = self._failed or failed
-            # Wake the framer thread only if it has something to do: end, time an idle
-            # flush for a line left unfinished, or go on after waiting for this chunk.
-            # Waking it for every line would cost a thread switch, the one saved here.
-            if failed or self._framer_waits or (self._framer_sleeps and self._framer.pending):
-                self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._framer_busy = False
+                self._fed, self._idle_flushed = time.monotonic(), False
+                self._failed = self._failed or failed
+                # Wake the framer thread only if it has something to do: end, time an idle
+                # flush for a line left unfinished, or go on after waiting for this chunk.
+                # Waking it for every line would cost a thread switch, the one saved here.
+                if failed or self._framer_waits or (self._framer_sleeps and self._framer.pending):
+                    self._cond.notify_all()
 
     # -- the framer thread -------------------------------------------------------------
 
@@ -399,6 +414,7 @@ class PipeReader:
                     from_file, data = (spill.start, spill.end), b""
                 else:
                     data = b""  # nothing came within idle_flush
+            failed = True
             try:
                 if from_file is not None:
                     self._frame_spilled(from_file)
@@ -408,8 +424,12 @@ class PipeReader:
                     # Hand the unfinished line on as partial, since a prompt or a progress
                     # bar must not stay invisible.
                     self._deliver(time.time(), framer.flush(idle=True))
+                failed = False
             finally:
                 with cond:
+                    # Framing failed: the reader must not take the framer up (this thread
+                    # still flushes it on its way out); it spools, and the spool is dropped.
+                    self._failed = self._failed or failed
                     self._framer_busy = False
                     if data or from_file is not None:
                         self._fed, self._idle_flushed = time.monotonic(), False
@@ -469,12 +489,14 @@ class PipeReader:
         if free:
             spill.truncate()
 
-    def _deliver(self, timestamp: float, framed: Framed) -> None:
+    def _deliver(
+        self, timestamp: float, framed: Framed, on_lines: Callable[[float, Lines], None] | None = None
+    ) -> None:
         texts, partial = framed
         if not texts:
             return
         try:
-            self._on_lines(timestamp, Lines(texts, detect_levels(texts), partial))
+            (on_lines or self._on_lines)(timestamp, Lines(texts, detect_levels(texts), partial))
         except Exception:
             logger.exception("on_lines of reader %s failed; %d lines dropped", self._name, len(texts))
 

@@ -169,15 +169,21 @@ class Hub:
 
     # -- the sink (capture threads and the supervisor) ------------------------------
 
-    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> int | None:
-        """Number, keep and count a chunk of lines; the seq of the first."""
+    def lines(
+        self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines, *, hold: bool = True
+    ) -> int | None:
+        """Number, keep and count a chunk of lines; the seq of the first. A ring over
+        its bounds with lines the store lacks holds the caller until the store has them,
+        unless `hold` is False (a reader thread that must keep draining its pipe): then
+        the ring holds this chunk beyond its bounds until they are persisted."""
         if not lines.texts:
             return None
         journal = self._journals.get(process) or self.ensure(process)
-        with journal.lock:  # another thread may be trimming the ring: never look at it unlocked
-            overfull = journal.ring.overfull
-        if overfull:
-            self.writer.hold_while_behind(journal)
+        if hold:
+            with journal.lock:  # another thread may be trimming the ring: never look at it unlocked
+                overfull = journal.ring.overfull
+            if overfull:
+                self.writer.hold_while_behind(journal)
         texts, levels, partial = lines
         n = len(texts)
         joined = "".join(texts)
@@ -229,7 +235,7 @@ class Hub:
     def would_hold(self, process: str) -> bool:
         """Whether `lines` for `process` might wait for the store now: its ring is over
         its bounds with lines the store does not have yet (`StoreWriter.hold_while_behind`).
-        A capture thread that must not wait hands its lines to one that may, meanwhile."""
+        A reader thread hands its lines to its framer thread meanwhile, which may wait."""
         journal = self._journals.get(process)
         if journal is None:
             return False

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from logcast.capture.reader import PipeReader
 from logcast.config import ProcessSettings, RestartPolicy
@@ -34,7 +34,7 @@ from logcast.supervise.exits import (
 from logcast.supervise.readiness import ReadinessProbe
 from logcast.supervise.spawn import Child, Spawner, SpawnError
 from logcast.supervise.states import check_transition
-from logcast.types import Level, Lines, LineSink, ProcessState, Stream
+from logcast.types import HoldingSink, Level, Lines, LineSink, ProcessState, Stream
 
 __all__ = ["ManagedProcess", "describe_exit"]
 
@@ -57,19 +57,49 @@ class Reader(Protocol):
 
 
 OnLines = Callable[[float, Lines], None]
-MayWait = Callable[[], bool] | None  # whether on_lines might block now (None: it always may)
-ReaderFactory = Callable[[int, OnLines, str, MayWait], Reader]
 
 
-def _pipe_reader(fd: int, on_lines: OnLines, name: str, may_wait: MayWait) -> Reader:
-    return PipeReader(fd, on_lines, name=name, may_wait=may_wait)
+class ReaderFactory(Protocol):
+    """Makes the reader of one fd: `on_lines` may block (the store holds capture while
+    it catches up); `on_lines_now` never does, and `may_wait()` tells whether `on_lines`
+    might block now (see `PipeReader`)."""
+
+    def __call__(
+        self,
+        fd: int,
+        on_lines: OnLines,
+        name: str,
+        *,
+        on_lines_now: OnLines | None,
+        may_wait: Callable[[], bool] | None,
+    ) -> Reader: ...
+
+
+def _pipe_reader(
+    fd: int,
+    on_lines: OnLines,
+    name: str,
+    *,
+    on_lines_now: OnLines | None,
+    may_wait: Callable[[], bool] | None,
+) -> Reader:
+    return PipeReader(fd, on_lines, name=name, on_lines_now=on_lines_now, may_wait=may_wait)
 
 
 def spilling_readers(spill_dir: Path) -> ReaderFactory:
     """Pipe readers that hold a flood far ahead of framing in a file under `spill_dir`."""
 
-    def make(fd: int, on_lines: OnLines, name: str, may_wait: MayWait) -> Reader:
-        return PipeReader(fd, on_lines, name=name, spill_dir=spill_dir, may_wait=may_wait)
+    def make(
+        fd: int,
+        on_lines: OnLines,
+        name: str,
+        *,
+        on_lines_now: OnLines | None,
+        may_wait: Callable[[], bool] | None,
+    ) -> Reader:
+        return PipeReader(
+            fd, on_lines, name=name, spill_dir=spill_dir, on_lines_now=on_lines_now, may_wait=may_wait
+        )
 
     return make
 
@@ -436,18 +466,21 @@ class ManagedProcess:
         if child.stderr is not None:
             streams.append((child.stderr, Stream.STDERR))
         readers: list[Reader] = []
-        # A sink that can hold capture says when it might (the hub: `Hub.would_hold`);
-        # then ordinary output is handed on by the reader thread itself.
-        would_hold = getattr(self._sink, "would_hold", None)
-        may_wait = functools.partial(would_hold, self.name) if callable(would_hold) else None
+        # A sink that can hold capture (the hub) says when it might, and takes lines
+        # without holding when asked: then ordinary output is handed on by the reader
+        # thread itself, which must never wait.
+        holding = self._sink if callable(getattr(self._sink, "would_hold", None)) else None
+        may_wait = functools.partial(cast(HoldingSink, holding).would_hold, self.name) if holding else None
         try:
             for fd, stream in streams:
                 on_model = lambda run=run: loop.call_soon_threadsafe(self._model_changed, run)  # noqa: E731
+                handler = functools.partial(self._line_handler, run, stream, probe, errors, model, on_model)
                 reader = self._reader_factory(
                     fd,
-                    self._line_handler(run, stream, probe, errors, model, on_model),
+                    handler(),
                     f"{self.name}-{stream}",
-                    may_wait,
+                    on_lines_now=handler(hold=False) if holding else None,
+                    may_wait=may_wait,
                 )
                 reader.start()  # from here on the reader owns (and closes) fd
                 readers.append(reader)
@@ -470,12 +503,19 @@ class ManagedProcess:
         errors: deque[str],
         model: _Model,
         on_model: Callable[[], object],
+        *,
+        hold: bool = True,
     ) -> OnLines:
-        sink, name = self._sink, self.name
+        """What a reader hands its lines to; with `hold=False` (a `HoldingSink` only) it
+        never waits for the store."""
+        name = self.name
+        take = (
+            self._sink.lines if hold else functools.partial(cast(HoldingSink, self._sink).lines, hold=False)
+        )
         error, critical = Level.ERROR, Level.CRITICAL
 
         def on_lines(timestamp: float, lines: Lines) -> None:  # reader thread
-            first = sink.lines(name, run, stream, timestamp, lines)
+            first = take(name, run, stream, timestamp, lines)
             if model.feed(lines, timestamp, first):
                 on_model()
             if probe is not None:
