@@ -75,19 +75,9 @@ class ReaderFactory(Protocol):
     ) -> Reader: ...
 
 
-def _pipe_reader(
-    fd: int,
-    on_lines: OnLines,
-    name: str,
-    *,
-    on_lines_now: OnLines | None,
-    may_wait: Callable[[], bool] | None,
-) -> Reader:
-    return PipeReader(fd, on_lines, name=name, on_lines_now=on_lines_now, may_wait=may_wait)
-
-
-def spilling_readers(spill_dir: Path) -> ReaderFactory:
-    """Pipe readers that hold a flood far ahead of framing in a file under `spill_dir`."""
+def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
+    """Pipe readers; with `spill_dir`, readers that hold a flood far ahead of framing in
+    a file there."""
 
     def make(
         fd: int,
@@ -152,7 +142,7 @@ class ManagedProcess:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         spawner: Spawner | None = None,
         run: int = 0,
-        reader_factory: ReaderFactory = _pipe_reader,
+        reader_factory: ReaderFactory | None = None,
         reader_grace: float = 2.0,
         gate: Gate | None = None,
         on_change: Callable[[ManagedProcess], None] | None = None,
@@ -165,7 +155,7 @@ class ManagedProcess:
         self._clock = clock
         self._sleep = sleep  # waits out the backoff before an automatic restart
         self._spawner = spawner or Spawner()
-        self._reader_factory = reader_factory
+        self._reader_factory = reader_factory or pipe_readers()
         self._reader_grace = reader_grace
         self.state = ProcessState.STOPPED
         self.pid: int | None = None

@@ -25,7 +25,7 @@ from logcast.errors import UnknownProcess
 from logcast.supervise.depends import Changes, Dependencies, met
 from logcast.supervise.exits import OomCounter, RunHistory, cgroup_oom_counter
 from logcast.supervise.guard import Guard
-from logcast.supervise.process import ManagedProcess, spilling_readers
+from logcast.supervise.process import ManagedProcess, pipe_readers
 from logcast.supervise.spawn import Spawner
 from logcast.types import LineSink, ProcessState
 
@@ -80,7 +80,7 @@ class Supervisor:
                 on_change=self._changed,
                 history=history,
                 oom_counter=oom_counter,
-                reader_factory=spilling_readers(settings.storage.dir / SPILL_DIR),
+                reader_factory=pipe_readers(settings.storage.dir / SPILL_DIR),
             )
         self._order = start_order(settings.processes)  # dependencies first
         self._dependents: dict[str, list[str]] = {name: [] for name in self._processes}
