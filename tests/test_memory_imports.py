@@ -14,3 +14,12 @@ def test_serve_imports_no_redis_until_asked_to_be_a_replica() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_imports_no_http_client_until_a_process_has_an_http_probe() -> None:
+    code = (
+        "import sys, logcast.cli.serve, logcast.engine, logcast.web.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

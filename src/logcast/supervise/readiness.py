@@ -8,11 +8,13 @@ import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from logcast.config import ReadySettings
 from logcast.types import Lines
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ReadinessProbe"]
 
@@ -97,6 +99,10 @@ class ReadinessProbe:
 
     async def _run(self) -> None:
         if self.settings.http is not None:
+            # Imported here: only processes with an HTTP probe need it, and every module
+            # `serve` imports is resident for the server's life (about 5 MB for this one).
+            import httpx
+
             # trust_env=False: a health URL is local, proxies from the environment do not apply.
             async with httpx.AsyncClient(
                 timeout=HTTP_REQUEST_TIMEOUT, trust_env=False, follow_redirects=False
@@ -124,6 +130,8 @@ class ReadinessProbe:
                 await task
 
     async def _poll(self, client: httpx.AsyncClient, url: str) -> None:
+        import httpx
+
         while True:
             try:
                 response = await client.get(url)
