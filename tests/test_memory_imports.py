@@ -6,20 +6,20 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
-def test_serve_imports_no_redis_until_asked_to_be_a_replica() -> None:
+
+@pytest.mark.parametrize(
+    "packages",
+    [
+        ("redis", "logcast.cluster"),  # until it is asked to be a replica (--redis)
+        ("httpx", "httpcore"),  # until a process has an HTTP readiness probe
+    ],
+)
+def test_serve_imports_only_what_its_configuration_needs(packages: tuple[str, ...]) -> None:
     code = (
         "import sys, logcast.cli.serve, logcast.engine, logcast.web.app; "
-        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith(('redis.', 'logcast.cluster'))))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "[]"
-
-
-def test_serve_imports_no_http_client_until_a_process_has_an_http_probe() -> None:
-    code = (
-        "import sys, logcast.cli.serve, logcast.engine, logcast.web.app; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore')))"
+        f"print(sorted(m for m in sys.modules if m in {packages!r} or m.startswith({tuple(p + '.' for p in packages)!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
