@@ -20,7 +20,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.types import EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
-from logcast.web.deadline import SendDeadline
+from logcast.web.deadline import Quiet, SendDeadline
 from logcast.web.encode import (
     JSON,
     SSE,
@@ -156,44 +156,6 @@ class BoundedSSEResponse(EventSourceResponse):
 
 
 Batch = LiveBatch | list[Entry]
-
-
-class Quiet:
-    """Wakes a stream's reader once `interval` seconds passed with nothing to send, so
-    that it can ping: one timer per stream, armed again only when it fires early.
-
-    A timer per wait (`asyncio.timeout` around `event.wait()`) would be scheduled and
-    cancelled for every line a live reader takes.
-    """
-
-    def __init__(self, event: asyncio.Event, interval: float) -> None:
-        self._event = event
-        self._interval = interval
-        self._loop = asyncio.get_running_loop()
-        self._due = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def start(self) -> float:
-        """Begin a quiet spell now; the loop time it ends, when the event is set."""
-        self._due = due = self._loop.time() + self._interval
-        if self._timer is None:
-            self._timer = self._loop.call_at(due, self._expire)
-        return due
-
-    def over(self, due: float) -> bool:
-        return self._loop.time() >= due
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self._loop.time() >= self._due:
-            self._event.set()
-        else:
-            self._timer = self._loop.call_at(self._due, self._expire)
 
 
 async def _next(
