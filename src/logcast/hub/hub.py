@@ -179,11 +179,8 @@ class Hub:
         if not lines.texts:
             return None
         journal = self._journals.get(process) or self.ensure(process)
-        if hold:
-            with journal.lock:  # another thread may be trimming the ring: never look at it unlocked
-                overfull = journal.ring.overfull
-            if overfull:
-                self.writer.hold_while_behind(journal)
+        if hold and _overfull(journal):
+            self.writer.hold_while_behind(journal)
         texts, levels, partial = lines
         n = len(texts)
         joined = "".join(texts)
@@ -237,10 +234,7 @@ class Hub:
         its bounds with lines the store does not have yet (`StoreWriter.hold_while_behind`).
         A reader thread hands its lines to its framer thread meanwhile, which may wait."""
         journal = self._journals.get(process)
-        if journal is None:
-            return False
-        with journal.lock:
-            return journal.ring.overfull
+        return journal is not None and _overfull(journal)
 
     def status(
         self,
@@ -491,3 +485,9 @@ class Hub:
     ) -> list[bytes]:
         """The `fmt` encoding of each record, computed once and shared through the ring."""
         return encode_records(journal, records, encode, fmt)
+
+
+def _overfull(journal: Journal) -> bool:
+    """The ring is over its bounds (with lines the store lacks: the hub trims the others)."""
+    with journal.lock:  # another thread may be trimming the ring: never look at it unlocked
+        return journal.ring.overfull
