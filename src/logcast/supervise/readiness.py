@@ -8,13 +8,9 @@ import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from logcast.config import ReadySettings
 from logcast.types import Lines
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = ["ReadinessProbe"]
 
@@ -99,15 +95,7 @@ class ReadinessProbe:
 
     async def _run(self) -> None:
         if self.settings.http is not None:
-            # Imported here: only processes with an HTTP probe need it, and every module
-            # `serve` imports is resident for the server's life (about 5 MB for this one).
-            import httpx
-
-            # trust_env=False: a health URL is local, proxies from the environment do not apply.
-            async with httpx.AsyncClient(
-                timeout=HTTP_REQUEST_TIMEOUT, trust_env=False, follow_redirects=False
-            ) as client:
-                await self._wait(self._poll(client, self.settings.http))
+            await self._wait(self._poll(self.settings.http))
         else:
             assert self._event is not None
             await self._wait(self._event.wait())
@@ -129,17 +117,23 @@ class ReadinessProbe:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _poll(self, client: httpx.AsyncClient, url: str) -> None:
+    async def _poll(self, url: str) -> None:
+        # Imported here: only processes with an HTTP probe need it, and every module
+        # `serve` imports is resident for the server's life (about 5 MB for this one).
         import httpx
 
-        while True:
-            try:
-                response = await client.get(url)
-                if 200 <= response.status_code < 300:
-                    return
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                logger.debug("readiness probe %s: %s", url, exc)
-            await asyncio.sleep(self._interval)
+        # trust_env=False: a health URL is local, proxies from the environment do not apply.
+        async with httpx.AsyncClient(
+            timeout=HTTP_REQUEST_TIMEOUT, trust_env=False, follow_redirects=False
+        ) as client:
+            while True:
+                try:
+                    response = await client.get(url)
+                    if 200 <= response.status_code < 300:
+                        return
+                except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                    logger.debug("readiness probe %s: %s", url, exc)
+                await asyncio.sleep(self._interval)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
