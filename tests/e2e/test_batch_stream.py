@@ -244,10 +244,11 @@ def test_without_batch_not_a_byte_changes(make_server) -> None:  # type: ignore[
 def test_bad_batch_is_a_clear_422(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(CONFIG)
     with server.client() as c:
-        for value in ["2", "abc", "-1", "1.5", "true", "", "01x"]:
+        for value in ["2", "abc", "-1", "1.5", "true", "", "01x", "Columns", "column", "columns "]:
             answer = c.get("/api/processes/writer/logs/stream", params={"batch": value})
             assert answer.status_code == 422, value
             detail = answer.json()["detail"]
             assert (
-                detail[0]["loc"] == ["query", "batch"] and detail[0]["msg"] == "Input should be '0' or '1'"
+                detail[0]["loc"] == ["query", "batch"]
+                and detail[0]["msg"] == "Input should be '0', '1' or 'columns'"
             ), (value, detail)

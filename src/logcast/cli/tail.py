@@ -23,6 +23,7 @@ import typer
 from logcast.cli import render
 from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import AsyncClient, ConnectionState, Event
+from logcast.client.events import LineRun
 from logcast.errors import ClientError
 from logcast.query import Regex, compile_regex, parse_levels
 from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
@@ -84,25 +85,43 @@ class _Follow:
 
 
 GC_THRESHOLD = 50_000  # objects made between two collections of the youngest generation
-_PARTIAL = operator.attrgetter("partial")
 _LOG = operator.attrgetter("log")
 _TYPE = operator.attrgetter("type")
 _PROCESS = operator.attrgetter("process")
 _STREAM = operator.attrgetter("stream")
-_TIMESTAMP = operator.attrgetter("timestamp")
+_RUN = operator.attrgetter("run")
 _LINE_KINDS = (EventType.HISTORICAL, EventType.REALTIME)
 
 
 def _one_run(batch: list[Event]) -> bool:
-    """Every event of `batch` is a log line (not logcast's), of one kind, from one process:
-    checked without a Python step per event."""
+    """Every event of `batch` is a log line (not logcast's), of one kind, from one run of
+    one process: checked without a Python step per event."""
     first = batch[0]
     if first.type not in _LINE_KINDS or list(map(_TYPE, batch)).count(first.type) != len(batch):
         return False
     logs = list(map(_LOG, batch))
     if None in logs or Stream.SYSTEM in map(_STREAM, logs):
         return False
+    if list(map(_RUN, logs)).count(logs[0].run) != len(logs):
+        return False
     return list(map(_PROCESS, batch)).count(first.process) == len(batch)
+
+
+def _as_run(kind: EventType, records: list[LogRecord]) -> LineRun:
+    """Records of one kind, process and run, as the `LineRun` the printer formats."""
+    first = records[0]
+    partial = [r.partial for r in records]
+    return LineRun(
+        kind,
+        first.process,
+        first.run,
+        [r.seq for r in records],
+        [r.timestamp for r in records],
+        [r.level for r in records],
+        [r.stream for r in records],
+        [r.message for r in records],
+        partial if True in partial else None,
+    )
 
 
 @dataclass
@@ -151,7 +170,7 @@ class Printer:
     def event(self, event: Event) -> None:
         self.events([event])
 
-    def events(self, batch: list[Event]) -> None:
+    def events(self, batch: list[Event | LineRun] | list[Event]) -> None:
         """Print a batch: its lines with one write of stdout, at once."""
         text = self._json(batch) if self.json else self._text(batch)
         if text:
@@ -188,30 +207,36 @@ class Printer:
             return True
         return self.grep.search(log.message)
 
-    def _json(self, batch: list[Event]) -> str:
+    def _json(self, batch: list[Event | LineRun] | list[Event]) -> str:
         lines: list[bytes] = []
-        for event in batch:
-            if event.type == "connection":
-                self.connection(self._follow(event), event)
-            elif self._wanted(event):
-                lines.append(orjson.dumps(event.as_dict()))
+        for item in batch:
+            for event in item.events() if isinstance(item, LineRun) else (item,):
+                if event.type == "connection":
+                    self.connection(self._follow(event), event)
+                elif self._wanted(event):
+                    lines.append(orjson.dumps(event.as_dict()))
         return (b"\n".join(lines) + b"\n").decode() if lines else ""
 
-    def _text(self, batch: list[Event]) -> str:
+    def _text(self, batch: list[Event | LineRun] | list[Event]) -> str:
         pieces: list[str] = []
-        if batch and _one_run(batch):  # a flood's batch: lines of one kind from one process
-            first = batch[0]
-            follow = self._follow(first)
-            live = first.type is EventType.REALTIME
-            if live:
-                follow.live = True
-            records: list[LogRecord] = list(map(_LOG, batch))
-            if self.grep is not None:
-                search = self.grep.search
-                records = [r for r in records if search(r.message)]
-            if records:
-                self._lines(follow, live, records, pieces)
-            return "".join(pieces)
+        events: list[Event] = []  # events waiting to be formatted, in order
+        for item in batch:
+            if isinstance(item, LineRun):
+                self._events(events, pieces)
+                events = []
+                self._run(item, pieces)
+            else:
+                events.append(item)
+        self._events(events, pieces)
+        return "".join(pieces)
+
+    def _events(self, batch: list[Event], pieces: list[str]) -> None:
+        """Events: each run of lines of one kind from one run of a process formatted together."""
+        if not batch:
+            return
+        if _one_run(batch):  # a flood's batch from a server without `batch=columns`
+            self._run(_as_run(EventType(batch[0].type), list(map(_LOG, batch))), pieces)
+            return
         count = len(batch)
         i = 0
         while i < count:
@@ -221,8 +246,7 @@ class Printer:
                 self._other(event, pieces)
                 i += 1
                 continue
-            # a run of lines of one kind from one process: formatted together
-            process = event.process
+            process, run = event.process, log.run
             end = i + 1
             while end < count:
                 other = batch[end]
@@ -232,54 +256,55 @@ class Printer:
                     or other_log is None
                     or other_log.stream is Stream.SYSTEM
                     or other.process != process
+                    or other_log.run != run
                 ):
                     break
                 end += 1
             records = [e.log for e in batch[i:end] if e.log is not None]
             i = end
-            follow = self._follow(event)
-            if kind is EventType.REALTIME:
-                follow.live = True
-            if self.grep is not None:
-                search = self.grep.search
-                records = [r for r in records if search(r.message)]
-            if records:
-                self._lines(follow, kind is EventType.REALTIME, records, pieces)
-        return "".join(pieces)
+            self._run(_as_run(EventType(kind), records), pieces)
 
-    def _lines(self, follow: _Follow, live: bool, records: list[LogRecord], pieces: list[str]) -> None:
+    def _run(self, run: LineRun, pieces: list[str]) -> None:
+        """A run of lines: formatted together, after `--grep` kept what it matches."""
+        follow = self.follows.get(run.process) or self.follows[self.names[0]]
+        live = run.type is EventType.REALTIME
+        if live:
+            follow.live = True
+        if self.grep is not None:
+            kept = run.select(list(map(self.grep.search, run.messages)))
+            if kept is None:
+                return
+            run = kept
         if self.bare:
-            self._bare(follow, records, pieces)
+            self._bare(run, pieces)
             return
-        texts = render.safe_texts([r.message for r in records], raw=self.raw, color=self.color)
+        texts = render.safe_texts(run.messages, raw=self.raw, color=self.color)
         prefix = self._prefix(follow, live)
         heads = self._heads
-        clocks = render.clocks(map(_TIMESTAMP, records))
+        clocks = render.clocks(run.timestamps)
         if not self.color:
             pieces += [
-                f"{prefix}{clock}{heads[r.level]}{text}\n"
-                for r, clock, text in zip(records, clocks, texts, strict=True)
+                f"{prefix}{clock}{heads[level]}{text}\n"
+                for level, clock, text in zip(run.levels, clocks, texts, strict=True)
             ]
             return
         paints = self._paints
-        for record, clock, text in zip(records, clocks, texts, strict=True):
-            start, stop = paints[record.level] if text else ("", "")
-            pieces.append(f"{prefix}{clock}{heads[record.level]}{start}{text}{stop}\n")
+        for level, clock, text in zip(run.levels, clocks, texts, strict=True):
+            start, stop = paints[level] if text else ("", "")
+            pieces.append(f"{prefix}{clock}{heads[level]}{start}{text}{stop}\n")
 
-    def _bare(self, follow: _Follow, records: list[LogRecord], pieces: list[str]) -> None:
+    def _bare(self, run: LineRun, pieces: list[str]) -> None:
         """The lines as the process wrote them: a partial record leaves its line open for
         the rest of it (the next record of the same run)."""
-        texts = render.safe_texts([r.message for r in records], raw=self.raw, color=False)
-        first, last = records[0], records[-1]
-        if self._open is not None and self._open != (first.process, first.run):
+        texts = render.safe_texts(run.messages, raw=self.raw, color=False)
+        if self._open is not None and self._open != (run.process, run.run):
             pieces.append("\n")
-        if any(map(_PARTIAL, records)):
-            pieces += [
-                text if record.partial else text + "\n" for record, text in zip(records, texts, strict=True)
-            ]
+        partial = run.partial
+        if partial is not None:
+            pieces += [text if cut else text + "\n" for cut, text in zip(partial, texts, strict=True)]
         else:
             pieces += ["\n".join(texts), "\n"]
-        self._open = (last.process, last.run) if last.partial else None
+        self._open = (run.process, run.run) if partial is not None and partial[-1] else None
 
     def _prefix(self, follow: _Follow, live: bool) -> str:
         parts = []
@@ -381,7 +406,7 @@ class TailOptions:
 
 
 async def _follow(client: AsyncClient, name: str, opts: TailOptions, printer: Printer) -> None:
-    batches = client.stream_batches(
+    batches = client.stream_runs(
         name,
         lines=opts.lines,
         level=opts.level,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -29,7 +29,7 @@ from logcast.client._common import (
     stream_timeout,
     unreachable,
 )
-from logcast.client.events import ConnectionState, Event
+from logcast.client.events import ConnectionState, Event, LineRun
 from logcast.client.sse import SSEDecoder
 from logcast.errors import ClientError
 from logcast.schemas import Host
@@ -232,6 +232,42 @@ class AsyncClient:
         empty; a `connection` event comes in a list of its own. For a program that
         keeps up with a flood: a million lines come in a few hundred lists."""
         cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, model_route=model_route)
+        batches = self._follow(cursor, reconnect, max_attempts, interval, wait_running)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield cast("list[Event]", batch)  # without columns, a cursor yields events only
+
+    async def stream_runs(
+        self,
+        name: str,
+        *,
+        after: int | None = None,
+        lines: int | None = None,
+        level: str | None = None,
+        q: str | None = None,
+        reconnect: bool = True,
+        max_attempts: int = 0,
+        interval: float = 1.0,
+        wait_running: bool = False,
+    ) -> AsyncGenerator[list[Event | LineRun], None]:
+        """`stream_batches()`, with each run of lines of one process and run as one
+        `LineRun` (a list per field) instead of an `Event` per line: the stream asks for
+        `batch=columns` (docs/api.md), so neither the server nor this client builds
+        anything per line but its text. Against a server without it, the lines come as
+        events. What `logcast tail` reads a flood with."""
+        cursor = StreamCursor(
+            name, after=after, lines=lines, level=level, q=q, model_route=False, columns=True
+        )
+        batches = self._follow(cursor, reconnect, max_attempts, interval, wait_running)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
+
+    async def _follow(
+        self, cursor: StreamCursor, reconnect: bool, max_attempts: int, interval: float, wait_running: bool
+    ) -> AsyncGenerator[list[Event | LineRun], None]:
+        """The stream of `cursor`'s process, across reconnects (see `stream`)."""
+        name = cursor.process
         attempts = Attempts(name, max_attempts if reconnect else 1, interval)
         while True:
             yield [attempts.connecting()]
@@ -262,6 +298,8 @@ class AsyncClient:
                             failure = attempts.failed(state_, not_running_reason(response))
                         elif response.status_code >= 400:
                             await response.aread()
+                            if cursor.refused_columns(response):
+                                continue  # a server before `batch=columns`: ask again for events
                             raise error_from_response(response)
                         else:
                             cursor.opened(response)
@@ -272,7 +310,11 @@ class AsyncClient:
                                 messages = decoder.feed(chunk)
                                 if not messages:
                                     continue
-                                batch = cursor.accept_all(messages)
+                                batch: list[Event | LineRun] = (
+                                    cursor.accept_items(messages)
+                                    if cursor.columns
+                                    else cast("list[Event | LineRun]", cursor.accept_all(messages))
+                                )
                                 if batch:
                                     yield batch
                             failure = attempts.dropped("the server closed the stream")

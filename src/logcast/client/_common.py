@@ -21,7 +21,15 @@ import httpx
 import orjson
 from pydantic import PrivateAttr, ValidationError
 
-from logcast.client.events import ConnectionState, Event, connection_event, line_events, parse_events
+from logcast.client.events import (
+    ConnectionState,
+    Event,
+    LineRun,
+    connection_event,
+    line_events,
+    parse_events,
+    parse_items,
+)
 from logcast.client.sse import Message
 from logcast.errors import ClientError
 from logcast.schemas import Host, HostList, Process
@@ -216,8 +224,11 @@ class StreamCursor:
         level: str | None,
         q: str | None,
         model_route: bool,
+        columns: bool = False,
     ):
         self.process = process
+        # `batch=columns` (runs of lines as `LineRun`s) until a server refuses it
+        self.columns = columns and not model_route
         self.last_seq = after
         self.lines = lines
         self.level = level
@@ -240,7 +251,9 @@ class StreamCursor:
         parameter and sends one event per message, which `accept` reads as well."""
         params: dict[str, str | int] = {}
         headers: dict[str, str] = dict(SSE_HEADERS)
-        if not self.model_route:
+        if self.columns:
+            params["batch"] = "columns"
+        elif not self.model_route:
             params["batch"] = 1
         if self.level:
             params["level"] = self.level
@@ -319,6 +332,38 @@ class StreamCursor:
         for data, sse_id in messages:
             events += self.accept(data, sse_id)
         return events
+
+    def accept_items(self, messages: list[Message]) -> list[Event | LineRun]:
+        """The events of SSE messages, a `batch=columns` run of lines as one `LineRun`,
+        without the empty, unknown and duplicate ones (a run keeps its lines after the
+        last seq seen)."""
+        items: list[Event | LineRun] = []
+        for data, sse_id in messages:
+            try:
+                items += parse_items(data, sse_id, self.process)
+            except ValueError as exc:
+                logger.warning("%s: %s", self.process, exc)
+        kept: list[Event | LineRun] = []
+        for item in items:
+            if isinstance(item, LineRun):
+                last_seq = self.last_seq
+                run = item if last_seq is None else item.after(last_seq)
+                if run is not item:
+                    self.duplicates += len(item) - (len(run) if run is not None else 0)
+                if run is not None:
+                    self.last_seq = run.last_seq
+                    kept.append(run)
+            else:
+                kept += self._keep([item])
+        return kept
+
+    def refused_columns(self, response: httpx.Response) -> bool:
+        """A server that predates `batch=columns` answered 422 to it: ask it for `batch=1`
+        from now on; True when that is what happened."""
+        if not self.columns or response.status_code != 422 or "batch" not in (_detail(response) or ""):
+            return False
+        self.columns = False
+        return True
 
     def _advance(self, seq: int) -> int:
         if self.last_seq is None or seq > self.last_seq:

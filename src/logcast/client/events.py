@@ -16,6 +16,9 @@ from __future__ import annotations
 import enum
 import logging
 import operator
+from bisect import bisect_right
+from dataclasses import dataclass
+from itertools import compress, islice, repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -256,6 +259,145 @@ def line_events(items: Any) -> list[Event] | None:
     return events
 
 
+@dataclass(frozen=True, slots=True)
+class LineRun:
+    """Captured lines of one process and run, all `historical` or all `realtime`, a list
+    per field: one element of a `batch=columns` message (docs/api.md), and what
+    `AsyncClient.stream_runs()` yields in place of an `Event` per line. Every list holds
+    one item per line; `seqs` grow strictly; `partial` is None when no line is partial.
+    A million lines come as a few hundred of these and no object per line but its text."""
+
+    type: EventType
+    process: str
+    run: int
+    seqs: list[int]
+    timestamps: list[float]
+    levels: list[Level]
+    streams: list[Stream]
+    messages: list[str]
+    partial: list[bool] | None = None
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqs[-1]
+
+    def after(self, seq: int) -> LineRun | None:
+        """The lines after `seq`; None when there are none."""
+        start = bisect_right(self.seqs, seq)
+        if start == 0:
+            return self
+        if start == len(self.seqs):
+            return None
+        return self.select([False] * start + [True] * (len(self.seqs) - start))
+
+    def select(self, keep: list[bool]) -> LineRun | None:
+        """The lines whose `keep` is true; None when there are none."""
+        if all(keep):
+            return self
+        if not any(keep):
+            return None
+        partial = self.partial
+        return LineRun(
+            self.type,
+            self.process,
+            self.run,
+            list(compress(self.seqs, keep)),
+            list(compress(self.timestamps, keep)),
+            list(compress(self.levels, keep)),
+            list(compress(self.streams, keep)),
+            list(compress(self.messages, keep)),
+            None if partial is None else list(compress(partial, keep)),
+        )
+
+    def records(self) -> list[LogRecord]:
+        size = len(self.seqs)
+        partial = self.partial if self.partial is not None else repeat(False, size)
+        return list(
+            map(
+                LogRecord,
+                self.seqs,
+                self.timestamps,
+                self.levels,
+                self.messages,
+                self.streams,
+                repeat(self.process, size),
+                repeat(self.run, size),
+                partial,
+            )
+        )
+
+    def events(self) -> list[Event]:
+        """An `Event` per line, as a `batch=1` stream would have given them."""
+        kind, process = self.type, self.process
+        return [Event(kind, process, record, record.seq) for record in self.records()]
+
+
+_TIME_TYPES = frozenset({float, int})
+
+
+def line_run(obj: dict[str, Any]) -> LineRun:
+    """A `batch=columns` element (`{"type": …, "lines": {…}}`) → LineRun; ValueError saying
+    what is wrong with one that is not in the shape docs/api.md gives. Checked a column at
+    a time, without a Python step per line."""
+    kind_name = obj.get("type")
+    kind = _LINE_KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    lines = obj.get("lines")
+    if kind is None or type(lines) is not dict:
+        raise ValueError("a run of lines must be historical or realtime, with a `lines` object")
+    process, run, partial = lines.get("process"), lines.get("run"), lines.get("partial")
+    columns: list[Any] = [lines.get(key) for key in ("seq", "timestamp", "level", "stream", "message")]
+    if type(process) is not str or type(run) is not int:
+        raise ValueError("a run of lines needs its process (text) and run (a number)")
+    if partial is not None:
+        columns.append(partial)
+    if any(type(column) is not list for column in columns) or len(set(map(len, columns))) != 1:
+        raise ValueError(
+            "a run of lines needs lists of one length for seq, timestamp, level, stream, message"
+        )
+    seqs, timestamps, levels, streams, messages = columns[:5]
+    if not seqs or set(map(type, seqs)) != {int} or not all(map(operator.lt, seqs, islice(seqs, 1, None))):
+        raise ValueError("a run's seqs must be whole numbers, growing")
+    if not set(map(type, timestamps)) <= _TIME_TYPES or set(map(type, messages)) != {str}:
+        raise ValueError("a run's timestamps must be numbers and its messages text")
+    if partial is not None and set(map(type, partial)) != {bool}:
+        raise ValueError("a run's partial flags must be true or false")
+    try:
+        levels = list(map(_LEVELS.__getitem__, levels))
+        streams = list(map(_STREAMS.__getitem__, streams))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"a run holds an unknown level or stream: {exc}") from None
+    if int in set(map(type, timestamps)):
+        timestamps = list(map(float, timestamps))
+    if partial is not None and True not in partial:
+        partial = None
+    return LineRun(kind, process, run, seqs, timestamps, levels, streams, messages, partial)
+
+
+def parse_items(data: str | bytes | memoryview, sse_id: str | None, process: str) -> list[Event | LineRun]:
+    """One SSE message → its events in order, a `batch=columns` run of lines as one
+    `LineRun`; otherwise as `parse_events`. A malformed run is skipped (logged) like any
+    malformed element of a batch."""
+    if not data or data[:1] not in (b"[", "["):
+        return list(parse_events(data, sse_id, process))
+    items = _loads(data)
+    if not isinstance(items, list):
+        raise ValueError("stream message is not a JSON list")
+    out: list[Event | LineRun] = []
+    last = len(items) - 1
+    for i, obj in enumerate(items):
+        if type(obj) is dict and "lines" in obj:
+            try:
+                out.append(line_run(obj))
+            except ValueError as exc:
+                logger.warning("%s: skipping a run of lines: %s", process, exc)
+            continue
+        out += _batch_event(obj, sse_id if i == last else None, process)
+    return out
+
+
 def parse_events(data: str | bytes | memoryview, sse_id: str | None, process: str) -> list[Event]:
     """One SSE message → its events, in order.
 
@@ -279,15 +421,28 @@ def parse_events(data: str | bytes | memoryview, sse_id: str | None, process: st
         line = _line(obj)
         if line is not None:
             events.append(line)
-            continue
-        if type(obj) is not dict:
-            logger.warning("%s: skipping a batched stream event that is not a JSON object", process)
-            continue
-        try:
-            event = _event(obj, sse_id if i == last else None, process)
-        except ValueError as exc:
-            logger.warning("%s: %s", process, exc)
-            continue
-        if event is not None:
-            events.append(event)
+        elif type(obj) is dict and "lines" in obj:  # a `batch=columns` run
+            try:
+                events += line_run(obj).events()
+            except ValueError as exc:
+                logger.warning("%s: skipping a run of lines: %s", process, exc)
+        else:
+            events += _batch_event(obj, sse_id if i == last else None, process)
     return events
+
+
+def _batch_event(obj: Any, sse_id: str | None, process: str) -> list[Event]:
+    """One element of a batch that is not a run of lines: its event, or nothing (logged)
+    when it is not an event of the API or of a type this client does not know."""
+    line = _line(obj)
+    if line is not None:
+        return [line]
+    if type(obj) is not dict:
+        logger.warning("%s: skipping a batched stream event that is not a JSON object", process)
+        return []
+    try:
+        event = _event(obj, sse_id, process)
+    except ValueError as exc:
+        logger.warning("%s: %s", process, exc)
+        return []
+    return [] if event is None else [event]

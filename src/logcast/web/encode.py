@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -132,6 +134,106 @@ def batch_messages(events: list[bytes], last_ids: list[int] | int) -> Iterator[b
 def batch_chunk(hub: Hub, journal: Journal, entries: list[Entry]) -> Iterator[bytes]:
     """The batched SSE messages of `entries` (see `batch_messages`)."""
     yield from batch_messages(event_jsons(hub, journal, entries), [entry_id(p) for _, p in entries])
+
+
+# -- `batch=columns`: runs of lines column-wise ----------------------------------------
+
+_KIND = itemgetter(0)
+_PAYLOAD = itemgetter(1)
+_SEQ = itemgetter(0)
+_TIMESTAMP = itemgetter(1)
+_LEVEL = itemgetter(2)
+_MESSAGE = itemgetter(3)
+_STREAM = itemgetter(4)
+_PROCESS = itemgetter(5)
+_RUN = itemgetter(6)
+_PARTIAL = itemgetter(7)
+_LINE_KINDS = (EventType.HISTORICAL, EventType.REALTIME)
+
+
+def _run_key(entry: Entry) -> tuple[EventType, str, int] | None:
+    """What lines share to go in one run: their kind, process and run; None for anything
+    else (a status, a gap, `historical_complete`), which goes as an event of its own."""
+    kind, payload = entry
+    if kind in _LINE_KINDS and isinstance(payload, LogRecord) and payload.stream is not Stream.SYSTEM:
+        return (kind, payload.process, payload.run)
+    return None
+
+
+def _is_run(kind: EventType, records: list[LogRecord]) -> bool:
+    """`records` are lines of one process and run, checked without a Python step per record."""
+    first = records[0]
+    size = len(records)
+    return (
+        kind in _LINE_KINDS
+        and Stream.SYSTEM not in map(_STREAM, records)
+        and list(map(_RUN, records)).count(first.run) == size
+        and list(map(_PROCESS, records)).count(first.process) == size
+    )
+
+
+def _run_json(kind: EventType, records: list[LogRecord]) -> bytes:
+    """One element of a `batch=columns` message: lines of one process and run, a list per field."""
+    first = records[0]
+    lines: dict[str, Any] = {
+        "process": first.process,
+        "run": first.run,
+        "seq": list(map(_SEQ, records)),
+        "timestamp": list(map(_TIMESTAMP, records)),
+        "level": list(map(_LEVEL, records)),
+        "stream": list(map(_STREAM, records)),
+        "message": list(map(_MESSAGE, records)),
+    }
+    partial = list(map(_PARTIAL, records))
+    if True in partial:
+        lines["partial"] = partial
+    return orjson.dumps({"type": kind, "lines": lines})
+
+
+def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[bytes, int]]:
+    """The run as elements of at most `BATCH_EVENTS` lines and about `BATCH_BYTES` of text
+    each (a longer line alone), with the seq each one ends on."""
+    start = 0
+    count = len(records)
+    sizes = list(map(len, map(_MESSAGE, records)))
+    while start < count:
+        end = min(count, start + BATCH_EVENTS)
+        while sum(sizes[start:end]) > BATCH_BYTES and end - start > 1:
+            end = start + (end - start) // 2
+        yield _run_json(kind, records[start:end]), records[end - 1].seq
+        start = end
+
+
+def column_messages(entries: list[Entry]) -> Iterator[bytes]:
+    """`batch=columns` SSE messages of `entries`: `batch=1`'s messages (see
+    `batch_messages`), where each run of lines of one kind, process and run is one element
+    `{"type": "realtime"|"historical", "lines": {"process", "run", "seq": […], "timestamp":
+    […], "level": […], "stream": […], "message": […], "partial": […] if any}}` instead of an
+    event per line; every other event is the element it is in `batch=1`."""
+    if not entries:
+        return
+    elements: list[bytes] = []
+    ids: list[int] = []
+    kinds = list(map(_KIND, entries))
+    first_kind = kinds[0]
+    if kinds.count(first_kind) == len(kinds) and first_kind in _LINE_KINDS:
+        records = list(map(_PAYLOAD, entries))
+        if _is_run(first_kind, records):  # the usual batch: no step per line in Python
+            for element, last in _run_elements(first_kind, records):
+                elements.append(element)
+                ids.append(last)
+            yield from batch_messages(elements, ids)
+            return
+    for key, group in groupby(entries, key=_run_key):
+        if key is not None:
+            for element, last in _run_elements(key[0], list(map(_PAYLOAD, group))):
+                elements.append(element)
+                ids.append(last)
+            continue
+        for kind, payload in group:
+            elements.append(event_json(kind, payload))
+            ids.append(entry_id(payload))
+    yield from batch_messages(elements, ids)
 
 
 def json_frames(hub: Hub, journal: Journal, entries: list[Entry]) -> list[str]:

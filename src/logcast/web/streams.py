@@ -29,6 +29,7 @@ from logcast.web.encode import (
     Wire,
     batch_chunk,
     batch_messages,
+    column_messages,
     json_frames,
     message_json,
     sse_chunk,
@@ -49,6 +50,7 @@ ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before 
 BATCH_PART = 1024  # entries taken (and encoded) at a time for a batched SSE client off the
 # fast path: its messages are that long, and a stalled one holds one such list
 BATCH = 2000  # live events (cached wire bytes) taken at a time
+COLUMN_ENTRIES = 4096  # entries taken at a time for a `batch=columns` client: one message
 WS_BATCH = 256  # WebSocket without batched frames: sends between two turns of the other streams
 
 
@@ -206,19 +208,23 @@ async def sse_body(
     *,
     end_on_stop: bool = False,
     batched: bool = False,
+    columns: bool = False,
 ) -> AsyncIterator[bytes]:
     """The SSE byte stream of one subscription: one message per event, or with `batched`
-    (`batch=1`) messages of many events each, `data: [<event>,…]` (see `batch_messages`)."""
-    pieces = _batch_pieces if batched else _sse_pieces
+    (`batch=1`) messages of many events each, `data: [<event>,…]` (see `batch_messages`),
+    or with `columns` (`batch=columns`) such messages whose runs of lines go column-wise
+    (see `column_messages`)."""
+    pieces = _column_pieces if columns else _batch_pieces if batched else _sse_pieces
     quiet = Quiet(sub.event, PING_INTERVAL)
     try:
         yield b"retry: 1000\n\n"
         while True:
-            batch = await (
-                _next(sub, shutdown, quiet, BATCH, JSON, BATCH_PART)
-                if batched
-                else _next(sub, shutdown, quiet, BATCH, SSE)
-            )
+            if columns:  # built from the records: no encoding per line to share
+                batch = await _next(sub, shutdown, quiet, COLUMN_ENTRIES, None, COLUMN_ENTRIES)
+            elif batched:
+                batch = await _next(sub, shutdown, quiet, BATCH, JSON, BATCH_PART)
+            else:
+                batch = await _next(sub, shutdown, quiet, BATCH, SSE)
             if batch is None:
                 break
             if not isinstance(batch, LiveBatch) and not batch:
@@ -238,7 +244,7 @@ async def sse_body(
             for piece in pieces(hub, sub, batch):
                 yield piece
             end = message_json(EventType.STREAM_END, f"{sub.process} {ended.state}: {ended.message}")
-            yield b"id: %d\ndata: %s\n\n" % (ended.seq, b"[%s]" % end if batched else end)
+            yield b"id: %d\ndata: %s\n\n" % (ended.seq, b"[%s]" % end if batched or columns else end)
             break
     finally:
         quiet.close()
@@ -268,6 +274,12 @@ def _batch_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
         return
     for part in _parts(batch, BATCH_PART):
         yield from batch_chunk(hub, sub.journal, part)
+
+
+def _column_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:
+    """The `batch=columns` messages of `batch` (always entries: see `sse_body`)."""
+    assert not isinstance(batch, LiveBatch)
+    yield from column_messages(batch)
 
 
 def _groups(frames: Iterable[bytes], limit: int) -> Iterator[bytes]:

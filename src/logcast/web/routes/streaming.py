@@ -30,10 +30,11 @@ REF_TEMPLATE = "#/components/schemas/{model}"  # where OpenAPI keeps the models
 router = APIRouter()
 
 BatchParam = Annotated[
-    Literal["0", "1"],
+    Literal["0", "1", "columns"],
     Query(
         description="1: each SSE message carries many events, `data: [<event>,…]`, its `id` the last"
-        " event's (docs/api.md); 0 (the default): one event per message"
+        " event's (docs/api.md); columns: the same, with each run of lines of one process and run"
+        " one element holding a list per field; 0 (the default): one event per message"
     ),
 ]
 
@@ -97,7 +98,7 @@ async def stream_logs(
     sub = await engine.hub.subscribe(
         name, after=resume_point(after, last_event_id_header), lines=lines, query=query
     )
-    return BoundedSSEResponse(sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1"))
+    return BoundedSSEResponse(sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1", columns=batch == "columns"))
 
 
 @router.websocket("/ws/logs")
