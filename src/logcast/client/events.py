@@ -313,26 +313,37 @@ class LineRun:
         )
 
     def records(self) -> list[LogRecord]:
+        """A `LogRecord` per line, built by `map` and `zip` (loops in C)."""
         size = len(self.seqs)
-        partial = self.partial if self.partial is not None else repeat(False, size)
-        return list(
-            map(
-                LogRecord,
-                self.seqs,
-                self.timestamps,
-                self.levels,
-                self.messages,
-                self.streams,
-                repeat(self.process, size),
-                repeat(self.run, size),
-                partial,
-            )
+        fields = zip(
+            self.seqs,
+            self.timestamps,
+            self.levels,
+            self.messages,
+            self.streams,
+            repeat(self.process, size),
+            repeat(self.run, size),
+            self.partial if self.partial is not None else repeat(False, size),
+            repeat(None, size),
+            strict=True,
         )
+        return list(map(_new, repeat(LogRecord, size), fields))
 
     def events(self) -> list[Event]:
         """An `Event` per line, as a `batch=1` stream would have given them."""
-        kind, process = self.type, self.process
-        return [Event(kind, process, record, record.seq) for record in self.records()]
+        size = len(self.seqs)
+        nones = [repeat(None, size) for _ in range(5)]
+        fields = zip(
+            repeat(self.type, size),
+            repeat(self.process, size),
+            self.records(),
+            self.seqs,
+            *nones[:4],
+            repeat(0, size),
+            nones[4],
+            strict=True,
+        )
+        return list(map(_new, repeat(Event, size), fields))
 
 
 _TIME_TYPES = frozenset({float, int})
