@@ -20,6 +20,7 @@ from typing import Annotated, TextIO
 import orjson
 import typer
 
+from logcast import loop
 from logcast.cli import render
 from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import AsyncClient, ConnectionState, Event
@@ -538,7 +539,7 @@ def tail(
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 10, 10)
     try:
-        failures = asyncio.run(follow_all(names, opts, printer))
+        failures = loop.run(follow_all(names, opts, printer))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     except BrokenPipeError:

@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from logcast import loop
 from logcast.config import ServerSettings
 from logcast.web.heads import LimitedHttpToolsProtocol
 from logcast.web.wsframes import FramesWebSocketProtocol
@@ -75,10 +76,5 @@ def run(app: FastAPI, settings: ServerSettings, *, access_log: bool = False) -> 
         ws_ping_timeout=WS_PING,
     )
     server = Server(config, app)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(server.serve())
-    else:
-        uvloop.run(server.serve())
+    loop.run(server.serve())
     return server.started
