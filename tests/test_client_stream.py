@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from logcast.client._common import StreamCursor
-from logcast.client.events import Event, parse_event, parse_events
+from logcast.client.events import Event, LineRun, parse_event, parse_events
 from logcast.client.sse import SSEDecoder
 from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
 from logcast.web import encode
@@ -182,7 +183,7 @@ def batch(*seqs: int) -> bytes:
 
 
 def test_the_cursor_drops_what_it_has_seen_and_resumes_after_it() -> None:
-    cursor = StreamCursor("web", after=None, lines=100, level=None, q=None, model_route=False)
+    cursor = StreamCursor("web", after=None, lines=100, level=None, q=None, model_route=False, columns=False)
     params, headers = cursor.request()
     assert params == {"batch": 1, "lines": 100} and headers["Accept"] == "text/event-stream"
     assert "Last-Event-ID" not in headers
@@ -200,6 +201,33 @@ def test_the_cursor_drops_what_it_has_seen_and_resumes_after_it() -> None:
     cursor.connections = 1
     params, headers = cursor.request()
     assert headers["Last-Event-ID"] == "12" and "after" not in params and "lines" not in params
+
+
+def test_the_native_route_is_asked_for_columns_until_a_server_refuses_them() -> None:
+    cursor = StreamCursor("web", after=None, lines=5, level=None, q=None, model_route=False)
+    assert cursor.request()[0] == {"batch": "columns", "lines": 5}
+    refusal = httpx.Response(
+        422,
+        json={"detail": [{"loc": ["query", "batch"], "msg": "Input should be '0' or '1'"}]},
+    )
+    assert cursor.refused_columns(refusal)
+    assert cursor.request()[0] == {"batch": 1, "lines": 5}
+    assert not cursor.refused_columns(refusal)  # asked once: a second 422 is an error
+    other = StreamCursor("web", after=None, lines=5, level=None, q=None, model_route=False)
+    assert not other.refused_columns(httpx.Response(422, json={"detail": "Last-Event-ID must be a number"}))
+    assert other.columns
+
+
+def test_a_run_of_lines_is_read_as_its_events_or_as_one_run() -> None:
+    records = [record(s) for s in range(1, 6)]
+    (message,) = encode.column_messages([(EventType.REALTIME, r) for r in records])
+    data = message.split(b"data: ", 1)[1].rstrip(b"\n")
+    events = StreamCursor("web", after=None, lines=None, level=None, q=None, model_route=False)
+    assert [e.log for e in events.events_of([(data, "5")])] == records
+    runs = StreamCursor("web", after=2, lines=None, level=None, q=None, model_route=False)
+    (run,) = runs.items_of([(data, "5")])
+    assert isinstance(run, LineRun) and run.seqs == [3, 4, 5] and runs.duplicates == 2
+    assert runs.last_seq == 5 and runs.items_of([(data, "5")]) == []
 
 
 def test_the_llm_managers_route_is_asked_for_single_events() -> None:

@@ -232,10 +232,10 @@ class AsyncClient:
         empty; a `connection` event comes in a list of its own. For a program that
         keeps up with a flood: a million lines come in a few hundred lists."""
         cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, model_route=model_route)
-        batches = self._follow(cursor, reconnect, max_attempts, interval, wait_running)
+        batches = self._follow(cursor, reconnect, max_attempts, interval, wait_running, runs=False)
         async with contextlib.aclosing(batches):
             async for batch in batches:
-                yield cast("list[Event]", batch)  # without columns, a cursor yields events only
+                yield cast("list[Event]", batch)  # without runs, events only
 
     async def stream_runs(
         self,
@@ -255,18 +255,24 @@ class AsyncClient:
         `batch=columns` (docs/api.md), so neither the server nor this client builds
         anything per line but its text. Against a server without it, the lines come as
         events. What `logcast tail` reads a flood with."""
-        cursor = StreamCursor(
-            name, after=after, lines=lines, level=level, q=q, model_route=False, columns=True
-        )
-        batches = self._follow(cursor, reconnect, max_attempts, interval, wait_running)
+        cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, model_route=False)
+        batches = self._follow(cursor, reconnect, max_attempts, interval, wait_running, runs=True)
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 yield batch
 
     async def _follow(
-        self, cursor: StreamCursor, reconnect: bool, max_attempts: int, interval: float, wait_running: bool
+        self,
+        cursor: StreamCursor,
+        reconnect: bool,
+        max_attempts: int,
+        interval: float,
+        wait_running: bool,
+        *,
+        runs: bool,
     ) -> AsyncGenerator[list[Event | LineRun], None]:
-        """The stream of `cursor`'s process, across reconnects (see `stream`)."""
+        """The stream of `cursor`'s process, across reconnects (see `stream`); with `runs`,
+        a run of lines is one `LineRun`, else its events."""
         name = cursor.process
         attempts = Attempts(name, max_attempts if reconnect else 1, interval)
         while True:
@@ -311,9 +317,9 @@ class AsyncClient:
                                 if not messages:
                                     continue
                                 batch: list[Event | LineRun] = (
-                                    cursor.accept_items(messages)
-                                    if cursor.columns
-                                    else cast("list[Event | LineRun]", cursor.accept_all(messages))
+                                    cursor.items_of(messages)
+                                    if runs
+                                    else cast("list[Event | LineRun]", cursor.events_of(messages))
                                 )
                                 if batch:
                                     yield batch

@@ -224,7 +224,7 @@ class StreamCursor:
         level: str | None,
         q: str | None,
         model_route: bool,
-        columns: bool = False,
+        columns: bool = True,
     ):
         self.process = process
         # `batch=columns` (runs of lines as `LineRun`s) until a server refuses it
@@ -246,9 +246,11 @@ class StreamCursor:
     def request(self) -> tuple[dict[str, str | int], dict[str, str]]:
         """Query parameters and headers of the next connection.
 
-        The native route is asked for batched messages (`batch=1`: many events per
-        message, far less to parse in a flood); a server that predates them ignores the
-        parameter and sends one event per message, which `accept` reads as well."""
+        The native route is asked for runs of lines column-wise (`batch=columns`: nothing
+        built per line but its text; a server that predates it answers 422, and the cursor
+        asks for `batch=1`, many events per message, from then on: `refused_columns`); a
+        server that predates batches ignores the parameter and sends one event per message,
+        which `accept` reads as well."""
         params: dict[str, str | int] = {}
         headers: dict[str, str] = dict(SSE_HEADERS)
         if self.columns:
@@ -356,6 +358,25 @@ class StreamCursor:
             else:
                 kept += self._keep([item])
         return kept
+
+    def events_of(self, messages: list[Message]) -> list[Event]:
+        """`accept_items`, each run of lines as its events (what `stream()` yields)."""
+        if not self.columns:
+            return self.accept_all(messages)
+        items = self.accept_items(messages)
+        if not any(isinstance(item, LineRun) for item in items):
+            return items  # type: ignore[return-value]  # events only
+        events: list[Event] = []
+        for item in items:
+            if isinstance(item, LineRun):
+                events += item.events()
+            else:
+                events.append(item)
+        return events
+
+    def items_of(self, messages: list[Message]) -> list[Event | LineRun]:
+        """`accept_items`, or the events of a stream without columns."""
+        return self.accept_items(messages) if self.columns else list(self.accept_all(messages))
 
     def refused_columns(self, response: httpx.Response) -> bool:
         """A server that predates `batch=columns` answered 422 to it: ask it for `batch=1`

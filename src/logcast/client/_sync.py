@@ -262,6 +262,8 @@ class Client:
                             failure = attempts.failed(state_, not_running_reason(response))
                         elif response.status_code >= 400:
                             response.read()
+                            if cursor.refused_columns(response):
+                                continue  # a server before `batch=columns`: ask again for batches
                             raise error_from_response(response)
                         else:
                             cursor.opened(response)
@@ -272,7 +274,7 @@ class Client:
                                 messages = decoder.feed(chunk)
                                 if not messages:
                                     continue
-                                batch = cursor.accept_all(messages)
+                                batch = cursor.events_of(messages)
                                 if batch:
                                     yield batch
                             failure = attempts.dropped("the server closed the stream")
