@@ -8,14 +8,19 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logcast.errors import StoreError
 from logcast.hub import Gap, Hub, Subscription
 from logcast.hub import hub as hub_module
 from logcast.hub import writer as writer_module
+from logcast.hub.journal import Journal
+from logcast.hub.ring import Ring
+from logcast.hub.subscription import Phase
 from logcast.hub.writer import WRITER_STALL
 from logcast.query import Query, parse_levels
-from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
+from logcast.types import Entry, EventType, Level, Lines, LogRecord, ProcessState, Stream
 from tests.fakes import FakeClock, MemoryStore, MessageEncoder
 
 
@@ -594,3 +599,47 @@ async def test_wakes_come_at_once_while_cheap_and_are_spaced_by_what_they_cost(
     finally:
         sub.close()
         await hub.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(["line", "status", "hole"]), min_size=1, max_size=40),
+    cursor_back=st.integers(0, 3),
+    until_at=st.integers(0, 45),
+    live=st.booleans(),
+    level=st.sampled_from([None, "error"]),
+)
+def test_a_window_is_delivered_as_record_by_record(
+    kinds: list[str], cursor_back: int, until_at: int, live: bool, level: str | None
+) -> None:
+    """`_deliver`'s fast path (a consecutive, unfiltered window) gives exactly the entries,
+    gaps and cursor of the record-by-record way, whatever the window holds."""
+    records: list[LogRecord] = []
+    seq = 10
+    for kind in kinds:
+        seq += 1
+        if kind == "hole":
+            continue
+        system = kind == "status"
+        state = ProcessState.RUNNING if system else None
+        stream = Stream.SYSTEM if system else Stream.STDOUT
+        level_of = Level.ERROR if seq % 3 == 0 else Level.INFO
+        records.append(LogRecord(seq, 1.0, level_of, f"m{seq}", stream, "web", 1, False, state))
+    if not records:
+        return
+    journal = Journal("web", Ring(1000, 1 << 20))
+    query = Query(levels=parse_levels(level)) if level else Query()
+
+    def subscription() -> Subscription:
+        sub = Subscription(None, journal, query)  # type: ignore[arg-type]  # no hub needed here
+        sub.cursor = records[0].seq - 1 - cursor_back
+        sub.until = 10 + until_at
+        sub.phase = Phase.LIVE if live else Phase.HISTORY
+        return sub
+
+    fast, each = subscription(), subscription()
+    got: list[Entry] = []
+    want: list[Entry] = []
+    fast._deliver(records, got)
+    each._deliver_each(records, want)
+    assert got == want and fast.cursor == each.cursor

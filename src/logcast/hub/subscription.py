@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from logcast.hub.encodings import Encoder, complete
@@ -20,6 +22,9 @@ from logcast.types import Entry, EventType, Gap, LogRecord, Stream
 
 if TYPE_CHECKING:
     from logcast.hub.hub import Hub
+
+
+_STREAM = itemgetter(4)  # a LogRecord's stream
 
 
 class Phase(enum.Enum):
@@ -164,6 +169,28 @@ class Subscription:
     def _deliver(self, records: list[LogRecord], out: list[Entry]) -> None:
         """Entries for `records` (and a gap for each hole among them); history stops at
         `until`, so that historical_complete comes right after it."""
+        history = self.phase is not Phase.LIVE
+        until = self.until
+        match = None if self.query.is_empty else self.query.matches
+        expected = self.cursor + 1
+        first, last = records[0].seq, records[-1].seq
+        if (
+            match is None
+            and first == expected
+            and last - first == len(records) - 1
+            and not (history and last > until)
+            and (history or Stream.SYSTEM not in map(_STREAM, records))
+        ):
+            # the usual window (consecutive, unfiltered, no status record among live lines):
+            # its entries made by `zip`, without a Python step per record
+            kind = EventType.HISTORICAL if history else EventType.REALTIME
+            out += zip(repeat(kind, len(records)), records, strict=True)
+            self.cursor = last
+            return
+        self._deliver_each(records, out)
+
+    def _deliver_each(self, records: list[LogRecord], out: list[Entry]) -> None:
+        """`_deliver`, a record at a time: gaps, the end of history, filters, statuses."""
         history = self.phase is not Phase.LIVE
         until = self.until
         match = None if self.query.is_empty else self.query.matches
