@@ -204,36 +204,44 @@ def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[b
         start = end
 
 
-def column_messages(entries: list[Entry]) -> Iterator[bytes]:
-    """`batch=columns` SSE messages of `entries`: `batch=1`'s messages (see
-    `batch_messages`), where each run of lines of one kind, process and run is one element
-    `{"type": "realtime"|"historical", "lines": {"process", "run", "seq": […], "timestamp":
-    […], "level": […], "stream": […], "message": […], "partial": […] if any}}` instead of an
-    event per line; every other event is the element it is in `batch=1`."""
-    if not entries:
-        return
-    elements: list[bytes] = []
-    ids: list[int] = []
+def _column_elements(entries: list[Entry]) -> Iterator[tuple[bytes, int]]:
+    """The elements of `entries` in a `batch=columns` message, each with the id it ends on."""
     kinds = list(map(_KIND, entries))
     first_kind = kinds[0]
     if kinds.count(first_kind) == len(kinds) and first_kind in _LINE_KINDS:
         records = list(map(_PAYLOAD, entries))
         if _is_run(first_kind, records):  # the usual batch: no step per line in Python
-            for element, last in _run_elements(first_kind, records):
-                elements.append(element)
-                ids.append(last)
-            yield from batch_messages(elements, ids)
+            yield from _run_elements(first_kind, records)
             return
     for key, group in groupby(entries, key=_run_key):
         if key is not None:
-            for element, last in _run_elements(key[0], list(map(_PAYLOAD, group))):
-                elements.append(element)
-                ids.append(last)
+            yield from _run_elements(key[0], list(map(_PAYLOAD, group)))
             continue
         for kind, payload in group:
-            elements.append(event_json(kind, payload))
-            ids.append(entry_id(payload))
-    yield from batch_messages(elements, ids)
+            yield event_json(kind, payload), entry_id(payload)
+
+
+def column_messages(entries: list[Entry]) -> Iterator[bytes]:
+    """`batch=columns` SSE messages of `entries`: `batch=1`'s messages (see
+    `batch_messages`), where each run of lines of one kind, process and run is one element
+    `{"type": "realtime"|"historical", "lines": {"process", "run", "seq": […], "timestamp":
+    […], "level": […], "stream": […], "message": […], "partial": […] if any}}` instead of an
+    event per line; every other event is the element it is in `batch=1`. Each message is
+    made when the previous one has been taken: a client that stops reading holds one."""
+    if not entries:
+        return
+    group: list[bytes] = []
+    size = 0
+    last = 0
+    for element, ident in _column_elements(entries):
+        if group and (size + len(element) > BATCH_BYTES or len(group) == BATCH_EVENTS):
+            yield b"id: %d\ndata: [%s]\n\n" % (last, b",".join(group))
+            group, size = [], 0
+        group.append(element)
+        size += len(element) + 1
+        last = ident
+    if group:
+        yield b"id: %d\ndata: [%s]\n\n" % (last, b",".join(group))
 
 
 def json_frames(hub: Hub, journal: Journal, entries: list[Entry]) -> list[str]:
