@@ -304,19 +304,8 @@ def test_a_run_is_cut_at_4096_lines_each_message_ids_its_last() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [
-        "x",
-        pytest.param(
-            "中",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="_run_elements counts a run's text in characters, not encoded bytes: "
-                "lines of CJK text make messages of about 3 MiB (control characters, "
-                "escaped as \\u001b, about 6 MiB), where batch=1 stays within 1 MiB",
-            ),
-        ),
-    ],
-    ids=["ascii", "cjk"],
+    ["x", "中", "\x1b"],
+    ids=["ascii", "cjk", "escaped"],
 )
 def test_a_message_of_long_lines_stays_within_about_a_mebibyte(text: str) -> None:
     width = 65_536 // len(text.encode())  # the longest record the framer makes
@@ -368,11 +357,6 @@ def test_select_keeps_what_is_marked_in_every_column() -> None:
     assert kept.events() == [run.events()[1], run.events()[3]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LineRun.select/after keep a `partial` column of all False where the class "
-    "promises None when no line is partial (line_run and the tail's _as_run make None)",
-)
 def test_a_selection_without_a_partial_line_has_no_partial_column() -> None:
     run = a_run()
     kept = run.select([True, False, True, True])

@@ -299,7 +299,7 @@ class LineRun:
             return self
         if not any(keep):
             return None
-        partial = self.partial
+        partial = None if self.partial is None else list(compress(self.partial, keep))
         return LineRun(
             self.type,
             self.process,
@@ -309,7 +309,7 @@ class LineRun:
             list(compress(self.levels, keep)),
             list(compress(self.streams, keep)),
             list(compress(self.messages, keep)),
-            None if partial is None else list(compress(partial, keep)),
+            partial if partial is not None and True in partial else None,
         )
 
     def records(self) -> list[LogRecord]:

@@ -191,8 +191,10 @@ def _run_json(kind: EventType, records: list[LogRecord]) -> bytes:
 
 
 def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[bytes, int]]:
-    """The run as elements of at most `BATCH_EVENTS` lines and about `BATCH_BYTES` of text
-    each (a longer line alone), with the seq each one ends on."""
+    """The run as elements of at most `BATCH_EVENTS` lines and about `BATCH_BYTES` each
+    (a longer line alone), with the seq each one ends on. The text's length in characters
+    sizes a first try; an element whose JSON is longer (multi-byte characters, escaped
+    control characters) is made again with half as many lines."""
     start = 0
     count = len(records)
     sizes = list(map(len, map(_MESSAGE, records)))
@@ -200,7 +202,11 @@ def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[b
         end = min(count, start + BATCH_EVENTS)
         while sum(sizes[start:end]) > BATCH_BYTES and end - start > 1:
             end = start + (end - start) // 2
-        yield _run_json(kind, records[start:end]), records[end - 1].seq
+        element = _run_json(kind, records[start:end])
+        while len(element) > BATCH_BYTES and end - start > 1:
+            end = start + (end - start) // 2
+            element = _run_json(kind, records[start:end])
+        yield element, records[end - 1].seq
         start = end
 
 
