@@ -10,6 +10,7 @@ import asyncio
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import itemgetter
 
 from logcast.store.base import Store
 from logcast.types import LogRecord, Stream
@@ -21,6 +22,10 @@ RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timesta
 
 # process, its clear mark (a page read before a clear is never served after it), block
 Key = tuple[str, int, int]
+
+
+_MESSAGE = itemgetter(3)  # a LogRecord's message
+_STREAM = itemgetter(4)  # ...and its stream
 
 
 def _seq(record: LogRecord) -> int:
@@ -37,9 +42,10 @@ class Page:
     def __init__(self, records: list[LogRecord]) -> None:
         self.records = records
         self.full = len(records) == PAGE
-        self.statuses = [r for r in records if r.stream is Stream.SYSTEM]
+        system = Stream.SYSTEM
+        self.statuses = [r for r in records if r.stream is system] if system in map(_STREAM, records) else []
         self.encodings: dict[str, list[bytes]] = {}
-        self.size = sum(len(r.message) for r in records) + RECORD_OVERHEAD * len(records)  # estimated
+        self.size = sum(map(len, map(_MESSAGE, records))) + RECORD_OVERHEAD * len(records)  # estimated
 
     def serves(self, after: int) -> bool:
         """Whether this page answers a reader at `after` (it holds what follows, or the
