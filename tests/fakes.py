@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from logcast.errors import StoreError
 from logcast.query import Query
 from logcast.store.base import ProcessMeta, StoreStats
-from logcast.types import LogRecord, Stream
+from logcast.types import Level, LogRecord, Stream
 
 
 class MemoryStore:
@@ -159,3 +160,19 @@ class MessageEncoder:
     def __call__(self, record: LogRecord) -> bytes:
         self.calls += 1
         return record.message.encode()
+
+
+def make_record(seq: int, message: str = "", *, at: float = 1_763_800_000.0, **kw: Any) -> LogRecord:
+    """A line of process `web`, run 1, stdout, info, written at `at + seq` (its text
+    `line SEQ` unless given); any field may be given instead."""
+    fields: dict[str, Any] = {
+        "seq": seq,
+        "timestamp": at + seq,
+        "level": Level.INFO,
+        "message": message or f"line {seq}",
+        "stream": Stream.STDOUT,
+        "process": "web",
+        "run": 1,
+    }
+    fields.update(kw)
+    return LogRecord(**fields)

@@ -16,20 +16,11 @@ from logcast.client.events import Event, LineRun, parse_event, parse_events
 from logcast.client.sse import SSEDecoder
 from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
 from logcast.web import encode
+from tests.fakes import make_record
 
 
 def record(seq: int, message: str = "", **kw: object) -> LogRecord:
-    fields: dict[str, object] = {
-        "seq": seq,
-        "timestamp": 1_763_800_000.5 + seq,
-        "level": Level.INFO,
-        "message": message or f"line {seq}",
-        "stream": Stream.STDOUT,
-        "process": "web",
-        "run": 1,
-    }
-    fields.update(kw)
-    return LogRecord(**fields)  # type: ignore[arg-type]
+    return make_record(seq, message, at=1_763_800_000.5, **kw)
 
 
 def feed_in_pieces(stream: bytes, sizes: list[int]) -> list[tuple[bytes, str | None]]:

@@ -37,23 +37,14 @@ from logcast.web.encode import (
     entry_id,
     event_json,
 )
+from tests.fakes import make_record
 
 T = 1_763_800_000.25
 Item = Event | LineRun
 
 
 def record(seq: int, message: str = "", **kw: Any) -> LogRecord:
-    fields: dict[str, Any] = {
-        "seq": seq,
-        "timestamp": T + seq,
-        "level": Level.INFO,
-        "message": message or f"line {seq}",
-        "stream": Stream.STDOUT,
-        "process": "web",
-        "run": 1,
-    }
-    fields.update(kw)
-    return LogRecord(**fields)
+    return make_record(seq, message, at=T, **kw)
 
 
 def status(seq: int, message: str, state: ProcessState, run: int = 1) -> LogRecord:

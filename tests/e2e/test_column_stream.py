@@ -1,12 +1,12 @@
 """The column stream (`batch=columns`) on a real server: each run of lines of one process
 and run one element with a list per field, every other event as in `batch=1`; expanded,
-exactly the lines `batch=1` gives, resumable by id; and `logcast tail`, which reads it."""
+exactly the lines `batch=1` gives, resumable by id. (`logcast tail`, which reads it, is
+tests/e2e/test_tail.py's.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from logcast.client.events import line_run
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import wait_for
 from tests.e2e.test_batch_stream import WIDE, Raw, completed, event_id, read
-from tests.e2e.test_tail import Tail, api
+from tests.e2e.test_tail import api
 
 pytestmark = pytest.mark.e2e
 
@@ -55,15 +55,6 @@ ERRORS = py_command(
     sys.stdout.flush()
     while True:
         time.sleep(1)
-    """
-)
-
-FLOOD = py_command(
-    """
-    import sys, time
-    sys.stdout.write("".join(f"flood {i}\\n" for i in range(20000)))
-    sys.stdout.flush()
-    time.sleep(3600)
     """
 )
 
@@ -236,30 +227,3 @@ def test_a_column_message_stays_within_about_a_mebibyte(make_server: Make) -> No
     assert all(len(t) == 10_006 for t in texts[:300]) and texts[300] == "wide done"
     assert len(messages) >= 3
     assert all(m.size <= (1 << 20) + 11_000 for m in messages), [m.size for m in messages]
-
-
-@pytest.fixture
-def tail(tmp_path: Path) -> Iterator[Callable[..., Tail]]:
-    started: list[Tail] = []
-
-    def run(*args: str) -> Tail:
-        t = Tail(list(args), tmp_path)
-        started.append(t)
-        return t
-
-    yield run
-    for t in started:
-        t.kill()
-
-
-def test_tail_bare_prints_every_line_of_a_burst_once_in_order(
-    make_server: Make, tail: Callable[..., Tail]
-) -> None:
-    server = make_server(f"[process.flood]\ncommand = {FLOOD}\nautostart = false\n")
-    t = tail("flood", "--url", server.url, "--bare", "--interval", "0.1")
-    t.wait_err(lambda err: any("not running" in line for line in err))
-    assert api(server, "POST", "/api/processes/flood/start").status_code == 200
-    out = t.wait_out(lambda out: "flood 19999" in out, timeout=60)
-    assert out == [f"flood {i}" for i in range(20000)]
-    assert t.interrupt() == 0
-    assert t.out == out  # nothing more came after the last line
