@@ -98,7 +98,9 @@ async def stream_logs(
     sub = await engine.hub.subscribe(
         name, after=resume_point(after, last_event_id_header), lines=lines, query=query
     )
-    return BoundedSSEResponse(sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1", columns=batch == "columns"))
+    return BoundedSSEResponse(
+        sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1", columns=batch == "columns")
+    )
 
 
 @router.websocket("/ws/logs")
