@@ -145,6 +145,18 @@ def _detail(response: httpx.Response) -> str | None:
     return None
 
 
+def _refuses_parameter(response: httpx.Response, name: str) -> bool:
+    """The answer is FastAPI's validation error about the query parameter `name`."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return False
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return isinstance(detail, list) and any(
+        isinstance(item, dict) and item.get("loc") == ["query", name] for item in detail
+    )
+
+
 def error_from_response(response: httpx.Response) -> ClientError:
     status = response.status_code
     if status == 401:
@@ -381,7 +393,7 @@ class StreamCursor:
     def refused_columns(self, response: httpx.Response) -> bool:
         """A server that predates `batch=columns` answered 422 to it: ask it for `batch=1`
         from now on; True when that is what happened."""
-        if not self.columns or response.status_code != 422 or "batch" not in (_detail(response) or ""):
+        if not self.columns or response.status_code != 422 or not _refuses_parameter(response, "batch"):
             return False
         self.columns = False
         return True

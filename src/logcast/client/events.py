@@ -265,7 +265,10 @@ class LineRun:
     per field: one element of a `batch=columns` message (docs/api.md), and what
     `AsyncClient.stream_runs()` yields in place of an `Event` per line. Every list holds
     one item per line; `seqs` grow strictly; `partial` is None when no line is partial.
-    A million lines come as a few hundred of these and no object per line but its text."""
+    A million lines come as a few hundred of these and no object per line but its text.
+    Frozen but not deep: its lists are shared, not copied (`after` and `select` may
+    return the run itself), so change none of them; a run is compared by value and has
+    no hash."""
 
     type: EventType
     process: str

@@ -190,22 +190,31 @@ def _run_json(kind: EventType, records: list[LogRecord]) -> bytes:
     return orjson.dumps({"type": kind, "lines": lines})
 
 
+LINE_JSON = 64  # bytes of a line's JSON in a run besides its text: seq, time, level, stream, quotes
+
+
 def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[bytes, int]]:
     """The run as elements of at most `BATCH_EVENTS` lines and about `BATCH_BYTES` each
-    (a longer line alone), with the seq each one ends on. The text's length in characters
-    sizes a first try; an element whose JSON is longer (multi-byte characters, escaped
-    control characters) is made again with half as many lines."""
+    (a longer line alone), with the seq each one ends on.
+
+    An element is sized from its lines' text, and made again shorter in proportion when
+    its JSON came out longer (multi-byte text, escaped control characters); the next one
+    starts from the number of lines that fitted, so such a run is encoded about once, not
+    halved down again for every element."""
     start = 0
     count = len(records)
     sizes = list(map(len, map(_MESSAGE, records)))
+    step = BATCH_EVENTS
     while start < count:
-        end = min(count, start + BATCH_EVENTS)
-        while sum(sizes[start:end]) > BATCH_BYTES and end - start > 1:
+        end = min(count, start + step)
+        while sum(sizes[start:end]) + LINE_JSON * (end - start) > BATCH_BYTES and end - start > 1:
             end = start + (end - start) // 2
         element = _run_json(kind, records[start:end])
         while len(element) > BATCH_BYTES and end - start > 1:
-            end = start + (end - start) // 2
+            end = start + max(1, (end - start) * BATCH_BYTES // len(element))
             element = _run_json(kind, records[start:end])
+        fitted = end - start
+        step = fitted if len(element) > BATCH_BYTES // 2 else min(BATCH_EVENTS, 2 * fitted)
         yield element, records[end - 1].seq
         start = end
 

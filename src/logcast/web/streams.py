@@ -50,7 +50,8 @@ ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before 
 BATCH_PART = 1024  # entries taken (and encoded) at a time for a batched SSE client off the
 # fast path: its messages are that long, and a stalled one holds one such list
 BATCH = 2000  # live events (cached wire bytes) taken at a time
-COLUMN_ENTRIES = 4096  # entries taken at a time for a `batch=columns` client: one message
+COLUMN_ENTRIES = 1024  # entries taken at a time for a `batch=columns` client, as `BATCH_PART`:
+# a stalled one holds one such list (and one message made of it)
 WS_BATCH = 256  # WebSocket without batched frames: sends between two turns of the other streams
 
 
