@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 
@@ -142,6 +143,22 @@ class LogRecord(NamedTuple):
             partial=bool(d.get("partial", False)),
             state=ProcessState(state) if state else None,
         )
+
+
+def _field(name: str) -> itemgetter[Any]:
+    return itemgetter(LogRecord._fields.index(name))
+
+
+# A record's fields by position, for `map` over many records at once (a loop in C).
+SEQ_OF = _field("seq")
+TIMESTAMP_OF = _field("timestamp")
+LEVEL_OF = _field("level")
+MESSAGE_OF = _field("message")
+STREAM_OF = _field("stream")
+PROCESS_OF = _field("process")
+RUN_OF = _field("run")
+PARTIAL_OF = _field("partial")
+STATE_OF = _field("state")
 
 
 class GapReason(enum.StrEnum):

@@ -10,10 +10,9 @@ import asyncio
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
-from operator import itemgetter
 
 from logcast.store.base import Store
-from logcast.types import LogRecord, Stream
+from logcast.types import MESSAGE_OF, STREAM_OF, LogRecord, Stream
 
 PAGE = 2000  # records per page
 KEPT = 48  # pages kept (least recently used go first): readers spread over up to ~100,000 lines...
@@ -22,10 +21,6 @@ RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timesta
 
 # process, its clear mark (a page read before a clear is never served after it), block
 Key = tuple[str, int, int]
-
-
-_MESSAGE = itemgetter(3)  # a LogRecord's message
-_STREAM = itemgetter(4)  # ...and its stream
 
 
 def _seq(record: LogRecord) -> int:
@@ -43,9 +38,11 @@ class Page:
         self.records = records
         self.full = len(records) == PAGE
         system = Stream.SYSTEM
-        self.statuses = [r for r in records if r.stream is system] if system in map(_STREAM, records) else []
+        self.statuses = (
+            [r for r in records if r.stream is system] if system in map(STREAM_OF, records) else []
+        )
         self.encodings: dict[str, list[bytes]] = {}
-        self.size = sum(map(len, map(_MESSAGE, records))) + RECORD_OVERHEAD * len(records)  # estimated
+        self.size = sum(map(len, map(MESSAGE_OF, records))) + RECORD_OVERHEAD * len(records)  # estimated
 
     def serves(self, after: int) -> bool:
         """Whether this page answers a reader at `after` (it holds what follows, or the

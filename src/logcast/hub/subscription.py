@@ -11,20 +11,16 @@ import asyncio
 import enum
 from dataclasses import dataclass
 from itertools import repeat
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from logcast.hub.encodings import Encoder, complete
 from logcast.hub.journal import Journal
 from logcast.hub.pages import Page
 from logcast.query import Query
-from logcast.types import Entry, EventType, Gap, LogRecord, Stream
+from logcast.types import STREAM_OF, Entry, EventType, Gap, LogRecord, Stream
 
 if TYPE_CHECKING:
     from logcast.hub.hub import Hub
-
-
-_STREAM = itemgetter(4)  # a LogRecord's stream
 
 
 class Phase(enum.Enum):
@@ -179,7 +175,7 @@ class Subscription:
             and first == expected
             and last - first == len(records) - 1
             and not (history and last > until)
-            and (history or Stream.SYSTEM not in map(_STREAM, records))
+            and (history or Stream.SYSTEM not in map(STREAM_OF, records))
         ):
             # the usual window (consecutive, unfiltered, no status record among live lines):
             # its entries made by `zip`, without a Python step per record

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, groupby
-from operator import itemgetter, or_
+from operator import or_
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,21 @@ from logcast.errors import StoreError
 from logcast.query import Query, cached_regex
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.store.reserve import Reservations
-from logcast.types import Level, LogRecord, ProcessState, Stream
+from logcast.types import (
+    LEVEL_OF,
+    MESSAGE_OF,
+    PARTIAL_OF,
+    PROCESS_OF,
+    RUN_OF,
+    SEQ_OF,
+    STATE_OF,
+    STREAM_OF,
+    TIMESTAMP_OF,
+    Level,
+    LogRecord,
+    ProcessState,
+    Stream,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -140,15 +154,6 @@ def _insert_columns(
         start += step
 
 
-_SEQ = itemgetter(0)
-_TS = itemgetter(1)
-_LEVEL = itemgetter(2)
-_MESSAGE = itemgetter(3)
-_STREAM = itemgetter(4)
-_PROCESS = itemgetter(5)
-_RUN = itemgetter(6)
-_PARTIAL_OF = itemgetter(7)
-_STATE = itemgetter(8)
 _PARTIAL_FLAG = {False: 0, True: _PARTIAL}
 _NON_ASCII_FLAG = {True: 0, False: _NON_ASCII}
 
@@ -175,15 +180,15 @@ def _columns(records: Sequence[LogRecord]) -> tuple[int, list[list[Any]]] | None
     records are not lines of one run with consecutive seqs and storable text."""
     size = len(records)
     first = records[0]
-    if list(map(_SEQ, records)) != list(range(first.seq, first.seq + size)):
+    if list(map(SEQ_OF, records)) != list(range(first.seq, first.seq + size)):
         return None
-    streams = list(map(_STREAM, records))
-    if Stream.SYSTEM in streams or list(map(_RUN, records)).count(first.run) != size:
+    streams = list(map(STREAM_OF, records))
+    if Stream.SYSTEM in streams or list(map(RUN_OF, records)).count(first.run) != size:
         return None
-    if list(map(_STATE, records)).count(None) != size:
+    if list(map(STATE_OF, records)).count(None) != size:
         return None
-    messages = list(map(_MESSAGE, records))
-    partial = list(map(_PARTIAL_OF, records))
+    messages = list(map(MESSAGE_OF, records))
+    partial = list(map(PARTIAL_OF, records))
     if all(map(str.isascii, messages)):
         nbytes = sum(map(len, messages))
         flags = list(map(_PARTIAL_FLAG.__getitem__, partial)) if True in partial else [0] * size
@@ -199,9 +204,9 @@ def _columns(records: Sequence[LogRecord]) -> tuple[int, list[list[Any]]] | None
                 map(_PARTIAL_FLAG.__getitem__, partial),
             )
         )
-    levels = list(map(_LEVEL_CODE.__getitem__, map(_LEVEL, records)))
+    levels = list(map(_LEVEL_CODE.__getitem__, map(LEVEL_OF, records)))
     stream_codes = list(map(_STREAM_CODE.__getitem__, streams))
-    return nbytes, [list(map(_TS, records)), levels, stream_codes, flags, messages]
+    return nbytes, [list(map(TIMESTAMP_OF, records)), levels, stream_codes, flags, messages]
 
 
 def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
@@ -517,10 +522,10 @@ class SqliteStore:
         # Work on copies: the cache changes only once the transaction has committed.
         work: dict[str, _Proc] = {}
         name = records[0].process
-        if list(map(_PROCESS, records)).count(name) == len(records):
+        if list(map(PROCESS_OF, records)).count(name) == len(records):
             runs: list[tuple[str, Sequence[LogRecord]]] = [(name, records)]
         else:
-            runs = [(name, list(group)) for name, group in groupby(records, key=_PROCESS)]
+            runs = [(name, list(group)) for name, group in groupby(records, key=PROCESS_OF)]
         written = 0
         for name, run in runs:
             proc = work.get(name)

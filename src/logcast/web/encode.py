@@ -16,7 +16,19 @@ from typing import Any
 import orjson
 
 from logcast.hub import Entry, Gap, Hub, Journal
-from logcast.types import EventType, LogRecord, Stream
+from logcast.types import (
+    LEVEL_OF,
+    MESSAGE_OF,
+    PARTIAL_OF,
+    PROCESS_OF,
+    RUN_OF,
+    SEQ_OF,
+    STREAM_OF,
+    TIMESTAMP_OF,
+    EventType,
+    LogRecord,
+    Stream,
+)
 
 MAX_SEQ = 2**63 - 1  # the largest sequence number: SQLite's INTEGER is a signed 64-bit number
 
@@ -138,16 +150,8 @@ def batch_chunk(hub: Hub, journal: Journal, entries: list[Entry]) -> Iterator[by
 
 # -- `batch=columns`: runs of lines column-wise ----------------------------------------
 
-_KIND = itemgetter(0)
-_PAYLOAD = itemgetter(1)
-_SEQ = itemgetter(0)
-_TIMESTAMP = itemgetter(1)
-_LEVEL = itemgetter(2)
-_MESSAGE = itemgetter(3)
-_STREAM = itemgetter(4)
-_PROCESS = itemgetter(5)
-_RUN = itemgetter(6)
-_PARTIAL = itemgetter(7)
+_KIND = itemgetter(0)  # an entry's kind
+_PAYLOAD = itemgetter(1)  # ...and its record (or gap, or seq)
 _LINE_KINDS = (EventType.HISTORICAL, EventType.REALTIME)
 
 
@@ -166,9 +170,9 @@ def _is_run(kind: EventType, records: list[LogRecord]) -> bool:
     size = len(records)
     return (
         kind in _LINE_KINDS
-        and Stream.SYSTEM not in map(_STREAM, records)
-        and list(map(_RUN, records)).count(first.run) == size
-        and list(map(_PROCESS, records)).count(first.process) == size
+        and Stream.SYSTEM not in map(STREAM_OF, records)
+        and list(map(RUN_OF, records)).count(first.run) == size
+        and list(map(PROCESS_OF, records)).count(first.process) == size
     )
 
 
@@ -178,13 +182,13 @@ def _run_json(kind: EventType, records: list[LogRecord]) -> bytes:
     lines: dict[str, Any] = {
         "process": first.process,
         "run": first.run,
-        "seq": list(map(_SEQ, records)),
-        "timestamp": list(map(_TIMESTAMP, records)),
-        "level": list(map(_LEVEL, records)),
-        "stream": list(map(_STREAM, records)),
-        "message": list(map(_MESSAGE, records)),
+        "seq": list(map(SEQ_OF, records)),
+        "timestamp": list(map(TIMESTAMP_OF, records)),
+        "level": list(map(LEVEL_OF, records)),
+        "stream": list(map(STREAM_OF, records)),
+        "message": list(map(MESSAGE_OF, records)),
     }
-    partial = list(map(_PARTIAL, records))
+    partial = list(map(PARTIAL_OF, records))
     if True in partial:
         lines["partial"] = partial
     return orjson.dumps({"type": kind, "lines": lines})
@@ -203,7 +207,7 @@ def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[b
     halved down again for every element."""
     start = 0
     count = len(records)
-    sizes = list(map(len, map(_MESSAGE, records)))
+    sizes = list(map(len, map(MESSAGE_OF, records)))
     step = BATCH_EVENTS
     while start < count:
         end = min(count, start + step)
