@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from logcast.client.events import line_run
+from logcast.web.streams import COLUMN_ENTRIES
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import wait_for
 from tests.e2e.test_batch_stream import WIDE, Raw, completed, event_id, read
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.e2e
 Make = Callable[..., Server]
 COLUMNS = {"batch": "columns"}
 
-# 5000 lines at once (more than the 4096 entries a message holds), then one every few ms
+# 5000 lines at once (several takes of `COLUMN_ENTRIES` entries, each a message), then one every few ms
 WRITER = py_command(
     """
     import sys, time
@@ -128,10 +129,16 @@ def test_history_then_live_as_batch_one_gives_it_and_resume(make_server: Make) -
     stdout = [e["log"]["message"] for e in events if e.get("log") and e["log"]["stream"] == "stdout"]
     assert stdout[:5000] == [f"line {i}" for i in range(1, 5001)]
     assert stdout[5000:] == [f"live {i}" for i in range(1, len(stdout) - 4999)]
-    # the history is a run or two, not an element per line; the first message ends in a run
-    assert is_run(messages[0].data[-1]) and len(messages[0].data[-1]["lines"]["seq"]) > 4000
+    # the history is a run per take of entries, not an element per line; the first message
+    # is the first take: two status records, then a run of the lines after them
+    first = messages[0].data
+    assert [e["type"] for e in first[:2]] == ["historical", "historical"] and not is_run(first[0])
+    assert is_run(first[-1]) and len(first[-1]["lines"]["seq"]) == COLUMN_ENTRIES - 2
     history_runs = [e for e in elements[: elements.index(events[cut])] if is_run(e)]
-    assert 1 <= len(history_runs) <= 3 and max(len(e["lines"]["seq"]) for e in history_runs) >= 1000
+    takes = -(-cut // COLUMN_ENTRIES)  # the history's events, a take at a time
+    history_lines = [e for e in events[:cut] if e["log"]["stream"] != "system"]
+    assert len(history_runs) <= takes + 1
+    assert sum(len(e["lines"]["seq"]) for e in history_runs) == len(history_lines) >= 5000
     assert all(len(e["lines"]["seq"]) <= 4096 for e in elements if is_run(e))
     assert all(line_run(e).records() for e in elements if is_run(e))  # the client reads each
     # exactly what batch=1 gives for the same lines, status records included
