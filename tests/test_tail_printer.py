@@ -93,6 +93,17 @@ def test_several_processes_prefixed_in_one_batch() -> None:
     ]
 
 
+def test_a_process_followed_by_an_alias_is_shown_under_that_alias() -> None:
+    p, out, _ = printer(("api", "qwen"))  # `qwen`: an alias of the process `qwen3`
+    p.events([line(1, "a", process="api")], "api")
+    p.events([line(7, "loaded", process="qwen3"), line(8, "ready", process="qwen3")], "qwen")
+    assert out.getvalue().splitlines() == [
+        f"api  | [live] {hms(1)} INFO     a",
+        f"qwen | [live] {hms(7)} INFO     loaded",
+        f"qwen | [live] {hms(8)} INFO     ready",
+    ]
+
+
 def test_bare_prints_the_lines_alone_and_logcasts_words_on_stderr() -> None:
     p, out, err = printer(bare=True)
     p.events(

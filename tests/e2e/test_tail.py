@@ -307,6 +307,23 @@ def test_several_processes_prefixed(make_server: Make, tail: Callable[..., Tail]
     assert t.interrupt() == 0
 
 
+def test_a_process_followed_by_its_alias_is_shown_under_the_alias(
+    make_server: Make, tail: Callable[..., Tail]
+) -> None:
+    def talker(word: str) -> str:
+        return py_command(f"import time\nprint('{word} says hi', flush=True)\ntime.sleep(3600)")
+
+    server = make_server(
+        f"[process.alpha]\ncommand = {talker('alpha')}\n"
+        f'[process.qwen3]\ncommand = {talker("qwen")}\naliases = ["qwen"]\n'
+    )
+    t = tail("alpha", "qwen", "--url", server.url)
+    out = t.wait_out(lambda out: sum("says hi" in line for line in log_lines(out)) == 2)
+    assert any(line.startswith("qwen  | [history]") and "qwen says hi" in line for line in out), out
+    assert any(line.startswith("alpha | [history]") and "alpha says hi" in line for line in out), out
+    assert t.interrupt() == 0
+
+
 def test_follows_across_server_restart_exactly_once(make_server: Make, tail: Callable[..., Tail]) -> None:
     ticker = py_command(
         """

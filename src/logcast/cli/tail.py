@@ -171,11 +171,25 @@ class Printer:
     def event(self, event: Event) -> None:
         self.events([event])
 
-    def events(self, batch: list[Event | LineRun] | list[Event]) -> None:
-        """Print a batch: its lines with one write of stdout, at once."""
+    def events(self, batch: list[Event | LineRun] | list[Event], name: str | None = None) -> None:
+        """Print a batch: its lines with one write of stdout, at once. `name`: the name its
+        stream was opened with; a process followed by one of its aliases has its lines
+        under that name, though they carry the process's own."""
+        if name is not None and batch:
+            self._alias(batch, name)
         text = self._json(batch) if self.json else self._text(batch)
         if text:
             self._write(text)
+
+    def _alias(self, batch: list[Event | LineRun] | list[Event], name: str) -> None:
+        """Show what the stream opened as `name` brings under `name` (one stream carries
+        one process: its first and last items say which)."""
+        follow = self.follows.get(name)
+        if follow is None:
+            return
+        for item in (batch[0], batch[-1]):
+            if item.process not in self.follows:
+                self.follows[item.process] = follow
 
     def _write(self, text: str) -> None:
         """`text` on stdout, all of it before returning.
@@ -418,7 +432,7 @@ async def _follow(client: AsyncClient, name: str, opts: TailOptions, printer: Pr
     )
     async with contextlib.aclosing(batches):
         async for batch in batches:
-            printer.events(batch)
+            printer.events(batch, name)
 
 
 async def follow_all(names: list[str], opts: TailOptions, printer: Printer) -> list[str]:
