@@ -22,6 +22,7 @@ from logcast.cluster.redis import claim, connect
 from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import LogcastError, StoreError
+from logcast.loop import cancel_all, raise_if_cancelled
 from logcast.secrets import mask_text
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,8 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop the engine in order (children, the store's last writes), tell Redis, close."""
-        tasks = [*self._tasks, *self._actions]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        for task in await cancel_all([*self._tasks, *self._actions]):
+            log.warning("%s did not end when cancelled; stopping without it", task.get_name())
         try:
             await self.engine.stop()
         finally:
@@ -163,6 +160,7 @@ class Agent:
     async def _heartbeats(self) -> None:
         """Every HEARTBEAT s: this agent is alive (for LOST_AFTER s), and its figures."""
         while True:
+            raise_if_cancelled()
             try:
                 alive = _json({"pid": os.getpid(), "at": time.time()})
                 pipe = self.client.pipeline(transaction=False)
@@ -180,6 +178,7 @@ class Agent:
     async def _publish_changes(self) -> None:
         """State changes reach Redis within PUBLISH_INTERVAL s, not at the next heartbeat."""
         while True:
+            raise_if_cancelled()
             await self._sleep(PUBLISH_INTERVAL)
             changed = [
                 name
@@ -215,6 +214,7 @@ class Agent:
         pending = True  # first the commands delivered before a restart and not acknowledged
         grouped = False
         while True:
+            raise_if_cancelled()
             try:
                 if not grouped:
                     with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists

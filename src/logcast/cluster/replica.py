@@ -6,7 +6,6 @@ commands to the agent that runs the process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +22,7 @@ from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import ControlRefused, ControlTimeout, StoreError, UnknownProcess
 from logcast.hub import MirrorHub
+from logcast.loop import cancel_all, raise_if_cancelled
 from logcast.schemas import Host, ProcessConfig
 from logcast.secrets import mask_text
 from logcast.store.redis_streams import RedisStore
@@ -188,19 +188,14 @@ class ClusterEngine(Engine):
         return cleared
 
     async def stop(self) -> None:
-        # The follower ends between two reads rather than by a cancel: redis-py can keep a
-        # task cancelled in its blocking XREAD "cancelling" for ever (redis/redis-py#2028),
-        # and this stop waited for it. A read returns within FOLLOW_BLOCK_MS.
+        # The follower ends between two reads rather than by a cancel in its blocking XREAD;
+        # a read returns within FOLLOW_BLOCK_MS.
         self._stopping = True
         following = [task for task in self._tasks if task.get_name() == FOLLOW_TASK]
         if following:
             await asyncio.wait(following, timeout=FOLLOW_BLOCK_MS / 1000 + FOLLOW_GRACE)
-        for task in self._tasks:
-            if not task.done():
-                task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        for task in await cancel_all(self._tasks):
+            log.warning("%s did not end when cancelled; stopping without it", task.get_name())
         try:
             await super().stop()
         finally:
@@ -211,6 +206,7 @@ class ClusterEngine(Engine):
 
     async def _keep_current(self) -> None:
         while True:
+            raise_if_cancelled()
             await self.sleep(REFRESH)
             await self._refresh()
 
@@ -272,6 +268,7 @@ class ClusterEngine(Engine):
         store = cast(RedisStore, self.store)
         backoff = 0.0
         while not self._stopping:
+            raise_if_cancelled()
             positions = {name: self.hub.get(name).last_seq for name in self.hub.names()}
             if not positions:
                 await self.sleep(REFRESH)

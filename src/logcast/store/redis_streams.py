@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from logcast.errors import StoreError
+from logcast.loop import raise_if_cancelled
 from logcast.query import Query
 from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
@@ -261,6 +262,7 @@ class RedisStore:
         try:
             client = self._client()
             while True:
+                raise_if_cancelled()
                 entries = cast(list[Entry], await client.xrange(key, min=start, max=stop, count=count))
                 for entry in entries:
                     record = _decode(entry)
@@ -353,6 +355,7 @@ class RedisStore:
         key = self.stream_key(process)
         last = f"0-{max(after, 0)}"
         while True:
+            raise_if_cancelled()
             try:
                 response = cast(
                     list[tuple[bytes, list[Entry]]],

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
+from logcast.loop import raise_if_cancelled
 from logcast.types import EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.deadline import Quiet, SendDeadline
@@ -174,6 +175,7 @@ async def _next(
     when the stream must end (the client's subscription closed, or the server stops)."""
     due = quiet.start()
     while True:
+        raise_if_cancelled()  # the store may be Redis
         sub.event.clear()
         live = await sub.take_live(limit, wire.name, wire.encode) if wire is not None else None
         if live is not None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from logcast.capture.ansi import strip_ansi
+from logcast.loop import raise_if_cancelled
 from logcast.schemas import HistoryPage
 from logcast.types import LogRecord
 from logcast.web.routes.deps import (
@@ -70,6 +71,7 @@ async def download_logs(name: str, engine: EngineDep, plain: bool = False) -> St
     async def lines() -> AsyncIterator[bytes]:
         after = 0
         while True:
+            raise_if_cancelled()  # the store may be Redis
             page = await engine.hub.page(name, after=after, limit=MAX_PAGE)
             if not page:
                 return
