@@ -125,32 +125,38 @@ def clear_path(name: str) -> str:
     return f"/api/logs/{quote(name, safe='')}/clear"
 
 
-def _detail(response: httpx.Response) -> str | None:
+_NOT_JSON = object()
+
+
+def _body(response: httpx.Response) -> Any:
+    """The answer's JSON body, or _NOT_JSON."""
     try:
-        body = orjson.loads(response.content)
+        return orjson.loads(response.content)
     except orjson.JSONDecodeError:
+        return _NOT_JSON
+
+
+def _detail(response: httpx.Response) -> str | None:
+    body = _body(response)
+    if body is _NOT_JSON:
         text = response.text.strip()
         return text[:200] or None
-    if isinstance(body, dict):
-        detail = body.get("detail", body.get("message"))
-        if isinstance(detail, str):
-            return detail
-        if isinstance(detail, list):  # FastAPI validation errors
-            parts = []
-            for item in detail:
-                if isinstance(item, dict):
-                    where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "body"))
-                    parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
-            return "; ".join(parts) or None
+    detail = body.get("detail", body.get("message")) if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):  # FastAPI validation errors
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "body"))
+                parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        return "; ".join(parts) or None
     return None
 
 
 def _refuses_parameter(response: httpx.Response, name: str) -> bool:
     """The answer is FastAPI's validation error about the query parameter `name`."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return False
+    body = _body(response)
     detail = body.get("detail") if isinstance(body, dict) else None
     return isinstance(detail, list) and any(
         isinstance(item, dict) and item.get("loc") == ["query", name] for item in detail
