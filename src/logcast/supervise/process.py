@@ -324,8 +324,9 @@ class ManagedProcess:
 
     @staticmethod
     async def _wait_done(done: asyncio.Event, within: float) -> bool:
-        try:
-            await asyncio.wait_for(done.wait(), within)
+        try:  # not asyncio.wait_for, which can lose a cancel on Python 3.11 (see logcast.loop)
+            async with asyncio.timeout(within):
+                await done.wait()
         except TimeoutError:
             return done.is_set()
         return True
