@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import Any, cast
 
 import httpx
 
@@ -25,6 +26,7 @@ from logcast.client import Client
 from logcast.types import EventType
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import Message, messages
+from tests.e2e.test_column_stream import expand, line_seqs
 from tests.e2e.test_tail import Tail
 from tests.util import wait_for
 
@@ -56,7 +58,7 @@ def _follow(url: str, held: dict[int, str], stop: threading.Event) -> None:
         return  # the server died under us: that is the point
 
 
-def _read_all(client: httpx.Client, params: dict[str, object], headers: dict[str, str]) -> list[Message]:
+def _read_all(client: httpx.Client, params: dict[str, Any], headers: dict[str, str]) -> list[Message]:
     """A stream's events until it has been quiet for a moment."""
     out: list[Message] = []
     with client.stream("GET", "/api/processes/flood/logs/stream", params=params, headers=headers) as stream:
@@ -65,6 +67,19 @@ def _read_all(client: httpx.Client, params: dict[str, object], headers: dict[str
             if message.type == "historical_complete":
                 break
     return out
+
+
+def _read_columns(client: httpx.Client, params: dict[str, Any], headers: dict[str, str]) -> list[Any]:
+    """The elements of a `batch=columns` stream up to `historical_complete`."""
+    elements: list[Any] = []
+    with client.stream(
+        "GET", "/api/processes/flood/logs/stream", params={**params, "batch": "columns"}, headers=headers
+    ) as stream:
+        for message in messages(stream):
+            elements.extend(cast(list[Any], message.data))
+            if elements[-1]["type"] == "historical_complete":
+                break
+    return elements
 
 
 def test_sigkill_mid_flood_never_renames_a_line(make_server: Callable[..., Server]) -> None:
@@ -95,6 +110,8 @@ def test_sigkill_mid_flood_never_renames_a_line(make_server: Callable[..., Serve
         client.post("/api/processes/flood/stop")  # the restarted flood would only add lines
         everything = _read_all(client, {"after": 0}, {})
         resumed = _read_all(client, {}, {"Last-Event-ID": str(max(held))})
+        columns = _read_columns(client, {"after": 0}, {})
+        columns_resumed = _read_columns(client, {}, {"Last-Event-ID": str(max(held))})
         stats = client.get("/api/logs/stats").json()["processes"]["flood"]
     now = {m.seq: str(m.data["log"]["message"]) for m in everything if m.seq is not None}
     gaps = [(int(m.data["from"]), int(m.data["to"])) for m in everything if m.type == "gap"]
@@ -112,6 +129,11 @@ def test_sigkill_mid_flood_never_renames_a_line(make_server: Callable[..., Serve
     top = max(held)
     seqs = [m.seq for m in resumed if m.seq is not None and m.type != "historical_complete"]
     assert all(s > top for s in seqs)
+    # the column stream tells the same lines and gaps, and resumes the same way
+    as_events = expand(columns)
+    assert {e["log"]["seq"]: str(e["log"]["message"]) for e in as_events if e.get("log")} == now
+    assert [(int(e["from"]), int(e["to"])) for e in as_events if e["type"] == "gap"] == gaps
+    assert all(s > top for s in line_seqs(columns_resumed))
     assert len(missing) >= 10_000  # the client held lines the store never got
     restart_notes = [text for text in now.values() if "were lost" in text]
     assert restart_notes, "the restart did not say what was lost"
