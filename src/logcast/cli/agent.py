@@ -15,6 +15,7 @@ from logcast.cluster.agent import Agent
 from logcast.cluster.redis import NameTaken
 from logcast.config import Settings, load
 from logcast.errors import ConfigError, StoreError
+from logcast.loop import run
 from logcast.secrets import mask_text
 
 
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
         host = host_id or socket.gethostname()
         try:
             settings = load(config)
-            asyncio.run(_run(settings, redis, host))
+            run(_run(settings, redis, host))
         except ConfigError as exc:
             fail(str(exc), 2)
         except NameTaken as exc:
