@@ -5,6 +5,7 @@ stale one) and a replica's view of them. The black-box runs are in tests/cluster
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import subprocess
 import sys
@@ -299,3 +300,37 @@ async def test_an_agent_stopped_in_order_leaves_its_processes_stopped_not_unknow
         assert replica.processes.info("web")["state"] == ProcessState.STOPPED
     finally:
         await replica.stop()
+
+
+async def test_a_command_read_as_the_agent_stops_is_not_acted_on(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel lost in the command read (Python 3.11's wait_for returns the answer that came
+    in the same turn, see logcast.loop) must not start an action after the agent's stop:
+    the child it started would outlive the agent."""
+    agent = await Agent.start(config("web"), url, "a")
+    reading = asyncio.Event()
+    acted: list[str] = []
+    key = agent.keys.commands("a")
+
+    async def read_that_loses_the_cancel(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        with contextlib.suppress(asyncio.CancelledError):  # the answer came with the cancel
+            await asyncio.sleep(3600)
+        late = {"id": "late", "action": "restart", "process": "web"}
+        return [[key, [(f"{int(time.time() * 1000)}-0", late)]]]
+
+    async def restart(name: str) -> bool:
+        acted.append(name)
+        return True
+
+    try:
+        await until(lambda: agent.engine.processes.info("web")["state"] == "running", "web running")
+        monkeypatch.setattr(agent.client, "xreadgroup", read_that_loses_the_cancel)
+        monkeypatch.setattr(agent.engine.processes, "restart", restart)
+        await asyncio.wait_for(reading.wait(), 5)  # the next read is the one that loses it
+    finally:
+        await agent.stop()
+    await asyncio.sleep(0.5)  # an action started by the stop would have run by now
+    assert acted == []
+    assert all(task.done() for task in agent._tasks)

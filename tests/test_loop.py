@@ -10,6 +10,7 @@ callback."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 import pytest
@@ -126,3 +127,51 @@ async def test_cancel_all_ends_what_ends_and_names_what_does_not() -> None:
 
 async def test_cancel_all_of_nothing_running_returns_at_once() -> None:
     assert await cancel_all([], grace=100) == []
+
+
+async def test_cancel_all_cancels_again_a_task_whose_first_cancel_was_lost() -> None:
+    lost = 0
+
+    async def loses_the_first() -> None:
+        nonlocal lost
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost += 1  # as wait_for on 3.11: the cancel is gone, the task goes on
+
+    task = asyncio.create_task(loses_the_first())
+    await asyncio.sleep(0)
+    assert await cancel_all([task], grace=5) == []
+    assert task.cancelled() and lost == 1
+
+
+async def test_what_a_stopped_task_raised_is_taken_even_if_it_ended_before() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(str(context.get("message"))))
+
+    async def dies() -> None:
+        raise RuntimeError("died earlier")
+
+    async def dies_later(release: asyncio.Event) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await release.wait()  # ends after the grace, and then fails
+            raise RuntimeError("died after the grace") from None
+
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(dies()), asyncio.create_task(dies_later(release))]
+    await asyncio.sleep(0)
+    left = await cancel_all(tasks, grace=0.1)
+    assert left == [tasks[1]]
+    release.set()
+    await asyncio.wait(left)
+    await asyncio.sleep(0)  # the done callbacks
+    del tasks, left
+    gc.collect()
+    assert not [m for m in reported if "never retrieved" in m], reported
+    loop.set_exception_handler(None)

@@ -16,6 +16,7 @@ __all__ = ["cancel_all", "raise_if_cancelled", "run"]
 T = TypeVar("T")
 
 STOP_GRACE = 5.0  # s for a cancelled task to end before a stop goes on without it
+RECANCEL = 0.25  # s between two cancels of a task that goes on
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -35,7 +36,9 @@ def raise_if_cancelled() -> None:
     3.12). redis-py sends every command through it, so a loop awaiting Redis went on
     after `cancel()` and whoever awaited the task waited for ever: a replica's and an
     agent's stop hung in CI. The task still counts the request, so a loop that may await
-    Redis calls this at its head."""
+    Redis calls this at its head or between two rounds. Not in cleanup that runs after a
+    cancel was caught (an `except` or `finally`): the count is still up there, and this
+    would raise again."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -44,16 +47,25 @@ def raise_if_cancelled() -> None:
 async def cancel_all(
     tasks: Iterable[asyncio.Task[Any]], grace: float = STOP_GRACE
 ) -> list[asyncio.Task[Any]]:
-    """Cancel `tasks` and wait up to `grace` s for them to end, so that a stop cannot hang
-    on a cancel some library lost. What they raised is taken (and dropped: they were
-    being stopped). Returns those still running, for the caller to name in its log."""
-    running = [task for task in tasks if not task.done()]
-    for task in running:
-        task.cancel()
-    if not running:
-        return []
-    done, pending = await asyncio.wait(running, timeout=grace)
-    for task in done:
-        if not task.cancelled():
-            task.exception()  # retrieved: no "never retrieved" at exit
-    return list(pending)
+    """Cancel `tasks` and wait up to `grace` s for them to end, cancelling again every
+    RECANCEL s those that go on (a cancel can be lost, see `raise_if_cancelled`), so that a
+    stop cannot hang. What they raised is taken and dropped (they were being stopped), now
+    or when they end. Returns those still running, for the caller to name in its log."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.add_done_callback(_drop_outcome)
+    pending = {task for task in tasks if not task.done()}
+    deadline = asyncio.get_running_loop().time() + grace
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(RECANCEL, left))
+    return [task for task in tasks if task in pending]
+
+
+def _drop_outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit

@@ -57,6 +57,7 @@ class Agent:
         self._acting: dict[str, asyncio.Future[str]] = {}  # command id -> its answer, while acting
         self._tasks: list[asyncio.Task[None]] = []
         self._actions: set[asyncio.Task[None]] = set()  # commands being acted on
+        self._stopping = False  # no command is acted on from then on
         self._started_at = time.time()
         self._redis_ok = True
 
@@ -92,8 +93,17 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop the engine in order (children, the store's last writes), tell Redis, close."""
-        for task in await cancel_all([*self._tasks, *self._actions]):
-            log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+        self._stopping = True
+        try:
+            # the loops first, so that no new action starts; then the actions under way
+            left = await cancel_all(self._tasks)
+            left += await cancel_all(list(self._actions))
+            for task in left:
+                log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
         try:
             await self.engine.stop()
         finally:
@@ -226,11 +236,14 @@ class Agent:
                         GROUP, self.host, {key: "0" if pending else ">"}, count=16, block=1000
                     ),
                 )
+                raise_if_cancelled()  # a cancel lost in the read: act on nothing it brought
                 entries = [entry for _, stream in response or () for entry in stream]
                 if pending and not entries:
                     pending = False
                 for entry_id, fields in entries:
-                    action = asyncio.create_task(self._act(key, entry_id, fields))
+                    action = asyncio.create_task(
+                        self._act(key, entry_id, fields), name=f"logcast-command-{entry_id}"
+                    )
                     self._actions.add(action)
                     action.add_done_callback(self._actions.discard)
                 if pending and entries:
@@ -279,6 +292,12 @@ class Agent:
         now_ms = int((await self.client.time())[0]) * 1000
         if now_ms - sent_ms > COMMAND_TIMEOUT * 1000:
             return {"ok": False, "error": f"the {action} of {name} came after its asker gave up: not done"}
+        raise_if_cancelled()  # the agent is stopping: a cancel lost in a read above must not act
+        if self._stopping:
+            return {
+                "ok": False,
+                "error": f"host {self.host!r} is stopping: the {action} of {name} was not done",
+            }
         try:
             if action == "clear":
                 upto = fields.get("upto")

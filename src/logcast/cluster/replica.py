@@ -95,6 +95,7 @@ class ClusterProcesses:
             await self._client.xadd(
                 self._keys.commands(host), cast(Any, fields), maxlen=10_000, approximate=True
             )
+            raise_if_cancelled()  # the asker left: do not wait for the answer
             reply = await self._client.blpop([self._keys.reply(command_id)], timeout=COMMAND_TIMEOUT)
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis unreachable: {exc}") from exc
@@ -191,11 +192,16 @@ class ClusterEngine(Engine):
         # The follower ends between two reads rather than by a cancel in its blocking XREAD;
         # a read returns within FOLLOW_BLOCK_MS.
         self._stopping = True
-        following = [task for task in self._tasks if task.get_name() == FOLLOW_TASK]
-        if following:
-            await asyncio.wait(following, timeout=FOLLOW_BLOCK_MS / 1000 + FOLLOW_GRACE)
-        for task in await cancel_all(self._tasks):
-            log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+        try:
+            following = [task for task in self._tasks if task.get_name() == FOLLOW_TASK]
+            if following:
+                await asyncio.wait(following, timeout=FOLLOW_BLOCK_MS / 1000 + FOLLOW_GRACE)
+            for task in await cancel_all(self._tasks):
+                log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
         try:
             await super().stop()
         finally:

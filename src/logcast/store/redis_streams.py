@@ -262,7 +262,6 @@ class RedisStore:
         try:
             client = self._client()
             while True:
-                raise_if_cancelled()
                 entries = cast(list[Entry], await client.xrange(key, min=start, max=stop, count=count))
                 for entry in entries:
                     record = _decode(entry)
@@ -273,6 +272,7 @@ class RedisStore:
                 if len(entries) < count:
                     return out
                 start = "(" + entries[-1][0].decode()
+                raise_if_cancelled()  # between two reads, not before the first (see logcast.loop)
         except (RedisError, OSError) as exc:
             raise StoreError(f"read from redis at {self.shown_url}: {exc}") from exc
 
@@ -305,6 +305,7 @@ class RedisStore:
                 if len(entries) < count:
                     break
                 end = "(" + entries[-1][0].decode()
+                raise_if_cancelled()
         except (RedisError, OSError) as exc:
             raise StoreError(f"tail from redis at {self.shown_url}: {exc}") from exc
         out.reverse()
@@ -355,7 +356,6 @@ class RedisStore:
         key = self.stream_key(process)
         last = f"0-{max(after, 0)}"
         while True:
-            raise_if_cancelled()
             try:
                 response = cast(
                     list[tuple[bytes, list[Entry]]],
@@ -367,6 +367,7 @@ class RedisStore:
                 if entries:
                     last = entries[-1][0].decode()
                     yield [_decode(entry) for entry in entries]
+            raise_if_cancelled()
 
     async def read_new(
         self, positions: Mapping[str, int], *, block_ms: int = 1_000, count: int = 2_000
