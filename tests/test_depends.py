@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from logcast.config import Condition, ProcessSettings, ReadySettings, RestartPolicy, Settings, parse
+from logcast.errors import ControlRefused, UnknownProcess
 from logcast.supervise.supervisor import Supervisor
 from logcast.types import Level, ProcessState
 from tests.test_supervise import (
@@ -326,6 +327,20 @@ async def test_shutdown_cancels_pending_starts(w: World) -> None:
     await sup.shutdown()
     assert sup.info("web")["waiting_for"] is None
     assert w.messages("web")[-1] == "stopped (no longer waiting for db (started))"
+    assert spawned(w) == []
+
+
+async def test_no_start_or_restart_once_shutdown_began(w: World) -> None:
+    """A command that comes in while logcast stops (an HTTP request, an agent's command)
+    would spawn a child that outlives it: refused with a reason instead."""
+    db = w.ps("db", autostart=False)
+    sup = w.supervisor(db)
+    await sup.shutdown()
+    for action in (sup.start, sup.restart):
+        with pytest.raises(ControlRefused, match="logcast is stopping"):
+            await action("db")
+    with pytest.raises(UnknownProcess):
+        await sup.start("nope")  # an unknown name is still that
     assert spawned(w) == []
 
 

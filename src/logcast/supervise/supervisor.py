@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from logcast.config import Settings, start_order
-from logcast.errors import UnknownProcess
+from logcast.errors import ControlRefused, UnknownProcess
 from logcast.supervise.depends import Changes, Dependencies, met
 from logcast.supervise.exits import OomCounter, RunHistory, cgroup_oom_counter
 from logcast.supervise.guard import Guard
@@ -115,8 +115,11 @@ class Supervisor:
     async def start(self, name: str) -> bool:
         """Start `name`; False if it was already running or waiting to start. It returns once
         the child is spawned, or at once when it waits for its dependencies
-        (`info(name)["waiting_for"]` says for what): it never waits for them itself."""
-        return await self.get(name).start()
+        (`info(name)["waiting_for"]` says for what): it never waits for them itself.
+        Refused (ControlRefused) once shutdown began: the child would outlive it."""
+        process = self.get(name)
+        self._refuse_while_closing(name, "start")
+        return await process.start()
 
     async def stop(self, name: str) -> bool:
         """Stop `name` (or cancel its pending start); False if it was not running. Its
@@ -124,7 +127,13 @@ class Supervisor:
         return await self.get(name).stop()
 
     async def restart(self, name: str) -> bool:
-        return await self.get(name).restart()
+        process = self.get(name)
+        self._refuse_while_closing(name, "restart")
+        return await process.restart()
+
+    def _refuse_while_closing(self, name: str, action: str) -> None:
+        if self._closing:
+            raise ControlRefused(f"logcast is stopping: the {action} of {name} was not done")
 
     async def start_autostart(self) -> None:
         """Start every process with `autostart = true`, each after its dependencies (in
