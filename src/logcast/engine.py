@@ -10,7 +10,6 @@ store, close it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 from logcast.config import ProcessSettings, Settings
 from logcast.hub import Hub
+from logcast.loop import cancel_all
 from logcast.samples import INTERVAL as SAMPLE_INTERVAL
 from logcast.samples import SampleLog
 from logcast.schemas import Host, HttpReady, LogReady, ProcessConfig
@@ -234,11 +234,13 @@ class Engine:
     async def stop(self) -> None:
         """The ordered shutdown: streams, children, the store's last writes, the store."""
         self.end_streams()
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(BaseException):
-                await task
+        try:
+            for task in await cancel_all(self._background):
+                log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+        finally:
+            await self._shut_down()
+
+    async def _shut_down(self) -> None:
         try:
             await self.processes.shutdown()
         finally:
