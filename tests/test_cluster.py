@@ -334,3 +334,17 @@ async def test_a_command_read_as_the_agent_stops_is_not_acted_on(
     await asyncio.sleep(0.5)  # an action started by the stop would have run by now
     assert acted == []
     assert all(task.done() for task in agent._tasks)
+
+
+async def test_a_stopping_agent_refuses_a_command_with_the_reason(
+    cluster: tuple[Agent, ClusterEngine, aioredis.Redis],
+) -> None:
+    agent, _, client = cluster
+    now_ms = int((await client.time())[0]) * 1000
+    await until(lambda: agent.engine.processes.info("web")["pid"] is not None, "web running")
+    pid = agent.engine.processes.info("web")["pid"]
+    agent._stopping = True  # as from the first step of its stop
+    outcome = await agent._outcome(f"{now_ms}-0", {"action": "restart", "process": "web"})
+    assert outcome == {"ok": False, "error": "host 'a' is stopping: the restart of web was not done"}
+    await asyncio.sleep(0.2)
+    assert agent.engine.processes.info("web")["pid"] == pid  # not restarted
