@@ -92,7 +92,7 @@ async def test_a_cancel_that_was_delivered_and_handled_does_not_count_again() ->
     assert await asyncio.create_task(body()) == "went on"
 
 
-async def test_cancel_all_ends_what_ends_and_names_what_does_not() -> None:
+async def test_cancel_all_ends_what_ends_and_names_what_does_not(caplog: pytest.LogCaptureFixture) -> None:
     release = asyncio.Event()
 
     async def obeys() -> None:
@@ -118,6 +118,9 @@ async def test_cancel_all_ends_what_ends_and_names_what_does_not() -> None:
     await asyncio.sleep(0)
     left = await cancel_all(tasks, grace=0.2)
     assert [t.get_name() for t in left] == ["deaf"]
+    assert [r.getMessage() for r in caplog.records if r.name == "logcast.loop"] == [
+        "deaf did not end when cancelled; stopping without it"
+    ]
     assert tasks[0].cancelled()
     assert isinstance(tasks[1].exception(), RuntimeError)
     assert tasks[3].result() == "done"  # it had ended: not cancelled

@@ -235,8 +235,7 @@ class Engine:
         """The ordered shutdown: streams, children, the store's last writes, the store."""
         self.end_streams()
         try:
-            for task in await cancel_all(self._background):
-                log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+            await cancel_all(self._background)
         finally:
             await self._shut_down()
 

@@ -8,12 +8,15 @@ less CPU on it, and `serve` has run on it from the start.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 __all__ = ["cancel_all", "raise_if_cancelled", "run"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0  # s for a cancelled task to end before a stop goes on without it
 RECANCEL = 0.25  # s between two cancels of a task that goes on
@@ -50,7 +53,7 @@ async def cancel_all(
     """Cancel `tasks` and wait up to `grace` s for them to end, cancelling again every
     RECANCEL s those that go on (a cancel can be lost, see `raise_if_cancelled`), so that a
     stop cannot hang. What they raised is taken and dropped (they were being stopped), now
-    or when they end. Returns those still running, for the caller to name in its log."""
+    or when they end. Those still running are named in the log, and returned."""
     tasks = list(tasks)
     for task in tasks:
         task.add_done_callback(_drop_outcome)
@@ -63,7 +66,10 @@ async def cancel_all(
         if left <= 0:
             break
         _, pending = await asyncio.wait(pending, timeout=min(RECANCEL, left))
-    return [task for task in tasks if task in pending]
+    running = [task for task in tasks if task in pending]
+    for task in running:
+        log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+    return running
 
 
 def _drop_outcome(task: asyncio.Task[Any]) -> None:

@@ -96,10 +96,8 @@ class Agent:
         self._stopping = True
         try:
             # the loops first, so that no new action starts; then the actions under way
-            left = await cancel_all(self._tasks)
-            left += await cancel_all(list(self._actions))
-            for task in left:
-                log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+            await cancel_all(self._tasks)
+            await cancel_all(list(self._actions))
         finally:
             await self._close()
 
@@ -292,8 +290,7 @@ class Agent:
         now_ms = int((await self.client.time())[0]) * 1000
         if now_ms - sent_ms > COMMAND_TIMEOUT * 1000:
             return {"ok": False, "error": f"the {action} of {name} came after its asker gave up: not done"}
-        raise_if_cancelled()  # the agent is stopping: a cancel lost in a read above must not act
-        if self._stopping:
+        if self._stopping:  # set before any cancel: a cancel lost in a read above cannot act
             return {
                 "ok": False,
                 "error": f"host {self.host!r} is stopping: the {action} of {name} was not done",

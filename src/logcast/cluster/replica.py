@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 REFRESH = 0.5  # s between two reads of what the agents published
 FOLLOW_BLOCK_MS = 1_000  # the one XREAD BLOCK, for every process at once
-FOLLOW_GRACE = 2.0  # s beyond a read's block time for the follower to see it must stop
-FOLLOW_TASK = "logcast-follow"
 FOLLOW_COUNT = 5_000  # records per process per read
 
 
@@ -127,7 +125,6 @@ class ClusterEngine(Engine):
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _problem: str | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _stopping: bool = False
 
     @classmethod
     async def open(cls, settings: Settings, url: str) -> ClusterEngine:
@@ -145,7 +142,7 @@ class ClusterEngine(Engine):
         await engine._refresh()
         engine._tasks = [
             asyncio.create_task(engine._keep_current(), name="logcast-refresh"),
-            asyncio.create_task(engine._follow(), name=FOLLOW_TASK),
+            asyncio.create_task(engine._follow(), name="logcast-follow"),
         ]
         engine.keep_samples()
         return engine
@@ -189,15 +186,8 @@ class ClusterEngine(Engine):
         return cleared
 
     async def stop(self) -> None:
-        # The follower ends between two reads rather than by a cancel in its blocking XREAD;
-        # a read returns within FOLLOW_BLOCK_MS.
-        self._stopping = True
         try:
-            following = [task for task in self._tasks if task.get_name() == FOLLOW_TASK]
-            if following:
-                await asyncio.wait(following, timeout=FOLLOW_BLOCK_MS / 1000 + FOLLOW_GRACE)
-            for task in await cancel_all(self._tasks):
-                log.warning("%s did not end when cancelled; stopping without it", task.get_name())
+            await cancel_all(self._tasks)
         finally:
             await self._close()
 
@@ -273,7 +263,7 @@ class ClusterEngine(Engine):
         """Mirror every process's new records: one blocking read for all of them."""
         store = cast(RedisStore, self.store)
         backoff = 0.0
-        while not self._stopping:
+        while True:
             raise_if_cancelled()
             positions = {name: self.hub.get(name).last_seq for name in self.hub.names()}
             if not positions:
