@@ -144,7 +144,7 @@ def test_every_tier1_match_begins_with_a_character_the_batch_prefilter_looks_for
     is right only if every tier-1 match begins with one of them."""
     match = levels_module._TIER1.search(line, 0, WINDOW)
     if match is not None:
-        assert levels_module._TIER1_FIRST.match(line, match.start()) is not None, line
+        assert line[match.start()] in levels_module._TIER1_FIRST, line
 
 
 def test_a_batch_of_plain_text_still_finds_its_tier2_words_and_json_levels() -> None:
@@ -152,3 +152,18 @@ def test_a_batch_of_plain_text_still_finds_its_tier2_words_and_json_levels() -> 
     batch = [*plain, "something failed here", '{"msg": "' + "y" * 200 + '", "level": "warning"}', *plain]
     assert detect_levels(batch) == [detect_level(line) or Level.INFO for line in batch]
     assert detect_levels(batch)[50:52] == [Level.ERROR, Level.WARNING]
+
+
+def test_a_plain_batch_reads_json_and_tier2_words_on_its_first_and_last_lines() -> None:
+    """The silent batch joins its lines without a leading newline: a JSON line or a
+    strong word at offset 0 of the joined text is still found, as at its end."""
+    plain = [f"{i:09d} 1764961234.123456 " + "x" * 71 for i in range(20)]
+    for edge, level in [
+        ('{"msg": "' + "y" * 200 + '", "level": "error"}', Level.ERROR),
+        ("error: the disk is full", Level.ERROR),
+        ("Exception in thread main", Level.ERROR),
+        ("this is deprecated", Level.WARNING),
+    ]:
+        for batch in ([edge, *plain], [*plain, edge]):
+            assert detect_levels(batch) == [detect_level(line) or Level.INFO for line in batch]
+            assert level in detect_levels(batch), edge

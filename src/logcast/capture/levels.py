@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Sequence
 from itertools import accumulate, count, repeat
 from operator import add, getitem, itemgetter
 from typing import cast
@@ -130,10 +131,11 @@ def _tier1_pattern() -> str:
 _TIER1 = re.compile(_tier1_pattern())
 # Every character a tier-1 match can begin with (each alternative starts with a literal):
 # a batch whose windows hold none of them, a flood of plain text, has no tier-1 token,
-# and one scan in C over the joined windows tells so.
-_TIER1_FIRST = re.compile(
-    "[" + re.escape("".join(sorted({w[0].upper() for w in _WORDS} | set(_LETTERS) | set('[\t="')))) + "]"
-)
+# and one pass in C over the joined windows tells so: the bytes of their UTF-8 lose none
+# when these are deleted (ASCII characters stand for themselves in UTF-8). `bytes.translate`
+# takes a fifth of the time the regex engine takes to look for a class of characters.
+_TIER1_FIRST = "".join(sorted({w[0].upper() for w in _WORDS} | set(_LETTERS) | set('[\t="')))
+_TIER1_FIRST_BYTES = _TIER1_FIRST.encode("ascii")
 _WINDOW_SLICE = slice(0, WINDOW)
 # A JSON line is read by its key, even when the key stands beyond the window.
 _JSON = re.compile(_JSON_KEY + _JSON_VALUE)
@@ -159,15 +161,11 @@ _T2_WARNING = re.compile(r":(?<=arning:)|:(?<=ARNING:)|deprecat(?:ed|ion)|Deprec
 # hit are looked at closely. Each scan starts with a literal character, which the
 # regex engine finds fast; the colon scan then checks the word before each colon
 # (one character class first, which turns the colons of timestamps away at once).
-_T2_SCANS = (
-    re.compile(
-        r":(?:(?<=[rRgGnlc)\]]:)(?:(?<=rror:)|(?<=[Ee]rr:)|(?<=RROR:)|(?<=arning:)|(?<=ARNING:)|(?<=[Ww]arn:)"
-        r"|(?<=anic:)|(?<=atal:)|(?<=last\):)|(?<=rror\[E\d{4}\]:))|(?= [Ee]rror(?!\w)))"
-    ),
-    re.compile("Exception"),
-    re.compile("ailed"),
-    re.compile("eprecat"),
+_T2_COLON = re.compile(
+    r":(?:(?<=[rRgGnlc)\]]:)(?:(?<=rror:)|(?<=[Ee]rr:)|(?<=RROR:)|(?<=arning:)|(?<=ARNING:)|(?<=[Ww]arn:)"
+    r"|(?<=anic:)|(?<=atal:)|(?<=last\):)|(?<=rror\[E\d{4}\]:))|(?= [Ee]rror(?!\w)))"
 )
+_T2_WORDS = (re.compile("Exception"), re.compile("ailed"), re.compile("eprecat"))
 
 # Tier 3, single lines only (the batch maps "unsure" to info anyway): programs that log
 # without a level (llama.cpp and ggml) are info rather than unsure.
@@ -234,14 +232,12 @@ def detect_levels(texts: list[str]) -> list[Level]:
     one by one, and those without a match go on to tier 2 together.
     """
     size = len(texts)
-    if (
-        size > 1
-        and _TIER1.search(texts[0], 0, WINDOW) is None
-        and _TIER1_FIRST.search("\n".join(map(getitem, texts, repeat(_WINDOW_SLICE, size)))) is None
-    ):
-        quiet = [_INFO] * size
-        _silent_batch(texts, list(range(size)), quiet)
-        return quiet
+    if size > 1 and _TIER1.search(texts[0], 0, WINDOW) is None:
+        windows = "".join(map(getitem, texts, repeat(_WINDOW_SLICE, size))).encode("utf-8", "surrogatepass")
+        if len(windows.translate(None, _TIER1_FIRST_BYTES)) == len(windows):
+            quiet = [_INFO] * size
+            _silent_batch(texts, range(size), quiet)
+            return quiet
     matches = list(map(_TIER1.search, texts, repeat(0, size), repeat(WINDOW, size)))
     if None in matches:
         return _detect_each(texts, matches)
@@ -276,28 +272,30 @@ def _detect_each(texts: list[str], matches: list[re.Match[str] | None]) -> list[
     return levels
 
 
-def _silent_batch(texts: list[str], silent: list[int], levels: list[Level]) -> None:
+def _silent_batch(texts: list[str], silent: Sequence[int], levels: list[Level]) -> None:
     """JSON keys beyond the window, then tier 2, for the lines at `silent`.
 
     The lines are joined once; scans over the whole batch find the JSON lines (a "{"
     after a newline) and the tier-2 candidates, and only those lines are read.
     """
-    lines = [texts[i] for i in silent]
-    joined = "\n" + "\n".join(lines)  # every line starts after a "\n"
+    lines = texts if len(silent) == len(texts) else [texts[i] for i in silent]
+    joined = "\n".join(lines)
     json_starts: list[int] = []
     pos = joined.find("{")  # one character: a memchr, where "\n{" would stop at every line
     while pos >= 0:
-        if joined[pos - 1] == "\n":
+        if pos == 0 or joined[pos - 1] == "\n":
             json_starts.append(pos)
         pos = joined.find("{", pos + 1)
     hits: list[int] = []
-    for scan in _T2_SCANS:
+    if ":" in joined:  # a memchr; the scan's own search for its colon is a loop in the engine
+        hits.extend(hit.start() for hit in _T2_COLON.finditer(joined))
+    for scan in _T2_WORDS:
         if scan.search(joined) is not None:
             hits.extend(hit.start() for hit in scan.finditer(joined))
     if not json_starts and not hits:
         return
-    # starts[line_no] is that line's offset in `joined`: the lengths before it, plus line_no + 1.
-    starts = list(map(add, accumulate(map(len, lines), initial=0), count(1)))
+    # starts[line_no] is that line's offset in `joined`: the lengths before it, plus line_no.
+    starts = list(map(add, accumulate(map(len, lines), initial=0), count()))
     done: set[int] = set()
     for pos in json_starts:
         line_no = bisect_right(starts, pos) - 1
