@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -446,6 +447,54 @@ async def test_wait_running_and_giving_up(basic: Server) -> None:
         with pytest.raises(ClientError, match="cannot reach"):
             async for _ in dead.stream("web", reconnect=False):
                 pass
+
+
+async def test_waiting_for_a_run_ends_when_it_starts_not_at_the_next_attempt(basic: Server) -> None:
+    """With a minute between attempts, the stream still opens as soon as the process
+    starts: between attempts the client watches the process's status events."""
+    async with AsyncClient(basic.url) as client:
+        events = client.stream("idle", after=0, wait_running=True, interval=60)
+        got: list[Event] = []
+
+        async def follow() -> None:
+            async for event in events:
+                got.append(event)
+                if event.is_line:
+                    return
+
+        task = asyncio.create_task(follow())
+        try:
+            await await_for(lambda: any(e.connection is ConnectionState.NOT_RUNNING for e in got))
+            await client.start("idle")
+            await asyncio.wait_for(task, 20)
+        finally:
+            task.cancel()
+            await events.aclose()
+    states = [e.connection for e in got if e.connection is not None]
+    assert states == [
+        ConnectionState.CONNECTING,
+        ConnectionState.NOT_RUNNING,
+        ConnectionState.CONNECTING,
+        ConnectionState.CONNECTED,
+    ]
+
+
+def test_sync_waiting_for_a_run_ends_when_it_starts_not_at_the_next_attempt(basic: Server) -> None:
+    with Client(basic.url) as client:
+        events = client.stream("idle", after=0, wait_running=True, interval=60)
+        first = next(events)
+        assert first.connection is ConnectionState.CONNECTING
+        assert next(events).connection is ConnectionState.NOT_RUNNING
+        starter = threading.Timer(0.5, client.start, args=("idle",))
+        started = time.monotonic()
+        starter.start()
+        try:
+            line = next(e for e in events if e.is_line)
+        finally:
+            starter.join()
+            events.close()
+        assert line.log is not None and line.log.process == "idle"
+        assert time.monotonic() - started < 20  # not the minute until the next attempt
 
 
 def test_sync_stream_follows_live_lines(basic: Server) -> None:

@@ -199,6 +199,26 @@ def test_waits_for_a_stopped_process_then_history_then_live(
     assert "Traceback" not in "\n".join(t.err)
 
 
+def test_a_waiting_tail_follows_at_once_when_the_process_starts_not_at_its_next_attempt(
+    make_server: Make, tail: Callable[..., Tail]
+) -> None:
+    """Between two attempts the tail watches the process's status events: it connects
+    when the process starts, not up to `--interval` later (here a minute), with every
+    line from the first."""
+    lines = [f"line {i}" for i in range(20)]
+    command = py_command(
+        f"import time\nfor line in {lines!r}:\n    print(line, flush=True)\ntime.sleep(3600)"
+    )
+    server = make_server(f"[process.web]\ncommand = {command}\nautostart = false\n")
+    t = tail("web", "--url", server.url, "--interval", "60", "--bare")
+    t.wait_err(lambda err: any("not running" in line for line in err))
+    assert api(server, "POST", "/api/processes/web/start").status_code == 200
+    out = t.wait_out(lambda out: "line 19" in out, timeout=20)
+    assert out == lines
+    assert sum("not running" in line for line in t.err) == 1, t.err  # no second attempt was needed
+    assert t.interrupt() == 0
+
+
 @pytest.fixture
 def early_late(make_server: Make, tmp_path: Path) -> tuple[Server, Path]:
     go = tmp_path / "go"

@@ -15,7 +15,9 @@ from logcast.client._common import (
     Attempts,
     LogPage,
     ProcessInfo,
+    RunWatch,
     StreamCursor,
+    Watch,
     base_headers,
     clear_path,
     decode_json,
@@ -169,6 +171,33 @@ class AsyncClient:
             return None
         return ProcessInfo.from_dict(decode_json(response)).state
 
+    async def _until_running(self, name: str, seconds: float) -> None:
+        """Wait `seconds`, or only until a status event says `name` runs (see
+        `RunWatch`); if the watch fails, the rest of the time is slept."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        watch = RunWatch(name)
+        path, params, headers = watch.request()
+        with contextlib.suppress(TimeoutError, httpx.HTTPError, ValueError):
+            async with (
+                asyncio.timeout(seconds),
+                self._http.stream(
+                    "GET", path, params=params, headers=headers, timeout=stream_timeout(self.timeout)
+                ) as response,
+            ):
+                if response.status_code == 200:
+                    async for chunk in response.aiter_bytes():
+                        seen = watch.feed(chunk)
+                        if seen is Watch.RUNS:
+                            return
+                        if seen is Watch.OPEN:
+                            state = await self._running(name)
+                            if state is not None and state.is_alive:
+                                return
+        rest = deadline - loop.time()
+        if rest > 0:
+            await asyncio.sleep(rest)
+
     async def stream(
         self,
         name: str,
@@ -278,13 +307,14 @@ class AsyncClient:
         while True:
             yield [attempts.connecting()]
             failure: Event | None = None
-            live = False
+            live = waiting = False
             try:
                 if wait_running:
                     state = await self._running(name)
                     if state is None or not state.is_alive:
                         reason = f"{name} is {state.value}" if state else "the server is not ready"
                         failure = attempts.failed(ConnectionState.NOT_RUNNING, reason)
+                        waiting = state is not None
                 if failure is None:
                     params, headers = cursor.request()
                     async with self._http.stream(
@@ -337,4 +367,7 @@ class AsyncClient:
                 raise ClientError(failure.reason or "stream failed")
             if failure.retry_in is None:
                 raise attempts.give_up()
-            await asyncio.sleep(failure.retry_in)
+            if waiting:
+                await self._until_running(name, failure.retry_in)
+            else:
+                await asyncio.sleep(failure.retry_in)

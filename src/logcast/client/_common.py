@@ -8,6 +8,7 @@ once, so that both behave alike.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import operator
@@ -30,7 +31,7 @@ from logcast.client.events import (
     parse_events,
     parse_items,
 )
-from logcast.client.sse import Message
+from logcast.client.sse import Message, SSEDecoder
 from logcast.errors import ClientError
 from logcast.schemas import Host, HostList, Process
 from logcast.types import EventType, LogRecord
@@ -408,6 +409,44 @@ class StreamCursor:
         if self.last_seq is None or seq > self.last_seq:
             self.last_seq = seq
         return self.last_seq
+
+
+class Watch(enum.Enum):
+    """What a `RunWatch` saw in a chunk."""
+
+    NOTHING = "nothing"
+    OPEN = "open"  # the stream is at its live end: a start from now on comes as a status event
+    RUNS = "runs"  # a status event says the process runs
+
+
+class RunWatch:
+    """Between two attempts of a stream that waits for its process to run: a stream of
+    that process without history, whose status events end the wait when the process
+    starts, instead of at the next attempt (`interval` seconds later, up to a second of
+    lines behind by default). Whoever reads it asks for the state once it is `OPEN`: a
+    start before that moment is not in the stream."""
+
+    def __init__(self, process: str) -> None:
+        self.cursor = StreamCursor(process, after=None, lines=0, level=None, q=None, model_route=False)
+        self.cursor.columns = False  # events, one by one: statuses are all it looks for
+        self._decoder = SSEDecoder()
+        self._open = False
+
+    def request(self) -> tuple[str, dict[str, str | int], dict[str, str]]:
+        params, headers = self.cursor.request()
+        return self.cursor.path, params, headers
+
+    def feed(self, chunk: bytes) -> Watch:
+        """Raises ValueError on a message that is not the API's JSON."""
+        seen = Watch.NOTHING
+        for event in self.cursor.accept_all(self._decoder.feed(chunk)):
+            state = event.log.state if event.type is EventType.STATUS and event.log is not None else None
+            if state is not None and state.is_alive:
+                return Watch.RUNS
+            if event.type is EventType.HISTORICAL_COMPLETE and not self._open:
+                self._open = True
+                seen = Watch.OPEN
+        return seen
 
 
 class Attempts:

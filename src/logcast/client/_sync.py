@@ -18,7 +18,9 @@ from logcast.client._common import (
     Attempts,
     LogPage,
     ProcessInfo,
+    RunWatch,
     StreamCursor,
+    Watch,
     base_headers,
     clear_path,
     decode_json,
@@ -171,6 +173,31 @@ class Client:
             return None
         return ProcessInfo.from_dict(decode_json(response)).state
 
+    def _until_running(self, name: str, seconds: float) -> None:
+        """Wait `seconds`, or only until a status event says `name` runs (see
+        `RunWatch`); if the watch fails, the rest of the time is slept."""
+        deadline = time.monotonic() + seconds
+        watch = RunWatch(name)
+        path, params, headers = watch.request()
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            # no read waits past the deadline (the stream's pings are 15 s apart)
+            limit = httpx.Timeout(self.timeout, read=seconds)
+            with self._http.stream("GET", path, params=params, headers=headers, timeout=limit) as response:
+                if response.status_code == 200:
+                    for chunk in response.iter_bytes():
+                        seen = watch.feed(chunk)
+                        if seen is Watch.RUNS:
+                            return
+                        if seen is Watch.OPEN:
+                            state = self._running(name)
+                            if state is not None and state.is_alive:
+                                return
+                        if time.monotonic() >= deadline:
+                            break
+        rest = deadline - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+
     def stream(
         self,
         name: str,
@@ -236,13 +263,14 @@ class Client:
         while True:
             yield [attempts.connecting()]
             failure: Event | None = None
-            live = False
+            live = waiting = False
             try:
                 if wait_running:
                     state = self._running(name)
                     if state is None or not state.is_alive:
                         reason = f"{name} is {state.value}" if state else "the server is not ready"
                         failure = attempts.failed(ConnectionState.NOT_RUNNING, reason)
+                        waiting = state is not None
                 if failure is None:
                     params, headers = cursor.request()
                     with self._http.stream(
@@ -291,4 +319,7 @@ class Client:
                 raise ClientError(failure.reason or "stream failed")
             if failure.retry_in is None:
                 raise attempts.give_up()
-            time.sleep(failure.retry_in)
+            if waiting:
+                self._until_running(name, failure.retry_in)
+            else:
+                time.sleep(failure.retry_in)
