@@ -317,8 +317,8 @@ def test_a_run_is_encoded_about_once(text: str, monkeypatch: pytest.MonkeyPatch)
     encoded: list[int] = []
     run_json = encode_module._run_json
 
-    def counting(kind: EventType, records: list[LogRecord]) -> bytes:
-        out = run_json(kind, records)
+    def counting(kind: EventType, columns: encode_module.Columns, start: int, end: int) -> bytes:
+        out = run_json(kind, columns, start, end)
         encoded.append(len(out))
         return out
 

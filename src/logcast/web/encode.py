@@ -17,14 +17,6 @@ import orjson
 
 from logcast.hub import Entry, Gap, Hub, Journal
 from logcast.types import (
-    LEVEL_OF,
-    MESSAGE_OF,
-    PARTIAL_OF,
-    PROCESS_OF,
-    RUN_OF,
-    SEQ_OF,
-    STREAM_OF,
-    TIMESTAMP_OF,
     EventType,
     LogRecord,
     Stream,
@@ -164,40 +156,46 @@ def _run_key(entry: Entry) -> tuple[EventType, str, int] | None:
     return None
 
 
-def _is_run(kind: EventType, records: list[LogRecord]) -> bool:
-    """`records` are lines of one process and run, checked without a Python step per record."""
-    first = records[0]
-    size = len(records)
+# A run's records as columns, by `zip(*records)` (a loop in C): seq, timestamp, level,
+# message, stream, process, run, partial, state, each a tuple, which orjson writes as an array.
+Columns = tuple[tuple[Any, ...], ...]
+
+
+def _is_run(kind: EventType, columns: Columns) -> bool:
+    """The records are lines of one process and run, checked without a Python step per record."""
+    streams, processes, runs = columns[4], columns[5], columns[6]
+    size = len(streams)
     return (
         kind in _LINE_KINDS
-        and Stream.SYSTEM not in map(STREAM_OF, records)
-        and list(map(RUN_OF, records)).count(first.run) == size
-        and list(map(PROCESS_OF, records)).count(first.process) == size
+        and Stream.SYSTEM not in streams
+        and runs.count(runs[0]) == size
+        and processes.count(processes[0]) == size
     )
 
 
-def _run_json(kind: EventType, records: list[LogRecord]) -> bytes:
-    """One element of a `batch=columns` message: lines of one process and run, a list per field."""
-    first = records[0]
+def _run_json(kind: EventType, columns: Columns, start: int, end: int) -> bytes:
+    """One element of a `batch=columns` message: lines `start` to `end` of a run of one
+    process and run, a list per field."""
+    seqs, timestamps, levels, messages, streams, processes, runs, partial, _states = columns
     lines: dict[str, Any] = {
-        "process": first.process,
-        "run": first.run,
-        "seq": list(map(SEQ_OF, records)),
-        "timestamp": list(map(TIMESTAMP_OF, records)),
-        "level": list(map(LEVEL_OF, records)),
-        "stream": list(map(STREAM_OF, records)),
-        "message": list(map(MESSAGE_OF, records)),
+        "process": processes[start],
+        "run": runs[start],
+        "seq": seqs[start:end],
+        "timestamp": timestamps[start:end],
+        "level": levels[start:end],
+        "stream": streams[start:end],
+        "message": messages[start:end],
     }
-    partial = list(map(PARTIAL_OF, records))
-    if True in partial:
-        lines["partial"] = partial
+    flags = partial[start:end]
+    if True in flags:
+        lines["partial"] = flags
     return orjson.dumps({"type": kind, "lines": lines})
 
 
 LINE_JSON = 64  # bytes of a line's JSON in a run besides its text: seq, time, level, stream, quotes
 
 
-def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[bytes, int]]:
+def _run_elements(kind: EventType, columns: Columns) -> Iterator[tuple[bytes, int]]:
     """The run as elements of at most `BATCH_EVENTS` lines and about `BATCH_BYTES` each
     (a longer line alone), with the seq each one ends on.
 
@@ -206,21 +204,26 @@ def _run_elements(kind: EventType, records: list[LogRecord]) -> Iterator[tuple[b
     starts from the number of lines that fitted, so such a run is encoded about once, not
     halved down again for every element."""
     start = 0
-    count = len(records)
-    sizes = list(map(len, map(MESSAGE_OF, records)))
+    seqs = columns[0]
+    count = len(seqs)
+    sizes = list(map(len, columns[3]))
     step = BATCH_EVENTS
     while start < count:
         end = min(count, start + step)
         while sum(sizes[start:end]) + LINE_JSON * (end - start) > BATCH_BYTES and end - start > 1:
             end = start + (end - start) // 2
-        element = _run_json(kind, records[start:end])
+        element = _run_json(kind, columns, start, end)
         while len(element) > BATCH_BYTES and end - start > 1:
             end = start + max(1, (end - start) * BATCH_BYTES // len(element))
-            element = _run_json(kind, records[start:end])
+            element = _run_json(kind, columns, start, end)
         fitted = end - start
         step = fitted if len(element) > BATCH_BYTES // 2 else min(BATCH_EVENTS, 2 * fitted)
-        yield element, records[end - 1].seq
+        yield element, seqs[end - 1]
         start = end
+
+
+def _columns(records: Iterator[LogRecord] | list[LogRecord]) -> Columns:
+    return tuple(zip(*records, strict=True))
 
 
 def _column_elements(entries: list[Entry]) -> Iterator[tuple[bytes, int]]:
@@ -228,13 +231,13 @@ def _column_elements(entries: list[Entry]) -> Iterator[tuple[bytes, int]]:
     kinds = list(map(_KIND, entries))
     first_kind = kinds[0]
     if kinds.count(first_kind) == len(kinds) and first_kind in _LINE_KINDS:
-        records = list(map(_PAYLOAD, entries))
-        if _is_run(first_kind, records):  # the usual batch: no step per line in Python
-            yield from _run_elements(first_kind, records)
+        columns = _columns(map(_PAYLOAD, entries))
+        if _is_run(first_kind, columns):  # the usual batch: no step per line in Python
+            yield from _run_elements(first_kind, columns)
             return
     for key, group in groupby(entries, key=_run_key):
         if key is not None:
-            yield from _run_elements(key[0], list(map(_PAYLOAD, group)))
+            yield from _run_elements(key[0], _columns(map(_PAYLOAD, group)))
             continue
         for kind, payload in group:
             yield event_json(kind, payload), entry_id(payload)
