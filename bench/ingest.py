@@ -203,9 +203,13 @@ def main() -> None:
     ratio = statistics.median(r["child"] / r["cat"] for r in rows)
     print(f"\nmedian of {len(rows)} runs, {args.lines:,} lines of ~100 bytes (parse: auto, the default):")
     print(f"  child into `cat > /dev/null`   {med('cat'):.2f} s   (baseline, this run)")
-    print(f"  child under logcast            {med('child'):.2f} s   = {ratio:.2f}x   (target <= 1.0x, issue #14)")
+    print(
+        f"  child under logcast            {med('child'):.2f} s   = {ratio:.2f}x   (target <= 1.0x, issue #14)"
+    )
     print(f"  into the hub                   {med('hub_rate'):,.0f} lines/s")
-    print(f"  persisted in SQLite            {med('store_rate'):,.0f} lines/s   (target >= 600,000, issue #14)")
+    print(
+        f"  persisted in SQLite            {med('store_rate'):,.0f} lines/s   (target >= 600,000, issue #14)"
+    )
     print(f"  peak RSS                       {med('rss_mb'):.0f} MB   (target <= 200)")
     print(
         f"  lost before SQLite had them    {med('store_lost'):,.0f} lines   "
