@@ -95,7 +95,7 @@ class Conn:
             return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, nbytes)
-        except (OSError, AttributeError) as exc:  # not Linux, or not a real socket
+        except (OSError, AttributeError, ValueError) as exc:  # not Linux, not a real socket, or closed
             log.debug("TCP_NOTSENT_LOWAT not set: %r", exc)
 
     def abort_unless_drained(self, after: float) -> None:

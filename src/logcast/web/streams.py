@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from fastapi.sse import EventSourceResponse
@@ -82,16 +82,33 @@ class BoundedSSEResponse(EventSourceResponse):
     """
 
     def __init__(
-        self, content: AsyncIterator[bytes], *, send_timeout: float | None = None, **kw: Any
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        send_timeout: float | None = None,
+        on_close: Callable[[], object] | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(content, **kw)
         self.headers["Cache-Control"] = "no-cache"
         self.headers["X-Accel-Buffering"] = "no"
         self.send_timeout = send_timeout  # None: the app's
         self.stalled = False  # the client stopped reading and was cut
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the stream while watching for the client leaving; the first to end wins."""
+        """Send the stream while watching for the client leaving; the first to end wins.
+
+        `on_close` runs however it ends: a client that leaves before the body's first
+        step (its generator never started, so its own `finally` never runs) must not leave
+        its subscription behind."""
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.send_timeout is None:
             self.send_timeout = send_timeout_of(scope)
         conn = conn_of(scope)

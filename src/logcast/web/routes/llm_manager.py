@@ -47,7 +47,9 @@ async def stream_model_logs(
             headers={"Retry-After": "2"},
         )
     sub = await engine.hub.subscribe(alias, after=resume_point(after, last_event_id_header), lines=lines)
-    return BoundedSSEResponse(sse_body(engine.hub, sub, engine.shutdown, end_on_stop=True))
+    return BoundedSSEResponse(
+        sse_body(engine.hub, sub, engine.shutdown, end_on_stop=True), on_close=sub.close
+    )
 
 
 @router.get("/v1/models", tags=["llm-manager"])

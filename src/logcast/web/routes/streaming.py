@@ -99,7 +99,8 @@ async def stream_logs(
         name, after=resume_point(after, last_event_id_header), lines=lines, query=query
     )
     return BoundedSSEResponse(
-        sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1", columns=batch == "columns")
+        sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1", columns=batch == "columns"),
+        on_close=sub.close,
     )
 
 
