@@ -12,6 +12,7 @@ import httpx
 
 from logcast.client import settings
 from logcast.client._common import (
+    WATCH_MIN,
     Attempts,
     LogPage,
     ProcessInfo,
@@ -173,9 +174,17 @@ class AsyncClient:
 
     async def _until_running(self, name: str, seconds: float) -> None:
         """Wait `seconds`, or only until a status event says `name` runs (see
-        `RunWatch`); if the watch fails, the rest of the time is slept."""
+        `RunWatch`); a wait under `WATCH_MIN`, or a watch that fails, is slept."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        if seconds >= WATCH_MIN and await self._watch(name, seconds):
+            return
+        rest = deadline - loop.time()
+        if rest > 0:
+            await asyncio.sleep(rest)
+
+    async def _watch(self, name: str, seconds: float) -> bool:
+        """Whether `name` runs, or a status event says it started, within `seconds`."""
         watch = RunWatch(name)
         path, params, headers = watch.request()
         with contextlib.suppress(TimeoutError, httpx.HTTPError, ValueError):
@@ -189,14 +198,12 @@ class AsyncClient:
                     async for chunk in response.aiter_bytes():
                         seen = watch.feed(chunk)
                         if seen is Watch.RUNS:
-                            return
+                            return True
                         if seen is Watch.OPEN:
                             state = await self._running(name)
                             if state is not None and state.is_alive:
-                                return
-        rest = deadline - loop.time()
-        if rest > 0:
-            await asyncio.sleep(rest)
+                                return True
+        return False
 
     async def stream(
         self,

@@ -411,6 +411,11 @@ class StreamCursor:
         return self.last_seq
 
 
+# A wait between attempts shorter than this is slept, not watched: a stream opened each
+# time would cost the server more (a connection, a stream slot) than the wait saves.
+WATCH_MIN = 0.5  # s
+
+
 class Watch(enum.Enum):
     """What a `RunWatch` saw in a chunk."""
 
@@ -430,7 +435,7 @@ class RunWatch:
         self.cursor = StreamCursor(process, after=None, lines=0, level=None, q=None, model_route=False)
         self.cursor.columns = False  # events, one by one: statuses are all it looks for
         self._decoder = SSEDecoder()
-        self._open = False
+        self.open = False  # `historical_complete` came
 
     def request(self) -> tuple[str, dict[str, str | int], dict[str, str]]:
         params, headers = self.cursor.request()
@@ -443,8 +448,8 @@ class RunWatch:
             state = event.log.state if event.type is EventType.STATUS and event.log is not None else None
             if state is not None and state.is_alive:
                 return Watch.RUNS
-            if event.type is EventType.HISTORICAL_COMPLETE and not self._open:
-                self._open = True
+            if event.type is EventType.HISTORICAL_COMPLETE and not self.open:
+                self.open = True
                 seen = Watch.OPEN
         return seen
 

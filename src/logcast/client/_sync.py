@@ -15,6 +15,7 @@ import httpx
 
 from logcast.client import settings
 from logcast.client._common import (
+    WATCH_MIN,
     Attempts,
     LogPage,
     ProcessInfo,
@@ -175,25 +176,35 @@ class Client:
 
     def _until_running(self, name: str, seconds: float) -> None:
         """Wait `seconds`, or only until a status event says `name` runs (see
-        `RunWatch`); if the watch fails, the rest of the time is slept."""
+        `RunWatch`); a wait under `WATCH_MIN`, or a watch that fails, is slept."""
         deadline = time.monotonic() + seconds
-        watch = RunWatch(name)
-        path, params, headers = watch.request()
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            # no read waits past the deadline (the stream's pings are 15 s apart)
-            limit = httpx.Timeout(self.timeout, read=seconds)
-            with self._http.stream("GET", path, params=params, headers=headers, timeout=limit) as response:
-                if response.status_code == 200:
-                    for chunk in response.iter_bytes():
-                        seen = watch.feed(chunk)
-                        if seen is Watch.RUNS:
-                            return
-                        if seen is Watch.OPEN:
-                            state = self._running(name)
-                            if state is not None and state.is_alive:
-                                return
-                        if time.monotonic() >= deadline:
+        if seconds >= WATCH_MIN:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                while (rest := deadline - time.monotonic()) > 0:
+                    watch = RunWatch(name)
+                    path, params, headers = watch.request()
+                    # a read waits at most what is left; after a ping (every 15 s) the
+                    # watch opens again with what is left then, so no read outlasts the wait
+                    limit = httpx.Timeout(self.timeout, read=rest)
+                    with self._http.stream(
+                        "GET", path, params=params, headers=headers, timeout=limit
+                    ) as response:
+                        if response.status_code != 200:
                             break
+                        again = False
+                        for chunk in response.iter_bytes():
+                            seen = watch.feed(chunk)
+                            if seen is Watch.RUNS:
+                                return
+                            if seen is Watch.OPEN:
+                                state = self._running(name)
+                                if state is not None and state.is_alive:
+                                    return
+                            elif watch.open:
+                                again = True
+                                break
+                        if not again:
+                            break  # the server ended the stream
         rest = deadline - time.monotonic()
         if rest > 0:
             time.sleep(rest)
