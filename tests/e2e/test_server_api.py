@@ -415,9 +415,9 @@ def test_samples_for_sparklines_come_column_by_column(make_server) -> None:  # t
 
 
 def test_clients_that_leave_before_their_stream_begins_leave_no_subscriber(make_server) -> None:  # type: ignore[no-untyped-def]
-    """A client that gives up on a stream a few milliseconds after asking for it may be
-    gone before the response begins (the socket closed under it) or before the body's
-    first step: its subscription still goes, and the server logs no error. (Before, on
+    """A client that gives up on a stream (SSE or WebSocket) a few milliseconds after
+    asking for it may be gone before the response begins (the socket closed under it) or
+    before the body's first step: its subscription still goes, and the server logs no error. (Before, on
     uvloop, 180 of 300 such opens left a subscriber for good, each with a traceback.)"""
     import asyncio
 
@@ -433,10 +433,24 @@ def test_clients_that_leave_before_their_stream_begins_leave_no_subscriber(make_
                             async for _ in response.aiter_bytes():
                                 pass
 
+    async def give_up_on_websockets() -> None:
+        request = (
+            f"GET /ws/logs?process=quiet&lines=0 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ).encode()
+        for i in range(100):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            await writer.drain()
+            await asyncio.sleep((i % 9) * 0.0005)
+            writer.transport.abort()  # a reset, whatever the server had answered
+
     with server.client() as c:
         assert c.post("/api/processes/quiet/start").status_code == 200
         wait_for(lambda: c.get("/api/processes/quiet").json()["state"] == "running", what="quiet to run")
         asyncio.run(give_up_early())
+        asyncio.run(give_up_on_websockets())
         wait_for(
             lambda: c.get("/api/logs/stats").json()["processes"]["quiet"]["subscribers"] == 0,
             timeout=10,

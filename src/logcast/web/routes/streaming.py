@@ -152,15 +152,19 @@ async def ws_logs(
         return
     names = [name] if name else engine.processes.names()
     subs = []
-    try:
-        for each in names:
-            subs.append(await engine.hub.subscribe(each, after=start_after, lines=start_lines, query=query))
-    except UnknownProcess as exc:
+    try:  # however this ends, no subscription stays behind (closing one twice is harmless)
+        try:
+            for each in names:
+                subs.append(
+                    await engine.hub.subscribe(each, after=start_after, lines=start_lines, query=query)
+                )
+        except UnknownProcess as exc:
+            await websocket.close(code=1008, reason=str(exc)[:120])
+            return
+        await websocket_stream(websocket, engine.hub, subs, engine.shutdown, as_json=format == "json")
+    finally:
         for sub in subs:
             sub.close()
-        await websocket.close(code=1008, reason=str(exc)[:120])
-        return
-    await websocket_stream(websocket, engine.hub, subs, engine.shutdown, as_json=format == "json")
 
 
 def _error_frame(message: str) -> str:
