@@ -59,7 +59,7 @@ class Watches:
 def sync_client(server: Watches, state: ProcessState = ProcessState.STOPPED) -> Client:
     client = Client("http://logcast.test")
     client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(server))
-    client._running = lambda name: state  # type: ignore[method-assign]
+    client._running = lambda name, timeout=None: state  # type: ignore[method-assign]
     return client
 
 
@@ -100,6 +100,21 @@ def test_the_state_asked_once_the_watch_is_open_ends_it_too() -> None:
     server = Watches([OPEN])
     with sync_client(server, state=ProcessState.RUNNING) as client:
         assert timed(lambda: client._until_running("web", 30)) < 5
+
+
+def test_asking_the_state_once_the_watch_is_open_waits_no_longer_than_what_is_left() -> None:
+    server = Watches([OPEN])
+    asked: list[float] = []
+    with sync_client(server) as client:
+
+        def running(name: str, timeout: float | None = None) -> ProcessState:
+            asked.append(timeout if timeout is not None else client.timeout)
+            return ProcessState.STOPPED
+
+        client._running = running  # type: ignore[method-assign]
+        client._until_running("web", 0.8)
+    assert asked and all(0 < timeout <= 0.8 for timeout in asked), asked
+    assert all(read <= 0.8 for _, _, read, _ in server.requests)
 
 
 def test_after_a_ping_the_watch_opens_again_with_what_is_left_of_the_wait() -> None:

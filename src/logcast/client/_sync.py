@@ -167,9 +167,10 @@ class Client:
 
     # -- streaming --------------------------------------------------------------------
 
-    def _running(self, name: str) -> ProcessState | None:
-        """The process's state, or None when the server cannot say right now."""
-        response = self._http.get(process_path(name))
+    def _running(self, name: str, timeout: float | None = None) -> ProcessState | None:
+        """The process's state, or None when the server cannot say right now (within
+        `timeout` seconds, the client's own by default)."""
+        response = self._http.get(process_path(name), timeout=self.timeout if timeout is None else timeout)
         if is_waitable(response.status_code):
             return None
         return ProcessInfo.from_dict(decode_json(response)).state
@@ -183,9 +184,9 @@ class Client:
                 while (rest := deadline - time.monotonic()) > 0:
                     watch = RunWatch(name)
                     path, params, headers = watch.request()
-                    # a read waits at most what is left; after a ping (every 15 s) the
-                    # watch opens again with what is left then, so no read outlasts the wait
-                    limit = httpx.Timeout(self.timeout, read=rest)
+                    # no step waits past what is left (a read, the connect, asking the state);
+                    # after a ping (every 15 s) the watch opens again with what is left then
+                    limit = httpx.Timeout(min(self.timeout, rest), read=rest)
                     with self._http.stream(
                         "GET", path, params=params, headers=headers, timeout=limit
                     ) as response:
@@ -197,7 +198,7 @@ class Client:
                             if seen is Watch.RUNS:
                                 return
                             if seen is Watch.OPEN:
-                                state = self._running(name)
+                                state = self._running(name, timeout=max(deadline - time.monotonic(), 0.001))
                                 if state is not None and state.is_alive:
                                     return
                             elif watch.open:
