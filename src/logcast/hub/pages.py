@@ -126,9 +126,13 @@ class PageCache:
         return sum(page.size for page in self._pages.values())
 
     def _evict(self) -> None:
-        """Least recently used pages go until both bounds hold (the newest always stays)."""
-        while len(self._pages) > 1 and (len(self._pages) > self.kept or self.bytes > self.kept_bytes):
-            self._pages.popitem(last=False)
+        """Least recently used pages go until both bounds hold (the newest always stays).
+        The pages' sizes are summed once, not once per page that goes."""
+        pages = self._pages
+        size = self.bytes
+        while len(pages) > 1 and (len(pages) > self.kept or size > self.kept_bytes):
+            _, page = pages.popitem(last=False)
+            size -= page.size
 
     def forget(self, process: str) -> None:
         """Drop the pages of `process` (after a clear)."""
