@@ -432,8 +432,10 @@ class RunWatch:
     start before that moment is not in the stream."""
 
     def __init__(self, process: str) -> None:
-        self.cursor = StreamCursor(process, after=None, lines=0, level=None, q=None, model_route=False)
-        self.cursor.columns = False  # events, one by one: statuses are all it looks for
+        # events, not runs of lines: statuses are all it looks for
+        self.cursor = StreamCursor(
+            process, after=None, lines=0, level=None, q=None, model_route=False, columns=False
+        )
         self._decoder = SSEDecoder()
         self.open = False  # `historical_complete` came
 

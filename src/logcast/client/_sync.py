@@ -192,7 +192,6 @@ class Client:
                     ) as response:
                         if response.status_code != 200:
                             break
-                        again = False
                         for chunk in response.iter_bytes():
                             seen = watch.feed(chunk)
                             if seen is Watch.RUNS:
@@ -202,9 +201,8 @@ class Client:
                                 if state is not None and state.is_alive:
                                     return
                             elif watch.open:
-                                again = True
-                                break
-                        if not again:
+                                break  # a ping: open again with what is left
+                        else:
                             break  # the server ended the stream
         rest = deadline - time.monotonic()
         if rest > 0:

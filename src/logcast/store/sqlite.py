@@ -200,11 +200,7 @@ def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]]] | 
             )
         )
     level_codes = list(map(_LEVEL_CODE.__getitem__, levels))
-    stream = streams[0]
-    if streams.count(stream) == size:
-        stream_codes: Sequence[int] = [_STREAM_CODE[stream]] * size
-    else:
-        stream_codes = list(map(_STREAM_CODE.__getitem__, streams))
+    stream_codes = list(map(_STREAM_CODE.__getitem__, streams))
     return nbytes, [timestamps, level_codes, stream_codes, flags, messages]
 
 
