@@ -24,6 +24,7 @@ class MemoryStore:
         self.fail = False
         self.lock = threading.Lock()
         self.writes = 0
+        self.idles = 0  # calls of idle()
         self.reserved: dict[str, int] = {}
         self.reservations = 0  # calls of reserve()
         self.fail_reserve = False
@@ -57,6 +58,9 @@ class MemoryStore:
                 floor = self.last.get(name, 0) - self.retain_lines
                 for seq in [s for s in table if s <= floor]:
                     del table[seq]
+
+    def idle(self) -> None:
+        self.idles += 1
 
     def stored_upto(self, process: str) -> int:
         if self.fail:

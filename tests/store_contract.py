@@ -363,6 +363,17 @@ class StoreContract:
             assert [r.seq for r in kept] == list(range(meta.first_seq, 501))  # contiguous, newest kept
             assert len(kept) >= 10
 
+    async def test_idle_keeps_what_was_written(self, store: Store) -> None:
+        """`idle` (the writer had nothing to do) is upkeep only: before any write and
+        after some, nothing is lost or changed."""
+        await asyncio.to_thread(store.idle)
+        records = [rec(seq, f"line {seq}") for seq in range(1, 301)]
+        await write(store, records)
+        await asyncio.to_thread(store.idle)
+        await asyncio.to_thread(store.idle)
+        assert await store.read("p", limit=1000) == records
+        assert (await store.meta("p")).lines == 300
+
     async def test_history_survives_reopening(self, factory: Factory) -> None:
         batch = [status(1, ProcessState.RUNNING)] + [rec(seq, f"é {seq}") for seq in range(2, 40)]
         other = [rec(seq, process="q") for seq in range(1, 5)]

@@ -643,3 +643,56 @@ def test_a_window_is_delivered_as_record_by_record(
     fast._deliver(records, got)
     each._deliver_each(records, want)
     assert got == want and fast.cursor == each.cursor
+
+
+class CallLog(MemoryStore):
+    """A store that notes its writes and idle calls in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        super().write(records)
+        self.calls.append(f"write {records[-1].seq}")
+
+    def idle(self) -> None:
+        super().idle()
+        self.calls.append("idle")
+
+
+async def test_the_store_is_told_when_the_writer_has_been_idle_after_writing_everything() -> None:
+    store = CallLog()
+    hub = Hub(store, store_idle_after=0.05)
+    await hub.open(["app"])
+    try:
+        await wait_until(lambda: store.idles >= 1)  # quiet from the start
+        for chunk in range(5):
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"c{chunk} l{i}" for i in range(100))))
+        await wait_until(lambda: "write 500" in store.calls and store.calls[-1] == "idle")
+        # upkeep comes after the writes, never between a poke and its write
+        last_write = max(i for i, call in enumerate(store.calls) if call.startswith("write"))
+        assert store.calls[last_write] == "write 500"
+        assert store.calls[last_write + 1 :] and set(store.calls[last_write + 1 :]) == {"idle"}
+    finally:
+        await hub.close()
+
+
+class IdleFails(MemoryStore):
+    def idle(self) -> None:
+        super().idle()
+        raise StoreError("upkeep failed (simulated)")
+
+
+async def test_a_failing_idle_does_not_stop_the_writer(caplog: pytest.LogCaptureFixture) -> None:
+    store = IdleFails()
+    hub = Hub(store, store_idle_after=0.05)
+    await hub.open(["app"])
+    try:
+        await wait_until(lambda: store.idles >= 2)  # it is tried again at the next quiet time
+        assert "history store upkeep failed" in caplog.text
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("after the failure"))
+        await wait_until(lambda: store.last.get("app") == 1)
+        assert hub.stats("app")["store_lost"] == 0 and store.stats.errors == 0
+    finally:
+        await hub.close()

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,104 @@ async def test_file_is_in_wal_mode_and_survives_without_the_store(db_path: Path)
         assert conn.execute("SELECT message FROM records").fetchall() == [("kept",)]
     finally:
         conn.close()
+
+
+def _checkpointed(path: Path) -> int:
+    """The size of the database file itself: in WAL mode it grows only when a checkpoint
+    copies the WAL into it."""
+    return path.stat().st_size
+
+
+def _lines(first: int, count: int) -> list[LogRecord]:
+    return [rec(seq, f"{seq:08d} " + "x" * 90) for seq in range(first, first + count)]
+
+
+async def test_a_flood_is_checkpointed_once_it_is_stored_and_a_trickle_as_it_goes(db_path: Path) -> None:
+    """Large writes (a flood being stored) leave the WAL alone until the writer is idle or
+    the WAL has passed the flood's limit; small writes checkpoint every `checkpoint_after`."""
+    after, flood = 64 * 1024, 1024 * 1024
+    async with opened(
+        lambda: SqliteStore(db_path, checkpoint_after=after, flood_checkpoint_after=flood)
+    ) as store:
+        empty = _checkpointed(db_path)
+        for first in range(1, 6_001, 2_000):  # ~780 KB in writes of 2,000 rows
+            await write(store, _lines(first, 2_000))
+        assert _checkpointed(db_path) == empty  # not while the flood is stored
+        assert [r.seq for r in await store.tail("p", 1)] == [6_000]  # readers see it all
+        await asyncio.to_thread(store.idle)
+        after_idle = _checkpointed(db_path)
+        assert after_idle > 500_000  # the flood, copied at once
+        await asyncio.to_thread(store.idle)  # nothing new: nothing to do
+        assert _checkpointed(db_path) == after_idle
+
+        for first in range(6_001, 16_001, 2_000):  # ~1.3 MB more: past the flood's limit
+            await write(store, _lines(first, 2_000))
+        assert _checkpointed(db_path) > after_idle + 500_000  # without waiting for idle
+
+        grown = _checkpointed(db_path)
+        first = 16_001
+        while _checkpointed(db_path) == grown:  # a trickle: 100 rows a write
+            await write(store, _lines(first, 100))
+            first += 100
+            assert first < 16_001 + 2_000, "a trickle's writes were never checkpointed"
+        assert first - 16_001 >= after // 150  # ...but not before about `after` bytes
+        assert [r.seq for r in await store.read("p", after=15_990, limit=20)] == list(range(15_991, 16_011))
+
+
+async def test_a_wal_autocheckpoint_pragma_leaves_checkpoints_to_sqlite(db_path: Path) -> None:
+    async with opened(lambda: SqliteStore(db_path, pragmas={"wal_autocheckpoint": 16})) as store:
+        empty = _checkpointed(db_path)
+        await write(store, _lines(1, 2_000))
+        assert _checkpointed(db_path) > empty  # SQLite's every 16 pages, in the commit
+        await asyncio.to_thread(store.idle)
+        assert len(await store.read("p", limit=5_000)) == 2_000
+
+
+def test_checkpoint_sizes_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checkpoint"):
+        SqliteStore(tmp_path / "x.db", checkpoint_after=0)
+    with pytest.raises(ValueError, match="checkpoint"):
+        SqliteStore(tmp_path / "x.db", checkpoint_after=2_000, flood_checkpoint_after=1_000)
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+sys.path[:0] = [sys.argv[2]]
+from logcast.store import SqliteStore
+from tests.store_contract import opened, rec
+import asyncio
+
+async def main():
+    store = SqliteStore(sys.argv[1])
+    await store.open()
+    for first in range(1, 20_001, 2_000):
+        store.write([rec(seq, f"{seq:08d} " + "x" * 90) for seq in range(first, first + 2_000)])
+    print("written", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint: the rows are only in the WAL
+
+asyncio.run(main())
+"""
+
+
+async def test_rows_only_in_the_wal_survive_a_killed_server(db_path: Path) -> None:
+    """A flood's rows wait in the WAL for their checkpoint; a SIGKILL loses none of them."""
+    root = Path(__file__).resolve().parents[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _KILLED_WRITER,
+        str(db_path),
+        str(root),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert out == b"written\n" and proc.returncode == -signal.SIGKILL
+    assert Path(f"{db_path}-wal").stat().st_size > 2_000_000
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        assert [r.seq for r in await store.read("p", limit=30_000)] == list(range(1, 20_001))
+        assert (await store.meta("p")).lines == 20_000
+        await write(store, _lines(20_001, 10))  # and the writer goes on after them
+        assert [r.seq for r in await store.tail("p", 2)] == [20_009, 20_010]
 
 
 async def test_sql_regexp_operator_is_case_insensitive(db_path: Path) -> None:

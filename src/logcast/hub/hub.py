@@ -25,7 +25,7 @@ from logcast.hub.reads import SCAN_ROWS, History, Page, TailPage
 from logcast.hub.reserver import Reserver
 from logcast.hub.ring import Ring
 from logcast.hub.subscription import Phase, Subscription
-from logcast.hub.writer import StoreWriter
+from logcast.hub.writer import IDLE_AFTER, StoreWriter
 from logcast.query import Query
 from logcast.store.base import Store
 from logcast.types import Level, Lines, LogRecord, ProcessState, Stream
@@ -55,6 +55,7 @@ class Hub:
         memory_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        store_idle_after: float = IDLE_AFTER,
     ) -> None:
         self.store = store
         self.memory_lines = memory_lines
@@ -69,7 +70,9 @@ class Hub:
         self._last_wake = 0.0  # monotonic
         self._wake_cost = 0.0  # s the last wakes' turns took the loop (smoothed)
         self.pages = PageCache(store)
-        self.writer = StoreWriter(store, self.journals, on_commit=self._announce, monotonic=monotonic)
+        self.writer = StoreWriter(
+            store, self.journals, on_commit=self._announce, monotonic=monotonic, idle_after=store_idle_after
+        )
         self.reserver = Reserver(store, self.journals, on_visible=self._announce, monotonic=monotonic)
 
     # -- lifecycle ----------------------------------------------------------------

@@ -29,6 +29,7 @@ HOLD_CHECK = 0.1  # s between two looks of a held capture thread at a silent wri
 # second, not 1,000. Readers never wait for it; they read the memory tail.
 SMALL_ROUND = 2_000
 WRITE_PAUSE = 0.02
+IDLE_AFTER = 1.0  # s without anything to write, after which the store does its upkeep (`Store.idle`)
 
 
 class StoreWriter(Worker):
@@ -41,9 +42,11 @@ class StoreWriter(Worker):
         *,
         on_commit: Callable[[str], None],
         monotonic: Callable[[], float] = time.monotonic,
+        idle_after: float = IDLE_AFTER,
     ) -> None:
         super().__init__(store, journals, monotonic=monotonic)
         self._on_commit = on_commit
+        self._idle_after = idle_after
         self._batch_lock = threading.Lock()  # held while a batch is written
         self._progress = threading.Condition(threading.Lock())  # a round ended
         self._rounds = 0  # rounds ended, either way; guarded by _progress
@@ -121,13 +124,15 @@ class StoreWriter(Worker):
     def _run(self) -> None:
         backoff = 0.0
         while True:
-            self._wanted.wait(timeout=1.0)
+            woken = self._wanted.wait(timeout=self._idle_after)
             self._wanted.clear()
             stopping = self._stopping.is_set()
             last = 0  # records the last round wrote
             try:
                 while written := self._write_round():
                     last = written
+                if not (woken or last or stopping):
+                    self._idle()
                 backoff = 0.0
                 if 0 < last < SMALL_ROUND and not stopping:
                     # a trickle: let it gather into one commit, unless someone waits
@@ -152,6 +157,13 @@ class StoreWriter(Worker):
                 continue
             if stopping:
                 return
+
+    def _idle(self) -> None:
+        """Nothing to write for `idle_after` s: the store's upkeep (a SQLite checkpoint)."""
+        try:
+            self._store.idle()
+        except Exception:  # upkeep of what is stored: writes are not affected
+            log.exception("history store upkeep failed")
 
     def _write_round(self) -> int:
         """Write one batch of everything not yet persisted; the records it wrote (0: none)."""

@@ -52,6 +52,12 @@ class Store(Protocol):
         (so a retried batch never duplicates)."""
         ...
 
+    def idle(self) -> None:
+        """The writer has had nothing to write for a while: a moment for upkeep put off
+        while it was busy (SQLite checkpoints its WAL). Called from the writer thread only;
+        never raises for that upkeep, whose data is already stored."""
+        ...
+
     def stored_upto(self, process: str) -> int:
         """The highest seq of `process` the store holds (0: none). Called from the writer
         thread after a failed write, whose outcome can be unknown: a server may have

@@ -170,6 +170,9 @@ class RedisStore:
                 ) from exc
         self.stats.written += written
 
+    def idle(self) -> None:
+        """Nothing is put off: each write is whole when it returns."""
+
     def stored_upto(self, process: str) -> int:
         """The last seq Redis holds: a batch whose answer was lost may have been applied."""
         with self._write_lock:

@@ -1,7 +1,9 @@
 """The embedded history store: one SQLite file, written in batches by one thread.
 
 WAL lets readers (worker threads, so the event loop never waits on the disk) run while the
-writer commits; `synchronous=NORMAL` may lose the last batches in a power cut, never the file.
+writer commits; `synchronous=NORMAL` may lose the last batches in a power cut, never the file:
+what is synced is what the last checkpoint copied (see `CHECKPOINT_AFTER`), and what the
+kernel has written back since.
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ _WRITER_CACHE_KIB = 4096  # the writer's page cache: more than a batch touches (
 _READER_CACHE_KIB = 512  # each reader's: reads are range scans, the OS caches the file
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
 SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
+
+# Checkpoints (copying the WAL back into the database file, and syncing both) are the
+# writer's, not SQLite's: SQLite's own runs inside the commit that passes 1,000 pages, so
+# a flood paid for one every ~30,000 rows, syncs included, while capture waited for the
+# writer. Here the writer checkpoints once about `CHECKPOINT_AFTER` bytes have gone into
+# the WAL since the last one, after a trickle's write (fewer than `_TRICKLE_ROWS` rows) or
+# when it has had nothing to write for a while (`idle`); a flood's large writes go on
+# until `FLOOD_CHECKPOINT_AFTER`. A burst is checkpointed in one go once it is stored.
+CHECKPOINT_AFTER = 4 << 20
+FLOOD_CHECKPOINT_AFTER = 256 << 20
+_TRICKLE_ROWS = 1_000
+_ROW_BYTES = 32  # a row's bytes in the WAL besides its text: key, time, codes, cell header
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
 # `records` is WITHOUT ROWID, keyed by (pid, seq): the key is the only b-tree, and a page
@@ -366,12 +380,19 @@ class SqliteStore:
         retain_lines: int = 5_000_000,
         busy_timeout: float = 5.0,
         pragmas: Mapping[str, int | str] | None = None,
+        checkpoint_after: int = CHECKPOINT_AFTER,
+        flood_checkpoint_after: int = FLOOD_CHECKPOINT_AFTER,
     ) -> None:
         """`busy_timeout` (seconds) is how long a statement waits for another connection's
         lock before failing with "database is locked"; `pragmas` are extra `PRAGMA name = value`
-        applied to every connection (e.g. `cache_size`, `mmap_size`; tests use `max_page_count`)."""
+        applied to every connection (e.g. `cache_size`, `mmap_size`; tests use `max_page_count`).
+        The WAL is checkpointed after about `checkpoint_after` bytes of rows, or
+        `flood_checkpoint_after` while a flood is stored (see `CHECKPOINT_AFTER`); a
+        `wal_autocheckpoint` pragma leaves checkpoints to SQLite instead."""
         if retain_lines < 1:
             raise ValueError("retain_lines must be at least 1")
+        if not 0 < checkpoint_after <= flood_checkpoint_after:
+            raise ValueError("checkpoint sizes must be positive, the flood's no smaller")
         self.path = Path(path)
         self.retain_lines = retain_lines
         self.stats = StoreStats()
@@ -387,6 +408,10 @@ class SqliteStore:
         self._write_lock = threading.Lock()  # held by write() and by close() of the writer connection
         self._writer: sqlite3.Connection | None = None
         self._procs: dict[str, _Proc] | None = None  # the writer's meta cache, None: reload
+        self._checkpoint_after = checkpoint_after
+        self._flood_checkpoint_after = flood_checkpoint_after
+        self._own_checkpoints = "wal_autocheckpoint" not in self._pragmas
+        self._unchecked = 0  # bytes of rows written since the last checkpoint (about)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -455,14 +480,42 @@ class SqliteStore:
             if self._closed:
                 raise StoreError("store is closed")
             try:
-                written = self._write_locked(records)
+                written, nbytes = self._write_locked(records)
             except (sqlite3.Error, OSError) as exc:
                 self._procs = None  # ids or counts of the failed transaction may be in it
                 self._rollback()
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
+            self._unchecked += nbytes + _ROW_BYTES * written
+            if self._unchecked >= self._flood_checkpoint_after or (
+                self._unchecked >= self._checkpoint_after and written < _TRICKLE_ROWS
+            ):
+                self._checkpoint()
         self.stats.written += written
+
+    def idle(self) -> None:
+        """The writer has had nothing to write for a while: checkpoint what a flood left."""
+        with self._write_lock:
+            if self._unchecked >= self._checkpoint_after and not self._closed:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file (lock held). PASSIVE: readers are not waited
+        for, and what they still use is copied next time. The rows are committed, so a
+        failure (a full disk) is only logged; the next checkpoint is after as many bytes."""
+        self._unchecked = 0
+        conn = self._writer
+        if conn is None or not self._own_checkpoints:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning(
+                "checkpoint of %s failed (%s); the rows are committed, it is tried again later",
+                self.path,
+                exc,
+            )
 
     def stored_upto(self, process: str) -> int:
         """A failed transaction was rolled back: what the meta says is what is stored."""
@@ -483,6 +536,8 @@ class SqliteStore:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
+                if self._own_checkpoints:
+                    conn.execute("PRAGMA wal_autocheckpoint = 0")
                 conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
                 conn.executescript(_SCHEMA)
@@ -506,8 +561,9 @@ class SqliteStore:
         rows = conn.execute("SELECT name, id, last_seq, lines, bytes, last_run FROM meta").fetchall()
         return {name: _Proc(pid, last, lines, size, run) for name, pid, last, lines, size, run in rows}
 
-    def _write_locked(self, records: Sequence[LogRecord]) -> int:
-        """Records at or below a process's last written seq are skipped, so a retried batch
+    def _write_locked(self, records: Sequence[LogRecord]) -> tuple[int, int]:
+        """Write a batch in one transaction; the rows and the UTF-8 bytes of their lines.
+        Records at or below a process's last written seq are skipped, so a retried batch
         neither duplicates rows nor counts lines twice (`INSERT OR IGNORE` is a second guard)."""
         conn = self._writer_conn()
         procs = self._procs
@@ -521,7 +577,7 @@ class SqliteStore:
             runs: list[tuple[str, Sequence[LogRecord]]] = [(name, records)]
         else:
             runs = [(name, list(group)) for name, group in groupby(records, key=PROCESS_OF)]
-        written = 0
+        written = nbytes = 0
         for name, run in runs:
             proc = work.get(name)
             if proc is None:
@@ -529,6 +585,7 @@ class SqliteStore:
             written += _write_run(conn, proc, run)
         for name, proc in work.items():
             old = procs.get(name)
+            nbytes += proc.bytes - (old.bytes if old is not None else 0)
             if old is not None and old.last_seq == proc.last_seq:
                 continue  # nothing new for this process
             conn.execute(
@@ -538,7 +595,7 @@ class SqliteStore:
             self._retain(conn, proc)
         conn.execute("COMMIT")
         procs.update(work)
-        return written
+        return written, nbytes
 
     def _work_copy(self, conn: sqlite3.Connection, procs: dict[str, _Proc], name: str) -> _Proc:
         known = procs.get(name)
