@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -163,75 +164,112 @@ async def test_file_is_in_wal_mode_and_survives_without_the_store(db_path: Path)
         conn.close()
 
 
-def _checkpointed(path: Path) -> int:
+def _db_size(path: Path) -> int:
     """The size of the database file itself: in WAL mode it grows only when a checkpoint
     copies the WAL into it."""
     return path.stat().st_size
+
+
+def _wal_size(path: Path) -> int:
+    return Path(f"{path}-wal").stat().st_size
 
 
 def _lines(first: int, count: int) -> list[LogRecord]:
     return [rec(seq, f"{seq:08d} " + "x" * 90) for seq in range(first, first + count)]
 
 
-async def test_a_flood_is_checkpointed_once_it_is_stored_and_a_trickle_as_it_goes(db_path: Path) -> None:
-    """Large writes (a flood being stored) leave the WAL alone until the writer is idle or
-    the WAL has passed the flood's limit; small writes checkpoint every `checkpoint_after`."""
-    after, flood = 64 * 1024, 1024 * 1024
+PAGES = 50  # SQLite's automatic checkpoint in these tests: after 50 pages (~200 KB)
+
+
+async def test_a_flood_puts_checkpoints_off_and_the_next_small_write_or_idle_makes_up_for_them(
+    db_path: Path,
+) -> None:
     async with opened(
-        lambda: SqliteStore(db_path, checkpoint_after=after, flood_checkpoint_after=flood)
+        lambda: SqliteStore(db_path, checkpoint_pages=PAGES, flood_checkpoint_after=1024 * 1024)
     ) as store:
-        empty = _checkpointed(db_path)
-        for first in range(1, 6_001, 2_000):  # ~780 KB in writes of 2,000 rows
+        empty = _db_size(db_path)
+        for first in range(1, 6_001, 2_000):  # ~800 KB in writes of 2,000 rows: a flood
             await write(store, _lines(first, 2_000))
-        assert _checkpointed(db_path) == empty  # not while the flood is stored
+        assert _wal_size(db_path) > 3 * PAGES * 4096  # SQLite's checkpoint was off...
+        assert _db_size(db_path) == empty  # ...and nothing was copied yet
         assert [r.seq for r in await store.tail("p", 1)] == [6_000]  # readers see it all
-        await asyncio.to_thread(store.idle)
-        after_idle = _checkpointed(db_path)
-        assert after_idle > 500_000  # the flood, copied at once
-        await asyncio.to_thread(store.idle)  # nothing new: nothing to do
-        assert _checkpointed(db_path) == after_idle
+        await write(store, _lines(6_001, 10))  # a small write: SQLite's checkpoint is back
+        assert _db_size(db_path) > 700_000  # and its commit copied the flood
 
-        for first in range(6_001, 16_001, 2_000):  # ~1.3 MB more: past the flood's limit
+        grown = _db_size(db_path)
+        for first in range(6_011, 12_011, 2_000):
             await write(store, _lines(first, 2_000))
-        assert _checkpointed(db_path) > after_idle + 500_000  # without waiting for idle
+        assert _db_size(db_path) == grown
+        await asyncio.to_thread(store.idle)  # the writer had nothing to do for a while
+        assert _db_size(db_path) > grown + 700_000
 
-        grown = _checkpointed(db_path)
-        first = 16_001
-        while _checkpointed(db_path) == grown:  # a trickle: 100 rows a write
-            await write(store, _lines(first, 100))
-            first += 100
-            assert first < 16_001 + 2_000, "a trickle's writes were never checkpointed"
-        assert first - 16_001 >= after // 150  # ...but not before about `after` bytes
-        assert [r.seq for r in await store.read("p", after=15_990, limit=20)] == list(range(15_991, 16_011))
+        grown = _db_size(db_path)
+        for first in range(12_011, 24_011, 2_000):  # ~1.6 MB: past the flood's limit
+            await write(store, _lines(first, 2_000))
+        assert _db_size(db_path) > grown + 700_000  # copied without waiting for idle
+        assert _wal_size(db_path) < 1024 * 1024 + 600_000  # the WAL restarted after it
+        assert [r.seq for r in await store.read("p", after=23_990, limit=30)] == list(range(23_991, 24_011))
+
+
+async def test_a_trickle_of_single_lines_keeps_the_wal_short(db_path: Path) -> None:
+    """Each commit writes whole pages: single-line writes must not grow the WAL by a page
+    or more a line until some count of their bytes says so."""
+    async with opened(lambda: SqliteStore(db_path, checkpoint_pages=PAGES)) as store:
+        for seq in range(1, 601):
+            await asyncio.to_thread(store.write, _lines(seq, 1))
+        assert _wal_size(db_path) < (PAGES + 10) * (4096 + 24)
+        assert (await store.meta("p")).lines == 600
+
+
+async def test_a_disk_short_of_room_leaves_checkpoints_to_sqlite_even_in_a_flood(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flood = 1024 * 1024
+    monkeypatch.setattr(sqlite_engine.shutil, "disk_usage", lambda _: shutil_usage(free=3 * flood))
+    async with opened(
+        lambda: SqliteStore(db_path, checkpoint_pages=PAGES, flood_checkpoint_after=flood)
+    ) as store:
+        empty = _db_size(db_path)
+        for first in range(1, 6_001, 2_000):
+            await write(store, _lines(first, 2_000))
+        assert _db_size(db_path) > empty + 500_000  # SQLite checkpointed as it went
+        assert _wal_size(db_path) < 2 * 2_000 * 200
+
+
+def shutil_usage(*, free: int) -> SimpleNamespace:
+    return SimpleNamespace(total=10 * free, used=9 * free, free=free)
 
 
 async def test_a_wal_autocheckpoint_pragma_leaves_checkpoints_to_sqlite(db_path: Path) -> None:
     async with opened(lambda: SqliteStore(db_path, pragmas={"wal_autocheckpoint": 16})) as store:
-        empty = _checkpointed(db_path)
-        await write(store, _lines(1, 2_000))
-        assert _checkpointed(db_path) > empty  # SQLite's every 16 pages, in the commit
+        empty = _db_size(db_path)
+        for first in range(1, 6_001, 2_000):
+            await write(store, _lines(first, 2_000))
+        assert _db_size(db_path) > empty + 500_000  # SQLite's every 16 pages, in the commits
         await asyncio.to_thread(store.idle)
-        assert len(await store.read("p", limit=5_000)) == 2_000
+        assert len(await store.read("p", limit=10_000)) == 6_000
 
 
 def test_checkpoint_sizes_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checkpoint"):
-        SqliteStore(tmp_path / "x.db", checkpoint_after=0)
+        SqliteStore(tmp_path / "x.db", checkpoint_pages=0)
     with pytest.raises(ValueError, match="checkpoint"):
-        SqliteStore(tmp_path / "x.db", checkpoint_after=2_000, flood_checkpoint_after=1_000)
+        SqliteStore(tmp_path / "x.db", flood_checkpoint_after=0)
 
 
 _KILLED_WRITER = """
-import os, signal, sys
-sys.path[:0] = [sys.argv[2]]
+import asyncio, os, signal, sys
+sys.path[:0] = [os.path.join(sys.argv[2], "src"), sys.argv[2]]
+import logcast
 from logcast.store import SqliteStore
-from tests.store_contract import opened, rec
-import asyncio
+from tests.store_contract import rec
+
+assert logcast.__file__.startswith(sys.argv[2]), logcast.__file__
 
 async def main():
     store = SqliteStore(sys.argv[1])
     await store.open()
-    for first in range(1, 20_001, 2_000):
+    for first in range(1, 40_001, 2_000):
         store.write([rec(seq, f"{seq:08d} " + "x" * 90) for seq in range(first, first + 2_000)])
     print("written", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint: the rows are only in the WAL
@@ -241,24 +279,21 @@ asyncio.run(main())
 
 
 async def test_rows_only_in_the_wal_survive_a_killed_server(db_path: Path) -> None:
-    """A flood's rows wait in the WAL for their checkpoint; a SIGKILL loses none of them."""
+    """A flood's rows wait in the WAL for their checkpoint (here more than SQLite's own
+    would have left there); a SIGKILL loses none of them."""
     root = Path(__file__).resolve().parents[1]
+    db_path.parent.mkdir(parents=True)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _KILLED_WRITER,
-        str(db_path),
-        str(root),
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-c", _KILLED_WRITER, str(db_path), str(root), stdout=asyncio.subprocess.PIPE
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert out == b"written\n" and proc.returncode == -signal.SIGKILL
-    assert Path(f"{db_path}-wal").stat().st_size > 2_000_000
+    assert _wal_size(db_path) > 4_500_000  # SQLite's default would have checkpointed at ~4.1 MB
     async with opened(lambda: SqliteStore(db_path)) as store:
-        assert [r.seq for r in await store.read("p", limit=30_000)] == list(range(1, 20_001))
-        assert (await store.meta("p")).lines == 20_000
-        await write(store, _lines(20_001, 10))  # and the writer goes on after them
-        assert [r.seq for r in await store.tail("p", 2)] == [20_009, 20_010]
+        assert [r.seq for r in await store.read("p", limit=50_000)] == list(range(1, 40_001))
+        assert (await store.meta("p")).lines == 40_000
+        await write(store, _lines(40_001, 10))  # and the writer goes on after them
+        assert [r.seq for r in await store.tail("p", 2)] == [40_009, 40_010]
 
 
 async def test_sql_regexp_operator_is_case_insensitive(db_path: Path) -> None:

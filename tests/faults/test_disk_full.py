@@ -9,16 +9,20 @@ otherwise); "room again" is a remount with a larger size.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from logcast.store import SqliteStore
 from tests.e2e.conftest import Server, py_command
 from tests.e2e.sse import messages
+from tests.store_contract import rec
 from tests.util import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -34,15 +38,20 @@ while True:
 """
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "disk"
+@contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "disk", "1m") as where:
+        yield where
 
 
 def _stats(client: httpx.Client) -> dict[str, object]:
@@ -101,3 +110,25 @@ def test_a_full_disk_loses_only_what_it_counts(make_server: Callable[..., Server
     assert holes > 0
     assert after["store_lost"] == holes
     assert after["persisted_seq"] == last
+
+
+async def test_a_flood_through_a_small_disk_never_fills_it_with_wal(tmp_path: Path) -> None:
+    """The writer puts SQLite's checkpoints off while it stores a flood, but only up to
+    `flood_checkpoint_after` of WAL: with retention, a flood many times the disk's size
+    goes through an 8 MiB disk without one failed write."""
+    with _tmpfs(tmp_path / "disk", "8m") as where:
+        store = SqliteStore(where / "h.sqlite3", retain_lines=4_000, flood_checkpoint_after=1 << 20)
+        await store.open()
+        try:
+            for first in range(1, 120_001, 2_000):  # ~16 MB of rows in writes of 2,000
+                batch = [rec(seq, f"{seq:08d} " + "x" * 100) for seq in range(first, first + 2_000)]
+                await asyncio.to_thread(store.write, batch)
+            assert store.stats.errors == 0
+            # no more than SQLite's own checkpoints leave (1,000 pages), which take over
+            # once the disk has less than four times the flood's limit free
+            assert Path(f"{where}/h.sqlite3-wal").stat().st_size < 4_300_000
+            meta = await store.meta("p")
+            assert (meta.last_seq, meta.lines) == (120_000, 120_000)
+            assert [r.seq for r in await store.tail("p", 2)] == [119_999, 120_000]
+        finally:
+            await store.close()

@@ -131,7 +131,7 @@ class StoreWriter(Worker):
             try:
                 while written := self._write_round():
                     last = written
-                if not (woken or last or stopping):
+                if not (woken or last or stopping or self._wanted.is_set()):
                     self._idle()
                 backoff = 0.0
                 if 0 < last < SMALL_ROUND and not stopping:
@@ -159,11 +159,16 @@ class StoreWriter(Worker):
                 return
 
     def _idle(self) -> None:
-        """Nothing to write for `idle_after` s: the store's upkeep (a SQLite checkpoint)."""
+        """Nothing to write for `idle_after` s: the store's upkeep (a SQLite checkpoint).
+        It counts as a write in progress, so that capture held meanwhile by a burst is let
+        go after `WRITER_STALL` as it would be by a slow write."""
+        self._write_started = self._monotonic()
         try:
             self._store.idle()
         except Exception:  # upkeep of what is stored: writes are not affected
             log.exception("history store upkeep failed")
+        finally:
+            self._write_started = None
 
     def _write_round(self) -> int:
         """Write one batch of everything not yet persisted; the records it wrote (0: none)."""

@@ -2,8 +2,8 @@
 
 WAL lets readers (worker threads, so the event loop never waits on the disk) run while the
 writer commits; `synchronous=NORMAL` may lose the last batches in a power cut, never the file:
-what is synced is what the last checkpoint copied (see `CHECKPOINT_AFTER`), and what the
-kernel has written back since.
+what is synced is what the last checkpoint copied (see `FLOOD_CHECKPOINT_AFTER`), and what
+the kernel has written back since.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import re
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -56,17 +57,21 @@ _READER_CACHE_KIB = 512  # each reader's: reads are range scans, the OS caches t
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
 SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
 
-# Checkpoints (copying the WAL back into the database file, and syncing both) are the
-# writer's, not SQLite's: SQLite's own runs inside the commit that passes 1,000 pages, so
+# Checkpoints copy the WAL back into the database file and sync both. SQLite's automatic
+# one (after a commit that leaves `CHECKPOINT_PAGES` or more in the WAL) suits a trickle;
 # a flood paid for one every ~30,000 rows, syncs included, while capture waited for the
-# writer. Here the writer checkpoints once about `CHECKPOINT_AFTER` bytes have gone into
-# the WAL since the last one, after a trickle's write (fewer than `_TRICKLE_ROWS` rows) or
-# when it has had nothing to write for a while (`idle`); a flood's large writes go on
-# until `FLOOD_CHECKPOINT_AFTER`. A burst is checkpointed in one go once it is stored.
-CHECKPOINT_AFTER = 4 << 20
-FLOOD_CHECKPOINT_AFTER = 256 << 20
-_TRICKLE_ROWS = 1_000
+# writer. So a write of `_FLOOD_ROWS` rows or more (the writer is behind: a flood) turns
+# it off, and the writer checkpoints itself once about `FLOOD_CHECKPOINT_AFTER` bytes are
+# in the WAL; the next small write turns it on again (and its commit checkpoints what the
+# flood left), or the writer does when it has had nothing to write for a while (`idle`).
+# Only where the disk has room for it: with less than `_FLOOD_ROOM` times that free, or
+# after a failed write or checkpoint, SQLite's own stays on.
+CHECKPOINT_PAGES = 1_000  # SQLite's default
+FLOOD_CHECKPOINT_AFTER = 64 << 20  # the WAL file is cut back to this after a checkpoint, too
+_FLOOD_ROWS = 1_000
+_FLOOD_ROOM = 4
 _ROW_BYTES = 32  # a row's bytes in the WAL besides its text: key, time, codes, cell header
+_COMMIT_PAGES = 4  # pages a commit writes besides its rows' (the last leaf, parents, meta)
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
 # `records` is WITHOUT ROWID, keyed by (pid, seq): the key is the only b-tree, and a page
@@ -380,19 +385,19 @@ class SqliteStore:
         retain_lines: int = 5_000_000,
         busy_timeout: float = 5.0,
         pragmas: Mapping[str, int | str] | None = None,
-        checkpoint_after: int = CHECKPOINT_AFTER,
+        checkpoint_pages: int = CHECKPOINT_PAGES,
         flood_checkpoint_after: int = FLOOD_CHECKPOINT_AFTER,
     ) -> None:
         """`busy_timeout` (seconds) is how long a statement waits for another connection's
         lock before failing with "database is locked"; `pragmas` are extra `PRAGMA name = value`
         applied to every connection (e.g. `cache_size`, `mmap_size`; tests use `max_page_count`).
-        The WAL is checkpointed after about `checkpoint_after` bytes of rows, or
-        `flood_checkpoint_after` while a flood is stored (see `CHECKPOINT_AFTER`); a
-        `wal_autocheckpoint` pragma leaves checkpoints to SQLite instead."""
+        The WAL is checkpointed by SQLite once it holds `checkpoint_pages`, and while a
+        flood is stored by the writer, about every `flood_checkpoint_after` bytes (see
+        `FLOOD_CHECKPOINT_AFTER`); a `wal_autocheckpoint` pragma leaves them all to SQLite."""
         if retain_lines < 1:
             raise ValueError("retain_lines must be at least 1")
-        if not 0 < checkpoint_after <= flood_checkpoint_after:
-            raise ValueError("checkpoint sizes must be positive, the flood's no smaller")
+        if checkpoint_pages < 1 or flood_checkpoint_after < 1:
+            raise ValueError("checkpoint_pages and flood_checkpoint_after must be positive")
         self.path = Path(path)
         self.retain_lines = retain_lines
         self.stats = StoreStats()
@@ -408,10 +413,12 @@ class SqliteStore:
         self._write_lock = threading.Lock()  # held by write() and by close() of the writer connection
         self._writer: sqlite3.Connection | None = None
         self._procs: dict[str, _Proc] | None = None  # the writer's meta cache, None: reload
-        self._checkpoint_after = checkpoint_after
+        self._checkpoint_pages = checkpoint_pages
         self._flood_checkpoint_after = flood_checkpoint_after
-        self._own_checkpoints = "wal_autocheckpoint" not in self._pragmas
-        self._unchecked = 0  # bytes of rows written since the last checkpoint (about)
+        self._may_put_off = "wal_autocheckpoint" not in self._pragmas
+        self._putting_off = False  # SQLite's automatic checkpoint is off: a flood is stored
+        self._unchecked = 0  # bytes in the WAL since then, about
+        self._page_size = 4096  # the writer connection's, once it is open
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -480,42 +487,73 @@ class SqliteStore:
             if self._closed:
                 raise StoreError("store is closed")
             try:
+                self._put_off_checkpoints(len(records) >= _FLOOD_ROWS and self._room_to_put_off())
                 written, nbytes = self._write_locked(records)
             except (sqlite3.Error, OSError) as exc:
                 self._procs = None  # ids or counts of the failed transaction may be in it
                 self._rollback()
+                self._give_checkpoints_back()
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
-            self._unchecked += nbytes + _ROW_BYTES * written
-            if self._unchecked >= self._flood_checkpoint_after or (
-                self._unchecked >= self._checkpoint_after and written < _TRICKLE_ROWS
-            ):
-                self._checkpoint()
+            if self._putting_off:
+                self._unchecked += nbytes + _ROW_BYTES * written + _COMMIT_PAGES * self._page_size
+                if self._unchecked >= self._flood_checkpoint_after:
+                    self._checkpoint()
         self.stats.written += written
 
     def idle(self) -> None:
         """The writer has had nothing to write for a while: checkpoint what a flood left."""
         with self._write_lock:
-            if self._unchecked >= self._checkpoint_after and not self._closed:
+            if self._putting_off and not self._closed:
                 self._checkpoint()
+                self._give_checkpoints_back()
+
+    def _room_to_put_off(self) -> bool:
+        if not self._may_put_off:
+            return False
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return False
+        return free >= _FLOOD_ROOM * self._flood_checkpoint_after
+
+    def _put_off_checkpoints(self, flood: bool) -> None:
+        """SQLite's automatic checkpoint off for a flood's writes, on for the others (lock held)."""
+        if flood != self._putting_off:
+            conn = self._writer_conn()
+            conn.execute(f"PRAGMA wal_autocheckpoint = {0 if flood else self._checkpoint_pages}")
+            self._putting_off = flood
+            self._unchecked = 0
+
+    def _give_checkpoints_back(self) -> None:
+        """Back to SQLite's automatic checkpoint, which its next commit runs if the WAL is
+        long enough; never raises (lock held)."""
+        try:
+            self._put_off_checkpoints(False)
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("cannot turn SQLite's checkpoints back on now (%s): the next write does", exc)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file (lock held). PASSIVE: readers are not waited
-        for, and what they still use is copied next time. The rows are committed, so a
-        failure (a full disk) is only logged; the next checkpoint is after as many bytes."""
-        self._unchecked = 0
+        for; what they still use is copied the next time, after half as much again. The rows
+        are committed, so a failure (a full disk) is only logged, and SQLite's automatic
+        checkpoint, which tries again after each commit, takes over."""
         conn = self._writer
-        if conn is None or not self._own_checkpoints:
+        if conn is None:
             return
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             log.warning(
                 "checkpoint of %s failed (%s); the rows are committed, it is tried again later",
                 self.path,
                 exc,
             )
+            self._give_checkpoints_back()
+            return
+        whole = not busy and copied >= wal_pages
+        self._unchecked = 0 if whole else self._flood_checkpoint_after // 2
 
     def stored_upto(self, process: str) -> int:
         """A failed transaction was rolled back: what the meta says is what is stored."""
@@ -536,8 +574,9 @@ class SqliteStore:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
-                if self._own_checkpoints:
-                    conn.execute("PRAGMA wal_autocheckpoint = 0")
+                if self._may_put_off:
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {self._checkpoint_pages}")
+                self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
                 conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
                 conn.executescript(_SCHEMA)
