@@ -663,7 +663,7 @@ class CallLog(MemoryStore):
 
 async def test_the_store_is_told_when_the_writer_has_been_idle_never_between_writes() -> None:
     store = CallLog()
-    hub = Hub(store, store_idle_after=0.3)
+    hub = Hub(store, store_idle_after=0.6)
     await hub.open(["app"])
     try:
         await wait_until(lambda: store.idles >= 1)  # quiet from the start
@@ -696,4 +696,41 @@ async def test_a_failing_idle_does_not_stop_the_writer(caplog: pytest.LogCapture
         await wait_until(lambda: store.last.get("app") == 1)
         assert hub.stats("app")["store_lost"] == 0 and store.stats.errors == 0
     finally:
+        await hub.close()
+
+
+class SlowUpkeep(MemoryStore):
+    """A store whose upkeep lasts while its gate is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.in_upkeep = threading.Event()
+
+    def idle(self) -> None:
+        super().idle()
+        self.in_upkeep.set()
+        self.gate.wait(30)
+
+
+async def test_capture_held_during_the_stores_upkeep_is_let_go_after_writer_stall() -> None:
+    """Upkeep (a checkpoint) counts as a write in progress: capture that finds the ring
+    full while it runs waits at most `WRITER_STALL`, as it would for a slow write."""
+    store = SlowUpkeep()
+    clock = FakeClock()
+    hub = Hub(store, memory_lines=10, monotonic=clock, store_idle_after=0.05)
+    await hub.open(["app"])
+    try:
+        assert await asyncio.to_thread(store.in_upkeep.wait, 10)
+        done, _ = capture_thread(hub, chunks=200)
+        await wait_until(lambda: hub.writer.held == 1)  # capture is held behind the upkeep
+        assert not done.is_set()
+        clock.advance(WRITER_STALL + 0.1)  # the upkeep has now taken longer than a stall
+        assert await asyncio.to_thread(done.wait, 30)
+        assert not store.gate.is_set()  # let go while the upkeep still ran
+        store.gate.set()
+        assert await hub.flush(timeout=30)
+        assert hub.stats("app")["last_seq"] == 1000
+    finally:
+        store.gate.set()
         await hub.close()

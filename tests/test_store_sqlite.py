@@ -181,6 +181,12 @@ def _lines(first: int, count: int) -> list[LogRecord]:
 PAGES = 50  # SQLite's automatic checkpoint in these tests: after 50 pages (~200 KB)
 
 
+def _autocheckpoint(store: Store) -> int:
+    """The writer connection's checkpoint size now, in pages (no write is in flight)."""
+    assert isinstance(store, SqliteStore) and store._writer is not None
+    return int(store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
 async def test_a_flood_puts_checkpoints_off_and_the_next_small_write_or_idle_makes_up_for_them(
     db_path: Path,
 ) -> None:
@@ -190,10 +196,12 @@ async def test_a_flood_puts_checkpoints_off_and_the_next_small_write_or_idle_mak
         empty = _db_size(db_path)
         for first in range(1, 6_001, 2_000):  # ~800 KB in writes of 2,000 rows: a flood
             await write(store, _lines(first, 2_000))
-        assert _wal_size(db_path) > 3 * PAGES * 4096  # SQLite's checkpoint was off...
+        assert _autocheckpoint(store) == 256  # 1 MiB of 4 KiB pages
+        assert _wal_size(db_path) > 3 * PAGES * 4096  # past the usual checkpoint...
         assert _db_size(db_path) == empty  # ...and nothing was copied yet
         assert [r.seq for r in await store.tail("p", 1)] == [6_000]  # readers see it all
-        await write(store, _lines(6_001, 10))  # a small write: SQLite's checkpoint is back
+        await write(store, _lines(6_001, 10))  # a small write: the usual checkpoint is back
+        assert _autocheckpoint(store) == PAGES
         assert _db_size(db_path) > 700_000  # and its commit copied the flood
 
         grown = _db_size(db_path)
@@ -202,6 +210,7 @@ async def test_a_flood_puts_checkpoints_off_and_the_next_small_write_or_idle_mak
         assert _db_size(db_path) == grown
         await asyncio.to_thread(store.idle)  # the writer had nothing to do for a while
         assert _db_size(db_path) > grown + 700_000
+        assert _autocheckpoint(store) == PAGES
 
         grown = _db_size(db_path)
         for first in range(12_011, 24_011, 2_000):  # ~1.6 MB: past the flood's limit
@@ -209,6 +218,37 @@ async def test_a_flood_puts_checkpoints_off_and_the_next_small_write_or_idle_mak
         assert _db_size(db_path) > grown + 700_000  # copied without waiting for idle
         assert _wal_size(db_path) < 1024 * 1024 + 600_000  # the WAL restarted after it
         assert [r.seq for r in await store.read("p", after=23_990, limit=30)] == list(range(23_991, 24_011))
+
+
+async def test_a_flood_of_long_lines_with_retention_keeps_the_wal_within_its_limit_and_a_write(
+    db_path: Path,
+) -> None:
+    """Lines too long for a page take overflow pages, and retention deletes rewrite pages:
+    the flood's limit counts the WAL's real pages, not the lines' bytes."""
+    flood = 1024 * 1024
+    async with opened(
+        lambda: SqliteStore(db_path, retain_lines=1_500, checkpoint_pages=PAGES, flood_checkpoint_after=flood)
+    ) as store:
+        for first in range(1, 8_001, 1_000):  # ~8 MB of pages a write
+            await write(store, [rec(seq, f"{seq:08d} " + "y" * 1_100) for seq in range(first, first + 1_000)])
+        assert _wal_size(db_path) < flood + 10_000_000
+        stored = await store.read("p", limit=5_000)
+        assert stored[-1].seq == 8_000 and stored[0].seq > 8_000 - 3_000
+        assert len(stored[-1].message) == 1_109
+
+
+async def test_a_failed_write_gives_checkpoints_back_to_sqlite(db_path: Path) -> None:
+    async with opened(
+        lambda: SqliteStore(db_path, checkpoint_pages=PAGES, pragmas={"max_page_count": 1_000})
+    ) as store:
+        await write(store, _lines(1, 2_000))
+        assert _autocheckpoint(store) > PAGES  # a flood's write
+        first = 2_001
+        with pytest.raises(StoreError, match="full"):
+            while first < 100_000:
+                await write(store, _lines(first, 2_000))
+                first += 2_000
+        assert _autocheckpoint(store) == PAGES
 
 
 async def test_a_trickle_of_single_lines_keeps_the_wal_short(db_path: Path) -> None:
@@ -267,10 +307,10 @@ from tests.store_contract import rec
 assert logcast.__file__.startswith(sys.argv[2]), logcast.__file__
 
 async def main():
-    store = SqliteStore(sys.argv[1])
+    store = SqliteStore(sys.argv[1], checkpoint_pages=1_000_000)  # never, here
     await store.open()
-    for first in range(1, 40_001, 2_000):
-        store.write([rec(seq, f"{seq:08d} " + "x" * 90) for seq in range(first, first + 2_000)])
+    for first in range(1, 40_001, 800):
+        store.write([rec(seq, f"{seq:08d} " + "x" * 90) for seq in range(first, first + 800)])
     print("written", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint: the rows are only in the WAL
 
@@ -279,8 +319,8 @@ asyncio.run(main())
 
 
 async def test_rows_only_in_the_wal_survive_a_killed_server(db_path: Path) -> None:
-    """A flood's rows wait in the WAL for their checkpoint (here more than SQLite's own
-    would have left there); a SIGKILL loses none of them."""
+    """Rows wait in the WAL for their checkpoint (a flood's, for up to 64 MiB); a SIGKILL
+    loses none of them, however many: here every row is only in the WAL."""
     root = Path(__file__).resolve().parents[1]
     db_path.parent.mkdir(parents=True)
     proc = await asyncio.create_subprocess_exec(
@@ -288,7 +328,7 @@ async def test_rows_only_in_the_wal_survive_a_killed_server(db_path: Path) -> No
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert out == b"written\n" and proc.returncode == -signal.SIGKILL
-    assert _wal_size(db_path) > 4_500_000  # SQLite's default would have checkpointed at ~4.1 MB
+    assert _db_size(db_path) < 100_000 < 4_000_000 < _wal_size(db_path)
     async with opened(lambda: SqliteStore(db_path)) as store:
         assert [r.seq for r in await store.read("p", limit=50_000)] == list(range(1, 40_001))
         assert (await store.meta("p")).lines == 40_000

@@ -57,21 +57,19 @@ _READER_CACHE_KIB = 512  # each reader's: reads are range scans, the OS caches t
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
 SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
 
-# Checkpoints copy the WAL back into the database file and sync both. SQLite's automatic
-# one (after a commit that leaves `CHECKPOINT_PAGES` or more in the WAL) suits a trickle;
-# a flood paid for one every ~30,000 rows, syncs included, while capture waited for the
-# writer. So a write of `_FLOOD_ROWS` rows or more (the writer is behind: a flood) turns
-# it off, and the writer checkpoints itself once about `FLOOD_CHECKPOINT_AFTER` bytes are
-# in the WAL; the next small write turns it on again (and its commit checkpoints what the
-# flood left), or the writer does when it has had nothing to write for a while (`idle`).
-# Only where the disk has room for it: with less than `_FLOOD_ROOM` times that free, or
-# after a failed write or checkpoint, SQLite's own stays on.
+# Checkpoints copy the WAL back into the database file and sync both. SQLite runs one
+# inside each commit that leaves `CHECKPOINT_PAGES` or more in the WAL: in a flood, one
+# every ~30,000 rows, syncs included, while capture waited for the writer. A write of
+# `_FLOOD_ROWS` rows or more (the writer is behind: a flood) raises that to
+# `FLOOD_CHECKPOINT_AFTER` bytes of pages, if the disk has `_FLOOD_ROOM` times as much
+# free; the next smaller write lowers it again (and its commit checkpoints what the flood
+# left), or the writer does when it has had nothing to write for a while (`idle`), or a
+# failed write. SQLite counts the pages itself (long lines' overflow pages, retention's
+# deletes) and tries again after each commit while readers keep a checkpoint short.
 CHECKPOINT_PAGES = 1_000  # SQLite's default
 FLOOD_CHECKPOINT_AFTER = 64 << 20  # the WAL file is cut back to this after a checkpoint, too
 _FLOOD_ROWS = 1_000
 _FLOOD_ROOM = 4
-_ROW_BYTES = 32  # a row's bytes in the WAL besides its text: key, time, codes, cell header
-_COMMIT_PAGES = 4  # pages a commit writes besides its rows' (the last leaf, parents, meta)
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
 # `records` is WITHOUT ROWID, keyed by (pid, seq): the key is the only b-tree, and a page
@@ -416,9 +414,8 @@ class SqliteStore:
         self._checkpoint_pages = checkpoint_pages
         self._flood_checkpoint_after = flood_checkpoint_after
         self._may_put_off = "wal_autocheckpoint" not in self._pragmas
-        self._putting_off = False  # SQLite's automatic checkpoint is off: a flood is stored
-        self._unchecked = 0  # bytes in the WAL since then, about
-        self._page_size = 4096  # the writer connection's, once it is open
+        self._putting_off = False  # the writer connection checkpoints at the flood's size
+        self._flood_pages = 0  # that size in pages, once the writer connection is open
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -488,7 +485,7 @@ class SqliteStore:
                 raise StoreError("store is closed")
             try:
                 self._put_off_checkpoints(len(records) >= _FLOOD_ROWS and self._room_to_put_off())
-                written, nbytes = self._write_locked(records)
+                written = self._write_locked(records)
             except (sqlite3.Error, OSError) as exc:
                 self._procs = None  # ids or counts of the failed transaction may be in it
                 self._rollback()
@@ -496,17 +493,16 @@ class SqliteStore:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
-            if self._putting_off:
-                self._unchecked += nbytes + _ROW_BYTES * written + _COMMIT_PAGES * self._page_size
-                if self._unchecked >= self._flood_checkpoint_after:
-                    self._checkpoint()
         self.stats.written += written
 
     def idle(self) -> None:
         """The writer has had nothing to write for a while: checkpoint what a flood left."""
         with self._write_lock:
-            if self._putting_off and not self._closed:
-                self._checkpoint()
+            if self._putting_off and not self._closed and self._writer is not None:
+                try:
+                    self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint of %s failed (%s); the rows are committed", self.path, exc)
                 self._give_checkpoints_back()
 
     def _room_to_put_off(self) -> bool:
@@ -519,41 +515,21 @@ class SqliteStore:
         return free >= _FLOOD_ROOM * self._flood_checkpoint_after
 
     def _put_off_checkpoints(self, flood: bool) -> None:
-        """SQLite's automatic checkpoint off for a flood's writes, on for the others (lock held)."""
+        """SQLite's automatic checkpoint at the flood's size for a flood's writes, at
+        `checkpoint_pages` for the others (lock held)."""
         if flood != self._putting_off:
             conn = self._writer_conn()
-            conn.execute(f"PRAGMA wal_autocheckpoint = {0 if flood else self._checkpoint_pages}")
+            pages = self._flood_pages if flood else self._checkpoint_pages
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
             self._putting_off = flood
-            self._unchecked = 0
 
     def _give_checkpoints_back(self) -> None:
-        """Back to SQLite's automatic checkpoint, which its next commit runs if the WAL is
-        long enough; never raises (lock held)."""
+        """SQLite's checkpoint at `checkpoint_pages` again (its next commit runs one if the
+        WAL is longer); never raises (lock held)."""
         try:
             self._put_off_checkpoints(False)
         except (sqlite3.Error, OSError) as exc:
-            log.debug("cannot turn SQLite's checkpoints back on now (%s): the next write does", exc)
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database file (lock held). PASSIVE: readers are not waited
-        for; what they still use is copied the next time, after half as much again. The rows
-        are committed, so a failure (a full disk) is only logged, and SQLite's automatic
-        checkpoint, which tries again after each commit, takes over."""
-        conn = self._writer
-        if conn is None:
-            return
-        try:
-            busy, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:
-            log.warning(
-                "checkpoint of %s failed (%s); the rows are committed, it is tried again later",
-                self.path,
-                exc,
-            )
-            self._give_checkpoints_back()
-            return
-        whole = not busy and copied >= wal_pages
-        self._unchecked = 0 if whole else self._flood_checkpoint_after // 2
+            log.debug("cannot lower the checkpoint size now (%s): the next write does", exc)
 
     def stored_upto(self, process: str) -> int:
         """A failed transaction was rolled back: what the meta says is what is stored."""
@@ -576,7 +552,9 @@ class SqliteStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 if self._may_put_off:
                     conn.execute(f"PRAGMA wal_autocheckpoint = {self._checkpoint_pages}")
-                self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                self._flood_pages = max(self._checkpoint_pages, self._flood_checkpoint_after // page_size)
+                self._putting_off = False
                 conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
                 conn.executescript(_SCHEMA)
@@ -600,9 +578,8 @@ class SqliteStore:
         rows = conn.execute("SELECT name, id, last_seq, lines, bytes, last_run FROM meta").fetchall()
         return {name: _Proc(pid, last, lines, size, run) for name, pid, last, lines, size, run in rows}
 
-    def _write_locked(self, records: Sequence[LogRecord]) -> tuple[int, int]:
-        """Write a batch in one transaction; the rows and the UTF-8 bytes of their lines.
-        Records at or below a process's last written seq are skipped, so a retried batch
+    def _write_locked(self, records: Sequence[LogRecord]) -> int:
+        """Records at or below a process's last written seq are skipped, so a retried batch
         neither duplicates rows nor counts lines twice (`INSERT OR IGNORE` is a second guard)."""
         conn = self._writer_conn()
         procs = self._procs
@@ -616,7 +593,7 @@ class SqliteStore:
             runs: list[tuple[str, Sequence[LogRecord]]] = [(name, records)]
         else:
             runs = [(name, list(group)) for name, group in groupby(records, key=PROCESS_OF)]
-        written = nbytes = 0
+        written = 0
         for name, run in runs:
             proc = work.get(name)
             if proc is None:
@@ -624,7 +601,6 @@ class SqliteStore:
             written += _write_run(conn, proc, run)
         for name, proc in work.items():
             old = procs.get(name)
-            nbytes += proc.bytes - (old.bytes if old is not None else 0)
             if old is not None and old.last_seq == proc.last_seq:
                 continue  # nothing new for this process
             conn.execute(
@@ -634,7 +610,7 @@ class SqliteStore:
             self._retain(conn, proc)
         conn.execute("COMMIT")
         procs.update(work)
-        return written, nbytes
+        return written
 
     def _work_copy(self, conn: sqlite3.Connection, procs: dict[str, _Proc], name: str) -> _Proc:
         known = procs.get(name)
