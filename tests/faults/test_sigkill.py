@@ -108,6 +108,13 @@ def test_sigkill_mid_flood_never_renames_a_line(make_server: Callable[..., Serve
     server.restart()
     with httpx.Client(base_url=server.url, timeout=httpx.Timeout(30.0, read=60.0)) as client:
         client.post("/api/processes/flood/stop")  # the restarted flood would only add lines
+        # its last lines are numbered, but shown only once reserved or stored: the reads
+        # below must all see the same history
+        wait_for(
+            lambda: client.get("/api/logs/stats").json()["processes"]["flood"]["pending"] == 0,
+            60,
+            "the store to hold every line",
+        )
         everything = _read_all(client, {"after": 0}, {})
         resumed = _read_all(client, {}, {"Last-Event-ID": str(max(held))})
         columns = _read_columns(client, {"after": 0}, {})

@@ -62,10 +62,11 @@ SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their
 # every ~30,000 rows, syncs included, while capture waited for the writer. A write of
 # `_FLOOD_ROWS` rows or more (the writer is behind: a flood) raises that to
 # `FLOOD_CHECKPOINT_AFTER` bytes of pages, if the disk has `_FLOOD_ROOM` times as much
-# free; the next smaller write lowers it again (and its commit checkpoints what the flood
-# left), or the writer does when it has had nothing to write for a while (`idle`), or a
-# failed write. SQLite counts the pages itself (long lines' overflow pages, retention's
-# deletes) and tries again after each commit while readers keep a checkpoint short.
+# free. It comes down again when the writer has had nothing to write for a while (`idle`
+# checkpoints then, outside any commit, so that no reader waits for it), when the disk
+# has less room, or after a failed write. SQLite counts the pages itself (long lines'
+# overflow pages, retention's deletes) and tries again after each commit while readers
+# keep a checkpoint short.
 CHECKPOINT_PAGES = 1_000  # SQLite's default
 FLOOD_CHECKPOINT_AFTER = 64 << 20  # the WAL file is cut back to this after a checkpoint, too
 _FLOOD_ROWS = 1_000
@@ -484,7 +485,8 @@ class SqliteStore:
             if self._closed:
                 raise StoreError("store is closed")
             try:
-                self._put_off_checkpoints(len(records) >= _FLOOD_ROWS and self._room_to_put_off())
+                if len(records) >= _FLOOD_ROWS or self._putting_off:
+                    self._put_off_checkpoints(self._room_to_put_off())
                 written = self._write_locked(records)
             except (sqlite3.Error, OSError) as exc:
                 self._procs = None  # ids or counts of the failed transaction may be in it
@@ -515,8 +517,7 @@ class SqliteStore:
         return free >= _FLOOD_ROOM * self._flood_checkpoint_after
 
     def _put_off_checkpoints(self, flood: bool) -> None:
-        """SQLite's automatic checkpoint at the flood's size for a flood's writes, at
-        `checkpoint_pages` for the others (lock held)."""
+        """SQLite's automatic checkpoint at the flood's size, or at `checkpoint_pages` (lock held)."""
         if flood != self._putting_off:
             conn = self._writer_conn()
             pages = self._flood_pages if flood else self._checkpoint_pages
