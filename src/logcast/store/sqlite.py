@@ -9,6 +9,7 @@ the kernel has written back since.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -68,9 +69,17 @@ SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their
 # overflow pages, retention's deletes) and tries again after each commit while readers
 # keep a checkpoint short.
 CHECKPOINT_PAGES = 1_000  # SQLite's default
-FLOOD_CHECKPOINT_AFTER = 64 << 20  # the WAL file is cut back to this after a checkpoint, too
+FLOOD_CHECKPOINT_AFTER = 64 << 20  # the WAL file is cut back to this when it starts over, too
 _FLOOD_ROWS = 1_000
 _FLOOD_ROOM = 4
+# A checkpoint copies the WAL, but the WAL starts over from its beginning only once no
+# reader still reads an older snapshot from it: readers whose transactions keep
+# overlapping (a viewer paging through history during a flood) can keep it growing for
+# good. Past `_WAL_RESTART` times the flood's size, the writer asks for a RESTART
+# checkpoint, which waits up to `_RESTART_WAIT_MS` for those readers to finish (new ones
+# read the database file); if they do not, it asks again one flood's size later.
+_WAL_RESTART = 4
+_RESTART_WAIT_MS = 100
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
 # `records` is WITHOUT ROWID, keyed by (pid, seq): the key is the only b-tree, and a page
@@ -417,6 +426,7 @@ class SqliteStore:
         self._may_put_off = "wal_autocheckpoint" not in self._pragmas
         self._putting_off = False  # the writer connection checkpoints at the flood's size
         self._flood_pages = 0  # that size in pages, once the writer connection is open
+        self._restart_at = _WAL_RESTART * flood_checkpoint_after  # WAL file size to ask a restart at
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -495,7 +505,34 @@ class SqliteStore:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
+            if self._may_put_off:
+                self._restart_if_long()
         self.stats.written += written
+
+    def _restart_if_long(self) -> None:
+        """A RESTART checkpoint if the WAL file has grown past `_restart_at` (lock held)."""
+        try:
+            size = Path(f"{self.path}-wal").stat().st_size
+        except OSError:
+            return
+        if size < self._restart_at:
+            self._restart_at = _WAL_RESTART * self._flood_checkpoint_after
+            return
+        self._restart_at = size + self._flood_checkpoint_after  # if readers hold on, later
+        conn = self._writer
+        if conn is None:
+            return
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_RESTART_WAIT_MS}")
+            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            log.debug(
+                "%s: WAL of %d bytes, restart checkpoint %s", self.path, size, "busy" if busy else "done"
+            )
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s failed (%s); the rows are committed", self.path, exc)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def idle(self) -> None:
         """The writer has had nothing to write for a while: checkpoint what a flood left."""
@@ -557,7 +594,7 @@ class SqliteStore:
                 self._flood_pages = max(self._checkpoint_pages, self._flood_checkpoint_after // page_size)
                 self._putting_off = False
                 conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
-                conn.execute("PRAGMA journal_size_limit = 67108864")
+                conn.execute(f"PRAGMA journal_size_limit = {self._flood_checkpoint_after}")
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()
