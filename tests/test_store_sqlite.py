@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sqlite3
 import sys
@@ -247,12 +248,9 @@ async def test_a_failed_write_gives_checkpoints_back_to_sqlite(db_path: Path) ->
         assert _autocheckpoint(store) == PAGES
 
 
-async def test_readers_that_keep_overlapping_do_not_keep_the_wal_growing(db_path: Path) -> None:
-    """Two readers whose transactions overlap (each holds a snapshot while the other
-    starts one) keep every checkpoint from letting the WAL start over; past four times
-    the flood's size the writer waits a moment for them (a RESTART checkpoint)."""
-    flood = 256 * 1024
-    stop = threading.Event()
+def _overlapping_readers(db_path: Path, hold: float, stop: threading.Event) -> list[threading.Thread]:
+    """Two reader threads whose transactions overlap: each holds a snapshot for `hold`
+    seconds, the other starts one meanwhile."""
 
     def reader(delay: float) -> None:
         time.sleep(delay)
@@ -261,31 +259,69 @@ async def test_readers_that_keep_overlapping_do_not_keep_the_wal_growing(db_path
             while not stop.is_set():
                 conn.execute("BEGIN")
                 conn.execute("SELECT count(*) FROM records WHERE seq > 0").fetchone()
-                time.sleep(0.004)
+                stop.wait(hold)
                 conn.execute("COMMIT")
         finally:
             conn.close()
 
+    threads = [threading.Thread(target=reader, args=(delay,)) for delay in (0.0, hold / 2)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+async def _flood_beside_readers(store: Store, db_path: Path, hold: float, rows: int) -> int:
+    """Write `rows` in writes of 2,000 beside overlapping readers; the WAL's peak size."""
+    stop = threading.Event()
+    readers = _overlapping_readers(db_path, hold, stop)
+    peak = 0
+    try:
+        for first in range(2, rows + 2, 2_000):
+            await write(store, _lines(first, 2_000))
+            peak = max(peak, _wal_size(db_path))
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    return peak
+
+
+async def test_readers_that_keep_overlapping_do_not_keep_the_wal_growing(db_path: Path) -> None:
+    """Overlapping readers keep every checkpoint from letting the WAL start over; past
+    four times the flood's size the writer waits a moment for them (a RESTART checkpoint)."""
+    flood = 256 * 1024
     async with opened(
         lambda: SqliteStore(db_path, checkpoint_pages=PAGES, flood_checkpoint_after=flood)
     ) as store:
         await write(store, _lines(1, 1))
-        readers = [threading.Thread(target=reader, args=(delay,)) for delay in (0.0, 0.002)]
-        for thread in readers:
-            thread.start()
-        try:
-            peak = 0
-            for first in range(2, 100_002, 2_000):  # ~13 MB in writes of 2,000 rows
-                await write(store, _lines(first, 2_000))
-                peak = max(peak, _wal_size(db_path))
-        finally:
-            stop.set()
-            for thread in readers:
-                thread.join()
+        peak = await _flood_beside_readers(store, db_path, 0.004, 100_000)  # ~13 MB of rows
         # four times the flood's size and a write or two when the readers let go in time
         # (a loaded machine may hold one of them a while): without it, the whole ~13 MB
         assert peak < 4_000_000
-        assert (await store.meta("p")).lines == 100_001
+        assert isinstance(store, SqliteStore) and store._writer is not None
+        assert store._writer.execute("PRAGMA busy_timeout").fetchone()[0] == 5_000  # as it was
+        await asyncio.to_thread(store.idle)
+        await write(store, _lines(100_002, 10))  # starts the WAL over, and cuts the file back
+        assert _wal_size(db_path) <= flood
+        assert (await store.meta("p")).lines == 100_011
+
+
+async def test_readers_that_always_hold_longer_than_the_wait_cost_a_wait_per_doubling(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readers that hold their snapshots longer than the RESTART waits make every try
+    fail: the writer asks again only after the WAL has grown by one flood's size, then
+    two, four..., not after every write."""
+    caplog.set_level(logging.DEBUG, logger="logcast.store.sqlite")
+    flood = 256 * 1024
+    async with opened(
+        lambda: SqliteStore(db_path, checkpoint_pages=PAGES, flood_checkpoint_after=flood)
+    ) as store:
+        await write(store, _lines(1, 1))
+        await _flood_beside_readers(store, db_path, 0.3, 100_000)  # ~13 MB: 50 writes
+    tries = [r for r in caplog.records if "restart checkpoint" in r.getMessage()]
+    assert tries, "no RESTART was asked for"
+    assert len(tries) <= 8, [r.getMessage() for r in tries]  # 1, 1.25, 1.75, 2.75, 4.75, 8.75 MB...
 
 
 async def test_a_trickle_of_single_lines_keeps_the_wal_short(db_path: Path) -> None:
@@ -325,6 +361,13 @@ async def test_a_wal_autocheckpoint_pragma_leaves_checkpoints_to_sqlite(db_path:
         assert _db_size(db_path) > empty + 500_000  # SQLite's every 16 pages, in the commits
         await asyncio.to_thread(store.idle)
         assert len(await store.read("p", limit=10_000)) == 6_000
+
+
+async def test_a_journal_size_limit_pragma_is_kept(db_path: Path) -> None:
+    async with opened(lambda: SqliteStore(db_path, pragmas={"journal_size_limit": 1_000_000})) as store:
+        await write(store, _lines(1, 10))
+        assert isinstance(store, SqliteStore) and store._writer is not None
+        assert store._writer.execute("PRAGMA journal_size_limit").fetchone()[0] == 1_000_000
 
 
 def test_checkpoint_sizes_are_checked(tmp_path: Path) -> None:

@@ -77,7 +77,9 @@ _FLOOD_ROOM = 4
 # overlapping (a viewer paging through history during a flood) can keep it growing for
 # good. Past `_WAL_RESTART` times the flood's size, the writer asks for a RESTART
 # checkpoint, which waits up to `_RESTART_WAIT_MS` for those readers to finish (new ones
-# read the database file); if they do not, it asks again one flood's size later.
+# read the database file). If they hold on, it asks again after one flood's size more,
+# then two, four...: readers that always hold longer than the wait cost the writer a
+# wait per doubling of the WAL, not one per write.
 _WAL_RESTART = 4
 _RESTART_WAIT_MS = 100
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
@@ -427,6 +429,7 @@ class SqliteStore:
         self._putting_off = False  # the writer connection checkpoints at the flood's size
         self._flood_pages = 0  # that size in pages, once the writer connection is open
         self._restart_at = _WAL_RESTART * flood_checkpoint_after  # WAL file size to ask a restart at
+        self._restart_step = flood_checkpoint_after  # ...and to ask again after, if readers held on
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -515,13 +518,16 @@ class SqliteStore:
             size = Path(f"{self.path}-wal").stat().st_size
         except OSError:
             return
-        if size < self._restart_at:
-            self._restart_at = _WAL_RESTART * self._flood_checkpoint_after
+        base = _WAL_RESTART * self._flood_checkpoint_after
+        if size < base:  # it started over, and was cut back
+            self._restart_at, self._restart_step = base, self._flood_checkpoint_after
             return
-        self._restart_at = size + self._flood_checkpoint_after  # if readers hold on, later
+        if size < self._restart_at:
+            return
         conn = self._writer
         if conn is None:
             return
+        busy = 1
         try:
             conn.execute(f"PRAGMA busy_timeout = {_RESTART_WAIT_MS}")
             busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
@@ -533,6 +539,11 @@ class SqliteStore:
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        if busy:  # readers held on: ask again later, and later still the next time
+            self._restart_at = size + self._restart_step
+            self._restart_step *= 2
+        else:  # the next write starts the WAL over and cuts the file back
+            self._restart_at = size + self._flood_checkpoint_after
 
     def idle(self) -> None:
         """The writer has had nothing to write for a while: checkpoint what a flood left."""
@@ -594,7 +605,8 @@ class SqliteStore:
                 self._flood_pages = max(self._checkpoint_pages, self._flood_checkpoint_after // page_size)
                 self._putting_off = False
                 conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
-                conn.execute(f"PRAGMA journal_size_limit = {self._flood_checkpoint_after}")
+                if "journal_size_limit" not in self._pragmas:
+                    conn.execute(f"PRAGMA journal_size_limit = {self._flood_checkpoint_after}")
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()
