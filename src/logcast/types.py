@@ -150,15 +150,9 @@ def _field(name: str) -> itemgetter[Any]:
 
 
 # A record's fields by position, for `map` over many records at once (a loop in C).
-SEQ_OF = _field("seq")
-TIMESTAMP_OF = _field("timestamp")
-LEVEL_OF = _field("level")
 MESSAGE_OF = _field("message")
 STREAM_OF = _field("stream")
 PROCESS_OF = _field("process")
-RUN_OF = _field("run")
-PARTIAL_OF = _field("partial")
-STATE_OF = _field("state")
 
 
 class GapReason(enum.StrEnum):
