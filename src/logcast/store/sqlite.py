@@ -428,7 +428,8 @@ class SqliteStore:
         self._may_put_off = "wal_autocheckpoint" not in self._pragmas
         self._putting_off = False  # the writer connection checkpoints at the flood's size
         self._flood_pages = 0  # that size in pages, once the writer connection is open
-        self._restart_at = _WAL_RESTART * flood_checkpoint_after  # WAL file size to ask a restart at
+        self._restart_base = _WAL_RESTART * flood_checkpoint_after
+        self._restart_at = self._restart_base  # WAL file size to ask a restart at
         self._restart_step = flood_checkpoint_after  # ...and to ask again after, if readers held on
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -518,27 +519,21 @@ class SqliteStore:
             size = Path(f"{self.path}-wal").stat().st_size
         except OSError:
             return
-        base = _WAL_RESTART * self._flood_checkpoint_after
-        if size < base:  # it started over, and was cut back
-            self._restart_at, self._restart_step = base, self._flood_checkpoint_after
+        if size < self._restart_base:  # it started over, and was cut back
+            self._restart_at, self._restart_step = self._restart_base, self._flood_checkpoint_after
             return
         if size < self._restart_at:
             return
         conn = self._writer
         if conn is None:
             return
-        busy = 1
         try:
             conn.execute(f"PRAGMA busy_timeout = {_RESTART_WAIT_MS}")
-            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
-            log.debug(
-                "%s: WAL of %d bytes, restart checkpoint %s", self.path, size, "busy" if busy else "done"
-            )
-        except sqlite3.Error as exc:
-            log.warning("checkpoint of %s failed (%s); the rows are committed", self.path, exc)
+            busy = self._checkpoint(conn, "RESTART")
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        log.debug("%s: WAL of %d bytes, restart checkpoint %s", self.path, size, "busy" if busy else "done")
         if busy:  # readers held on: ask again later, and later still the next time
             self._restart_at = size + self._restart_step
             self._restart_step *= 2
@@ -549,11 +544,17 @@ class SqliteStore:
         """The writer has had nothing to write for a while: checkpoint what a flood left."""
         with self._write_lock:
             if self._putting_off and not self._closed and self._writer is not None:
-                try:
-                    self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:
-                    log.warning("checkpoint of %s failed (%s); the rows are committed", self.path, exc)
+                self._checkpoint(self._writer, "PASSIVE")
                 self._give_checkpoints_back()
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> bool:
+        """Whether a checkpoint in `mode` left the WAL busy (readers held on, or it failed:
+        that is only logged, the rows being committed)."""
+        try:
+            return bool(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0])
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s failed (%s); the rows are committed", self.path, exc)
+            return True
 
     def _room_to_put_off(self) -> bool:
         if not self._may_put_off:
