@@ -35,7 +35,6 @@ from logcast.types import (
     LogRecord,
     ProcessState,
     Stream,
-    as_columns,
 )
 
 __all__ = ["SqliteStore"]
@@ -226,12 +225,14 @@ def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]]] | 
     """The usual run as (UTF-8 bytes, columns for `_insert_columns`), or None if the
     records are not lines of one run with consecutive seqs and storable text.
 
-    The records are turned into columns by a loop in C per field (`as_columns`), and every
-    check is a count or a comparison in C."""
+    The records are turned into columns at once (`zip(*records)`, a loop in C: a fifth
+    of what a `map` per field cost), and every check is a count or a comparison in C."""
     size = len(records)
     first = records[0]
-    seqs, timestamps, levels, messages, streams, _processes, runs, partial, states = as_columns(records)
-    if seqs != list(range(first.seq, first.seq + size)):
+    seqs, timestamps, levels, messages, streams, _processes, runs, partial, states = zip(
+        *records, strict=True
+    )
+    if seqs != tuple(range(first.seq, first.seq + size)):
         return None
     if Stream.SYSTEM in streams or runs.count(first.run) != size or states.count(None) != size:
         return None
