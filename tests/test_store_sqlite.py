@@ -258,7 +258,7 @@ def _overlapping_readers(db_path: Path, hold: float, stop: threading.Event) -> l
         try:
             while not stop.is_set():
                 conn.execute("BEGIN")
-                conn.execute("SELECT count(*) FROM records WHERE key > 0").fetchone()
+                conn.execute("SELECT count(*) FROM records WHERE seq > 0").fetchone()
                 stop.wait(hold)
                 conn.execute("COMMIT")
         finally:
@@ -422,9 +422,7 @@ async def test_sql_regexp_operator_is_case_insensitive(db_path: Path) -> None:
         assert isinstance(store, SqliteStore)
         rows = await store._run(
             "regexp",
-            lambda conn: conn.execute(
-                "SELECT key & 255 FROM records WHERE message REGEXP 'full$'"
-            ).fetchall(),
+            lambda conn: conn.execute("SELECT seq FROM records WHERE message REGEXP 'full$'").fetchall(),
         )
         assert rows == [(1,)]
 

@@ -16,7 +16,6 @@ import re
 import shutil
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -85,30 +84,10 @@ _WAL_RESTART = 4
 _RESTART_WAIT_MS = 100
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
-# `records` is a rowid table whose key packs the process id and the seq (`_key`): the
-# key is the only b-tree, a page of history or a tail is one range scan of it, and a
-# flood's rows go in at the end of their process's range. SQLite appends to a rowid
-# table's last page without rebalancing it; an index b-tree (the `WITHOUT ROWID` table
-# keyed by (pid, seq) of schema 1) is rebalanced on every page it fills: inserting a
-# million rows took a fifth longer and the file was a tenth larger. Names are interned
-# as ids in `meta`. `flags` packs `_PARTIAL` and `_NON_ASCII` (for the text search, see
-# `_where`). There is no index on time, which would slow every write: a time filter
-# scans the seq range instead.
-_SEQ_BITS = 44  # a process's seqs: 17.6 trillion lines, half a year at a million a second
-SEQ_MAX = (1 << _SEQ_BITS) - 1
-PROCESS_IDS = (1 << (63 - _SEQ_BITS)) - 1  # process names a file can hold (524,287): keys stay positive
-_RECORDS = f"""
-CREATE TABLE IF NOT EXISTS {{table}} (
-    key     INTEGER PRIMARY KEY,  -- meta.id << {_SEQ_BITS} | seq
-    ts      REAL    NOT NULL,
-    level   INTEGER NOT NULL,
-    stream  INTEGER NOT NULL,
-    run     INTEGER NOT NULL,
-    flags   INTEGER NOT NULL,
-    state   TEXT,
-    message TEXT    NOT NULL
-);
-"""
+# `records` is WITHOUT ROWID, keyed by (pid, seq): the key is the only b-tree, and a page
+# of history or a tail is one range scan. Names are interned as ids in `meta`. `flags`
+# packs `_PARTIAL` and `_NON_ASCII` (for the text search, see `_where`). There is no index
+# on time, which would slow every write: a time filter scans the seq range instead.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     id       INTEGER PRIMARY KEY,
@@ -118,21 +97,21 @@ CREATE TABLE IF NOT EXISTS meta (
     bytes    INTEGER NOT NULL DEFAULT 0,
     last_run INTEGER NOT NULL DEFAULT 0
 );
-""" + _RECORDS.format(table="records")
+CREATE TABLE IF NOT EXISTS records (
+    pid     INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    ts      REAL    NOT NULL,
+    level   INTEGER NOT NULL,
+    stream  INTEGER NOT NULL,
+    run     INTEGER NOT NULL,
+    flags   INTEGER NOT NULL,
+    state   TEXT,
+    message TEXT    NOT NULL,
+    PRIMARY KEY (pid, seq)
+) WITHOUT ROWID;
+"""
 
-
-def _key(pid: int, seq: int) -> int:
-    """The `records` key of `seq` of process id `pid`."""
-    return pid << _SEQ_BITS | seq
-
-
-def _seqs(first: int, last: int | None) -> tuple[int, int]:
-    """The seqs from `first` to `last` (None: the last there can be), within the key's
-    range: a bound beyond it must not reach another process's rows."""
-    return max(first, 0), SEQ_MAX if last is None else min(last, SEQ_MAX)
-
-
-_COLUMNS = f"key & {SEQ_MAX}, ts, level, stream, run, flags, state, message"  # the seq first
+_COLUMNS = "seq, ts, level, stream, run, flags, state, message"
 
 # Rows go in by the thousand per statement: `sqlite3_step` gives up the GIL, and while a
 # capture thread is busy, getting it back can take a whole switch interval, so one step
@@ -140,9 +119,9 @@ _COLUMNS = f"key & {SEQ_MAX}, ts, level, stream, run, flags, state, message"  # 
 # more steps, each a cached statement).
 #
 # Binding parameters holds the GIL, so the usual run of records (one process, one run,
-# consecutive seqs, no status records) goes in column-wise: the first key and the run
-# are bound once per statement, each row binds only what varies, and its key is the
-# first plus a literal offset in the SQL. Anything else (a retried batch, status records, text
+# consecutive seqs, no status records) goes in column-wise: pid, run and the first seq
+# are bound once per statement, each row binds only what varies, and its seq is the first
+# plus a literal offset in the SQL. Anything else (a retried batch, status records, text
 # SQLite cannot store, a run change) takes the row-wise path.
 #
 # Not many thousands, though: a prepared statement costs ~600 bytes a row, and the
@@ -150,21 +129,21 @@ _COLUMNS = f"key & {SEQ_MAX}, ts, level, stream, run, flags, state, message"  # 
 # paths). At 6,400 and 3,584 rows they were ~13 MB of SQLite's memory, and the server's
 # peak RSS in bench/burst.py --sse 1 --ws 0 was 33 MB higher than with these; the burst
 # went no slower with them (the GIL is given back more often, between smaller binds).
-_ROWS_PER_INSERT = 896  # 8 parameters a row
-_COLUMN_ROWS = 1600  # 5 parameters a row and 2 per statement
+_ROWS_PER_INSERT = 896  # 9 parameters a row
+_COLUMN_ROWS = 1600  # 5 parameters a row and 3 per statement
 
 
 @functools.lru_cache(maxsize=16)
 def _insert_sql(rows: int) -> str:
-    return "INSERT OR IGNORE INTO records VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return "INSERT OR IGNORE INTO records VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
 
 
 @functools.lru_cache(maxsize=16)
 def _column_sql(rows: int) -> str:
     values = ", ".join([f"({i}, ?, ?, ?, ?, ?)" for i in range(rows)])
     return (
-        "INSERT OR IGNORE INTO records (key, run, ts, level, stream, flags, state, message) "
-        f"SELECT ? + column1, ?, column2, column3, column4, column5, NULL, column6 FROM (VALUES {values})"
+        "INSERT OR IGNORE INTO records (pid, seq, run, ts, level, stream, flags, state, message) "
+        f"SELECT ?, ? + column1, ?, column2, column3, column4, column5, NULL, column6 FROM (VALUES {values})"
     )
 
 
@@ -188,10 +167,10 @@ def _insert_columns(
     while start < total:
         while total - start < step:
             step //= 2
-        params: list[Any] = [None] * (2 + width * step)
-        params[0:2] = (_key(pid, first_seq + start), run)
+        params: list[Any] = [None] * (3 + width * step)
+        params[0:3] = (pid, first_seq + start, run)
         for position, column in enumerate(columns):
-            params[2 + position :: width] = column[start : start + step]
+            params[3 + position :: width] = column[start : start + step]
         conn.execute(_column_sql(step), params)
         start += step
 
@@ -203,10 +182,6 @@ _NON_ASCII_FLAG = {True: 0, False: _NON_ASCII}
 def _write_run(conn: sqlite3.Connection, proc: _Proc, records: Sequence[LogRecord]) -> int:
     """Insert records of one process and count them into `proc`; return the rows written."""
     first = records[0]
-    if not 0 <= first.seq <= records[-1].seq <= SEQ_MAX:  # the hub's seqs only grow
-        raise sqlite3.DataError(
-            f"seqs {first.seq}..{records[-1].seq} of {first.process} are out of the store's range"
-        )
     batch = _columns(records) if first.seq > proc.last_seq else None
     if batch is None:
         rows = _rows(proc, records)
@@ -293,7 +268,8 @@ def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
             last_run = run
         append(
             (
-                pid << _SEQ_BITS | seq,
+                pid,
+                seq,
                 timestamp,
                 level_code[level],
                 stream_code[stream],
@@ -476,49 +452,12 @@ class SqliteStore:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
-                self._migrate(conn)
                 conn.executescript(_SCHEMA)
             finally:
                 conn.close()
             self._reservations.open()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Copy a file of schema 1 (`records` keyed by (pid, seq), `WITHOUT ROWID`) into
-        schema 2, in one transaction: a crash or a full disk leaves it as it was, and the
-        next start tries again. It needs as much free space as the history takes."""
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(records)")]
-        if "pid" not in columns:
-            return
-        failed = f"cannot convert {self.path} to this version's layout (it is left as it was)"
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows, low, top_pid, top_seq = conn.execute(
-                "SELECT count(*), min(seq), max(pid), max(seq) FROM records"
-            ).fetchone()
-            if rows and (low < 0 or top_seq > SEQ_MAX or top_pid > PROCESS_IDS):
-                raise StoreError(
-                    f"{failed}: it holds seqs from 0 to {SEQ_MAX} of {PROCESS_IDS} processes,"
-                    f" this file seqs {low}..{top_seq} and process id {top_pid}"
-                )
-            log.warning("converting the %d rows of %s to this version's layout", rows, self.path)
-            started = time.monotonic()
-            conn.execute(_RECORDS.format(table="records_2"))
-            conn.execute(
-                f"INSERT INTO records_2 SELECT pid << {_SEQ_BITS} | seq, ts, level, stream, run, flags, state,"
-                " message FROM records ORDER BY pid, seq"
-            )
-            conn.execute("DROP TABLE records")
-            conn.execute("ALTER TABLE records_2 RENAME TO records")
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{failed}: {exc}; it needs as much free space as its history takes") from exc
-        finally:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-        log.warning("converted %s in %.1fs", self.path, time.monotonic() - started)
 
     async def close(self) -> None:
         """Close every connection. Reads in flight must have finished; a write in
@@ -730,8 +669,6 @@ class SqliteStore:
             return replace(known)
         cursor = conn.execute("INSERT INTO meta (name) VALUES (?)", (name,))
         assert cursor.lastrowid is not None
-        if cursor.lastrowid > PROCESS_IDS:
-            raise sqlite3.DataError(f"{self.path} holds the history of {PROCESS_IDS} process names already")
         return _Proc(cursor.lastrowid, 0, 0, 0, 0)
 
     def _retain(self, conn: sqlite3.Connection, proc: _Proc) -> None:
@@ -743,9 +680,7 @@ class SqliteStore:
         if over <= 0:
             return
         if over > self._slack or proc.writes >= _RETENTION_EVERY:
-            conn.execute(
-                "DELETE FROM records WHERE key BETWEEN ? AND ?", (_key(proc.id, 0), _key(proc.id, cutoff))
-            )
+            conn.execute("DELETE FROM records WHERE pid = ? AND seq <= ?", (proc.id, cutoff))
             log.debug("retention: dropped seq <= %d of process id %d", cutoff, proc.id)
             proc.retained_from = cutoff + 1
             proc.writes = 0
@@ -813,14 +748,15 @@ class SqliteStore:
         if limit <= 0 or (upto is not None and upto <= after):
             return []
         cond, params = _where(query)
-        sql = f"SELECT {_COLUMNS} FROM records WHERE key BETWEEN ? AND ?{cond} ORDER BY key LIMIT ?"
-        first, last = _seqs(after + 1, upto)
+        upper = "" if upto is None else " AND seq <= ?"
+        bound = () if upto is None else (upto,)
+        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ? AND seq > ?{upper}{cond} ORDER BY seq LIMIT ?"
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)
-            if pid is None or first > last:
+            if pid is None:
                 return []
-            rows = conn.execute(sql, (_key(pid, first), _key(pid, last), *params, limit)).fetchall()
+            rows = conn.execute(sql, (pid, after, *bound, *params, limit)).fetchall()
             return _decode(process, rows)
 
         return await self._run("read", run, search=bool(cond))
@@ -837,14 +773,16 @@ class SqliteStore:
         if n <= 0:
             return []
         cond, params = _where(query)
-        sql = f"SELECT {_COLUMNS} FROM records WHERE key BETWEEN ? AND ?{cond} ORDER BY key DESC LIMIT ?"
-        first, last = _seqs(0 if after is None else after + 1, before)
+        upper = "" if before is None else " AND seq <= ?"
+        lower = "" if after is None else " AND seq > ?"
+        bound = (*(() if before is None else (before,)), *(() if after is None else (after,)))
+        sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ?{upper}{lower}{cond} ORDER BY seq DESC LIMIT ?"
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)
-            if pid is None or first > last:
+            if pid is None:
                 return []
-            rows = conn.execute(sql, (_key(pid, first), _key(pid, last), *params, n)).fetchall()
+            rows = conn.execute(sql, (pid, *bound, *params, n)).fetchall()
             rows.reverse()
             return _decode(process, rows)
 
@@ -853,9 +791,7 @@ class SqliteStore:
     async def meta(self, process: str) -> ProcessMeta:
         sql = (
             "SELECT last_seq, lines, bytes, last_run,"
-            f" (SELECT min(key) & {SEQ_MAX} FROM records"
-            f"  WHERE key BETWEEN meta.id << {_SEQ_BITS} AND meta.id << {_SEQ_BITS} | {SEQ_MAX})"
-            " FROM meta WHERE name = ?"
+            " (SELECT min(seq) FROM records WHERE pid = meta.id) FROM meta WHERE name = ?"
         )
 
         def run(conn: sqlite3.Connection) -> ProcessMeta:
@@ -897,12 +833,11 @@ class SqliteStore:
             pid = self._pid(conn, process)
             if pid is None:
                 return
-            first, last = _seqs(0, upto)
-            while first <= last:
+            while True:
                 cursor = conn.execute(
-                    "DELETE FROM records WHERE key IN"
-                    " (SELECT key FROM records WHERE key BETWEEN ? AND ? ORDER BY key LIMIT ?)",
-                    (_key(pid, first), _key(pid, last), _CLEAR_CHUNK),
+                    "DELETE FROM records WHERE pid = ? AND seq IN"
+                    " (SELECT seq FROM records WHERE pid = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                    (pid, pid, upto, _CLEAR_CHUNK),
                 )
                 if cursor.rowcount < _CLEAR_CHUNK:
                     break
