@@ -20,17 +20,28 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, groupby
-from operator import or_
+from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any, TypeVar
 
 from logcast.errors import StoreError
 from logcast.query import Query, cached_regex
 from logcast.store.base import ProcessMeta, StoreStats
+from logcast.store.packs import (
+    LEVEL_CODE,
+    LEVELS,
+    PACK_COLUMNS,
+    PACK_MAX,
+    PACKS_SCHEMA,
+    STREAMS,
+    cut_pack,
+    insert_packs,
+    pack_records,
+    pack_where,
+)
 from logcast.store.reserve import Reservations
 from logcast.types import (
     PROCESS_OF,
-    Level,
     LogRecord,
     ProcessState,
     Stream,
@@ -42,10 +53,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_LEVELS: tuple[Level, ...] = tuple(Level)
-_LEVEL_CODE: dict[Level, int] = {level: i for i, level in enumerate(_LEVELS)}
-_STREAMS: tuple[Stream, ...] = (Stream.STDOUT, Stream.STDERR, Stream.SYSTEM)
-_STREAM_CODE: dict[Stream, int] = {stream: i for i, stream in enumerate(_STREAMS)}
+_STREAM_CODE: dict[Stream, int] = {stream: i for i, stream in enumerate(STREAMS)}
 _SYSTEM = _STREAM_CODE[Stream.SYSTEM]
 _STATES: dict[str, ProcessState] = {state.value: state for state in ProcessState}
 
@@ -56,6 +64,8 @@ _RETENTION_EVERY = 64  # writes between two retention passes for a process barel
 _WRITER_CACHE_KIB = 4096  # the writer's page cache: more than a batch touches (~3 MB)
 _READER_CACHE_KIB = 512  # each reader's: reads are range scans, the OS caches the file
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
+_CLEAR_PACKS = 50  # ...and packs (up to 4,096 lines each)
+_SEQ_TOP = 2**63 - 1  # SQLite's largest integer: no seq is above it
 SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
 
 # Checkpoints copy the WAL back into the database file and sync both. SQLite runs one
@@ -85,10 +95,12 @@ _RESTART_WAIT_MS = 100
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
 # `records` is WITHOUT ROWID, keyed by (pid, seq): the key is the only b-tree, and a page
-# of history or a tail is one range scan. Names are interned as ids in `meta`. `flags`
+# of history or a tail is one range scan. A flood's lines go many to a row of `packs`
+# instead (`packs.py`): a read merges both by seq. Names are interned as ids in `meta`. `flags`
 # packs `_PARTIAL` and `_NON_ASCII` (for the text search, see `_where`). There is no index
 # on time, which would slow every write: a time filter scans the seq range instead.
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (
     id       INTEGER PRIMARY KEY,
     name     TEXT NOT NULL UNIQUE,
@@ -110,6 +122,8 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (pid, seq)
 ) WITHOUT ROWID;
 """
+    + PACKS_SCHEMA
+)
 
 _COLUMNS = "seq, ts, level, stream, run, flags, state, message"
 
@@ -187,8 +201,14 @@ def _write_run(conn: sqlite3.Connection, proc: _Proc, records: Sequence[LogRecor
         rows = _rows(proc, records)
         _insert_rows(conn, rows)
         return len(rows)
-    nbytes, columns = batch
-    _insert_columns(conn, proc.id, first.seq, first.run, columns)
+    nbytes, columns, partial = batch
+    timestamps, level_codes, stream_codes, _flags, messages = columns
+    left = insert_packs(
+        conn, proc.id, first.seq, first.run, timestamps, level_codes, stream_codes, partial, messages
+    )
+    for start, end in left:
+        part = columns if (start, end) == (0, len(records)) else [column[start:end] for column in columns]
+        _insert_columns(conn, proc.id, first.seq + start, first.run, part)
     proc.last_seq = records[-1].seq
     proc.lines += len(records)
     proc.bytes += nbytes
@@ -196,8 +216,8 @@ def _write_run(conn: sqlite3.Connection, proc: _Proc, records: Sequence[LogRecor
     return len(records)
 
 
-def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]]] | None:
-    """The usual run as (UTF-8 bytes, columns for `_insert_columns`), or None if the
+def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]], Sequence[bool]] | None:
+    """The usual run as (UTF-8 bytes, columns for `_insert_columns`, partial marks), or None if the
     records are not lines of one run with consecutive seqs and storable text.
 
     The records are turned into columns at once (`zip(*records)`, a loop in C: a fifth
@@ -228,9 +248,9 @@ def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]]] | 
                 map(_PARTIAL_FLAG.__getitem__, partial),
             )
         )
-    level_codes = list(map(_LEVEL_CODE.__getitem__, levels))
+    level_codes = list(map(LEVEL_CODE.__getitem__, levels))
     stream_codes = list(map(_STREAM_CODE.__getitem__, streams))
-    return nbytes, [timestamps, level_codes, stream_codes, flags, messages]
+    return nbytes, [timestamps, level_codes, stream_codes, flags, messages], partial
 
 
 def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
@@ -238,7 +258,7 @@ def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
     or below the last seq written are skipped (a retried batch)."""
     rows: list[tuple[Any, ...]] = []
     append = rows.append
-    level_code = _LEVEL_CODE
+    level_code = LEVEL_CODE
     stream_code = _STREAM_CODE
     system = Stream.SYSTEM
     pid = proc.id
@@ -316,7 +336,7 @@ def _decode(process: str, rows: list[tuple[Any, ...]]) -> list[LogRecord]:
     """Table rows (`_COLUMNS`) of `process` as records. Each is made by `tuple.__new__`
     from its fields: the named tuple's own `__new__` is a Python call, which made this
     take twice as long (a page of history is thousands of rows)."""
-    levels, streams, states = _LEVELS, _STREAMS, _STATES
+    levels, streams, states = LEVELS, STREAMS, _STATES
     return [
         _new(
             LogRecord,
@@ -336,6 +356,18 @@ def _decode(process: str, rows: list[tuple[Any, ...]]) -> list[LogRecord]:
     ]
 
 
+def _by_seq(singles: list[LogRecord], packed: list[LogRecord]) -> list[LogRecord]:
+    """Two runs of records in seq order, merged (sorting two runs is one merge)."""
+    if not packed:
+        return singles
+    if not singles:
+        return packed
+    return sorted(singles + packed, key=_SEQ)
+
+
+_SEQ = itemgetter(0)
+
+
 def _where(query: Query | None) -> tuple[str, list[Any]]:
     """SQL conditions (to AND with the seq range) and their parameters for `query`.
 
@@ -349,7 +381,7 @@ def _where(query: Query | None) -> tuple[str, list[Any]]:
     conds: list[str] = []
     params: list[Any] = []
     if query.levels is not None:
-        codes = sorted(_LEVEL_CODE[level] for level in query.levels)
+        codes = sorted(LEVEL_CODE[level] for level in query.levels)
         conds.append(f"level IN ({', '.join(map(str, codes))})" if codes else "0")
     if query.since is not None:
         conds.append("ts >= ?")
@@ -681,6 +713,10 @@ class SqliteStore:
             return
         if over > self._slack or proc.writes >= _RETENTION_EVERY:
             conn.execute("DELETE FROM records WHERE pid = ? AND seq <= ?", (proc.id, cutoff))
+            conn.execute(
+                "DELETE FROM packs WHERE pid = ? AND seq <= ? AND last <= ?", (proc.id, cutoff, cutoff)
+            )
+            cut_pack(conn, proc.id, cutoff)
             log.debug("retention: dropped seq <= %d of process id %d", cutoff, proc.id)
             proc.retained_from = cutoff + 1
             proc.writes = 0
@@ -751,13 +787,27 @@ class SqliteStore:
         upper = "" if upto is None else " AND seq <= ?"
         bound = () if upto is None else (upto,)
         sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ? AND seq > ?{upper}{cond} ORDER BY seq LIMIT ?"
+        pack_cond, pack_params = pack_where(query, "fold_contains")
+        # A pack holding seqs after `after` begins at most PACK_MAX - 1 before them.
+        packs_sql = (
+            f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{pack_cond}"
+            " ORDER BY seq"
+        )
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)
             if pid is None:
                 return []
             rows = conn.execute(sql, (pid, after, *bound, *params, limit)).fetchall()
-            return _decode(process, rows)
+            singles = _decode(process, rows)
+            # no pack line past the last single the read returns anyway is wanted
+            top = singles[-1].seq if len(singles) >= limit else _SEQ_TOP if upto is None else upto
+            lines: list[LogRecord] = []
+            for row in conn.execute(packs_sql, (pid, after - PACK_MAX, top, after, *pack_params)):
+                lines += pack_records(process, row, after, top, query)
+                if len(lines) >= limit:  # packs come in seq order, none overlapping
+                    break
+            return _by_seq(singles, lines)[:limit]
 
         return await self._run("read", run, search=bool(cond))
 
@@ -777,6 +827,12 @@ class SqliteStore:
         lower = "" if after is None else " AND seq > ?"
         bound = (*(() if before is None else (before,)), *(() if after is None else (after,)))
         sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ?{upper}{lower}{cond} ORDER BY seq DESC LIMIT ?"
+        pack_cond, pack_params = pack_where(query, "fold_contains")
+        packs_sql = (
+            f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{pack_cond}"
+            " ORDER BY seq DESC"
+        )
+        top = _SEQ_TOP if before is None else before
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)
@@ -784,14 +840,24 @@ class SqliteStore:
                 return []
             rows = conn.execute(sql, (pid, *bound, *params, n)).fetchall()
             rows.reverse()
-            return _decode(process, rows)
+            singles = _decode(process, rows)
+            # no pack line before the first single the tail returns anyway is wanted
+            bottom = singles[0].seq - 1 if len(singles) >= n else -1 if after is None else after
+            lines: list[LogRecord] = []
+            for row in conn.execute(packs_sql, (pid, bottom - PACK_MAX, top, bottom, *pack_params)):
+                lines[:0] = pack_records(process, row, bottom, top, query)
+                if len(lines) >= n:  # packs come in seq order, none overlapping
+                    break
+            merged = _by_seq(singles, lines)
+            return merged[-n:]
 
         return await self._run("tail", run, search=bool(cond))
 
     async def meta(self, process: str) -> ProcessMeta:
         sql = (
             "SELECT last_seq, lines, bytes, last_run,"
-            " (SELECT min(seq) FROM records WHERE pid = meta.id) FROM meta WHERE name = ?"
+            " (SELECT min(seq) FROM records WHERE pid = meta.id),"
+            " (SELECT min(seq) FROM packs WHERE pid = meta.id) FROM meta WHERE name = ?"
         )
 
         def run(conn: sqlite3.Connection) -> ProcessMeta:
@@ -799,10 +865,11 @@ class SqliteStore:
             reserved = self._reservations.reserved_upto(process)
             if row is None:
                 return ProcessMeta(reserved=reserved)
-            last_seq, lines, size, last_run, first_seq = row
+            last_seq, lines, size, last_run, first_single, first_packed = row
+            firsts = [seq for seq in (first_single, first_packed) if seq is not None]
             return ProcessMeta(
                 last_seq=last_seq,
-                first_seq=first_seq or 0,
+                first_seq=min(firsts) if firsts else 0,
                 lines=lines,
                 bytes=size,
                 last_run=last_run,
@@ -841,6 +908,17 @@ class SqliteStore:
                 )
                 if cursor.rowcount < _CLEAR_CHUNK:
                     break
+            while True:
+                cursor = conn.execute(
+                    "DELETE FROM packs WHERE pid = ? AND seq IN"
+                    " (SELECT seq FROM packs WHERE pid = ? AND seq <= ? AND last <= ? ORDER BY seq LIMIT ?)",
+                    (pid, pid, upto, upto, _CLEAR_PACKS),
+                )
+                if cursor.rowcount < _CLEAR_PACKS:
+                    break
+            conn.execute("BEGIN IMMEDIATE")
+            cut_pack(conn, pid, upto)
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"clear on {self.path}: {exc}") from exc
         finally:
