@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logcast.store.packs as packs
+import logcast.store.sqlite as sqlite_engine
+from logcast.errors import StoreError
 from logcast.query import Query, compile_regex
 from logcast.store import SqliteStore
 from logcast.types import Level, LogRecord, ProcessState, Stream
@@ -65,6 +67,8 @@ async def test_a_flood_goes_in_as_packs_and_reads_back_line_for_line(tmp_path: P
         assert _count(path, "packs") == 4  # 9,000 lines in 4,096, 4,096 and 808; 3,000 in one
         assert await store.read("p", limit=20_000) == flood
         assert await store.read("p", after=4095, limit=3) == flood[4095:4098]  # across two packs
+        assert await store.read("p", after=8191, limit=2) == flood[8191:8193]  # a full pack's last line
+        assert await store.tail("p", 2, after=8190, before=8192) == flood[8190:8192]
         assert await store.read("p", after=8990, upto=9035, limit=100) == flood[8990:9035]
         assert await store.tail("p", 5) == flood[-5:]
         assert await store.tail("p", 40, before=9020) == flood[8980:9020]
@@ -229,11 +233,12 @@ def test_packs_read_as_a_record_a_line_would(
     retain: int,
     clear: int | None,
 ) -> None:
-    """Small packs (3 to 5 lines, at most 12 characters of text) so that every read ends
-    inside one, against the model of a record a line."""
+    """Small packs (3 to 5 lines, at most 30 characters of text) so that every read ends
+    inside one, against the model of a record a line. Reads look back PACK_MAX for the
+    pack holding a seq: 5 here, so that a window one too short would show."""
     monkeypatch.setattr(packs, "PACK_MIN", 3)
     monkeypatch.setattr(packs, "PACK_MAX", 5)
-    monkeypatch.setattr(packs, "PACK_BYTES", 12)
+    monkeypatch.setattr(packs, "PACK_BYTES", 30)
     path = tmp_path_factory.mktemp("packs") / "h.sqlite3"
     model = MemoryStore(retain_lines=retain)
 
@@ -269,3 +274,45 @@ def test_packs_read_as_a_record_a_line_would(
                 assert (await store.meta(process)).first_seq == (await model.meta(process)).first_seq
 
     asyncio.run(check())
+
+
+async def test_a_commit_between_the_two_tables_reads_leaves_no_hole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read asks `records`, then `packs`: a batch committed in between (a few ordinary
+    lines, then a flood's arrival) must be seen by both or by neither. Found by a review:
+    each statement had its own snapshot, and the read missed the ordinary lines while
+    it returned the pack after them (a false gap for a reader)."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(lambda: SqliteStore(path)) as store:
+        await write(store, _arrival(1, 10, at=1.0))
+        late = _arrival(11, 10, at=2.0) + _arrival(21, 200, at=3.0)
+        real = sqlite_engine._decode
+        landed: list[int] = []
+
+        def decode_then_commit(process: str, rows: list[tuple[object, ...]]) -> list[LogRecord]:
+            if not landed:  # between the two statements of this read
+                store.write(late)
+                landed.append(len(late))
+            return real(process, rows)
+
+        monkeypatch.setattr(sqlite_engine, "_decode", decode_then_commit)
+        for read in (lambda: store.read("p", limit=1000), lambda: store.tail("p", 1000)):
+            landed.clear()
+            got = [r.seq for r in await read()]
+            assert landed and got == list(range(1, len(got) + 1)), got
+        monkeypatch.setattr(sqlite_engine, "_decode", real)
+        assert [r.seq for r in await store.read("p", limit=1000)] == list(range(1, 221))
+
+
+async def test_a_file_of_a_later_layout_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    async with opened(lambda: SqliteStore(path)) as store:
+        await write(store, _arrival(1, 100))
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_engine.SCHEMA_VERSION
+    conn.execute(f"PRAGMA user_version = {sqlite_engine.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match=r"newer logcast .* would miss lines"):
+        async with opened(lambda: SqliteStore(path)):
+            pass

@@ -45,7 +45,9 @@ LEVEL_CODE: dict[Level, int] = {level: i for i, level in enumerate(LEVELS)}
 STREAMS: tuple[Stream, ...] = (Stream.STDOUT, Stream.STDERR, Stream.SYSTEM)
 
 PACK_MIN = 64  # lines that arrived together: fewer go a row each
-PACK_MAX = 4096  # lines a pack holds at most; a read looks this far back for the pack holding a seq
+# Lines a pack holds at most; a read looks this far back for the pack holding a seq, so it
+# may grow in a later version only with a way to tell older files (`PRAGMA user_version`).
+PACK_MAX = 4096
 PACK_BYTES = 256 * 1024  # ...and bytes of text, unless fewer than PACK_MIN lines would fit
 
 PACKS_SCHEMA = """
@@ -191,7 +193,7 @@ def pack_records(
     end = min(upto, last) - seq + 1
     if start >= end:
         return []
-    texts = message.split("\n")[start:end]
+    texts = message.split("\n", end)[start:end]  # not the lines after `end`
     n = len(texts)
     flags = repeat(False, n) if partial is None else map(bool, partial[start:end])
     records = list(

@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 from logcast.errors import StoreError
 from logcast.query import Query, cached_regex
+from logcast.store import packs
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.store.packs import (
     LEVEL_CODE,
     LEVELS,
     PACK_COLUMNS,
-    PACK_MAX,
     PACKS_SCHEMA,
     STREAMS,
     cut_pack,
@@ -124,6 +124,11 @@ CREATE TABLE IF NOT EXISTS records (
 """
     + PACKS_SCHEMA
 )
+
+# The file's layout, in `PRAGMA user_version`: 1 has `packs`. A file of a later layout is
+# refused, since what this version does not know of it (a table, a wider pack) it would
+# not read nor clear. Versions before 1 did not look: they see a file's packed lines neither.
+SCHEMA_VERSION = 1
 
 _COLUMNS = "seq, ts, level, stream, run, flags, state, message"
 
@@ -484,7 +489,15 @@ class SqliteStore:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} was written by a newer logcast (layout {version}; this one"
+                        f" reads up to {SCHEMA_VERSION}): reading or writing it here would miss lines"
+                    )
                 conn.executescript(_SCHEMA)
+                if version < SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             finally:
                 conn.close()
             self._reservations.open()
@@ -750,16 +763,23 @@ class SqliteStore:
         return conn
 
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T], *, search: bool = False) -> T:
-        """Run `fn` on a reader connection in a worker thread. Filtered reads (`search`)
-        take threads of their own, at most `SEARCH_THREADS` at once: however many
-        searches are asked for, the pages that streams and viewers read are not queued
-        behind them."""
+        """Run `fn` on a reader connection in a worker thread, in one read transaction: its
+        statements (on `records`, then on `packs`) see one snapshot, so that a commit in
+        between cannot leave a hole in what it returns. Filtered reads (`search`) take
+        threads of their own, at most `SEARCH_THREADS` at once: however many searches
+        are asked for, the pages that streams and viewers read are not queued behind them."""
 
         def call() -> T:
             if self._closed:
                 raise StoreError("store is closed")
             try:
-                return fn(self._reader())
+                conn = self._reader()
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    with contextlib.suppress(sqlite3.Error):  # a read: nothing to keep or lose
+                        conn.execute("ROLLBACK")
             except sqlite3.Error as exc:
                 raise StoreError(f"{what} on {self.path}: {exc}") from exc
 
@@ -803,7 +823,7 @@ class SqliteStore:
             # no pack line past the last single the read returns anyway is wanted
             top = singles[-1].seq if len(singles) >= limit else _SEQ_TOP if upto is None else upto
             lines: list[LogRecord] = []
-            for row in conn.execute(packs_sql, (pid, after - PACK_MAX, top, after, *pack_params)):
+            for row in conn.execute(packs_sql, (pid, after - packs.PACK_MAX, top, after, *pack_params)):
                 lines += pack_records(process, row, after, top, query)
                 if len(lines) >= limit:  # packs come in seq order, none overlapping
                     break
@@ -844,7 +864,7 @@ class SqliteStore:
             # no pack line before the first single the tail returns anyway is wanted
             bottom = singles[0].seq - 1 if len(singles) >= n else -1 if after is None else after
             lines: list[LogRecord] = []
-            for row in conn.execute(packs_sql, (pid, bottom - PACK_MAX, top, bottom, *pack_params)):
+            for row in conn.execute(packs_sql, (pid, bottom - packs.PACK_MAX, top, bottom, *pack_params)):
                 lines[:0] = pack_records(process, row, bottom, top, query)
                 if len(lines) >= n:  # packs come in seq order, none overlapping
                     break
