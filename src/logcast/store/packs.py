@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate, groupby, repeat
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "PACK_MIN",
     "STREAMS",
     "cut_pack",
+    "filter_conditions",
     "insert_packs",
     "pack_records",
     "pack_where",
@@ -150,20 +151,19 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def pack_where(query: Query | None, fold_contains: str) -> tuple[str, list[Any]]:
-    """SQL conditions on `packs` (to AND with the seq range) that keep every pack holding
-    a line `query` matches: the time, a level among its lines, the text in the whole (a
-    line holding it means the whole does). The regex is left to `Query.matches`.
-    `fold_contains`: the SQL function that tells a case-folded needle in a text."""
-    if query is None:
-        return "", []
+def filter_conditions(
+    query: Query, level_in: Callable[[list[int]], str], non_ascii: str
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions for `query`'s levels, time and text, and their parameters, for both
+    tables: `level_in(codes)` tells a row holding a line of one of those level codes,
+    `non_ascii` a row whose text is not all ASCII. SQLite's `lower()` folds ASCII only,
+    which equals `str.casefold` for ASCII text; other text goes through Python's
+    `casefold` (`fold_contains`)."""
     conds: list[str] = []
     params: list[Any] = []
     if query.levels is not None:
         codes = sorted(LEVEL_CODE[level] for level in query.levels)
-        conds.append(
-            "(" + " OR ".join(f"instr(levels, x'{code:02x}') > 0" for code in codes) + ")" if codes else "0"
-        )
+        conds.append(level_in(codes) if codes else "0")
     if query.since is not None:
         conds.append("ts >= ?")
         params.append(query.since)
@@ -174,12 +174,26 @@ def pack_where(query: Query | None, fold_contains: str) -> tuple[str, list[Any]]
         needle = query.text.casefold()
         if needle.isascii():
             conds.append(
-                f"(CASE WHEN ascii THEN instr(lower(message), ?) > 0 ELSE {fold_contains}(message, ?) END)"
+                f"(CASE WHEN {non_ascii} THEN fold_contains(message, ?) ELSE instr(lower(message), ?) > 0 END)"
             )
             params += [needle, needle]
         else:  # an ASCII text folds to ASCII: it cannot hold this needle
-            conds.append(f"(NOT ascii AND {fold_contains}(message, ?))")
+            conds.append(f"({non_ascii} AND fold_contains(message, ?))")
             params.append(needle)
+    return conds, params
+
+
+def pack_where(query: Query | None) -> tuple[str, list[Any]]:
+    """SQL conditions on `packs` (to AND with the seq range) that keep every pack holding
+    a line `query` matches: the time, a level among its lines, the text in the whole (a
+    line holding it means the whole does). The regex is left to `Query.matches`."""
+    if query is None:
+        return "", []
+    conds, params = filter_conditions(
+        query,
+        lambda codes: "(" + " OR ".join(f"instr(levels, x'{code:02x}') > 0" for code in codes) + ")",
+        "NOT ascii",
+    )
     return "".join(f" AND {cond}" for cond in conds), params
 
 

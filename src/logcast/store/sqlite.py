@@ -35,6 +35,7 @@ from logcast.store.packs import (
     PACKS_SCHEMA,
     STREAMS,
     cut_pack,
+    filter_conditions,
     insert_packs,
     pack_records,
     pack_where,
@@ -376,35 +377,15 @@ _SEQ = itemgetter(0)
 def _where(query: Query | None) -> tuple[str, list[Any]]:
     """SQL conditions (to AND with the seq range) and their parameters for `query`.
 
-    They mean what `Query.matches` means. The regex runs through a registered function on
-    the query's own RE2 pattern (linear time). Text search is a case-folded substring:
-    SQLite's `lower()` folds ASCII only, which equals `str.casefold` for ASCII messages;
-    messages flagged non-ASCII go through Python's `casefold`.
+    They mean what `Query.matches` means: levels, time and text as `filter_conditions`
+    writes them, and the regex through a registered function on the query's own RE2
+    pattern (linear time).
     """
     if query is None:
         return "", []
-    conds: list[str] = []
-    params: list[Any] = []
-    if query.levels is not None:
-        codes = sorted(LEVEL_CODE[level] for level in query.levels)
-        conds.append(f"level IN ({', '.join(map(str, codes))})" if codes else "0")
-    if query.since is not None:
-        conds.append("ts >= ?")
-        params.append(query.since)
-    if query.until is not None:
-        conds.append("ts < ?")
-        params.append(query.until)
-    if query.text:
-        needle = query.text.casefold()
-        if needle.isascii():
-            conds.append(
-                f"(CASE WHEN flags & {_NON_ASCII} THEN fold_contains(message, ?)"
-                " ELSE instr(lower(message), ?) > 0 END)"
-            )
-            params += [needle, needle]
-        else:  # an ASCII message folds to ASCII: it cannot contain this needle
-            conds.append(f"(flags & {_NON_ASCII} AND fold_contains(message, ?))")
-            params.append(needle)
+    conds, params = filter_conditions(
+        query, lambda codes: f"level IN ({', '.join(map(str, codes))})", f"flags & {_NON_ASCII}"
+    )
     if query.regex is not None:
         conds.append("regexp(?, message)")
         params.append(query.regex.pattern)
@@ -807,7 +788,7 @@ class SqliteStore:
         upper = "" if upto is None else " AND seq <= ?"
         bound = () if upto is None else (upto,)
         sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ? AND seq > ?{upper}{cond} ORDER BY seq LIMIT ?"
-        pack_cond, pack_params = pack_where(query, "fold_contains")
+        pack_cond, pack_params = pack_where(query)
         # A pack holding seqs after `after` begins at most PACK_MAX - 1 before them.
         packs_sql = (
             f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{pack_cond}"
@@ -847,7 +828,7 @@ class SqliteStore:
         lower = "" if after is None else " AND seq > ?"
         bound = (*(() if before is None else (before,)), *(() if after is None else (after,)))
         sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ?{upper}{lower}{cond} ORDER BY seq DESC LIMIT ?"
-        pack_cond, pack_params = pack_where(query, "fold_contains")
+        pack_cond, pack_params = pack_where(query)
         packs_sql = (
             f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{pack_cond}"
             " ORDER BY seq DESC"
