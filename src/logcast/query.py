@@ -135,10 +135,5 @@ class Query:
             return False
         return self.regex is None or self.regex.search(record.message)
 
-    def filter(self, records: list[LogRecord]) -> list[LogRecord]:
-        if self.is_empty:
-            return records
-        return [record for record in records if self.matches(record)]
-
 
 EVERYTHING = Query()
