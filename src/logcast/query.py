@@ -19,6 +19,8 @@ def parse_levels(spec: str | None) -> frozenset[Level] | None:
     if spec is None or not spec.strip():
         return None
     names = [part.strip().lower() for part in spec.split(",") if part.strip()]
+    if not names:  # "," names no level: no filter, as an empty value
+        return None
     try:
         levels = [Level(name) for name in names]
     except ValueError:
@@ -118,8 +120,8 @@ class Query:
 
     @property
     def is_empty(self) -> bool:
-        return not (
-            self.levels or self.text or self.regex or self.since is not None or self.until is not None
+        return self.levels is None and not (  # an empty set of levels matches nothing
+            self.text or self.regex or self.since is not None or self.until is not None
         )
 
     def matches(self, record: LogRecord) -> bool:

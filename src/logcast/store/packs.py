@@ -228,7 +228,7 @@ def pack_records(
             ),
         )
     )
-    if query is not None and (query.levels is not None or not query.is_empty):  # no level: none matches
+    if query is not None and not query.is_empty:
         records = list(filter(query.matches, records))
     return records
 
