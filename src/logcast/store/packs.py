@@ -3,8 +3,8 @@
 A row per line costs SQLite a b-tree insert and its bound values per line, and the store
 writer's thread spends the GIL and a core on it: in a flood of a million lines that was
 most of the writer's time, and what capture could take in beside it was about half of
-what it took with no store writes (bench/ingest.py: 350,000-360,000 lines/s into the hub
-against 610,000-640,000). A run of at least `PACK_MIN` lines that arrived together (one
+what it took with no store writes (bench/ingest.py: 330,000-367,000 lines/s into the hub
+against 470,000-640,000). A run of at least `PACK_MIN` lines that arrived together (one
 process, run and stream, one arrival time, consecutive seqs) therefore goes into one row
 of `packs`: the texts joined by "\\n" (a framed line holds none), a level code a line, a
 partial mark a line where any is partial. Ordinary output, a line or a few per read,
