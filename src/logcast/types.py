@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
+MAX_SEQ = 2**63 - 1  # the largest sequence number: SQLite's INTEGER is a signed 64-bit number
+
 
 class Level(enum.StrEnum):
     DEBUG = "debug"
@@ -150,6 +152,7 @@ def _field(name: str) -> itemgetter[Any]:
 
 
 # A record's fields by position, for `map` over many records at once (a loop in C).
+SEQ_OF = _field("seq")
 MESSAGE_OF = _field("message")
 STREAM_OF = _field("stream")
 PROCESS_OF = _field("process")

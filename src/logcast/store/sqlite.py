@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, groupby
-from operator import itemgetter, or_
+from operator import or_
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +42,9 @@ from logcast.store.packs import (
 )
 from logcast.store.reserve import Reservations
 from logcast.types import (
+    MAX_SEQ,
     PROCESS_OF,
+    SEQ_OF,
     LogRecord,
     ProcessState,
     Stream,
@@ -66,7 +68,6 @@ _WRITER_CACHE_KIB = 4096  # the writer's page cache: more than a batch touches (
 _READER_CACHE_KIB = 512  # each reader's: reads are range scans, the OS caches the file
 _CLEAR_CHUNK = 50_000  # rows deleted per transaction by clear(), so the writer is not held up
 _CLEAR_PACKS = 50  # ...and packs (up to 4,096 lines each)
-_SEQ_TOP = 2**63 - 1  # SQLite's largest integer: no seq is above it
 SEARCH_THREADS = 2  # filtered reads (searches) running at once; more wait their turn
 
 # Checkpoints copy the WAL back into the database file and sync both. SQLite runs one
@@ -368,10 +369,7 @@ def _by_seq(singles: list[LogRecord], packed: list[LogRecord]) -> list[LogRecord
         return singles
     if not singles:
         return packed
-    return sorted(singles + packed, key=_SEQ)
-
-
-_SEQ = itemgetter(0)
+    return sorted(singles + packed, key=SEQ_OF)
 
 
 def _where(query: Query | None) -> tuple[str, list[Any]]:
@@ -802,7 +800,7 @@ class SqliteStore:
             rows = conn.execute(sql, (pid, after, *bound, *params, limit)).fetchall()
             singles = _decode(process, rows)
             # no pack line past the last single the read returns anyway is wanted
-            top = singles[-1].seq if len(singles) >= limit else _SEQ_TOP if upto is None else upto
+            top = singles[-1].seq if len(singles) >= limit else MAX_SEQ if upto is None else upto
             lines: list[LogRecord] = []
             for row in conn.execute(packs_sql, (pid, after - packs.PACK_MAX, top, after, *pack_params)):
                 lines += pack_records(process, row, after, top, query)
@@ -833,7 +831,7 @@ class SqliteStore:
             f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{pack_cond}"
             " ORDER BY seq DESC"
         )
-        top = _SEQ_TOP if before is None else before
+        top = MAX_SEQ if before is None else before
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)

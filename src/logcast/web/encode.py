@@ -17,12 +17,11 @@ import orjson
 
 from logcast.hub import Entry, Gap, Hub, Journal
 from logcast.types import (
+    MAX_SEQ,
     EventType,
     LogRecord,
     Stream,
 )
-
-MAX_SEQ = 2**63 - 1  # the largest sequence number: SQLite's INTEGER is a signed 64-bit number
 
 
 def parse_seq(text: str, what: str) -> int:

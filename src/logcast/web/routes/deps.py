@@ -18,7 +18,7 @@ from logcast.engine import Engine
 from logcast.query import Query as LogQuery
 from logcast.query import compile_regex, parse_levels
 from logcast.schemas import Process
-from logcast.web.encode import MAX_SEQ
+from logcast.types import MAX_SEQ
 
 MAX_PAGE = 10_000
 
