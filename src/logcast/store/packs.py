@@ -243,7 +243,7 @@ def cut_pack(conn: sqlite3.Connection, pid: int, upto: int) -> None:
         return
     seq, last, ts, stream, run, _ascii, levels, partial, message = row
     drop = upto + 1 - seq
-    text = "\n".join(message.split("\n")[drop:])
+    text = message.split("\n", drop)[drop]  # what follows the first `drop` lines, as it is
     conn.execute("DELETE FROM packs WHERE pid = ? AND seq = ?", (pid, seq))
     conn.execute(
         _INSERT,
