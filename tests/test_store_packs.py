@@ -316,3 +316,32 @@ async def test_a_file_of_a_later_layout_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"newer logcast .* would miss lines"):
         async with opened(lambda: SqliteStore(path)):
             pass
+
+
+async def test_a_full_disk_mid_flood_leaves_no_half_pack_and_the_retry_stores_it_once(tmp_path: Path) -> None:
+    """max_page_count caps the file, as a full disk would: the pack that does not fit
+    leaves no trace, and once there is room the same batch goes in once."""
+    path = tmp_path / "h.sqlite3"
+    async with opened(lambda: SqliteStore(path, pragmas={"max_page_count": 96})) as store:
+        seq = 0
+        failed: list[LogRecord] = []
+        for _ in range(1000):
+            batch = [r._replace(message=f"{r.seq:07d} " + "y" * 200) for r in _arrival(seq + 1, 200)]
+            try:
+                await write(store, batch)
+            except StoreError as exc:
+                assert "full" in str(exc)
+                failed = batch
+                break
+            seq += 200
+        assert failed and seq, "the database never filled up, or nothing fitted"
+        assert _count(path, "packs") == seq // 200  # each batch that fitted is one pack, whole
+        meta = await store.meta("p")
+        assert (meta.last_seq, meta.lines) == (seq, seq)
+        assert [r.seq for r in await store.read("p", limit=100_000)] == list(range(1, seq + 1))
+        await store.clear("p", seq - 100)  # room, by a clear that cuts the last pack
+        await write(store, failed)
+        await write(store, failed)  # a retry of what is stored already adds nothing
+        assert [r.seq for r in await store.read("p", limit=100_000)] == list(range(seq - 99, seq + 201))
+        assert (await store.read("p", after=seq, limit=500)) == failed
+        assert (await store.meta("p")).lines == seq + 200
