@@ -36,10 +36,15 @@ from logcast.types import Entry
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.001  # the GIL's, in seconds
-# glibc's malloc serves large blocks (a pipe read, a store page, a socket write) from mmap
-# only above a threshold it raises each time such a block is freed; then they come from the
-# heap, which a flood fragments for good. A fixed threshold keeps them mapped and returned.
-MMAP_THRESHOLD = 128 * 1024
+# glibc's malloc serves large blocks from mmap only above a threshold it raises each time
+# such a block is freed (up to 32 MiB); then a store page or a large socket write comes from
+# the heap, which a flood fragments for good. A fixed threshold keeps those mapped and
+# returned. It stands above a pipe read (`READ_SIZE`, 1 MiB) and the text framed from it:
+# a flood allocates and frees several of those per read, and at 128 KiB each one was a
+# fresh mapping, faulted in page by page (bench/tail.py's flood: 390,000 page faults and
+# 0.4 s of the framer thread's system time; 85,000-150,000 with this, the server's CPU
+# 0.3-0.6 s lower, bench/burst.py's peak RSS 6-9 MB higher).
+MMAP_THRESHOLD = 2 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 FOLLOW_BATCH = 2000  # entries `follow` takes at a time
 
