@@ -303,15 +303,23 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
+# Plain names: these run once per line, and an enum member's lookup costs more than the
+# rest of the choice (`live_sse`: 1.02 against 0.79 us a line, timeit).
+_SYSTEM = Stream.SYSTEM
+_STATUS, _REALTIME = EventType.STATUS, EventType.REALTIME
+_SSE_STATUS, _SSE_REALTIME = _SSE_HEAD[_STATUS], _SSE_HEAD[_REALTIME]
+
+
 def _live_kind(record: LogRecord) -> EventType:
-    return EventType.STATUS if record.stream is Stream.SYSTEM else EventType.REALTIME
+    return _STATUS if record.stream is _SYSTEM else _REALTIME
 
 
 def live_sse(record: LogRecord) -> bytes:
     """The SSE message of a record read live: `realtime`, or `status` for a state change."""
+    head = _SSE_STATUS if record.stream is _SYSTEM else _SSE_REALTIME
     # orjson's own result, not encode_log's exact-size copy: it is spliced into a new
     # bytes object at once and never kept.
-    return _sse_record(_live_kind(record), record, orjson.dumps(record.as_dict()))
+    return b"id: %d%s%s}\n\n" % (record.seq, head, orjson.dumps(record.as_dict()))
 
 
 def live_json(record: LogRecord) -> bytes:
