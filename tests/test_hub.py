@@ -699,6 +699,43 @@ async def test_a_failing_idle_does_not_stop_the_writer(caplog: pytest.LogCapture
         await hub.close()
 
 
+async def test_after_a_flood_an_idle_writer_gives_free_memory_back_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`TRIM_AFTER` records written, then a quiet `store_idle_after`: one trim; a trickle
+    below it, or more quiet time, none; a trim that fails is logged and changes nothing."""
+    monkeypatch.setattr(writer_module, "TRIM_AFTER", 1000)
+    trims: list[int] = []
+
+    def trim() -> None:
+        trims.append(store.last.get("app", 0))
+        if len(trims) == 2:
+            raise OSError("trim failed (simulated)")
+
+    store = MemoryStore()
+    hub = Hub(store, store_idle_after=0.05, trim=trim)
+    await hub.open(["app"])
+    try:
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"a{i}" for i in range(600))))
+        await wait_until(lambda: store.last.get("app") == 600)
+        idles = store.idles
+        await wait_until(lambda: store.idles >= idles + 3)
+        assert trims == []  # 600 < TRIM_AFTER
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"b{i}" for i in range(600))))
+        await wait_until(lambda: trims == [1200])  # 1,200 since the start, then quiet
+        idles = store.idles
+        await wait_until(lambda: store.idles >= idles + 3)
+        assert trims == [1200]  # counted from the trim: nothing more to give back
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"c{i}" for i in range(1000))))
+        await wait_until(lambda: len(trims) == 2)
+        assert "giving free memory back failed" in caplog.text
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("after the failure"))
+        await wait_until(lambda: store.last.get("app") == 2201)
+        assert hub.stats("app")["store_lost"] == 0
+    finally:
+        await hub.close()
+
+
 class SlowUpkeep(MemoryStore):
     """A store whose upkeep lasts while its gate is closed."""
 

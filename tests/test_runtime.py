@@ -1,9 +1,11 @@
-"""`tune_runtime`: glibc's mmap threshold as `serve` sets it, seen from malloc's own counts.
+"""glibc's allocator as `serve` sets it (`tune_runtime`) and trims it (`libc.malloc_trim`),
+seen from malloc's own counts and the process's RSS.
 
 Each check runs in a child interpreter: the settings are process-wide."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -11,51 +13,89 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(os, "confstr") or "CS_GNU_LIBC_VERSION" not in os.confstr_names,
-    reason="glibc only",
-)
 
-PROBE = textwrap.dedent(
-    """
-    import ctypes
-    from logcast.capture.reader import READ_SIZE
-    from logcast.engine import tune_runtime
+def _glibc_with_mallinfo2() -> bool:
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+    except (ValueError, OSError):
+        return False
+    return hasattr(ctypes.CDLL(None), "mallinfo2")  # glibc 2.33 and later
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-            "fordblks", "keepcost")]
 
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = MallInfo2
+pytestmark = pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="glibc 2.33+ only")
 
-    def mapped():  # bytes malloc holds in blocks mapped apart
-        return libc.mallinfo2().hblkhd
+COMMON = """
+import ctypes, resource
+from logcast.capture.reader import READ_SIZE
+from logcast.engine import tune_runtime
+from logcast.libc import malloc_trim
 
-    tune_runtime()
-    # A pipe read's worth, made and freed again and again as a flood does per read: from
-    # the heap, not a fresh mapping each time (faulted in page by page). glibc's own
-    # threshold would rise past it too, but only after the first large block was freed.
-    base = mapped()
-    read = b"x" * READ_SIZE
-    read_mapped = mapped() - base
-    del read
-    # A block far above the threshold stays mapped apart (given back when freed), also
-    # after one was freed: the threshold is fixed, where glibc's own would rise.
-    big = b"x" * (16 << 20)
-    del big
-    big = b"x" * (16 << 20)
-    big_mapped = mapped() - base
-    print(read_mapped, big_mapped)
-    """
-)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+def mapped():  # bytes malloc holds in blocks mapped apart
+    return libc.mallinfo2().hblkhd
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+"""
+
+
+def probe(code: str) -> list[int]:
+    script = COMMON + textwrap.dedent(code)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return [int(word) for word in out.stdout.split()]
 
 
 def test_a_flood_s_read_buffers_come_from_the_heap_and_large_blocks_are_mapped() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
-    ).stdout
-    read_mapped, big_mapped = map(int, out.split())
+    read_mapped, big_mapped = probe(
+        """
+        tune_runtime()
+        # A pipe read's worth, as a flood makes and frees several a read: from the heap,
+        # not a mapping of its own (glibc's own threshold starts at 128 KiB).
+        base = mapped()
+        read = b"x" * READ_SIZE
+        read_mapped = mapped() - base
+        del read
+        # A block well above the threshold stays mapped apart (given back when freed), also
+        # after one was freed: the threshold is fixed, where glibc's own would rise.
+        big = b"x" * (16 << 20)
+        del big
+        big = b"x" * (16 << 20)
+        print(read_mapped, mapped() - base)
+        """
+    )
     assert read_mapped == 0
     assert big_mapped >= 16 << 20
+
+
+def test_a_trim_gives_back_what_a_flood_left_between_blocks_in_use() -> None:
+    """What `StoreWriter` does once a flood is over: the heap, holed by freed read buffers
+    between smaller blocks that live on (the lists of a chunk's lines), shrinks back."""
+    held, kept, trimmed = probe(
+        """
+        tune_runtime()
+        base = rss()
+        reads, records = [], []
+        for i in range(64):
+            reads.append(b"x" * READ_SIZE)
+            records.append([None] * 10_000)  # a chunk's list of lines, living on in the ring
+        held = rss() - base
+        del reads
+        kept = rss() - base
+        malloc_trim()
+        print(held, kept, rss() - base)
+        """
+    )
+    assert held >= 60 << 20
+    assert kept >= 48 << 20, "the heap kept no holes: this check would prove nothing"
+    assert trimmed < 16 << 20

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import socket
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 from logcast.config import ProcessSettings, Settings
 from logcast.hub import Hub
+from logcast.libc import fix_mmap_threshold
 from logcast.loop import cancel_all
 from logcast.samples import INTERVAL as SAMPLE_INTERVAL
 from logcast.samples import SampleLog
@@ -36,16 +36,17 @@ from logcast.types import Entry
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.001  # the GIL's, in seconds
-# glibc's malloc serves large blocks from mmap only above a threshold it raises each time
-# such a block is freed (up to 32 MiB); then a store page or a large socket write comes from
-# the heap, which a flood fragments for good. A fixed threshold keeps those mapped and
-# returned. It stands above a pipe read (`READ_SIZE`, 1 MiB) and the text framed from it:
-# a flood allocates and frees several of those per read, and at 128 KiB each one was a
-# fresh mapping, faulted in page by page (bench/tail.py's flood: 390,000 page faults and
-# 0.4 s of the framer thread's system time; 85,000-150,000 with this, the server's CPU
-# 0.3-0.6 s lower, bench/burst.py's peak RSS 6-9 MB higher).
+# glibc's malloc serves a block from mmap only above a threshold that it raises each time
+# such a block is freed (up to 32 MiB); past that, large blocks come from the heap too and
+# a flood leaves it fragmented. A fixed threshold keeps the blocks above it mapped apart
+# and given back when freed. It stands above a pipe read (`READ_SIZE`, 1 MiB) and the text
+# framed from it, which a flood makes and frees several times a read: at 128 KiB each was
+# a fresh mapping, faulted in page by page (bench/tail.py's flood: ~390,000 page faults,
+# 0.4 s of the framer's system time; 85,000-150,000 at 2 MiB, the server's CPU 0.3-0.6 s
+# lower). Blocks below it (those, 256 KiB packs, SSE batches) come from the heap, which
+# keeps what lies freed between blocks still in use: the store writer gives that back
+# once a flood is over (`StoreWriter`'s trim).
 MMAP_THRESHOLD = 2 << 20
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 FOLLOW_BATCH = 2000  # entries `follow` takes at a time
 
 
@@ -55,31 +56,14 @@ def tune_runtime() -> None:
     Records are tuples that live a while in the ring and form no cycles: the cyclic
     collector runs rarely, and what exists after start-up is frozen out of it. A short
     GIL switch interval lets the store writer and the readers back in sooner beside a
-    busy framer (bench/ingest.py measures both). The fixed mmap threshold keeps a
-    flood's large buffers from fragmenting the heap (bench/burst.py's peak RSS).
+    busy framer (bench/ingest.py measures both). For the fixed mmap threshold see
+    `MMAP_THRESHOLD`.
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(500_000, 50, 100)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    _fix_mmap_threshold()
-
-
-def _fix_mmap_threshold() -> bool:
-    """Make glibc's mmap threshold fixed (`MMAP_THRESHOLD`); False where there is no glibc."""
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-    except (ValueError, OSError):  # not glibc (musl, macOS)
-        return False
-    import ctypes
-
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the process's own libc: no search
-    if mallopt is None:
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    fix_mmap_threshold(MMAP_THRESHOLD)
 
 
 class Processes(Protocol):

@@ -26,6 +26,7 @@ from logcast.hub.reserver import Reserver
 from logcast.hub.ring import Ring
 from logcast.hub.subscription import Phase, Subscription
 from logcast.hub.writer import IDLE_AFTER, StoreWriter
+from logcast.libc import malloc_trim
 from logcast.query import Query
 from logcast.store.base import Store
 from logcast.types import Level, Lines, LogRecord, ProcessState, Stream
@@ -56,6 +57,7 @@ class Hub:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         store_idle_after: float = IDLE_AFTER,
+        trim: Callable[[], object] = malloc_trim,
     ) -> None:
         self.store = store
         self.memory_lines = memory_lines
@@ -71,7 +73,12 @@ class Hub:
         self._wake_cost = 0.0  # s the last wakes' turns took the loop (smoothed)
         self.pages = PageCache(store)
         self.writer = StoreWriter(
-            store, self.journals, on_commit=self._announce, monotonic=monotonic, idle_after=store_idle_after
+            store,
+            self.journals,
+            on_commit=self._announce,
+            monotonic=monotonic,
+            idle_after=store_idle_after,
+            trim=trim,
         )
         self.reserver = Reserver(store, self.journals, on_visible=self._announce, monotonic=monotonic)
 

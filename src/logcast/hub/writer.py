@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from logcast.errors import StoreError
 from logcast.hub.journal import Journal
 from logcast.hub.worker import Worker
+from logcast.libc import malloc_trim
 from logcast.store.base import Store
 from logcast.types import LogRecord
 
@@ -30,6 +31,9 @@ HOLD_CHECK = 0.1  # s between two looks of a held capture thread at a silent wri
 SMALL_ROUND = 2_000
 WRITE_PAUSE = 0.02
 IDLE_AFTER = 1.0  # s without anything to write, after which the store does its upkeep (`Store.idle`)
+# Records written since the last trim after which an idle writer also gives the C heap's
+# free memory back (`trim`): a flood's buffers leave it full of holes that glibc keeps.
+TRIM_AFTER = 100_000
 
 
 class StoreWriter(Worker):
@@ -43,10 +47,13 @@ class StoreWriter(Worker):
         on_commit: Callable[[str], None],
         monotonic: Callable[[], float] = time.monotonic,
         idle_after: float = IDLE_AFTER,
+        trim: Callable[[], object] = malloc_trim,
     ) -> None:
         super().__init__(store, journals, monotonic=monotonic)
         self._on_commit = on_commit
         self._idle_after = idle_after
+        self._trim = trim
+        self._untrimmed = 0  # records written since the last trim
         self._batch_lock = threading.Lock()  # held while a batch is written
         self._progress = threading.Condition(threading.Lock())  # a round ended
         self._rounds = 0  # rounds ended, either way; guarded by _progress
@@ -159,9 +166,10 @@ class StoreWriter(Worker):
                 return
 
     def _idle(self) -> None:
-        """Nothing to write for `idle_after` s: the store's upkeep (a SQLite checkpoint).
-        It counts as a write in progress, so that capture held meanwhile by a burst is let
-        go after `WRITER_STALL` as it would be by a slow write."""
+        """Nothing to write for `idle_after` s: the store's upkeep (a SQLite checkpoint),
+        and after a flood (`TRIM_AFTER` records) the process's free memory goes back to
+        the system. It counts as a write in progress, so that capture held meanwhile by a
+        burst is let go after `WRITER_STALL` as it would be by a slow write."""
         self._write_started = self._monotonic()
         try:
             self._store.idle()
@@ -169,6 +177,12 @@ class StoreWriter(Worker):
             log.exception("history store upkeep failed")
         finally:
             self._write_started = None
+        if self._untrimmed >= TRIM_AFTER:
+            self._untrimmed = 0
+            try:
+                self._trim()
+            except Exception:  # memory kept a while longer; nothing else depends on it
+                log.exception("giving free memory back failed")
 
     def _write_round(self) -> int:
         """Write one batch of everything not yet persisted; the records it wrote (0: none)."""
@@ -210,6 +224,7 @@ class StoreWriter(Worker):
                 raise
             finally:
                 self._write_started = None
+            self._untrimmed += len(batch)
             for journal, end in ends:
                 with journal.lock:
                     visible = journal.visible_seq

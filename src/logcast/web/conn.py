@@ -9,15 +9,14 @@ ASGI gives an app no handle on its connection, and ending a response makes uvico
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import os
-import platform
 import socket
 import struct
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Protocol
+
+from logcast.libc import CAN_TRIM, malloc_trim
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +109,6 @@ class Conn:
         asyncio.get_running_loop().call_later(after, check)
 
 
-def _malloc_trim() -> Callable[[], object] | None:
-    if platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
-
-
-_TRIM = _malloc_trim()
 _trim_due: set[asyncio.AbstractEventLoop] = set()
 
 
@@ -131,7 +116,7 @@ def trim_soon(delay: float = TRIM_DELAY) -> None:
     """Give the memory freed by aborted connections back to the system, in `delay`
     seconds (one trim for a whole wave of aborts): the buffers of many cut clients leave
     holes in the C heap that glibc's allocator would otherwise keep."""
-    if _TRIM is None:
+    if not CAN_TRIM:
         return
     loop = asyncio.get_running_loop()
     if loop in _trim_due:
@@ -140,8 +125,8 @@ def trim_soon(delay: float = TRIM_DELAY) -> None:
 
     def trim() -> None:
         _trim_due.discard(loop)
-        if _TRIM is not None and not loop.is_closed():
-            loop.run_in_executor(None, _TRIM)
+        if not loop.is_closed():
+            loop.run_in_executor(None, malloc_trim)
 
     loop.call_later(delay, trim)
 
