@@ -145,6 +145,12 @@ def test_live_wire_bytes_validate() -> None:
         assert ident == str(record.seq)
         assert got.type == ("status" if record.stream is Stream.SYSTEM else "realtime")  # type: ignore[attr-defined]
         assert event(ws_payload(encode.live_ws_json(record))) == got
+        # the same bytes as the SSE message of an event (`live_sse` writes its own envelope)
+        kind = EventType.STATUS if record.stream is Stream.SYSTEM else EventType.REALTIME
+        assert encode.live_sse(record) == b"id: %d\ndata: %s\n\n" % (
+            record.seq,
+            encode.event_json(kind, record),
+        )
 
 
 def test_gap_complete_end_and_error_events_validate() -> None:
