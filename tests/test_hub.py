@@ -699,12 +699,16 @@ async def test_a_failing_idle_does_not_stop_the_writer(caplog: pytest.LogCapture
         await hub.close()
 
 
+def flood_lines(tag: str, count: int) -> Lines:
+    return lines(*(f"{tag}{i:09d}" for i in range(count)))  # 10 characters a line
+
+
 async def test_after_a_flood_an_idle_writer_gives_free_memory_back_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`TRIM_AFTER` records written, then a quiet `store_idle_after`: one trim; a trickle
-    below it, or more quiet time, none; a trim that fails is logged and changes nothing."""
-    monkeypatch.setattr(writer_module, "TRIM_AFTER", 1000)
+    """`TRIM_AFTER` characters written, then a quiet `store_idle_after`: one trim; less
+    than that, or more quiet time, none; a trim that fails is logged and changes nothing."""
+    monkeypatch.setattr(writer_module, "TRIM_AFTER", 10_000)
     trims: list[int] = []
 
     def trim() -> None:
@@ -716,22 +720,52 @@ async def test_after_a_flood_an_idle_writer_gives_free_memory_back_once(
     hub = Hub(store, store_idle_after=0.05, trim=trim)
     await hub.open(["app"])
     try:
-        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"a{i}" for i in range(600))))
+        hub.lines("app", 1, Stream.STDOUT, 1.0, flood_lines("a", 600))
         await wait_until(lambda: store.last.get("app") == 600)
         idles = store.idles
         await wait_until(lambda: store.idles >= idles + 3)
-        assert trims == []  # 600 < TRIM_AFTER
-        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"b{i}" for i in range(600))))
-        await wait_until(lambda: trims == [1200])  # 1,200 since the start, then quiet
+        assert trims == []  # 6,000 characters < TRIM_AFTER
+        hub.lines("app", 1, Stream.STDOUT, 1.0, flood_lines("b", 600))
+        await wait_until(lambda: trims == [1200])  # 12,000 since the start, then quiet
         idles = store.idles
         await wait_until(lambda: store.idles >= idles + 3)
         assert trims == [1200]  # counted from the trim: nothing more to give back
-        hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"c{i}" for i in range(1000))))
+        hub.lines("app", 1, Stream.STDOUT, 1.0, flood_lines("c", 1000))
         await wait_until(lambda: len(trims) == 2)
         assert "giving free memory back failed" in caplog.text
         hub.lines("app", 1, Stream.STDOUT, 1.0, lines("after the failure"))
         await wait_until(lambda: store.last.get("app") == 2201)
         assert hub.stats("app")["store_lost"] == 0
+    finally:
+        await hub.close()
+
+
+async def test_the_heap_is_given_back_once_output_is_calm_not_during_a_flood(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trickle after a flood never leaves the writer idle: the trim comes once no round
+    was a flood's (`SMALL_ROUND` records) for `idle_after`, on the writer's clock; flood
+    rounds however far apart in time never trim."""
+    monkeypatch.setattr(writer_module, "TRIM_AFTER", 10_000)
+    monkeypatch.setattr(writer_module, "SMALL_ROUND", 500)
+    trims: list[int] = []
+    store = MemoryStore()
+    clock = FakeClock()
+    hub = Hub(store, monotonic=clock, store_idle_after=30.0, trim=lambda: trims.append(store.last["app"]))
+    await hub.open(["app"])
+    try:
+        for n, tag in enumerate("abc", 1):  # three flood rounds, 31 s apart
+            hub.lines("app", 1, Stream.STDOUT, 1.0, flood_lines(tag, 600))
+            await wait_until(lambda n=n: store.last.get("app") == 600 * n)  # type: ignore[misc]
+            clock.advance(31.0)
+        assert trims == []  # 18,000 characters, but never calm
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("trickle 1"))
+        await wait_until(lambda: store.last.get("app") == 1801)
+        assert trims == []  # calm only since this round
+        clock.advance(31.0)
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("trickle 2"))
+        await wait_until(lambda: trims == [1802])  # calm for idle_after, the writer never idle
+        assert store.idles == 0
     finally:
         await hub.close()
 

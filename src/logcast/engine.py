@@ -45,7 +45,7 @@ SWITCH_INTERVAL = 0.001  # the GIL's, in seconds
 # 0.4 s of the framer's system time; 85,000-150,000 at 2 MiB, the server's CPU 0.3-0.6 s
 # lower). Blocks below it (those, 256 KiB packs, SSE batches) come from the heap, which
 # keeps what lies freed between blocks still in use: the store writer gives that back
-# once a flood is over (`StoreWriter`'s trim).
+# once output is calm again after a flood (`StoreWriter._trim_when_calm`).
 MMAP_THRESHOLD = 2 << 20
 FOLLOW_BATCH = 2000  # entries `follow` takes at a time
 

@@ -18,7 +18,7 @@ from logcast.hub.journal import Journal
 from logcast.hub.worker import Worker
 from logcast.libc import malloc_trim
 from logcast.store.base import Store
-from logcast.types import LogRecord
+from logcast.types import MESSAGE_OF, LogRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,10 @@ HOLD_CHECK = 0.1  # s between two looks of a held capture thread at a silent wri
 SMALL_ROUND = 2_000
 WRITE_PAUSE = 0.02
 IDLE_AFTER = 1.0  # s without anything to write, after which the store does its upkeep (`Store.idle`)
-# Records written since the last trim after which an idle writer also gives the C heap's
-# free memory back (`trim`): a flood's buffers leave it full of holes that glibc keeps.
-TRIM_AFTER = 100_000
+# Characters of text written since the last trim after which the writer gives the C
+# heap's free memory back (`trim`) once output is calm again: a flood's read buffers leave
+# the heap full of holes that glibc keeps (see engine.MMAP_THRESHOLD).
+TRIM_AFTER = 32 << 20
 
 
 class StoreWriter(Worker):
@@ -53,7 +54,8 @@ class StoreWriter(Worker):
         self._on_commit = on_commit
         self._idle_after = idle_after
         self._trim = trim
-        self._untrimmed = 0  # records written since the last trim
+        self._untrimmed = 0  # characters of text written since the last trim
+        self._calm_since: float | None = None  # since when no round was a flood's (None: the last was)
         self._batch_lock = threading.Lock()  # held while a batch is written
         self._progress = threading.Condition(threading.Lock())  # a round ended
         self._rounds = 0  # rounds ended, either way; guarded by _progress
@@ -135,11 +137,15 @@ class StoreWriter(Worker):
             self._wanted.clear()
             stopping = self._stopping.is_set()
             last = 0  # records the last round wrote
+            most = 0  # ...and the largest round
             try:
                 while written := self._write_round():
                     last = written
+                    most = max(most, written)
                 if not (woken or last or stopping or self._wanted.is_set()):
                     self._idle()
+                else:
+                    self._trim_when_calm(most)
                 backoff = 0.0
                 if 0 < last < SMALL_ROUND and not stopping:
                     # a trickle: let it gather into one commit, unless someone waits
@@ -167,9 +173,9 @@ class StoreWriter(Worker):
 
     def _idle(self) -> None:
         """Nothing to write for `idle_after` s: the store's upkeep (a SQLite checkpoint),
-        and after a flood (`TRIM_AFTER` records) the process's free memory goes back to
-        the system. It counts as a write in progress, so that capture held meanwhile by a
-        burst is let go after `WRITER_STALL` as it would be by a slow write."""
+        and the heap given back if a flood went before (`_give_memory_back`). It counts
+        as a write in progress, so that capture held meanwhile by a burst is let go after
+        `WRITER_STALL` as it would be by a slow write."""
         self._write_started = self._monotonic()
         try:
             self._store.idle()
@@ -177,12 +183,36 @@ class StoreWriter(Worker):
             log.exception("history store upkeep failed")
         finally:
             self._write_started = None
-        if self._untrimmed >= TRIM_AFTER:
-            self._untrimmed = 0
-            try:
-                self._trim()
-            except Exception:  # memory kept a while longer; nothing else depends on it
-                log.exception("giving free memory back failed")
+        self._give_memory_back()
+
+    def _trim_when_calm(self, most: int) -> None:
+        """After rounds of which the largest wrote `most` records: the heap given back once
+        no round was a flood's (`SMALL_ROUND` records or more) for `idle_after` s. A
+        trickle after a flood never leaves the writer idle, so this does not wait for that."""
+        now = self._monotonic()
+        if most >= SMALL_ROUND:
+            self._calm_since = None
+            return
+        if self._calm_since is None:
+            self._calm_since = now
+        if now - self._calm_since >= self._idle_after:
+            self._give_memory_back()
+
+    def _give_memory_back(self) -> None:
+        """The C heap's free memory back to the system (`trim`, glibc's `malloc_trim`),
+        once `TRIM_AFTER` characters were written since the last time. It holds the
+        allocator of each thread in turn for a while (~15 ms for 150 MB of holes), so it
+        counts as a write in progress too."""
+        if self._untrimmed < TRIM_AFTER:
+            return
+        self._untrimmed = 0  # a trim that failed is tried again after as much more text
+        self._write_started = self._monotonic()
+        try:
+            self._trim()
+        except Exception:  # the memory stays with the process; nothing else depends on it
+            log.exception("giving free memory back failed")
+        finally:
+            self._write_started = None
 
     def _write_round(self) -> int:
         """Write one batch of everything not yet persisted; the records it wrote (0: none)."""
@@ -224,7 +254,7 @@ class StoreWriter(Worker):
                 raise
             finally:
                 self._write_started = None
-            self._untrimmed += len(batch)
+            self._untrimmed += sum(map(len, map(MESSAGE_OF, batch)))
             for journal, end in ends:
                 with journal.lock:
                     visible = journal.visible_seq
