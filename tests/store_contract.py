@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from logcast.errors import StoreError
 from logcast.query import Query, compile_regex, parse_levels
 from logcast.store.base import ProcessMeta, Store
 from logcast.types import Level, LogRecord, ProcessState, Stream
@@ -62,6 +63,24 @@ def status(seq: int, state: ProcessState, *, process: str = "p", run: int = 1) -
 async def write(store: Store, records: Sequence[LogRecord]) -> None:
     """As the hub does: synchronously, in a thread that is not the event loop's."""
     await asyncio.to_thread(store.write, records)
+
+
+async def fill_until_full(
+    store: Store, batch_at: Callable[[int], list[LogRecord]], size: int
+) -> tuple[int, list[LogRecord]]:
+    """Write batches of `size` records (`batch_at(first_seq)`) until the store reports
+    itself full (a capped file, as a full disk would be): the last seq written, and the
+    batch that did not fit. Fails if the store never fills up."""
+    seq = 0
+    for _ in range(1000):
+        batch = batch_at(seq + 1)
+        try:
+            await write(store, batch)
+        except StoreError as exc:
+            assert "full" in str(exc)
+            return seq, batch
+        seq += size
+    raise AssertionError("the database never filled up")
 
 
 @asynccontextmanager

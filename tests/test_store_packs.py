@@ -20,7 +20,7 @@ from logcast.query import Query, compile_regex
 from logcast.store import SqliteStore
 from logcast.types import Level, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
-from tests.store_contract import opened, write
+from tests.store_contract import fill_until_full, opened, write
 
 
 def _count(path: Path, table: str) -> int:
@@ -323,18 +323,12 @@ async def test_a_full_disk_mid_flood_leaves_no_half_pack_and_the_retry_stores_it
     leaves no trace, and once there is room the same batch goes in once."""
     path = tmp_path / "h.sqlite3"
     async with opened(lambda: SqliteStore(path, pragmas={"max_page_count": 96})) as store:
-        seq = 0
-        failed: list[LogRecord] = []
-        for _ in range(1000):
-            batch = [r._replace(message=f"{r.seq:07d} " + "y" * 200) for r in _arrival(seq + 1, 200)]
-            try:
-                await write(store, batch)
-            except StoreError as exc:
-                assert "full" in str(exc)
-                failed = batch
-                break
-            seq += 200
-        assert failed and seq, "the database never filled up, or nothing fitted"
+        seq, failed = await fill_until_full(
+            store,
+            lambda first: [r._replace(message=f"{r.seq:07d} " + "y" * 200) for r in _arrival(first, 200)],
+            200,
+        )
+        assert seq, "nothing fitted"
         assert _count(path, "packs") == seq // 200  # each batch that fitted is one pack, whole
         meta = await store.meta("p")
         assert (meta.last_seq, meta.lines) == (seq, seq)

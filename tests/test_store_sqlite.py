@@ -24,7 +24,7 @@ from logcast.query import Query
 from logcast.store import SqliteStore, open_store
 from logcast.store.base import Store
 from logcast.types import Level, LogRecord, ProcessState, Stream
-from tests.store_contract import Factory, StoreContract, opened, rec, write
+from tests.store_contract import Factory, StoreContract, fill_until_full, opened, rec, write
 
 
 @pytest.fixture
@@ -70,18 +70,9 @@ async def test_locked_database_raises_store_error_then_a_retry_succeeds(db_path:
 async def test_full_disk_raises_store_error_and_nothing_is_half_written(db_path: Path) -> None:
     # max_page_count caps the file, as a full disk would.
     async with opened(lambda: SqliteStore(db_path, pragmas={"max_page_count": 64})) as store:
-        seq = 0
-        failed: list[Any] = []
-        for _ in range(1000):
-            batch = [rec(s, "y" * 200) for s in range(seq + 1, seq + 51)]
-            try:
-                await write(store, batch)
-            except StoreError as exc:
-                assert "full" in str(exc)
-                failed = batch
-                break
-            seq += 50
-        assert failed, "the database never filled up"
+        seq, failed = await fill_until_full(
+            store, lambda first: [rec(s, "y" * 200) for s in range(first, first + 50)], 50
+        )
         assert store.stats.errors == 1
         assert store.stats.last_error is not None and "full" in store.stats.last_error
         meta = await store.meta("p")
