@@ -37,7 +37,7 @@ __all__ = [
     "filter_conditions",
     "insert_packs",
     "pack_records",
-    "pack_where",
+    "select_packs",
 ]
 
 # How both tables store a level and a stream.
@@ -183,18 +183,24 @@ def filter_conditions(
     return conds, params
 
 
-def pack_where(query: Query | None) -> tuple[str, list[Any]]:
-    """SQL conditions on `packs` (to AND with the seq range) that keep every pack holding
-    a line `query` matches: the time, a level among its lines, the text in the whole (a
-    line holding it means the whole does). The regex is left to `Query.matches`."""
-    if query is None:
-        return "", []
-    conds, params = filter_conditions(
-        query,
-        lambda codes: "(" + " OR ".join(f"instr(levels, x'{code:02x}') > 0" for code in codes) + ")",
-        "NOT ascii",
-    )
-    return "".join(f" AND {cond}" for cond in conds), params
+def select_packs(query: Query | None, *, descending: bool) -> tuple[str, list[Any]]:
+    """The packs of a process (`pid`) that begin in (low, high] and end after `above`, in
+    seq order (`descending`: newest first), and only those that may hold a line `query`
+    matches: the time, a level among its lines, the text in the whole (a line holding it
+    means the whole does); the regex is left to `Query.matches`. The SQL wants
+    (pid, low, high, above) then the parameters returned with it."""
+    conds: list[str] = []
+    params: list[Any] = []
+    if query is not None:
+        conds, params = filter_conditions(
+            query,
+            lambda codes: "(" + " OR ".join(f"instr(levels, x'{code:02x}') > 0" for code in codes) + ")",
+            "NOT ascii",
+        )
+    where = "".join(f" AND {cond}" for cond in conds)
+    order = "DESC" if descending else "ASC"
+    sql = f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{where} ORDER BY seq {order}"
+    return sql, params
 
 
 def pack_records(

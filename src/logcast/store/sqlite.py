@@ -31,14 +31,13 @@ from logcast.store.base import ProcessMeta, StoreStats
 from logcast.store.packs import (
     LEVEL_CODE,
     LEVELS,
-    PACK_COLUMNS,
     PACKS_SCHEMA,
     STREAMS,
     cut_pack,
     filter_conditions,
     insert_packs,
     pack_records,
-    pack_where,
+    select_packs,
 )
 from logcast.store.reserve import Reservations
 from logcast.types import (
@@ -786,12 +785,8 @@ class SqliteStore:
         upper = "" if upto is None else " AND seq <= ?"
         bound = () if upto is None else (upto,)
         sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ? AND seq > ?{upper}{cond} ORDER BY seq LIMIT ?"
-        pack_cond, pack_params = pack_where(query)
         # A pack holding seqs after `after` begins at most PACK_MAX - 1 before them.
-        packs_sql = (
-            f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{pack_cond}"
-            " ORDER BY seq"
-        )
+        packs_sql, pack_params = select_packs(query, descending=False)
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
             pid = self._pid(conn, process)
@@ -826,11 +821,7 @@ class SqliteStore:
         lower = "" if after is None else " AND seq > ?"
         bound = (*(() if before is None else (before,)), *(() if after is None else (after,)))
         sql = f"SELECT {_COLUMNS} FROM records WHERE pid = ?{upper}{lower}{cond} ORDER BY seq DESC LIMIT ?"
-        pack_cond, pack_params = pack_where(query)
-        packs_sql = (
-            f"SELECT {PACK_COLUMNS} FROM packs WHERE pid = ? AND seq > ? AND seq <= ? AND last > ?{pack_cond}"
-            " ORDER BY seq DESC"
-        )
+        packs_sql, pack_params = select_packs(query, descending=True)
         top = MAX_SEQ if before is None else before
 
         def run(conn: sqlite3.Connection) -> list[LogRecord]:
