@@ -6,24 +6,17 @@ Each check runs in a child interpreter: the settings are process-wide."""
 from __future__ import annotations
 
 import ctypes
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from logcast.libc import CAN_TRIM  # glibc, whose malloc_trim the process can call
 
-def _glibc() -> bool:
-    try:
-        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
-    except (ValueError, OSError):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _glibc(), reason="glibc only")
+pytestmark = pytest.mark.skipif(not CAN_TRIM, reason="glibc only")
 needs_mallinfo2 = pytest.mark.skipif(
-    not _glibc() or not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc 2.33 and later"
+    not CAN_TRIM or not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc 2.33 and later"
 )
 
 COMMON = """
