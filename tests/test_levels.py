@@ -167,3 +167,146 @@ def test_a_plain_batch_reads_json_and_tier2_words_on_its_first_and_last_lines() 
         for batch in ([edge, *plain], [*plain, edge]):
             assert detect_levels(batch) == [detect_level(line) or Level.INFO for line in batch]
             assert level in detect_levels(batch), edge
+
+
+# Batches of one shape: a program's front (its numbers changed from line to line), what
+# stands right before the level token, the token, what follows. `detect_levels` reads such
+# a batch by shape, not by a search per line (`_same_shape`); it must still agree with
+# each line read alone, whatever stands around the token.
+FRONTS = [
+    "",
+    "2026-12-06 12:00:00,123 - app - ",
+    "2026-12-06T12:00:00.123456Z  ",
+    'time="2026-12-06T12:00:00Z" ',
+    "[2026-12-06 12:00:00] ",
+    "I1206 12:00:00.123456 1234 ",
+    "E1206 ",
+    "0.00.035.060 ",
+    '{"msg": "x", "level": "error"} ',
+    "x" * 100,
+    "x" * 115,
+    "é ",
+    "٣ ",
+]
+BEFORE = [
+    "",
+    " ",
+    "[",
+    "[ ",
+    "\t",
+    "level=",
+    "lvl='",
+    '"level": ',
+    '"level":\t',
+    "x",
+    "m",
+    "\x1b[32m",
+    ":",
+    "ERR",
+    "E",
+]
+TOKENS = [
+    "INFO",
+    "WARN",
+    "WARNING",
+    "ERROR",
+    "ERR",
+    "level=info",
+    "lvl=warn",
+    "severity=error",
+    "[info]",
+    "[ warn ]",
+    "\tERROR\t",
+    '"level": "error"',
+    '"level": 30',
+    "I",
+    "W ",
+    "info:",
+    "Traceback",
+]
+AFTERS = [
+    "",
+    " ",
+    ":",
+    "x",
+    "]",
+    " ]",
+    "\t",
+    "\x1b[0m",
+    "\x1bX",
+    "\n",
+    "/",
+    "ING",
+    "-",
+    "=1",
+    ":12] ok",
+    " error: no",
+]
+
+
+def _vary_digits(text: str, draw: st.DrawFn) -> str:
+    digits = draw(st.lists(st.sampled_from("0123456789"), min_size=len(text), max_size=len(text)))
+    return "".join(d if c in "0123456789" else c for c, d in zip(text, digits, strict=True))
+
+
+@st.composite
+def one_shape_batches(draw: st.DrawFn) -> list[str]:
+    front = draw(st.lists(st.sampled_from(FRONTS), max_size=2).map("".join)) + draw(st.sampled_from(BEFORE))
+    token = draw(st.sampled_from(TOKENS))
+    after = st.lists(st.sampled_from(AFTERS + FRAGMENTS[-12:]), max_size=3).map("".join)
+    lines = []
+    for _ in range(draw(st.integers(min_value=2, max_value=12))):
+        if draw(st.integers(0, 5)):  # mostly the batch's shape, its numbers changed
+            line = _vary_digits(front, draw) + token + draw(after)
+        else:
+            line = (
+                draw(st.sampled_from(FRONTS)) + draw(st.sampled_from(BEFORE)) + draw(st.sampled_from(TOKENS))
+            )
+        lines.append(line)
+    return lines
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=1000)
+@given(one_shape_batches())
+def test_a_batch_read_by_its_shape_agrees_with_single_lines(lines: list[str]) -> None:
+    assert detect_levels(lines) == [detect_level(line) or Level.INFO for line in lines]
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        # glog's header at the start is read up to its `]`, far past a token inside it
+        ["I1206 12:00:00.123456 1234 WARN:12 x"] * 3 + ["I1206 12:00:00.123456 1234 WARN:12] x"],
+        # a one-letter level's look-ahead reads the whole header
+        ["E1206 12:00:00.123456 1234 main.cc:12] boom"] * 3 + ["E1206 nothing to see"],
+        # a JSON line is read by its key, wherever it stands
+        ['{"msg": "x INFO y", "level": "error"}'] * 3 + ['{"msg": "x INFO z", "level": "warn"}'],
+        # a newline inside a line must not shift the lines after it
+        ["INFO", "INFO", "INFO", "a\nINFO", "ERROR here", "INFO", "INFO", "INFO"],
+    ],
+    ids=["glog header", "glog letter", "json", "newline"],
+)
+def test_lines_alike_in_front_but_read_differently_are_told_apart(batch: list[str]) -> None:
+    expected = [detect_level(line) or Level.INFO for line in batch]
+    assert len(set(expected)) == 2, expected  # the case means something
+    assert detect_levels(batch) == expected
+
+
+def test_a_batch_of_one_shape_is_read_without_a_search_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shape path is taken (a search per line would be counted), and lines of another
+    shape among them are still read one by one."""
+    lines = [f"2026-12-06 12:00:{i % 60:02d},{i:03d} - app - INFO - request {i} done" for i in range(200)]
+    lines[7] = "2026-12-06 12:00:07,007 - app - ERROR - request 7 failed"
+    lines[9] = "something else entirely"
+    searched: list[str] = []
+    each = levels_module._search_each
+
+    def counting(texts: list[str]) -> list[Level]:
+        searched.extend(texts)
+        return each(texts)
+
+    monkeypatch.setattr(levels_module, "_search_each", counting)
+    result = detect_levels(lines)
+    assert result == [detect_level(line) or Level.INFO for line in lines]
+    assert result[7] is Level.ERROR and result.count(Level.INFO) == 199
+    assert len(searched) <= 2

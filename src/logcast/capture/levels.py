@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
-from itertools import accumulate, count, repeat
+from itertools import accumulate, compress, count, repeat
 from operator import add, getitem, itemgetter
 from typing import cast
 
@@ -232,12 +232,26 @@ def detect_levels(texts: list[str]) -> list[Level]:
     one by one, and those without a match go on to tier 2 together.
     """
     size = len(texts)
-    if size > 1 and _TIER1.search(texts[0], 0, WINDOW) is None:
-        windows = "".join(map(getitem, texts, repeat(_WINDOW_SLICE, size))).encode("utf-8", "surrogatepass")
-        if len(windows.translate(None, _TIER1_FIRST_BYTES)) == len(windows):
-            quiet = [_INFO] * size
-            _silent_batch(texts, range(size), quiet)
-            return quiet
+    if size > 1:
+        first = _TIER1.search(texts[0], 0, WINDOW)
+        if first is None:
+            windows = "".join(map(getitem, texts, repeat(_WINDOW_SLICE, size))).encode(
+                "utf-8", "surrogatepass"
+            )
+            if len(windows.translate(None, _TIER1_FIRST_BYTES)) == len(windows):
+                quiet = [_INFO] * size
+                _silent_batch(texts, range(size), quiet)
+                return quiet
+        else:
+            shaped = _same_shape(texts, first)
+            if shaped is not None:
+                return shaped
+    return _search_each(texts)
+
+
+def _search_each(texts: list[str]) -> list[Level]:
+    """`detect_levels` with a tier-1 search of every line."""
+    size = len(texts)
     matches = list(map(_TIER1.search, texts, repeat(0, size), repeat(WINDOW, size)))
     if None in matches:
         return _detect_each(texts, matches)
@@ -249,6 +263,94 @@ def detect_levels(texts: list[str]) -> list[Level]:
                 level = _tier1(text, found[index])
                 levels[index] = _INFO if level is None else level
     return levels  # type: ignore[return-value]  # no None is left
+
+
+# A line's shape, for `_same_shape`: its characters with every digit made "0", so that
+# lines differing only in their numbers (timestamps, counters, pids) have one shape. The
+# pattern tells digits apart only in a JSON level value (pino's 30), never shaped.
+_SHAPE = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _same_shape(texts: list[str], first: re.Match[str]) -> list[Level] | None:
+    """The levels of a batch most of whose lines share one shape, without a search per
+    line; None when searching each line is the way.
+
+    A program's lines mostly share their front up to the level token, differing only in
+    numbers (a timestamp, a pid). Every attempt the regex engine makes before a line's
+    first tier-1 match, and the match itself, reads only its first `stop` characters
+    (`_front`). So each line whose first `stop` characters have the shape of the
+    first line's (or, if few lines share that, a middle line's) finds the same first
+    match, hence the same level. The other lines are a batch of their own (another
+    format, another level), shaped in turn while they are the fewer half: a batch costs
+    at most about two passes.
+    """
+    size = len(texts)
+    front = _sampled_front(texts, 0, first)
+    if front is None:  # the first line may be the odd one out: try one from the middle
+        match = _TIER1.search(texts[size // 2], 0, WINDOW)
+        front = None if match is None else _sampled_front(texts, size // 2, match)
+        if front is None:
+            return None
+    stop, shape, level = front
+    joined = "\n".join(map(getitem, texts, repeat(slice(0, stop), size)))
+    if joined.count("\n") != size - 1:
+        return None  # a newline inside a line: `$` may match before it
+    # UTF-8 has no newline byte inside a character: the shapes split where the lines do
+    shapes = joined.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    if shapes == b"\n".join(repeat(shape, size)):
+        return [level] * size
+    others = list(compress(range(size), map(shape.__ne__, shapes.split(b"\n"))))
+    rest = list(map(texts.__getitem__, others))
+    found = detect_levels(rest) if 2 * len(rest) <= size else _search_each(rest)
+    levels = [level] * size
+    for index, level_found in zip(others, found, strict=True):
+        levels[index] = level_found
+    return levels
+
+
+def _sampled_front(texts: list[str], index: int, match: re.Match[str]) -> tuple[int, bytes, Level] | None:
+    """`_front` of line `index` (whose first match is `match`) if most of a few lines
+    spread over the batch have its shape: that tells a batch of mostly one shape from
+    interleaved formats before a pass over it (which would cost more than it saves)."""
+    front = _front(texts[index], match)
+    if front is None:
+        return None
+    stop, shape, _ = front
+    size = len(texts)
+    sample = {0, 1, size // 4, size // 2, 3 * size // 4, size - 1} - {index}
+    if sum(_shape(texts[i][:stop]) == shape for i in sample) * 3 < len(sample) * 2:
+        return None
+    return front
+
+
+def _front(text: str, first: re.Match[str]) -> tuple[int, bytes, Level] | None:
+    """For `_same_shape`: how many characters of `text` its first tier-1 match (`first`)
+    depends on, their shape, and the level; None if that cannot be bounded.
+
+    The match reads one character past its end, and an attempt the engine made before
+    it at most two: a token stands after a delimiter or begins with one, which no level
+    word and no bracketed, tabbed, `level=` or JSON form reads on through (a bracketed
+    word, say, stops at the `]` it wants after the token and a space). Look-behinds
+    stay in the line. Unbounded are glog's header
+    (a letter at the start, read on to its `]`) and llama.cpp's letter; JSON lines are read
+    by their key, beyond the window: those are not shaped."""
+    start, end = first.span()
+    token = first[0]
+    if text[:1] == "{" or len(token) < 2:
+        return None  # JSON lines; one-letter levels (glog, llama.cpp)
+    if start and text[0] in "IWEF" and text[1:2].isdigit():
+        return None  # an attempt at glog's header reads on to its end
+    level = _FAST.get(token)
+    if level is None:
+        level = _tier1(text, first)
+        if level is None:
+            level = _INFO
+    stop = end + 2
+    return stop, _shape(text[:stop]), level
+
+
+def _shape(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass").translate(_SHAPE)
 
 
 def _detect_each(texts: list[str], matches: list[re.Match[str] | None]) -> list[Level]:
