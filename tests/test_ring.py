@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from logcast.hub.ring import Ring
+from logcast.hub.ring import RECORD_OVERHEAD, Ring
 from logcast.types import Level, LogRecord, ProcessState, Stream
 
 
@@ -211,3 +211,27 @@ def test_statuses_follow_the_ring_through_random_drops() -> None:
         b = rnd.randint(a, last)
         assert [r.seq for r in ring.statuses(a, b)] == sorted(s for s in statuses if a <= s <= b)
         assert [r.seq for r in ring.statuses(0, seq)] == sorted(s for s in statuses if s >= first)
+
+
+def test_text_size_is_the_characters_of_the_records_since_through_drops() -> None:
+    """What the store writer counts toward its heap trim: the text of the records `since`
+    returns, read from the ring's sizes (text + RECORD_OVERHEAD each)."""
+    rnd = random.Random(5)
+    ring = big_ring()
+    seq = 1
+    for _ in range(300):
+        n = rnd.randint(1, 6)
+        records = [
+            LogRecord(s, float(s), Level.INFO, "x" * rnd.randint(0, 40), Stream.STDOUT, "app", 1)
+            for s in range(seq, seq + n)
+        ]
+        ring.extend(records, [len(r.message) + RECORD_OVERHEAD for r in records])
+        seq += n
+        ring.drop(rnd.randint(0, 5))
+        first = ring.first_seq
+        if first is None:
+            assert ring.text_size(0, 10) == 0
+            continue
+        after = rnd.randint(first - 1, seq)
+        count = rnd.randint(0, 12)
+        assert ring.text_size(after, count) == sum(len(r.message) for r in ring.since(after, count))

@@ -23,7 +23,7 @@ from logcast.hub.journal import RESERVE_MIN, Journal
 from logcast.hub.pages import PageCache
 from logcast.hub.reads import SCAN_ROWS, History, Page, TailPage
 from logcast.hub.reserver import Reserver
-from logcast.hub.ring import Ring
+from logcast.hub.ring import RECORD_OVERHEAD, Ring
 from logcast.hub.subscription import Phase, Subscription
 from logcast.hub.writer import IDLE_AFTER, StoreWriter
 from logcast.libc import malloc_trim
@@ -199,7 +199,7 @@ class Hub:
         )
         warnings = levels.count(Level.WARNING)
         errors = levels.count(Level.ERROR) + levels.count(Level.CRITICAL)
-        sizes = list(map(add, map(len, texts), repeat(64, n)))
+        sizes = list(map(add, map(len, texts), repeat(RECORD_OVERHEAD, n)))
         now = self._monotonic()
         with journal.lock:
             seq = journal.next_seq
@@ -265,7 +265,7 @@ class Hub:
                 journal.last_run = run
             if level in (Level.ERROR, Level.CRITICAL):
                 journal.last_error = message
-            journal.ring.extend([record], [len(message) + 64], status=True)
+            journal.ring.extend([record], [len(message) + RECORD_OVERHEAD], status=True)
             journal.trim()
             low = journal.reservation_low
         if low:

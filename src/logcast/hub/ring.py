@@ -20,6 +20,7 @@ def _seq(record: LogRecord) -> int:
 # dropped, per list.
 DEAD_SHARE = 16
 DEAD_MIN = 1024  # records; a small ring keeps the old rule (a prefix as long as the live part)
+RECORD_OVERHEAD = 64  # bytes a record counts toward the bound beside its text's characters
 
 
 class Ring:
@@ -120,6 +121,16 @@ class Ring:
             return []
         start = self._head + max(0, after + 1 - first)
         return self._buf[start : start + limit]
+
+    def text_size(self, after: int, count: int) -> int:
+        """Characters of text of the `count` records after seq `after` (as `since`), from
+        the sizes the ring keeps: no step per record in Python."""
+        first = self.first_seq
+        if first is None or count <= 0:
+            return 0
+        start = self._head + max(0, after + 1 - first)
+        sizes = self._sizes[start : start + count]
+        return sum(sizes) - RECORD_OVERHEAD * len(sizes)
 
     def last(self, n: int) -> list[LogRecord]:
         if n <= 0:

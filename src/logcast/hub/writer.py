@@ -18,7 +18,7 @@ from logcast.hub.journal import Journal
 from logcast.hub.worker import Worker
 from logcast.libc import malloc_trim
 from logcast.store.base import Store
-from logcast.types import MESSAGE_OF, LogRecord
+from logcast.types import LogRecord
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,7 @@ class StoreWriter(Worker):
             self._settle_unsure()
             batch: list[LogRecord] = []
             ends: list[tuple[Journal, int]] = []
+            written = 0  # characters of text in the batch
             journals = self._journals()
             start = self._next_first % len(journals) if journals else 0
             self._next_first = start + 1
@@ -229,6 +230,8 @@ class StoreWriter(Worker):
                     break
                 with journal.lock:
                     records = self._take(journal, room)
+                    if records:
+                        written += journal.ring.text_size(records[0].seq - 1, len(records))
                 if records:
                     batch.extend(records)
                     ends.append((journal, records[-1].seq))
@@ -254,7 +257,7 @@ class StoreWriter(Worker):
                 raise
             finally:
                 self._write_started = None
-            self._untrimmed += sum(map(len, map(MESSAGE_OF, batch)))
+            self._untrimmed += written
             for journal, end in ends:
                 with journal.lock:
                     visible = journal.visible_seq
