@@ -21,6 +21,27 @@ POOLS = {
     ],
     "bench/ingest.py line (logfmt)": [f"{1:08d} " + "x" * 80 + " level=info msg=benchmark"],
 }
+
+
+def _one_of(i: int, names: tuple[str, str, str]) -> str:
+    """The first name for 90% of the lines, the second for 7%, the third for 3%, spread out."""
+    r = i * 37 % 100
+    return names[0] if r < 90 else names[1] if r < 97 else names[2]
+
+
+# One program each (what a flood from one child is), its levels mixed.
+WORDS = ("INFO", "WARNING", "ERROR")
+POOLS["Python logging, 90/7/3% levels"] = [
+    f"2026-12-06 12:00:{i % 60:02d},{i % 1000:03d} - vllm.engine - {_one_of(i, WORDS)} - Avg prompt throughput: {i % 97}.0 tokens/s"
+    for i in range(1000)
+]
+POOLS["logfmt with time=, 90/7/3% levels"] = [
+    f'time="2026-12-06T12:00:{i % 60:02d}Z" level={_one_of(i, ("info", "warning", "error"))} msg="request {i} handled" status=200'
+    for i in range(1000)
+]
+POOLS["uvicorn access log"] = [
+    f'INFO:     127.0.0.1:{50000 + i % 999} - "GET /v1/models HTTP/1.1" 200 OK' for i in range(1000)
+]
 POOLS["mixed"] = POOLS["vllm/uvicorn/python (token)"] + POOLS["llama.cpp/prints (no token)"]
 
 

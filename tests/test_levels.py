@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -219,6 +220,9 @@ TOKENS = [
     "\tERROR\t",
     '"level": "error"',
     '"level": 30',
+    '"lvl":70 ',
+    "[ſuccess]",
+    "[ınfo]",
     "I",
     "W ",
     "info:",
@@ -255,9 +259,9 @@ def one_shape_batches(draw: st.DrawFn) -> list[str]:
     token = draw(st.sampled_from(TOKENS))
     after = st.lists(st.sampled_from(AFTERS + FRAGMENTS[-12:]), max_size=3).map("".join)
     lines = []
-    for _ in range(draw(st.integers(min_value=2, max_value=12))):
+    for _ in range(draw(st.sampled_from([2, 5, levels_module.SHAPE_MIN, levels_module.SHAPE_MIN + 7]))):
         if draw(st.integers(0, 5)):  # mostly the batch's shape, its numbers changed
-            line = _vary_digits(front, draw) + token + draw(after)
+            line = _vary_digits(front + token, draw) + draw(after)
         else:
             line = (
                 draw(st.sampled_from(FRONTS)) + draw(st.sampled_from(BEFORE)) + draw(st.sampled_from(TOKENS))
@@ -281,15 +285,22 @@ def test_a_batch_read_by_its_shape_agrees_with_single_lines(lines: list[str]) ->
         ["E1206 12:00:00.123456 1234 main.cc:12] boom"] * 3 + ["E1206 nothing to see"],
         # a JSON line is read by its key, wherever it stands
         ['{"msg": "x INFO y", "level": "error"}'] * 3 + ['{"msg": "x INFO z", "level": "warn"}'],
+        # a JSON level's number after a prefix: 30 and 50 differ only in a digit
+        [f'2026-12-06 12:00:0{i} app {{"level": {(30, 30, 50)[i % 3]}, "msg": "m{i}"}}' for i in range(9)],
+        # ...and a number that is no level (70) before a token
+        ['"level": 70 INFO x'] * 3 + ['"level": 40 INFO x'],
         # a newline inside a line must not shift the lines after it
         ["INFO", "INFO", "INFO", "a\nINFO", "ERROR here", "INFO", "INFO", "INFO"],
+        # a token that names no level (`ſ` is `s` to `(?i)`): tier 2 reads the line
+        ["[ſuccess] failed"] * 3 + ["[ſuccess] done"],
     ],
-    ids=["glog header", "glog letter", "json", "newline"],
+    ids=["glog header", "glog letter", "json", "json number", "json number before", "newline", "no level"],
 )
 def test_lines_alike_in_front_but_read_differently_are_told_apart(batch: list[str]) -> None:
     expected = [detect_level(line) or Level.INFO for line in batch]
     assert len(set(expected)) == 2, expected  # the case means something
-    assert detect_levels(batch) == expected
+    for lines in (batch, batch * (levels_module.SHAPE_MIN // len(batch) + 1)):  # small and large
+        assert detect_levels(lines) == [detect_level(line) or Level.INFO for line in lines]
 
 
 def test_a_batch_of_one_shape_is_read_without_a_search_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -310,3 +321,23 @@ def test_a_batch_of_one_shape_is_read_without_a_search_per_line(monkeypatch: pyt
     assert result == [detect_level(line) or Level.INFO for line in lines]
     assert result[7] is Level.ERROR and result.count(Level.INFO) == 199
     assert len(searched) <= 2
+
+
+def test_a_small_batch_is_searched_line_by_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below `SHAPE_MIN` lines the shape costs more than it saves (what a program writing
+    a few lines at a time hands over)."""
+    lines = [
+        f"2026-12-06 12:00:00,{i:03d} - app - INFO - request {i}" for i in range(levels_module.SHAPE_MIN - 1)
+    ]
+    calls: list[int] = []
+    same_shape = levels_module._same_shape
+
+    def counting(texts: list[str], first: re.Match[str]) -> list[Level] | None:
+        calls.append(len(texts))
+        return same_shape(texts, first)
+
+    monkeypatch.setattr(levels_module, "_same_shape", counting)
+    assert detect_levels(lines) == [Level.INFO] * len(lines)
+    assert calls == []
+    assert detect_levels([*lines, lines[0]]) == [Level.INFO] * (len(lines) + 1)
+    assert calls == [levels_module.SHAPE_MIN]

@@ -242,7 +242,7 @@ def detect_levels(texts: list[str]) -> list[Level]:
                 quiet = [_INFO] * size
                 _silent_batch(texts, range(size), quiet)
                 return quiet
-        else:
+        elif size >= SHAPE_MIN:
             shaped = _same_shape(texts, first)
             if shaped is not None:
                 return shaped
@@ -258,17 +258,26 @@ def _search_each(texts: list[str]) -> list[Level]:
     found = cast("list[re.Match[str]]", matches)
     levels: list[Level | None] = list(map(_FAST.get, map(_WHOLE, found)))
     if None in levels or any(map(str.startswith, texts, repeat("{", size))):
+        silent: list[int] = []  # a match that names no level (`[ſuccess]`): tier 2 reads it
         for index, text in enumerate(texts):
             if levels[index] is None or text[:1] == "{":
                 level = _tier1(text, found[index])
+                if level is None:
+                    silent.append(index)
                 levels[index] = _INFO if level is None else level
+        if silent:
+            _silent_batch(texts, silent, levels)  # type: ignore[arg-type]  # no None is left
     return levels  # type: ignore[return-value]  # no None is left
 
 
 # A line's shape, for `_same_shape`: its characters with every digit made "0", so that
 # lines differing only in their numbers (timestamps, counters, pids) have one shape. The
-# pattern tells digits apart only in a JSON level value (pino's 30), never shaped.
+# pattern tells digits apart only in a JSON level value (pino's 30): lines with a JSON
+# level key in the part that counts are not shaped.
 _SHAPE = bytes.maketrans(b"123456789", b"000000000")
+_JSON_KEY_NAME = re.compile(_JSON_KEY.partition("\\s")[0])  # the quoted key alone
+SHAPE_MIN = 32  # lines: a smaller batch is searched line by line (the shape costs more)
+SHAPE_SAMPLE = 8  # lines looked at before a pass: more than half must have the shape
 
 
 def _same_shape(texts: list[str], first: re.Match[str]) -> list[Level] | None:
@@ -301,51 +310,56 @@ def _same_shape(texts: list[str], first: re.Match[str]) -> list[Level] | None:
         return [level] * size
     others = list(compress(range(size), map(shape.__ne__, shapes.split(b"\n"))))
     rest = list(map(texts.__getitem__, others))
-    found = detect_levels(rest) if 2 * len(rest) <= size else _search_each(rest)
     levels = [level] * size
-    for index, level_found in zip(others, found, strict=True):
-        levels[index] = level_found
+    for index, other in zip(
+        others, detect_levels(rest) if 2 * len(rest) <= size else _search_each(rest), strict=True
+    ):
+        levels[index] = other
     return levels
 
 
 def _sampled_front(texts: list[str], index: int, match: re.Match[str]) -> tuple[int, bytes, Level] | None:
-    """`_front` of line `index` (whose first match is `match`) if most of a few lines
-    spread over the batch have its shape: that tells a batch of mostly one shape from
-    interleaved formats before a pass over it (which would cost more than it saves)."""
+    """`_front` of line `index` (whose first match is `match`) if more than half of
+    `SHAPE_SAMPLE` lines spread over the batch have its shape: that tells a batch of
+    mostly one shape from interleaved formats before a pass over it (which would cost
+    more than it saves)."""
     front = _front(texts[index], match)
     if front is None:
         return None
     stop, shape, _ = front
     size = len(texts)
-    sample = {0, 1, size // 4, size // 2, 3 * size // 4, size - 1} - {index}
-    if sum(_shape(texts[i][:stop]) == shape for i in sample) * 3 < len(sample) * 2:
-        return None
-    return front
+    step = size / (SHAPE_SAMPLE + 1)
+    alike = sum(_shape(texts[round(step * (i + 1))][:stop]) == shape for i in range(SHAPE_SAMPLE))
+    return front if 2 * alike > SHAPE_SAMPLE else None
 
 
 def _front(text: str, first: re.Match[str]) -> tuple[int, bytes, Level] | None:
     """For `_same_shape`: how many characters of `text` its first tier-1 match (`first`)
     depends on, their shape, and the level; None if that cannot be bounded.
 
-    The match reads one character past its end, and an attempt the engine made before
-    it at most two: a token stands after a delimiter or begins with one, which no level
-    word and no bracketed, tabbed, `level=` or JSON form reads on through (a bracketed
-    word, say, stops at the `]` it wants after the token and a space). Look-behinds
-    stay in the line. Unbounded are glog's header
-    (a letter at the start, read on to its `]`) and llama.cpp's letter; JSON lines are read
-    by their key, beyond the window: those are not shaped."""
+    The match reads one character past its end, and so far at most reads any attempt
+    the engine made before it: a token stands after a delimiter or begins with one,
+    which no level word and no tabbed, `level=` or JSON form reads on through. (A
+    bracketed word right before it, `[INFO x`, reads one further, for its `]`; where
+    that is there the bracket matches the same word: the same level.) Look-behinds stay
+    in the line. Unbounded are glog's header (a letter at the start, read on to its `]`)
+    and llama.cpp's letter; JSON lines are read by their key, beyond the window; a JSON
+    level's number is told apart by its digits (pino's 30 and 40): those lines are not
+    shaped, nor a match that names no level (tier 2 reads it)."""
     start, end = first.span()
     token = first[0]
     if text[:1] == "{" or len(token) < 2:
         return None  # JSON lines; one-letter levels (glog, llama.cpp)
     if start and text[0] in "IWEF" and text[1:2].isdigit():
         return None  # an attempt at glog's header reads on to its end
+    stop = end + 1
+    if _JSON_KEY_NAME.search(text, 0, stop) is not None:
+        return None
     level = _FAST.get(token)
     if level is None:
         level = _tier1(text, first)
         if level is None:
-            level = _INFO
-    stop = end + 2
+            return None
     return stop, _shape(text[:stop]), level
 
 
@@ -359,7 +373,7 @@ def _detect_each(texts: list[str], matches: list[re.Match[str] | None]) -> list[
     info = _INFO
     levels: list[Level] = []
     append = levels.append
-    silent: list[int] = []  # lines tier 1 found nothing in (JSON lines are read later)
+    silent: list[int] = []  # lines tier 1 read no level in (JSON lines are read later)
     for text, match in zip(texts, matches, strict=True):
         if match is None:
             silent.append(len(levels))
@@ -368,6 +382,8 @@ def _detect_each(texts: list[str], matches: list[re.Match[str] | None]) -> list[
         level = fast(match[0])
         if level is None or (match.start() and text[0] == "{"):
             level = _tier1(text, match)
+            if level is None:  # a match that names no level (`[ſuccess]`): as if silent
+                silent.append(len(levels))
         append(info if level is None else level)
     if silent:
         _silent_batch(texts, silent, levels)
