@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from logcast.hub.hub import Hub
 from logcast.hub.journal import Journal
+from logcast.hub.ring import RECORD_OVERHEAD
 from logcast.types import Level, LogRecord, Stream
 
 
@@ -72,7 +73,7 @@ class MirrorHub(Hub):
             while j < len(records) and (records[j].stream is Stream.SYSTEM) == status:
                 j += 1
             part = records[i:j]
-            journal.ring.extend(part, [len(r.message) + 64 for r in part], status=status)
+            journal.ring.extend(part, [len(r.message) + RECORD_OVERHEAD for r in part], status=status)
             for record in part:
                 if record.run > journal.last_run:
                     journal.last_run = record.run
