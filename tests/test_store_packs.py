@@ -92,6 +92,16 @@ async def test_a_flood_goes_in_as_packs_and_reads_back_line_for_line(tmp_path: P
         assert meta.bytes == sum(len(r.message.encode()) for r in flood)
 
 
+async def test_arrivals_of_two_streams_at_one_time_keep_their_streams(tmp_path: Path) -> None:
+    """stdout and stderr read at the same instant are two arrivals, not one pack."""
+    path = tmp_path / "h.sqlite3"
+    flood = _arrival(1, 500) + _arrival(501, 500, stream=Stream.STDERR) + _arrival(1001, 100)
+    async with opened(lambda: SqliteStore(path)) as store:
+        await write(store, flood)
+        assert _count(path, "packs") == 3
+        assert await store.read("p", limit=2_000) == flood
+
+
 async def test_a_text_with_a_newline_of_its_own_is_never_packed(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
     lines = _arrival(1, 200)

@@ -88,7 +88,11 @@ def insert_packs(
     rows: list[tuple[Any, ...]] = []
     left: list[tuple[int, int]] = []
     start = 0
-    for _, group in groupby(zip(timestamps, stream_codes)):  # noqa: B905 (same length)
+    # one arrival: one timestamp and stream (a run of one stream, the usual, is grouped by
+    # its timestamps alone, without a pair made per line)
+    one_stream = stream_codes.count(stream_codes[0]) == len(stream_codes) if stream_codes else True
+    arrivals = timestamps if one_stream else zip(timestamps, stream_codes)  # noqa: B905 (same length)
+    for _, group in groupby(arrivals):
         end = start + len(list(group))
         for low, high, packed in _spans(messages, start, end):
             if not packed:

@@ -255,7 +255,10 @@ def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]], Se
             )
         )
     level_codes = list(map(LEVEL_CODE.__getitem__, levels))
-    stream_codes = list(map(_STREAM_CODE.__getitem__, streams))
+    if streams.count(first.stream) == size:  # the usual run: one stream
+        stream_codes: Sequence[int] = [_STREAM_CODE[first.stream]] * size
+    else:
+        stream_codes = list(map(_STREAM_CODE.__getitem__, streams))
     return nbytes, [timestamps, level_codes, stream_codes, flags, messages], partial
 
 
