@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import signal
 import sqlite3
@@ -122,6 +123,28 @@ async def test_a_batch_of_200k_records(db_path: Path) -> None:
         assert await store.tail("web", 3) == batch[-3:]
         assert await store.read("web", after=123_456, limit=2) == batch[123_456:123_458]
         assert store.stats.written == 200_000
+
+
+async def test_a_batch_that_fails_outside_the_database_leaves_no_transaction_open(db_path: Path) -> None:
+    """A malformed record (not the database's error) fails its batch: nothing of the batch
+    is stored, and the next batch begins its own transaction and is stored whole."""
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        await write(store, [rec(seq) for seq in range(1, 101)])
+        bad: list[Any] = [rec(seq, process="q") for seq in range(1, 601)]
+        bad[550] = tuple(bad[550])[:8]  # a field short, in the second block of the transposition
+        with pytest.raises(ValueError):
+            await write(store, [rec(seq) for seq in range(101, 201)] + bad)
+        await write(store, [rec(seq) for seq in range(101, 111)])
+        meta = await store.meta("p")
+        assert (meta.first_seq, meta.last_seq, meta.lines) == (1, 110, 110)
+        assert (await store.meta("q")).lines == 0
+
+
+async def test_a_batch_may_be_any_sequence(db_path: Path) -> None:
+    async with opened(lambda: SqliteStore(db_path)) as store:
+        batch = collections.deque(rec(seq) for seq in range(1, 1201))
+        await write(store, batch)
+        assert await store.read("p", limit=2000) == list(batch)
 
 
 async def test_writer_connection_closed_from_another_thread(db_path: Path) -> None:

@@ -231,6 +231,8 @@ _TRANSPOSE_BLOCK = 512
 
 def _transposed(records: Sequence[LogRecord]) -> list[list[Any]]:
     """The records' fields as nine lists (seq, timestamp, level, message, …)."""
+    if not isinstance(records, list):
+        records = list(records)  # a sequence that cannot be sliced (a deque)
     columns: list[list[Any]] = [[] for _ in LogRecord._fields]
     for start in range(0, len(records), _TRANSPOSE_BLOCK):
         block = zip(*records[start : start + _TRANSPOSE_BLOCK], strict=True)
@@ -550,6 +552,13 @@ class SqliteStore:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
+            except BaseException:
+                # not the database's doing (a malformed record, say): nothing of it may stay
+                # in an open transaction, where the next batch could not begin its own
+                self._procs = None
+                self._rollback()
+                self._give_checkpoints_back()
+                raise
             if self._may_put_off:
                 self._restart_if_long()
         self.stats.written += written
