@@ -545,20 +545,17 @@ class SqliteStore:
                 if len(records) >= _FLOOD_ROWS or self._putting_off:
                     self._put_off_checkpoints(self._room_to_put_off())
                 written = self._write_locked(records)
-            except (sqlite3.Error, OSError) as exc:
+            except BaseException as exc:
+                # Nothing of a failed batch may stay in an open transaction, where the next
+                # batch could not begin its own, whatever failed (a malformed record too).
                 self._procs = None  # ids or counts of the failed transaction may be in it
                 self._rollback()
                 self._give_checkpoints_back()
+                if not isinstance(exc, (sqlite3.Error, OSError)):
+                    raise
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 raise StoreError(f"writing {len(records)} records to {self.path}: {exc}") from exc
-            except BaseException:
-                # not the database's doing (a malformed record, say): nothing of it may stay
-                # in an open transaction, where the next batch could not begin its own
-                self._procs = None
-                self._rollback()
-                self._give_checkpoints_back()
-                raise
             if self._may_put_off:
                 self._restart_if_long()
         self.stats.written += written
