@@ -114,21 +114,22 @@ class Ring:
         assert first is not None
         return self._head + (seq - first)
 
+    def _after(self, after: int) -> int | None:
+        """The index of the first record with seq > after (None: the ring is empty)."""
+        first = self.first_seq
+        return None if first is None else self._head + max(0, after + 1 - first)
+
     def since(self, after: int, limit: int) -> list[LogRecord]:
         """Records with seq > after, oldest first, at most `limit`; after must be >= first_seq - 1."""
-        first = self.first_seq
-        if first is None:
-            return []
-        start = self._head + max(0, after + 1 - first)
-        return self._buf[start : start + limit]
+        start = self._after(after)
+        return [] if start is None else self._buf[start : start + limit]
 
     def text_size(self, after: int, count: int) -> int:
         """Characters of text of the `count` records after seq `after` (as `since`), from
         the sizes the ring keeps: no step per record in Python."""
-        first = self.first_seq
-        if first is None or count <= 0:
+        start = self._after(after)
+        if start is None or count <= 0:
             return 0
-        start = self._head + max(0, after + 1 - first)
         sizes = self._sizes[start : start + count]
         return sum(sizes) - RECORD_OVERHEAD * len(sizes)
 
