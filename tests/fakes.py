@@ -156,14 +156,17 @@ class FakeClock:
 
 
 class MessageEncoder:
-    """An encoding for the hub's shared caches: a record's message as bytes, counting its calls."""
+    """An encoding for the hub's shared caches: each record's message as bytes, counting the
+    records encoded (`calls`) and the lists asked for (`lists`)."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.lists = 0
 
-    def __call__(self, record: LogRecord) -> bytes:
-        self.calls += 1
-        return record.message.encode()
+    def __call__(self, records: list[LogRecord]) -> list[bytes]:
+        self.calls += len(records)
+        self.lists += 1
+        return [record.message.encode() for record in records]
 
 
 def make_record(seq: int, message: str = "", *, at: float = 1_763_800_000.0, **kw: Any) -> LogRecord:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from logcast.hub import Gap, Hub, LiveBatch, Subscription
 from logcast.query import Query
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
-from logcast.web.encode import SSE, WS_TEXT
+from logcast.web.encode import SSE, WS_TEXT, live_sse
 from tests.fakes import MemoryStore
 
 
@@ -21,15 +21,16 @@ def write(hub: Hub, first: int, n: int, process: str = "app") -> None:
 
 
 class Counter:
-    """An encoding that counts its calls per seq."""
+    """An encoding that counts how often each seq was encoded."""
 
     def __init__(self, tag: str = "x") -> None:
         self.tag = tag
         self.calls: dict[int, int] = {}
 
-    def __call__(self, record: LogRecord) -> bytes:
-        self.calls[record.seq] = self.calls.get(record.seq, 0) + 1
-        return f"{self.tag}|{record.seq}|{record.stream}|{record.message}\n".encode()
+    def __call__(self, records: list[LogRecord]) -> list[bytes]:
+        for record in records:
+            self.calls[record.seq] = self.calls.get(record.seq, 0) + 1
+        return [f"{self.tag}|{r.seq}|{r.stream}|{r.message}\n".encode() for r in records]
 
     @property
     def total(self) -> int:
@@ -144,7 +145,7 @@ async def test_batches_are_the_encodings_in_seq_order_with_their_statuses() -> N
         batches = await take_all(sub, 7, "x", enc)
         records = [r for r in await every_record(hub) if r.seq > 3]
         assert [len(b.encoded) for b in batches] == [7, 7, 7, 7]
-        assert [e for b in batches for e in b.encoded] == [enc(r) for r in records]
+        assert [e for b in batches for e in b.encoded] == enc(records)
         expected_seq = 3
         for batch in batches:
             in_batch = [r for r in records if expected_seq < r.seq <= batch.last_seq]
@@ -173,7 +174,7 @@ async def test_real_wire_encodings_match_the_slow_path() -> None:
         batch = await sub.take_live(100, SSE.name, SSE.encode)
         assert batch is not None
         records = await every_record(hub)
-        assert batch.encoded == [SSE.encode(r) for r in records]
+        assert batch.encoded == [live_sse(r) for r in records]
         assert batch.encoded[0].startswith(b'id: 1\ndata: {"type":"realtime","log":{')
         assert batch.encoded[3].startswith(b'id: 4\ndata: {"type":"status","log":{')
     finally:
@@ -224,7 +225,7 @@ async def test_interleaved_subscribers_share_the_cache() -> None:
                 got.extend(batch.encoded)
         got_a += [e for x in await take_all(a, 1000, "x", enc) for e in x.encoded]
         got_b += [e for x in await take_all(b, 1000, "x", enc) for e in x.encoded]
-        assert got_a == got_b == [enc(r) for r in await every_record(hub)]
+        assert got_a == got_b == enc(await every_record(hub))
         assert all(n == 2 for n in enc.calls.values())  # one by the readers, one by this check
     finally:
         await hub.close()
@@ -269,7 +270,7 @@ async def test_a_reader_behind_a_small_ring_is_served_from_store_pages() -> None
 
         records = await every_record(hub)
         assert [r.seq for r in records] == list(range(1, last + 1))
-        expected = [enc(r) for r in records]
+        expected = enc(records)
         for batches in (first_batches, second_batches):
             assert [e for b in batches for e in b.encoded] == expected  # no gap, no duplicate
             cursor = 0
@@ -305,7 +306,7 @@ async def test_store_pages_and_ring_give_the_same_bytes() -> None:
         tail = [e for b in from_ring for e in b.encoded]
         everything = [e for b in from_store for e in b.encoded]
         assert everything[-len(tail) :] == tail
-        assert everything == [SSE.encode(r) for r in await every_record(hub)]
+        assert everything == [live_sse(r) for r in await every_record(hub)]
     finally:
         await hub.close()
 
@@ -332,7 +333,7 @@ async def test_a_cursor_before_a_clear_gets_none_and_the_slow_path_announces_the
         taken = [e for b in rest for e in b.encoded]
         records = await every_record(hub)
         assert [r.seq for r in records] == [11, 12, 13]
-        assert [enc(r) for r in records if r.seq not in seqs_after] == taken
+        assert enc([r for r in records if r.seq not in seqs_after]) == taken
         assert sub.cursor == 13
     finally:
         await hub.close()
@@ -423,7 +424,7 @@ async def test_a_hole_in_the_store_is_left_to_the_slow_path() -> None:
         assert entries[5] == (EventType.GAP, Gap("app", 21, 80, "lost"))
         rest = [e for b in await take_all(sub, 1000, "x", enc) for e in b.encoded]
         seen = {p.seq for _, p in entries if isinstance(p, LogRecord)}
-        assert [enc(r) for r in await every_record(hub) if r.seq > 80 and r.seq not in seen] == rest
+        assert enc([r for r in await every_record(hub) if r.seq > 80 and r.seq not in seen]) == rest
         assert sub.cursor == 120
     finally:
         await hub.close()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from logcast.hub.journal import Journal
 from logcast.types import LogRecord
 
-Encoder = Callable[[LogRecord], bytes]
+Encoder = Callable[[list[LogRecord]], list[bytes]]  # the encodings of many records, in order
 
 
 def encode_records(journal: Journal, records: list[LogRecord], encode: Encoder, fmt: str) -> list[bytes]:
@@ -31,7 +31,7 @@ def encode_records(journal: Journal, records: list[LogRecord], encode: Encoder, 
         )
     if len(cached) == len(records) and records[-1].seq - first == len(records) - 1:
         return complete(journal, fmt, records, cached, encode)
-    return [encode(r) for r in records]
+    return encode(records)
 
 
 def complete(
@@ -42,7 +42,11 @@ def complete(
     # cheapest test of that.
     if all(cached):
         return cached  # type: ignore[return-value]
-    out = [enc if enc is not None else encode(r) for r, enc in zip(records, cached, strict=True)]
+    if cached.count(None) == len(cached):  # the usual case: a lone reader, or new lines
+        out = encode(records)
+    else:
+        fresh = iter(encode([r for r, enc in zip(records, cached, strict=True) if enc is None]))
+        out = [enc if enc is not None else next(fresh) for enc in cached]
     with journal.lock:
         if len(journal.subscribers) != 1:  # not only the one asking: others may read them
             journal.ring.store_encodings(fmt, records[0].seq, out)

@@ -53,10 +53,10 @@ class Page:
         """Position of the first record with seq > after."""
         return bisect_right(self.records, after, key=_seq)
 
-    def encoded(self, fmt: str, encode: Callable[[LogRecord], bytes]) -> list[bytes]:
+    def encoded(self, fmt: str, encode: Callable[[list[LogRecord]], list[bytes]]) -> list[bytes]:
         enc = self.encodings.get(fmt)
         if enc is None:
-            enc = self.encodings[fmt] = [encode(r) for r in self.records]
+            enc = self.encodings[fmt] = encode(self.records)
             self.size += sum(map(len, enc)) + 33 * len(enc)
         return enc
 

@@ -47,6 +47,7 @@ from logcast.types import (
     LogRecord,
     ProcessState,
     Stream,
+    columns_of,
 )
 
 __all__ = ["SqliteStore"]
@@ -222,34 +223,15 @@ def _write_run(conn: sqlite3.Connection, proc: _Proc, records: Sequence[LogRecor
     return len(records)
 
 
-# Records transposed at a time: `zip(*records)` walks every record once per field, and a
-# block this size stays in the CPU's cache across the nine walks. A batch of 20,000 cold
-# records at once took 820-1,030 ns a record, in blocks of 256-512 150-170 (scratch
-# benchmark, a million records); a `map` per field cost five times `zip`.
-_TRANSPOSE_BLOCK = 512
-
-
-def _transposed(records: Sequence[LogRecord]) -> list[list[Any]]:
-    """The records' fields as nine lists (seq, timestamp, level, message, …)."""
-    if not isinstance(records, list):
-        records = list(records)  # a sequence that cannot be sliced (a deque)
-    columns: list[list[Any]] = [[] for _ in LogRecord._fields]
-    for start in range(0, len(records), _TRANSPOSE_BLOCK):
-        block = zip(*records[start : start + _TRANSPOSE_BLOCK], strict=True)
-        for column, values in zip(columns, block, strict=True):
-            column.extend(values)
-    return columns
-
-
 def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]], Sequence[bool]] | None:
     """The usual run as (UTF-8 bytes, columns for `_insert_columns`, partial marks), or None if the
     records are not lines of one run with consecutive seqs and storable text.
 
-    The records are turned into columns by `_transposed` (loops in C), and every check is
+    The records are turned into columns by `columns_of` (loops in C), and every check is
     a count or a comparison in C."""
     size = len(records)
     first = records[0]
-    seqs, timestamps, levels, messages, streams, _processes, runs, partial, states = _transposed(records)
+    seqs, timestamps, levels, messages, streams, _processes, runs, partial, states = columns_of(records)
     if seqs != list(range(first.seq, first.seq + size)):
         return None
     if Stream.SYSTEM in streams or runs.count(first.run) != size or states.count(None) != size:

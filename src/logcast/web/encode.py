@@ -7,9 +7,9 @@ those bytes into a constant envelope, so building one is a concatenation.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -21,6 +21,7 @@ from logcast.types import (
     EventType,
     LogRecord,
     Stream,
+    columns_of,
 )
 
 
@@ -80,7 +81,7 @@ _SSE_HEAD = {kind: b'\ndata: {"type":"' + kind.value.encode() + b'","log":' for 
 def _each(hub: Hub, journal: Journal, entries: list[Entry]) -> Iterator[tuple[EventType, Any, bytes | None]]:
     """Entries with the cached `log` encoding of each record (None for other entries)."""
     records = [p for _, p in entries if isinstance(p, LogRecord)]
-    encoded = iter(hub.encode_logs(journal, records, encode_log) if records else ())
+    encoded = iter(hub.encode_logs(journal, records, LOG) if records else ())
     for kind, payload in entries:
         yield kind, payload, next(encoded) if isinstance(payload, LogRecord) else None
 
@@ -295,12 +296,16 @@ def text_line(kind: EventType, payload: LogRecord | Gap | int) -> str | None:
 
 def text_frame(payload: bytes) -> bytes:
     """A whole server-to-client WebSocket text frame (FIN, unmasked) carrying `payload`."""
-    size = len(payload)
+    return _frame_head(len(payload)) + payload
+
+
+def _frame_head(size: int) -> bytes:
+    """The head of a server-to-client WebSocket text frame (FIN, unmasked) of `size` bytes."""
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((0x81, size))
     if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)
 
 
 # Plain names: these run once per line, and an enum member's lookup costs more than the
@@ -337,15 +342,149 @@ def live_ws_text(record: LogRecord) -> bytes:
     return text_frame((text_line(_live_kind(record), record) or "").encode("utf-8", "replace"))
 
 
+# -- many records at once ------------------------------------------------------------
+
+BULK_MIN = 8  # records: fewer are encoded one by one (the columns cost more than they save)
+_MEMO_MAX = 1024  # entries a memo of field encodings keeps before it starts again
+
+
+class _Memo(dict[Any, bytes]):
+    """`encode(key)` of each key asked for, computed once (and again after `_MEMO_MAX`
+    keys): a page's lines share a few timestamps, levels and (stream, process, run)."""
+
+    def __init__(self, encode: Callable[[Any], bytes]) -> None:
+        super().__init__()
+        self._encode = encode
+
+    def __missing__(self, key: Any) -> bytes:
+        if len(self) >= _MEMO_MAX:
+            self.clear()
+        value = self[key] = self._encode(key)
+        return value
+
+
+def _level_head(level: Any) -> bytes:
+    return b',"level":%s,"message":' % orjson.dumps(level)
+
+
+def _tail(end: bytes) -> Callable[[tuple[Any, str, int, bool]], bytes]:
+    def tail(key: tuple[Any, str, int, bool]) -> bytes:
+        stream, process, run, partial = key
+        return b',"stream":%s,"process":%s,"run":%s,"partial":%s}%s' % (
+            orjson.dumps(stream),
+            orjson.dumps(process),
+            orjson.dumps(run),
+            orjson.dumps(partial),
+            end,
+        )
+
+    return tail
+
+
+_LEVEL_HEADS = _Memo(_level_head)
+_FRAME_HEADS = _Memo(_frame_head)
+
+
+class Bulk:
+    """`one`'s encoding of many records at once, the same bytes record for record, with
+    the loops in C: each line's `log` object is spliced from its fields' encodings, of
+    which only the message's and the seq's are made per line (by orjson and `%d`, as
+    `orjson.dumps(record.as_dict())` writes them); timestamps, levels and the fields
+    after the message are encoded once per value. A status record (its own event type
+    and `state`) is encoded by `one`; so is every record of a list that orjson refuses
+    (a lone surrogate), so that the error is the same. A page of 2,000 lines costs
+    35-43% less CPU than `one` per line (`bench/encode.py`)."""
+
+    def __init__(
+        self,
+        one: Callable[[LogRecord], bytes],
+        prefix: bytes,
+        end: bytes,
+        *,
+        sse_id: bool = False,
+        frame: bool = False,
+    ) -> None:
+        self.one = one
+        self._prefix = prefix + b'{"seq":'
+        self._tails = _Memo(_tail(end))
+        self._sse_id = sse_id
+        self._frame = frame
+
+    def __call__(self, records: list[LogRecord]) -> list[bytes]:
+        if len(records) < BULK_MIN:
+            return list(map(self.one, records))
+        try:
+            return self._encode(records)
+        except (orjson.JSONEncodeError, TypeError, ValueError):
+            return list(map(self.one, records))
+
+    def _encode(self, records: list[LogRecord]) -> list[bytes]:
+        seqs, timestamps, levels, messages, streams, processes, runs, partial, states = columns_of(records)
+        n = len(seqs)
+        digits: Iterable[bytes] = map(_DECIMAL, seqs)
+        if self._sse_id:
+            digits = list(digits)  # twice: the SSE id and the seq
+        # Equal keys share a memo's entry, and only 0.0 and -0.0 are equal floats that
+        # orjson writes differently (timestamps are floats: `LogRecord`).
+        stamps = (
+            map(_Memo(_stamp).__getitem__, timestamps)
+            if not timestamps.count(0.0)
+            else map(_stamp, timestamps)
+        )
+        tail_keys = zip(streams, processes, runs, partial, strict=True)
+        uniform = streams.count(streams[0]) == processes.count(processes[0]) == runs.count(runs[0]) == n
+        if uniform and True not in partial:  # the usual page: whole lines of one stream and run
+            tails: Iterable[bytes] = repeat(self._tails[next(tail_keys)], n)
+        else:
+            tails = map(self._tails.__getitem__, tail_keys)
+        parts: list[Iterable[bytes]] = [
+            repeat(self._prefix, n),
+            digits,
+            stamps,
+            map(_LEVEL_HEADS.__getitem__, levels),
+            map(orjson.dumps, messages),
+            tails,
+        ]
+        if self._sse_id:
+            parts[:0] = [repeat(b"id: ", n), digits]
+        out = list(map(b"".join, zip(*parts, strict=True)))
+        if _SYSTEM in streams or states.count(None) != n:
+            for i, (stream, state) in enumerate(zip(streams, states, strict=True)):
+                if stream == _SYSTEM or state is not None:
+                    out[i] = self.one(records[i])  # framed already, if framed
+                elif self._frame:
+                    out[i] = text_frame(out[i])
+            return out
+        if self._frame:
+            return list(map(bytes.__add__, map(_FRAME_HEADS.__getitem__, map(len, out)), out))
+        return out
+
+
+_DECIMAL = b"%d".__mod__  # a seq as orjson writes an int
+
+
+def _stamp(timestamp: float) -> bytes:
+    return b',"timestamp":' + orjson.dumps(timestamp)
+
+
+def _one_by_one(one: Callable[[LogRecord], bytes]) -> Callable[[list[LogRecord]], list[bytes]]:
+    def encode(records: list[LogRecord]) -> list[bytes]:
+        return list(map(one, records))
+
+    return encode
+
+
 @dataclass(frozen=True, slots=True)
 class Wire:
-    """A live wire format: the name of its cache in the ring and how to fill it."""
+    """A live wire format: the name of its cache in the ring and how to fill it, a list of
+    records at a time."""
 
     name: str
-    encode: Callable[[LogRecord], bytes]
+    encode: Callable[[list[LogRecord]], list[bytes]]
 
 
-SSE = Wire("sse", live_sse)
-WS_JSON = Wire("ws-json", live_ws_json)
-WS_TEXT = Wire("ws-text", live_ws_text)
-JSON = Wire("json", live_json)  # batched SSE
+SSE = Wire("sse", Bulk(live_sse, _SSE_REALTIME, b"}\n\n", sse_id=True))
+WS_JSON = Wire("ws-json", Bulk(live_ws_json, _PREFIX[_REALTIME], b"}", frame=True))
+WS_TEXT = Wire("ws-text", _one_by_one(live_ws_text))
+JSON = Wire("json", Bulk(live_json, _PREFIX[_REALTIME], b"}"))  # batched SSE
+LOG = Bulk(encode_log, b"", b"")  # the `log` object alone (history, filtered readers)
