@@ -167,6 +167,17 @@ def test_a_lone_surrogate_fails_as_it_fails_alone(fmt: str) -> None:
     assert MANY[fmt](batch[6:]) == _one_by_one(fmt, batch[6:])  # and the next list is fine
 
 
+@pytest.mark.parametrize("fmt", ["sse", "json", "ws-json", "log"])
+def test_a_seq_orjson_refuses_fails_as_it_fails_alone(fmt: str) -> None:
+    batch = _lines(2 * BULK_MIN)
+    for seq in (2**64, -(2**63) - 1):
+        bad = [*batch[:-1], batch[-1]._replace(seq=seq)]
+        with pytest.raises(orjson.JSONEncodeError):
+            ONE[fmt](bad[-1])
+        with pytest.raises(orjson.JSONEncodeError):
+            MANY[fmt](bad)
+
+
 def test_the_memos_start_again_when_full() -> None:
     batch = _lines(BULK_MIN * 3)
     many = [r._replace(run=run) for run in range(3000) for r in batch[:1]]  # 3,000 tails

@@ -420,12 +420,16 @@ class Bulk:
 
     def _encode(self, records: list[LogRecord]) -> list[bytes]:
         seqs, timestamps, levels, messages, streams, processes, runs, partial, states = columns_of(records)
+        if min(seqs) < 0 or max(seqs) > MAX_SEQ:  # orjson refuses what is over 64 bits; `%d` would not
+            return list(map(self.one, records))
         n = len(seqs)
         digits: Iterable[bytes] = map(_DECIMAL, seqs)
         if self._sse_id:
             digits = list(digits)  # twice: the SSE id and the seq
-        # Equal keys share a memo's entry, and only 0.0 and -0.0 are equal floats that
-        # orjson writes differently (timestamps are floats: `LogRecord`).
+        # Equal keys share a memo's entry. The fields have `LogRecord`'s types exactly
+        # (every producer makes them so: capture, the store's rows and packs, `from_dict`),
+        # so 1 and True, or 5 and 5.0, never meet in one; only 0.0 and -0.0 are equal
+        # floats that orjson writes differently.
         stamps = (
             map(_Memo(_stamp).__getitem__, timestamps)
             if not timestamps.count(0.0)
