@@ -95,3 +95,32 @@ def test_a_trim_gives_back_what_a_flood_left_between_blocks_in_use() -> None:
     assert held >= 60 << 20
     assert kept >= 48 << 20, "the heap kept no holes: this check would prove nothing"
     assert trimmed < 16 << 20
+
+
+@needs_mallinfo2
+def test_a_freed_read_buffer_at_the_heap_s_top_stays_until_the_trim_threshold() -> None:
+    """A flood frees and makes pipe reads at the top of the heap read after read: freed,
+    they stay (no fault per page for the next one) up to `TRIM_THRESHOLD`; more than that
+    goes back at once. With glibc's 128 KiB, which fixing the mmap threshold leaves, the
+    same free gives them back."""
+    kept, over, default = probe(
+        """
+        from logcast.engine import TRIM_THRESHOLD
+        from logcast.libc import fix_mmap_threshold
+        def top_after_free(total):
+            reads = [b"x" * READ_SIZE for _ in range(total // READ_SIZE)]
+            held = libc.mallinfo2().arena
+            del reads
+            return held - libc.mallinfo2().arena  # what the free gave back
+        fix_mmap_threshold(2 << 20)  # what glibc does then, for the control
+        default = top_after_free(8 << 20)
+        tune_runtime()
+        malloc_trim()
+        kept = top_after_free(TRIM_THRESHOLD // 2)
+        over = top_after_free(2 * TRIM_THRESHOLD)
+        print(kept, over, default)
+        """
+    )
+    assert default >= 7 << 20, "glibc kept the freed reads anyway: this check would prove nothing"
+    assert kept == 0
+    assert over >= 16 << 20

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from logcast.config import ProcessSettings, Settings
 from logcast.hub import Hub
-from logcast.libc import fix_mmap_threshold
+from logcast.libc import fix_mmap_threshold, fix_trim_threshold
 from logcast.loop import cancel_all
 from logcast.samples import INTERVAL as SAMPLE_INTERVAL
 from logcast.samples import SampleLog
@@ -47,6 +47,15 @@ SWITCH_INTERVAL = 0.001  # the GIL's, in seconds
 # keeps what lies freed between blocks still in use: the store writer gives that back
 # once output is calm again after a flood (`StoreWriter._trim_when_calm`).
 MMAP_THRESHOLD = 2 << 20
+# Fixing the mmap threshold also fixes the trim threshold at glibc's 128 KiB: a free()
+# that leaves more than that free at the top of the heap gives it back, and the next
+# pipe read grows the heap again, faulted in page by page. A flood did that read after
+# read: in bench/ingest.py's flood (run in-process) 100,000-225,000 minor faults and
+# 0.11-0.35 s of the framer's system time, against ~28,000 and 0.03-0.07 s with 16 MiB.
+# bench/ingest.py, medians of 3 runs, alternating: 600,000-676,000 lines/s into SQLite
+# against 526,000-563,000. At most this much free memory stays at the top of the heap;
+# the writer's trim after a flood gives it back.
+TRIM_THRESHOLD = 16 << 20
 FOLLOW_BATCH = 2000  # entries `follow` takes at a time
 
 
@@ -56,14 +65,15 @@ def tune_runtime() -> None:
     Records are tuples that live a while in the ring and form no cycles: the cyclic
     collector runs rarely, and what exists after start-up is frozen out of it. A short
     GIL switch interval lets the store writer and the readers back in sooner beside a
-    busy framer (bench/ingest.py measures both). For the fixed mmap threshold see
-    `MMAP_THRESHOLD`.
+    busy framer (bench/ingest.py measures both). For the fixed mmap and trim
+    thresholds see `MMAP_THRESHOLD` and `TRIM_THRESHOLD`.
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(500_000, 50, 100)
     sys.setswitchinterval(SWITCH_INTERVAL)
     fix_mmap_threshold(MMAP_THRESHOLD)
+    fix_trim_threshold(TRIM_THRESHOLD)
 
 
 class Processes(Protocol):

@@ -1,4 +1,4 @@
-"""glibc's allocator, where the process has it: a fixed mmap threshold, and a trim.
+"""glibc's allocator, where the process has it: fixed mmap and trim thresholds, and a trim.
 
 Elsewhere (musl, macOS) both are no-ops that say so by returning False.
 """
@@ -10,9 +10,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CAN_TRIM", "fix_mmap_threshold", "malloc_trim"]
+__all__ = ["CAN_TRIM", "fix_mmap_threshold", "fix_trim_threshold", "malloc_trim"]
 
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
 
 
 def _glibc_function(name: str) -> Any | None:
@@ -45,6 +46,13 @@ def fix_mmap_threshold(size: int) -> bool:
     """Serve blocks of `size` bytes and more from mmap, always: glibc's own threshold
     rises each time such a block is freed. False where there is no glibc."""
     return _MALLOPT is not None and bool(_MALLOPT(_M_MMAP_THRESHOLD, size))
+
+
+def fix_trim_threshold(size: int) -> bool:
+    """Give the free top of the heap back to the system only once it is over `size`
+    bytes. glibc's own threshold (128 KiB) is raised with its mmap threshold, and no
+    longer once that is fixed. False where there is no glibc."""
+    return _MALLOPT is not None and bool(_MALLOPT(_M_TRIM_THRESHOLD, size))
 
 
 def malloc_trim() -> bool:
