@@ -51,11 +51,13 @@ MMAP_THRESHOLD = 2 << 20
 # that leaves more than that free at the top of the heap gives it back, and the next
 # pipe read grows the heap again, faulted in page by page. A flood did that read after
 # read: in bench/ingest.py's flood (run in-process) 100,000-225,000 minor faults and
-# 0.11-0.35 s of the framer's system time, against ~28,000 and 0.03-0.07 s with 16 MiB.
-# bench/ingest.py, medians of 3 runs, alternating: 600,000-676,000 lines/s into SQLite
-# against 526,000-563,000. At most this much free memory stays at the top of the heap;
-# the writer's trim after a flood gives it back.
-TRIM_THRESHOLD = 16 << 20
+# 0.11-0.35 s of the framer's system time, against 28,000-42,000 and 0.03-0.07 s with
+# 4 MiB (16 and 64 MiB: ~28,000). bench/ingest.py, medians of 3 runs, alternating:
+# 600,000-676,000 lines/s into SQLite against 526,000-563,000 (4 and 16 MiB alike). At
+# most this much free memory stays at the top of each of malloc's heaps (one a thread,
+# about): bench/burst.py's peak RSS rose by ~10 MB at 16 MiB, ~5 at 4. The writer's trim
+# after a flood gives it back.
+TRIM_THRESHOLD = 4 << 20
 FOLLOW_BATCH = 2000  # entries `follow` takes at a time
 
 
