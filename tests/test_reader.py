@@ -557,13 +557,15 @@ def test_the_reader_thread_is_never_held_by_the_store(pipe: Pipe) -> None:
     )
     reader.start()
     pipe.write(b"hello\n")
+    # The reader asks `may_wait()` of a small read only: let it read "hello" alone before the
+    # flood comes (a reader scheduled late would find both in one read, and never ask).
+    assert injected.wait(WAIT), "the reader did not read the first line alone"
     chunk = (b"x" * 99 + b"\n") * 1000
     writer = threading.Thread(target=lambda: [pipe.write(chunk) for _ in range(40)], daemon=True)
     writer.start()  # 4 MiB, four times the pipe: a reader held by the store would block it
     writer.join(WAIT)
     try:
         assert not writer.is_alive()
-        assert injected.is_set()
         assert hub.get("p").ring.first_seq == 1  # nothing was dropped: the store has nothing yet
     finally:
         hub.writer.request_stop()  # lets the held framer thread go
