@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -213,7 +214,7 @@ async def test_store_failure_keeps_capturing_and_recovers() -> None:
         store.fail = True
         hub.lines("app", 1, Stream.STDOUT, 1.0, lines("kept", "in", "memory"))
         assert not await hub.flush(timeout=0.5)
-        assert store.stats.errors >= 1
+        await wait_until(lambda: store.stats.errors >= 1)  # the writer tried, on its own thread
         page = await hub.page("app")
         assert [r.message for r in page] == ["kept", "in", "memory"]  # served from memory meanwhile
         store.fail = False
@@ -662,15 +663,20 @@ class CallLog(MemoryStore):
 
 
 async def test_the_store_is_told_when_the_writer_has_been_idle_never_between_writes() -> None:
+    idle_after = 2.0  # far over the lines' spacing (0.05 s), so that a loaded machine keeps under it
     store = CallLog()
-    hub = Hub(store, store_idle_after=0.6)
+    hub = Hub(store, store_idle_after=idle_after)
     await hub.open(["app"])
     try:
         await wait_until(lambda: store.idles >= 1)  # quiet from the start
         store.calls.clear()
+        sent: list[float] = []
         for chunk in range(20):  # lines come faster than `store_idle_after`
             hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*(f"c{chunk} l{i}" for i in range(100))))
+            sent.append(time.monotonic())
             await asyncio.sleep(0.05)
+        gaps = [b - a for a, b in itertools.pairwise(sent)]
+        assert max(gaps) < idle_after / 2, f"the test's own loop stalled {max(gaps):.2f} s: it proves nothing"
         await wait_until(lambda: "write 2000" in store.calls and store.calls[-1] == "idle")
         writes = [i for i, call in enumerate(store.calls) if call.startswith("write")]
         assert "idle" not in store.calls[: writes[-1]], store.calls  # none while lines came

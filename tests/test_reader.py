@@ -28,6 +28,33 @@ WAIT = 30.0  # seconds a test waits for something that should happen at once; a 
 INFO, WARN, ERR = Level.INFO, Level.WARNING, Level.ERROR
 
 
+def flood_until_stalled(pipe: Pipe, deadline: float, settled: Callable[[], bool]) -> tuple[int, bytes]:
+    """Write lines of 100 bytes without blocking until the pipe has stayed full for 0.5 s
+    and `settled()` (the reader is at the bound the test is about; a reader that is only
+    slow, on a loaded machine, leaves the pipe full as well), or until `deadline`: (bytes
+    written, the rest of the last block, to be written once the reader moves again)."""
+    os.set_blocking(pipe._w, False)
+    written = 0
+    stalled_since = None
+    pending = b""
+    try:
+        while time.monotonic() < deadline:
+            try:
+                pending = pending or (b"x" * 99 + b"\n") * 100
+                n = os.write(pipe._w, pending)
+                pending = pending[n:]  # a partial write is finished by the next ones
+                written += n
+                stalled_since = None
+            except BlockingIOError:  # the pipe is full: has the reader stopped for good?
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 0.5 and settled():
+                    break
+                time.sleep(0.01)
+    finally:
+        os.set_blocking(pipe._w, True)
+    return written, pending
+
+
 class Collector:
     """An `on_lines` callback that records every call and lets a test wait for lines."""
 
@@ -285,24 +312,8 @@ def test_reading_goes_on_while_lines_wait_to_be_handed_on_up_to_the_spool_bound(
     spool = 256 * 1024
     reader = PipeReader(pipe.r, held, spool_bytes=spool)
     reader.start()
-    os.set_blocking(pipe._w, False)
     line = b"x" * 99 + b"\n"
-    written = 0
-    deadline = time.monotonic() + WAIT
-    stalled_since = None
-    pending = b""
-    while time.monotonic() < deadline:
-        try:
-            pending = pending or line * 100
-            n = os.write(pipe._w, pending)
-            pending = pending[n:]  # a partial write is finished by the next ones
-            written += n
-            stalled_since = None
-        except BlockingIOError:  # the pipe is full: has the reader stopped for good?
-            stalled_since = stalled_since or time.monotonic()
-            if time.monotonic() - stalled_since > 0.5:
-                break
-            time.sleep(0.01)
+    written, _ = flood_until_stalled(pipe, time.monotonic() + WAIT, lambda: reader.spooled > spool // 2)
     pipe_size = 1 << 20  # the reader asks for a 1 MiB pipe
     assert written > pipe_size + spool // 2  # far more than the pipe alone holds: it was read
     # ...but bounded: the pipe, the spool (which takes any one chunk when empty, and a
@@ -310,7 +321,6 @@ def test_reading_goes_on_while_lines_wait_to_be_handed_on_up_to_the_spool_bound(
     assert written <= pipe_size + max(spool, READ_SIZE) + READ_SIZE + len(line) * 100
     assert spool // 2 < reader.spooled <= max(spool, READ_SIZE)
     gate.set()
-    os.set_blocking(pipe._w, True)
     pipe.close()
     assert reader.join(WAIT)
     got = collect.lines

@@ -40,6 +40,10 @@ def mapped():  # bytes malloc holds in blocks mapped apart
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
+
+import os
+# One thread, one malloc arena: another thread's allocations would move these counts.
+assert len(os.listdir("/proc/self/task")) == 1, "the probe is not single-threaded"
 """
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from logcast.capture.reader import SPOOL_BEFORE_SPILL, SPOOL_BYTES, PipeReader
+from logcast.capture.reader import READ_SIZE, SPOOL_BEFORE_SPILL, SPOOL_BYTES, PipeReader
 from logcast.capture.spill import SPILL_BYTES, Spill
 from logcast.types import Lines
-from tests.test_reader import WAIT, Collector, Pipe
+from tests.test_reader import WAIT, Collector, Pipe, flood_until_stalled
 
 LINE = b"x" * 99 + b"\n"
 
@@ -77,35 +77,14 @@ def held_reader(
     return reader
 
 
-def flood_until_stalled(pipe: Pipe, deadline: float) -> tuple[int, bytes]:
-    """Write lines without blocking until the pipe stays full for 0.5 s: (bytes written,
-    the rest of the last block, to be written once the reader moves again)."""
-    os.set_blocking(pipe._w, False)
-    written = 0
-    stalled_since = None
-    pending = b""
-    while time.monotonic() < deadline:
-        try:
-            pending = pending or LINE * 100
-            n = os.write(pipe._w, pending)
-            pending = pending[n:]
-            written += n
-            stalled_since = None
-        except BlockingIOError:
-            stalled_since = stalled_since or time.monotonic()
-            if time.monotonic() - stalled_since > 0.5:
-                break
-            time.sleep(0.01)
-    os.set_blocking(pipe._w, True)
-    return written, pending
-
-
 def test_a_flood_past_the_spool_goes_to_the_file_and_comes_back_in_order(tmp_path: Path) -> None:
     """With its framer held, a spilling reader keeps the pipe drained far past its memory
     bound (the child does not wait), up to the file's bound; then every line arrives."""
     gate, collect, pipe = threading.Event(), Collector(), Pipe()
     reader = held_reader(pipe, gate, collect, tmp_path, spill_bytes=8 << 20)
-    written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT)
+    written, rest = flood_until_stalled(
+        pipe, time.monotonic() + WAIT, lambda: reader.spilled > (8 << 20) - READ_SIZE
+    )
     assert written > (1 << 20) + SPOOL + (4 << 20)  # pipe + spool + most of the file: it was read
     assert reader.spooled <= SPOOL + (1 << 20)  # memory stays at its bound (a chunk over at most)
     assert 4 << 20 < reader.spilled <= 8 << 20  # the rest waited in the file, within its bound
@@ -163,7 +142,9 @@ def test_without_a_spill_the_memory_spool_gets_its_usual_bound_back(
 
     reader = PipeReader(pipe.r, held, spill_dir=tmp_path)  # the default bounds
     reader.start()
-    written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT)
+    written, rest = flood_until_stalled(
+        pipe, time.monotonic() + WAIT, lambda: reader.spooled > SPOOL_BYTES // 2
+    )
     assert written > SPOOL_BYTES // 2 > SPOOL_BEFORE_SPILL  # it read on past the spill's bound
     assert reader.spilled == 0
     gate.set()
@@ -177,7 +158,7 @@ def test_a_spill_that_cannot_be_read_back_loses_its_bytes_loudly_and_framing_goe
 ) -> None:
     gate, collect, pipe = threading.Event(), Collector(), Pipe()
     reader = held_reader(pipe, gate, collect, tmp_path, spill_bytes=8 << 20)
-    written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT)
+    written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT, lambda: reader.spilled > 0)
     assert reader.spilled > 0
 
     def failing_read(self: Spill, position: int, end: int, limit: int) -> tuple[float, bytes, int]:

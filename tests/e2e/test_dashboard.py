@@ -31,6 +31,10 @@ from tests.util import CHROMIUM, CHROMIUM_ARGS, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+# The page's default timeout (`open_page`) does not reach `expect`, whose own is 5 s: a
+# Chromium or a server stalled that long on a loaded 2-core machine would fail an assertion
+# that holds a moment later.
+expect.set_options(timeout=15_000)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

@@ -428,7 +428,9 @@ def test_clear_with_keep_minutes_removes_only_older_lines(make_server, tmp_path:
         oldest_new = min(r["timestamp"] for r in new)
         assert oldest_new - newest_old >= 1.0
 
-        keep = (time.time() - (newest_old + oldest_new) / 2) / 60  # the cut falls between a and b
+        # The cut is the server's clock less `keep`, so it falls later by however long the
+        # request takes: put it just after batch a, which leaves batch b most of a second.
+        keep = (time.time() - newest_old - 0.05) / 60
         answer = c.post("/api/logs/qwen/clear", params={"keep_minutes": keep})
         assert answer.status_code == 200
         body = answer.json()
