@@ -183,7 +183,19 @@ def through_logcast(rate: float, seconds: float, expect: int) -> dict[str, Any]:
                 "max": histogram.max_value() if got >= expect else math.inf,
             }
         )
-    return {"rows": rows, "server_cpu_pct": figures["cpu_pct"], "tail_cpu_s": tail_cpu}
+    sse = (result or {}).get("kinds", {}).get("sse", {})
+    capture = (sse.get("capture_ms_p50"), sse.get("capture_ms_p99"))
+    return {"rows": rows, "server_cpu_pct": figures["cpu_pct"], "tail_cpu_s": tail_cpu, "capture": capture}
+
+
+def capture_line(capture: tuple[float | None, float | None]) -> str | None:
+    """Where a line's time goes: from the child's write to logcast's read of it (the record's
+    timestamp, taken once the reader thread has the GIL back), the rest being logcast's way
+    to the client; sampled per SSE read."""
+    p50, p99 = capture
+    if p50 is None or p99 is None:
+        return None
+    return f"  child write -> logcast's read stamp (SSE lines, per read): p50 {p50:.2f} ms, p99 {p99:.2f} ms"
 
 
 def _cpu(pid: int) -> float:
@@ -224,6 +236,8 @@ def main() -> None:
             print(
                 f"  server CPU {result['server_cpu_pct']:.0f}% of a core; the tail's CPU {result['tail_cpu_s']:.2f} s"
             )
+            if (line := capture_line(result["capture"])) is not None:
+                print(line)
         if args.runs > 1:
             print(f"\n{rate:,.0f} lines/s, median of {args.runs} runs")
             medians = [
