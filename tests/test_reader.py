@@ -28,33 +28,6 @@ WAIT = 30.0  # seconds a test waits for something that should happen at once; a 
 INFO, WARN, ERR = Level.INFO, Level.WARNING, Level.ERROR
 
 
-def flood_until_stalled(pipe: Pipe, deadline: float, settled: Callable[[], bool]) -> tuple[int, bytes]:
-    """Write lines of 100 bytes without blocking until the pipe has stayed full for 0.5 s
-    and `settled()` (the reader is at the bound the test is about; a reader that is only
-    slow, on a loaded machine, leaves the pipe full as well), or until `deadline`: (bytes
-    written, the rest of the last block, to be written once the reader moves again)."""
-    os.set_blocking(pipe._w, False)
-    written = 0
-    stalled_since = None
-    pending = b""
-    try:
-        while time.monotonic() < deadline:
-            try:
-                pending = pending or (b"x" * 99 + b"\n") * 100
-                n = os.write(pipe._w, pending)
-                pending = pending[n:]  # a partial write is finished by the next ones
-                written += n
-                stalled_since = None
-            except BlockingIOError:  # the pipe is full: has the reader stopped for good?
-                stalled_since = stalled_since or time.monotonic()
-                if time.monotonic() - stalled_since > 0.5 and settled():
-                    break
-                time.sleep(0.01)
-    finally:
-        os.set_blocking(pipe._w, True)
-    return written, pending
-
-
 class Collector:
     """An `on_lines` callback that records every call and lets a test wait for lines."""
 
@@ -94,6 +67,33 @@ class Pipe:
         if not self._closed:
             self._closed = True
             os.close(self._w)
+
+
+def flood_until_stalled(pipe: Pipe, deadline: float, settled: Callable[[], bool]) -> tuple[int, bytes]:
+    """Write lines of 100 bytes without blocking until the pipe has stayed full for 0.5 s
+    and `settled()` (the reader is at the bound the test is about; a reader that is only
+    slow, on a loaded machine, leaves the pipe full as well), or until `deadline`: (bytes
+    written, the rest of the last block, to be written once the reader moves again)."""
+    os.set_blocking(pipe._w, False)
+    written = 0
+    stalled_since = None
+    pending = b""
+    try:
+        while time.monotonic() < deadline:
+            try:
+                pending = pending or (b"x" * 99 + b"\n") * 100
+                n = os.write(pipe._w, pending)
+                pending = pending[n:]  # a partial write is finished by the next ones
+                written += n
+                stalled_since = None
+            except BlockingIOError:  # the pipe is full: has the reader stopped for good?
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 0.5 and settled():
+                    break
+                time.sleep(0.01)
+    finally:
+        os.set_blocking(pipe._w, True)
+    return written, pending
 
 
 @pytest.fixture
