@@ -157,15 +157,13 @@ class FakeClock:
 
 class MessageEncoder:
     """An encoding for the hub's shared caches: each record's message as bytes, counting the
-    records encoded (`calls`) and the lists asked for (`lists`)."""
+    records encoded (`calls`)."""
 
     def __init__(self) -> None:
         self.calls = 0
-        self.lists = 0
 
     def __call__(self, records: list[LogRecord]) -> list[bytes]:
         self.calls += len(records)
-        self.lists += 1
         return [record.message.encode() for record in records]
 
 
