@@ -34,6 +34,7 @@ from logcast.client._common import (
 )
 from logcast.client.events import ConnectionState, Event, LineRun
 from logcast.client.sse import SSEDecoder
+from logcast.client.transport import open_stream, streams_here
 from logcast.errors import ClientError
 from logcast.schemas import Host
 from logcast.types import LogRecord, ProcessState
@@ -52,6 +53,8 @@ class AsyncClient:
         self.token = resolved.token
         self.timeout = timeout
         self._http = httpx.AsyncClient(base_url=self.url, headers=base_headers(self.token), timeout=timeout)
+        self._own_http = self._http
+        self._streams_here = streams_here(self.url)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -297,6 +300,18 @@ class AsyncClient:
             async for batch in batches:
                 yield batch
 
+    def _open_stream(
+        self, path: str, params: dict[str, str | int], headers: dict[str, str]
+    ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
+        """The GET of a stream: through `transport.open_stream` where it applies (a plain
+        http server, no proxy, and this client's own httpx client, which tests replace),
+        else through httpx. Either way an `httpx.Response` and httpx's errors."""
+        timeout = stream_timeout(self.timeout)
+        if self._streams_here and self._http is self._own_http:
+            request = self._http.build_request("GET", path, params=params, headers=headers)
+            return open_stream(request, timeout)
+        return self._http.stream("GET", path, params=params, headers=headers, timeout=timeout)
+
     async def _follow(
         self,
         cursor: StreamCursor,
@@ -324,13 +339,7 @@ class AsyncClient:
                         waiting = state is not None
                 if failure is None:
                     params, headers = cursor.request()
-                    async with self._http.stream(
-                        "GET",
-                        cursor.path,
-                        params=params,
-                        headers=headers,
-                        timeout=stream_timeout(self.timeout),
-                    ) as response:
+                    async with self._open_stream(cursor.path, params, headers) as response:
                         if is_waitable(response.status_code):
                             await response.aread()
                             state_ = (
