@@ -327,3 +327,55 @@ async def test_pages_kept_are_bounded_in_memory_too() -> None:
     page.encoded("sse", lambda rs: [b"y" * 2000 for _ in rs])  # encodings count as well
     await cache.page("app", 0, 0)  # a new page comes in: the others make room
     assert len(cache) == 1
+
+
+async def test_pages_every_reader_has_passed_go_at_the_next_load() -> None:
+    """A page ending at or below the lowest reader's cursor is nobody's any more: a lone
+    reader catching up holds the page it reads, not the cache's bound."""
+    store = filled(6 * PAGE)
+    cursors = {"app": [0], "other": [0]}
+    cache = PageCache(store, passed=lambda process: min(cursors[process]))
+    for block in range(4):
+        await cache.page("app", 0, block * PAGE)
+    assert len(cache) == 4  # every reader is still at 0: all four are kept
+    cursors["app"] = [2 * PAGE + 7, 3 * PAGE]  # both readers are past blocks 0 and 1...
+    await cache.page("app", 0, 4 * PAGE)
+    assert sorted(k[2] for k in cache._pages) == [2, 3, 4]  # ...which go; block 2 is the slow one's
+    assert await cache.page("app", 0, 2 * PAGE + 7) is not None and len(store.reads) == 5
+    cursors["app"] = [PAGE - 1]  # a reader that came later, from history
+    await cache.page("app", 0, 5 * PAGE)
+    assert sorted(k[2] for k in cache._pages) == [2, 3, 4, 5]  # nothing it still needs goes
+    reads = len(store.reads)
+    assert (await cache.page("app", 0, 0)).records[0].seq == 1  # block 0 is read again
+    assert len(store.reads) == reads + 1
+
+
+async def test_a_page_is_dropped_only_for_its_own_process() -> None:
+    store = filled(2 * PAGE)
+    store.write(records("other", 1, 2 * PAGE))
+    cursors = {"app": 0, "other": 0}
+    cache = PageCache(store, passed=cursors.__getitem__)
+    await cache.page("app", 0, 0)
+    await cache.page("other", 0, 0)
+    cursors["app"] = 2 * PAGE  # past both of its blocks: the one it loads now stays all the same
+    await cache.page("app", 0, PAGE)
+    assert sorted(cache._pages) == [("app", 0, 1), ("other", 0, 0)]
+
+
+async def test_the_hub_tells_its_pages_the_lowest_cursor() -> None:
+    from logcast.hub import Hub
+
+    hub = Hub(MemoryStore())
+    await hub.open(["app"])
+    try:
+        assert hub._passed("app") == 0 and hub._passed("nobody") == 0
+        slow, fast = await hub.subscribe("app", after=0), await hub.subscribe("app", after=0)
+        slow.cursor, fast.cursor = 5, 9
+        assert hub._passed("app") == 5
+        slow.close()
+        assert hub._passed("app") == 9
+        fast.close()
+        assert hub._passed("app") == 0
+        assert hub.pages._passed == hub._passed
+    finally:
+        await hub.close()

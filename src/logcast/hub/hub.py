@@ -71,7 +71,7 @@ class Hub:
         self._wake_pending = False
         self._last_wake = 0.0  # monotonic
         self._wake_cost = 0.0  # s the last wakes' turns took the loop (smoothed)
-        self.pages = PageCache(store)
+        self.pages = PageCache(store, passed=self._passed)
         self.writer = StoreWriter(
             store,
             self.journals,
@@ -150,6 +150,14 @@ class Hub:
         for journal in self._journals.values():
             for sub in list(journal.subscribers):
                 sub.close()
+
+    def _passed(self, process: str) -> int:
+        """The seq that every reader of `process` is past: the lowest cursor (on the loop,
+        where cursors move)."""
+        journal = self._journals.get(process)
+        if journal is None or not journal.subscribers:
+            return 0
+        return min(sub.cursor for sub in journal.subscribers)
 
     def names(self) -> list[str]:
         return list(self._journals)
