@@ -287,6 +287,30 @@ def test_silence_longer_than_the_read_timeout_is_a_read_timeout(run: Callable[[A
     run(main())
 
 
+def test_bytes_that_keep_coming_within_the_read_timeout_never_time_out(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """The timeout is per wait: a stream that sends every 0.15 s for 1.2 s, with a read
+    timeout of 0.4 s, runs to its end (the one timer comes back for each new wait)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(SSE_HEAD)
+        for i in range(8):
+            await asyncio.sleep(0.15)
+            writer.write(chunked(b"data: %d\n\n" % i))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> None:
+        async with serving(handler) as port:
+            _, body = await read_all(request(port), httpx.Timeout(5.0, read=0.4))
+        assert body == b"".join(b"data: %d\n\n" % i for i in range(8))
+
+    run(main())
+
+
 def test_nobody_listening_is_a_connect_error(run: Callable[[Awaitable[Any]], Any]) -> None:
     async def main() -> None:
         with pytest.raises(httpx.ConnectError):

@@ -120,6 +120,8 @@ class _ResponseProtocol(asyncio.Protocol):
         self._complete = False  # the whole body has arrived
         self._error: httpx.TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._wait_began = 0.0  # loop time the wait in progress began
+        self._timer: asyncio.TimerHandle | None = None  # the read timeout's (see _check_timeout)
 
     # -- asyncio ------------------------------------------------------------------------
 
@@ -141,6 +143,9 @@ class _ResponseProtocol(asyncio.Protocol):
         return False  # close: the answer is over either way (see connection_lost)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._complete and self._error is None:
             if self._head_done and self._until_close and exc is None:
                 self._complete = True
@@ -211,16 +216,30 @@ class _ResponseProtocol(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait(self) -> None:
+        """Wait for the next bytes (or the end), at most the read timeout."""
         self._waiter = self._loop.create_future()
+        self._wait_began = self._loop.time()
+        if self._timer is None and self._read_timeout is not None:
+            self._timer = self._loop.call_at(self._wait_began + self._read_timeout, self._check_timeout)
         try:
-            async with asyncio.timeout(self._read_timeout):
-                await self._waiter
-        except TimeoutError:
-            raise httpx.ReadTimeout(
-                f"nothing arrived for {self._read_timeout} s", request=self._request
-            ) from None
+            await self._waiter
         finally:
             self._waiter = None
+
+    def _check_timeout(self) -> None:
+        """The read timeout's one timer: it fails the wait in progress if that began a
+        timeout ago, else comes back when it would have. A timer per wait (`asyncio.timeout`)
+        cost a follower of ordinary output a timer scheduled and cancelled per line."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._read_timeout is None:
+            return  # no wait in progress: the next one sets the timer again
+        due = self._wait_began + self._read_timeout
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._check_timeout)
+            return
+        error = httpx.ReadTimeout(f"nothing arrived for {self._read_timeout:g} s", request=self._request)
+        waiter.set_exception(error)
 
 
 class _Body(httpx.AsyncByteStream):
