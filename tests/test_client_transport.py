@@ -16,7 +16,13 @@ import pytest
 import uvloop
 
 from logcast.client import AsyncClient
-from logcast.client.transport import ERROR_BODY_MAX, HIGH_WATER, open_stream, streams_here
+from logcast.client.transport import (
+    ERROR_BODY_MAX,
+    HIGH_WATER,
+    _request_head,
+    open_stream,
+    streams_here,
+)
 from tests.util import free_port
 
 TIMEOUTS = httpx.Timeout(5.0)
@@ -107,9 +113,20 @@ def test_the_request_is_the_get_httpx_built(run: Callable[[Awaitable[Any]], Any]
     run(main())
 
 
-@pytest.mark.parametrize("value", ["t\r\nX-Evil: 1", "t\nX-Evil: 1", "t\x00"])
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("Authorization", "t\r\nX-Evil: 1", "control character"),
+        ("Authorization", "t\nX-Evil: 1", "control character"),
+        ("Authorization", "t\x00", "control character"),
+        ("Authorization", "t\x1b[2J", "control character"),
+        ("X-A: b", "c", "illegal header name"),
+        ("bad name", "c", "illegal header name"),
+        ("", "c", "illegal header name"),
+    ],
+)
 def test_a_header_that_would_break_the_request_is_refused_before_connecting(
-    run: Callable[[Awaitable[Any]], Any], value: str
+    run: Callable[[Awaitable[Any]], Any], name: str, value: str, error: str
 ) -> None:
     connections: list[int] = []
 
@@ -118,12 +135,18 @@ def test_a_header_that_would_break_the_request_is_refused_before_connecting(
 
     async def main() -> None:
         async with serving(handler) as port:
-            req = request(port, headers={"Authorization": value})
-            with pytest.raises(httpx.LocalProtocolError, match="line break or NUL"):
+            req = request(port, headers={name: value})
+            with pytest.raises(httpx.LocalProtocolError, match=error):
                 await read_all(req)
         assert connections == []
 
     run(main())
+
+
+def test_a_tab_in_a_header_value_is_sent() -> None:
+    assert _request_head(httpx.Request("GET", "http://h/", headers={"X-A": "a\tb"})).endswith(
+        b"X-A: a\tb\r\n\r\n"
+    )
 
 
 def test_only_plain_http_gets_are_sent() -> None:
@@ -208,6 +231,101 @@ def test_an_error_body_is_kept_up_to_its_bound(run: Callable[[Awaitable[Any]], A
 
 
 # -- answers that break --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n",
+        b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    ],
+    ids=["100", "103", "two"],
+)
+@pytest.mark.parametrize("together", [True, False], ids=["one read", "later reads"])
+def test_interim_answers_are_skipped(
+    run: Callable[[Awaitable[Any]], Any], interim: bytes, together: bool
+) -> None:
+    final = SSE_HEAD + chunked(b"data: 1\n\n") + b"0\r\n\r\n"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in [interim + final] if together else [interim, final]:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        async with serving(handler) as port:
+            response, body = await read_all(request(port))
+        assert response.status_code == 200 and body == b"data: 1\n\n"
+        assert "link" not in response.headers  # the interim answer's headers are not the answer's
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "body"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+            200,
+            b"hello",
+        ),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloXYZ garbage", 200, b"hello"),
+        (SSE_HEAD + chunked(b"data: 1\n\n") + b"0\r\n\r\nXYZ garbage", 200, b"data: 1\n\n"),
+        (b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusyXYZ", 503, b"busy"),
+        (SSE_HEAD + chunked(b"data: 1\n\n") + b"0\r\nx-trailer: 1\r\n\r\n", 200, b"data: 1\n\n"),
+    ],
+    ids=[
+        "a second answer",
+        "junk after a length",
+        "junk after the last chunk",
+        "junk after an error",
+        "trailers",
+    ],
+)
+def test_what_follows_the_answer_is_ignored(
+    run: Callable[[Awaitable[Any]], Any], answer: bytes, status: int, body: bytes
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    async def main() -> None:
+        async with serving(handler) as port, open_stream(request(port), TIMEOUTS) as response:
+            got = await response.aread()
+            assert (response.status_code, got) == (status, body)
+            assert "x-trailer" not in response.headers
+
+    run(main())
+
+
+@pytest.mark.parametrize("one_header", [True, False], ids=["one long header", "many headers"])
+def test_a_head_without_end_is_refused_at_its_bound(
+    run: Callable[[Awaitable[Any]], Any], one_header: bool
+) -> None:
+    sent = [0]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n" + (b"x-long: " if one_header else b""))
+        for i in range(2000):  # 16 MB, if nobody stopped reading
+            writer.write(
+                b"a" * 8000 if one_header else b"".join(b"x-%d: %s\r\n" % (i, b"a" * 90) for _ in range(80))
+            )
+            sent[0] += 8000
+            await writer.drain()
+
+    async def main() -> None:
+        async with serving(handler) as port:
+            with pytest.raises(httpx.RemoteProtocolError, match="head over"):
+                await read_all(request(port))
+        assert sent[0] < 2000 * 8000  # refused before the end (the kernel's buffers took the rest)
+
+    run(main())
 
 
 def test_a_stream_cut_in_the_middle_is_a_read_error_after_what_came(
@@ -319,6 +437,15 @@ def test_nobody_listening_is_a_connect_error(run: Callable[[Awaitable[Any]], Any
     run(main())
 
 
+@pytest.mark.parametrize("host", ["logs..example", "a" * 64 + ".example"], ids=["empty label", "long label"])
+def test_a_name_no_resolver_takes_is_a_connect_error(run: Callable[[Awaitable[Any]], Any], host: str) -> None:
+    async def main() -> None:
+        with pytest.raises(httpx.ConnectError):
+            await read_all(httpx.Request("GET", f"http://{host}:8080/"))
+
+    run(main())
+
+
 # -- read-ahead ---------------------------------------------------------------------------------
 
 
@@ -361,20 +488,27 @@ def test_a_reader_that_stops_taking_stops_the_reading(run: Callable[[Awaitable[A
 # -- which way a client streams -------------------------------------------------------------------
 
 
-def test_plain_http_without_a_proxy_streams_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY")
+
+
+def test_plain_http_without_a_proxy_or_credentials_streams_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert streams_here("http://127.0.0.1:8080")
     assert streams_here("http://logs.example:80/prefix")
     assert not streams_here("https://logs.example")
+    assert not streams_here("http://user:pw@logs.example")  # httpx sends them as Basic auth
     assert not streams_here("http://")
     assert not streams_here("not a url at all ::")
+    assert streams_here("http://xn--zz:8080")  # not a name IDNA decodes: no error here (the connect fails)
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     assert not streams_here("http://logs.example")
-    monkeypatch.setenv("NO_PROXY", "logs.example")
+    monkeypatch.setenv("NO_PROXY", ".logs.example")  # httpx's rules decide which hosts it spares
+    assert not streams_here("http://logs.example")
+    monkeypatch.setenv("NO_PROXY", "*")
     assert streams_here("http://logs.example")
-    assert not streams_here("http://other.example")
     monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.delenv("NO_PROXY")
     monkeypatch.setenv("ALL_PROXY", "socks5://proxy.example:1080")
     assert not streams_here("http://other.example")
 
@@ -382,7 +516,7 @@ def test_plain_http_without_a_proxy_streams_here(monkeypatch: pytest.MonkeyPatch
 async def test_the_client_streams_here_unless_it_goes_through_a_proxy_or_another_httpx(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+    for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     opened: list[str] = []
 

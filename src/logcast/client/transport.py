@@ -8,15 +8,22 @@ over plain http that no proxy from the environment applies to, with httptools' p
 (uvicorn's, in C), and hands the answer on as an `httpx.Response`: status, headers, body
 and the errors it raises are httpx's, so the code that reads it does not know.
 
-Everything else (https, a proxy, a replaced httpx client) goes through httpx
-(`streams_here`). The body is read ahead by at most `HIGH_WATER` bytes; past that the
-socket is left unread until the reader takes them, as httpx would: a follower that stops
-reading (a stuck terminal) holds the server's send, which cuts it loose after its timeout.
+Everything else (https, a proxy in the environment, credentials in the URL, a replaced
+httpx client) goes through httpx (`streams_here`). The body is read ahead by at most
+`HIGH_WATER` bytes; past that the socket is left unread until the reader takes them, as
+httpx would: a follower that stops reading (a stuck terminal) holds the server's send,
+which cuts it loose after its timeout. As httpcore does, interim answers (1xx) are
+skipped, what follows the answer is ignored, and a head over `HEAD_MAX` bytes is refused.
+
+Not done: httpcore tries a name's next address 250 ms after the first when that one
+neither answers nor refuses (happy eyeballs); here the addresses are tried in turn within
+the connect timeout (uvloop's `create_connection` has no such option).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
@@ -26,28 +33,31 @@ from typing import cast
 import httptools
 import httpx
 
-__all__ = ["ERROR_BODY_MAX", "HIGH_WATER", "open_stream", "streams_here"]
+__all__ = ["ERROR_BODY_MAX", "HEAD_MAX", "HIGH_WATER", "open_stream", "streams_here"]
 
-HIGH_WATER = 1 << 20  # bytes of body read ahead of the reader before reading stops
-LOW_WATER = HIGH_WATER // 4  # ...and resumes once the reader has taken this much back
+HIGH_WATER = 1 << 20  # bytes of body read ahead of the reader before reading stops (until it takes them)
 ERROR_BODY_MAX = 1 << 20  # bytes of an answer other than 2xx kept (its JSON says why)
-_FORBIDDEN = (b"\r", b"\n", b"\0")  # in a header name or value: would start another header
+HEAD_MAX = 100 * 1024  # bytes of status line and headers at most (httpcore's bound)
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 5.1)
+_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")  # a header value: no control byte but tab
 
 
 def streams_here(url: str) -> bool:
-    """Whether `open_stream` can serve `url`'s streams: plain http to a host that no proxy
-    from the environment (`http_proxy`, `all_proxy`, less `no_proxy`) applies to."""
+    """Whether `open_stream` can serve `url`'s streams: plain http, no credentials in the
+    URL (httpx sends those as Basic auth), and no proxy that httpx might use: none in the
+    system's settings or the environment (`http_proxy`, `all_proxy`), or `no_proxy=*`.
+    Whether a narrower `no_proxy` spares this host is httpx's to decide, by its rules."""
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL:
+        host = parsed.raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):
         return False
-    if parsed.scheme != "http" or not parsed.host:
+    if parsed.scheme != "http" or not host or parsed.userinfo:
         return False
-    proxies = urllib.request.getproxies_environment()
+    proxies = urllib.request.getproxies()
     if not (proxies.get("http") or proxies.get("all")):
         return True
-    # undocumented but in every CPython 3; what getproxies_environment pairs with
-    return bool(urllib.request.proxy_bypass_environment(parsed.host, proxies))  # type: ignore[attr-defined]
+    return proxies.get("no", "").strip() == "*"
 
 
 @asynccontextmanager
@@ -61,17 +71,16 @@ async def open_stream(request: httpx.Request, timeouts: httpx.Timeout) -> AsyncI
     would break the request); all are `httpx.TransportError`."""
     head = _request_head(request)
     url = request.url
+    host, port = url.raw_host.decode("ascii"), url.port or 80  # the name as httpx connects to it (IDNA 2008)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeouts.connect):
             transport, protocol = await loop.create_connection(
-                lambda: _ResponseProtocol(loop, request, timeouts.read), url.host, url.port or 80
+                lambda: _ResponseProtocol(loop, request, timeouts.read), host, port
             )
     except TimeoutError:
-        raise httpx.ConnectTimeout(
-            f"no connection to {url.host}:{url.port or 80} in time", request=request
-        ) from None
-    except OSError as exc:
+        raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time", request=request) from None
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name no resolver takes (an empty label)
         raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
     try:
         transport.write(head)
@@ -92,8 +101,10 @@ def _request_head(request: httpx.Request) -> bytes:
         raise ValueError(f"open_stream sends plain http GETs, not {request.method} {request.url.scheme}")
     parts = [b"GET ", request.url.raw_path, b" HTTP/1.1\r\n"]
     for name, value in request.headers.raw:
-        if any(c in name or c in value for c in _FORBIDDEN):
-            raise httpx.LocalProtocolError(f"header {name!r} holds a line break or NUL", request=request)
+        if not _TOKEN.fullmatch(name):
+            raise httpx.LocalProtocolError(f"illegal header name {name!r}", request=request)
+        if not _VALUE.fullmatch(value):
+            raise httpx.LocalProtocolError(f"header {name!r} holds a control character", request=request)
         parts += [name, b": ", value, b"\r\n"]
     parts.append(b"\r\n")
     return b"".join(parts)
@@ -111,7 +122,9 @@ class _ResponseProtocol(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0  # bytes read before the head was complete
         self._status = 0
+        self._interim = False  # the head being read is a 1xx's, which the answer follows
         self._head_done = False
         self._until_close = False  # the body has neither a length nor chunks: it ends with the connection
         self._chunks: deque[bytes] = deque()
@@ -130,13 +143,22 @@ class _ResponseProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._complete or self._error is not None:
-            return
+            return  # what follows the answer is nobody's
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(httpx.RemoteProtocolError("the server switched protocols", request=self._request))
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}", request=self._request))
+            if not self._complete:  # not bytes after the answer, in the same read
+                self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}", request=self._request))
+        if not self._head_done and self._error is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_MAX:
+                self._fail(
+                    httpx.RemoteProtocolError(
+                        f"an answer's head over {HEAD_MAX} bytes", request=self._request
+                    )
+                )
         self._wake()
 
     def eof_received(self) -> bool:
@@ -160,15 +182,25 @@ class _ResponseProtocol(asyncio.Protocol):
     # -- httptools' callbacks -------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        if not self._head_done:  # not a chunked body's trailers
+            self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        if self._complete:
+            return
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # an interim answer: the real one follows
+            self._interim = True
+            self._headers = []
+            return
+        self._status = status
         names = {name.lower() for name, _ in self._headers}
         self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
         self._head_done = True
 
     def on_body(self, body: bytes) -> None:
+        if self._complete:
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self._transport is not None:
@@ -176,7 +208,10 @@ class _ResponseProtocol(asyncio.Protocol):
             self._transport.pause_reading()
 
     def on_message_complete(self) -> None:
-        self._complete = True
+        if self._interim:
+            self._interim = False
+        elif self._head_done:
+            self._complete = True
 
     # -- the reader ---------------------------------------------------------------------
 
