@@ -4,7 +4,8 @@ When a burst outruns the ring, every live reader falls behind it at about the sa
 time and reads on from the store over the same ranges: one query and one encoding per
 page serves them all, so catching up costs what keeping up costs. A page every reader of
 its process has passed goes at once: a lone reader catching up holds a page or two, not
-the cache's bound (`bench/burst.py --sse 1`: 132-136 MB peak RSS against 147-148)."""
+the cache's bound (`bench/burst.py --sse 1`, runs that fell behind: 132-135 MB peak RSS
+against 147-151)."""
 
 from __future__ import annotations
 
