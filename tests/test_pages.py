@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
+from logcast.hub import Hub, Subscription
 from logcast.hub.pages import PAGE, PageCache
 from logcast.query import Query
-from logcast.types import Level, LogRecord, ProcessState, Stream
+from logcast.types import Level, Lines, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
 
 
@@ -363,19 +365,125 @@ async def test_a_page_is_dropped_only_for_its_own_process() -> None:
 
 
 async def test_the_hub_tells_its_pages_the_lowest_cursor() -> None:
-    from logcast.hub import Hub
-
     hub = Hub(MemoryStore())
     await hub.open(["app"])
     try:
-        assert hub._passed("app") == 0 and hub._passed("nobody") == 0
+        assert hub._passed("app") == sys.maxsize and hub._passed("nobody") == sys.maxsize  # nobody reads
         slow, fast = await hub.subscribe("app", after=0), await hub.subscribe("app", after=0)
         slow.cursor, fast.cursor = 5, 9
         assert hub._passed("app") == 5
         slow.close()
         assert hub._passed("app") == 9
         fast.close()
-        assert hub._passed("app") == 0
+        assert hub._passed("app") == sys.maxsize
         assert hub.pages._passed == hub._passed
     finally:
         await hub.close()
+
+
+# -- through the hub's subscriptions ------------------------------------------------------------
+
+
+class ReadCountingStore(MemoryStore):
+    """MemoryStore that notes each read's `after`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[int] = []
+
+    async def read(
+        self,
+        process: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        query: Query | None = None,
+        upto: int | None = None,
+    ) -> list[LogRecord]:
+        self.reads.append(after)
+        return await super().read(process, after=after, limit=limit, query=query, upto=upto)
+
+
+async def behind_the_ring(
+    store: ReadCountingStore, afters: list[int], n: int = 10 * PAGE
+) -> tuple[Hub, list[Subscription]]:
+    """A hub with a 100-line ring and `n` lines stored, and readers from `afters` on."""
+    hub = Hub(store, memory_lines=100)
+    await hub.open(["app"])
+    for start in range(0, n, 500):
+        texts = [f"x{i}" for i in range(start, start + 500)]
+        hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * 500, [False] * 500))
+        assert await hub.flush()
+    subs = [await hub.subscribe("app", after=after) for after in afters]
+    store.reads.clear()
+    return hub, subs
+
+
+async def test_a_lone_reader_behind_reads_each_page_once_and_holds_two_at_most() -> None:
+    store = ReadCountingStore()
+    hub, (sub,) = await behind_the_ring(store, [0])
+    try:
+        held = 0
+        while sub.cursor < 10 * PAGE:
+            await sub.next(300, wait=False)
+            held = max(held, len(hub.pages))
+        blocks = [after // PAGE for after in store.reads]
+        assert sorted(blocks) == list(range(10))  # each page read once
+        assert held <= 2
+        await sub.next(300, wait=False)  # it looks for more: the ring's, now
+        assert len(hub.pages) == 0  # nothing it read is kept
+    finally:
+        await hub.close()
+
+
+async def test_readers_spread_over_a_burst_read_each_page_once_and_keep_none_at_the_end() -> None:
+    """The trailing readers finish from pages already read: those go once every reader
+    caught up with the ring, and what one still needs stays while it does."""
+    store = ReadCountingStore()
+    hub, subs = await behind_the_ring(store, [0, 3 * PAGE + 17, 6 * PAGE + 5])
+    try:
+        while any(sub.cursor < 10 * PAGE for sub in subs):
+            for i, sub in enumerate(subs):
+                for _ in range(i + 1):  # the later ones read faster
+                    await sub.next(250, wait=False)
+        blocks = [after // PAGE for after in store.reads]
+        assert sorted(blocks) == list(range(10))  # every page read once, shared by those behind
+        for sub in subs:
+            await sub.next(250, wait=False)  # each looks for more, in the ring
+        assert len(hub.pages) == 0
+    finally:
+        await hub.close()
+
+
+async def test_the_pages_only_a_leaving_reader_needed_go_with_it() -> None:
+    store = ReadCountingStore()
+    hub, (slow, fast) = await behind_the_ring(store, [0, 5 * PAGE])
+    try:
+        await fast.next(300, wait=False)
+        await slow.next(300, wait=False)
+        assert sorted(k[2] for k in hub.pages._pages) == [0, 5]
+        slow.close()  # block 0 was its alone
+        assert sorted(k[2] for k in hub.pages._pages) == [5]
+        fast.close()  # nobody reads: nothing is kept
+        assert len(hub.pages) == 0
+    finally:
+        await hub.close()
+
+
+async def test_a_failing_upkeep_does_not_strand_the_waiters_of_a_load() -> None:
+    store = filled(2 * PAGE)
+    store.gate = asyncio.Event()
+
+    def passed(process: str) -> int:
+        raise RuntimeError("upkeep failed (simulated)")
+
+    cache = PageCache(store, passed=passed)
+    loader = asyncio.create_task(cache.page("app", 0, 0))
+    await store.started.wait()
+    waiter = asyncio.create_task(cache.page("app", 0, 5))
+    await settle()
+    store.gate.set()
+    with pytest.raises(RuntimeError, match="simulated"):
+        await loader
+    page = await asyncio.wait_for(waiter, 5)
+    assert page.records[0].seq == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -152,12 +153,18 @@ class Hub:
                 sub.close()
 
     def _passed(self, process: str) -> int:
-        """The seq that every reader of `process` is past: the lowest cursor (on the loop,
-        where cursors move)."""
+        """The seq up to which no reader of `process` needs the store's pages: the lowest
+        cursor of its readers behind the memory tail (one being set up counts, at 0);
+        with none, every seq. On the loop, where cursors move. A reader in the memory tail
+        reads it there, and should it fall behind again, it reads the pages after its
+        cursor anew."""
         journal = self._journals.get(process)
-        if journal is None or not journal.subscribers:
-            return 0
-        return min(sub.cursor for sub in journal.subscribers)
+        if journal is None:
+            return sys.maxsize
+        with journal.lock:
+            first = journal.ring.first_seq
+        ring_from = sys.maxsize if first is None else first - 1  # a cursor here reads the ring
+        return min((sub.cursor for sub in journal.subscribers if sub.cursor < ring_from), default=sys.maxsize)
 
     def names(self) -> list[str]:
         return list(self._journals)

@@ -2,10 +2,11 @@
 
 When a burst outruns the ring, every live reader falls behind it at about the same
 time and reads on from the store over the same ranges: one query and one encoding per
-page serves them all, so catching up costs what keeping up costs. A page every reader of
-its process has passed goes at once: a lone reader catching up holds a page or two, not
-the cache's bound (`bench/burst.py --sse 1`, runs that fell behind: 132-135 MB peak RSS
-against 147-151)."""
+page serves them all, so catching up costs what keeping up costs. The pages every reader
+of a process has passed go when its next page is read, when a reader of it catches up
+with the memory tail, and when one leaves: a lone reader catching up holds a page or
+two, not the cache's bound (`bench/burst.py --sse 1`, runs that fell behind: 132-135 MB
+peak RSS against 147-151), and nothing stays once every reader is past."""
 
 from __future__ import annotations
 
@@ -126,12 +127,14 @@ class PageCache:
             if self._loading.get(key, (0, None))[1] is future:
                 del self._loading[key]
         page = Page(records)
-        if records:
-            self._pages[key] = page
-            self._pages.move_to_end(key)
-            self._drop_passed(key)
-            self._evict()
-        future.set_result(page)
+        try:
+            if records:
+                self._pages[key] = page
+                self._pages.move_to_end(key)
+                self.drop_passed(process, keep=key)
+                self._evict()
+        finally:
+            future.set_result(page)  # whatever the upkeep did, the waiters have their page
         return page
 
     @property
@@ -139,18 +142,17 @@ class PageCache:
         """Estimated memory of the pages kept, encodings included."""
         return sum(page.size for page in self._pages.values())
 
-    def _drop_passed(self, loaded: Key) -> None:
-        """Drop the pages of `loaded`'s process, but `loaded`, that every one of its
-        readers is past: nobody reading now asks for them again (a reader that comes
-        later reads them anew)."""
-        if self._passed is None:
+    def drop_passed(self, process: str, keep: Key | None = None) -> None:
+        """Drop the pages of `process` (but `keep`) that every one of its readers is past:
+        nobody reading now asks for them again (a reader that comes later reads them
+        anew). Call on the event loop, where the readers' cursors move."""
+        if self._passed is None or not self._pages:
             return
-        process = loaded[0]
         passed = self._passed(process)
         gone = [
             k
             for k, page in self._pages.items()
-            if k[0] == process and k != loaded and page.records[-1].seq <= passed
+            if k[0] == process and k != keep and page.records[-1].seq <= passed
         ]
         for key in gone:
             del self._pages[key]

@@ -82,6 +82,7 @@ class Subscription:
         self.event = asyncio.Event()
         self.closed = False
         self._waiting_commit = False
+        self._from_store = False  # the last window came from the store's pages
 
     @property
     def process(self) -> str:
@@ -91,6 +92,7 @@ class Subscription:
         self.closed = True
         self.journal.subscribers.discard(self)
         self.event.set()
+        self.hub.pages.drop_passed(self.journal.name)  # pages only this reader still needed
 
     def __enter__(self) -> Subscription:
         return self
@@ -220,6 +222,7 @@ class Subscription:
         store (through the hub's shared pages), else a hole."""
         journal = self.journal
         cursor = self.cursor
+        window: _Window | None = None
         with journal.lock:
             ring = journal.ring
             last = journal.visible_seq
@@ -232,7 +235,11 @@ class Subscription:
                 if fmt is not None and records:
                     window.cached = ring.encodings(fmt, records[0].seq, len(records))
                     window.statuses = ring.statuses(records[0].seq, records[-1].seq)
-                return window
+        if window is not None:
+            if self._from_store:  # it caught up: the store's pages it read may be nobody's now
+                self._from_store = False
+                self.hub.pages.drop_passed(journal.name)
+            return window
         if cursor < cleared:
             return _Window(cursor, last, [], hole=min(cleared, last))
         return await self._stored(limit, last)
@@ -246,6 +253,7 @@ class Subscription:
         """
         journal = self.journal
         cursor = self.cursor
+        self._from_store = True
         while True:
             committed = journal.committed
             page = await self.hub.pages.page(journal.name, journal.cleared_upto, cursor)
