@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from logcast.hub import Hub, Subscription
+from logcast.hub import Entry, Hub, Subscription
 from logcast.hub.pages import PAGE, PageCache
 from logcast.query import Query
-from logcast.types import Level, Lines, LogRecord, ProcessState, Stream
+from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
 
 
@@ -336,7 +336,7 @@ async def test_pages_every_reader_has_passed_go_at_the_next_load() -> None:
     reader catching up holds the page it reads, not the cache's bound."""
     store = filled(6 * PAGE)
     cursors = {"app": [0], "other": [0]}
-    cache = PageCache(store, passed=lambda process: min(cursors[process]))
+    cache = PageCache(store, passed=lambda process, floor: min(cursors[process]))
     for block in range(4):
         await cache.page("app", 0, block * PAGE)
     assert len(cache) == 4  # every reader is still at 0: all four are kept
@@ -356,7 +356,7 @@ async def test_a_page_is_dropped_only_for_its_own_process() -> None:
     store = filled(2 * PAGE)
     store.write(records("other", 1, 2 * PAGE))
     cursors = {"app": 0, "other": 0}
-    cache = PageCache(store, passed=cursors.__getitem__)
+    cache = PageCache(store, passed=lambda process, floor: cursors[process])
     await cache.page("app", 0, 0)
     await cache.page("other", 0, 0)
     cursors["app"] = 2 * PAGE  # past both of its blocks: the one it loads now stays all the same
@@ -372,6 +372,7 @@ async def test_the_hub_tells_its_pages_the_lowest_cursor() -> None:
         slow, fast = await hub.subscribe("app", after=0), await hub.subscribe("app", after=0)
         slow.cursor, fast.cursor = 5, 9
         assert hub._passed("app") == 5
+        assert hub._passed("app", floor=6) == 5  # below the floor: it may stop there
         slow.close()
         assert hub._passed("app") == 9
         fast.close()
@@ -407,16 +408,32 @@ class ReadCountingStore(MemoryStore):
 async def behind_the_ring(
     store: ReadCountingStore, afters: list[int], n: int = 10 * PAGE
 ) -> tuple[Hub, list[Subscription]]:
-    """A hub with a 100-line ring and `n` lines stored, and readers from `afters` on."""
+    """A hub with a 100-line ring and `n` lines stored (every one: a chunk of 100 at a
+    time, each persisted before the next), and readers from `afters` on."""
     hub = Hub(store, memory_lines=100)
     await hub.open(["app"])
-    for start in range(0, n, 500):
-        texts = [f"x{i}" for i in range(start, start + 500)]
-        hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * 500, [False] * 500))
+    for start in range(0, n, 100):
+        texts = [f"x{i}" for i in range(start, start + 100)]
+        hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * 100, [False] * 100))
         assert await hub.flush()
+    assert hub.stats("app")["store_lost"] == 0
     subs = [await hub.subscribe("app", after=after) for after in afters]
     store.reads.clear()
     return hub, subs
+
+
+def seqs_of(entries: list[Entry]) -> list[int]:
+    return [
+        payload.seq
+        for kind, payload in entries
+        if kind is EventType.HISTORICAL and isinstance(payload, LogRecord)
+    ]
+
+
+def ring_front(hub: Hub) -> int:
+    first = hub.get("app").ring.first_seq
+    assert first is not None
+    return first - 1
 
 
 async def test_a_lone_reader_behind_reads_each_page_once_and_holds_two_at_most() -> None:
@@ -424,14 +441,17 @@ async def test_a_lone_reader_behind_reads_each_page_once_and_holds_two_at_most()
     hub, (sub,) = await behind_the_ring(store, [0])
     try:
         held = 0
+        got: list[int] = []
         while sub.cursor < 10 * PAGE:
-            await sub.next(300, wait=False)
+            got += seqs_of(await sub.next(300, wait=False))
             held = max(held, len(hub.pages))
+        assert got == list(range(1, 10 * PAGE + 1))
         blocks = [after // PAGE for after in store.reads]
         assert sorted(blocks) == list(range(10))  # each page read once
         assert held <= 2
         await sub.next(300, wait=False)  # it looks for more: the ring's, now
-        assert len(hub.pages) == 0  # nothing it read is kept
+        # of what it read, only the page reaching into the ring is kept
+        assert [page.records[-1].seq > ring_front(hub) for page in hub.pages._pages.values()] == [True]
     finally:
         await hub.close()
 
@@ -442,15 +462,17 @@ async def test_readers_spread_over_a_burst_read_each_page_once_and_keep_none_at_
     store = ReadCountingStore()
     hub, subs = await behind_the_ring(store, [0, 3 * PAGE + 17, 6 * PAGE + 5])
     try:
+        got: list[list[int]] = [[], [], []]
         while any(sub.cursor < 10 * PAGE for sub in subs):
             for i, sub in enumerate(subs):
                 for _ in range(i + 1):  # the later ones read faster
-                    await sub.next(250, wait=False)
+                    got[i] += seqs_of(await sub.next(250, wait=False))
+        assert got == [list(range(after + 1, 10 * PAGE + 1)) for after in (0, 3 * PAGE + 17, 6 * PAGE + 5)]
         blocks = [after // PAGE for after in store.reads]
         assert sorted(blocks) == list(range(10))  # every page read once, shared by those behind
         for sub in subs:
             await sub.next(250, wait=False)  # each looks for more, in the ring
-        assert len(hub.pages) == 0
+        assert [page.records[-1].seq > ring_front(hub) for page in hub.pages._pages.values()] == [True]
     finally:
         await hub.close()
 
@@ -461,23 +483,33 @@ async def test_the_pages_only_a_leaving_reader_needed_go_with_it() -> None:
     try:
         await fast.next(300, wait=False)
         await slow.next(300, wait=False)
-        assert sorted(k[2] for k in hub.pages._pages) == [0, 5]
-        slow.close()  # block 0 was its alone
-        assert sorted(k[2] for k in hub.pages._pages) == [5]
-        fast.close()  # nobody reads: nothing is kept
-        assert len(hub.pages) == 0
+        while fast.cursor <= 6 * PAGE:  # into block 6, which is loaded
+            await fast.next(300, wait=False)
+        assert sorted(k[2] for k in hub.pages._pages) == [0, 5, 6]
+        slow.close()  # it keeps block 0, where it would resume if it came back
+        assert sorted(k[2] for k in hub.pages._pages) == [0, 6]  # block 5 was nobody's
+        fast.close()  # now nobody reads: what remains is the page where the last one left
+        assert sorted(k[2] for k in hub.pages._pages) == [6]
+        newcomer = await hub.subscribe("app", after=9 * PAGE)
+        await newcomer.next(300, wait=False)  # its load sweeps what nobody is at
+        assert sorted(k[2] for k in hub.pages._pages) == [9]
     finally:
         await hub.close()
 
 
 async def test_a_failing_upkeep_does_not_strand_the_waiters_of_a_load() -> None:
     store = filled(2 * PAGE)
-    store.gate = asyncio.Event()
+    failing = False
 
-    def passed(process: str) -> int:
-        raise RuntimeError("upkeep failed (simulated)")
+    def passed(process: str, floor: int) -> int:
+        if failing:
+            raise RuntimeError("upkeep failed (simulated)")
+        return 0
 
     cache = PageCache(store, passed=passed)
+    await cache.page("app", 0, PAGE)  # a page for the upkeep to look at
+    failing = True
+    store.gate = asyncio.Event()
     loader = asyncio.create_task(cache.page("app", 0, 0))
     await store.started.wait()
     waiter = asyncio.create_task(cache.page("app", 0, 5))
@@ -487,3 +519,79 @@ async def test_a_failing_upkeep_does_not_strand_the_waiters_of_a_load() -> None:
         await loader
     page = await asyncio.wait_for(waiter, 5)
     assert page.records[0].seq == 1
+
+
+async def test_a_reader_at_the_front_of_the_memory_tail_reads_each_page_once() -> None:
+    """In a flood, a reader keeping pace about a ring behind steps out of the ring and back
+    in: the page reaching into the ring stays for it, not read again at each step out."""
+    store = ReadCountingStore()
+    hub = Hub(store, memory_lines=1000)
+    await hub.open(["app"])
+    try:
+        total = 0
+
+        async def add(n: int) -> None:
+            nonlocal total
+            texts = [f"x{i}" for i in range(total, total + n)]
+            hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * n, [False] * n))
+            total += n
+            assert await hub.flush()
+
+        for _ in range(6):
+            await add(500)
+        front = ring_front(hub)
+        sub = await hub.subscribe("app", after=front)
+        store.reads.clear()
+        got: list[int] = []
+        for round_ in range(150):
+            await add(100)  # the ring lets go of 100 lines at its front
+            for _ in range(2 if round_ % 2 == 0 else 0):  # the reader keeps pace, unevenly
+                got += [p.seq for kind, p in await sub.next(100, wait=False) if isinstance(p, LogRecord)]
+        assert got == list(range(front + 1, front + 1 + len(got)))
+        blocks = [after // PAGE for after in store.reads]
+        assert len(blocks) <= 2 * len(set(blocks))  # a short page at the writer's edge may be read again
+        assert len(store.reads) <= 20  # 15,000 lines: 8 blocks (75 reads when the page in the ring went)
+    finally:
+        await hub.close()
+
+
+async def test_a_page_read_for_a_reader_that_left_meanwhile_does_not_stay() -> None:
+    class GatedStore(ReadCountingStore):
+        gate: asyncio.Event | None = None
+        started = asyncio.Event()
+
+        async def read(self, process: str, **kw: object) -> list[LogRecord]:
+            rows = await super().read(process, **kw)  # type: ignore[arg-type]
+            self.started.set()
+            if self.gate is not None:
+                await self.gate.wait()
+            return rows
+
+    store = GatedStore()
+    hub, (sub,) = await behind_the_ring(store, [0], 3 * PAGE)
+    try:
+        store.gate = asyncio.Event()
+        reading = asyncio.create_task(sub.next(100, wait=False))
+        await store.started.wait()
+        hub.end_subscriptions()  # the server stops: the stream ends, its read goes on
+        sub.close()  # and a second close does no harm
+        store.gate.set()
+        await reading
+        assert len(hub.pages) == 0
+    finally:
+        await hub.close()
+
+
+async def test_the_end_of_every_subscription_leaves_the_pages_to_the_hub() -> None:
+    """Shutdown closes every reader at once: one sweep each would cost the square of their
+    number; the pages go with the hub."""
+    store = ReadCountingStore()
+    hub, subs = await behind_the_ring(store, [0, 5 * PAGE])
+    try:
+        for sub in subs:
+            await sub.next(300, wait=False)
+        assert len(hub.pages) == 2
+        hub.end_subscriptions()
+        assert len(hub.pages) == 2 and all(sub.closed for sub in subs)
+    finally:
+        await hub.close()

@@ -150,21 +150,29 @@ class Hub:
         """Close every subscription (call on the loop): the streams reading them end."""
         for journal in self._journals.values():
             for sub in list(journal.subscribers):
-                sub.close()
+                sub.close(sweep=False)  # the pages go with the hub
 
-    def _passed(self, process: str) -> int:
+    def _passed(self, process: str, floor: int = 0) -> int:
         """The seq up to which no reader of `process` needs the store's pages: the lowest
-        cursor of its readers behind the memory tail (one being set up counts, at 0);
-        with none, every seq. On the loop, where cursors move. A reader in the memory tail
-        reads it there, and should it fall behind again, it reads the pages after its
-        cursor anew."""
+        cursor of its readers behind the memory tail (one being set up counts, at 0), and
+        never past the tail's front, so that a page reaching into the tail stays for a
+        reader at its edge, which steps in and out of it in a flood. On the loop, where
+        cursors move. Looking stops at a cursor below `floor` (the caller can drop nothing
+        then): readers catching up one by one do not each scan them all."""
         journal = self._journals.get(process)
         if journal is None:
             return sys.maxsize
         with journal.lock:
             first = journal.ring.first_seq
         ring_from = sys.maxsize if first is None else first - 1  # a cursor here reads the ring
-        return min((sub.cursor for sub in journal.subscribers if sub.cursor < ring_from), default=sys.maxsize)
+        lowest = ring_from
+        for sub in journal.subscribers:
+            cursor = sub.cursor
+            if cursor < lowest:
+                lowest = cursor
+                if cursor < floor:
+                    break
+        return lowest
 
     def names(self) -> list[str]:
         return list(self._journals)

@@ -2,11 +2,12 @@
 
 When a burst outruns the ring, every live reader falls behind it at about the same
 time and reads on from the store over the same ranges: one query and one encoding per
-page serves them all, so catching up costs what keeping up costs. The pages every reader
-of a process has passed go when its next page is read, when a reader of it catches up
-with the memory tail, and when one leaves: a lone reader catching up holds a page or
-two, not the cache's bound (`bench/burst.py --sse 1`, runs that fell behind: 132-135 MB
-peak RSS against 147-151), and nothing stays once every reader is past."""
+page serves them all, so catching up costs what keeping up costs. The pages that every
+reader behind the memory tail is past, and that end before the tail begins, go when the
+next page is read, when a reader catches up with the tail, and when one leaves (but the
+page it was at, where it would resume). A lone reader catching up holds a page or two,
+not the cache's bound (`bench/burst.py --sse 1`, runs that fell behind: 132-135 MB peak
+RSS against 147-151); the page reaching into the tail stays for a reader at its edge."""
 
 from __future__ import annotations
 
@@ -75,10 +76,11 @@ class PageCache:
         *,
         kept: int = KEPT,
         kept_bytes: int = KEPT_BYTES,
-        passed: Callable[[str], int] | None = None,
+        passed: Callable[[str, int], int] | None = None,
     ) -> None:
-        """`passed(process)`: the seq that every reader of `process` is past (the lowest
-        cursor); pages that end there go first. None: pages go by the bounds alone."""
+        """`passed(process, floor)`: the seq up to which no reader of `process` needs its
+        pages (it may stop at any value below `floor`, when nothing can go); pages that end
+        there go first. None: pages go by the bounds alone."""
         self.store = store
         self.kept = kept
         self.kept_bytes = kept_bytes
@@ -99,7 +101,7 @@ class PageCache:
         asked again, so a crowd of readers at the writer's edge makes one new query,
         not one each.
         """
-        key = (process, cleared_upto, after // PAGE)
+        key = self.key(process, cleared_upto, after)
         asked = self._loads
         while True:
             page = self._pages.get(key)
@@ -146,14 +148,13 @@ class PageCache:
         """Drop the pages of `process` (but `keep`) that every one of its readers is past:
         nobody reading now asks for them again (a reader that comes later reads them
         anew). Call on the event loop, where the readers' cursors move."""
-        if self._passed is None or not self._pages:
+        if self._passed is None:
             return
-        passed = self._passed(process)
-        gone = [
-            k
-            for k, page in self._pages.items()
-            if k[0] == process and k != keep and page.records[-1].seq <= passed
-        ]
+        ends = {k: page.records[-1].seq for k, page in self._pages.items() if k[0] == process and k != keep}
+        if not ends:
+            return
+        passed = self._passed(process, min(ends.values()))
+        gone = [k for k, end in ends.items() if end <= passed]
         for key in gone:
             del self._pages[key]
 
@@ -165,6 +166,11 @@ class PageCache:
         while len(pages) > 1 and (len(pages) > self.kept or size > self.kept_bytes):
             _, page = pages.popitem(last=False)
             size -= page.size
+
+    @staticmethod
+    def key(process: str, cleared_upto: int, after: int) -> Key:
+        """The key of the page that serves a reader at `after`."""
+        return (process, cleared_upto, after // PAGE)
 
     def forget(self, process: str) -> None:
         """Drop the pages of `process` (after a clear)."""

@@ -88,11 +88,17 @@ class Subscription:
     def process(self) -> str:
         return self.journal.name
 
-    def close(self) -> None:
+    def close(self, *, sweep: bool = True) -> None:
+        """End this reader. With `sweep`, the store pages only it still needed go, but the
+        one it was at: a client that reconnects resumes there (and it goes at the next
+        sweep)."""
         self.closed = True
         self.journal.subscribers.discard(self)
         self.event.set()
-        self.hub.pages.drop_passed(self.journal.name)  # pages only this reader still needed
+        if sweep:
+            journal = self.journal
+            pages = self.hub.pages
+            pages.drop_passed(journal.name, keep=pages.key(journal.name, journal.cleared_upto, self.cursor))
 
     def __enter__(self) -> Subscription:
         return self
@@ -257,6 +263,8 @@ class Subscription:
         while True:
             committed = journal.committed
             page = await self.hub.pages.page(journal.name, journal.cleared_upto, cursor)
+            if self.closed:  # it left while the page was read: nobody may need it now
+                self.hub.pages.drop_passed(journal.name)
             i = page.index(cursor)
             records = page.records[i : i + limit]
             cleared = journal.cleared_upto
