@@ -385,28 +385,12 @@ async def test_the_hub_tells_its_pages_the_lowest_cursor() -> None:
 # -- through the hub's subscriptions ------------------------------------------------------------
 
 
-class ReadCountingStore(MemoryStore):
-    """MemoryStore that notes each read's `after`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: list[int] = []
-
-    async def read(
-        self,
-        process: str,
-        *,
-        after: int = 0,
-        limit: int = 1000,
-        query: Query | None = None,
-        upto: int | None = None,
-    ) -> list[LogRecord]:
-        self.reads.append(after)
-        return await super().read(process, after=after, limit=limit, query=query, upto=upto)
+def blocks_read(store: CountingStore) -> list[int]:
+    return [after // PAGE for _, after, _ in store.reads]
 
 
 async def behind_the_ring(
-    store: ReadCountingStore, afters: list[int], n: int = 10 * PAGE
+    store: CountingStore, afters: list[int], n: int = 10 * PAGE
 ) -> tuple[Hub, list[Subscription]]:
     """A hub with a 100-line ring and `n` lines stored (every one: a chunk of 100 at a
     time, each persisted before the next), and readers from `afters` on."""
@@ -437,7 +421,7 @@ def ring_front(hub: Hub) -> int:
 
 
 async def test_a_lone_reader_behind_reads_each_page_once_and_holds_two_at_most() -> None:
-    store = ReadCountingStore()
+    store = CountingStore()
     hub, (sub,) = await behind_the_ring(store, [0])
     try:
         held = 0
@@ -446,7 +430,7 @@ async def test_a_lone_reader_behind_reads_each_page_once_and_holds_two_at_most()
             got += seqs_of(await sub.next(300, wait=False))
             held = max(held, len(hub.pages))
         assert got == list(range(1, 10 * PAGE + 1))
-        blocks = [after // PAGE for after in store.reads]
+        blocks = blocks_read(store)
         assert sorted(blocks) == list(range(10))  # each page read once
         assert held <= 2
         await sub.next(300, wait=False)  # it looks for more: the ring's, now
@@ -459,7 +443,7 @@ async def test_a_lone_reader_behind_reads_each_page_once_and_holds_two_at_most()
 async def test_readers_spread_over_a_burst_read_each_page_once_and_keep_none_at_the_end() -> None:
     """The trailing readers finish from pages already read: those go once every reader
     caught up with the ring, and what one still needs stays while it does."""
-    store = ReadCountingStore()
+    store = CountingStore()
     hub, subs = await behind_the_ring(store, [0, 3 * PAGE + 17, 6 * PAGE + 5])
     try:
         got: list[list[int]] = [[], [], []]
@@ -468,7 +452,7 @@ async def test_readers_spread_over_a_burst_read_each_page_once_and_keep_none_at_
                 for _ in range(i + 1):  # the later ones read faster
                     got[i] += seqs_of(await sub.next(250, wait=False))
         assert got == [list(range(after + 1, 10 * PAGE + 1)) for after in (0, 3 * PAGE + 17, 6 * PAGE + 5)]
-        blocks = [after // PAGE for after in store.reads]
+        blocks = blocks_read(store)
         assert sorted(blocks) == list(range(10))  # every page read once, shared by those behind
         for sub in subs:
             await sub.next(250, wait=False)  # each looks for more, in the ring
@@ -478,7 +462,7 @@ async def test_readers_spread_over_a_burst_read_each_page_once_and_keep_none_at_
 
 
 async def test_the_pages_only_a_leaving_reader_needed_go_with_it() -> None:
-    store = ReadCountingStore()
+    store = CountingStore()
     hub, (slow, fast) = await behind_the_ring(store, [0, 5 * PAGE])
     try:
         await fast.next(300, wait=False)
@@ -524,7 +508,7 @@ async def test_a_failing_upkeep_does_not_strand_the_waiters_of_a_load() -> None:
 async def test_a_reader_at_the_front_of_the_memory_tail_reads_each_page_once() -> None:
     """In a flood, a reader keeping pace about a ring behind steps out of the ring and back
     in: the page reaching into the ring stays for it, not read again at each step out."""
-    store = ReadCountingStore()
+    store = CountingStore()
     hub = Hub(store, memory_lines=1000)
     await hub.open(["app"])
     try:
@@ -537,7 +521,7 @@ async def test_a_reader_at_the_front_of_the_memory_tail_reads_each_page_once() -
             total += n
             assert await hub.flush()
 
-        for _ in range(6):
+        for _ in range(12):  # 3 pages
             await add(500)
         front = ring_front(hub)
         sub = await hub.subscribe("app", after=front)
@@ -548,26 +532,17 @@ async def test_a_reader_at_the_front_of_the_memory_tail_reads_each_page_once() -
             for _ in range(2 if round_ % 2 == 0 else 0):  # the reader keeps pace, unevenly
                 got += [p.seq for kind, p in await sub.next(100, wait=False) if isinstance(p, LogRecord)]
         assert got == list(range(front + 1, front + 1 + len(got)))
-        blocks = [after // PAGE for after in store.reads]
+        blocks = blocks_read(store)
         assert len(blocks) <= 2 * len(set(blocks))  # a short page at the writer's edge may be read again
-        assert len(store.reads) <= 20  # 15,000 lines: 8 blocks (75 reads when the page in the ring went)
+        assert (
+            len(store.reads) <= 20
+        )  # 15,000 lines: 8 blocks (75 reads when the page reaching into the ring went)
     finally:
         await hub.close()
 
 
 async def test_a_page_read_for_a_reader_that_left_meanwhile_does_not_stay() -> None:
-    class GatedStore(ReadCountingStore):
-        gate: asyncio.Event | None = None
-        started = asyncio.Event()
-
-        async def read(self, process: str, **kw: object) -> list[LogRecord]:
-            rows = await super().read(process, **kw)  # type: ignore[arg-type]
-            self.started.set()
-            if self.gate is not None:
-                await self.gate.wait()
-            return rows
-
-    store = GatedStore()
+    store = CountingStore()
     hub, (sub,) = await behind_the_ring(store, [0], 3 * PAGE)
     try:
         store.gate = asyncio.Event()
@@ -585,7 +560,7 @@ async def test_a_page_read_for_a_reader_that_left_meanwhile_does_not_stay() -> N
 async def test_the_end_of_every_subscription_leaves_the_pages_to_the_hub() -> None:
     """Shutdown closes every reader at once: one sweep each would cost the square of their
     number; the pages go with the hub."""
-    store = ReadCountingStore()
+    store = CountingStore()
     hub, subs = await behind_the_ring(store, [0, 5 * PAGE])
     try:
         for sub in subs:
@@ -593,5 +568,20 @@ async def test_the_end_of_every_subscription_leaves_the_pages_to_the_hub() -> No
         assert len(hub.pages) == 2
         hub.end_subscriptions()
         assert len(hub.pages) == 2 and all(sub.closed for sub in subs)
+    finally:
+        await hub.close()
+
+
+async def test_passed_counts_the_readers_behind_the_memory_tail_and_stops_at_its_front() -> None:
+    store = CountingStore()
+    hub, subs = await behind_the_ring(store, [250], 300)  # the ring holds 201..300
+    try:
+        assert ring_front(hub) == 200
+        assert hub._passed("app") == 200  # the reader at 250 reads the ring: the page reaching into it stays
+        behind = await hub.subscribe("app", after=50)
+        assert hub._passed("app") == 50
+        behind.close()
+        subs[0].close()
+        assert hub._passed("app") == 200  # nobody reads: still not past the front
     finally:
         await hub.close()
