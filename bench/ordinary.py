@@ -5,6 +5,7 @@ Python reader on the child's own pipe (the floor), measured in the same run."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -23,12 +24,13 @@ from bench.lib.children import PACED_CHILD
 from bench.lib.clients import ClientProcess, wait_clients
 from bench.lib.histogram import LatencyHistogram, bucket_index, format_ms
 from bench.lib.meters import ServerMeter
-from bench.lib.servers import start_logcast, subprocess_env, wait_subscribers
+from bench.lib.servers import ROOT, start_logcast, subprocess_env, wait_subscribers
 from tests.util import stop_group
 
 PROCESS = "src"
 LINE = re.compile(rb"(\d{9}) +(\d+\.\d{6}) x")  # a child's line: its number and write time
 QUIET = 1.5  # s the child waits before its first line, so that every follower is in place
+HOPS = ROOT / "bench" / "lib" / "hops"  # the server's hop tracer (--hops), a sitecustomize
 
 
 class LineFollower:
@@ -118,11 +120,16 @@ def tail_command(port: int) -> list[str]:
     return command + extra
 
 
-def through_logcast(rate: float, seconds: float, expect: int) -> dict[str, Any]:
-    """One `logcast serve`, its child, one `logcast tail`, one SSE and one WebSocket client."""
+def through_logcast(rate: float, seconds: float, expect: int, *, hops: bool = False) -> dict[str, Any]:
+    """One `logcast serve`, its child, one `logcast tail`, one SSE and one WebSocket client;
+    with `hops`, the server traced hop by hop (bench/lib/hops)."""
     with tempfile.TemporaryDirectory(prefix="logcast-ordinary-") as d:
         tmp = Path(d)
-        server = start_logcast(tmp, {PROCESS: child_command(tmp, rate, seconds)})
+        env = None
+        if hops:
+            path = os.pathsep.join([str(HOPS), subprocess_env()["PYTHONPATH"]])
+            env = {"PYTHONPATH": path, "LOGCAST_BENCH_HOPS": str(tmp / "hops.json")}
+        server = start_logcast(tmp, {PROCESS: child_command(tmp, rate, seconds)}, env=env)
         client: ClientProcess | None = None
         tail: subprocess.Popen[bytes] | None = None
         try:
@@ -168,6 +175,7 @@ def through_logcast(rate: float, seconds: float, expect: int) -> dict[str, Any]:
             if client is not None:
                 client.kill()
             server.stop()
+        traced = _read_hops(tmp / "hops.json") if hops else None
     rows = [follower.row("logcast tail" + (" --bare" if "--bare" in command else ""))]
     for kind, data in (result or {}).get("kinds", {}).items():
         histogram = LatencyHistogram.from_json(data["hist"])
@@ -185,7 +193,33 @@ def through_logcast(rate: float, seconds: float, expect: int) -> dict[str, Any]:
         )
     sse = (result or {}).get("kinds", {}).get("sse", {})
     capture = (sse.get("capture_ms_p50"), sse.get("capture_ms_p99"))
-    return {"rows": rows, "server_cpu_pct": figures["cpu_pct"], "tail_cpu_s": tail_cpu, "capture": capture}
+    return {
+        "rows": rows,
+        "server_cpu_pct": figures["cpu_pct"],
+        "tail_cpu_s": tail_cpu,
+        "capture": capture,
+        "hops": traced,
+    }
+
+
+def _read_hops(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        return {"error": f"no hops written ({exc})"}
+
+
+def hops_lines(hops: dict[str, Any] | None) -> list[str]:
+    """The server's hops (bench/lib/hops), p50 / p90 / p99 in ms, one line each."""
+    if not hops:
+        return []
+    if "error" in hops:
+        return [f"  hops: {hops['error']}"]
+    out = [f"  where a line's time went in the server (p50 / p90 / p99 ms, {hops.get('lines', 0):,} chunks):"]
+    for name, value in hops.items():
+        if isinstance(value, list):
+            out.append(f"    {name:<36}" + " / ".join(f"{v:.3f}" for v in value))
+    return out
 
 
 def capture_line(capture: tuple[float | None, float | None]) -> str | None:
@@ -215,6 +249,11 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,10000", help="lines/s, comma-separated (1000,10000)")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long the child writes (5)")
     parser.add_argument("--runs", type=int, default=3, help="runs per rate; medians (3)")
+    parser.add_argument(
+        "--hops",
+        action="store_true",
+        help="trace the server hop by hop (bench/lib/hops: monkeypatched, so it costs a little itself)",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     print(
@@ -228,7 +267,7 @@ def main() -> None:
         extras: list[dict[str, Any]] = []
         for run in range(args.runs):
             floor = bare(rate, args.seconds, expect)
-            result = through_logcast(rate, args.seconds, expect)
+            result = through_logcast(rate, args.seconds, expect, hops=args.hops)
             runs.append([floor, *result["rows"]])
             extras.append(result)
             print(f"\n{rate:,.0f} lines/s, run {run + 1} of {args.runs} (load {os.getloadavg()[0]:.2f})")
@@ -237,6 +276,8 @@ def main() -> None:
                 f"  server CPU {result['server_cpu_pct']:.0f}% of a core; the tail's CPU {result['tail_cpu_s']:.2f} s"
             )
             if (line := capture_line(result["capture"])) is not None:
+                print(line)
+            for line in hops_lines(result["hops"]):
                 print(line)
         if args.runs > 1:
             print(f"\n{rate:,.0f} lines/s, median of {args.runs} runs")

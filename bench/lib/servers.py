@@ -86,9 +86,11 @@ class Server:
         stop_group(self.proc, timeout=10.0 if self.kind == "logcast" else 3.0)
 
 
-def start_logcast(tmp: Path, processes: dict[str, list[str]], timeout: float = 30.0) -> Server:
+def start_logcast(
+    tmp: Path, processes: dict[str, list[str]], timeout: float = 30.0, *, env: dict[str, str] | None = None
+) -> Server:
     """`logcast serve` on SQLite in `tmp/data`, with `processes` (name: command) configured
-    not to start by themselves nor restart."""
+    not to start by themselves nor restart (and `env` added to its environment)."""
     data = tmp / "data"
     parts = [f"[storage]\ndir = {json.dumps(str(data))}\n"]
     for name, command in processes.items():
@@ -97,7 +99,7 @@ def start_logcast(tmp: Path, processes: dict[str, list[str]], timeout: float = 3
         )
     config = tmp / "logcast.toml"
     config.write_text("\n".join(parts))
-    return serve(tmp, config, timeout)
+    return serve(tmp, config, timeout, env=env)
 
 
 def serve(
