@@ -31,6 +31,7 @@ PROCESS = "src"
 LINE = re.compile(rb"(\d{9}) +(\d+\.\d{6}) x")  # a child's line: its number and write time
 QUIET = 1.5  # s the child waits before its first line, so that every follower is in place
 HOPS = ROOT / "bench" / "lib" / "hops"  # the server's hop tracer (--hops), a sitecustomize
+RELAY = ROOT / "bench" / "lib" / "relay.py"  # the floor of a server in between (--relay)
 
 
 class LineFollower:
@@ -176,21 +177,10 @@ def through_logcast(rate: float, seconds: float, expect: int, *, hops: bool = Fa
                 client.kill()
             server.stop()
         traced = _read_hops(tmp / "hops.json") if hops else None
-    rows = [follower.row("logcast tail" + (" --bare" if "--bare" in command else ""))]
-    for kind, data in (result or {}).get("kinds", {}).items():
-        histogram = LatencyHistogram.from_json(data["hist"])
-        streams = data["streams"]
-        got = sum(s["lines"] for s in streams)
-        rows.append(
-            {
-                "label": f"{kind.upper()} client",
-                "lines": got,
-                "in_order": all(s["order_errors"] == 0 for s in streams),
-                "p50": histogram.percentile(50, expect),
-                "p99": histogram.percentile(99, expect),
-                "max": histogram.max_value() if got >= expect else math.inf,
-            }
-        )
+    rows = [
+        follower.row("logcast tail" + (" --bare" if "--bare" in command else "")),
+        *_client_rows(result, expect),
+    ]
     sse = (result or {}).get("kinds", {}).get("sse", {})
     capture = (sse.get("capture_ms_p50"), sse.get("capture_ms_p99"))
     return {
@@ -200,6 +190,91 @@ def through_logcast(rate: float, seconds: float, expect: int, *, hops: bool = Fa
         "capture": capture,
         "hops": traced,
     }
+
+
+def _client_rows(result: dict[str, Any] | None, expect: int, prefix: str = "") -> list[dict[str, Any]]:
+    """A row per stream kind of a client process's result."""
+    rows = []
+    for kind, data in (result or {}).get("kinds", {}).items():
+        histogram = LatencyHistogram.from_json(data["hist"])
+        streams = data["streams"]
+        got = sum(s["lines"] for s in streams)
+        rows.append(
+            {
+                "label": f"{prefix}{kind.upper()} client",
+                "lines": got,
+                "in_order": all(s["order_errors"] == 0 for s in streams),
+                "p50": histogram.percentile(50, expect),
+                "p99": histogram.percentile(99, expect),
+                "max": histogram.max_value() if got >= expect else math.inf,
+            }
+        )
+    return rows
+
+
+def through_relay(rate: float, seconds: float, expect: int) -> list[dict[str, Any]]:
+    """The floor of a server in between (bench/lib/relay.py): the same child, an SSE and a
+    WebSocket client in the same kind of client process, and a process copying raw lines
+    to a pipe in place of the tail, all through a relay that does nothing else."""
+    with tempfile.TemporaryDirectory(prefix="logcast-ordinary-") as d:
+        tmp = Path(d)
+        port_file = tmp / "relay.port"
+        relay = subprocess.Popen(
+            [
+                sys.executable,
+                str(RELAY),
+                "--port-file",
+                str(port_file),
+                "--followers",
+                "3",
+                "--",
+                *child_command(tmp, rate, seconds),
+            ],
+            start_new_session=True,
+            env=subprocess_env(),
+        )
+        client: ClientProcess | None = None
+        copy: subprocess.Popen[bytes] | None = None
+        try:
+            deadline = time.monotonic() + 30
+            while not port_file.exists():
+                if relay.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the relay did not start")
+                time.sleep(0.01)
+            port = int(port_file.read_text())
+            client = ClientProcess(
+                {
+                    "mode": "latency",
+                    "port": port,
+                    "sse_path": "/sse",
+                    "ws_url": f"ws://127.0.0.1:{port}/ws",
+                    "expect": expect,
+                    "max_seconds": 60 + QUIET + seconds,
+                    "ws_compression": False,
+                    "ws_client": "raw",
+                    "sse": 1,
+                    "ws": 1,
+                }
+            )
+            client.wait_ready(60)
+            copy = subprocess.Popen(
+                [sys.executable, str(RELAY), "--copy", str(port)],
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+                env=subprocess_env(),
+            )
+            assert copy.stdout is not None
+            follower = LineFollower(copy.stdout.fileno(), expect)
+            finished = wait_clients([client], time.monotonic() + QUIET + seconds + 30)
+            follower.done.wait(10.0 if finished else 1.0)
+            result = client.finish()
+        finally:
+            for proc in (copy, relay):
+                if proc is not None:
+                    stop_group(proc, timeout=3.0)
+            if client is not None:
+                client.kill()
+    return [follower.row("relay: raw lines, a copying process"), *_client_rows(result, expect, "relay: ")]
 
 
 def _read_hops(path: Path) -> dict[str, Any]:
@@ -254,6 +329,12 @@ def main() -> None:
         action="store_true",
         help="trace the server hop by hop (bench/lib/hops: monkeypatched, so it costs a little itself)",
     )
+    parser.add_argument(
+        "--relay",
+        action="store_true",
+        help="also run the same followers through a minimal relay (bench/lib/relay.py): "
+        "the floor of any server between the pipe and three sockets on this machine",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     print(
@@ -268,7 +349,8 @@ def main() -> None:
         for run in range(args.runs):
             floor = bare(rate, args.seconds, expect)
             result = through_logcast(rate, args.seconds, expect, hops=args.hops)
-            runs.append([floor, *result["rows"]])
+            relayed = through_relay(rate, args.seconds, expect) if args.relay else []
+            runs.append([floor, *relayed, *result["rows"]])
             extras.append(result)
             print(f"\n{rate:,.0f} lines/s, run {run + 1} of {args.runs} (load {os.getloadavg()[0]:.2f})")
             print_rows(runs[-1], expect)
