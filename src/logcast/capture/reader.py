@@ -1,7 +1,12 @@
-"""One file descriptor → framed, levelled lines, read by two daemon threads.
+"""One file descriptor → framed, levelled lines, read by two daemon threads, or at
+ordinary rates by the event loop.
 
 Threads, because the child must never wait for us and the event loop has other work
 (`os.read` releases the GIL); two, so that reading never waits for framing to get the GIL.
+Given the event loop, a pipe's ordinary output is read there instead, when the loop says
+it is readable: a line then waits for no thread and no GIL on its way to the sockets.
+A flood, a sink that may hold capture, or a loop that stops reading (see `LoopGuard`)
+gives the reads back to the reader thread.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import math
 import os
 import select
 import stat
@@ -25,7 +31,18 @@ from logcast.capture.levels import detect_levels
 from logcast.capture.spill import SPILL_BYTES, Spill
 from logcast.types import Lines
 
-__all__ = ["INLINE_MAX", "PACE_ABOVE", "PIPE_SIZE", "READ_PACE", "READ_SIZE", "SPOOL_BYTES", "PipeReader"]
+__all__ = [
+    "CALM",
+    "GUARD_INTERVAL",
+    "INLINE_MAX",
+    "PACE_ABOVE",
+    "PIPE_SIZE",
+    "READ_PACE",
+    "READ_SIZE",
+    "SPOOL_BYTES",
+    "LoopGuard",
+    "PipeReader",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +54,10 @@ READ_PACE = 0.001  # seconds: at most one read this often while a flood keeps co
 PACE_ABOVE = 4 << 20  # bytes/s: output faster than this is a flood (10,000 lines/s of 100 bytes is 1 MB/s)
 RATE_WINDOW = 0.01  # seconds over which the reader tells a flood from ordinary output
 INLINE_MAX = 64 * 1024  # bytes: a read no larger, outside a flood, is handed on by the reader itself
+CALM = 0.1  # s without a flood after which the reader thread gives a pipe's reads back to the loop
+GUARD_INTERVAL = 0.1  # s: a loop that left a readable pipe unread for two such ticks has stalled
+
+_THREAD, _LOOP = "thread", "loop"  # who reads the fd
 
 
 def _raise_pipe_size(fd: int) -> int:
@@ -87,6 +108,16 @@ class PipeReader:
     the framer thread takes it, so that a sink that holds capture holds that thread).
     A line then waits for one thread switch fewer. One thread at a time frames
     (`_framer_busy`), so the order of the chunks is kept.
+
+    With `loop` too (and a pipe the kernel enlarged to `READ_SIZE`, which holds a whole
+    read while the loop is late), the event loop reads the fd while its output is
+    ordinary, up to `INLINE_MAX` bytes a read, and frames and hands on there what
+    `on_lines_now` takes; the reader thread waits meanwhile. A read that finds a flood,
+    fills its buffer, finds a sink that may hold capture, or comes while the framer is
+    behind gives the reads back to the reader thread, which hands them back to the loop
+    after `calm` s without a flood. One side reads at a time (`_owner`, changed under the
+    lock), so chunks keep their order. `guard` (by default one for the process) takes the
+    reads from a loop that stopped reading: the child never waits for a stalled loop.
     """
 
     def __init__(
@@ -104,6 +135,9 @@ class PipeReader:
         sleep: Callable[[float], None] = time.sleep,
         on_lines_now: Callable[[float, Lines], None] | None = None,
         may_wait: Callable[[], bool] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        guard: LoopGuard | None = None,
+        calm: float = CALM,
         name: str = "reader",
     ) -> None:
         if idle_flush <= 0:
@@ -140,6 +174,18 @@ class PipeReader:
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
         self._thread = threading.Thread(target=self._frame_loop, name=f"{name}-frame", daemon=True)
         self._read_all = _Latch()  # EOF: nothing more will be read
+        # Reads on the event loop (None: only the reader thread reads). What follows is
+        # changed under the lock; `_registered` only on the loop's thread.
+        self._loop = loop if on_lines_now is not None else None
+        self._guard = guard
+        self._calm = calm
+        self._owner = _THREAD  # who reads the fd now
+        self._registered = False  # the loop watches the fd
+        self._loop_reads = 0  # reads the loop made: the guard's sign of life
+        self._loop_window = (0.0, 0)  # the loop's rate window: its start, bytes read in it
+        self._flooded_at = -math.inf  # monotonic time of the last read that found a flood
+        self._stalled = False  # a guard took the reads, and the loop has not run since
+        self._loop_buffer = memoryview(bytearray(INLINE_MAX)) if self._loop is not None else None
         self._handed_on = _Latch()  # ...and every line was handed on
 
     def __repr__(self) -> str:
@@ -161,6 +207,11 @@ class PipeReader:
         return self._spill.pending if self._spill is not None else 0
 
     @property
+    def on_loop(self) -> bool:
+        """The event loop reads the fd now (see the class's docstring)."""
+        return self._owner is _LOOP
+
+    @property
     def paced(self) -> bool:
         """Reads may wait for `read_pace` after a trickle in a flood (see `_read_until_eof`)."""
         return self._paced
@@ -172,6 +223,14 @@ class PipeReader:
         # master (at most 4 KiB a read) or a pipe the kernel would not enlarge (64 KiB)
         # would make a flooding child wait, so those are read at once.
         self._paced = self._pace > 0 and pipe_size >= READ_SIZE
+        loop = self._loop if pipe_size >= READ_SIZE else None
+        if loop is not None:
+            os.set_blocking(self._fd, False)  # the thread polls when it meets an empty pipe
+            self._owner = _LOOP  # before the reader thread runs: it must not read first
+            self._guard = self._guard or _default_guard()
+            self._guard.add(self)
+        else:
+            self._loop = None
         self._thread.start()
         try:
             self._reader.start()
@@ -179,7 +238,11 @@ class PipeReader:
             with self._cond:  # the framer must not wait for a reader that never ran
                 self._eof = True
                 self._cond.notify_all()
+            if self._guard is not None:
+                self._guard.remove(self)
             raise
+        if loop is not None:
+            self._schedule_register(loop)
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until every line was handed on (or `timeout` passed); True if so."""
@@ -206,13 +269,34 @@ class PipeReader:
         except Exception:
             logger.exception("reader %s failed; it stops reading fd %d", self._name, self._fd)
         finally:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+            if self._guard is not None:
+                self._guard.remove(self)  # before the fd goes: the guard polls it
+            self._close_fd()
             with self._cond:
                 self._eof = True
                 self._close_spill()
                 self._cond.notify_all()
             self._read_all.set()
+
+    def _close_fd(self) -> None:
+        """Close the fd, on the loop if the loop may still watch it (a guard took the reads
+        from a loop that stalled): its watch must go first, or a pipe opened later under the
+        same number would be watched for this reader."""
+        with self._cond:
+            self._owner = _THREAD  # for good
+            loop = self._loop if self._registered else None
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: close here
+                loop.call_soon_threadsafe(self._close_on_loop)
+                return
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+    def _close_on_loop(self) -> None:
+        with self._cond:
+            self._unregister()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
     def _read_until_eof(self) -> None:
         fd = self._fd
@@ -244,6 +328,8 @@ class PipeReader:
                 if wait > 0:
                     self._sleep(wait)
             with cond:
+                while self._owner is _LOOP:  # the event loop reads: wait for it to give them back
+                    cond.wait()
                 to_file = self._wait_for_room()
                 # read no more than the spool has room for, so that its bound is exact
                 room = READ_SIZE if to_file or not self._framing else self._spool_max - self._spooled
@@ -251,7 +337,7 @@ class PipeReader:
             last_read = time.monotonic()
             try:
                 size = os.readv(fd, [view[:asked]])
-            except BlockingIOError:  # someone made the fd non-blocking: wait for it
+            except BlockingIOError:  # non-blocking (the loop reads it at times): wait for it
                 poller.poll()
                 continue
             except OSError as exc:
@@ -265,6 +351,8 @@ class PipeReader:
                 window_start, window_bytes = now, 0
             window_bytes += size
             flooding = window_bytes > flood_bytes
+            if flooding:
+                self._flooded_at = now
             trickle = pace > 0 and flooding and _short(size, asked)
             data = bytes(view[:size])
             stamp = time.time()
@@ -285,6 +373,151 @@ class PipeReader:
                     cond.notify_all()
             if here:
                 self._frame_here(stamp, data)
+            if (
+                self._loop is not None
+                and not flooding
+                and size <= INLINE_MAX
+                and now - self._flooded_at >= self._calm
+            ):
+                self._hand_to_loop()
+
+    # -- reads on the event loop -------------------------------------------------------
+
+    def _hand_to_loop(self) -> None:
+        """(Reader thread) Output is calm again: the loop reads from its next turn on."""
+        loop = self._loop
+        assert loop is not None
+        with self._cond:
+            # a spill is read back on this thread; a stalled loop is not given the reads back
+            if self.spilled or not self._framing or self._stalled:
+                return
+            self._owner = _LOOP
+        self._schedule_register(loop)
+
+    def _schedule_register(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.call_soon_threadsafe(self._register)
+        except RuntimeError:  # the loop is closed: this thread reads from now on
+            with self._cond:
+                self._owner = _THREAD
+                self._loop = None
+                self._cond.notify_all()
+
+    def _register(self) -> None:
+        """(Loop) Watch the fd, if the reads are still the loop's."""
+        loop = self._loop
+        with self._cond:
+            if self._owner is not _LOOP or self._registered or loop is None:
+                return
+            try:
+                loop.add_reader(self._fd, self._loop_readable)
+            except Exception:
+                logger.exception(
+                    "reader %s: the event loop cannot watch fd %d; its thread reads it", self._name, self._fd
+                )
+                self._give_to_thread()
+                return
+            self._registered = True
+
+    def _unregister(self) -> None:
+        """(Loop, lock held) Stop watching the fd."""
+        if self._registered:
+            self._registered = False
+            assert self._loop is not None
+            self._loop.remove_reader(self._fd)
+
+    def _give_to_thread(self) -> None:
+        """(Loop, lock held) The reader thread reads from now on."""
+        self._owner = _THREAD
+        self._unregister()
+        self._cond.notify_all()
+
+    def _loop_readable(self) -> None:
+        """(Loop) The fd is readable: read and hand on what came, as the reader thread
+        would, or give the reads back to that thread."""
+        view = self._loop_buffer
+        assert view is not None
+        may_wait = self._sink_may_wait()
+        cond = self._cond
+        with cond:
+            if self._owner is not _LOOP:  # a guard took the reads meanwhile
+                self._unregister()
+                return
+            # the thread's cases: a spill to read back, a framer too far behind, no framer
+            if (
+                self.spilled
+                or self._spool_max - self._spooled < INLINE_MAX
+                or not self._framing
+                or self._failed
+            ):
+                self._give_to_thread()
+                return
+            try:
+                size = os.readv(self._fd, [view])
+            except BlockingIOError:
+                return
+            except OSError:
+                size = 0  # the thread reads again and meets the error itself
+            if not size:  # EOF: the thread reads it too, and ends
+                self._give_to_thread()
+                return
+            self._loop_reads += 1
+            data = bytes(view[:size])
+            stamp = time.time()
+            now = time.monotonic()
+            self._bytes_read += size
+            start, window = self._loop_window
+            if now - start > RATE_WINDOW:
+                start, window = now, 0
+            window += size
+            self._loop_window = (start, window)
+            flooding = window > self._pace_above * RATE_WINDOW
+            if flooding:
+                self._flooded_at = now
+            here = not (flooding or may_wait or self._spool or self._framer_busy)
+            if here:
+                self._framer_busy = True
+            else:
+                self._spool.append((stamp, data))
+                self._spooled += len(data)
+                cond.notify_all()
+            if flooding or may_wait or size == len(view):  # a flood, a burst, or the sink may hold
+                self._give_to_thread()
+        if here:
+            self._frame_here(stamp, data)
+
+    def _check_loop(self, seen: int | None) -> int | None:
+        """(Guard) Take the reads from a loop that left the fd readable and unread since
+        the last check (`seen`: the loop's read count then, None if there was nothing to
+        read); what to pass next time."""
+        with self._cond:
+            if self._owner is not _LOOP:
+                return None
+            count = self._loop_reads
+        if not _readable(self._fd):
+            return None
+        if seen != count:
+            return count
+        with self._cond:
+            stalled = self._owner is _LOOP and self._loop_reads == count
+            if stalled:
+                self._owner = _THREAD
+                self._stalled = True  # until the loop runs again (`_loop_is_back`)
+                self._cond.notify_all()
+            loop = self._loop
+        if stalled and loop is not None:
+            logger.warning(
+                "reader %s: the event loop left its pipe unread; the reader thread reads it meanwhile",
+                self._name,
+            )
+            with contextlib.suppress(RuntimeError):  # a closed loop does not come back
+                loop.call_soon_threadsafe(self._loop_is_back)
+        return None
+
+    def _loop_is_back(self) -> None:
+        """(Loop) The loop runs again after a stall: the thread may give the reads back."""
+        with self._cond:
+            self._stalled = False
 
     def _wait_for_room(self) -> bool:
         """Wait (lock held) until the next chunk has a place: True for the spill file,
@@ -562,3 +795,70 @@ class _Latch:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _readable(fd: int) -> bool:
+    """The fd has something to read (or is at its end), now."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        return bool(poller.poll(0))
+    except OSError:
+        return False
+
+
+class LoopGuard:
+    """Gives the reads of a pipe back to its reader thread when the event loop left it
+    readable and unread for two ticks `interval` apart: a stalled loop must not make a
+    child wait. One thread watches every reader the loop reads for (a `PipeReader`
+    adds and removes itself); it runs only while there are some."""
+
+    def __init__(self, interval: float = GUARD_INTERVAL, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._interval = interval
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._readers: dict[PipeReader, int | None] = {}
+        self._running = False
+
+    def add(self, reader: PipeReader) -> None:
+        with self._lock:
+            self._readers[reader] = None
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="logcast-loop-guard", daemon=True).start()
+
+    def remove(self, reader: PipeReader) -> None:
+        """Once this returns, `reader`'s fd is not looked at again."""
+        with self._lock:
+            self._readers.pop(reader, None)
+
+    def check(self) -> None:
+        """One tick: look at every reader once."""
+        with self._lock:
+            for reader, seen in list(self._readers.items()):
+                self._readers[reader] = reader._check_loop(seen)
+
+    def _run(self) -> None:
+        while True:
+            self._sleep(self._interval)
+            with self._lock:
+                if not self._readers:
+                    self._running = False
+                    return
+            try:
+                self.check()
+            except Exception:  # a guard that dies would leave stalled loops unguarded
+                logger.exception("the loop guard failed a check")
+
+
+_guard: LoopGuard | None = None
+_guard_lock = threading.Lock()
+
+
+def _default_guard() -> LoopGuard:
+    global _guard
+    with _guard_lock:
+        if _guard is None:
+            _guard = LoopGuard()
+        return _guard

@@ -77,7 +77,7 @@ class ReaderFactory(Protocol):
 
 def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
     """Pipe readers; with `spill_dir`, readers that hold a flood far ahead of framing in
-    a file there."""
+    a file there. Made on the event loop, they read ordinary output there (`PipeReader`)."""
 
     def make(
         fd: int,
@@ -87,8 +87,18 @@ def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
         on_lines_now: OnLines | None,
         may_wait: Callable[[], bool] | None,
     ) -> Reader:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         return PipeReader(
-            fd, on_lines, name=name, spill_dir=spill_dir, on_lines_now=on_lines_now, may_wait=may_wait
+            fd,
+            on_lines,
+            name=name,
+            spill_dir=spill_dir,
+            on_lines_now=on_lines_now,
+            may_wait=may_wait,
+            loop=loop,
         )
 
     return make
