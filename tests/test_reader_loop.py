@@ -218,16 +218,55 @@ def test_a_read_that_fills_the_loops_buffer_gives_the_reads_to_the_thread(
 def test_a_sink_that_may_hold_gets_its_lines_from_the_framer_thread(
     pipe: Pipe, loop: LoopThread, guard: QuietGuard
 ) -> None:
+    """While the sink may hold, and for `calm` after, the thread keeps the reads (not a
+    hand-over per chunk); then the loop reads again."""
     collect = ThreadsSeen()
     holding = [False]
-    reader = on_loop_reader(pipe, collect, loop, guard, may_wait=lambda: holding[0], calm=3600)
+    reader = on_loop_reader(pipe, collect, loop, guard, may_wait=lambda: holding[0], calm=0.2)
     pipe.write(b"one\n")
     collect.wait_for(lambda lines: len(lines) == 1)
     holding[0] = True
-    pipe.write(b"two\n")
-    collect.wait_for(lambda lines: len(lines) == 2)
-    assert collect.threads == [LOOP_THREAD, "r-frame"]
+    for i in range(5):
+        pipe.write(b"held %d\n" % i)
+        collect.wait_for(lambda lines, i=i: len(lines) == i + 2)
+        assert not reader.on_loop
+    holding[0] = False
+    pipe.write(b"calm?\n")  # within `calm` of the last held read: still the thread's
+    collect.wait_for(lambda lines: len(lines) == 7)
     assert not reader.on_loop
+    threading.Event().wait(0.25)
+    pipe.write(b"calm\n")  # the thread reads it, and gives the reads back
+    collect.wait_for(lambda lines: len(lines) == 8)
+    for _ in range(int(WAIT / 0.01)):
+        if reader.on_loop:
+            break
+        threading.Event().wait(0.01)
+    pipe.write(b"on the loop\n")
+    collect.wait_for(lambda lines: len(lines) == 9)
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.threads[0] == LOOP_THREAD
+    assert set(collect.threads[1:8]) <= {"r-read", "r-frame"}
+    assert collect.threads[8] == LOOP_THREAD
+    assert [text for text, _, _ in collect.lines][-1] == "on the loop"
+
+
+def test_the_guard_thread_takes_the_reads_of_a_held_loop(pipe: Pipe, loop: LoopThread) -> None:
+    """The real guard, ticking on its own: a child that writes four pipes' worth while the
+    loop is held finishes while the loop is still held."""
+    guard = LoopGuard()  # GUARD_INTERVAL
+    collect = ThreadsSeen()
+    reader = on_loop_reader(pipe, collect, loop, guard)
+    pipe.write(b"first\n")
+    collect.wait_for(lambda lines: len(lines) == 1)
+    gate = loop.hold()
+    writer = threading.Thread(target=write_all, args=(pipe, (b"q" * 99 + b"\n") * 40_000))
+    writer.start()
+    writer.join(WAIT)
+    assert not writer.is_alive(), "the child waited for the held loop"
+    collect.wait_for(lambda lines: len(lines) == 40_001)
+    assert not gate.is_set()
+    gate.set()
     pipe.close()
     assert reader.join(WAIT)
 
@@ -308,6 +347,37 @@ def test_eof_during_a_stall_closes_the_fd_once_the_loop_let_go_of_it(
     assert closed(pipe.r)
     assert not watched(loop, pipe.r)
     assert [text for text, _, _ in collect.lines] == ["a", "b"]
+
+
+def test_a_loop_that_stopped_has_its_watch_taken_and_the_fd_closed_by_the_thread(
+    pipe: Pipe, guard: QuietGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop that stopped (not closed) runs no callback: the thread that took its reads
+    removes the watch itself at EOF and closes the fd, which would otherwise stay open
+    for as long as the process lives. A stopped loop is no stall to warn about."""
+    running = LoopThread("asyncio")
+    collect = ThreadsSeen()
+    reader = on_loop_reader(pipe, collect, running, guard)
+    pipe.write(b"a\n")
+    collect.wait_for(lambda lines: len(lines) == 1)
+    running.loop.call_soon_threadsafe(running.loop.stop)
+    running.thread.join(WAIT)
+    pipe.write(b"b\n")
+    with caplog.at_level(logging.DEBUG, logger="logcast.capture.reader"):
+        guard.check()
+        guard.check()
+    collect.wait_for(lambda lines: len(lines) == 2)
+    pipe.close()
+    assert reader.join(WAIT)
+    for _ in range(int(WAIT / 0.01)):
+        if closed(pipe.r):
+            break
+        threading.Event().wait(0.01)
+    assert closed(pipe.r)
+    assert not running.loop.remove_reader(pipe.r)  # nobody else runs it now
+    assert "left its pipe unread" not in caplog.text
+    assert "event loop stopped" in caplog.text
+    running.loop.close()
 
 
 def test_a_loop_that_closed_leaves_the_reads_to_the_thread(pipe: Pipe, guard: QuietGuard) -> None:
@@ -401,6 +471,57 @@ def test_chunks_keep_their_order_across_hand_overs(
     assert numbers == list(range(n))
     threads = set(collect.threads)
     assert LOOP_THREAD in threads and threads & {"r-read", "r-frame"}
+
+
+def test_a_reader_that_cannot_be_guarded_reads_on_its_thread(pipe: Pipe, loop: LoopThread) -> None:
+    class BrokenGuard(LoopGuard):
+        def add(self, reader: PipeReader) -> None:
+            raise RuntimeError("can't start new thread")
+
+    collect = ThreadsSeen()
+    reader = on_loop_reader(pipe, collect, loop, BrokenGuard())
+    assert not reader.on_loop
+    pipe.write(b"a\n")
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.threads == ["r-read"]
+
+
+def test_a_reader_that_failed_to_start_is_not_guarded(
+    pipe: Pipe, loop: LoopThread, guard: QuietGuard
+) -> None:
+    reader = PipeReader(
+        pipe.r, ThreadsSeen(), on_lines_now=ThreadsSeen(), loop=loop.loop, guard=guard, name="r"
+    )
+
+    def refuse() -> None:
+        raise RuntimeError("can't start new thread")
+
+    reader._reader.start = refuse  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        reader.start()
+    assert not guard._readers
+    assert not watched(loop, pipe.r)
+    os.close(pipe.r)  # the caller's, as process.py does
+    assert reader.join(WAIT)
+
+
+async def test_the_supervisors_readers_read_on_its_loop(pipe: Pipe) -> None:
+    """`pipe_readers` made on the running loop gives its readers that loop."""
+    from logcast.supervise.process import pipe_readers
+
+    collect = ThreadsSeen()
+    reader = pipe_readers()(pipe.r, collect, "p", on_lines_now=collect, may_wait=lambda: False)
+    reader.start()
+    assert isinstance(reader, PipeReader) and reader.on_loop
+    pipe.write(b"a\n")
+    for _ in range(int(WAIT / 0.01)):
+        if collect.lines:
+            break
+        await asyncio.sleep(0.01)
+    assert collect.threads == [threading.current_thread().name]
+    pipe.close()
+    await asyncio.wait_for(reader.wait(), WAIT)
 
 
 def test_the_guard_thread_runs_only_while_a_reader_uses_the_loop(pipe: Pipe, loop: LoopThread) -> None:

@@ -54,8 +54,10 @@ READ_PACE = 0.001  # seconds: at most one read this often while a flood keeps co
 PACE_ABOVE = 4 << 20  # bytes/s: output faster than this is a flood (10,000 lines/s of 100 bytes is 1 MB/s)
 RATE_WINDOW = 0.01  # seconds over which the reader tells a flood from ordinary output
 INLINE_MAX = 64 * 1024  # bytes: a read no larger, outside a flood, is handed on by the reader itself
-CALM = 0.1  # s without a flood after which the reader thread gives a pipe's reads back to the loop
-GUARD_INTERVAL = 0.1  # s: a loop that left a readable pipe unread for two such ticks has stalled
+CALM = (
+    0.1  # s the reader thread keeps a pipe's reads after the last reason to (a flood, a sink that may hold)
+)
+GUARD_INTERVAL = 0.02  # s: a loop that left a readable pipe unread at two such ticks has stalled
 
 _THREAD, _LOOP = "thread", "loop"  # who reads the fd
 
@@ -115,9 +117,11 @@ class PipeReader:
     `on_lines_now` takes; the reader thread waits meanwhile. A read that finds a flood,
     fills its buffer, finds a sink that may hold capture, or comes while the framer is
     behind gives the reads back to the reader thread, which hands them back to the loop
-    after `calm` s without a flood. One side reads at a time (`_owner`, changed under the
-    lock), so chunks keep their order. `guard` (by default one for the process) takes the
-    reads from a loop that stopped reading: the child never waits for a stalled loop.
+    once `calm` s passed without any of these. One side reads at a time (`_owner`,
+    changed under the lock), so chunks keep their order. `guard` (by default one for the
+    process, `LoopGuard`) gives the reads of a loop that stopped reading to the thread
+    within two of its ticks (40 ms): a child then waits only if it writes more than the
+    pipe holds (1 MiB) in that time, and the thread reads until the loop runs again.
     """
 
     def __init__(
@@ -175,7 +179,8 @@ class PipeReader:
         self._thread = threading.Thread(target=self._frame_loop, name=f"{name}-frame", daemon=True)
         self._read_all = _Latch()  # EOF: nothing more will be read
         # Reads on the event loop (None: only the reader thread reads). What follows is
-        # changed under the lock; `_registered` only on the loop's thread.
+        # changed by the side that reads, or under the lock; `_registered` only on the
+        # loop's thread, under the lock.
         self._loop = loop if on_lines_now is not None else None
         self._guard = guard
         self._calm = calm
@@ -183,7 +188,7 @@ class PipeReader:
         self._registered = False  # the loop watches the fd
         self._loop_reads = 0  # reads the loop made: the guard's sign of life
         self._loop_window = (0.0, 0)  # the loop's rate window: its start, bytes read in it
-        self._flooded_at = -math.inf  # monotonic time of the last read that found a flood
+        self._busy_at = -math.inf  # monotonic: the last read that found a flood or a sink that may hold
         self._stalled = False  # a guard took the reads, and the loop has not run since
         self._loop_buffer = memoryview(bytearray(INLINE_MAX)) if self._loop is not None else None
         self._handed_on = _Latch()  # ...and every line was handed on
@@ -227,8 +232,6 @@ class PipeReader:
         if loop is not None:
             os.set_blocking(self._fd, False)  # the thread polls when it meets an empty pipe
             self._owner = _LOOP  # before the reader thread runs: it must not read first
-            self._guard = self._guard or _default_guard()
-            self._guard.add(self)
         else:
             self._loop = None
         self._thread.start()
@@ -238,11 +241,20 @@ class PipeReader:
             with self._cond:  # the framer must not wait for a reader that never ran
                 self._eof = True
                 self._cond.notify_all()
-            if self._guard is not None:
-                self._guard.remove(self)
             raise
-        if loop is not None:
-            self._schedule_register(loop)
+        if loop is None:
+            return
+        self._guard = self._guard or _default_guard()
+        try:
+            self._guard.add(self)
+        except Exception:  # no guard, no reads on the loop: the thread reads
+            logger.exception("reader %s: no loop guard; its thread reads fd %d", self._name, self._fd)
+            with self._cond:
+                self._owner = _THREAD
+                self._loop = None
+                self._cond.notify_all()
+            return
+        self._schedule_register(loop)
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until every line was handed on (or `timeout` passed); True if so."""
@@ -285,8 +297,14 @@ class PipeReader:
         with self._cond:
             self._owner = _THREAD  # for good
             loop = self._loop if self._registered else None
+            if loop is not None and not loop.is_running():
+                # stopped or closed: nothing runs in it, so its watch can go from here
+                with contextlib.suppress(Exception):
+                    self._unregister()
+                self._registered = False
+                loop = None
         if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: close here
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: close here
                 loop.call_soon_threadsafe(self._close_on_loop)
                 return
         with contextlib.suppress(OSError):
@@ -351,8 +369,6 @@ class PipeReader:
                 window_start, window_bytes = now, 0
             window_bytes += size
             flooding = window_bytes > flood_bytes
-            if flooding:
-                self._flooded_at = now
             trickle = pace > 0 and flooding and _short(size, asked)
             data = bytes(view[:size])
             stamp = time.time()
@@ -360,7 +376,11 @@ class PipeReader:
             if to_file and self._spill_chunk(stamp, data):
                 continue
             # Ordinary output is handed on from here, unless the sink might hold capture.
-            here = inline and not flooding and size <= INLINE_MAX and not self._sink_may_wait()
+            small = not flooding and size <= INLINE_MAX
+            held = small and inline and self._sink_may_wait()
+            here = inline and small and not held
+            if not small or held:
+                self._busy_at = now
             with cond:
                 if not self._framing:
                     continue  # nobody frames any more: keep the child running, drop
@@ -373,12 +393,7 @@ class PipeReader:
                     cond.notify_all()
             if here:
                 self._frame_here(stamp, data)
-            if (
-                self._loop is not None
-                and not flooding
-                and size <= INLINE_MAX
-                and now - self._flooded_at >= self._calm
-            ):
+            if self._loop is not None and small and now - self._busy_at >= self._calm:
                 self._hand_to_loop()
 
     # -- reads on the event loop -------------------------------------------------------
@@ -427,7 +442,8 @@ class PipeReader:
             self._loop.remove_reader(self._fd)
 
     def _give_to_thread(self) -> None:
-        """(Loop, lock held) The reader thread reads from now on."""
+        """(Loop, lock held) The reader thread reads from now on, for `calm` s at least."""
+        self._busy_at = time.monotonic()
         self._owner = _THREAD
         self._unregister()
         self._cond.notify_all()
@@ -472,8 +488,6 @@ class PipeReader:
             window += size
             self._loop_window = (start, window)
             flooding = window > self._pace_above * RATE_WINDOW
-            if flooding:
-                self._flooded_at = now
             here = not (flooding or may_wait or self._spool or self._framer_busy)
             if here:
                 self._framer_busy = True
@@ -486,33 +500,33 @@ class PipeReader:
         if here:
             self._frame_here(stamp, data)
 
-    def _check_loop(self, seen: int | None) -> int | None:
-        """(Guard) Take the reads from a loop that left the fd readable and unread since
-        the last check (`seen`: the loop's read count then, None if there was nothing to
-        read); what to pass next time."""
+    def _loop_read_count(self) -> int | None:
+        """(Guard) The loop's reads so far; None while the thread has the reads."""
         with self._cond:
-            if self._owner is not _LOOP:
+            return self._loop_reads if self._owner is _LOOP else None
+
+    def _take_from_stalled_loop(self, count: int) -> asyncio.AbstractEventLoop | None:
+        """(Guard) Take the reads if the loop still has them and read nothing since it
+        had read `count`; the loop they were taken from, or None."""
+        with self._cond:
+            if self._owner is not _LOOP or self._loop_reads != count:
                 return None
-            count = self._loop_reads
-        if not _readable(self._fd):
-            return None
-        if seen != count:
-            return count
-        with self._cond:
-            stalled = self._owner is _LOOP and self._loop_reads == count
-            if stalled:
-                self._owner = _THREAD
-                self._stalled = True  # until the loop runs again (`_loop_is_back`)
-                self._cond.notify_all()
-            loop = self._loop
-        if stalled and loop is not None:
-            logger.warning(
-                "reader %s: the event loop left its pipe unread; the reader thread reads it meanwhile",
-                self._name,
-            )
-            with contextlib.suppress(RuntimeError):  # a closed loop does not come back
-                loop.call_soon_threadsafe(self._loop_is_back)
-        return None
+            self._owner = _THREAD
+            self._stalled = True  # until the loop runs again (`_loop_is_back`)
+            self._busy_at = time.monotonic()
+            self._cond.notify_all()
+            return self._loop
+
+    def _stalled_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Guard, no lock held) Say why the thread reads now, and learn when the loop is back."""
+        if loop.is_closed() or not loop.is_running():
+            logger.debug("reader %s: the event loop stopped; the reader thread reads", self._name)
+            return
+        logger.warning(
+            "reader %s: the event loop left its pipe unread; the reader thread reads it meanwhile", self._name
+        )
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: it does not come back
+            loop.call_soon_threadsafe(self._loop_is_back)
 
     def _loop_is_back(self) -> None:
         """(Loop) The loop runs again after a stall: the thread may give the reads back."""
@@ -797,27 +811,18 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _readable(fd: int) -> bool:
-    """The fd has something to read (or is at its end), now."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    try:
-        return bool(poller.poll(0))
-    except OSError:
-        return False
-
-
 class LoopGuard:
-    """Gives the reads of a pipe back to its reader thread when the event loop left it
-    readable and unread for two ticks `interval` apart: a stalled loop must not make a
-    child wait. One thread watches every reader the loop reads for (a `PipeReader`
-    adds and removes itself); it runs only while there are some."""
+    """Gives the reads of a pipe to its reader thread when the event loop left it
+    readable and unread at two ticks `interval` apart: a stalled loop must not make a
+    child wait (its pipe holds 1 MiB meanwhile). One thread, one `poll` a tick, for every
+    reader the loop reads for (a `PipeReader` adds and removes itself); it runs only
+    while there are some."""
 
     def __init__(self, interval: float = GUARD_INTERVAL, sleep: Callable[[float], None] = time.sleep) -> None:
         self._interval = interval
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._readers: dict[PipeReader, int | None] = {}
+        self._readers: dict[PipeReader, int | None] = {}  # reader: its loop's reads when last seen readable
         self._running = False
 
     def add(self, reader: PipeReader) -> None:
@@ -826,7 +831,13 @@ class LoopGuard:
             if self._running:
                 return
             self._running = True
-        threading.Thread(target=self._run, name="logcast-loop-guard", daemon=True).start()
+        try:
+            threading.Thread(target=self._run, name="logcast-loop-guard", daemon=True).start()
+        except BaseException:
+            with self._lock:
+                self._running = False
+                self._readers.pop(reader, None)
+            raise
 
     def remove(self, reader: PipeReader) -> None:
         """Once this returns, `reader`'s fd is not looked at again."""
@@ -834,10 +845,28 @@ class LoopGuard:
             self._readers.pop(reader, None)
 
     def check(self) -> None:
-        """One tick: look at every reader once."""
-        with self._lock:
-            for reader, seen in list(self._readers.items()):
-                self._readers[reader] = reader._check_loop(seen)
+        """One tick: take the reads of every pipe its loop left readable and unread since
+        the last tick, and note which are readable now."""
+        taken: list[tuple[PipeReader, asyncio.AbstractEventLoop]] = []
+        with self._lock:  # held while polling: `remove` returns once the fd is not looked at
+            counts = {reader: reader._loop_read_count() for reader in self._readers}
+            on_loop = {reader._fd: reader for reader, count in counts.items() if count is not None}
+            ready: set[PipeReader] = set()
+            if on_loop:
+                poller = select.poll()
+                for fd in on_loop:
+                    poller.register(fd, select.POLLIN)
+                ready = {on_loop[fd] for fd, _ in poller.poll(0)}
+            for reader, count in counts.items():
+                if count is None or reader not in ready:
+                    self._readers[reader] = None
+                elif self._readers[reader] == count and (loop := reader._take_from_stalled_loop(count)):
+                    self._readers[reader] = None
+                    taken.append((reader, loop))
+                else:
+                    self._readers[reader] = count
+        for reader, loop in taken:
+            reader._stalled_loop(loop)
 
     def _run(self) -> None:
         while True:

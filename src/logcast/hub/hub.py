@@ -67,6 +67,7 @@ class Hub:
         self._monotonic = monotonic
         self._journals: dict[str, Journal] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # ident of the thread running `_loop`
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._wake_pending = False
@@ -91,6 +92,7 @@ class Hub:
         `stored`: also the processes the store has a history of (their history stays
         readable); not for a store shared with other hosts, whose processes are theirs."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         others = await self.store.processes() if stored else []
         wanted = list(dict.fromkeys([*names, *others]))
         for name in wanted:
@@ -307,7 +309,10 @@ class Hub:
                 return
             self._wake_pending = True
         try:
-            loop.call_soon_threadsafe(self._schedule_wake)
+            if threading.get_ident() == self._loop_thread:  # capture read on the loop itself
+                loop.call_soon(self._schedule_wake)
+            else:
+                loop.call_soon_threadsafe(self._schedule_wake)
         except RuntimeError:  # the loop is closed: nobody to wake
             pass
 
