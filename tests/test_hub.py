@@ -811,3 +811,36 @@ async def test_capture_held_during_the_stores_upkeep_is_let_go_after_writer_stal
     finally:
         store.gate.set()
         await hub.close()
+
+
+async def test_the_loop_is_busy_while_waking_the_readers_costs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`loop_busy()` (capture then reads on its threads, not on the loop) follows what
+    the wakes cost the loop: a round whose readers took 5 ms makes it busy; wakes with
+    nobody to wake let it calm down again."""
+    clock = FakeClock()
+    hub = Hub(MemoryStore(), monotonic=clock)
+    await hub.open(["app"])
+    try:
+        assert not hub.loop_busy()
+        sub = await hub.subscribe("app")
+        woken = asyncio.Event()
+
+        async def costly_reader() -> None:
+            await sub.event.wait()
+            clock.advance(4 * hub_module.LOOP_READS_BELOW)  # this reader's turn took the loop that long
+            woken.set()
+
+        task = asyncio.create_task(costly_reader())
+        await asyncio.sleep(0)
+        hub.lines("app", 1, Stream.STDOUT, 1.0, lines("one"))
+        await woken.wait()
+        await task
+        await wait_until(hub.loop_busy)
+        sub.close()
+        for text in ("two", "three", "four"):  # nobody to wake: each wake halves the cost
+            clock.advance(1.0)
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(text))
+            await asyncio.sleep(0.01)
+        assert not hub.loop_busy()
+    finally:
+        await hub.close()

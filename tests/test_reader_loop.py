@@ -251,6 +251,37 @@ def test_a_sink_that_may_hold_gets_its_lines_from_the_framer_thread(
     assert [text for text, _, _ in collect.lines][-1] == "on the loop"
 
 
+def test_a_busy_loop_leaves_the_reads_to_the_thread(pipe: Pipe, loop: LoopThread, guard: QuietGuard) -> None:
+    """While `loop_busy()` says a read would wait for the loop's turn, the thread reads
+    (and frames ordinary output itself); `calm` after it says otherwise, the loop again."""
+    collect = ThreadsSeen()
+    busy = [False]
+    reader = on_loop_reader(pipe, collect, loop, guard, loop_busy=lambda: busy[0], calm=0.1)
+    pipe.write(b"one\n")
+    collect.wait_for(lambda lines: len(lines) == 1)
+    busy[0] = True
+    for i in range(4):
+        if i == 3:
+            threading.Event().wait(0.15)  # `calm` has passed, but the loop is still busy
+        pipe.write(b"busy %d\n" % i)
+        collect.wait_for(lambda lines, i=i: len(lines) == i + 2)
+        assert not reader.on_loop
+    busy[0] = False
+    threading.Event().wait(0.15)
+    pipe.write(b"calm\n")  # read by the thread, which gives the reads back
+    collect.wait_for(lambda lines: len(lines) == 6)
+    for _ in range(int(WAIT / 0.01)):
+        if reader.on_loop:
+            break
+        threading.Event().wait(0.01)
+    pipe.write(b"on the loop\n")
+    collect.wait_for(lambda lines: len(lines) == 7)
+    pipe.close()
+    assert reader.join(WAIT)
+    # the loop read "busy 0" (then gave the reads away); the thread framed the rest itself
+    assert collect.threads == [LOOP_THREAD, LOOP_THREAD, "r-read", "r-read", "r-read", "r-read", LOOP_THREAD]
+
+
 def test_the_guard_thread_takes_the_reads_of_a_held_loop(pipe: Pipe, loop: LoopThread) -> None:
     """The real guard, ticking on its own: a child that writes four pipes' worth while the
     loop is held finishes while the loop is still held."""
@@ -301,6 +332,7 @@ def test_a_stalled_loop_gives_the_reads_to_the_reader_thread(
     gate.set()
     pipe.close()
     assert reader.join(WAIT)
+    loop.call(lambda: None)  # the loop may have watched it still: then it closes it, first
     assert closed(pipe.r)
     assert not watched(loop, pipe.r)
 

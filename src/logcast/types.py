@@ -222,9 +222,9 @@ class LineSink(Protocol):
     """Where captured lines and status changes go (the hub implements it).
 
     Both methods are called from capture threads as well as the event loop; they
-    must be thread-safe and must never block on a consumer. `lines` is called only
-    from capture threads, which may be held while the store catches up (a sink that
-    holds them is a `HoldingSink`).
+    must be thread-safe and must never block on a consumer. `lines` is called from
+    capture threads, which may be held while the store catches up (a sink that holds
+    them is a `HoldingSink`), and, as `lines(..., hold=False)`, from the event loop.
     """
 
     def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> int | None:
@@ -256,4 +256,9 @@ class HoldingSink(LineSink, Protocol):
 
     def would_hold(self, process: str) -> bool:
         """Whether `lines` for `process` might wait now."""
+        ...
+
+    def loop_busy(self) -> bool:
+        """Whether the event loop is too busy to read capture too: a read there would
+        wait for the loop's turn (see `PipeReader`)."""
         ...

@@ -115,9 +115,10 @@ class PipeReader:
     read while the loop is late), the event loop reads the fd while its output is
     ordinary, up to `INLINE_MAX` bytes a read, and frames and hands on there what
     `on_lines_now` takes; the reader thread waits meanwhile. A read that finds a flood,
-    fills its buffer, finds a sink that may hold capture, or comes while the framer is
-    behind gives the reads back to the reader thread, which hands them back to the loop
-    once `calm` s passed without any of these. One side reads at a time (`_owner`,
+    fills its buffer, finds a sink that may hold capture or a loop busy with other work
+    (`loop_busy()`: there a read would wait for the loop's turn, and the line's stamp
+    with it), or comes while the framer is behind gives the reads back to the reader
+    thread, which hands them back to the loop once `calm` s passed without any of these. One side reads at a time (`_owner`,
     changed under the lock), so chunks keep their order. `guard` (by default one for the
     process, `LoopGuard`) gives the reads of a loop that stopped reading to the thread
     within two of its ticks (40 ms): a child then waits only if it writes more than the
@@ -140,6 +141,7 @@ class PipeReader:
         on_lines_now: Callable[[float, Lines], None] | None = None,
         may_wait: Callable[[], bool] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        loop_busy: Callable[[], bool] | None = None,
         guard: LoopGuard | None = None,
         calm: float = CALM,
         name: str = "reader",
@@ -182,6 +184,7 @@ class PipeReader:
         # changed by the side that reads, or under the lock; `_registered` only on the
         # loop's thread, under the lock.
         self._loop = loop if on_lines_now is not None else None
+        self._loop_busy = loop_busy
         self._guard = guard
         self._calm = calm
         self._owner = _THREAD  # who reads the fd now
@@ -394,7 +397,10 @@ class PipeReader:
             if here:
                 self._frame_here(stamp, data)
             if self._loop is not None and small and now - self._busy_at >= self._calm:
-                self._hand_to_loop()
+                if self._asks(self._loop_busy, "loop_busy"):
+                    self._busy_at = now
+                else:
+                    self._hand_to_loop()
 
     # -- reads on the event loop -------------------------------------------------------
 
@@ -454,6 +460,7 @@ class PipeReader:
         view = self._loop_buffer
         assert view is not None
         may_wait = self._sink_may_wait()
+        busy = self._asks(self._loop_busy, "loop_busy")
         cond = self._cond
         with cond:
             if self._owner is not _LOOP:  # a guard took the reads meanwhile
@@ -495,7 +502,7 @@ class PipeReader:
                 self._spool.append((stamp, data))
                 self._spooled += len(data)
                 cond.notify_all()
-            if flooding or may_wait or size == len(view):  # a flood, a burst, or the sink may hold
+            if flooding or may_wait or busy or size == len(view):  # a flood, a burst, a sink that may hold
                 self._give_to_thread()
         if here:
             self._frame_here(stamp, data)
@@ -592,13 +599,17 @@ class PipeReader:
             self._spool_max = max(self._spool_max, SPOOL_BYTES)
 
     def _sink_may_wait(self) -> bool:
-        may_wait = self._may_wait
-        if may_wait is None:
+        return self._asks(self._may_wait, "may_wait")
+
+    def _asks(self, question: Callable[[], bool] | None, name: str) -> bool:
+        """`question()`, False without one, True if it fails: whatever it is, the reader
+        must go on reading (then through its threads)."""
+        if question is None:
             return False
         try:
-            return may_wait()
-        except Exception:  # whatever it is, the reader must go on reading
-            logger.exception("reader %s: may_wait failed; its lines go through the framer thread", self._name)
+            return question()
+        except Exception:
+            logger.exception("reader %s: %s failed; its lines go through its threads", self._name, name)
             return True
 
     def _frame_here(self, stamp: float, data: bytes) -> None:

@@ -42,6 +42,9 @@ BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
 # and lines that come meanwhile join the next round. Never later than WAKE_INTERVAL_MAX.
 WAKE_COST_FACTOR = 1.0
 WAKE_INTERVAL_MAX = 0.025
+# Capture is read on the event loop (`PipeReader`) only while waking the readers costs the
+# loop less than this: a read there waits for the loop's turn, and its lines' stamps with it.
+LOOP_READS_BELOW = 0.003
 
 _new_record = tuple.__new__
 
@@ -264,6 +267,10 @@ class Hub:
         self._announce(process)
         return seq
 
+    def loop_busy(self) -> bool:
+        """The last wakes of readers cost the event loop `LOOP_READS_BELOW` or more."""
+        return self._wake_cost >= LOOP_READS_BELOW
+
     def would_hold(self, process: str) -> bool:
         """Whether `lines` for `process` might wait for the store now: its ring is over
         its bounds with lines the store does not have yet (`StoreWriter.hold_while_behind`).
@@ -347,6 +354,8 @@ class Hub:
         if woken and self._loop is not None:
             # The woken readers' turns are queued before this: it runs once they all had one.
             self._loop.call_soon(self._woken, started)
+        elif not woken:
+            self._wake_cost /= 2  # nobody to wake costs nothing: the loop is not busy with it
 
     def _woken(self, started: float) -> None:
         self._wake_cost = (self._wake_cost + self._monotonic() - started) / 2

@@ -72,6 +72,7 @@ class ReaderFactory(Protocol):
         *,
         on_lines_now: OnLines | None,
         may_wait: Callable[[], bool] | None,
+        loop_busy: Callable[[], bool] | None = None,
     ) -> Reader: ...
 
 
@@ -86,6 +87,7 @@ def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
         *,
         on_lines_now: OnLines | None,
         may_wait: Callable[[], bool] | None,
+        loop_busy: Callable[[], bool] | None = None,
     ) -> Reader:
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -99,6 +101,7 @@ def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
             on_lines_now=on_lines_now,
             may_wait=may_wait,
             loop=loop,
+            loop_busy=loop_busy,
         )
 
     return make
@@ -482,6 +485,7 @@ class ManagedProcess:
                     f"{self.name}-{stream}",
                     on_lines_now=handler(hold=False) if holding else None,
                     may_wait=may_wait,
+                    loop_busy=cast(HoldingSink, holding).loop_busy if holding else None,
                 )
                 reader.start()  # from here on the reader owns (and closes) fd
                 readers.append(reader)
