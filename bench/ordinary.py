@@ -112,6 +112,24 @@ def bare(rate: float, seconds: float, expect: int) -> dict[str, Any]:
         return follower.row("bare Python reader on the pipe")
 
 
+def latency_client(port: int, sse_path: str, ws_url: str, expect: int, seconds: float) -> ClientProcess:
+    """One SSE and one raw WebSocket client, timing every line, in a process of their own."""
+    return ClientProcess(
+        {
+            "mode": "latency",
+            "port": port,
+            "sse_path": sse_path,
+            "ws_url": ws_url,
+            "expect": expect,
+            "max_seconds": 60 + QUIET + seconds,
+            "ws_compression": False,
+            "ws_client": "raw",
+            "sse": 1,
+            "ws": 1,
+        }
+    )
+
+
 def tail_command(port: int) -> list[str]:
     command = [sys.executable, "-m", "logcast", "tail", PROCESS, "--url", f"http://127.0.0.1:{port}"]
     helped = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, env=subprocess_env())
@@ -134,19 +152,8 @@ def through_logcast(rate: float, seconds: float, expect: int, *, hops: bool = Fa
         client: ClientProcess | None = None
         tail: subprocess.Popen[bytes] | None = None
         try:
-            client = ClientProcess(
-                {
-                    "mode": "latency",
-                    "port": server.port,
-                    "sse_path": server.sse_path(PROCESS),
-                    "ws_url": server.ws_url(PROCESS),
-                    "expect": expect,
-                    "max_seconds": 60 + QUIET + seconds,
-                    "ws_compression": False,
-                    "ws_client": "raw",
-                    "sse": 1,
-                    "ws": 1,
-                }
+            client = latency_client(
+                server.port, server.sse_path(PROCESS), server.ws_url(PROCESS), expect, seconds
             )
             client.wait_ready(60)
             wait_subscribers(server, PROCESS, 2, 30)
@@ -242,20 +249,7 @@ def through_relay(rate: float, seconds: float, expect: int) -> list[dict[str, An
                     raise RuntimeError("the relay did not start")
                 time.sleep(0.01)
             port = int(port_file.read_text())
-            client = ClientProcess(
-                {
-                    "mode": "latency",
-                    "port": port,
-                    "sse_path": "/sse",
-                    "ws_url": f"ws://127.0.0.1:{port}/ws",
-                    "expect": expect,
-                    "max_seconds": 60 + QUIET + seconds,
-                    "ws_compression": False,
-                    "ws_client": "raw",
-                    "sse": 1,
-                    "ws": 1,
-                }
-            )
+            client = latency_client(port, "/sse", f"ws://127.0.0.1:{port}/ws", expect, seconds)
             client.wait_ready(60)
             copy = subprocess.Popen(
                 [sys.executable, str(RELAY), "--copy", str(port)],

@@ -125,6 +125,15 @@ def watched(loop: LoopThread, fd: int) -> bool:
     return bool(loop.call(lambda: loop.loop.remove_reader(fd)))
 
 
+def eventually(predicate: Callable[[], bool]) -> bool:
+    """Whether `predicate()` came true within `WAIT` (looked at every 10 ms)."""
+    for _ in range(int(WAIT / 0.01)):
+        if predicate():
+            return True
+        threading.Event().wait(0.01)
+    return predicate()
+
+
 def closed(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -215,6 +224,22 @@ def test_a_read_that_fills_the_loops_buffer_gives_the_reads_to_the_thread(
     assert [text for text, _, _ in collect.lines] == [f"{i:06d} {'y' * 90}" for i in range(count)]
 
 
+def back_on_the_loop_after_calm(pipe: Pipe, collect: ThreadsSeen, reader: PipeReader) -> None:
+    """Once `calm` (0.2 s at most here) passed, the thread reads one more line and gives
+    the reads back: the next line is the loop's. Then EOF."""
+    seen = len(collect.lines)
+    threading.Event().wait(0.25)
+    pipe.write(b"calm\n")
+    collect.wait_for(lambda lines: len(lines) == seen + 1)
+    assert eventually(lambda: reader.on_loop)
+    pipe.write(b"on the loop\n")
+    collect.wait_for(lambda lines: len(lines) == seen + 2)
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.threads[-1] == LOOP_THREAD
+    assert [text for text, _, _ in collect.lines][-2:] == ["calm", "on the loop"]
+
+
 def test_a_sink_that_may_hold_gets_its_lines_from_the_framer_thread(
     pipe: Pipe, loop: LoopThread, guard: QuietGuard
 ) -> None:
@@ -234,21 +259,9 @@ def test_a_sink_that_may_hold_gets_its_lines_from_the_framer_thread(
     pipe.write(b"calm?\n")  # within `calm` of the last held read: still the thread's
     collect.wait_for(lambda lines: len(lines) == 7)
     assert not reader.on_loop
-    threading.Event().wait(0.25)
-    pipe.write(b"calm\n")  # the thread reads it, and gives the reads back
-    collect.wait_for(lambda lines: len(lines) == 8)
-    for _ in range(int(WAIT / 0.01)):
-        if reader.on_loop:
-            break
-        threading.Event().wait(0.01)
-    pipe.write(b"on the loop\n")
-    collect.wait_for(lambda lines: len(lines) == 9)
-    pipe.close()
-    assert reader.join(WAIT)
+    back_on_the_loop_after_calm(pipe, collect, reader)
     assert collect.threads[0] == LOOP_THREAD
     assert set(collect.threads[1:8]) <= {"r-read", "r-frame"}
-    assert collect.threads[8] == LOOP_THREAD
-    assert [text for text, _, _ in collect.lines][-1] == "on the loop"
 
 
 def test_a_busy_loop_leaves_the_reads_to_the_thread(pipe: Pipe, loop: LoopThread, guard: QuietGuard) -> None:
@@ -267,17 +280,7 @@ def test_a_busy_loop_leaves_the_reads_to_the_thread(pipe: Pipe, loop: LoopThread
         collect.wait_for(lambda lines, i=i: len(lines) == i + 2)
         assert not reader.on_loop
     busy[0] = False
-    threading.Event().wait(0.15)
-    pipe.write(b"calm\n")  # read by the thread, which gives the reads back
-    collect.wait_for(lambda lines: len(lines) == 6)
-    for _ in range(int(WAIT / 0.01)):
-        if reader.on_loop:
-            break
-        threading.Event().wait(0.01)
-    pipe.write(b"on the loop\n")
-    collect.wait_for(lambda lines: len(lines) == 7)
-    pipe.close()
-    assert reader.join(WAIT)
+    back_on_the_loop_after_calm(pipe, collect, reader)
     # the loop read "busy 0" (then gave the reads away); the thread framed the rest itself
     assert collect.threads == [LOOP_THREAD, LOOP_THREAD, "r-read", "r-read", "r-read", "r-read", LOOP_THREAD]
 
@@ -401,11 +404,7 @@ def test_a_loop_that_stopped_has_its_watch_taken_and_the_fd_closed_by_the_thread
     collect.wait_for(lambda lines: len(lines) == 2)
     pipe.close()
     assert reader.join(WAIT)
-    for _ in range(int(WAIT / 0.01)):
-        if closed(pipe.r):
-            break
-        threading.Event().wait(0.01)
-    assert closed(pipe.r)
+    assert eventually(lambda: closed(pipe.r))
     assert not running.loop.remove_reader(pipe.r)  # nobody else runs it now
     assert "left its pipe unread" not in caplog.text
     assert "event loop stopped" in caplog.text
@@ -564,9 +563,4 @@ def test_the_guard_thread_runs_only_while_a_reader_uses_the_loop(pipe: Pipe, loo
     pipe.write(b"a\n")
     pipe.close()
     assert reader.join(WAIT)
-    deadline = threading.Event()
-    for _ in range(int(WAIT / 0.01)):
-        if not guard._running:
-            break
-        deadline.wait(0.01)
-    assert not guard._running
+    assert eventually(lambda: not guard._running)
