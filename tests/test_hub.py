@@ -813,13 +813,15 @@ async def test_capture_held_during_the_stores_upkeep_is_let_go_after_writer_stal
         await hub.close()
 
 
-async def test_the_loop_is_busy_while_waking_the_readers_costs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_loop_is_busy_while_waking_the_readers_costs_it() -> None:
     """`loop_busy()` (capture then reads on its threads, not on the loop) follows what
-    the wakes cost the loop: a round whose readers took 5 ms makes it busy; wakes with
-    nobody to wake let it calm down again."""
+    the wakes cost the loop: a round whose reader took long makes it busy; another
+    process's output that nobody follows does not make it calm, nor does it change how
+    far apart the wakes come; a measure that nobody's wake renewed for `LOOP_BUSY_FOR`
+    no longer counts."""
     clock = FakeClock()
     hub = Hub(MemoryStore(), monotonic=clock)
-    await hub.open(["app"])
+    await hub.open(["app", "other"])
     try:
         assert not hub.loop_busy()
         sub = await hub.subscribe("app")
@@ -836,11 +838,14 @@ async def test_the_loop_is_busy_while_waking_the_readers_costs_it(monkeypatch: p
         await woken.wait()
         await task
         await wait_until(hub.loop_busy)
-        sub.close()
-        for text in ("two", "three", "four"):  # nobody to wake: each wake halves the cost
-            clock.advance(1.0)
-            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(text))
+        cost = hub._wake_cost
+        for text in ("two", "three", "four"):  # nobody follows "other"
+            hub.lines("other", 1, Stream.STDOUT, 1.0, lines(text))
             await asyncio.sleep(0.01)
+        assert hub.loop_busy()
+        assert hub._wake_cost == cost  # the wakes of "app"'s readers keep their spacing
+        clock.advance(hub_module.LOOP_BUSY_FOR)
         assert not hub.loop_busy()
+        sub.close()
     finally:
         await hub.close()

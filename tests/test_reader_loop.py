@@ -411,6 +411,27 @@ def test_a_loop_that_stopped_has_its_watch_taken_and_the_fd_closed_by_the_thread
     running.loop.close()
 
 
+def test_a_loop_that_stopped_gets_the_reads_back_once_it_runs_again(pipe: Pipe, guard: QuietGuard) -> None:
+    running = LoopThread("asyncio")
+    collect = ThreadsSeen()
+    reader = on_loop_reader(pipe, collect, running, guard, calm=0.05)
+    pipe.write(b"a\n")
+    collect.wait_for(lambda lines: len(lines) == 1)
+    running.loop.call_soon_threadsafe(running.loop.stop)
+    running.thread.join(WAIT)
+    pipe.write(b"b\n")
+    guard.check()
+    guard.check()
+    collect.wait_for(lambda lines: len(lines) == 2)
+    assert not reader.on_loop
+    running.thread = threading.Thread(target=running.loop.run_forever, name=LOOP_THREAD, daemon=True)
+    running.thread.start()
+    try:
+        back_on_the_loop_after_calm(pipe, collect, reader)
+    finally:
+        running.stop()
+
+
 def test_a_loop_that_closed_leaves_the_reads_to_the_thread(pipe: Pipe, guard: QuietGuard) -> None:
     """Shut down under a running child: the guard gives its reads to the thread, which
     reads to EOF and closes the fd itself."""
@@ -564,3 +585,29 @@ def test_the_guard_thread_runs_only_while_a_reader_uses_the_loop(pipe: Pipe, loo
     pipe.close()
     assert reader.join(WAIT)
     assert eventually(lambda: not guard._running)
+
+
+def test_a_loop_that_stalls_again_and_again_is_warned_of_once(
+    pipe: Pipe, loop: LoopThread, guard: QuietGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    collect = ThreadsSeen()
+    reader = on_loop_reader(pipe, collect, loop, guard, calm=0.0)
+    with caplog.at_level(logging.DEBUG, logger="logcast.capture.reader"):
+        for i in range(3):
+            gate = loop.hold()
+            pipe.write(b"stall %d\n" % i)
+            guard.check()
+            guard.check()
+            collect.wait_for(lambda lines, i=i: len(lines) == 2 * i + 1)
+            gate.set()
+            loop.call(lambda: None)  # the loop is back
+            pipe.write(b"after %d\n" % i)  # the thread reads it and gives the reads back
+            collect.wait_for(lambda lines, i=i: len(lines) == 2 * i + 2)
+            assert eventually(lambda: reader.on_loop)
+    pipe.close()
+    assert reader.join(WAIT)
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "left its pipe unread" in r.message
+    ]
+    again = [r for r in caplog.records if r.levelno == logging.DEBUG and "unread again" in r.message]
+    assert len(warnings) == 1 and len(again) == 2

@@ -806,3 +806,51 @@ async def test_the_exit_is_recorded_after_every_line_even_when_framing_lags(h: H
     assert texts == [f"line {i}" for i in range(n)]
     exited = next(i for i, e in enumerate(events) if isinstance(e, StatusRec) and e.state is S.EXITED)
     assert all(isinstance(e, StatusRec) for e in events[exited:])  # no line after the exit
+
+
+class HoldingRecordingSink(RecordingSink):
+    """A sink that says when it would hold capture (as the hub)."""
+
+    def lines(  # type: ignore[override]
+        self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines, *, hold: bool = True
+    ) -> None:
+        super().lines(process, run, stream, timestamp, lines)
+
+    def would_hold(self, process: str) -> bool:
+        return False
+
+
+class BusyHoldingSink(HoldingRecordingSink):
+    """...that also says whether its event loop is busy (as the hub)."""
+
+    def loop_busy(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("with_loop_busy", [True, False])
+async def test_readers_read_on_the_loop_and_ask_the_sink_whether_it_is_busy(
+    h: Harness, with_loop_busy: bool
+) -> None:
+    """A holding sink's readers are made on the loop, with its `loop_busy` when it has one
+    (a sink without it still starts its processes)."""
+    from logcast.capture.reader import PipeReader
+    from logcast.supervise.process import pipe_readers
+
+    sink = BusyHoldingSink() if with_loop_busy else HoldingRecordingSink()
+    made: list[tuple[PipeReader, dict[str, Any]]] = []
+    make = pipe_readers()
+
+    def factory(fd: int, on_lines: Any, name: str, **kw: Any) -> PipeReader:
+        reader = make(fd, on_lines, name, **kw)
+        assert isinstance(reader, PipeReader)
+        made.append((reader, kw))
+        return reader
+
+    h.sink = sink
+    p = h.process(py("print('hello', flush=True)"), reader_factory=factory)
+    await p.start()
+    await until(lambda: p.state is S.EXITED, "exit")
+    assert "hello" in sink.texts()
+    assert made and all(kw["on_lines_now"] is not None for _, kw in made)
+    assert all(kw["loop_busy"] == getattr(sink, "loop_busy", None) for _, kw in made)
+    assert all(reader._loop is asyncio.get_running_loop() for reader, _ in made)

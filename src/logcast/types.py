@@ -245,7 +245,9 @@ class HoldingSink(LineSink, Protocol):
     """A sink whose `lines` may hold the capture thread while the store catches up (the
     hub). It says when that might happen, and takes lines without ever holding when
     asked to: a reader thread, which must keep the child's pipe drained, hands ordinary
-    output on itself that way, one thread switch sooner than through its framer."""
+    output on itself that way, one thread switch sooner than through its framer. It may
+    also say whether its event loop is busy waking readers (`loop_busy()`, as the hub
+    does), so that capture is not read there meanwhile (see `PipeReader`)."""
 
     def lines(
         self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines, *, hold: bool = True
@@ -256,9 +258,4 @@ class HoldingSink(LineSink, Protocol):
 
     def would_hold(self, process: str) -> bool:
         """Whether `lines` for `process` might wait now."""
-        ...
-
-    def loop_busy(self) -> bool:
-        """Whether the event loop is too busy to read capture too: a read there would
-        wait for the loop's turn (see `PipeReader`)."""
         ...

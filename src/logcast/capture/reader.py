@@ -5,8 +5,8 @@ Threads, because the child must never wait for us and the event loop has other w
 (`os.read` releases the GIL); two, so that reading never waits for framing to get the GIL.
 Given the event loop, a pipe's ordinary output is read there instead, when the loop says
 it is readable: a line then waits for no thread and no GIL on its way to the sockets.
-A flood, a sink that may hold capture, or a loop that stops reading (see `LoopGuard`)
-gives the reads back to the reader thread.
+A flood, a sink that may hold capture, a loop busy with its readers, or a loop that
+stops reading (see `LoopGuard`) gives the reads back to the reader thread.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ CALM = (
     0.1  # s the reader thread keeps a pipe's reads after the last reason to (a flood, a sink that may hold)
 )
 GUARD_INTERVAL = 0.02  # s: a loop that left a readable pipe unread at two such ticks has stalled
+STALL_WARN_EVERY = 60.0  # s: a reader warns of a stalled loop at most this often (then at debug level)
 
 _THREAD, _LOOP = "thread", "loop"  # who reads the fd
 
@@ -115,11 +116,12 @@ class PipeReader:
     read while the loop is late), the event loop reads the fd while its output is
     ordinary, up to `INLINE_MAX` bytes a read, and frames and hands on there what
     `on_lines_now` takes; the reader thread waits meanwhile. A read that finds a flood,
-    fills its buffer, finds a sink that may hold capture or a loop busy with other work
+    fills its buffer, finds a sink that may hold capture or a loop busy waking readers
     (`loop_busy()`: there a read would wait for the loop's turn, and the line's stamp
     with it), or comes while the framer is behind gives the reads back to the reader
-    thread, which hands them back to the loop once `calm` s passed without any of these. One side reads at a time (`_owner`,
-    changed under the lock), so chunks keep their order. `guard` (by default one for the
+    thread, which hands them back to the loop once `calm` s passed without any of
+    these. One side reads at a time (`_owner`, changed under the lock), so chunks keep
+    their order. `guard` (by default one for the
     process, `LoopGuard`) gives the reads of a loop that stopped reading to the thread
     within two of its ticks (40 ms): a child then waits only if it writes more than the
     pipe holds (1 MiB) in that time, and the thread reads until the loop runs again.
@@ -193,6 +195,7 @@ class PipeReader:
         self._loop_window = (0.0, 0)  # the loop's rate window: its start, bytes read in it
         self._busy_at = -math.inf  # monotonic: the last read that found a flood or a sink that may hold
         self._stalled = False  # a guard took the reads, and the loop has not run since
+        self._warned_at = -math.inf  # monotonic: the last warning of a stalled loop
         self._loop_buffer = memoryview(bytearray(INLINE_MAX)) if self._loop is not None else None
         self._handed_on = _Latch()  # ...and every line was handed on
 
@@ -525,15 +528,24 @@ class PipeReader:
             return self._loop
 
     def _stalled_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """(Guard, no lock held) Say why the thread reads now, and learn when the loop is back."""
-        if loop.is_closed() or not loop.is_running():
-            logger.debug("reader %s: the event loop stopped; the reader thread reads", self._name)
+        """(Guard, no lock held) Say why the thread reads now (a warning at most once a
+        `STALL_WARN_EVERY` per reader), and learn when the loop runs again."""
+        if loop.is_closed():
+            logger.debug("reader %s: the event loop closed; the reader thread reads", self._name)
             return
-        logger.warning(
-            "reader %s: the event loop left its pipe unread; the reader thread reads it meanwhile", self._name
-        )
+        now = time.monotonic()
+        if not loop.is_running():
+            logger.debug("reader %s: the event loop stopped; the reader thread reads", self._name)
+        elif now - self._warned_at >= STALL_WARN_EVERY:
+            self._warned_at = now
+            logger.warning(
+                "reader %s: the event loop left its pipe unread; the reader thread reads it meanwhile",
+                self._name,
+            )
+        else:
+            logger.debug("reader %s: the event loop left its pipe unread again", self._name)
         with contextlib.suppress(RuntimeError):  # closed meanwhile: it does not come back
-            loop.call_soon_threadsafe(self._loop_is_back)
+            loop.call_soon_threadsafe(self._loop_is_back)  # runs once the loop runs again
 
     def _loop_is_back(self) -> None:
         """(Loop) The loop runs again after a stall: the thread may give the reads back."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import threading
 import time
@@ -44,7 +45,9 @@ WAKE_COST_FACTOR = 1.0
 WAKE_INTERVAL_MAX = 0.025
 # Capture is read on the event loop (`PipeReader`) only while waking the readers costs the
 # loop less than this: a read there waits for the loop's turn, and its lines' stamps with it.
+# A measure older than LOOP_BUSY_FOR no longer counts (nobody was woken since).
 LOOP_READS_BELOW = 0.003
+LOOP_BUSY_FOR = 1.0
 
 _new_record = tuple.__new__
 
@@ -70,12 +73,12 @@ class Hub:
         self._monotonic = monotonic
         self._journals: dict[str, Journal] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0  # ident of the thread running `_loop`
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._wake_pending = False
         self._last_wake = 0.0  # monotonic
         self._wake_cost = 0.0  # s the last wakes' turns took the loop (smoothed)
+        self._woken_at = -math.inf  # monotonic: when `_wake_cost` was last measured
         self.pages = PageCache(store, passed=self._passed)
         self.writer = StoreWriter(
             store,
@@ -95,7 +98,6 @@ class Hub:
         `stored`: also the processes the store has a history of (their history stays
         readable); not for a store shared with other hosts, whose processes are theirs."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         others = await self.store.processes() if stored else []
         wanted = list(dict.fromkeys([*names, *others]))
         for name in wanted:
@@ -268,8 +270,9 @@ class Hub:
         return seq
 
     def loop_busy(self) -> bool:
-        """The last wakes of readers cost the event loop `LOOP_READS_BELOW` or more."""
-        return self._wake_cost >= LOOP_READS_BELOW
+        """Waking readers costs the event loop `LOOP_READS_BELOW` or more a round (the
+        smoothed cost of the last rounds, measured within `LOOP_BUSY_FOR`)."""
+        return self._wake_cost >= LOOP_READS_BELOW and self._monotonic() - self._woken_at < LOOP_BUSY_FOR
 
     def would_hold(self, process: str) -> bool:
         """Whether `lines` for `process` might wait for the store now: its ring is over
@@ -316,8 +319,8 @@ class Hub:
                 return
             self._wake_pending = True
         try:
-            if threading.get_ident() == self._loop_thread:  # capture read on the loop itself
-                loop.call_soon(self._schedule_wake)
+            if _running_loop() is loop:  # capture read on the loop itself: no hop to it
+                self._schedule_wake()
             else:
                 loop.call_soon_threadsafe(self._schedule_wake)
         except RuntimeError:  # the loop is closed: nobody to wake
@@ -354,11 +357,10 @@ class Hub:
         if woken and self._loop is not None:
             # The woken readers' turns are queued before this: it runs once they all had one.
             self._loop.call_soon(self._woken, started)
-        elif not woken:
-            self._wake_cost /= 2  # nobody to wake costs nothing: the loop is not busy with it
 
     def _woken(self, started: float) -> None:
-        self._wake_cost = (self._wake_cost + self._monotonic() - started) / 2
+        self._woken_at = now = self._monotonic()
+        self._wake_cost = (self._wake_cost + now - started) / 2
 
     async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
         """Wait until the store holds every record written so far (or `timeout`)."""
@@ -532,6 +534,14 @@ class Hub:
     ) -> list[bytes]:
         """The `fmt` encoding of each record, computed once and shared through the ring."""
         return encode_records(journal, records, encode, fmt)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _overfull(journal: Journal) -> bool:

@@ -485,7 +485,7 @@ class ManagedProcess:
                     f"{self.name}-{stream}",
                     on_lines_now=handler(hold=False) if holding else None,
                     may_wait=may_wait,
-                    loop_busy=cast(HoldingSink, holding).loop_busy if holding else None,
+                    loop_busy=getattr(holding, "loop_busy", None),
                 )
                 reader.start()  # from here on the reader owns (and closes) fd
                 readers.append(reader)
