@@ -521,8 +521,9 @@ def test_chunks_keep_their_order_across_hand_overs(
     assert reader.join(WAIT)
     numbers = [int(text[:7]) for text, _, _ in collect.lines]
     assert numbers == list(range(n))
-    threads = set(collect.threads)
-    assert LOOP_THREAD in threads and threads & {"r-read", "r-frame"}
+    # both sides read (who frames what the loop read depends on the framer's pace)
+    assert reader._loop_reads > 0
+    assert set(collect.threads) & {"r-read", "r-frame"}
 
 
 def test_a_reader_that_cannot_be_guarded_reads_on_its_thread(pipe: Pipe, loop: LoopThread) -> None:
