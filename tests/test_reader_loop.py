@@ -612,3 +612,39 @@ def test_a_loop_that_stalls_again_and_again_is_warned_of_once(
     ]
     again = [r for r in caplog.records if r.levelno == logging.DEBUG and "unread again" in r.message]
     assert len(warnings) == 1 and len(again) == 2
+
+
+def test_the_guard_ticks_slowly_while_no_pipe_has_output(pipe: Pipe, loop: LoopThread) -> None:
+    """An idle supervisor's guard: after `quiet` without output it ticks every
+    `idle_interval`; a pipe with output brings the short ticks back at once."""
+    intervals: list[float] = []
+    ticked = threading.Semaphore(0)
+    proceed = threading.Semaphore(0)
+
+    def sleep(seconds: float) -> None:  # the test's clock: one tick at a time
+        intervals.append(seconds)
+        ticked.release()
+        assert proceed.acquire(timeout=WAIT)
+
+    guard = LoopGuard(interval=0.02, sleep=sleep, idle_interval=0.25, quiet=0.1)  # quiet: 5 ticks
+    collect = ThreadsSeen()
+    reader = on_loop_reader(pipe, collect, loop, guard)
+
+    def tick() -> float:
+        proceed.release()
+        assert ticked.acquire(timeout=WAIT)
+        return intervals[-1]
+
+    assert ticked.acquire(timeout=WAIT) and intervals == [0.02]
+    for _ in range(6):  # the new reader counts as output once, then five quiet ticks
+        tick()
+    assert intervals[-1] == 0.25
+    assert tick() == 0.25
+    pipe.write(b"a\n")  # read by the loop, or still readable: either is output
+    collect.wait_for(lambda lines: len(lines) == 1)
+    assert tick() == 0.02
+    assert reader.on_loop
+    pipe.close()
+    assert reader.join(WAIT)
+    proceed.release()  # the guard ends: nobody left to watch
+    assert eventually(lambda: not guard._running)

@@ -33,7 +33,9 @@ from logcast.types import Lines
 
 __all__ = [
     "CALM",
+    "GUARD_IDLE_INTERVAL",
     "GUARD_INTERVAL",
+    "GUARD_QUIET",
     "INLINE_MAX",
     "PACE_ABOVE",
     "PIPE_SIZE",
@@ -58,6 +60,8 @@ CALM = (
     0.1  # s the reader thread keeps a pipe's reads after the last reason to (a flood, a sink that may hold)
 )
 GUARD_INTERVAL = 0.02  # s: a loop that left a readable pipe unread at two such ticks has stalled
+GUARD_IDLE_INTERVAL = 0.25  # s between its ticks once no pipe it watches had output for GUARD_QUIET s
+GUARD_QUIET = 1.0
 STALL_WARN_EVERY = 60.0  # s: a reader warns of a stalled loop at most this often (then at debug level)
 
 _THREAD, _LOOP = "thread", "loop"  # who reads the fd
@@ -839,13 +843,26 @@ class LoopGuard:
     readable and unread at two ticks `interval` apart: a stalled loop must not make a
     child wait (its pipe holds 1 MiB meanwhile). One thread, one `poll` a tick, for every
     reader the loop reads for (a `PipeReader` adds and removes itself); it runs only
-    while there are some."""
+    while there are some. Once none of their pipes had output for `quiet` s, it ticks
+    every `idle_interval` s instead (an idle supervisor's CPU), until one has again: a
+    burst after such a silence is then taken from a stalled loop within `idle_interval`
+    + `interval` s."""
 
-    def __init__(self, interval: float = GUARD_INTERVAL, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        interval: float = GUARD_INTERVAL,
+        sleep: Callable[[float], None] = time.sleep,
+        *,
+        idle_interval: float = GUARD_IDLE_INTERVAL,
+        quiet: float = GUARD_QUIET,
+    ) -> None:
         self._interval = interval
+        self._idle_interval = max(interval, idle_interval)
+        self._quiet_ticks = max(1, round(quiet / interval)) if interval > 0 else 1
         self._sleep = sleep
         self._lock = threading.Lock()
         self._readers: dict[PipeReader, int | None] = {}  # reader: its loop's reads when last seen readable
+        self._counts: dict[PipeReader, int | None] = {}  # reader: its loop's reads at the last tick
         self._running = False
 
     def add(self, reader: PipeReader) -> None:
@@ -866,13 +883,17 @@ class LoopGuard:
         """Once this returns, `reader`'s fd is not looked at again."""
         with self._lock:
             self._readers.pop(reader, None)
+            self._counts.pop(reader, None)
 
-    def check(self) -> None:
+    def check(self) -> bool:
         """One tick: take the reads of every pipe its loop left readable and unread since
-        the last tick, and note which are readable now."""
+        the last tick, and note which are readable now. Whether any pipe had output (it
+        is readable, or the loop read since the last tick, or it is new)."""
         taken: list[tuple[PipeReader, asyncio.AbstractEventLoop]] = []
         with self._lock:  # held while polling: `remove` returns once the fd is not looked at
             counts = {reader: reader._loop_read_count() for reader in self._readers}
+            active = any(self._counts.get(reader, -1) != count for reader, count in counts.items())
+            self._counts = counts
             on_loop = {reader._fd: reader for reader, count in counts.items() if count is not None}
             ready: set[PipeReader] = set()
             if on_loop:
@@ -890,16 +911,18 @@ class LoopGuard:
                     self._readers[reader] = count
         for reader, loop in taken:
             reader._stalled_loop(loop)
+        return active or bool(ready)
 
     def _run(self) -> None:
+        quiet = 0  # ticks since a pipe last had output
         while True:
-            self._sleep(self._interval)
+            self._sleep(self._interval if quiet < self._quiet_ticks else self._idle_interval)
             with self._lock:
                 if not self._readers:
                     self._running = False
                     return
             try:
-                self.check()
+                quiet = 0 if self.check() else quiet + 1
             except Exception:  # a guard that dies would leave stalled loops unguarded
                 logger.exception("the loop guard failed a check")
 
