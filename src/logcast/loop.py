@@ -12,7 +12,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["cancel_all", "raise_if_cancelled", "run"]
+__all__ = ["cancel_all", "raise_if_cancelled", "run", "running_loop"]
 
 T = TypeVar("T")
 
@@ -29,6 +29,14 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def raise_if_cancelled() -> None:

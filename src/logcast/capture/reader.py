@@ -196,7 +196,7 @@ class PipeReader:
         self._owner = _THREAD  # who reads the fd now
         self._registered = False  # the loop watches the fd
         self._loop_reads = 0  # reads the loop made: the guard's sign of life
-        self._loop_window = (0.0, 0)  # the loop's rate window: its start, bytes read in it
+        self._loop_rate = _Rate(self._pace_above)  # the loop's reads, as `_read_until_eof`'s
         self._busy_at = -math.inf  # monotonic: the last read that found a flood or a sink that may hold
         self._stalled = False  # a guard took the reads, and the loop has not run since
         self._warned_at = -math.inf  # monotonic: the last warning of a stalled loop
@@ -310,8 +310,7 @@ class PipeReader:
             if loop is not None and not loop.is_running():
                 # stopped or closed: nothing runs in it, so its watch can go from here
                 with contextlib.suppress(Exception):
-                    self._unregister()
-                self._registered = False
+                    self._unregister()  # forgets the watch before it removes it
                 loop = None
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # closed meanwhile: close here
@@ -339,9 +338,7 @@ class PipeReader:
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         pace = self._pace if self._paced else 0.0
         inline = self._on_lines_now is not None
-        flood_bytes = self._pace_above * RATE_WINDOW  # more than this in a window is a flood
-        window_start = time.monotonic()
-        window_bytes = 0
+        rate = _Rate(self._pace_above)
         last_read = 0.0
         trickle = False
         while True:
@@ -375,10 +372,7 @@ class PipeReader:
             if not size:
                 return
             now = time.monotonic()
-            if now - window_start > RATE_WINDOW:
-                window_start, window_bytes = now, 0
-            window_bytes += size
-            flooding = window_bytes > flood_bytes
+            flooding = rate.flooding(now, size)
             trickle = pace > 0 and flooding and _short(size, asked)
             data = bytes(view[:size])
             stamp = time.time()
@@ -496,12 +490,7 @@ class PipeReader:
             stamp = time.time()
             now = time.monotonic()
             self._bytes_read += size
-            start, window = self._loop_window
-            if now - start > RATE_WINDOW:
-                start, window = now, 0
-            window += size
-            self._loop_window = (start, window)
-            flooding = window > self._pace_above * RATE_WINDOW
+            flooding = self._loop_rate.flooding(now, size)
             here = not (flooding or may_wait or self._spool or self._framer_busy)
             if here:
                 self._framer_busy = True
@@ -781,6 +770,23 @@ class PipeReader:
 
     def _finish(self) -> None:
         self._handed_on.set()
+
+
+class _Rate:
+    """Tells a flood (over `pace_above` bytes/s) from ordinary output, by the bytes read
+    within `RATE_WINDOW`."""
+
+    def __init__(self, pace_above: float) -> None:
+        self._most = pace_above * RATE_WINDOW  # more than this in a window is a flood
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def flooding(self, now: float, size: int) -> bool:
+        """`size` bytes were read at `now`: is this a flood?"""
+        if now - self._start > RATE_WINDOW:
+            self._start, self._bytes = now, 0
+        self._bytes += size
+        return self._bytes > self._most
 
 
 def _take_spooled(spool: deque[tuple[float, bytes]]) -> tuple[float, bytes]:

@@ -29,6 +29,7 @@ from logcast.hub.ring import RECORD_OVERHEAD, Ring
 from logcast.hub.subscription import Phase, Subscription
 from logcast.hub.writer import IDLE_AFTER, StoreWriter
 from logcast.libc import malloc_trim
+from logcast.loop import running_loop
 from logcast.query import Query
 from logcast.store.base import Store
 from logcast.types import Level, Lines, LogRecord, ProcessState, Stream
@@ -319,7 +320,7 @@ class Hub:
                 return
             self._wake_pending = True
         try:
-            if _running_loop() is loop:  # capture read on the loop itself: no hop to it
+            if running_loop() is loop:  # capture read on the loop itself: no hop to it
                 self._schedule_wake()
             else:
                 loop.call_soon_threadsafe(self._schedule_wake)
@@ -534,14 +535,6 @@ class Hub:
     ) -> list[bytes]:
         """The `fmt` encoding of each record, computed once and shared through the ring."""
         return encode_records(journal, records, encode, fmt)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, if any."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _overfull(journal: Journal) -> bool:

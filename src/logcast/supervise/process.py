@@ -17,6 +17,7 @@ from typing import Any, Protocol, cast
 
 from logcast.capture.reader import PipeReader
 from logcast.config import ProcessSettings, RestartPolicy
+from logcast.loop import running_loop
 from logcast.models import ModelState, ModelWatcher, Phase, make_watcher
 from logcast.secrets import mask_command
 from logcast.supervise.depends import Gate, Waiting
@@ -89,10 +90,6 @@ def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
         may_wait: Callable[[], bool] | None,
         loop_busy: Callable[[], bool] | None = None,
     ) -> Reader:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
         return PipeReader(
             fd,
             on_lines,
@@ -100,7 +97,7 @@ def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
             spill_dir=spill_dir,
             on_lines_now=on_lines_now,
             may_wait=may_wait,
-            loop=loop,
+            loop=running_loop(),
             loop_busy=loop_busy,
         )
 
