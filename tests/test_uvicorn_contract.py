@@ -1,5 +1,5 @@
-"""What logcast's protocol subclasses (web/wsframes.py, web/heads.py) take from uvicorn,
-and web/wsframes.py from Starlette's WebSocket.
+"""What logcast's protocol subclasses (web/wsframes.py, web/heads.py) and its direct
+writes (web/direct.py) take from uvicorn, and web/wsframes.py from Starlette's WebSocket.
 
 They extend uvicorn's own protocols, which are not a public API: if an upgrade renames
 what they rely on, this fails with the name, before any stream breaks.
@@ -11,8 +11,9 @@ import inspect
 
 import pytest
 from starlette.websockets import WebSocket
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 NEEDED = {
@@ -42,6 +43,16 @@ NEEDED = {
         "self.loop",
         "self.transport",
     ],
+    RequestResponseCycle: [  # web/direct.py writes a streaming body as its `send` does
+        "self.response_started",
+        "self.response_complete",
+        "self.chunked_encoding",
+        "self.disconnected",
+        "self.flow",
+        "self.transport",
+        'b"%x\\r\\n" % len(body), body, b"\\r\\n"',
+    ],
+    FlowControl: ["self.write_paused"],
     H11Protocol: [
         "def data_received",
         "def connection_made",
@@ -59,7 +70,8 @@ def test_uvicorn_still_has_what_our_protocols_extend(protocol: type) -> None:
     source = inspect.getsource(protocol)
     missing = [name for name in NEEDED[protocol] if name not in source]
     assert not missing, (
-        f"uvicorn's {protocol.__name__} no longer has {missing}: see web/wsframes.py, web/heads.py"
+        f"uvicorn's {protocol.__name__} no longer has {missing}: see web/wsframes.py, web/heads.py,"
+        " web/direct.py"
     )
 
 

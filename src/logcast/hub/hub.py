@@ -352,12 +352,27 @@ class Hub:
         for name in dirty:
             journal = self._journals.get(name)
             if journal is not None:
-                for sub in journal.subscribers:
-                    sub.event.set()
+                for sub in tuple(journal.subscribers):
+                    if sub.on_wake is None or not self._write_now(sub):
+                        sub.event.set()
                 woken += len(journal.subscribers)
         if woken and self._loop is not None:
             # The woken readers' turns are queued before this: it runs once they all had one.
             self._loop.call_soon(self._woken, started)
+
+    @staticmethod
+    def _write_now(sub: Subscription) -> bool:
+        """Have a waiting reader write what is new itself, here on the loop (its `on_wake`):
+        no turn of its task. False when it did not: its task takes over from its cursor."""
+        write = sub.on_wake
+        assert write is not None
+        try:
+            if write():
+                return True
+        except Exception:
+            log.exception("a stream's direct write of process %s failed", sub.process)
+        sub.on_wake = None
+        return False
 
     def _woken(self, started: float) -> None:
         self._woken_at = now = self._monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING
@@ -80,6 +81,11 @@ class Subscription:
         self.backlog: list[LogRecord] = []  # history picked by a filtered tail
         self.phase = Phase.HISTORY
         self.event = asyncio.Event()
+        # Set by the reader's task while it waits on `event` with nothing of its own in
+        # flight: the hub calls it on the loop instead of setting `event` (`Hub._wake`), and
+        # it writes what is new straight to the client (`take_ready`). False: it did not,
+        # and the task must take over.
+        self.on_wake: Callable[[], bool] | None = None
         self.closed = False
         self._waiting_commit = False
         self._from_store = False  # the last window came from the store's pages
@@ -135,6 +141,35 @@ class Subscription:
             statuses = [r for r in page.statuses if self.cursor < r.seq <= records[-1].seq]
         self.cursor = records[-1].seq
         return LiveBatch(encoded, statuses, self.cursor)
+
+    def take_ready(
+        self, limit: int, fmt: str | None = None, encode: Encoder | None = None
+    ) -> LiveBatch | list[Entry] | None:
+        """What a live reader's next `take_live` (given `fmt` and `encode`) or `next`
+        would hand over, taken now without waiting, if it is only realtime lines the ring
+        holds, at most `limit` of them: None when it is anything else (a status record, a
+        gap, the store, more than `limit` lines, history), which the reader's task takes
+        in turn. An empty batch when nothing is new."""
+        if self.closed or self.phase is not Phase.LIVE or self._from_store:
+            return None
+        if fmt is not None and not self.query.is_empty:
+            return None
+        window = self._ring_window(limit + 1, fmt)  # one more: does it all fit?
+        if window is None:
+            return None
+        records = window.records
+        if not records:
+            return LiveBatch([], [], self.cursor) if fmt is not None else []
+        if len(records) > limit or not window.consecutive or Stream.SYSTEM in map(STREAM_OF, records):
+            return None
+        if fmt is None:
+            out: list[Entry] = []
+            self._deliver(records, out)
+            return out
+        assert window.cached is not None and encode is not None
+        encoded = complete(self.journal, fmt, records, window.cached, encode)
+        self.cursor = records[-1].seq
+        return LiveBatch(encoded, [], self.cursor)
 
     async def next(self, limit: int = 2000, *, wait: bool = True) -> list[Entry]:
         """The next entries; waits for new ones unless `wait` is False (then may return
@@ -227,28 +262,37 @@ class Subscription:
         """What follows the cursor: from the ring where it still has it, else from the
         store (through the hub's shared pages), else a hole."""
         journal = self.journal
-        cursor = self.cursor
-        window: _Window | None = None
-        with journal.lock:
-            ring = journal.ring
-            last = journal.visible_seq
-            first = ring.first_seq
-            cleared = journal.cleared_upto
-            in_ring = first is not None and cursor + 1 >= first
-            if cursor >= last or in_ring:
-                records = ring.since(cursor, min(limit, last - cursor)) if last > cursor else []
-                window = _Window(cursor, last, records, in_ring=in_ring)
-                if fmt is not None and records:
-                    window.cached = ring.encodings(fmt, records[0].seq, len(records))
-                    window.statuses = ring.statuses(records[0].seq, records[-1].seq)
+        window = self._ring_window(limit, fmt)
         if window is not None:
             if self._from_store:  # it caught up: the store's pages it read may be nobody's now
                 self._from_store = False
                 self.hub.pages.drop_passed(journal.name)
             return window
+        cursor = self.cursor
+        with journal.lock:
+            last = journal.visible_seq
+            cleared = journal.cleared_upto
         if cursor < cleared:
             return _Window(cursor, last, [], hole=min(cleared, last))
         return await self._stored(limit, last)
+
+    def _ring_window(self, limit: int, fmt: str | None) -> _Window | None:
+        """What follows the cursor, if the ring holds it (or nothing follows); else None."""
+        journal = self.journal
+        cursor = self.cursor
+        with journal.lock:
+            ring = journal.ring
+            last = journal.visible_seq
+            first = ring.first_seq
+            in_ring = first is not None and cursor + 1 >= first
+            if cursor < last and not in_ring:
+                return None
+            records = ring.since(cursor, min(limit, last - cursor)) if last > cursor else []
+            window = _Window(cursor, last, records, in_ring=in_ring)
+            if fmt is not None and records:
+                window.cached = ring.encodings(fmt, records[0].seq, len(records))
+                window.statuses = ring.statuses(records[0].seq, records[-1].seq)
+        return window
 
     async def _stored(self, limit: int, last: int) -> _Window:
         """The records after the cursor from the store.

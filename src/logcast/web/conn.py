@@ -17,6 +17,7 @@ from collections.abc import MutableMapping
 from typing import Any, Protocol
 
 from logcast.libc import CAN_TRIM, malloc_trim
+from logcast.web.direct import announce_body
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,8 @@ def announce(scope: MutableMapping[str, Any], transport: object) -> None:
 
 
 def attach(scope: MutableMapping[str, Any], send: object) -> None:
-    """Announce the connection of a request whose `send` is the server's own bound method.
+    """Announce the connection of a request whose `send` is the server's own bound method
+    (and, under uvicorn's httptools protocol, its body as a `direct.ChunkedBody`).
 
     uvicorn's `send` is a method of the object that owns the connection (its request
     cycle or WebSocket protocol), which keeps it as `.transport`. Under another server,
@@ -189,6 +191,7 @@ def attach(scope: MutableMapping[str, Any], send: object) -> None:
     owner = getattr(send, "__self__", None)
     if owner is not None:
         announce(scope, getattr(owner, "transport", None))
+        announce_body(scope, owner)
 
 
 class LingeringClose:

@@ -24,6 +24,7 @@ from logcast.loop import raise_if_cancelled
 from logcast.types import EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.deadline import Quiet, SendDeadline
+from logcast.web.direct import Direct
 from logcast.web.encode import (
     JSON,
     SSE,
@@ -39,7 +40,7 @@ from logcast.web.encode import (
     text_frame,
     text_line,
 )
-from logcast.web.wsframes import frames_sender
+from logcast.web.wsframes import frames_direct, frames_sender
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ BATCH = 2000  # live events (cached wire bytes) taken at a time
 COLUMN_ENTRIES = 1024  # entries taken at a time for a `batch=columns` client, as `BATCH_PART`:
 # a stalled one holds one such list (and one message made of it)
 WS_BATCH = 256  # WebSocket without batched frames: sends between two turns of the other streams
+DIRECT_LINES = 256  # the most new lines written from the hub's wake (`_direct`); more go by the task
 
 
 def send_timeout_of(scope: MutableMapping[str, Any]) -> float:
@@ -188,10 +190,12 @@ async def _next(
     limit: int,
     wire: Wire | None,
     entries_at_once: int = ENTRIES,
+    on_wake: Callable[[], bool] | None = None,
 ) -> Batch | None:
     """The next batch of `sub`: cached live bytes when `wire` is given and the fast path
     applies, entries otherwise; [] once `quiet`'s interval passed with nothing new; None
-    when the stream must end (the client's subscription closed, or the server stops)."""
+    when the stream must end (the client's subscription closed, or the server stops).
+    While it waits, the hub writes what is new through `on_wake` (see `_direct`)."""
     due = quiet.start()
     while True:
         raise_if_cancelled()  # the store may be Redis
@@ -208,7 +212,50 @@ async def _next(
             return None
         if quiet.over(due):
             return []
-        await sub.event.wait()  # new lines, the end, or `quiet`
+        sub.on_wake = on_wake  # nothing of ours in flight until the event wakes us
+        try:
+            await sub.event.wait()  # new lines the hub could not write, the end, or `quiet`
+        finally:
+            sub.on_wake = None
+
+
+def _direct(
+    sub: Subscription,
+    out: Direct | None,
+    take: Callable[[], Batch | None],
+    pieces: Callable[[Batch], Iterable[bytes]],
+    free: Callable[[], bool] | None = None,
+) -> Callable[[], bool] | None:
+    """The `on_wake` of `sub`'s stream (`logcast.web.direct`): its new lines, taken now
+    (`take`, at most `DIRECT_LINES` through `Subscription.take_ready`) and written to `out`
+    as the stream's task would write them (`pieces`). It declines, and the task takes over,
+    when `out` cannot take bytes now, when `free` says another writer of the same
+    connection is mid-write, when the lines are not plain realtime ones in the ring, or when
+    their bytes are more than one write (`WRITE_SLICE`)."""
+    if out is None:
+        return None
+
+    def write() -> bool:
+        if not out.writable() or (free is not None and not free()):
+            return False
+        before = sub.cursor
+        batch = take()
+        if batch is None:
+            return False
+        if not (batch.encoded if isinstance(batch, LiveBatch) else batch):
+            return True  # nothing new (or nothing the filter lets through)
+        try:
+            data = b"".join(pieces(batch))
+        except BaseException:
+            sub.cursor = before  # the task tries again, and fails where the client sees it
+            raise
+        if len(data) > WRITE_SLICE:
+            sub.cursor = before
+            return False
+        out.write(data)
+        return True
+
+    return write
 
 
 def _ended_at(batch: Batch) -> LogRecord | None:
@@ -231,22 +278,32 @@ async def sse_body(
     end_on_stop: bool = False,
     batched: bool = False,
     columns: bool = False,
+    direct: Direct | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE byte stream of one subscription: one message per event, or with `batched`
     (`batch=1`) messages of many events each, `data: [<event>,…]` (see `batch_messages`),
     or with `columns` (`batch=columns`) such messages whose runs of lines go column-wise
-    (see `column_messages`)."""
+    (see `column_messages`). `direct` is the response's body where the server lets the
+    hub write new lines to it while this waits (`direct.body_of`)."""
     pieces = _column_pieces if columns else _batch_pieces if batched else _sse_pieces
+    wire = None if columns else JSON if batched else SSE  # columns: built from the records
+
+    def take() -> Batch | None:
+        if wire is None:
+            return sub.take_ready(DIRECT_LINES)
+        return sub.take_ready(DIRECT_LINES, wire.name, wire.encode)
+
+    on_wake = _direct(sub, direct, take, lambda batch: pieces(hub, sub, batch))
     quiet = Quiet(sub.event, PING_INTERVAL)
     try:
         yield b"retry: 1000\n\n"
         while True:
-            if columns:  # built from the records: no encoding per line to share
-                batch = await _next(sub, shutdown, quiet, COLUMN_ENTRIES, None, COLUMN_ENTRIES)
+            if columns:
+                batch = await _next(sub, shutdown, quiet, COLUMN_ENTRIES, None, COLUMN_ENTRIES, on_wake)
             elif batched:
-                batch = await _next(sub, shutdown, quiet, BATCH, JSON, BATCH_PART)
+                batch = await _next(sub, shutdown, quiet, BATCH, JSON, BATCH_PART, on_wake)
             else:
-                batch = await _next(sub, shutdown, quiet, BATCH, SSE)
+                batch = await _next(sub, shutdown, quiet, BATCH, SSE, on_wake=on_wake)
             if batch is None:
                 break
             if not isinstance(batch, LiveBatch) and not batch:
@@ -366,6 +423,10 @@ async def websocket_stream(
     batched = send_frames is not None
     wire = (WS_JSON if as_json else WS_TEXT) if batched else None
     limit = BATCH if batched else WS_BATCH
+    direct = frames_direct(ws) if batched else None
+
+    def unlocked() -> bool:
+        return not lock.locked()
 
     def texts(sub: Subscription, entries: list[Entry]) -> list[str]:
         if as_json:
@@ -393,9 +454,19 @@ async def websocket_stream(
             quiet.close()
             deadline.close()
 
+    def frames(batch: Batch) -> list[bytes]:
+        assert isinstance(batch, LiveBatch)
+        return batch.encoded
+
     async def pump_until_stopped(sub: Subscription, deadline: SendDeadline, quiet: Quiet) -> None:
+        on_wake = None
+        if wire is not None:
+            fmt, encode = wire.name, wire.encode
+            on_wake = _direct(
+                sub, direct, lambda: sub.take_ready(DIRECT_LINES, fmt, encode), frames, unlocked
+            )
         while not stop.is_set():
-            batch = await _next(sub, shutdown, quiet, limit, wire)
+            batch = await _next(sub, shutdown, quiet, limit, wire, on_wake=on_wake)
             if batch is None:
                 stop.set()
                 return

@@ -17,10 +17,11 @@ from websockets.http11 import Request
 from websockets.protocol import State
 
 from logcast.web.conn import LingeringClose, announce, send_timeout_setting
+from logcast.web.direct import Direct
 
 FRAMES = "logcast.websocket.frames"
 
-__all__ = ["FRAMES", "FramesWebSocketProtocol", "frames_sender"]
+__all__ = ["FRAMES", "FramesWebSocketProtocol", "frames_direct", "frames_sender"]
 
 
 def frames_sender(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
@@ -35,6 +36,40 @@ def frames_sender(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
     return send_frames
 
 
+def frames_direct(ws: WebSocket) -> Direct | None:
+    """What writes whole frames on `ws` synchronously (`direct`), or None where the server
+    does not offer it."""
+    extension = ws.scope.get("extensions", {}).get(FRAMES)
+    direct = extension.get("direct") if isinstance(extension, dict) else None
+    return direct if isinstance(direct, _DirectFrames) else None
+
+
+class _DirectFrames:
+    """Whole frames written on the loop, with the checks of the extension's `send` and
+    without its wait: `writable()` is False while the transport is over its high-water
+    mark."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: FramesWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def writable(self) -> bool:
+        p = self._protocol
+        return (
+            p.writable.is_set()
+            and not p.disconnected
+            and p.conn.state is State.OPEN
+            and p.handshake_complete
+            and not p.close_sent
+            and p.initial_response is None
+            and not p.transport.is_closing()
+        )
+
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
+
+
 class FramesWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol that can also write pre-built frames.
 
@@ -42,7 +77,9 @@ class FramesWebSocketProtocol(WebSocketsSansIOProtocol):
     as they are, after the same checks and flow control as `websocket.send`. The frames
     are unmasked text frames and never compressed, which permessage-deflate allows
     (RFC 7692 §6: only a message with RSV1 set is compressed). Under another ASGI server
-    the extension is absent and streams send one message per line.
+    the extension is absent and streams send one message per line. The extension also
+    offers `direct` (`frames_direct`): the same writes made synchronously, for a stream's
+    new lines written from the hub's wake (`logcast.web.direct`).
 
     It also announces `logcast.transport` (`conn`), and a close whose bytes are still
     unsent after `linger` seconds becomes an abort: uvicorn closes a WebSocket with
@@ -65,7 +102,7 @@ class FramesWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the handshake was accepted and the app is starting
-            scope["extensions"][FRAMES] = {}
+            scope["extensions"][FRAMES] = {"direct": _DirectFrames(self)}
             announce(scope, self._raw_transport)
 
     async def send(self, message: Any) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from logcast.engine import Engine
 from logcast.schemas import ErrorEvent, Health, Model, ModelAction, ModelError, ModelList
 from logcast.types import ProcessState
+from logcast.web.direct import body_of
 from logcast.web.routes.deps import Count, EngineDep, lookup, process_model, resolve
 from logcast.web.routes.streaming import SSE_DOC, resume_point
 from logcast.web.streams import BoundedSSEResponse, sse_body
@@ -27,6 +28,7 @@ router = APIRouter()
     responses={**SSE_DOC, 503: {"model": ErrorEvent, "description": "The model is not running"}},
 )
 async def stream_model_logs(
+    request: Request,
     alias: str,
     engine: EngineDep,
     after: Count = None,
@@ -48,7 +50,8 @@ async def stream_model_logs(
         )
     sub = await engine.hub.subscribe(alias, after=resume_point(after, last_event_id_header), lines=lines)
     return BoundedSSEResponse(
-        sse_body(engine.hub, sub, engine.shutdown, end_on_stop=True), on_close=sub.close
+        sse_body(engine.hub, sub, engine.shutdown, end_on_stop=True, direct=body_of(request.scope)),
+        on_close=sub.close,
     )
 
 

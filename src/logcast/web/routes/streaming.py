@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, WebSocket
+from fastapi import APIRouter, Header, HTTPException, Query, Request, WebSocket
 from fastapi.responses import Response
 from pydantic.json_schema import models_json_schema
 
 from logcast.errors import UnknownProcess
 from logcast.query import Query as LogQuery
 from logcast.schemas import ErrorEvent, StreamEvent
+from logcast.web.direct import body_of
 from logcast.web.encode import parse_seq
 from logcast.web.routes.deps import (
     Count,
@@ -84,6 +85,7 @@ def document_streams(openapi: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/api/processes/{name}/logs/stream", tags=["logs"], responses=SSE_DOC)
 async def stream_logs(
+    request: Request,
     name: str,
     engine: EngineDep,
     after: Count = None,
@@ -99,7 +101,14 @@ async def stream_logs(
         name, after=resume_point(after, last_event_id_header), lines=lines, query=query
     )
     return BoundedSSEResponse(
-        sse_body(engine.hub, sub, engine.shutdown, batched=batch == "1", columns=batch == "columns"),
+        sse_body(
+            engine.hub,
+            sub,
+            engine.shutdown,
+            batched=batch == "1",
+            columns=batch == "columns",
+            direct=body_of(request.scope),
+        ),
         on_close=sub.close,
     )
 

@@ -1,0 +1,205 @@
+"""Live lines written from the hub's wake (`logcast.web.direct`) reach real clients of every
+stream format whole and in order, and a real server does write them that way.
+
+The server is `logcast serve` in a process that counts the direct writes (its two writers
+wrapped) and leaves the counts in a file when it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from tests.e2e.conftest import py_command
+from tests.util import free_port, stop_group
+
+pytestmark = pytest.mark.e2e
+
+COUNT = 400
+
+COUNTING_SERVER = """
+import atexit, collections, json, sys
+from logcast.web import direct, wsframes
+
+counts = collections.Counter()
+
+def counting(cls, name):
+    write = cls.write
+    def counted(self, data):
+        counts[name] += 1
+        write(self, data)
+    cls.write = counted
+
+counting(direct.ChunkedBody, "body")
+counting(wsframes._DirectFrames, "frames")
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(counts)))
+from logcast.cli.main import main
+sys.argv = ["logcast", "serve", "-c", sys.argv[2], "--port", sys.argv[3]]
+main()
+"""
+
+WRITER = py_command(
+    f"""
+    import time
+    for i in range({COUNT}):
+        print(f"line {{i:04d}}", flush=True)
+        time.sleep(0.002)
+    print("END", flush=True)
+    time.sleep(600)
+    """
+)
+
+CONFIG = f"""
+[process.writer]
+command = {WRITER}
+autostart = false
+restart = "never"
+"""
+
+EXPECTED = [f"line {i:04d}" for i in range(COUNT)] + ["END"]
+
+
+class Served:
+    def __init__(self, url: str, counts: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = url
+        self.counts = counts
+        self.proc = proc
+        self.log = log
+
+    def stop(self) -> dict[str, int]:
+        stop_group(self.proc)
+        output = self.log.read_text(errors="replace")
+        assert "Traceback" not in output and "direct write" not in output, output
+        return json.loads(self.counts.read_text()) if self.counts.exists() else {}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    config = tmp_path / "logcast.toml"
+    config.write_text(textwrap.dedent(CONFIG))
+    counts = tmp_path / "counts.json"
+    log = tmp_path / "server.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("LOGCAST_TOKEN", "LOGCAST_URL")}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COUNTING_SERVER, str(counts), str(config), str(port)],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield Served(url, counts, proc, log)
+    finally:
+        stop_group(proc)
+
+
+def sse_events(response: httpx.Response) -> Iterator[Any]:
+    data: list[str] = []
+    for line in response.iter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif line == "" and data:
+            yield json.loads("\n".join(data))
+            data = []
+
+
+def messages_of(event: Any) -> list[str]:
+    """The stdout lines in one event of any SSE format (an element of a batch, or a
+    `batch=columns` run)."""
+    if isinstance(event, list):
+        return [m for element in event for m in messages_of(element)]
+    if "lines" in event:
+        return [
+            m
+            for m, s in zip(event["lines"]["message"], event["lines"]["stream"], strict=True)
+            if s == "stdout"
+        ]
+    log = event.get("log")
+    if event.get("type") == "realtime" and log and log["stream"] == "stdout":
+        return [log["message"]]
+    return []
+
+
+def read_sse(response: httpx.Response) -> list[str]:
+    got: list[str] = []
+    for event in sse_events(response):
+        got += messages_of(event)
+        if got and got[-1] == "END":
+            break
+    return got
+
+
+def read_ws(ws: Any, as_json: bool) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + 30
+    while not got or got[-1] != "END":
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if as_json:
+            got += messages_of(json.loads(message))
+        elif not message.startswith("[logcast] "):
+            got.append(message.rstrip("\n"))
+    return got
+
+
+def test_every_stream_format_gets_every_line_in_order_and_most_are_written_directly(
+    served: Served,
+) -> None:
+    path = "/api/processes/writer/logs/stream"
+    ws_url = served.url.replace("http", "ws") + "/ws/logs?process=writer"
+    with httpx.Client(base_url=served.url, timeout=30.0) as client:
+        with (
+            client.stream("GET", path) as plain,
+            client.stream("GET", path, params={"batch": "1"}) as batched,
+            client.stream("GET", path, params={"batch": "columns"}) as columns,
+            connect(ws_url, open_timeout=10, proxy=None) as ws_text,
+            connect(ws_url + "&format=json", open_timeout=10, proxy=None) as ws_json,
+        ):
+            deadline = time.monotonic() + 10
+            while client.get("/api/logs/stats").json()["subscribers"] < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert client.post("/api/processes/writer/start").status_code < 300
+            with ThreadPoolExecutor(5) as pool:
+                futures = {
+                    "sse": pool.submit(read_sse, plain),
+                    "batch=1": pool.submit(read_sse, batched),
+                    "batch=columns": pool.submit(read_sse, columns),
+                    "ws text": pool.submit(read_ws, ws_text, False),
+                    "ws json": pool.submit(read_ws, ws_json, True),
+                }
+                results = {name: future.result(timeout=60) for name, future in futures.items()}
+    for name, got in results.items():
+        assert got == EXPECTED, f"{name}: {len(got)} lines"
+    counts = served.stop()
+    # three SSE streams and two WebSockets, about one write each per line the child wrote
+    # apart: most of them by the wake, not by the streams' tasks
+    assert counts.get("body", 0) > COUNT, counts
+    assert counts.get("frames", 0) > COUNT // 2, counts
