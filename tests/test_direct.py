@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from websockets.protocol import State
 
 from logcast.hub import Hub, LiveBatch, Subscription
 from logcast.query import Query
@@ -18,6 +19,7 @@ from logcast.types import EventType, Level, Lines, ProcessState, Stream
 from logcast.web import streams
 from logcast.web.direct import BODY, ChunkedBody, announce_body, body_of
 from logcast.web.encode import SSE
+from logcast.web.wsframes import _DirectFrames
 from tests.fakes import MemoryStore, MessageEncoder
 
 
@@ -221,11 +223,12 @@ class Out:
         self.data.append(data)
 
 
-def sse_writer(hub: Hub, sub: Subscription, out: Out, free: Any = None) -> Any:
+def sse_writer(hub: Hub, sub: Subscription, out: Out, quiet: Any = None) -> Any:
     def take() -> Any:
         return sub.take_ready(streams.DIRECT_LINES, SSE.name, SSE.encode)
 
-    write = streams._direct(sub, out, take, lambda batch: streams._sse_pieces(hub, sub, batch), free)
+    quiet = quiet or streams.Quiet(sub.event, 60.0)
+    write = streams._direct(sub, out, take, lambda batch: streams._sse_pieces(hub, sub, batch), quiet)
     assert write is not None
     return write
 
@@ -243,7 +246,8 @@ async def test_direct_writes_the_bytes_the_task_would_send() -> None:
         records = await hub.page("app", after=first - 1, limit=2)
         assert out.data == [b"".join(SSE.encode(records))]
         assert b"id: %d\n" % first in out.data[0] and b'"message":"two"' in out.data[0]
-        assert streams._direct(sub, None, lambda: None, lambda b: []) is None  # no writer: no on_wake
+        quiet = streams.Quiet(sub.event, 60.0)
+        assert streams._direct(sub, None, lambda: None, lambda b: [], quiet) is None  # no writer: no on_wake
     finally:
         await hub.close()
 
@@ -253,12 +257,9 @@ async def test_direct_declines_without_taking_when_it_cannot_write() -> None:
     try:
         sub = await live(hub)
         out = Out()
-        busy = [True]
-        write_now = sse_writer(hub, sub, out, free=lambda: not busy[0])
+        write_now = sse_writer(hub, sub, out)
         write(hub, "x")
         at = sub.cursor
-        assert write_now() is False and sub.cursor == at  # another writer of the connection is mid-write
-        busy[0] = False
         out.open = False
         assert write_now() is False and sub.cursor == at  # over its high-water mark
         out.open = True
@@ -285,13 +286,47 @@ async def test_direct_gives_back_what_is_more_than_one_write_or_fails_to_encode(
         def broken(hub_: Hub, sub_: Subscription, batch: Any) -> Any:
             raise ValueError("cannot encode")
 
-        failing = streams._direct(sub, out, lambda: sub.take_ready(10), lambda b: broken(hub, sub, b))
+        quiet = streams.Quiet(sub.event, 60.0)
+        failing = streams._direct(sub, out, lambda: sub.take_ready(10), lambda b: broken(hub, sub, b), quiet)
         assert failing is not None
         at = sub.cursor
         write(hub, "z")
         with pytest.raises(ValueError, match="cannot encode"):
             failing()
         assert sub.cursor == at and out.data == []  # the task tries again from here
+
+        class Refusing(Out):
+            def write(self, data: bytes) -> None:
+                raise RuntimeError("Cannot call write() after write_eof()")
+
+        refusing = sse_writer(hub, sub, Refusing())
+        with pytest.raises(RuntimeError, match="write_eof"):
+            refusing()
+        assert sub.cursor == at  # nothing was handed over: the task's own send meets the error
+        quiet.close()
+    finally:
+        await hub.close()
+
+
+async def test_direct_writes_keep_a_stream_from_pinging_and_its_task_asleep() -> None:
+    hub = await make_hub()
+    try:
+        sub = await live(hub)
+        quiet = streams.Quiet(sub.event, 0.3)
+        out = Out()
+        on_wake = sse_writer(hub, sub, out, quiet=quiet)
+        task = asyncio.ensure_future(streams._next(sub, asyncio.Event(), quiet, 100, SSE, on_wake=on_wake))
+        await asyncio.sleep(0.01)
+        assert sub.on_wake is on_wake
+        for i in range(12):  # 0.6 s of lines, 0.05 s apart: twice the quiet spell
+            write(hub, f"line {i}")
+            await asyncio.sleep(0.05)
+            assert not task.done()
+        assert len(out.data) == 12
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(task, 5) == []  # quiet now: time to ping
+        assert asyncio.get_running_loop().time() - started >= 0.2
+        quiet.close()
     finally:
         await hub.close()
 
@@ -418,3 +453,42 @@ def test_only_uvicorns_httptools_cycle_is_offered_a_body_writer() -> None:
     assert BODY not in scope.get("extensions", {}) and body_of(scope) is None
     scope["extensions"] = {BODY: {"writer": "not a writer"}}
     assert body_of(scope) is None
+
+
+# -- whole WebSocket frames under our protocol ------------------------------------------
+
+
+class Protocol:
+    """The state of uvicorn's WebSocket protocol that `_DirectFrames` reads (the names
+    `test_uvicorn_contract` checks), an open connection to begin with."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.disconnected = False
+        self.conn = type("Conn", (), {"state": State.OPEN})()
+        self.handshake_complete = True
+        self.close_sent = False
+        self.initial_response: object = None
+        self.transport = Transport()
+
+
+async def test_direct_frames_are_written_only_where_the_extensions_send_would_write_now() -> None:
+    protocol = Protocol()
+    frames = _DirectFrames(protocol)  # type: ignore[arg-type]
+    assert frames.writable()
+    frames.write(b"\x81\x01a")
+    assert protocol.transport.written == [b"\x81\x01a"]
+
+    def refused(change: Any) -> bool:
+        p = Protocol()
+        change(p)
+        return not _DirectFrames(p).writable()  # type: ignore[arg-type]
+
+    assert refused(lambda p: p.writable.clear())  # over the high-water mark
+    assert refused(lambda p: setattr(p, "disconnected", True))
+    assert refused(lambda p: setattr(p.conn, "state", State.CLOSING))
+    assert refused(lambda p: setattr(p, "handshake_complete", False))
+    assert refused(lambda p: setattr(p, "close_sent", True))
+    assert refused(lambda p: setattr(p, "initial_response", (403, [], b"")))
+    assert refused(lambda p: setattr(p.transport, "closing", True))

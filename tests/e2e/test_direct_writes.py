@@ -35,15 +35,30 @@ from logcast.web import direct, wsframes
 
 counts = collections.Counter()
 
-def counting(cls, name):
+names = {}
+
+def counting(cls, kind_of):
     write = cls.write
     def counted(self, data):
+        # each writer (a stream) by the kind its first write showed, and a number
+        name = names.get(id(self))
+        if name is None:
+            name = names[id(self)] = f"{kind_of(data)} #{len(names)}"
         counts[name] += 1
         write(self, data)
     cls.write = counted
 
-counting(direct.ChunkedBody, "body")
-counting(wsframes._DirectFrames, "frames")
+def body_kind(data):
+    if b'"lines":' in data:
+        return "batch=columns"
+    return "batch=1" if b"data: [" in data else "sse"
+
+def frame_kind(data):
+    payload = data[2:] if data[1] < 126 else data[4:]
+    return "ws json" if payload.startswith(b'{"type"') else "ws text"
+
+counting(direct.ChunkedBody, body_kind)
+counting(wsframes._DirectFrames, frame_kind)
 out = sys.argv[1]
 atexit.register(lambda: open(out, "w").write(json.dumps(counts)))
 from logcast.cli.main import main
@@ -65,6 +80,11 @@ WRITER = py_command(
 CONFIG = f"""
 [process.writer]
 command = {WRITER}
+autostart = false
+restart = "never"
+
+[process.other]
+command = {WRITER.replace("line ", "other ").replace("END", "other END")}
 autostart = false
 restart = "never"
 """
@@ -157,10 +177,10 @@ def read_sse(response: httpx.Response) -> list[str]:
     return got
 
 
-def read_ws(ws: Any, as_json: bool) -> list[str]:
+def read_ws(ws: Any, as_json: bool, ends: int = 1) -> list[str]:
     got: list[str] = []
     deadline = time.monotonic() + 30
-    while not got or got[-1] != "END":
+    while sum(m.endswith("END") for m in got) < ends:
         message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
         if as_json:
             got += messages_of(json.loads(message))
@@ -181,25 +201,38 @@ def test_every_stream_format_gets_every_line_in_order_and_most_are_written_direc
             client.stream("GET", path, params={"batch": "columns"}) as columns,
             connect(ws_url, open_timeout=10, proxy=None) as ws_text,
             connect(ws_url + "&format=json", open_timeout=10, proxy=None) as ws_json,
+            # every process on one socket: two streams share its writes
+            connect(ws_url.split("?")[0], open_timeout=10, proxy=None) as ws_all,
         ):
             deadline = time.monotonic() + 10
-            while client.get("/api/logs/stats").json()["subscribers"] < 5:
+            while client.get("/api/logs/stats").json()["subscribers"] < 7:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             assert client.post("/api/processes/writer/start").status_code < 300
-            with ThreadPoolExecutor(5) as pool:
+            assert client.post("/api/processes/other/start").status_code < 300
+            with ThreadPoolExecutor(6) as pool:
                 futures = {
                     "sse": pool.submit(read_sse, plain),
                     "batch=1": pool.submit(read_sse, batched),
                     "batch=columns": pool.submit(read_sse, columns),
                     "ws text": pool.submit(read_ws, ws_text, False),
                     "ws json": pool.submit(read_ws, ws_json, True),
+                    "ws all": pool.submit(read_ws, ws_all, False, 2),
                 }
                 results = {name: future.result(timeout=60) for name, future in futures.items()}
+    both = results.pop("ws all")
+    assert [m for m in both if not m.startswith("other ")] == EXPECTED
+    assert [m for m in both if m.startswith("other ")] == [
+        "other " + m.removeprefix("line ") for m in EXPECTED
+    ]
     for name, got in results.items():
         assert got == EXPECTED, f"{name}: {len(got)} lines"
     counts = served.stop()
-    # three SSE streams and two WebSockets, about one write each per line the child wrote
-    # apart: most of them by the wake, not by the streams' tasks
-    assert counts.get("body", 0) > COUNT, counts
-    assert counts.get("frames", 0) > COUNT // 2, counts
+    # a line every 2 ms: most go out one by one, written by the wake, not by the streams'
+    # tasks, in every format
+    kinds = sorted(name.split(" #")[0] for name in counts)
+    assert kinds == ["batch=1", "batch=columns", "sse", "ws json", "ws text", "ws text"], counts
+    assert all(n > COUNT // 2 for n in counts.values()), counts
+    assert max(n for name, n in counts.items() if name.startswith("ws text")) > COUNT, (
+        counts
+    )  # both processes

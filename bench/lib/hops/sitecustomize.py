@@ -6,8 +6,10 @@ does nothing unless `LOGCAST_BENCH_HOPS` names an output file and the process is
 `logcast serve`. Then it wraps, by monkeypatching, the steps a line takes: the reader
 framing it on its own thread, `Hub.lines`, the hub's wake of the event loop, and the bytes
 each stream makes of it (SSE, WebSocket frames, `batch=columns` for `logcast tail`),
-stamping each with `time.time()`. At exit it writes, per hop, p50 / p90 / p99 in ms over
-the lines of the benchmark's child (whose text carries its line number and write time).
+stamping each with `time.time()`, and the writes the hub's wake makes itself
+(`web/direct.py`: "bytes made" is when such a write began). At exit it writes, per hop,
+p50 / p90 / p99 in ms over the lines of the benchmark's child (whose text carries its line
+number and write time).
 
 A benchmark's instrument, never the product's: it names private functions, and where one
 is gone the file says which, instead of figures.
@@ -37,7 +39,7 @@ def _percentiles(values: list[float]) -> list[float] | None:
 def _install(out: str) -> None:
     from logcast.capture import reader
     from logcast.hub import hub
-    from logcast.web import streams
+    from logcast.web import direct, streams, wsframes
 
     written: dict[int, float] = {}  # seq of a chunk's last line -> the child's write time
     stamped: dict[int, float] = {}  # -> the reader's read stamp (the record's timestamp)
@@ -108,6 +110,26 @@ def _install(out: str) -> None:
         payload = batch[-1][1] if batch else None
         return timed("tail", getattr(payload, "seq", None), column_pieces(hub_, sub, batch))
 
+    # Lines written from the hub's wake (web/direct.py): stamped around the write itself,
+    # by the child's last line number in the bytes (SSE `id:` messages, `batch=columns`
+    # messages for the tail, WebSocket frames).
+    def traced_direct(kind_of: Any, write: Any) -> Any:
+        def traced(self: Any, data: bytes) -> None:
+            began = time.time()
+            write(self, data)
+            matches = LINE.findall(data[-4096:].decode("utf-8", "replace"))
+            last = seq_of.get(int(matches[-1][0])) if matches else None
+            if last is not None:
+                sent[kind_of(data)].setdefault(last, (began, time.time()))
+
+        return traced
+
+    direct.ChunkedBody.write = traced_direct(  # type: ignore[method-assign]
+        lambda data: "sse" if data.startswith(b"id:") else "tail",
+        direct.ChunkedBody.write,
+    )
+    wsframes._DirectFrames.write = traced_direct(lambda data: "ws", wsframes._DirectFrames.write)  # type: ignore[method-assign]
+
     reader.PipeReader._frame_here = traced_frame_here  # type: ignore[method-assign]
     hub.Hub.lines = traced_lines  # type: ignore[method-assign]
     hub.Hub._wake = traced_wake  # type: ignore[method-assign]
@@ -126,7 +148,10 @@ def _install(out: str) -> None:
             "framing began -> Hub.lines done": _percentiles(
                 [counted[s] - framing[s] for s in counted if framing[s]]
             ),
-            # read on the loop, the wake runs within Hub.lines: no hop, 0
+            # read on the loop, the wake (and the writes it makes) run within Hub.lines
+            "framing began -> the loop's wake": _percentiles(
+                [woken[s] - framing[s] for s in seqs if framing[s] and woken[s] >= framing[s]]
+            ),
             "Hub.lines done -> the loop's wake": _percentiles(
                 [max(0.0, woken[s] - counted[s]) for s in seqs]
             ),

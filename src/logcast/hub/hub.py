@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
 BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
-# A wake costs each woken subscriber a turn and a socket write. The next wake comes no
+# A wake costs each woken subscriber a socket write, and a turn of its task unless the
+# wake wrote for it (`Subscription.on_wake`, web/direct.py). The next wake comes no
 # sooner than WAKE_COST_FACTOR times what the last one cost the loop after it: a few
 # readers are woken at once, hundreds in rounds that leave the loop time for the rest,
 # and lines that come meanwhile join the next round. Never later than WAKE_INTERVAL_MAX.

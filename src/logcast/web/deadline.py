@@ -9,6 +9,7 @@ as much as the write itself. Writes almost never wait, so one timer can watch th
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from types import TracebackType
 
@@ -128,15 +129,18 @@ class Quiet:
     def __init__(self, event: asyncio.Event, interval: float) -> None:
         self._interval = interval
         self._timer = LazyTimer(event.set)
+        self.due = math.inf  # when the current spell ends
 
     def start(self) -> float:
-        """Begin a quiet spell now; the loop time it ends, when the event is set."""
-        due = self._timer.time() + self._interval
+        """Begin a quiet spell now (again, after something was sent without the stream's
+        task: `streams._direct`); the loop time it ends, when the event is set."""
+        self.due = due = self._timer.time() + self._interval
         self._timer.set(due)
         return due
 
-    def over(self, due: float) -> bool:
-        return self._timer.time() >= due
+    def over(self) -> bool:
+        """The current spell has ended."""
+        return self._timer.time() >= self.due
 
     def close(self) -> None:
         self._timer.close()

@@ -196,7 +196,7 @@ async def _next(
     applies, entries otherwise; [] once `quiet`'s interval passed with nothing new; None
     when the stream must end (the client's subscription closed, or the server stops).
     While it waits, the hub writes what is new through `on_wake` (see `_direct`)."""
-    due = quiet.start()
+    quiet.start()
     while True:
         raise_if_cancelled()  # the store may be Redis
         sub.event.clear()
@@ -210,7 +210,7 @@ async def _next(
                 return entries
         if sub.closed or shutdown.is_set():
             return None
-        if quiet.over(due):
+        if quiet.over():
             return []
         sub.on_wake = on_wake  # nothing of ours in flight until the event wakes us
         try:
@@ -224,19 +224,22 @@ def _direct(
     out: Direct | None,
     take: Callable[[], Batch | None],
     pieces: Callable[[Batch], Iterable[bytes]],
-    free: Callable[[], bool] | None = None,
+    quiet: Quiet,
 ) -> Callable[[], bool] | None:
     """The `on_wake` of `sub`'s stream (`logcast.web.direct`): its new lines, taken now
     (`take`, at most `DIRECT_LINES` through `Subscription.take_ready`) and written to `out`
-    as the stream's task would write them (`pieces`). It declines, and the task takes over,
-    when `out` cannot take bytes now, when `free` says another writer of the same
-    connection is mid-write, when the lines are not plain realtime ones in the ring, or when
-    their bytes are more than one write (`WRITE_SLICE`)."""
+    as the stream's task would write them (`pieces`); the stream's `quiet` spell starts
+    again. It declines, and the task takes over, when `out` cannot take bytes now, when the
+    lines are not plain realtime ones in the ring, or when their bytes are more than one
+    write (`WRITE_SLICE`). Another stream of the same WebSocket may be waiting to write:
+    whole frames of two processes may go in either order. The cursor moves only if the bytes were handed over: when making or
+    writing them fails, the task tries again from where it was, and fails where the
+    client sees it."""
     if out is None:
         return None
 
     def write() -> bool:
-        if not out.writable() or (free is not None and not free()):
+        if not out.writable():
             return False
         before = sub.cursor
         batch = take()
@@ -246,13 +249,14 @@ def _direct(
             return True  # nothing new (or nothing the filter lets through)
         try:
             data = b"".join(pieces(batch))
+            if len(data) > WRITE_SLICE:
+                sub.cursor = before
+                return False
+            out.write(data)
         except BaseException:
-            sub.cursor = before  # the task tries again, and fails where the client sees it
-            raise
-        if len(data) > WRITE_SLICE:
             sub.cursor = before
-            return False
-        out.write(data)
+            raise
+        quiet.start()
         return True
 
     return write
@@ -293,8 +297,8 @@ async def sse_body(
             return sub.take_ready(DIRECT_LINES)
         return sub.take_ready(DIRECT_LINES, wire.name, wire.encode)
 
-    on_wake = _direct(sub, direct, take, lambda batch: pieces(hub, sub, batch))
     quiet = Quiet(sub.event, PING_INTERVAL)
+    on_wake = _direct(sub, direct, take, lambda batch: pieces(hub, sub, batch), quiet)
     try:
         yield b"retry: 1000\n\n"
         while True:
@@ -425,9 +429,6 @@ async def websocket_stream(
     limit = BATCH if batched else WS_BATCH
     direct = frames_direct(ws) if batched else None
 
-    def unlocked() -> bool:
-        return not lock.locked()
-
     def texts(sub: Subscription, entries: list[Entry]) -> list[str]:
         if as_json:
             return json_frames(hub, sub.journal, entries)
@@ -462,9 +463,7 @@ async def websocket_stream(
         on_wake = None
         if wire is not None:
             fmt, encode = wire.name, wire.encode
-            on_wake = _direct(
-                sub, direct, lambda: sub.take_ready(DIRECT_LINES, fmt, encode), frames, unlocked
-            )
+            on_wake = _direct(sub, direct, lambda: sub.take_ready(DIRECT_LINES, fmt, encode), frames, quiet)
         while not stop.is_set():
             batch = await _next(sub, shutdown, quiet, limit, wire, on_wake=on_wake)
             if batch is None:
