@@ -53,6 +53,7 @@ class Transport(asyncio.Transport):
         self.written = b""
         self.closed = False
         self.eof = False
+        self.aborted = False
         self.protocol: asyncio.BaseProtocol | None = None
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -76,6 +77,10 @@ class Transport(asyncio.Transport):
 
     def write_eof(self) -> None:
         self.eof = True
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.close()
 
     def pause_reading(self) -> None:
         pass
@@ -253,6 +258,35 @@ async def test_a_long_response_is_not_cut(protocol: type, timers: Timers) -> Non
     assert not c.transport.closed
     c.transport.close()
     await c.settle()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("too_big", ["fields", "bytes"])
+async def test_a_refused_head_behind_an_unfinished_response_drops_the_connection(
+    protocol: type, too_big: str, timers: Timers
+) -> None:
+    """A 431 written now would land inside the log stream's body: no answer, no bytes.
+    (h11 does not parse the next request before the response ends: it waits unread.)"""
+    c = Connection(protocol, timers)
+    c.send(head(path=b"/stream"))
+    await c.settle()
+    assert c.status() == 200 and c.transport.written.endswith(b"first\r\n")
+    before = c.transport.written
+    if too_big == "fields":
+        c.send(head(*(b"f%d: x" % i for i in range(LIMITS.max_fields + 5))))
+    else:
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nbig: " + b"y" * (LIMITS.max_bytes + 10))
+    await c.settle()
+    assert c.transport.written == before  # nothing after the stream's own bytes
+    if protocol is SmallH11:
+        assert not c.transport.closed
+        c.transport.close()
+        await c.settle()
+        return
+    assert c.transport.aborted and c.transport.closed
+    c.send(head())  # what still comes goes nowhere
+    await c.settle()
+    assert c.transport.written == before
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import h11
 import orjson
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -122,14 +123,29 @@ class HeadWatch:
         self.refused = HeadRefused(status, detail)
         return self.refused
 
-    def refuse(self, refused: HeadRefused) -> None:
+    def refuse(self, refused: HeadRefused, *, behind_response: bool = False) -> None:
         """Answer, shut the write side, and drop what still comes for a bounded time:
         closing a socket with unread bytes makes the kernel send a reset, and the client
-        would lose the answer before reading it."""
+        would lose the answer before reading it.
+
+        A head pipelined `behind_response` (the previous request's response is still
+        going, a log stream that may never end) gets no answer: it would land inside that
+        response's body. The connection is dropped instead."""
         self.cancel()
         self.open = False
         transport = self.transport
         if transport.is_closing():
+            return
+        if behind_response:
+            log.info(
+                "refused a request head from %s pipelined behind an unfinished response (%s %s):"
+                " connection dropped",
+                self.peer,
+                refused.status,
+                refused.detail,
+            )
+            self.draining = True
+            transport.abort()
             return
         log.info("refused a request head from %s: %s %s", self.peer, refused.status, refused.detail)
         transport.write(refusal(refused.status, refused.detail, self.default_headers))
@@ -155,6 +171,7 @@ class _WatchesHeads:
 
     limits: ClassVar[HeadLimits] = HeadLimits()
     head: HeadWatch
+    flow: FlowControl
     loop: asyncio.AbstractEventLoop
     server_state: ServerState
     client: tuple[str, int] | None
@@ -169,6 +186,11 @@ class _WatchesHeads:
     def connection_lost(self, exc: Exception | None) -> None:
         self.head.cancel()
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _refuse(self, refused: HeadRefused) -> None:
+        cycle = getattr(self, "cycle", None)  # uvicorn's: the last request's
+        self.head.refuse(refused, behind_response=cycle is not None and not cycle.response_complete)
+        self.flow.resume_reading()  # keep draining even if a pipelined request paused reads
 
 
 class LimitedHttpToolsProtocol(_WatchesHeads, HttpToolsProtocol):  # type: ignore[misc]
@@ -212,10 +234,6 @@ class LimitedHttpToolsProtocol(_WatchesHeads, HttpToolsProtocol):  # type: ignor
             self._refuse(self.head.refused)
         else:
             super().send_400_response(msg)
-
-    def _refuse(self, refused: HeadRefused) -> None:
-        self.head.refuse(refused)
-        self.flow.resume_reading()  # keep draining even if a pipelined request paused reads
 
 
 class _LimitedH11Connection(h11.Connection):
@@ -274,7 +292,6 @@ class LimitedH11Protocol(_WatchesHeads, H11Protocol):  # type: ignore[misc]
 
     def send_400_response(self, msg: str) -> None:
         if self.conn.refused is not None:
-            self.head.refuse(self.conn.refused)
-            self.flow.resume_reading()
+            self._refuse(self.conn.refused)
         else:
             super().send_400_response(msg)
