@@ -55,22 +55,27 @@ class Server:
 
 
 def _spawn(config: Path, port: int, log_path: Path, extra: list[str]) -> subprocess.Popen[bytes]:
+    return spawn_python(
+        ["-m", "logcast", "serve", "-c", str(config), "--port", str(port), *extra], config.parent, log_path
+    )
+
+
+def spawn_python(args: list[str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`python ARGS` in its own process group (stop it with `stop_group`), its output
+    appended to `log_path`, without the caller's LOGCAST_TOKEN / LOGCAST_URL."""
     env = dict(os.environ)
     env.pop("LOGCAST_TOKEN", None)
     env.pop("LOGCAST_URL", None)
-    log = open(log_path, "ab")
-    try:
+    with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "logcast", "serve", "-c", str(config), "--port", str(port), *extra],
-            cwd=config.parent,
+            [sys.executable, *args],
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
         )
-    finally:
-        log.close()
 
 
 def _wait_healthy(server: Server, timeout: float) -> None:

@@ -8,9 +8,7 @@ wrapped) and leaves the counts in a file when it stops.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,8 +20,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import py_command
-from tests.util import free_port, stop_group
+from tests.e2e.conftest import py_command, spawn_python
+from tests.util import free_port, stop_group, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -113,29 +111,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
     counts = tmp_path / "counts.json"
     log = tmp_path / "server.log"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("LOGCAST_TOKEN", "LOGCAST_URL")}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", COUNTING_SERVER, str(counts), str(config), str(port)],
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
+    proc = spawn_python(["-c", COUNTING_SERVER, str(counts), str(config), str(port)], tmp_path, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        wait_healthy(url, proc, 20, log.read_text)
         yield Served(url, counts, proc, log)
     finally:
         stop_group(proc)

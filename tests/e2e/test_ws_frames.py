@@ -16,8 +16,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -35,7 +33,8 @@ from websockets.sync.client import ClientConnection, connect
 from logcast.capture.framing import frame_all
 from logcast.web.encode import text_frame
 from tests.conftest import free_port, stop_group
-from tests.e2e.conftest import py_command
+from tests.e2e.conftest import py_command, spawn_python
+from tests.util import wait_healthy
 
 # -- text_frame, parsed by hand and by the websockets library -----------------------------
 
@@ -303,31 +302,10 @@ def fallback_server(tmp_path: Path) -> Iterator[str]:
     config.write_text(textwrap.dedent(CONFIG))
     port = free_port()
     log_path = folder / "server.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("LOGCAST_TOKEN", "LOGCAST_URL")}
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", FALLBACK_SERVER, str(config), str(port)],
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
+    proc = spawn_python(["-c", FALLBACK_SERVER, str(config), str(port)], folder, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(log_path.read_text())
-            time.sleep(0.05)
+        wait_healthy(url, proc, 20, log_path.read_text)
         yield url
     finally:
         stop_group(proc)
