@@ -299,10 +299,12 @@ async def test_direct_gives_back_what_is_more_than_one_write_or_fails_to_encode(
             def write(self, data: bytes) -> None:
                 raise RuntimeError("Cannot call write() after write_eof()")
 
+        assert failing() is False and sub.cursor == at  # and only the task, from now on
         refusing = sse_writer(hub, sub, Refusing())
         with pytest.raises(RuntimeError, match="write_eof"):
             refusing()
         assert sub.cursor == at  # nothing was handed over: the task's own send meets the error
+        assert refusing() is False and sub.cursor == at  # no traceback per wake
         quiet.close()
     finally:
         await hub.close()

@@ -232,14 +232,17 @@ def _direct(
     again. It declines, and the task takes over, when `out` cannot take bytes now, when the
     lines are not plain realtime ones in the ring, or when their bytes are more than one
     write (`WRITE_SLICE`). Another stream of the same WebSocket may be waiting to write:
-    whole frames of two processes may go in either order. The cursor moves only if the bytes were handed over: when making or
-    writing them fails, the task tries again from where it was, and fails where the
-    client sees it."""
+    whole frames of two processes may go in either order. The cursor moves only if the
+    bytes were handed over: when making or writing them fails, the task tries again from
+    where it was, and fails where the client sees it; this writer declines from then on."""
     if out is None:
         return None
 
+    failed = False
+
     def write() -> bool:
-        if not out.writable():
+        nonlocal failed
+        if failed or not out.writable():
             return False
         before = sub.cursor
         batch = take()
@@ -255,6 +258,7 @@ def _direct(
             out.write(data)
         except BaseException:
             sub.cursor = before
+            failed = True  # the hub logs it once; the task writes from now on
             raise
         quiet.start()
         return True
