@@ -4,11 +4,11 @@ One process on uvloop starts the child once `--followers` connections are in, re
 pipe when the loop says it is readable, and writes each read at once to every follower
 (which of them goes first turns with each read): as SSE events (`"type":"realtime"`, one
 JSON object a line, the shape the benchmark's SSE client parses), as WebSocket text
-frames (one a line), or as
-the raw lines (`GET /raw`, no HTTP answer: for a process that copies them to its stdout,
-the floor of `logcast tail`). Nothing is numbered, kept, filtered or levelled, no thread
-hands anything on, and a follower that stops reading is not looked after: what this
-measures is the machine (the pipe, the wakes, the loopback writes), not a product.
+frames (one a line), or as the raw lines (`GET /raw`, no HTTP answer: for a process
+that copies them to its stdout, the floor of `logcast tail`). Nothing is numbered, kept,
+filtered or levelled, no thread hands anything on, and a follower that stops reading is
+not looked after: what this measures is the machine (the pipe, the wakes, the loopback
+writes), not a product.
 
     python bench/lib/relay.py --port-file F --followers 3 -- child argv...
 """

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from logcast.libc import CAN_TRIM, malloc_trim
 from logcast.web.direct import announce_body
+from logcast.web.extensions import offer, offered
 
 log = logging.getLogger(__name__)
 
@@ -161,19 +162,13 @@ def _looks_like_transport(obj: object) -> bool:
 
 def conn_of(scope: MutableMapping[str, Any]) -> Conn | None:
     """The connection announced in `scope`, if the server let us reach it."""
-    extension = (scope.get("extensions") or {}).get(TRANSPORT)
-    conn = extension.get("conn") if isinstance(extension, dict) else None
-    return conn if isinstance(conn, Conn) else None
+    return offered(scope, TRANSPORT, "conn", Conn)
 
 
 def announce(scope: MutableMapping[str, Any], transport: object) -> None:
     """Put `transport` in `scope`'s extensions (if it is one)."""
-    if not _looks_like_transport(transport):
-        return
-    extensions = scope.get("extensions")
-    if extensions is None:
-        extensions = scope["extensions"] = {}
-    extensions.setdefault(TRANSPORT, {"conn": Conn(transport)})  # type: ignore[arg-type]
+    if _looks_like_transport(transport):
+        offer(scope, TRANSPORT, "conn", Conn(transport))  # type: ignore[arg-type]
 
 
 def attach(scope: MutableMapping[str, Any], send: object) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, Protocol
 
+from logcast.web.extensions import offer, offered
+
 try:
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 except ImportError:  # no httptools: uvicorn serves HTTP with h11, and streams write through `send`
@@ -71,16 +73,10 @@ class ChunkedBody:
 def announce_body(scope: MutableMapping[str, Any], owner: object) -> None:
     """Offer `ChunkedBody` in `scope` when `owner` (the object whose method is the server's
     `send`) is uvicorn's httptools request cycle."""
-    if RequestResponseCycle is None or type(owner) is not RequestResponseCycle:
-        return
-    extensions = scope.get("extensions")
-    if extensions is None:
-        extensions = scope["extensions"] = {}
-    extensions.setdefault(BODY, {"writer": ChunkedBody(owner)})
+    if RequestResponseCycle is not None and type(owner) is RequestResponseCycle:
+        offer(scope, BODY, "writer", ChunkedBody(owner))
 
 
 def body_of(scope: MutableMapping[str, Any]) -> Direct | None:
     """The direct writer of the response to `scope`, if the server offers one."""
-    extension = (scope.get("extensions") or {}).get(BODY)
-    writer = extension.get("writer") if isinstance(extension, dict) else None
-    return writer if isinstance(writer, ChunkedBody) else None
+    return offered(scope, BODY, "writer", ChunkedBody)

@@ -18,6 +18,7 @@ from websockets.protocol import State
 
 from logcast.web.conn import LingeringClose, announce, send_timeout_setting
 from logcast.web.direct import Direct
+from logcast.web.extensions import offered
 
 FRAMES = "logcast.websocket.frames"
 
@@ -39,9 +40,7 @@ def frames_sender(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
 def frames_direct(ws: WebSocket) -> Direct | None:
     """What writes whole frames on `ws` synchronously (`direct`), or None where the server
     does not offer it."""
-    extension = ws.scope.get("extensions", {}).get(FRAMES)
-    direct = extension.get("direct") if isinstance(extension, dict) else None
-    return direct if isinstance(direct, _DirectFrames) else None
+    return offered(ws.scope, FRAMES, "direct", _DirectFrames)
 
 
 class _DirectFrames:
