@@ -25,6 +25,14 @@ CHROMIUM_ARGS = [
 ]
 
 
+TCP_CLOSED_STATES = {7, 8}  # TCP_CLOSE (reset), TCP_CLOSE_WAIT (closed by the server)
+
+
+def tcp_state(s: socket.socket) -> int:
+    """The kernel's state of a TCP socket (`TCP_INFO`'s first byte)."""
+    return int(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0])
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -7,11 +7,14 @@ wrapped) and leaves the counts in a file when it stops.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import py_command, spawn_python
-from tests.util import free_port, stop_group, wait_healthy
+from tests.util import TCP_CLOSED_STATES, free_port, stop_group, tcp_state, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -105,19 +108,27 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    config = tmp_path / "logcast.toml"
-    config.write_text(textwrap.dedent(CONFIG))
-    counts = tmp_path / "counts.json"
-    log = tmp_path / "server.log"
-    port = free_port()
-    proc = spawn_python(["-c", COUNTING_SERVER, str(counts), str(config), str(port)], tmp_path, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
+def serve(tmp_path: Path) -> Iterator[Callable[[str], Served]]:
+    """Start the counting server on a configuration; stopped at the end of the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(toml: str) -> Served:
+        config = tmp_path / "logcast.toml"
+        config.write_text(textwrap.dedent(toml))
+        counts = tmp_path / "counts.json"
+        log = tmp_path / "server.log"
+        port = free_port()
+        proc = spawn_python(["-c", COUNTING_SERVER, str(counts), str(config), str(port)], tmp_path, log)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc, 20, log.read_text)
-        yield Served(url, counts, proc, log)
+        return Served(url, counts, proc, log)
+
+    try:
+        yield start
     finally:
-        stop_group(proc)
+        for proc in started:
+            stop_group(proc)
 
 
 def sse_events(response: httpx.Response) -> Iterator[Any]:
@@ -169,8 +180,9 @@ def read_ws(ws: Any, as_json: bool, ends: int = 1) -> list[str]:
 
 
 def test_every_stream_format_gets_every_line_in_order_and_most_are_written_directly(
-    served: Served,
+    serve: Callable[[str], Served],
 ) -> None:
+    served = serve(CONFIG)
     path = "/api/processes/writer/logs/stream"
     ws_url = served.url.replace("http", "ws") + "/ws/logs?process=writer"
     with httpx.Client(base_url=served.url, timeout=30.0) as client:
@@ -215,3 +227,81 @@ def test_every_stream_format_gets_every_line_in_order_and_most_are_written_direc
     assert max(n for name, n in counts.items() if name.startswith("ws text")) > COUNT, (
         counts
     )  # both processes
+
+
+# -- a client that stops reading while lines trickle in ---------------------------------
+
+STALL_TIMEOUT = 2.0
+TRICKLE = 4000  # 2 KB lines, one a millisecond: the stalled sockets fill within a second
+
+TRICKLER = py_command(
+    f"""
+    import time
+    for i in range({TRICKLE}):
+        print(f"line {{i:04d}} " + "x" * 2000, flush=True)
+        time.sleep(0.001)
+    print("END", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def stalled(port: int, request: bytes) -> socket.socket:
+    """A client that sends `request` and never reads (a small receive buffer)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(request)
+    return s
+
+
+def test_a_live_reader_that_stops_reading_is_cut_once_direct_writes_stop(
+    serve: Callable[[str], Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written to directly while it read, a client that stops is left to its task once its
+    transport is full, and that task's send timeout cuts it; a reader beside it gets
+    every line."""
+    monkeypatch.setenv("LOGCAST_SEND_TIMEOUT", str(STALL_TIMEOUT))
+    served = serve(f"""
+        [process.writer]
+        command = {TRICKLER}
+        autostart = false
+        restart = "never"
+        """)
+    port = int(served.url.rsplit(":", 1)[1])
+    key = base64.b64encode(os.urandom(16))
+    quiet = [
+        stalled(port, b"GET /api/processes/writer/logs/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        stalled(
+            port,
+            b"GET /ws/logs?process=writer HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n",
+        ),
+    ]
+    try:
+        with httpx.Client(base_url=served.url, timeout=30.0) as client:
+            with client.stream("GET", "/api/processes/writer/logs/stream") as reader:
+                deadline = time.monotonic() + 10
+                while client.get("/api/logs/stats").json()["subscribers"] < 3:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                t0 = time.monotonic()
+                assert client.post("/api/processes/writer/start").status_code < 300
+                got = [" ".join(m.split(" ")[:2]) for m in read_sse(reader)]  # without the x's
+            assert got == [f"line {i:04d}" for i in range(TRICKLE)] + ["END"]
+            deadline = time.monotonic() + 20
+            while not all(tcp_state(s) in TCP_CLOSED_STATES for s in quiet):
+                assert time.monotonic() < deadline, [tcp_state(s) for s in quiet]
+                time.sleep(0.05)
+            assert time.monotonic() - t0 >= STALL_TIMEOUT * 0.9  # not before the timeout
+            assert client.get("/api/logs/stats").json()["subscribers"] == 0
+    finally:
+        for s in quiet:
+            s.close()
+    output = served.log.read_text(errors="replace")
+    assert "SSE client stopped reading" in output and "WebSocket client stopped reading" in output
+    counts = served.stop()
+    stalled_writers = [n for name, n in counts.items() if n < TRICKLE // 2]
+    assert len(counts) == 3 and len(stalled_writers) == 2, counts  # the reader's, and two that stopped
+    assert all(n > 0 for n in stalled_writers), counts  # written to directly before they filled up

@@ -34,7 +34,7 @@ from logcast.capture.framing import frame_all
 from logcast.web.encode import text_frame
 from tests.conftest import free_port, stop_group
 from tests.e2e.conftest import py_command, spawn_python
-from tests.util import wait_healthy
+from tests.util import TCP_CLOSED_STATES, tcp_state, wait_healthy
 
 # -- text_frame, parsed by hand and by the websockets library -----------------------------
 
@@ -411,7 +411,6 @@ def test_slow_readers_behind_a_small_memory_tail_get_every_line(make_server) -> 
 # -- clients that stop reading: aborted on both paths -------------------------------------
 
 STALL_TIMEOUT = 2.0
-TCP_CLOSED_STATES = {7, 8}  # TCP_CLOSE (reset), TCP_CLOSE_WAIT (closed by the server)
 
 
 def stalled_ws(port: int) -> socket.socket:
@@ -427,10 +426,6 @@ def stalled_ws(port: int) -> socket.socket:
         b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
     )
     return s
-
-
-def tcp_state(s: socket.socket) -> int:
-    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
 
 def drained_to_the_end(s: socket.socket) -> bool:
