@@ -33,6 +33,17 @@ def tcp_state(s: socket.socket) -> int:
     return int(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0])
 
 
+def silent_client(port: int, request: bytes) -> socket.socket:
+    """A client on 127.0.0.1:`port` that sends `request` and never reads (a small
+    receive buffer, so that the server's bytes back up soon)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(request)
+    return s
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import textwrap
 import time
@@ -24,7 +23,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import py_command, spawn_python
-from tests.util import TCP_CLOSED_STATES, free_port, stop_group, tcp_state, wait_healthy
+from tests.util import TCP_CLOSED_STATES, free_port, silent_client, stop_group, tcp_state, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -246,16 +245,6 @@ TRICKLER = py_command(
 )
 
 
-def stalled(port: int, request: bytes) -> socket.socket:
-    """A client that sends `request` and never reads (a small receive buffer)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", port))
-    s.sendall(request)
-    return s
-
-
 def test_a_live_reader_that_stops_reading_is_cut_once_direct_writes_stop(
     serve: Callable[[str], Served], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -272,8 +261,8 @@ def test_a_live_reader_that_stops_reading_is_cut_once_direct_writes_stop(
     port = int(served.url.rsplit(":", 1)[1])
     key = base64.b64encode(os.urandom(16))
     quiet = [
-        stalled(port, b"GET /api/processes/writer/logs/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
-        stalled(
+        silent_client(port, b"GET /api/processes/writer/logs/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        silent_client(
             port,
             b"GET /ws/logs?process=writer HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n",

@@ -34,7 +34,7 @@ from logcast.capture.framing import frame_all
 from logcast.web.encode import text_frame
 from tests.conftest import free_port, stop_group
 from tests.e2e.conftest import py_command, spawn_python
-from tests.util import TCP_CLOSED_STATES, tcp_state, wait_healthy
+from tests.util import TCP_CLOSED_STATES, silent_client, tcp_state, wait_healthy
 
 # -- text_frame, parsed by hand and by the websockets library -----------------------------
 
@@ -415,17 +415,13 @@ STALL_TIMEOUT = 2.0
 
 def stalled_ws(port: int) -> socket.socket:
     """A raw WebSocket upgrade asking for the whole history, then never a read."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16))
-    s.sendall(
+    return silent_client(
+        port,
         b"GET /ws/logs?process=writer&format=json&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\n\r\n",
     )
-    return s
 
 
 def drained_to_the_end(s: socket.socket) -> bool:
