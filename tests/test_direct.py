@@ -205,6 +205,30 @@ async def test_a_writer_that_closes_readers_does_not_upset_the_wake(caplog: pyte
         await hub.close()
 
 
+async def test_each_wake_begins_with_the_next_reader() -> None:
+    """No reader is always written to last: over as many wakes as there are readers, each
+    goes first once, and the order stays a rotation of one cycle."""
+    hub = await make_hub()
+    try:
+        subs = [await live(hub) for _ in range(3)]
+        order: list[int] = []
+        for i, sub in enumerate(subs):
+            sub.on_wake = lambda i=i: order.append(i) is None
+        rounds: list[list[int]] = []
+        for n in range(6):
+            write(hub, f"line {n}")
+            await asyncio.sleep(0.05)
+            rounds.append(order[:])
+            order.clear()
+        assert all(sorted(r) == [0, 1, 2] for r in rounds)  # every reader, once a wake
+        firsts = [r[0] for r in rounds]
+        assert sorted(firsts[:3]) == [0, 1, 2] and firsts[3:] == firsts[:3]
+        cycle = rounds[0] * 2
+        assert all(any(cycle[k : k + 3] == r for k in range(3)) for r in rounds)
+    finally:
+        await hub.close()
+
+
 # -- the streams' direct writer ---------------------------------------------------------
 
 

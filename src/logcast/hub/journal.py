@@ -52,6 +52,7 @@ class Journal:
     wake_on_commit: bool = False  # a reader waits for a write in flight
     lock: threading.Lock = field(default_factory=threading.Lock)
     subscribers: set[Subscription] = field(default_factory=set)
+    first_woken: int = 0  # the loop's: where in `subscribers` the next wake begins (`Hub._wake`)
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     @property
