@@ -333,7 +333,7 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",")]
     print(
         f"ordinary rates: a child writes one ~100-byte line per write(2) for {args.seconds:g} s; "
-        f"latency = arrival - write time (0.1 ms buckets, upper edges); load {os.getloadavg()[0]:.2f}"
+        f"latency = arrival - write time (0.01 ms buckets, upper edges); load {os.getloadavg()[0]:.2f}"
     )
     print("targets through logcast: p50 <= 0.3 ms, p99 <= 2 ms, every line")
     for rate in rates:

@@ -1,4 +1,4 @@
-"""Latency as a histogram (0.1 ms buckets up to 1 s, then 10 ms up to ~5 min): a client adds
+"""Latency as a histogram (0.01 ms buckets up to 1 s, then 10 ms up to ~5 min): a client adds
 a million lines a second at the cost of one list increment each, and percentiles stay exact
 to the bucket."""
 
@@ -7,21 +7,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-FINE_BUCKETS = 10_000  # 0.1 ms buckets up to 1 s
+FINE_BUCKETS = 100_000  # 0.01 ms buckets up to 1 s: a target of 0.3 ms is read to 3%
 COARSE_BUCKETS = 30_000  # then 10 ms buckets up to 301 s
 BUCKET_COUNT = FINE_BUCKETS + COARSE_BUCKETS
 
 
 def bucket_index(ms: float) -> int:
     if ms < 1000.0:
-        return int(ms * 10.0) if ms > 0 else 0
+        return int(ms * 100.0) if ms > 0 else 0
     return min(BUCKET_COUNT - 1, FINE_BUCKETS + int((ms - 1000.0) / 10.0))
 
 
 def bucket_upper_ms(i: int) -> float:
     """Upper edge of bucket `i`, in ms (conservative)."""
     if i < FINE_BUCKETS:
-        return (i + 1) / 10.0
+        return (i + 1) / 100.0
     return 1000.0 + (i - FINE_BUCKETS + 1) * 10.0
 
 
@@ -73,7 +73,7 @@ class LatencyHistogram:
         return math.inf
 
     def max_value(self) -> float:
-        """The largest latency seen, ms (exact above 1 s, to 0.1 ms below)."""
+        """The largest latency seen, ms (exact above 1 s, to 0.01 ms below)."""
         if not self.counts:
             return math.nan
         top = max(self.counts)
@@ -86,6 +86,8 @@ def format_ms(ms: float, missing_note: str = "missing") -> str:
         return "n/a"
     if math.isinf(ms):
         return missing_note
+    if ms < 1:
+        return f"{ms:.2f} ms"
     if ms < 10:
         return f"{ms:.1f} ms"
     if ms < 1000:

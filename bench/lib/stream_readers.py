@@ -306,7 +306,7 @@ async def follow_ws_library(
                 if timed:
                     ms = (clock() - float(msg[10:27])) * 1000.0
                     if ms < 1000.0:
-                        bucket_counts[int(ms * 10.0) if ms > 0 else 0] += 1
+                        bucket_counts[int(ms * 100.0) if ms > 0 else 0] += 1
                     else:
                         bucket_counts[min(BUCKET_COUNT - 1, FINE_BUCKETS + int((ms - 1000.0) / 10.0))] += 1
                         if ms > worst:
