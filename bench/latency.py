@@ -21,7 +21,7 @@ from bench.lib.children import PACED_CHILD
 from bench.lib.clients import ClientProcess, add_ws_client_options, check_ws_client_options, wait_clients
 from bench.lib.histogram import LatencyHistogram, format_ms
 from bench.lib.meters import ServerMeter, event_loop_line
-from bench.lib.servers import Server, start_logcast, start_naive, wait_subscribers
+from bench.lib.servers import Server, start_logcast, start_naive, start_relay, wait_subscribers
 
 PROCESS = "src"
 
@@ -39,9 +39,11 @@ def _client_cpu(c: ClientProcess) -> float:
 def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> dict[str, Any]:
     """One server, one child, n_sse + n_ws clients; the figures of that run."""
     total = int(args.rate * args.seconds)
-    label = f"logcast: {n_sse} SSE + {n_ws} WS"
-    if kind == "naive":
-        label = f"naive thread + queue: {n_ws} WS"
+    label = {
+        "logcast": f"logcast: {n_sse} SSE + {n_ws} WS",
+        "naive": f"naive thread + queue: {n_ws} WS",
+        "relay": f"minimal relay: {n_sse} SSE + {n_ws} WS",
+    }[kind]
     with tempfile.TemporaryDirectory(prefix="logcast-latency-") as d:
         tmp = Path(d)
         script = tmp / "child.py"
@@ -55,9 +57,13 @@ def run_config(args: argparse.Namespace, kind: str, n_sse: int, n_ws: int) -> di
             str(args.batch_ms),
             str(report),
         ]
-        server: Server = (
-            start_logcast(tmp, {PROCESS: child}) if kind == "logcast" else start_naive(tmp, child)
-        )
+        server: Server
+        if kind == "logcast":
+            server = start_logcast(tmp, {PROCESS: child})
+        elif kind == "naive":
+            server = start_naive(tmp, child)
+        else:
+            server = start_relay(tmp, child)
         clients: list[ClientProcess] = []
         notes: list[str] = []
         try:
@@ -306,12 +312,20 @@ def main() -> None:
     parser.add_argument("--no-idle", action="store_true", help="skip the idle-subscriber measurement")
     parser.add_argument("--no-light", action="store_true", help="skip the light configuration")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive thread-and-queue baseline")
+    parser.add_argument(
+        "--relay",
+        action="store_true",
+        help="also the heavy configuration through a minimal relay (bench/lib/relay.py): the floor "
+        "of any server between the pipe and the sockets on this machine",
+    )
     add_ws_client_options(parser)
     parser.add_argument("--runs", type=int, default=1, help="repeat everything K times; median summary (1)")
     args = parser.parse_args()
     check_ws_client_options(parser, args)
 
     configs: list[tuple[str, int, int]] = [("logcast", args.sse, args.ws)]
+    if args.relay:
+        configs.append(("relay", args.sse, args.ws))
     if not args.no_light:
         configs.append(("logcast", args.light_sse, args.light_ws))
     if not args.no_naive:

@@ -6,11 +6,15 @@ pipe when the loop says it is readable, and writes each read at once to every fo
 JSON object a line, the shape the benchmark's SSE client parses), as WebSocket text
 frames (one a line), or as the raw lines (`GET /raw`, no HTTP answer: for a process
 that copies them to its stdout, the floor of `logcast tail`). Nothing is numbered, kept,
-filtered or levelled, no thread hands anything on, and a follower that stops reading is
-not looked after: what this measures is the machine (the pipe, the wakes, the loopback
-writes), not a product.
+filtered or levelled, no thread hands anything on, nothing is batched but what one read
+brings, and a follower that stops reading is not looked after: what this measures is the
+machine (the pipe, the wakes, the loopback writes), not a product.
 
     python bench/lib/relay.py --port-file F --followers 3 -- child argv...
+
+With `--followers 0` the child starts on `POST /start` instead; `GET /healthz` and
+`GET /stats` (`{"subscribers": N}`) answer as the benchmarks' servers do
+(`bench/lib/servers.start_relay`).
 """
 
 from __future__ import annotations
@@ -68,10 +72,26 @@ class Follower(asyncio.Protocol):
             self.kind = "ws"
         elif lines[0].startswith(b"GET /raw "):
             self.kind = "raw"
+        elif lines[0].startswith((b"GET /healthz ", b"GET /stats ", b"POST /start ")):
+            self.control(lines[0])
+            return
         else:
             self.transport.write(SSE_HEAD)
             self.kind = "sse"
         self.relay.join(self)
+
+    def control(self, request_line: bytes) -> None:
+        """A benchmark's question (`/healthz`, `/stats`) or its start (`POST /start`): one
+        JSON answer, then the connection closes."""
+        assert self.transport is not None
+        if request_line.startswith(b"POST /start ") and self.relay.child is None:
+            self.relay.start()
+        body = orjson.dumps({"subscribers": len(self.relay.followers)})
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.leave(self)
@@ -90,7 +110,7 @@ class Relay:
 
     def join(self, follower: Follower) -> None:
         self.followers.append(follower)
-        if len(self.followers) == self.wanted and self.child is None:
+        if self.wanted and len(self.followers) == self.wanted and self.child is None:
             self.start()
 
     def leave(self, follower: Follower) -> None:
@@ -201,7 +221,10 @@ def main() -> None:
     )
     parser.add_argument("--port-file", type=Path, help="where the relay writes its port once it listens")
     parser.add_argument(
-        "--followers", type=int, default=3, help="connections to wait for before the child starts"
+        "--followers",
+        type=int,
+        default=3,
+        help="connections to wait for before the child starts (0: until POST /start)",
     )
     parser.add_argument("--copy", type=int, metavar="PORT", help="be the raw follower of the relay on PORT")
     parser.add_argument("command", nargs="*", help="the child's argv, after --")

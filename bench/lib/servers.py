@@ -1,6 +1,6 @@
-"""The servers under test, `logcast serve` or the naive thread-and-queue app under uvicorn:
-each on a free loopback port, in its own process group, stopped by that group (never by
-name)."""
+"""The servers under test, `logcast serve`, the naive thread-and-queue app under uvicorn or
+the minimal relay (`bench/lib/relay.py`, the floor of any server in between): each on a
+free loopback port, in its own process group, stopped by that group (never by name)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def subprocess_env() -> dict[str, str]:
 
 @dataclass
 class Server:
-    """A server under test: `logcast` or the `naive` thread-and-queue app."""
+    """A server under test: `logcast`, the `naive` thread-and-queue app or the minimal `relay`."""
 
     kind: str
     proc: subprocess.Popen[bytes]
@@ -52,9 +52,13 @@ class Server:
     def ws_url(self, process: str) -> str:
         if self.kind == "naive":
             return f"ws://127.0.0.1:{self.port}/ws/logs"
+        if self.kind == "relay":
+            return f"ws://127.0.0.1:{self.port}/ws"
         return f"ws://127.0.0.1:{self.port}/ws/logs?process={process}&format=text&lines=0"
 
     def sse_path(self, process: str) -> str:
+        if self.kind == "relay":
+            return "/sse"
         return f"/api/processes/{process}/logs/stream?lines=0"
 
     def http(self, method: str, path: str, timeout: float = 10.0) -> Any:
@@ -65,13 +69,13 @@ class Server:
         return r.json()
 
     def subscribers(self, process: str) -> int:
-        if self.kind == "naive":
+        if self.kind in ("naive", "relay"):
             return int(self.http("GET", "/stats")["subscribers"])
         stats = self.http("GET", "/api/logs/stats")
         return int(stats["processes"][process]["subscribers"])
 
     def start(self, process: str) -> None:
-        if self.kind == "naive":
+        if self.kind in ("naive", "relay"):
             self.http("POST", "/start")
         else:
             self.http("POST", f"/api/processes/{process}/start")
@@ -166,6 +170,33 @@ def start_naive(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
             env=env,
         )
     server = Server("naive", proc, port, log_path)
+    _wait_healthy(server, timeout)
+    return server
+
+
+def start_relay(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
+    """The minimal relay (`bench/lib/relay.py`); `POST /start` starts `child`."""
+    port_file = tmp / "relay.port"
+    log_path = tmp / "relay.log"
+    relay = ROOT / "bench" / "lib" / "relay.py"
+    command = [sys.executable, str(relay), "--port-file", str(port_file), "--followers", "0", "--", *child]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=subprocess_env(),
+        )
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_group(proc, timeout=3.0)
+            raise RuntimeError(f"the relay did not start: {log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.01)
+    server = Server("relay", proc, int(port_file.read_text()), log_path)
     _wait_healthy(server, timeout)
     return server
 
