@@ -49,6 +49,18 @@ def test_one_hostile_text_among_plain_ones(name: str, color: bool) -> None:
     assert ESC not in cleaned[1] and "\x07" not in cleaned[1]
 
 
+@given(st.text(st.characters(max_codepoint=0x7F)) | st.text())
+def test_the_printable_check_is_pythons(text: str) -> None:
+    """Its ASCII shortcut says what `str.isprintable` says, controls and DEL included."""
+    assert render._printable(text) is text.isprintable()
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in (*range(0x20), 0x7F)])
+def test_every_ascii_control_makes_a_batch_unprintable(char: str) -> None:
+    assert not render._printable(f"plain {char} text")
+    assert render._printable("plain text ~")
+
+
 def test_colours_kept_for_a_terminal_and_removed_for_a_pipe() -> None:
     batch = [f"{ESC}[31mred{ESC}[0m", "plain"]
     assert render.safe_texts(batch, color=True) == batch

