@@ -173,6 +173,13 @@ BAD_SHAPES: dict[str, Callable[[dict[str, Any]], None]] = {
     "a level in capitals": _set("level", ["info", "ERROR", "info"]),
     "logcast's system stream": _set("stream", ["stdout", "system", "stdout"]),
     "an unknown stream": _set("stream", ["stdout", "stdin", "stdout"]),
+    # one name for the whole run is looked up once: as strict as a lookup per line
+    "every level unknown": _set("level", ["fatal"] * 3),
+    "every level a list": _set("level", [["error"]] * 3),
+    "every level a number": _set("level", [1] * 3),
+    "every level a bool": _set("level", [True] * 3),
+    "every stream logcast's": _set("stream", ["system"] * 3),
+    "every stream null": _set("stream", [None] * 3),
 }
 
 

@@ -19,7 +19,7 @@ import operator
 from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import compress, islice, repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -207,6 +207,7 @@ def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | Non
 
 # What a batch's line events are read with, without a call per field (`_line`).
 _LINE_KINDS = {EventType.HISTORICAL.value: EventType.HISTORICAL, EventType.REALTIME.value: EventType.REALTIME}
+T = TypeVar("T")
 _LEVELS = {level.value: level for level in Level}
 _STREAMS = {stream.value: stream for stream in Stream if stream is not Stream.SYSTEM}
 _LINE_FIELDS = operator.itemgetter("seq", "timestamp", "level", "message", "stream", "process", "run")
@@ -352,6 +353,15 @@ class LineRun:
 _TIME_TYPES = frozenset({float, int})
 
 
+def _named(table: dict[str, T], names: list[Any]) -> list[T]:
+    """`names` looked up in `table`, once when they are all the same (a flood's usual run:
+    one stream, often one level); KeyError or TypeError for a name it does not hold."""
+    first = names[0]
+    if names.count(first) == len(names):
+        return [table[first]] * len(names)
+    return list(map(table.__getitem__, names))
+
+
 def line_run(obj: dict[str, Any]) -> LineRun:
     """A `batch=columns` element (`{"type": …, "lines": {…}}`) → LineRun; ValueError saying
     what is wrong with one that is not in the shape docs/api.md gives. Checked a column at
@@ -379,8 +389,8 @@ def line_run(obj: dict[str, Any]) -> LineRun:
     if partial is not None and set(map(type, partial)) != {bool}:
         raise ValueError("a run's partial flags must be true or false")
     try:
-        levels = list(map(_LEVELS.__getitem__, levels))
-        streams = list(map(_STREAMS.__getitem__, streams))
+        levels = _named(_LEVELS, levels)
+        streams = _named(_STREAMS, streams)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"a run holds an unknown level or stream: {exc}") from None
     if int in set(map(type, timestamps)):
