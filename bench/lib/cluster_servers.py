@@ -14,23 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.lib.servers import Server, subprocess_env
+from bench.lib.servers import Server, popen_logged
 from tests.util import free_port, stop_group, wait_healthy, wait_port
 
 HOST_ID = "bench-host"
-
-
-def _popen(args: list[str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            args,
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=subprocess_env(),
-        )
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -92,7 +79,7 @@ def start_cluster(
     port = free_port()
     redis_args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
     redis_args += ["--save", "", "--appendonly", "yes", "--dir", str(data)]
-    cluster = Cluster(tmp, _popen(redis_args, data, tmp / "redis.log"), port)
+    cluster = Cluster(tmp, popen_logged(redis_args, data, tmp / "redis.log"), port)
     try:
         wait_port(port, 10.0)
         parts = []
@@ -103,7 +90,7 @@ def start_cluster(
         config = tmp / "agent.toml"
         config.write_text("\n".join(parts))
         cluster.agent_log = tmp / "agent.log"
-        cluster.agent = _popen(
+        cluster.agent = popen_logged(
             [
                 sys.executable,
                 "-m",
@@ -122,7 +109,7 @@ def start_cluster(
         for i in range(replicas):
             replica_port = free_port()
             log_path = tmp / f"replica-{i + 1}.log"
-            proc = _popen(
+            proc = popen_logged(
                 [
                     sys.executable,
                     "-m",

@@ -32,6 +32,23 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def popen_logged(
+    args: list[str], cwd: Path, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`args` in a session of its own (stopped by its group), its output appended to
+    `log_path`, in `subprocess_env()` with `env` added."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**subprocess_env(), **(env or {})},
+        )
+
+
 @dataclass
 class Server:
     """A server under test: `logcast`, the `naive` thread-and-queue app or the minimal `relay`."""
@@ -119,16 +136,8 @@ def serve(
     `/healthz` answers."""
     port = free_port()
     log_path = tmp / "server.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [python, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
-            cwd=tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**subprocess_env(), **(env or {})},
-        )
+    command = [python, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)]
+    proc = popen_logged(command, tmp, log_path, env)
     server = Server("logcast", proc, port, log_path)
     try:
         _wait_healthy(server, timeout)
@@ -180,16 +189,7 @@ def start_relay(tmp: Path, child: list[str], timeout: float = 30.0) -> Server:
     log_path = tmp / "relay.log"
     relay = ROOT / "bench" / "lib" / "relay.py"
     command = [sys.executable, str(relay), "--port-file", str(port_file), "--followers", "0", "--", *child]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=subprocess_env(),
-        )
+    proc = popen_logged(command, tmp, log_path)
     deadline = time.monotonic() + timeout
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
