@@ -183,6 +183,17 @@ BAD_SHAPES: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+@pytest.mark.parametrize("column", ["level", "stream"])
+def test_a_column_of_deeply_nested_lists_is_refused_not_a_crash(column: str) -> None:
+    """Equal lists nested 1,000 deep, each its own object (as a server's JSON makes them):
+    comparing them would recurse past Python's limit."""
+    obj = element(record(1), record(2), record(3))
+    deep = "[" * 1000 + "]" * 1000
+    obj["lines"][column] = orjson.loads(f"[{deep},{deep},{deep}]")
+    with pytest.raises(ValueError, match="run"):
+        line_run(obj)
+
+
 @pytest.mark.parametrize("change", BAD_SHAPES.values(), ids=BAD_SHAPES.keys())
 def test_a_malformed_run_is_refused(change: Callable[[dict[str, Any]], None]) -> None:
     obj = element(record(1), record(2, partial=True), record(3))

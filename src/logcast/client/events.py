@@ -354,10 +354,11 @@ _TIME_TYPES = frozenset({float, int})
 
 
 def _named(table: dict[str, T], names: list[Any]) -> list[T]:
-    """`names` looked up in `table`, once when they are all the same (a flood's usual run:
-    one stream, often one level); KeyError or TypeError for a name it does not hold."""
+    """`names` looked up in `table`, once when they are all the same text (a flood's usual
+    run: one stream, often one level); KeyError or TypeError for a name it does not hold.
+    Only text is counted: counting compares, and comparing deeply nested lists recurses."""
     first = names[0]
-    if names.count(first) == len(names):
+    if type(first) is str and names.count(first) == len(names):
         return [table[first]] * len(names)
     return list(map(table.__getitem__, names))
 
