@@ -194,7 +194,7 @@ def print_run(r: dict[str, Any], drain: float) -> None:
         print(event_loop_line(s))
     caps = [row["capture_p50"] for row in r["rows"] if row.get("capture_p50") is not None]
     if caps:
-        print(f"  child write -> logcast read (sampled per SSE read): p50 {format_ms(caps[0])}")
+        print(f"  child write -> the server's read stamp (sampled per SSE read): p50 {format_ms(caps[0])}")
     c = r["child"]
     if c:
         span = c["end"] - c["start"]
@@ -316,7 +316,7 @@ def main() -> None:
         "--relay",
         action="store_true",
         help="also the heavy configuration through a minimal relay (bench/lib/relay.py): the floor "
-        "of any server between the pipe and the sockets on this machine",
+        "of any server between the pipe and the sockets on this machine (it never takes permessage-deflate)",
     )
     add_ws_client_options(parser)
     parser.add_argument("--runs", type=int, default=1, help="repeat everything K times; median summary (1)")

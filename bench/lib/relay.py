@@ -14,7 +14,9 @@ machine (the pipe, the wakes, the loopback writes), not a product.
 
 With `--followers 0` the child starts on `POST /start` instead; `GET /healthz` and
 `GET /stats` (`{"subscribers": N}`) answer as the benchmarks' servers do
-(`bench/lib/servers.start_relay`).
+(`bench/lib/servers.start_relay`), and the relay runs until its process group is stopped.
+Otherwise it ends once the child has ended and every follower's connection has closed
+(after what was written to it went out).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Follower(asyncio.Protocol):
         elif lines[0].startswith(b"GET /raw "):
             self.kind = "raw"
         elif lines[0].startswith((b"GET /healthz ", b"GET /stats ", b"POST /start ")):
+            self.kind = "control"  # what may still come on this connection is ignored
             self.control(lines[0])
             return
         else:
@@ -106,6 +109,7 @@ class Relay:
         self.rest = b""
         self.seq = 0
         self.turn = 0  # the follower served first for the next read
+        self.ended = False  # the child ended and every follower was closed
         self.done = asyncio.get_running_loop().create_future()
 
     def join(self, follower: Follower) -> None:
@@ -116,6 +120,13 @@ class Relay:
     def leave(self, follower: Follower) -> None:
         if follower in self.followers:
             self.followers.remove(follower)
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        """The relay's own end (not under `--followers 0`): the child ended and the last
+        follower's connection closed, so nothing written to them is left behind."""
+        if self.wanted and self.ended and not self.followers and not self.done.done():
+            self.done.set_result(None)
 
     def start(self) -> None:
         self.child = subprocess.Popen(self.command, stdout=subprocess.PIPE)  # in the relay's group
@@ -180,8 +191,8 @@ class Relay:
             follower.transport.close()  # type: ignore[union-attr]
         if self.child is not None:
             self.child.wait()
-        if not self.done.done():
-            self.done.set_result(None)
+        self.ended = True
+        self._maybe_done()
 
 
 def _text_frame(payload: bytes) -> bytes:
