@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 
 import httpx
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logcast.client._common import StreamCursor
+from logcast.client._common import StreamCursor, error_from_response, log_page
 from logcast.client.events import Event, LineRun, parse_event, parse_events
 from logcast.client.sse import SSEDecoder
+from logcast.errors import ClientError
 from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
 from logcast.web import encode
 from tests.fakes import make_record
@@ -164,6 +166,43 @@ def test_a_line_in_an_unusual_shape_takes_the_long_way() -> None:
 def test_messages_that_are_not_events(data: bytes) -> None:
     with pytest.raises(ValueError, match=r"not JSON|not a JSON object"):
         parse_events(data, "1", "web")
+
+
+# JSON nested this deep is within orjson's limit (1,024) but past Python's recursion limit
+# for `str`, `repr` and `==` of it: a hostile server's way to crash a client that turns
+# whatever it is sent into text.
+DEEP = "[" * 1000 + "]" * 1000
+LOG = '{"seq":5,"timestamp":1.5,"level":"info","message":"m","stream":"stdout","process":"web","run":1}'
+DEEP_MESSAGES = {
+    "an event's type": f'{{"type":{DEEP},"seq":5}}',
+    "a batched event's type": f'[{{"type":{DEEP},"seq":5}}]',
+    **{
+        f"a record's {key}": '{"type":"realtime","log":'
+        + LOG.replace(f'"{key}":', f'"{key}":{DEEP},"x":')
+        + "}"
+        for key in ("message", "level", "stream", "process", "seq", "timestamp", "run")
+    },
+    "a status record's state": '{"type":"status","log":{"seq":5,"state":' + DEEP + ',"message":"m"}}',
+}
+
+
+@pytest.mark.parametrize("data", DEEP_MESSAGES.values(), ids=DEEP_MESSAGES.keys())
+def test_deeply_nested_json_from_a_server_is_refused_or_skipped_not_a_crash(data: str) -> None:
+    try:
+        events = parse_events(data.encode(), "5", "web")
+    except ValueError:
+        return  # refused: the stream logs it and goes on
+    assert all(event.log is None or isinstance(event.log.message, str) for event in events)
+
+
+def test_a_history_page_or_an_error_nested_deep_is_a_clear_error() -> None:
+    deep_log = LOG.replace('"message":"m"', '"message":' + DEEP)
+    page = orjson.loads('{"logs":[' + deep_log + '],"next":null}')
+    with pytest.raises(ClientError, match="unexpected history page"):
+        log_page(page)
+    body = f'{{"detail":[{{"loc":["query",{DEEP}],"msg":{DEEP}}},{{"loc":["query",{DEEP},"lines"],"msg":"bad"}}]}}'
+    response = httpx.Response(422, content=body.encode(), request=httpx.Request("GET", "http://x/"))
+    assert str(error_from_response(response)).endswith("lines: bad")
 
 
 # -- the cursor ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from logcast.client.events import (
     line_events,
     parse_events,
     parse_items,
+    record_of,
 )
 from logcast.client.sse import Message, SSEDecoder
 from logcast.errors import ClientError
@@ -148,9 +149,12 @@ def _detail(response: httpx.Response) -> str | None:
     if isinstance(detail, list):  # FastAPI validation errors
         parts = []
         for item in detail:
-            if isinstance(item, dict):
-                where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "body"))
-                parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+            if isinstance(item, dict) and isinstance(item.get("msg"), str):
+                loc = item.get("loc")
+                # text and numbers only: `str()` of what may nest deep could recurse (`record_of`)
+                names = [str(p) for p in loc if type(p) in (str, int)] if isinstance(loc, list) else []
+                where = ".".join(p for p in names if p not in ("query", "body"))
+                parts.append(f"{where}: {item['msg']}" if where else item["msg"])
         return "; ".join(parts) or None
     return None
 
@@ -218,7 +222,7 @@ def logs_params(
 
 def log_page(body: Any) -> LogPage:
     try:
-        logs = [LogRecord.from_dict(d) for d in body["logs"]]
+        logs = [record_of(d) for d in body["logs"]]
         nxt = body.get("next")
         return LogPage(logs, int(nxt) if nxt is not None else None)
     except (KeyError, TypeError, ValueError) as exc:

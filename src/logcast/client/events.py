@@ -142,6 +142,23 @@ def _record(data: dict[str, Any], process: str) -> LogRecord:
     d.setdefault("message", "")
     d.setdefault("run", 0)
     d.setdefault("timestamp", 0.0)
+    return record_of(d)
+
+
+_TEXT_FIELDS = ("message", "level", "stream", "process")
+
+
+def record_of(d: dict[str, Any]) -> LogRecord:
+    """`LogRecord.from_dict` of a record from a server, whose text fields must be text:
+    turning anything else into text (`str`, an enum's error message) could recurse as
+    deep as the JSON nests, past Python's limit (a RecursionError, not a ValueError).
+    Raises KeyError, TypeError or ValueError for a record that is not one."""
+    for key in _TEXT_FIELDS:
+        if type(d[key]) is not str:
+            raise ValueError(f"a log record's {key} must be text")
+    state = d.get("state")
+    if state and type(state) is not str:
+        raise ValueError("a log record's state must be text")
     return LogRecord.from_dict(d)
 
 
@@ -167,10 +184,10 @@ def parse_event(data: str | bytes | memoryview, sse_id: str | None, process: str
 
 
 def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | None:
-    try:
-        kind = EventType(str(obj.get("type")))
-    except ValueError:
-        logger.debug("skipping stream event of unknown type %r", obj.get("type"))
+    name = obj.get("type")
+    kind = _EVENT_TYPES.get(name) if type(name) is str else None
+    if kind is None:  # not `str()` of what may be nested deep: see `record_of`
+        logger.debug("skipping stream event of unknown type %r", name if type(name) is str else type(name))
         return None
     seq = _int(sse_id)
     log: LogRecord | None = None
@@ -208,6 +225,7 @@ def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | Non
 # What a batch's line events are read with, without a call per field (`_line`).
 _LINE_KINDS = {EventType.HISTORICAL.value: EventType.HISTORICAL, EventType.REALTIME.value: EventType.REALTIME}
 T = TypeVar("T")
+_EVENT_TYPES = {kind.value: kind for kind in EventType}
 _LEVELS = {level.value: level for level in Level}
 _STREAMS = {stream.value: stream for stream in Stream if stream is not Stream.SYSTEM}
 _LINE_FIELDS = operator.itemgetter("seq", "timestamp", "level", "message", "stream", "process", "run")
