@@ -88,7 +88,10 @@ class ClientProcess:
             connected, failed = line.split()[1:3]
             self.ready = (int(connected), int(failed))
         elif line.startswith("RESULT "):
-            self.result = json.loads(line[7:])
+            try:
+                self.result = json.loads(line[7:])
+            except ValueError:  # the process ended in the middle of it: no result, said
+                sys.stderr.write(f"a client process's result was cut short after {len(line):,} characters\n")
 
     def done(self) -> bool:
         """Non-blocking: has it printed its result?"""
