@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from logcast.client import sse as sse_module
 from logcast.client._common import StreamCursor, error_from_response, log_page
 from logcast.client.events import Event, LineRun, parse_event, parse_events
 from logcast.client.sse import SSEDecoder
@@ -166,6 +167,22 @@ def test_a_line_in_an_unusual_shape_takes_the_long_way() -> None:
 def test_messages_that_are_not_events(data: bytes) -> None:
     with pytest.raises(ValueError, match=r"not JSON|not a JSON object"):
         parse_events(data, "1", "web")
+
+
+def test_a_message_that_never_ends_fails_at_its_bound_and_the_next_one_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse_module, "MESSAGE_MAX", 1000)
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: " + b"x" * 994) == []  # 1,000 bytes held: at the bound
+    assert [bytes(d) for d, _ in decoder.feed(b"\n\n")] == [b"x" * 994]  # and whole
+    assert decoder.feed(b"data: " + b"x" * 994) == []
+    with pytest.raises(httpx.DecodingError, match="over 1,000 bytes"):
+        decoder.feed(b"x")
+    assert [bytes(d) for d, _ in decoder.feed(b"data: ok\n\n")] == [b"ok"]  # held nothing more
+    with pytest.raises(httpx.DecodingError):  # lines without the blank line that ends them
+        for _ in range(200):
+            decoder.feed(b"data: line\n")
 
 
 # JSON nested this deep is within orjson's limit (1,024) but past Python's recursion limit

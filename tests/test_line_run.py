@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from logcast.cli import render
 from logcast.cli.tail import Printer
 from logcast.client import AsyncClient
+from logcast.client import sse as sse_module
 from logcast.client._common import StreamCursor
-from logcast.client.events import Event, LineRun, line_run, parse_events, parse_items
+from logcast.client.events import ConnectionState, Event, LineRun, line_run, parse_events, parse_items
 from logcast.client.sse import SSEDecoder
 from logcast.query import Regex, compile_regex
 from logcast.types import Entry, EventType, Gap, GapReason, Level, LogRecord, ProcessState, Stream
@@ -531,6 +532,24 @@ async def follow(
                 break
         await runs.aclose()
     return got
+
+
+async def test_a_stream_whose_message_never_ends_is_dropped_and_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that never ends its message (a broken proxy, a hostile server) costs the
+    client at most `MESSAGE_MAX` bytes: the stream is dropped, with the reason."""
+    monkeypatch.setattr(sse_module, "MESSAGE_MAX", 4096)
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        return sse([b"data: " + b"x" * 10_000])
+
+    got = await follow(endless, -1, reconnect=False)
+    states = [e for e in expanded([i for batch in got for i in batch]) if e.type == "connection"]
+    assert [e.connection for e in states] == [
+        ConnectionState.CONNECTING,
+        ConnectionState.CONNECTED,
+        ConnectionState.DISCONNECTED,
+    ]
+    assert "event stream message of over 4,096 bytes" in (states[-1].reason or "")
 
 
 async def test_a_server_before_columns_is_asked_again_for_events() -> None:

@@ -8,11 +8,20 @@ the WHATWG rules a logcast client meets: lines end in `\n`, `\r\n` or `\r`; a bl
 line ends a message; `data` lines are joined with `\n`; `id` persists from message to
 message (an id with NUL is ignored); comments (`:`), `event` and `retry` are read and
 dropped; a message without `data` is not dispatched, nor one the stream ended inside.
+
+A message is held until its blank line comes, at most `MESSAGE_MAX` bytes of it: a
+server's are a mebibyte or so (a batch, or one record of at most 64 KiB, escaped), and a
+stream that goes on without ending its message (a broken server, a hostile one) fails
+with `httpx.DecodingError`, like a body httpx cannot decode, instead of filling memory.
 """
 
 from __future__ import annotations
 
-__all__ = ["Message", "SSEDecoder"]
+import httpx
+
+__all__ = ["MESSAGE_MAX", "Message", "SSEDecoder"]
+
+MESSAGE_MAX = 16 << 20  # bytes of one message, its lines and line ends counted
 
 # (data, the last event id seen); a data line is handed on as a view of the bytes read, not copied
 Message = tuple[bytes | memoryview, str | None]
@@ -23,6 +32,7 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []  # the start of a message whose end has not arrived
+        self._held = 0  # its bytes
         self._cr = False  # the last chunk ended in `\r`: it may be half of a `\r\n`
         self.last_id: str | None = None
 
@@ -39,7 +49,7 @@ class SSEDecoder:
             return []
         parts = self._parts
         if b"\n" not in chunk:  # inside a line (a batch's data line is long): one memchr
-            parts.append(chunk)
+            self._hold(chunk)
             return []
         end = chunk.rfind(b"\n\n")
         if end >= 0:
@@ -49,16 +59,26 @@ class SSEDecoder:
             whole = b"".join(parts)[:-1]  # the blank line began in the previous chunk
             rest = chunk[1:]
         else:
-            parts.append(chunk)
+            self._hold(chunk)
             return []
         parts.clear()
+        self._held = 0
         if rest:
-            parts.append(rest)
+            self._hold(rest)
         return self._messages(whole)
+
+    def _hold(self, piece: bytes) -> None:
+        """Keep `piece` of a message whose end has not come; past `MESSAGE_MAX`, fail."""
+        self._held += len(piece)
+        if self._held > MESSAGE_MAX:
+            self.flush()
+            raise httpx.DecodingError(f"an event stream message of over {MESSAGE_MAX:,} bytes")
+        self._parts.append(piece)
 
     def flush(self) -> list[Message]:
         """The end of the stream: a message without its blank line is not dispatched (WHATWG)."""
         self._parts.clear()
+        self._held = 0
         self._cr = False
         return []
 
