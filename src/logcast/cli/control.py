@@ -26,9 +26,21 @@ from logcast.types import ProcessState
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
+def _safe(text: str) -> str:
+    """What the server said (a name, a host, an error), made safe to print: no control
+    sequence reaches the terminal."""
+    return render.safe_text(text, color=False)
+
+
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="red"))
+    Console(stderr=True, highlight=False).print(Text(f"error: {_safe(message)}", style="red"))
     return typer.Exit(1)
+
+
+def _words(value: Any) -> str:
+    """A command word or environment value as text; anything but a scalar (a server's
+    odd answer, lists nested deep) as `?`, never `str()` of it."""
+    return str(value) if isinstance(value, str | int | float | bool) or value is None else "?"
 
 
 def masked(raw: dict[str, Any]) -> dict[str, Any]:
@@ -37,10 +49,10 @@ def masked(raw: dict[str, Any]) -> dict[str, Any]:
     out = dict(raw)
     command = out.get("command")
     if isinstance(command, list):
-        out["command"] = mask_argv(str(word) for word in command)
+        out["command"] = mask_argv(_words(word) for word in command)
     env = out.get("env")
     if isinstance(env, dict):
-        out["env"] = mask_env({str(name): str(value) for name, value in env.items()})
+        out["env"] = mask_env({_words(name): _words(value) for name, value in env.items()})
     return out
 
 
@@ -84,14 +96,14 @@ def process_table(processes: list[ProcessInfo]) -> Table:
         unknown = info.state is ProcessState.UNKNOWN
         used = info.resources
         table.add_row(
-            Text(info.name),
+            Text(_safe(info.name)),
             state_text(info),
             str(info.pid) if info.pid and not unknown else "-",
             render.duration(info.uptime) if info.state.is_alive else "-",
             str(info.run),
             str(info.restarts),
             str(info.lines),
-            Text(info.host or "-", style="dim" if unknown else ""),
+            Text(_safe(info.host or "-"), style="dim" if unknown else ""),
             f"{used.cpu_percent:.0f}%" if used is not None else "-",
             render.size(used.rss_bytes) if used is not None else "-",
             model_text(info),
@@ -104,7 +116,7 @@ def model_text(info: ProcessInfo) -> Text:
     model = info.model
     if model is None:
         return Text("-")
-    label = model.phase
+    label = _safe(model.phase)
     if model.phase == "loading" and model.load_progress is not None:
         label += f" {model.load_progress:.0%}"
     elif model.phase == "serving" and model.gen_tokens_per_s is not None:
@@ -129,7 +141,7 @@ def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = F
 
 
 def _summary(info: ProcessInfo) -> Text:
-    text = Text(f"{info.name}: ")
+    text = Text(f"{_safe(info.name)}: ")
     text.append_text(state_text(info))
     if info.pid and info.state.is_alive:
         text.append(f" (pid {info.pid}, run {info.run})")
@@ -147,7 +159,9 @@ def _act(action: str, names: list[str], url: str | None, token: str | None, as_j
                 info = call(name)
             except ClientError as exc:
                 failed = True
-                Console(stderr=True, highlight=False).print(Text(f"error: {name}: {exc}", style="red"))
+                Console(stderr=True, highlight=False).print(
+                    Text(f"error: {_safe(f'{name}: {exc}')}", style="red")
+                )
                 if exc.status is None or exc.status == 401:  # unreachable or unauthorised: stop here
                     break
                 continue

@@ -123,10 +123,15 @@ def process_style(index: int) -> str:
 _second: tuple[int, str] = (-1, "")  # the last second `clock` wrote: a flood stays in one for long
 
 
+# Times a clock can show: after 1970 and before the year 5138. A server may send any
+# number (infinity, 1e300), which `localtime` and `int` refuse.
+_TIME_MAX = 1e11
+
+
 def clock(timestamp: float) -> str:
-    """`13:04:05.123`, local time."""
+    """`13:04:05.123`, local time; `--:--:--.---` for a time no clock shows."""
     global _second
-    if timestamp <= 0:
+    if not 0 < timestamp < _TIME_MAX:  # also NaN
         return "--:--:--.---"
     whole = int(timestamp)
     last, text = _second
@@ -144,7 +149,7 @@ def clocks(timestamps: Iterable[float]) -> list[str]:
     out: list[str] = []
     last, text = -1, ""
     for timestamp in timestamps:
-        if timestamp <= 0:
+        if not 0 < timestamp < _TIME_MAX:  # also NaN
             out.append("--:--:--.---")
             continue
         whole = int(timestamp)
@@ -155,8 +160,9 @@ def clocks(timestamps: Iterable[float]) -> list[str]:
 
 
 def duration(seconds: float | None) -> str:
-    """A short uptime: `12s`, `5m03s`, `1h02m`, `3d04h`; `-` when unknown."""
-    if seconds is None or seconds < 0:
+    """A short uptime: `12s`, `5m03s`, `1h02m`, `3d04h`; `-` when unknown (or not a
+    number of seconds a process can have run: infinity, NaN)."""
+    if seconds is None or not 0 <= seconds < _TIME_MAX:
         return "-"
     total = int(seconds)
     if total < 60:

@@ -361,8 +361,9 @@ class Printer:
             return render.safe_text(log.message or (log.state or ""), color=False), style, True
         if event.type is EventType.GAP:
             key = "missed_reason" if event.reason else "missed"
+            reason = render.safe_text(event.reason, color=False) if event.reason else event.reason
             text = self.text(key).format(
-                count=event.missed, first=event.gap_from, last=event.gap_to, reason=event.reason
+                count=event.missed, first=event.gap_from, last=event.gap_to, reason=reason
             )
             return text, "yellow", False
         if event.type is EventType.STREAM_END:
@@ -405,6 +406,8 @@ class Printer:
         self.err.flush()
 
     def failure(self, message: str) -> None:
+        """A failure, in words that may come from the server: made safe to print."""
+        message = render.safe_text(message, color=False)
         self.err.write(render.paint(f"{self.text('error')}: {message}", "red", self.err_color) + "\n")
         self.err.flush()
 

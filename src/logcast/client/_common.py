@@ -75,6 +75,14 @@ class ProcessInfo(Process):
     __hash__ = Process.__hash__
 
 
+def process_list(body: Any) -> list[ProcessInfo]:
+    """The processes of `GET /api/processes`."""
+    processes = body.get("processes") if isinstance(body, dict) else None
+    if not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes):
+        raise ClientError("unexpected process list from the server: no list of processes")
+    return [ProcessInfo.from_dict(d) for d in processes]
+
+
 def host_list(body: Any) -> list[Host]:
     """The hosts of `GET /api/hosts`, as `logcast.schemas.Host`s."""
     try:
@@ -141,7 +149,8 @@ def _body(response: httpx.Response) -> Any:
 def _detail(response: httpx.Response) -> str | None:
     body = _body(response)
     if body is _NOT_JSON:
-        text = response.text.strip()
+        # UTF-8 whatever charset the answer names (`rot13` is a codec of text, not of bytes)
+        text = response.content[:800].decode("utf-8", "replace").strip()
         return text[:200] or None
     detail = body.get("detail", body.get("message")) if isinstance(body, dict) else None
     if isinstance(detail, str):

@@ -31,6 +31,7 @@ from logcast.client._common import (
     log_page,
     logs_params,
     not_running_reason,
+    process_list,
     process_path,
     stream_timeout,
     unreachable,
@@ -78,7 +79,7 @@ class Client:
 
     def processes(self) -> list[ProcessInfo]:
         body = self._call("GET", "/api/processes")
-        return [ProcessInfo.from_dict(d) for d in body["processes"]]
+        return process_list(body)
 
     def process(self, name: str) -> ProcessInfo:
         return ProcessInfo.from_dict(self._call("GET", process_path(name)))

@@ -123,13 +123,17 @@ def connection_event(
     )
 
 
+_WHOLE_MAX = 1 << 63  # a seq, a run: what JSON (orjson) and SQLite hold
+
+
 def _int(value: Any) -> int | None:
+    """A seq or count from the wire: a whole number below 2**63 (or its digits), else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and value.isdigit() and len(value) < 20:
+        value = int(value)
+    if isinstance(value, int) and 0 <= value < _WHOLE_MAX:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
     return None
 
 
@@ -159,7 +163,10 @@ def record_of(d: dict[str, Any]) -> LogRecord:
     state = d.get("state")
     if state and type(state) is not str:
         raise ValueError("a log record's state must be text")
-    return LogRecord.from_dict(d)
+    record = LogRecord.from_dict(d)
+    if not (0 <= record.seq < _WHOLE_MAX and 0 <= record.run < _WHOLE_MAX):
+        raise ValueError("a log record's seq and run must be whole numbers below 2**63")
+    return record
 
 
 def _loads(data: str | bytes | memoryview) -> Any:

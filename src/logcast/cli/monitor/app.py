@@ -59,6 +59,11 @@ LEVEL_OPTIONS: list[tuple[str, str]] = [
 PROCESS_COLOURS = ("#61afef", "#c678dd", "#56b6c2", "#8787ff", "#87afaf", "#d7afff")
 
 
+def _safe(text: str) -> str:
+    """What the server said (a name, a host, an error) with no control sequence left."""
+    return render.safe_text(text, color=False)
+
+
 class MonitorApp(App[None]):
     """Processes, their live logs and their controls, in one terminal screen.
 
@@ -143,7 +148,7 @@ class MonitorApp(App[None]):
             if not self.table.is_attached:
                 return
             if self.server_error is None and exc.status is not None:
-                self.notify(str(exc), severity="error", title="logcast")
+                self.say(str(exc), severity="error", title="logcast")
             self.server_error = str(exc)
             self._update_status()
             return
@@ -155,7 +160,7 @@ class MonitorApp(App[None]):
             for name in self.requested:
                 if name not in known and name not in self._unknown:
                     self._unknown.add(name)
-                    self.notify(f"unknown process {name!r}", severity="warning", title="logcast")
+                    self.say(f"unknown process {name!r}", severity="warning", title="logcast")
             infos = [i for i in infos if i.name in self.requested]
         self.infos = {info.name: info for info in infos}
         self.names = [info.name for info in infos]
@@ -186,8 +191,8 @@ class MonitorApp(App[None]):
         if info.exit_code is not None and not info.state.is_alive and not unknown:
             state.append(f" ({info.exit_code})", "red" if info.exit_code else "dim")
         return [
-            Text(info.name, self.colour(info.name)),
-            Text(info.host or "-", "dim"),
+            Text(_safe(info.name), self.colour(info.name)),
+            Text(_safe(info.host or "-"), "dim"),
             state,
             str(info.pid) if info.pid and info.state.is_alive else "-",
             render.duration(info.uptime) if info.state.is_alive else "-",
@@ -228,7 +233,7 @@ class MonitorApp(App[None]):
         except ClientError as exc:
             self.streams[name] = ConnectionState.DISCONNECTED
             self._followed.discard(name)
-            self.notify(f"{name}: {exc}", severity="error", title="stream")
+            self.say(f"{name}: {exc}", severity="error", title="stream")
             self._update_status()
 
     def _on_event(self, name: str, event: Event) -> None:
@@ -263,7 +268,7 @@ class MonitorApp(App[None]):
         log = event.log
         line.append(render.clock(log.timestamp if log else 0.0) + " ", "dim")
         if self.view is None:
-            line.append(f"{event.process} ", self.colour(event.process))
+            line.append(f"{_safe(event.process)} ", self.colour(event.process))
         if log is None:  # a gap
             line.append(f"… {event.missed} lines missed ({event.gap_from}–{event.gap_to})", "yellow")
             return line
@@ -294,19 +299,24 @@ class MonitorApp(App[None]):
         self._update_status()
         self._rerender()
 
+    def say(self, message: str, **options: Any) -> None:
+        """`notify`, of words that may come from the server (names, errors): made safe to
+        print, and not read as markup (a name with `[/x]` in it would end the app)."""
+        self.notify(_safe(message), markup=False, **options)
+
     def _update_title(self) -> None:
-        self.sub_title = f"{self.client.url} · logs: {self.view or 'all'}"
+        self.sub_title = _safe(f"{self.client.url} · logs: {self.view or 'all'}")
 
     def _update_status(self) -> None:
         text = Text()
         if self.server_error is not None:
-            text.append(f"● {self.server_error} (retrying)", "red")
+            text.append(f"● {_safe(self.server_error)} (retrying)", "red")
         else:
             connected = sum(1 for s in self.streams.values() if s is ConnectionState.CONNECTED)
             text.append("● ", "green")
             text.append(self.client.url)
             text.append(f" · {len(self.infos)} processes · streams {connected}/{len(self.streams)}")
-        text.append(f" · logs: {self.view or 'all'}")
+        text.append(_safe(f" · logs: {self.view or 'all'}"))
         if self.levels is not None:
             text.append(f" · level: {self.level_select.value}+")
         if self.search_text:
@@ -356,7 +366,7 @@ class MonitorApp(App[None]):
         """Ask `question` about the highlighted process; on yes, carry out `action`."""
         name = self.highlighted()
         if name is None:
-            self.notify("no process selected", severity="warning")
+            self.say("no process selected", severity="warning")
             return
 
         def answered(yes: bool | None) -> None:
@@ -375,13 +385,13 @@ class MonitorApp(App[None]):
                     (event for event in self.merged if event.process != name), maxlen=PANE_LINES
                 )
                 self._rerender()
-                self.notify(f"{name}: history cleared")
+                self.say(f"{name}: history cleared")
             else:
                 call: Callable[[str], Any] = getattr(self.client, action)
                 info: ProcessInfo = await call(name)
-                self.notify(f"{name}: {info.state.value}")
+                self.say(f"{name}: {info.state.value}")
         except ClientError as exc:
-            self.notify(f"{action} {name}: {exc}", severity="error")
+            self.say(f"{action} {name}: {exc}", severity="error")
         await self.refresh_processes()
 
     def action_stats(self) -> None:

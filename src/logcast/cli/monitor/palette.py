@@ -8,6 +8,9 @@ from functools import partial
 from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+
+from logcast.cli import render
 
 
 class MonitorCommands(Provider):
@@ -39,4 +42,7 @@ class MonitorCommands(Provider):
         for text, command, help_text in self._commands():
             score = matcher.match(text)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), command, text=text, help=help_text)
+                # a name from the server may look like markup: shown as it is, not highlighted
+                safe = render.safe_text(text, color=False)
+                shown = matcher.highlight(safe) if "[" not in safe else Content(safe)
+                yield Hit(score, shown, command, text=text, help=help_text)

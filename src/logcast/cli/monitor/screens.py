@@ -50,7 +50,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Grid(id="dialog"):
-            yield Label(self.question, id="question")
+            yield Label(render.safe_text(self.question, color=False), id="question", markup=False)
             yield Button("Yes (y)", variant="error", id="yes")
             yield Button("No (n)", variant="primary", id="no")
 
@@ -99,39 +99,58 @@ class StatsScreen(ModalScreen[None]):
         except ClientError as exc:
             if not self.is_attached:  # closed while loading
                 return
-            self.query_one("#stats-summary", Static).update(Text(f"cannot load statistics: {exc}", "red"))
+            self.query_one("#stats-summary", Static).update(
+                Text(render.safe_text(f"cannot load statistics: {exc}", color=False), "red")
+            )
             return
         if not self.is_attached:
             return
-        for name, counters in stats.get("processes", {}).items():
-            table.add_row(
-                Text(name),
-                _state_text(counters.get("state")),
-                str(counters.get("lines", 0)),
-                _human_size(counters.get("bytes", 0)),
-                f"{float(counters.get('lines_per_s', 0.0)):.1f}",
-                str(counters.get("warnings", 0)),
-                Text(str(counters.get("errors", 0)), "red" if counters.get("errors") else ""),
-                str(counters.get("subscribers", 0)),
-                str(counters.get("dropped", 0)),
-                key=name,
-            )
-        summary = Text()
-        summary.append(
-            f"total: {stats.get('total_logs', 0)} lines, {_human_size(stats.get('total_bytes', 0))}, "
-            f"{float(stats.get('lines_per_s', 0.0)):.1f} lines/s, {stats.get('subscribers', 0)} subscribers, "
-            f"{stats.get('dropped', 0)} dropped"
-        )
-        store = stats.get("store")
-        if isinstance(store, dict):
-            summary.append(
-                f"\nstore: {store.get('engine', '?')}, {store.get('written', 0)} written, "
-                f"{store.get('pending', 0)} pending, {store.get('errors', 0)} errors"
-            )
+        try:
+            summary = _fill(table, stats)
+        except (AttributeError, TypeError, ValueError, RecursionError):  # not what a logcast server answers
+            table.clear()
+            summary = Text("cannot load statistics: the server's answer is not in their shape", "red")
         self.query_one("#stats-summary", Static).update(summary)
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def _cell(value: Any) -> str:
+    """A value of the server's answer as text made safe to print."""
+    return render.safe_text(str(value), color=False)
+
+
+def _fill(table: DataTable[Any], stats: dict[str, Any]) -> Text:
+    """The statistics' rows into `table`, and their summary; whatever does not fit the
+    shape raises (AttributeError, TypeError, ValueError; RecursionError for lists nested
+    deep)."""
+    for name, counters in stats.get("processes", {}).items():
+        table.add_row(
+            Text(_cell(name)),
+            _state_text(counters.get("state")),
+            _cell(counters.get("lines", 0)),
+            _human_size(counters.get("bytes", 0)),
+            f"{float(counters.get('lines_per_s', 0.0)):.1f}",
+            _cell(counters.get("warnings", 0)),
+            Text(_cell(counters.get("errors", 0)), "red" if counters.get("errors") else ""),
+            _cell(counters.get("subscribers", 0)),
+            _cell(counters.get("dropped", 0)),
+            key=name,
+        )
+    summary = Text()
+    summary.append(
+        f"total: {stats.get('total_logs', 0)} lines, {_human_size(stats.get('total_bytes', 0))}, "
+        f"{float(stats.get('lines_per_s', 0.0)):.1f} lines/s, {stats.get('subscribers', 0)} subscribers, "
+        f"{stats.get('dropped', 0)} dropped"
+    )
+    store = stats.get("store")
+    if isinstance(store, dict):
+        summary.append(
+            f"\nstore: {store.get('engine', '?')}, {store.get('written', 0)} written, "
+            f"{store.get('pending', 0)} pending, {store.get('errors', 0)} errors"
+        )
+    return Text(_cell(summary.plain))
 
 
 class HelpScreen(ModalScreen[None]):
