@@ -12,6 +12,7 @@ import httpx
 
 from logcast.client import settings
 from logcast.client._common import (
+    ANSWER_ERRORS,
     WATCH_MIN,
     Attempts,
     LogPage,
@@ -33,6 +34,7 @@ from logcast.client._common import (
     stream_timeout,
     unreachable,
 )
+from logcast.client.bounds import bound_async
 from logcast.client.events import ConnectionState, Event, LineRun
 from logcast.client.sse import SSEDecoder
 from logcast.client.transport import open_stream, streams_here
@@ -53,7 +55,12 @@ class AsyncClient:
         self.url = resolved.url
         self.token = resolved.token
         self.timeout = timeout
-        self._http = httpx.AsyncClient(base_url=self.url, headers=base_headers(self.token), timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=base_headers(self.token),
+            timeout=timeout,
+            event_hooks={"response": [bound_async]},
+        )
         self._own_http = self._http
         self._streams_here = streams_here(self.url)
 
@@ -71,7 +78,7 @@ class AsyncClient:
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
+        except ANSWER_ERRORS as exc:
             raise unreachable(self.url, exc) from None
         return decode_json(response)
 
@@ -161,7 +168,7 @@ class AsyncClient:
         """True when the server answers; raises ClientError otherwise."""
         try:
             response = await self._http.get("/healthz")
-        except httpx.TransportError as exc:
+        except ANSWER_ERRORS as exc:
             raise unreachable(self.url, exc) from None
         if response.status_code >= 400:
             raise error_from_response(response)

@@ -22,6 +22,7 @@ import httpx
 import orjson
 from pydantic import PrivateAttr, ValidationError
 
+from logcast.client.bounds import ENCODING
 from logcast.client.events import (
     ConnectionState,
     Event,
@@ -117,7 +118,7 @@ def user_agent() -> str:
 
 
 def base_headers(token: str | None) -> dict[str, str]:
-    headers = {"Accept": "application/json", "User-Agent": user_agent()}
+    headers = {"Accept": "application/json", "Accept-Encoding": ENCODING, "User-Agent": user_agent()}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
@@ -187,8 +188,14 @@ def error_from_response(response: httpx.Response) -> ClientError:
     return ClientError(detail, status=status)
 
 
+# What reading an answer may raise besides the server's own error (`bounds` adds to both).
+ANSWER_ERRORS = (httpx.TransportError, httpx.DecodingError)
+
+
 def unreachable(url: str, exc: Exception) -> ClientError:
     reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.DecodingError):  # it answered, with what the client will not read
+        return ClientError(f"unexpected answer from logcast at {url}: {reason}")
     return ClientError(f"cannot reach logcast at {url}: {reason}")
 
 

@@ -15,6 +15,7 @@ import httpx
 
 from logcast.client import settings
 from logcast.client._common import (
+    ANSWER_ERRORS,
     WATCH_MIN,
     Attempts,
     LogPage,
@@ -36,6 +37,7 @@ from logcast.client._common import (
     stream_timeout,
     unreachable,
 )
+from logcast.client.bounds import bound
 from logcast.client.events import ConnectionState, Event
 from logcast.client.sse import SSEDecoder
 from logcast.errors import ClientError
@@ -55,7 +57,12 @@ class Client:
         self.url = resolved.url
         self.token = resolved.token
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.url, headers=base_headers(self.token), timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=base_headers(self.token),
+            timeout=timeout,
+            event_hooks={"response": [bound]},
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -71,7 +78,7 @@ class Client:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
+        except ANSWER_ERRORS as exc:
             raise unreachable(self.url, exc) from None
         return decode_json(response)
 
@@ -160,7 +167,7 @@ class Client:
         """True when the server answers; raises ClientError otherwise."""
         try:
             response = self._http.get("/healthz")
-        except httpx.TransportError as exc:
+        except ANSWER_ERRORS as exc:
             raise unreachable(self.url, exc) from None
         if response.status_code >= 400:
             raise error_from_response(response)

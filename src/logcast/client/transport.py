@@ -33,11 +33,14 @@ from typing import cast
 import httptools
 import httpx
 
+from logcast.client.bounds import refuse_compressed
+
 __all__ = ["ERROR_BODY_MAX", "HEAD_MAX", "HIGH_WATER", "open_stream", "streams_here"]
 
 HIGH_WATER = 1 << 20  # bytes of body read ahead of the reader before reading stops (until it takes them)
 ERROR_BODY_MAX = 1 << 20  # bytes of an answer other than 2xx kept (its JSON says why)
 HEAD_MAX = 100 * 1024  # bytes of status line and headers at most (httpcore's bound)
+HEAD_DEADLINE_FACTOR = 3.0  # the head within this many connect timeouts of the request
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 5.1)
 _VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")  # a header value: no control byte but tab
 
@@ -68,7 +71,9 @@ async def open_stream(request: httpx.Request, timeouts: httpx.Timeout) -> AsyncI
 
     Raises what httpx would: `ConnectError`/`ConnectTimeout`, `ReadError`/`ReadTimeout`,
     `RemoteProtocolError` (a malformed answer), `LocalProtocolError` (a header that
-    would break the request); all are `httpx.TransportError`."""
+    would break the request); all are `httpx.TransportError`. And `DecodingError` for a
+    compressed answer (`bounds.refuse_compressed`); a head that has not all come
+    `HEAD_DEADLINE_FACTOR` connect timeouts after the request is a `ReadTimeout`."""
     head = _request_head(request)
     url = request.url
     host, port = url.raw_host.decode("ascii"), url.port or 80  # the name as httpx connects to it (IDNA 2008)
@@ -84,9 +89,14 @@ async def open_stream(request: httpx.Request, timeouts: httpx.Timeout) -> AsyncI
         raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
     try:
         transport.write(head)
-        status, headers = await protocol.head()
+        try:
+            async with asyncio.timeout(HEAD_DEADLINE_FACTOR * (timeouts.connect or 10.0)):
+                status, headers = await protocol.head()
+        except TimeoutError:  # a head that comes a byte now and then
+            raise httpx.ReadTimeout("the answer's head took too long to arrive", request=request) from None
         stream = _Body(protocol)
         response = httpx.Response(status, headers=headers, stream=stream, request=request)
+        refuse_compressed(response)  # httpx would inflate it, whatever it costs
         if not 200 <= status < 300:
             stream.limit = ERROR_BODY_MAX
             await response.aread()

@@ -1,0 +1,130 @@
+"""What a server's answer may cost the client (`logcast.client.bounds`): no compression,
+at most `ANSWER_MAX` bytes and a deadline for an answer that is not an event stream, a
+head in time on the client's own stream transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from logcast.client import AsyncClient, Client, bounds, transport
+from logcast.errors import ClientError
+
+PROCESSES = b'{"processes": []}'
+
+
+def sync_client(handler: Callable[[httpx.Request], httpx.Response]) -> Client:
+    """A `Client` whose own httpx client (its headers, its hooks) answers through `handler`."""
+    client = Client("http://logcast.test", "t")
+    client._http._transport = httpx.MockTransport(handler)
+    return client
+
+
+def async_client(handler: Callable[[httpx.Request], httpx.Response]) -> AsyncClient:
+    client = AsyncClient("http://logcast.test", "t")
+    client._http._transport = httpx.MockTransport(handler)
+    return client
+
+
+def compressed(request: httpx.Request) -> httpx.Response:
+    bomb = gzip.compress(b"\0" * (8 << 20))  # 8 MiB inflated from about 8 KiB
+    return httpx.Response(200, headers={"content-encoding": "gzip"}, content=bomb)
+
+
+def test_the_client_asks_for_no_compression_and_refuses_it() -> None:
+    seen: list[httpx.Request] = []
+
+    def plain(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=PROCESSES)
+
+    with sync_client(plain) as client:
+        assert client.processes() == []
+    assert seen[0].headers["accept-encoding"] == "identity"
+    with (
+        sync_client(compressed) as client,
+        pytest.raises(ClientError, match=r"compressed its answer \(gzip\)"),
+    ):
+        client.processes()
+
+
+async def test_the_async_client_refuses_compression_too() -> None:
+    async with async_client(compressed) as client:
+        with pytest.raises(ClientError, match="compressed"):
+            await client.processes()
+
+
+def test_an_answer_past_its_bound_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bounds, "ANSWER_MAX", 1000)
+
+    def large(request: httpx.Request) -> httpx.Response:  # streamed, as from a socket
+        return httpx.Response(200, content=iter([b'{"processes": [', b" " * 2000, b"]}"]))
+
+    with sync_client(large) as client, pytest.raises(ClientError, match="over 1,000 bytes"):
+        client.processes()
+    with sync_client(lambda r: httpx.Response(200, content=PROCESSES)) as client:
+        assert client.processes() == []  # within it
+
+
+async def test_an_answer_past_its_deadline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bounds, "DEADLINE_FACTOR", -1.0)  # the deadline passed at its head
+
+    async def body() -> AsyncIterator[bytes]:  # streamed, as from a socket
+        yield PROCESSES
+
+    async with async_client(lambda r: httpx.Response(200, content=body())) as client:
+        with pytest.raises(ClientError, match="took too long"):
+            await client.processes()
+
+
+def test_an_event_stream_is_not_cut_by_the_answer_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bounds, "ANSWER_MAX", 10)
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"data: 1\n\n" * 10)
+    bounds.bound(response)
+    assert response.read() == b"data: 1\n\n" * 10
+
+
+# -- the client's own stream transport (httptools) ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def raw_server(answer: bytes, then: float = 30.0) -> AsyncIterator[str]:
+    """A server that writes `answer` to each connection, then holds it `then` seconds."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):  # the test ended
+            await writer.drain()
+            await asyncio.sleep(then)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def follow_once(url: str) -> None:
+    async with AsyncClient(url, "t") as client:
+        async for _batch in client.stream_runs("web", reconnect=False, lines=0):
+            pass
+
+
+async def test_a_compressed_event_stream_is_dropped_with_its_reason() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\ncontent-length: 10\r\n\r\n"
+    async with raw_server(head + gzip.compress(b"x")[:10]) as url:
+        with pytest.raises(ClientError, match=r"unexpected answer .* compressed its answer \(gzip\)"):
+            await follow_once(url)
+
+
+async def test_a_head_that_never_ends_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "HEAD_DEADLINE_FACTOR", 0.02)  # 0.2 s of the 10 s connect timeout
+    async with raw_server(b"HTTP/1.1 200 OK\r\nx-slow: 1\r\n") as url:
+        with pytest.raises(ClientError, match="head took too long"):
+            await follow_once(url)
