@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from logcast.client import AsyncClient, Client, bounds, transport
+from logcast.client import AsyncClient, Client, bounds, sse, transport
 from logcast.errors import ClientError
 
 PROCESSES = b'{"processes": []}'
@@ -128,3 +128,38 @@ async def test_a_head_that_never_ends_is_given_up(monkeypatch: pytest.MonkeyPatc
     async with raw_server(b"HTTP/1.1 200 OK\r\nx-slow: 1\r\n") as url:
         with pytest.raises(ClientError, match="head took too long"):
             await follow_once(url)
+
+
+@contextlib.asynccontextmanager
+async def trickle_server(every: float) -> AsyncIterator[str]:
+    """A server that answers a byte of its head at a time, one every `every` seconds."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):  # the test ended
+            for byte in b"HTTP/1.1 200 OK\r\n" + b"x" * 1000:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(every)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_an_answer_that_trickles_in_is_given_up_at_its_deadline() -> None:
+    async with trickle_server(every=0.05) as url, AsyncClient(url, "t", timeout=0.3) as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ClientError, match=r"did not answer within 0\.9 s"):
+            await client.processes()  # no read waits 0.3 s: only the deadline ends it
+        assert asyncio.get_running_loop().time() - started < 5
+
+
+def test_a_message_of_too_many_data_lines_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sse, "DATA_LINES_MAX", 10)
+    decoder = sse.SSEDecoder()
+    assert len(decoder.feed(b"data: x\n" * 10 + b"\n")) == 1
+    with pytest.raises(httpx.DecodingError, match="over 10 data lines"):
+        decoder.feed(b"data: x\n" * 11 + b"\n")

@@ -18,7 +18,7 @@ from logcast.cli import control, render
 from logcast.cli.monitor import ConfirmScreen, MonitorApp
 from logcast.cli.monitor.app import COLUMNS
 from logcast.cli.tail import Printer
-from logcast.client import ProcessInfo
+from logcast.client import ConnectionState, ProcessInfo
 from logcast.client._common import error_from_response, process_list
 from logcast.client.events import Event, parse_events, record_of
 from logcast.errors import ClientError
@@ -155,3 +155,28 @@ async def test_the_monitor_says_markup_and_controls_as_text_and_keeps_running() 
         assert app.is_running
         messages = [n.message for n in app._notifications]
         assert any("RED" in m and clean(m) for m in messages)
+
+
+def test_the_tail_keeps_few_names_a_server_makes_up() -> None:
+    printer = Printer(["web"], io.StringIO(), io.StringIO())
+    for n in range(500):
+        record = {"seq": n + 1, "timestamp": 1.0, "level": "info", "message": "m", "stream": "stdout",
+                  "process": f"made-up-{n}", "run": 1}  # fmt: skip
+        data = orjson.dumps({"type": "realtime", "log": record})
+        printer.events(parse_events(data, str(n + 1), "web"), "web")
+    assert len(printer.follows) <= 1 + 64
+
+
+async def test_a_monitor_stream_that_fails_oddly_is_shown_disconnected() -> None:
+    app = MonitorApp(url=f"http://127.0.0.1:{free_port()}")
+
+    async def broken(name: str, **options: Any) -> Any:
+        raise ValueError(f"odd answer {EVIL}")
+        yield  # an async generator
+
+    async with app.run_test(size=(150, 45)) as pilot:
+        app.client.stream = broken  # type: ignore[method-assign]
+        await app._follow("web")
+        await pilot.pause()
+        assert app.is_running and app.streams["web"] is ConnectionState.DISCONNECTED
+        assert any("odd answer" in n.message and clean(n.message) for n in app._notifications)

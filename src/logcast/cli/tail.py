@@ -85,6 +85,7 @@ class _Follow:
     shown: ConnectionState | None = None
 
 
+ALIASES_MAX = 64  # names a stream's lines may carry besides the ones followed
 GC_THRESHOLD = 50_000  # objects made between two collections of the youngest generation
 _LOG = operator.attrgetter("log")
 _TYPE = operator.attrgetter("type")
@@ -188,7 +189,8 @@ class Printer:
         if follow is None:
             return
         for item in (batch[0], batch[-1]):
-            if item.process not in self.follows:
+            # a server naming a new process every run would grow this without end
+            if item.process not in self.follows and len(self.follows) < len(self.names) + ALIASES_MAX:
                 self.follows[item.process] = follow
 
     def _write(self, text: str) -> None:

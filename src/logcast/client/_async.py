@@ -34,7 +34,7 @@ from logcast.client._common import (
     stream_timeout,
     unreachable,
 )
-from logcast.client.bounds import bound_async
+from logcast.client.bounds import DEADLINE_FACTOR, bound_async
 from logcast.client.events import ConnectionState, Event, LineRun
 from logcast.client.sse import SSEDecoder
 from logcast.client.transport import open_stream, streams_here
@@ -76,10 +76,14 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        deadline = DEADLINE_FACTOR * self.timeout  # the whole answer, its head too (a byte now and then)
         try:
-            response = await self._http.request(method, path, **kwargs)
+            async with asyncio.timeout(deadline):
+                response = await self._http.request(method, path, **kwargs)
         except ANSWER_ERRORS as exc:
             raise unreachable(self.url, exc) from None
+        except TimeoutError:
+            raise ClientError(f"logcast at {self.url} did not answer within {deadline:g} s") from None
         return decode_json(response)
 
     # -- processes --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
-__all__ = ["ANSWER_MAX", "ENCODING", "bound", "bound_async", "refuse_compressed"]
+__all__ = ["ANSWER_MAX", "DEADLINE_FACTOR", "ENCODING", "bound", "bound_async", "refuse_compressed"]
 
 ANSWER_MAX = 64 << 20  # bytes of an answer that is not an event stream (a page of history is a few MiB)
 ENCODING = "identity"  # the only Content-Encoding the client takes

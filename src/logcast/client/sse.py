@@ -22,6 +22,7 @@ import httpx
 __all__ = ["MESSAGE_MAX", "Message", "SSEDecoder"]
 
 MESSAGE_MAX = 16 << 20  # bytes of one message, its lines and line ends counted
+DATA_LINES_MAX = 65_536  # `data` lines of one message (logcast's have one)
 
 # (data, the last event id seen); a data line is handed on as a view of the bytes read, not copied
 Message = tuple[bytes | memoryview, str | None]
@@ -104,6 +105,10 @@ class SSEDecoder:
             if whole.startswith(b"data: ", pos):
                 data.append(view[pos + 6 : newline])
                 pos = newline + 1
+                if len(data) > DATA_LINES_MAX:  # each costs a view: 16 MiB of `data: \n` was 750 MB
+                    raise httpx.DecodingError(
+                        f"an event stream message of over {DATA_LINES_MAX:,} data lines"
+                    )
                 continue
             line = whole[pos:newline]
             pos = newline + 1

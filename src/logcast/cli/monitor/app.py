@@ -4,6 +4,7 @@ the keys that control processes."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -57,6 +58,9 @@ LEVEL_OPTIONS: list[tuple[str, str]] = [
 
 # Truecolour, so that no process looks like a level (red, yellow, green) in any theme.
 PROCESS_COLOURS = ("#61afef", "#c678dd", "#56b6c2", "#8787ff", "#87afaf", "#d7afff")
+
+
+log = logging.getLogger(__name__)
 
 
 def _safe(text: str) -> str:
@@ -230,7 +234,9 @@ class MonitorApp(App[None]):
             async with contextlib.aclosing(events):
                 async for event in events:
                     self._on_event(name, event)
-        except ClientError as exc:
+        except Exception as exc:  # a ClientError, or what a broken server made of our code
+            if not isinstance(exc, ClientError):
+                log.exception("the stream of %s failed", name)
             self.streams[name] = ConnectionState.DISCONNECTED
             self._followed.discard(name)
             self.say(f"{name}: {exc}", severity="error", title="stream")
