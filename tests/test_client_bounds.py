@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -93,21 +93,31 @@ def test_an_event_stream_is_not_cut_by_the_answer_bound(monkeypatch: pytest.Monk
 
 
 @contextlib.asynccontextmanager
-async def raw_server(answer: bytes, then: float = 30.0) -> AsyncIterator[str]:
-    """A server that writes `answer` to each connection, then holds it `then` seconds."""
+async def answering(answer: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> AsyncIterator[str]:
+    """A server on a free port that, once a request's head came, has `answer` write to the
+    connection (until the test ends), then closes it."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):  # the test ended
-            await writer.drain()
-            await asyncio.sleep(then)
+            await answer(writer)
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         yield f"http://127.0.0.1:{port}"
+
+
+def raw_server(answer: bytes) -> contextlib.AbstractAsyncContextManager[str]:
+    """A server that writes `answer`, then holds the connection."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    return answering(write)
 
 
 async def follow_once(url: str) -> None:
@@ -130,23 +140,16 @@ async def test_a_head_that_never_ends_is_given_up(monkeypatch: pytest.MonkeyPatc
             await follow_once(url)
 
 
-@contextlib.asynccontextmanager
-async def trickle_server(every: float) -> AsyncIterator[str]:
+def trickle_server(every: float) -> contextlib.AbstractAsyncContextManager[str]:
     """A server that answers a byte of its head at a time, one every `every` seconds."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):  # the test ended
-            for byte in b"HTTP/1.1 200 OK\r\n" + b"x" * 1000:
-                writer.write(bytes([byte]))
-                await writer.drain()
-                await asyncio.sleep(every)
-        writer.close()
+    async def write(writer: asyncio.StreamWriter) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\n" + b"x" * 1000:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(every)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield f"http://127.0.0.1:{port}"
+    return answering(write)
 
 
 async def test_an_answer_that_trickles_in_is_given_up_at_its_deadline() -> None:
