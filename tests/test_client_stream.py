@@ -248,6 +248,17 @@ def test_the_cursor_drops_what_it_has_seen_and_resumes_after_it() -> None:
     cursor.connections = 1
     params, headers = cursor.request()
     assert headers["Last-Event-ID"] == "12" and "after" not in params and "lines" not in params
+    assert cursor.accept(gap, "10") == []  # told of already: not a second notice after a resume
+    wider = encode.event_json(EventType.GAP, encode.Gap("web", 6, 14, "slow"))
+    assert [e.gap_to for e in cursor.accept(wider, "14")] == [14] and cursor.last_seq == 14
+
+
+def test_a_gap_that_ends_before_it_begins_is_refused() -> None:
+    backwards = encode.event_json(EventType.GAP, encode.Gap("web", 50, 3, "slow"))
+    with pytest.raises(ValueError, match="ends before it begins"):
+        parse_events(backwards, "3", "web")
+    cursor = StreamCursor("web", after=None, lines=0, level=None, q=None, model_route=False, columns=False)
+    assert cursor.accept(backwards, "3") == []  # logged and skipped: no "-46 lines missed"
 
 
 def test_the_native_route_is_asked_for_columns_until_a_server_refuses_them() -> None:

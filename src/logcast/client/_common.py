@@ -347,6 +347,8 @@ class StreamCursor:
                 logger.debug("%s: dropping seq %d, seen up to %d", self.process, log.seq, last_seq)
                 continue
             if event.type is EventType.GAP and event.gap_to is not None:
+                if last_seq is not None and event.gap_to <= last_seq:
+                    continue  # lines it stands for were told of already (a reconnect's history)
                 last_seq = self._advance(event.gap_to)
             elif event.seq is not None:
                 last_seq = self._advance(event.seq)

@@ -211,6 +211,8 @@ def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | Non
     message = obj.get("message")
     if kind is EventType.GAP:
         gap_from, gap_to = _int(obj.get("from")), _int(obj.get("to"))
+        if gap_from is not None and gap_to is not None and gap_from > gap_to:
+            raise ValueError(f"a gap from {gap_from} to {gap_to}, which ends before it begins")
         return Event(
             kind,
             process,
