@@ -26,14 +26,8 @@ from logcast.types import ProcessState
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
-def _safe(text: str) -> str:
-    """What the server said (a name, a host, an error), made safe to print: no control
-    sequence reaches the terminal."""
-    return render.safe_text(text, color=False)
-
-
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(Text(f"error: {_safe(message)}", style="red"))
+    Console(stderr=True, highlight=False).print(Text(f"error: {render.plain(message)}", style="red"))
     return typer.Exit(1)
 
 
@@ -96,14 +90,14 @@ def process_table(processes: list[ProcessInfo]) -> Table:
         unknown = info.state is ProcessState.UNKNOWN
         used = info.resources
         table.add_row(
-            Text(_safe(info.name)),
+            Text(render.plain(info.name)),
             state_text(info),
             str(info.pid) if info.pid and not unknown else "-",
             render.duration(info.uptime) if info.state.is_alive else "-",
             str(info.run),
             str(info.restarts),
             str(info.lines),
-            Text(_safe(info.host or "-"), style="dim" if unknown else ""),
+            Text(render.plain(info.host or "-"), style="dim" if unknown else ""),
             f"{used.cpu_percent:.0f}%" if used is not None else "-",
             render.size(used.rss_bytes) if used is not None else "-",
             model_text(info),
@@ -116,7 +110,7 @@ def model_text(info: ProcessInfo) -> Text:
     model = info.model
     if model is None:
         return Text("-")
-    label = _safe(model.phase)
+    label = render.plain(model.phase)
     if model.phase == "loading" and model.load_progress is not None:
         label += f" {model.load_progress:.0%}"
     elif model.phase == "serving" and model.gen_tokens_per_s is not None:
@@ -141,7 +135,7 @@ def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = F
 
 
 def _summary(info: ProcessInfo) -> Text:
-    text = Text(f"{_safe(info.name)}: ")
+    text = Text(f"{render.plain(info.name)}: ")
     text.append_text(state_text(info))
     if info.pid and info.state.is_alive:
         text.append(f" (pid {info.pid}, run {info.run})")
@@ -160,7 +154,7 @@ def _act(action: str, names: list[str], url: str | None, token: str | None, as_j
             except ClientError as exc:
                 failed = True
                 Console(stderr=True, highlight=False).print(
-                    Text(f"error: {_safe(f'{name}: {exc}')}", style="red")
+                    Text(f"error: {render.plain(f'{name}: {exc}')}", style="red")
                 )
                 if exc.status is None or exc.status == 401:  # unreachable or unauthorised: stop here
                     break

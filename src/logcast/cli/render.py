@@ -76,6 +76,12 @@ def safe_text(text: str, *, raw: bool = False, color: bool = True) -> str:
     return sanitize_for_terminal(text) if color else strip_ansi(text)
 
 
+def plain(text: str) -> str:
+    """Words that may come from a server (a name, a host, an error, a reason) made safe
+    to print, colours removed too: `safe_text` without colour."""
+    return safe_text(text, color=False)
+
+
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 
 

@@ -360,18 +360,18 @@ class Printer:
             style = "red" if log.state in (ProcessState.CRASHED, ProcessState.BACKOFF) else "dim"
             if log.level in (Level.ERROR, Level.CRITICAL):
                 style = "red"
-            return render.safe_text(log.message or (log.state or ""), color=False), style, True
+            return render.plain(log.message or (log.state or "")), style, True
         if event.type is EventType.GAP:
             key = "missed_reason" if event.reason else "missed"
-            reason = render.safe_text(event.reason, color=False) if event.reason else event.reason
+            reason = render.plain(event.reason) if event.reason else event.reason
             text = self.text(key).format(
                 count=event.missed, first=event.gap_from, last=event.gap_to, reason=reason
             )
             return text, "yellow", False
         if event.type is EventType.STREAM_END:
-            return render.safe_text(event.message or "stream ended", color=False), "dim", True
+            return render.plain(event.message or "stream ended"), "dim", True
         if event.type is EventType.ERROR:
-            return render.safe_text(f"{self.text('error')}: {event.message or ''}", color=False), "red", True
+            return render.plain(f"{self.text('error')}: {event.message or ''}"), "red", True
         return None
 
     # -- stderr ------------------------------------------------------------------------
@@ -395,7 +395,7 @@ class Printer:
         name = render.paint(follow.name, follow.style, self.err_color)
         details = []
         if event.reason and state in (ConnectionState.NOT_RUNNING, ConnectionState.DISCONNECTED):
-            details.append(render.safe_text(event.reason, color=False))
+            details.append(render.plain(event.reason))
         if state in (ConnectionState.NOT_RUNNING, ConnectionState.DISCONNECTED):
             if self.max_attempts and event.attempt:
                 details.append(self.text("attempt").format(attempt=event.attempt, max=self.max_attempts))
@@ -409,7 +409,7 @@ class Printer:
 
     def failure(self, message: str) -> None:
         """A failure, in words that may come from the server: made safe to print."""
-        message = render.safe_text(message, color=False)
+        message = render.plain(message)
         self.err.write(render.paint(f"{self.text('error')}: {message}", "red", self.err_color) + "\n")
         self.err.flush()
 

@@ -63,11 +63,6 @@ PROCESS_COLOURS = ("#61afef", "#c678dd", "#56b6c2", "#8787ff", "#87afaf", "#d7af
 log = logging.getLogger(__name__)
 
 
-def _safe(text: str) -> str:
-    """What the server said (a name, a host, an error) with no control sequence left."""
-    return render.safe_text(text, color=False)
-
-
 class MonitorApp(App[None]):
     """Processes, their live logs and their controls, in one terminal screen.
 
@@ -195,8 +190,8 @@ class MonitorApp(App[None]):
         if info.exit_code is not None and not info.state.is_alive and not unknown:
             state.append(f" ({info.exit_code})", "red" if info.exit_code else "dim")
         return [
-            Text(_safe(info.name), self.colour(info.name)),
-            Text(_safe(info.host or "-"), "dim"),
+            Text(render.plain(info.name), self.colour(info.name)),
+            Text(render.plain(info.host or "-"), "dim"),
             state,
             str(info.pid) if info.pid and info.state.is_alive else "-",
             render.duration(info.uptime) if info.state.is_alive else "-",
@@ -274,14 +269,14 @@ class MonitorApp(App[None]):
         log = event.log
         line.append(render.clock(log.timestamp if log else 0.0) + " ", "dim")
         if self.view is None:
-            line.append(f"{_safe(event.process)} ", self.colour(event.process))
+            line.append(f"{render.plain(event.process)} ", self.colour(event.process))
         if log is None:  # a gap
             line.append(f"… {event.missed} lines missed ({event.gap_from}–{event.gap_to})", "yellow")
             return line
         if log.stream is Stream.SYSTEM:
             style = "red" if log.state in (ProcessState.CRASHED, ProcessState.BACKOFF) else "dim italic"
             # status lines are masked by the server; older history may not be
-            line.append(f"[logcast] {render.safe_text(mask_line(log.message), color=False)}", style)
+            line.append(f"[logcast] {render.plain(mask_line(log.message))}", style)
             return line
         style = render.LEVEL_STYLE.get(log.level, "")
         line.append(f"{log.level.value.upper():<8} ", style)
@@ -308,21 +303,21 @@ class MonitorApp(App[None]):
     def say(self, message: str, **options: Any) -> None:
         """`notify`, of words that may come from the server (names, errors): made safe to
         print, and not read as markup (a name with `[/x]` in it would end the app)."""
-        self.notify(_safe(message), markup=False, **options)
+        self.notify(render.plain(message), markup=False, **options)
 
     def _update_title(self) -> None:
-        self.sub_title = _safe(f"{self.client.url} · logs: {self.view or 'all'}")
+        self.sub_title = render.plain(f"{self.client.url} · logs: {self.view or 'all'}")
 
     def _update_status(self) -> None:
         text = Text()
         if self.server_error is not None:
-            text.append(f"● {_safe(self.server_error)} (retrying)", "red")
+            text.append(f"● {render.plain(self.server_error)} (retrying)", "red")
         else:
             connected = sum(1 for s in self.streams.values() if s is ConnectionState.CONNECTED)
             text.append("● ", "green")
             text.append(self.client.url)
             text.append(f" · {len(self.infos)} processes · streams {connected}/{len(self.streams)}")
-        text.append(_safe(f" · logs: {self.view or 'all'}"))
+        text.append(render.plain(f" · logs: {self.view or 'all'}"))
         if self.levels is not None:
             text.append(f" · level: {self.level_select.value}+")
         if self.search_text:

@@ -43,6 +43,6 @@ class MonitorCommands(Provider):
             score = matcher.match(text)
             if score > 0:
                 # a name from the server may look like markup: shown as it is, not highlighted
-                safe = render.safe_text(text, color=False)
+                safe = render.plain(text)
                 shown = matcher.highlight(safe) if "[" not in safe else Content(safe)
                 yield Hit(score, shown, command, text=text, help=help_text)

@@ -50,7 +50,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Grid(id="dialog"):
-            yield Label(render.safe_text(self.question, color=False), id="question", markup=False)
+            yield Label(render.plain(self.question), id="question", markup=False)
             yield Button("Yes (y)", variant="error", id="yes")
             yield Button("No (n)", variant="primary", id="no")
 
@@ -100,7 +100,7 @@ class StatsScreen(ModalScreen[None]):
             if not self.is_attached:  # closed while loading
                 return
             self.query_one("#stats-summary", Static).update(
-                Text(render.safe_text(f"cannot load statistics: {exc}", color=False), "red")
+                Text(render.plain(f"cannot load statistics: {exc}"), "red")
             )
             return
         if not self.is_attached:
@@ -118,7 +118,7 @@ class StatsScreen(ModalScreen[None]):
 
 def _cell(value: Any) -> str:
     """A value of the server's answer as text made safe to print."""
-    return render.safe_text(str(value), color=False)
+    return render.plain(str(value))
 
 
 def _fill(table: DataTable[Any], stats: dict[str, Any]) -> Text:
@@ -138,19 +138,18 @@ def _fill(table: DataTable[Any], stats: dict[str, Any]) -> Text:
             _cell(counters.get("dropped", 0)),
             key=name,
         )
-    summary = Text()
-    summary.append(
+    summary = (
         f"total: {stats.get('total_logs', 0)} lines, {_human_size(stats.get('total_bytes', 0))}, "
         f"{float(stats.get('lines_per_s', 0.0)):.1f} lines/s, {stats.get('subscribers', 0)} subscribers, "
         f"{stats.get('dropped', 0)} dropped"
     )
     store = stats.get("store")
     if isinstance(store, dict):
-        summary.append(
+        summary += (
             f"\nstore: {store.get('engine', '?')}, {store.get('written', 0)} written, "
             f"{store.get('pending', 0)} pending, {store.get('errors', 0)} errors"
         )
-    return Text(_cell(summary.plain))
+    return Text(_cell(summary))
 
 
 class HelpScreen(ModalScreen[None]):
