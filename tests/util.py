@@ -3,12 +3,14 @@ process group. Plain functions, no pytest: `bench/` imports them too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -79,6 +81,32 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
             return False
 
     wait_for(listening, timeout, f"something to listen on 127.0.0.1:{port}")
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without its LOGCAST_TOKEN / LOGCAST_URL, which would
+    point a started logcast at another server."""
+    env = dict(os.environ)
+    env.pop("LOGCAST_TOKEN", None)
+    env.pop("LOGCAST_URL", None)
+    return env
+
+
+def popen_logged(
+    args: list[str], cwd: Path, out: Path, *, err: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`args` in a session of its own (stop it with `stop_group`), its output appended to
+    `out` (its stderr to `err` if given), in `env` (`clean_env()` if None)."""
+    with open(out, "ab") as stdout, open(err, "ab") if err else contextlib.nullcontext() as stderr:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stderr is None else stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=clean_env() if env is None else env,
+        )
 
 
 def stop_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:

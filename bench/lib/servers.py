@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.naive_app import NAIVE_APP
-from tests.util import free_port, stop_group, wait_healthy
+from tests import util
+from tests.util import clean_env, free_port, stop_group, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,9 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def subprocess_env() -> dict[str, str]:
     """The environment of the processes the benchmarks start: the repo's `src` first on
     PYTHONPATH, and no LOGCAST_TOKEN / LOGCAST_URL from the caller's shell."""
-    env = dict(os.environ)
-    env.pop("LOGCAST_TOKEN", None)
-    env.pop("LOGCAST_URL", None)
+    env = clean_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     return env
 
@@ -35,18 +34,8 @@ def subprocess_env() -> dict[str, str]:
 def popen_logged(
     args: list[str], cwd: Path, log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """`args` in a session of its own (stopped by its group), its output appended to
-    `log_path`, in `subprocess_env()` with `env` added."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            args,
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**subprocess_env(), **(env or {})},
-        )
+    """`tests.util.popen_logged` in `subprocess_env()`, with `env` added."""
+    return util.popen_logged(args, cwd, log_path, env={**subprocess_env(), **(env or {})})
 
 
 @dataclass

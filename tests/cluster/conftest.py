@@ -14,7 +14,6 @@ every output of the clusters open at that moment is added to its report.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.util import free_port, stop_group, wait_for, wait_healthy, wait_port
+from tests.util import free_port, popen_logged, stop_group, wait_for, wait_healthy, wait_port
 
 HERE = Path(__file__).parent
 PYTHON = sys.executable
@@ -45,37 +44,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def child(script: str, *args: object) -> str:
     """A TOML array running one of this folder's child scripts."""
     return json.dumps([PYTHON, "-u", str(HERE / script), *map(str, args)])
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("LOGCAST_TOKEN", None)
-    env.pop("LOGCAST_URL", None)
-    return env
-
-
-def _popen(args: list[str], cwd: Path, out: Path, err: Path | None = None) -> subprocess.Popen[bytes]:
-    with open(out, "ab") as stdout:
-        if err is None:
-            return subprocess.Popen(
-                args,
-                cwd=cwd,
-                stdout=stdout,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=_env(),
-            )
-        with open(err, "ab") as stderr:
-            return subprocess.Popen(
-                args,
-                cwd=cwd,
-                stdout=stdout,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=_env(),
-            )
 
 
 def _read(path: Path, tail: int | None = None) -> str:
@@ -109,7 +77,7 @@ class RedisServer:
         assert self.proc is None or self.proc.poll() is not None, "redis-server is already running"
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
         args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
-        self.proc = _popen(args, self.dir, self.log_path)
+        self.proc = popen_logged(args, self.dir, self.log_path)
         wait_port(self.port)
 
     def stop(self) -> None:
@@ -215,7 +183,13 @@ class Cluster:
         args += ["--host", "127.0.0.1", "--port", str(port)]
         log_path = folder / "replica.log"
         replica = Replica(
-            name, f"http://127.0.0.1:{port}", port, folder, _popen(args, folder, log_path), log_path, token
+            name,
+            f"http://127.0.0.1:{port}",
+            port,
+            folder,
+            popen_logged(args, folder, log_path),
+            log_path,
+            token,
         )
         self.replicas.append(replica)
         wait_healthy(
@@ -242,7 +216,7 @@ class Cluster:
             host,
         ]
         out, err = folder / "agent.out", folder / "agent.err"
-        agent = Agent(host, folder, config, _popen(args, folder, out, err), out, err)
+        agent = Agent(host, folder, config, popen_logged(args, folder, out, err=err), out, err)
         self.agents[host] = agent
         return agent
 

@@ -7,7 +7,6 @@ its process group at the end of the test (children included).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, stop_group
-from tests.util import wait_healthy
+from tests.util import popen_logged, wait_healthy
 
 
 @dataclass
@@ -63,19 +62,7 @@ def _spawn(config: Path, port: int, log_path: Path, extra: list[str]) -> subproc
 def spawn_python(args: list[str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
     """`python ARGS` in its own process group (stop it with `stop_group`), its output
     appended to `log_path`, without the caller's LOGCAST_TOKEN / LOGCAST_URL."""
-    env = dict(os.environ)
-    env.pop("LOGCAST_TOKEN", None)
-    env.pop("LOGCAST_URL", None)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, *args],
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
+    return popen_logged([sys.executable, *args], cwd, log_path)
 
 
 def _wait_healthy(server: Server, timeout: float) -> None:
