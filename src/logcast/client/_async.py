@@ -341,7 +341,7 @@ class AsyncClient:
         while True:
             yield [attempts.connecting()]
             failure: Event | None = None
-            live = waiting = False
+            live = waiting = heard = False
             try:
                 if wait_running:
                     state = await self._running(name)
@@ -374,6 +374,9 @@ class AsyncClient:
                                 messages = decoder.feed(chunk)
                                 if not messages:
                                     continue
+                                if not heard:
+                                    heard = True
+                                    attempts.heard()
                                 batch: list[Event | LineRun] = (
                                     cursor.items_of(messages)
                                     if runs
@@ -381,10 +384,10 @@ class AsyncClient:
                                 )
                                 if batch:
                                     yield batch
-                            failure = attempts.dropped("the server closed the stream")
+                            failure = attempts.dropped("the server closed the stream", heard=heard)
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 if live:
-                    failure = attempts.dropped(str(exc) or type(exc).__name__)
+                    failure = attempts.dropped(str(exc) or type(exc).__name__, heard=heard)
                 else:
                     failure = attempts.failed(ConnectionState.DISCONNECTED, str(unreachable(self.url, exc)))
             assert failure is not None

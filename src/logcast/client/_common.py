@@ -509,8 +509,12 @@ class Attempts:
             retry_in = min(self.interval * 2 ** (self.failures - 1), max(MAX_BACKOFF, self.interval))
         return connection_event(self.process, state, reason=reason, attempt=self.failures, retry_in=retry_in)
 
-    def dropped(self, reason: str) -> Event:
-        """An open stream broke: not a failed attempt, retry after `interval`."""
+    def dropped(self, reason: str, *, heard: bool) -> Event:
+        """An open stream broke. If it brought a message first, that is not a failed
+        attempt: retry after `interval`. If it did not (a server that answers, then hangs
+        up, again and again), it is one: counted towards `max_attempts` and backed off."""
+        if not heard:
+            return self.failed(ConnectionState.DISCONNECTED, reason)
         self.last_reason = reason
         return connection_event(
             self.process, ConnectionState.DISCONNECTED, reason=reason, attempt=0, retry_in=self.interval
@@ -523,8 +527,12 @@ class Attempts:
         return connection_event(self.process, ConnectionState.CONNECTING, attempt=self.failures)
 
     def connected(self) -> Event:
-        self.failures = 0
         return connection_event(self.process, ConnectionState.CONNECTED)
+
+    def heard(self) -> None:
+        """The stream brought a message (logcast's server sends one at once, its
+        `historical_complete`): the failed attempts in a row are over."""
+        self.failures = 0
 
 
 def not_running_reason(response: httpx.Response) -> str:

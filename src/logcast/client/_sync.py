@@ -281,7 +281,7 @@ class Client:
         while True:
             yield [attempts.connecting()]
             failure: Event | None = None
-            live = waiting = False
+            live = waiting = heard = False
             try:
                 if wait_running:
                     state = self._running(name)
@@ -320,13 +320,16 @@ class Client:
                                 messages = decoder.feed(chunk)
                                 if not messages:
                                     continue
+                                if not heard:
+                                    heard = True
+                                    attempts.heard()
                                 batch = cursor.events_of(messages)
                                 if batch:
                                     yield batch
-                            failure = attempts.dropped("the server closed the stream")
+                            failure = attempts.dropped("the server closed the stream", heard=heard)
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 if live:
-                    failure = attempts.dropped(str(exc) or type(exc).__name__)
+                    failure = attempts.dropped(str(exc) or type(exc).__name__, heard=heard)
                 else:
                     failure = attempts.failed(ConnectionState.DISCONNECTED, str(unreachable(self.url, exc)))
             assert failure is not None

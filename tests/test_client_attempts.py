@@ -1,0 +1,136 @@
+"""How a following client counts its attempts (`max_attempts`) against a server that
+answers a stream and hangs up before it sends anything, again and again: each such stream
+is a failed attempt, backed off, until the client gives up; a stream that brought a
+message is not, and the count begins again after it. The server is an httpx mock here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from logcast.client import AsyncClient, Client
+from logcast.client.events import ConnectionState, Event
+from logcast.errors import ClientError
+from logcast.types import EventType
+from logcast.web import encode
+
+OPEN = b"data: " + encode.event_json(EventType.HISTORICAL_COMPLETE, 4) + b"\nid: 4\n\n"
+SILENT: list[bytes] = []  # the head, then the end: no message
+ONLY_PING = [b": ping\n\n"]  # a comment is no message either
+
+
+class Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+class Server:
+    """Each stream gets the next body; once they are used up, silent ones."""
+
+    def __init__(self, *bodies: list[bytes]) -> None:
+        self.bodies = list(bodies)
+        self.streams = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.streams += 1
+        body = self.bodies.pop(0) if self.bodies else SILENT
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Body(body))
+
+
+def failures(events: list[Event]) -> list[tuple[int, float | None]]:
+    """(attempt, retry_in) of each disconnection, in order."""
+    return [
+        (event.attempt, event.retry_in)
+        for event in events
+        if event.connection is ConnectionState.DISCONNECTED
+    ]
+
+
+def follow_sync(server: Server, max_attempts: int, most: int = 200) -> tuple[list[Event], ClientError | None]:
+    client = Client("http://logcast.test")
+    client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(server))
+    events: list[Event] = []
+    with client:
+        try:
+            for batch in client.stream_batches("web", max_attempts=max_attempts, interval=0.001):
+                events += batch
+                if len(failures(events)) >= most:
+                    break
+        except ClientError as exc:
+            return events, exc
+    return events, None
+
+
+async def follow_async(server: Server, max_attempts: int) -> tuple[list[Event], ClientError | None]:
+    client = AsyncClient("http://logcast.test")
+    client._http = httpx.AsyncClient(base_url=client.url, transport=httpx.MockTransport(server))
+    events: list[Event] = []
+    async with client:
+        try:
+            async for batch in client.stream_batches("web", max_attempts=max_attempts, interval=0.001):
+                events += batch
+                if len(failures(events)) >= 200:
+                    break
+        except ClientError as exc:
+            return events, exc
+    return events, None
+
+
+@pytest.mark.parametrize("body", [SILENT, ONLY_PING], ids=["nothing", "a ping"])
+def test_streams_that_end_before_any_message_are_failed_attempts(body: list[bytes]) -> None:
+    server = Server(*[body] * 10)
+    events, error = follow_sync(server, max_attempts=3)
+    assert error is not None and "gave up after 3 attempts" in str(error)
+    assert "the server closed the stream" in str(error)
+    assert server.streams == 3
+    assert failures(events) == [(1, 0.001), (2, 0.002), (3, None)]  # backed off, then given up
+
+
+async def test_async_streams_that_end_before_any_message_are_failed_attempts() -> None:
+    server = Server()
+    events, error = await follow_async(server, max_attempts=4)
+    assert error is not None and "gave up after 4 attempts" in str(error)
+    assert server.streams == 4
+    assert failures(events) == [(1, 0.001), (2, 0.002), (3, 0.004), (4, None)]
+
+
+def test_a_stream_that_brought_a_message_is_a_drop_and_the_count_begins_again() -> None:
+    server = Server(SILENT, SILENT, [OPEN], SILENT, SILENT, [OPEN], SILENT, SILENT, SILENT)
+    events, error = follow_sync(server, max_attempts=3)
+    assert error is not None and "gave up after 3 attempts" in str(error)
+    assert server.streams == 9  # never three silent ones in a row before the last three
+    assert failures(events) == [
+        (1, 0.001),
+        (2, 0.002),
+        (0, 0.001),  # dropped after a message: not an attempt, retried after the interval
+        (1, 0.001),
+        (2, 0.002),
+        (0, 0.001),
+        (1, 0.001),
+        (2, 0.002),
+        (3, None),
+    ]
+
+
+async def test_async_a_stream_that_brought_a_message_begins_the_count_again() -> None:
+    server = Server(SILENT, [OPEN], SILENT, [OPEN], SILENT)
+    events, error = await follow_async(server, max_attempts=2)
+    assert error is not None and "gave up after 2 attempts" in str(error)
+    assert server.streams == 6
+    assert [attempt for attempt, _ in failures(events)] == [1, 0, 1, 0, 1, 2]
+
+
+def test_without_a_bound_the_client_keeps_trying() -> None:
+    server = Server()
+    events, error = follow_sync(server, max_attempts=0, most=6)
+    assert error is None  # stopped by the test
+    assert failures(events) == [(1, 0.001), (2, 0.002), (3, 0.004), (4, 0.008), (5, 0.016), (6, 0.032)]
