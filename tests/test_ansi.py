@@ -75,6 +75,26 @@ def test_lone_controls_become_visible_placeholders() -> None:
     assert strip_ansi(line) == "bell backspace nul del c1 esc"
 
 
+BIDI = [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))]
+
+
+@pytest.mark.parametrize("control", BIDI, ids=[f"U+{ord(c):04X}" for c in BIDI])
+def test_bidirectional_controls_are_shown_as_placeholders(control: str) -> None:
+    """An override or isolate would show what follows in another order than it was written
+    (a file named `txt.exe` shown as `exe.txt`): it becomes a placeholder like a control."""
+    line = f"open {control}txt.exe ok"
+    assert sanitize_for_terminal(line) == f"open {REPLACEMENT}txt.exe ok"
+    assert strip_ansi(line) == "open txt.exe ok"
+
+
+def test_right_to_left_text_and_its_marks_are_kept() -> None:
+    """Hebrew and Arabic text, the direction marks (U+200E, U+200F, U+061C) and the joiners
+    of emoji and Persian words are text, not controls."""
+    line = "שלום עולם \u200f مرحبا\u061c \u200e ok 👨\u200d👩 می\u200cخواهم"
+    assert sanitize_for_terminal(line) == line
+    assert strip_ansi(line) == line
+
+
 def test_tab_and_unicode_text_are_preserved() -> None:
     line = "col1\tcol2\t✓ naïve — 😀 中文"
     assert sanitize_for_terminal(line) == line
@@ -100,7 +120,9 @@ def test_plain_text_is_returned_as_is() -> None:
 text_with_controls = st.text(
     st.one_of(
         st.characters(codec="utf-8"),
-        st.sampled_from(["\x1b", "\x9b", "\x9d", "[", "]", "\x07", "\\", "m", ";", "0", "2", "J", "?"]),
+        st.sampled_from(
+            ["\x1b", "\x9b", "\x9d", "[", "]", "\x07", "\\", "m", ";", "0", "2", "J", "?", "\u202e", "\u2067"]
+        ),
     ),
     max_size=80,
 )
@@ -115,11 +137,11 @@ def test_sanitized_text_drives_nothing(text: str) -> None:
             end = out.index("m", i)
             assert all(c in "0123456789;:" for c in out[i + 2 : end]) and out[i + 1] == "["
         else:
-            assert ch == "\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F)
+            assert ch == "\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in BIDI)
 
 
 @given(text_with_controls)
 def test_stripped_text_has_no_controls(text: str) -> None:
     out = strip_ansi(text)
-    assert all(ch == "\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F) for ch in out)
+    assert all(ch == "\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in BIDI) for ch in out)
     assert strip_ansi(out) == out

@@ -28,6 +28,9 @@ PIECES = [
     "\t",
     "plain text",
     "日本語",
+    "\u202e",  # a bidirectional override
+    "\u2068",  # an isolate
+    "עברית\u200f",  # right-to-left text and its mark: kept
     " ",
     "",
 ]
@@ -47,6 +50,12 @@ def test_one_hostile_text_among_plain_ones(name: str, color: bool) -> None:
     cleaned = render.safe_texts(batch, color=color)
     assert cleaned == [render.safe_text(t, color=color) for t in batch]
     assert ESC not in cleaned[1] and "\x07" not in cleaned[1]
+
+
+def test_a_bidirectional_override_in_a_batch_is_shown_as_a_placeholder() -> None:
+    batch = ["a.txt", "b\u202etxt.exe", "עברית"]
+    assert render.safe_texts(batch) == ["a.txt", "b\ufffdtxt.exe", "עברית"]
+    assert render.safe_texts(batch, color=False) == ["a.txt", "btxt.exe", "עברית"]
 
 
 @given(st.text(st.characters(max_codepoint=0x7F)) | st.text())

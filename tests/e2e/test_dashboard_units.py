@@ -73,6 +73,10 @@ def test_ansi_other_escapes_and_controls_are_dropped(js: Callable[..., Any]) -> 
     assert js(strip, "c1\x9b31mcsi\x9d0;t\x9cz") == "c1csiz"
     assert js(strip, "lone escape at the end\x1b") == "lone escape at the end"
     assert js(strip, "日本語 ünïcode ✓") == "日本語 ünïcode ✓"
+    # bidirectional overrides and isolates would show the line in another order
+    assert js(strip, "user=\u202eelif.txt\u202c \u2067x\u2069 עברית") == "user=elif.txt x עברית"
+    segments = js("return m.parseAnsi(arg);", "\x1b[31mred\u202ederf\u202c\x1b[0m")
+    assert [(s["text"], s["cls"]) for s in segments] == [("redderf", "fg-1")]
 
 
 def test_highlight_crosses_colour_spans_and_uses_text_nodes(js: Callable[..., Any]) -> None:

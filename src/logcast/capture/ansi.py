@@ -12,9 +12,13 @@ __all__ = ["sanitize_for_terminal", "strip_ansi"]
 
 _PLACEHOLDER = "\ufffd"  # shows the reader that a control character was there
 
+# The bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069):
+# a terminal that obeys them shows a line's characters in another order than they were
+# written ("Trojan Source", CVE-2021-42574), so log text could pass for other text.
+_BIDI = "\u202a-\u202e\u2066-\u2069"
 # Anything that is not plain printable text; a line without it needs no work. C1
 # (U+0080–U+009F) counts too: some terminals obey it as 8-bit controls.
-_SPECIAL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_SPECIAL = re.compile(f"[\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f{_BIDI}]")
 
 # ECMA-48. An OSC/DCS/SOS/PM/APC string that is not terminated within the line runs to
 # its end, as a terminal would swallow it.
@@ -25,7 +29,7 @@ _SEQUENCE = re.compile(
     # OSC, DCS, SOS, PM, APC (7-bit and 8-bit introducers), up to BEL or ST
     r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c|(?=\x1b)|\Z)"
     r"|\x1b[ -/]*[0-~]"  # other escape sequences: ESC 7, ESC c, ESC ( B
-    r"|(?P<ctl>[\x00-\x08\x0a-\x1f\x7f-\x9f])"  # a control character on its own (a lone ESC too)
+    rf"|(?P<ctl>[\x00-\x08\x0a-\x1f\x7f-\x9f{_BIDI}])"  # a control on its own (a lone ESC too)
 )
 
 
@@ -38,14 +42,16 @@ def _sanitize(match: re.Match[str]) -> str:
 
 
 def strip_ansi(text: str) -> str:
-    """Plain text: every escape sequence and control character (but tab) removed."""
+    """Plain text: every escape sequence and control character (but tab) removed, and
+    the bidirectional controls."""
     if _SPECIAL.search(text) is None:
         return text
     return _SEQUENCE.sub("", text)
 
 
 def sanitize_for_terminal(text: str) -> str:
-    """Text a terminal may print: colours kept, other sequences removed, lone controls → U+FFFD."""
+    """Text a terminal may print: colours kept, other sequences removed, lone controls
+    (the bidirectional ones too) → U+FFFD."""
     if _SPECIAL.search(text) is None:
         return text
     return _SEQUENCE.sub(_sanitize, text)

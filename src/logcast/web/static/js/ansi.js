@@ -9,11 +9,14 @@ const TOKEN = new RegExp(
     "(?:\\x1b\\]|\\x9d)[^\\x07\\x1b\\x9c]*(?:\\x07|\\x1b\\\\|\\x9c)?", // OSC … BEL/ST
     "(?:\\x1b[PX^_]|[\\x90\\x98\\x9e\\x9f])[^\\x1b\\x9c]*(?:\\x1b\\\\|\\x9c)?", // DCS/SOS/PM/APC … ST
     "\\x1b[ -/]*[0-~]?", // other escapes (and a lone ESC)
-    "[\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]", // any other control character (tab is kept)
+    // any other control character (tab is kept), and the bidirectional embeddings,
+    // overrides and isolates, which would show the line's characters in another order
+    // than they were written ("Trojan Source")
+    "[\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]",
   ].join("|"),
   "g",
 );
-const HAS_CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/;
+const HAS_CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
 
 function fresh() {
   return { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, strike: false, inverse: false };
@@ -139,8 +142,8 @@ function styleOf(state) {
  * (`ESC[…m`) become CSS classes (`fg-1`, `b`, `u`…) or, for 256-colour and true-colour codes,
  * a colour string the renderer applies through the CSSOM (`el.style.color`, allowed by the
  * CSP). Every other escape (cursor moves, screen clears, OSC titles and hyperlinks, DCS/APC
- * strings) and every other control character except tab is dropped. The result is only ever
- * put into the page as text nodes.
+ * strings), every other control character except tab, and the bidirectional controls are
+ * dropped. The result is only ever put into the page as text nodes.
  */
 export function parseAnsi(text) {
   if (!HAS_CONTROL.test(text)) return [{ text, cls: "", fg: null, bg: null }];
