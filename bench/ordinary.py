@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: b
 from bench.lib.children import PACED_CHILD
 from bench.lib.clients import ClientProcess, wait_clients
 from bench.lib.histogram import LatencyHistogram, bucket_index, format_ms
-from bench.lib.meters import ServerMeter
+from bench.lib.meters import SchedMeter, ServerMeter, sched_line
 from bench.lib.servers import ROOT, start_logcast, subprocess_env, wait_subscribers
 from tests.util import stop_group
 
@@ -172,9 +172,13 @@ def through_logcast(rate: float, seconds: float, expect: int, *, hops: bool = Fa
             server.start(PROCESS)
             wait_subscribers(server, PROCESS, 3, QUIET)  # the tail connects while the child is quiet
             tail_cpu0 = _cpu(tail.pid)
+            sched = SchedMeter(
+                {"server": server.pid, **_children(server.pid), "tail": tail.pid, "clients": client.proc.pid}
+            )
             finished = wait_clients([client], time.monotonic() + QUIET + seconds + 30)
             follower.done.wait(max(1.0, 10.0 if finished else 1.0))
             tail_cpu = _cpu(tail.pid) - tail_cpu0
+            shares = sched.stop(over=seconds)
             figures = meter.stop()
             result = client.finish()
         finally:
@@ -194,6 +198,7 @@ def through_logcast(rate: float, seconds: float, expect: int, *, hops: bool = Fa
         "rows": rows,
         "server_cpu_pct": figures["cpu_pct"],
         "tail_cpu_s": tail_cpu,
+        "sched": shares,
         "capture": capture,
         "hops": traced,
     }
@@ -219,7 +224,7 @@ def _client_rows(result: dict[str, Any] | None, expect: int, prefix: str = "") -
     return rows
 
 
-def through_relay(rate: float, seconds: float, expect: int) -> list[dict[str, Any]]:
+def through_relay(rate: float, seconds: float, expect: int) -> dict[str, Any]:
     """The floor of a server in between (bench/lib/relay.py): the same child, an SSE and a
     WebSocket client in the same kind of client process, and a process copying raw lines
     to a pipe in place of the tail, all through a relay that does nothing else."""
@@ -259,8 +264,12 @@ def through_relay(rate: float, seconds: float, expect: int) -> list[dict[str, An
             )
             assert copy.stdout is not None
             follower = LineFollower(copy.stdout.fileno(), expect)
+            sched = SchedMeter(
+                {"relay": relay.pid, **_children(relay.pid), "copier": copy.pid, "clients": client.proc.pid}
+            )
             finished = wait_clients([client], time.monotonic() + QUIET + seconds + 30)
             follower.done.wait(10.0 if finished else 1.0)
+            shares = sched.stop(over=seconds)
             result = client.finish()
         finally:
             for proc in (copy, relay):
@@ -268,7 +277,26 @@ def through_relay(rate: float, seconds: float, expect: int) -> list[dict[str, An
                     stop_group(proc, timeout=3.0)
             if client is not None:
                 client.kill()
-    return [follower.row("relay: raw lines, a copying process"), *_client_rows(result, expect, "relay: ")]
+    rows = [follower.row("relay: raw lines, a copying process"), *_client_rows(result, expect, "relay: ")]
+    return {"rows": rows, "sched": shares}
+
+
+def _children(pid: int, wait: float = QUIET) -> dict[str, int]:
+    """The benchmark's child of a server (or of the relay, which starts it once its
+    followers are in), within `wait` s: {"child": pid}, or {} if none came."""
+    import psutil
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            for proc in psutil.Process(pid).children():
+                if any(part.endswith("child.py") for part in proc.cmdline()):
+                    return {"child": proc.pid}
+        except psutil.Error:
+            return {}
+        if time.monotonic() > deadline:
+            return {}
+        time.sleep(0.01)
 
 
 def _read_hops(path: Path) -> dict[str, Any]:
@@ -343,14 +371,18 @@ def main() -> None:
         for run in range(args.runs):
             floor = bare(rate, args.seconds, expect)
             result = through_logcast(rate, args.seconds, expect, hops=args.hops)
-            relayed = through_relay(rate, args.seconds, expect) if args.relay else []
-            runs.append([floor, *relayed, *result["rows"]])
+            relayed = through_relay(rate, args.seconds, expect) if args.relay else {"rows": []}
+            runs.append([floor, *relayed["rows"], *result["rows"]])
             extras.append(result)
             print(f"\n{rate:,.0f} lines/s, run {run + 1} of {args.runs} (load {os.getloadavg()[0]:.2f})")
             print_rows(runs[-1], expect)
             print(
                 f"  server CPU {result['server_cpu_pct']:.0f}% of a core; the tail's CPU {result['tail_cpu_s']:.2f} s"
             )
+            if relayed.get("sched") and (line := sched_line(relayed["sched"])):
+                print(line.replace("  on a CPU", "  through the relay, on a CPU", 1))
+            if line := sched_line(result["sched"]):
+                print(line.replace("  on a CPU", "  through logcast, on a CPU", 1))
             if (line := capture_line(result["capture"])) is not None:
                 print(line)
             for line in hops_lines(result["hops"]):

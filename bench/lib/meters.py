@@ -82,6 +82,73 @@ class ServerMeter:
         }
 
 
+def _sched_seconds(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of all of `pid`'s threads,
+    from /proc's schedstat; (nan, nan) where it cannot be read."""
+    run = wait = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+            run += int(fields[0])
+            wait += int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return math.nan, math.nan
+    return run / 1e9, wait / 1e9
+
+
+class SchedMeter:
+    """Each process of a run (the server, its child, the followers) over the same window:
+    the share of the time it was on a CPU, and the share it was runnable but waited for
+    one. On two shared cores the waits are what the processes cost each other: a line
+    waits as long as the process it is in. Read every `interval` s on a thread, so that a
+    process that ends in the window (the child) counts until its last reading."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.05) -> None:
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.start = {label: _sched_seconds(pid) for label, pid in pids.items()}
+        self.last = dict(self.start)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for label, pid in self.pids.items():
+            reading = _sched_seconds(pid)
+            if not math.isnan(reading[0]):
+                self.last[label] = reading
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._read()
+
+    def stop(self, over: float | None = None) -> dict[str, tuple[float, float]]:
+        """label -> (% of a core on a CPU, % of the time waiting for one), of `over`
+        seconds (the time the work took, when the window holds idle time too) or of the
+        window."""
+        self._stop.set()
+        self._thread.join(2)
+        self._read()
+        wall = max(over if over is not None else time.monotonic() - self.t0, 1e-9)
+        shares = {}
+        for label in self.pids:
+            (run, wait), (run0, wait0) = self.last[label], self.start[label]
+            shares[label] = (100.0 * (run - run0) / wall, 100.0 * (wait - wait0) / wall)
+        return shares
+
+
+def sched_line(shares: dict[str, tuple[float, float]]) -> str:
+    """`SchedMeter.stop()` as one line of a benchmark's output."""
+    parts = [
+        f"{label} {run:.0f}% / {wait:.0f}%"
+        for label, (run, wait) in shares.items()
+        if not (math.isnan(run) or math.isnan(wait))
+    ]
+    return "  on a CPU / waiting for one: " + ", ".join(parts) if parts else ""
+
+
 def event_loop_line(figures: dict[str, float]) -> str:
     """How busy the server's event-loop thread was (from `ServerMeter.stop()`): on a CPU, and
     runnable but waiting for one (the machine is shared: that is time other processes took)."""
