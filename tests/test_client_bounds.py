@@ -7,11 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
+import typer
 
+from logcast.cli import control
 from logcast.client import AsyncClient, Client, bounds, sse, transport
 from logcast.errors import ClientError
 
@@ -166,3 +172,74 @@ def test_a_message_of_too_many_data_lines_fails(monkeypatch: pytest.MonkeyPatch)
     assert len(decoder.feed(b"data: x\n" * 10 + b"\n")) == 1
     with pytest.raises(httpx.DecodingError, match="over 10 data lines"):
         decoder.feed(b"data: x\n" * 11 + b"\n")
+
+
+@contextlib.contextmanager
+def threaded_trickle_server(every: float) -> Iterator[str]:
+    """`trickle_server` on a thread of its own, for the blocking client: a byte of its head
+    every `every` seconds, until the client goes away."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\n" + b"x" * 1000:
+                    if stop.wait(every):
+                        return
+                    conn.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+def test_ps_gives_up_an_answer_that_trickles_in(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """httpx bounds each read, not the answer: a head that trickles in a byte at a time held
+    `logcast ps` forever. The command's call has a deadline (`ANSWER_DEADLINE_FACTOR`
+    client timeouts: 10 s x 0.08 here), and the test runner's own timer still runs."""
+    monkeypatch.setattr(control, "ANSWER_DEADLINE_FACTOR", 0.08)
+    runner_alarm = signal.getitimer(signal.ITIMER_REAL)[0]
+    with threaded_trickle_server(every=0.05) as url:
+        started = time.monotonic()
+        with pytest.raises(typer.Exit) as exit_:
+            control.ps(url=url)
+        took = time.monotonic() - started
+    assert exit_.value.exit_code == 1
+    assert "did not answer within 0.8 s" in capsys.readouterr().err
+    assert 0.7 < took < 5
+    if runner_alarm:  # pytest-timeout's, set again for what was left of it
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= runner_alarm
+
+
+def test_an_earlier_timer_goes_off_during_the_call_and_after_it_as_set() -> None:
+    """A timer set before the call (a test runner's, a program's) keeps its due time: its
+    alarm goes to its own handler, during the call as after it."""
+    rang: list[float] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: rang.append(time.monotonic()))
+    saved = signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        started = time.monotonic()
+        with control._answered_within(0.6):
+            time.sleep(0.4)  # the earlier alarm rings here, not the deadline
+        assert len(rang) == 1 and 0.15 < rang[0] - started < 0.4
+        with pytest.raises(ClientError, match=r"did not answer within 0\.3 s"), control._answered_within(0.3):
+            time.sleep(2)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with control._answered_within(5):
+            pass
+        assert 0.3 < signal.getitimer(signal.ITIMER_REAL)[0] <= 0.5  # set again, as it was
+        time.sleep(0.6)
+        assert len(rang) == 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *saved)
+        signal.signal(signal.SIGALRM, previous)

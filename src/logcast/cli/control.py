@@ -6,8 +6,13 @@ wrong token) is one readable line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Annotated, Any
 
 import orjson
@@ -24,6 +29,8 @@ from logcast.secrets import mask_argv, mask_env
 from logcast.types import ProcessState
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+ANSWER_DEADLINE_FACTOR = 3.0  # a whole answer, its head included, within this many client timeouts
 
 
 def _fail(message: str) -> typer.Exit:
@@ -48,6 +55,55 @@ def masked(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(env, dict):
         out["env"] = mask_env({_words(name): _words(value) for name, value in env.items()})
     return out
+
+
+@contextlib.contextmanager
+def _answered_within(seconds: float) -> Iterator[None]:
+    """Raise `ClientError` if the block (one call to the server) takes over `seconds`.
+
+    httpx bounds each read by the timeout, not an answer: a server (or a proxy) that sends
+    a byte of its head every few seconds held `ps` forever. The block is cut short by
+    SIGALRM, so only on the main thread (a command's). An interval timer already set (a
+    test runner's) keeps its due time: its alarm goes to its handler, and it is set again
+    after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    deadline = time.monotonic() + seconds
+    earlier_due: float | None = None  # when the timer set before ours is due
+
+    def alarm(signum: int, frame: FrameType | None) -> None:
+        nonlocal earlier_due
+        now = time.monotonic()
+        if earlier_due is not None and now >= earlier_due:  # the earlier timer's alarm
+            earlier_due = now + interval if interval else None
+            signal.setitimer(signal.ITIMER_REAL, max(min(deadline, earlier_due or deadline) - now, 0.001))
+            if callable(previous):
+                previous(signum, frame)
+            return
+        if now >= deadline:
+            raise ClientError(f"the server did not answer within {seconds:g} s")
+        signal.setitimer(signal.ITIMER_REAL, deadline - now)
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    earlier, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    if earlier:
+        earlier_due = time.monotonic() + earlier
+        if earlier < seconds:
+            signal.setitimer(signal.ITIMER_REAL, earlier)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if earlier_due is not None:
+            signal.setitimer(signal.ITIMER_REAL, max(earlier_due - time.monotonic(), 0.001), interval)
+
+
+def _answer(client: Client, call: Callable[[], Any]) -> Any:
+    """`call()` of `client`, its whole answer within `ANSWER_DEADLINE_FACTOR` timeouts."""
+    with _answered_within(ANSWER_DEADLINE_FACTOR * client.timeout):
+        return call()
 
 
 def _client(url: str | None, token: str | None) -> Client:
@@ -122,7 +178,7 @@ def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = F
     """List the processes and their states."""
     with _client(url, token) as client:
         try:
-            processes = client.processes()
+            processes = _answer(client, client.processes)
         except ClientError as exc:
             raise _fail(str(exc)) from None
     if as_json:
@@ -150,7 +206,7 @@ def _act(action: str, names: list[str], url: str | None, token: str | None, as_j
         call: Callable[[str], ProcessInfo] = getattr(client, action)
         for name in names:
             try:
-                info = call(name)
+                info = _answer(client, lambda: call(name))  # noqa: B023 (called at once)
             except ClientError as exc:
                 failed = True
                 Console(stderr=True, highlight=False).print(
