@@ -5,8 +5,6 @@ message is not, and the count begins again after it. The server is an httpx mock
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import httpx
 import pytest
 
@@ -15,22 +13,11 @@ from logcast.client.events import ConnectionState, Event
 from logcast.errors import ClientError
 from logcast.types import EventType
 from logcast.web import encode
+from tests.test_client_wait import Chunks
 
 OPEN = b"data: " + encode.event_json(EventType.HISTORICAL_COMPLETE, 4) + b"\nid: 4\n\n"
 SILENT: list[bytes] = []  # the head, then the end: no message
 ONLY_PING = [b": ping\n\n"]  # a comment is no message either
-
-
-class Body(httpx.SyncByteStream, httpx.AsyncByteStream):
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self.chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
 
 
 class Server:
@@ -43,7 +30,7 @@ class Server:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.streams += 1
         body = self.bodies.pop(0) if self.bodies else SILENT
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Body(body))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Chunks(body))
 
 
 def failures(events: list[Event]) -> list[tuple[int, float | None]]:
