@@ -23,6 +23,7 @@ from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import LogcastError, StoreError
 from logcast.loop import cancel_all, raise_if_cancelled
+from logcast.rarely import Rarely
 from logcast.secrets import mask_text
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Agent:
         self._stopping = False  # no command is acted on from then on
         self._started_at = time.time()
         self._redis_ok = True
+        self._failures = Rarely()  # unexpected failures of the loops, which go on
 
     @classmethod
     async def start(cls, settings: Settings, url: str, host: str) -> Agent:
@@ -157,9 +159,14 @@ class Agent:
     async def _forget_old_names(self) -> None:
         """Names this host published before but no longer runs (its configuration changed)."""
         names = set(self.engine.processes.names())
-        hosts = await self.client.hgetall(self.keys.agents)
-        before = orjson.loads(hosts.get(self.host, "{}")).get("processes", [])
-        for name in set(before) - names:
+        described = await self.client.hget(self.keys.agents, self.host)
+        try:
+            before = orjson.loads(described or "{}").get("processes", [])
+        except (orjson.JSONDecodeError, AttributeError):  # not what an agent writes: nothing to forget
+            before = []
+        if not isinstance(before, list):
+            before = []
+        for name in {name for name in before if isinstance(name, str)} - names:
             owner = await self.client.get(self.keys.owner(name))
             if owner == self.host:
                 await self.client.delete(self.keys.owner(name), self.keys.process(name))
@@ -181,6 +188,8 @@ class Agent:
                 self._redis_back()
             except (RedisError, OSError) as exc:
                 self._redis_away(exc)
+            except Exception:  # never the end of the heartbeats: the host would be taken for lost
+                self._failed("the heartbeat")
             await self._sleep(HEARTBEAT)
 
     async def _publish_changes(self) -> None:
@@ -199,6 +208,8 @@ class Agent:
                 await self._publish(changed)
             except (RedisError, OSError) as exc:
                 self._redis_away(exc)
+            except Exception:
+                self._failed("publishing a state")
 
     def _redis_away(self, exc: BaseException) -> None:
         if self._redis_ok:
@@ -206,6 +217,11 @@ class Agent:
                 "redis unreachable (%s); capture goes on, what is kept is written when it is back", exc
             )
         self._redis_ok = False
+
+    def _failed(self, what: str) -> None:
+        """A loop's unexpected failure: said (with its traceback, now and then), and the loop goes on."""
+        if self._failures():
+            log.exception("%s failed (%d failures so far); going on", what, self._failures.count)
 
     def _redis_back(self) -> None:
         if not self._redis_ok:
@@ -253,6 +269,10 @@ class Agent:
                 grouped = False  # a restarted Redis may have lost it
                 backoff = min(max(backoff * 2, 0.1), 2.0)
                 await self._sleep(backoff)
+            except Exception:  # never the end of taking commands: every one would time out
+                self._failed("taking commands")
+                backoff = min(max(backoff * 2, 0.1), 2.0)
+                await self._sleep(backoff)
 
     async def _act(self, key: str, entry_id: str, fields: dict[str, str]) -> None:
         command_id = fields.get("id", entry_id)
@@ -264,7 +284,7 @@ class Agent:
                 acting = self._acting[command_id] = asyncio.get_running_loop().create_future()
                 try:
                     earlier = cast(str | None, await self.client.get(self.keys.done(command_id)))
-                    done = earlier if earlier is not None else _json(await self._outcome(entry_id, fields))
+                    done = earlier if earlier is not None else _json(await self._answer(entry_id, fields))
                     acting.set_result(done)
                 except BaseException as exc:
                     acting.set_exception(exc)
@@ -279,6 +299,18 @@ class Agent:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             self._redis_away(exc)  # left pending: answered (and acted on once) when Redis is back
+
+    async def _answer(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+        """`_outcome`, or a refusal that says why if acting on the command failed otherwise
+        (a command no replica of this version sends): it is answered and acknowledged all
+        the same, and not delivered again."""
+        try:
+            return await self._outcome(entry_id, fields)
+        except (RedisError, OSError):
+            raise  # left pending: answered when Redis is back
+        except Exception as exc:
+            self._failed(f"acting on command {entry_id[:40]!r}")
+            return {"ok": False, "error": f"host {self.host!r} could not act on it: {type(exc).__name__}"}
 
     async def _outcome(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
         action, name = fields.get("action", ""), fields.get("process", "")

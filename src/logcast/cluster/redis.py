@@ -29,6 +29,7 @@ def connect(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
+        encoding_errors="replace",  # what another writer put there is text, never a UnicodeDecodeError
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
         retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),

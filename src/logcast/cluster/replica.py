@@ -23,6 +23,7 @@ from logcast.engine import Engine
 from logcast.errors import ControlRefused, ControlTimeout, StoreError, UnknownProcess
 from logcast.hub import MirrorHub
 from logcast.loop import cancel_all, raise_if_cancelled
+from logcast.rarely import Rarely
 from logcast.schemas import Host, ProcessConfig
 from logcast.secrets import mask_text
 from logcast.store.redis_streams import RedisStore
@@ -32,7 +33,65 @@ log = logging.getLogger(__name__)
 
 REFRESH = 0.5  # s between two reads of what the agents published
 FOLLOW_BLOCK_MS = 1_000  # the one XREAD BLOCK, for every process at once
-FOLLOW_COUNT = 5_000  # records per process per read
+COMMANDS_AT_ONCE = 32  # control commands waiting for their agents' answers at most
+FOLLOW_COUNT = 5_000  # entries per process per read at most
+FOLLOW_COUNT_MIN = 16  # ...and at least
+FOLLOW_BYTES = 8 << 20  # about this many bytes per process per read (lines of 64 KiB: 128 a read)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The owner's counters of a process, as its agent published them."""
+
+    warnings: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    store_lost: int = 0
+    cleared_upto: int = 0
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """`text` as a JSON object, or None if it is not one."""
+    try:
+        value = orjson.loads(text or "")
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _time(value: object) -> float | None:
+    """A time another host published (Unix seconds), or None if it is not one."""
+    if isinstance(value, float | int) and not isinstance(value, bool) and 0 <= value < 1e11:
+        return float(value)
+    return None
+
+
+def _count(value: object) -> int | None:
+    """A counter another host published: an int from 0 to 2**63 - 1 (or such a decimal)."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        return None
+    return value
+
+
+def _published(fields: dict[str, str]) -> tuple[dict[str, Any], ProcessConfig, Stats] | None:
+    """A process as its agent published it (info, config, stats), or None if it is not
+    what logcast publishes."""
+    info, stats = _json_object(fields.get("info")), _json_object(fields.get("stats"))
+    if info is None or stats is None or "config" not in fields:
+        return None
+    try:
+        config = ProcessConfig.model_validate_json(fields["config"])
+    except ValueError:  # pydantic's ValidationError, malformed JSON too
+        return None
+    counts = [_count(stats.get(key, 0)) for key in ("warnings", "errors", "store_lost")]
+    cleared = _count(fields.get("cleared_upto", "0"))
+    last_error = stats.get("last_error")
+    if None in counts or cleared is None or not (last_error is None or isinstance(last_error, str)):
+        return None
+    warnings, errors, lost = cast(list[int], counts)
+    return info, config, Stats(warnings, errors, last_error, lost, cleared)
 
 
 @dataclass
@@ -42,7 +101,7 @@ class View:
     names: list[str] = field(default_factory=list)  # by host, then in each host's config order
     infos: dict[str, dict[str, Any]] = field(default_factory=dict)
     configs: dict[str, ProcessConfig] = field(default_factory=dict)
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stats: dict[str, Stats] = field(default_factory=dict)
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> its description
     alive: set[str] = field(default_factory=set)
 
@@ -54,6 +113,9 @@ class ClusterProcesses:
         self._client = client
         self._keys = keys
         self._view = view
+        # Each command waits for its answer on a connection of its own (BLPOP): a bound, so
+        # that a burst of them cannot take every connection the replica has.
+        self._at_once = asyncio.Semaphore(COMMANDS_AT_ONCE)
 
     def names(self) -> list[str]:
         return self._view().names
@@ -90,6 +152,14 @@ class ClusterProcesses:
         command_id = uuid.uuid4().hex
         fields = {"id": command_id, "action": action, "process": name, **args}
         try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._at_once.acquire()
+        except TimeoutError:
+            raise ControlTimeout(
+                f"{COMMANDS_AT_ONCE} commands were waiting for their hosts for {COMMAND_TIMEOUT:.0f} s: "
+                f"the {action} of {name} was not sent"
+            ) from None
+        try:
             await self._client.xadd(
                 self._keys.commands(host), cast(Any, fields), maxlen=10_000, approximate=True
             )
@@ -97,6 +167,8 @@ class ClusterProcesses:
             reply = await self._client.blpop([self._keys.reply(command_id)], timeout=COMMAND_TIMEOUT)
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis unreachable: {exc}") from exc
+        finally:
+            self._at_once.release()
         if reply is None:
             lost = host not in self._view().alive
             why = (
@@ -105,7 +177,9 @@ class ClusterProcesses:
             raise ControlTimeout(
                 f"host {host!r} did not {action} {name} within {COMMAND_TIMEOUT:.0f} s: {why}"
             )
-        outcome = orjson.loads(cast(list[str], reply)[1])
+        outcome = _json_object(cast(list[str], reply)[1])
+        if outcome is None:
+            raise ControlRefused(f"host {host!r} answered what this replica does not understand")
         if not outcome.get("ok"):
             raise ControlRefused(str(outcome.get("error", "failed")))
         info = outcome.get("info")
@@ -125,6 +199,7 @@ class ClusterEngine(Engine):
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _problem: str | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _malformed: Rarely = field(default_factory=Rarely)  # hosts and processes left out of views
 
     @classmethod
     async def open(cls, settings: Settings, url: str) -> ClusterEngine:
@@ -171,7 +246,7 @@ class ClusterEngine(Engine):
             Host(
                 host=host,
                 alive=host in view.alive,
-                last_seen=view.hosts.get(host, {}).get("last_seen"),
+                last_seen=_time(view.hosts.get(host, {}).get("last_seen")),
                 processes=names,
             )
             for host, names in sorted(by_host.items())
@@ -201,29 +276,42 @@ class ClusterEngine(Engine):
     # -- keeping current ---------------------------------------------------------------------
 
     async def _keep_current(self) -> None:
+        failed = Rarely()
         while True:
             raise_if_cancelled()
             await self.sleep(REFRESH)
-            await self._refresh()
+            try:
+                await self._refresh()
+            except Exception:  # never the end of keeping current: the next round may do
+                if failed():
+                    log.exception(
+                        "reading what the agents published failed (%d times); going on", failed.count
+                    )
 
     async def _refresh(self) -> None:
         try:
             self.view = await self._read_view()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, StoreError) as exc:
             self._unreachable(exc)
             return
         self._reachable()
         for name, stats in self.view.stats.items():
-            journal = await self.mirror.follow_store(name)
-            self.mirror.mirror_cleared(name, int(stats.get("cleared_upto", 0) or 0))
+            try:
+                journal = await self.mirror.follow_store(name)
+            except StoreError as exc:  # its meta is not what logcast writes (or Redis just went)
+                self._left_out(f"process {name!r} ({exc})")
+                continue
+            self.mirror.mirror_cleared(name, stats.cleared_upto)
             with journal.lock:  # the owner's counters, which a mirror cannot know all of
-                journal.warnings = int(stats.get("warnings", journal.warnings))
-                journal.errors = int(stats.get("errors", journal.errors))
-                journal.last_error = stats.get("last_error", journal.last_error)
+                journal.warnings = stats.warnings
+                journal.errors = stats.errors
+                journal.last_error = stats.last_error
                 # beside what this mirror saw missing (the owner saw more if this replica came later)
-                journal.owner_lost = int(stats.get("store_lost", 0))
+                journal.owner_lost = stats.store_lost
 
     async def _read_view(self) -> View:
+        """What the agents published. A host or a process whose description is not one
+        logcast writes (a newer agent's, a peer gone wrong) is left out, and said in the log."""
         assert self.client is not None
         client, keys = self.client, self.keys
         names = sorted(cast(set[str], await client.smembers(keys.processes)))
@@ -232,7 +320,13 @@ class ClusterEngine(Engine):
             pipe.hgetall(keys.process(name))
         pipe.hgetall(keys.agents)
         *described, agents = cast(list[dict[str, str]], await pipe.execute())
-        hosts = {host: orjson.loads(text) for host, text in agents.items()}
+        hosts: dict[str, dict[str, Any]] = {}
+        for host, text in agents.items():
+            description = _json_object(text)
+            if description is None:
+                self._left_out(f"host {host!r}")
+            else:
+                hosts[host] = description
         pipe = client.pipeline(transaction=False)
         for host in hosts:
             pipe.exists(keys.agent(host))
@@ -243,15 +337,15 @@ class ClusterEngine(Engine):
         for name, fields in zip(names, described, strict=True):
             if "info" not in fields:
                 continue  # its agent forgot it
-            info = orjson.loads(fields["info"])
+            published = _published(fields)
+            if published is None:
+                self._left_out(f"process {name!r}")
+                continue
+            info, config, stats = published
             host = str(info.get("host", fields.get("host", "")))
-            view.infos[name] = info
-            view.configs[name] = ProcessConfig.model_validate_json(fields["config"])
-            view.stats[name] = {
-                **orjson.loads(fields["stats"]),
-                "cleared_upto": fields.get("cleared_upto", 0),
-            }
-            position = hosts.get(host, {}).get("processes", [])
+            view.infos[name], view.configs[name], view.stats[name] = info, config, stats
+            position = hosts.get(host, {}).get("processes")
+            position = position if isinstance(position, list) else []
             rank[name] = (
                 order.get(host, len(order)),
                 position.index(name) if name in position else len(position),
@@ -259,26 +353,57 @@ class ClusterEngine(Engine):
         view.names = sorted(view.infos, key=lambda name: rank[name])
         return view
 
+    def _left_out(self, what: str) -> None:
+        if self._malformed():
+            log.warning(
+                "redis: left out %s: what its agent published is not what logcast writes (%d so far)",
+                what,
+                self._malformed.count,
+            )
+
     async def _follow(self) -> None:
-        """Mirror every process's new records: one blocking read for all of them."""
+        """Mirror every process's new records: one blocking read for all of them.
+
+        Each process is read on from its last entry read, past entries that were not
+        records (skipped: their seqs are announced as lost). As many entries a read as make
+        about `FOLLOW_BYTES` for the largest of them, and the loop's other work has its turn
+        between two processes' records."""
         store = cast(RedisStore, self.store)
         backoff = 0.0
+        read: dict[str, tuple[str, int]] = {}  # process -> (the id read last, its last seq then)
+        count = FOLLOW_COUNT
+        failed = Rarely()
         while True:
             raise_if_cancelled()
-            positions = {name: self.hub.get(name).last_seq for name in self.hub.names()}
+            positions = {}
+            for name in self.hub.names():
+                last_seq = self.hub.get(name).last_seq
+                last_id, seq_then = read.get(name, ("", -1))
+                positions[name] = last_id if seq_then == last_seq else f"0-{last_seq}"
             if not positions:
                 await self.sleep(REFRESH)
                 continue
             try:
-                batches = await store.read_new(positions, block_ms=FOLLOW_BLOCK_MS, count=FOLLOW_COUNT)
+                batches = await store.read_new(positions, block_ms=FOLLOW_BLOCK_MS, count=count)
+                for new in batches:
+                    self.mirror.mirror(new.process, new.records, new.upto)
+                    read[new.process] = (new.last_id, self.hub.get(new.process).last_seq)
+                    await asyncio.sleep(0)
             except StoreError as exc:
                 self._unreachable(exc)
                 backoff = min(max(backoff * 2, 0.1), 2.0)
                 await self.sleep(backoff)
                 continue
+            except Exception:  # never the end of mirroring: every process would stop there
+                if failed():
+                    log.exception("mirroring the agents' records failed (%d times); going on", failed.count)
+                backoff = min(max(backoff * 2, 0.1), 2.0)
+                await self.sleep(backoff)
+                continue
             backoff = 0.0
-            for name, records in batches:
-                self.mirror.mirror(name, records)
+            if batches:
+                largest = max(new.entry_bytes for new in batches)
+                count = max(FOLLOW_COUNT_MIN, min(FOLLOW_COUNT, FOLLOW_BYTES // max(largest, 1)))
 
     def _unreachable(self, exc: BaseException) -> None:
         problem = mask_text(f"redis at {self.url} is unreachable: {exc}")  # no password in answers

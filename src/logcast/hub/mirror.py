@@ -5,12 +5,16 @@ the store, and is announced as lost."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
+from logcast.errors import StoreError
 from logcast.hub.hub import Hub
 from logcast.hub.journal import Journal
 from logcast.hub.ring import RECORD_OVERHEAD
 from logcast.types import Level, LogRecord, Stream
+
+log = logging.getLogger(__name__)
 
 
 class MirrorHub(Hub):
@@ -18,7 +22,10 @@ class MirrorHub(Hub):
         """Follow every process the store has (and `names`) from where the store has it."""
         self._loop = asyncio.get_running_loop()
         for name in dict.fromkeys([*names, *await self.store.processes()]):
-            await self.follow_store(name)
+            try:
+                await self.follow_store(name)
+            except StoreError as exc:  # its meta is not what logcast writes: followed once it is
+                log.warning("not mirroring %s for now: %s", name, exc)
 
     async def follow_store(self, name: str) -> Journal:
         """Start mirroring `name` where the store has it (a mirror hub)."""
@@ -38,30 +45,41 @@ class MirrorHub(Hub):
                 journal.cleared_upto = meta.last_seq
         return journal
 
-    def mirror(self, process: str, records: list[LogRecord]) -> None:
+    def mirror(self, process: str, records: list[LogRecord], upto: int | None = None) -> None:
         """Keep records another host numbered and stored, in order; a seq missing between
-        two of them never reached the store (it is announced as lost)."""
+        two of them never reached the store (it is announced as lost). With `upto`, the
+        store was read up to that seq: what is missing after the last record up to it is
+        lost too (entries that were not records, skipped)."""
         journal = self.ensure(process)
         with journal.lock:
-            last = journal.last_seq
-            fresh = [r for r in records if r.seq > last]
-            if not fresh:
-                return
+            start = last = journal.last_seq
             run: list[LogRecord] = []
-            for record in fresh:
+            for record in records:
+                if record.seq <= last:
+                    continue
                 if record.seq != last + 1:
                     self._extend_mirror(journal, run)
                     run = []
-                    journal.lose(max(last, journal.cleared_upto) + 1, record.seq - 1)
-                    journal.ring.clear()  # the ring holds consecutive seqs only
+                    self._lose(journal, last, record.seq - 1)
                 run.append(record)
                 last = record.seq
             self._extend_mirror(journal, run)
+            if upto is not None and upto > last:
+                self._lose(journal, last, upto)
+                last = upto
+            if last == start:
+                return
             journal.next_seq = last + 1
             journal.persisted = journal.committed = journal.reserved = last
             journal.trim()
             journal.sample(self._monotonic())
         self._announce(process)
+
+    @staticmethod
+    def _lose(journal: Journal, last: int, end: int) -> None:
+        """The seqs after `last` up to `end` never reached the store (lock held)."""
+        journal.lose(max(last, journal.cleared_upto) + 1, end)
+        journal.ring.clear()  # the ring holds consecutive seqs only
 
     @staticmethod
     def _extend_mirror(journal: Journal, records: list[LogRecord]) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import orjson
 import redis
@@ -23,11 +24,12 @@ from redis.retry import Retry
 from logcast.errors import StoreError
 from logcast.loop import raise_if_cancelled
 from logcast.query import Query
+from logcast.rarely import Rarely
 from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
-from logcast.types import LogRecord, Stream
+from logcast.types import Level, LogRecord, ProcessState, Stream
 
-__all__ = ["RedisStore"]
+__all__ = ["NewEntries", "RedisStore"]
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,92 @@ def _encode(record: LogRecord) -> bytes:
         return orjson.dumps(fields)
 
 
-def _decode(entry: Entry) -> LogRecord:
-    return LogRecord.from_dict(orjson.loads(entry[1][b"r"]))
+SEQ_MAX = (1 << 63) - 1
+
+
+def _id_seq(entry_id: bytes) -> int | None:
+    """The seq an entry's id names (`0-{seq}`), or None for an id logcast does not write."""
+    ms, dash, seq = entry_id.partition(b"-")
+    if ms != b"0" or not dash or not seq.isdigit() or len(seq) > 19:
+        return None
+    value = int(seq)
+    return value if 0 < value <= SEQ_MAX else None
+
+
+def _decode(entry: Entry, process: str) -> LogRecord | None:
+    """The record of a stream entry of `process`, or None when it is not one: another
+    writer than logcast (a newer version, a peer gone wrong, a hand in `redis-cli`) may
+    have put anything there. Its seq must be its id's, its process the stream's, and each
+    field of the type the wire protocol gives it."""
+    seq = _id_seq(entry[0])
+    raw = entry[1].get(b"r")
+    if seq is None or raw is None:
+        return None
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(d, dict):
+        return None
+    message, timestamp, run, level, stream, state = (
+        d.get(key) for key in ("message", "timestamp", "run", "level", "stream", "state")
+    )
+    if (
+        d.get("seq") != seq
+        or d.get("process") != process
+        or type(message) is not str
+        or not isinstance(timestamp, float | int)
+        or isinstance(timestamp, bool)
+        or not math.isfinite(timestamp)
+        or type(run) is not int
+        or not 0 <= run <= SEQ_MAX
+        or type(level) is not str
+        or type(stream) is not str
+        or not (state is None or type(state) is str)
+    ):
+        return None
+    try:
+        return LogRecord(
+            seq,
+            float(timestamp),
+            Level(level),
+            message,
+            Stream(stream),
+            process,
+            run,
+            d.get("partial") is True,
+            ProcessState(state) if state else None,
+        )
+    except ValueError:  # a level, stream or state this version does not know
+        return None
+
+
+def _int(value: bytes | str | None, what: str) -> int:
+    """A counter of a meta hash; StoreError if another writer put something else there."""
+    try:
+        number = int(value or 0)
+    except ValueError:
+        raise StoreError(f"redis: {what} is not a number") from None
+    if not 0 <= number <= SEQ_MAX:
+        raise StoreError(f"redis: {what} is out of range")
+    return number
 
 
 def _utf8_len(message: str) -> int:
     return len(message) if message.isascii() else len(message.encode("utf-8", "replace"))
+
+
+class NewEntries(NamedTuple):
+    """What `RedisStore.read_new` read of one process: its records (an entry that is not
+    one is skipped), the id of the last entry (where to read on from, past what was
+    skipped), the seq that id names (None if it names none: not logcast's) and the
+    entries' mean size in bytes."""
+
+    process: str
+    records: list[LogRecord]
+    last_id: str
+    upto: int | None
+    entry_bytes: int
 
 
 class RedisStore:
@@ -80,6 +162,7 @@ class RedisStore:
         self._sync: redis.Redis | None = None
         self._async: aioredis.Redis | None = None
         self._known: dict[str, tuple[int, int]] = {}  # process -> (last_seq, last_run) in Redis
+        self.skipped = Rarely()  # entries read that were not logcast's records
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -246,6 +329,23 @@ class RedisStore:
 
     # -- reading (the event loop) ----------------------------------------------------------
 
+    def _records(self, process: str, entries: list[Entry]) -> list[LogRecord]:
+        """The records among `entries`; what is not one is skipped (and said in the log)."""
+        out = []
+        for entry in entries:
+            record = _decode(entry, process)
+            if record is not None:
+                out.append(record)
+            elif self.skipped():
+                log.warning(
+                    "redis: skipped an entry of %s that is not a logcast record (id %s; %d so far): "
+                    "its seq reaches readers as a gap",
+                    process,
+                    entry[0][:40].decode("ascii", "replace"),
+                    self.skipped.count,
+                )
+        return out
+
     async def read(
         self,
         process: str,
@@ -266,8 +366,7 @@ class RedisStore:
             client = self._client()
             while True:
                 entries = cast(list[Entry], await client.xrange(key, min=start, max=stop, count=count))
-                for entry in entries:
-                    record = _decode(entry)
+                for record in self._records(process, entries):
                     if query is None or query.matches(record):
                         out.append(record)
                         if len(out) >= limit:
@@ -299,8 +398,7 @@ class RedisStore:
             client = self._client()
             while len(out) < n:
                 entries = cast(list[Entry], await client.xrevrange(key, max=end, min=floor, count=count))
-                for entry in entries:
-                    record = _decode(entry)
+                for record in self._records(process, entries):
                     if query is None or query.matches(record):
                         out.append(record)
                         if len(out) >= n:
@@ -322,8 +420,13 @@ class RedisStore:
             fields, first = cast(tuple[list[bytes | None], list[Entry]], await pipe.execute())
         except (RedisError, OSError) as exc:
             raise StoreError(f"meta from redis at {self.shown_url}: {exc}") from exc
-        last_seq, lines, size, last_run, reserved = (int(value or 0) for value in fields)
-        first_seq = _decode(first[0]).seq if first else 0
+        last_seq, lines, size, last_run, reserved = (
+            _int(value, f"{name} of {process}")
+            for name, value in zip(
+                ("last_seq", "lines", "bytes", "last_run", "reserved"), fields, strict=True
+            )
+        )
+        first_seq = (_id_seq(first[0][0]) or 0) if first else 0
         return ProcessMeta(
             last_seq=last_seq,
             first_seq=first_seq,
@@ -368,20 +471,21 @@ class RedisStore:
                 raise StoreError(f"follow on redis at {self.shown_url}: {exc}") from exc
             for _key, entries in response or ():
                 if entries:
-                    last = entries[-1][0].decode()
-                    yield [_decode(entry) for entry in entries]
+                    last = entries[-1][0].decode("ascii", "replace")
+                    if records := self._records(process, entries):
+                        yield records
             raise_if_cancelled()
 
     async def read_new(
-        self, positions: Mapping[str, int], *, block_ms: int = 1_000, count: int = 2_000
-    ) -> list[tuple[str, list[LogRecord]]]:
-        """The records after each process's position, waiting up to `block_ms` for any:
-        one `XREAD BLOCK` for every process at once (a replica's one read of them all)."""
+        self, positions: Mapping[str, str], *, block_ms: int = 1_000, count: int = 2_000
+    ) -> list[NewEntries]:
+        """What follows each process's position (a stream id: `0-{seq}` after a seq, or the
+        id read last), waiting up to `block_ms` for any: one `XREAD BLOCK` for every
+        process at once (a replica's one read of them all); see `NewEntries`."""
         if not positions:
             return []
-        streams: dict[str, str] = {
-            self.stream_key(name): f"0-{max(after, 0)}" for name, after in positions.items()
-        }
+        names = {self.stream_key(name).encode(): name for name in positions}
+        streams = {self.stream_key(name): after for name, after in positions.items()}
         try:
             response = cast(
                 list[tuple[bytes, list[Entry]]],
@@ -389,7 +493,20 @@ class RedisStore:
             )
         except (RedisError, OSError) as exc:
             raise StoreError(f"read from redis at {self.shown_url}: {exc}") from exc
-        start = len(self.stream_key(""))
-        return [
-            (key.decode()[start:], [_decode(entry) for entry in entries]) for key, entries in response or ()
-        ]
+        out = []
+        for key, entries in response or ():
+            name = names.get(key)
+            if name is None or not entries:
+                continue
+            last_id = entries[-1][0]
+            size = sum(len(value) for _, fields in entries for value in fields.values())
+            out.append(
+                NewEntries(
+                    name,
+                    self._records(name, entries),
+                    last_id.decode("ascii", "replace"),
+                    _id_seq(last_id),
+                    size // len(entries),
+                )
+            )
+        return out
