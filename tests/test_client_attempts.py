@@ -17,7 +17,8 @@ from tests.test_client_wait import Chunks
 
 OPEN = b"data: " + encode.event_json(EventType.HISTORICAL_COMPLETE, 4) + b"\nid: 4\n\n"
 SILENT: list[bytes] = []  # the head, then the end: no message
-ONLY_PING = [b": ping\n\n"]  # a comment is no message either
+PING = [b": ping\n\n"]  # no message, but the server is there (a filter reading a long history)
+HALF = [b'data: {"type": "historical_comp']  # a message cut before its end
 
 
 class Server:
@@ -72,7 +73,7 @@ async def follow_async(server: Server, max_attempts: int) -> tuple[list[Event], 
     return events, None
 
 
-@pytest.mark.parametrize("body", [SILENT, ONLY_PING], ids=["nothing", "a ping"])
+@pytest.mark.parametrize("body", [SILENT, HALF], ids=["nothing", "half a message"])
 def test_streams_that_end_before_any_message_are_failed_attempts(body: list[bytes]) -> None:
     server = Server(*[body] * 10)
     events, error = follow_sync(server, max_attempts=3)
@@ -114,6 +115,15 @@ async def test_async_a_stream_that_brought_a_message_begins_the_count_again() ->
     assert error is not None and "gave up after 2 attempts" in str(error)
     assert server.streams == 6
     assert [attempt for attempt, _ in failures(events)] == [1, 0, 1, 0, 1, 2]
+
+
+def test_a_stream_that_brought_a_ping_is_a_drop() -> None:
+    """A filtered stream may say nothing for long while the server reads a long history,
+    but pings every 15 s: cut by a proxy meanwhile, it is not a failed attempt."""
+    server = Server(PING, PING, PING, PING, SILENT, SILENT)
+    events, error = follow_sync(server, max_attempts=2)
+    assert error is not None and server.streams == 6
+    assert [attempt for attempt, _ in failures(events)] == [0, 0, 0, 0, 1, 2]
 
 
 def test_without_a_bound_the_client_keeps_trying() -> None:

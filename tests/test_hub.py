@@ -149,6 +149,46 @@ async def test_filtered_tail_reaches_into_the_store() -> None:
         await hub.close()
 
 
+async def test_a_filter_that_keeps_nothing_of_many_windows_does_not_wait_between_them() -> None:
+    """History after `after` (and live lines after a burst) is read a window at a time; a
+    window the filter keeps nothing of moves the cursor and is read past at once. Before,
+    the reader then waited for the next line or ping (15 s) each time: 256 lines a ping."""
+    store = MemoryStore()
+    hub = await make_hub(store, memory_lines=500)
+    try:
+        for start in range(0, 5000, 500):
+            texts = [f"line {i}" for i in range(start, start + 500)]
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*texts))
+            assert await hub.flush()
+        hub.lines("app", 1, Stream.STDERR, 2.0, lines("boom", level=Level.ERROR))
+        query = Query(levels=parse_levels("error"))
+        sub = await hub.subscribe("app", after=0, query=query)
+        entries = await asyncio.wait_for(sub.next(), 5)  # waits: nothing would wake it
+        assert [(kind, getattr(p, "message", p)) for kind, p in entries] == [
+            (EventType.HISTORICAL, "boom"),
+            (EventType.HISTORICAL_COMPLETE, 5001),
+        ]
+        # without waiting: [] with the cursor moved, until the match
+        sub = await hub.subscribe("app", after=0, query=query)
+        moved = 0
+        while not (entries := await sub.next(wait=False)):
+            moved += 1
+            assert sub.cursor > 0
+        assert moved > 1 and seqs(entries) == [5001]
+        # live: a burst that the filter keeps only the end of
+        sub = await hub.subscribe("app", lines=0, query=query)
+        assert await sub.next(wait=False) == [(EventType.HISTORICAL_COMPLETE, 5001)]
+        for start in range(0, 3000, 500):
+            hub.lines("app", 1, Stream.STDOUT, 3.0, lines(*(f"more {i}" for i in range(start, start + 500))))
+            assert await hub.flush()
+        hub.lines("app", 1, Stream.STDERR, 4.0, lines("again", level=Level.ERROR))
+        entries = await asyncio.wait_for(sub.next(), 5)
+        assert seqs(entries) == [8002]
+        sub.close()
+    finally:
+        await hub.close()
+
+
 async def test_slow_reader_catches_up_from_the_store_and_loses_nothing() -> None:
     store = MemoryStore()
     hub = await make_hub(store, memory_lines=100)

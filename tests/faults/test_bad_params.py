@@ -150,6 +150,10 @@ WS = [
     ("process=app&level=bogus", "level"),
     ("process=app&format=xml", "format"),
     ("after=5", "after needs process"),
+    # a close frame's reason holds 123 bytes: cut by characters, these made it too long
+    ("process=" + "%C3%A9" * 100, "unknown process"),
+    ("process=app&after=" + "%E6%97%A5" * 50, "after"),
+    ("process=app&level=" + "%C3%A9" * 80, "level"),
 ]
 
 
@@ -259,7 +263,7 @@ def test_good_parameters_still_answer_and_the_log_has_no_traceback(server: Serve
         assert c.get(f"{LOGS}?q=%C3%A9").status_code == 200  # é: valid UTF-8 is fine
         assert c.get("/api/processes/the-app/logs?level=info&since=0&until=1e12").status_code == 200
         for route in (STREAM, MODEL_STREAM):
-            good_ids = (MAX_SEQ, "0", "7", "0" * 30 + "7")  # leading zeros are still a number
+            good_ids = (MAX_SEQ, "0", "7", "0" * 30 + "7", "0" * 60_000 + "7")  # leading zeros too
             for headers in [{"Last-Event-ID": v} for v in good_ids] + [{}]:
                 with c.stream("GET", route, headers=headers) as answer:
                     assert answer.status_code == 200, (route, headers)

@@ -254,6 +254,12 @@ def test_oversized_heads_are_refused_with_431_while_healthz_answers(make_server)
                 + body
             )
             assert _status(_read_answer(sock)) == 200
+        # a body has a bound of its own (web/bodies.py), said at once when its length is
+        with raw(server.port) as sock:
+            sock.sendall(
+                b"POST /api/logs/app/clear HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1048577\r\n\r\n"
+            )
+            assert _status(_read_answer(sock)) == 413
     assert poller.answers > 0 and not poller.failures
     assert poller.worst < 1.0, poller.worst
 

@@ -502,7 +502,10 @@ def tail(
         ),
     ] = True,
     lines: Annotated[
-        int | None, typer.Option(min=0, help="History lines to print first (server default: 1000).")
+        int | None,
+        typer.Option(
+            min=0, help="History lines to print first (default: all the server keeps, as `docker logs -f`)."
+        ),
     ] = None,
     level: Annotated[
         str | None,

@@ -372,11 +372,11 @@ class AsyncClient:
                             decoder = SSEDecoder()
                             async for chunk in response.aiter_bytes():
                                 messages = decoder.feed(chunk)
-                                if not messages:
-                                    continue
-                                if not heard:
+                                if not heard and (messages or decoder.comments):
                                     heard = True
                                     attempts.heard()
+                                if not messages:
+                                    continue
                                 batch: list[Event | LineRun] = (
                                     cursor.items_of(messages)
                                     if runs

@@ -510,9 +510,10 @@ class Attempts:
         return connection_event(self.process, state, reason=reason, attempt=self.failures, retry_in=retry_in)
 
     def dropped(self, reason: str, *, heard: bool) -> Event:
-        """An open stream broke. If it brought a message first, that is not a failed
-        attempt: retry after `interval`. If it did not (a server that answers, then hangs
-        up, again and again), it is one: counted towards `max_attempts` and backed off."""
+        """An open stream broke. If it brought something first (a message, a ping), that
+        is not a failed attempt: retry after `interval`. If it did not (a server that
+        answers, then hangs up, again and again), it is one: counted towards
+        `max_attempts` and backed off."""
         if not heard:
             return self.failed(ConnectionState.DISCONNECTED, reason)
         self.last_reason = reason
@@ -530,8 +531,9 @@ class Attempts:
         return connection_event(self.process, ConnectionState.CONNECTED)
 
     def heard(self) -> None:
-        """The stream brought a message (logcast's server sends one at once, its
-        `historical_complete`): the failed attempts in a row are over."""
+        """The stream brought a message or a ping: the failed attempts in a row are over.
+        logcast's server sends a message at once (`historical_complete`) unless a filter
+        has a long history to read first, and a ping every 15 s meanwhile."""
         self.failures = 0
 
 

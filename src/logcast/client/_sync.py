@@ -318,11 +318,11 @@ class Client:
                             decoder = SSEDecoder()
                             for chunk in response.iter_bytes():
                                 messages = decoder.feed(chunk)
-                                if not messages:
-                                    continue
-                                if not heard:
+                                if not heard and (messages or decoder.comments):
                                     heard = True
                                     attempts.heard()
+                                if not messages:
+                                    continue
                                 batch = cursor.events_of(messages)
                                 if batch:
                                     yield batch

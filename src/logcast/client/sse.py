@@ -36,6 +36,7 @@ class SSEDecoder:
         self._held = 0  # its bytes
         self._cr = False  # the last chunk ended in `\r`: it may be half of a `\r\n`
         self.last_id: str | None = None
+        self.comments = 0  # comment lines read (`: ping`): the server is there, though it says nothing
 
     def feed(self, chunk: bytes) -> list[Message]:
         if self._cr:
@@ -113,6 +114,7 @@ class SSEDecoder:
             line = whole[pos:newline]
             pos = newline + 1
             if line.startswith(b":"):
+                self.comments += 1
                 continue
             field, colon, value = line.partition(b":")
             if colon and value.startswith(b" "):

@@ -173,12 +173,18 @@ class Subscription:
 
     async def next(self, limit: int = 2000, *, wait: bool = True) -> list[Entry]:
         """The next entries; waits for new ones unless `wait` is False (then may return
-        [], except while the next lines are being committed: those are waited for)."""
+        [], except while the next lines are being committed: those are waited for). A
+        window of lines the filter kept nothing of is read past without a wait; with
+        `wait` False, [] then comes with the cursor moved: call again."""
         while not self.closed:
             self.event.clear()
+            cursor = self.cursor
             entries = await self._read(limit)
             if entries or not (wait or self._waiting_commit):
                 return entries
+            if self.cursor != cursor:  # a window the filter kept nothing of: read on
+                await asyncio.sleep(0)
+                continue
             await self.event.wait()
         return []
 

@@ -34,6 +34,7 @@ from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import ControlRefused, ControlTimeout, UnknownProcess
 from logcast.web import auth, metrics
+from logcast.web.bodies import BodyLimit
 from logcast.web.conn import attach, send_timeout_setting
 from logcast.web.limits import StreamGate, StreamSlots
 from logcast.web.routes import document_streams, router
@@ -132,6 +133,7 @@ def create_app(
     app.add_middleware(
         SecurityMiddleware, token=server.token, hosts=HostPolicy(server.host, server.allowed_hosts)
     )
+    app.add_middleware(BodyLimit)  # outside them all: a body is bounded before anyone reads it
     return app
 
 

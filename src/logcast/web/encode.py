@@ -31,9 +31,10 @@ def parse_seq(text: str, what: str) -> int:
     text = text.strip()
     if not text or not (text.isascii() and text.isdecimal()):
         raise ValueError(f"{what} must be a whole number from 0 to 2^63-1, got {text[:40]!r}")
-    if len(text.lstrip("0")) > 19 or int(text) > MAX_SEQ:
+    digits = text.lstrip("0") or "0"  # int() refuses over 4,300 digits, leading zeros counted
+    if len(digits) > 19 or int(digits) > MAX_SEQ:
         raise ValueError(f"{what} is beyond the largest sequence number (2^63-1)")
-    return int(text)
+    return int(digits)
 
 
 def encode_log(record: LogRecord) -> bytes:

@@ -205,9 +205,16 @@ async def _next(
             if live.encoded:
                 return live
         else:
+            cursor = sub.cursor
             entries = await sub.next(min(limit, entries_at_once), wait=False)
             if entries:
                 return entries
+            if sub.cursor != cursor and not (sub.closed or shutdown.is_set() or quiet.over()):
+                # a window the filter kept nothing of: the next one now, not at the next
+                # line or ping (a filtered stream crept 256 lines a ping), the loop's
+                # other work between the two
+                await asyncio.sleep(0)
+                continue
         if sub.closed or shutdown.is_set():
             return None
         if quiet.over():

@@ -113,6 +113,16 @@ async def stream_logs(
     )
 
 
+CLOSE_REASON_MAX = 123  # bytes of UTF-8 a close frame's reason may hold (RFC 6455 5.5)
+
+
+def close_reason(text: str) -> str:
+    """`text` cut to what a close frame holds, by its UTF-8 bytes: a name or a value in
+    it may be any text (cut by characters, one of `é` x 100 made the frame too long, and
+    the connection ended with 1006 and a traceback in the server's log)."""
+    return text.encode("utf-8", "replace")[:CLOSE_REASON_MAX].decode("utf-8", "ignore")
+
+
 @router.websocket("/ws/logs")
 async def ws_logs(
     websocket: WebSocket,
@@ -157,7 +167,7 @@ async def ws_logs(
         await websocket.send_text(
             _error_frame(problem) if format == "json" else f"[logcast] error: {problem}\n"
         )
-        await websocket.close(code=1008, reason=problem[:120])
+        await websocket.close(code=1008, reason=close_reason(problem))
         return
     names = [name] if name else engine.processes.names()
     subs = []
@@ -168,7 +178,7 @@ async def ws_logs(
                     await engine.hub.subscribe(each, after=start_after, lines=start_lines, query=query)
                 )
         except UnknownProcess as exc:
-            await websocket.close(code=1008, reason=str(exc)[:120])
+            await websocket.close(code=1008, reason=close_reason(str(exc)))
             return
         await websocket_stream(websocket, engine.hub, subs, engine.shutdown, as_json=format == "json")
     finally:
