@@ -82,33 +82,37 @@ class ServerMeter:
         }
 
 
-def _sched_seconds(pid: int) -> tuple[float, float]:
-    """(seconds on a CPU, seconds runnable but waiting for one) of all of `pid`'s threads,
-    from /proc's schedstat; (nan, nan) where it cannot be read."""
-    run = wait = 0
+def _sched_threads(pid: int) -> dict[str, tuple[float, float]]:
+    """Each thread of `pid`: (seconds on a CPU, seconds runnable but waiting for one),
+    from /proc's schedstat; {} where it cannot be read (the process has ended)."""
+    out = {}
     try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 fields = f.read().split()
-            run += int(fields[0])
-            wait += int(fields[1])
-    except (OSError, ValueError, IndexError):
-        return math.nan, math.nan
-    return run / 1e9, wait / 1e9
+            out[tid] = (int(fields[0]) / 1e9, int(fields[1]) / 1e9)
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile: its last reading stands
+    return out
 
 
 class SchedMeter:
     """Each process of a run (the server, its child, the followers) over the same window:
     the share of the time it was on a CPU, and the share it was runnable but waited for
     one. On two shared cores the waits are what the processes cost each other: a line
-    waits as long as the process it is in. Read every `interval` s on a thread, so that a
-    process that ends in the window (the child) counts until its last reading."""
+    waits as long as the process it is in. Read every `interval` s on a thread, thread
+    by thread, so that a thread or a process that ends in the window (a reader thread,
+    the child) counts until its last reading."""
 
     def __init__(self, pids: dict[str, int], interval: float = 0.05) -> None:
         self.pids = pids
         self.t0 = time.monotonic()
-        self.start = {label: _sched_seconds(pid) for label, pid in pids.items()}
-        self.last = dict(self.start)
+        self.start = {label: _sched_threads(pid) for label, pid in pids.items()}
+        self.last = {label: dict(threads) for label, threads in self.start.items()}
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -116,9 +120,7 @@ class SchedMeter:
 
     def _read(self) -> None:
         for label, pid in self.pids.items():
-            reading = _sched_seconds(pid)
-            if not math.isnan(reading[0]):
-                self.last[label] = reading
+            self.last[label].update(_sched_threads(pid))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -134,8 +136,13 @@ class SchedMeter:
         wall = max(over if over is not None else time.monotonic() - self.t0, 1e-9)
         shares = {}
         for label in self.pids:
-            (run, wait), (run0, wait0) = self.last[label], self.start[label]
-            shares[label] = (100.0 * (run - run0) / wall, 100.0 * (wait - wait0) / wall)
+            start, last = self.start[label], self.last[label]
+            if not last:
+                shares[label] = (math.nan, math.nan)
+                continue
+            run = sum(r - start.get(tid, (0.0, 0.0))[0] for tid, (r, _) in last.items())
+            wait = sum(w - start.get(tid, (0.0, 0.0))[1] for tid, (_, w) in last.items())
+            shares[label] = (100.0 * run / wall, 100.0 * wait / wall)
         return shares
 
 
