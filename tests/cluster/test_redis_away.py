@@ -149,3 +149,25 @@ def test_lines_written_while_redis_is_away_are_stored_or_announced_lost(tmp_path
     assert stats["store_lost"] == len(lost), (
         f"store_lost {stats['store_lost']}, lost seqs {len(lost)}: {stats}"
     )
+
+
+def test_a_replica_started_while_redis_is_away_serves_503_then_the_cluster(tmp_path: Path) -> None:
+    """It exited with code 3 and a traceback; a replica that cannot reach Redis answers 503."""
+    with open_cluster(tmp_path / "cluster") as cluster:
+        cluster.redis.stop()
+        replica = cluster.replica("1")  # /healthz answers: the server is up
+        detail = wait_until(lambda: unavailable(replica), 10, "503 naming redis")
+        print(f"replica started without Redis: 503 {detail!r}")
+        cluster.redis.start()
+        cluster.agent(
+            "w",
+            f"""
+            [process.writer]
+            command = {child("writer.py", 100, tmp_path / "writer.json")}
+            """,
+            watch=replica,
+            processes=["writer"],
+        )
+        wait_running(replica, "writer")
+        wait_until(lambda: replica.process("writer")["last_seq"] >= 100, 15, "the writer's lines mirrored")
+        assert "Traceback" not in replica.output()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from tests.conftest import free_port, stop_group
 from tests.e2e.conftest import py_command
 from tests.e2e.sse import collect, wait_for
+from tests.util import clean_env
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +172,22 @@ def test_demo_configuration_is_valid() -> None:
     settings = load(demo)
     assert list(settings.processes) == ["qwen3", "vllm", "web", "worker"]
     assert settings.processes["vllm"].depends_on == {"qwen3": "ready"}
+
+
+def test_a_port_in_use_is_exit_code_1_with_the_reason(tmp_path: Path) -> None:
+    """uvicorn exits with 3 when it cannot bind; logcast's exit codes are 0, 1 and 2."""
+    config = tmp_path / "logcast.toml"
+    config.write_text("[process.idle]\ncommand = ['sleep', '600']\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
+    assert done.returncode == 1, done.stderr
+    assert "address already in use" in done.stderr

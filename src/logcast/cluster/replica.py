@@ -207,9 +207,12 @@ class ClusterEngine(Engine):
         storage = replace(settings.storage, engine="redis", redis_url=url)
         settings = replace(settings, storage=storage, processes={})
         store = RedisStore(url, retain_lines=storage.retain_lines)
-        await store.open()
         hub = MirrorHub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
-        await hub.open([])
+        try:
+            await store.open()
+            await hub.open([])
+        except StoreError as exc:  # Redis is away: 503 (the first `_refresh` says why) until it is back
+            log.warning("%s; serving 503 until it answers", exc)
         client = connect(url)
         engine = cls(settings, store, hub, ClusterProcesses(client, Keys(), lambda: View()), host="")
         engine.client, engine.url = client, url

@@ -15,6 +15,7 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 
 from logcast import loop
 from logcast.config import ServerSettings
@@ -76,5 +77,9 @@ def run(app: FastAPI, settings: ServerSettings, *, access_log: bool = False) -> 
         ws_ping_timeout=WS_PING,
     )
     server = Server(config, app)
-    loop.run(server.serve())
+    try:
+        loop.run(server.serve())
+    except SystemExit as exc:  # uvicorn's exit when it cannot bind, or the app's startup failed
+        if exc.code != STARTUP_FAILURE:
+            raise
     return server.started
