@@ -131,3 +131,23 @@ def test_without_a_bound_the_client_keeps_trying() -> None:
     events, error = follow_sync(server, max_attempts=0, most=6)
     assert error is None  # stopped by the test
     assert failures(events) == [(1, 0.001), (2, 0.002), (3, 0.004), (4, 0.008), (5, 0.016), (6, 0.032)]
+
+
+def test_a_503_on_logcasts_own_route_is_a_server_that_cannot_serve_now_not_a_stopped_process() -> None:
+    """Too many streams open (or its Redis away): `logcast tail` said "not running" and
+    retried at its interval; it is a disconnection, retried no sooner than Retry-After."""
+
+    def full(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            503, headers={"retry-after": "1"}, json={"detail": "too many log streams open (1)"}
+        )
+
+    client = Client("http://logcast.test")
+    client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(full))
+    events: list[Event] = []
+    with client, pytest.raises(ClientError, match="gave up after 2 attempts"):
+        for batch in client.stream_batches("web", max_attempts=2, interval=0.001):
+            events += batch
+    first = next(e for e in events if e.connection is ConnectionState.DISCONNECTED)
+    assert first.retry_in == 1.0 and first.reason == "too many log streams open (1)"
+    assert not any(e.connection is ConnectionState.NOT_RUNNING for e in events)

@@ -28,11 +28,11 @@ from logcast.client._common import (
     is_waitable,
     log_page,
     logs_params,
-    not_running_reason,
     process_list,
     process_path,
     stream_timeout,
     unreachable,
+    waited_out,
 )
 from logcast.client.bounds import DEADLINE_FACTOR, bound_async
 from logcast.client.events import ConnectionState, Event, LineRun
@@ -354,12 +354,7 @@ class AsyncClient:
                     async with self._open_stream(cursor.path, params, headers) as response:
                         if is_waitable(response.status_code):
                             await response.aread()
-                            state_ = (
-                                ConnectionState.NOT_RUNNING
-                                if response.status_code == 503
-                                else ConnectionState.DISCONNECTED
-                            )
-                            failure = attempts.failed(state_, not_running_reason(response))
+                            failure = waited_out(attempts, response, model_route=cursor.model_route)
                         elif response.status_code >= 400:
                             await response.aread()
                             if cursor.refused_columns(response):

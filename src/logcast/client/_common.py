@@ -542,6 +542,38 @@ def not_running_reason(response: httpx.Response) -> str:
     return detail or f"HTTP {response.status_code}"
 
 
+RETRY_AFTER_MAX = 300.0  # s: a server's Retry-After beyond this is taken as this
+
+
+def waited_out(attempts: Attempts, response: httpx.Response, *, model_route: bool) -> Event:
+    """The failed attempt of a stream answered with a status worth waiting out (502, 503,
+    504). "Not running" only where it means that (503 on the LLM manager's route); on
+    logcast's own route a 503 is a server that cannot serve streams now (too many open,
+    its Redis away), and the next attempt comes no sooner than the answer's `Retry-After`;
+    a process that is not running is asked about each `interval`, as the LLM manager's
+    clients do."""
+    state = (
+        ConnectionState.NOT_RUNNING
+        if response.status_code == 503 and model_route
+        else ConnectionState.DISCONNECTED
+    )
+    failure = attempts.failed(state, not_running_reason(response))
+    after = _seconds(response.headers.get("retry-after", ""))
+    if state is ConnectionState.NOT_RUNNING or failure.retry_in is None or after is None:
+        return failure
+    if after > failure.retry_in:
+        failure = failure._replace(retry_in=after)
+    return failure
+
+
+def _seconds(text: str) -> float | None:
+    """A `Retry-After` in seconds (its HTTP-date form is not read), at most RETRY_AFTER_MAX."""
+    text = text.strip()
+    if not text.isdigit() or len(text) > 6:
+        return None
+    return min(float(text), RETRY_AFTER_MAX)
+
+
 def is_waitable(status: int) -> bool:
     """A status worth waiting out: the process is not running (503) or a proxy's hiccup."""
     return status in RETRYABLE_STATUS

@@ -31,11 +31,11 @@ from logcast.client._common import (
     is_waitable,
     log_page,
     logs_params,
-    not_running_reason,
     process_list,
     process_path,
     stream_timeout,
     unreachable,
+    waited_out,
 )
 from logcast.client.bounds import bound
 from logcast.client.events import ConnectionState, Event
@@ -300,12 +300,7 @@ class Client:
                     ) as response:
                         if is_waitable(response.status_code):
                             response.read()
-                            state_ = (
-                                ConnectionState.NOT_RUNNING
-                                if response.status_code == 503
-                                else ConnectionState.DISCONNECTED
-                            )
-                            failure = attempts.failed(state_, not_running_reason(response))
+                            failure = waited_out(attempts, response, model_route=cursor.model_route)
                         elif response.status_code >= 400:
                             response.read()
                             if cursor.refused_columns(response):
