@@ -25,13 +25,22 @@ def app(**limits: Any) -> BodyLimit:
     async def login(body: Login) -> dict[str, int]:
         return {"length": len(body.token)}
 
+    @inner.get("/api/login")
+    async def page() -> dict[str, int]:
+        return {"length": 0}
+
     return BodyLimit(inner, **limits)
 
 
 async def call(
-    asgi: BodyLimit, chunks: list[bytes], *, every: float = 0.0, length: int | None = None
+    asgi: BodyLimit,
+    chunks: list[bytes],
+    *,
+    every: float = 0.0,
+    length: int | None = None,
+    method: str = "POST",
 ) -> tuple[int, dict[str, Any]]:
-    """POST `chunks` as a body (a piece every `every` s); the status and JSON answered."""
+    """`chunks` as a body (a piece every `every` s); the status and JSON answered."""
     headers = [(b"content-type", b"application/json")]
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
@@ -39,7 +48,7 @@ async def call(
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": "/api/login",
         "raw_path": b"/api/login",
@@ -91,3 +100,12 @@ async def test_a_body_that_trickles_in_is_refused_at_its_deadline() -> None:
     assert asyncio.get_running_loop().time() - started < 2
     # the same pieces sooner: whole within the deadline
     assert await call(app(timeout=2.0), [bytes([b]) for b in body], every=0.01) == (200, {"length": 3})
+
+
+async def test_a_get_is_not_bounded_since_no_route_reads_its_body() -> None:
+    """A stream's first receive is its watch for the client's disconnect: a GET that
+    announced a body it never sent had its stream ended at the deadline."""
+    status, answer = await call(
+        app(timeout=0.2, max_bytes=10), [b"x" * 100], length=100, method="GET", every=0.5
+    )
+    assert (status, answer) == (200, {"length": 0})

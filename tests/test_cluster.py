@@ -348,3 +348,26 @@ async def test_a_stopping_agent_refuses_a_command_with_the_reason(
     assert outcome == {"ok": False, "error": "host 'a' is stopping: the restart of web was not done"}
     await asyncio.sleep(0.2)
     assert agent.engine.processes.info("web")["pid"] == pid  # not restarted
+
+
+async def test_a_reader_resuming_on_a_mirror_behind_it_gets_no_line_twice() -> None:
+    """A failover: the client had lines up to 50 from another replica; this one has 20 so
+    far. It resumes at 50, and gets 51 on as they come; before, 21..50 came again."""
+    store = MemoryStore()
+    hub = MirrorHub(store, memory_lines=100)
+    await hub.open([])
+    try:
+        hub.mirror("web", [record(seq) for seq in range(1, 21)])
+        sub = await hub.subscribe("web", after=50)
+        assert await sub.next(wait=False) == [(EventType.HISTORICAL_COMPLETE, 50)]
+        hub.mirror("web", [record(seq) for seq in range(21, 61)])
+        entries = await sub.next(wait=False)
+        assert [p.seq for _, p in entries if isinstance(p, LogRecord)] == list(range(51, 61))
+        sub.close()
+        # behind it, as before: from where the reader was
+        sub = await hub.subscribe("web", after=55)
+        entries = await sub.next(wait=False)
+        assert [p.seq for _, p in entries if isinstance(p, LogRecord)] == list(range(56, 61))
+        sub.close()
+    finally:
+        await hub.close()

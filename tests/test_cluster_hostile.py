@@ -24,6 +24,7 @@ pytestmark = pytest.mark.redis
 
 __all__ = ["cluster", "url"]  # fixtures of tests/test_cluster.py, used here
 
+INFO = '{"name": "x", "state": "running", "host": "a"}'  # a process as an agent describes it
 GOOD = {"timestamp": 1.5, "level": "info", "message": "m", "stream": "stdout", "run": 1, "partial": False}
 
 
@@ -120,6 +121,22 @@ async def test_an_entry_id_logcast_never_writes_is_read_past_once(
     await until(lambda: engine.hub.get("q").last_seq == 3, "q goes on")
 
 
+async def test_a_process_whose_records_cannot_be_mirrored_does_not_stop_the_others(
+    replica: tuple[ClusterEngine, RedisStore, aioredis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, store, _ = replica
+    mirror = engine.mirror.mirror
+
+    def failing(process: str, records: list[LogRecord], upto: int | None = None) -> None:
+        if process == "p":
+            raise RuntimeError("p cannot be mirrored")
+        mirror(process, records, upto)
+
+    monkeypatch.setattr(engine.mirror, "mirror", failing)
+    await asyncio.to_thread(store.write, [line("p", 3), line("q", 3)])
+    await until(lambda: engine.hub.get("q").last_seq == 3, "q mirrored beside p")
+
+
 async def test_published_garbage_is_left_out_and_the_view_goes_on(
     cluster: tuple[Agent, ClusterEngine, aioredis.Redis], url: str
 ) -> None:
@@ -132,26 +149,38 @@ async def test_published_garbage_is_left_out_and_the_view_goes_on(
         for name, fields in {
             "bad-info": {"info": "[1]", "config": "{}", "stats": "{}"},
             "no-config": {"info": '{"host": "a"}', "stats": "{}"},
-            "bad-stats": {
-                "info": '{"host": "a"}',
-                "config": '{"command": ["x"]}',
-                "stats": '{"warnings": "many"}',
-            },
+            "bad-stats": {"info": INFO, "config": '{"command": ["x"]}', "stats": '{"warnings": "many"}'},
             "bad-clear": {
-                "info": '{"host": "a"}',
+                "info": INFO,
                 "config": '{"command": ["x"]}',
                 "stats": "{}",
                 "cleared_upto": "soon",
+            },
+            "no-state": {
+                "info": '{"name": "no-state", "host": "a"}',
+                "config": '{"command": ["x"]}',
+                "stats": "{}",
+            },
+            "odd-state": {
+                "info": INFO.replace("running", "dancing"),
+                "config": '{"command": ["x"]}',
+                "stats": "{}",
+            },
+            "host-list": {
+                "info": INFO.replace('"a"', '["a"]'),
+                "config": '{"command": ["x"]}',
+                "stats": "{}",
             },
         }.items():
             await raw.hset(keys.process(name), mapping=fields)  # type: ignore[arg-type]
             await raw.sadd(keys.processes, name)
         await raw.sadd(keys.processes, b"\xff\xfe")
         await raw.hset("logcast:meta:ghost", "lines", "many")  # a store's counters, garbled
-        await raw.sadd("logcast:processes", "ghost")
+        await raw.sadd("logcast:processes", "ghost", b"\xff\xfe")
         await asyncio.sleep(1.5)  # three refreshes
         assert replica.processes.names() == ["web"]
         assert [h.host for h in replica.hosts() if h.alive] == ["a"]
+        assert [info["name"] for info in map(replica.processes.info, replica.processes.names())] == ["web"]
         assert all(not task.done() for task in replica._tasks)
         # states still reach it
         await replica.processes.stop("web")

@@ -335,5 +335,10 @@ class Agent:
                 result = await getattr(self.engine.processes, action)(name)
         except LogcastError as exc:
             return {"ok": False, "error": str(exc)}
-        await self._publish([name])
+        try:
+            await self._publish([name])
+        except (RedisError, OSError):
+            raise
+        except Exception:  # it was done: the answer says so, the next heartbeat publishes it
+            self._failed(f"publishing {name} after its {action}")
         return {"ok": True, "result": result, "info": self._info(name)}

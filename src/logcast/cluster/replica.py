@@ -24,7 +24,7 @@ from logcast.errors import ControlRefused, ControlTimeout, StoreError, UnknownPr
 from logcast.hub import MirrorHub
 from logcast.loop import cancel_all, raise_if_cancelled
 from logcast.rarely import Rarely
-from logcast.schemas import Host, ProcessConfig
+from logcast.schemas import Host, ProcessConfig, ProcessRun
 from logcast.secrets import mask_text
 from logcast.store.redis_streams import RedisStore
 from logcast.types import ProcessState
@@ -83,7 +83,10 @@ def _published(fields: dict[str, str]) -> tuple[dict[str, Any], ProcessConfig, S
         return None
     try:
         config = ProcessConfig.model_validate_json(fields["config"])
+        ProcessRun.model_validate(info)  # what the API and /metrics read of it
     except ValueError:  # pydantic's ValidationError, malformed JSON too
+        return None
+    if not isinstance(info.get("host", fields.get("host", "")), str):
         return None
     counts = [_count(stats.get(key, 0)) for key in ("warnings", "errors", "store_lost")]
     cleared = _count(fields.get("cleared_upto", "0"))
@@ -389,7 +392,13 @@ class ClusterEngine(Engine):
             try:
                 batches = await store.read_new(positions, block_ms=FOLLOW_BLOCK_MS, count=count)
                 for new in batches:
-                    self.mirror.mirror(new.process, new.records, new.upto)
+                    try:
+                        self.mirror.mirror(new.process, new.records, new.upto)
+                    except Exception:  # this process's records this time; the others go on
+                        if failed():
+                            log.exception(
+                                "mirroring %s failed (%d failures); going on", new.process, failed.count
+                            )
                     read[new.process] = (new.last_id, self.hub.get(new.process).last_seq)
                     await asyncio.sleep(0)
             except StoreError as exc:

@@ -426,7 +426,8 @@ class Hub:
         sub.until = until
         try:
             if after is not None:
-                sub.cursor = min(max(after, 0), until)
+                sub.cursor = self._resume_at(max(after, 0), until)
+                sub.until = max(until, sub.cursor)
             else:
                 floor = await self._floor(journal, ring_first)
                 if lines is None:
@@ -442,6 +443,11 @@ class Hub:
         if sub.backlog:
             sub.phase = Phase.BACKLOG
         return sub
+
+    def _resume_at(self, after: int, until: int) -> int:
+        """Where a reader that had the lines up to `after` resumes: there, or at the last
+        line this host has if it names one beyond (seqs it never gave out)."""
+        return min(after, until)
 
     async def _floor(self, journal: Journal, ring_first: int | None) -> int:
         """The lowest seq still retained anywhere (memory or store)."""

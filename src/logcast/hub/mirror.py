@@ -27,6 +27,12 @@ class MirrorHub(Hub):
             except StoreError as exc:  # its meta is not what logcast writes: followed once it is
                 log.warning("not mirroring %s for now: %s", name, exc)
 
+    def _resume_at(self, after: int, until: int) -> int:
+        """A mirror behind the owner resumes a reader where it was, not where the mirror
+        is: it had those lines from another replica (a failover); the lines after them
+        come once this one has them, and none twice."""
+        return after
+
     async def follow_store(self, name: str) -> Journal:
         """Start mirroring `name` where the store has it (a mirror hub)."""
         journal = self._journals.get(name)

@@ -441,7 +441,13 @@ class RedisStore:
             names = cast(set[bytes], await self._client().smembers(self.processes_key))
         except (RedisError, OSError) as exc:
             raise StoreError(f"processes from redis at {self.shown_url}: {exc}") from exc
-        return sorted(name.decode() for name in names)
+        out = []
+        for name in names:
+            try:
+                out.append(name.decode())
+            except UnicodeDecodeError:  # not a name logcast writes: not a process of its
+                log.warning("redis: %s holds a name that is not UTF-8: left out", self.processes_key)
+        return sorted(out)
 
     async def clear(self, process: str, upto: int) -> None:
         if upto < 1:

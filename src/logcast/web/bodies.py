@@ -17,10 +17,11 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BODY_TIMEOUT", "MAX_BODY", "BodyLimit"]
+__all__ = ["BODY_METHODS", "BODY_TIMEOUT", "MAX_BODY", "BodyLimit"]
 
 MAX_BODY = 1 << 20  # bytes: a login's token is a few hundred; a mebibyte costs nothing much
 BODY_TIMEOUT = 10.0  # s for a whole body, from the route's first read of it
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the requests whose bodies a route reads
 
 
 class BodyLimit:
@@ -32,7 +33,9 @@ class BodyLimit:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            # no route reads the body of a GET (uvicorn stops reading what nobody takes),
+            # and a stream's first receive is its watch for the client's disconnect
             await self.app(scope, receive, send)
             return
         announced = _content_length(scope)
