@@ -137,87 +137,87 @@ async def test_a_process_whose_records_cannot_be_mirrored_does_not_stop_the_othe
     await until(lambda: engine.hub.get("q").last_seq == 3, "q mirrored beside p")
 
 
+@pytest.fixture
+async def raw(url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the cluster's Redis that does not decode: another writer's."""
+    client = aioredis.Redis.from_url(url)
+    yield client
+    await client.aclose()
+
+
 async def test_published_garbage_is_left_out_and_the_view_goes_on(
-    cluster: tuple[Agent, ClusterEngine, aioredis.Redis], url: str
+    cluster: tuple[Agent, ClusterEngine, aioredis.Redis], url: str, raw: aioredis.Redis
 ) -> None:
     _, replica, _ = cluster
     keys = Keys()
-    raw = aioredis.Redis.from_url(url)
+    await raw.hset(keys.agents, mapping={"evil": "not json", "listed": "[1, 2]"})
+    await raw.hset(keys.agents, b"odd\xff", b'{"last_seen": "yesterday", "processes": 7}')
+    for name, fields in {
+        "bad-info": {"info": "[1]", "config": "{}", "stats": "{}"},
+        "no-config": {"info": '{"host": "a"}', "stats": "{}"},
+        "bad-stats": {"info": INFO, "config": '{"command": ["x"]}', "stats": '{"warnings": "many"}'},
+        "bad-clear": {
+            "info": INFO,
+            "config": '{"command": ["x"]}',
+            "stats": "{}",
+            "cleared_upto": "soon",
+        },
+        "no-state": {
+            "info": '{"name": "no-state", "host": "a"}',
+            "config": '{"command": ["x"]}',
+            "stats": "{}",
+        },
+        "odd-state": {
+            "info": INFO.replace("running", "dancing"),
+            "config": '{"command": ["x"]}',
+            "stats": "{}",
+        },
+        "host-list": {
+            "info": INFO.replace('"a"', '["a"]'),
+            "config": '{"command": ["x"]}',
+            "stats": "{}",
+        },
+    }.items():
+        await raw.hset(keys.process(name), mapping=fields)  # type: ignore[arg-type]
+        await raw.sadd(keys.processes, name)
+    await raw.sadd(keys.processes, b"\xff\xfe")
+    await raw.hset("logcast:meta:ghost", "lines", "many")  # a store's counters, garbled
+    await raw.sadd("logcast:processes", "ghost", b"\xff\xfe")
+    await asyncio.sleep(1.5)  # three refreshes
+    assert replica.processes.names() == ["web"]
+    assert [h.host for h in replica.hosts() if h.alive] == ["a"]
+    assert [info["name"] for info in map(replica.processes.info, replica.processes.names())] == ["web"]
+    assert all(not task.done() for task in replica._tasks)
+    # states still reach it
+    await replica.processes.stop("web")
+    await until(lambda: replica.processes.info("web")["state"] == "stopped", "web stopped")
+    # and a replica started now starts
+    second = await ClusterEngine.open(Settings(), url)
     try:
-        await raw.hset(keys.agents, mapping={"evil": "not json", "listed": "[1, 2]"})
-        await raw.hset(keys.agents, b"odd\xff", b'{"last_seen": "yesterday", "processes": 7}')
-        for name, fields in {
-            "bad-info": {"info": "[1]", "config": "{}", "stats": "{}"},
-            "no-config": {"info": '{"host": "a"}', "stats": "{}"},
-            "bad-stats": {"info": INFO, "config": '{"command": ["x"]}', "stats": '{"warnings": "many"}'},
-            "bad-clear": {
-                "info": INFO,
-                "config": '{"command": ["x"]}',
-                "stats": "{}",
-                "cleared_upto": "soon",
-            },
-            "no-state": {
-                "info": '{"name": "no-state", "host": "a"}',
-                "config": '{"command": ["x"]}',
-                "stats": "{}",
-            },
-            "odd-state": {
-                "info": INFO.replace("running", "dancing"),
-                "config": '{"command": ["x"]}',
-                "stats": "{}",
-            },
-            "host-list": {
-                "info": INFO.replace('"a"', '["a"]'),
-                "config": '{"command": ["x"]}',
-                "stats": "{}",
-            },
-        }.items():
-            await raw.hset(keys.process(name), mapping=fields)  # type: ignore[arg-type]
-            await raw.sadd(keys.processes, name)
-        await raw.sadd(keys.processes, b"\xff\xfe")
-        await raw.hset("logcast:meta:ghost", "lines", "many")  # a store's counters, garbled
-        await raw.sadd("logcast:processes", "ghost", b"\xff\xfe")
-        await asyncio.sleep(1.5)  # three refreshes
-        assert replica.processes.names() == ["web"]
-        assert [h.host for h in replica.hosts() if h.alive] == ["a"]
-        assert [info["name"] for info in map(replica.processes.info, replica.processes.names())] == ["web"]
-        assert all(not task.done() for task in replica._tasks)
-        # states still reach it
-        await replica.processes.stop("web")
-        await until(lambda: replica.processes.info("web")["state"] == "stopped", "web stopped")
-        # and a replica started now starts
-        second = await ClusterEngine.open(Settings(), url)
-        try:
-            await until(lambda: second.processes.names() == ["web"], "the second replica's view")
-        finally:
-            await second.stop()
+        await until(lambda: second.processes.names() == ["web"], "the second replica's view")
     finally:
-        await raw.aclose()
+        await second.stop()
 
 
 async def test_a_command_that_is_not_logcasts_is_refused_and_the_next_one_acted_on(
-    cluster: tuple[Agent, ClusterEngine, aioredis.Redis], url: str
+    cluster: tuple[Agent, ClusterEngine, aioredis.Redis], raw: aioredis.Redis
 ) -> None:
     agent, replica, _ = cluster
     keys = Keys()
-    raw = aioredis.Redis.from_url(url)
-    try:
-        await raw.xadd(keys.commands("a"), {b"id": b"c1", b"action": b"st\xffart", b"process": b"web"})
-        await raw.xadd(
-            keys.commands("a"), {b"id": b"c2", b"action": b"clear", b"process": b"web", b"upto": b"soon"}
-        )
-        answers = []
-        for command_id in ("c1", "c2"):
-            reply = await raw.blpop([keys.reply(command_id)], timeout=10)
-            assert reply is not None, f"no answer to {command_id}"
-            answers.append(orjson.loads(reply[1]))
-        assert answers[0]["ok"] is False and "unknown action" in answers[0]["error"]
-        assert answers[1] == {"ok": False, "error": "host 'a' could not act on it: ValueError"}
-        pending = await raw.xpending(keys.commands("a"), "agents")
-        assert pending["pending"] == 0  # acknowledged: not delivered again at the next start
-        assert all(not task.done() for task in agent._tasks)
-        run = agent.engine.processes.info("web")["run"]
-        assert await replica.processes.restart("web") is True
-        assert agent.engine.processes.info("web")["run"] == run + 1
-    finally:
-        await raw.aclose()
+    await raw.xadd(keys.commands("a"), {b"id": b"c1", b"action": b"st\xffart", b"process": b"web"})
+    await raw.xadd(
+        keys.commands("a"), {b"id": b"c2", b"action": b"clear", b"process": b"web", b"upto": b"soon"}
+    )
+    answers = []
+    for command_id in ("c1", "c2"):
+        reply = await raw.blpop([keys.reply(command_id)], timeout=10)
+        assert reply is not None, f"no answer to {command_id}"
+        answers.append(orjson.loads(reply[1]))
+    assert answers[0]["ok"] is False and "unknown action" in answers[0]["error"]
+    assert answers[1] == {"ok": False, "error": "host 'a' could not act on it: ValueError"}
+    pending = await raw.xpending(keys.commands("a"), "agents")
+    assert pending["pending"] == 0  # acknowledged: not delivered again at the next start
+    assert all(not task.done() for task in agent._tasks)
+    run = agent.engine.processes.info("web")["run"]
+    assert await replica.processes.restart("web") is True
+    assert agent.engine.processes.info("web")["run"] == run + 1

@@ -323,3 +323,36 @@ def test_a_batched_message_is_taken_event_by_event(js: Callable[..., Any]) -> No
     assert out["lastSeq"] == 12
     assert out["stats"]["duplicates"] == 1 and out["stats"]["holes"] == 1 and out["stats"]["received"] == 6
     assert out["url"] == "/api/processes/p/logs/stream?after=12&batch=1"
+
+
+def test_pausing_keeps_back_the_lines_that_were_not_drawn_yet(js: Callable[..., Any]) -> None:
+    """Lines that arrived just before the pause wait for the next frame to be drawn: they
+    are held with those that come after, so that the screen stays as it was paused (they
+    were drawn after the pause, now and then)."""
+    out = js(
+        """
+        const { feed } = await import('/static/js/logs-state.js');
+        feed.queued = [
+          { type: 'realtime', log: { seq: 1 } },
+          { type: 'historical_complete' },
+          { type: 'gap', from: 2, to: 3 },
+          { type: 'status', log: { seq: 4 } },
+        ];
+        feed.setPaused(true);
+        const out = {
+          queued: feed.queued.map((e) => e.type),
+          held: feed.held.map((e) => e.type),
+          lines: feed.heldLines,
+        };
+        feed.setPaused(false);
+        out.resumed = feed.queued.map((e) => e.type);
+        feed.queued = [];
+        return out;
+        """
+    )
+    assert out == {
+        "queued": ["historical_complete"],
+        "held": ["realtime", "gap", "status"],
+        "lines": 2,
+        "resumed": ["historical_complete", "realtime", "gap", "status"],
+    }

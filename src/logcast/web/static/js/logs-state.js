@@ -69,6 +69,11 @@ export const parsed = {
 
 export const model = new LogModel({ max: settings.maxLines, collapse: display.collapse });
 
+/** An event that is a row of the log (held back while paused), not news of the stream. */
+export function isLineEvent(ev) {
+  return ev.type === "historical" || ev.type === "realtime" || ev.type === "status" || ev.type === "gap";
+}
+
 /** Where the feed of lines stands: the stream, events waiting to be taken in, pause, history. */
 export const feed = {
   stream: null, // the LogStream, once a process is open
@@ -95,11 +100,22 @@ export const feed = {
     }
   },
 
-  /** Pause or resume; resuming queues what was held. Returns false when nothing changed. */
+  /**
+   * Pause or resume; resuming queues what was held. Returns false when nothing changed.
+   * Pausing keeps back the lines that arrived but were not drawn yet (they wait for the
+   * next frame): the screen stays as it was when the user paused.
+   */
   setPaused(on) {
     if (on === this.paused) return false;
     this.paused = on;
-    if (!on) {
+    if (on) {
+      const kept = [];
+      for (const ev of this.queued) {
+        if (isLineEvent(ev)) this.hold(ev);
+        else kept.push(ev);
+      }
+      this.queued = kept;
+    } else {
       for (const ev of this.held) this.queued.push(ev); // a spread of a million overflows the stack
       this.held = [];
       this.heldLines = 0;

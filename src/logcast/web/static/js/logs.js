@@ -12,7 +12,7 @@ import { toDateTimeLocal } from "./format.js";
 import { ui } from "./logs-elements.js";
 import { EarlierLines, jumpToTime } from "./logs-history.js";
 import { fillProcessSelect, showPicker } from "./logs-picker.js";
-import { display, feed, model, parsed, settings } from "./logs-state.js";
+import { display, feed, isLineEvent, model, parsed, settings } from "./logs-state.js";
 import { showConnection, showProcessState, showStatus } from "./logs-status.js";
 import { initNav } from "./nav.js";
 import { prefs } from "./prefs.js";
@@ -146,8 +146,7 @@ function onEvent(ev) {
     feed.seqLog.push(ev.log.seq);
   }
   if (ev.type === "status" && ev.log && ev.log.state) showProcessState(ev.log.state);
-  const isLine = ev.type === "historical" || ev.type === "realtime" || ev.type === "status" || ev.type === "gap";
-  if (feed.paused && isLine) {
+  if (feed.paused && isLineEvent(ev)) {
     feed.hold(ev);
     updateStatus();
     return;
