@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -22,6 +21,7 @@ from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import ControlRefused, ControlTimeout, StoreError, UnknownProcess
 from logcast.hub import MirrorHub
+from logcast.jsonobj import json_object
 from logcast.loop import cancel_all, raise_if_cancelled
 from logcast.rarely import Rarely
 from logcast.schemas import Host, ProcessConfig, ProcessRun
@@ -50,15 +50,6 @@ class Stats:
     cleared_upto: int = 0
 
 
-def _json_object(text: str | None) -> dict[str, Any] | None:
-    """`text` as a JSON object, or None if it is not one."""
-    try:
-        value = orjson.loads(text or "")
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _time(value: object) -> float | None:
     """A time another host published (Unix seconds), or None if it is not one."""
     if isinstance(value, float | int) and not isinstance(value, bool) and 0 <= value < 1e11:
@@ -78,7 +69,7 @@ def _count(value: object) -> int | None:
 def _published(fields: dict[str, str]) -> tuple[dict[str, Any], ProcessConfig, Stats] | None:
     """A process as its agent published it (info, config, stats), or None if it is not
     what logcast publishes."""
-    info, stats = _json_object(fields.get("info")), _json_object(fields.get("stats"))
+    info, stats = json_object(fields.get("info")), json_object(fields.get("stats"))
     if info is None or stats is None or "config" not in fields:
         return None
     try:
@@ -180,7 +171,7 @@ class ClusterProcesses:
             raise ControlTimeout(
                 f"host {host!r} did not {action} {name} within {COMMAND_TIMEOUT:.0f} s: {why}"
             )
-        outcome = _json_object(cast(list[str], reply)[1])
+        outcome = json_object(cast(list[str], reply)[1])
         if outcome is None:
             raise ControlRefused(f"host {host!r} answered what this replica does not understand")
         if not outcome.get("ok"):
@@ -328,7 +319,7 @@ class ClusterEngine(Engine):
         *described, agents = cast(list[dict[str, str]], await pipe.execute())
         hosts: dict[str, dict[str, Any]] = {}
         for host, text in agents.items():
-            description = _json_object(text)
+            description = json_object(text)
             if description is None:
                 self._left_out(f"host {host!r}")
             else:

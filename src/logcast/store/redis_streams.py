@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from logcast.errors import StoreError
+from logcast.jsonobj import json_object
 from logcast.loop import raise_if_cancelled
 from logcast.query import Query
 from logcast.rarely import Rarely
@@ -72,11 +73,8 @@ def _decode(entry: Entry, process: str) -> LogRecord | None:
     raw = entry[1].get(b"r")
     if seq is None or raw is None:
         return None
-    try:
-        d = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(d, dict):
+    d = json_object(raw)
+    if d is None:
         return None
     message, timestamp, run, level, stream, state = (
         d.get(key) for key in ("message", "timestamp", "run", "level", "stream", "state")

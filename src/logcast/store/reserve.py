@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from logcast.jsonobj import json_object
+
 SLOT = 32 * 1024  # bytes per slot; two slots per file
 _HEADER = struct.Struct("<QII")  # generation, payload length, CRC-32 of the payload
 
@@ -113,10 +115,7 @@ def _read_slot(fd: int, slot: int) -> tuple[int, dict[str, int]] | None:
     payload = data[_HEADER.size : _HEADER.size + length]
     if generation == 0 or len(payload) != length or zlib.crc32(payload) != crc:
         return None
-    try:
-        reserved = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(reserved, dict):
+    reserved = json_object(payload)
+    if reserved is None:
         return None
     return generation, {str(name): int(upto) for name, upto in reserved.items() if isinstance(upto, int)}
