@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -103,3 +104,22 @@ def test_clock_across_seconds_and_unknown_time() -> None:
 @given(st.lists(st.one_of(st.just(0.0), st.floats(min_value=-5.0, max_value=4_000_000_000.0)), max_size=30))
 def test_clocks_of_a_batch_are_the_clock_of_each(stamps: list[float]) -> None:
     assert render.clocks(stamps) == [render.clock(t) for t in stamps]
+
+
+UNSAFE = {chr(c) for c in (0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+@given(st.text() | st.text(st.sampled_from([*sorted(UNSAFE), "é", "\u200f", "a", "\u2028"])))
+def test_json_to_print_is_the_same_json_without_what_a_terminal_obeys(text: str) -> None:
+    """`tail --json` and `ps --json`: orjson escapes the C0 controls, not DEL, C1 (0x9B is
+    CSI to some terminals) or the bidirectional controls; these become escapes."""
+    data = orjson.dumps({"message": text})
+    safe = render.safe_json(data)
+    assert orjson.loads(safe) == {"message": text}
+    assert not UNSAFE & set(safe.decode("utf-8"))
+    if not UNSAFE & set(text):
+        assert safe is data  # nothing to do: the same bytes
+
+
+def test_json_escapes_are_lowercase_json_escapes() -> None:
+    assert render.safe_json(orjson.dumps("a\u202eb\x9b\x7f")) == b'"a\\u202eb\\u009b\\u007f"'

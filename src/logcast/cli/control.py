@@ -38,6 +38,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _json(value: Any) -> str:
+    """A line of JSON to print (`render.safe_json`)."""
+    return render.safe_json(orjson.dumps(value)).decode() + "\n"
+
+
 def _words(value: Any) -> str:
     """A command word or environment value as text; anything but a scalar (a server's
     odd answer, lists nested deep) as `?`, never `str()` of it."""
@@ -182,7 +187,7 @@ def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = F
         except ClientError as exc:
             raise _fail(str(exc)) from None
     if as_json:
-        sys.stdout.write(orjson.dumps({"processes": [masked(p.raw) for p in processes]}).decode() + "\n")
+        sys.stdout.write(_json({"processes": [masked(p.raw) for p in processes]}))
         return
     if not processes:
         Console(stderr=True).print("no processes configured")
@@ -219,7 +224,7 @@ def _act(action: str, names: list[str], url: str | None, token: str | None, as_j
             if not as_json:
                 console.print(_summary(info))
     if as_json:
-        sys.stdout.write(orjson.dumps({"processes": results}).decode() + "\n")
+        sys.stdout.write(_json({"processes": results}))
     if failed:
         raise typer.Exit(1)
 

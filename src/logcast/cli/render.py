@@ -7,6 +7,7 @@ a file or a pipe (or `NO_COLOR`) gets it without colours too.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable
 from typing import TextIO
@@ -112,6 +113,23 @@ def safe_texts(texts: list[str], *, raw: bool = False, color: bool = True) -> li
     if clean(joined) == joined:
         return texts
     return [clean(text) for text in texts]
+
+
+# In orjson's output (UTF-8), what it leaves as it is but a terminal obeys: DEL, the C1
+# controls (U+0080-U+009F: 0x9B is CSI to some terminals) and the bidirectional controls.
+_JSON_UNSAFE = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")
+
+
+def _escaped(match: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(match[0].decode("utf-8"))
+
+
+def safe_json(data: bytes) -> bytes:
+    """JSON bytes (orjson's) to print: what a terminal would obey is written as a `\\uXXXX`
+    escape, the same JSON for whoever reads it (orjson escapes the C0 controls itself)."""
+    if b"\x7f" not in data and b"\xc2" not in data and b"\xe2" not in data:
+        return data
+    return _JSON_UNSAFE.sub(_escaped, data)
 
 
 def paint(text: str, style: str, color: bool) -> str:

@@ -231,7 +231,7 @@ class Printer:
                 if event.type == "connection":
                     self.connection(self._follow(event), event)
                 elif self._wanted(event):
-                    lines.append(orjson.dumps(event.as_dict()))
+                    lines.append(render.safe_json(orjson.dumps(event.as_dict())))
         return (b"\n".join(lines) + b"\n").decode() if lines else ""
 
     def _text(self, batch: list[Event | LineRun] | list[Event]) -> str:

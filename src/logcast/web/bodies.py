@@ -3,10 +3,11 @@
 The API reads one small body (`POST /api/login`, a token), parsed whole before the route
 runs, and before any check of who sends it: without a bound, 200 MB sent there took the
 server from 88 to 483 MB, and a body that came a byte at a time held its connection for
-ever. A body over `MAX_BODY` bytes is refused with 413 (at once when its
-`Content-Length` says so), one not complete `BODY_TIMEOUT` s after the route began to
-read it with 408. Once a body is complete, what the app receives next (the client's
-disconnect, which a stream waits for) is not bounded.
+ever. The body of a POST, PUT or PATCH over `MAX_BODY` bytes is refused with 413 (at
+once when its `Content-Length` says so), one not complete `BODY_TIMEOUT` s after the
+route began to read it with 408. Once a body is complete, what the app receives next
+(the client's disconnect) is not bounded; nor is a GET's, whose first receive is a
+stream's watch for that disconnect.
 """
 
 from __future__ import annotations
