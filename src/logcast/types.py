@@ -15,6 +15,16 @@ from typing import Any, NamedTuple, Protocol
 MAX_SEQ = 2**63 - 1  # the largest sequence number: SQLite's INTEGER is a signed 64-bit number
 
 
+def whole_number(value: object) -> int | None:
+    """A seq, run or count that another party wrote (a server, an agent): a whole number
+    from 0 to MAX_SEQ, or its decimal digits; None for anything else (a bool too)."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        return None
+    return value
+
+
 class Level(enum.StrEnum):
     DEBUG = "debug"
     INFO = "info"

@@ -231,8 +231,8 @@ class Printer:
                 if event.type == "connection":
                     self.connection(self._follow(event), event)
                 elif self._wanted(event):
-                    lines.append(render.safe_json(orjson.dumps(event.as_dict())))
-        return (b"\n".join(lines) + b"\n").decode() if lines else ""
+                    lines.append(orjson.dumps(event.as_dict()))
+        return render.safe_json(b"\n".join(lines) + b"\n").decode() if lines else ""
 
     def _text(self, batch: list[Event | LineRun] | list[Event]) -> str:
         pieces: list[str] = []

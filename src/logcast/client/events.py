@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from logcast.types import EventType, Level, LogRecord, Stream
+from logcast.types import MAX_SEQ, EventType, Level, LogRecord, Stream, whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -123,20 +123,6 @@ def connection_event(
     )
 
 
-_WHOLE_MAX = 1 << 63  # a seq, a run: what JSON (orjson) and SQLite hold
-
-
-def _int(value: Any) -> int | None:
-    """A seq or count from the wire: a whole number below 2**63 (or its digits), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.isdigit() and len(value) < 20:
-        value = int(value)
-    if isinstance(value, int) and 0 <= value < _WHOLE_MAX:
-        return value
-    return None
-
-
 def _record(data: dict[str, Any], process: str) -> LogRecord:
     """A LogRecord from the wire, tolerant of the fields a status record may leave out."""
     d = dict(data)
@@ -164,7 +150,7 @@ def record_of(d: dict[str, Any]) -> LogRecord:
     if state and type(state) is not str:
         raise ValueError("a log record's state must be text")
     record = LogRecord.from_dict(d)
-    if not (0 <= record.seq < _WHOLE_MAX and 0 <= record.run < _WHOLE_MAX):
+    if not (0 <= record.seq <= MAX_SEQ and 0 <= record.run <= MAX_SEQ):
         raise ValueError("a log record's seq and run must be whole numbers below 2**63")
     return record
 
@@ -196,7 +182,7 @@ def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | Non
     if kind is None:  # not `str()` of what may be nested deep: see `record_of`
         logger.debug("skipping stream event of unknown type %r", name if type(name) is str else type(name))
         return None
-    seq = _int(sse_id)
+    seq = whole_number(sse_id)
     log: LogRecord | None = None
     raw_log = obj.get("log")
     try:
@@ -206,11 +192,11 @@ def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | Non
         raise ValueError(f"malformed log record in stream: {exc}") from None
     if log is not None:
         seq = log.seq
-    elif _int(obj.get("seq")) is not None:
-        seq = _int(obj.get("seq"))
+    elif whole_number(obj.get("seq")) is not None:
+        seq = whole_number(obj.get("seq"))
     message = obj.get("message")
     if kind is EventType.GAP:
-        gap_from, gap_to = _int(obj.get("from")), _int(obj.get("to"))
+        gap_from, gap_to = whole_number(obj.get("from")), whole_number(obj.get("to"))
         if gap_from is not None and gap_to is not None and gap_from > gap_to:
             raise ValueError(f"a gap from {gap_from} to {gap_to}, which ends before it begins")
         return Event(

@@ -22,6 +22,7 @@ from logcast.cluster.redis import claim, connect
 from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import LogcastError, StoreError
+from logcast.jsonobj import json_object
 from logcast.loop import cancel_all, raise_if_cancelled
 from logcast.rarely import Rarely
 from logcast.secrets import mask_text
@@ -159,11 +160,8 @@ class Agent:
     async def _forget_old_names(self) -> None:
         """Names this host published before but no longer runs (its configuration changed)."""
         names = set(self.engine.processes.names())
-        described = await self.client.hget(self.keys.agents, self.host)
-        try:
-            before = orjson.loads(described or "{}").get("processes", [])
-        except (orjson.JSONDecodeError, AttributeError):  # not what an agent writes: nothing to forget
-            before = []
+        described = json_object(await self.client.hget(self.keys.agents, self.host)) or {}
+        before = described.get("processes")  # not what an agent writes: nothing to forget
         if not isinstance(before, list):
             before = []
         for name in {name for name in before if isinstance(name, str)} - names:
@@ -264,13 +262,12 @@ class Agent:
                     await self._sleep(0.1)  # acknowledged ones leave the pending list
                 backoff = 0.0
                 self._redis_back()
-            except (RedisError, OSError) as exc:
-                self._redis_away(exc)
-                grouped = False  # a restarted Redis may have lost it
-                backoff = min(max(backoff * 2, 0.1), 2.0)
-                await self._sleep(backoff)
-            except Exception:  # never the end of taking commands: every one would time out
-                self._failed("taking commands")
+            except Exception as exc:  # never the end of taking commands: every one would time out
+                if isinstance(exc, RedisError | OSError):
+                    self._redis_away(exc)
+                    grouped = False  # a restarted Redis may have lost it
+                else:
+                    self._failed("taking commands")
                 backoff = min(max(backoff * 2, 0.1), 2.0)
                 await self._sleep(backoff)
 

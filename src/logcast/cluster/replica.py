@@ -27,7 +27,7 @@ from logcast.rarely import Rarely
 from logcast.schemas import Host, ProcessConfig, ProcessRun
 from logcast.secrets import mask_text
 from logcast.store.redis_streams import RedisStore
-from logcast.types import ProcessState
+from logcast.types import ProcessState, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,6 @@ def _time(value: object) -> float | None:
     return None
 
 
-def _count(value: object) -> int | None:
-    """A counter another host published: an int from 0 to 2**63 - 1 (or such a decimal)."""
-    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if type(value) is not int or not 0 <= value < 1 << 63:
-        return None
-    return value
-
-
 def _published(fields: dict[str, str]) -> tuple[dict[str, Any], ProcessConfig, Stats] | None:
     """A process as its agent published it (info, config, stats), or None if it is not
     what logcast publishes."""
@@ -79,8 +70,8 @@ def _published(fields: dict[str, str]) -> tuple[dict[str, Any], ProcessConfig, S
         return None
     if not isinstance(info.get("host", fields.get("host", "")), str):
         return None
-    counts = [_count(stats.get(key, 0)) for key in ("warnings", "errors", "store_lost")]
-    cleared = _count(fields.get("cleared_upto", "0"))
+    counts = [whole_number(stats.get(key, 0)) for key in ("warnings", "errors", "store_lost")]
+    cleared = whole_number(fields.get("cleared_upto", "0"))
     last_error = stats.get("last_error")
     if None in counts or cleared is None or not (last_error is None or isinstance(last_error, str)):
         return None
@@ -392,13 +383,10 @@ class ClusterEngine(Engine):
                             )
                     read[new.process] = (new.last_id, self.hub.get(new.process).last_seq)
                     await asyncio.sleep(0)
-            except StoreError as exc:
-                self._unreachable(exc)
-                backoff = min(max(backoff * 2, 0.1), 2.0)
-                await self.sleep(backoff)
-                continue
-            except Exception:  # never the end of mirroring: every process would stop there
-                if failed():
+            except Exception as exc:  # never the end of mirroring: every process would stop there
+                if isinstance(exc, StoreError):
+                    self._unreachable(exc)
+                elif failed():
                     log.exception("mirroring the agents' records failed (%d times); going on", failed.count)
                 backoff = min(max(backoff * 2, 0.1), 2.0)
                 await self.sleep(backoff)

@@ -28,7 +28,7 @@ from logcast.query import Query
 from logcast.rarely import Rarely
 from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
-from logcast.types import Level, LogRecord, ProcessState, Stream
+from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream
 
 __all__ = ["NewEntries", "RedisStore"]
 
@@ -52,16 +52,13 @@ def _encode(record: LogRecord) -> bytes:
         return orjson.dumps(fields)
 
 
-SEQ_MAX = (1 << 63) - 1
-
-
 def _id_seq(entry_id: bytes) -> int | None:
     """The seq an entry's id names (`0-{seq}`), or None for an id logcast does not write."""
     ms, dash, seq = entry_id.partition(b"-")
     if ms != b"0" or not dash or not seq.isdigit() or len(seq) > 19:
         return None
     value = int(seq)
-    return value if 0 < value <= SEQ_MAX else None
+    return value if 0 < value <= MAX_SEQ else None
 
 
 def _decode(entry: Entry, process: str) -> LogRecord | None:
@@ -87,7 +84,7 @@ def _decode(entry: Entry, process: str) -> LogRecord | None:
         or isinstance(timestamp, bool)
         or not math.isfinite(timestamp)
         or type(run) is not int
-        or not 0 <= run <= SEQ_MAX
+        or not 0 <= run <= MAX_SEQ
         or type(level) is not str
         or type(stream) is not str
         or not (state is None or type(state) is str)
@@ -115,7 +112,7 @@ def _int(value: bytes | str | None, what: str) -> int:
         number = int(value or 0)
     except ValueError:
         raise StoreError(f"redis: {what} is not a number") from None
-    if not 0 <= number <= SEQ_MAX:
+    if not 0 <= number <= MAX_SEQ:
         raise StoreError(f"redis: {what} is out of range")
     return number
 
