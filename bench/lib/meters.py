@@ -46,12 +46,7 @@ class ServerMeter:
         """(seconds on a CPU, seconds runnable but waiting for a CPU) of the main thread,
         which runs the event loop; (nan, nan) where /proc has no schedstat."""
         pid = self.proc.pid
-        try:
-            with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
-                run, wait, _ = f.read().split()
-            return int(run) / 1e9, int(wait) / 1e9
-        except (OSError, ValueError):
-            return math.nan, math.nan
+        return _sched_threads(pid).get(str(pid), (math.nan, math.nan))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
