@@ -65,13 +65,13 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) 
 async def test_a_name_held_by_a_live_agent_is_refused_with_its_holder(url: str) -> None:
     client, keys = connect(url), Keys()
     try:
-        await claim(client, keys, "a", ["web", "worker"], "{}")
+        await claim(client, keys, "a", ["web", "worker"], "{}", "run-a")
         with pytest.raises(NameTaken, match="'worker' is already run by host 'a'"):
-            await claim(client, keys, "b", ["llm", "worker"], "{}")
+            await claim(client, keys, "b", ["llm", "worker"], "{}", "run-b")
         assert await client.get(keys.owner("llm")) is None  # nothing taken by a refused claim
-        await claim(client, keys, "a", ["web", "worker"], "{}")  # the same host again: fine
+        await claim(client, keys, "a", ["web", "worker"], "{}", "run-a")  # the same run again: fine
         await client.delete(keys.agent("a"))  # a's agent is gone
-        await claim(client, keys, "b", ["llm", "worker"], "{}")
+        await claim(client, keys, "b", ["llm", "worker"], "{}", "run-b")
         assert await client.get(keys.owner("worker")) == "b"
     finally:
         await client.aclose()

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from logcast.config import ProcessSettings, Settings
 from logcast.hub import Hub
@@ -32,6 +32,9 @@ from logcast.store.base import Store
 from logcast.supervise.resources import Resources, ResourceSampler
 from logcast.supervise.supervisor import Supervisor
 from logcast.types import Entry
+
+if TYPE_CHECKING:
+    from logcast.store.redis_streams import Fence
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ class Engine:
     host: str = field(default_factory=socket.gethostname)  # where the processes run
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its resources, last sample
     samples: SampleLog = field(default_factory=SampleLog)
+    flush_timeout: float = 10.0  # s `stop` waits for the store to take what is left
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -192,10 +196,17 @@ class Engine:
 
     @classmethod
     async def start(
-        cls, settings: Settings, *, autostart: bool = True, host: str | None = None, shared: bool = False
+        cls,
+        settings: Settings,
+        *,
+        autostart: bool = True,
+        host: str | None = None,
+        shared: bool = False,
+        fence: Fence | None = None,
     ) -> Engine:
         """Open the store, load the hub, start the supervisor and the autostart processes.
-        `shared`: other hosts write to the same store; only this host's processes are ours."""
+        `shared`: other hosts write to the same store; only this host's processes are ours.
+        `fence`: what the store's writes need to hold (an agent's, `RedisStore`)."""
         tune_runtime()
         storage = settings.storage
         # In a worker thread: it creates the directory, and the Redis engine imports redis-py.
@@ -205,6 +216,7 @@ class Engine:
             dir=storage.dir,
             redis_url=storage.redis_url,
             retain_lines=storage.retain_lines,
+            fence=fence,
         )
         await store.open()
         hub = Hub(store, memory_lines=storage.memory_lines, memory_bytes=storage.memory_bytes)
@@ -233,7 +245,8 @@ class Engine:
         self.hub.end_subscriptions()
 
     async def stop(self) -> None:
-        """The ordered shutdown: streams, children, the store's last writes, the store."""
+        """The ordered shutdown: streams, children, the store's last writes (waited for at
+        most `flush_timeout` s), the store."""
         self.end_streams()
         try:
             await cancel_all(self._background)
@@ -244,6 +257,6 @@ class Engine:
         try:
             await self.processes.shutdown()
         finally:
-            await self.hub.flush(timeout=10.0)
+            await self.hub.flush(timeout=self.flush_timeout)
             await self.hub.close()
             await self.store.close()

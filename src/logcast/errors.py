@@ -45,6 +45,12 @@ class StoreError(LogcastError):
         self.unsure = unsure
 
 
+class FencedOff(StoreError):
+    """Several hosts: this agent no longer holds what it writes for. Another agent took its
+    process names or its host id while it was away (paused, cut off from Redis past its
+    heartbeat), and nothing of this one's is written over theirs."""
+
+
 class ControlTimeout(LogcastError):
     """The host that runs a process did not act on a command in time (several hosts)."""
 

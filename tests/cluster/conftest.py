@@ -197,9 +197,11 @@ class Cluster:
         )
         return replica
 
-    def spawn_agent(self, host: str, toml: str) -> Agent:
-        """Start `logcast agent` for `host` without waiting for anything."""
-        folder = self.root / f"agent-{host}"
+    def spawn_agent(self, host: str, toml: str, label: str | None = None) -> Agent:
+        """Start `logcast agent` for `host` without waiting for anything (`label`: its name
+        here, where two agents are started under one host id)."""
+        label = label or host
+        folder = self.root / f"agent-{label}"
         folder.mkdir()
         config = folder / "logcast.toml"
         config.write_text(textwrap.dedent(toml))
@@ -217,7 +219,7 @@ class Cluster:
         ]
         out, err = folder / "agent.out", folder / "agent.err"
         agent = Agent(host, folder, config, popen_logged(args, folder, out, err=err), out, err)
-        self.agents[host] = agent
+        self.agents[label] = agent
         return agent
 
     def agent(

@@ -12,10 +12,10 @@ from typing import Annotated
 import typer
 
 from logcast.cluster.agent import Agent
-from logcast.cluster.redis import NameTaken
+from logcast.cluster.redis import HostIdTaken, NameTaken
 from logcast.config import Settings, load
-from logcast.errors import ConfigError, StoreError
-from logcast.loop import run
+from logcast.errors import ConfigError, FencedOff, StoreError
+from logcast.loop import cancel_all, run
 from logcast.secrets import mask_text
 
 
@@ -30,10 +30,15 @@ async def _run(settings: Settings, url: str, host: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    fenced = asyncio.ensure_future(agent.fenced.wait())
+    fenced.add_done_callback(lambda _: stop.set())
     try:
         await stop.wait()
     finally:
+        await cancel_all([fenced])
         await agent.stop()
+    if agent.fenced.is_set():
+        raise FencedOff(f"logcast agent {host} stopped: {agent.fenced_reason}")
 
 
 def register(app: typer.Typer) -> None:
@@ -70,7 +75,7 @@ def register(app: typer.Typer) -> None:
             run(_run(settings, redis, host))
         except ConfigError as exc:
             fail(str(exc), 2)
-        except NameTaken as exc:
+        except (NameTaken, HostIdTaken) as exc:
             fail(str(exc))
         except (StoreError, OSError) as exc:
             fail(mask_text(str(exc)))

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -17,15 +18,16 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from logcast.cluster.keys import COMMAND_TIMEOUT, DONE_TTL, HEARTBEAT, LOST_AFTER, REPLY_TTL, Keys
-from logcast.cluster.redis import claim, connect
+from logcast.cluster.keys import COMMAND_TIMEOUT, DONE_TTL, HEARTBEAT, REPLY_TTL, Keys
+from logcast.cluster.redis import alive_value, claim, connect, fence_of, fenced, renew
 from logcast.config import Settings
 from logcast.engine import Engine
-from logcast.errors import LogcastError, StoreError
+from logcast.errors import FencedOff, LogcastError, StoreError
 from logcast.jsonobj import json_object
 from logcast.loop import cancel_all, raise_if_cancelled
 from logcast.rarely import Rarely
 from logcast.secrets import mask_text
+from logcast.store.redis_streams import check_fence
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,22 @@ class Agent:
         engine: Engine,
         client: aioredis.Redis,
         host: str,
+        token: str,
         *,
         keys: Keys | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`token`: this run's, under which it claimed `host` (see `cluster.redis.claim`)."""
         self.engine = engine
         self.client = client
         self.host = host
+        self.token = token
         self.keys = keys or Keys()
+        self.fence = fence_of(self.keys, host, token)
+        # Set when another agent took this one's host id or a name while it was away: it
+        # then writes nothing more and should stop (`logcast agent` does, with the reason).
+        self.fenced = asyncio.Event()
+        self.fenced_reason = ""
         self._sleep = sleep
         self._published: dict[str, str] = {}  # name -> the info last published
         self._acting: dict[str, asyncio.Future[str]] = {}  # command id -> its answer, while acting
@@ -70,8 +80,9 @@ class Agent:
         client = connect(url)
         keys = Keys()
         names = list(settings.processes)
+        token = secrets.token_hex(12)
         try:
-            await claim(client, keys, host, names, _json({"pid": os.getpid(), "at": time.time()}))
+            await claim(client, keys, host, names, _json(alive_value(time.time())), token)
         except (RedisError, OSError) as exc:
             await client.aclose()
             raise StoreError(mask_text(f"redis at {url}: {exc}")) from exc
@@ -80,11 +91,13 @@ class Agent:
             raise
         storage = replace(settings.storage, engine="redis", redis_url=url)
         try:
-            engine = await Engine.start(replace(settings, storage=storage), host=host, shared=True)
+            engine = await Engine.start(
+                replace(settings, storage=storage), host=host, shared=True, fence=fence_of(keys, host, token)
+            )
         except BaseException:
             await client.aclose()
             raise
-        agent = cls(engine, client, host, keys=keys)
+        agent = cls(engine, client, host, token, keys=keys)
         await agent._forget_old_names()
         await agent._publish_all()
         agent._tasks = [
@@ -106,12 +119,19 @@ class Agent:
 
     async def _close(self) -> None:
         try:
+            if self.fenced.is_set():
+                self.engine.flush_timeout = 0.0  # what is left can never be written: no wait for it
             await self.engine.stop()
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await self._publish_all()  # every process stopped, as it now is
-                await self.client.hset(self.keys.agents, self.host, _json(self._description(stopped=True)))
-                await self.client.delete(self.keys.agent(self.host))
+            # Fenced off, the host id and the names are another agent's: nothing of theirs is
+            # touched. (Found fenced off here, FencedOff ends the block before the rest.)
+            if not self.fenced.is_set():
+                with contextlib.suppress(RedisError, OSError, FencedOff):
+                    await self._publish_all()  # every process stopped, as it now is
+                    await self.client.hset(
+                        self.keys.agents, self.host, _json(self._description(stopped=True))
+                    )
+                    await self.client.delete(self.keys.agent(self.host))
             await self.client.aclose()
 
     def _description(self, *, stopped: bool = False) -> dict[str, Any]:
@@ -145,14 +165,19 @@ class Agent:
         }
 
     async def _publish(self, names: list[str]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            published = self._published_process(name)
-            pipe.hset(self.keys.process(name), mapping=cast(Any, published))
-            self._published[name] = published["info"]
-        if names:
+        """What the replicas read of `names`, only while this agent holds them (FencedOff)."""
+        if not names:
+            return
+        published = {name: self._published_process(name) for name in names}
+
+        def queue(pipe: Any) -> None:
+            for name, fields in published.items():
+                pipe.hset(self.keys.process(name), mapping=cast(Any, fields))
             pipe.sadd(self.keys.processes, *names)
-        await pipe.execute()
+
+        await fenced(self.client, self.fence(names), queue)
+        for name, fields in published.items():
+            self._published[name] = fields["info"]
 
     async def _publish_all(self) -> None:
         await self._publish(self.engine.processes.names())
@@ -171,24 +196,36 @@ class Agent:
                 await self.client.srem(self.keys.processes, name)
 
     async def _heartbeats(self) -> None:
-        """Every HEARTBEAT s: this agent is alive (for LOST_AFTER s), and its figures."""
-        while True:
+        """Every HEARTBEAT s, `beat`, until this agent is fenced off."""
+        while not self.fenced.is_set():
             raise_if_cancelled()
-            try:
-                alive = _json({"pid": os.getpid(), "at": time.time()})
-                pipe = self.client.pipeline(transaction=False)
-                pipe.set(self.keys.agent(self.host), alive, px=int(LOST_AFTER * 1000))
-                pipe.hset(self.keys.agents, self.host, _json(self._description()))
-                for name in self.engine.processes.names():
-                    pipe.set(self.keys.owner(name), self.host)
-                await pipe.execute()
-                await self._publish_all()
-                self._redis_back()
-            except (RedisError, OSError) as exc:
-                self._redis_away(exc)
-            except Exception:  # never the end of the heartbeats: the host would be taken for lost
-                self._failed("the heartbeat")
+            await self.beat()
             await self._sleep(HEARTBEAT)
+
+    async def beat(self) -> None:
+        """This agent is alive (for LOST_AFTER s), still holds its host id and names (else
+        it is fenced off: `fenced`), and its figures."""
+        try:
+            names = self.engine.processes.names()
+            await renew(self.client, self.keys, self.host, names, _json(alive_value(time.time())), self.token)
+            await self.client.hset(self.keys.agents, self.host, _json(self._description()))
+            await self._publish_all()
+            self._redis_back()
+        except FencedOff as exc:
+            self._fence_off(exc)
+        except (RedisError, OSError) as exc:
+            self._redis_away(exc)
+        except Exception:  # never the end of the heartbeats: the host would be taken for lost
+            self._failed("the heartbeat")
+
+    def _fence_off(self, exc: FencedOff) -> None:
+        """Another agent took what this one held: from now on it writes nothing, acts on no
+        command, and should stop."""
+        if self.fenced.is_set():
+            return
+        self.fenced_reason = str(exc)
+        log.error("fenced off: %s; nothing more is written, this agent stops", exc)
+        self.fenced.set()
 
     async def _publish_changes(self) -> None:
         """State changes reach Redis within PUBLISH_INTERVAL s, not at the next heartbeat."""
@@ -204,6 +241,8 @@ class Agent:
                 continue
             try:
                 await self._publish(changed)
+            except FencedOff:
+                pass  # not published; the heartbeat tells whether this agent was fenced off
             except (RedisError, OSError) as exc:
                 self._redis_away(exc)
             except Exception:
@@ -324,6 +363,11 @@ class Agent:
                 "ok": False,
                 "error": f"host {self.host!r} is stopping: the {action} of {name} was not done",
             }
+        try:  # another agent may have taken the name while this one was away
+            fence = self.fence([name])
+            check_fence(fence, await self.client.mget(list(fence)))
+        except FencedOff as exc:
+            return {"ok": False, "error": f"host {self.host!r} did not do the {action} of {name}: {exc}"}
         try:
             if action == "clear":
                 upto = fields.get("upto")
@@ -336,6 +380,8 @@ class Agent:
             await self._publish([name])
         except (RedisError, OSError):
             raise
+        except FencedOff:
+            pass  # it was done; the heartbeat tells whether this agent was fenced off
         except Exception:  # it was done: the answer says so, the next heartbeat publishes it
             self._failed(f"publishing {name} after its {action}")
         return {"ok": True, "result": result, "info": self._info(name)}

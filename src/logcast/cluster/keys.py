@@ -19,6 +19,11 @@ class Keys:
         """Exists while the agent of `host` is alive (it expires after LOST_AFTER)."""
         return f"{self.prefix}:agent:{host}"
 
+    def instance(self, host: str) -> str:
+        """The token of the agent run that holds host id `host` (no expiry: it changes only
+        when another run takes the host id, and then the run before is fenced off)."""
+        return f"{self.prefix}:instance:{host}"
+
     @property
     def agents(self) -> str:
         """Every host that ever ran an agent (hash host -> its description, JSON)."""

@@ -1,16 +1,26 @@
-"""The cluster's own Redis connection (the history store keeps its own), and claiming names."""
+"""The cluster's own Redis connection (the history store keeps its own), claiming names
+and a host id, and the fence that keeps an agent that was away from writing over the one
+that took them (`renew`, `fenced`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
 
+import psutil
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import WatchError
 
 from logcast.cluster.keys import LOST_AFTER, Keys
-from logcast.errors import LogcastError
+from logcast.errors import FencedOff, LogcastError
+from logcast.jsonobj import json_object
+from logcast.store.redis_streams import FENCE_ATTEMPTS, Fence, check_fence
 
 CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 30.0  # above any blocking read issued here
@@ -25,6 +35,44 @@ class NameTaken(LogcastError):
         self.holder = holder
 
 
+class HostIdTaken(LogcastError):
+    """Another live agent runs under this host id."""
+
+    def __init__(self, host: str, holder: Mapping[str, Any]) -> None:
+        pid, machine = holder.get("pid"), holder.get("machine")
+        where = f"pid {pid}" + (f" on {str(machine).split('/')[0]}" if isinstance(machine, str) else "")
+        super().__init__(
+            f"host id {host!r} is used by another live agent ({where}): give this one its own"
+            " --host-id, or stop that one first"
+        )
+        self.host = host
+
+
+@cache
+def machine() -> str:
+    """This machine as it runs now (its name and boot): a pid means the same process only
+    on the same boot of the same machine."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def alive_value(at: float) -> dict[str, Any]:
+    """What an agent's liveness key holds: who it is, and when it last said so."""
+    return {"pid": os.getpid(), "machine": machine(), "at": at}
+
+
+def _gone(holder: Mapping[str, Any]) -> bool:
+    """Whether the agent `holder` describes ran here and its process has ended (a crash: its
+    liveness key has not expired yet, but no one is behind it)."""
+    pid = holder.get("pid")
+    if holder.get("machine") != machine() or type(pid) is not int or pid <= 0 or pid == os.getpid():
+        return False
+    return not psutil.pid_exists(pid)
+
+
 def connect(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         url,
@@ -36,10 +84,17 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
-# Atomically: refuse if a name is held by another host whose agent is alive, else take them
-# all and mark this agent alive (so that a second agent starting at the same moment sees it).
+# Atomically: refuse if the host id is run by another live agent (unless `takeover`: that
+# one is known to have ended) or a name is held by another host whose agent is alive; else
+# take the host id (this run's token) and the names, and mark this agent alive (so that a
+# second agent starting at the same moment sees it).
 _CLAIM = """
-local prefix, host, ttl, alive = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local prefix, host, ttl, alive, token, takeover = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local agent = prefix .. ':agent:' .. host
+local running = redis.call('GET', prefix .. ':instance:' .. host)
+if takeover ~= '1' and running and running ~= token and redis.call('EXISTS', agent) == 1 then
+  return {0, host}
+end
 for i, key in ipairs(KEYS) do
   local holder = redis.call('GET', key)
   if holder and holder ~= host and redis.call('EXISTS', prefix .. ':agent:' .. holder) == 1 then
@@ -49,13 +104,41 @@ end
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, host)
 end
+redis.call('SET', prefix .. ':instance:' .. host, token)
+redis.call('SET', agent, alive, 'PX', ttl)
+return false
+"""
+
+# A heartbeat: fenced off (the host id's token or a name is another's) or alive again. What
+# is missing (Redis lost its data) is taken back; nothing another run took is.
+_RENEW = """
+local prefix, host, ttl, alive, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local instance = prefix .. ':instance:' .. host
+local running = redis.call('GET', instance)
+if running and running ~= token then
+  return {0, running}
+end
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder and holder ~= host then
+    return {i, holder}
+  end
+end
+redis.call('SET', instance, token, 'NX')
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, host, 'NX')
+end
 redis.call('SET', prefix .. ':agent:' .. host, alive, 'PX', ttl)
 return false
 """
 
 
-async def claim(client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str) -> None:
-    """Take `names` for `host`, or raise NameTaken naming the live host that holds one."""
+async def claim(
+    client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str, token: str
+) -> None:
+    """Take host id `host` (for the run `token`) and `names`, or raise HostIdTaken or
+    NameTaken naming the live agent that holds one."""
+    holder = json_object(await client.get(keys.agent(host))) or {}
     found = await client.eval(
         _CLAIM,
         len(names),
@@ -64,7 +147,63 @@ async def claim(client: aioredis.Redis, keys: Keys, host: str, names: Sequence[s
         host,
         str(int(LOST_AFTER * 1000)),
         alive,
+        token,
+        "1" if _gone(holder) else "0",
+    )
+    if found:
+        index, holder_host = cast(list[object], found)
+        if index == 0:
+            raise HostIdTaken(host, json_object(await client.get(keys.agent(host))) or holder)
+        raise NameTaken(names[int(cast(int, index)) - 1], str(holder_host))
+
+
+async def renew(
+    client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str, token: str
+) -> None:
+    """This agent is alive and still holds its host id and `names`; FencedOff if another
+    agent took one while it was away."""
+    found = await client.eval(
+        _RENEW,
+        len(names),
+        *[keys.owner(name) for name in names],
+        keys.prefix,
+        host,
+        str(int(LOST_AFTER * 1000)),
+        alive,
+        token,
     )
     if found:
         index, holder = cast(list[object], found)
-        raise NameTaken(names[int(cast(int, index)) - 1], str(holder))
+        if index == 0:
+            raise FencedOff(f"another agent took host id {host!r} while this one was away")
+        raise FencedOff(
+            f"host {str(holder)!r} took process {names[int(cast(int, index)) - 1]!r} while this agent was away"
+        )
+
+
+def fence_of(keys: Keys, host: str, token: str) -> Fence:
+    """The fence of an agent's writes about `names`: its run still holds the host id, and
+    the host each name."""
+
+    def fence(names: Iterable[str]) -> dict[str, str]:
+        return {keys.instance(host): token, **{keys.owner(name): host for name in names}}
+
+    return fence
+
+
+async def fenced(client: aioredis.Redis, fence: Mapping[str, str], queue: Callable[[Any], None]) -> None:
+    """The commands `queue` puts in a pipeline, as one MULTI/EXEC, applied only while each
+    key of `fence` holds its value (WATCHed); FencedOff otherwise."""
+    for _ in range(FENCE_ATTEMPTS):
+        pipe: Any  # redis-py's WATCH and MULTI are untyped
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.watch(*fence)
+            check_fence(fence, await pipe.mget(list(fence)))
+            pipe.multi()
+            queue(pipe)
+            try:
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
+    raise FencedOff(f"the keys of {sorted(fence)} kept changing: another agent is taking them")

@@ -9,7 +9,7 @@ from logcast.store.base import ProcessMeta, Store, StoreStats
 from logcast.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from logcast.store.redis_streams import RedisStore
+    from logcast.store.redis_streams import Fence, RedisStore
 
 __all__ = ["ENGINES", "ProcessMeta", "RedisStore", "SqliteStore", "Store", "StoreStats", "open_store"]
 
@@ -17,9 +17,12 @@ ENGINES = ("sqlite", "redis")
 SQLITE_FILE = "history.sqlite3"
 
 
-def open_store(engine: str, *, dir: Path, redis_url: str | None, retain_lines: int) -> Store:
+def open_store(
+    engine: str, *, dir: Path, redis_url: str | None, retain_lines: int, fence: Fence | None = None
+) -> Store:
     """Build the store named by `engine`: `sqlite` keeps `dir / "history.sqlite3"`
-    (creating `dir`), `redis` needs `redis_url`. Raises ValueError for anything else.
+    (creating `dir`), `redis` needs `redis_url` (and takes an agent's `fence`). Raises
+    ValueError for anything else.
 
     It only builds the store: the caller awaits `store.open()` before use and
     `store.close()` at shutdown."""
@@ -31,7 +34,7 @@ def open_store(engine: str, *, dir: Path, redis_url: str | None, retain_lines: i
             raise ValueError("the redis store needs a redis URL")
         from logcast.store.redis_streams import RedisStore
 
-        return RedisStore(redis_url, retain_lines=retain_lines)
+        return RedisStore(redis_url, retain_lines=retain_lines, fence=fence)
     raise ValueError(f"unknown store engine {engine!r}; valid engines: {', '.join(ENGINES)}")
 
 

@@ -10,18 +10,18 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import NamedTuple, cast
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 import orjson
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from redis.retry import Retry
 
-from logcast.errors import StoreError
+from logcast.errors import FencedOff, StoreError
 from logcast.jsonobj import json_object
 from logcast.loop import raise_if_cancelled
 from logcast.query import Query
@@ -30,13 +30,19 @@ from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream
 
-__all__ = ["NewEntries", "RedisStore"]
+__all__ = ["Fence", "NewEntries", "RedisStore", "check_fence"]
 
 log = logging.getLogger(__name__)
 
 _SCAN_CHUNK = 2_000  # entries per XRANGE when a filter may reject most of them
 _CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 30.0  # above any XREAD BLOCK this module issues
+
+# Who may write (several hosts): for the processes a write touches, the keys that must hold
+# these values while it is applied (`check_fence`). An agent's fence is its host id's token
+# and the ownership of each name; another agent that took either fences this one off.
+Fence = Callable[[Iterable[str]], dict[str, str]]
+FENCE_ATTEMPTS = 3  # a fence key changed during the write (WATCH): looked at again this often
 
 # A stream entry: its id and one field `r`, the record as the wire protocol's dict in
 # JSON, so that every host decodes it without knowing this module's layout.
@@ -117,6 +123,19 @@ def _int(value: bytes | str | None, what: str) -> int:
     return number
 
 
+def check_fence(fence: Mapping[str, str], held: Sequence[bytes | str | None]) -> None:
+    """Raise FencedOff unless each key of `fence` holds its value (`held`, from MGET)."""
+    for (key, wanted), value in zip(fence.items(), held, strict=True):
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if value != wanted:
+            raise FencedOff(
+                f"{key} is {value!r}, not {wanted!r}: another agent holds it, nothing is written over its work"
+                if value is not None
+                else f"{key} is gone (Redis lost it?): nothing is written until the heartbeat takes it back"
+            )
+
+
 def _utf8_len(message: str) -> int:
     return len(message) if message.isascii() else len(message.encode("utf-8", "replace"))
 
@@ -144,7 +163,11 @@ class RedisStore:
     entries), reading in chunks, so memory stays bounded however selective the filter is.
     """
 
-    def __init__(self, url: str, *, retain_lines: int = 5_000_000, prefix: str = "logcast") -> None:
+    def __init__(
+        self, url: str, *, retain_lines: int = 5_000_000, prefix: str = "logcast", fence: Fence | None = None
+    ) -> None:
+        """`fence`: every write (records, reservations) is applied only while the fence
+        holds (`FencedOff` otherwise: a failed write, nothing applied)."""
         if retain_lines < 1:
             raise ValueError("retain_lines must be at least 1")
         self.url = url
@@ -158,6 +181,7 @@ class RedisStore:
         self._async: aioredis.Redis | None = None
         self._known: dict[str, tuple[int, int]] = {}  # process -> (last_seq, last_run) in Redis
         self.skipped = Rarely()  # entries read that were not logcast's records
+        self._fence = fence
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -238,6 +262,11 @@ class RedisStore:
                 client = self._sync_client()
                 self._learn(client, records)
                 written = self._write_chunk(client, records)
+            except FencedOff as exc:
+                self._known.clear()
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                raise
             except (RedisError, OSError) as exc:
                 self._known.clear()  # ask Redis again next time
                 log.debug("redis write of %d records failed: %s", len(records), exc)
@@ -262,12 +291,14 @@ class RedisStore:
 
     def reserve(self, marks: Mapping[str, int]) -> None:
         """A `reserved` field in each process's meta hash (Redis persists it as it persists the rest)."""
-        try:
-            pipe = self._sync_client().pipeline(transaction=True)
+
+        def queue(pipe: Any) -> None:
             for name, reserved_upto in marks.items():
                 pipe.hset(self.meta_key(name), "reserved", reserved_upto)
                 pipe.sadd(self.processes_key, name)
-            pipe.execute()
+
+        try:
+            self._transaction(self._sync_client(), marks, queue)
         except (RedisError, OSError) as exc:
             raise StoreError(f"reserving sequence numbers in redis at {self.shown_url}: {exc}") from exc
 
@@ -282,10 +313,37 @@ class RedisStore:
         for name, (last_seq, last_run) in zip(unknown, pipe.execute(), strict=True):
             self._known[name] = (int(last_seq or 0), int(last_run or 0))
 
+    def _transaction(
+        self, client: redis.Redis, processes: Iterable[str], queue: Callable[[Any], None]
+    ) -> None:
+        """The commands `queue` puts in a pipeline, as one MULTI/EXEC, applied only while the
+        fence of `processes` holds (WATCHed: a change between the look and EXEC is seen)."""
+        pipe: Any  # redis-py's WATCH and MULTI are untyped
+        if self._fence is None:
+            pipe = client.pipeline(transaction=True)
+            queue(pipe)
+            pipe.execute()
+            return
+        fence = self._fence(processes)
+        for _ in range(FENCE_ATTEMPTS):
+            with client.pipeline(transaction=True) as pipe:
+                pipe.watch(*fence)
+                check_fence(fence, pipe.mget(list(fence)))
+                pipe.multi()
+                queue(pipe)
+                try:
+                    pipe.execute()
+                    return
+                except WatchError:
+                    continue
+        raise FencedOff(
+            f"the keys of {sorted(fence)} kept changing while writing: another agent is taking them"
+        )
+
     def _write_chunk(self, client: redis.Redis, records: Sequence[LogRecord]) -> int:
         known = self._known
         touched: dict[str, list[int]] = {}  # process -> [last_seq, last_run, lines, bytes]
-        pipe = client.pipeline(transaction=True)
+        adds: list[tuple[str, bytes, int]] = []  # stream key, record, seq
         count = 0
         for record in records:
             totals = touched.get(record.process)
@@ -300,24 +358,23 @@ class RedisStore:
             if record.stream is not Stream.SYSTEM:
                 totals[2] += 1
                 totals[3] += _utf8_len(record.message)
-            pipe.xadd(
-                self.stream_key(record.process),
-                {"r": _encode(record)},
-                id=f"0-{record.seq}",
-                maxlen=self.retain_lines,
-                approximate=True,
-            )
+            adds.append((self.stream_key(record.process), _encode(record), record.seq))
             count += 1
-        if not count:
-            return 0
-        for name, (last_seq, last_run, lines, size) in touched.items():
-            key = self.meta_key(name)
-            pipe.hset(key, mapping={"last_seq": last_seq, "last_run": last_run})
-            if lines:
-                pipe.hincrby(key, "lines", lines)
-                pipe.hincrby(key, "bytes", size)
-        pipe.sadd(self.processes_key, *touched)
-        pipe.execute()
+        if not count and self._fence is None:
+            return 0  # fenced, even a batch written before is looked at: its "before" may be another's
+
+        def queue(pipe: Any) -> None:
+            for key, encoded, seq in adds:
+                pipe.xadd(key, {"r": encoded}, id=f"0-{seq}", maxlen=self.retain_lines, approximate=True)
+            for name, (last_seq, last_run, lines, size) in touched.items():
+                key = self.meta_key(name)
+                pipe.hset(key, mapping={"last_seq": last_seq, "last_run": last_run})
+                if lines:
+                    pipe.hincrby(key, "lines", lines)
+                    pipe.hincrby(key, "bytes", size)
+            pipe.sadd(self.processes_key, *touched)
+
+        self._transaction(client, touched, queue)
         for name, (last_seq, last_run, _, _) in touched.items():
             known[name] = (last_seq, last_run)
         return count
