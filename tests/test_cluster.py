@@ -46,6 +46,13 @@ async def url(redis_url: str) -> AsyncIterator[str]:
     yield url
 
 
+@pytest.fixture(autouse=True)
+def storage_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent keeps its reservations in `.logcast` beside its configuration, here the
+    current folder: each test's own."""
+    monkeypatch.chdir(tmp_path)
+
+
 def config(*names: str) -> Settings:
     child = "import time\\nwhile True:\\n    print('tick', flush=True)\\n    time.sleep(0.05)"
     text = "".join(

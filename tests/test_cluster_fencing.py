@@ -24,11 +24,11 @@ from logcast.config import Settings, parse
 from logcast.errors import FencedOff
 from logcast.store.redis_streams import RedisStore
 from logcast.types import Level, LogRecord, Stream
-from tests.test_cluster import until, url
+from tests.test_cluster import storage_here, until, url
 
 pytestmark = pytest.mark.redis
 
-__all__ = ["url"]  # a fixture of tests/test_cluster.py, used here
+__all__ = ["storage_here", "url"]  # fixtures of tests/test_cluster.py, used here
 
 KEYS = Keys()
 
@@ -196,6 +196,28 @@ async def test_redis_losing_its_data_under_a_live_agent_costs_no_line_and_no_num
         await agent.stop()
 
 
+async def test_an_agent_restarted_after_redis_lost_its_data_numbers_above_what_it_handed_out(
+    url: str, raw: aioredis.Redis
+) -> None:
+    agent = await Agent.start(saying("tick", "web"), url, "a")
+    try:
+        await until(lambda: agent.engine.hub.get("web").persisted >= 5, "the first lines stored")
+    finally:
+        await agent.stop()
+    handed = max(seq for seq, _ in await stream(raw, "web"))
+    await raw.flushdb()  # Redis came back with nothing (no snapshot, or an old one)
+
+    agent = await Agent.start(saying("tick", "web"), url, "a")
+    try:
+        journal = agent.engine.hub.get("web")
+        assert journal.opened_at_seq >= handed
+        await until(lambda: journal.persisted >= journal.opened_at_seq + 3, "new lines stored")
+        seqs = [seq for seq, _ in await stream(raw, "web")]
+        assert seqs and min(seqs) > handed, (handed, seqs[:3])
+    finally:
+        await agent.stop()
+
+
 def line(seq: int) -> LogRecord:
     return LogRecord(seq, 1.5, Level.INFO, f"line {seq}", Stream.STDOUT, "web", 1)
 
@@ -214,6 +236,8 @@ async def test_a_fenced_store_writes_and_reserves_only_while_its_fence_holds(
             await asyncio.to_thread(store.write, [line(1), line(2)])
         with pytest.raises(FencedOff):
             await asyncio.to_thread(store.reserve, {"web": 100})
+        with pytest.raises(FencedOff):
+            await store.clear("web", 2)
         await raw.delete("holder")
         with pytest.raises(FencedOff, match="holder is gone"):
             await asyncio.to_thread(store.write, [line(3)])

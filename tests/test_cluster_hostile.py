@@ -18,11 +18,11 @@ from logcast.cluster.replica import ClusterEngine
 from logcast.config import Settings
 from logcast.store.redis_streams import RedisStore
 from logcast.types import Gap, GapReason, Level, LogRecord, Stream
-from tests.test_cluster import cluster, until, url
+from tests.test_cluster import cluster, storage_here, until, url
 
 pytestmark = pytest.mark.redis
 
-__all__ = ["cluster", "url"]  # fixtures of tests/test_cluster.py, used here
+__all__ = ["cluster", "storage_here", "url"]  # fixtures of tests/test_cluster.py, used here
 
 INFO = '{"name": "x", "state": "running", "host": "a"}'  # a process as an agent describes it
 GOOD = {"timestamp": 1.5, "level": "info", "message": "m", "stream": "stdout", "run": 1, "partial": False}

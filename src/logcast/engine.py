@@ -216,6 +216,7 @@ class Engine:
             dir=storage.dir,
             redis_url=storage.redis_url,
             retain_lines=storage.retain_lines,
+            host=host or socket.gethostname(),
             fence=fence,
         )
         await store.open()

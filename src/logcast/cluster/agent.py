@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from logcast.cluster.keys import COMMAND_TIMEOUT, DONE_TTL, HEARTBEAT, REPLY_TTL, Keys
-from logcast.cluster.redis import alive_value, claim, connect, fence_of, fenced, renew
+from logcast.cluster.redis import alive_value, claim, connect, fence_of, renew
 from logcast.config import Settings
 from logcast.engine import Engine
 from logcast.errors import FencedOff, LogcastError, StoreError
@@ -27,7 +27,7 @@ from logcast.jsonobj import json_object
 from logcast.loop import cancel_all, raise_if_cancelled
 from logcast.rarely import Rarely
 from logcast.secrets import mask_text
-from logcast.store.redis_streams import check_fence
+from logcast.store.redis_streams import check_fence, fenced
 
 log = logging.getLogger(__name__)
 

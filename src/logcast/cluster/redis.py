@@ -1,12 +1,12 @@
 """The cluster's own Redis connection (the history store keeps its own), claiming names
 and a host id, and the fence that keeps an agent that was away from writing over the one
-that took them (`renew`, `fenced`)."""
+that took them (`renew`, `fence_of`; applied by `store.redis_streams.fenced`)."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -15,12 +15,11 @@ import psutil
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import WatchError
 
 from logcast.cluster.keys import LOST_AFTER, Keys
 from logcast.errors import FencedOff, LogcastError
 from logcast.jsonobj import json_object
-from logcast.store.redis_streams import FENCE_ATTEMPTS, Fence, check_fence
+from logcast.store.redis_streams import Fence
 
 CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 30.0  # above any blocking read issued here
@@ -189,21 +188,3 @@ def fence_of(keys: Keys, host: str, token: str) -> Fence:
         return {keys.instance(host): token, **{keys.owner(name): host for name in names}}
 
     return fence
-
-
-async def fenced(client: aioredis.Redis, fence: Mapping[str, str], queue: Callable[[Any], None]) -> None:
-    """The commands `queue` puts in a pipeline, as one MULTI/EXEC, applied only while each
-    key of `fence` holds its value (WATCHed); FencedOff otherwise."""
-    for _ in range(FENCE_ATTEMPTS):
-        pipe: Any  # redis-py's WATCH and MULTI are untyped
-        async with client.pipeline(transaction=True) as pipe:
-            await pipe.watch(*fence)
-            check_fence(fence, await pipe.mget(list(fence)))
-            pipe.multi()
-            queue(pipe)
-            try:
-                await pipe.execute()
-                return
-            except WatchError:
-                continue
-    raise FencedOff(f"the keys of {sorted(fence)} kept changing: another agent is taking them")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +19,25 @@ ENGINES = ("sqlite", "redis")
 SQLITE_FILE = "history.sqlite3"
 
 
+def redis_seq_file(host: str) -> str:
+    """The name of the file in the storage folder that keeps the reservations of the
+    processes `host` writes to Redis (one per host id: two agents may share a folder)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", host)[:48]
+    return f"redis-{slug}-{hashlib.sha256(host.encode()).hexdigest()[:8]}.seq"
+
+
 def open_store(
-    engine: str, *, dir: Path, redis_url: str | None, retain_lines: int, fence: Fence | None = None
+    engine: str,
+    *,
+    dir: Path,
+    redis_url: str | None,
+    retain_lines: int,
+    host: str = "",
+    fence: Fence | None = None,
 ) -> Store:
     """Build the store named by `engine`: `sqlite` keeps `dir / "history.sqlite3"`
-    (creating `dir`), `redis` needs `redis_url` (and takes an agent's `fence`). Raises
-    ValueError for anything else.
+    (creating `dir`), `redis` needs `redis_url`, keeps the reservations of `host` in `dir`
+    too (`redis_seq_file`) and takes an agent's `fence`. Raises ValueError for anything else.
 
     It only builds the store: the caller awaits `store.open()` before use and
     `store.close()` at shutdown."""
@@ -34,7 +49,10 @@ def open_store(
             raise ValueError("the redis store needs a redis URL")
         from logcast.store.redis_streams import RedisStore
 
-        return RedisStore(redis_url, retain_lines=retain_lines, fence=fence)
+        dir.mkdir(parents=True, exist_ok=True)
+        return RedisStore(
+            redis_url, retain_lines=retain_lines, fence=fence, local_seq=dir / redis_seq_file(host)
+        )
     raise ValueError(f"unknown store engine {engine!r}; valid engines: {', '.join(ENGINES)}")
 
 

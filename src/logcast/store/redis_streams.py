@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -28,9 +29,10 @@ from logcast.query import Query
 from logcast.rarely import Rarely
 from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
+from logcast.store.reserve import Reservations
 from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream
 
-__all__ = ["Fence", "NewEntries", "RedisStore", "check_fence"]
+__all__ = ["Fence", "NewEntries", "RedisStore", "check_fence", "fenced"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,25 @@ def check_fence(fence: Mapping[str, str], held: Sequence[bytes | str | None]) ->
             )
 
 
+async def fenced(client: aioredis.Redis, fence: Mapping[str, str], queue: Callable[[Any], None]) -> None:
+    """The commands `queue` puts in a pipeline, as one MULTI/EXEC, applied only while each
+    key of `fence` holds its value (WATCHed: a change between the look and EXEC is seen);
+    FencedOff otherwise. (`RedisStore._transaction` is the same for the writer's thread.)"""
+    for _ in range(FENCE_ATTEMPTS):
+        pipe: Any  # redis-py's WATCH and MULTI are untyped
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.watch(*fence)
+            check_fence(fence, await pipe.mget(list(fence)))
+            pipe.multi()
+            queue(pipe)
+            try:
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
+    raise FencedOff(f"the keys of {sorted(fence)} kept changing: another agent is taking them")
+
+
 def _utf8_len(message: str) -> int:
     return len(message) if message.isascii() else len(message.encode("utf-8", "replace"))
 
@@ -164,10 +185,20 @@ class RedisStore:
     """
 
     def __init__(
-        self, url: str, *, retain_lines: int = 5_000_000, prefix: str = "logcast", fence: Fence | None = None
+        self,
+        url: str,
+        *,
+        retain_lines: int = 5_000_000,
+        prefix: str = "logcast",
+        fence: Fence | None = None,
+        local_seq: Path | None = None,
     ) -> None:
-        """`fence`: every write (records, reservations) is applied only while the fence
-        holds (`FencedOff` otherwise: a failed write, nothing applied)."""
+        """`fence`: every write (records, reservations, clears) is applied only while the
+        fence holds (`FencedOff` otherwise: a failed write, nothing applied).
+
+        `local_seq`: a file of this host's (`store.reserve.Reservations`) that keeps the
+        reservations too, so that numbering resumes above every seq handed out even after
+        Redis lost its data (a restart from an old snapshot, or none)."""
         if retain_lines < 1:
             raise ValueError("retain_lines must be at least 1")
         self.url = url
@@ -182,6 +213,7 @@ class RedisStore:
         self._known: dict[str, tuple[int, int]] = {}  # process -> (last_seq, last_run) in Redis
         self.skipped = Rarely()  # entries read that were not logcast's records
         self._fence = fence
+        self._local = Reservations(local_seq) if local_seq is not None else None
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -203,6 +235,11 @@ class RedisStore:
             await self._client().ping()
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis at {self.shown_url}: {exc}") from exc
+        if self._local is not None:
+            try:
+                await asyncio.to_thread(self._local.open)
+            except OSError as exc:
+                raise StoreError(f"cannot open {self._local.path}: {exc}") from exc
 
     async def close(self) -> None:
         if self._closed:
@@ -218,6 +255,8 @@ class RedisStore:
             if self._sync is not None:
                 self._sync.close()
                 self._sync = None
+            if self._local is not None:
+                self._local.close()
 
     def _client(self) -> aioredis.Redis:
         if self._closed:
@@ -290,7 +329,13 @@ class RedisStore:
         return int(cast(bytes | None, value) or 0)
 
     def reserve(self, marks: Mapping[str, int]) -> None:
-        """A `reserved` field in each process's meta hash (Redis persists it as it persists the rest)."""
+        """A `reserved` field in each process's meta hash (Redis persists it as it persists
+        the rest), and in the local file first where there is one."""
+        if self._local is not None:
+            try:
+                self._local.set(marks)
+            except OSError as exc:
+                raise StoreError(f"reserving sequence numbers in {self._local.path}: {exc}") from exc
 
         def queue(pipe: Any) -> None:
             for name, reserved_upto in marks.items():
@@ -485,7 +530,7 @@ class RedisStore:
             lines=lines,
             bytes=size,
             last_run=last_run,
-            reserved=reserved,
+            reserved=max(reserved, self._local.reserved_upto(process) if self._local is not None else 0),
         )
 
     async def processes(self) -> list[str]:
@@ -504,8 +549,16 @@ class RedisStore:
     async def clear(self, process: str, upto: int) -> None:
         if upto < 1:
             return
+        key = self.stream_key(process)
         try:
-            await self._client().xtrim(self.stream_key(process), minid=f"0-{upto + 1}", approximate=False)
+            if self._fence is None:
+                await self._client().xtrim(key, minid=f"0-{upto + 1}", approximate=False)
+            else:
+                await fenced(
+                    self._client(),
+                    self._fence([process]),
+                    lambda pipe: pipe.xtrim(key, minid=f"0-{upto + 1}", approximate=False),
+                )
         except (RedisError, OSError) as exc:
             raise StoreError(f"clear on redis at {self.shown_url}: {exc}") from exc
 
