@@ -1,6 +1,11 @@
 // ANSI escape codes → styled text segments, so that a log line keeps its colours but can
 // neither run script nor repaint the screen.
 
+// Any control character but tab, and the bidirectional embeddings, overrides and
+// isolates, which would show the line's characters in another order than they were
+// written ("Trojan Source").
+const CONTROLS = "[\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]";
+
 // One token: CSI (7-bit or C1), OSC, DCS/SOS/PM/APC strings, other ESC sequences, bare controls.
 const TOKEN = new RegExp(
   [
@@ -9,14 +14,12 @@ const TOKEN = new RegExp(
     "(?:\\x1b\\]|\\x9d)[^\\x07\\x1b\\x9c]*(?:\\x07|\\x1b\\\\|\\x9c)?", // OSC … BEL/ST
     "(?:\\x1b[PX^_]|[\\x90\\x98\\x9e\\x9f])[^\\x1b\\x9c]*(?:\\x1b\\\\|\\x9c)?", // DCS/SOS/PM/APC … ST
     "\\x1b[ -/]*[0-~]?", // other escapes (and a lone ESC)
-    // any other control character (tab is kept), and the bidirectional embeddings,
-    // overrides and isolates, which would show the line's characters in another order
-    // than they were written ("Trojan Source")
-    "[\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]",
+    // any other control character (tab is kept), the bidirectional controls
+    CONTROLS,
   ].join("|"),
   "g",
 );
-const HAS_CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
+const HAS_CONTROL = new RegExp(CONTROLS);
 
 function fresh() {
   return { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, strike: false, inverse: false };
