@@ -177,6 +177,9 @@ async def test_redis_losing_its_data_under_a_live_agent_costs_no_line_and_no_num
     try:
         journal = agent.engine.hub.get("web")
         await until(lambda: journal.persisted >= 5, "the first lines stored")
+        heartbeats = next(task for task in agent._tasks if task.get_name() == "logcast-heartbeats")
+        heartbeats.cancel()  # its beats are taken by hand below
+        await asyncio.gather(heartbeats, return_exceptions=True)
         pipe = raw.pipeline(transaction=True)
         pipe.hget("logcast:meta:web", "last_seq")
         pipe.flushdb()

@@ -132,28 +132,41 @@ return false
 """
 
 
-async def claim(
-    client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str, token: str
-) -> None:
-    """Take host id `host` (for the run `token`) and `names`, or raise HostIdTaken or
-    NameTaken naming the live agent that holds one."""
-    holder = json_object(await client.get(keys.agent(host))) or {}
+async def _script(
+    client: aioredis.Redis, script: str, keys: Keys, host: str, names: Sequence[str], alive: str, *args: str
+) -> tuple[int, str] | None:
+    """Run `_CLAIM` or `_RENEW` over the names' owner keys: None, or what was in the way,
+    (0, …) the host id or (i, its holder) the i-th name (from 1)."""
     found = await client.eval(
-        _CLAIM,
+        script,
         len(names),
         *[keys.owner(name) for name in names],
         keys.prefix,
         host,
         str(int(LOST_AFTER * 1000)),
         alive,
-        token,
-        "1" if _gone(holder) else "0",
+        *args,
     )
-    if found:
-        index, holder_host = cast(list[object], found)
-        if index == 0:
-            raise HostIdTaken(host, json_object(await client.get(keys.agent(host))) or holder)
-        raise NameTaken(names[int(cast(int, index)) - 1], str(holder_host))
+    if not found:
+        return None
+    index, holder = cast(list[object], found)
+    return int(cast(int, index)), str(holder)
+
+
+async def claim(
+    client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str, token: str
+) -> None:
+    """Take host id `host` (for the run `token`) and `names`, or raise HostIdTaken or
+    NameTaken naming the live agent that holds one."""
+    holder = json_object(await client.get(keys.agent(host))) or {}
+    takeover = "1" if _gone(holder) else "0"
+    found = await _script(client, _CLAIM, keys, host, names, alive, token, takeover)
+    if found is None:
+        return
+    index, holder_host = found
+    if index == 0:
+        raise HostIdTaken(host, json_object(await client.get(keys.agent(host))) or holder)
+    raise NameTaken(names[index - 1], holder_host)
 
 
 async def renew(
@@ -161,23 +174,13 @@ async def renew(
 ) -> None:
     """This agent is alive and still holds its host id and `names`; FencedOff if another
     agent took one while it was away."""
-    found = await client.eval(
-        _RENEW,
-        len(names),
-        *[keys.owner(name) for name in names],
-        keys.prefix,
-        host,
-        str(int(LOST_AFTER * 1000)),
-        alive,
-        token,
-    )
-    if found:
-        index, holder = cast(list[object], found)
-        if index == 0:
-            raise FencedOff(f"another agent took host id {host!r} while this one was away")
-        raise FencedOff(
-            f"host {str(holder)!r} took process {names[int(cast(int, index)) - 1]!r} while this agent was away"
-        )
+    found = await _script(client, _RENEW, keys, host, names, alive, token)
+    if found is None:
+        return
+    index, holder = found
+    if index == 0:
+        raise FencedOff(f"another agent took host id {host!r} while this one was away")
+    raise FencedOff(f"host {holder!r} took process {names[index - 1]!r} while this agent was away")
 
 
 def fence_of(keys: Keys, host: str, token: str) -> Fence:
