@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from logcast.cluster.agent import Agent
 from logcast.cluster.keys import Keys
-from logcast.cluster.redis import NameTaken, claim, connect
+from logcast.cluster.redis import HostIdTaken, NameTaken, claim, connect
 from logcast.cluster.replica import ClusterEngine
 from logcast.config import Settings, parse
 from logcast.errors import ControlRefused, StoreError
@@ -72,14 +72,18 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) 
 async def test_a_name_held_by_a_live_agent_is_refused_with_its_holder(url: str) -> None:
     client, keys = connect(url), Keys()
     try:
-        await claim(client, keys, "a", ["web", "worker"], "{}", "run-a")
+        epoch_a = await claim(client, keys, "a", ["web", "worker"], "{}")
         with pytest.raises(NameTaken, match="'worker' is already run by host 'a'"):
-            await claim(client, keys, "b", ["llm", "worker"], "{}", "run-b")
+            await claim(client, keys, "b", ["llm", "worker"], "{}")
         assert await client.get(keys.owner("llm")) is None  # nothing taken by a refused claim
-        await claim(client, keys, "a", ["web", "worker"], "{}", "run-a")  # the same run again: fine
+        with pytest.raises(HostIdTaken, match="host id 'a' is used by another live agent"):
+            await claim(client, keys, "a", ["web", "worker"], "{}")  # a second run of a, a alive
         await client.delete(keys.agent("a"))  # a's agent is gone
-        await claim(client, keys, "b", ["llm", "worker"], "{}", "run-b")
+        epoch_b = await claim(client, keys, "b", ["llm", "worker"], "{}")
         assert await client.get(keys.owner("worker")) == "b"
+        assert epoch_b > epoch_a
+        assert await client.get(keys.epoch("worker")) == str(epoch_b)
+        assert await client.get(keys.epoch("web")) == await client.get(keys.instance("a")) == str(epoch_a)
     finally:
         await client.aclose()
 

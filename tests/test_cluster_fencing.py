@@ -7,6 +7,7 @@ number. On a real redis-server, as tests/test_cluster.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,12 +17,13 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from logcast.cluster.agent import Agent
 from logcast.cluster.keys import Keys
-from logcast.cluster.redis import HostIdTaken, alive_value, machine
+from logcast.cluster.redis import HostIdTaken, alive_value, claim, connect, machine
 from logcast.config import Settings, parse
-from logcast.errors import FencedOff
+from logcast.errors import FencedOff, StoreError
 from logcast.store.redis_streams import RedisStore
 from logcast.types import Level, LogRecord, Stream
 from tests.test_cluster import storage_here, until, url
@@ -101,10 +103,12 @@ async def test_an_agent_away_while_another_took_its_name_writes_nothing_over_it_
         with pytest.raises(FencedOff):
             await a._publish(["web"])
         assert await raw.hget(KEYS.process("web"), "host") == b"b"
-        # a command that reaches a for web (sent before it knew) is refused with the reason
+        # a command for web that reaches a before it knows is not acted on, and fences it off
         now_ms = int((await raw.time())[0]) * 1000
         answer = await a._outcome(f"{now_ms}-0", {"action": "restart", "process": "web"})
-        assert answer["ok"] is False and "'b'" in answer["error"], answer
+        assert answer["ok"] is False and "another agent took it" in answer["error"], answer
+        assert a.fenced.is_set()
+        a.fenced.clear()
 
         # its next heartbeat fences it off, without taking anything back
         await a.beat()
@@ -132,13 +136,13 @@ async def test_a_second_live_agent_under_one_host_id_is_refused_and_takes_nothin
 ) -> None:
     first = await Agent.start(saying("first", "web"), url, "a")
     try:
-        token = await raw.get(KEYS.instance("a"))
+        epoch = await raw.get(KEYS.instance("a"))
         with pytest.raises(
             HostIdTaken, match=rf"host id 'a' is used by another live agent \(pid {os.getpid()}"
         ):
             await Agent.start(saying("second", "api"), url, "a")
         assert await raw.get(KEYS.owner("api")) is None
-        assert await raw.get(KEYS.instance("a")) == token
+        assert await raw.get(KEYS.instance("a")) == epoch
         assert not first.fenced.is_set()
         await first.beat()
         assert not first.fenced.is_set()
@@ -148,26 +152,127 @@ async def test_a_second_live_agent_under_one_host_id_is_refused_and_takes_nothin
     await second.stop()
 
 
-@pytest.mark.parametrize("here", [True, False], ids=["crashed here", "on another machine"])
+@pytest.mark.parametrize("case", ["crashed here", "its pid another process now", "on another machine"])
 async def test_a_host_id_whose_agent_crashed_here_is_taken_at_once(
-    url: str, raw: aioredis.Redis, here: bool
+    url: str, raw: aioredis.Redis, case: str
 ) -> None:
     ended = subprocess.Popen(["true"])
     ended.wait()
     crashed = {**alive_value(time.time()), "pid": ended.pid}
-    if not here:
+    if case == "its pid another process now":  # a container's agent is pid 1 again
+        crashed = {**alive_value(time.time()), "started": alive_value(0)["started"] - 100.0}
+    elif case == "on another machine":
         crashed["machine"] = "elsewhere/" + machine().split("/")[-1]
     await raw.set(KEYS.agent("a"), orjson.dumps(crashed), px=10_000)  # its liveness not yet expired
-    await raw.set(KEYS.instance("a"), "the crashed run")
-    if not here:
+    await raw.set(KEYS.instance("a"), "1")  # the crashed run's epoch
+    if case == "on another machine":
         with pytest.raises(HostIdTaken, match=rf"pid {ended.pid} on elsewhere\)"):
             await Agent.start(saying("new", "web"), url, "a")
         return
     agent = await Agent.start(saying("new", "web"), url, "a")
     try:
-        assert await raw.get(KEYS.instance("a")) == agent.token.encode()
+        assert await raw.get(KEYS.instance("a")) == str(agent.epoch).encode()
     finally:
         await agent.stop()
+
+
+async def test_two_agents_taking_over_a_crashed_host_id_at_once_one_is_refused(
+    url: str, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read the crashed agent's liveness before either claims: the claim takes over
+    only while the liveness is still what its caller read, so the second is refused."""
+    from logcast.cluster import redis as cluster_redis
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    await raw.set(KEYS.agent("a"), orjson.dumps({**alive_value(time.time()), "pid": ended.pid}), px=10_000)
+    script, arrived, both = cluster_redis._script, [], asyncio.Event()
+
+    async def after_both_read(*args):  # type: ignore[no-untyped-def]
+        arrived.append(1)
+        if len(arrived) == 2:
+            both.set()
+        await both.wait()
+        return await script(*args)
+
+    monkeypatch.setattr(cluster_redis, "_script", after_both_read)
+    clients = [connect(url), connect(url)]
+    try:
+        results = await asyncio.gather(
+            *(
+                claim(client, KEYS, "a", ["web"], orjson.dumps(alive_value(time.time())).decode())
+                for client in clients
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert sorted(type(result).__name__ for result in results) == ["HostIdTaken", "int"], results
+    [epoch] = [result for result in results if isinstance(result, int)]
+    assert await raw.get(KEYS.instance("a")) == str(epoch).encode()
+
+
+async def test_a_restore_of_an_older_snapshot_does_not_fence_off_the_live_agent(
+    url: str, raw: aioredis.Redis
+) -> None:
+    """Redis restarted from a snapshot taken before this run: its keys hold an older run's
+    epoch. That is no other agent: the heartbeat puts this run's back and lines go on."""
+    older = await Agent.start(saying("old", "web"), url, "a")
+    names = [KEYS.instance("a"), KEYS.epoch("web"), KEYS.owner("web")]
+    snapshot = dict(zip(names, await raw.mget(names), strict=True))
+    await older.stop()
+    agent = await Agent.start(saying("new", "web"), url, "a")
+    try:
+        assert agent.epoch > int(snapshot[KEYS.instance("a")])
+        journal = agent.engine.hub.get("web")
+        await raw.mset(snapshot)
+        upto = journal.persisted
+        await agent.beat()
+        assert not agent.fenced.is_set(), agent.fenced_reason
+        assert await raw.mget(names[:2]) == [str(agent.epoch).encode()] * 2
+        await until(lambda: journal.persisted >= upto + 5, "lines stored after the restore")
+    finally:
+        await agent.stop()
+
+
+async def test_a_command_a_fenced_off_run_took_is_left_to_the_run_that_holds_the_host_id(
+    url: str, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of host a read one consumer's commands. The run that was away takes one
+    before it knows: it does not act, answers nothing, acknowledges nothing, and the run that
+    holds the host id acts on it at its next look at what is pending."""
+    from logcast.cluster import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "PENDING_LOOK", 0.2)
+    first = await Agent.start(saying("first", "web"), url, "a")
+    second: Agent | None = None
+    try:
+        await away(first, raw)
+        second = await Agent.start(saying("second", "web"), url, "a")
+        run = second.engine.processes.info("web")["run"]
+        key = KEYS.commands("a")
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: the second run made it already
+            await raw.xgroup_create(key, "agents", id="$", mkstream=True)
+        # delivered to the first run's read: an XREADGROUP in the same MULTI as the XADD,
+        # before the second run's blocked read is served
+        pipe = raw.pipeline(transaction=True)
+        pipe.xadd(key, {"id": "c1", "action": "restart", "process": "web"})
+        pipe.xreadgroup("agents", "a", {key: ">"}, count=1)
+        _, delivered = await pipe.execute()
+        [[_, [(entry_id, fields)]]] = delivered
+        await first._act(key, entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+        assert first.fenced.is_set()
+        assert await raw.exists(KEYS.reply("c1"), KEYS.done("c1")) == 0
+
+        reply = await raw.blpop([KEYS.reply("c1")], timeout=5)
+        assert reply is not None, "the second run did not act on the command left pending"
+        assert orjson.loads(reply[1])["ok"] is True
+        assert second.engine.processes.info("web")["run"] == run + 1
+    finally:
+        if second is not None:
+            await second.stop()
+        await first.stop()
 
 
 async def test_redis_losing_its_data_under_a_live_agent_costs_no_line_and_no_number(
@@ -225,15 +330,15 @@ def line(seq: int) -> LogRecord:
     return LogRecord(seq, 1.5, Level.INFO, f"line {seq}", Stream.STDOUT, "web", 1)
 
 
-async def test_a_fenced_store_writes_and_reserves_only_while_its_fence_holds(
+async def test_a_fenced_store_writes_only_while_no_higher_epoch_holds_its_keys(
     url: str, raw: aioredis.Redis
 ) -> None:
-    await raw.set("holder", "me")
-    store = RedisStore(url, fence=lambda names: {"holder": "me"})
+    store = RedisStore(url, fence=lambda names: {"fence": 5})
     try:
+        await raw.set("fence", 5)
         await asyncio.to_thread(store.write, [line(1), line(2)])
-        await raw.set("holder", "another")
-        with pytest.raises(FencedOff, match="holder is 'another', not 'me'"):
+        await raw.set("fence", 9)  # another run took it
+        with pytest.raises(FencedOff, match="fence holds '9', above this agent's epoch 5"):
             await asyncio.to_thread(store.write, [line(3)])
         with pytest.raises(FencedOff):  # a batch "written before" by someone else is not taken as written
             await asyncio.to_thread(store.write, [line(1), line(2)])
@@ -241,14 +346,20 @@ async def test_a_fenced_store_writes_and_reserves_only_while_its_fence_holds(
             await asyncio.to_thread(store.reserve, {"web": 100})
         with pytest.raises(FencedOff):
             await store.clear("web", 2)
-        await raw.delete("holder")
-        with pytest.raises(FencedOff, match="holder is gone"):
+        with pytest.raises(FencedOff):  # what Redis holds may be the other's: not taken as this one's
+            await asyncio.to_thread(store.stored_upto, "web")
+        await raw.set("fence", "²")
+        with pytest.raises(FencedOff, match="holds '²'"):
             await asyncio.to_thread(store.write, [line(3)])
         assert [seq for seq, _ in await stream(raw, "web")] == [1, 2]
         assert await raw.hget("logcast:meta:web", "reserved") is None
-        await raw.set("holder", "me")
+
+        await raw.delete("fence")  # Redis lost it: nobody else holds it
         await asyncio.to_thread(store.write, [line(3)])
-        assert [seq for seq, _ in await stream(raw, "web")] == [1, 2, 3]
+        await raw.set("fence", 3)  # an older snapshot's, from before this run
+        await asyncio.to_thread(store.write, [line(4)])
+        assert await asyncio.to_thread(store.stored_upto, "web") == 4
+        assert [seq for seq, _ in await stream(raw, "web")] == [1, 2, 3, 4]
     finally:
         await store.close()
 
@@ -257,26 +368,64 @@ async def test_a_fence_taken_between_the_look_and_the_write_refuses_the_write_wh
     url: str, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """WATCH: another agent takes the fence key after the store looked at it and before its
-    EXEC; the EXEC is refused, the look again says why, and nothing of the batch is in Redis."""
+    EXEC; the EXEC is refused and nothing of the batch is in Redis. It is an unsure write
+    (a dropped connection while watching looks the same to redis-py), and the look that
+    settles it says why."""
     import redis
 
     from logcast.store import redis_streams
 
-    await raw.set("holder", "me")
-    store = RedisStore(url, fence=lambda names: {"holder": "me"})
+    await raw.set("fence", 5)
+    store = RedisStore(url, fence=lambda names: {"fence": 5})
     other = redis.Redis.from_url(url)
     looked = redis_streams.check_fence
 
     def look_then_taken(fence, held):  # type: ignore[no-untyped-def]
         looked(fence, held)
-        other.set("holder", "another")  # in the writer's thread, between its look and EXEC
+        other.set("fence", 9)  # in the writer's thread, between its look and EXEC
 
     monkeypatch.setattr(redis_streams, "check_fence", look_then_taken)
     try:
-        with pytest.raises(FencedOff, match="holder is 'another'"):
+        with pytest.raises(StoreError) as refused:
             await asyncio.to_thread(store.write, [line(1), line(2)])
+        assert refused.value.unsure
         assert await raw.exists("logcast:log:web") == 0
         assert await raw.exists("logcast:meta:web") == 0
+        monkeypatch.setattr(redis_streams, "check_fence", looked)
+        with pytest.raises(FencedOff, match="'9', above"):
+            await asyncio.to_thread(store.stored_upto, "web")
     finally:
         other.close()
+        await store.close()
+
+
+async def test_an_answer_lost_while_watching_is_an_unsure_write_applied_once(
+    url: str, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py turns a connection lost while watching into WatchError; the EXEC may have
+    been applied. Sent again, its HINCRBYs would count the lines twice."""
+    import redis.client
+    from redis.exceptions import WatchError
+
+    executed = redis.client.Pipeline.execute
+
+    def applied_then_lost(self, raise_on_error=True):  # type: ignore[no-untyped-def]
+        watching = self.watching
+        answer = executed(self, raise_on_error)
+        if watching:  # the fenced transaction, not the look at what is known before it
+            raise WatchError("A ConnectionError occurred on while watching one or more keys")
+        return answer
+
+    store = RedisStore(url, fence=lambda names: {"fence": 5})
+    try:
+        monkeypatch.setattr(redis.client.Pipeline, "execute", applied_then_lost)
+        with pytest.raises(StoreError) as lost:
+            await asyncio.to_thread(store.write, [line(1), line(2), line(3)])
+        assert lost.value.unsure
+        monkeypatch.setattr(redis.client.Pipeline, "execute", executed)
+        assert await asyncio.to_thread(store.stored_upto, "web") == 3
+        await asyncio.to_thread(store.write, [line(1), line(2), line(3)])  # the hub's retry
+        assert await raw.hmget("logcast:meta:web", ["lines", "last_seq"]) == [b"3", b"3"]
+        assert await raw.xlen("logcast:log:web") == 3
+    finally:
         await store.close()

@@ -134,6 +134,16 @@ def test_a_seq_past_64_bits_or_below_zero_is_refused(seq: Any) -> None:
     assert gap.gap_to is None  # not a number this client keeps
 
 
+@pytest.mark.parametrize("digits", ["²", "١٢", "１２", "3²"])
+def test_an_id_or_seq_in_digits_that_are_not_ascii_is_no_number(digits: str) -> None:
+    """`str.isdigit` says yes to these and `int` refuses them: the id is left out, the
+    message is read, no ValueError."""
+    [status] = parse_events(orjson.dumps({"type": "status", "message": "up"}), digits, "web")
+    assert status.seq is None and status.message == "up"
+    [gap] = parse_events(orjson.dumps({"type": "gap", "from": 1, "to": digits}), "7", "web")
+    assert gap.gap_to is None and gap.seq == 7
+
+
 # -- the monitor --------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ MAX_SEQ = 2**63 - 1  # the largest sequence number: SQLite's INTEGER is a signed
 def whole_number(value: object) -> int | None:
     """A seq, run or count that another party wrote (a server, an agent): a whole number
     from 0 to MAX_SEQ, or its decimal digits; None for anything else (a bool too)."""
-    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:  # not "²"
         value = int(value)
     if type(value) is not int or not 0 <= value <= MAX_SEQ:
         return None

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "agents"
 PUBLISH_INTERVAL = 0.25  # s between two looks for state changes to publish
+PENDING_LOOK = 5.0  # s between two looks at the commands delivered but not acknowledged
 ACTIONS = ("start", "stop", "restart", "clear")  # a command names one of these; nothing else is ever run
 
 
@@ -48,18 +48,18 @@ class Agent:
         engine: Engine,
         client: aioredis.Redis,
         host: str,
-        token: str,
+        epoch: int,
         *,
         keys: Keys | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """`token`: this run's, under which it claimed `host` (see `cluster.redis.claim`)."""
+        """`epoch`: this run's, under which it claimed `host` and its names (`cluster.redis`)."""
         self.engine = engine
         self.client = client
         self.host = host
-        self.token = token
+        self.epoch = epoch
         self.keys = keys or Keys()
-        self.fence = fence_of(self.keys, host, token)
+        self.fence = fence_of(self.keys, host, epoch)
         # Set when another agent took this one's host id or a name while it was away: it
         # then writes nothing more and should stop (`logcast agent` does, with the reason).
         self.fenced = asyncio.Event()
@@ -80,9 +80,8 @@ class Agent:
         client = connect(url)
         keys = Keys()
         names = list(settings.processes)
-        token = secrets.token_hex(12)
         try:
-            await claim(client, keys, host, names, _json(alive_value(time.time())), token)
+            epoch = await claim(client, keys, host, names, _json(alive_value(time.time())))
         except (RedisError, OSError) as exc:
             await client.aclose()
             raise StoreError(mask_text(f"redis at {url}: {exc}")) from exc
@@ -92,14 +91,19 @@ class Agent:
         storage = replace(settings.storage, engine="redis", redis_url=url)
         try:
             engine = await Engine.start(
-                replace(settings, storage=storage), host=host, shared=True, fence=fence_of(keys, host, token)
+                replace(settings, storage=storage), host=host, shared=True, fence=fence_of(keys, host, epoch)
             )
         except BaseException:
             await client.aclose()
             raise
-        agent = cls(engine, client, host, token, keys=keys)
-        await agent._forget_old_names()
-        await agent._publish_all()
+        agent = cls(engine, client, host, epoch, keys=keys)
+        try:
+            await agent._forget_old_names()
+            await agent._publish_all()
+        except BaseException:
+            agent.fenced.set()  # another run took over at once (FencedOff), or Redis failed: touch nothing
+            await agent._close()
+            raise
         agent._tasks = [
             asyncio.create_task(agent._heartbeats(), name="logcast-heartbeats"),
             asyncio.create_task(agent._publish_changes(), name="logcast-publish"),
@@ -207,7 +211,7 @@ class Agent:
         it is fenced off: `fenced`), and its figures."""
         try:
             names = self.engine.processes.names()
-            await renew(self.client, self.keys, self.host, names, _json(alive_value(time.time())), self.token)
+            await renew(self.client, self.keys, self.host, names, _json(alive_value(time.time())), self.epoch)
             await self.client.hset(self.keys.agents, self.host, _json(self._description()))
             await self._publish_all()
             self._redis_back()
@@ -219,13 +223,17 @@ class Agent:
             self._failed("the heartbeat")
 
     def _fence_off(self, exc: FencedOff) -> None:
-        """Another agent took what this one held: from now on it writes nothing, acts on no
-        command, and should stop."""
+        """Another agent took what this one held: from now on it writes nothing, takes no
+        command (those it has are left to the holder) and publishes nothing; it should stop."""
         if self.fenced.is_set():
             return
         self.fenced_reason = str(exc)
         log.error("fenced off: %s; nothing more is written, this agent stops", exc)
         self.fenced.set()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
 
     async def _publish_changes(self) -> None:
         """State changes reach Redis within PUBLISH_INTERVAL s, not at the next heartbeat."""
@@ -269,10 +277,15 @@ class Agent:
 
     async def _commands(self) -> None:
         """Act on the commands for this host: a consumer group, so that each is delivered
-        once; command ids, so that a command delivered again is never acted on twice."""
+        once; command ids, so that a command delivered again is never acted on twice. The
+        commands delivered but not acknowledged (before a restart, while Redis was away, or
+        to a run of this host id that was fenced off) are looked at first, and again every
+        PENDING_LOOK s."""
         key = self.keys.commands(self.host)
+        loop = asyncio.get_running_loop()
         backoff = 0.0
-        pending = True  # first the commands delivered before a restart and not acknowledged
+        pending: str | None = "0"  # where the look at the pending ones goes on, while it does
+        looked_at = loop.time()
         grouped = False
         while True:
             raise_if_cancelled()
@@ -281,30 +294,33 @@ class Agent:
                     with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
                         await self.client.xgroup_create(key, GROUP, id="$", mkstream=True)
                     grouped = True
+                if pending is None and loop.time() - looked_at >= PENDING_LOOK:
+                    pending, looked_at = "0", loop.time()
                 response = cast(
                     list[tuple[str, list[tuple[str, dict[str, str]]]]],
                     await self.client.xreadgroup(
-                        GROUP, self.host, {key: "0" if pending else ">"}, count=16, block=1000
+                        GROUP, self.host, {key: pending or ">"}, count=16, block=None if pending else 1000
                     ),
                 )
                 raise_if_cancelled()  # a cancel lost in the read: act on nothing it brought
                 entries = [entry for _, stream in response or () for entry in stream]
-                if pending and not entries:
-                    pending = False
+                if pending is not None:
+                    pending = entries[-1][0] if entries else None
                 for entry_id, fields in entries:
+                    if fields.get("id", entry_id) in self._acting:
+                        continue  # being acted on (a look at the pending ones brought it again)
                     action = asyncio.create_task(
                         self._act(key, entry_id, fields), name=f"logcast-command-{entry_id}"
                     )
                     self._actions.add(action)
                     action.add_done_callback(self._actions.discard)
-                if pending and entries:
-                    await self._sleep(0.1)  # acknowledged ones leave the pending list
                 backoff = 0.0
                 self._redis_back()
             except Exception as exc:  # never the end of taking commands: every one would time out
                 if isinstance(exc, RedisError | OSError):
                     self._redis_away(exc)
                     grouped = False  # a restarted Redis may have lost it
+                    pending = "0"  # and what was delivered meanwhile is looked at again
                 else:
                     self._failed("taking commands")
                 backoff = min(max(backoff * 2, 0.1), 2.0)
@@ -327,6 +343,8 @@ class Agent:
                     raise
                 finally:
                     del self._acting[command_id]
+            if self.fenced.is_set():
+                return  # not this run's to answer: left pending, for the run that holds the host id
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self.keys.done(command_id), done, ex=DONE_TTL)
             pipe.rpush(self.keys.reply(command_id), done)
@@ -367,6 +385,7 @@ class Agent:
             fence = self.fence([name])
             check_fence(fence, await self.client.mget(list(fence)))
         except FencedOff as exc:
+            self._fence_off(exc)  # and the answer is left to the holder (`_act`)
             return {"ok": False, "error": f"host {self.host!r} did not do the {action} of {name}: {exc}"}
         try:
             if action == "clear":

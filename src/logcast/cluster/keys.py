@@ -20,9 +20,13 @@ class Keys:
         return f"{self.prefix}:agent:{host}"
 
     def instance(self, host: str) -> str:
-        """The token of the agent run that holds host id `host` (no expiry: it changes only
-        when another run takes the host id, and then the run before is fenced off)."""
+        """The epoch of the agent run that holds host id `host` (`cluster.redis`: no
+        expiry; a run that finds a higher one there is fenced off)."""
         return f"{self.prefix}:instance:{host}"
+
+    def epoch(self, name: str) -> str:
+        """The epoch of the agent run that holds process `name` (as `instance`)."""
+        return f"{self.prefix}:epoch:{name}"
 
     @property
     def agents(self) -> str:

@@ -1,6 +1,16 @@
 """The cluster's own Redis connection (the history store keeps its own), claiming names
 and a host id, and the fence that keeps an agent that was away from writing over the one
-that took them (`renew`, `fence_of`; applied by `store.redis_streams.fenced`)."""
+that took them.
+
+Each claim gets an epoch: Redis's clock in microseconds, and above every epoch already on
+the host id and the names it takes. The host id (`Keys.instance`) and each name
+(`Keys.epoch`) hold the epoch of the run that took them last. A run writes only while
+none of its keys holds a higher epoch (`fence_of`, applied by `store.redis_streams`), and
+its heartbeat (`renew`) fences it off when one does. A lower or missing epoch is Redis
+having lost data (a restart from an older snapshot, or none): the heartbeat puts the run's
+own back. Epochs follow the clock, so a claim made after such a loss is still above every
+claim before it.
+"""
 
 from __future__ import annotations
 
@@ -58,18 +68,30 @@ def machine() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
+@cache
+def _started() -> float:
+    return float(psutil.Process().create_time())
+
+
 def alive_value(at: float) -> dict[str, Any]:
-    """What an agent's liveness key holds: who it is, and when it last said so."""
-    return {"pid": os.getpid(), "machine": machine(), "at": at}
+    """What an agent's liveness key holds: who it is (pid and start on this machine), and
+    when it last said so."""
+    return {"pid": os.getpid(), "started": _started(), "machine": machine(), "at": at}
 
 
 def _gone(holder: Mapping[str, Any]) -> bool:
     """Whether the agent `holder` describes ran here and its process has ended (a crash: its
-    liveness key has not expired yet, but no one is behind it)."""
-    pid = holder.get("pid")
-    if holder.get("machine") != machine() or type(pid) is not int or pid <= 0 or pid == os.getpid():
+    liveness key has not expired yet, but no one is behind it). Its pid may be another
+    process by now (a container's agent is pid 1 again): then it started at another time."""
+    pid, started = holder.get("pid"), holder.get("started")
+    if holder.get("machine") != machine() or type(pid) is not int or pid <= 0 or type(started) is not float:
         return False
-    return not psutil.pid_exists(pid)
+    try:
+        return bool(psutil.Process(pid).create_time() != started)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # another user's process: someone is behind it
+        return False
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -83,49 +105,87 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
-# Atomically: refuse if the host id is run by another live agent (unless `takeover`: that
-# one is known to have ended) or a name is held by another host whose agent is alive; else
-# take the host id (this run's token) and the names, and mark this agent alive (so that a
-# second agent starting at the same moment sees it).
-_CLAIM = """
-local prefix, host, ttl, alive, token, takeover = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+# Both scripts take KEYS = the names' owner keys, then their epoch keys.
+
+# The epoch of a claim, `epoch` in Lua: above Redis's clock and every epoch in `keys`.
+_EPOCH = """
+local function above(keys)
+  local now = redis.call('TIME')
+  local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  for _, key in ipairs(keys) do
+    local held = tonumber(redis.call('GET', key))
+    if held and held >= epoch then
+      epoch = held + 1
+    end
+  end
+  return string.format('%.0f', epoch)
+end
+"""
+
+# Atomically: refuse if the host id is run by another live agent (unless its liveness is
+# still `takeover`, the value the caller read of an agent known to have ended) or a name is
+# held by another host whose agent is alive; else take the host id and the names under a
+# new epoch and mark this agent alive (a second agent starting at once sees it). Answers
+# {-1, epoch}, or what was in the way: {0, host} the host id, {i, holder} the i-th name.
+_CLAIM = (
+    _EPOCH
+    + """
+local prefix, host, ttl, alive, takeover = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n = #KEYS / 2
 local agent = prefix .. ':agent:' .. host
-local running = redis.call('GET', prefix .. ':instance:' .. host)
-if takeover ~= '1' and running and running ~= token and redis.call('EXISTS', agent) == 1 then
+local instance = prefix .. ':instance:' .. host
+local living = redis.call('GET', agent)
+if living and living ~= takeover then
   return {0, host}
 end
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
+for i = 1, n do
+  local holder = redis.call('GET', KEYS[i])
   if holder and holder ~= host and redis.call('EXISTS', prefix .. ':agent:' .. holder) == 1 then
     return {i, holder}
   end
 end
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, host)
+local held = {instance}
+for i = n + 1, 2 * n do
+  held[#held + 1] = KEYS[i]
 end
-redis.call('SET', prefix .. ':instance:' .. host, token)
+local epoch = above(held)
+for i = 1, n do
+  redis.call('SET', KEYS[i], host)
+  redis.call('SET', KEYS[n + i], epoch)
+end
+redis.call('SET', instance, epoch)
 redis.call('SET', agent, alive, 'PX', ttl)
-return false
+return {-1, epoch}
 """
+)
 
-# A heartbeat: fenced off (the host id's token or a name is another's) or alive again. What
-# is missing (Redis lost its data) is taken back; nothing another run took is.
+# A heartbeat of the run of `epoch`: fenced off if the host id or a name holds a higher
+# epoch; else alive again, and what Redis lost (a lower or missing epoch, an owner) put back.
 _RENEW = """
-local prefix, host, ttl, alive, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local prefix, host, ttl, alive, epoch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local mine = tonumber(epoch)
+local n = #KEYS / 2
 local instance = prefix .. ':instance:' .. host
-local running = redis.call('GET', instance)
-if running and running ~= token then
-  return {0, running}
+local held = tonumber(redis.call('GET', instance))
+if held and held > mine then
+  return {0, host}
 end
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if holder and holder ~= host then
-    return {i, holder}
+for i = 1, n do
+  held = tonumber(redis.call('GET', KEYS[n + i]))
+  if held and held > mine then
+    return {i, redis.call('GET', KEYS[i]) or '?'}
   end
 end
-redis.call('SET', instance, token, 'NX')
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, host, 'NX')
+if tonumber(redis.call('GET', instance)) ~= mine then
+  redis.call('SET', instance, epoch)
+end
+for i = 1, n do
+  if tonumber(redis.call('GET', KEYS[n + i])) ~= mine then
+    redis.call('SET', KEYS[n + i], epoch)
+  end
+  if redis.call('GET', KEYS[i]) ~= host then
+    redis.call('SET', KEYS[i], host)
+  end
 end
 redis.call('SET', prefix .. ':agent:' .. host, alive, 'PX', ttl)
 return false
@@ -133,48 +193,46 @@ return false
 
 
 async def _script(
-    client: aioredis.Redis, script: str, keys: Keys, host: str, names: Sequence[str], alive: str, *args: str
+    client: aioredis.Redis, script: str, keys: Keys, host: str, names: Sequence[str], alive: str, last: str
 ) -> tuple[int, str] | None:
-    """Run `_CLAIM` or `_RENEW` over the names' owner keys: None, or what was in the way,
-    (0, …) the host id or (i, its holder) the i-th name (from 1)."""
+    """Run `_CLAIM` or `_RENEW` for `names`: its answer as (index, text), or None."""
     found = await client.eval(
         script,
-        len(names),
+        2 * len(names),
         *[keys.owner(name) for name in names],
+        *[keys.epoch(name) for name in names],
         keys.prefix,
         host,
         str(int(LOST_AFTER * 1000)),
         alive,
-        *args,
+        last,
     )
     if not found:
         return None
-    index, holder = cast(list[object], found)
-    return int(cast(int, index)), str(holder)
+    index, text = cast(list[object], found)
+    return int(cast(int, index)), str(text)
 
 
-async def claim(
-    client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str, token: str
-) -> None:
-    """Take host id `host` (for the run `token`) and `names`, or raise HostIdTaken or
-    NameTaken naming the live agent that holds one."""
-    holder = json_object(await client.get(keys.agent(host))) or {}
-    takeover = "1" if _gone(holder) else "0"
-    found = await _script(client, _CLAIM, keys, host, names, alive, token, takeover)
-    if found is None:
-        return
-    index, holder_host = found
+async def claim(client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str) -> int:
+    """Take host id `host` and `names` for a new run; its epoch. HostIdTaken or NameTaken
+    name the live agent that holds one."""
+    living = cast(str | None, await client.get(keys.agent(host)))
+    holder = json_object(living) or {}
+    takeover = living if living is not None and _gone(holder) else ""
+    index, text = cast(tuple[int, str], await _script(client, _CLAIM, keys, host, names, alive, takeover))
+    if index == -1:
+        return int(text)
     if index == 0:
         raise HostIdTaken(host, json_object(await client.get(keys.agent(host))) or holder)
-    raise NameTaken(names[index - 1], holder_host)
+    raise NameTaken(names[index - 1], text)
 
 
 async def renew(
-    client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str, token: str
+    client: aioredis.Redis, keys: Keys, host: str, names: Sequence[str], alive: str, epoch: int
 ) -> None:
-    """This agent is alive and still holds its host id and `names`; FencedOff if another
-    agent took one while it was away."""
-    found = await _script(client, _RENEW, keys, host, names, alive, token)
+    """The run of `epoch` is alive and still holds its host id and `names`; FencedOff if
+    another agent took one while it was away."""
+    found = await _script(client, _RENEW, keys, host, names, alive, str(epoch))
     if found is None:
         return
     index, holder = found
@@ -183,11 +241,11 @@ async def renew(
     raise FencedOff(f"host {holder!r} took process {names[index - 1]!r} while this agent was away")
 
 
-def fence_of(keys: Keys, host: str, token: str) -> Fence:
-    """The fence of an agent's writes about `names`: its run still holds the host id, and
-    the host each name."""
+def fence_of(keys: Keys, host: str, epoch: int) -> Fence:
+    """The fence of the writes of the run of `epoch` about `names`: no higher epoch on its
+    host id or on any of them."""
 
-    def fence(names: Iterable[str]) -> dict[str, str]:
-        return {keys.instance(host): token, **{keys.owner(name): host for name in names}}
+    def fence(names: Iterable[str]) -> dict[str, int]:
+        return {keys.instance(host): epoch, **{keys.epoch(name): epoch for name in names}}
 
     return fence

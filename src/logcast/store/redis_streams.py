@@ -30,7 +30,7 @@ from logcast.rarely import Rarely
 from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.store.reserve import Reservations
-from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream
+from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream, whole_number
 
 __all__ = ["Fence", "NewEntries", "RedisStore", "check_fence", "fenced"]
 
@@ -40,11 +40,11 @@ _SCAN_CHUNK = 2_000  # entries per XRANGE when a filter may reject most of them
 _CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 30.0  # above any XREAD BLOCK this module issues
 
-# Who may write (several hosts): for the processes a write touches, the keys that must hold
-# these values while it is applied (`check_fence`). An agent's fence is its host id's token
-# and the ownership of each name; another agent that took either fences this one off.
-Fence = Callable[[Iterable[str]], dict[str, str]]
-FENCE_ATTEMPTS = 3  # a fence key changed during the write (WATCH): looked at again this often
+# Who may write (several hosts): for the processes a write touches, keys and the epoch of
+# the writer (`cluster.redis`). A key holding a higher epoch is another agent's that took
+# the host id or a name from this one while it was away: `check_fence` refuses the write.
+Fence = Callable[[Iterable[str]], dict[str, int]]
+FENCE_ATTEMPTS = 3  # a fence key changed during an idempotent write (WATCH): looked at again this often
 
 # A stream entry: its id and one field `r`, the record as the wire protocol's dict in
 # JSON, so that every host decodes it without knowing this module's layout.
@@ -125,23 +125,27 @@ def _int(value: bytes | str | None, what: str) -> int:
     return number
 
 
-def check_fence(fence: Mapping[str, str], held: Sequence[bytes | str | None]) -> None:
-    """Raise FencedOff unless each key of `fence` holds its value (`held`, from MGET)."""
-    for (key, wanted), value in zip(fence.items(), held, strict=True):
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if value != wanted:
+def check_fence(fence: Mapping[str, int], held: Sequence[bytes | str | None]) -> None:
+    """Raise FencedOff if a key of `fence` holds a higher epoch than its own (`held`, from
+    MGET), or something that is no epoch. Missing or lower is Redis having lost it: the
+    writer's heartbeat puts it back, and writing meanwhile takes nothing from anyone."""
+    for (key, mine), value in zip(fence.items(), held, strict=True):
+        if value is None:
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        epoch = whole_number(text)
+        if epoch is None or epoch > mine:
             raise FencedOff(
-                f"{key} is {value!r}, not {wanted!r}: another agent holds it, nothing is written over its work"
-                if value is not None
-                else f"{key} is gone (Redis lost it?): nothing is written until the heartbeat takes it back"
+                f"{key} holds {text[:40]!r}, above this agent's epoch {mine}: another agent took it,"
+                " nothing is written over its work"
             )
 
 
-async def fenced(client: aioredis.Redis, fence: Mapping[str, str], queue: Callable[[Any], None]) -> None:
-    """The commands `queue` puts in a pipeline, as one MULTI/EXEC, applied only while each
-    key of `fence` holds its value (WATCHed: a change between the look and EXEC is seen);
-    FencedOff otherwise. (`RedisStore._transaction` is the same for the writer's thread.)"""
+async def fenced(client: aioredis.Redis, fence: Mapping[str, int], queue: Callable[[Any], None]) -> None:
+    """The commands `queue` puts in a pipeline (idempotent ones: they may be sent again), as
+    one MULTI/EXEC, applied only while `fence` holds (`check_fence`, WATCHed: a change
+    between the look and EXEC is seen); FencedOff otherwise. (`RedisStore._transaction` is
+    the same for the writer's thread.)"""
     for _ in range(FENCE_ATTEMPTS):
         pipe: Any  # redis-py's WATCH and MULTI are untyped
         async with client.pipeline(transaction=True) as pipe:
@@ -320,13 +324,21 @@ class RedisStore:
         """Nothing is put off: each write is whole when it returns."""
 
     def stored_upto(self, process: str) -> int:
-        """The last seq Redis holds: a batch whose answer was lost may have been applied."""
+        """The last seq Redis holds: a batch whose answer was lost may have been applied.
+        Fenced, only while the fence holds: past it, that last seq may be another's."""
         with self._write_lock:
             try:
-                value = self._sync_client().hget(self.meta_key(process), "last_seq")
+                pipe = self._sync_client().pipeline(transaction=True)
+                fence = self._fence([process]) if self._fence is not None else {}
+                if fence:
+                    pipe.mget(list(fence))
+                pipe.hget(self.meta_key(process), "last_seq")
+                answers = pipe.execute()
             except (RedisError, OSError) as exc:
                 raise StoreError(f"reading from redis at {self.shown_url}: {exc}") from exc
-        return int(cast(bytes | None, value) or 0)
+        if fence:
+            check_fence(fence, answers[0])
+        return int(cast(bytes | None, answers[-1]) or 0)
 
     def reserve(self, marks: Mapping[str, int]) -> None:
         """A `reserved` field in each process's meta hash (Redis persists it as it persists
@@ -370,20 +382,16 @@ class RedisStore:
             pipe.execute()
             return
         fence = self._fence(processes)
-        for _ in range(FENCE_ATTEMPTS):
-            with client.pipeline(transaction=True) as pipe:
-                pipe.watch(*fence)
-                check_fence(fence, pipe.mget(list(fence)))
-                pipe.multi()
-                queue(pipe)
-                try:
-                    pipe.execute()
-                    return
-                except WatchError:
-                    continue
-        raise FencedOff(
-            f"the keys of {sorted(fence)} kept changing while writing: another agent is taking them"
-        )
+        with client.pipeline(transaction=True) as pipe:
+            pipe.watch(*fence)
+            check_fence(fence, pipe.mget(list(fence)))
+            pipe.multi()
+            queue(pipe)
+            # WatchError: a fence key changed before EXEC (the next write looks again), or
+            # the connection failed while watching (redis-py says WatchError then too) and
+            # EXEC may have been applied. Not sent again here (its HINCRBYs would count
+            # twice): the caller's failure, unsure for a write.
+            pipe.execute()
 
     def _write_chunk(self, client: redis.Redis, records: Sequence[LogRecord]) -> int:
         known = self._known
