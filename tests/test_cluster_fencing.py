@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 
 import orjson
 import pytest
@@ -322,6 +324,23 @@ async def test_an_agent_restarted_after_redis_lost_its_data_numbers_above_what_i
         await until(lambda: journal.persisted >= journal.opened_at_seq + 3, "new lines stored")
         seqs = [seq for seq, _ in await stream(raw, "web")]
         assert seqs and min(seqs) > handed, (handed, seqs[:3])
+    finally:
+        await agent.stop()
+
+
+async def test_an_agent_whose_storage_folder_cannot_be_written_starts_and_says_so(
+    url: str, raw: aioredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reservations file is a guard for after Redis lost its data, not a reason to
+    stop: a deployment whose [storage] dir the agent cannot write (it needed none before)
+    runs on, and the log says what is missing."""
+    (tmp_path / "blocked").write_text("a file where the folder would be")
+    settings = saying("tick", "web")
+    settings = replace(settings, storage=replace(settings.storage, dir=tmp_path / "blocked" / "state"))
+    agent = await Agent.start(settings, url, "a")
+    try:
+        await until(lambda: agent.engine.hub.get("web").persisted >= 3, "lines stored")
+        assert "cannot keep the reserved sequence numbers in" in caplog.text
     finally:
         await agent.stop()
 

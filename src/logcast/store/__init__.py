@@ -49,7 +49,6 @@ def open_store(
             raise ValueError("the redis store needs a redis URL")
         from logcast.store.redis_streams import RedisStore
 
-        dir.mkdir(parents=True, exist_ok=True)
         return RedisStore(
             redis_url, retain_lines=retain_lines, fence=fence, local_seq=dir / redis_seq_file(host)
         )

@@ -241,9 +241,20 @@ class RedisStore:
             raise StoreError(f"redis at {self.shown_url}: {exc}") from exc
         if self._local is not None:
             try:
-                await asyncio.to_thread(self._local.open)
-            except OSError as exc:
-                raise StoreError(f"cannot open {self._local.path}: {exc}") from exc
+                await asyncio.to_thread(self._open_local, self._local)
+            except OSError as exc:  # a folder this user may not write (an older deployment's)
+                log.warning(
+                    "cannot keep the reserved sequence numbers in %s (%s): after Redis loses its data,"
+                    " numbering rests on what Redis kept; give [storage] dir a folder this user can write",
+                    self._local.path,
+                    exc,
+                )
+                self._local = None
+
+    @staticmethod
+    def _open_local(local: Reservations) -> None:
+        local.path.parent.mkdir(parents=True, exist_ok=True)
+        local.open()
 
     async def close(self) -> None:
         if self._closed:
