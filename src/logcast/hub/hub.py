@@ -142,8 +142,8 @@ class Hub:
                     journal.name,
                     journal.last_run,
                     journal.state,
-                    f"lines {start}..{end} were lost: logcast stopped before the store had them"
-                    " (their numbers are never used again)",
+                    f"lines {start}..{end} were lost: logcast stopped before the store had them, or the"
+                    " store lost them (their numbers are never used again)",
                     Level.WARNING,
                 )
         self.writer.start()
