@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, cast
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 GROUP = "agents"
 PUBLISH_INTERVAL = 0.25  # s between two looks for state changes to publish
 PENDING_LOOK = 5.0  # s between two looks at the commands delivered but not acknowledged
+ANSWERS_KEPT = 1024  # commands this run acted on, remembered so that none is acted on twice
 ACTIONS = ("start", "stop", "restart", "clear")  # a command names one of these; nothing else is ever run
 
 
@@ -69,6 +71,9 @@ class Agent:
         self._acting: dict[str, asyncio.Future[str]] = {}  # command id -> its answer, while acting
         self._tasks: list[asyncio.Task[None]] = []
         self._actions: set[asyncio.Task[None]] = set()  # commands being acted on
+        self._answered: OrderedDict[str, str] = (
+            OrderedDict()
+        )  # command id -> its answer, the last ANSWERS_KEPT
         self._stopping = False  # no command is acted on from then on
         self._started_at = time.time()
         self._redis_ok = True
@@ -128,14 +133,16 @@ class Agent:
             await self.engine.stop()
         finally:
             # Fenced off, the host id and the names are another agent's: nothing of theirs is
-            # touched. (Found fenced off here, FencedOff ends the block before the rest.)
+            # touched. (Found fenced off here, the one fenced transaction is refused whole.)
             if not self.fenced.is_set():
+                description = _json(self._description(stopped=True))
+
+                def gone(pipe: Any) -> None:
+                    pipe.hset(self.keys.agents, self.host, description)
+                    pipe.delete(self.keys.agent(self.host))
+
                 with contextlib.suppress(RedisError, OSError, FencedOff):
-                    await self._publish_all()  # every process stopped, as it now is
-                    await self.client.hset(
-                        self.keys.agents, self.host, _json(self._description(stopped=True))
-                    )
-                    await self.client.delete(self.keys.agent(self.host))
+                    await self._publish(self.engine.processes.names(), also=gone)  # every process stopped
             await self.client.aclose()
 
     def _description(self, *, stopped: bool = False) -> dict[str, Any]:
@@ -168,16 +175,18 @@ class Agent:
             "cleared_upto": str(journal.cleared_upto),
         }
 
-    async def _publish(self, names: list[str]) -> None:
-        """What the replicas read of `names`, only while this agent holds them (FencedOff)."""
-        if not names:
-            return
+    async def _publish(self, names: list[str], also: Callable[[Any], None] | None = None) -> None:
+        """What the replicas read of `names` (and what `also` queues), only while this agent
+        holds them and its host id (FencedOff)."""
         published = {name: self._published_process(name) for name in names}
 
         def queue(pipe: Any) -> None:
             for name, fields in published.items():
                 pipe.hset(self.keys.process(name), mapping=cast(Any, fields))
-            pipe.sadd(self.keys.processes, *names)
+            if names:
+                pipe.sadd(self.keys.processes, *names)
+            if also is not None:
+                also(pipe)
 
         await fenced(self.client, self.fence(names), queue)
         for name, fields in published.items():
@@ -327,19 +336,30 @@ class Agent:
                 await self._sleep(backoff)
 
     async def _act(self, key: str, entry_id: str, fields: dict[str, str]) -> None:
+        """Act on a command at most once in this run (`_answered`, then the `done` key that
+        a run before may have left), answer it and acknowledge it; an answer Redis could
+        not take is written when the command comes again (the pending look)."""
         command_id = fields.get("id", entry_id)
-        acting = self._acting.get(command_id)
         try:
-            if acting is not None:  # delivered again while being acted on: the same answer
+            done = self._answered.get(command_id)
+            acting = self._acting.get(command_id)
+            if done is not None:
+                pass  # acted on already: only its answer is left to write
+            elif acting is not None:  # delivered again while being acted on: the same answer
                 done = await asyncio.shield(acting)
             else:
                 acting = self._acting[command_id] = asyncio.get_running_loop().create_future()
                 try:
                     earlier = cast(str | None, await self.client.get(self.keys.done(command_id)))
                     done = earlier if earlier is not None else _json(await self._answer(entry_id, fields))
+                    self._remember(command_id, done)
                     acting.set_result(done)
                 except BaseException as exc:
-                    acting.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        acting.cancel()
+                    else:
+                        acting.set_exception(exc)
+                        acting.exception()  # for whoever waits on it; nobody waiting is no error to log
                     raise
                 finally:
                     del self._acting[command_id]
@@ -353,6 +373,12 @@ class Agent:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             self._redis_away(exc)  # left pending: answered (and acted on once) when Redis is back
+
+    def _remember(self, command_id: str, done: str) -> None:
+        answered = self._answered
+        answered[command_id] = done
+        while len(answered) > ANSWERS_KEPT:
+            answered.popitem(last=False)
 
     async def _answer(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
         """`_outcome`, or a refusal that says why if acting on the command failed otherwise
@@ -373,7 +399,8 @@ class Agent:
         if name not in self.engine.processes:
             return {"ok": False, "error": f"{name!r} is not a process of host {self.host!r}"}
         sent_ms = int(entry_id.split("-")[0])
-        now_ms = int((await self.client.time())[0]) * 1000
+        seconds, micros = await self.client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
         if now_ms - sent_ms > COMMAND_TIMEOUT * 1000:
             return {"ok": False, "error": f"the {action} of {name} came after its asker gave up: not done"}
         if self._stopping:  # set before any cancel: a cancel lost in a read above cannot act
@@ -397,8 +424,8 @@ class Agent:
             return {"ok": False, "error": str(exc)}
         try:
             await self._publish([name])
-        except (RedisError, OSError):
-            raise
+        except (RedisError, OSError) as exc:  # it was done: the answer says so, the heartbeat publishes it
+            self._redis_away(exc)
         except FencedOff:
             pass  # it was done; the heartbeat tells whether this agent was fenced off
         except Exception:  # it was done: the answer says so, the next heartbeat publishes it

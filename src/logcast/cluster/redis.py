@@ -21,7 +21,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-import psutil
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -68,9 +67,24 @@ def machine() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat),
+    or None (no such process, no /proc). No step of the wall clock moves it, where a start
+    time on the wall clock (psutil's) moves with every step NTP makes."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # the name in parentheses may hold anything
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
 @cache
-def _started() -> float:
-    return float(psutil.Process().create_time())
+def _started() -> int | None:
+    return _start_ticks(os.getpid())
 
 
 def alive_value(at: float) -> dict[str, Any]:
@@ -84,14 +98,9 @@ def _gone(holder: Mapping[str, Any]) -> bool:
     liveness key has not expired yet, but no one is behind it). Its pid may be another
     process by now (a container's agent is pid 1 again): then it started at another time."""
     pid, started = holder.get("pid"), holder.get("started")
-    if holder.get("machine") != machine() or type(pid) is not int or pid <= 0 or type(started) is not float:
+    if holder.get("machine") != machine() or type(pid) is not int or pid <= 0 or type(started) is not int:
         return False
-    try:
-        return bool(psutil.Process(pid).create_time() != started)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:  # another user's process: someone is behind it
-        return False
+    return _start_ticks(pid) != started
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -107,13 +116,26 @@ def connect(url: str) -> aioredis.Redis:
 
 # Both scripts take KEYS = the names' owner keys, then their epoch keys.
 
-# The epoch of a claim, `epoch` in Lua: above Redis's clock and every epoch in `keys`.
-_EPOCH = """
+# An epoch as a key holds it: up to 18 decimal digits (exact in Lua's doubles), or nil for
+# anything else (what no agent writes: read as missing, and put right by the heartbeat).
+_EPOCH_OF = """
+local function epoch_of(value)
+  if type(value) == 'string' and #value <= 18 and string.match(value, '^%d+$') then
+    return tonumber(value)
+  end
+  return nil
+end
+"""
+
+# The epoch of a claim, `above` in Lua: above Redis's clock and every epoch in `keys`.
+_EPOCH = (
+    _EPOCH_OF
+    + """
 local function above(keys)
   local now = redis.call('TIME')
   local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
   for _, key in ipairs(keys) do
-    local held = tonumber(redis.call('GET', key))
+    local held = epoch_of(redis.call('GET', key))
     if held and held >= epoch then
       epoch = held + 1
     end
@@ -121,6 +143,7 @@ local function above(keys)
   return string.format('%.0f', epoch)
 end
 """
+)
 
 # Atomically: refuse if the host id is run by another live agent (unless its liveness is
 # still `takeover`, the value the caller read of an agent known to have ended) or a name is
@@ -161,26 +184,28 @@ return {-1, epoch}
 
 # A heartbeat of the run of `epoch`: fenced off if the host id or a name holds a higher
 # epoch; else alive again, and what Redis lost (a lower or missing epoch, an owner) put back.
-_RENEW = """
+_RENEW = (
+    _EPOCH_OF
+    + """
 local prefix, host, ttl, alive, epoch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local mine = tonumber(epoch)
 local n = #KEYS / 2
 local instance = prefix .. ':instance:' .. host
-local held = tonumber(redis.call('GET', instance))
+local held = epoch_of(redis.call('GET', instance))
 if held and held > mine then
   return {0, host}
 end
 for i = 1, n do
-  held = tonumber(redis.call('GET', KEYS[n + i]))
+  held = epoch_of(redis.call('GET', KEYS[n + i]))
   if held and held > mine then
     return {i, redis.call('GET', KEYS[i]) or '?'}
   end
 end
-if tonumber(redis.call('GET', instance)) ~= mine then
+if epoch_of(redis.call('GET', instance)) ~= mine then
   redis.call('SET', instance, epoch)
 end
 for i = 1, n do
-  if tonumber(redis.call('GET', KEYS[n + i])) ~= mine then
+  if epoch_of(redis.call('GET', KEYS[n + i])) ~= mine then
     redis.call('SET', KEYS[n + i], epoch)
   end
   if redis.call('GET', KEYS[i]) ~= host then
@@ -190,6 +215,7 @@ end
 redis.call('SET', prefix .. ':agent:' .. host, alive, 'PX', ttl)
 return false
 """
+)
 
 
 async def _script(

@@ -29,7 +29,7 @@ from logcast.query import Query
 from logcast.rarely import Rarely
 from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
-from logcast.store.reserve import Reservations
+from logcast.store.reserve import ReservationError, Reservations
 from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream, whole_number
 
 __all__ = ["Fence", "NewEntries", "RedisStore", "check_fence", "fenced"]
@@ -127,16 +127,15 @@ def _int(value: bytes | str | None, what: str) -> int:
 
 def check_fence(fence: Mapping[str, int], held: Sequence[bytes | str | None]) -> None:
     """Raise FencedOff if a key of `fence` holds a higher epoch than its own (`held`, from
-    MGET), or something that is no epoch. Missing or lower is Redis having lost it: the
-    writer's heartbeat puts it back, and writing meanwhile takes nothing from anyone."""
+    MGET). Missing or lower is Redis having lost it, and what is no epoch (up to 18
+    digits) no agent wrote: the writer's heartbeat puts its own back, and writing
+    meanwhile takes nothing from anyone (as `cluster.redis` reads them)."""
     for (key, mine), value in zip(fence.items(), held, strict=True):
-        if value is None:
-            continue
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        epoch = whole_number(text)
-        if epoch is None or epoch > mine:
+        epoch = whole_number(text) if text is not None and len(text) <= 18 else None
+        if epoch is not None and epoch > mine:
             raise FencedOff(
-                f"{key} holds {text[:40]!r}, above this agent's epoch {mine}: another agent took it,"
+                f"{key} holds {text!r}, above this agent's epoch {mine}: another agent took it,"
                 " nothing is written over its work"
             )
 
@@ -357,6 +356,10 @@ class RedisStore:
         if self._local is not None:
             try:
                 self._local.set(marks)
+            except ReservationError as exc:  # more names than its fixed size holds: Redis alone
+                log.warning("%s; numbering after Redis loses its data rests on what Redis kept", exc)
+                self._local.close()
+                self._local = None
             except OSError as exc:
                 raise StoreError(f"reserving sequence numbers in {self._local.path}: {exc}") from exc
 
