@@ -483,7 +483,7 @@ async def test_a_fenced_store_writes_only_while_no_higher_epoch_holds_its_keys(
         await asyncio.to_thread(store.write, [line(3)])
         await raw.set("fence", 3)  # an older snapshot's, from before this run
         await asyncio.to_thread(store.write, [line(4)])
-        for junk in ("²", "1e300", "9" * 19, " 9"):  # no agent's epoch: read as missing, as the scripts do
+        for junk in ("²", "1e300", "9" * 19, "9" * 16, " 9"):  # no agent's epoch: missing, as for the scripts
             await raw.set("fence", junk)
             await asyncio.to_thread(store.write, [line(5)])
         assert await asyncio.to_thread(store.stored_upto, "web") == 5

@@ -71,9 +71,8 @@ class Agent:
         self._acting: dict[str, asyncio.Future[str]] = {}  # command id -> its answer, while acting
         self._tasks: list[asyncio.Task[None]] = []
         self._actions: set[asyncio.Task[None]] = set()  # commands being acted on
-        self._answered: OrderedDict[str, str] = (
-            OrderedDict()
-        )  # command id -> its answer, the last ANSWERS_KEPT
+        # command id -> its answer, for the last ANSWERS_KEPT this run acted on
+        self._answered: OrderedDict[str, str] = OrderedDict()
         self._stopping = False  # no command is acted on from then on
         self._started_at = time.time()
         self._redis_ok = True
@@ -422,12 +421,14 @@ class Agent:
                 result = await getattr(self.engine.processes, action)(name)
         except LogcastError as exc:
             return {"ok": False, "error": str(exc)}
+        # It was done, whatever publishing it does: the answer says so, and the heartbeat
+        # publishes it (or tells that this agent was fenced off).
         try:
             await self._publish([name])
-        except (RedisError, OSError) as exc:  # it was done: the answer says so, the heartbeat publishes it
+        except (RedisError, OSError) as exc:
             self._redis_away(exc)
         except FencedOff:
-            pass  # it was done; the heartbeat tells whether this agent was fenced off
-        except Exception:  # it was done: the answer says so, the next heartbeat publishes it
+            pass
+        except Exception:
             self._failed(f"publishing {name} after its {action}")
         return {"ok": True, "result": result, "info": self._info(name)}

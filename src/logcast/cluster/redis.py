@@ -28,7 +28,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from logcast.cluster.keys import LOST_AFTER, Keys
 from logcast.errors import FencedOff, LogcastError
 from logcast.jsonobj import json_object
-from logcast.store.redis_streams import Fence
+from logcast.store.redis_streams import EPOCH_MAX, Fence
 
 CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 30.0  # above any blocking read issued here
@@ -116,12 +116,16 @@ def connect(url: str) -> aioredis.Redis:
 
 # Both scripts take KEYS = the names' owner keys, then their epoch keys.
 
-# An epoch as a key holds it: up to 18 decimal digits (exact in Lua's doubles), or nil for
-# anything else (what no agent writes: read as missing, and put right by the heartbeat).
-_EPOCH_OF = """
+# An epoch as a key holds it: decimal digits below 2^53 (exact in Lua's doubles: EPOCH_MAX),
+# or nil for anything else (what no agent writes: read as missing, and put right by the
+# heartbeat).
+_EPOCH_OF = f"""
 local function epoch_of(value)
-  if type(value) == 'string' and #value <= 18 and string.match(value, '^%d+$') then
-    return tonumber(value)
+  if type(value) == 'string' and #value <= 16 and string.match(value, '^%d+$') then
+    local epoch = tonumber(value)
+    if epoch <= {EPOCH_MAX} then
+      return epoch
+    end
   end
   return nil
 end

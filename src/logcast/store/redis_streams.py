@@ -44,6 +44,7 @@ _SOCKET_TIMEOUT = 30.0  # above any XREAD BLOCK this module issues
 # the writer (`cluster.redis`). A key holding a higher epoch is another agent's that took
 # the host id or a name from this one while it was away: `check_fence` refuses the write.
 Fence = Callable[[Iterable[str]], dict[str, int]]
+EPOCH_MAX = 2**53 - 1  # the highest epoch: exact in the doubles of Redis's Lua
 FENCE_ATTEMPTS = 3  # a fence key changed during an idempotent write (WATCH): looked at again this often
 
 # A stream entry: its id and one field `r`, the record as the wire protocol's dict in
@@ -127,13 +128,13 @@ def _int(value: bytes | str | None, what: str) -> int:
 
 def check_fence(fence: Mapping[str, int], held: Sequence[bytes | str | None]) -> None:
     """Raise FencedOff if a key of `fence` holds a higher epoch than its own (`held`, from
-    MGET). Missing or lower is Redis having lost it, and what is no epoch (up to 18
-    digits) no agent wrote: the writer's heartbeat puts its own back, and writing
+    MGET). Missing or lower is Redis having lost it, and what is no epoch (digits up to
+    EPOCH_MAX) no agent wrote: the writer's heartbeat puts its own back, and writing
     meanwhile takes nothing from anyone (as `cluster.redis` reads them)."""
     for (key, mine), value in zip(fence.items(), held, strict=True):
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        epoch = whole_number(text) if text is not None and len(text) <= 18 else None
-        if epoch is not None and epoch > mine:
+        epoch = whole_number(text) if text is not None and len(text) <= 16 else None
+        if epoch is not None and mine < epoch <= EPOCH_MAX:
             raise FencedOff(
                 f"{key} holds {text!r}, above this agent's epoch {mine}: another agent took it,"
                 " nothing is written over its work"
