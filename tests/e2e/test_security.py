@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -159,7 +160,10 @@ def test_a_big_login_body_is_refused_before_it_is_read(make_server) -> None:  # 
             b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
             b"content-length: 200000000\r\n\r\n" + b"{" * 1000
         )
-        answer = conn.recv(65536)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):  # closed with a body it did not read
+            while chunk := conn.recv(65536):  # the head and the body may come apart; then it closes
+                answer += chunk
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b"a request body is at most 1,048,576 bytes" in answer
     with server.client() as c:

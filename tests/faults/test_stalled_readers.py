@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import select
 import socket
 import textwrap
 import threading
@@ -201,6 +202,14 @@ def stall_ws(port: int) -> socket.socket:
     return s
 
 
+def answered(s: socket.socket) -> bool:
+    """Whether the server has sent `s` anything, or cut it already (readable), without
+    reading it or waiting."""
+    poller = select.poll()  # not select(): the suite's fds may be past FD_SETSIZE
+    poller.register(s, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def closed_by_server(s: socket.socket, timeout: float) -> bool:
     """Reads what the socket holds; True once the server closed or reset it."""
     s.settimeout(timeout)
@@ -258,8 +267,16 @@ def _stall_and_recover(
     t0 = time.monotonic()
     with closing_all([open_stalled(server.port) for _ in range(STALLED)]) as stalled:
         connected = time.monotonic() - t0
+        # Every one answered, not all held at once: where the server takes them slower than
+        # the send timeout (a slower machine), the first are cut before the last come in.
         wait_for(
-            lambda: open_fds(pid) >= base_fds + STALLED * 0.9, 10, "the server holds the stalled clients"
+            lambda: all(answered(s) for s in stalled),
+            30,
+            lambda: (
+                f"the server answers every stalled client: {sum(answered(s) for s in stalled)} of"
+                f" {STALLED}, at most {probe.peak_fds - base_fds} fds above the baseline at once,"
+                f" /healthz at worst {max(probe.latencies):.2f} s"
+            ),
         )
         # the timeout counts from each client's last successful write: give it that and some
         wait_for(
@@ -295,7 +312,7 @@ def _stall_and_recover(
     }
     print(figures)
     assert not still_open, f"{len(still_open)} stalled sockets still open: {figures}"
-    assert probe.peak_fds >= base_fds + STALLED * 0.9, f"the stalled clients were never held: {figures}"
+    assert probe.peak_fds >= base_fds + STALLED * 0.5, f"the stalled clients were never held: {figures}"
     assert max(probe.latencies) < 1.0, f"/healthz slow while they connected: {figures}"
     assert reader.error is None, f"the normal reader failed: {reader.error!r}"
     assert not reader.is_alive(), f"the normal reader did not reach {reader.until}: {reader.seqs[-1:]}"
