@@ -209,6 +209,7 @@ class Engine:
         `fence`: what the store's writes need to hold (an agent's, `RedisStore`)."""
         tune_runtime()
         storage = settings.storage
+        host = host or socket.gethostname()
         # In a worker thread: it creates the directory, and the Redis engine imports redis-py.
         store = await asyncio.to_thread(
             open_store,
@@ -216,7 +217,7 @@ class Engine:
             dir=storage.dir,
             redis_url=storage.redis_url,
             retain_lines=storage.retain_lines,
-            host=host or socket.gethostname(),
+            host=host,
             fence=fence,
         )
         await store.open()
@@ -225,7 +226,7 @@ class Engine:
         supervisor = Supervisor(
             settings, hub, runs={name: hub.last_run(name) for name in settings.processes}, history=hub
         )
-        engine = cls(settings, store, hub, supervisor, host=host or socket.gethostname())
+        engine = cls(settings, store, hub, supervisor, host=host)
         if autostart:
             await supervisor.start_autostart()
         engine._sample_resources()

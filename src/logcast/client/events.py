@@ -192,8 +192,8 @@ def _event(obj: dict[str, Any], sse_id: str | None, process: str) -> Event | Non
         raise ValueError(f"malformed log record in stream: {exc}") from None
     if log is not None:
         seq = log.seq
-    elif whole_number(obj.get("seq")) is not None:
-        seq = whole_number(obj.get("seq"))
+    elif (told := whole_number(obj.get("seq"))) is not None:
+        seq = told
     message = obj.get("message")
     if kind is EventType.GAP:
         gap_from, gap_to = whole_number(obj.get("from")), whole_number(obj.get("to"))

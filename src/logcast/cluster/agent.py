@@ -220,8 +220,8 @@ class Agent:
         try:
             names = self.engine.processes.names()
             await renew(self.client, self.keys, self.host, names, _json(alive_value(time.time())), self.epoch)
-            await self.client.hset(self.keys.agents, self.host, _json(self._description()))
-            await self._publish_all()
+            description = _json(self._description())
+            await self._publish(names, also=lambda pipe: pipe.hset(self.keys.agents, self.host, description))
             self._redis_back()
         except FencedOff as exc:
             self._fence_off(exc)

@@ -316,16 +316,13 @@ class RedisStore:
                 client = self._sync_client()
                 self._learn(client, records)
                 written = self._write_chunk(client, records)
-            except FencedOff as exc:
-                self._known.clear()
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                raise
-            except (RedisError, OSError) as exc:
+            except (FencedOff, RedisError, OSError) as exc:
                 self._known.clear()  # ask Redis again next time
-                log.debug("redis write of %d records failed: %s", len(records), exc)
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, FencedOff):
+                    raise  # refused whole, before anything was applied: sure
+                log.debug("redis write of %d records failed: %s", len(records), exc)
                 raise StoreError(  # the answer to EXEC may be what was lost, not the write
                     f"writing {len(records)} records to redis at {self.shown_url}: {exc}", unsure=True
                 ) from exc
