@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +21,7 @@ from logcast.hub import reads as reads_mod
 from logcast.query import Query, compile_regex
 from logcast.store.sqlite import SqliteStore
 from logcast.types import Level, Lines, LogRecord, Stream
+from logcast.web.routes import history
 from tests.fakes import MemoryStore
 
 
@@ -228,5 +231,35 @@ async def test_a_search_that_runs_out_of_time_says_where_it_got_to(
                 break
             before = tail.before
         assert back == want
+    finally:
+        await hub.close()
+
+
+@pytest.mark.parametrize("query", [{}, {"q": "needle"}], ids=["all", "filtered"])
+async def test_polling_on_from_a_tail_misses_no_line_that_came_while_it_read(
+    query: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GET /logs?tail=` answers `next` and `cursor` up to the seq the read looked down
+    from: lines that came while it read are above them, so `after=next` finds them.
+    Before, the route read the last seq after the read and skipped them."""
+    hub = await _hub(MemoryStore(), 200, 100)
+    engine = SimpleNamespace(processes={}, hub=hub)
+    read_tail = reads_mod.History.tail
+
+    async def tail_while_lines_come(self: reads_mod.History, *args: object) -> reads_mod.TailPage:
+        page = await read_tail(self, *args)  # type: ignore[arg-type]
+        texts = _texts(14, 201)
+        hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * 14, [False] * 14))
+        return page
+
+    monkeypatch.setattr(reads_mod.History, "tail", tail_while_lines_come)
+    try:
+        answer = orjson.loads((await history.get_logs("app", engine, tail=3, **query)).body)
+        assert answer["next"] == answer["cursor"] == 200
+        assert [log["seq"] for log in answer["logs"]][-1] == (200 if not query else 196)
+        monkeypatch.setattr(reads_mod.History, "tail", read_tail)
+        on = orjson.loads((await history.get_logs("app", engine, after=answer["next"], **query)).body)
+        wanted = list(range(201, 215)) if not query else [203, 210]
+        assert [log["seq"] for log in on["logs"]] == wanted
     finally:
         await hub.close()

@@ -482,7 +482,7 @@ class Hub:
         journal = self.get(process)
         last = journal.visible_seq if before is None else min(before, journal.visible_seq)
         if n <= 0:
-            return TailPage([], last if last > journal.cleared_upto else None)
+            return TailPage([], last if last > journal.cleared_upto else None, last)
         return await self._history(journal).tail(journal.cleared_upto, last, n, query or Query())
 
     async def tail(

@@ -40,10 +40,13 @@ class Page:
 @dataclass(frozen=True, slots=True)
 class TailPage:
     """The newest matching records, oldest first. `before`: pass it as `before` to read
-    further back; None when the read reached the oldest retained line."""
+    further back; None when the read reached the oldest retained line. `last`: the seq the
+    read looked down from (every seq from `before` + 1 up to it was looked at), to poll
+    on from with `after=`: lines that came while it read are above it."""
 
     records: list[LogRecord]
     before: int | None
+    last: int
 
 
 class History:
@@ -138,7 +141,7 @@ class History:
             picked += found
             pos = newest_first[looked - 1].seq - 1 if looked else pos
         picked.reverse()
-        return TailPage(picked, pos if pos > floor else None)
+        return TailPage(picked, pos if pos > floor else None, before)
 
 
 def _matches(

@@ -48,9 +48,10 @@ async def get_logs(
     query = build_query(level, q, regex, since, until)
     if tail is not None:
         found = await engine.hub.tail_page(name, tail, before=before, query=query)
-        last = engine.hub.get(name).last_seq if before is None else min(before, engine.hub.get(name).last_seq)
-        # `before`: where a search further back goes on; null once the oldest line was looked at
-        return _page(found.records, last, last, before=found.before)
+        # `next` and `cursor`: the newest seq the read looked at, not the last seq now (lines
+        # that came while it read, or numbered and not yet visible, are above it); `before`:
+        # where a search further back goes on, null once the oldest line was looked at
+        return _page(found.records, found.last, found.last, before=found.before)
     page = await engine.hub.read_page(name, after=after, limit=limit, query=query)
     return _page(page.records, page.next, page.cursor)
 
