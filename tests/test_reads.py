@@ -8,6 +8,7 @@ records a brute-force filter gives, across the seam between store and ring.
 from __future__ import annotations
 
 import time
+import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,9 +19,10 @@ from hypothesis import strategies as st
 
 from logcast.hub import Hub
 from logcast.hub import reads as reads_mod
+from logcast.hub.subscription import Subscription
 from logcast.query import Query, compile_regex
 from logcast.store.sqlite import SqliteStore
-from logcast.types import Level, Lines, LogRecord, Stream
+from logcast.types import EventType, Level, Lines, LogRecord, Stream
 from logcast.web.routes import history
 from tests.fakes import MemoryStore
 
@@ -261,5 +263,60 @@ async def test_polling_on_from_a_tail_misses_no_line_that_came_while_it_read(
         on = orjson.loads((await history.get_logs("app", engine, after=answer["next"], **query)).body)
         wanted = list(range(201, 215)) if not query else [203, 210]
         assert [log["seq"] for log in on["logs"]] == wanted
+    finally:
+        await hub.close()
+
+
+async def _history_of(sub: Subscription) -> list[int]:
+    """The seqs of `sub`'s history events, up to its historical_complete."""
+    seqs: list[int] = []
+    while True:
+        for kind, item in await sub.next():
+            if kind is EventType.HISTORICAL_COMPLETE:
+                return seqs
+            assert kind is EventType.HISTORICAL
+            seqs.append(item.seq)  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("small_scan")
+@settings(max_examples=25, deadline=None)
+@given(
+    total=st.integers(0, 300),
+    memory=st.integers(1, 200),
+    lines=st.integers(0, 60),
+    text=st.sampled_from(["needle", "line 1", "hay", "nothing"]),
+)
+async def test_a_filtered_stream_gets_the_last_lines_that_match(
+    total: int, memory: int, lines: int, text: str
+) -> None:
+    hub = await _hub(MemoryStore(), total, memory)
+    try:
+        query = Query(text=text)
+        with await hub.subscribe("app", lines=lines, query=query) as sub:
+            got = await _history_of(sub)
+        everything = await _all(hub)
+        assert got == _expected(everything, query)[-lines:] if lines else got == []
+    finally:
+        await hub.close()
+
+
+async def test_a_filtered_stream_holds_no_history_in_memory(tmp_path: Path) -> None:
+    """Streams with a filtered `lines=` read their history a page at a time: before, each
+    held up to 100,000 records from their start on (35 MB a stream in a review)."""
+    store = SqliteStore(tmp_path / "h.db")
+    await store.open()
+    hub = await _hub(store, 30_000, 1000)
+    try:
+        query = Query(text="hay")  # six lines of seven
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        subs = [await hub.subscribe("app", lines=20_000, query=query) for _ in range(5)]
+        held = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+        tracemalloc.stop()
+        assert held < 2_000_000, held  # 5 x 20,000 records from SQLite are over 20 MB
+        want = _expected(await _all(hub), query)[-20_000:]
+        for sub in subs:
+            assert await _history_of(sub) == want
+            sub.close()
     finally:
         await hub.close()

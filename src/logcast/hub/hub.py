@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
 BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
+BACKLOG_PAGE = 2000  # records counted at a time to find where they begin
 # A wake costs each woken subscriber a socket write, and a turn of its task unless the
 # wake wrote for it (`Subscription.on_wake`, web/direct.py). The next wake comes no
 # sooner than WAKE_COST_FACTOR times what the last one cost the loop after it: a few
@@ -435,14 +436,30 @@ class Hub:
                 elif query.is_empty:
                     sub.cursor = max(floor - 1, until - max(lines, 0))
                 else:
-                    sub.backlog = await self.tail(process, lines, before=until, query=query)
-                    sub.cursor = until
+                    first = await self._backlog_start(process, lines, until, query)
+                    sub.cursor = until if first is None else first - 1
+                    sub.phase = Phase.HISTORY if first is None else Phase.BACKLOG
         except BaseException:
             sub.close()
             raise
-        if sub.backlog:
-            sub.phase = Phase.BACKLOG
         return sub
+
+    async def _backlog_start(self, process: str, n: int, before: int, query: Query) -> int | None:
+        """The seq of the `n`th newest record (at most `BACKLOG_MAX`) matching `query`
+        with seq <= `before`, looking back at most `BACKLOG_SCAN` records; None when none
+        matches. Counted a page at a time, so that a subscriber holds no records: it reads
+        its backlog from there later, a page at a time (`Subscription._read`)."""
+        n = min(n, BACKLOG_MAX)
+        pos, found, first = before, 0, None
+        while found < n:
+            page = await self.tail_page(process, min(n - found, BACKLOG_PAGE), before=pos, query=query)
+            if page.records:
+                found += len(page.records)
+                first = page.records[0].seq
+            if page.before is None or before - page.before >= BACKLOG_SCAN:
+                break
+            pos = page.before
+        return first
 
     def _resume_at(self, after: int, until: int) -> int:
         """Where a reader that had the lines up to `after` resumes: there, or at the last
@@ -456,7 +473,7 @@ class Hub:
         floor = min(candidates) if candidates else journal.next_seq
         return max(floor, journal.cleared_upto + 1)
 
-    def _history(self, journal: Journal) -> History:
+    def history(self, journal: Journal) -> History:
         return History(self.store, journal.name, journal.ring, journal.lock)
 
     async def read_page(
@@ -466,7 +483,7 @@ class Hub:
         no more than `SCAN_ROWS` records and says where to go on (`reads.py`)."""
         journal = self.get(process)
         after = max(after, journal.cleared_upto)
-        return await self._history(journal).page(after, journal.visible_seq, limit, query or Query())
+        return await self.history(journal).page(after, journal.visible_seq, limit, query or Query())
 
     async def page(
         self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
@@ -483,7 +500,7 @@ class Hub:
         last = journal.visible_seq if before is None else min(before, journal.visible_seq)
         if n <= 0:
             return TailPage([], last if last > journal.cleared_upto else None, last)
-        return await self._history(journal).tail(journal.cleared_upto, last, n, query or Query())
+        return await self.history(journal).tail(journal.cleared_upto, last, n, query or Query())
 
     async def tail(
         self,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class Phase(enum.Enum):
-    BACKLOG = "backlog"  # handing over the history a filtered tail picked
+    BACKLOG = "backlog"  # reading the matches of a filtered tail's history, up to `until`
     HISTORY = "history"  # reading up to `until`, the last seq when the reader came
     LIVE = "live"  # historical_complete was sent: everything from here on is realtime
 
@@ -78,7 +78,6 @@ class Subscription:
         self.query = query
         self.cursor = 0  # last seq delivered or skipped
         self.until = 0  # last seq of history; later ones are realtime
-        self.backlog: list[LogRecord] = []  # history picked by a filtered tail
         self.phase = Phase.HISTORY
         self.event = asyncio.Event()
         # Set by the reader's task while it waits on `event` with nothing of its own in
@@ -192,9 +191,14 @@ class Subscription:
         out: list[Entry] = []
         self._waiting_commit = False
         if self.phase is Phase.BACKLOG:
-            chunk, self.backlog = self.backlog[:limit], self.backlog[limit:]
-            out = [(EventType.HISTORICAL, r) for r in chunk]
-            if not self.backlog:
+            # a filtered `lines=N`: the matches from the first of the N up to `until`, read
+            # like a filtered history page (bounded, off the loop) rather than held in memory
+            journal = self.journal
+            after = max(self.cursor, journal.cleared_upto)
+            page = await self.hub.history(journal).page(after, self.until, limit, self.query)
+            out = [(EventType.HISTORICAL, r) for r in page.records]
+            self.cursor = self.until if page.next is None else page.next
+            if self.cursor >= self.until:
                 self.phase = Phase.HISTORY
         elif self.phase is Phase.LIVE or self.cursor < self.until:
             room = limit if self.phase is Phase.LIVE else min(limit, self.until - self.cursor)
