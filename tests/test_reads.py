@@ -320,3 +320,46 @@ async def test_a_filtered_stream_holds_no_history_in_memory(tmp_path: Path) -> N
             sub.close()
     finally:
         await hub.close()
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "memory"])
+async def test_a_regex_search_of_the_store_stops_at_its_deadline_within_a_line(
+    store_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regex may cost long on each line (a review's `(.*a){5}(.*){150}` took 0.8 ms a
+    line, 10 s a request): a search of the store looks at the clock after every line, and
+    says where it got to. Before, it looked only between windows of 20,000 rows."""
+    store: SqliteStore | MemoryStore = MemoryStore()
+    if store_kind == "sqlite":
+        store = SqliteStore(tmp_path / "h.db")
+        await store.open()
+    hub = await _hub(store, 600, 100)  # most of it in the store
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(reads_mod, "clock", lambda: next(ticks) * 0.75)  # every look costs 0.75 s
+    try:
+        query = Query(regex=compile_regex(r"needle"), levels=frozenset(Level))
+        want = _expected(await _all(hub), query)
+        got: list[int] = []
+        cursor: int | None = 0
+        widest = 0
+        while cursor is not None:
+            page = await hub.read_page("app", after=cursor, limit=1000, query=query)
+            got += [r.seq for r in page.records]
+            widest = max(widest, page.cursor - cursor)
+            cursor = page.next
+        assert got == want
+        assert widest <= 5  # three or four lines in the 2 s a call has
+        back: list[int] = []
+        before: int | None = None
+        deepest = 0
+        while True:
+            tail = await hub.tail_page("app", 1000, before=before, query=query)
+            back[:0] = [r.seq for r in tail.records]
+            if tail.before is None:
+                break
+            deepest = max(deepest, (before or 600) - tail.before)
+            before = tail.before
+        assert back == want
+        assert deepest <= 5
+    finally:
+        await hub.close()

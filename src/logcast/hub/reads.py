@@ -2,7 +2,10 @@
 
 A filtered read may match nothing in millions of lines, so each call looks at no more
 than `SCAN_ROWS` records and `SEARCH_SECONDS`, off the event loop, and says where it
-stopped (a page's `next`, a tail's `before`)."""
+stopped (a page's `next`, a tail's `before`). A regex is applied here, in a filter
+thread that looks at the clock after every line, not by the store: RE2 is linear, but a
+pattern may still cost a millisecond on a line (and far more on a 64 KiB one), so a
+store's window of 20,000 rows could run for many seconds past the deadline."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from logcast.hub.ring import Ring
 from logcast.query import Query
@@ -83,6 +86,7 @@ class History:
     async def page(self, after: int, last: int, limit: int, query: Query) -> Page:
         """Matching records with `after` < seq <= `last`, oldest first, at most `limit`."""
         filtered = not query.is_empty
+        coarse = replace(query, regex=None)
         end = min(last, after + SCAN_ROWS) if filtered else last
         deadline = clock() + SEARCH_SECONDS
         out: list[LogRecord] = []
@@ -94,6 +98,12 @@ class History:
                 stop = end if first is None else min(end, first - 1)
                 if filtered:
                     stop = min(stop, pos + STORE_STEP)
+                if query.regex is not None:  # the store filters the rest; the regex, here
+                    rows = await self.store.read(self.name, after=pos, limit=STORE_STEP, query=coarse, upto=stop)
+                    found, looked = await _scan(rows, query, limit - len(out), deadline)
+                    out += found
+                    pos = rows[looked - 1].seq if looked < len(rows) else stop
+                    continue
                 got = await self.store.read(
                     self.name, after=pos, limit=limit - len(out), query=query, upto=stop
                 )
@@ -117,6 +127,7 @@ class History:
         """The last `n` matching records with `floor` < seq <= `before`, looking at no
         more than `SCAN_ROWS` records (for `SEARCH_SECONDS` at most) when filtering."""
         filtered = not query.is_empty
+        coarse = replace(query, regex=None)
         low = max(floor, before - SCAN_ROWS) if filtered else floor
         deadline = clock() + SEARCH_SECONDS
         picked: list[LogRecord] = []  # newest first
@@ -125,6 +136,13 @@ class History:
             window = self._ring_before(low, pos)
             if window is None:
                 bottom = max(low, pos - STORE_STEP) if filtered else low
+                if query.regex is not None:  # the store filters the rest; the regex, here
+                    rows = await self.store.tail(self.name, STORE_STEP, before=pos, query=coarse, after=bottom)
+                    newest_first = rows[::-1]
+                    found, looked = await _scan(newest_first, query, n - len(picked), deadline)
+                    picked += found
+                    pos = newest_first[looked - 1].seq - 1 if looked < len(rows) else bottom
+                    continue
                 got = await self.store.tail(self.name, n - len(picked), before=pos, query=query, after=bottom)
                 picked += reversed(got)
                 pos = got[0].seq - 1 if len(picked) >= n else bottom
@@ -151,12 +169,13 @@ def _matches(
     all of them, or fewer once `want` were found or the deadline passed."""
     found: list[LogRecord] = []
     matches = query.matches
+    every = 1 if query.regex is not None else 256  # a regex may take long on one line
     for i, record in enumerate(records):
         if matches(record):
             found.append(record)
             if len(found) >= want:
                 return found, i + 1
-        if i % 256 == 255 and clock() > deadline:
+        if i % every == every - 1 and clock() > deadline:
             return found, i + 1
     return found, len(records)
 
