@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, HTTPException, Query, Request, WebSocket
 from fastapi.requests import HTTPConnection
+from pydantic import BeforeValidator
 
 from logcast.engine import Engine
 from logcast.query import Query as LogQuery
@@ -22,8 +23,18 @@ from logcast.types import MAX_SEQ
 
 MAX_PAGE = 10_000
 
-Seq = Annotated[int, Query(ge=0, le=MAX_SEQ)]
-Count = Annotated[int | None, Query(ge=0, le=MAX_SEQ)]
+
+
+def _digits(value: object) -> object:
+    """A seq or count as the client wrote it: ASCII digits only, as `Last-Event-ID` is read
+    (pydantic would take `+5`, ` 5` and `1_0`, which is 10)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in the digits 0-9")
+    return value
+
+
+Seq = Annotated[int, BeforeValidator(_digits), Query(ge=0, le=MAX_SEQ)]
+Count = Annotated[int | None, BeforeValidator(_digits), Query(ge=0, le=MAX_SEQ)]
 Time = Annotated[float | None, Query(allow_inf_nan=False)]
 LevelParam = Annotated[str | None, Query(max_length=200)]
 TextParam = Annotated[str | None, Query(max_length=1000)]
