@@ -64,8 +64,10 @@ def test_token_is_required_everywhere_but_healthz(make_server) -> None:  # type:
     assert anon.get("/api/processes").status_code == 200
     assert anon.get("/api/session").json() == {"auth_required": True, "authenticated": True}
     ws_url = server.url.replace("http", "ws") + "/ws/logs?process=app&after=0"  # with its history
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as refused:
         connect(ws_url, open_timeout=10)
+    assert refused.value.response.status_code == 401  # as SPEC says for a missing token, not 403
+    assert b"token missing or wrong" in refused.value.response.body
     session = anon.cookies.get("logcast_session")
     with connect(ws_url, additional_headers={"Cookie": f"logcast_session={session}"}, open_timeout=10) as ws:
         assert _first_line(ws) == "secret life of a process\n"
@@ -96,8 +98,10 @@ def test_foreign_origin_and_host_are_refused(make_server) -> None:  # type: igno
         assert rebinding.status_code == 421
         assert c.get("/api/processes", headers={"Host": f"localhost:{server.port}"}).status_code == 200
     ws_url = server.url.replace("http", "ws") + "/ws/logs?process=app"
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as refused:
         connect(ws_url, origin="http://evil.example", open_timeout=10)  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    assert b"cross-origin request refused" in refused.value.response.body
     with connect(ws_url + "&format=json", origin=server.url, open_timeout=10) as ws:  # type: ignore[arg-type]
         assert "historical_complete" in str(ws.recv(timeout=10))  # history was cleared above
 

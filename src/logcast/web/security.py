@@ -229,14 +229,18 @@ class SecurityMiddleware:
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, status: int, detail: str, *, auth: bool = False
     ) -> None:
-        if scope["type"] == "websocket":
-            # Refuse the upgrade with a plain HTTP answer (websocket.http.response where supported).
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1008, "reason": detail})
-            return
         body = orjson.dumps({"detail": detail})
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if auth:
             headers.append((b"www-authenticate", b"Bearer"))
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            if "websocket.http.response" not in scope.get("extensions", {}):
+                await send({"type": "websocket.close", "code": 1008, "reason": detail})  # the server says 403
+                return
+            # the upgrade refused with this status and body, as a request would be
+            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
