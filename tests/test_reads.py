@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from logcast.hub import Hub
 from logcast.hub import reads as reads_mod
 from logcast.hub.subscription import Subscription
-from logcast.query import Query, compile_regex
+from logcast.query import Query, Regex, compile_regex
 from logcast.store.sqlite import SqliteStore
 from logcast.types import EventType, Level, Lines, LogRecord, Stream
 from logcast.web.routes import history
@@ -387,5 +387,38 @@ async def test_a_download_formats_its_pages_off_the_event_loop(monkeypatch: pyte
         lines = body.decode().splitlines()
         assert len(lines) == 250 and lines[-1].endswith("line 250 hay")
         assert len(threads) == 3 and threading.current_thread() not in threads
+    finally:
+        await hub.close()
+
+
+async def test_a_stream_with_a_regex_never_runs_it_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regex RE2 takes in linear time may still cost 5 ms on a 1,000-byte line (a
+    review's `(.*a){5}(.*){150}`: 51 ms on 8,000 bytes): a live stream filtered by one
+    would hold the event loop for seconds a second. Its windows are matched in a filter
+    thread, history and live lines alike, and the stream still gets exactly its lines."""
+    hub = await _hub(MemoryStore(), 300, 100)  # history in the store and in the ring
+    query = Query(regex=compile_regex(r"needle"))
+    want = _expected(await _all(hub), query)
+    loop_thread = threading.current_thread()
+    searched_on: set[threading.Thread] = set()
+    search = Regex.search
+
+    def recorded(self: Regex, text: str) -> bool:
+        searched_on.add(threading.current_thread())
+        return search(self, text)
+
+    monkeypatch.setattr(Regex, "search", recorded)
+    try:
+        with await hub.subscribe("app", after=0, query=query) as sub:
+            assert await _history_of(sub) == want
+            texts = _texts(50, 301)
+            hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * 50, [False] * 50))
+            live: list[int] = []
+            while len(live) < 7:
+                entries = await sub.next()
+                assert all(kind is EventType.REALTIME for kind, _ in entries)
+                live += [item.seq for _, item in entries]  # type: ignore[union-attr]
+            assert live == [seq for seq in range(301, 351) if seq % 7 == 0]
+        assert searched_on and loop_thread not in searched_on
     finally:
         await hub.close()

@@ -186,3 +186,10 @@ async def _scan(
     """`_matches` in a filter thread: the event loop only waits for it."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_FILTERS, _matches, records, query, want, deadline)
+
+
+async def matching(records: list[LogRecord], query: Query) -> list[bool]:
+    """Whether `query` keeps each of `records`, asked in a filter thread: what a stream with
+    a regex does with each window of lines, so that the event loop never runs the regex."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_FILTERS, list, map(query.matches, records))

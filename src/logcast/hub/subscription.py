@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from logcast.hub.encodings import Encoder, complete
 from logcast.hub.journal import Journal
 from logcast.hub.pages import Page
+from logcast.hub.reads import matching
 from logcast.query import Query
 from logcast.types import STREAM_OF, Entry, EventType, Gap, LogRecord, Stream
 
@@ -151,8 +152,8 @@ class Subscription:
         in turn. An empty batch when nothing is new."""
         if self.closed or self.phase is not Phase.LIVE or self._from_store:
             return None
-        if fmt is not None and not self.query.is_empty:
-            return None
+        if (fmt is not None and not self.query.is_empty) or self.query.regex is not None:
+            return None  # a regex is matched in a filter thread, by the reader's task
         window = self._ring_window(limit + 1, fmt)  # one more: does it all fit?
         if window is None:
             return None
@@ -209,15 +210,19 @@ class Subscription:
                 out.append(self._gap(self.cursor + 1, window.hole))
                 self.cursor = window.hole
             elif window.records:
-                self._deliver(window.records, out)
+                kept = None
+                if self.query.regex is not None:  # a regex may cost ms a line: not on the loop
+                    kept = await matching(window.records, self.query)
+                self._deliver(window.records, out, kept)
         if self.phase is Phase.HISTORY and self.cursor >= self.until:
             self.phase = Phase.LIVE
             out.append((EventType.HISTORICAL_COMPLETE, self.until))
         return out
 
-    def _deliver(self, records: list[LogRecord], out: list[Entry]) -> None:
+    def _deliver(self, records: list[LogRecord], out: list[Entry], kept: list[bool] | None = None) -> None:
         """Entries for `records` (and a gap for each hole among them); history stops at
-        `until`, so that historical_complete comes right after it."""
+        `until`, so that historical_complete comes right after it. `kept`: which records
+        the filter keeps, when it was already asked (`matching`)."""
         history = self.phase is not Phase.LIVE
         until = self.until
         match = None if self.query.is_empty else self.query.matches
@@ -236,15 +241,18 @@ class Subscription:
             out += zip(repeat(kind, len(records)), records, strict=True)
             self.cursor = last
             return
-        self._deliver_each(records, out)
+        self._deliver_each(records, out, kept)
 
-    def _deliver_each(self, records: list[LogRecord], out: list[Entry]) -> None:
-        """`_deliver`, a record at a time: gaps, the end of history, filters, statuses."""
+    def _deliver_each(
+        self, records: list[LogRecord], out: list[Entry], kept: list[bool] | None = None
+    ) -> None:
+        """`_deliver`, a record at a time: gaps, the end of history, filters (or what
+        `kept` says of each record), statuses."""
         history = self.phase is not Phase.LIVE
         until = self.until
         match = None if self.query.is_empty else self.query.matches
         expected = self.cursor + 1
-        for record in records:
+        for i, record in enumerate(records):
             seq = record.seq
             if seq != expected:
                 # lines that left the ring before the writer persisted them, or that
@@ -254,7 +262,7 @@ class Subscription:
             if history and seq > until:
                 break
             expected = seq + 1
-            if match is None or match(record):
+            if kept[i] if kept is not None else match is None or match(record):
                 if history:
                     out.append((EventType.HISTORICAL, record))
                 elif record.stream is Stream.SYSTEM:
