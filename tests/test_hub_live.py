@@ -38,8 +38,7 @@ class Counter:
 
 
 async def write_persisted(hub: Hub, first: int, n: int, chunk: int) -> None:
-    """Write in chunks the writer can keep up with (a chunk beyond four times the ring
-    would be dropped from memory before it is persisted), waiting for each."""
+    """Write in chunks, waiting for each to be persisted."""
     for start in range(first, first + n, chunk):
         write(hub, start, min(chunk, first + n - start))
         assert await hub.flush()
@@ -411,7 +410,11 @@ async def test_a_hole_in_the_store_is_left_to_the_slow_path() -> None:
         sub = await hub.subscribe("app")
         await go_live(sub)
         await write_persisted(hub, 1, 20, 10)
-        write(hub, 21, 100)  # far beyond four times the ring: 21..80 leave memory unwritten
+        # a store that fails (the writer not keeping up): far beyond four times the ring,
+        # 21..80 leave memory unwritten
+        hub.writer.keeping_up = lambda: False  # type: ignore[method-assign]
+        write(hub, 21, 100)
+        del hub.writer.keeping_up
         assert await hub.flush()
         assert hub.stats("app")["store_lost"] == 60
         enc = Counter()

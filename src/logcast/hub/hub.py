@@ -235,6 +235,10 @@ class Hub:
         journal = self._journals.get(process) or self.ensure(process)
         if hold and _overfull(journal):
             self.writer.hold_while_behind(journal)
+        # While the writer keeps up, nothing it has not written leaves the ring: a chunk
+        # over the bounds stays (a reader thread's next chunk waits, above), and only a
+        # failed or stalled store makes the ring let go of lines (counted, announced).
+        lose = not self.writer.keeping_up()
         texts, levels, partial = lines
         n = len(texts)
         joined = "".join(texts)
@@ -275,7 +279,7 @@ class Hub:
                         journal.last_error = text[:500]
                         break
             journal.ring.extend(records, sizes)
-            journal.trim()
+            journal.trim(lose=lose)
             journal.sample(now)
             low = journal.reservation_low
         if low:
@@ -315,7 +319,7 @@ class Hub:
             if level in (Level.ERROR, Level.CRITICAL):
                 journal.last_error = message
             journal.ring.extend([record], [len(message) + RECORD_OVERHEAD], status=True)
-            journal.trim()
+            journal.trim(lose=not self.writer.keeping_up())
             low = journal.reservation_low
         if low:
             self.reserver.poke()

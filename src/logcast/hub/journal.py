@@ -85,9 +85,11 @@ class Journal:
         self.store_lost += end - start + 1 - known
         del ranges[:-LOST_RANGES]
 
-    def trim(self) -> None:
-        """Keep the ring within bounds, sparing what the writer has not persisted yet
-        (up to `PENDING_FACTOR` times the bounds; past that, records are lost)."""
+    def trim(self, *, lose: bool = True) -> None:
+        """Keep the ring within bounds, sparing what the writer has not persisted yet: up
+        to `PENDING_FACTOR` times the bounds, past which records are lost, unless not
+        `lose` (a writer that keeps up: capture waits for it instead, and only a chunk
+        already in memory goes over)."""
         ring = self.ring
         excess = ring.over()
         if not excess:
@@ -96,9 +98,9 @@ class Journal:
         # Only what the store has committed goes: records in a write still in flight stay
         # until it commits, so that a reader never finds them in neither ring nor store.
         persisted_room = max(0, self.persisted - first + 1)
-        hard = len(ring) - PENDING_FACTOR * ring.max_lines
+        hard = len(ring) - PENDING_FACTOR * ring.max_lines if lose else 0
         n = max(min(excess, persisted_room), hard, 0)
-        if ring.bytes > PENDING_FACTOR * ring.max_bytes:
+        if lose and ring.bytes > PENDING_FACTOR * ring.max_bytes:
             n = max(n, excess)
         taken = max(persisted_room, self.writing - first + 1)
         if n > taken:

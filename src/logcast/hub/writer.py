@@ -74,6 +74,14 @@ class StoreWriter(Worker):
 
     # -- what other threads wait for -------------------------------------------------
 
+    def keeping_up(self) -> bool:
+        """The writer is healthy and moving (its last round succeeded, no write has taken
+        `WRITER_STALL`): capture waits for it (`hold_while_behind`) rather than the ring
+        letting go of lines the store does not have yet."""
+        started = self._write_started
+        stalled = started is not None and self._monotonic() - started > WRITER_STALL
+        return self._ok and not stalled and not self._stopping.is_set()
+
     def hold_while_behind(self, journal: Journal) -> None:
         """Hold a capture thread while its ring is over its bounds with lines the store
         does not have yet (the ring lets go only of persisted lines).
@@ -86,15 +94,13 @@ class StoreWriter(Worker):
         """
         while True:
             rounds = self._rounds  # read before looking
+            keeping_up = self.keeping_up()
             with journal.lock:
-                journal.trim()  # let go of what the writer has persisted since
+                journal.trim(lose=not keeping_up)  # let go of what the writer has persisted since
                 over = journal.ring.overfull
-            if not over or not self._ok or self._stopping.is_set():
+            if not over or not keeping_up:
                 return
             self._hurry.set()
-            started = self._write_started
-            if started is not None and self._monotonic() - started > WRITER_STALL:
-                return
             with self._progress:
                 if self._rounds == rounds:
                     self.held += 1
