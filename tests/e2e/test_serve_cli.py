@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -190,4 +191,73 @@ def test_a_port_in_use_is_exit_code_1_with_the_reason(tmp_path: Path) -> None:
             env=clean_env(),
         )
     assert done.returncode == 1, done.stderr
-    assert "address already in use" in done.stderr
+    assert "address already in use" in done.stderr.lower()
+
+
+MARKS_ITS_START = "import os, sys, time\nopen(os.path.join(sys.argv[1], f'started-{os.getpid()}'), 'w').close()\ntime.sleep(600)"
+
+
+def _marking(marks: Path) -> str:
+    """A TOML array: a child that leaves a file in `marks` when it starts."""
+    return json.dumps([sys.executable, "-u", "-c", MARKS_ITS_START, str(marks)])
+
+
+def _serve_once(config: Path, port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "logcast", "serve", "-c", str(config), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+
+
+def test_a_second_logcast_on_one_storage_folder_is_refused_before_it_starts_anything(
+    make_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Two instances on one folder both numbered from its reservations: seq 3001 named a
+    line of each (a review). The second now exits 1 naming the first, having started
+    nothing; the first goes on."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    store = tmp_path / "shared-store"
+    toml = f'[storage]\ndir = "{store}"\n[process.t]\ncommand = {_marking(marks)}\n'
+    first = make_server(toml)
+    wait_for(lambda: len(list(marks.iterdir())) == 1, what="the first server's child")
+    second = _serve_once(first.config, free_port())
+    assert second.returncode == 1, second.stderr
+    assert f"in use by another logcast (pid {first.proc.pid})" in second.stderr
+    assert "Traceback" not in second.stderr and "dashboard at" not in second.stderr
+    assert len(list(marks.iterdir())) == 1  # the second started no child
+    with first.client() as client:
+        assert client.get("/api/processes/t").json()["state"] == "running"
+
+
+@pytest.mark.parametrize("what", ["a file", "a corrupt database", "a port in use"])
+def test_a_start_that_cannot_be_made_says_why_and_starts_no_child(what: str, tmp_path: Path) -> None:
+    """A storage folder that is a file, a database that is not one, a port in use: one
+    line saying why, exit 1, and no child started (before, the children were started
+    and uvicorn printed its lifespan's traceback)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    store = tmp_path / "store"
+    if what == "a file":
+        store.write_text("not a folder")
+        reason = f"[storage] dir {store}: cannot make it a folder"
+    elif what == "a corrupt database":
+        store.mkdir()
+        (store / "history.sqlite3").write_bytes(b"garbage " * 4096)
+        reason = "file is not a database"
+    else:
+        reason = "address already in use"
+    config = tmp_path / "logcast.toml"
+    config.write_text(f'[storage]\ndir = "{store}"\n[process.t]\ncommand = {_marking(marks)}\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if what == "a port in use" else free_port()
+        done = _serve_once(config, port)
+    assert done.returncode == 1, done.stderr
+    assert reason in done.stderr.lower() if what == "a port in use" else reason in done.stderr
+    assert "Traceback" not in done.stderr and "[Errno" not in done.stderr
+    assert list(marks.iterdir()) == []

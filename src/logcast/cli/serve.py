@@ -23,7 +23,7 @@ import typer
 from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
 from logcast.engine import Engine
-from logcast.errors import ConfigError
+from logcast.errors import ConfigError, StoreError
 from logcast.secrets import mask_text
 from logcast.types import Entry, Gap, LogRecord, Stream
 from logcast.web import server
@@ -141,12 +141,17 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False, redis_ur
             follower.add_done_callback(followers.discard)
         return engine
 
-    app = create_app(settings, open_engine=open_engine)
+    app = create_app(settings)
     url = f"http://{settings.server.host}:{settings.server.port}"
     what = f"replica of {mask_text(redis_url)}" if redis_url else f"{len(names)} process(es)"
-    print(f"logcast {what}, dashboard at {url}/", file=sys.stderr, flush=True)
     try:
-        started = server.run(app, settings.server, access_log=access_log)
+        started = server.run(
+            app,
+            settings.server,
+            access_log=access_log,
+            open_engine=open_engine,
+            ready=lambda: print(f"logcast {what}, dashboard at {url}/", file=sys.stderr, flush=True),
+        )
     finally:
         if echo_printer is not None:
             echo_printer.close()
@@ -203,8 +208,8 @@ def register(app: typer.Typer) -> None:
             code = _serve(settings, echo=echo, access_log=access_log, redis_url=redis)
         except ConfigError as exc:
             fail(str(exc), 2)
-        except OSError as exc:
-            fail(str(exc))
+        except (OSError, StoreError) as exc:  # a port in use, a storage folder that cannot open
+            fail(_reason(exc))
         raise typer.Exit(code)
 
     @app.command(context_settings={"allow_interspersed_args": False})
@@ -224,9 +229,16 @@ def register(app: typer.Typer) -> None:
             code = _serve(settings, echo=echo)
         except ConfigError as exc:
             fail(str(exc), 2)
-        except OSError as exc:
-            fail(str(exc))
+        except (OSError, StoreError) as exc:  # a port in use, a storage folder that cannot open
+            fail(_reason(exc))
         raise typer.Exit(code)
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, without Python's `[Errno N]`."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _override(settings: Settings, host: str | None, port: int | None) -> Settings:

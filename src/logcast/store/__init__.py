@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from logcast.errors import StoreError
 from logcast.store.base import ProcessMeta, Store, StoreStats
 from logcast.store.sqlite import SqliteStore
 
@@ -37,12 +38,16 @@ def open_store(
 ) -> Store:
     """Build the store named by `engine`: `sqlite` keeps `dir / "history.sqlite3"`
     (creating `dir`), `redis` needs `redis_url`, keeps the reservations of `host` in `dir`
-    too (`redis_seq_file`) and takes an agent's `fence`. Raises ValueError for anything else.
+    too (`redis_seq_file`) and takes an agent's `fence`. Raises ValueError for anything else,
+    StoreError for a folder that cannot be made.
 
     It only builds the store: the caller awaits `store.open()` before use and
     `store.close()` at shutdown."""
     if engine == "sqlite":
-        dir.mkdir(parents=True, exist_ok=True)
+        try:
+            dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"[storage] dir {dir}: cannot make it a folder: {exc.strerror or exc}") from exc
         return SqliteStore(dir / SQLITE_FILE, retain_lines=retain_lines)
     if engine == "redis":
         if not redis_url:

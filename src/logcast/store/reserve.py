@@ -6,6 +6,8 @@ must number above every seq a client may hold.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import struct
 import threading
@@ -23,6 +25,10 @@ _HEADER = struct.Struct("<QII")  # generation, payload length, CRC-32 of the pay
 
 class ReservationError(OSError):
     pass
+
+
+class InUse(ReservationError):
+    """Another process holds the reservations file: two writers would give one seq to two lines."""
 
 
 class Reservations:
@@ -51,6 +57,7 @@ class Reservations:
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
+                _lock_alone(fd, self.path)
                 size = os.fstat(fd).st_size
                 if size < 2 * SLOT:
                     os.pwrite(fd, bytes(2 * SLOT - size), size)  # real bytes: no hole to fill later
@@ -97,6 +104,34 @@ class Reservations:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _lock_alone(fd: int, path: Path) -> None:
+    """Hold `fd`'s file alone for as long as it is open (the kernel lets go when the process
+    ends, however it ends); `InUse` naming the holder when another process has it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _flock_holder(os.fstat(fd).st_ino)
+        who = f"pid {holder}" if holder else "another process"
+        raise InUse(
+            errno.EBUSY,
+            f"{path} is in use by another logcast ({who}): two of them on one storage folder would"
+            " give one sequence number to two lines; give each its own [storage] dir",
+        ) from None
+
+
+def _flock_holder(inode: int) -> int | None:
+    """The pid holding a flock on the file with `inode`, from /proc/locks (Linux); None if unknown."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()  # 1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    return int(fields[4]) if fields[4].isdigit() else None
+    except OSError:
+        pass
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

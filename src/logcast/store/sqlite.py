@@ -39,7 +39,7 @@ from logcast.store.packs import (
     pack_records,
     select_packs,
 )
-from logcast.store.reserve import Reservations
+from logcast.store.reserve import InUse, Reservations
 from logcast.types import (
     MAX_SEQ,
     PROCESS_OF,
@@ -481,6 +481,8 @@ class SqliteStore:
             finally:
                 conn.close()
             self._reservations.open()
+        except InUse as exc:
+            raise StoreError(exc.strerror) from exc
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 

@@ -74,12 +74,16 @@ def create_app(
     open_engine: Callable[[], Awaitable[Engine]] | None = None,
 ) -> FastAPI:
     """The app serving `settings`; its lifespan runs the engine `open_engine` opens
-    (by default `Engine.start(settings)`), and stops it."""
+    (by default `Engine.start(settings)`), or the one `web.server.run` opened before it
+    serves, and stops it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = await (open_engine() if open_engine else Engine.start(settings, autostart=autostart))
-        app.state.engine = engine
+        app.state.lifespan_ran = True
+        engine: Engine | None = getattr(app.state, "engine", None)  # opened before the server (web.server.run)
+        if engine is None:
+            engine = await (open_engine() if open_engine else Engine.start(settings, autostart=autostart))
+            app.state.engine = engine
         try:
             yield
         finally:

@@ -10,7 +10,7 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -19,6 +19,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from logcast import loop
 from logcast.config import ServerSettings
+from logcast.engine import Engine
 from logcast.web.heads import LimitedHttpToolsProtocol
 from logcast.web.wsframes import FramesWebSocketProtocol
 
@@ -60,8 +61,21 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run(app: FastAPI, settings: ServerSettings, *, access_log: bool = False) -> bool:
-    """Serve `app` until a signal stops it; False if it never started (a port in use)."""
+def run(
+    app: FastAPI,
+    settings: ServerSettings,
+    *,
+    access_log: bool = False,
+    open_engine: Callable[[], Awaitable[Engine]] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> bool:
+    """Serve `app` until a signal stops it; False if it never started.
+
+    The port is bound first and the engine opened next (`open_engine`, if given; else
+    the app's lifespan opens it), so that a port in use or a store that cannot open is
+    an `OSError` or `StoreError` with the reason before any process was started, not a
+    traceback from uvicorn's lifespan after the children were. `ready` is called once
+    both went well, before the server serves."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -77,9 +91,43 @@ def run(app: FastAPI, settings: ServerSettings, *, access_log: bool = False) -> 
         ws_ping_timeout=WS_PING,
     )
     server = Server(config, app)
+    sock = listen(settings.host, settings.port)
+
+    async def main() -> None:
+        if open_engine is not None:
+            app.state.engine = engine = await open_engine()
+        if ready is not None:
+            ready()
+        try:
+            await server.serve([sock])
+        finally:
+            if open_engine is not None and not getattr(app.state, "lifespan_ran", False):
+                await engine.stop()  # the server ended before its lifespan took the engine
+
     try:
-        loop.run(server.serve())
-    except SystemExit as exc:  # uvicorn's exit when it cannot bind, or the app's startup failed
+        loop.run(main())
+    except SystemExit as exc:  # uvicorn's exit when the app's startup failed
         if exc.code != STARTUP_FAILURE:
             raise
+    finally:
+        sock.close()
     return server.started
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on `host`:`port` (as uvicorn binds it); OSError saying where."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock  # not inheritable (Python's default): no child may hold the port
