@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
+
 from logcast.hub import Gap, Hub
 from logcast.hub.journal import RESERVE_MIN
-from logcast.store.reserve import SLOT, Reservations
+from logcast.store.reserve import SLOT, InUse, Reservations
 from logcast.store.sqlite import SqliteStore
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
@@ -267,3 +271,28 @@ async def test_two_pipes_of_one_process_never_see_the_ring_half_trimmed() -> Non
         assert (await hub.page("app"))[-1].message == "last words"
     finally:
         await hub.close()
+
+
+def test_a_reservations_file_held_by_another_process_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3.seq"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from logcast.store.reserve import Reservations\n"
+            "r = Reservations(Path(sys.argv[1])); r.open(); print('held', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(InUse, match=f"in use by another logcast \\(pid {holder.pid}\\)"):
+            Reservations(path).open()
+    finally:
+        holder.communicate("", timeout=10)  # its stdin closed: it ends, and the kernel lets the lock go
+    again = Reservations(path)
+    assert again.open() == {}
+    again.close()
