@@ -24,7 +24,7 @@ from logcast.hub import reads as reads_mod
 from logcast.hub.subscription import Subscription
 from logcast.query import Query, Regex, compile_regex
 from logcast.store.sqlite import SqliteStore
-from logcast.types import EventType, Level, Lines, LogRecord, Stream
+from logcast.types import EventType, Gap, Level, Lines, LogRecord, Stream
 from logcast.web.routes import history
 from tests.fakes import MemoryStore
 
@@ -420,5 +420,35 @@ async def test_a_stream_with_a_regex_never_runs_it_on_the_event_loop(monkeypatch
                 live += [item.seq for _, item in entries]  # type: ignore[union-attr]
             assert live == [seq for seq in range(301, 351) if seq % 7 == 0]
         assert searched_on and loop_thread not in searched_on
+    finally:
+        await hub.close()
+
+
+@pytest.mark.parametrize("start", ["lines", "after"])
+async def test_a_clear_while_a_filtered_stream_reads_its_history_is_a_gap(start: str) -> None:
+    """A filtered `lines=N` reads its history as a filtered resume does: lines cleared
+    while it reads are announced as a `cleared` gap, not skipped (a review found 21,160
+    lines gone without one, when the history was read as search pages)."""
+    hub = await _hub(MemoryStore(), 3000, 100)
+    try:
+        query = Query(text="needle")
+        first = _expected(await _all(hub), query)[-200]
+        if start == "lines":
+            sub = await hub.subscribe("app", lines=200, query=query)
+        else:
+            sub = await hub.subscribe("app", after=first - 1, query=query)
+        got: list[tuple[EventType, object]] = []
+        got += await sub.next(20)
+        await hub.clear("app", 2000)
+        while not any(kind is EventType.HISTORICAL_COMPLETE for kind, _ in got):
+            got += await sub.next(20)
+        sub.close()
+        seqs = [item.seq for kind, item in got if kind is EventType.HISTORICAL]  # type: ignore[union-attr]
+        gaps = [item for kind, item in got if kind is EventType.GAP]
+        assert seqs[0] == first and len(gaps) == 1
+        gap = gaps[0]
+        assert isinstance(gap, Gap) and gap.reason == "cleared" and gap.end == 2000
+        # every match is there but those the gap names
+        assert seqs == [s for s in range(first, 3001) if s % 7 == 0 and not gap.start <= s <= gap.end]
     finally:
         await hub.close()

@@ -440,9 +440,10 @@ class Hub:
                 elif query.is_empty:
                     sub.cursor = max(floor - 1, until - max(lines, 0))
                 else:
+                    # history from the first of the last `lines` matches, read like a
+                    # filtered resume (holes, clears and writes in flight as for any reader)
                     first = await self._backlog_start(process, lines, until, query)
                     sub.cursor = until if first is None else first - 1
-                    sub.phase = Phase.HISTORY if first is None else Phase.BACKLOG
         except BaseException:
             sub.close()
             raise
@@ -452,7 +453,7 @@ class Hub:
         """The seq of the `n`th newest record (at most `BACKLOG_MAX`) matching `query`
         with seq <= `before`, looking back at most `BACKLOG_SCAN` records; None when none
         matches. Counted a page at a time, so that a subscriber holds no records: it reads
-        its backlog from there later, a page at a time (`Subscription._read`)."""
+        its history from there, filtered, a window at a time (`Subscription._read`)."""
         n = min(n, BACKLOG_MAX)
         pos, found, first = before, 0, None
         while found < n:
@@ -477,7 +478,7 @@ class Hub:
         floor = min(candidates) if candidates else journal.next_seq
         return max(floor, journal.cleared_upto + 1)
 
-    def history(self, journal: Journal) -> History:
+    def _history(self, journal: Journal) -> History:
         return History(self.store, journal.name, journal.ring, journal.lock)
 
     async def read_page(
@@ -487,7 +488,7 @@ class Hub:
         no more than `SCAN_ROWS` records and says where to go on (`reads.py`)."""
         journal = self.get(process)
         after = max(after, journal.cleared_upto)
-        return await self.history(journal).page(after, journal.visible_seq, limit, query or Query())
+        return await self._history(journal).page(after, journal.visible_seq, limit, query or Query())
 
     async def page(
         self, process: str, *, after: int = 0, limit: int = 1000, query: Query | None = None
@@ -504,7 +505,7 @@ class Hub:
         last = journal.visible_seq if before is None else min(before, journal.visible_seq)
         if n <= 0:
             return TailPage([], last if last > journal.cleared_upto else None, last)
-        return await self.history(journal).tail(journal.cleared_upto, last, n, query or Query())
+        return await self._history(journal).tail(journal.cleared_upto, last, n, query or Query())
 
     async def tail(
         self,

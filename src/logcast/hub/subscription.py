@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 
 class Phase(enum.Enum):
-    BACKLOG = "backlog"  # reading the matches of a filtered tail's history, up to `until`
     HISTORY = "history"  # reading up to `until`, the last seq when the reader came
     LIVE = "live"  # historical_complete was sent: everything from here on is realtime
 
@@ -191,17 +190,7 @@ class Subscription:
     async def _read(self, limit: int) -> list[Entry]:
         out: list[Entry] = []
         self._waiting_commit = False
-        if self.phase is Phase.BACKLOG:
-            # a filtered `lines=N`: the matches from the first of the N up to `until`, read
-            # like a filtered history page (bounded, off the loop) rather than held in memory
-            journal = self.journal
-            after = max(self.cursor, journal.cleared_upto)
-            page = await self.hub.history(journal).page(after, self.until, limit, self.query)
-            out = [(EventType.HISTORICAL, r) for r in page.records]
-            self.cursor = self.until if page.next is None else page.next
-            if self.cursor >= self.until:
-                self.phase = Phase.HISTORY
-        elif self.phase is Phase.LIVE or self.cursor < self.until:
+        if self.phase is Phase.LIVE or self.cursor < self.until:
             room = limit if self.phase is Phase.LIVE else min(limit, self.until - self.cursor)
             window = await self._window(room)
             if window.wait:
