@@ -76,6 +76,7 @@ class MemoryStore:
         limit: int = 1000,
         query: Query | None = None,
         upto: int | None = None,
+        search: bool = False,
     ) -> list[LogRecord]:
         with self.lock:
             rows = sorted(
@@ -98,6 +99,7 @@ class MemoryStore:
         before: int | None = None,
         query: Query | None = None,
         after: int | None = None,
+        search: bool = False,
     ) -> list[LogRecord]:
         with self.lock:
             rows = sorted(

@@ -61,6 +61,8 @@ HISTORY = [
     (f"{LOGS}?after=1_0", "after"),  # ...and reads this as 10
     (f"{LOGS}?after=%205", "after"),
     (f"{LOGS}?tail=5&before=1_0", "before"),
+    (f"{LOGS}?tail=%2B3", "tail"),
+    (f"{LOGS}?limit=1_0", "limit"),
     (f"{LOGS}?after=1.5", "after"),
     (f"{LOGS}?after=", "after"),
     (f"{LOGS}?limit=0", "limit"),

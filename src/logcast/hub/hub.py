@@ -26,7 +26,7 @@ from logcast.hub.pages import PageCache
 from logcast.hub.reads import SCAN_ROWS, History, Page, TailPage
 from logcast.hub.reserver import Reserver
 from logcast.hub.ring import RECORD_OVERHEAD, Ring
-from logcast.hub.subscription import Phase, Subscription
+from logcast.hub.subscription import Subscription
 from logcast.hub.writer import IDLE_AFTER, StoreWriter
 from logcast.libc import malloc_trim
 from logcast.loop import running_loop

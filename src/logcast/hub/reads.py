@@ -18,13 +18,17 @@ from dataclasses import dataclass, replace
 from logcast.hub.ring import Ring
 from logcast.query import Query
 from logcast.store.base import Store
-from logcast.types import LogRecord
+from logcast.types import MESSAGE_OF, LogRecord
 
 SCAN_ROWS = 200_000  # records a filtered read looks at per call
 SCAN_CHUNK = 10_000  # ring records handed to a filter thread at a time
 STORE_STEP = 20_000  # records one filtered store query looks at
 SEARCH_SECONDS = 2.0  # a filtered call stops looking after this long and says where it got to
 FILTER_THREADS = 2  # ring filters running at once; more wait their turn
+MATCH_CHUNK = 64  # records of a stream's window matched in one go by a filter thread
+FIRST_STEP = 256  # rows a regex search reads from the store first (twice what it wants, if more)
+STEP_BYTES = 8 << 20  # ...and about this much text at most, once it has seen how long lines are
+ROW_GUESS = 1024  # characters a row is taken to hold before any was read
 
 clock = time.monotonic
 _FILTERS = ThreadPoolExecutor(FILTER_THREADS, thread_name_prefix="logcast-filter")
@@ -86,7 +90,7 @@ class History:
     async def page(self, after: int, last: int, limit: int, query: Query) -> Page:
         """Matching records with `after` < seq <= `last`, oldest first, at most `limit`."""
         filtered = not query.is_empty
-        coarse = replace(query, regex=None)
+        coarse, step = replace(query, regex=None), _Step(limit)
         end = min(last, after + SCAN_ROWS) if filtered else last
         deadline = clock() + SEARCH_SECONDS
         out: list[LogRecord] = []
@@ -99,10 +103,16 @@ class History:
                 if filtered:
                     stop = min(stop, pos + STORE_STEP)
                 if query.regex is not None:  # the store filters the rest; the regex, here
-                    rows = await self.store.read(self.name, after=pos, limit=STORE_STEP, query=coarse, upto=stop)
+                    rows = await self.store.read(
+                        self.name, after=pos, limit=step.rows, query=coarse, upto=stop, search=True
+                    )
                     found, looked = await _scan(rows, query, limit - len(out), deadline)
                     out += found
-                    pos = rows[looked - 1].seq if looked < len(rows) else stop
+                    if looked < len(rows):
+                        pos = rows[looked - 1].seq
+                    else:
+                        pos = rows[-1].seq if len(rows) >= step.rows else stop
+                    step.grow(rows)
                     continue
                 got = await self.store.read(
                     self.name, after=pos, limit=limit - len(out), query=query, upto=stop
@@ -127,7 +137,7 @@ class History:
         """The last `n` matching records with `floor` < seq <= `before`, looking at no
         more than `SCAN_ROWS` records (for `SEARCH_SECONDS` at most) when filtering."""
         filtered = not query.is_empty
-        coarse = replace(query, regex=None)
+        coarse, step = replace(query, regex=None), _Step(n)
         low = max(floor, before - SCAN_ROWS) if filtered else floor
         deadline = clock() + SEARCH_SECONDS
         picked: list[LogRecord] = []  # newest first
@@ -137,11 +147,17 @@ class History:
             if window is None:
                 bottom = max(low, pos - STORE_STEP) if filtered else low
                 if query.regex is not None:  # the store filters the rest; the regex, here
-                    rows = await self.store.tail(self.name, STORE_STEP, before=pos, query=coarse, after=bottom)
+                    rows = await self.store.tail(
+                        self.name, step.rows, before=pos, query=coarse, after=bottom, search=True
+                    )
                     newest_first = rows[::-1]
                     found, looked = await _scan(newest_first, query, n - len(picked), deadline)
                     picked += found
-                    pos = newest_first[looked - 1].seq - 1 if looked < len(rows) else bottom
+                    if looked < len(rows):
+                        pos = newest_first[looked - 1].seq - 1
+                    else:
+                        pos = rows[0].seq - 1 if len(rows) >= step.rows else bottom
+                    step.grow(rows)
                     continue
                 got = await self.store.tail(self.name, n - len(picked), before=pos, query=query, after=bottom)
                 picked += reversed(got)
@@ -160,6 +176,21 @@ class History:
             pos = newest_first[looked - 1].seq - 1 if looked else pos
         picked.reverse()
         return TailPage(picked, pos if pos > floor else None, before)
+
+
+class _Step:
+    """How many rows a regex search reads from the store at a time: few at first (a
+    search for 10 lines must not read 20,000 rows of 60 KB), then twice as many each
+    time, up to `STORE_STEP` rows and about `STEP_BYTES` of text."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, want: int) -> None:
+        self.rows = min(STORE_STEP, max(FIRST_STEP, 2 * want), STEP_BYTES // ROW_GUESS)
+
+    def grow(self, rows: list[LogRecord]) -> None:
+        size = sum(map(len, map(MESSAGE_OF, rows))) // len(rows) + 1 if rows else ROW_GUESS
+        self.rows = max(1, min(2 * self.rows, STORE_STEP, STEP_BYTES // size))
 
 
 def _matches(
@@ -190,6 +221,12 @@ async def _scan(
 
 async def matching(records: list[LogRecord], query: Query) -> list[bool]:
     """Whether `query` keeps each of `records`, asked in a filter thread: what a stream with
-    a regex does with each window of lines, so that the event loop never runs the regex."""
+    a regex does with each window of lines, so that the event loop never runs the regex.
+    `MATCH_CHUNK` records at a time, so that searches waiting for a filter thread get one
+    between two chunks, however long the regex takes on these lines."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_FILTERS, list, map(query.matches, records))
+    kept: list[bool] = []
+    for start in range(0, len(records), MATCH_CHUNK):
+        chunk = records[start : start + MATCH_CHUNK]
+        kept += await loop.run_in_executor(_FILTERS, list, map(query.matches, chunk))
+    return kept

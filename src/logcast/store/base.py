@@ -72,10 +72,13 @@ class Store(Protocol):
         limit: int = 1000,
         query: Query | None = None,
         upto: int | None = None,
+        search: bool = False,
     ) -> list[LogRecord]:
         """Records with after < seq <= upto (no upper bound when None) that match
         `query`, oldest first, at most `limit`. A filtered read looks at no record
-        outside those bounds: that is how callers bound the work of a search."""
+        outside those bounds: that is how callers bound the work of a search. `search`:
+        the read is part of a search even if `query` filters nothing here (the caller
+        applies a regex itself): it waits its turn with the searches, not with pages."""
         ...
 
     async def tail(
@@ -86,9 +89,10 @@ class Store(Protocol):
         before: int | None = None,
         query: Query | None = None,
         after: int | None = None,
+        search: bool = False,
     ) -> list[LogRecord]:
         """The last `n` matching records with after < seq <= before (no bound when
-        None), oldest first."""
+        None), oldest first. `search` as for `read`."""
         ...
 
     def reserve(self, marks: Mapping[str, int]) -> None:

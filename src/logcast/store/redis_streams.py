@@ -471,6 +471,7 @@ class RedisStore:
         limit: int = 1000,
         query: Query | None = None,
         upto: int | None = None,
+        search: bool = False,  # reads wait for Redis, not for a thread
     ) -> list[LogRecord]:
         if limit <= 0 or (upto is not None and upto <= after):
             return []
@@ -503,6 +504,7 @@ class RedisStore:
         before: int | None = None,
         query: Query | None = None,
         after: int | None = None,
+        search: bool = False,
     ) -> list[LogRecord]:
         if n <= 0:
             return []

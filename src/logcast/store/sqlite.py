@@ -786,6 +786,7 @@ class SqliteStore:
         limit: int = 1000,
         query: Query | None = None,
         upto: int | None = None,
+        search: bool = False,
     ) -> list[LogRecord]:
         if limit <= 0 or (upto is not None and upto <= after):
             return []
@@ -811,7 +812,7 @@ class SqliteStore:
                     break
             return _by_seq(singles, lines)[:limit]
 
-        return await self._run("read", run, search=bool(cond))
+        return await self._run("read", run, search=search or bool(cond))
 
     async def tail(
         self,
@@ -821,6 +822,7 @@ class SqliteStore:
         before: int | None = None,
         query: Query | None = None,
         after: int | None = None,
+        search: bool = False,
     ) -> list[LogRecord]:
         if n <= 0:
             return []
@@ -849,7 +851,7 @@ class SqliteStore:
             merged = _by_seq(singles, lines)
             return merged[-n:]
 
-        return await self._run("tail", run, search=bool(cond))
+        return await self._run("tail", run, search=search or bool(cond))
 
     async def meta(self, process: str) -> ProcessMeta:
         sql = (

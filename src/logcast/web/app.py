@@ -80,7 +80,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lifespan_ran = True
-        engine: Engine | None = getattr(app.state, "engine", None)  # opened before the server (web.server.run)
+        engine: Engine | None = getattr(
+            app.state, "engine", None
+        )  # opened before the server (web.server.run)
         if engine is None:
             engine = await (open_engine() if open_engine else Engine.start(settings, autostart=autostart))
             app.state.engine = engine

@@ -24,17 +24,17 @@ from logcast.types import MAX_SEQ
 MAX_PAGE = 10_000
 
 
-
 def _digits(value: object) -> object:
-    """A seq or count as the client wrote it: ASCII digits only, as `Last-Event-ID` is read
-    (pydantic would take `+5`, ` 5` and `1_0`, which is 10)."""
+    """A seq, count or limit as the client wrote it: ASCII digits only, as `Last-Event-ID`
+    is read (pydantic would take `+5`, ` 5` and `1_0`, which is 10)."""
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         raise ValueError("must be a whole number written in the digits 0-9")
     return value
 
 
-Seq = Annotated[int, BeforeValidator(_digits), Query(ge=0, le=MAX_SEQ)]
-Count = Annotated[int | None, BeforeValidator(_digits), Query(ge=0, le=MAX_SEQ)]
+Digits = BeforeValidator(_digits)
+Seq = Annotated[int, Digits, Query(ge=0, le=MAX_SEQ)]
+Count = Annotated[int | None, Digits, Query(ge=0, le=MAX_SEQ)]
 Time = Annotated[float | None, Query(allow_inf_nan=False)]
 LevelParam = Annotated[str | None, Query(max_length=200)]
 TextParam = Annotated[str | None, Query(max_length=1000)]

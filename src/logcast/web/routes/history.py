@@ -19,6 +19,7 @@ from logcast.types import LogRecord
 from logcast.web.routes.deps import (
     MAX_PAGE,
     Count,
+    Digits,
     EngineDep,
     LevelParam,
     Seq,
@@ -36,13 +37,13 @@ async def get_logs(
     name: str,
     engine: EngineDep,
     after: Seq = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+    limit: Annotated[int, Digits, Query(ge=1, le=MAX_PAGE)] = 1000,
     level: LevelParam = None,
     q: TextParam = None,
     regex: TextParam = None,
     since: Time = None,
     until: Time = None,
-    tail: Annotated[int | None, Query(ge=0, le=MAX_PAGE)] = None,
+    tail: Annotated[int | None, Digits, Query(ge=0, le=MAX_PAGE)] = None,
     before: Count = None,
 ) -> Response:
     name = resolve(engine, name)
