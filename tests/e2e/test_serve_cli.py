@@ -212,9 +212,7 @@ def _serve_once(config: Path, port: int) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_second_logcast_on_one_storage_folder_is_refused_before_it_starts_anything(
-    make_server, tmp_path: Path  # type: ignore[no-untyped-def]
-) -> None:
+def test_a_second_logcast_on_one_storage_folder_is_refused(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Two instances on one folder both numbered from its reservations: seq 3001 named a
     line of each (a review). The second now exits 1 naming the first, having started
     nothing; the first goes on."""

@@ -80,9 +80,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lifespan_ran = True
-        engine: Engine | None = getattr(
-            app.state, "engine", None
-        )  # opened before the server (web.server.run)
+        # opened before the server serves (`web.server.run`), else here
+        engine: Engine | None = getattr(app.state, "engine", None)
         if engine is None:
             engine = await (open_engine() if open_engine else Engine.start(settings, autostart=autostart))
             app.state.engine = engine
