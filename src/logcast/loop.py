@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["cancel_all", "raise_if_cancelled", "run", "running_loop"]
+__all__ = ["STOP_SIGNALS", "cancel_all", "raise_if_cancelled", "run", "running_loop"]
 
 T = TypeVar("T")
 
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0  # s for a cancelled task to end before a stop goes on without it
 RECANCEL = 0.25  # s between two cancels of a task that goes on
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops serve or an agent in order
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

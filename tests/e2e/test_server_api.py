@@ -457,3 +457,35 @@ def test_clients_that_leave_before_their_stream_begins_leave_no_subscriber(make_
             what="every subscription to be closed",
         )
     assert "Traceback" not in server.output()
+
+
+def test_sighup_stops_in_order_like_ctrl_c(make_server) -> None:  # type: ignore[no-untyped-def]
+    """A closed terminal or ssh session sends SIGHUP: the children get their stop signal and
+    what they printed is stored. Before, SIGHUP ended logcast at once; the children were
+    killed by their guards without SIGTERM and the lines not yet stored were lost."""
+    polite = py_command(
+        """
+        import signal, sys, time
+        def bye(*_):
+            print("stopping on TERM", flush=True)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, bye)
+        for i in range(1, 2001):
+            print(f"line {i}", flush=True)
+        time.sleep(600)
+        """
+    )
+    server = make_server(f"[process.polite]\ncommand = {polite}\n")
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/polite").json()["lines"] >= 2000, what="2000 lines")
+    os.kill(server.proc.pid, signal.SIGHUP)
+    assert server.proc.wait(30) == 0
+    assert "Traceback" not in server.output()
+    server.restart()
+    with server.client() as c:
+        logs = c.get("/api/processes/polite/logs", params={"limit": 10000}).json()["logs"]
+        stats = c.get("/api/logs/stats").json()["processes"]["polite"]
+    messages = [log["message"] for log in logs]
+    assert "stopping on TERM" in messages
+    assert [m for m in messages if m.startswith("line ")][:2000] == [f"line {i}" for i in range(1, 2001)]
+    assert stats["store_lost"] == 0

@@ -20,6 +20,7 @@ from uvicorn.config import STARTUP_FAILURE
 from logcast import loop
 from logcast.config import ServerSettings
 from logcast.engine import Engine
+from logcast.loop import STOP_SIGNALS
 from logcast.web.heads import LimitedHttpToolsProtocol
 from logcast.web.wsframes import FramesWebSocketProtocol
 
@@ -42,11 +43,14 @@ class Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         """Like uvicorn's, without re-raising the signal after a clean shutdown: Ctrl-C
-        or SIGTERM that stopped everything in order is a successful exit (code 0)."""
+        or SIGTERM that stopped everything in order is a successful exit (code 0). SIGHUP
+        (the terminal or ssh session that ran it closed) stops in the same order; by
+        default it would end the process at once, its children killed by their guards
+        without their stop signal and lines not yet stored lost."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
         try:
             yield
         finally:
