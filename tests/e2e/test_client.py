@@ -570,3 +570,35 @@ def test_sync_stream_batches_and_per_event_messages(basic: Server) -> None:
                     break
         single.close()
         assert seen == lines
+
+
+STUBBORN = py_command(
+    """
+    import signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ignoring TERM", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_stop_that_takes_longer_than_the_client_timeout_is_waited_for(make_server) -> None:  # type: ignore[no-untyped-def]
+    """The server answers a stop once the process has stopped: its `stop_timeout`, then
+    SIGKILL. A client whose timeout is shorter waits for that answer; before, it said it
+    could not reach logcast while the stop went on (a review: `logcast restart` of a
+    process that ignores SIGTERM, under the default 10 s, printed "cannot reach")."""
+    server = make_server(f"[process.stubborn]\ncommand = {STUBBORN}\nstop_timeout = 3\n")
+    with Client(server.url, timeout=1.0) as client:
+        wait_for(lambda: client.process("stubborn").lines >= 1, what="the child")
+        started = time.monotonic()
+        stopped = client.stop("stubborn")
+        assert time.monotonic() - started >= 2.5  # it did wait for the stop_timeout
+        assert stopped.state is ProcessState.STOPPED
+
+    async def restart() -> ProcessState:
+        async with AsyncClient(server.url, timeout=1.0) as aclient:
+            await aclient.start("stubborn")
+            await asyncio.sleep(0.5)
+            return (await aclient.restart("stubborn")).state
+
+    assert asyncio.run(restart()) in (ProcessState.STARTING, ProcessState.RUNNING)

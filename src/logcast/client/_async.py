@@ -13,6 +13,7 @@ import httpx
 from logcast.client import settings
 from logcast.client._common import (
     ANSWER_ERRORS,
+    CONTROL_TIMEOUT,
     WATCH_MIN,
     Attempts,
     LogPage,
@@ -75,8 +76,9 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        deadline = DEADLINE_FACTOR * self.timeout  # the whole answer, its head too (a byte now and then)
+    async def _call(self, method: str, path: str, *, deadline: float | None = None, **kwargs: Any) -> Any:
+        if deadline is None:
+            deadline = DEADLINE_FACTOR * self.timeout  # the whole answer, its head too (a byte now and then)
         try:
             async with asyncio.timeout(deadline):
                 response = await self._http.request(method, path, **kwargs)
@@ -96,13 +98,21 @@ class AsyncClient:
         return ProcessInfo.from_dict(await self._call("GET", process_path(name)))
 
     async def start(self, name: str) -> ProcessInfo:
-        return ProcessInfo.from_dict(await self._call("POST", process_path(name, "/start")))
+        return await self._control(name, "start")
 
     async def stop(self, name: str) -> ProcessInfo:
-        return ProcessInfo.from_dict(await self._call("POST", process_path(name, "/stop")))
+        return await self._control(name, "stop")
 
     async def restart(self, name: str) -> ProcessInfo:
-        return ProcessInfo.from_dict(await self._call("POST", process_path(name, "/restart")))
+        return await self._control(name, "restart")
+
+    async def _control(self, name: str, action: str) -> ProcessInfo:
+        """POST the action and wait for its answer, which comes once it is done: up to
+        `CONTROL_TIMEOUT` s, not the client's timeout (a stop waits for the process)."""
+        wait = max(self.timeout, CONTROL_TIMEOUT)
+        limit = httpx.Timeout(self.timeout, read=wait)
+        path = process_path(name, f"/{action}")
+        return ProcessInfo.from_dict(await self._call("POST", path, timeout=limit, deadline=wait))
 
     async def hosts(self) -> list[Host]:
         """The hosts that run the processes (`GET /api/hosts`): this machine alone on one host,

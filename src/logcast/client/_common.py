@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 10.0
 # The server sends a comment every 15 s; four missed pings mean the link is dead.
 STREAM_READ_TIMEOUT = 60.0
+# s a start, stop or restart may take to answer: the server answers once the process has
+# stopped (its `stop_timeout`, 10 s by default, then SIGKILL), longer than a client's timeout
+CONTROL_TIMEOUT = 600.0
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 _LOG = operator.attrgetter("log")

@@ -16,6 +16,7 @@ import httpx
 from logcast.client import settings
 from logcast.client._common import (
     ANSWER_ERRORS,
+    CONTROL_TIMEOUT,
     WATCH_MIN,
     Attempts,
     LogPage,
@@ -92,13 +93,19 @@ class Client:
         return ProcessInfo.from_dict(self._call("GET", process_path(name)))
 
     def start(self, name: str) -> ProcessInfo:
-        return ProcessInfo.from_dict(self._call("POST", process_path(name, "/start")))
+        return self._control(name, "start")
 
     def stop(self, name: str) -> ProcessInfo:
-        return ProcessInfo.from_dict(self._call("POST", process_path(name, "/stop")))
+        return self._control(name, "stop")
 
     def restart(self, name: str) -> ProcessInfo:
-        return ProcessInfo.from_dict(self._call("POST", process_path(name, "/restart")))
+        return self._control(name, "restart")
+
+    def _control(self, name: str, action: str) -> ProcessInfo:
+        """POST the action and wait for its answer, which comes once it is done: up to
+        `CONTROL_TIMEOUT` s, not the client's timeout (a stop waits for the process)."""
+        limit = httpx.Timeout(self.timeout, read=max(self.timeout, CONTROL_TIMEOUT))
+        return ProcessInfo.from_dict(self._call("POST", process_path(name, f"/{action}"), timeout=limit))
 
     def hosts(self) -> list[Host]:
         """The hosts that run the processes (`GET /api/hosts`): this machine alone on one host,
