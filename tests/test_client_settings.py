@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,34 @@ def test_environment_defaults_to_os_environ(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("LOGCAST_TOKEN", "os-token")
     assert resolve(cwd=tmp_path).url == "http://from-os:5"
     assert resolve(cwd=tmp_path).token == "os-token"
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("http://127.0.0.1:abc", "Invalid port"),
+        ("http://[::1", "Invalid port"),
+        ("ftp://host", "must be http:// or https://"),
+        ("http://:8080", "name a host"),
+    ],
+)
+def test_a_url_that_is_none_says_why_without_its_password(given: str, why: str) -> None:
+    with pytest.raises(ClientError, match=why) as refused:
+        normalize_url(given.replace("://", "://u:hunter2@", 1))
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("command", [["ps"], ["stop", "web"], ["tail", "web"], ["monitor"]])
+@pytest.mark.parametrize("where", ["--url", "LOGCAST_URL"])
+def test_a_bad_url_is_a_usage_error_not_a_traceback(command: list[str], where: str, tmp_path: Path) -> None:
+    """A review: `logcast ps --url http://127.0.0.1:abc` printed httpx's traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGCAST_")}
+    args = [sys.executable, "-m", "logcast", *command]
+    if where == "--url":
+        args += ["--url", "http://127.0.0.1:abc"]
+    else:
+        env["LOGCAST_URL"] = "http://127.0.0.1:abc"
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "invalid server URL" in done.stderr and "Traceback" not in done.stderr
+    assert ("$LOGCAST_URL" in done.stderr) == (where == "LOGCAST_URL")

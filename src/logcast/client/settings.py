@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from logcast.errors import ClientError
+from logcast.secrets import mask_text
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 CONFIG_NAME = "logcast.toml"
@@ -33,13 +36,23 @@ class Settings:
 
 
 def normalize_url(url: str) -> str:
-    """`localhost:8080/` → `http://localhost:8080`. Raises ClientError on an empty URL."""
+    """`localhost:8080/` → `http://localhost:8080`. Raises ClientError on an empty URL or
+    one that is no http(s) URL of a host (`http://host:abc`, `http://[::1`)."""
     url = url.strip()
     if not url:
         raise ClientError("empty server URL")
     if "://" not in url:
         url = "http://" + url
-    return url.rstrip("/")
+    url = url.rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ClientError(f"invalid server URL {mask_text(url)!r}: {mask_text(str(exc))}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ClientError(
+            f"invalid server URL {mask_text(url)!r}: it must be http:// or https:// and name a host"
+        )
+    return url
 
 
 def _server_table(config: Path) -> dict[str, Any] | None:
