@@ -31,6 +31,13 @@ from logcast.secrets import MASK, is_secret_name, mask_argv, mask_command, mask_
         (["sk-secret123456"], [MASK]),
         (["--key-from", "sk-proj-abcdefgh12"], ["--key-from", MASK]),
         (["ghp_abcdefghijklmnop"], [MASK]),
+        # the short flags of the programs known to take a password in one (a review)
+        (["mysql", "-uroot", "-phunter2", "shop"], ["mysql", "-uroot", f"-p{MASK}", "shop"]),
+        (["/usr/bin/mariadb-dump", "-ps3cret"], ["/usr/bin/mariadb-dump", f"-p{MASK}"]),
+        (["redis-cli", "-a", "pw", "ping"], ["redis-cli", "-a", MASK, "ping"]),
+        (["sshpass", "-pPW", "ssh", "host"], ["sshpass", f"-p{MASK}", "ssh", "host"]),
+        (["curl", "-u", "bob:pw", "http://x"], ["curl", "-u", f"bob:{MASK}", "http://x"]),
+        (["curl", "--user=bob:pw"], ["curl", f"--user=bob:{MASK}"]),
     ],
 )
 def test_credentials_are_masked(argv: list[str], expected: list[str]) -> None:
@@ -51,6 +58,9 @@ def test_credentials_are_masked(argv: list[str], expected: list[str]) -> None:
         ["--host", "https://example.org:8443/api"],
         ["--no-auth", "--port", "8080"],  # a flag after a secret-sounding switch is a flag
         ["-p", "8080"],  # short flags are not guessed at
+        ["server", "-p", "8080", "-a", "x"],  # ...but for the programs known to take a password
+        ["mysql", "-p", "shop"],  # `-p` alone asks for it: shop is the database
+        ["curl", "-u", "bob", "http://x"],  # no password given: curl asks
         ["--skip-warmup"],
     ],
 )

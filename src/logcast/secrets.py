@@ -101,20 +101,48 @@ def mask_text(text: str) -> str:
     return _KNOWN_KEY.sub(MASK, text)
 
 
+# Short flags that carry a password in the programs that take one on the command line:
+# `mysql -phunter2` (attached only: `-p` alone asks, and the next word is a database),
+# `redis-cli -a pw`, `sshpass -p pw`, and curl's `-u user:password`.
+_ATTACHED, _NEXT, _USER = "attached", "next", "user"
+_MYSQL = ("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mariadb", "mariadb-dump")
+_SHORT_SECRETS: dict[str, dict[str, str]] = {
+    **{program: {"-p": _ATTACHED} for program in _MYSQL},
+    "redis-cli": {"-a": _NEXT},
+    "sshpass": {"-p": _NEXT},
+    "curl": {"-u": _USER, "--user": _USER},
+}
+_USER_FLAGS = frozenset(
+    flag for flags in _SHORT_SECRETS.values() for flag, kind in flags.items() if kind == _USER
+)
+
+
 def mask_argv(argv: Iterable[str]) -> list[str]:
     """A command line with the value of every credential-like argument masked.
 
-    Not masked, on purpose: short flags (`-p X` means a port as often as a password) and
-    a value after a flag that is itself a long flag (`--no-auth --port 8080`).
+    Not masked, on purpose: short flags (`-p X` means a port as often as a password),
+    but for the programs known to take a password in one (`_SHORT_SECRETS`), and a value
+    after a flag that is itself a long flag (`--no-auth --port 8080`).
     """
     out: list[str] = []
     hide_next = False
-    for word in argv:
+    shorts: dict[str, str] = {}
+    for i, word in enumerate(argv):
+        if i == 0:
+            shorts = _SHORT_SECRETS.get(word.rsplit("/", 1)[-1], {})
         if hide_next:
             hide_next = False
             if not _STARTS_LIKE_A_FLAG.match(word):
-                out.append(MASK)
+                if out[-1] in _USER_FLAGS:  # `curl -u bob:pw`: bob stays (`-u bob` asks)
+                    user, colon, _ = word.partition(":")
+                    out.append(f"{user}:{MASK}" if colon else word)
+                else:
+                    out.append(MASK)
                 continue
+        short = _short_secret(word, shorts, out) if shorts and i else None
+        if short is not None:
+            hide_next = short
+            continue
         assigned = _ASSIGNED.match(word)
         if assigned is not None and is_secret_name(assigned.group(2)):
             rest = _SPACE.split(assigned.group(3), maxsplit=1)
@@ -133,6 +161,25 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
             hide_next = True
         out.append(mask_text(word))
     return out
+
+
+def _short_secret(word: str, shorts: Mapping[str, str], out: list[str]) -> bool | None:
+    """`word` as a short flag of `shorts` (its value masked and put in `out`): whether the
+    next word is its value; None when it is no such flag."""
+    for flag, kind in shorts.items():
+        if word == flag and kind != _ATTACHED:
+            out.append(word)
+            return True  # `curl -u user:pw`: the whole next word, user and all
+        glued = flag + "=" if flag.startswith("--") else flag  # `--user=bob:pw`, `-pSECRET`
+        if word.startswith(glued) and len(word) > len(glued):
+            value = word[len(glued) :]
+            if kind == _USER:
+                user, colon, _ = value.partition(":")
+                out.append(f"{glued}{user}:{MASK}" if colon else word)
+            else:
+                out.append(glued + MASK)
+            return False
+    return None
 
 
 def mask_command(argv: Iterable[str]) -> str:
