@@ -3,6 +3,7 @@ types here, so that a typo is refused at start rather than silently ignored."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import signal
@@ -151,19 +152,42 @@ def _env(reader: Reader, raw: dict[str, Any], key: Key) -> Mapping[str, str]:
     return MappingProxyType(env)
 
 
+# Signals that by default neither end a process nor may be caught to end it in order: as
+# a stop signal, each would leave every stop to the SIGKILL after `stop_timeout`.
+_NOT_STOPPING = frozenset(
+    {
+        signal.SIGCHLD,
+        signal.SIGCONT,
+        signal.SIGURG,
+        signal.SIGWINCH,
+        signal.SIGSTOP,
+        signal.SIGTSTP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+    }
+)
+
+
 def parse_signal(value: object) -> signal.Signals:
-    """`"TERM"`, `"SIGTERM"`, `"term"` or `15` → `signal.SIGTERM`; ValueError otherwise."""
+    """`"TERM"`, `"SIGTERM"`, `"term"` or `15` → `signal.SIGTERM`; ValueError for an unknown
+    signal or one that stops nothing (`_NOT_STOPPING`)."""
+    found: signal.Signals | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return signal.Signals(value)
-    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            found = signal.Signals(value)
+    elif isinstance(value, str):
         name = value.strip().upper()
         if not name.startswith("SIG"):
             name = "SIG" + name
-        try:
-            return signal.Signals[name]
-        except KeyError:
-            pass
-    raise ValueError(f"unknown signal {value!r}")
+        found = signal.Signals.__members__.get(name)
+    if found is None:
+        raise ValueError(f"unknown signal {value!r}")
+    if found in _NOT_STOPPING:
+        raise ValueError(
+            f"{found.name} does not stop a process (it is ignored or pauses it by default);"
+            " use TERM, INT, QUIT, HUP, USR1, USR2 or KILL"
+        )
+    return found
 
 
 def _ready(reader: Reader, raw: dict[str, Any], key: Key) -> ReadySettings | None:
@@ -207,11 +231,13 @@ def _process(reader: Reader, name: str, value: object, base: Path) -> ProcessSet
     raw_signal = raw.get("stop_signal", "TERM")
     try:
         stop_signal = parse_signal(raw_signal)
-    except ValueError:
+    except ValueError as exc:
         if not isinstance(raw_signal, str | int) or isinstance(raw_signal, bool):
             raise reader.expected(
                 (*section, "stop_signal"), "a signal name such as 'TERM'", raw_signal
             ) from None
+        if "does not stop" in str(exc):
+            raise reader.error((*section, "stop_signal"), str(exc)) from None
         raise reader.error(
             (*section, "stop_signal"), f"unknown signal {raw_signal!r} (e.g. 'TERM', 'INT')"
         ) from None
