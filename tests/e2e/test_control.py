@@ -201,3 +201,27 @@ def test_ps_shows_resources_and_what_a_model_server_is_doing() -> None:
         ["152%", "14.1M", "serving", "35tok/s"],
         ["-", "-", "-"],
     ]
+
+
+def test_a_start_that_waits_for_a_dependency_says_so(make_server: Make, tmp_path: Path) -> None:
+    """A review: `logcast start waiter`, whose dependency was not ready yet, printed
+    `waiter: stopped`; `ps` said `stopped` too."""
+    server = make_server(
+        f"""
+        [process.db]
+        command = {SLEEPER}
+        ready = {{ log = "never printed" }}
+
+        [process.waiter]
+        command = {SLEEPER}
+        autostart = false
+        depends_on = {{ db = "ready" }}
+        """
+    )
+    started = logcast("start", "waiter", "--url", server.url, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    assert "waiter: waiting for db (ready)" in started.stdout, started.stdout
+    listed = logcast("ps", "--url", server.url, cwd=tmp_path)
+    assert [line.split()[:2] for line in listed.stdout.splitlines()][2] == ["waiter", "waiting"], (
+        listed.stdout
+    )

@@ -118,9 +118,12 @@ def _client(url: str | None, token: str | None) -> Client:
         raise _fail(str(exc)) from None
 
 
-def state_text(info: ProcessInfo) -> Text:
+def state_text(info: ProcessInfo, *, detail: bool = False) -> Text:
+    """The state as one word (a table's column), or with `detail` what it waits for."""
     style = render.STATE_STYLE.get(info.state, "")
     label = info.state.value
+    if info.waiting_for and not info.state.is_alive:  # started, its dependency not there yet
+        return Text(f"waiting for {render.plain(info.waiting_for)}" if detail else "waiting", style="yellow")
     if info.exit_code is not None and not info.state.is_alive and info.state is not ProcessState.UNKNOWN:
         label += f" ({info.exit_code})"
         if info.exit_code != 0:
@@ -197,7 +200,7 @@ def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = F
 
 def _summary(info: ProcessInfo) -> Text:
     text = Text(f"{render.plain(info.name)}: ")
-    text.append_text(state_text(info))
+    text.append_text(state_text(info, detail=True))
     if info.pid and info.state.is_alive:
         text.append(f" (pid {info.pid}, run {info.run})")
     return text
