@@ -246,6 +246,14 @@ class Engine:
         self.shutdown.set()
         self.hub.end_subscriptions()
 
+    def hurry(self) -> None:
+        """Asked again to stop while stopping: the children are SIGKILLed instead of waited
+        for (their `stop_timeout`); the store's last writes are still waited for. A replica
+        supervises nothing here, and has nothing to hurry."""
+        hurry = getattr(self.processes, "hurry", None)
+        if hurry is not None:
+            hurry()
+
     async def stop(self) -> None:
         """The ordered shutdown: streams, children, the store's last writes (waited for at
         most `flush_timeout` s), the store."""

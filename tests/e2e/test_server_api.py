@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -489,3 +490,38 @@ def test_sighup_stops_in_order_like_ctrl_c(make_server) -> None:  # type: ignore
     assert "stopping on TERM" in messages
     assert [m for m in messages if m.startswith("line ")][:2000] == [f"line {i}" for i in range(1, 2001)]
     assert stats["store_lost"] == 0
+
+
+def test_a_second_ctrl_c_kills_the_children_instead_of_waiting(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C stops in order, each process within its stop_timeout; Ctrl-C again while that
+    goes on kills the children now (a review: the second had no effect, and serve waited
+    the whole stop_timeout). What they printed is still stored."""
+    stubborn = py_command(
+        """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ignoring TERM", flush=True)
+        time.sleep(600)
+        """
+    )
+    server = make_server(f"[process.stubborn]\ncommand = {stubborn}\nstop_timeout = 60\n")
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/stubborn").json()["lines"] >= 1, what="the child")
+        pid = c.get("/api/processes/stubborn").json()["pid"]
+    os.kill(server.proc.pid, signal.SIGINT)
+
+    def closed() -> bool:  # the server stops listening first, then stops the processes
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", server.port)) != 0
+
+    wait_for(closed, what="the shutdown to begin")
+    started = time.monotonic()
+    os.kill(server.proc.pid, signal.SIGINT)  # again
+    assert server.proc.wait(30) == 0
+    assert time.monotonic() - started < 20  # not the 60 s stop_timeout
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert "Traceback" not in server.output()
+    server.restart()
+    with server.client() as c:
+        messages = [log["message"] for log in c.get("/api/processes/stubborn/logs").json()["logs"]]
+    assert "ignoring TERM" in messages

@@ -182,6 +182,7 @@ class ManagedProcess:
         self._backoff_delay = settings.backoff_initial
         self._started_mono = 0.0
         self._stopping = False  # a stop was requested for the current run
+        self._hurried = False  # logcast is shutting down and was told not to wait (`hurry`)
         self._killed = False  # ... and it needed SIGKILL
         self._stop_deadline = 0.0  # loop time
         self._gate = gate
@@ -304,8 +305,8 @@ class ManagedProcess:
             return False
         child, done = self._child, self._done
         assert child is not None and done is not None
-        stop_signal = self.settings.stop_signal
-        timeout = self.settings.stop_timeout
+        stop_signal = signal.SIGKILL if self._hurried else self.settings.stop_signal
+        timeout = 0.0 if self._hurried else self.settings.stop_timeout
         self._stopping = True
         self._stop_deadline = asyncio.get_running_loop().time() + timeout
         if self._probe is not None:
@@ -331,6 +332,16 @@ class ManagedProcess:
             f"pid {child.pid} has not exited {_seconds(KILL_WAIT)} after SIGKILL; still waiting", Level.ERROR
         )
         return False
+
+    def hurry(self) -> None:
+        """Do not wait for this process to stop in order (a second Ctrl-C during a
+        shutdown): its group is SIGKILLed now if it is stopping, and at once when its stop
+        comes (after the processes that depend on it)."""
+        self._hurried = True
+        child = self._child
+        if child is not None and self._stopping and child.signal_group(signal.SIGKILL):
+            self._killed = True
+            logger.info("%s: told not to wait: SIGKILL", self.name)
 
     @staticmethod
     async def _wait_done(done: asyncio.Event, within: float) -> bool:

@@ -170,6 +170,12 @@ class Supervisor:
         if not task.cancelled() and task.exception() is not None:
             logger.error("restart with a dependency failed", exc_info=task.exception())
 
+    def hurry(self) -> None:
+        """A shutdown that must not wait for the processes' `stop_timeout`s (a second
+        Ctrl-C): those stopping are SIGKILLed now, the others as their stop comes."""
+        for process in self._processes.values():
+            process.hurry()
+
     async def shutdown(self) -> None:
         """Stop every process, each within its `stop_timeout` (then SIGKILL of its group):
         pending starts and restarts first, then the running processes, each after every

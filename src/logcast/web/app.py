@@ -79,7 +79,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.lifespan_ran = True
         # opened before the server serves (`web.server.run`), else here
         engine: Engine | None = getattr(app.state, "engine", None)
         if engine is None:
@@ -88,7 +87,9 @@ def create_app(
         try:
             yield
         finally:
-            await engine.stop()
+            if not getattr(app.state, "engine_stopped", False):
+                app.state.engine_stopped = True
+                await engine.stop()
 
     app = _App(title="logcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.include_router(router)

@@ -58,11 +58,17 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first stop signal stops everything in order; a second one while that goes
+        on (Ctrl-C again) kills the children instead of waiting for their stop_timeout."""
         engine = getattr(self._app.state, "engine", None)
         if engine is not None and self._loop is not None:
+            again = self.should_exit
             with contextlib.suppress(RuntimeError):  # the loop already closed
-                self._loop.call_soon_threadsafe(engine.end_streams)
+                self._loop.call_soon_threadsafe(engine.hurry if again else engine.end_streams)
         super().handle_exit(sig, frame)
+        # uvicorn's second Ctrl-C skips the lifespan's shutdown: the children would be left
+        # to their guards and the store unflushed. Here it hurries that shutdown instead.
+        self.force_exit = False
 
 
 def run(
@@ -99,14 +105,17 @@ def run(
 
     async def main() -> None:
         if open_engine is not None:
-            app.state.engine = engine = await open_engine()
+            app.state.engine = await open_engine()
         if ready is not None:
             ready()
         try:
             await server.serve([sock])
         finally:
-            if open_engine is not None and not getattr(app.state, "lifespan_ran", False):
-                await engine.stop()  # the server ended before its lifespan took the engine
+            # the lifespan stops the engine, unless the server ended before it began
+            engine = getattr(app.state, "engine", None)
+            if engine is not None and not getattr(app.state, "engine_stopped", False):
+                app.state.engine_stopped = True
+                await engine.stop()
 
     try:
         loop.run(main())
