@@ -482,7 +482,7 @@ class SqliteStore:
                 conn.close()
             self._reservations.open()
         except InUse as exc:
-            raise StoreError(exc.strerror) from exc
+            raise StoreError(exc.strerror or str(exc)) from exc
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
