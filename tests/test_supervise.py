@@ -854,3 +854,36 @@ async def test_readers_read_on_the_loop_and_ask_the_sink_whether_it_is_busy(
     assert made and all(kw["on_lines_now"] is not None for _, kw in made)
     assert all(kw["loop_busy"] == getattr(sink, "loop_busy", None) for _, kw in made)
     assert all(reader._loop is asyncio.get_running_loop() for reader, _ in made)
+
+
+async def test_a_leader_that_obeys_while_its_group_does_not_is_told_apart(h: Harness) -> None:
+    """A review: the leader exited on SIGTERM at once, a worker of its group ignored it;
+    the record said `killed by SIGTERM after 0.3s`, as if the leader had needed the kill."""
+    worker = IGNORE_TERM + "import os, time\nos.write(1, b'worker\\n')\ntime.sleep(300)"
+    source = (
+        "import os, subprocess, sys, time\n"
+        f"kid = subprocess.Popen([sys.executable, '-c', {worker!r}])\n"
+        "print('pids', os.getpid(), kid.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    p = h.process(py(source), stop_timeout=0.3)
+    await p.start()
+    await until(lambda: "worker" in h.sink.texts(), "the worker up")
+    pids = pids_from(h, "pids")
+    h.extra_pids += pids
+    assert await p.stop()
+    last = h.sink.statuses()[-1]
+    assert last.message == "stopped (killed by SIGTERM; the rest of its group was SIGKILLed after 0.3s)"
+    assert last.level is Level.WARNING
+    await until_gone(pids)
+
+
+async def test_a_hurried_stop_kills_at_once_and_says_so(h: Harness) -> None:
+    p = h.process(py(IGNORE_TERM + "import time\nprint('up', flush=True)\ntime.sleep(300)"), stop_timeout=60)
+    await p.start()
+    await until(lambda: "up" in h.sink.texts(), "child ready")
+    stopping = asyncio.create_task(p.stop())
+    await until(lambda: p.state is S.STOPPING, "stopping")
+    p.hurry()  # a second Ctrl-C
+    assert await asyncio.wait_for(stopping, 10) is True
+    assert h.sink.statuses()[-1].message == "stopped (killed by SIGKILL: told not to wait)"

@@ -647,11 +647,17 @@ class ManagedProcess:
         self.exit_code = code
         uptime = self._clock() - self._started_mono
         if self._stopping:
-            if self._killed:
+            if self._hurried:
+                self._set_state(ProcessState.STOPPED, f"stopped ({describe_exit(code)}: told not to wait)")
+            elif self._killed:
                 timeout = _seconds(self.settings.stop_timeout)
-                self._set_state(
-                    ProcessState.STOPPED, f"stopped ({describe_exit(code)} after {timeout})", Level.WARNING
+                # the leader itself needed the SIGKILL, or it obeyed and others of its group did not
+                how = (
+                    f"{describe_exit(code)} after {timeout}"
+                    if code == -signal.SIGKILL
+                    else f"{describe_exit(code)}; the rest of its group was SIGKILLed after {timeout}"
                 )
+                self._set_state(ProcessState.STOPPED, f"stopped ({how})", Level.WARNING)
             else:
                 self._set_state(ProcessState.STOPPED, f"stopped ({describe_exit(code)})")
             return
