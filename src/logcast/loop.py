@@ -13,7 +13,7 @@ import signal
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["STOP_SIGNALS", "cancel_all", "raise_if_cancelled", "run", "running_loop"]
+__all__ = ["STOP_SIGNALS", "cancel_all", "raise_if_cancelled", "run", "running_loop", "stop_signals"]
 
 T = TypeVar("T")
 
@@ -24,6 +24,14 @@ RECANCEL = 0.25  # s between two cancels of a task that goes on
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops serve or an agent in order
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The `STOP_SIGNALS` to catch now: SIGHUP only if it is not ignored, as under
+    `nohup`, which asks for the terminal's closing to leave the process running."""
+    return tuple(
+        sig for sig in STOP_SIGNALS if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN
+    )
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

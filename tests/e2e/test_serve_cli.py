@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -259,3 +262,83 @@ def test_a_start_that_cannot_be_made_says_why_and_starts_no_child(what: str, tmp
     assert reason in done.stderr.lower() if what == "a port in use" else reason in done.stderr
     assert "Traceback" not in done.stderr and "[Errno" not in done.stderr
     assert list(marks.iterdir()) == []
+
+
+def test_under_nohup_a_closed_terminal_leaves_logcast_running(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`nohup logcast serve &` ignores SIGHUP, and logcast must not take it back: a
+    review found the closed terminal stopping it once SIGHUP stopped serve in order."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = tmp_path / "logcast.toml"
+    config.write_text(f"[process.t]\ncommand = {_marking(marks)}\n")
+    port = free_port()
+    nohup = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
+            sys.executable,
+            "-m",
+            "logcast",
+            "serve",
+            "-c",
+            str(config),
+            "--port",
+            str(port),
+        ],
+        env=clean_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") is not None, what="the server")
+        wait_for(lambda: len(list(marks.iterdir())) == 1, what="its child")
+        os.kill(nohup.pid, signal.SIGHUP)
+        time.sleep(1.0)  # a stop would have begun by now (the listener closes first)
+        assert nohup.poll() is None and _get(f"http://127.0.0.1:{port}/healthz") is not None
+    finally:
+        stop_group(nohup)
+
+
+def test_a_stop_signal_while_the_engine_opens_stops_it_in_order() -> None:
+    """The engine opens before uvicorn catches signals: one that comes meanwhile is noted,
+    and the engine that opened is stopped in order (not left to the children's guards)."""
+    from logcast.config import ServerSettings, Settings
+    from logcast.web import server as web_server
+    from logcast.web.app import create_app
+
+    stopped: list[bool] = []
+
+    class Opened:
+        async def stop(self) -> None:
+            stopped.append(True)
+
+    async def open_engine() -> Opened:
+        os.kill(os.getpid(), signal.SIGTERM)  # as if it came while the store opened
+        await asyncio.sleep(0.05)
+        return Opened()
+
+    served = web_server.run(
+        create_app(Settings()),
+        ServerSettings(port=free_port()),
+        open_engine=open_engine,  # type: ignore[arg-type]
+    )
+    assert served and stopped == [True]
+
+
+def test_localhost_is_served_on_each_of_its_addresses() -> None:
+    from logcast.web.server import listen
+
+    port = free_port()
+    sockets = listen("localhost", port)
+    try:
+        families = {sock.family for sock in sockets}
+        wanted = {info[0] for info in socket.getaddrinfo("localhost", port, type=socket.SOCK_STREAM)}
+        assert families == wanted
+        for sock in sockets:
+            if sock.family == socket.AF_INET6:
+                assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -14,7 +14,7 @@ from logcast.cluster.agent import Agent
 from logcast.cluster.redis import HostIdTaken, NameTaken
 from logcast.config import Settings, load
 from logcast.errors import ConfigError, FencedOff, StoreError
-from logcast.loop import STOP_SIGNALS, cancel_all, run
+from logcast.loop import cancel_all, run, stop_signals
 from logcast.secrets import mask_text
 
 
@@ -27,7 +27,7 @@ async def _run(settings: Settings, url: str, host: str) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:  # SIGHUP too: a closed terminal stops the agent in order
+    for sig in stop_signals():  # SIGHUP too (unless ignored): a closed terminal stops it in order
         loop.add_signal_handler(sig, stop.set)
     fenced = asyncio.ensure_future(agent.fenced.wait())
     fenced.add_done_callback(lambda _: stop.set())

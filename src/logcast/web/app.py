@@ -79,17 +79,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # opened before the server serves (`web.server.run`), else here
-        engine: Engine | None = getattr(app.state, "engine", None)
-        if engine is None:
+        # opened before the server serves (`web.server.run`), taken once; else opened here
+        engine: Engine | None = getattr(app.state, "opened_engine", None)
+        if engine is not None:
+            del app.state.opened_engine
+        else:
             engine = await (open_engine() if open_engine else Engine.start(settings, autostart=autostart))
-            app.state.engine = engine
+        app.state.engine = engine
         try:
             yield
         finally:
-            if not getattr(app.state, "engine_stopped", False):
-                app.state.engine_stopped = True
-                await engine.stop()
+            await engine.stop()
 
     app = _App(title="logcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.include_router(router)

@@ -20,7 +20,7 @@ from uvicorn.config import STARTUP_FAILURE
 from logcast import loop
 from logcast.config import ServerSettings
 from logcast.engine import Engine
-from logcast.loop import STOP_SIGNALS
+from logcast.loop import stop_signals
 from logcast.web.heads import LimitedHttpToolsProtocol
 from logcast.web.wsframes import FramesWebSocketProtocol
 
@@ -44,13 +44,13 @@ class Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         """Like uvicorn's, without re-raising the signal after a clean shutdown: Ctrl-C
         or SIGTERM that stopped everything in order is a successful exit (code 0). SIGHUP
-        (the terminal or ssh session that ran it closed) stops in the same order; by
-        default it would end the process at once, its children killed by their guards
-        without their stop signal and lines not yet stored lost."""
+        (the terminal or ssh session that ran it closed) stops in the same order, unless it
+        is ignored (`nohup`); by default it would end the process at once, its children
+        killed by their guards without their stop signal and lines not yet stored lost."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in stop_signals()}
         try:
             yield
         finally:
@@ -58,11 +58,12 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """The first stop signal stops everything in order; a second one while that goes
-        on (Ctrl-C again) kills the children instead of waiting for their stop_timeout."""
+        """The first stop signal stops everything in order; Ctrl-C again while that goes
+        on kills the children instead of waiting for their stop_timeout (another signal,
+        say systemd's SIGHUP after its SIGTERM, does not)."""
         engine = getattr(self._app.state, "engine", None)
         if engine is not None and self._loop is not None:
-            again = self.should_exit
+            again = self.should_exit and sig == signal.SIGINT
             with contextlib.suppress(RuntimeError):  # the loop already closed
                 self._loop.call_soon_threadsafe(engine.hurry if again else engine.end_streams)
         super().handle_exit(sig, frame)
@@ -101,21 +102,26 @@ def run(
         ws_ping_timeout=WS_PING,
     )
     server = Server(config, app)
-    sock = listen(settings.host, settings.port)
+    sockets = listen(settings.host, settings.port)
+    stopped_early: list[int] = []  # a stop signal while the engine opened
 
     async def main() -> None:
         if open_engine is not None:
-            app.state.engine = await open_engine()
+            with _noting(stopped_early):  # uvicorn's handlers come with serving
+                engine = await open_engine()
+            if stopped_early:
+                await engine.stop()  # in order, as it would have been once serving
+                return
+            app.state.opened_engine = engine  # the lifespan takes it
         if ready is not None:
             ready()
         try:
-            await server.serve([sock])
+            await server.serve(sockets)
         finally:
-            # the lifespan stops the engine, unless the server ended before it began
-            engine = getattr(app.state, "engine", None)
-            if engine is not None and not getattr(app.state, "engine_stopped", False):
-                app.state.engine_stopped = True
-                await engine.stop()
+            left = getattr(app.state, "opened_engine", None)  # the server ended before its lifespan
+            if left is not None:
+                del app.state.opened_engine
+                await left.stop()
 
     try:
         loop.run(main())
@@ -123,24 +129,45 @@ def run(
         if exc.code != STARTUP_FAILURE:
             raise
     finally:
-        sock.close()
-    return server.started
+        for sock in sockets:
+            sock.close()
+    return server.started or bool(stopped_early)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket listening on `host`:`port` (as uvicorn binds it); OSError saying where."""
+@contextlib.contextmanager
+def _noting(signals: list[int]) -> Iterator[None]:
+    """While it lasts, a stop signal is noted in `signals` instead of ending the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    original = {sig: signal.signal(sig, lambda sig, _frame: signals.append(sig)) for sig in stop_signals()}
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
+        yield
+    finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on `host`:`port`, one per address it names (`localhost` may be
+    127.0.0.1 and ::1; an empty host is every interface), as asyncio binds them for
+    uvicorn: IPv6 sockets take IPv6 only. OSError saying where."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)
     except OSError as exc:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock  # not inheritable (Python's default): no child may hold the port
+    return sockets  # not inheritable (Python's default): no child may hold the port
