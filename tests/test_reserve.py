@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from logcast.errors import StoreError
 from logcast.hub import Gap, Hub
 from logcast.hub.journal import RESERVE_MIN
+from logcast.store import reserve as reserve_module
 from logcast.store.reserve import SLOT, InUse, Reservations
 from logcast.store.sqlite import SqliteStore
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
@@ -296,3 +299,33 @@ def test_a_reservations_file_held_by_another_process_is_refused_naming_it(tmp_pa
     again = Reservations(path)
     assert again.open() == {}
     again.close()
+
+
+async def test_a_store_in_use_is_refused_before_it_touches_the_database(tmp_path: Path) -> None:
+    """A second logcast must not run its schema (a newer one might migrate it) under the
+    first: the lock comes first."""
+    first = SqliteStore(tmp_path / "history.sqlite3")
+    await first.open()
+    (tmp_path / "history.sqlite3").unlink()  # so that a touch would show
+    for name in ("history.sqlite3-wal", "history.sqlite3-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    second = SqliteStore(tmp_path / "history.sqlite3")
+    with pytest.raises(StoreError, match="in use by another logcast"):
+        await second.open()
+    assert not (tmp_path / "history.sqlite3").exists()
+    await first.close()
+
+
+async def test_a_filesystem_without_locks_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NFS without lockd answers ENOLCK: logcast starts, unguarded, and says so."""
+
+    def no_locks(fd: int, how: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(reserve_module.fcntl, "flock", no_locks)
+    store = SqliteStore(tmp_path / "history.sqlite3")
+    await store.open()
+    assert "cannot be locked (No locks available)" in caplog.text
+    await store.close()

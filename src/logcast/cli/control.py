@@ -24,6 +24,7 @@ from rich.text import Text
 from logcast.cli import render
 from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import Client, ProcessInfo
+from logcast.client._common import CONTROL_TIMEOUT
 from logcast.errors import ClientError
 from logcast.secrets import mask_argv, mask_env
 from logcast.types import ProcessState
@@ -105,9 +106,10 @@ def _answered_within(seconds: float) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(earlier_due - time.monotonic(), 0.001), interval)
 
 
-def _answer(client: Client, call: Callable[[], Any]) -> Any:
-    """`call()` of `client`, its whole answer within `ANSWER_DEADLINE_FACTOR` timeouts."""
-    with _answered_within(ANSWER_DEADLINE_FACTOR * client.timeout):
+def _answer(client: Client, call: Callable[[], Any], *, within: float | None = None) -> Any:
+    """`call()` of `client`, its whole answer within `within` s (`ANSWER_DEADLINE_FACTOR`
+    timeouts by default)."""
+    with _answered_within(ANSWER_DEADLINE_FACTOR * client.timeout if within is None else within):
         return call()
 
 
@@ -214,7 +216,8 @@ def _act(action: str, names: list[str], url: str | None, token: str | None, as_j
         call: Callable[[str], ProcessInfo] = getattr(client, action)
         for name in names:
             try:
-                info = _answer(client, lambda: call(name))  # noqa: B023 (called at once)
+                # the server answers once the action is done: a stop waits for the process
+                info = _answer(client, lambda: call(name), within=CONTROL_TIMEOUT)  # noqa: B023 (called at once)
             except ClientError as exc:
                 failed = True
                 Console(stderr=True, highlight=False).print(

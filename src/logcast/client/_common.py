@@ -36,6 +36,7 @@ from logcast.client.events import (
 from logcast.client.sse import Message, SSEDecoder
 from logcast.errors import ClientError
 from logcast.schemas import Host, HostList, Process
+from logcast.secrets import mask_text
 from logcast.types import EventType, LogRecord
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ ANSWER_ERRORS = (httpx.TransportError, httpx.DecodingError)
 
 
 def unreachable(url: str, exc: Exception) -> ClientError:
-    reason = str(exc) or type(exc).__name__
+    reason = mask_text(str(exc) or type(exc).__name__)
+    url = mask_text(url)  # `http://bob:pw@host`: the password stays here
     if isinstance(exc, httpx.DecodingError):  # it answered, with what the client will not read
         return ClientError(f"unexpected answer from logcast at {url}: {reason}")
     return ClientError(f"cannot reach logcast at {url}: {reason}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import struct
 import threading
@@ -18,6 +19,8 @@ from pathlib import Path
 import orjson
 
 from logcast.jsonobj import json_object
+
+logger = logging.getLogger(__name__)
 
 SLOT = 32 * 1024  # bytes per slot; two slots per file
 _HEADER = struct.Struct("<QII")  # generation, payload length, CRC-32 of the payload
@@ -117,8 +120,17 @@ def _lock_alone(fd: int, path: Path) -> None:
         raise InUse(
             errno.EBUSY,
             f"{path} is in use by another logcast ({who}): two of them on one storage folder would"
-            " give one sequence number to two lines; give each its own [storage] dir",
+            " give one sequence number to two lines; give each its own ([storage] dir, or another"
+            " working folder for `logcast run`)",
         ) from None
+    except OSError as exc:  # a filesystem without locks (NFS without lockd): go on unguarded
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        logger.warning(
+            "%s cannot be locked (%s): nothing stops a second logcast on this storage folder",
+            path,
+            exc.strerror,
+        )
 
 
 def _flock_holder(inode: int) -> int | None:

@@ -466,6 +466,8 @@ class SqliteStore:
     def _create_schema(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # first: a second logcast on this folder is refused before it touches the file
+            self._reservations.open()
             conn = self._connect()
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -480,10 +482,12 @@ class SqliteStore:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             finally:
                 conn.close()
-            self._reservations.open()
         except InUse as exc:
             raise StoreError(exc.strerror or str(exc)) from exc
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            self._reservations.close()  # and its lock: this store did not open
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
     async def close(self) -> None:
