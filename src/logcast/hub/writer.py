@@ -269,6 +269,8 @@ class StoreWriter(Worker):
                     visible = journal.visible_seq
                     journal.persisted = max(journal.persisted, end)
                     journal.committed = max(journal.committed, end)
+                    if journal.ring.overfull:  # a chunk it kept over its bounds is stored now
+                        journal.trim(lose=False)
                     wake = journal.wake_on_commit or journal.visible_seq != visible
                     journal.wake_on_commit = False
                 if wake:
