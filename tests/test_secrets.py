@@ -38,6 +38,19 @@ from logcast.secrets import MASK, is_secret_name, mask_argv, mask_command, mask_
         (["sshpass", "-pPW", "ssh", "host"], ["sshpass", f"-p{MASK}", "ssh", "host"]),
         (["curl", "-u", "bob:pw", "http://x"], ["curl", "-u", f"bob:{MASK}", "http://x"]),
         (["curl", "--user=bob:pw"], ["curl", f"--user=bob:{MASK}"]),
+        # ...wherever the program comes: after sudo, env, exec, a shell's && (a second review)
+        (["sudo", "mysql", "-pX"], ["sudo", "mysql", f"-p{MASK}"]),
+        (["env", "A=1", "mysql", "-pX"], ["env", "A=1", "mysql", f"-p{MASK}"]),
+        (["sh", "-c", "exec mysql -phunter2 db"], ["sh", "-c", f"exec mysql -p{MASK} db"]),
+        (
+            ["sh", "-c", "cd /app && curl -u bob:pw http://x"],
+            ["sh", "-c", f"cd /app && curl -u bob:{MASK} http://x"],
+        ),
+        # sshpass runs ssh, whose -p is a port
+        (
+            ["sshpass", "-p", "pw", "ssh", "-p", "2222", "h"],
+            ["sshpass", "-p", MASK, "ssh", "-p", "2222", "h"],
+        ),
     ],
 )
 def test_credentials_are_masked(argv: list[str], expected: list[str]) -> None:

@@ -112,6 +112,10 @@ _SHORT_SECRETS: dict[str, dict[str, str]] = {
     "sshpass": {"-p": _NEXT},
     "curl": {"-u": _USER, "--user": _USER},
 }
+# words after which the next one names a program: what runs another command, and a shell's
+# separators (a status line or `sh -c` string is masked word by word too)
+_RUNS_THE_NEXT = frozenset({"sudo", "env", "exec", "nohup", "nice", "command", "time", "sshpass"})
+_COMMAND_BREAKS = frozenset({"&&", "||", ";", "|", "then", "do"})
 _USER_FLAGS = frozenset(
     flag for flags in _SHORT_SECRETS.values() for flag, kind in flags.items() if kind == _USER
 )
@@ -127,9 +131,8 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
     out: list[str] = []
     hide_next = False
     shorts: dict[str, str] = {}
-    for i, word in enumerate(argv):
-        if i == 0:
-            shorts = _SHORT_SECRETS.get(word.rsplit("/", 1)[-1], {})
+    program_next = True  # the next word that is no option or assignment names a program
+    for word in argv:
         if hide_next:
             hide_next = False
             if not _STARTS_LIKE_A_FLAG.match(word):
@@ -139,7 +142,15 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
                 else:
                     out.append(MASK)
                 continue
-        short = _short_secret(word, shorts, out) if shorts and i else None
+        if word in _COMMAND_BREAKS:  # `cd /app && curl -u …`
+            program_next, shorts = True, {}
+        elif program_next and not word.startswith("-") and not _ASSIGNED.match(word):
+            program = word.rsplit("/", 1)[-1]
+            shorts = _SHORT_SECRETS.get(program, {})
+            program_next = program in _RUNS_THE_NEXT  # `sudo mysql -p…`, `sshpass -p pw ssh …`
+            out.append(mask_text(word))
+            continue
+        short = _short_secret(word, shorts, out) if shorts else None
         if short is not None:
             hide_next = short
             continue
