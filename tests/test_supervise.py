@@ -388,6 +388,11 @@ async def test_leftovers_of_an_exited_leader_are_stopped(h: Harness) -> None:
     h.extra_pids += pids
     await until_gone(pids)
     assert re.fullmatch(r"exited with code 1 after \d+\.\ds", h.sink.statuses()[-1].message)
+    # what logcast did meanwhile is in the history, not only in its own log
+    assert re.fullmatch(
+        r"pid \d+ exited with code 1; stopping what is left of its group \(SIGTERM, SIGKILL after \d+s\)",
+        h.sink.statuses()[-2].message,
+    )
 
 
 async def test_a_process_escaping_the_group_does_not_hang_stop(h: Harness) -> None:

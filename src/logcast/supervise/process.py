@@ -605,7 +605,13 @@ class ManagedProcess:
             pending = await _wait_all(waits, DRAIN)
             if pending and not self._stopping:  # leftovers of a leader that ended by itself
                 if child.signal_group(self.settings.stop_signal):
-                    logger.info("%s: leader exited, stopping what is left of its group", self.name)
+                    # in the history too: the process still shows running until they are gone
+                    self._status(
+                        f"pid {child.pid} {describe_exit(code)}; stopping what is left of its group"
+                        f" ({self.settings.stop_signal.name}, SIGKILL after"
+                        f" {_seconds(self.settings.stop_timeout)})",
+                        Level.WARNING,
+                    )
                 pending = await _wait_all(pending, self.settings.stop_timeout)
             elif pending:
                 pending = await _wait_all(pending, self._stop_deadline - asyncio.get_running_loop().time())
