@@ -38,6 +38,8 @@ from logcast.secrets import MASK, is_secret_name, mask_argv, mask_command, mask_
         (["sshpass", "-pPW", "ssh", "host"], ["sshpass", f"-p{MASK}", "ssh", "host"]),
         (["curl", "-u", "bob:pw", "http://x"], ["curl", "-u", f"bob:{MASK}", "http://x"]),
         (["curl", "--user=bob:pw"], ["curl", f"--user=bob:{MASK}"]),
+        (["curl", "-su", "bob:pw", "http://x"], ["curl", "-su", f"bob:{MASK}", "http://x"]),
+        (["curl", "-sSubob:pw"], ["curl", f"-sSubob:{MASK}"]),
         # ...wherever the program comes: after sudo, env, exec, a shell's && (a second review)
         (["sudo", "mysql", "-pX"], ["sudo", "mysql", f"-p{MASK}"]),
         (["env", "A=1", "mysql", "-pX"], ["env", "A=1", "mysql", f"-p{MASK}"]),

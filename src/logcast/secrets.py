@@ -136,7 +136,9 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
         if hide_next:
             hide_next = False
             if not _STARTS_LIKE_A_FLAG.match(word):
-                if out[-1] in _USER_FLAGS:  # `curl -u bob:pw`: bob stays (`-u bob` asks)
+                if (
+                    out[-1] in _USER_FLAGS or _after_cluster(out[-1], "u") == out[-1]
+                ):  # `curl -u bob:pw`: bob stays
                     user, colon, _ = word.partition(":")
                     out.append(f"{user}:{MASK}" if colon else word)
                 else:
@@ -182,6 +184,11 @@ def _short_secret(word: str, shorts: Mapping[str, str], out: list[str]) -> bool 
             out.append(word)
             return True  # `curl -u user:pw`: the whole next word, user and all
         glued = flag + "=" if flag.startswith("--") else flag  # `--user=bob:pw`, `-pSECRET`
+        if kind == _USER and not flag.startswith("--"):
+            glued = _after_cluster(word, flag[1]) or glued  # `curl -su bob:pw`, `-sSubob:pw`
+            if glued == word:
+                out.append(word)
+                return True
         if word.startswith(glued) and len(word) > len(glued):
             value = word[len(glued) :]
             if kind == _USER:
@@ -191,6 +198,17 @@ def _short_secret(word: str, shorts: Mapping[str, str], out: list[str]) -> bool 
                 out.append(glued + MASK)
             return False
     return None
+
+
+def _after_cluster(word: str, letter: str) -> str | None:
+    """`-sSu` of `-sSubob:pw`: the cluster of one-letter switches up to and with `letter`,
+    when `word` is one (`-su`: the whole word, its value the next one); else None."""
+    if not word.startswith("-") or word.startswith("--"):
+        return None
+    at = word.find(letter, 1)
+    if at <= 1 or not word[1:at].isalpha() or not word[1:at].isascii():
+        return None
+    return word[: at + 1]
 
 
 def mask_command(argv: Iterable[str]) -> str:
