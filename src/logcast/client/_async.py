@@ -13,7 +13,6 @@ import httpx
 from logcast.client import settings
 from logcast.client._common import (
     ANSWER_ERRORS,
-    CONTROL_TIMEOUT,
     WATCH_MIN,
     Attempts,
     LogPage,
@@ -23,6 +22,7 @@ from logcast.client._common import (
     Watch,
     base_headers,
     clear_path,
+    control_timeout,
     decode_json,
     error_from_response,
     host_list,
@@ -109,10 +109,9 @@ class AsyncClient:
     async def _control(self, name: str, action: str) -> ProcessInfo:
         """POST the action and wait for its answer, which comes once it is done: up to
         `CONTROL_TIMEOUT` s, not the client's timeout (a stop waits for the process)."""
-        wait = max(self.timeout, CONTROL_TIMEOUT)
-        limit = httpx.Timeout(self.timeout, read=wait)
+        limit = control_timeout(self.timeout)
         path = process_path(name, f"/{action}")
-        return ProcessInfo.from_dict(await self._call("POST", path, timeout=limit, deadline=wait))
+        return ProcessInfo.from_dict(await self._call("POST", path, timeout=limit, deadline=limit.read))
 
     async def hosts(self) -> list[Host]:
         """The hosts that run the processes (`GET /api/hosts`): this machine alone on one host,

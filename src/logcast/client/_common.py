@@ -132,6 +132,11 @@ def stream_timeout(timeout: float) -> httpx.Timeout:
     return httpx.Timeout(timeout, read=max(STREAM_READ_TIMEOUT, timeout))
 
 
+def control_timeout(timeout: float) -> httpx.Timeout:
+    """A start, stop or restart: connect within `timeout`, the answer within `CONTROL_TIMEOUT`."""
+    return httpx.Timeout(timeout, read=max(CONTROL_TIMEOUT, timeout))
+
+
 def process_path(name: str, suffix: str = "") -> str:
     return f"/api/processes/{quote(name, safe='')}{suffix}"
 

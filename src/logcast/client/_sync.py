@@ -16,7 +16,6 @@ import httpx
 from logcast.client import settings
 from logcast.client._common import (
     ANSWER_ERRORS,
-    CONTROL_TIMEOUT,
     WATCH_MIN,
     Attempts,
     LogPage,
@@ -26,6 +25,7 @@ from logcast.client._common import (
     Watch,
     base_headers,
     clear_path,
+    control_timeout,
     decode_json,
     error_from_response,
     host_list,
@@ -104,7 +104,7 @@ class Client:
     def _control(self, name: str, action: str) -> ProcessInfo:
         """POST the action and wait for its answer, which comes once it is done: up to
         `CONTROL_TIMEOUT` s, not the client's timeout (a stop waits for the process)."""
-        limit = httpx.Timeout(self.timeout, read=max(self.timeout, CONTROL_TIMEOUT))
+        limit = control_timeout(self.timeout)
         return ProcessInfo.from_dict(self._call("POST", process_path(name, f"/{action}"), timeout=limit))
 
     def hosts(self) -> list[Host]:

@@ -36,7 +36,7 @@ from logcast.types import Level, Lines, LogRecord, ProcessState, Stream
 
 log = logging.getLogger(__name__)
 
-BACKLOG_MAX = 100_000  # records a stream's filtered `lines=N` history holds at most
+BACKLOG_MAX = 100_000  # matching records a tail goes back to at most (a stream's filtered `lines=N`)
 BACKLOG_SCAN = 5 * SCAN_ROWS  # records it looks back through to find them
 BACKLOG_PAGE = 2000  # records counted at a time to find where they begin
 # A wake costs each woken subscriber a socket write, and a turn of its task unless the
@@ -235,10 +235,6 @@ class Hub:
         journal = self._journals.get(process) or self.ensure(process)
         if hold and _overfull(journal):
             self.writer.hold_while_behind(journal)
-        # While the writer keeps up, nothing it has not written leaves the ring: a chunk
-        # over the bounds stays (a reader thread's next chunk waits, above), and only a
-        # failed or stalled store makes the ring let go of lines (counted, announced).
-        lose = not self.writer.keeping_up()
         texts, levels, partial = lines
         n = len(texts)
         joined = "".join(texts)
@@ -279,13 +275,21 @@ class Hub:
                         journal.last_error = text[:500]
                         break
             journal.ring.extend(records, sizes)
-            journal.trim(lose=lose)
+            self._trim(journal)
             journal.sample(now)
             low = journal.reservation_low
         if low:
             self.reserver.poke()
         self._announce(process)
         return seq
+
+    def _trim(self, journal: Journal) -> None:
+        """Keep `journal`'s ring within bounds (lock held). While the writer keeps up,
+        nothing it has not written leaves the ring: a chunk over the bounds stays (a
+        reader thread's next chunk waits, in `lines`), and only a failed or stalled store
+        makes the ring let go of lines (counted, announced)."""
+        if journal.ring.overfull:  # asked of the writer only then: this runs for every chunk
+            journal.trim(lose=not self.writer.keeping_up())
 
     def loop_busy(self) -> bool:
         """Waking readers costs the event loop `LOOP_READS_BELOW` or more a round (the
@@ -319,7 +323,7 @@ class Hub:
             if level in (Level.ERROR, Level.CRITICAL):
                 journal.last_error = message
             journal.ring.extend([record], [len(message) + RECORD_OVERHEAD], status=True)
-            journal.trim(lose=not self.writer.keeping_up())
+            self._trim(journal)
             low = journal.reservation_low
         if low:
             self.reserver.poke()
@@ -454,16 +458,10 @@ class Hub:
         with seq <= `before`, looking back at most `BACKLOG_SCAN` records; None when none
         matches. Counted a page at a time, so that a subscriber holds no records: it reads
         its history from there, filtered, a window at a time (`Subscription._read`)."""
-        n = min(n, BACKLOG_MAX)
-        pos, found, first = before, 0, None
-        while found < n:
-            page = await self.tail_page(process, min(n - found, BACKLOG_PAGE), before=pos, query=query)
+        first = None
+        async for page in self._tail_pages(process, n, before, query, BACKLOG_SCAN, BACKLOG_PAGE):
             if page.records:
-                found += len(page.records)
                 first = page.records[0].seq
-            if page.before is None or before - page.before >= BACKLOG_SCAN:
-                break
-            pos = page.before
         return first
 
     def _resume_at(self, after: int, until: int) -> int:
@@ -519,19 +517,37 @@ class Hub:
         """The last `n` (at most `BACKLOG_MAX`) matching records with seq <= before,
         oldest first; a filtered one looks back at most `scan` records (None: through
         the whole history, one bounded window at a time)."""
+        out: list[LogRecord] = []
+        async for page in self._tail_pages(process, n, before, query, scan):
+            out[:0] = page.records
+        return out
+
+    async def _tail_pages(
+        self,
+        process: str,
+        n: int,
+        before: int | None,
+        query: Query | None,
+        scan: int | None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[TailPage]:
+        """`tail_page`s going back from `before` until they hold the last `n` (at most
+        `BACKLOG_MAX`) matching records, each asking for at most `page_size` of them; an
+        unfiltered read is one page, a filtered one looks back at most `scan` records
+        (None: through the whole history, one bounded window at a time)."""
         n = min(n, BACKLOG_MAX)
         journal = self.get(process)
         top = journal.visible_seq if before is None else min(before, journal.visible_seq)
         filtered = query is not None and not query.is_empty
-        out: list[LogRecord] = []
-        pos = top
-        while len(out) < n:
-            page = await self.tail_page(process, n - len(out), before=pos, query=query)
-            out[:0] = page.records
+        found, pos = 0, top
+        while found < n:
+            want = n - found if page_size is None else min(n - found, page_size)
+            page = await self.tail_page(process, want, before=pos, query=query)
+            found += len(page.records)
+            yield page
             if page.before is None or not filtered or (scan is not None and top - page.before >= scan):
                 break
             pos = page.before
-        return out
 
     async def clear(self, process: str, upto: int | None = None) -> int:
         """Forget the history of `process` up to seq `upto` (all of it when None);
