@@ -116,9 +116,6 @@ _SHORT_SECRETS: dict[str, dict[str, str]] = {
 # separators (a status line or `sh -c` string is masked word by word too)
 _RUNS_THE_NEXT = frozenset({"sudo", "env", "exec", "nohup", "nice", "command", "time", "sshpass"})
 _COMMAND_BREAKS = frozenset({"&&", "||", ";", "|", "then", "do"})
-_USER_FLAGS = frozenset(
-    flag for flags in _SHORT_SECRETS.values() for flag, kind in flags.items() if kind == _USER
-)
 
 
 def mask_argv(argv: Iterable[str]) -> list[str]:
@@ -129,16 +126,14 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
     after a flag that is itself a long flag (`--no-auth --port 8080`).
     """
     out: list[str] = []
-    hide_next = False
+    hide_next: str | None = None  # the next word is the value of a flag of this kind
     shorts: dict[str, str] = {}
     program_next = True  # the next word that is no option or assignment names a program
     for word in argv:
         if hide_next:
-            hide_next = False
+            kind, hide_next = hide_next, None
             if not _STARTS_LIKE_A_FLAG.match(word):
-                if (
-                    out[-1] in _USER_FLAGS or _after_cluster(out[-1], "u") == out[-1]
-                ):  # `curl -u bob:pw`: bob stays
+                if kind == _USER:  # `curl -u bob:pw`: bob stays (`-u bob` asks)
                     user, colon, _ = word.partition(":")
                     out.append(f"{user}:{MASK}" if colon else word)
                 else:
@@ -154,7 +149,7 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
             continue
         short = _short_secret(word, shorts, out) if shorts else None
         if short is not None:
-            hide_next = short
+            hide_next = short or None
             continue
         assigned = _ASSIGNED.match(word)
         if assigned is not None and is_secret_name(assigned.group(2)):
@@ -171,24 +166,24 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
             continue
         flag = _LONG_FLAG.match(word)
         if flag is not None and is_secret_name(flag.group(1)):
-            hide_next = True
+            hide_next = _NEXT
         out.append(mask_text(word))
     return out
 
 
-def _short_secret(word: str, shorts: Mapping[str, str], out: list[str]) -> bool | None:
-    """`word` as a short flag of `shorts` (its value masked and put in `out`): whether the
-    next word is its value; None when it is no such flag."""
+def _short_secret(word: str, shorts: Mapping[str, str], out: list[str]) -> str | None:
+    """`word` as a short flag of `shorts` (put in `out`, its value masked): the kind of
+    value the next word is, or "" when the value was in `word`; None when it is no such flag."""
     for flag, kind in shorts.items():
         if word == flag and kind != _ATTACHED:
             out.append(word)
-            return True  # `curl -u user:pw`: the whole next word, user and all
+            return kind  # `curl -u user:pw`, `redis-cli -a pw`: the value is the next word
         glued = flag + "=" if flag.startswith("--") else flag  # `--user=bob:pw`, `-pSECRET`
         if kind == _USER and not flag.startswith("--"):
             glued = _after_cluster(word, flag[1]) or glued  # `curl -su bob:pw`, `-sSubob:pw`
             if glued == word:
                 out.append(word)
-                return True
+                return kind
         if word.startswith(glued) and len(word) > len(glued):
             value = word[len(glued) :]
             if kind == _USER:
@@ -196,7 +191,7 @@ def _short_secret(word: str, shorts: Mapping[str, str], out: list[str]) -> bool 
                 out.append(f"{glued}{user}:{MASK}" if colon else word)
             else:
                 out.append(glued + MASK)
-            return False
+            return ""
     return None
 
 
