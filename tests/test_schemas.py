@@ -201,6 +201,7 @@ RUN = {
     "waiting_for": None,
     "last_exit": None,
     "model": None,
+    "adopted": [],
 }
 HUB_STATS = {
     "lines": 1200,

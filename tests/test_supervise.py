@@ -127,8 +127,8 @@ def kill_pids(pids: list[int]) -> None:
 
 
 class RecordingSpawner(Spawner):
-    def __init__(self) -> None:
-        super().__init__(Guard())
+    def __init__(self, *, adopt: bool = False) -> None:
+        super().__init__(Guard(), adopt=adopt)
         self.children: list[Child] = []
 
     def spawn(self, settings: ProcessSettings) -> Child:
@@ -138,10 +138,10 @@ class RecordingSpawner(Spawner):
 
 
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, adopt: bool = False) -> None:
         self.tmp_path = tmp_path
         self.sink = RecordingSink()
-        self.spawner = RecordingSpawner()
+        self.spawner = RecordingSpawner(adopt=adopt)
         self.processes: list[ManagedProcess] = []
         self.extra_pids: list[int] = []  # grandchildren reported by children
 
@@ -162,7 +162,7 @@ class Harness:
             for p in self.processes:
                 await asyncio.wait_for(p.stop(), DEADLINE)
         finally:
-            self.spawner.close()
+            await self.spawner.aclose()
             pids = [c.pid for c in self.spawner.children] + self.extra_pids
             leftovers = [pid for pid in pids if alive(pid)]
             kill_pids(leftovers)
@@ -278,6 +278,7 @@ async def test_lifecycle_and_info(h: Harness) -> None:
     assert p.info() == {
         "name": "t", "state": "stopped", "pid": None, "started_at": None,
         "exit_code": None, "run": 41, "restarts": 0, "waiting_for": None, "last_exit": None, "model": None,
+        "adopted": [],
     }  # fmt: skip
     before = time.time()
     assert await p.start()
@@ -289,6 +290,7 @@ async def test_lifecycle_and_info(h: Harness) -> None:
     assert p.info() | {"started_at": None} == {
         "name": "t", "state": "stopped", "pid": None, "started_at": None,
         "exit_code": -signal.SIGTERM, "run": 42, "restarts": 0, "waiting_for": None, "last_exit": None, "model": None,
+        "adopted": [],
     }  # fmt: skip
     assert not alive(pid)
     statuses = h.sink.statuses()

@@ -102,6 +102,9 @@ class ProcessRun(Shape):
     """How the last run that failed ended; null until one did."""
     model: ModelStatus | None = None
     """Null unless its output is a model server's."""
+    adopted: list[int] = []
+    """Pids of the run's descendants whose parent exited (a daemon's double fork) and that
+    logcast now follows: they are stopped with the process and killed when its run ends."""
 
 
 class Resources(Shape):

@@ -22,6 +22,7 @@ import os, signal
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 groups = set()
+pids = set()
 pending = b""
 while True:
     try:
@@ -33,17 +34,23 @@ while True:
     pending += chunk
     *lines, pending = pending.split(b"\\n")
     for line in lines:
+        kind, number = (pids, line[2:]) if line[1:2] == b"p" else (groups, line[1:])
         try:
-            pgid = int(line[1:])
+            number = int(number)
         except ValueError:
             continue
         if line[:1] == b"+":
-            groups.add(pgid)
+            kind.add(number)
         elif line[:1] == b"-":
-            groups.discard(pgid)
+            kind.discard(number)
 for pgid in groups:
     try:
         os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+for pid in pids:
+    try:
+        os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
 """
@@ -53,11 +60,12 @@ class Guard:
     """Owns the guard process; `register`/`unregister` are thread-safe and never block long.
 
     The guard reads `+PGID` (a child was spawned; each leads its own group) and `-PGID`
-    (done with that group) on its stdin. When the pipe reaches EOF, closed by us or by
-    the kernel for a dead logcast, it SIGKILLs every group still registered. The write
+    (done with that group) on its stdin, and `+pPID`/`-pPID` for single processes (the
+    descendants logcast adopted, see `adopt`). When the pipe reaches EOF, closed by us or
+    by the kernel for a dead logcast, it SIGKILLs every group and process still registered. The write
     end is close-on-exec and children are spawned with `close_fds`, so no child can keep
-    the pipe open. A process that leaves its group (`setsid`) escapes; only a cgroup
-    could hold it.
+    the pipe open. A process that leaves its group (`setsid`) is registered once logcast
+    adopted it.
     """
 
     def __init__(self) -> None:
@@ -102,6 +110,13 @@ class Guard:
 
     def unregister(self, pgid: int) -> None:
         self._send(b"-%d\n" % pgid)
+
+    def register_pid(self, pid: int) -> None:
+        """A single process to kill (an adopted descendant that stayed in a group)."""
+        self._send(b"+p%d\n" % pid)
+
+    def unregister_pid(self, pid: int) -> None:
+        self._send(b"-p%d\n" % pid)
 
     def _send(self, data: bytes) -> None:
         with self._lock:

@@ -215,6 +215,7 @@ class ManagedProcess:
             "waiting_for": self.waiting_for,
             "last_exit": self.last_exit.as_dict() if self.last_exit is not None else None,
             "model": self._model.describe(time.time()) if self._model is not None else None,
+            "adopted": self._child.adopted() if self._child is not None else [],
         }
 
     @property
@@ -603,18 +604,27 @@ class ManagedProcess:
             }
             waits = set(eofs)
             pending = await _wait_all(waits, DRAIN)
-            if pending and not self._stopping:  # leftovers of a leader that ended by itself
+            # descendants that left the group and were adopted are leftovers too
+            escaped = child.escaped()
+            gone = {asyncio.ensure_future(child.escaped_gone())} if escaped else set()
+            if (pending or gone) and not self._stopping:  # leftovers of a leader that ended by itself
                 if child.signal_group(self.settings.stop_signal):
+                    also = f" and {len(escaped)} that left it" if escaped else ""
                     # in the history too: the process still shows running until they are gone
                     self._status(
-                        f"pid {child.pid} {describe_exit(code)}; stopping what is left of its group"
+                        f"pid {child.pid} {describe_exit(code)}; stopping what is left of its group{also}"
                         f" ({self.settings.stop_signal.name}, SIGKILL after"
                         f" {_seconds(self.settings.stop_timeout)})",
                         Level.WARNING,
                     )
-                pending = await _wait_all(pending, self.settings.stop_timeout)
-            elif pending:
-                pending = await _wait_all(pending, self._stop_deadline - asyncio.get_running_loop().time())
+                pending = await _wait_all(pending | gone, self.settings.stop_timeout) - gone
+            elif pending or gone:
+                # those adopted since the stop began (their parent was in the group) get it now
+                child.signal_escaped(signal.SIGKILL if self._hurried else self.settings.stop_signal)
+                within = self._stop_deadline - asyncio.get_running_loop().time()
+                pending = await _wait_all(pending | gone, within) - gone
+            for watch in gone:
+                watch.cancel()  # what did not go is SIGKILLed now, and at the run's end (release)
             child.signal_group(signal.SIGKILL)
             pending = await _wait_all(pending, self._reader_grace)
             if pending:

@@ -14,11 +14,12 @@ import struct
 import subprocess
 import termios
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from logcast.config import ProcessSettings
 from logcast.errors import LogcastError
+from logcast.supervise.adopt import FAMILY_ENV, Adopter, gone, subreaper_supported
 from logcast.supervise.guard import Guard
 
 __all__ = ["Child", "SpawnError", "Spawner", "child_env", "spawn"]
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 PTY_ROWS, PTY_COLS = 50, 200
 SECRET_ENV = ("LOGCAST_TOKEN",)  # never handed to children unless their config sets it
+SCAN_EVERY = 1.0  # seconds between looks for adopted descendants (see `adopt`)
+KILL_REAP = 2.0  # seconds to reap the adopted descendants SIGKILLed at the end
 
 _PR_SET_PDEATHSIG = 1
 
@@ -48,12 +51,16 @@ class SpawnError(LogcastError):
     """The child could not be started; the message names the cause."""
 
 
-def child_env(settings: ProcessSettings) -> dict[str, str]:
-    """os.environ + the configured env, with PYTHONUNBUFFERED=1 unless the config sets it."""
+def child_env(settings: ProcessSettings, family: str | None = None) -> dict[str, str]:
+    """os.environ + the configured env, with PYTHONUNBUFFERED=1 unless the config sets it,
+    and the run's `LOGCAST_FAMILY` token if it has one."""
     env = dict(os.environ)
     for name in SECRET_ENV:
         env.pop(name, None)
+    env.pop(FAMILY_ENV, None)  # logcast run by logcast: its children are its own
     env.update(settings.env)
+    if family is not None:
+        env[FAMILY_ENV] = family
     if "PYTHONUNBUFFERED" not in settings.env:
         env["PYTHONUNBUFFERED"] = "1"
     if settings.pty and "TERM" not in env:
@@ -117,20 +124,48 @@ class Child:
     pidfd: int | None = field(default=None, repr=False)
     exit_code: int | None = None  # known once the leader ended (negative: killed by that signal)
     reaped: bool = False
+    family: str | None = None  # the run's LOGCAST_FAMILY token, when descendants are adopted
+    adopter: Adopter | None = field(default=None, repr=False)
 
     @property
     def pgid(self) -> int:
         return self.pid  # the child leads its group (and, under a pty, its session)
 
     def signal_group(self, sig: int) -> bool:
-        """Send `sig` to the whole group; False once reaped or when nobody is left."""
-        if self.reaped:
+        """Send `sig` to the whole group and to the descendants that left it and were
+        adopted; False when nobody is left."""
+        sent = False
+        if not self.reaped:
+            try:
+                os.killpg(self.pgid, sig)
+                sent = True
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.adopter is not None and self.family is not None:
+            sent = self.adopter.signal(self.family, sig) or sent
+        return sent
+
+    def signal_escaped(self, sig: int) -> bool:
+        """Send `sig` to the adopted descendants only (each gets a signal once)."""
+        if self.adopter is None or self.family is None:
             return False
-        try:
-            os.killpg(self.pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return self.adopter.signal(self.family, sig)
+
+    def escaped(self) -> list[int]:
+        """The live descendants that left the group and were adopted."""
+        if self.adopter is None or self.family is None:
+            return []
+        return self.adopter.members(self.family)
+
+    def adopted(self) -> list[int]:
+        """The pids of the descendants adopted from this run and not yet reaped."""
+        if self.adopter is None or self.family is None:
+            return []
+        return self.adopter.adopted(self.family)
+
+    async def escaped_gone(self) -> None:
+        """Until the adopted descendants alive now have exited."""
+        await gone(self.escaped())
 
     def _peek(self, block: bool) -> int | None:
         """The exit code without reaping (the zombie keeps the pgid ours), or None if alive."""
@@ -202,7 +237,7 @@ class Child:
             self.pidfd = None
 
 
-def spawn(settings: ProcessSettings) -> Child:
+def spawn(settings: ProcessSettings, family: str | None = None) -> Child:
     """Start the child; SpawnError (naming the cause) if it cannot be started.
 
     The child leads its own process group, so that stop and kill reach its whole family
@@ -232,7 +267,7 @@ def spawn(settings: ProcessSettings) -> Child:
             popen = subprocess.Popen(
                 list(settings.command),
                 cwd=settings.cwd,
-                env=child_env(settings),
+                env=child_env(settings, family),
                 close_fds=True,
                 start_new_session=settings.pty,
                 process_group=None if settings.pty else 0,
@@ -256,34 +291,86 @@ def spawn(settings: ProcessSettings) -> Child:
     with contextlib.suppress(OSError, AttributeError):
         pidfd = os.pidfd_open(popen.pid)
     if settings.pty:
-        return Child(popen.pid, parent_fds[0], None, True, popen, pidfd)
-    return Child(popen.pid, parent_fds[0], parent_fds[1], False, popen, pidfd)
+        return Child(popen.pid, parent_fds[0], None, True, popen, pidfd, family=family)
+    return Child(popen.pid, parent_fds[0], parent_fds[1], False, popen, pidfd, family=family)
 
 
 class Spawner:
-    """Spawns children and tells the orphan guard (if any) about their groups."""
+    """Spawns children and tells the orphan guard (if any) about their groups.
 
-    def __init__(self, guard: Guard | None = None) -> None:
+    With `adopt`, logcast is a child subreaper while it has children, and the descendants
+    of a run that leave its group are followed (`adopt.Adopter`): signalled with the
+    group, killed when the run ends, known to the guard, reaped. `close` kills what is
+    left of them. Call `spawn` on the event loop: a task there looks for new orphans every
+    `SCAN_EVERY` seconds.
+    """
+
+    def __init__(
+        self,
+        guard: Guard | None = None,
+        *,
+        adopt: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.guard = guard
+        self.adopter = Adopter(guard) if adopt and subreaper_supported() else None
+        self._sleep = sleep
+        self._scanning: asyncio.Task[None] | None = None
 
     def spawn(self, settings: ProcessSettings) -> Child:
         if self.guard is not None:
             self.guard.start()  # first spawn only; before the child exists
-        child = spawn(settings)
+        if self.adopter is None:
+            child = spawn(settings)
+        else:
+            with self.adopter.spawning() as (family, leader):
+                child = spawn(settings, family)
+                leader(child.pid)
+            child.adopter = self.adopter
         if self.guard is not None:
             self.guard.register(child.pgid)
+        if self.adopter is not None and self._scanning is None:
+            self._scanning = asyncio.get_running_loop().create_task(self._scan(self.adopter), name="adopt")
         return child
 
+    async def _scan(self, adopter: Adopter) -> None:
+        while True:
+            await self._sleep(SCAN_EVERY)
+            try:
+                await asyncio.to_thread(adopter.scan)
+            except Exception:  # a bug here must not end the scans
+                logger.exception("scan for adopted descendants failed")
+
     def release(self, child: Child) -> None:
-        """Forget the child's group, then reap it (call once its group was killed).
+        """Forget the child's group, then reap it (call once its group was killed); what
+        is left of the descendants that left the group is SIGKILLed.
 
         In this order: until the zombie is reaped its pgid cannot be recycled, so the
         guard never holds the id of someone else's group.
         """
+        if self.adopter is not None and child.family is not None:
+            self.adopter.end(child.family)
         if self.guard is not None:
             self.guard.unregister(child.pgid)
         child.reap()
+        if self.adopter is not None:
+            self.adopter.spawned_ended(child.pid)
 
     def close(self) -> None:
+        """Stop the guard; SIGKILL the adopted descendants (reaping only those dead already)."""
+        if self._scanning is not None:
+            self._scanning.cancel()
+            self._scanning = None
+        if self.adopter is not None:
+            self.adopter.close()
         if self.guard is not None:
             self.guard.close()
+
+    async def aclose(self) -> None:
+        """`close`, reaping the adopted descendants it killed (up to `KILL_REAP` s, in a thread)."""
+        if self.adopter is not None:
+            if self._scanning is not None:
+                self._scanning.cancel()
+                self._scanning = None
+            await asyncio.to_thread(self.adopter.close, KILL_REAP)
+        self.close()

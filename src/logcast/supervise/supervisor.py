@@ -57,7 +57,7 @@ class Supervisor:
         oom_counter: OomCounter = cgroup_oom_counter,
     ) -> None:
         self.settings = settings
-        self._spawner = spawner if spawner is not None else Spawner(Guard())
+        self._spawner = spawner if spawner is not None else Spawner(Guard(), adopt=True)
         runs = runs or {}
         self._changes = Changes()
         self._closing = False
@@ -207,7 +207,7 @@ class Supervisor:
         for process, result in results:
             if isinstance(result, BaseException):
                 logger.error("%s: stop failed during shutdown", process.name, exc_info=result)
-        self._spawner.close()
+        await self._spawner.aclose()
 
     async def __aenter__(self) -> Supervisor:
         return self
