@@ -139,6 +139,26 @@ async def test_a_grandchild_adopted_during_the_stop_gets_the_stop_signal(h: Harn
     assert (h.tmp_path / "kid.term").read_text() == "term"
 
 
+async def test_an_orphan_that_stayed_in_the_group_gets_the_stop_signal_once(h: Harness) -> None:
+    """Adopted (and reaped) too, but the group's signal reaches it: logcast adds none."""
+    pidfile = h.tmp_path / "kid"
+    in_group = (
+        DAEMON.replace("    os.setsid()\n", "")
+        .replace(
+            "            os._exit(0)\n        signal.signal",
+            "            time.sleep(0.5)\n            os._exit(0)\n        signal.signal",
+        )
+        .replace('with open(pidfile + ".term", "w")', 'with open(pidfile + ".term", "a")')
+    )
+    p = h.process([PYTHON, "-c", in_group, str(pidfile)], stop_timeout=5.0)
+    await p.start()
+    kid = await daemon_of(h, p, pidfile)
+    assert os.getpgid(kid) == p.pid
+    assert await p.stop()
+    await until(lambda: reaped(kid), "the orphan stopped and reaped")
+    assert (h.tmp_path / "kid.term").read_text() == "term"
+
+
 async def test_a_descendant_without_the_family_token_is_not_followed(h: Harness) -> None:
     """`env -i` and `setsid`: not followed (documented), and the stop does not hang on it."""
     source = (

@@ -140,7 +140,7 @@ class Adopter:
         self._runs = itertools.count(1)
         self._live: set[str] = set()  # tokens of runs not yet ended
         self._adopted: dict[int, _Adopted] = {}  # our children until reaped: pins their pids
-        self._leaders: set[int] = set()  # the runs' own children, which are not orphans
+        self._leaders: dict[int, str] = {}  # the runs' own children (not orphans): their tokens
         self._lock = threading.Lock()
         self._holding = False
         self._closed = False
@@ -155,12 +155,13 @@ class Adopter:
         """`with adopter.spawning() as (token, leader):` spawn with the token, then call
         `leader(pid)`: no scan in between takes the run's own leader for an orphan."""
         with self._lock:
-            yield self._token_locked(), self._leaders.add
+            token = self._token_locked()
+            yield token, lambda pid: self._leaders.__setitem__(pid, token)
 
     def spawned_ended(self, pid: int) -> None:
         """The leader was reaped: its pid is not ours any more."""
         with self._lock:
-            self._leaders.discard(pid)
+            self._leaders.pop(pid, None)
 
     def _token_locked(self) -> str:
         if not self._holding and not self._closed:
@@ -170,21 +171,20 @@ class Adopter:
         return token
 
     def members(self, token: str) -> list[int]:
-        """The live adopted pids of that run (after a scan)."""
+        """The live adopted pids of that run outside its process group (after a scan)."""
         with self._lock:
             self._scan_locked()
-            return [a.pid for a in self._adopted.values() if a.token == token and _alive(a.pid)]
+            return [a.pid for a in self._outside_locked(token) if _alive(a.pid)]
 
     def signal(self, token: str, sig: int) -> bool:
-        """Send `sig` to the adopted descendants of that run (and the groups they lead),
-        to each at most once (a second SIGINT makes many servers quit at once); False when
-        there are none."""
+        """Send `sig` to the adopted descendants of that run outside its group (the
+        group's `killpg` reaches the others), and to the groups they lead, to each at most
+        once (a second SIGINT makes many servers quit at once); False when there are none."""
         with self._lock:
             self._scan_locked()
             sent = False
-            for adopted in list(self._adopted.values()):
-                if adopted.token == token:
-                    sent = self._send(adopted, sig) or sent
+            for adopted in self._outside_locked(token):
+                sent = self._send(adopted, sig) or sent
             return sent
 
     def end(self, token: str) -> None:
@@ -233,7 +233,7 @@ class Adopter:
     # -------------------------------------------------------------------- under the lock
 
     def _scan_locked(self) -> None:
-        for pid in _own_children() - self._adopted.keys() - self._leaders:
+        for pid in _own_children() - self._adopted.keys() - self._leaders.keys():
             token = _family_of(pid)
             if token is None or not token.startswith(self._prefix):
                 continue  # not one of ours (or gone already): someone else's child to reap
@@ -251,6 +251,20 @@ class Adopter:
             if token not in self._live:
                 self._send(adopted, signal.SIGKILL)
         self._reap_locked()
+
+    def _outside_locked(self, token: str) -> list[_Adopted]:
+        group = next((pid for pid, of in self._leaders.items() if of == token), None)
+        outside = []
+        for adopted in self._adopted.values():
+            if adopted.token != token:
+                continue
+            try:
+                if os.getpgid(adopted.pid) == group:
+                    continue
+            except ProcessLookupError:
+                pass
+            outside.append(adopted)
+        return outside
 
     def _reap_locked(self) -> None:
         for adopted in list(self._adopted.values()):
