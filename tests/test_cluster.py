@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,11 +16,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from logcast.cluster.agent import Agent
+from logcast.cluster import replica as replica_module
+from logcast.cluster.agent import GROUP, Agent
 from logcast.cluster.keys import Keys
 from logcast.cluster.redis import HostIdTaken, NameTaken, claim, connect
 from logcast.cluster.replica import ClusterEngine
@@ -27,6 +31,7 @@ from logcast.errors import ControlRefused, StoreError
 from logcast.hub import MirrorHub
 from logcast.query import Query
 from logcast.types import EventType, Gap, GapReason, Level, LogRecord, ProcessState, Stream
+from logcast.web.app import create_app
 from tests.fakes import MemoryStore
 from tests.util import free_port, stop_group, wait_port
 
@@ -116,6 +121,24 @@ async def test_the_replica_lists_the_agents_processes_and_follows_their_lines(
     seqs = [p.seq for _, p in entries if isinstance(p, LogRecord)]
     assert seqs == list(range(1, len(seqs) + 1))  # the agent's own numbers, none missing
     assert agent.engine.hub.get("web").last_seq >= seqs[-1]
+
+
+async def test_a_command_sent_while_the_agents_group_is_gone_is_delivered(
+    cluster: tuple[Agent, ClusterEngine, aioredis.Redis],
+) -> None:
+    """Redis came back empty: the command stream and its group are made again, and a
+    command sent before the agent made the group is still acted on (a review: the group was
+    made at "$", past it, and every such command timed out)."""
+    agent, _, client = cluster
+    keys = Keys()
+    run = agent.engine.processes.info("web")["run"]
+    pipe: Any = client.pipeline(transaction=True)
+    pipe.xgroup_destroy(keys.commands("a"), GROUP)
+    pipe.xadd(keys.commands("a"), {"id": "after-loss", "action": "restart", "process": "web"})
+    await pipe.execute()
+    reply = await client.blpop([keys.reply("after-loss")], timeout=10)
+    assert reply is not None and orjson.loads(reply[1])["ok"] is True
+    assert agent.engine.processes.info("web")["run"] == run + 1
 
 
 async def test_control_acts_once_per_command_id_and_only_on_its_own_processes(
@@ -382,3 +405,54 @@ async def test_a_reader_resuming_on_a_mirror_behind_it_gets_no_line_twice() -> N
         sub.close()
     finally:
         await hub.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A redis-server of this test's own, to be stopped (SIGSTOP) as a partition would."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_port(port)
+        proc.args = f"redis://127.0.0.1:{port}/0"  # type: ignore[misc]
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        stop_group(proc)
+
+
+async def test_a_redis_that_stops_answering_is_unreachable_in_seconds_not_minutes(
+    own_redis: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition (Redis stopped, no connection refused): a control call and the view gave
+    no answer for about 90 s (a review), the sockets' timeouts and their retries. Both are
+    bounded by the command's own time now, and the API answers 503."""
+    monkeypatch.setattr(replica_module, "COMMAND_TIMEOUT", 1.0)
+    monkeypatch.setattr(replica_module, "REDIS_GRACE", 0.5)
+    url = str(own_redis.args)
+    agent = await Agent.start(config("web"), url, "a")
+    replica = await ClusterEngine.open(Settings(), url)
+    app = create_app(Settings())
+    app.state.engine = replica
+    try:
+        await until(lambda: "web" in replica.processes.names(), "the replica to see web")
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            answer = await client.post("/api/processes/web/restart")
+        assert answer.status_code == 503 and "redis" in answer.json()["detail"], answer.text
+        assert answer.headers["retry-after"] == "2"
+        assert time.monotonic() - started < 5.0  # the command's 1 s and the grace, not 90 s
+        await until(lambda: replica.problem is not None, "the view to say Redis is away", timeout=5.0)
+    finally:
+        os.kill(own_redis.pid, signal.SIGCONT)
+        await replica.stop()
+        await agent.stop()

@@ -16,6 +16,7 @@ from logcast.cluster.agent import Agent
 from logcast.cluster.keys import Keys
 from logcast.cluster.replica import ClusterEngine
 from logcast.config import Settings
+from logcast.errors import StoreError
 from logcast.store.redis_streams import RedisStore
 from logcast.types import Gap, GapReason, Level, LogRecord, Stream
 from tests.test_cluster import cluster, storage_here, until, url
@@ -119,6 +120,42 @@ async def test_an_entry_id_logcast_never_writes_is_read_past_once(
     assert engine.hub.get("p").last_seq == 2  # nothing taken from it
     await raw.xadd("logcast:log:q", {b"r": good(3, "q")}, id="0-3")
     await until(lambda: engine.hub.get("q").last_seq == 3, "q goes on")
+
+
+async def test_an_entry_at_the_top_by_another_writer_is_removed_and_p_goes_on_everywhere(
+    replica: tuple[ClusterEngine, RedisStore, aioredis.Redis],
+) -> None:
+    """`XADD logcast:log:p * …` by hand: the agent's next write fails, is mended and written;
+    the replica, which had read the foreign id, still reads what comes after (a review saw
+    both stop for good: the writer taking its lines for written, the replica reading on from
+    an id above every seq)."""
+    engine, store, raw = replica
+    mirror_store = engine.store
+    assert isinstance(mirror_store, RedisStore)
+    before = mirror_store.skipped.count
+    await raw.xadd("logcast:log:p", {b"r": b"hello"})
+    # the replica reads it (and skips it) before the agent writes again
+    await until(lambda: mirror_store.skipped.count > before, "the replica to read the entry")
+    with pytest.raises(StoreError):
+        await asyncio.to_thread(store.write, [line("p", 3)])
+    assert await asyncio.to_thread(store.stored_upto, "p") == 2  # the hub's question, mending
+    await asyncio.to_thread(store.write, [line("p", 3), line("p", 4)])
+    await until(lambda: engine.hub.get("p").last_seq == 4, "p read on by the replica")
+    sub = await engine.hub.subscribe("p", after=0)
+    entries = await sub.next(wait=False)
+    sub.close()
+    assert [p.seq for _, p in entries if isinstance(p, LogRecord)] == [1, 2, 3, 4]
+
+
+async def test_a_key_that_is_no_stream_stops_only_its_process(
+    replica: tuple[ClusterEngine, RedisStore, aioredis.Redis],
+) -> None:
+    engine, store, raw = replica
+    await raw.delete("logcast:log:q")
+    await raw.set("logcast:log:q", "x")
+    await asyncio.to_thread(store.write, [line("p", 3)])
+    await until(lambda: engine.hub.get("p").last_seq == 3, "p goes on beside q")
+    assert engine.problem is None  # Redis is not away: one key is wrong
 
 
 async def test_a_process_whose_records_cannot_be_mirrored_does_not_stop_the_others(

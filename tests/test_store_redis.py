@@ -148,6 +148,37 @@ async def test_failed_write_is_retried_without_duplicates(
         assert (meta.last_seq, meta.lines) == (7, 7)
 
 
+async def test_entries_of_another_writer_at_the_top_are_removed_and_nothing_is_taken_for_written(
+    factory: Factory, prefix: str, raw: redis.Redis
+) -> None:
+    """`XADD key * …` by hand puts an id above every `0-{seq}`: each XADD of logcast's is
+    refused from then on, while Redis applies the rest of the transaction (the meta says
+    written). A review saw every later line of the process lost without a gap."""
+    key, meta = f"{prefix}:log:p", f"{prefix}:meta:p"
+    async with opened(factory) as store:
+        assert isinstance(store, RedisStore)
+        await write(store, [rec(1), rec(2), rec(3)])
+        raw.xadd(key, {"r": b"hello"})
+        raw.xadd(key, {"x": b"y"})
+        with pytest.raises(StoreError, match="equal or smaller"):
+            await write(store, [rec(4), rec(5)])
+        assert raw.hget(meta, "last_seq") == b"5"  # Redis does not roll back
+        # what the hub asks after a failed write: the stream is mended on the way
+        assert await asyncio.to_thread(store.stored_upto, "p") == 3
+        assert raw.hget(meta, "last_seq") == b"3"
+        assert raw.xrange(key, "1-0", "+") == []
+        await write(store, [rec(4), rec(5)])  # the hub's retry
+        assert [r.seq for r in await store.read("p")] == [1, 2, 3, 4, 5]
+        assert (await store.meta("p")).last_seq == 5
+        # a record-shaped id that is no record (a hand again) is another writer's too
+        raw.xadd(key, {"r": b"not json"}, id="0-9")
+        with pytest.raises(StoreError):
+            await write(store, [rec(6)])
+        assert await asyncio.to_thread(store.stored_upto, "p") == 5
+        await write(store, [rec(6)])
+        assert [r.seq for r in await store.read("p")] == [1, 2, 3, 4, 5, 6]
+
+
 async def test_open_store_builds_redis(redis_url: str, tmp_path: Path) -> None:
     store = open_store("redis", dir=tmp_path, redis_url=redis_url, retain_lines=50)
     assert isinstance(store, RedisStore)

@@ -299,8 +299,11 @@ class Agent:
             raise_if_cancelled()
             try:
                 if not grouped:
+                    # From the start of the stream, not "$": a Redis that came back empty gets
+                    # commands before the group is made again, and they must be delivered. Old
+                    # ones are refused by age and done once only (`_outcome`, `_act`).
                     with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-                        await self.client.xgroup_create(key, GROUP, id="$", mkstream=True)
+                        await self.client.xgroup_create(key, GROUP, id="0", mkstream=True)
                     grouped = True
                 if pending is None and loop.time() - looked_at >= PENDING_LOOK:
                     pending, looked_at = "0", loop.time()

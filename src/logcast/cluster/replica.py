@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 REFRESH = 0.5  # s between two reads of what the agents published
 FOLLOW_BLOCK_MS = 1_000  # the one XREAD BLOCK, for every process at once
+FOREIGN_PAUSE = 1.0  # s a process whose stream has another writer's entries at its top is left out
+REDIS_GRACE = 2.0  # s beyond a blocking call's own time before a silent Redis is unreachable
 COMMANDS_AT_ONCE = 32  # control commands waiting for their agents' answers at most
 FOLLOW_COUNT = 5_000  # entries per process per read at most
 FOLLOW_COUNT_MIN = 16  # ...and at least
@@ -145,11 +147,19 @@ class ClusterProcesses:
                 f"the {action} of {name} was not sent"
             ) from None
         try:
-            await self._client.xadd(
-                self._keys.commands(host), cast(Any, fields), maxlen=10_000, approximate=True
-            )
-            raise_if_cancelled()  # the asker left: do not wait for the answer
-            reply = await self._client.blpop([self._keys.reply(command_id)], timeout=COMMAND_TIMEOUT)
+            # bounded here too: a Redis that stops answering (a partition) keeps a socket
+            # waiting far longer than the command's time
+            async with asyncio.timeout(COMMAND_TIMEOUT + REDIS_GRACE):
+                await self._client.xadd(
+                    self._keys.commands(host), cast(Any, fields), maxlen=10_000, approximate=True
+                )
+                raise_if_cancelled()  # the asker left: do not wait for the answer
+                reply = await self._client.blpop([self._keys.reply(command_id)], timeout=COMMAND_TIMEOUT)
+        except TimeoutError:
+            raise StoreError(
+                f"redis did not answer within {COMMAND_TIMEOUT + REDIS_GRACE:.0f} s: the {action} of {name}"
+                " may not have reached its host"
+            ) from None
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis unreachable: {exc}") from exc
         finally:
@@ -278,7 +288,11 @@ class ClusterEngine(Engine):
 
     async def _refresh(self) -> None:
         try:
-            self.view = await self._read_view()
+            async with asyncio.timeout(REDIS_GRACE * 2):  # a Redis that stopped answering is away
+                self.view = await self._read_view()
+        except TimeoutError:
+            self._unreachable(f"no answer within {REDIS_GRACE * 2:.0f} s")
+            return
         except (RedisError, OSError, StoreError) as exc:
             self._unreachable(exc)
             return
@@ -359,12 +373,20 @@ class ClusterEngine(Engine):
         store = cast(RedisStore, self.store)
         backoff = 0.0
         read: dict[str, tuple[str, int]] = {}  # process -> (the id read last, its last seq then)
+        # Entries another writer put at a stream's top (ids above every `0-{seq}`) come back
+        # with each read from the process's last seq, at once: such a process is read once a
+        # FOREIGN_PAUSE, not in every read, until its agent's next write removes them.
+        foreign: dict[str, float] = {}  # process -> loop time until which it is left out
         count = FOLLOW_COUNT
         failed = Rarely()
+        loop = asyncio.get_running_loop()
         while True:
             raise_if_cancelled()
             positions = {}
+            now = loop.time()
             for name in self.hub.names():
+                if foreign.get(name, 0.0) > now:
+                    continue
                 last_seq = self.hub.get(name).last_seq
                 last_id, seq_then = read.get(name, ("", -1))
                 positions[name] = last_id if seq_then == last_seq else f"0-{last_seq}"
@@ -372,7 +394,13 @@ class ClusterEngine(Engine):
                 await self.sleep(REFRESH)
                 continue
             try:
-                batches = await store.read_new(positions, block_ms=FOLLOW_BLOCK_MS, count=count)
+                try:
+                    async with asyncio.timeout(FOLLOW_BLOCK_MS / 1000 + REDIS_GRACE * 2):
+                        batches = await store.read_new(positions, block_ms=FOLLOW_BLOCK_MS, count=count)
+                except TimeoutError:
+                    raise StoreError(
+                        f"no answer within {FOLLOW_BLOCK_MS / 1000 + REDIS_GRACE * 2:.0f} s"
+                    ) from None
                 for new in batches:
                     try:
                         self.mirror.mirror(new.process, new.records, new.upto)
@@ -381,7 +409,11 @@ class ClusterEngine(Engine):
                             log.exception(
                                 "mirroring %s failed (%d failures); going on", new.process, failed.count
                             )
-                    read[new.process] = (new.last_id, self.hub.get(new.process).last_seq)
+                    if new.last_id.startswith("0-"):
+                        read[new.process] = (new.last_id, self.hub.get(new.process).last_seq)
+                    else:  # read on from its last seq: reading on from there would skip the agent's
+                        read.pop(new.process, None)
+                        foreign[new.process] = loop.time() + FOREIGN_PAUSE
                     await asyncio.sleep(0)
             except Exception as exc:  # never the end of mirroring: every process would stop there
                 if isinstance(exc, StoreError):
@@ -396,7 +428,7 @@ class ClusterEngine(Engine):
                 largest = max(new.entry_bytes for new in batches)
                 count = max(FOLLOW_COUNT_MIN, min(FOLLOW_COUNT, FOLLOW_BYTES // max(largest, 1)))
 
-    def _unreachable(self, exc: BaseException) -> None:
+    def _unreachable(self, exc: BaseException | str) -> None:
         problem = mask_text(f"redis at {self.url} is unreachable: {exc}")  # no password in answers
         if self._problem is None:
             log.warning("%s", problem)

@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.retry import Retry
 
 from logcast.errors import FencedOff, StoreError
@@ -37,6 +37,8 @@ __all__ = ["Fence", "NewEntries", "RedisStore", "check_fence", "fenced"]
 log = logging.getLogger(__name__)
 
 _SCAN_CHUNK = 2_000  # entries per XRANGE when a filter may reject most of them
+_MEND_LOOK = 256  # entries at the top of a stream looked at for another writer's (`stored_upto`)
+_MEND_ROUNDS = 64  # ...this many times at most
 _CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 30.0  # above any XREAD BLOCK this module issues
 
@@ -333,20 +335,80 @@ class RedisStore:
 
     def stored_upto(self, process: str) -> int:
         """The last seq Redis holds: a batch whose answer was lost may have been applied.
-        Fenced, only while the fence holds: past it, that last seq may be another's."""
+        Fenced, only while the fence holds: past it, that last seq may be another's.
+
+        Asked after a failed write, it is also where the stream is mended, as no `XADD`
+        of logcast's could go on otherwise: entries another writer put at its top (an
+        `XADD *` by hand: ids above every `0-{seq}`) are removed and the stream's last id
+        set back to logcast's last record; a meta `last_seq` above that record (a
+        `MULTI`/`EXEC` that Redis applied in part: it does not roll back) is set back too,
+        so that nothing unwritten is taken for written."""
         with self._write_lock:
             try:
-                pipe = self._sync_client().pipeline(transaction=True)
-                fence = self._fence([process]) if self._fence is not None else {}
-                if fence:
-                    pipe.mget(list(fence))
-                pipe.hget(self.meta_key(process), "last_seq")
-                answers = pipe.execute()
+                client = self._sync_client()
+                for _ in range(_MEND_ROUNDS):
+                    fence = self._fence([process]) if self._fence is not None else {}
+                    pipe = client.pipeline(transaction=True)
+                    if fence:
+                        pipe.mget(list(fence))
+                    pipe.hget(self.meta_key(process), "last_seq")
+                    pipe.xrevrange(self.stream_key(process), count=_MEND_LOOK)
+                    answers = pipe.execute()
+                    if fence:
+                        check_fence(fence, answers[0])
+                    last_seq = int(cast(bytes | None, answers[-2]) or 0)
+                    top = cast(list[Entry], answers[-1])
+                    foreign = []
+                    for entry in top:
+                        if _decode(entry, process) is not None:
+                            own = cast(int, _id_seq(entry[0]))
+                            break
+                        foreign.append(entry[0])
+                    else:
+                        own = None  # no record of ours among them (or the stream is empty)
+                    if not foreign and (own is None or own >= last_seq):
+                        return last_seq if own is None else own
+                    self._mend(client, process, foreign, own, last_seq)
             except (RedisError, OSError) as exc:
                 raise StoreError(f"reading from redis at {self.shown_url}: {exc}") from exc
-        if fence:
-            check_fence(fence, answers[0])
-        return int(cast(bytes | None, answers[-1]) or 0)
+            self._known.pop(process, None)
+        raise StoreError(
+            f"redis at {self.shown_url}: the stream of {process} kept getting entries of another writer"
+        )
+
+    def _mend(
+        self, client: redis.Redis, process: str, foreign: list[bytes], own: int | None, last_seq: int
+    ) -> None:
+        """Remove `foreign` entries from the top of a process's stream and set its last id
+        and meta `last_seq` back to `own`, logcast's last record there (fenced)."""
+        key, meta = self.stream_key(process), self.meta_key(process)
+        back_to = own if own is not None else last_seq
+
+        def queue(pipe: Any) -> None:
+            if foreign:
+                pipe.xdel(key, *foreign)
+                pipe.execute_command("XSETID", key, f"0-{back_to}")  # redis-py has no xsetid
+            if own is not None and own < last_seq:
+                pipe.hset(meta, "last_seq", own)
+
+        self._transaction(client, [process], queue)
+        self._known.pop(process, None)
+        if foreign:
+            log.warning(
+                "redis: removed %d entries at the top of %s that logcast did not write (the first %s):"
+                " its writes go on after seq %d",
+                len(foreign),
+                key,
+                foreign[-1][:40].decode("ascii", "replace"),
+                back_to,
+            )
+        if own is not None and own < last_seq:
+            log.warning(
+                "redis: %s said last_seq %d, its stream ends at %d (a write applied in part): set back",
+                meta,
+                last_seq,
+                own,
+            )
 
     def reserve(self, marks: Mapping[str, int]) -> None:
         """A `reserved` field in each process's meta hash (Redis persists it as it persists
@@ -609,6 +671,29 @@ class RedisStore:
                         yield records
             raise_if_cancelled()
 
+    async def _xread(
+        self, streams: dict[str, str], count: int, block_ms: int
+    ) -> list[tuple[bytes, list[Entry]]]:
+        return cast(
+            list[tuple[bytes, list[Entry]]],
+            await self._client().xread(streams, count=count, block=block_ms),  # type: ignore[arg-type]
+        )
+
+    async def _only_streams(self, streams: dict[str, str]) -> dict[str, str]:
+        """`streams` without the keys that hold something else than a stream."""
+        pipe = self._client().pipeline(transaction=False)
+        for key in streams:
+            pipe.type(key)
+        kinds = await pipe.execute()
+        wrong = [key for key, kind in zip(streams, kinds, strict=True) if kind not in (b"stream", b"none")]
+        if wrong and self.skipped():
+            log.warning(
+                "redis: %s hold no stream (another writer's; %d so far): their processes are not read",
+                ", ".join(wrong[:5]),
+                self.skipped.count,
+            )
+        return {key: after for key, after in streams.items() if key not in wrong}
+
     async def read_new(
         self, positions: Mapping[str, str], *, block_ms: int = 1_000, count: int = 2_000
     ) -> list[NewEntries]:
@@ -620,10 +705,18 @@ class RedisStore:
         names = {self.stream_key(name).encode(): name for name in positions}
         streams = {self.stream_key(name): after for name, after in positions.items()}
         try:
-            response = cast(
-                list[tuple[bytes, list[Entry]]],
-                await self._client().xread(streams, count=count, block=block_ms),  # type: ignore[arg-type]
-            )
+            try:
+                response = await self._xread(streams, count, block_ms)
+            except ResponseError as exc:
+                if not str(exc).startswith("WRONGTYPE"):
+                    raise
+                # A key that is no stream (a hand again) fails the read of them all: the
+                # others are read without it, and it is said in the log.
+                streams = await self._only_streams(streams)
+                if not streams:
+                    await asyncio.sleep(block_ms / 1000)  # as the read would have waited
+                    return []
+                response = await self._xread(streams, count, block_ms)
         except (RedisError, OSError) as exc:
             raise StoreError(f"read from redis at {self.shown_url}: {exc}") from exc
         out = []

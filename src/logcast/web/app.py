@@ -32,7 +32,8 @@ from starlette.types import Receive, Scope, Send
 from logcast import __version__
 from logcast.config import Settings
 from logcast.engine import Engine
-from logcast.errors import ControlRefused, ControlTimeout, UnknownProcess
+from logcast.errors import ControlRefused, ControlTimeout, StoreError, UnknownProcess
+from logcast.secrets import mask_text
 from logcast.web import auth, metrics
 from logcast.web.bodies import BodyLimit
 from logcast.web.conn import attach, send_timeout_setting
@@ -114,6 +115,12 @@ def create_app(
     @app.exception_handler(ControlTimeout)
     async def control_timeout(request: Request, exc: ControlTimeout) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=504)
+
+    @app.exception_handler(StoreError)
+    async def store_away(request: Request, exc: StoreError) -> JSONResponse:
+        # the store (a replica's Redis) failed under the request: say so, as while it is away
+        log.warning("%s %s: %s", request.method, request.url.path, mask_text(str(exc)))
+        return JSONResponse({"detail": mask_text(str(exc))}, status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
