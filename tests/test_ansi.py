@@ -52,6 +52,21 @@ def test_colours_are_kept_for_terminals() -> None:
     assert sanitize_for_terminal(line) == line
 
 
+def test_the_attribute_that_hides_text_is_dropped_and_colours_that_are_8_stay() -> None:
+    """SGR 8 (conceal) left on by one line hid every later line of `logcast tail` (a review)."""
+    assert sanitize_for_terminal(f"{ESC}[8mhidden") == "hidden"
+    assert sanitize_for_terminal(f"{ESC}[08mhidden") == "hidden"
+    assert sanitize_for_terminal(f"{ESC}[1;8;31mx") == f"{ESC}[1;31mx"
+    for kept in (
+        f"{ESC}[38;5;8mgrey",
+        f"{ESC}[48;2;8;8;8mbg",
+        f"{ESC}[28mshown",
+        f"{ESC}[58;5;8mu",
+        f"{ESC}[88m",
+    ):
+        assert sanitize_for_terminal(kept) == kept
+
+
 def test_strip_removes_colours_and_keeps_text() -> None:
     line = f"{ESC}[2m2024-01-01T12:00:00Z{RESET} {ESC}[32m INFO{RESET} listening"
     assert strip_ansi(line) == "2024-01-01T12:00:00Z  INFO listening"

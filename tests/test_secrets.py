@@ -48,6 +48,14 @@ from logcast.secrets import MASK, is_secret_name, mask_argv, mask_command, mask_
             ["sh", "-c", "cd /app && curl -u bob:pw http://x"],
             ["sh", "-c", f"cd /app && curl -u bob:{MASK} http://x"],
         ),
+        # a header or variable given as an option's value in one word (a review: wget's form)
+        (
+            ["wget", "--header=X-Api-Key: PW17", "http://x"],
+            ["wget", f"--header=X-Api-Key: {MASK}", "http://x"],
+        ),
+        (["--header=Authorization: Bearer abcdefghijk"], [f"--header=Authorization: {MASK}"]),
+        (["docker", "run", "--env=API_KEY=PW", "img"], ["docker", "run", f"--env=API_KEY={MASK}", "img"]),
+        (["-H=Cookie: session=abc"], [f"-H=Cookie: {MASK}"]),
         # sshpass runs ssh, whose -p is a port
         (
             ["sshpass", "-p", "pw", "ssh", "-p", "2222", "h"],
@@ -77,6 +85,7 @@ def test_credentials_are_masked(argv: list[str], expected: list[str]) -> None:
         ["mysql", "-p", "shop"],  # `-p` alone asks for it: shop is the database
         ["curl", "-u", "bob", "http://x"],  # no password given: curl asks
         ["--skip-warmup"],
+        ["--header=Accept: text/plain", "--url=http://example.org/x", "--env=MODE=fast"],
     ],
 )
 def test_ordinary_arguments_stay_readable(argv: list[str]) -> None:

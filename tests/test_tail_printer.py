@@ -83,6 +83,18 @@ def test_colours_on_a_terminal() -> None:
     ]
 
 
+def test_a_line_s_own_colours_end_with_it() -> None:
+    """A line that leaves its colour on (no reset) must not paint the lines after it (a
+    review: an INFO line's red, and stderr's, ran on to every later line)."""
+    p, out, _ = printer(color=True)
+    p.events([line(1, "\x1b[31mred, never reset"), line(2, "plain"), line(3, "\x1b[8m\x1b[32mhidden?")])
+    assert out.getvalue().splitlines() == [
+        f"[live] {hms(1)} INFO     \x1b[31mred, never reset\x1b[0m",
+        f"[live] {hms(2)} INFO     plain",
+        f"[live] {hms(3)} INFO     \x1b[32mhidden?\x1b[0m",
+    ]
+
+
 def test_several_processes_prefixed_in_one_batch() -> None:
     p, out, _ = printer(("api", "worker"))
     p.events([line(1, "a", process="api"), line(1, "w", process="worker"), line(2, "b", process="api")])
@@ -142,6 +154,25 @@ def test_bare_partial_records_continue_their_line() -> None:
     p.events([line(4, "x" * 3, partial=True), line(5, "yyy", partial=True)])
     p.events([line(6, "new run", run=2)])  # the process restarted: its line ended there
     assert out.getvalue() == "loading\n… done\nxxxyyy\nnew run\n"
+
+
+def test_bare_grep_ends_a_long_line_whose_rest_it_left_out() -> None:
+    """A line of over 64 KiB comes in pieces; `--grep` matched its first and left out the
+    rest, and the next match was glued to it (a review)."""
+    p, out, _ = printer(bare=True, grep=compile_regex("big|after"))
+    p.events([line(1, "big:AAA", partial=True), line(2, "AAA", partial=True), line(3, "AAA")])
+    p.events([line(4, "after-big")])
+    p.events([line(5, "big again", partial=True)])
+    p.events([line(6, "rest, left out"), line(7, "after, its own line")])
+    p.events([line(8, "big", partial=True), line(9, "big", partial=True)])  # both kept: one line
+    p.events([line(10, "after the end")])
+    assert out.getvalue().splitlines() == [
+        "big:AAA",
+        "after-big",
+        "big again",
+        "after, its own line",
+        "bigbigafter the end",
+    ]
 
 
 def test_grep_leaves_lines_out_but_never_logcasts_words() -> None:

@@ -161,6 +161,12 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
             else:
                 out.append(assigned.group(1) + MASK)
             continue
+        inner = _ASSIGNED.match(assigned.group(3)) if assigned is not None else None
+        if assigned is not None and inner is not None and is_secret_name(inner.group(2)):
+            # a header or variable as an option's value, in one word: wget's
+            # `--header=X-Api-Key: PW`, docker's `--env=API_KEY=PW`
+            out.append(assigned.group(1) + inner.group(1) + MASK)
+            continue
         if _SPACE.search(word):  # a whole command in one word (`sh -c "server --api-key X"`)
             out.append(mask_line(word))
             continue

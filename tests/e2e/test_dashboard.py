@@ -733,6 +733,12 @@ def test_dashboard_merged_live_view(make_server: Callable[..., Server], page: An
     expect(merged.locator(".row .proc", has_text="beta").first).to_be_visible()
     page.get_by_label("Watch beta in the live view").uncheck()
     expect(merged.locator(".row .proc", has_text="beta")).to_have_count(0)
+    if transport == "ws":
+        # the first poll fails (a server restarting, a replica without its Redis): the watched
+        # stream starts with the next poll that works (a review: never, until a reload)
+        page.route("**/api/processes", fulfill_json(503, {"detail": "redis is unreachable"}), times=1)
+        page.reload()
+        expect(merged.locator(".row .proc", has_text="alpha").first).to_be_visible()
 
 
 def test_config_page(make_server: Callable[..., Server], page: Any) -> None:

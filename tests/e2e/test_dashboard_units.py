@@ -356,3 +356,57 @@ def test_pausing_keeps_back_the_lines_that_were_not_drawn_yet(js: Callable[..., 
         "lines": 2,
         "resumed": ["historical_complete", "realtime", "gap", "status"],
     }
+
+
+def test_lines_let_go_while_paused_are_a_gap_not_a_silent_hole(js: Callable[..., Any]) -> None:
+    """Past `max` lines held while paused, the oldest go: a gap at the front says which (a
+    review: 2,000 of 3,000 lines went with no gap and no count)."""
+    out = js(
+        """
+        const { feed, settings } = await import('/static/js/logs-state.js');
+        const { gapText } = await import('/static/js/render.js');
+        const { gapEntry } = await import('/static/js/entries.js');
+        const max = settings.maxLines;
+        settings.maxLines = 10;
+        feed.setPaused(true);
+        feed.hold({ type: 'gap', from: 1, to: 4, reason: 'lost' });
+        for (let seq = 5; seq <= 40; seq += 1) feed.hold({ type: 'realtime', log: { seq } });
+        const held = feed.held.map((e) => e.type === 'gap' ? `gap ${e.from}-${e.to} ${e.reason}` : e.log.seq);
+        const lines = feed.heldLines;
+        feed.setPaused(false);
+        feed.queued = [];
+        settings.maxLines = max;
+        return { held, lines, text: gapText(gapEntry({ from: 1, to: 31, reason: 'paused' }, 'p')) };
+        """
+    )
+    first = out["held"][0]
+    assert first.startswith("gap 1-") and first.endswith(" paused"), out
+    last_gone = int(first.split()[1].split("-")[1])
+    assert out["held"][1:] == list(range(last_gone + 1, 41))  # the rest, in order, none missing
+    assert out["lines"] == len(out["held"]) - 1 <= 10
+    assert "while paused" in out["text"]
+
+
+def test_the_login_page_follows_next_only_to_a_path_of_this_origin(js: Callable[..., Any]) -> None:
+    """The browser's URL parser drops tabs and newlines: "/\\t/evil.example/" was checked as
+    a path and followed as "//evil.example/" (a review: an open redirect)."""
+    out = js(
+        """
+        const { safeNext } = await import('/static/js/api.js');
+        return arg.map((value) => safeNext(value));
+        """,
+        [
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r\n/evil.example/x",
+            "//evil.example/",
+            "/\\evil.example/",
+            "/\\\\evil.example/",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "",
+            "/logs.html?process=web&after=10#end",
+            "/config.html",
+        ],
+    )
+    assert out == ["/"] * 9 + ["/logs.html?process=web&after=10#end", "/config.html"]

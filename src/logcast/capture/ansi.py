@@ -33,9 +33,36 @@ _SEQUENCE = re.compile(
 )
 
 
+_CONCEAL = "8"  # SGR 8 hides the text that follows: the lines after it too, in a terminal
+_COLOR_ARGS = {"5": 1, "2": 3}  # after 38/48/58: a palette index, or r;g;b
+
+
+def _sgr(sequence: str) -> str:
+    """An SGR sequence without its conceal attribute (`ESC[8m`, `ESC[1;8;31m`); colour
+    arguments that happen to be 8 (`ESC[38;5;8m`) are colours and stay."""
+    if "8" not in sequence:
+        return sequence
+    params = sequence[2:-1].split(";")
+    kept: list[str] = []
+    i = 0
+    while i < len(params):
+        param = params[i]
+        if param in ("38", "48", "58") and i + 1 < len(params):
+            take = 2 + _COLOR_ARGS.get(params[i + 1], 0)
+            kept += params[i : i + take]
+            i += take
+            continue
+        if param.lstrip("0") != _CONCEAL:
+            kept.append(param)
+        i += 1
+    if len(kept) == len(params):
+        return sequence
+    return f"\x1b[{';'.join(kept)}m" if kept else ""
+
+
 def _sanitize(match: re.Match[str]) -> str:
     if match.lastgroup == "sgr":
-        return match[0]
+        return _sgr(match[0])
     if match.lastgroup == "ctl":
         return _PLACEHOLDER
     return ""
@@ -50,8 +77,8 @@ def strip_ansi(text: str) -> str:
 
 
 def sanitize_for_terminal(text: str) -> str:
-    """Text a terminal may print: colours kept, other sequences removed, lone controls
-    (the bidirectional ones too) → U+FFFD."""
+    """Text a terminal may print: colours kept (but the attribute that hides text), other
+    sequences removed, lone controls (the bidirectional ones too) → U+FFFD."""
     if _SPECIAL.search(text) is None:
         return text
     return _SEQUENCE.sub(_sanitize, text)

@@ -14,7 +14,7 @@ import operator
 import os
 import select
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, TextIO
 
 import orjson
@@ -288,7 +288,10 @@ class Printer:
         if live:
             follow.live = True
         if self.grep is not None:
-            kept = run.select(list(map(self.grep.search, run.messages)))
+            keep = list(map(bool, map(self.grep.search, run.messages)))
+            if self.bare:
+                run = self._cut_where_left_out(run, keep, pieces)
+            kept = run.select(keep)
             if kept is None:
                 return
             run = kept
@@ -308,7 +311,25 @@ class Printer:
         paints = self._paints
         for level, clock, text in zip(run.levels, clocks, texts, strict=True):
             start, stop = paints[level] if text else ("", "")
+            if not stop and "\x1b" in text:  # the line's own colours end with it
+                stop = render.RESET
             pieces.append(f"{prefix}{clock}{heads[level]}{start}{text}{stop}\n")
+
+    def _cut_where_left_out(self, run: LineRun, keep: list[bool], pieces: list[str]) -> LineRun:
+        """`--grep` in bare mode: a piece of a long line (a partial record) whose rest was
+        left out ends its line there, so that the next line printed is not glued to it."""
+        if self._open == (run.process, run.run) and not keep[0]:
+            pieces.append("\n")
+            self._open = None
+        partial = run.partial
+        if partial is None:
+            return run
+        ends = [cut and not (i + 1 < len(keep) and keep[i + 1]) for i, cut in enumerate(partial)]
+        # the last piece's rest is in the next run: it is looked at there (above)
+        ends[-1] = False
+        if not any(ends):
+            return run
+        return replace(run, partial=[cut and not end for cut, end in zip(partial, ends, strict=True)])
 
     def _bare(self, run: LineRun, pieces: list[str]) -> None:
         """The lines as the process wrote them: a partial record leaves its line open for

@@ -20,10 +20,17 @@ export function goToLogin() {
 
 /** A `next` parameter is followed only when it is a path on this origin. */
 export function safeNext(value) {
-  if (typeof value !== "string" || !value.startsWith("/") || value.startsWith("//") || value.startsWith("/\\")) {
+  if (typeof value !== "string" || !value.startsWith("/")) return "/";
+  // As the browser will read it: its URL parser drops tabs and newlines, so that
+  // "/\t/evil.example" is "//evil.example", another origin. Only a path of this one is kept.
+  let url;
+  try {
+    url = new URL(value, window.location.origin);
+  } catch {
     return "/";
   }
-  return value;
+  if (url.origin !== window.location.origin) return "/";
+  return `${url.pathname}${url.search}${url.hash}`;
 }
 
 /**

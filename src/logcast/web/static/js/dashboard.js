@@ -75,6 +75,7 @@ async function poll() {
     setPoll("live", "Live");
     const t0 = performance.now();
     render();
+    startWatched();
     const t1 = performance.now();
     if (fresh) drawSparks();
     timing.render = t1 - t0;
@@ -458,6 +459,20 @@ function startStream(name) {
   s.start();
 }
 
+/** Stream the watched processes the server lists: after every poll that succeeded, so that
+ * a first poll that failed (a server restarting, a replica without its Redis) is made up for. */
+function startWatched() {
+  const names = new Set(processes.map((p) => p.name));
+  let started = false;
+  for (const name of watched()) {
+    if (names.has(name) && !streams.has(name)) {
+      startStream(name);
+      started = true;
+    }
+  }
+  if (started) renderChips();
+}
+
 function stopStream(name) {
   const s = streams.get(name);
   if (!s) return;
@@ -514,11 +529,8 @@ function start() {
     if (isTyping(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.key === "End" && document.activeElement === $("#merged-log")) mergedList.toBottom();
   });
-  poll().then(() => {
-    const names = new Set(processes.map((p) => p.name));
-    for (const name of watched()) if (names.has(name)) startStream(name);
-    renderChips();
-  });
+  renderChips();
+  poll();
   window.__logcast = {
     processes: () => processes,
     samples: () => Object.fromEntries([...samples.byName].map(([n, s]) => [n, s.t.length])),

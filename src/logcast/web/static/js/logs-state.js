@@ -89,15 +89,34 @@ export const feed = {
   rangeDone: false, // the range the address asked for (`until`) is all in: the stream stopped
   seqLog: settings.debug ? [] : null, // every seq received, for tests (`?debug=1`)
 
-  /** Keep an event back while paused; past `maxLines` lines the oldest are let go. */
+  /**
+   * Keep an event back while paused; past `maxLines` lines the oldest are let go, and a
+   * gap at the front of what is held says which (`reason: "paused"`): nothing is skipped
+   * silently. Let go a tenth at a time, so that a long pause costs one splice in many.
+   */
   hold(ev) {
     this.held.push(ev);
     if (ev.type !== "gap") this.heldLines += 1;
-    if (this.heldLines > settings.maxLines) {
-      const cut = this.held.length - settings.maxLines;
-      this.held.splice(0, cut);
-      this.heldLines = this.held.filter((e) => e.type !== "gap").length;
+    if (this.heldLines <= settings.maxLines) return;
+    const keep = Math.max(1, Math.floor(settings.maxLines * 0.9));
+    let lines = this.heldLines;
+    let cut = 0;
+    let from = null;
+    let to = null;
+    while (cut < this.held.length - 1 && lines > keep) {
+      const e = this.held[cut];
+      const first = e.type === "gap" ? Number(e.from) : Number(e.log && e.log.seq);
+      const last = e.type === "gap" ? Number(e.to) : first;
+      if (Number.isInteger(first) && first > 0) {
+        if (from === null || first < from) from = first;
+        if (to === null || last > to) to = last;
+      }
+      if (e.type !== "gap") lines -= 1;
+      cut += 1;
     }
+    this.held.splice(0, cut);
+    this.heldLines = lines;
+    if (from !== null) this.held.unshift({ type: "gap", from, to, reason: "paused" });
   },
 
   /**

@@ -105,6 +105,7 @@ export function gapText(entry) {
     slow: "the stream fell too far behind",
     cleared: "history was cleared",
     lost: "logcast lost them before they were stored",
+    paused: "more came while paused than the view holds (max); the download has them",
   };
   const why = reasons[entry.reason] ? ` — ${reasons[entry.reason]}` : "";
   return `⚠ ${n.toLocaleString("en-US")} line${n === 1 ? "" : "s"} missed (${entry.from}–${entry.to})${why}`;
