@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
+from logcast.ansi import sanitize_for_terminal, strip_ansi
 
 ESC = "\x1b"
 RED, RESET = f"{ESC}[31m", f"{ESC}[0m"

@@ -17,6 +17,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "models": {"*"},
     "samples": {"*"},  # reading model servers' lines: plain functions over text
     "errors": {"*"},
+    "ansi": {"*"},  # escape sequences in log text: searched (query), served (web), printed (cli)
     "capture": {"hub", "store", "web", "supervise", "engine", "client", "cli", "config"},
     "query": {"hub", "store", "web", "supervise", "engine", "client", "cli", "capture"},
     "store": {"hub", "web", "supervise", "engine", "client", "cli", "capture"},

@@ -175,6 +175,12 @@ def test_bare_grep_ends_a_long_line_whose_rest_it_left_out() -> None:
     ]
 
 
+def test_grep_looks_at_the_text_as_shown() -> None:
+    p, out, _ = printer(bare=True, grep=compile_regex("INFO: +GET"))
+    p.events([line(1, "\x1b[32mINFO\x1b[0m:  GET /"), line(2, "\x1b[32mINFO\x1b[0m:  POST /")])
+    assert out.getvalue() == "INFO:  GET /\n"
+
+
 def test_grep_leaves_lines_out_but_never_logcasts_words() -> None:
     p, out, _ = printer(grep=compile_regex("b[ao]d"))
     p.events(

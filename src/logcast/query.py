@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import re2
 
+from logcast.ansi import strip_ansi
 from logcast.types import LEVEL_ORDER, Level, LogRecord, Stream
 
 
@@ -133,9 +134,18 @@ class Query:
             return False
         if self.until is not None and record.timestamp >= self.until:
             return False
-        if self._folded is not None and self._folded not in record.message.casefold():
+        if self._folded is None and self.regex is None:
+            return True
+        message = shown(record.message)
+        if self._folded is not None and self._folded not in message.casefold():
             return False
-        return self.regex is None or self.regex.search(record.message)
+        return self.regex is None or self.regex.search(message)
+
+
+def shown(message: str) -> str:
+    """A line's text as a reader sees it, which is what searches look in: escape sequences
+    (a uvicorn's coloured `INFO:`) left out."""
+    return strip_ansi(message) if "\x1b" in message else message
 
 
 EVERYTHING = Query()

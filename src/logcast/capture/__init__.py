@@ -1,4 +1,4 @@
-"""Bytes → records: line framing, level detection, terminal-safe text, pipe readers."""
+"""Bytes → records: line framing, level detection, pipe readers."""
 
 from logcast.capture.framing import Framed, LineFramer
 from logcast.capture.levels import detect_level, detect_levels

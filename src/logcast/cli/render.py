@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import TextIO
 
-from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
+from logcast.ansi import sanitize_for_terminal, strip_ansi
 from logcast.types import Level, ProcessState
 
 RESET = "\x1b[0m"

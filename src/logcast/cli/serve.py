@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from logcast.capture.ansi import sanitize_for_terminal, strip_ansi
+from logcast.ansi import sanitize_for_terminal, strip_ansi
 from logcast.config import Settings, load, single_process
 from logcast.engine import Engine
 from logcast.errors import ConfigError, StoreError

@@ -26,7 +26,7 @@ from logcast.cli.options import TokenOption, UrlOption
 from logcast.client import AsyncClient, ConnectionState, Event
 from logcast.client.events import LineRun
 from logcast.errors import ClientError
-from logcast.query import Regex, compile_regex, parse_levels
+from logcast.query import Regex, compile_regex, parse_levels, shown
 from logcast.types import EventType, Level, LogRecord, ProcessState, Stream
 
 
@@ -222,7 +222,7 @@ class Printer:
         log = event.log
         if self.grep is None or log is None or not event.is_line or log.stream is Stream.SYSTEM:
             return True
-        return self.grep.search(log.message)
+        return self.grep.search(shown(log.message))  # as shown: colours do not count
 
     def _json(self, batch: list[Event | LineRun] | list[Event]) -> str:
         lines: list[bytes] = []
@@ -288,7 +288,7 @@ class Printer:
         if live:
             follow.live = True
         if self.grep is not None:
-            keep = list(map(bool, map(self.grep.search, run.messages)))
+            keep = list(map(bool, map(self.grep.search, map(shown, run.messages))))
             if self.bare:
                 run = self._cut_where_left_out(run, keep, pieces)
             kept = run.select(keep)

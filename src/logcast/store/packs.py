@@ -161,8 +161,8 @@ def filter_conditions(
     """SQL conditions for `query`'s levels, time and text, and their parameters, for both
     tables: `level_in(codes)` tells a row holding a line of one of those level codes,
     `non_ascii` a row whose text is not all ASCII. SQLite's `lower()` folds ASCII only,
-    which equals `str.casefold` for ASCII text; other text goes through Python's
-    `casefold` (`fold_contains`)."""
+    which equals `str.casefold` for ASCII text; other text, and text with escape sequences
+    (searched as shown: without them), goes through Python's `casefold` (`fold_contains`)."""
     conds: list[str] = []
     params: list[Any] = []
     if query.levels is not None:
@@ -177,8 +177,10 @@ def filter_conditions(
     if query.text:
         needle = query.text.casefold()
         if needle.isascii():
+            # text with escape sequences (colours) is searched as it is shown, without them
+            python = f"{non_ascii} OR instr(message, char(27)) > 0"
             conds.append(
-                f"(CASE WHEN {non_ascii} THEN fold_contains(message, ?) ELSE instr(lower(message), ?) > 0 END)"
+                f"(CASE WHEN {python} THEN fold_contains(message, ?) ELSE instr(lower(message), ?) > 0 END)"
             )
             params += [needle, needle]
         else:  # an ASCII text folds to ASCII: it cannot hold this needle

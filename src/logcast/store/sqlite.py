@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from logcast.errors import StoreError
-from logcast.query import Query, cached_regex
+from logcast.query import Query, cached_regex, shown
 from logcast.store import packs
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.store.packs import (
@@ -315,13 +315,15 @@ def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
 
 
 def _fold_contains(message: str, needle: str) -> bool:
-    """SQL function: `needle` (already case-folded) occurs in `message` case-folded."""
-    return needle in message.casefold()
+    """SQL function: `needle` (already case-folded) occurs in `message` as shown (without
+    escape sequences), case-folded."""
+    return needle in shown(message).casefold()
 
 
 def _regexp(pattern: str, message: str) -> bool:
-    """SQL function `regexp(pattern, message)`: the query's RE2 search, compiled once."""
-    return cached_regex(pattern).search(message)
+    """SQL function `regexp(pattern, message)`: the query's RE2 search of the text as
+    shown, compiled once."""
+    return cached_regex(pattern).search(shown(message))
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from logcast.cli.monitor.palette import MonitorCommands
 from logcast.cli.monitor.screens import ConfirmScreen, HelpScreen, StatsScreen
 from logcast.client import AsyncClient, ConnectionState, Event, ProcessInfo
 from logcast.errors import ClientError
-from logcast.query import parse_levels
+from logcast.query import parse_levels, shown
 from logcast.secrets import mask_line
 from logcast.types import EventType, Level, ProcessState, Stream
 
@@ -262,7 +262,7 @@ class MonitorApp(App[None]):
             return True
         if self.levels is not None and log.level not in self.levels:
             return False
-        return not (self.search_text and self.search_text not in log.message.casefold())
+        return not (self.search_text and self.search_text not in shown(log.message).casefold())
 
     def _line(self, event: Event) -> Text:
         line = Text(no_wrap=True)

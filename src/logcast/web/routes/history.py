@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
-from logcast.capture.ansi import strip_ansi
+from logcast.ansi import strip_ansi
 from logcast.loop import raise_if_cancelled
 from logcast.schemas import HistoryPage
 from logcast.types import LogRecord
