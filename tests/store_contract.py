@@ -141,7 +141,20 @@ TEXTS = [
     "get /x 200",
     "[32m",
 ]
-REGEXES = [r"err(or)?", r"^\w+$", r"\d{2}%", "STRA(ß|SS)E", "日本", "[k]", "^$", r"\bget\b", "é|É", r"\s", "INFO: +s", "x 200"]
+REGEXES = [
+    r"err(or)?",
+    r"^\w+$",
+    r"\d{2}%",
+    "STRA(ß|SS)E",
+    "日本",
+    "[k]",
+    "^$",
+    r"\bget\b",
+    "é|É",
+    r"\s",
+    "INFO: +s",
+    "x 200",
+]
 
 
 def dataset(process: str = "p", n: int = 300, seed: int = 7) -> list[LogRecord]:
