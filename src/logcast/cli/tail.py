@@ -535,7 +535,10 @@ def tail(
     grep: Annotated[
         str | None,
         typer.Option(
-            metavar="REGEX", callback=_validate_grep, help="Only lines matching (case-insensitive)."
+            metavar="REGEX",
+            callback=_validate_grep,
+            help="Only lines matching (case-insensitive), as shown (colours left out). Looked at here,"
+            " after `--lines` counted the history (`--level` is applied by the server, before).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One event per line as JSON.")] = False,
