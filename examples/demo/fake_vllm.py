@@ -158,7 +158,7 @@ class Request:
     left: int  # tokens still to generate
 
 
-def serve(interval: float) -> None:
+def serve(interval: float, quiet_spell: float) -> None:
     step = 0.1
     running: list[Request] = []
     waiting: list[Request] = []
@@ -181,7 +181,8 @@ def serve(interval: float) -> None:
                 out(f'(APIServer pid={API_PID}) INFO:     127.0.0.1:{port} - "GET /health HTTP/1.1" 200 OK')
             # bursts of traffic, and now and then a quiet spell long enough to go idle
             quiet = random.random() < 0.25
-            next_arrival = clock + (random.uniform(12.0, 20.0) if quiet else random.expovariate(1 / 2.5))
+            spell = random.uniform(quiet_spell * 0.6, quiet_spell)
+            next_arrival = clock + (spell if quiet else random.expovariate(1 / 2.5))
         while waiting and len(running) < 4:  # the prefill of a new request
             request = waiting.pop(0)
             prompt_tokens += request.prompt
@@ -214,11 +215,14 @@ def main() -> int:
     )
     parser.add_argument("--log-interval", type=float, default=3.0, help="seconds between throughput lines")
     parser.add_argument("--fail", action="store_true", help="fail at start-up (the KV cache does not fit)")
+    parser.add_argument(
+        "--quiet-spell", type=float, default=20.0, help="longest quiet spell between bursts of traffic (s)"
+    )
     args = parser.parse_args()
     random.seed()
     if not start(args.shard_seconds, args.fail):
         return 1
-    serve(args.log_interval)
+    serve(args.log_interval, args.quiet_spell)
     return 0
 
 

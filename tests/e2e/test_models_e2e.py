@@ -59,13 +59,13 @@ autostart = false
 restart = "never"
 
 [process.vllm]
-command = {fake("fake_vllm.py", "--shard-seconds", "0.2", "--log-interval", "1")}
+command = {fake("fake_vllm.py", "--shard-seconds", "0.2", "--log-interval", "1", "--quiet-spell", "2")}
 depends_on = {{ llm = "ready" }}
 parse = "vllm"
 restart = "never"
 
 [process.guess]
-command = {fake("fake_vllm.py", "--shard-seconds", "0.2", "--log-interval", "1")}
+command = {fake("fake_vllm.py", "--shard-seconds", "0.2", "--log-interval", "1", "--quiet-spell", "2")}
 depends_on = {{ llm = "ready" }}
 restart = "never"
 
@@ -295,7 +295,7 @@ def test_vllm_waits_for_llm_ready_then_starts_and_is_read_as_vllm(models: Startu
                 return None
         return infos
 
-    # both at once (the fake's quiet spells last up to 20 s)
+    # both at once (the fake's quiet spells last up to 2 s here)
     infos = wait_for(
         lambda: past(dict.fromkeys(names, 0)), 30.0, "vllm and guess to log a request", interval=0.2
     )
