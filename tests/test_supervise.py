@@ -395,6 +395,27 @@ async def test_leftovers_of_an_exited_leader_are_stopped(h: Harness) -> None:
         r"pid \d+ exited with code 1; stopping what is left of its group \(SIGTERM, SIGKILL after \d+s\)",
         h.sink.statuses()[-2].message,
     )
+    # meanwhile it was stopping, not running with a dead pid
+    assert h.sink.states()[-3:] == [S.RUNNING, S.STOPPING, S.CRASHED]
+
+
+async def test_a_stop_while_the_leftovers_of_an_exited_leader_are_stopped_is_not_restarted(
+    h: Harness,
+) -> None:
+    source = (
+        "import os, subprocess, sys\n"
+        "stubborn = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'\n"
+        "kid = subprocess.Popen([sys.executable, '-c', stubborn])\n"
+        "print('pids', kid.pid, flush=True)\n"
+        "os._exit(1)\n"
+    )
+    p = h.process(py(source), restart=RestartPolicy.ALWAYS, stop_timeout=2.0)
+    await p.start()
+    await until(lambda: p.state is S.STOPPING, "the leftovers being stopped")
+    h.extra_pids += pids_from(h, "pids")
+    assert await asyncio.wait_for(p.stop(), DEADLINE) is True
+    assert p.state is S.STOPPED  # and no backoff, no new run
+    assert p.run == 1 and S.BACKOFF not in h.sink.states()
 
 
 async def test_a_process_escaping_the_group_does_not_hang_stop(h: Harness) -> None:

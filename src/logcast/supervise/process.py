@@ -300,6 +300,9 @@ class ManagedProcess:
             self._set_state(ProcessState.STOPPED, "stopped (restart cancelled)")
             return True
         if self.state is ProcessState.STOPPING:
+            # what a leader that ended by itself left is being stopped: the run ends stopped,
+            # not restarted
+            self._stopping = True
             await self._settle()
             return True
         if not self.state.is_alive:
@@ -610,8 +613,9 @@ class ManagedProcess:
             if (pending or gone) and not self._stopping:  # leftovers of a leader that ended by itself
                 if child.signal_group(self.settings.stop_signal):
                     also = f" and {len(escaped)} that left it" if escaped else ""
-                    # in the history too: the process still shows running until they are gone
-                    self._status(
+                    # the process is stopping until they are gone (then it exited or crashed)
+                    self._set_state(
+                        ProcessState.STOPPING,
                         f"pid {child.pid} {describe_exit(code)}; stopping what is left of its group{also}"
                         f" ({self.settings.stop_signal.name}, SIGKILL after"
                         f" {_seconds(self.settings.stop_timeout)})",
