@@ -3,9 +3,11 @@ children do not outlive it (the guard), and a control command for them times out
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +57,12 @@ def test_sigkilled_agent_is_lost_and_its_children_go(two_agents: tuple[Cluster, 
         cluster.adopt(descendant.pid)  # killed at teardown should the guard fail
     assert llm_child.pid in {d.pid for d in psutil.Process(agent.pid).children(recursive=True)}
 
+    # the LLM manager's stream of llm: it ends when the model stops, and so when its host is lost
+    seed: list[str] = []
+    reader = threading.Thread(target=read_seed_stream, args=(replica, "llm", seed), daemon=True)
+    reader.start()
+    wait_for(lambda: bool(seed), 10, "the seed stream of llm to begin")
+
     os.kill(agent.pid, signal.SIGKILL)  # the leader only: its children survive unless the guard acts
     killed_at = time.monotonic()
     agent.proc.wait(10)
@@ -94,3 +102,17 @@ def test_sigkilled_agent_is_lost_and_its_children_go(two_agents: tuple[Cluster, 
     detail = answer.json()["detail"]
     assert re.search(r"(?<![\w-])b(?![\w-])", detail), f"the 504's detail does not name host b: {detail!r}"
     assert took < 20, f"the 504 took {took:.1f} s (expected ~10 s)"
+
+    # a review: the stream stayed open, saying nothing, for as long as the host was lost
+    reader.join(10)
+    assert not reader.is_alive(), f"the seed stream of llm is still open: {seed[-3:]}"
+    end = json.loads(seed[-1])
+    assert end["type"] == "stream_end" and "llm unknown: its host 'b' is lost" in end["message"], end
+
+
+def read_seed_stream(replica: Replica, name: str, out: list[str]) -> None:
+    """The `data:` lines of `/api/models/{name}/logs/stream` until the stream ends."""
+    with replica.client(timeout=60.0) as client, client.stream("GET", f"/api/models/{name}/logs/stream") as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                out.append(line[5:].strip())

@@ -45,6 +45,7 @@ from logcast.web.wsframes import frames_direct, frames_sender
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
+LOST_LOOK = 2.0  # s of quiet after which a stream that ends with its process looks whether its host is lost
 SEND_TIMEOUT = send_timeout_setting()  # LOGCAST_SEND_TIMEOUT; an app sets its own in `state.send_timeout`
 WRITE_SLICE = 64 * 1024  # bytes per write: with the transport's high-water mark, the most queued
 ENTRIES = 256  # entries taken at a time off the slow path (history, filters): a stalled
@@ -294,12 +295,17 @@ async def sse_body(
     batched: bool = False,
     columns: bool = False,
     direct: Direct | None = None,
+    lost: Callable[[], str | None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE byte stream of one subscription: one message per event, or with `batched`
     (`batch=1`) messages of many events each, `data: [<event>,…]` (see `batch_messages`),
     or with `columns` (`batch=columns`) such messages whose runs of lines go column-wise
     (see `column_messages`). `direct` is the response's body where the server lets the
-    hub write new lines to it while this waits (`direct.body_of`)."""
+    hub write new lines to it while this waits (`direct.body_of`).
+
+    With `end_on_stop`, the stream ends (`stream_end`) after the status record of the
+    process's stop; with `lost`, also when it says why no such record will come (a
+    replica's process whose host is lost), looked at every `LOST_LOOK` s of quiet."""
     pieces = _column_pieces if columns else _batch_pieces if batched else _sse_pieces
     wire = None if columns else JSON if batched else SSE  # columns: built from the records
 
@@ -308,7 +314,7 @@ async def sse_body(
             return sub.take_ready(DIRECT_LINES)
         return sub.take_ready(DIRECT_LINES, wire.name, wire.encode)
 
-    quiet = Quiet(sub.event, PING_INTERVAL)
+    quiet = Quiet(sub.event, LOST_LOOK if lost is not None else PING_INTERVAL)
     on_wake = _direct(sub, direct, take, lambda batch: pieces(hub, sub, batch), quiet)
     try:
         yield b"retry: 1000\n\n"
@@ -322,6 +328,11 @@ async def sse_body(
             if batch is None:
                 break
             if not isinstance(batch, LiveBatch) and not batch:
+                why = lost() if lost is not None else None
+                if why is not None:
+                    end = message_json(EventType.STREAM_END, f"{sub.process} unknown: {why}")
+                    yield b"data: %s\n\n" % (b"[%s]" % end if batched or columns else end)
+                    break
                 yield b": ping\n\n"
                 continue
             ended = _ended_at(batch) if end_on_stop else None

@@ -49,8 +49,16 @@ async def stream_model_logs(
             headers={"Retry-After": "2"},
         )
     sub = await engine.hub.subscribe(alias, after=resume_point(after, last_event_id_header), lines=lines)
+
+    def lost() -> str | None:
+        """Several hosts: no stop record will come from a host that is lost."""
+        info = engine.processes.info(alias)
+        if info.get("state") != ProcessState.UNKNOWN.value:
+            return None
+        return f"its host {info.get('host')!r} is lost (no heartbeat for 10 s)"
+
     return BoundedSSEResponse(
-        sse_body(engine.hub, sub, engine.shutdown, end_on_stop=True, direct=body_of(request.scope)),
+        sse_body(engine.hub, sub, engine.shutdown, end_on_stop=True, direct=body_of(request.scope), lost=lost),
         on_close=sub.close,
     )
 
