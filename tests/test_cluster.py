@@ -30,6 +30,7 @@ from logcast.config import Settings, parse
 from logcast.errors import ControlRefused, StoreError
 from logcast.hub import MirrorHub
 from logcast.query import Query
+from logcast.store.redis_streams import RedisStore
 from logcast.types import EventType, Gap, GapReason, Level, LogRecord, ProcessState, Stream
 from logcast.web.app import create_app
 from tests.fakes import MemoryStore
@@ -456,3 +457,49 @@ async def test_a_redis_that_stops_answering_is_unreachable_in_seconds_not_minute
         os.kill(own_redis.pid, signal.SIGCONT)
         await replica.stop()
         await agent.stop()
+
+
+async def test_after_redis_lost_its_data_an_agent_elsewhere_numbers_above_what_replicas_saw(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted empty, and the process moved to a host with a fresh storage folder:
+    it numbered from 1 again, so seq 5 named two lines, and the replica dropped the new
+    ones without a word (a review). The replica now writes back the highest seq it saw."""
+    agent = await Agent.start(config("web"), url, "a")
+    replica = await ClusterEngine.open(Settings(), url)
+    client = connect(url)
+    store = replica.store
+    assert isinstance(store, RedisStore)
+    agent_b: Agent | None = None
+    try:
+        await until(
+            lambda: replica.hub.get("web").last_seq >= 10 if "web" in replica.hub.names() else False, "web"
+        )
+        await agent.stop()
+        await until(
+            lambda: replica.hub.get("web").last_seq == agent.engine.hub.get("web").last_seq, "all mirrored"
+        )
+        seen = replica.hub.get("web").last_seq
+        await client.flushdb()  # Redis came back empty
+        floor = 0
+        deadline = time.monotonic() + 10
+        while floor < seen:
+            assert time.monotonic() < deadline, "the replica did not write back what it saw"
+            await asyncio.sleep(0.05)
+            floor = int(await client.hget(store.meta_key("web"), "reserved") or 0)
+        (tmp_path / "b").mkdir()
+        monkeypatch.chdir(tmp_path / "b")  # another host: a storage folder of its own, empty
+        agent_b = await Agent.start(config("web"), url, "b")
+        await until(lambda: replica.hub.get("web").last_seq > seen + 5, "b's lines mirrored")
+        first = int((await client.xrange(store.stream_key("web"), count=1))[0][0].split("-")[1])
+        assert first > seen  # numbered above every seq handed out before
+        sub = await replica.hub.subscribe("web", after=0)
+        entries = await sub.next(wait=False)
+        sub.close()
+        seqs = [p.seq for _, p in entries if isinstance(p, LogRecord)]
+        assert seqs == sorted(set(seqs)) and seqs[-1] > seen
+    finally:
+        if agent_b is not None:
+            await agent_b.stop()
+        await client.aclose()
+        await replica.stop()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from logcast.cluster.keys import COMMAND_TIMEOUT, Keys
 from logcast.cluster.redis import connect
@@ -50,6 +50,11 @@ class Stats:
     last_error: str | None = None
     store_lost: int = 0
     cleared_upto: int = 0
+
+
+def _top(held: list[str | None]) -> int:
+    """The highest of a meta's `last_seq` and `reserved` (what is not a number counts 0)."""
+    return max((whole_number(value) or 0 for value in held if value is not None), default=0)
 
 
 def _time(value: object) -> float | None:
@@ -310,6 +315,50 @@ class ClusterEngine(Engine):
                 journal.last_error = stats.last_error
                 # beside what this mirror saw missing (the owner saw more if this replica came later)
                 journal.owner_lost = stats.store_lost
+        try:
+            async with asyncio.timeout(REDIS_GRACE * 2):
+                await self._keep_floors()
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.debug("keeping the seq floors: %s", exc)
+
+    async def _keep_floors(self) -> None:
+        """Where Redis lost a process's history (restarted empty), write back the highest
+        seq this replica saw of it as its `reserved`: an agent that takes the name then
+        (another host, a fresh storage folder) numbers above it, and no seq names a second
+        line. Only raised, never lowered; a replica that came after the loss cannot know."""
+        assert self.client is not None
+        store = cast(RedisStore, self.store)
+        seen = {name: self.hub.get(name).last_seq for name in self.hub.names()}
+        seen = {name: last for name, last in seen.items() if last > 0}
+        if not seen:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name in seen:
+            pipe.hmget(store.meta_key(name), ["last_seq", "reserved"])
+        answers = cast(list[list[str | None]], await pipe.execute())
+        for (name, last), held in zip(seen.items(), answers, strict=True):
+            if last > _top(held):
+                await self._raise_floor(store.meta_key(name), name, last)
+
+    async def _raise_floor(self, key: str, name: str, last: int) -> None:
+        assert self.client is not None
+        pipe: Any  # redis-py's WATCH and MULTI are untyped
+        async with self.client.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            if last <= _top(await pipe.hmget(key, ["last_seq", "reserved"])):
+                return  # the agent went past it meanwhile
+            pipe.multi()
+            pipe.hset(key, "reserved", last)
+            try:
+                await pipe.execute()
+            except WatchError:
+                return  # written meanwhile: looked at again at the next refresh
+        log.warning(
+            "redis has lost the history of %s: seqs up to %d were handed out; reserved again,"
+            " so that the next agent of it numbers above them",
+            name,
+            last,
+        )
 
     async def _read_view(self) -> View:
         """What the agents published. A host or a process whose description is not one
