@@ -4,6 +4,7 @@ logcast is SIGKILLed, and reaped. Real processes; each test waits for a conditio
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -256,27 +257,55 @@ asyncio.run(main())
 """
 
 
+# A daemon (fork, setsid, fork: it does not lead the group it is in) with a worker of its
+# own in that group; both pids go to argv[1], "worker" line last.
+DAEMON_WITH_WORKER = DAEMON.replace(
+    '        with open(pidfile + ".tmp", "w") as f:\n            f.write(str(os.getpid()))',
+    "        worker = os.fork()\n"
+    "        if worker == 0:\n"
+    "            signal.signal(signal.SIGTERM, lambda *_: (open(pidfile + '.worker-term', 'w').close(), os._exit(0)))\n"
+    "            while True:\n"
+    "                time.sleep(1)\n"
+    '        with open(pidfile + ".tmp", "w") as f:\n            f.write(f"{os.getpid()} {worker}")',
+)
+
+
+async def test_a_daemon_s_workers_are_stopped_with_it(h: Harness) -> None:
+    """Its group goes whole (a review: the daemon went, its worker was left to init)."""
+    pidfile = h.tmp_path / "daemon"
+    p = h.process([PYTHON, "-c", DAEMON_WITH_WORKER, str(pidfile)], stop_timeout=5.0)
+    await p.start()
+    await until(pidfile.exists, "the daemon and its worker")
+    daemon, worker = (int(x) for x in pidfile.read_text().split())
+    h.extra_pids += [daemon, worker]
+    await until(lambda: p.info()["adopted"] == [daemon], "the daemon adopted")
+    assert os.getpgid(worker) == os.getpgid(daemon) != p.pid
+    assert await p.stop()
+    await until(lambda: reaped(daemon) and not alive(worker), "the daemon and its worker gone")
+    assert (h.tmp_path / "daemon.worker-term").exists()  # the stop signal, with its group
+
+
 async def test_a_sigkilled_manager_leaves_no_daemon_behind(tmp_path: Path) -> None:
     script = tmp_path / "manager.py"
     script.write_text(MANAGER)
     pidfile = tmp_path / "daemon"
     manager = subprocess.Popen(
-        [PYTHON, str(script), DAEMON, str(pidfile)],
+        [PYTHON, str(script), DAEMON_WITH_WORKER, str(pidfile)],
         stdout=subprocess.PIPE,
         start_new_session=True,
         cwd=tmp_path,
     )
-    daemon: int | None = None
+    pids: list[int] = []
     try:
         assert manager.stdout is not None
         daemon = int(manager.stdout.readline())  # adopted, so the guard knows it
-        assert daemon == int(pidfile.read_text()) and alive(daemon)
+        pids = [int(x) for x in pidfile.read_text().split()]
+        assert pids[0] == daemon and all(alive(pid) for pid in pids)
         manager.kill()
         assert manager.wait(DEADLINE) == -signal.SIGKILL
-        await until_gone([daemon])
+        await until_gone(pids)  # the daemon, and its worker with its group
     finally:
-        if daemon is not None:
-            kill_pids([daemon])
+        kill_pids(pids)
         if manager.stdout is not None:
             manager.stdout.close()
         stop_group(manager)
@@ -328,3 +357,103 @@ assert flag() == 1  # b still needs it
 b.close()
 print(flag())
 """
+
+
+# Forks 3 grandchildren that leave their parent at once and die 0.1 s later: orphans that
+# are zombies before any scan sees them alive. argv[2] "setsid": each in a session of its
+# own, with no environment (no token). Their pids go to argv[1].
+SHORT_ORPHANS = """
+import os, sys, time
+pids = []
+for _ in range(3):
+    read, write = os.pipe()
+    if os.fork() == 0:
+        if sys.argv[2:] == ["setsid"]:
+            os.setsid()
+        kid = os.fork()
+        if kid == 0:
+            time.sleep(0.1)
+            if sys.argv[2:] == ["setsid"]:
+                os.execve(sys.executable, [sys.executable, "-c", "pass"], {})
+            os._exit(0)
+        os.write(write, b"%d" % kid)
+        os._exit(0)
+    os.close(write)
+    pids.append(os.read(read, 32).decode())
+    os.close(read)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(" ".join(pids))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+"""
+
+
+def zombies_of(parent: int, pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            if proc.ppid() == parent and proc.status() == psutil.STATUS_ZOMBIE:
+                out.append(pid)
+    return out
+
+
+async def test_orphans_of_a_run_s_group_that_died_unseen_are_reaped(h: Harness) -> None:
+    """Their environment is gone with them, but their group says whose they were (a
+    review: each `cmd &` of a shell that exits left a zombie under logcast for good)."""
+    pidfile = h.tmp_path / "orphans"
+    p = h.process([PYTHON, "-c", SHORT_ORPHANS, str(pidfile)])
+    await p.start()
+    await until(pidfile.exists, "the orphans")
+    pids = [int(x) for x in pidfile.read_text().split()]
+    await until(lambda: all(reaped(pid) for pid in pids), "the orphans reaped", timeout=10)
+
+
+MANAGER_OF_STRANGERS = """
+import asyncio, sys, time
+from pathlib import Path
+import psutil
+from logcast.config import ProcessSettings, Settings
+from logcast.supervise.adopt import every_child_is_ours
+from logcast.supervise.supervisor import Supervisor
+
+class Sink:
+    def lines(self, *args):
+        pass
+    def status(self, *args, **kwargs):
+        pass
+
+async def main():
+    every_child_is_ours()  # as `logcast serve` says it
+    command = (sys.executable, "-c", sys.argv[1], sys.argv[2], "setsid")
+    process = ProcessSettings(name="child", command=command, cwd=Path.cwd())
+    async with Supervisor(Settings(processes={"child": process}), Sink()) as supervisor:
+        await supervisor.start_autostart()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if not Path(sys.argv[2]).exists():
+                continue
+            pids = [int(x) for x in Path(sys.argv[2]).read_text().split()]
+            if not any(psutil.pid_exists(pid) for pid in pids):
+                print("reaped", flush=True)
+                return
+        print("left:", [p.pid for p in psutil.Process().children() if p.status() == "zombie"], flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_in_logcast_serve_every_orphan_that_died_is_reaped(tmp_path: Path) -> None:
+    """Without their environment and in sessions of their own, nothing says whose they
+    were; in `logcast serve` no child is anyone else's, and they are reaped all the same."""
+    script = tmp_path / "manager.py"
+    script.write_text(MANAGER_OF_STRANGERS)
+    result = subprocess.run(
+        [PYTHON, str(script), SHORT_ORPHANS, str(tmp_path / "orphans")],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE + 20,
+        start_new_session=True,
+    )
+    assert result.stdout.strip() == "reaped", (result.stdout, result.stderr[-2000:])

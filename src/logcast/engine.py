@@ -29,6 +29,7 @@ from logcast.schemas import Host, HttpReady, LogReady, ProcessConfig
 from logcast.secrets import mask_argv, mask_env, mask_text
 from logcast.store import open_store
 from logcast.store.base import Store
+from logcast.supervise.adopt import every_child_is_ours
 from logcast.supervise.resources import Resources, ResourceSampler
 from logcast.supervise.supervisor import Supervisor
 from logcast.types import Entry
@@ -203,11 +204,16 @@ class Engine:
         host: str | None = None,
         shared: bool = False,
         fence: Fence | None = None,
+        sole: bool = False,
     ) -> Engine:
         """Open the store, load the hub, start the supervisor and the autostart processes.
         `shared`: other hosts write to the same store; only this host's processes are ours.
-        `fence`: what the store's writes need to hold (an agent's, `RedisStore`)."""
+        `fence`: what the store's writes need to hold (an agent's, `RedisStore`).
+        `sole`: this process has no children but the engine's (`logcast serve`, `logcast
+        agent`), so that every orphan that comes to it is reaped (`adopt.every_child_is_ours`)."""
         tune_runtime()
+        if sole:
+            every_child_is_ours()
         storage = settings.storage
         host = host or socket.gethostname()
         # In a worker thread: it creates the directory, and the Redis engine imports redis-py.

@@ -19,7 +19,7 @@ from logcast.secrets import mask_text
 
 
 async def _run(settings: Settings, url: str, host: str) -> None:
-    agent = await Agent.start(settings, url, host)
+    agent = await Agent.start(settings, url, host, sole=True)
     print(
         f"logcast agent {host}: {len(settings.processes)} process(es), writing to {mask_text(url)}",
         file=sys.stderr,

@@ -133,7 +133,7 @@ def _serve(settings: Settings, *, echo: bool, access_log: bool = False, redis_ur
             from logcast.cluster.replica import ClusterEngine
 
             return await ClusterEngine.open(settings, redis_url)
-        engine = await Engine.start(settings)
+        engine = await Engine.start(settings, sole=True)
         if echo_printer is not None:
             # ends by itself when the engine stops
             follower = asyncio.create_task(echo_printer.follow(engine.follow, names))

@@ -79,8 +79,9 @@ class Agent:
         self._failures = Rarely()  # unexpected failures of the loops, which go on
 
     @classmethod
-    async def start(cls, settings: Settings, url: str, host: str) -> Agent:
-        """Claim the process names, start the engine on Redis, then publish and listen."""
+    async def start(cls, settings: Settings, url: str, host: str, *, sole: bool = False) -> Agent:
+        """Claim the process names, start the engine on Redis, then publish and listen.
+        `sole`: as `Engine.start`'s (`logcast agent`)."""
         client = connect(url)
         keys = Keys()
         names = list(settings.processes)
@@ -95,7 +96,11 @@ class Agent:
         storage = replace(settings.storage, engine="redis", redis_url=url)
         try:
             engine = await Engine.start(
-                replace(settings, storage=storage), host=host, shared=True, fence=fence_of(keys, host, epoch)
+                replace(settings, storage=storage),
+                host=host,
+                shared=True,
+                fence=fence_of(keys, host, epoch),
+                sole=sole,
             )
         except BaseException:
             await client.aclose()

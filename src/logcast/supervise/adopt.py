@@ -32,12 +32,16 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from logcast.supervise.guard import Guard
+if TYPE_CHECKING:
+    from logcast.supervise.guard import Guard
 
-__all__ = ["FAMILY_ENV", "Adopter", "gone", "subreaper_supported"]
+
+__all__ = ["FAMILY_ENV", "Adopter", "every_child_is_ours", "gone", "subreaper_supported"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,17 +126,51 @@ def _family_of(pid: int) -> str | None:
     return None
 
 
+def _stat(pid: int) -> tuple[bytes, int, bytes] | None:
+    """A process's state letter, process group and start time (`/proc/PID/stat`), which a
+    zombie still has; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return fields[0], int(fields[2]), fields[19]
+    except (IndexError, ValueError):
+        return None
+
+
+_every_child_is_ours = False
+
+
+def every_child_is_ours() -> None:
+    """Say that this process spawns children only through logcast's `Spawner` (`logcast
+    serve`, `logcast agent`): a zombie child that is no run's leader and no guard is then
+    an orphan that died before a scan saw it, and is reaped, whatever its environment
+    said. In a process that spawns children of its own (a test suite, a program using
+    logcast as a library) only orphans known to be ours are."""
+    global _every_child_is_ours
+    _every_child_is_ours = True
+
+
 @dataclass(eq=False)
 class _Adopted:
     pid: int
     token: str
-    leads_group: bool  # it left the group with `setsid`/`setpgid`: its own group goes with it
+    group: int  # its process group when adopted: the run's own, or one it made (`setsid`)
+    grouped: bool  # that group is one a descendant made in a session of its own: it goes whole
     sent: set[int] = field(default_factory=set)  # signals it was sent: none twice
 
 
 class Adopter:
     """Follows the adopted descendants of the runs it named (`token`). Thread-safe: the
-    scan runs in a worker thread; signals come from the event loop."""
+    scan runs in a worker thread; signals come from the event loop.
+
+    A process group another than a run's own (a daemon's, after `setsid`) is signalled
+    whole, so that the daemon's workers go with it, and is known to the guard, as long as
+    one of its members is adopted and not reaped: a group id cannot be reused while a
+    process of it, a zombie too, is left."""
 
     def __init__(self, guard: Guard | None = None) -> None:
         self._guard = guard
@@ -140,7 +178,9 @@ class Adopter:
         self._runs = itertools.count(1)
         self._live: set[str] = set()  # tokens of runs not yet ended
         self._adopted: dict[int, _Adopted] = {}  # our children until reaped: pins their pids
+        self._groups: Counter[int] = Counter()  # groups of adopted processes (not a run's own): members
         self._leaders: dict[int, str] = {}  # the runs' own children (not orphans): their tokens
+        self._strangers: dict[int, bytes] = {}  # children seen not to be ours: pid -> start time
         self._lock = threading.Lock()
         self._holding = False
         self._closed = False
@@ -178,8 +218,8 @@ class Adopter:
 
     def signal(self, token: str, sig: int) -> bool:
         """Send `sig` to the adopted descendants of that run outside its group (the
-        group's `killpg` reaches the others), and to the groups they lead, to each at most
-        once (a second SIGINT makes many servers quit at once); False when there are none."""
+        group's `killpg` reaches the others) with their groups, to each at most once (a
+        second SIGINT makes many servers quit at once); False when there are none."""
         with self._lock:
             self._scan_locked()
             sent = False
@@ -233,38 +273,47 @@ class Adopter:
     # -------------------------------------------------------------------- under the lock
 
     def _scan_locked(self) -> None:
-        for pid in _own_children() - self._adopted.keys() - self._leaders.keys():
+        guard = self._guard.pid if self._guard is not None else None
+        children = _own_children()
+        for pid in self._strangers.keys() - children:
+            del self._strangers[pid]
+        for pid in children - self._adopted.keys() - self._leaders.keys():
+            if pid == guard:
+                continue
+            stat = _stat(pid)
+            if stat is None:
+                continue
+            state, group, started = stat
+            if state == b"Z":  # died before a scan saw it alive: its environment is gone
+                if _every_child_is_ours or group in self._leaders or group in self._groups:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
+                continue
+            if self._strangers.get(pid) == started:
+                continue
             token = _family_of(pid)
             if token is None or not token.startswith(self._prefix):
-                continue  # not one of ours (or gone already): someone else's child to reap
-            try:
-                leads_group = os.getpgid(pid) == pid
-            except ProcessLookupError:
-                leads_group = False
-            adopted = _Adopted(pid, token, leads_group)
-            self._adopted[pid] = adopted
-            if self._guard is not None:
-                self._guard.register_pid(pid)
-                if leads_group:
-                    self._guard.register(pid)
-            logger.info("adopted pid %d (%s) after its parent exited", pid, token)
-            if token not in self._live:
-                self._send(adopted, signal.SIGKILL)
+                self._strangers[pid] = started  # not one of ours: not looked at again
+                continue
+            self._adopt(pid, token, group)
         self._reap_locked()
+
+    def _adopt(self, pid: int, token: str, group: int) -> None:
+        adopted = _Adopted(pid, token, group, _made_by_a_descendant(pid, group) and group not in self._leaders)
+        self._adopted[pid] = adopted
+        if adopted.grouped:  # (a run's own group is the guard's already)
+            self._groups[group] += 1
+            if self._groups[group] == 1 and self._guard is not None:
+                self._guard.register(group)
+        if self._guard is not None:
+            self._guard.register_pid(pid)
+        logger.info("adopted pid %d (%s) after its parent exited", pid, token)
+        if token not in self._live:
+            self._send(adopted, signal.SIGKILL)
 
     def _outside_locked(self, token: str) -> list[_Adopted]:
         group = next((pid for pid, of in self._leaders.items() if of == token), None)
-        outside = []
-        for adopted in self._adopted.values():
-            if adopted.token != token:
-                continue
-            try:
-                if os.getpgid(adopted.pid) == group:
-                    continue
-            except ProcessLookupError:
-                pass
-            outside.append(adopted)
-        return outside
+        return [a for a in self._adopted.values() if a.token == token and a.group != group]
 
     def _reap_locked(self) -> None:
         for adopted in list(self._adopted.values()):
@@ -272,7 +321,6 @@ class Adopter:
                 # Peek first: the guard must forget it while its pid is still pinned.
                 result = os.waitid(os.P_PID, adopted.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                result = None
                 self._forget(adopted)
                 continue
             if result is None:
@@ -282,26 +330,49 @@ class Adopter:
                 os.waitpid(adopted.pid, 0)
 
     def _forget(self, adopted: _Adopted) -> None:
+        """Before it is reaped: while it is a zombie, its pid and group are still its own."""
         self._adopted.pop(adopted.pid, None)
         if self._guard is not None:
             self._guard.unregister_pid(adopted.pid)
-            if adopted.leads_group:
-                self._guard.unregister(adopted.pid)
+        group = adopted.group
+        if adopted.grouped and group in self._groups:
+            self._groups[group] -= 1
+            if self._groups[group] <= 0:
+                del self._groups[group]
+                if self._guard is not None:
+                    self._guard.unregister(group)
 
-    @staticmethod
-    def _send(adopted: _Adopted, sig: int) -> bool:
-        """Safe from pid reuse: an adopted process is our child, its pid ours until reaped."""
+    def _send(self, adopted: _Adopted, sig: int) -> bool:
+        """To its group, where it made one, else to it alone. Safe from reuse: an adopted
+        process is our child, its pid (and the group it is in) ours until it is reaped."""
         if sig in adopted.sent:
             return True
-        adopted.sent.add(sig)
+        group = adopted.group
         try:
-            if adopted.leads_group:
-                os.killpg(adopted.pid, sig)
+            whole = adopted.grouped and os.getpgid(adopted.pid) == group
+        except ProcessLookupError:
+            whole = False
+        # the others of its group get it now too: none of them gets it twice
+        for other in [a for a in self._adopted.values() if a.group == group] if whole else [adopted]:
+            other.sent.add(sig)
+        try:
+            if whole:
+                os.killpg(group, sig)
             else:
                 os.kill(adopted.pid, sig)
         except (ProcessLookupError, PermissionError):
             return False
         return True
+
+
+def _made_by_a_descendant(pid: int, group: int) -> bool:
+    """The process is in a session other than logcast's, which only a descendant of ours
+    could have made (`setsid`): its group is all our descendants. Never logcast's own
+    group, nor one of logcast's session (a shell's other jobs may be there)."""
+    try:
+        return group != os.getpgrp() and os.getsid(pid) != os.getsid(0)
+    except ProcessLookupError:
+        return False
 
 
 def _alive(pid: int) -> bool:

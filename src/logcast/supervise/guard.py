@@ -13,14 +13,16 @@ import subprocess
 import sys
 import threading
 
+from logcast.supervise.adopt import FAMILY_ENV
+
 __all__ = ["Guard"]
 
 logger = logging.getLogger(__name__)
 
 GUARD_SOURCE = """\
 import os, signal
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-signal.signal(signal.SIGHUP, signal.SIG_IGN)
+for ignored in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+    signal.signal(ignored, signal.SIG_IGN)
 groups = set()
 pids = set()
 pending = b""
@@ -97,6 +99,9 @@ class Guard:
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,  # no terminal signal reaches it before it did its job
                     close_fds=True,
+                    # not of any run of a logcast this one runs under: that one would stop it
+                    # with the run's descendants (`adopt`) before it did its job
+                    env={name: value for name, value in os.environ.items() if name != FAMILY_ENV},
                 )
             except BaseException:
                 os.close(write_end)
