@@ -299,7 +299,9 @@ class Adopter:
         self._reap_locked()
 
     def _adopt(self, pid: int, token: str, group: int) -> None:
-        adopted = _Adopted(pid, token, group, _made_by_a_descendant(pid, group) and group not in self._leaders)
+        adopted = _Adopted(
+            pid, token, group, _made_by_a_descendant(pid, group) and group not in self._leaders
+        )
         self._adopted[pid] = adopted
         if adopted.grouped:  # (a run's own group is the guard's already)
             self._groups[group] += 1

@@ -58,7 +58,9 @@ async def stream_model_logs(
         return f"its host {info.get('host')!r} is lost (no heartbeat for 10 s)"
 
     return BoundedSSEResponse(
-        sse_body(engine.hub, sub, engine.shutdown, end_on_stop=True, direct=body_of(request.scope), lost=lost),
+        sse_body(
+            engine.hub, sub, engine.shutdown, end_on_stop=True, direct=body_of(request.scope), lost=lost
+        ),
         on_close=sub.close,
     )
 
