@@ -8,6 +8,7 @@ must change nothing and not be marked.
 from __future__ import annotations
 
 import math
+import threading
 import timeit
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,6 +310,37 @@ def test_make_watcher_kinds() -> None:
     assert make_watcher(None).kind is None
     with pytest.raises(ValueError, match="unknown model server"):
         make_watcher("ollama")
+
+
+# One record of 64 KiB (the framer's cut) built to make a backtracking engine go
+# quadratic or worse on a pattern of each parser: a prompt logged verbatim by the server.
+HOSTILE = {
+    "vllm": "Avg prompt throughput: 1.0 tokens/s, Avg generation throughput: 1.0 tokens/s, " * 800,
+    "llamacpp": "tokens per second " + "a" * 65_000,
+    "sglang": "Loading safetensors checkpoint shards: " + "1" * 65_000,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_line_costs_a_parser_no_more_than_an_ordinary_one(kind: str) -> None:
+    """A review: one such line held the capture thread, and the GIL, for over 85 s (vLLM's
+    pattern backtracked cubically); every pattern is RE2 now, linear in the line. Counted
+    in a thread with a bound far above what it takes (milliseconds), so that a regression
+    fails instead of hanging the suite."""
+    watcher = make_watcher(kind)
+    # in the phase where the pattern is looked at: loading (shards), or serving (timings)
+    before = {
+        "vllm": ["Starting to load model x..."],
+        "llamacpp": ["main: loading model", "main: model loaded"],
+        "sglang": ["Load weight begin."],
+    }
+    watcher.feed(before[kind], [False] * len(before[kind]), 0.0)
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (watcher.feed([HOSTILE[kind]], [False], 1.0), done.set()), daemon=True
+    )
+    worker.start()
+    assert done.wait(10.0), f"{kind}: one hostile line took over 10 s"
 
 
 def test_parse_none_reads_nothing() -> None:

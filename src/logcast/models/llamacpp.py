@@ -17,8 +17,9 @@ Formats read (from ggml-org/llama.cpp, `tools/server/server.cpp`, `server-contex
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
+
+import re2
 
 from logcast.models.base import AFTER_LOAD, ALIVE, PRE, STARTABLE, Parser, Phase, Row, number
 
@@ -26,7 +27,7 @@ __all__ = ["LlamaCppParser"]
 
 _NOT_FAILED = ALIVE
 
-_TOKENS_PER_SECOND = re.compile(r"([-+\w.]+) tokens per second")
+_TOKENS_PER_SECOND = re2.compile(r"([-+\w.]+) tokens per second")
 
 
 class LlamaCppParser(Parser):

@@ -16,8 +16,9 @@ SGLang prints nothing when the last request ends, so serving turns idle after
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
+
+import re2
 
 from logcast.models.base import AFTER_LOAD, ALIVE, PRE, STARTABLE, Row, number
 from logcast.models.torch_servers import TorchServerParser
@@ -25,11 +26,11 @@ from logcast.models.vllm import INFERENCE_POST
 
 __all__ = ["SglangParser"]
 
-_NEW_SEQ = re.compile(r"#new-seq: (\d+)")
-_RUNNING = re.compile(r"#running-req: (\d+)")
-_GEN = re.compile(r"gen throughput \(token/s\): ([\d.]+)")
-_INPUT = re.compile(r"input throughput \(token/s\): ([\d.]+)")
-_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?(?:ValueError|RuntimeError): ")
+_NEW_SEQ = re2.compile(r"#new-seq: (\d+)")
+_RUNNING = re2.compile(r"#running-req: (\d+)")
+_GEN = re2.compile(r"gen throughput \(token/s\): ([\d.]+)")
+_INPUT = re2.compile(r"input throughput \(token/s\): ([\d.]+)")
+_EXCEPTION = re2.compile(r"^(?:[\w.]+\.)?(?:ValueError|RuntimeError): ")
 
 
 class SglangParser(TorchServerParser):

@@ -3,16 +3,17 @@ a traceback's last line, and say when they are up."""
 
 from __future__ import annotations
 
-import re
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import re2
 
 from logcast.models.base import Parser
 
-SHARDS = re.compile(r"checkpoint shards:.*?(\d+)/(\d+) \[")
+SHARDS = re2.compile(r"checkpoint shards:.*?(\d+)/(\d+) \[")
 
 
 class TorchServerParser(Parser):
-    exception: ClassVar[re.Pattern[str]]  # the last line of a traceback that means it failed
+    exception: ClassVar[Any]  # (RE2) the last line of a traceback that means it failed
 
     def _on_fatal(self, text: str, timestamp: float) -> bool:
         return self._fail(timestamp)

@@ -15,25 +15,26 @@ in front of every line.
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
+
+import re2
 
 from logcast.models.base import AFTER_LOAD, ALIVE, PRE, STARTABLE, Row
 from logcast.models.torch_servers import TorchServerParser
 
 __all__ = ["VllmParser"]
 
-_THROUGHPUT = re.compile(
+_THROUGHPUT = re2.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s.*?Avg generation throughput: ([\d.]+) tokens/s"
     r".*?Running: (\d+) reqs.*?(?:Waiting|Pending): (\d+) reqs"
 )
 # The last line of a traceback: the exception's name at the front of the message.
-_EXCEPTION = re.compile(
+_EXCEPTION = re2.compile(
     r"^(?:\x1b\[[\d;]*m)?(?:\([^)]*\) )?(?:\x1b\[[\d;]*m)?(?:[\w.]+\.)?"
     r"(?:ValueError|RuntimeError): "
 )
 # The inference routes; a POST elsewhere (/tokenize, LoRA loading) is not a request.
-INFERENCE_POST = re.compile(
+INFERENCE_POST = re2.compile(
     r'"POST (?:/v1/(?:chat/completions|completions|embeddings|responses|audio/\w+|rerank|score)'
     r"|/v2/rerank|/generate|/invocations|/pooling|/classify|/score|/rerank)[?\s]"
 )
