@@ -343,6 +343,45 @@ def test_a_hostile_line_costs_a_parser_no_more_than_an_ordinary_one(kind: str) -
     assert done.wait(10.0), f"{kind}: one hostile line took over 10 s"
 
 
+def _phase_after(kind: str, lines: list[str]) -> Phase | None:
+    watcher = make_watcher(kind)
+    for i, text in enumerate(lines):
+        watcher.feed([text], [False], float(i))
+    return watcher.state.phase
+
+
+def test_what_servers_say_on_a_healthy_start_or_users_type_is_no_failure() -> None:
+    """A review: each of these made a healthy model `failed` for good."""
+    # vLLM 0.6 on every start that captures CUDA graphs, at INFO
+    graphs = (
+        "INFO 11-05 09:12:40 model_runner.py:1402] CUDA graphs can take additional 1~3 GiB memory per GPU."
+        " If you are running out of memory, consider decreasing `gpu_memory_utilization` or enforcing eager mode."
+    )
+    start = [
+        "INFO 11-05 09:12:30 api_server.py:528] vLLM API server version 0.6.3",
+        "Starting to load model x...",
+    ]
+    up = ["INFO:     Application startup complete."]
+    assert _phase_after("vllm", [*start, graphs, *up]) is Phase.READY
+    # a prompt logged verbatim (vLLM before 0.10 does it by default)
+    prompt = (
+        "INFO 11-05 09:13:00 logger.py:37] Received request cmpl-1-0: prompt: 'why would the Engine loop has"
+        " died error show? RuntimeError: no', params: SamplingParams(n=1), prompt_token_ids: [1, 2]"
+    )
+    assert _phase_after("vllm", [*start, *up, prompt]) is not Phase.FAILED
+    # llama.cpp falls back to pageable memory and goes on
+    pinned = "WARNING: failed to allocate 4096.00 MiB of pinned memory: out of memory"
+    llama = ["main: loading model", pinned, "main: model loaded"]
+    assert _phase_after("llamacpp", llama) is Phase.READY
+    # ...while what does end them still does
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert _phase_after("vllm", [*start, oom]) is Phase.FAILED
+    assert (
+        _phase_after("llamacpp", ["main: loading model", "error loading model: unable to allocate"])
+        is Phase.FAILED
+    )
+
+
 def test_parse_none_reads_nothing() -> None:
     watcher = make_watcher("none")
     assert watcher.kind == "none"

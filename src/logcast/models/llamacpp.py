@@ -94,6 +94,8 @@ class LlamaCppParser(Parser):
         return True
 
     def _on_fatal(self, text: str, timestamp: float) -> bool:
+        if "pinned memory" in text:  # a warning: it falls back to pageable memory and goes on
+            return False
         return self._fail(timestamp)
 
     def _on_load_start(self, text: str, timestamp: float) -> bool:

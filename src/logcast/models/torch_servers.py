@@ -9,6 +9,9 @@ import re2
 
 from logcast.models.base import Parser
 
+# A request logged with its prompt (vLLM before 0.10 by default, SGLang with
+# --log-requests): what users typed, which may say anything, "Engine loop has died" too.
+_USER_TEXT = "Received request"
 SHARDS = re2.compile(r"checkpoint shards:.*?(\d+)/(\d+) \[")
 
 
@@ -16,10 +19,12 @@ class TorchServerParser(Parser):
     exception: ClassVar[Any]  # (RE2) the last line of a traceback that means it failed
 
     def _on_fatal(self, text: str, timestamp: float) -> bool:
+        if _USER_TEXT in text:
+            return False
         return self._fail(timestamp)
 
     def _on_exception(self, text: str, timestamp: float) -> bool:
-        if self.exception.search(text) is None:
+        if _USER_TEXT in text or self.exception.search(text) is None:
             return False
         return self._fail(timestamp)
 

@@ -51,7 +51,10 @@ class VllmParser(TorchServerParser):
         # start-up errors (a traceback ends in the exception's line)
         Row("EngineCore failed to start", "_on_fatal", PRE),
         Row("initialization failed", "_on_fatal", PRE),
-        Row("out of memory", "_on_fatal", PRE),
+        # torch's OutOfMemoryError (not any "out of memory": vLLM 0.6 says "if you are
+        # running out of memory, consider ..." on every start that captures CUDA graphs)
+        Row("OutOfMemoryError", "_on_fatal", PRE),
+        Row("out of memory. Tried to allocate", "_on_fatal", PRE),
         Row("ValueError: ", "_on_exception", PRE),
         Row("RuntimeError: ", "_on_exception", PRE),
         # the load
