@@ -634,6 +634,30 @@ async def test_ready_by_log_line(h: Harness) -> None:
     assert not p.not_ready
 
 
+async def test_the_log_pattern_looks_at_the_line_as_shown(h: Harness) -> None:
+    """uvicorn colours its INFO: a pattern anchored on it never matched (a review)."""
+    p = h.process(
+        py("import time\nprint('\\x1b[32mINFO\\x1b[0m:     Application startup complete.')\ntime.sleep(300)"),
+        ready=ReadySettings(log=re.compile(r"^INFO:\s+Application startup complete"), timeout=30),
+    )
+    await p.start()
+    await until(lambda: p.state is S.READY, "ready")
+
+
+async def test_a_model_killed_while_it_loads_failed_to_load(h: Harness) -> None:
+    """The OOM killer's SIGKILL prints no error line: the model stayed `loading` for good,
+    and /metrics kept its load progress (a review)."""
+    source = (
+        "import os, signal\nprint('main: loading model', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    p = h.process(py(source), parse="llamacpp")
+    await p.start()
+    await until(lambda: p.state is S.CRASHED, "the crash")
+    assert p.info()["model"]["phase"] == "failed"
+    messages = [r.message for r in h.sink.statuses()]
+    assert messages.index("model failed (see the error lines above)") < len(messages) - 1
+
+
 async def test_not_ready_in_time_keeps_running_and_can_become_ready_late(h: Harness) -> None:
     flag = h.tmp_path / "go"
     source = (

@@ -301,6 +301,10 @@ class Parser:
         self._enter(Phase.FAILED)
         return True
 
+    def ended(self, timestamp: float) -> bool:
+        """The process ended: while loading, that is a failed load."""
+        return self.phase is Phase.LOADING and self._fail(timestamp)
+
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
     """In order, without repeats; a needle that contains another one is dropped (the

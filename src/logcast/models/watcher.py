@@ -84,6 +84,12 @@ class ModelWatcher:
         self._parser = parser = _PARSERS[kind](start=self._start, idle_after_s=self._idle_after)
         return parser.feed(texts, partial, timestamp)
 
+    def ended(self, now: float) -> bool:
+        """The server's process is gone: a load that had not finished failed (a SIGKILL by
+        the OOM killer prints no error line). True if the state changed."""
+        parser = self._parser
+        return parser is not None and parser.ended(now)
+
     def tick(self, now: float) -> bool:
         """Time passed without output: True if the state changed (SGLang's serving ends)."""
         parser = self._parser

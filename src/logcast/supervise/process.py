@@ -560,6 +560,17 @@ class ManagedProcess:
         elif phase is Phase.FAILED:
             self._status("model failed (see the error lines above)", Level.ERROR)
 
+    def _model_ended(self, run: int) -> None:
+        """The run is over: a model still loading failed to load (its status record before
+        the one that says how the process ended)."""
+        model = self._model
+        if model is None:
+            return
+        with model.lock:
+            changed = model.watcher.ended(time.time())
+        if changed:
+            self._model_changed(run)
+
     def _on_ready(self, run: int, late: bool) -> None:
         if run != self.run or self.state is not ProcessState.RUNNING:
             return
@@ -657,6 +668,7 @@ class ManagedProcess:
             self._child = None
             self.pid = None
             if not cancelled:
+                self._model_ended(run)
                 self._finish(child, run, code)
             done.set()
 

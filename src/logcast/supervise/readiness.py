@@ -10,6 +10,7 @@ import threading
 from collections.abc import Awaitable, Callable
 
 from logcast.config import ReadySettings
+from logcast.query import shown
 from logcast.types import Lines
 
 __all__ = ["ReadinessProbe"]
@@ -85,7 +86,7 @@ class ReadinessProbe:
         if pattern is None or self._matched.is_set():
             return
         for text in lines.texts:
-            if pattern.search(text):
+            if pattern.search(shown(text)):  # as shown: a coloured "INFO:" is "INFO:"
                 self._matched.set()
                 loop, event = self._loop, self._event
                 if loop is not None and event is not None:
