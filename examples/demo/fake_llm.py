@@ -34,6 +34,8 @@ def load(seconds: float, fail: bool) -> bool:
     log("build: 6713 (a1b2c3d4) with cc (Ubuntu 13.3.0-6ubuntu2~24.04) 13.3.0 for x86_64-linux-gnu")
     log("system info: n_threads = 8, n_threads_batch = 8, total_threads = 16")
     log("srv          main: binding port with default address family")
+    # as llama-server says it, before the model loads: a readiness pattern must not match it
+    log("srv          main: HTTP server is listening, hostname: 127.0.0.1, port: 8081, http threads: 15")
     log("srv          main: loading model")
     log(f"srv    load_model: loading model '{MODEL}'")
     log("llama_model_load_from_file_impl: using device CUDA0 (NVIDIA GeForce RTX 4090) - 23717 MiB free")

@@ -912,7 +912,7 @@ def toml_command(name: str, argv: list[str], **options: Any) -> str:
 
 def fake_llama(name: str = "llama", load_seconds: float = 6.0, **options: Any) -> str:
     argv = [sys.executable, "-u", str(DEMO / "fake_llm.py"), "--load-seconds", str(load_seconds)]
-    return toml_command(name, argv, ready={"log": "server is listening"}, **options)
+    return toml_command(name, argv, ready={"log": "server is listening on"}, **options)
 
 
 def fake_vllm(name: str = "vllm", **options: Any) -> str:

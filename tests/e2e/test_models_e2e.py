@@ -54,7 +54,7 @@ def fake(script: str, *args: str) -> str:
 MODELS_TOML = f"""
 [process.llm]
 command = {fake("fake_llm.py", "--load-seconds", "4")}
-ready = {{ log = "server is listening" }}
+ready = {{ log = "server is listening on" }}
 autostart = false
 restart = "never"
 
@@ -277,6 +277,9 @@ def test_vllm_waits_for_llm_ready_then_starts_and_is_read_as_vllm(models: Startu
             assert info["waiting_for"] == "llm (ready)", (name, info)
 
     llm_ready = next(r for r in history(client, "llm") if r.get("state") == "ready")
+    # llama-server says "HTTP server is listening" before it loads: ready comes after the load
+    loaded = next(r for r in history(client, "llm") if "main: model loaded" in r["message"])
+    assert llm_ready["seq"] > loaded["seq"]
     for name in ("vllm", "guess"):
         records = history(client, name)
         started = next(r for r in records if r.get("state") == "starting")
