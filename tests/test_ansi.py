@@ -57,6 +57,7 @@ def test_the_attribute_that_hides_text_is_dropped_and_colours_that_are_8_stay() 
     assert sanitize_for_terminal(f"{ESC}[8mhidden") == "hidden"
     assert sanitize_for_terminal(f"{ESC}[08mhidden") == "hidden"
     assert sanitize_for_terminal(f"{ESC}[1;8;31mx") == f"{ESC}[1;31mx"
+    assert sanitize_for_terminal(f"{ESC}[48;8mx") == f"{ESC}[48mx"  # no colour follows 48: 8 is conceal
     for kept in (
         f"{ESC}[38;5;8mgrey",
         f"{ESC}[48;2;8;8;8mbg",

@@ -47,8 +47,8 @@ def _sgr(sequence: str) -> str:
     i = 0
     while i < len(params):
         param = params[i]
-        if param in ("38", "48", "58") and i + 1 < len(params):
-            take = 2 + _COLOR_ARGS.get(params[i + 1], 0)
+        if param in ("38", "48", "58") and i + 1 < len(params) and params[i + 1] in _COLOR_ARGS:
+            take = 2 + _COLOR_ARGS[params[i + 1]]
             kept += params[i : i + take]
             i += take
             continue

@@ -405,8 +405,11 @@ def test_the_login_page_follows_next_only_to_a_path_of_this_origin(js: Callable[
             "https://evil.example/",
             "javascript:alert(1)",
             "",
+            "/..//evil.example",
+            "/.//evil.example/x",
+            "/%2e%2e//evil.example",
             "/logs.html?process=web&after=10#end",
             "/config.html",
         ],
     )
-    assert out == ["/"] * 9 + ["/logs.html?process=web&after=10#end", "/config.html"]
+    assert out == ["/"] * 12 + ["/logs.html?process=web&after=10#end", "/config.html"]

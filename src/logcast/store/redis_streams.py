@@ -368,7 +368,10 @@ class RedisStore:
                         own = None  # no record of ours among them (or the stream is empty)
                     if not foreign and (own is None or own >= last_seq):
                         return last_seq if own is None else own
-                    self._mend(client, process, foreign, own, last_seq)
+                    # a window of nothing but another writer's: more may be below, where
+                    # the last id cannot be set back yet
+                    more = own is None and len(top) == _MEND_LOOK
+                    self._mend(client, process, foreign, own, last_seq, set_id=not more)
             except (RedisError, OSError) as exc:
                 raise StoreError(f"reading from redis at {self.shown_url}: {exc}") from exc
             self._known.pop(process, None)
@@ -377,21 +380,31 @@ class RedisStore:
         )
 
     def _mend(
-        self, client: redis.Redis, process: str, foreign: list[bytes], own: int | None, last_seq: int
+        self,
+        client: redis.Redis,
+        process: str,
+        foreign: list[bytes],
+        own: int | None,
+        last_seq: int,
+        *,
+        set_id: bool = True,
     ) -> None:
         """Remove `foreign` entries from the top of a process's stream and set its last id
-        and meta `last_seq` back to `own`, logcast's last record there (fenced)."""
+        and meta `last_seq` back to `own`, logcast's last record there (fenced). With no
+        record of logcast's left in the stream (cleared, trimmed), the meta's `last_seq`
+        is what it held (`_put_right` keeps it true when a batch is applied in part)."""
         key, meta = self.stream_key(process), self.meta_key(process)
         back_to = own if own is not None else last_seq
 
         def queue(pipe: Any) -> None:
             if foreign:
                 pipe.xdel(key, *foreign)
-                pipe.execute_command("XSETID", key, f"0-{back_to}")  # redis-py has no xsetid
+                if set_id:
+                    pipe.execute_command("XSETID", key, f"0-{back_to}")  # redis-py has no xsetid
             if own is not None and own < last_seq:
                 pipe.hset(meta, "last_seq", own)
 
-        self._transaction(client, [process], queue)
+        self._applied(client, [process], queue)
         self._known.pop(process, None)
         if foreign:
             log.warning(
@@ -429,7 +442,7 @@ class RedisStore:
                 pipe.sadd(self.processes_key, name)
 
         try:
-            self._transaction(self._sync_client(), marks, queue)
+            self._applied(self._sync_client(), marks, queue)
         except (RedisError, OSError) as exc:
             raise StoreError(f"reserving sequence numbers in redis at {self.shown_url}: {exc}") from exc
 
@@ -446,15 +459,16 @@ class RedisStore:
 
     def _transaction(
         self, client: redis.Redis, processes: Iterable[str], queue: Callable[[Any], None]
-    ) -> None:
+    ) -> list[Any]:
         """The commands `queue` puts in a pipeline, as one MULTI/EXEC, applied only while the
-        fence of `processes` holds (WATCHed: a change between the look and EXEC is seen)."""
+        fence of `processes` holds (WATCHed: a change between the look and EXEC is seen).
+        Their answers, an exception for each command Redis refused: it applies the others
+        (a transaction is not rolled back), and the caller must look."""
         pipe: Any  # redis-py's WATCH and MULTI are untyped
         if self._fence is None:
             pipe = client.pipeline(transaction=True)
             queue(pipe)
-            pipe.execute()
-            return
+            return cast(list[Any], pipe.execute(raise_on_error=False))
         fence = self._fence(processes)
         with client.pipeline(transaction=True) as pipe:
             pipe.watch(*fence)
@@ -465,12 +479,20 @@ class RedisStore:
             # the connection failed while watching (redis-py says WatchError then too) and
             # EXEC may have been applied. Not sent again here (its HINCRBYs would count
             # twice): the caller's failure, unsure for a write.
-            pipe.execute()
+            return cast(list[Any], pipe.execute(raise_on_error=False))
+
+    def _applied(self, client: redis.Redis, processes: Iterable[str], queue: Callable[[Any], None]) -> None:
+        """`_transaction`, raising the first refusal (nothing is left to put right)."""
+        for answer in self._transaction(client, processes, queue):
+            if isinstance(answer, Exception):
+                raise answer
 
     def _write_chunk(self, client: redis.Redis, records: Sequence[LogRecord]) -> int:
         known = self._known
         touched: dict[str, list[int]] = {}  # process -> [last_seq, last_run, lines, bytes]
         adds: list[tuple[str, bytes, int]] = []  # stream key, record, seq
+        sizes: list[tuple[str, int, int]] = []  # each add's process, and the line and bytes it counts
+        before = {name: known[name] for name in {record.process for record in records}}
         count = 0
         for record in records:
             totals = touched.get(record.process)
@@ -482,10 +504,12 @@ class RedisStore:
             totals[0] = record.seq
             if record.run > totals[1]:
                 totals[1] = record.run
-            if record.stream is not Stream.SYSTEM:
-                totals[2] += 1
-                totals[3] += _utf8_len(record.message)
+            line = record.stream is not Stream.SYSTEM
+            size = _utf8_len(record.message) if line else 0
+            totals[2] += line
+            totals[3] += size
             adds.append((self.stream_key(record.process), _encode(record), record.seq))
+            sizes.append((record.process, line, size))
             count += 1
         if not count and self._fence is None:
             return 0  # fenced, even a batch written before is looked at: its "before" may be another's
@@ -501,10 +525,49 @@ class RedisStore:
                     pipe.hincrby(key, "bytes", size)
             pipe.sadd(self.processes_key, *touched)
 
-        self._transaction(client, touched, queue)
+        answers = self._transaction(client, touched, queue)
+        refused = next((a for a in answers if isinstance(a, Exception)), None)
+        if refused is not None:
+            self._put_right(client, before, adds, sizes, answers[: len(adds)])
+            raise refused
         for name, (last_seq, last_run, _, _) in touched.items():
             known[name] = (last_seq, last_run)
         return count
+
+    def _put_right(
+        self,
+        client: redis.Redis,
+        before: dict[str, tuple[int, int]],
+        adds: list[tuple[str, bytes, int]],
+        sizes: list[tuple[str, int, int]],
+        answers: list[Any],
+    ) -> None:
+        """A batch Redis applied in part (an XADD refused: another writer's entry above the
+        seq, a full memory): the meta was moved as if all were written. Put its `last_seq`
+        back to the last record the stream took, and take back the counts of the others,
+        so that no line unwritten is taken for written (`stored_upto`, `_learn`)."""
+        last = {name: seq for name, (seq, _) in before.items()}
+        lines: dict[str, int] = dict.fromkeys(before, 0)
+        size: dict[str, int] = dict.fromkeys(before, 0)
+        for (_, _, seq), (name, line, nbytes), answer in zip(adds, sizes, answers, strict=True):
+            if isinstance(answer, Exception):
+                lines[name] += line
+                size[name] += nbytes
+            elif seq > last[name]:
+                last[name] = seq
+
+        def queue(pipe: Any) -> None:
+            for name in before:
+                key = self.meta_key(name)
+                pipe.hset(key, "last_seq", last[name])
+                if lines[name]:
+                    pipe.hincrby(key, "lines", -lines[name])
+                    pipe.hincrby(key, "bytes", -size[name])
+
+        try:
+            self._applied(client, before, queue)
+        except (RedisError, OSError) as exc:  # `stored_upto` looks at the stream itself
+            log.warning("redis: could not put the meta back after a write applied in part: %s", exc)
 
     # -- reading (the event loop) ----------------------------------------------------------
 

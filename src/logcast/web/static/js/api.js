@@ -30,7 +30,10 @@ export function safeNext(value) {
     return "/";
   }
   if (url.origin !== window.location.origin) return "/";
-  return `${url.pathname}${url.search}${url.hash}`;
+  // "/..//evil.example" resolves to the path "//evil.example": another origin once followed
+  const path = `${url.pathname}${url.search}${url.hash}`;
+  if (path.startsWith("//") || new URL(path, window.location.origin).origin !== window.location.origin) return "/";
+  return path;
 }
 
 /**
