@@ -382,6 +382,31 @@ def test_what_servers_say_on_a_healthy_start_or_users_type_is_no_failure() -> No
     )
 
 
+def _stats(engine: str, prompt: float, gen: float, running: int) -> str:
+    return (
+        f"INFO 11-05 09:13:10 [loggers.py:123] Engine {engine}: Avg prompt throughput: {prompt} tokens/s,"
+        f" Avg generation throughput: {gen} tokens/s, Running: {running} reqs, Waiting: 0 reqs,"
+        " GPU KV cache usage: 1.0%, Prefix cache hit rate: 0.0%"
+    )
+
+
+def test_vllm_figures_of_several_engines_are_summed_and_a_short_request_was_served() -> None:
+    """A review: with data parallelism the last engine's figure was the server's, and a
+    request that came and went within one window of figures left the model `ready`."""
+    start = ["vLLM API server version 0.10.1", "Starting to load model x...", "Application startup complete."]
+    watcher = make_watcher("vllm")
+    watcher.feed(start, [False] * len(start), 0.0)
+    watcher.feed([_stats("000", 12.0, 40.0, 0)], [False], 10.0)  # served and done within the window
+    assert watcher.state.phase is Phase.IDLE
+    watcher.feed([_stats("000", 20.0, 80.0, 1), _stats("001", 5.0, 60.0, 2)], [False, False], 20.0)
+    state = watcher.state
+    assert (state.phase, state.prompt_tokens_per_s, state.gen_tokens_per_s) == (Phase.SERVING, 25.0, 140.0)
+    watcher.feed([_stats("000", 0.0, 0.0, 0)], [False], 30.0)  # engine 001 still serves
+    assert watcher.state.phase is Phase.SERVING
+    watcher.feed([_stats("001", 0.0, 0.0, 0)], [False], 31.0)
+    assert watcher.state.phase is Phase.IDLE
+
+
 def test_parse_none_reads_nothing() -> None:
     watcher = make_watcher("none")
     assert watcher.kind == "none"

@@ -28,6 +28,7 @@ _THROUGHPUT = re2.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s.*?Avg generation throughput: ([\d.]+) tokens/s"
     r".*?Running: (\d+) reqs.*?(?:Waiting|Pending): (\d+) reqs"
 )
+_ENGINE = re2.compile(r"Engine (\d{1,4}): ")
 # The last line of a traceback: the exception's name at the front of the message.
 _EXCEPTION = re2.compile(
     r"^(?:\x1b\[[\d;]*m)?(?:\([^)]*\) )?(?:\x1b\[[\d;]*m)?(?:[\w.]+\.)?"
@@ -78,6 +79,9 @@ class VllmParser(TorchServerParser):
         # with request logging on). The access lines win when there are any.
         self._accessed = 0
         self._added = 0
+        # data parallel: each engine says its own figures (`Engine 000: ...`, `Engine 001:
+        # ...`); the server's are their sums, and it serves while any of them does
+        self._engines: dict[str, tuple[float, float, int]] = {}
         super()._reset()
 
     def _on_throughput(self, text: str, timestamp: float) -> bool:
@@ -85,12 +89,23 @@ class VllmParser(TorchServerParser):
         if found is None:
             return False
         prompt, gen, running, waiting = found.groups()
-        if int(running) + int(waiting) > 0:
+        engine = _ENGINE.search(text)
+        self._engines[engine.group(1) if engine is not None else ""] = (
+            float(prompt),
+            float(gen),
+            int(running) + int(waiting),
+        )
+        figures = self._engines.values()
+        self.prompt_tokens_per_s = sum(f[0] for f in figures)
+        self.gen_tokens_per_s = sum(f[1] for f in figures)
+        if any(f[2] for f in figures):
             self._serving(timestamp)
+        elif self.gen_tokens_per_s or self.prompt_tokens_per_s:
+            # requests came and went within one window of the figures: served, idle now
+            self._serving(timestamp)
+            self._idle(timestamp)
         else:
             self._idle(timestamp)
-        self.prompt_tokens_per_s = float(prompt)
-        self.gen_tokens_per_s = float(gen)
         return True
 
     def _on_access(self, text: str, timestamp: float) -> bool:
