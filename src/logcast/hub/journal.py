@@ -113,10 +113,13 @@ class Journal:
         """Some seq in `start`..`end` is in a lost range."""
         return any(a <= end and start <= b for a, b in self.lost)
 
-    def gap_reason(self, start: int, end: int) -> GapReason:
+    def gap_reason(self, start: int, end: int, *, inside: bool = False) -> GapReason:
+        """Why seqs `start`..`end` are missing. `inside`: between two records of one read,
+        where retention (it takes the oldest) cannot have made the hole; lines lost before
+        this run of logcast (their ranges are known in memory only) are told so there."""
         if end <= self.cleared_upto:
             return GapReason.CLEARED
-        return GapReason.LOST if self.was_lost(start, end) else GapReason.RETENTION
+        return GapReason.LOST if inside or self.was_lost(start, end) else GapReason.RETENTION
 
     @property
     def reservation_low(self) -> bool:

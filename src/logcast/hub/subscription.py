@@ -245,8 +245,9 @@ class Subscription:
             seq = record.seq
             if seq != expected:
                 # lines that left the ring before the writer persisted them, or that
-                # retention removed between two reads: never skipped silently
-                out.append(self._gap(expected, seq - 1))
+                # retention removed between two reads: never skipped silently. Between two
+                # records of one read, retention (which takes the oldest) cannot be why.
+                out.append(self._gap(expected, seq - 1, inside=i > 0))
                 expected = seq
             if history and seq > until:
                 break
@@ -260,10 +261,10 @@ class Subscription:
                     out.append((EventType.REALTIME, record))
         self.cursor = expected - 1
 
-    def _gap(self, start: int, end: int) -> Entry:
+    def _gap(self, start: int, end: int, *, inside: bool = False) -> Entry:
         journal = self.journal
         journal.dropped += end - start + 1
-        return (EventType.GAP, Gap(journal.name, start, end, journal.gap_reason(start, end)))
+        return (EventType.GAP, Gap(journal.name, start, end, journal.gap_reason(start, end, inside=inside)))
 
     async def _window(self, limit: int, fmt: str | None = None) -> _Window:
         """What follows the cursor: from the ring where it still has it, else from the
