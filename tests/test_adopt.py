@@ -160,6 +160,27 @@ async def test_an_orphan_that_stayed_in_the_group_gets_the_stop_signal_once(h: H
     assert (h.tmp_path / "kid.term").read_text() == "term"
 
 
+async def test_an_orphan_that_leaves_the_group_after_it_was_adopted_gets_the_stop_signal(h: Harness) -> None:
+    """Adopted in the run's group, then `setsid` (as the tool of that name does after its
+    fork): it is followed to its new group (a review: it got no stop signal)."""
+    pidfile = h.tmp_path / "kid"
+    go = h.tmp_path / "go"
+    late = DAEMON.replace("    os.setsid()\n", "").replace(
+        "        os.closerange(0, 3)",
+        f"        while not os.path.exists({str(go)!r}):\n            time.sleep(0.01)\n"
+        "        os.setsid()\n        os.closerange(0, 3)",
+    )
+    p = h.process([PYTHON, "-c", late, str(pidfile)], stop_timeout=5.0)
+    await p.start()
+    kid = await daemon_of(h, p, pidfile)
+    assert os.getpgid(kid) == p.pid  # adopted while in the run's group
+    go.touch()
+    await until(lambda: os.getpgid(kid) == kid, "the kid to leave the group")
+    assert await p.stop()
+    await until(lambda: reaped(kid), "the kid stopped and reaped")
+    assert (h.tmp_path / "kid.term").read_text() == "term"
+
+
 async def test_a_descendant_without_the_family_token_is_not_followed(h: Harness) -> None:
     """`env -i` and `setsid`: not followed (documented), and the stop does not hang on it."""
     source = (

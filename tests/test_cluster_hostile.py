@@ -147,6 +147,18 @@ async def test_an_entry_at_the_top_by_another_writer_is_removed_and_p_goes_on_ev
     assert [p.seq for _, p in entries if isinstance(p, LogRecord)] == [1, 2, 3, 4]
 
 
+async def test_an_entry_that_is_no_record_raises_no_seq_floor(
+    replica: tuple[ClusterEngine, RedisStore, aioredis.Redis],
+) -> None:
+    """Only records' seqs say what was handed out: an entry at `0-99999` by hand is not
+    one (a review: the replica wrote it back as the process's reserved, every refresh)."""
+    engine, _, raw = replica
+    await raw.xadd("logcast:log:p", {b"r": b"not json"}, id="0-99999")
+    await until(lambda: engine.hub.get("p").last_seq == 99999, "the entry read past")
+    await engine._keep_floors()
+    assert int(await raw.hget("logcast:meta:p", "reserved") or 0) < 99999
+
+
 async def test_a_key_that_is_no_stream_stops_only_its_process(
     replica: tuple[ClusterEngine, RedisStore, aioredis.Redis],
 ) -> None:

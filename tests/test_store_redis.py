@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from logcast.errors import StoreError
+from logcast.errors import FencedOff, StoreError
 from logcast.store import RedisStore, open_store
 from logcast.store.base import Store
 from logcast.types import LogRecord, ProcessState
@@ -177,6 +177,25 @@ async def test_entries_of_another_writer_at_the_top_are_removed_and_nothing_is_t
         assert await asyncio.to_thread(store.stored_upto, "p") == 5
         await write(store, [rec(6)])
         assert [r.seq for r in await store.read("p")] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_batch_applied_in_part_is_unsure_even_when_its_meta_cannot_be_put_right(
+    factory: Factory, prefix: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fence moved between the EXEC and the putting right (a review: FencedOff came
+    out, which the hub takes for "nothing applied")."""
+    async with opened(factory) as store:
+        assert isinstance(store, RedisStore)
+        await write(store, [rec(1), rec(2), rec(3)])
+        raw.xadd(f"{prefix}:log:p", {"r": b"x"}, id="0-5")
+
+        def fenced(*args: object) -> None:
+            raise FencedOff("another agent took it")
+
+        monkeypatch.setattr(store, "_applied", fenced)
+        with pytest.raises(StoreError, match="equal or smaller") as failure:
+            await write(store, [rec(4), rec(5), rec(6)])
+        assert failure.value.unsure and not isinstance(failure.value, FencedOff)
 
 
 async def test_a_stream_whose_records_were_all_cleared_is_mended_to_its_last_seq(

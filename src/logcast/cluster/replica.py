@@ -200,6 +200,7 @@ class ClusterEngine(Engine):
     _problem: str | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _malformed: Rarely = field(default_factory=Rarely)  # hosts and processes left out of views
+    _recorded: dict[str, int] = field(default_factory=dict)  # process -> highest seq of a record read
 
     @classmethod
     async def open(cls, settings: Settings, url: str) -> ClusterEngine:
@@ -328,8 +329,7 @@ class ClusterEngine(Engine):
         line. Only raised, never lowered; a replica that came after the loss cannot know."""
         assert self.client is not None
         store = cast(RedisStore, self.store)
-        seen = {name: self.hub.get(name).last_seq for name in self.hub.names()}
-        seen = {name: last for name, last in seen.items() if last > 0}
+        seen = {name: last for name, last in self._recorded.items() if last > 0}
         if not seen:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -451,6 +451,10 @@ class ClusterEngine(Engine):
                         f"no answer within {FOLLOW_BLOCK_MS / 1000 + REDIS_GRACE * 2:.0f} s"
                     ) from None
                 for new in batches:
+                    if new.records:  # the seqs of records, not of entries another writer put
+                        last = new.records[-1].seq
+                        if last > self._recorded.get(new.process, 0):
+                            self._recorded[new.process] = last
                     try:
                         self.mirror.mirror(new.process, new.records, new.upto)
                     except Exception:  # this process's records this time; the others go on

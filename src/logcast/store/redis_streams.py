@@ -566,7 +566,7 @@ class RedisStore:
 
         try:
             self._applied(client, before, queue)
-        except (RedisError, OSError) as exc:  # `stored_upto` looks at the stream itself
+        except (RedisError, OSError, FencedOff) as exc:  # `stored_upto` looks at the stream itself
             log.warning("redis: could not put the meta back after a write applied in part: %s", exc)
 
     # -- reading (the event loop) ----------------------------------------------------------

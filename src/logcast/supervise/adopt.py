@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import glob
 import itertools
 import logging
@@ -36,6 +35,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from logcast.supervise.prctl import prctl as _prctl
 
 if TYPE_CHECKING:
     from logcast.supervise.guard import Guard
@@ -53,18 +54,6 @@ _adopters = itertools.count(1)
 _subreaper_users = 0  # adopters of this process that need the flag; the last one clears it
 _subreaper_lock = threading.Lock()
 _subreaper_was = 0
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_prctl = _load_prctl()
 
 
 def subreaper_supported() -> bool:
@@ -296,22 +285,50 @@ class Adopter:
                 self._strangers[pid] = started  # not one of ours: not looked at again
                 continue
             self._adopt(pid, token, group)
+        self._regroup_locked()
         self._reap_locked()
 
     def _adopt(self, pid: int, token: str, group: int) -> None:
-        adopted = _Adopted(
-            pid, token, group, _made_by_a_descendant(pid, group) and group not in self._leaders
-        )
+        adopted = _Adopted(pid, token, group, False)
         self._adopted[pid] = adopted
-        if adopted.grouped:  # (a run's own group is the guard's already)
-            self._groups[group] += 1
-            if self._groups[group] == 1 and self._guard is not None:
-                self._guard.register(group)
+        self._join(adopted, group)
         if self._guard is not None:
             self._guard.register_pid(pid)
         logger.info("adopted pid %d (%s) after its parent exited", pid, token)
         if token not in self._live:
             self._send(adopted, signal.SIGKILL)
+
+    def _join(self, adopted: _Adopted, group: int) -> None:
+        """Count it in `group` (a run's own is the guard's already)."""
+        adopted.group = group
+        adopted.grouped = group not in self._leaders and _made_by_a_descendant(adopted.pid, group)
+        if adopted.grouped:
+            self._groups[group] += 1
+            if self._groups[group] == 1 and self._guard is not None:
+                self._guard.register(group)
+
+    def _leave(self, adopted: _Adopted) -> None:
+        """Count it out of its group; the guard forgets a group with no adopted member."""
+        group = adopted.group
+        if adopted.grouped and group in self._groups:
+            self._groups[group] -= 1
+            if self._groups[group] <= 0:
+                del self._groups[group]
+                if self._guard is not None:
+                    self._guard.unregister(group)
+        adopted.grouped = False
+
+    def _regroup_locked(self) -> None:
+        """An adopted process may leave its group after it was adopted (`setsid`, as the
+        tool of that name does after its fork): follow it to the new one."""
+        for adopted in self._adopted.values():
+            try:
+                group = os.getpgid(adopted.pid)
+            except ProcessLookupError:
+                continue
+            if group != adopted.group:
+                self._leave(adopted)
+                self._join(adopted, group)
 
     def _outside_locked(self, token: str) -> list[_Adopted]:
         group = next((pid for pid, of in self._leaders.items() if of == token), None)
@@ -336,13 +353,7 @@ class Adopter:
         self._adopted.pop(adopted.pid, None)
         if self._guard is not None:
             self._guard.unregister_pid(adopted.pid)
-        group = adopted.group
-        if adopted.grouped and group in self._groups:
-            self._groups[group] -= 1
-            if self._groups[group] <= 0:
-                del self._groups[group]
-                if self._guard is not None:
-                    self._guard.unregister(group)
+        self._leave(adopted)
 
     def _send(self, adopted: _Adopted, sig: int) -> bool:
         """To its group, where it made one, else to it alone. Safe from reuse: an adopted

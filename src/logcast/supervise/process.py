@@ -301,8 +301,10 @@ class ManagedProcess:
             return True
         if self.state is ProcessState.STOPPING:
             # what a leader that ended by itself left is being stopped: the run ends stopped,
-            # not restarted
+            # not restarted (and at once when told not to wait)
             self._stopping = True
+            if self._hurried and self._child is not None and self._child.signal_group(signal.SIGKILL):
+                self._killed = True
             await self._settle()
             return True
         if not self.state.is_alive:
@@ -343,7 +345,9 @@ class ManagedProcess:
         comes (after the processes that depend on it)."""
         self._hurried = True
         child = self._child
-        if child is not None and self._stopping and child.signal_group(signal.SIGKILL):
+        # stopping: asked to, or what a leader that ended by itself left (`_watch`)
+        stopping = self._stopping or self.state is ProcessState.STOPPING
+        if child is not None and stopping and child.signal_group(signal.SIGKILL):
             self._killed = True
             logger.info("%s: told not to wait: SIGKILL", self.name)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -21,6 +19,7 @@ from logcast.config import ProcessSettings
 from logcast.errors import LogcastError
 from logcast.supervise.adopt import FAMILY_ENV, Adopter, gone, subreaper_supported
 from logcast.supervise.guard import Guard
+from logcast.supervise.prctl import prctl as _prctl
 
 __all__ = ["Child", "SpawnError", "Spawner", "child_env", "spawn"]
 
@@ -32,19 +31,6 @@ SCAN_EVERY = 1.0  # seconds between looks for adopted descendants (see `adopt`)
 KILL_REAP = 2.0  # seconds to reap the adopted descendants SIGKILLed at the end
 
 _PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's `prctl`, resolved once here, so that the forked child only calls it."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_prctl = _load_prctl()
 
 
 class SpawnError(LogcastError):
