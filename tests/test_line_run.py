@@ -28,7 +28,7 @@ from logcast.client import sse as sse_module
 from logcast.client._common import StreamCursor
 from logcast.client.events import ConnectionState, Event, LineRun, line_run, parse_events, parse_items
 from logcast.client.sse import SSEDecoder
-from logcast.query import Regex, compile_regex
+from logcast.query import Regex, compile_regex, shown
 from logcast.types import Entry, EventType, Gap, GapReason, Level, LogRecord, ProcessState, Stream
 from logcast.web import encode as encode_module
 from logcast.web.encode import (
@@ -665,13 +665,19 @@ CLOCK = re.compile(r"\d\d:\d\d:\d\d\.\d{3}")
 
 def bare_text(events: list[Event], grep: Regex | None) -> str:
     """What `--bare` prints of `events`: each line as written, a partial one left open
-    until the next line of its run (another run's line closes it first)."""
+    until the next line of its run (another run's line closes it first; so does the next
+    line of its run when `--grep` leaves it out)."""
     out = ""
     open_run: tuple[str, int] | None = None
     for e in events:
-        if not e.is_line or e.log is None or (grep is not None and not grep.search(e.log.message)):
+        if not e.is_line or e.log is None:
             continue
         log = e.log
+        if grep is not None and not grep.search(shown(log.message)):
+            if open_run == (log.process, log.run):
+                out += "\n"
+                open_run = None
+            continue
         if open_run is not None and open_run != (log.process, log.run):
             out += "\n"
         out += render.safe_texts([log.message], raw=False, color=False)[0] + ("" if log.partial else "\n")
@@ -693,7 +699,7 @@ def test_a_run_prints_exactly_as_its_events(mode: dict[str, Any], batches: list[
     # and what both print is right, by an account of their own
     every = [e for batch in batches for e in expanded(batch)]
     grep: Regex | None = mode.get("grep")
-    kept = [e for e in every if e.is_line and e.log and (grep is None or grep.search(e.log.message))]
+    kept = [e for e in every if e.is_line and e.log and (grep is None or grep.search(shown(e.log.message)))]
     others = [e for e in every if not e.is_line]
     out = runs_out.getvalue()
     if mode.get("bare"):
