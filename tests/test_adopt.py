@@ -21,7 +21,7 @@ from logcast.supervise.guard import Guard
 from logcast.supervise.process import ManagedProcess
 from logcast.types import ProcessState
 from tests.conftest import stop_group
-from tests.test_supervise import DEADLINE, PYTHON, Harness, alive, kill_pids, py, until, until_gone
+from tests.test_supervise import DEADLINE, PYTHON, Harness, alive, kill_pids, pids_from, py, until, until_gone
 
 pytestmark = pytest.mark.skipif(not subreaper_supported(), reason="needs prctl and /proc")
 
@@ -193,7 +193,7 @@ async def test_a_descendant_without_the_family_token_is_not_followed(h: Harness)
     p = h.process(py(source), stop_timeout=1.0, reader_grace=0.2)
     await p.start()
     await until(lambda: any(t.startswith("pids ") for t in h.sink.texts()), "grandchild up")
-    escaped = int(next(t for t in h.sink.texts() if t.startswith("pids ")).split()[1])
+    (escaped,) = pids_from(h, "pids")
     h.extra_pids.append(escaped)
     try:
         assert await p.stop()

@@ -399,17 +399,20 @@ async def test_leftovers_of_an_exited_leader_are_stopped(h: Harness) -> None:
     assert h.sink.states()[-3:] == [S.RUNNING, S.STOPPING, S.CRASHED]
 
 
+# A leader that exits at once, leaving a child that ignores SIGTERM ("pids <its pid>").
+LEAVES_A_STUBBORN_CHILD = (
+    "import os, subprocess, sys\n"
+    "stubborn = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'\n"
+    "kid = subprocess.Popen([sys.executable, '-c', stubborn])\n"
+    "print('pids', kid.pid, flush=True)\n"
+    "os._exit(1)\n"
+)
+
+
 async def test_told_not_to_wait_while_the_leftovers_of_an_exited_leader_are_stopped(h: Harness) -> None:
     """A second Ctrl-C comes before the shutdown's stop reaches the process (a review: it
     still waited the whole stop_timeout)."""
-    source = (
-        "import os, subprocess, sys\n"
-        "stubborn = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'\n"
-        "kid = subprocess.Popen([sys.executable, '-c', stubborn])\n"
-        "print('pids', kid.pid, flush=True)\n"
-        "os._exit(1)\n"
-    )
-    p = h.process(py(source), stop_timeout=60.0)
+    p = h.process(py(LEAVES_A_STUBBORN_CHILD), stop_timeout=60.0)
     await p.start()
     await until(lambda: p.state is S.STOPPING, "the leftovers being stopped")
     h.extra_pids += pids_from(h, "pids")
@@ -421,14 +424,7 @@ async def test_told_not_to_wait_while_the_leftovers_of_an_exited_leader_are_stop
 async def test_a_stop_while_the_leftovers_of_an_exited_leader_are_stopped_is_not_restarted(
     h: Harness,
 ) -> None:
-    source = (
-        "import os, subprocess, sys\n"
-        "stubborn = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'\n"
-        "kid = subprocess.Popen([sys.executable, '-c', stubborn])\n"
-        "print('pids', kid.pid, flush=True)\n"
-        "os._exit(1)\n"
-    )
-    p = h.process(py(source), restart=RestartPolicy.ALWAYS, stop_timeout=2.0)
+    p = h.process(py(LEAVES_A_STUBBORN_CHILD), restart=RestartPolicy.ALWAYS, stop_timeout=2.0)
     await p.start()
     await until(lambda: p.state is S.STOPPING, "the leftovers being stopped")
     h.extra_pids += pids_from(h, "pids")

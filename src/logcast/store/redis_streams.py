@@ -395,14 +395,15 @@ class RedisStore:
         is what it held (`_put_right` keeps it true when a batch is applied in part)."""
         key, meta = self.stream_key(process), self.meta_key(process)
         back_to = own if own is not None else last_seq
+        meta_ahead = own is not None and own < last_seq  # a batch applied in part moved it
 
         def queue(pipe: Any) -> None:
             if foreign:
                 pipe.xdel(key, *foreign)
                 if set_id:
                     pipe.execute_command("XSETID", key, f"0-{back_to}")  # redis-py has no xsetid
-            if own is not None and own < last_seq:
-                pipe.hset(meta, "last_seq", own)
+            if meta_ahead:
+                pipe.hset(meta, "last_seq", back_to)
 
         self._applied(client, [process], queue)
         self._known.pop(process, None)
@@ -415,12 +416,12 @@ class RedisStore:
                 foreign[-1][:40].decode("ascii", "replace"),
                 back_to,
             )
-        if own is not None and own < last_seq:
+        if meta_ahead:
             log.warning(
                 "redis: %s said last_seq %d, its stream ends at %d (a write applied in part): set back",
                 meta,
                 last_seq,
-                own,
+                back_to,
             )
 
     def reserve(self, marks: Mapping[str, int]) -> None:

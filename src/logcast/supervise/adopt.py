@@ -390,13 +390,8 @@ def _made_by_a_descendant(pid: int, group: int) -> bool:
 
 def _alive(pid: int) -> bool:
     """Not yet exited (a zombie is not alive)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
-    except OSError:
-        return False
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X", b"")
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in (b"Z", b"X")
 
 
 async def gone(pids: list[int]) -> None:

@@ -20,6 +20,7 @@ from logcast.config import ProcessSettings, RestartPolicy
 from logcast.loop import running_loop
 from logcast.models import ModelState, ModelWatcher, Phase, make_watcher
 from logcast.secrets import mask_command
+from logcast.supervise.adopt import gone as all_gone
 from logcast.supervise.depends import Gate, Waiting
 from logcast.supervise.exits import (
     ERROR_TEXT,
@@ -624,7 +625,7 @@ class ManagedProcess:
             pending = await _wait_all(waits, DRAIN)
             # descendants that left the group and were adopted are leftovers too
             escaped = child.escaped()
-            gone = {asyncio.ensure_future(child.escaped_gone())} if escaped else set()
+            gone = {asyncio.ensure_future(all_gone(escaped))} if escaped else set()
             if (pending or gone) and not self._stopping:  # leftovers of a leader that ended by itself
                 if child.signal_group(self.settings.stop_signal):
                     also = f" and {len(escaped)} that left it" if escaped else ""

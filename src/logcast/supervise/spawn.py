@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from logcast.config import ProcessSettings
 from logcast.errors import LogcastError
-from logcast.supervise.adopt import FAMILY_ENV, Adopter, gone, subreaper_supported
+from logcast.supervise.adopt import FAMILY_ENV, Adopter, subreaper_supported
 from logcast.supervise.guard import Guard
 from logcast.supervise.prctl import prctl as _prctl
 
@@ -148,10 +148,6 @@ class Child:
         if self.adopter is None or self.family is None:
             return []
         return self.adopter.adopted(self.family)
-
-    async def escaped_gone(self) -> None:
-        """Until the adopted descendants alive now have exited."""
-        await gone(self.escaped())
 
     def _peek(self, block: bool) -> int | None:
         """The exit code without reaping (the zombie keeps the pgid ours), or None if alive."""
@@ -344,9 +340,7 @@ class Spawner:
 
     def close(self) -> None:
         """Stop the guard; SIGKILL the adopted descendants (reaping only those dead already)."""
-        if self._scanning is not None:
-            self._scanning.cancel()
-            self._scanning = None
+        self._stop_scanning()
         if self.adopter is not None:
             self.adopter.close()
         if self.guard is not None:
@@ -354,9 +348,13 @@ class Spawner:
 
     async def aclose(self) -> None:
         """`close`, reaping the adopted descendants it killed (up to `KILL_REAP` s, in a thread)."""
+        self._stop_scanning()
         if self.adopter is not None:
-            if self._scanning is not None:
-                self._scanning.cancel()
-                self._scanning = None
             await asyncio.to_thread(self.adopter.close, KILL_REAP)
-        self.close()
+        if self.guard is not None:
+            self.guard.close()
+
+    def _stop_scanning(self) -> None:
+        if self._scanning is not None:
+            self._scanning.cancel()
+            self._scanning = None
