@@ -153,6 +153,54 @@ def test_character_split_across_writes_survives_an_idle_flush(pipe: Pipe) -> Non
     assert collect.lines == [("caf", INFO, True), ("é ok", INFO, False)]
 
 
+def test_a_line_that_keeps_growing_is_shown_while_it_grows(pipe: Pipe) -> None:
+    """llama.cpp's loader prints a dot at a time on one line, never pausing for the idle
+    flush: the pending dots are handed on `idle_flush` s after they began waiting, again
+    and again, not only at the line's end."""
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, idle_flush=0.1)
+    reader.start()
+    dots = 0
+    started = time.monotonic()
+    while time.monotonic() - started < WAIT:
+        pipe.write(b".")
+        dots += 1
+        time.sleep(0.005)  # far less than idle_flush: the writer never pauses for it
+        if len(collect.lines) >= 3:
+            break
+    shown = collect.lines
+    pipe.write(b"\n")
+    pipe.close()
+    assert reader.join(WAIT)
+    assert len(shown) >= 3 and all(partial for _, _, partial in shown), shown
+    lines = collect.lines
+    assert all(partial for _, _, partial in lines[:-1]) and not lines[-1][2], lines
+    assert "".join(text for text, _, _ in lines) == "." * dots
+
+
+def test_lines_that_end_in_the_next_chunk_are_never_cut_by_the_idle_flush(pipe: Pipe) -> None:
+    """Every write ends in the middle of a line that the next one finishes, for many idle
+    flush times: the unfinished line is a new one each time, so none is handed on early."""
+    collect = Collector()
+    reader = PipeReader(pipe.r, collect, idle_flush=0.03)
+    reader.start()
+    sent = []
+    started = time.monotonic()
+    i = 0
+    while time.monotonic() - started < 0.5:
+        pipe.write(b"end of %d\nstart of %d, " % (i, i + 1))
+        sent.append(f"start of {i}, end of {i}")
+        i += 1
+        time.sleep(0.002)
+    pipe.write(b"end of %d\n" % i)
+    sent.append(f"start of {i}, end of {i}")
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.lines[0] == ("end of 0", INFO, False)
+    assert [text for text, _, _ in collect.lines[1:]] == sent[1:]
+    assert not any(partial for _, _, partial in collect.lines)
+
+
 def test_child_process_stdout_and_stderr() -> None:
     script = (
         "import sys\n"

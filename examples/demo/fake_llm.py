@@ -79,8 +79,8 @@ def load(seconds: float, fail: bool) -> bool:
     log("load_tensors:        CUDA0 model buffer size =   604.15 MiB")
     log("load_tensors:   CPU_Mapped model buffer size =   157.65 MiB")
     # llama_model_load's default progress callback: a dot each time the loaded percentage
-    # grows, continuing the same line (no prefix), and the newline at 100 %. The reads come
-    # in bursts, as from a cold disk, so the line grows with pauses between its pieces.
+    # grows, continuing the same line (no prefix), and the newline at 100 %. The tensors
+    # load at a steady pace, so the line grows without a pause until it ends.
     shown = 0
     for tensor in range(1, N_TENSORS + 1):
         percentage = 100 * tensor // N_TENSORS
@@ -90,9 +90,7 @@ def load(seconds: float, fail: bool) -> bool:
             if percentage >= 100:
                 sys.stderr.write("\n")
             sys.stderr.flush()
-        time.sleep(0.002)
-        if tensor % (N_TENSORS // 10) == 0:  # ten bursts
-            time.sleep(max(seconds / 10 - 0.002 * N_TENSORS / 10, 0.0))
+        time.sleep(seconds / N_TENSORS)
     log("llama_context: constructing llama_context")
     log("llama_context: n_seq_max     = 1")
     log("llama_context: n_ctx         = 4096")

@@ -47,10 +47,9 @@ def fake(script: str, *args: str) -> str:
     return json.dumps([sys.executable, "-u", str(DEMO / script), *args])
 
 
-# The llama.cpp fake loads for 4 s: its progress dots come in ten bursts, and a burst is handed
-# on as a partial record only once nothing came for the reader's idle flush (0.25 s), so the gaps
-# between bursts (load_seconds / 10 - 0.06 s) must be longer than that for the progress to show
-# between 0 and 1; with --load-seconds 1 the dots line arrives whole and the progress jumps to 1.
+# The llama.cpp fake loads for 4 s, printing its progress dots at a steady pace with no pause:
+# the dots that came are handed on as a partial record every idle flush time (0.25 s) while the
+# line grows, so the progress shows between 0 and 1 (with --load-seconds 1 too).
 MODELS_TOML = f"""
 [process.llm]
 command = {fake("fake_llm.py", "--load-seconds", "4")}

@@ -180,7 +180,10 @@ class PipeReader:
         self._failed = False  # framing failed on the reader thread: the framer thread ends
         self._framer_waits = False  # the framer thread waits for the reader's chunk to be framed
         self._framer_sleeps = False  # the framer thread waits with no timeout
-        self._fed = 0.0  # monotonic time of the last chunk framed, for the idle flush
+        # Monotonic time since which the unfinished line's pending bytes wait (the chunk
+        # that began it, or its last piece handed on; None: nothing pending): they are
+        # handed on `idle_flush` s after it, whether more of the line came or not.
+        self._pending_since: float | None = None
         self._idle_flushed = False  # the pending bytes were offered by an idle flush already
         self._cond = threading.Condition(threading.Lock())
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
@@ -621,15 +624,17 @@ class PipeReader:
         """Frame and hand on a chunk on the reader thread (which holds `_framer_busy`)."""
         assert self._on_lines_now is not None
         failed = True
+        framed = None
         try:
-            self._deliver(stamp, self._framer.feed(data), self._on_lines_now)
+            framed = self._framer.feed(data)
+            self._deliver(stamp, framed, self._on_lines_now)
             failed = False
         except Exception:
             logger.exception("framer of reader %s failed; its lines are dropped from now on", self._name)
         finally:
             with self._cond:
                 self._framer_busy = False
-                self._fed, self._idle_flushed = time.monotonic(), False
+                self._framed(framed)
                 self._failed = self._failed or failed
                 # Wake the framer thread only if it has something to do: end, time an idle
                 # flush for a line left unfinished, or go on after waiting for this chunk.
@@ -678,11 +683,13 @@ class PipeReader:
                 else:
                     data = b""  # nothing came within idle_flush
             failed = True
+            framed = None
             try:
                 if from_file is not None:
-                    self._frame_spilled(from_file)
+                    framed = self._frame_spilled(from_file)
                 elif data:
-                    self._deliver(stamp, framer.feed(data))
+                    framed = framer.feed(data)
+                    self._deliver(stamp, framed)
                 else:
                     # Hand the unfinished line on as partial, since a prompt or a progress
                     # bar must not stay invisible.
@@ -695,9 +702,10 @@ class PipeReader:
                     self._failed = self._failed or failed
                     self._framer_busy = False
                     if data or from_file is not None:
-                        self._fed, self._idle_flushed = time.monotonic(), False
+                        self._framed(framed)
                     else:
                         self._idle_flushed = True
+                        self._pending_since = time.monotonic() if framer.pending else None
                     self._spooled -= len(data)
                     cond.notify_all()
 
@@ -716,7 +724,8 @@ class PipeReader:
             elif self._eof:
                 return False
             elif self._framer.pending and not self._idle_flushed:
-                left = self._fed + self._idle - time.monotonic()
+                since = self._pending_since
+                left = self._idle if since is None else since + self._idle - time.monotonic()
                 if left <= 0:
                     return True
                 cond.wait(left)  # woken early or not, `left` is looked at again
@@ -726,8 +735,9 @@ class PipeReader:
                 self._framer_sleeps = False
         return False
 
-    def _frame_spilled(self, span: tuple[int, int]) -> None:
-        """Frame the next piece of the spill file (between `span`'s positions)."""
+    def _frame_spilled(self, span: tuple[int, int]) -> Framed | None:
+        """Frame the next piece of the spill file (between `span`'s positions); what
+        it framed (None: nothing could be read)."""
         spill = self._spill
         assert spill is not None
         cond = self._cond
@@ -743,14 +753,30 @@ class PipeReader:
             stamp, data, position = time.time(), b"", span[1]
             with cond:
                 self._spill_broke()
+        framed = None
         if data:
-            self._deliver(stamp, self._framer.feed(data))
+            framed = self._framer.feed(data)
+            self._deliver(stamp, framed)
         with cond:
             spill.start = position
             free = not spill.pending and not self._spill_writing and spill.empty()
             cond.notify_all()
         if free:
             spill.truncate()
+        return framed
+
+    def _framed(self, framed: Framed | None) -> None:
+        """(Lock held) A chunk was framed into `framed` (None: it failed, or nothing was
+        read). The unfinished line's bytes wait from now if they began in this chunk
+        (it handed records on: whatever waited before was among them), and from when
+        they began otherwise: a line that keeps growing, such as a loader's progress
+        dots, is handed on piece by piece every `idle_flush` s, not only once it ends
+        or its writer pauses. A flood's lines end in the next chunk, and are whole."""
+        self._idle_flushed = False
+        if not self._framer.pending:
+            self._pending_since = None
+        elif framed is None or framed.texts or self._pending_since is None:
+            self._pending_since = time.monotonic()
 
     def _deliver(
         self, timestamp: float, framed: Framed, on_lines: Callable[[float, Lines], None] | None = None
