@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
-from logcast.config import ProcessSettings, ReadySettings, RestartPolicy, Settings
+from logcast.config import Condition, ProcessSettings, ReadySettings, RestartPolicy, Settings
 from logcast.errors import UnknownProcess
 from logcast.supervise.guard import Guard
 from logcast.supervise.process import ManagedProcess
@@ -238,20 +239,35 @@ async def test_partial_last_line_is_kept(h: Harness) -> None:
 
 
 async def test_environment(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # logcast's own credentials (its API token, the agent's Redis URL with its password)
+    # are not handed to children, unless a process's config sets them
     monkeypatch.setenv("LOGCAST_TOKEN", "secret")
+    monkeypatch.setenv("LOGCAST_REDIS_URL", "redis://:pw@127.0.0.1:6379/0")
     monkeypatch.setenv("FROM_PARENT", "yes")
     show = py(
         "import os\n"
-        "for k in ('PYTHONUNBUFFERED', 'FROM_PARENT', 'FOO', 'LOGCAST_TOKEN'):\n"
+        "for k in ('PYTHONUNBUFFERED', 'FROM_PARENT', 'FOO', 'LOGCAST_TOKEN', 'LOGCAST_REDIS_URL'):\n"
         "    print(k, os.environ.get(k))\n"
     )
     a = h.process(show, "a")
-    b = h.process(show, "b", env={"PYTHONUNBUFFERED": "0", "FOO": "bar"})
+    b = h.process(show, "b", env={"PYTHONUNBUFFERED": "0", "FOO": "bar", "LOGCAST_REDIS_URL": "mine"})
     await a.start()
     await b.start()
     await until(lambda: a.state is S.EXITED and b.state is S.EXITED, "exits")
-    assert h.sink.texts("a") == ["PYTHONUNBUFFERED 1", "FROM_PARENT yes", "FOO None", "LOGCAST_TOKEN None"]
-    assert h.sink.texts("b") == ["PYTHONUNBUFFERED 0", "FROM_PARENT yes", "FOO bar", "LOGCAST_TOKEN None"]
+    assert h.sink.texts("a") == [
+        "PYTHONUNBUFFERED 1",
+        "FROM_PARENT yes",
+        "FOO None",
+        "LOGCAST_TOKEN None",
+        "LOGCAST_REDIS_URL None",
+    ]
+    assert h.sink.texts("b") == [
+        "PYTHONUNBUFFERED 0",
+        "FROM_PARENT yes",
+        "FOO bar",
+        "LOGCAST_TOKEN None",
+        "LOGCAST_REDIS_URL mine",
+    ]
 
 
 async def test_pty_mode(h: Harness) -> None:
@@ -351,6 +367,29 @@ async def test_concurrent_control_is_serialised(h: Harness) -> None:
     assert p.state in (S.RUNNING, S.STOPPED)
     assert (p.pid is not None) == (p.state is S.RUNNING)
     assert sum(1 for c in h.spawner.children if not c.reaped) == (1 if p.state is S.RUNNING else 0)
+
+
+async def test_a_stopped_child_is_continued_to_hear_its_stop_signal(h: Harness) -> None:
+    """SIGSTOPped (a debugger, a terminal's Ctrl-Z): SIGTERM stays pending on it, so the
+    stop also sends SIGCONT, and the child ends as it chooses, not by SIGKILL."""
+    source = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        "    print('terminated', flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    p = h.process(py(source), stop_timeout=20)
+    await p.start()
+    await until(lambda: "up" in h.sink.texts(), "up")
+    assert p.pid is not None
+    os.kill(p.pid, signal.SIGSTOP)
+    await until(lambda: psutil.Process(p.pid).status() == psutil.STATUS_STOPPED, "stopped by SIGSTOP")
+    assert await p.stop()
+    assert h.sink.texts()[-1] == "terminated"  # not SIGKILLed after stop_timeout
+    assert h.sink.statuses()[-1].message == "stopped (exited with code 0)"
 
 
 async def test_stop_kills_the_whole_group_after_stop_timeout(h: Harness) -> None:
@@ -573,6 +612,31 @@ async def test_backoff_resets_after_min_uptime(h: Harness) -> None:
     assert set(messages) == {"restarting in 0.05s (backoff)"}
 
 
+async def test_the_time_its_leftovers_take_to_stop_is_no_uptime(h: Harness) -> None:
+    """A leader that crashes at once, leaving a child that ignores SIGTERM: the run ends
+    `stop_timeout` later, but it was up for a moment, so the backoff grows (it was reset
+    after every run, which counted the wait for its leftovers as uptime)."""
+    p = h.process(
+        py(LEAVES_A_STUBBORN_CHILD),
+        restart=RestartPolicy.ON_FAILURE,
+        backoff_initial=0.05,
+        backoff_max=1,
+        min_uptime=0.8,
+        stop_timeout=1,
+    )
+    await p.start()
+    await until(lambda: h.sink.states().count(S.BACKOFF) >= 2, "two backoffs")
+    await p.stop()
+    h.extra_pids += [int(t.split()[1]) for t in h.sink.texts() if t.startswith("pids ")]
+    statuses = h.sink.statuses()
+    assert [s.message for s in statuses if s.state is S.BACKOFF][:2] == [
+        "restarting in 0.05s (backoff)",
+        "restarting in 0.1s (backoff)",
+    ]
+    crashes = [s.message for s in statuses if s.state is S.CRASHED]
+    assert crashes and all(re.fullmatch(r"exited with code 1 after 0\.[0-7]s", m) for m in crashes), crashes
+
+
 async def test_stop_during_backoff_cancels_the_restart(h: Harness) -> None:
     p = h.process(py("raise SystemExit(1)"), restart=RestartPolicy.ON_FAILURE, backoff_initial=60)
     await p.start()
@@ -621,6 +685,52 @@ async def test_spawn_failure(h: Harness, cause: str) -> None:
     assert statuses[1].message == f"failed to start: {message}"
     assert statuses[1].level is Level.ERROR
     assert p.pid is None and not h.spawner.children
+
+
+class OutOfDescriptors:
+    """This process at its limit of open files (`EMFILE`) while inside: the soft limit
+    lowered to what is open plus a few, and those few taken by pipes."""
+
+    def __enter__(self) -> None:
+        self._limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        open_now = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 16, self._limits[1]))
+        self._held: list[int] = []
+        try:
+            while True:
+                self._held.extend(os.pipe())
+        except OSError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, self._limits)
+
+
+@pytest.mark.parametrize("guard_started", [True, False])
+async def test_a_spawn_out_of_file_descriptors_crashes_and_the_next_start_works(
+    h: Harness, guard_started: bool
+) -> None:
+    """No descriptor for its pipes (or for the orphan guard's) is a failed start that says
+    why, as a missing command is; it left the process `starting` for good, and a stop then
+    failed on an assertion."""
+    p = h.process(SLEEP, restart=RestartPolicy.NEVER)
+    if guard_started:
+        assert h.spawner.guard is not None
+        h.spawner.guard.start()
+    with OutOfDescriptors():
+        assert await p.start()
+    assert p.state is S.CRASHED and p.pid is None
+    message = h.sink.statuses()[-1].message
+    what = "pipes for its output" if guard_started else "the orphan guard"
+    assert message.startswith("failed to start: cannot ") and what in message, message
+    assert "Too many open files" in message, message
+    assert await p.start()
+    await until(lambda: "up" in h.sink.texts(), "the next start")
+    assert p.state is S.RUNNING
+    assert await p.stop()
+    assert p.state is S.STOPPED
 
 
 # --------------------------------------------------------------------------- readiness
@@ -753,6 +863,38 @@ async def test_supervisor(tmp_path: Path) -> None:
         assert len(pids) == 2
     assert [i["state"] for i in sup.infos()] == ["stopped", "stopped", "stopped"]
     await until_gone([*pids, guard])
+
+
+async def test_no_restart_once_the_shutdown_began(tmp_path: Path) -> None:
+    """`db` crashes while the shutdown waits for `web`, which depends on it, to stop: its
+    policy must not start it again (it did, twice, each new run stopped at once)."""
+    sink = RecordingSink()
+    crashes_soon = py("import time\nprint('up', flush=True)\ntime.sleep(0.3)\nraise SystemExit(1)")
+    settings = Settings(
+        processes={
+            "db": ProcessSettings(
+                name="db",
+                command=tuple(crashes_soon),
+                cwd=tmp_path,
+                restart=RestartPolicy.ON_FAILURE,
+                backoff_initial=0.05,
+            ),
+            "web": ProcessSettings(
+                name="web",
+                command=tuple(py(IGNORE_TERM + "import time\nprint('up', flush=True)\ntime.sleep(300)")),
+                cwd=tmp_path,
+                stop_timeout=1.5,
+                depends_on={"db": Condition.STARTED},
+            ),
+        }
+    )
+    async with Supervisor(settings, sink) as sup:
+        await sup.start_autostart()
+        await until(lambda: sink.texts("db") == ["up"] and sink.texts("web") == ["up"], "both up")
+    db = [s for s in sink.statuses() if s.process == "db"]
+    assert [s.run for s in db if s.state is S.STARTING] == [1], [(s.state, s.message) for s in db]
+    assert sup.info("db")["state"] in ("crashed", "stopped")
+    assert sup.info("web")["state"] == "stopped"
 
 
 def test_guard_kills_registered_groups_when_its_pipe_closes() -> None:

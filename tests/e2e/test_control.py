@@ -151,6 +151,40 @@ def test_start_stop_restart(server: Server, tmp_path: Path) -> None:
     wait_state(server, "web", alive=False)
 
 
+def test_a_start_that_fails_at_once_says_why_and_fails(make_server: Make, tmp_path: Path) -> None:
+    """A review: `logcast start missing` printed `missing: backoff` and exited 0."""
+    server = make_server(
+        f"""
+        [process.missing]
+        command = ["/nonexistent/bin/server"]
+        autostart = false
+        restart = "on-failure"
+        backoff_initial = 60
+
+        [process.badcwd]
+        command = {SLEEPER}
+        cwd = "/nonexistent/dir"
+        autostart = false
+
+        [process.worker]
+        command = {SLEEPER}
+        autostart = false
+        """
+    )
+    for action, name, why in (
+        ("start", "missing", "failed to start: command not found: /nonexistent/bin/server"),
+        ("restart", "badcwd", "failed to start: working directory not found: /nonexistent/dir"),
+    ):
+        result = logcast(action, name, "--url", server.url, cwd=tmp_path)
+        assert result.returncode == 1, (action, result.stdout, result.stderr)
+        assert result.stdout.startswith(f"{name}: "), result.stdout
+        assert f"error: {name}: {why}" in result.stderr, result.stderr
+    both = logcast("start", "worker", "missing", "--url", server.url, "--json", cwd=tmp_path)
+    assert both.returncode == 1, both.stderr
+    assert [p["name"] for p in json.loads(both.stdout)["processes"]] == ["worker", "missing"]
+    assert "error: missing: failed to start" in both.stderr and "worker" not in both.stderr
+
+
 def test_unknown_process_and_unreachable_server(server: Server, tmp_path: Path) -> None:
     unknown = logcast("stop", "nope", "--url", server.url, cwd=tmp_path)
     assert unknown.returncode == 1

@@ -229,10 +229,27 @@ def _act(action: str, names: list[str], url: str | None, token: str | None, as_j
             results.append(masked(info.raw))
             if not as_json:
                 console.print(_summary(info))
+            why = _failed_at_once(info) if action in ("start", "restart") else None
+            if why is not None:  # the server did what it was asked; the process did not start
+                failed = True
+                Console(stderr=True, highlight=False).print(
+                    Text(f"error: {render.plain(f'{name}: {why}')}", style="red")
+                )
     if as_json:
         sys.stdout.write(_json({"processes": results}))
     if failed:
         raise typer.Exit(1)
+
+
+def _failed_at_once(info: ProcessInfo) -> str | None:
+    """How the run a start or restart just made ended, if it already did in failure
+    (a command not found, a crash at once); None while it runs, waits or exited 0."""
+    last = info.last_exit
+    if last is None or last.run != info.run:
+        return None
+    if info.state in (ProcessState.CRASHED, ProcessState.BACKOFF):
+        return last.reason
+    return None
 
 
 NamesArgument = Annotated[list[str], typer.Argument(metavar="NAME...", help="Process names.")]

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from logcast.config.depends import check_dependencies, parse_depends_on
 from logcast.config.locate import Key
@@ -94,7 +95,7 @@ def _storage(reader: Reader, raw: dict[str, Any], base: Path) -> StorageSettings
     if engine == "redis" and redis_url is None:
         raise reader.error((*section, "engine"), "engine 'redis' needs storage.redis_url")
     return StorageSettings(
-        dir=base / Path(directory).expanduser(),
+        dir=_path(reader, (*section, "dir"), directory, base),
         memory_lines=reader.integer(raw, (*section, "memory_lines"), StorageSettings.memory_lines),
         memory_bytes=reader.integer(raw, (*section, "memory_bytes"), StorageSettings.memory_bytes),
         retain_lines=reader.integer(raw, (*section, "retain_lines"), StorageSettings.retain_lines),
@@ -209,7 +210,22 @@ def _ready(reader: Reader, raw: dict[str, Any], key: Key) -> ReadySettings | Non
     url = reader.string(table, (*key, "http"), "")
     if not url.startswith(("http://", "https://")):
         raise reader.error((*key, "http"), f"expected an http:// or https:// URL, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # a bad port raises here
+    except ValueError as exc:
+        raise reader.error((*key, "http"), f"invalid URL {url!r}: {exc}") from None
+    if not host:
+        raise reader.error((*key, "http"), f"invalid URL {url!r}: no host")
     return ReadySettings(http=url, timeout=timeout)
+
+
+def _path(reader: Reader, key: Key, value: str, base: Path) -> Path:
+    """`value` (`~` and `~user` expanded) against `base`."""
+    try:
+        return base / Path(value).expanduser()
+    except RuntimeError:  # `~user` of no such user, or no home directory
+        raise reader.error(key, f"cannot expand {value!r}: no such user or home directory") from None
 
 
 def _process(reader: Reader, name: str, value: object, base: Path) -> ProcessSettings:
@@ -254,7 +270,7 @@ def _process(reader: Reader, name: str, value: object, base: Path) -> ProcessSet
         name=name,
         command=_command(reader, raw, (*section, "command")),
         aliases=_aliases(reader, raw, (*section, "aliases")),
-        cwd=base / Path(cwd).expanduser(),
+        cwd=_path(reader, (*section, "cwd"), cwd, base),
         env=_env(reader, raw, (*section, "env")),
         autostart=reader.boolean(raw, (*section, "autostart"), True),
         restart=policy,

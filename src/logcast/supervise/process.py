@@ -184,6 +184,7 @@ class ManagedProcess:
         self._started_mono = 0.0
         self._stopping = False  # a stop was requested for the current run
         self._hurried = False  # logcast is shutting down and was told not to wait (`hurry`)
+        self._closing = False  # logcast is shutting down: no run ends in a restart (`closing`)
         self._killed = False  # ... and it needed SIGKILL
         self._stop_deadline = 0.0  # loop time
         self._gate = gate
@@ -321,7 +322,7 @@ class ManagedProcess:
         self._set_state(
             ProcessState.STOPPING, f"stopping ({stop_signal.name}, SIGKILL after {_seconds(timeout)})"
         )
-        child.signal_group(stop_signal)
+        _ask_to_stop(child, stop_signal)
         if await self._wait_done(done, timeout):
             return True
         self._killed = True
@@ -339,6 +340,11 @@ class ManagedProcess:
             f"pid {child.pid} has not exited {_seconds(KILL_WAIT)} after SIGKILL; still waiting", Level.ERROR
         )
         return False
+
+    def closing(self) -> None:
+        """logcast is shutting down: a run that ends from now on is not restarted by its
+        policy (the new child would outlive the shutdown, or be stopped at once)."""
+        self._closing = True
 
     def hurry(self) -> None:
         """Do not wait for this process to stop in order (a second Ctrl-C during a
@@ -458,7 +464,9 @@ class ManagedProcess:
         self._started_mono = self._clock()
         try:
             child = self._spawner.spawn(self.settings)
-        except SpawnError as exc:
+        except Exception as exc:  # a SpawnError says why; anything else must not leave it `starting`
+            if not isinstance(exc, SpawnError):
+                logger.exception("%s: spawning failed", self.name)
             message = f"failed to start: {exc}"
             self.last_exit = LastExit(run, time.time(), None, None, False, message, (), self._first_seq, None)
             self._set_state(ProcessState.CRASHED, message, Level.ERROR)
@@ -610,8 +618,10 @@ class ManagedProcess:
         """
         code = 255
         cancelled = False
+        ended: float | None = None  # when the leader exited: what follows is no uptime
         try:
             code = await child.wait_exit()
+            ended = self._clock()
             self.exit_code = code
             if probe is not None:
                 await probe.aclose()
@@ -627,7 +637,7 @@ class ManagedProcess:
             escaped = child.escaped()
             gone = {asyncio.ensure_future(all_gone(escaped))} if escaped else set()
             if (pending or gone) and not self._stopping:  # leftovers of a leader that ended by itself
-                if child.signal_group(self.settings.stop_signal):
+                if _ask_to_stop(child, self.settings.stop_signal):
                     also = f" and {len(escaped)} that left it" if escaped else ""
                     # the process is stopping until they are gone (then it exited or crashed)
                     self._set_state(
@@ -641,6 +651,7 @@ class ManagedProcess:
             elif pending or gone:
                 # those adopted since the stop began (their parent was in the group) get it now
                 child.signal_escaped(signal.SIGKILL if self._hurried else self.settings.stop_signal)
+                child.signal_escaped(signal.SIGCONT)
                 within = self._stop_deadline - asyncio.get_running_loop().time()
                 pending = await _wait_all(pending | gone, within) - gone
             for watch in gone:
@@ -674,15 +685,16 @@ class ManagedProcess:
             self.pid = None
             if not cancelled:
                 self._model_ended(run)
-                self._finish(child, run, code)
+                self._finish(child, run, code, self._clock() if ended is None else ended)
             done.set()
 
-    def _finish(self, child: Child, run: int, code: int) -> None:
-        """The final state change of a run (on the loop, child reaped)."""
+    def _finish(self, child: Child, run: int, code: int, ended: float) -> None:
+        """The final state change of a run (on the loop, child reaped) whose leader
+        exited at `ended` (the clock's time; its leftovers may have taken longer)."""
         if child.exit_code is not None:
             code = child.exit_code
         self.exit_code = code
-        uptime = self._clock() - self._started_mono
+        uptime = ended - self._started_mono
         if self._stopping:
             if self._hurried:
                 self._set_state(ProcessState.STOPPED, f"stopped ({describe_exit(code)}: told not to wait)")
@@ -741,6 +753,8 @@ class ManagedProcess:
         policy = self.settings.restart
         if policy is RestartPolicy.NEVER or (policy is RestartPolicy.ON_FAILURE and not crashed):
             return
+        if self._closing:
+            return
         if uptime >= self.settings.min_uptime:
             self._backoff_delay = self.settings.backoff_initial
         delay = self._backoff_delay
@@ -756,6 +770,16 @@ class ManagedProcess:
             self._backoff_task = None
             self.restarts += 1
             self._launch_or_wait()
+
+
+def _ask_to_stop(child: Child, sig: signal.Signals) -> bool:
+    """`sig` to the child's group, then SIGCONT, as systemd does: a stopped process
+    (SIGSTOP, a terminal's Ctrl-Z) keeps any other signal pending, and would only ever
+    get its SIGKILL. False when nobody is left."""
+    sent = child.signal_group(sig)
+    if sent and sig not in (signal.SIGKILL, signal.SIGCONT):
+        child.signal_group(signal.SIGCONT)
+    return sent
 
 
 MARKS = 200  # seqs of the lines the model parser read, kept per run for the viewer

@@ -26,7 +26,7 @@ __all__ = ["Child", "SpawnError", "Spawner", "child_env", "spawn"]
 logger = logging.getLogger(__name__)
 
 PTY_ROWS, PTY_COLS = 50, 200
-SECRET_ENV = ("LOGCAST_TOKEN",)  # never handed to children unless their config sets it
+SECRET_ENV = ("LOGCAST_TOKEN", "LOGCAST_REDIS_URL")  # never handed to children unless their config sets it
 SCAN_EVERY = 1.0  # seconds between looks for adopted descendants (see `adopt`)
 KILL_REAP = 2.0  # seconds to reap the adopted descendants SIGKILLed at the end
 
@@ -231,19 +231,23 @@ def spawn(settings: ProcessSettings, family: str | None = None) -> Child:
     parent_fds: list[int] = []  # read ends we keep
     child_fds: list[int] = []  # ends the child gets, closed here after the fork
     try:
-        if settings.pty:
-            master, slave = _open_pty()
-            parent_fds.append(master)
-            child_fds.append(slave)
-            stdin, stdout, stderr = slave, slave, slave
-        else:
-            out_r, out_w = os.pipe()
-            parent_fds.append(out_r)
-            child_fds.append(out_w)
-            err_r, err_w = os.pipe()
-            parent_fds.append(err_r)
-            child_fds.append(err_w)
-            stdin, stdout, stderr = subprocess.DEVNULL, out_w, err_w
+        try:
+            if settings.pty:
+                master, slave = _open_pty()
+                parent_fds.append(master)
+                child_fds.append(slave)
+                stdin, stdout, stderr = slave, slave, slave
+            else:
+                out_r, out_w = os.pipe()
+                parent_fds.append(out_r)
+                child_fds.append(out_w)
+                err_r, err_w = os.pipe()
+                parent_fds.append(err_r)
+                child_fds.append(err_w)
+                stdin, stdout, stderr = subprocess.DEVNULL, out_w, err_w
+        except OSError as exc:  # out of descriptors (EMFILE, ENFILE), or of ptys
+            where = "a pseudo-terminal" if settings.pty else "pipes"
+            raise SpawnError(f"cannot open {where} for its output: {exc.strerror or exc}") from exc
         try:
             # Popen does the fork/exec because it reports exec and chdir errors precisely.
             popen = subprocess.Popen(
@@ -301,7 +305,10 @@ class Spawner:
 
     def spawn(self, settings: ProcessSettings) -> Child:
         if self.guard is not None:
-            self.guard.start()  # first spawn only; before the child exists
+            try:
+                self.guard.start()  # first spawn only; before the child exists
+            except OSError as exc:  # tried again at the next spawn
+                raise SpawnError(f"cannot start the orphan guard: {exc.strerror or exc}") from exc
         if self.adopter is None:
             child = spawn(settings)
         else:

@@ -182,6 +182,8 @@ class Supervisor:
         process that depends on it (unrelated ones at the same time). Only then the orphan
         guard, which would otherwise kill the groups."""
         self._closing = True
+        for process in self._processes.values():
+            process.closing()  # a run that ends meanwhile is not restarted
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
