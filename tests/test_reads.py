@@ -128,6 +128,99 @@ async def test_walking_before_finds_exactly_the_matches(
         await hub.close()
 
 
+async def _wide_hub(store: MemoryStore | SqliteStore, total: int, memory_lines: int, width: int) -> Hub:
+    """`_hub` with lines of many lengths, up to `width` characters more than `_texts`'."""
+    hub = Hub(store, memory_lines=memory_lines)
+    await hub.open(["app"])
+    done = 0
+    while done < total:
+        n = min(13, total - done)
+        texts = [t + " " + "w" * ((done + i) * 37 % width) for i, t in enumerate(_texts(n, done + 1))]
+        hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * n, [False] * n))
+        done += n
+        assert await hub.flush()
+    return hub
+
+
+def _fits(records: list[LogRecord], budget: int) -> bool:
+    """A page holds at most `budget` characters of text, or one record."""
+    return len(records) <= 1 or sum(len(r.message) for r in records) <= budget
+
+
+@pytest.mark.usefixtures("small_scan")
+@settings(max_examples=40, deadline=None)
+@given(
+    total=st.integers(0, 300),
+    memory=st.integers(1, 300),
+    limit=st.integers(1, 40),
+    budget=st.integers(1, 400),
+    pattern=st.sampled_from([None, "needle", "line 1", "nothing", r"\d3 "]),
+)
+async def test_pages_hold_a_bounded_text_and_walk_to_every_match(
+    total: int, memory: int, limit: int, budget: int, pattern: str | None
+) -> None:
+    """A page of 10,000 lines of 64 KiB was 640 MB of text dumped into one answer on the
+    event loop (a review): pages stop at `PAGE_TEXT` characters (one record at least),
+    and walking `next` forwards or `before` backwards still gives every match once."""
+    hub = await _wide_hub(MemoryStore(), total, memory, 150)
+    try:
+        everything = await _all(hub)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(reads_mod, "PAGE_TEXT", budget)
+            for query in (
+                (Query(),) if pattern is None else (Query(text=pattern), Query(regex=compile_regex(pattern)))
+            ):
+                want = _expected(everything, query)
+                got: list[int] = []
+                cursor: int | None = 0
+                while cursor is not None:
+                    page = await hub.read_page("app", after=cursor, limit=limit, query=query)
+                    assert len(page.records) <= limit and _fits(page.records, budget)
+                    got += [r.seq for r in page.records]
+                    assert len(got) <= len(want)
+                    cursor = page.next
+                assert got == want
+                got, before = [], None
+                while True:
+                    tail = await hub.tail_page("app", limit, before=before, query=query)
+                    assert len(tail.records) <= limit and _fits(tail.records, budget)
+                    got[:0] = [r.seq for r in tail.records]
+                    assert len(got) <= len(want)
+                    if tail.before is None:
+                        break
+                    before = tail.before
+                assert got == want
+    finally:
+        await hub.close()
+
+
+async def test_a_page_of_long_lines_from_the_store_is_bounded(tmp_path: Path) -> None:
+    """200 lines of 60,000 characters, all in SQLite: a page asked for 1,000 of them holds
+    at most `PAGE_TEXT` characters, and the pages hold them all, once."""
+    store = SqliteStore(tmp_path / "h.db")
+    await store.open()
+    hub = Hub(store, memory_lines=10)
+    await hub.open(["app"])
+    try:
+        for first in range(0, 200, 20):
+            texts = [f"{i:03d}" + "x" * 60_000 for i in range(first, first + 20)]
+            hub.lines("app", 1, Stream.STDOUT, 1.0, Lines(texts, [Level.INFO] * 20, [False] * 20))
+            assert await hub.flush()
+        seen: list[int] = []
+        cursor: int | None = 0
+        while cursor is not None:
+            page = await hub.read_page("app", after=cursor, limit=1000)
+            assert 0 < sum(len(r.message) for r in page.records) <= reads_mod.PAGE_TEXT
+            seen += [r.seq for r in page.records]
+            cursor = page.next
+        assert seen == list(range(1, 201))
+        last = await hub.tail_page("app", 1000)
+        assert last.records and sum(len(r.message) for r in last.records) <= reads_mod.PAGE_TEXT
+        assert last.records[-1].seq == 200 and last.before == last.records[0].seq - 1
+    finally:
+        await hub.close()
+
+
 async def test_a_filtered_stream_backlog_keeps_looking_back(small_scan: None) -> None:
     hub = await _hub(MemoryStore(), 400, 100)
     try:

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from logcast.hub import Entry
+from logcast.types import EventType, Gap, GapReason, Level, LogRecord, Stream
+from logcast.web import streams
 from logcast.web.streams import _groups
 
 frames_st = st.lists(st.binary(min_size=1, max_size=40), max_size=60)
@@ -39,3 +43,38 @@ def test_a_frame_longer_than_the_limit_goes_alone() -> None:
 
 def test_nothing_is_no_write() -> None:
     assert list(_groups([], 10)) == [] and list(_groups(iter([]), 10)) == []
+
+
+# -- the parts a stream encodes at a time ----------------------------------------------
+
+
+def _record(seq: int, size: int) -> LogRecord:
+    return LogRecord(seq, 1.0, Level.INFO, "x" * size, Stream.STDOUT, "p", 1, False, None)
+
+
+@given(
+    st.lists(st.one_of(st.integers(0, 3000), st.none()), max_size=80),
+    st.integers(1, 40),
+    st.integers(1, 5000),
+)
+def test_parts_are_bounded_in_entries_and_text_and_keep_every_entry(
+    sizes: list[int | None], size: int, budget: int
+) -> None:
+    """A part is encoded at once on the event loop: 1,024 history lines of 64 KiB were
+    hundreds of MB of JSON in one go (a review). At most `size` entries and `PART_TEXT`
+    characters of text a part (but for a record longer than that, which starts one),
+    every entry once, in order; a gap among them counts for no text."""
+    entries: list[Entry] = [
+        (EventType.GAP, Gap("p", i, i, GapReason.LOST))
+        if n is None
+        else (EventType.HISTORICAL, _record(i, n))
+        for i, n in enumerate(sizes)
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(streams, "PART_TEXT", budget)
+        parts = list(streams._parts(entries, size))
+    assert [e for part in parts for e in part] == entries
+    for part in parts:
+        texts = [len(p.message) if isinstance(p, LogRecord) else 0 for _, p in part]
+        assert 1 <= len(part) <= size
+        assert sum(texts) <= budget or (isinstance(part[0][1], LogRecord) and not any(texts[1:]))

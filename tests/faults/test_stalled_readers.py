@@ -404,3 +404,49 @@ def test_streams_past_max_streams_are_refused_with_a_reason(make_server) -> None
             return status == 200
 
         wait_for(accepted, 10, "a stream is accepted again")
+
+
+# -- downloads -----------------------------------------------------------------------------
+
+LONG_LINES = py_command(
+    "import sys, time\n"
+    "for i in range(300):\n"
+    "    sys.stdout.write(f'{i:04d} ' + 'y' * 60000 + '\\n')\n"
+    "sys.stdout.flush()\n"
+    "print('done', flush=True)\n"
+    "time.sleep(3600)\n"
+)
+
+
+def stall_download(port: int) -> socket.socket:
+    s = raw_socket(port)
+    s.sendall(b"GET /api/processes/long/logs/download HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return s
+
+
+def test_a_download_counts_as_a_stream_and_a_stalled_one_is_cut(make_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A review: downloads whose clients never read stayed open past the send timeout
+    (45 s and more), each holding pages of 10,000 lines, and were not counted against
+    `max_streams`."""
+    monkeypatch.setenv("LOGCAST_SEND_TIMEOUT", str(SEND_TIMEOUT))
+    server: Server = make_server(
+        f'[server]\nmax_streams = 2\n\n[process.long]\ncommand = {LONG_LINES}\nrestart = "never"\n'
+    )
+    wait_for(
+        lambda: httpx.get(f"{server.url}/api/processes/long", timeout=10).json()["last_seq"] >= 301,
+        30,
+        "the long lines are in",
+    )
+    with closing_all([stall_download(server.port) for _ in range(2)]) as stalled:
+        wait_for(lambda: all(answered(s) for s in stalled), 15, "both downloads began")
+        refused = httpx.get(f"{server.url}/api/processes/long/logs/download", timeout=10)
+        assert refused.status_code == 503 and "too many log streams" in refused.json()["detail"]
+        assert all(closed_by_server(s, SEND_TIMEOUT + 15) for s in stalled)
+
+    # the slots are given back: a download that reads gets the whole history
+    def whole() -> bool:
+        got = httpx.get(f"{server.url}/api/processes/long/logs/download", timeout=30)
+        return got.status_code == 200 and got.text.count("\n") >= 301
+
+    wait_for(whole, 15, "a whole download after the stalled ones were cut")
+    assert "stopped reading" in server.output()

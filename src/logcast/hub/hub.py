@@ -532,9 +532,9 @@ class Hub:
         page_size: int | None = None,
     ) -> AsyncIterator[TailPage]:
         """`tail_page`s going back from `before` until they hold the last `n` (at most
-        `BACKLOG_MAX`) matching records, each asking for at most `page_size` of them; an
-        unfiltered read is one page, a filtered one looks back at most `scan` records
-        (None: through the whole history, one bounded window at a time)."""
+        `BACKLOG_MAX`) matching records, each asking for at most `page_size` of them (and
+        holding at most `PAGE_TEXT` of text); a filtered read looks back at most `scan`
+        records (None: through the whole history, one bounded window at a time)."""
         n = min(n, BACKLOG_MAX)
         journal = self.get(process)
         top = journal.visible_seq if before is None else min(before, journal.visible_seq)
@@ -545,7 +545,7 @@ class Hub:
             page = await self.tail_page(process, want, before=pos, query=query)
             found += len(page.records)
             yield page
-            if page.before is None or not filtered or (scan is not None and top - page.before >= scan):
+            if page.before is None or (filtered and scan is not None and top - page.before >= scan):
                 break
             pos = page.before
 

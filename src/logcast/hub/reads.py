@@ -29,6 +29,9 @@ MATCH_CHUNK = 64  # records of a stream's window matched in one go by a filter t
 FIRST_STEP = 256  # rows a regex search reads from the store first (twice what it wants, if more)
 STEP_BYTES = 8 << 20  # ...and about this much text at most, once it has seen how long lines are
 ROW_GUESS = 1024  # characters a row is taken to hold before any was read
+# Characters of text in one page at most (with at least one record): a page of 10,000
+# lines of 64 KiB would be 640 MB of text, and several GB of JSON dumped on the event loop.
+PAGE_TEXT = 4 << 20
 
 clock = time.monotonic
 _FILTERS = ThreadPoolExecutor(FILTER_THREADS, thread_name_prefix="logcast-filter")
@@ -42,6 +45,17 @@ class Page:
     records: list[LogRecord]
     next: int | None
     cursor: int
+
+
+def _fit(records: list[LogRecord], room: int) -> list[LogRecord]:
+    """The first of `records` whose text fits in `room` characters; one at least when
+    `room` is a whole page's, so that every page moves on."""
+    size = 0
+    for n, record in enumerate(records):
+        size += len(record.message)
+        if size > room and (n or room < PAGE_TEXT):
+            return records[:n]
+    return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +102,16 @@ class History:
             return self.ring.since(start - 1, pos - start + 1)
 
     async def page(self, after: int, last: int, limit: int, query: Query) -> Page:
-        """Matching records with `after` < seq <= `last`, oldest first, at most `limit`."""
+        """Matching records with `after` < seq <= `last`, oldest first, at most `limit`
+        and `PAGE_TEXT` characters of text."""
         filtered = not query.is_empty
         coarse, step = replace(query, regex=None), _Step(limit)
         end = min(last, after + SCAN_ROWS) if filtered else last
         deadline = clock() + SEARCH_SECONDS
         out: list[LogRecord] = []
+        room = PAGE_TEXT  # characters of text the page may still take
         pos = after  # every seq up to here has been looked at
-        while pos < end and len(out) < limit and (not filtered or clock() < deadline):
+        while pos < end and len(out) < limit and room > 0 and (not filtered or clock() < deadline):
             chunk = self._ring_since(pos, min(SCAN_CHUNK, end - pos))
             if chunk is None:
                 first = self._ring_first()
@@ -107,42 +123,63 @@ class History:
                         self.name, after=pos, limit=step.rows, query=coarse, upto=stop, search=True
                     )
                     found, looked = await _scan(rows, query, limit - len(out), deadline)
-                    out += found
-                    if looked < len(rows):
+                    step.grow(rows)
+                    fit = _fit(found, room)
+                    out += fit
+                    room -= _text(fit)
+                    if len(fit) < len(found):  # the page is full: on from the first left out
+                        pos, room = found[len(fit)].seq - 1, 0
+                    elif looked < len(rows):
                         pos = rows[looked - 1].seq
                     else:
                         pos = rows[-1].seq if len(rows) >= step.rows else stop
-                    step.grow(rows)
                     continue
-                got = await self.store.read(
-                    self.name, after=pos, limit=limit - len(out), query=query, upto=stop
-                )
-                out += got
-                pos = got[-1].seq if len(out) >= limit else stop
+                asked = min(limit - len(out), step.rows)
+                got = await self.store.read(self.name, after=pos, limit=asked, query=query, upto=stop)
+                step.grow(got)
+                fit = _fit(got, room)
+                out += fit
+                room -= _text(fit)
+                if len(fit) < len(got):
+                    pos, room = got[len(fit)].seq - 1, 0
+                else:
+                    pos = got[-1].seq if len(got) >= asked else stop
                 continue
             if not chunk:
                 break
             if not filtered:
-                take = chunk[: limit - len(out)]
+                wanted = chunk[: limit - len(out)]
+                take = _fit(wanted, room)
                 out += take
-                pos = take[-1].seq
+                room -= _text(take)
+                if len(take) < len(wanted):
+                    pos, room = wanted[len(take)].seq - 1, 0
+                else:
+                    pos = take[-1].seq
                 continue
             found, looked = await _scan(chunk, query, limit - len(out), deadline)
-            out += found
-            pos = chunk[looked - 1].seq if looked else pos
+            fit = _fit(found, room)
+            out += fit
+            room -= _text(fit)
+            if len(fit) < len(found):
+                pos, room = found[len(fit)].seq - 1, 0
+            else:
+                pos = chunk[looked - 1].seq if looked else pos
         more = len(out) >= limit or pos < last
         return Page(out, pos if more else None, pos)
 
     async def tail(self, floor: int, before: int, n: int, query: Query) -> TailPage:
-        """The last `n` matching records with `floor` < seq <= `before`, looking at no
-        more than `SCAN_ROWS` records (for `SEARCH_SECONDS` at most) when filtering."""
+        """The last `n` matching records with `floor` < seq <= `before`, at most
+        `PAGE_TEXT` characters of text, looking at no more than `SCAN_ROWS` records (for
+        `SEARCH_SECONDS` at most) when filtering."""
         filtered = not query.is_empty
         coarse, step = replace(query, regex=None), _Step(n)
         low = max(floor, before - SCAN_ROWS) if filtered else floor
         deadline = clock() + SEARCH_SECONDS
         picked: list[LogRecord] = []  # newest first
+        room = PAGE_TEXT  # characters of text the page may still take
         pos = before  # every seq above here has been looked at
-        while pos > low and len(picked) < n and (not filtered or clock() < deadline):
+        while pos > low and len(picked) < n and room > 0 and (not filtered or clock() < deadline):
             window = self._ring_before(low, pos)
             if window is None:
                 bottom = max(low, pos - STORE_STEP) if filtered else low
@@ -150,32 +187,58 @@ class History:
                     rows = await self.store.tail(
                         self.name, step.rows, before=pos, query=coarse, after=bottom, search=True
                     )
+                    step.grow(rows)
                     newest_first = rows[::-1]
                     found, looked = await _scan(newest_first, query, n - len(picked), deadline)
-                    picked += found
-                    if looked < len(rows):
+                    fit = _fit(found, room)
+                    picked += fit
+                    room -= _text(fit)
+                    if len(fit) < len(found):  # the page is full: back from the first left out
+                        pos, room = found[len(fit)].seq, 0
+                    elif looked < len(rows):
                         pos = newest_first[looked - 1].seq - 1
                     else:
                         pos = rows[0].seq - 1 if len(rows) >= step.rows else bottom
-                    step.grow(rows)
                     continue
-                got = await self.store.tail(self.name, n - len(picked), before=pos, query=query, after=bottom)
-                picked += reversed(got)
-                pos = got[0].seq - 1 if len(picked) >= n else bottom
+                asked = min(n - len(picked), step.rows)
+                got = await self.store.tail(self.name, asked, before=pos, query=query, after=bottom)
+                step.grow(got)
+                newest_first = got[::-1]
+                fit = _fit(newest_first, room)
+                picked += fit
+                room -= _text(fit)
+                if len(fit) < len(got):
+                    pos, room = newest_first[len(fit)].seq, 0
+                else:
+                    pos = got[0].seq - 1 if len(got) >= asked else bottom
                 continue
             if not window:
                 break
             if not filtered:
-                take = window[-(n - len(picked)) :]
-                picked += reversed(take)
-                pos = take[0].seq - 1
+                wanted = window[-(n - len(picked)) :][::-1]
+                take = _fit(wanted, room)
+                picked += take
+                room -= _text(take)
+                if len(take) < len(wanted):
+                    pos, room = wanted[len(take)].seq, 0
+                else:
+                    pos = take[-1].seq - 1
                 continue
             newest_first = window[::-1]
             found, looked = await _scan(newest_first, query, n - len(picked), deadline)
-            picked += found
-            pos = newest_first[looked - 1].seq - 1 if looked else pos
+            fit = _fit(found, room)
+            picked += fit
+            room -= _text(fit)
+            if len(fit) < len(found):
+                pos, room = found[len(fit)].seq, 0
+            else:
+                pos = newest_first[looked - 1].seq - 1 if looked else pos
         picked.reverse()
         return TailPage(picked, pos if pos > floor else None, before)
+
+
+def _text(records: list[LogRecord]) -> int:
+    return sum(map(len, map(MESSAGE_OF, records)))
 
 
 class _Step:

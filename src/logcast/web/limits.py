@@ -1,7 +1,7 @@
 """How many log streams may be open at once, counted in one place.
 
-Past `[server] max_streams`, a new stream is refused before its hub cursor, tasks and
-socket cost anything.
+Past `[server] max_streams`, a new stream (or download of a history) is refused before
+its hub cursor, tasks and socket cost anything.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-SSE_PATH = re.compile(r"^/api/(?:processes|models)/[^/]+/logs/stream/?$")
+SSE_PATH = re.compile(r"^/api/(?:processes|models)/[^/]+/logs/(?:stream|download)/?$")
 WS_PATH = re.compile(r"^/ws/logs/?$")
 RETRY_AFTER = 2
 
@@ -45,7 +45,7 @@ class StreamSlots:
 
 
 def is_stream(scope: Scope) -> bool:
-    """Whether `scope` asks for a log stream (SSE or WebSocket)."""
+    """Whether `scope` asks for a log stream (SSE or WebSocket) or a history download."""
     path = scope.get("path", "")
     if scope["type"] == "websocket":
         return WS_PATH.match(path) is not None

@@ -12,16 +12,17 @@ import logging
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, MutableMapping
 from itertools import accumulate
+from operator import itemgetter
 from typing import Any
 
-from fastapi.sse import EventSourceResponse
+from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.loop import raise_if_cancelled
-from logcast.types import EventType, LogRecord
+from logcast.types import MESSAGE_OF, EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.deadline import Quiet, SendDeadline
 from logcast.web.direct import Direct
@@ -51,6 +52,10 @@ WRITE_SLICE = 64 * 1024  # bytes per write: with the transport's high-water mark
 ENTRIES = 256  # entries taken at a time off the slow path (history, filters): a stalled
 # client holds one such list, and many large ones leave the heap fragmented
 PART = 128  # events encoded at a time for one client (history, filtered streams)
+# ...and characters of text at most (one event at least): 1,024 history lines of 64 KiB of
+# control characters were 400 MB of JSON made on the event loop at once (a review)
+PART_TEXT = 1 << 20
+_PAYLOAD = itemgetter(1)  # an entry's record (or gap, or seq)
 ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before the app returns
 BATCH_PART = 1024  # entries taken (and encoded) at a time for a batched SSE client off the
 # fast path: its messages are that long, and a stalled one holds one such list
@@ -74,16 +79,14 @@ def _as_bytes(chunk: bytes | memoryview | str) -> bytes:
     return bytes(chunk) if isinstance(chunk, memoryview) else chunk.encode()
 
 
-class BoundedSSEResponse(EventSourceResponse):
-    """`text/event-stream` whose every write is bounded in size and in time.
+class BoundedStreamingResponse(StreamingResponse):
+    """A streaming body whose every write is bounded in size and in time.
 
-    It takes pre-encoded batches (one encoding per line, shared by every subscriber)
-    rather than FastAPI's generator mode, which builds and serialises a model per event
-    and subscriber. A batch is written in slices of at most `WRITE_SLICE` bytes, each
-    waiting while the transport is over its high-water mark, so a client holds about two
-    slices of our memory. A slice not written within the send timeout cuts the client:
-    its transport is aborted (`conn`), since merely returning would have uvicorn
-    `close()` it, which waits to flush to a client that never reads.
+    A chunk is written in slices of at most `WRITE_SLICE` bytes, each waiting while the
+    transport is over its high-water mark, so a client holds about two slices of our
+    memory. A slice not written within the send timeout cuts the client: its transport
+    is aborted (`conn`), since merely returning would have uvicorn `close()` it, which
+    waits to flush to a client that never reads.
     """
 
     def __init__(
@@ -95,8 +98,6 @@ class BoundedSSEResponse(EventSourceResponse):
         **kw: Any,
     ) -> None:
         super().__init__(content, **kw)
-        self.headers["Cache-Control"] = "no-cache"
-        self.headers["X-Accel-Buffering"] = "no"
         self.send_timeout = send_timeout  # None: the app's
         self.stalled = False  # the client stopped reading and was cut
         self._on_close = on_close
@@ -167,7 +168,7 @@ class BoundedSSEResponse(EventSourceResponse):
                         )
         except TimeoutError:
             self.stalled = True
-            log.info("SSE client stopped reading for %.0fs: cut loose", timeout)
+            log.info("client of a stream stopped reading for %.0fs: cut loose", timeout)
             return
         finally:
             deadline.close()
@@ -179,6 +180,22 @@ class BoundedSSEResponse(EventSourceResponse):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
             self.stalled = True
+
+
+class BoundedSSEResponse(BoundedStreamingResponse):
+    """`text/event-stream`, written as `BoundedStreamingResponse` writes.
+
+    It takes pre-encoded batches (one encoding per line, shared by every subscriber)
+    rather than FastAPI's generator mode, which builds and serialises a model per event
+    and subscriber.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes], **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.headers["Cache-Control"] = "no-cache"
+        self.headers["X-Accel-Buffering"] = "no"
 
 
 Batch = LiveBatch | list[Entry]
@@ -357,8 +374,36 @@ async def sse_body(
 
 
 def _parts(entries: list[Entry], size: int = PART) -> Iterator[list[Entry]]:
-    for start in range(0, len(entries), size):
-        yield entries[start : start + size]
+    """`entries` in slices of at most `size` entries and `PART_TEXT` characters of text
+    (one entry at least): each slice is encoded at once, on the event loop."""
+    start = 0
+    count = len(entries)
+    while start < count:
+        part = entries[start : start + size]
+        if _text_of(part) > PART_TEXT:
+            part = _fitting(part)
+        yield part
+        start += len(part)
+
+
+def _text_of(entries: list[Entry]) -> int:
+    """The characters of text of the records among `entries` (without a Python step per
+    entry when they are all records, the usual case)."""
+    try:
+        return sum(map(len, map(MESSAGE_OF, map(_PAYLOAD, entries))))
+    except TypeError:  # a gap or a seq among them
+        return sum(len(p.message) for _, p in entries if isinstance(p, LogRecord))
+
+
+def _fitting(entries: list[Entry]) -> list[Entry]:
+    """The first of `entries` whose text is at most `PART_TEXT` characters (one at least)."""
+    text = 0
+    for i, (_, payload) in enumerate(entries):
+        if isinstance(payload, LogRecord):
+            text += len(payload.message)
+            if text > PART_TEXT and i:
+                return entries[:i]
+    return entries
 
 
 def _sse_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:

@@ -28,6 +28,7 @@ from logcast.web.routes.deps import (
     build_query,
     resolve,
 )
+from logcast.web.streams import BoundedStreamingResponse
 
 router = APIRouter()
 
@@ -69,6 +70,8 @@ def _page(records: list[LogRecord], nxt: int | None, cursor: int, **extra: int |
 
 @router.get("/api/processes/{name}/logs/download", tags=["logs"])
 async def download_logs(name: str, engine: EngineDep, plain: bool = False) -> StreamingResponse:
+    """The whole history as text, a page at a time; it counts as a stream against
+    `max_streams`, and a client that stops reading is cut after the send timeout."""
     name = resolve(engine, name)
 
     async def lines() -> AsyncIterator[bytes]:
@@ -82,7 +85,7 @@ async def download_logs(name: str, engine: EngineDep, plain: bool = False) -> St
             after = page[-1].seq
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return StreamingResponse(
+    return BoundedStreamingResponse(
         lines(),
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}-{stamp}.log"'},
