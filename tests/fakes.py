@@ -15,6 +15,8 @@ from logcast.types import Level, LogRecord, Stream
 class MemoryStore:
     """The Store protocol over dicts, with retention and a switch to fail writes."""
 
+    commits_durable = True
+
     def __init__(self, retain_lines: int = 1_000_000) -> None:
         self.retain_lines = retain_lines
         self.records: dict[str, dict[int, LogRecord]] = {}

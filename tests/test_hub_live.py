@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
+from logcast.errors import StoreError
 from logcast.hub import Gap, Hub, LiveBatch, Subscription
 from logcast.query import Query
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
@@ -467,4 +470,86 @@ async def test_cleared_lines_are_not_served_while_the_store_is_still_clearing() 
         assert await clearing == 31
     finally:
         store.gate.set()
+        await hub.close()
+
+
+async def test_a_long_clear_holds_up_no_process_s_new_lines() -> None:
+    """Clearing millions of lines took seconds with the store writer held for all of it:
+    every process whose memory tail was full waited, its new lines neither numbered nor
+    shown (2.3 s in a review). The writer goes on while the store clears."""
+    store = SlowClearStore()
+    hub = await make_hub(store, memory_lines=10)
+    try:
+        await write_persisted(hub, 1, 30, 10)
+        clearing = asyncio.create_task(hub.clear("app"))
+        await asyncio.wait_for(store.clearing.wait(), 5)
+        write(hub, 1, 25, process="other")  # more than its memory tail holds: it needs the writer
+        assert await hub.flush(timeout=10)
+        assert [r.seq for r in await hub.page("other", limit=100)] == list(range(1, 26))
+        assert not clearing.done()
+        store.gate.set()
+        assert await clearing == 30
+        assert store.records["app"] == {}
+    finally:
+        store.gate.set()
+        await hub.close()
+
+
+class ClearFailsOnce(MemoryStore):
+    """A store whose first clear fails (a full disk, a lock held too long)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def clear(self, process: str, upto: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("database or disk is full")
+        await super().clear(process, upto)
+
+
+async def test_a_clear_the_store_refused_is_done_by_the_next_one() -> None:
+    """A review: the second clear answered done at once (memory was already cleared) and
+    the store kept every line, to come back after a restart."""
+    store = ClearFailsOnce()
+    hub = await make_hub(store)
+    try:
+        await write_persisted(hub, 1, 30, 10)
+        with pytest.raises(StoreError):
+            await hub.clear("app")
+        assert len(store.records["app"]) == 30
+        assert await hub.clear("app") == 30
+        assert store.records["app"] == {}
+        assert await hub.clear("app") == 30  # nothing more to do
+    finally:
+        await hub.close()
+
+
+async def test_dropped_counts_each_seq_announced_once_and_no_clear() -> None:
+    """`dropped` (and `logcast_dropped_lines_total`) grew by a whole history's length at
+    every reconnect from `after=0`, and counted a user's clear (a review: 900,009 "dropped"
+    for 300,003 lines, none lost)."""
+    hub = await make_hub(MemoryStore(retain_lines=10), memory_lines=5)
+    try:
+        await write_persisted(hub, 1, 50, 10)
+
+        async def reconnect() -> list[Gap]:
+            sub = await hub.subscribe("app", after=0)
+            try:
+                return [p for _, p in await go_live(sub) if isinstance(p, Gap)]
+            finally:
+                sub.close()
+
+        first = await reconnect()
+        assert first and first[0].start == 1 and first[0].reason == "retention"
+        dropped = hub.stats("app")["dropped"]
+        assert dropped == sum(g.count for g in first)
+        assert await reconnect() == first
+        assert hub.stats("app")["dropped"] == dropped  # the same seqs, told again
+        await hub.clear("app")
+        gaps = await reconnect()
+        assert [g.reason for g in gaps] == ["cleared"]
+        assert hub.stats("app")["dropped"] == dropped
+    finally:
         await hub.close()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,74 @@ async def test_sqlite_keeps_the_reservation_beside_the_database(tmp_path: Path) 
         assert again.stats("app")["store_lost"] == reserved - 5
     finally:
         await again.close()
+        await store.close()
+
+
+class SlowToReserve(SqliteStore):
+    """SQLite whose reservation cannot be written while `held` (a disk slow to sync it)."""
+
+    held = False
+
+    def reserve(self, marks: Mapping[str, int]) -> None:
+        if self.held:
+            raise StoreError("the reservation is not synced yet")
+        super().reserve(marks)
+
+
+async def test_a_power_cut_that_loses_the_last_commits_reuses_no_seq_a_reader_saw(tmp_path: Path) -> None:
+    """SQLite commits with synchronous=NORMAL are not synced: a power cut may lose them.
+    A reader saw lines committed past the (synced) reservation, and after the cut their
+    seqs named other lines (a review, by dropping the WAL after a SIGKILL). Lines show
+    once the reservation covers them; the commit alone is not enough."""
+    store = SlowToReserve(tmp_path / "history.db")
+    await store.open()
+    assert not store.commits_durable
+    hub = await open_hub(store)
+    seen: list[int] = []
+    try:
+        sub = await hub.subscribe("app", after=0)
+        store.held = True
+        write(hub, 3 * RESERVE_MIN)
+        assert await hub.flush()  # committed, in the WAL, not synced
+        assert hub.get("app").committed == 3 * RESERVE_MIN
+        while entries := await sub.next(wait=False):
+            seen += [p.seq for _, p in entries if isinstance(p, LogRecord)]
+        seen += [r.seq for r in (await hub.read_page("app", limit=10**6)).records]
+        seen += [r.seq for r in (await hub.tail_page("app", 10)).records]
+        assert seen and max(seen) <= RESERVE_MIN
+        # the power cut: the threads stop dead and the WAL (never synced) is gone
+        crash(hub)
+        after = tmp_path / "after"
+        after.mkdir()
+        for name in ("history.db", "history.db.seq"):
+            shutil.copyfile(tmp_path / name, after / name)
+        sub.close()
+    finally:
+        await store.close()
+    again_store = SqliteStore(after / "history.db")
+    await again_store.open()
+    again = await open_hub(again_store)
+    try:
+        write(again, 1)
+        assert again.get("app").last_seq > max(seen)  # no seq a reader saw names a new line
+    finally:
+        await again.close()
+        await again_store.close()
+
+
+async def test_a_synced_store_shows_lines_once_committed(tmp_path: Path) -> None:
+    """With `synchronous = FULL` a commit survives a power cut: it is enough to show a line."""
+    store = SlowToReserve(tmp_path / "history.db", pragmas={"synchronous": "FULL"})
+    await store.open()
+    assert store.commits_durable
+    hub = await open_hub(store)
+    try:
+        store.held = True
+        write(hub, 3 * RESERVE_MIN)
+        assert await hub.flush()
+        assert (await hub.read_page("app", limit=10**6)).records[-1].seq == 3 * RESERVE_MIN
+    finally:
+        await hub.close()
         await store.close()
 
 

@@ -432,6 +432,9 @@ class HistoricalCompleteEvent(Shape):
     type: Literal["historical_complete"]
     seq: int
     """The seq of the last history line (also the SSE id)."""
+    process: str | None = None
+    """Whose history is complete: in WebSocket `json` frames, which may carry several
+    processes (one such event each)."""
 
 
 class RealtimeEvent(Shape):

@@ -173,3 +173,15 @@ def test_a_big_login_body_is_refused_before_it_is_read(make_server) -> None:  # 
     with server.client() as c:
         assert c.post("/api/login", json={"token": TOKEN}).status_code == 204
         assert c.get("/healthz").status_code == 200
+
+
+def test_a_login_token_that_is_no_utf8_is_a_wrong_token(make_server) -> None:  # type: ignore[no-untyped-def]
+    """JSON may carry a lone surrogate (`"\\ud800"`), which has no UTF-8: the login answered
+    500 with two tracebacks in the log (a review)."""
+    server = make_server(CONFIG, token=TOKEN)
+    with server.client() as c:
+        for body in (b'{"token": "\\ud800"}', b'{"token": "' + TOKEN.encode() + b'\\udfff"}'):
+            answer = c.post("/api/login", content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["detail"] == "wrong token"
+    assert "Traceback" not in server.output()

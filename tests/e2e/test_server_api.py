@@ -203,6 +203,20 @@ def test_stats_clear_metrics(make_server) -> None:  # type: ignore[no-untyped-de
         assert 'logcast_process_state{process="ticker",state="running"} 1.0' in text
 
 
+def test_a_websocket_of_every_process_names_whose_history_is_complete(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Without `process`, one socket carries every process: each `historical_complete`
+    says whose it is (a review: three bare seqs, no way to resume)."""
+    server = make_server(config())
+    with connect(server.url.replace("http", "ws") + "/ws/logs?format=json&lines=0", open_timeout=10) as ws:
+        completes: list[dict[str, object]] = []
+        while len(completes) < 2:
+            event = json.loads(ws.recv(timeout=10))
+            if event["type"] == "historical_complete":
+                completes.append(event)
+    assert sorted(str(e["process"]) for e in completes) == ["quiet", "ticker"]
+    assert all(isinstance(e["seq"], int) for e in completes)
+
+
 def test_websocket_text_and_json_across_restarts(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(config())
     ws_url = server.url.replace("http", "ws") + "/ws/logs"

@@ -126,6 +126,7 @@ class Hub:
             journal.lines, journal.bytes, journal.last_run = meta.lines, meta.bytes, meta.last_run
             if meta.first_seq == 0 and meta.last_seq:
                 journal.cleared_upto = meta.last_seq  # nothing retained: treat as cleared
+                journal.store_cleared_upto = meta.last_seq
             if top > meta.last_seq:
                 journal.lose(meta.last_seq + 1, top)
                 journal.persisted = top
@@ -215,7 +216,8 @@ class Hub:
         return journal
 
     def _new_journal(self, name: str) -> Journal:
-        return Journal(name, Ring(self.memory_lines, self.memory_bytes))
+        durable = getattr(self.store, "commits_durable", True)
+        return Journal(name, Ring(self.memory_lines, self.memory_bytes), commits_durable=durable)
 
     def last_run(self, name: str) -> int:
         journal = self._journals.get(name)
@@ -555,12 +557,20 @@ class Hub:
         journal = self.get(process)
         with journal.lock:
             upto = journal.last_seq if upto is None else min(upto, journal.last_seq)
-            if upto <= journal.cleared_upto:
-                return journal.cleared_upto
+            upto = max(upto, journal.cleared_upto)
+            if upto <= journal.store_cleared_upto:
+                return upto
+        # Memory first: from here on no batch takes a seq up to `upto` (`persisted`), and
+        # readers skip them. A batch already taken may hold some: it is waited out, but
+        # the store's clear itself runs beside the writer (SQLite's lock takes turns), so
+        # that clearing millions of lines holds up no process's new lines (a review).
         self._forget(journal, upto)
         self.writer.release_held()
         async with self._no_batch_in_flight():
-            await self.store.clear(process, upto)
+            pass
+        await self.store.clear(process, upto)  # failed: the next clear asks the store again
+        with journal.lock:
+            journal.store_cleared_upto = max(journal.store_cleared_upto, upto)
         self.pages.forget(process)
         return upto
 

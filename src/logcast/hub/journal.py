@@ -35,8 +35,12 @@ class Journal:
     persisted: int = 0  # highest seq the store holds (or that was given up on)
     committed: int = 0  # highest seq the store has committed
     reserved: int = 0  # seqs up to here may be shown to readers (the store holds this mark)
+    # The store's commits survive a power cut (else only the reservation, which is synced,
+    # makes a seq safe to show: SQLite with synchronous=NORMAL may lose its last commits)
+    commits_durable: bool = True
     writing: int = 0  # highest seq the writer has taken and is writing now
     cleared_upto: int = 0
+    store_cleared_upto: int = 0  # ...and what the store has cleared (a failed clear is behind)
     lines: int = 0
     bytes: int = 0
     warnings: int = 0
@@ -47,7 +51,8 @@ class Journal:
     store_lost: int = 0
     owner_lost: int = 0  # a mirror's: what the owner counted as lost (it may have seen more)
     opened_at_seq: int = 0  # last seq when this logcast started (what came before is old history)
-    dropped: int = 0  # lines announced to subscribers as gaps
+    dropped: int = 0  # lines announced to subscribers as gaps (each once, clears not counted)
+    dropped_ranges: list[tuple[int, int]] = field(default_factory=list)  # ...which ones
     lost: list[tuple[int, int]] = field(default_factory=list)  # seq ranges the store will never have
     wake_on_commit: bool = False  # a reader waits for a write in flight
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,29 +66,24 @@ class Journal:
 
     @property
     def visible_seq(self) -> int:
-        """The last seq a reader may be given: one the store has reserved or committed,
-        so that no restart can give its number to another line."""
-        return min(self.next_seq - 1, max(self.reserved, self.committed))
+        """The last seq a reader may be given: one the store has reserved (or committed,
+        where commits are durable), so that no restart can give its number to another
+        line, not even after a power cut."""
+        if self.commits_durable:
+            return min(self.next_seq - 1, max(self.reserved, self.committed))
+        return min(self.next_seq - 1, self.reserved)
 
     def lose(self, start: int, end: int) -> None:
         """Seqs `start`..`end` were handed out but will never be stored.
         Counts each seq once, however often and in whatever pieces it is reported."""
-        if end < start:
-            return
-        ranges = self.lost  # sorted, disjoint, not adjacent
-        i = bisect_left(ranges, (start, start))
-        if i > 0 and ranges[i - 1][1] + 1 >= start:
-            i -= 1
-        low, high, known = start, end, 0
-        j = i
-        while j < len(ranges) and ranges[j][0] <= end + 1:
-            a, b = ranges[j]
-            known += max(0, min(b, end) - max(a, start) + 1)
-            low, high = min(low, a), max(high, b)
-            j += 1
-        ranges[i:j] = [(low, high)]
-        self.store_lost += end - start + 1 - known
-        del ranges[:-LOST_RANGES]
+        self.store_lost += _add_range(self.lost, start, end)
+
+    def announced(self, start: int, end: int, reason: GapReason) -> None:
+        """Seqs `start`..`end` were announced to a reader as a gap: counted in `dropped`
+        once, however many readers (or reconnects of one) are told; a clear is the
+        user's, not a drop."""
+        if reason is not GapReason.CLEARED:
+            self.dropped += _add_range(self.dropped_ranges, start, end)
 
     def trim(self, *, lose: bool = True) -> None:
         """Keep the ring within bounds, sparing what the writer has not persisted yet: up
@@ -143,3 +143,23 @@ class Journal:
         t0, n0 = samples[0]
         span = max(now - t0, 1.0)
         return (self.lines - n0) / span
+
+
+def _add_range(ranges: list[tuple[int, int]], start: int, end: int) -> int:
+    """Merge `start`..`end` into `ranges` (sorted, disjoint, not adjacent; the newest
+    `LOST_RANGES` kept): how many of its seqs were not in them yet."""
+    if end < start:
+        return 0
+    i = bisect_left(ranges, (start, start))
+    if i > 0 and ranges[i - 1][1] + 1 >= start:
+        i -= 1
+    low, high, known = start, end, 0
+    j = i
+    while j < len(ranges) and ranges[j][0] <= end + 1:
+        a, b = ranges[j]
+        known += max(0, min(b, end) - max(a, start) + 1)
+        low, high = min(low, a), max(high, b)
+        j += 1
+    ranges[i:j] = [(low, high)]
+    del ranges[:-LOST_RANGES]
+    return end - start + 1 - known

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
@@ -19,7 +20,7 @@ from logcast.hub.journal import Journal
 from logcast.hub.pages import Page
 from logcast.hub.reads import matching
 from logcast.query import Query
-from logcast.types import STREAM_OF, Entry, EventType, Gap, LogRecord, Stream
+from logcast.types import SEQ_OF, STREAM_OF, Entry, EventType, Gap, LogRecord, Stream
 
 if TYPE_CHECKING:
     from logcast.hub.hub import Hub
@@ -263,8 +264,9 @@ class Subscription:
 
     def _gap(self, start: int, end: int, *, inside: bool = False) -> Entry:
         journal = self.journal
-        journal.dropped += end - start + 1
-        return (EventType.GAP, Gap(journal.name, start, end, journal.gap_reason(start, end, inside=inside)))
+        reason = journal.gap_reason(start, end, inside=inside)
+        journal.announced(start, end, reason)
+        return (EventType.GAP, Gap(journal.name, start, end, reason))
 
     async def _window(self, limit: int, fmt: str | None = None) -> _Window:
         """What follows the cursor: from the ring where it still has it, else from the
@@ -319,6 +321,8 @@ class Subscription:
                 self.hub.pages.drop_passed(journal.name)
             i = page.index(cursor)
             records = page.records[i : i + limit]
+            if records and records[-1].seq > last:  # committed, not yet safe to show
+                records = records[: bisect_right(records, last, key=SEQ_OF)]
             cleared = journal.cleared_upto
             if cleared > cursor:  # a clear while we read
                 records = [r for r in records if r.seq > cleared]

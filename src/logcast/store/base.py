@@ -39,6 +39,9 @@ class StoreStats:
 
 class Store(Protocol):
     stats: StoreStats
+    # Whether a commit survives a power cut; when not, the hub shows a line only once the
+    # store's synced reservation covers its seq (a store without the attribute: durable).
+    commits_durable: bool
 
     async def open(self) -> None: ...
 

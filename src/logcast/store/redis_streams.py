@@ -190,6 +190,8 @@ class RedisStore:
     entries), reading in chunks, so memory stays bounded however selective the filter is.
     """
 
+    commits_durable = True  # as far as the numbering goes: the reservation lives in Redis too
+
     def __init__(
         self,
         url: str,

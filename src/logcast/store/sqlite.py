@@ -436,6 +436,10 @@ class SqliteStore:
             if not _PRAGMA_NAME.match(name) or not re.fullmatch(r"[\w.-]+", str(value)):
                 raise ValueError(f"invalid pragma {name!r} = {value!r}")
             self._pragmas[name] = value
+        # A commit is synced only with synchronous = FULL or EXTRA: by default the hub shows
+        # a line once the reservation (which is synced) covers it, not once it is committed.
+        sync = str(self._pragmas.get("synchronous", "NORMAL")).upper()
+        self.commits_durable = sync in ("FULL", "EXTRA", "2", "3")
         self._slack = retain_lines // 100
         self._open = False
         self._closed = False

@@ -268,9 +268,12 @@ def column_messages(entries: list[Entry]) -> Iterator[bytes]:
 
 
 def json_frames(hub: Hub, journal: Journal, entries: list[Entry]) -> list[str]:
-    """The same events as SSE, one JSON text per WebSocket frame."""
+    """The same events as SSE, one JSON text per WebSocket frame; `historical_complete`
+    also names its process, since one socket may carry several."""
     return [
-        event_json(kind, payload, log_json).decode()
+        orjson.dumps({"type": kind.value, "seq": payload, "process": journal.name}).decode()
+        if kind is EventType.HISTORICAL_COMPLETE
+        else event_json(kind, payload, log_json).decode()
         for kind, payload, log_json in _each(hub, journal, entries)
     ]
 
