@@ -19,6 +19,9 @@ from logcast.store.base import Store
 log = logging.getLogger(__name__)
 
 LOOK_INTERVAL = 0.5  # s between two looks at every process's lead, when nobody asks sooner
+# s with no new line after which a process whose lines are all stored gets its reservation
+# back down to its last seq: a crash then announces no loss of lines that never were
+PARK_AFTER = 10.0
 
 
 class Reserver(Worker):
@@ -34,6 +37,8 @@ class Reserver(Worker):
     ) -> None:
         super().__init__(store, journals, monotonic=monotonic)
         self._on_visible = on_visible
+        self._seen: dict[str, tuple[int, float]] = {}  # process -> (last seq, since when)
+        self._parked: set[str] = set()  # reservations brought down to the last seq
 
     def _run(self) -> None:
         """While the reservation cannot be written (a failing disk, Redis away), new lines
@@ -65,10 +70,40 @@ class Reserver(Worker):
         marks: dict[str, int] = {}
         for journal in self._journals():
             with journal.lock:
+                name, last = journal.name, journal.last_seq
+                if name in self._parked:
+                    if last <= journal.reserved:
+                        continue  # still nothing new
+                    self._parked.discard(name)
                 lead = journal.reservation_lead(now)
                 if (journal.reserved - journal.next_seq) * 2 < lead:
-                    marks[journal.name] = journal.next_seq + lead
+                    marks[name] = journal.next_seq + lead
+                elif (
+                    not journal.commits_durable  # there the commits show lines; left alone
+                    and journal.reserved > last
+                    and self._idle(name, last, now)
+                    and journal.committed >= last
+                ):
+                    marks[name] = self._park(journal)
         return marks
+
+    def _idle(self, name: str, last: int, now: float) -> bool:
+        """No new seq for `PARK_AFTER` s (as far as these looks saw)."""
+        seen = self._seen.get(name)
+        if seen is None or seen[0] != last:
+            self._seen[name] = (last, now)
+            return False
+        return now - seen[1] >= PARK_AFTER
+
+    def _park(self, journal: Journal) -> int:
+        """(Lock held) Bring the reservation of an idle process whose lines are all stored
+        down to its last seq: after a crash, numbering resumes right above it, and no loss
+        is announced for seqs that never named a line. Lowered here first, before it is
+        written, so that no new line shows above it meanwhile: the next one waits for a
+        new reservation, as any line past the reservation does."""
+        self._parked.add(journal.name)
+        journal.reserved = journal.last_seq
+        return journal.reserved
 
     def _reserved(self, marks: dict[str, int]) -> None:
         by_name = {journal.name: journal for journal in self._journals()}
