@@ -31,6 +31,16 @@ from logcast.secrets import MASK, is_secret_name, mask_argv, mask_command, mask_
         (["sk-secret123456"], [MASK]),
         (["--key-from", "sk-proj-abcdefgh12"], ["--key-from", MASK]),
         (["ghp_abcdefghijklmnop"], [MASK]),
+        # a credential in a URL's query (a review)
+        (["curl", "https://h/x?token=abc123"], ["curl", f"https://h/x?token={MASK}"]),
+        (
+            ["--url", "http://h/v1?model=q&api_key=s3c&n=1#top"],
+            ["--url", f"http://h/v1?model=q&api_key={MASK}&n=1#top"],
+        ),
+        (
+            ["sh", "-c", "wget 'http://h/f?access_token=zz'"],
+            ["sh", "-c", f"wget 'http://h/f?access_token={MASK}'"],
+        ),
         # the short flags of the programs known to take a password in one (a review)
         (["mysql", "-uroot", "-phunter2", "shop"], ["mysql", "-uroot", f"-p{MASK}", "shop"]),
         (["/usr/bin/mariadb-dump", "-ps3cret"], ["/usr/bin/mariadb-dump", f"-p{MASK}"]),
@@ -143,6 +153,7 @@ def test_mask_text_finds_values_by_their_shape() -> None:
     assert mask_text("Basic dXNlcjpwYXNzd29yZA==") == f"Basic {MASK}"
     assert mask_text("key sk-ant-api03-abcdefgh and hf_ABCDEFGHIJ") == f"key {MASK} and {MASK}"
     assert mask_text("no secrets: 512 tokens, bearer of news") == "no secrets: 512 tokens, bearer of news"
+    assert mask_text("GET /search?q=tokens&max_tokens=5&page=2") == "GET /search?q=tokens&max_tokens=5&page=2"
 
 
 def test_mask_command_is_one_shell_line() -> None:
@@ -167,6 +178,8 @@ def test_hostile_text_is_left_as_it_is() -> None:
         "x://" + "u" * 100_000 + ":" * 100_000,
         "Bearer " + "=" * 7,
         "A" * 100_000 + "a" * 100_000 + "=v",
+        "?" + "a" * 100_000 + "=v",
+        "&a" * 100_000,
     ]
     for text in hostile:
         assert mask_text(text) == text

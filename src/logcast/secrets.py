@@ -66,6 +66,8 @@ _KNOWN_KEY = re.compile(
     r"|xox[abposr]-[A-Za-z0-9-]{8,}|glpat-[A-Za-z0-9_-]{8,})"
 )
 _SPACE = re.compile(r"(\s+)")
+# a URL's query parameter: ?api_key=X, &token=X (masked when its name is a credential's)
+_QUERY_PARAM = re.compile(r"([?&])([A-Za-z][\w.-]{0,127})=([^&#\s'\"]{1,4096})")
 
 
 def _words(name: str) -> list[str]:
@@ -95,10 +97,19 @@ def is_secret_name(name: str) -> bool:
 
 
 def mask_text(text: str) -> str:
-    """`text` with URL passwords, bearer tokens and keys of a known shape masked."""
+    """`text` with URL passwords and credential query parameters (`?token=X`), bearer
+    tokens and keys of a known shape masked."""
     text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
+    if "=" in text:
+        text = _QUERY_PARAM.sub(_masked_param, text)
     text = _BEARER.sub(rf"\g<1>\g<2>{MASK}", text)
     return _KNOWN_KEY.sub(MASK, text)
+
+
+def _masked_param(match: re.Match[str]) -> str:
+    if is_secret_name(match.group(2)):
+        return f"{match.group(1)}{match.group(2)}={MASK}"
+    return match.group(0)
 
 
 # Short flags that carry a password in the programs that take one on the command line:
