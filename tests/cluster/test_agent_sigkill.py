@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -116,3 +117,27 @@ def read_seed_stream(replica: Replica, name: str, out: list[str]) -> None:
         for line in r.iter_lines():
             if line.startswith("data:"):
                 out.append(line[5:].strip())
+
+
+def test_a_second_ctrl_c_makes_an_agent_kill_its_children_instead_of_waiting(tmp_path: Path) -> None:
+    """As `logcast serve` does: Ctrl-C stops in order, each process within its stop_timeout;
+    Ctrl-C again meanwhile kills the children now (the agent waited the whole stop_timeout)."""
+    source = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
+    stubborn = json.dumps([sys.executable, "-c", source])
+    with open_cluster(tmp_path) as cluster:
+        replica = cluster.replica("1")
+        agent = cluster.agent(
+            "a",
+            f"[process.stubborn]\ncommand = {stubborn}\nstop_timeout = 60\n",
+            watch=replica,
+            processes=["stubborn"],
+        )
+        kid = psutil.Process(wait_running(replica, "stubborn")["pid"])
+        cluster.adopt(kid.pid)
+        started = time.monotonic()
+        os.kill(agent.pid, signal.SIGINT)
+        time.sleep(1.0)  # its stop under way (an agent stops telling Redis of states first)
+        os.kill(agent.pid, signal.SIGINT)  # again
+        assert agent.proc.wait(30) == 0, agent.output()
+        assert time.monotonic() - started < 30  # not the 60 s stop_timeout
+        assert gone(kid)

@@ -27,8 +27,14 @@ async def _run(settings: Settings, url: str, host: str) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def asked() -> None:
+        if stop.is_set():  # asked again while it stops: the children are not waited for
+            agent.engine.hurry()
+        stop.set()
+
     for sig in stop_signals():  # SIGHUP too (unless ignored): a closed terminal stops it in order
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, asked)
     fenced = asyncio.ensure_future(agent.fenced.wait())
     fenced.add_done_callback(lambda _: stop.set())
     try:
