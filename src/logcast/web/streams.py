@@ -89,6 +89,8 @@ class BoundedStreamingResponse(StreamingResponse):
     waits to flush to a client that never reads.
     """
 
+    client_name = "client of a streamed body"  # for the log line that says it was cut
+
     def __init__(
         self,
         content: AsyncIterator[bytes],
@@ -168,7 +170,7 @@ class BoundedStreamingResponse(StreamingResponse):
                         )
         except TimeoutError:
             self.stalled = True
-            log.info("client of a stream stopped reading for %.0fs: cut loose", timeout)
+            log.info("%s stopped reading for %.0fs: cut loose", self.client_name, timeout)
             return
         finally:
             deadline.close()
@@ -191,6 +193,7 @@ class BoundedSSEResponse(BoundedStreamingResponse):
     """
 
     media_type = "text/event-stream"
+    client_name = "SSE client"
 
     def __init__(self, content: AsyncIterator[bytes], **kw: Any) -> None:
         super().__init__(content, **kw)
