@@ -47,15 +47,25 @@ class Page:
     cursor: int
 
 
-def _fit(records: list[LogRecord], room: int) -> list[LogRecord]:
-    """The first of `records` whose text fits in `room` characters; one at least when
-    `room` is a whole page's, so that every page moves on."""
-    size = 0
-    for n, record in enumerate(records):
-        size += len(record.message)
-        if size > room and (n or room < PAGE_TEXT):
-            return records[:n]
-    return records
+class _Room:
+    """The characters of text a page may still take (`PAGE_TEXT` in all)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = PAGE_TEXT
+
+    def take(self, records: list[LogRecord]) -> tuple[list[LogRecord], LogRecord | None]:
+        """The first of `records` that fit (one at least while the page is empty, so that
+        every page moves on), and the first left out, which fills the page (None: all fit)."""
+        size = 0
+        for n, record in enumerate(records):
+            size += len(record.message)
+            if size > self.left and (n or self.left < PAGE_TEXT):
+                self.left = 0
+                return records[:n], record
+        self.left -= size
+        return records, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +119,9 @@ class History:
         end = min(last, after + SCAN_ROWS) if filtered else last
         deadline = clock() + SEARCH_SECONDS
         out: list[LogRecord] = []
-        room = PAGE_TEXT  # characters of text the page may still take
+        room = _Room()
         pos = after  # every seq up to here has been looked at
-        while pos < end and len(out) < limit and room > 0 and (not filtered or clock() < deadline):
+        while pos < end and len(out) < limit and room.left > 0 and (not filtered or clock() < deadline):
             chunk = self._ring_since(pos, min(SCAN_CHUNK, end - pos))
             if chunk is None:
                 first = self._ring_first()
@@ -124,11 +134,10 @@ class History:
                     )
                     found, looked = await _scan(rows, query, limit - len(out), deadline)
                     step.grow(rows)
-                    fit = _fit(found, room)
+                    fit, over = room.take(found)
                     out += fit
-                    room -= _text(fit)
-                    if len(fit) < len(found):  # the page is full: on from the first left out
-                        pos, room = found[len(fit)].seq - 1, 0
+                    if over is not None:  # the page is full: on from the first left out
+                        pos = over.seq - 1
                     elif looked < len(rows):
                         pos = rows[looked - 1].seq
                     else:
@@ -137,32 +146,25 @@ class History:
                 asked = min(limit - len(out), step.rows)
                 got = await self.store.read(self.name, after=pos, limit=asked, query=query, upto=stop)
                 step.grow(got)
-                fit = _fit(got, room)
+                fit, over = room.take(got)
                 out += fit
-                room -= _text(fit)
-                if len(fit) < len(got):
-                    pos, room = got[len(fit)].seq - 1, 0
+                if over is not None:
+                    pos = over.seq - 1
                 else:
                     pos = got[-1].seq if len(got) >= asked else stop
                 continue
             if not chunk:
                 break
             if not filtered:
-                wanted = chunk[: limit - len(out)]
-                take = _fit(wanted, room)
-                out += take
-                room -= _text(take)
-                if len(take) < len(wanted):
-                    pos, room = wanted[len(take)].seq - 1, 0
-                else:
-                    pos = take[-1].seq
+                fit, over = room.take(chunk[: limit - len(out)])
+                out += fit
+                pos = fit[-1].seq if over is None else over.seq - 1
                 continue
             found, looked = await _scan(chunk, query, limit - len(out), deadline)
-            fit = _fit(found, room)
+            fit, over = room.take(found)
             out += fit
-            room -= _text(fit)
-            if len(fit) < len(found):
-                pos, room = found[len(fit)].seq - 1, 0
+            if over is not None:
+                pos = over.seq - 1
             else:
                 pos = chunk[looked - 1].seq if looked else pos
         more = len(out) >= limit or pos < last
@@ -177,9 +179,9 @@ class History:
         low = max(floor, before - SCAN_ROWS) if filtered else floor
         deadline = clock() + SEARCH_SECONDS
         picked: list[LogRecord] = []  # newest first
-        room = PAGE_TEXT  # characters of text the page may still take
+        room = _Room()
         pos = before  # every seq above here has been looked at
-        while pos > low and len(picked) < n and room > 0 and (not filtered or clock() < deadline):
+        while pos > low and len(picked) < n and room.left > 0 and (not filtered or clock() < deadline):
             window = self._ring_before(low, pos)
             if window is None:
                 bottom = max(low, pos - STORE_STEP) if filtered else low
@@ -190,11 +192,10 @@ class History:
                     step.grow(rows)
                     newest_first = rows[::-1]
                     found, looked = await _scan(newest_first, query, n - len(picked), deadline)
-                    fit = _fit(found, room)
+                    fit, over = room.take(found)
                     picked += fit
-                    room -= _text(fit)
-                    if len(fit) < len(found):  # the page is full: back from the first left out
-                        pos, room = found[len(fit)].seq, 0
+                    if over is not None:  # the page is full: back from the first left out
+                        pos = over.seq
                     elif looked < len(rows):
                         pos = newest_first[looked - 1].seq - 1
                     else:
@@ -203,42 +204,30 @@ class History:
                 asked = min(n - len(picked), step.rows)
                 got = await self.store.tail(self.name, asked, before=pos, query=query, after=bottom)
                 step.grow(got)
-                newest_first = got[::-1]
-                fit = _fit(newest_first, room)
+                fit, over = room.take(got[::-1])
                 picked += fit
-                room -= _text(fit)
-                if len(fit) < len(got):
-                    pos, room = newest_first[len(fit)].seq, 0
+                if over is not None:
+                    pos = over.seq
                 else:
                     pos = got[0].seq - 1 if len(got) >= asked else bottom
                 continue
             if not window:
                 break
             if not filtered:
-                wanted = window[-(n - len(picked)) :][::-1]
-                take = _fit(wanted, room)
-                picked += take
-                room -= _text(take)
-                if len(take) < len(wanted):
-                    pos, room = wanted[len(take)].seq, 0
-                else:
-                    pos = take[-1].seq - 1
+                fit, over = room.take(window[-(n - len(picked)) :][::-1])
+                picked += fit
+                pos = fit[-1].seq - 1 if over is None else over.seq
                 continue
             newest_first = window[::-1]
             found, looked = await _scan(newest_first, query, n - len(picked), deadline)
-            fit = _fit(found, room)
+            fit, over = room.take(found)
             picked += fit
-            room -= _text(fit)
-            if len(fit) < len(found):
-                pos, room = found[len(fit)].seq, 0
+            if over is not None:
+                pos = over.seq
             else:
                 pos = newest_first[looked - 1].seq - 1 if looked else pos
         picked.reverse()
         return TailPage(picked, pos if pos > floor else None, before)
-
-
-def _text(records: list[LogRecord]) -> int:
-    return sum(map(len, map(MESSAGE_OF, records)))
 
 
 class _Step:
