@@ -181,6 +181,9 @@ def test_hostile_text_is_left_as_it_is() -> None:
         "?" + "a" * 100_000 + "=v",
         "&a" * 100_000,
     ]
+    # a long credential is masked whole, not only its first few KiB (a review)
+    token = "A" * 5000 + "TAIL"
+    assert mask_text(f"https://h/x?token={token}&n=1") == f"https://h/x?token={MASK}&n=1"
     for text in hostile:
         assert mask_text(text) == text
         assert mask_argv([text, text]) == [text, text]

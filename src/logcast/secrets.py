@@ -67,7 +67,7 @@ _KNOWN_KEY = re.compile(
 )
 _SPACE = re.compile(r"(\s+)")
 # a URL's query parameter: ?api_key=X, &token=X (masked when its name is a credential's)
-_QUERY_PARAM = re.compile(r"([?&])([A-Za-z][\w.-]{0,127})=([^&#\s'\"]{1,4096})")
+_QUERY_PARAM = re.compile(r"([?&])([A-Za-z][\w.-]{0,127})=([^&#\s'\"]+)")
 
 
 def _words(name: str) -> list[str]:

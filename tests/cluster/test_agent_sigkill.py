@@ -141,3 +141,28 @@ def test_a_second_ctrl_c_makes_an_agent_kill_its_children_instead_of_waiting(tmp
         assert agent.proc.wait(30) == 0, agent.output()
         assert time.monotonic() - started < 30  # not the 60 s stop_timeout
         assert gone(kid)
+
+
+def test_a_sighup_after_sigterm_still_stops_an_agent_in_order(tmp_path: Path) -> None:
+    """systemd sends SIGHUP after SIGTERM (and a closed terminal does during a Ctrl-C stop):
+    that is no second Ctrl-C, and the children still get their stop_timeout (a review)."""
+    source = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
+    stubborn = json.dumps([sys.executable, "-c", source])
+    with open_cluster(tmp_path) as cluster:
+        replica = cluster.replica("1")
+        agent = cluster.agent(
+            "a",
+            f"[process.stubborn]\ncommand = {stubborn}\nstop_timeout = 60\n",
+            watch=replica,
+            processes=["stubborn"],
+        )
+        kid = psutil.Process(wait_running(replica, "stubborn")["pid"])
+        cluster.adopt(kid.pid)
+        os.kill(agent.pid, signal.SIGTERM)
+        time.sleep(1.0)
+        os.kill(agent.pid, signal.SIGHUP)
+        time.sleep(2.0)
+        assert not gone(kid) and agent.proc.poll() is None  # still given its stop_timeout
+        os.kill(agent.pid, signal.SIGINT)  # a Ctrl-C now: no more waiting
+        assert agent.proc.wait(30) == 0, agent.output()
+        assert gone(kid)

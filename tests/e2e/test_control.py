@@ -19,6 +19,7 @@ from logcast.cli.control import process_table
 from logcast.client import ProcessInfo
 from tests.conftest import free_port
 from tests.e2e.conftest import Server, py_command
+from tests.util import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -183,6 +184,30 @@ def test_a_start_that_fails_at_once_says_why_and_fails(make_server: Make, tmp_pa
     assert both.returncode == 1, both.stderr
     assert [p["name"] for p in json.loads(both.stdout)["processes"]] == ["worker", "missing"]
     assert "error: missing: failed to start" in both.stderr and "worker" not in both.stderr
+
+
+def test_a_start_that_waits_after_a_crash_is_no_failure(make_server: Make, tmp_path: Path) -> None:
+    """A review: `app` crashed once; started again while its dependency is stopped, it waits,
+    and the CLI took the old crash for this start's (`error: app: exited with code 3`, 1)."""
+    server = make_server(
+        f"""
+        [process.db]
+        command = {SLEEPER}
+
+        [process.app]
+        command = ["sh", "-c", "exit 3"]
+        restart = "never"
+        depends_on = {{ db = "started" }}
+        """
+    )
+    wait_state(server, "db", alive=True)
+    with server.client() as c:
+        wait_for(lambda: c.get("/api/processes/app").json()["state"] == "crashed", what="app crashed")
+    assert logcast("stop", "db", "--url", server.url, cwd=tmp_path).returncode == 0
+    for action in ("start", "restart"):
+        result = logcast(action, "app", "--url", server.url, cwd=tmp_path)
+        assert result.returncode == 0, (action, result.stdout, result.stderr)
+        assert "app: waiting for db (started)" in result.stdout and "error" not in result.stderr
 
 
 def test_unknown_process_and_unreachable_server(server: Server, tmp_path: Path) -> None:

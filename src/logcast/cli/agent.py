@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -28,13 +29,15 @@ async def _run(settings: Settings, url: str, host: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def asked() -> None:
-        if stop.is_set():  # asked again while it stops: the children are not waited for
+    def asked(sig: signal.Signals) -> None:
+        # Ctrl-C again while it stops: the children are not waited for (as `serve`); not a
+        # SIGHUP after a SIGTERM (systemd sends both), nor a SIGTERM after a Ctrl-C
+        if stop.is_set() and sig == signal.SIGINT:
             agent.engine.hurry()
         stop.set()
 
     for sig in stop_signals():  # SIGHUP too (unless ignored): a closed terminal stops it in order
-        loop.add_signal_handler(sig, asked)
+        loop.add_signal_handler(sig, asked, sig)
     fenced = asyncio.ensure_future(agent.fenced.wait())
     fenced.add_done_callback(lambda _: stop.set())
     try:

@@ -245,7 +245,7 @@ def _failed_at_once(info: ProcessInfo) -> str | None:
     """How the run a start or restart just made ended, if it already did in failure
     (a command not found, a crash at once); None while it runs, waits or exited 0."""
     last = info.last_exit
-    if last is None or last.run != info.run:
+    if last is None or last.run != info.run or info.waiting_for:  # waiting: no run began yet
         return None
     if info.state in (ProcessState.CRASHED, ProcessState.BACKOFF):
         return last.reason

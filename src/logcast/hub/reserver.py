@@ -20,8 +20,12 @@ log = logging.getLogger(__name__)
 
 LOOK_INTERVAL = 0.5  # s between two looks at every process's lead, when nobody asks sooner
 # s with no new line after which a process whose lines are all stored gets its reservation
-# back down to its last seq: a crash then announces no loss of lines that never were
+# back down to its last seq and `PARK_MARGIN` more: a crash then announces at most that
+# many seqs lost that never named a line (a whole lead, up to millions, before). The margin
+# covers the records that come first and whose seq is shown before they are (the exit's
+# status record, `last_exit.last_seq`), and a short burst, until a new reservation.
 PARK_AFTER = 10.0
+PARK_MARGIN = 64
 
 
 class Reserver(Worker):
@@ -38,11 +42,12 @@ class Reserver(Worker):
         super().__init__(store, journals, monotonic=monotonic)
         self._on_visible = on_visible
         self._seen: dict[str, tuple[int, float]] = {}  # process -> (last seq, since when)
-        self._parked: set[str] = set()  # reservations brought down to the last seq
+        self._parked: dict[str, int] = {}  # process -> its last seq when its reservation was parked
 
     def _run(self) -> None:
         """While the reservation cannot be written (a failing disk, Redis away), new lines
-        wait in memory for readers, and show once it can, or once they are stored."""
+        wait in memory for readers, and show once it can, or once they are stored where a
+        store's commits are durable (Redis; SQLite with `synchronous = FULL`)."""
         backoff = 0.0
         while not self._stopping.is_set():
             self._wanted.wait(timeout=LOOK_INTERVAL)
@@ -72,15 +77,15 @@ class Reserver(Worker):
             with journal.lock:
                 name, last = journal.name, journal.last_seq
                 if name in self._parked:
-                    if last <= journal.reserved:
+                    if last <= self._parked[name]:
                         continue  # still nothing new
-                    self._parked.discard(name)
+                    del self._parked[name]
                 lead = journal.reservation_lead(now)
                 if (journal.reserved - journal.next_seq) * 2 < lead:
                     marks[name] = journal.next_seq + lead
                 elif (
                     not journal.commits_durable  # there the commits show lines; left alone
-                    and journal.reserved > last
+                    and journal.reserved > last + PARK_MARGIN
                     and self._idle(name, last, now)
                     and journal.committed >= last
                 ):
@@ -97,12 +102,11 @@ class Reserver(Worker):
 
     def _park(self, journal: Journal) -> int:
         """(Lock held) Bring the reservation of an idle process whose lines are all stored
-        down to its last seq: after a crash, numbering resumes right above it, and no loss
-        is announced for seqs that never named a line. Lowered here first, before it is
-        written, so that no new line shows above it meanwhile: the next one waits for a
-        new reservation, as any line past the reservation does."""
-        self._parked.add(journal.name)
-        journal.reserved = journal.last_seq
+        down to `PARK_MARGIN` above its last seq: after a crash, numbering resumes there.
+        Lowered here first, before it is written, so that no line shows above it meanwhile:
+        lines past it wait for a new reservation, as any line past the reservation does."""
+        self._parked[journal.name] = journal.last_seq
+        journal.reserved = journal.last_seq + PARK_MARGIN
         return journal.reserved
 
     def _reserved(self, marks: dict[str, int]) -> None:

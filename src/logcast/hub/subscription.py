@@ -338,6 +338,6 @@ class Subscription:
                     return window
                 ring_first = journal.ring.first_seq
                 last = journal.visible_seq
-            if not records:
-                window.hole = (ring_first - 1) if ring_first is not None else last
+            if not records:  # never past what may be shown: stored lines above it come later
+                window.hole = min(ring_first - 1, last) if ring_first is not None else last
             return window
