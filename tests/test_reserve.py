@@ -245,6 +245,30 @@ async def test_sqlite_keeps_the_reservation_beside_the_database(tmp_path: Path) 
         await store.close()
 
 
+def power_cut(hub: Hub, folder: Path) -> Path:
+    """The hub's threads stop dead, and its SQLite store (in `folder`) loses its WAL, never
+    synced: a copy of what survives, in a new folder."""
+    crash(hub)
+    after = folder / "after"
+    after.mkdir()
+    for name in ("history.db", "history.db.seq"):
+        shutil.copyfile(folder / name, after / name)
+    return after
+
+
+async def next_seq_after(folder: Path) -> int:
+    """The seq a new line gets from a store reopened in `folder`."""
+    store = SqliteStore(folder / "history.db")
+    await store.open()
+    hub = await open_hub(store)
+    try:
+        write(hub, 1)
+        return hub.get("app").last_seq
+    finally:
+        await hub.close()
+        await store.close()
+
+
 class SlowToReserve(SqliteStore):
     """SQLite whose reservation cannot be written while `held` (a disk slow to sync it)."""
 
@@ -277,24 +301,11 @@ async def test_a_power_cut_that_loses_the_last_commits_reuses_no_seq_a_reader_sa
         seen += [r.seq for r in (await hub.read_page("app", limit=10**6)).records]
         seen += [r.seq for r in (await hub.tail_page("app", 10)).records]
         assert seen and max(seen) <= RESERVE_MIN
-        # the power cut: the threads stop dead and the WAL (never synced) is gone
-        crash(hub)
-        after = tmp_path / "after"
-        after.mkdir()
-        for name in ("history.db", "history.db.seq"):
-            shutil.copyfile(tmp_path / name, after / name)
         sub.close()
+        after = power_cut(hub, tmp_path)
     finally:
         await store.close()
-    again_store = SqliteStore(after / "history.db")
-    await again_store.open()
-    again = await open_hub(again_store)
-    try:
-        write(again, 1)
-        assert again.get("app").last_seq > max(seen)  # no seq a reader saw names a new line
-    finally:
-        await again.close()
-        await again_store.close()
+    assert await next_seq_after(after) > max(seen)  # no seq a reader saw names a new line
 
 
 async def test_a_synced_store_shows_lines_once_committed(tmp_path: Path) -> None:
@@ -313,6 +324,16 @@ async def test_a_synced_store_shows_lines_once_committed(tmp_path: Path) -> None
         await store.close()
 
 
+async def park(hub: Hub, clock: FakeClock, last: int) -> None:
+    """Let "app", whose last seq is `last`, be idle for `PARK_AFTER` s: one look of the
+    reserver sees its last seq, a later one parks its reservation."""
+    for step in (1.0, PARK_AFTER + 1):
+        clock.advance(step)
+        hub.reserver.poke()
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: hub.get("app").reserved == last + PARK_MARGIN)
+
+
 async def test_an_idle_process_parks_its_reservation_and_a_crash_then_announces_no_loss(
     tmp_path: Path,
 ) -> None:
@@ -328,11 +349,7 @@ async def test_an_idle_process_parks_its_reservation_and_a_crash_then_announces_
     await hub.open(["app"])
 
     async def parked(last: int) -> None:
-        for step in (1.0, PARK_AFTER + 1):  # one look sees the last seq, a later one parks
-            clock.advance(step)
-            hub.reserver.poke()
-            await asyncio.sleep(0.05)
-        await wait_until(lambda: hub.get("app").reserved == last + PARK_MARGIN)
+        await park(hub, clock, last)
         assert store._reservations.reserved_upto("app") == last + PARK_MARGIN  # written, synced
 
     try:
@@ -379,32 +396,16 @@ async def test_the_exit_record_after_a_parked_reservation_is_covered_by_it(tmp_p
     try:
         write(hub, 1)
         assert await hub.flush()
-        for step in (1.0, PARK_AFTER + 1):
-            clock.advance(step)
-            hub.reserver.poke()
-            await asyncio.sleep(0.05)
-        await wait_until(lambda: hub.get("app").reserved == 1 + PARK_MARGIN)
+        await park(hub, clock, 1)
         store.held = True  # the next reservation does not come through
         hub.status("app", 1, ProcessState.CRASHED, "exited with code 1")
         exit_seq = hub.get("app").last_seq  # what `last_exit.last_seq` shows
         assert await hub.flush()
         assert hub.get("app").visible_seq == exit_seq  # shown: the margin covers it
-        crash(hub)
-        after = tmp_path / "after"
-        after.mkdir()
-        for name in ("history.db", "history.db.seq"):  # the power cut: the WAL is gone
-            shutil.copyfile(tmp_path / name, after / name)
+        after = power_cut(hub, tmp_path)
     finally:
         await store.close()
-    again_store = SqliteStore(after / "history.db")
-    await again_store.open()
-    again = await open_hub(again_store)
-    try:
-        write(again, 1)
-        assert again.get("app").last_seq > exit_seq
-    finally:
-        await again.close()
-        await again_store.close()
+    assert await next_seq_after(after) > exit_seq
 
 
 class Unsynced(MemoryStore):

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -20,6 +21,7 @@ from logcast.cluster.keys import HEARTBEAT, LOST_AFTER
 from logcast.cluster.replica import REFRESH
 from tests.cluster.conftest import (
     UP,
+    Agent,
     Cluster,
     Replica,
     child,
@@ -119,21 +121,26 @@ def read_seed_stream(replica: Replica, name: str, out: list[str]) -> None:
                 out.append(line[5:].strip())
 
 
+# A child that ignores SIGTERM, with a stop_timeout no test waits out.
+STUBBORN_SOURCE = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
+STUBBORN_TOML = f"[process.stubborn]\ncommand = {json.dumps([sys.executable, '-c', STUBBORN_SOURCE])}\nstop_timeout = 60\n"
+
+
+@contextmanager
+def stubborn_agent(tmp_path: Path) -> Iterator[tuple[Agent, psutil.Process]]:
+    """An agent running that child, and the child."""
+    with open_cluster(tmp_path) as cluster:
+        replica = cluster.replica("1")
+        agent = cluster.agent("a", STUBBORN_TOML, watch=replica, processes=["stubborn"])
+        kid = psutil.Process(wait_running(replica, "stubborn")["pid"])
+        cluster.adopt(kid.pid)
+        yield agent, kid
+
+
 def test_a_second_ctrl_c_makes_an_agent_kill_its_children_instead_of_waiting(tmp_path: Path) -> None:
     """As `logcast serve` does: Ctrl-C stops in order, each process within its stop_timeout;
     Ctrl-C again meanwhile kills the children now (the agent waited the whole stop_timeout)."""
-    source = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
-    stubborn = json.dumps([sys.executable, "-c", source])
-    with open_cluster(tmp_path) as cluster:
-        replica = cluster.replica("1")
-        agent = cluster.agent(
-            "a",
-            f"[process.stubborn]\ncommand = {stubborn}\nstop_timeout = 60\n",
-            watch=replica,
-            processes=["stubborn"],
-        )
-        kid = psutil.Process(wait_running(replica, "stubborn")["pid"])
-        cluster.adopt(kid.pid)
+    with stubborn_agent(tmp_path) as (agent, kid):
         started = time.monotonic()
         os.kill(agent.pid, signal.SIGINT)
         time.sleep(1.0)  # its stop under way (an agent stops telling Redis of states first)
@@ -146,18 +153,7 @@ def test_a_second_ctrl_c_makes_an_agent_kill_its_children_instead_of_waiting(tmp
 def test_a_sighup_after_sigterm_still_stops_an_agent_in_order(tmp_path: Path) -> None:
     """systemd sends SIGHUP after SIGTERM (and a closed terminal does during a Ctrl-C stop):
     that is no second Ctrl-C, and the children still get their stop_timeout (a review)."""
-    source = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
-    stubborn = json.dumps([sys.executable, "-c", source])
-    with open_cluster(tmp_path) as cluster:
-        replica = cluster.replica("1")
-        agent = cluster.agent(
-            "a",
-            f"[process.stubborn]\ncommand = {stubborn}\nstop_timeout = 60\n",
-            watch=replica,
-            processes=["stubborn"],
-        )
-        kid = psutil.Process(wait_running(replica, "stubborn")["pid"])
-        cluster.adopt(kid.pid)
+    with stubborn_agent(tmp_path) as (agent, kid):
         os.kill(agent.pid, signal.SIGTERM)
         time.sleep(1.0)
         os.kill(agent.pid, signal.SIGHUP)
