@@ -34,6 +34,10 @@ from logcast.secrets import MASK, is_secret_name, mask_argv, mask_command, mask_
         # a credential in a URL's query (a review)
         (["curl", "https://h/x?token=abc123"], ["curl", f"https://h/x?token={MASK}"]),
         (
+            ["wget", "https://b.s3.amazonaws.com/k?X-Amz-Expires=60&X-Amz-Signature=ab12"],
+            ["wget", f"https://b.s3.amazonaws.com/k?X-Amz-Expires=60&X-Amz-Signature={MASK}"],
+        ),
+        (
             ["--url", "http://h/v1?model=q&api_key=s3c&n=1#top"],
             ["--url", f"http://h/v1?model=q&api_key={MASK}&n=1#top"],
         ),
@@ -113,6 +117,8 @@ def test_ordinary_arguments_stay_readable(argv: list[str]) -> None:
         ("authToken", True),
         ("--hf-token", True),
         ("GITHUB_TOKEN", True),
+        ("X-Amz-Signature", True),
+        ("--signature-file", False),
         ("MAX_TOKENS", False),
         ("tokens_per_s", False),
         ("--num-tokens", False),

@@ -27,6 +27,7 @@ _SECRET_LAST = frozenset(
         "cookie",
         "auth",
         "authorization",
+        "signature",  # a presigned URL's X-Amz-Signature, a webhook's signature
     }
 )
 # a last word that ends in one of these is a credential too (PGPASSWORD, HFTOKEN)
