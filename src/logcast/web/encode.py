@@ -18,6 +18,7 @@ import orjson
 from logcast.hub import Entry, Gap, Hub, Journal
 from logcast.types import (
     MAX_SEQ,
+    MESSAGE_OF,
     EventType,
     LogRecord,
     Stream,
@@ -46,8 +47,11 @@ def encode_log(record: LogRecord) -> bytes:
 _PREFIX = {kind: b'{"type":"' + kind.value.encode() + b'","log":' for kind in EventType}
 
 
-def event_json(kind: EventType, payload: LogRecord | Gap | int, log_json: bytes | None = None) -> bytes:
-    """The JSON of one stream event (docs/api.md)."""
+def event_json(
+    kind: EventType, payload: LogRecord | Gap | int, log_json: bytes | None = None, process: str | None = None
+) -> bytes:
+    """The JSON of one stream event (docs/api.md); `process` names the process of an
+    event that carries only a seq (`historical_complete`), where one socket has several."""
     if isinstance(payload, LogRecord):
         return _PREFIX[kind] + (log_json or encode_log(payload)) + b"}"
     if isinstance(payload, Gap):
@@ -61,7 +65,18 @@ def event_json(kind: EventType, payload: LogRecord | Gap | int, log_json: bytes 
                 "process": payload.process,
             }
         )
+    if process is not None:
+        return orjson.dumps({"type": kind.value, "seq": payload, "process": process})
     return orjson.dumps({"type": kind.value, "seq": payload})
+
+
+def entries_text(entries: list[Entry]) -> int:
+    """The characters of text of the records among `entries` (without a Python step per
+    entry when they are all records, the usual case)."""
+    try:
+        return sum(map(len, map(MESSAGE_OF, map(_PAYLOAD, entries))))
+    except TypeError:  # a gap or a seq among them
+        return sum(len(p.message) for _, p in entries if isinstance(p, LogRecord))
 
 
 def message_json(kind: EventType, message: str, **extra: Any) -> bytes:
@@ -271,9 +286,7 @@ def json_frames(hub: Hub, journal: Journal, entries: list[Entry]) -> list[str]:
     """The same events as SSE, one JSON text per WebSocket frame; `historical_complete`
     also names its process, since one socket may carry several."""
     return [
-        orjson.dumps({"type": kind.value, "seq": payload, "process": journal.name}).decode()
-        if kind is EventType.HISTORICAL_COMPLETE
-        else event_json(kind, payload, log_json).decode()
+        event_json(kind, payload, log_json, journal.name).decode()
         for kind, payload, log_json in _each(hub, journal, entries)
     ]
 

@@ -12,7 +12,6 @@ import logging
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, MutableMapping
 from itertools import accumulate
-from operator import itemgetter
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -22,7 +21,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.loop import raise_if_cancelled
-from logcast.types import MESSAGE_OF, EventType, LogRecord
+from logcast.types import EventType, LogRecord
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.deadline import Quiet, SendDeadline
 from logcast.web.direct import Direct
@@ -35,6 +34,7 @@ from logcast.web.encode import (
     batch_chunk,
     batch_messages,
     column_messages,
+    entries_text,
     json_frames,
     message_json,
     sse_chunk,
@@ -55,7 +55,6 @@ PART = 128  # events encoded at a time for one client (history, filtered streams
 # ...and characters of text at most (one event at least): 1,024 history lines of 64 KiB of
 # control characters were 400 MB of JSON made on the event loop at once (a review)
 PART_TEXT = 1 << 20
-_PAYLOAD = itemgetter(1)  # an entry's record (or gap, or seq)
 ABORT_GRACE = 1.0  # seconds to let the server see an aborted connection before the app returns
 BATCH_PART = 1024  # entries taken (and encoded) at a time for a batched SSE client off the
 # fast path: its messages are that long, and a stalled one holds one such list
@@ -383,19 +382,10 @@ def _parts(entries: list[Entry], size: int = PART) -> Iterator[list[Entry]]:
     count = len(entries)
     while start < count:
         part = entries[start : start + size]
-        if _text_of(part) > PART_TEXT:
+        if entries_text(part) > PART_TEXT:
             part = _fitting(part)
         yield part
         start += len(part)
-
-
-def _text_of(entries: list[Entry]) -> int:
-    """The characters of text of the records among `entries` (without a Python step per
-    entry when they are all records, the usual case)."""
-    try:
-        return sum(map(len, map(MESSAGE_OF, map(_PAYLOAD, entries))))
-    except TypeError:  # a gap or a seq among them
-        return sum(len(p.message) for _, p in entries if isinstance(p, LogRecord))
 
 
 def _fitting(entries: list[Entry]) -> list[Entry]:
