@@ -9,6 +9,7 @@ import pytest
 
 from logcast.errors import StoreError
 from logcast.hub import Gap, Hub, LiveBatch, Subscription
+from logcast.hub.subscription import LIVE_TEXT
 from logcast.query import Query
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
 from logcast.web.encode import SSE, WS_TEXT, live_sse
@@ -285,6 +286,35 @@ async def test_a_reader_behind_a_small_ring_is_served_from_store_pages() -> None
             assert cursor == last
         statuses = [r.seq for b in first_batches for r in b.statuses]
         assert statuses == [r.seq for r in records if r.stream is Stream.SYSTEM] and len(statuses) >= 5
+    finally:
+        await hub.close()
+
+
+@pytest.mark.parametrize("memory_lines", [10_000, 10], ids=["ring", "store pages"])
+async def test_a_live_batch_of_long_lines_is_bounded_by_their_text(memory_lines: int) -> None:
+    """2,000 lines of 64 KiB of control characters were one batch (790 MB of SSE, encoded
+    on the event loop in 1.3 s): a batch takes about `LIVE_TEXT` characters of text, one
+    line at least, and every line still comes once, in order."""
+    hub = await make_hub(memory_lines=memory_lines)
+    try:
+        sub = await hub.subscribe("app", after=0)
+        await go_live(sub)
+        sizes = [LIVE_TEXT // 7 - 10 + s % 5 for s in range(40)] + [LIVE_TEXT * 2, 5, 6]
+        for first in range(0, len(sizes), 9):
+            chunk = sizes[first : first + 9]
+            texts = (f"{first + i + 1:04d}" + "\x01" * (size - 4) for i, size in enumerate(chunk))
+            hub.lines("app", 1, Stream.STDOUT, 1.0, lines(*texts))
+            assert await hub.flush()
+        write(hub, 1000, 1)  # the next chunk trims the ring to its bounds
+        enc = Counter()
+        batches = await take_all(sub, 2000, "x", enc)
+        got = [e.split(b"|")[3][:4] for b in batches for e in b.encoded]
+        assert got == [b"%04d" % n for n in range(1, len(sizes) + 1)] + [b"line"]
+        for batch in batches:
+            text = sum(len(e.split(b"|")[3]) - 1 for e in batch.encoded)
+            assert text <= LIVE_TEXT or len(batch.encoded) == 1
+        assert [len(b.encoded) for b in batches[:5]] == [7, 7, 7, 7, 7]
+        assert max(enc.calls.values()) == 1
     finally:
         await hub.close()
 

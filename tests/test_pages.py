@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from logcast.hub import Entry, Hub, Subscription
-from logcast.hub.pages import PAGE, PageCache
+from logcast.hub.pages import ENCODED_BYTES, PAGE, PageCache
 from logcast.query import Query
 from logcast.types import EventType, Level, Lines, LogRecord, ProcessState, Stream
 from tests.fakes import MemoryStore
@@ -91,9 +91,8 @@ async def test_a_full_page_is_kept() -> None:
     second = await cache.page("app", 0, PAGE - 1)  # same block
     assert first is second and first.full
     assert len(store.reads) == 1 and len(cache) == 1
-    assert first.encoded("sse", lambda rs: [b"%d" % r.seq for r in rs]) is first.encoded(
-        "sse", lambda rs: [b"other"]
-    )
+    made = first.encoded("sse", lambda rs: [b"%d" % r.seq for r in rs], 0, PAGE)
+    assert first.encoded("sse", lambda rs: [b"other"] * len(rs), 0, PAGE) == made
 
 
 async def test_a_short_page_serves_only_readers_before_its_end() -> None:
@@ -326,9 +325,69 @@ async def test_pages_kept_are_bounded_in_memory_too() -> None:
         assert page.full
     assert len(cache) == 2  # three pages of ~2.46 MB would be over ~7.2 MB
     assert cache.bytes <= 3 * PAGE * 1200
-    page.encoded("sse", lambda rs: [b"y" * 2000 for _ in rs])  # encodings count as well
+    page.encoded("sse", lambda rs: [b"y" * 2000 for _ in rs], 0, PAGE)  # encodings count as well
     await cache.page("app", 0, 0)  # a new page comes in: the others make room
     assert len(cache) == 1
+
+
+async def test_a_page_encodes_only_what_is_asked_for_and_once() -> None:
+    store = filled(PAGE)
+    page = await PageCache(store).page("app", 0, 0)
+    made: list[int] = []
+
+    def encode(rs: list[LogRecord]) -> list[bytes]:
+        made.extend(r.seq for r in rs)
+        return [b"%d" % r.seq for r in rs]
+
+    assert page.encoded("sse", encode, 10, 20) == [b"%d" % s for s in range(11, 21)]
+    assert made == list(range(11, 21))  # not the other 1,990 records of the page
+    assert page.encoded("sse", encode, 5, 25) == [b"%d" % s for s in range(6, 26)]
+    assert made[10:] == [*range(6, 11), *range(21, 26)]  # only those not made before
+    before = len(made)
+    assert page.encoded("sse", encode, 0, PAGE) == [b"%d" % s for s in range(1, PAGE + 1)]
+    assert len(made) == before + PAGE - 20
+    assert page.encoded("sse", encode, 0, PAGE) == [b"%d" % s for s in range(1, PAGE + 1)]
+    assert len(made) == before + PAGE - 20  # a second reader encodes nothing
+
+
+async def test_a_page_of_long_lines_keeps_no_encodings() -> None:
+    """2,000 lines of 64 KiB of control characters are 128 MB of text and 790 MB of SSE
+    (JSON writes each as six bytes): each reader encodes the lines it takes, and the page
+    holds its records only."""
+    store = MemoryStore()
+    store.write(
+        [LogRecord(s, 1.0, Level.INFO, "\x01" * 3000, Stream.STDOUT, "app", 1) for s in range(1, PAGE + 1)]
+    )
+    page = await PageCache(store).page("app", 0, 0)
+    size = page.size
+    assert size > ENCODED_BYTES
+    made: list[int] = []
+
+    def encode(rs: list[LogRecord]) -> list[bytes]:
+        made.extend(r.seq for r in rs)
+        return [b"x" * 18000 for _ in rs]
+
+    for start in (0, 0, 100):
+        assert len(page.encoded("sse", encode, start, start + 10)) == 10
+    assert made == [*range(1, 11), *range(1, 11), *range(101, 111)]
+    assert page.size == size and not page.encodings
+
+
+async def test_encodings_stop_being_kept_once_the_page_is_large() -> None:
+    store = MemoryStore()
+    store.write([LogRecord(s, 1.0, Level.INFO, "line", Stream.STDOUT, "app", 1) for s in range(1, PAGE + 1)])
+    page = await PageCache(store).page("app", 0, 0)
+    big = ENCODED_BYTES // 1000  # bytes of an encoding: a thousand of them fill the page
+
+    def encode(rs: list[LogRecord]) -> list[bytes]:
+        return [b"%d:" % r.seq + b"y" * big for r in rs]
+
+    for start in range(0, PAGE, 100):
+        part = page.encoded("sse", encode, start, start + 100)
+        assert [p.split(b":")[0] for p in part] == [b"%d" % s for s in range(start + 1, start + 101)]
+    assert ENCODED_BYTES < page.size < ENCODED_BYTES + 110 * (big + 33)  # kept until over the bound
+    kept = page.encodings["sse"]
+    assert kept[0] is not None and kept[-1] is None
 
 
 async def test_pages_every_reader_has_passed_go_at_the_next_load() -> None:

@@ -7,8 +7,10 @@ without cycles.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -167,6 +169,14 @@ SEQ_OF = _field("seq")
 MESSAGE_OF = _field("message")
 STREAM_OF = _field("stream")
 PROCESS_OF = _field("process")
+
+
+def text_fitting(records: Sequence[LogRecord], budget: int) -> int:
+    """How many of the first `records` have at most `budget` characters of text in all
+    (one at least, so that a reader always moves on; none of none)."""
+    if not records:
+        return 0
+    return max(1, bisect_right(list(accumulate(map(len, map(MESSAGE_OF, records)))), budget))
 
 
 # Records transposed at a time: `zip(*records)` walks every record once per field, and a

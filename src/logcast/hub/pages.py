@@ -22,6 +22,7 @@ from logcast.types import MESSAGE_OF, STREAM_OF, LogRecord, Stream
 PAGE = 2000  # records per page
 KEPT = 48  # pages kept (least recently used go first): readers spread over up to ~100,000 lines...
 KEPT_BYTES = 16 << 20  # ...in at most about this much memory, encodings included (~30,000 lines of 100 bytes)
+ENCODED_BYTES = 4 << 20  # a page keeps its encodings while it is at most about this large
 RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timestamp, str header)
 
 # process, its clear mark (a page read before a clear is never served after it), block
@@ -46,7 +47,7 @@ class Page:
         self.statuses = (
             [r for r in records if r.stream is system] if system in map(STREAM_OF, records) else []
         )
-        self.encodings: dict[str, list[bytes]] = {}
+        self.encodings: dict[str, list[bytes | None]] = {}
         self.size = sum(map(len, map(MESSAGE_OF, records))) + RECORD_OVERHEAD * len(records)  # estimated
 
     def serves(self, after: int) -> bool:
@@ -58,12 +59,34 @@ class Page:
         """Position of the first record with seq > after."""
         return bisect_right(self.records, after, key=_seq)
 
-    def encoded(self, fmt: str, encode: Callable[[list[LogRecord]], list[bytes]]) -> list[bytes]:
+    def encoded(
+        self, fmt: str, encode: Callable[[list[LogRecord]], list[bytes]], start: int, stop: int
+    ) -> list[bytes]:
+        """The `fmt` encodings of `records[start:stop]`, made when first asked for. They are
+        kept for the readers that follow while the page stays under `ENCODED_BYTES`; past
+        that (long lines, text that JSON escapes six times over) each reader encodes what
+        it takes, and the page holds no more than its records."""
+        records = self.records[start:stop]
         enc = self.encodings.get(fmt)
         if enc is None:
-            enc = self.encodings[fmt] = encode(self.records)
-            self.size += sum(map(len, enc)) + 33 * len(enc)
-        return enc
+            if self.size > ENCODED_BYTES:
+                return encode(records)
+            enc = self.encodings[fmt] = [None] * len(self.records)
+        part = enc[start:stop]
+        missing = part.count(None)
+        if not missing:
+            return part  # type: ignore[return-value]
+        if missing == len(part):
+            fresh = encode(records)
+            out = fresh
+        else:
+            fresh = encode([r for r, e in zip(records, part, strict=True) if e is None])
+            each = iter(fresh)
+            out = [e if e is not None else next(each) for e in part]
+        if self.size <= ENCODED_BYTES:
+            enc[start:stop] = out
+            self.size += sum(map(len, fresh)) + 33 * len(fresh)
+        return out
 
 
 class PageCache:

@@ -20,10 +20,13 @@ from logcast.hub.journal import Journal
 from logcast.hub.pages import Page
 from logcast.hub.reads import matching
 from logcast.query import Query
-from logcast.types import SEQ_OF, STREAM_OF, Entry, EventType, Gap, LogRecord, Stream
+from logcast.types import SEQ_OF, STREAM_OF, Entry, EventType, Gap, LogRecord, Stream, text_fitting
 
 if TYPE_CHECKING:
     from logcast.hub.hub import Hub
+
+
+LIVE_TEXT = 1 << 20  # characters of text a live batch takes at most (one line at least)
 
 
 class Phase(enum.Enum):
@@ -130,17 +133,22 @@ class Subscription:
         if not window.consecutive:
             return None
         records = window.records
+        count = text_fitting(records, LIVE_TEXT)  # long lines: a bounded batch, not 2,000 of them
+        last = records[count - 1].seq
         if window.in_ring:
             assert window.cached is not None and window.statuses is not None
-            encoded = complete(self.journal, fmt, records, window.cached, encode)
-            statuses = window.statuses
+            cached, statuses = window.cached, window.statuses
+            if count < len(records):
+                records, cached = records[:count], cached[:count]
+                statuses = [r for r in statuses if r.seq <= last]
+            encoded = complete(self.journal, fmt, records, cached, encode)
         else:
             assert window.page is not None
             page, i = window.page, window.index
-            encoded = page.encoded(fmt, encode)[i : i + len(records)]
-            statuses = [r for r in page.statuses if self.cursor < r.seq <= records[-1].seq]
-        self.cursor = records[-1].seq
-        return LiveBatch(encoded, statuses, self.cursor)
+            encoded = page.encoded(fmt, encode, i, i + count)
+            statuses = [r for r in page.statuses if self.cursor < r.seq <= last]
+        self.cursor = last
+        return LiveBatch(encoded, statuses, last)
 
     def take_ready(
         self, limit: int, fmt: str | None = None, encode: Encoder | None = None
