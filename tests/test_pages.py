@@ -356,7 +356,7 @@ async def test_a_page_of_long_lines_keeps_no_encodings() -> None:
     holds its records only."""
     store = MemoryStore()
     store.write(
-        [LogRecord(s, 1.0, Level.INFO, "\x01" * 3000, Stream.STDOUT, "app", 1) for s in range(1, PAGE + 1)]
+        [LogRecord(s, 1.0, Level.INFO, "\x01" * 6000, Stream.STDOUT, "app", 1) for s in range(1, PAGE + 1)]
     )
     page = await PageCache(store).page("app", 0, 0)
     size = page.size

@@ -22,7 +22,10 @@ from logcast.types import MESSAGE_OF, STREAM_OF, LogRecord, Stream
 PAGE = 2000  # records per page
 KEPT = 48  # pages kept (least recently used go first): readers spread over up to ~100,000 lines...
 KEPT_BYTES = 16 << 20  # ...in at most about this much memory, encodings included (~30,000 lines of 100 bytes)
-ENCODED_BYTES = 4 << 20  # a page keeps its encodings while it is at most about this large
+# A page keeps its encodings while it is at most about this large: every reader behind
+# shares them where lines are of a usual length (2,000 lines of 3 KB), none is kept for a
+# page of long lines (2,000 of 64 KiB are 128 MB of text).
+ENCODED_BYTES = KEPT_BYTES // 2
 RECORD_OVERHEAD = 230  # bytes of a record besides its text (tuple, seq, timestamp, str header)
 
 # process, its clear mark (a page read before a clear is never served after it), block
