@@ -141,6 +141,32 @@ def test_partial_line_is_flushed_at_eof(pipe: Pipe) -> None:
     assert collect.lines == [("complete", INFO, False), ("no newline at the end", INFO, True)]
 
 
+def test_a_flushed_partial_line_has_the_time_its_bytes_were_read(pipe: Pipe) -> None:
+    """A review: "Password: " written at +0.000 was stamped +0.250, when the idle flush
+    handed it on; a line's time is when logcast read its bytes (SPEC), at EOF too."""
+    delivered: list[tuple[float, float]] = []  # (stamp, when handed on)
+    collect = Collector()
+
+    def on_lines(timestamp: float, lines: Lines) -> None:
+        delivered.append((timestamp, time.time()))
+        collect(timestamp, lines)
+
+    reader = PipeReader(pipe.r, on_lines, idle_flush=0.2)
+    reader.start()
+    pipe.write(b"Password: ")
+    collect.wait_for(lambda lines: lines == [("Password: ", INFO, True)])
+    stamp, handed_on = delivered[0]
+    assert handed_on - stamp >= 0.2  # read, then flushed `idle_flush` later
+    pipe.write(b"tail")
+    while reader.bytes_read < len(b"Password: tail"):
+        time.sleep(0.001)
+    read_by = time.time()
+    pipe.close()
+    assert reader.join(WAIT)
+    assert collect.lines[-1] == ("tail", INFO, True)
+    assert delivered[-1][0] <= read_by  # the EOF flush too
+
+
 def test_character_split_across_writes_survives_an_idle_flush(pipe: Pipe) -> None:
     collect = Collector()
     reader = PipeReader(pipe.r, collect, idle_flush=0.02)
@@ -283,7 +309,8 @@ def test_failing_callback_is_logged_and_reading_goes_on(pipe: Pipe, caplog: pyte
         seen.extend(lines.rows())
         done.set()
 
-    reader = PipeReader(pipe.r, on_lines, name="fragile")
+    losses: list[str] = []
+    reader = PipeReader(pipe.r, on_lines, name="fragile", on_loss=losses.append)
     with caplog.at_level(logging.ERROR, logger="logcast.capture.reader"):
         reader.start()
         pipe.write(b"first\n")
@@ -294,6 +321,7 @@ def test_failing_callback_is_logged_and_reading_goes_on(pipe: Pipe, caplog: pyte
         assert reader.join(WAIT)
     assert seen == [("second", INFO, False)]
     assert any("fragile" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+    assert losses == ["1 line lost: handing them on failed (RuntimeError('subscriber exploded'))"]
 
 
 async def test_wait_from_asyncio() -> None:
@@ -569,7 +597,8 @@ def test_framing_that_fails_on_the_reader_thread_drops_lines_but_reading_goes_on
             return super().feed(data)
 
     collect = Collector()
-    reader = PipeReader(pipe.r, collect, on_lines_now=collect, may_wait=lambda: False)
+    losses: list[str] = []
+    reader = PipeReader(pipe.r, collect, on_lines_now=collect, may_wait=lambda: False, on_loss=losses.append)
     reader._framer = Broken()
     reader.start()
     pipe.write(b"first\n")
@@ -588,6 +617,9 @@ def test_framing_that_fails_on_the_reader_thread_drops_lines_but_reading_goes_on
     assert reader.bytes_read == len(b"first\nsecond\n") + 40 * len(chunk)
     assert collect.lines == [("first", INFO, False)]
     assert "framer bug" in caplog.text
+    assert losses == [
+        "capture failed (RuntimeError('framer bug')): this stream's output is dropped from now on"
+    ]
 
 
 def test_the_reader_thread_is_never_held_by_the_store(pipe: Pipe) -> None:

@@ -3,9 +3,13 @@ in order, and a disk that refuses it costs the child a wait, never a line."""
 
 from __future__ import annotations
 
+import linecache
 import os
+import struct
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,7 +67,12 @@ def full_disk(self: Spill) -> int:
 
 
 def held_reader(
-    pipe: Pipe, gate: threading.Event, collect: Collector, spill_dir: Path, spill_bytes: int = SPILL_BYTES
+    pipe: Pipe,
+    gate: threading.Event,
+    collect: Collector,
+    spill_dir: Path,
+    spill_bytes: int = SPILL_BYTES,
+    on_loss: Callable[[str], None] | None = None,
 ) -> PipeReader:
     """A started spilling reader of `pipe` whose framer hands lines to `collect` only once
     `gate` is set: until then everything read waits in its spool and spill file."""
@@ -72,7 +81,9 @@ def held_reader(
         gate.wait(WAIT)
         collect(timestamp, lines)
 
-    reader = PipeReader(pipe.r, held, spool_bytes=SPOOL, spill_dir=spill_dir, spill_bytes=spill_bytes)
+    reader = PipeReader(
+        pipe.r, held, spool_bytes=SPOOL, spill_dir=spill_dir, spill_bytes=spill_bytes, on_loss=on_loss
+    )
     reader.start()
     return reader
 
@@ -157,7 +168,8 @@ def test_a_spill_that_cannot_be_read_back_loses_its_bytes_loudly_and_framing_goe
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     gate, collect, pipe = threading.Event(), Collector(), Pipe()
-    reader = held_reader(pipe, gate, collect, tmp_path, spill_bytes=8 << 20)
+    losses: list[str] = []
+    reader = held_reader(pipe, gate, collect, tmp_path, spill_bytes=8 << 20, on_loss=losses.append)
     written, rest = flood_until_stalled(pipe, time.monotonic() + WAIT, lambda: reader.spilled > 0)
     assert reader.spilled > 0
 
@@ -173,7 +185,8 @@ def test_a_spill_that_cannot_be_read_back_loses_its_bytes_loudly_and_framing_goe
     texts = [text for text, _, _ in collect.lines]
     assert texts[-1] == "after"  # the framer lived on
     assert len(texts) < (written + len(rest)) // len(LINE)  # what the file held is gone...
-    assert "could not be read back" in caplog.text  # ...and said so
+    assert "could not be read back" in caplog.text  # ...and said so, in the log...
+    assert len(losses) == 1 and "bytes of output were lost" in losses[0]  # ...and to the owner
 
 
 def test_the_spill_leaves_the_disk_its_headroom(tmp_path: Path) -> None:
@@ -186,3 +199,119 @@ def test_the_spill_leaves_the_disk_its_headroom(tmp_path: Path) -> None:
     assert not crowded.fits(1024)
     crowded.headroom = 0  # space came back: it is asked again
     assert crowded.fits(1024)
+
+
+def frames_of(thread: threading.Thread) -> list[tuple[str, str]]:
+    """(function, source line) of each Python frame `thread` is in now, innermost first."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    out = []
+    while frame is not None:
+        out.append(
+            (frame.f_code.co_name, linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip())
+        )
+        frame = frame.f_back
+    return out
+
+
+def wait_for(what: str, ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not ready():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.001)
+
+
+def numbered(first: int, count: int) -> bytes:
+    return b"".join(b"%08d " % i + b"z" * 91 + b"\n" for i in range(first, first + count))
+
+
+def test_a_chunk_read_while_the_framer_empties_the_file_waits_for_the_truncation(tmp_path: Path) -> None:
+    """A review: the reader chose the file for its next chunk (the file held a backlog),
+    and while it waited for the pipe the framer read the backlog back, emptied the file
+    and began to truncate it; the chunk then went in at offset 0 and the truncation took
+    it. Lines vanished with no notice, or two lines were joined into one."""
+    gate, collect, pipe = threading.Event(), Collector(), Pipe()
+    reader = held_reader(pipe, gate, collect, tmp_path)
+    first = numbered(0, 40_000)  # 4 MB: past the pipe, the chunk held and the spool, into the file
+    writer = threading.Thread(target=pipe.write, args=(first,), daemon=True)
+    writer.start()
+    wait_for("the backlog is read", lambda: reader.bytes_read == len(first))
+    writer.join(WAIT)
+    assert reader.spilled > 0
+
+    def at_readv() -> bool:
+        frames = frames_of(reader._reader)
+        return bool(frames) and frames[0][0] == "_read_until_eof" and "os.readv" in frames[0][1]
+
+    wait_for("the reader waits for the pipe, its chunk bound for the file", at_readv)
+    spill = reader._spill
+    assert spill is not None
+    truncating, release = threading.Event(), threading.Event()
+    truncate, write = spill.truncate, spill.write
+    written_while_truncating: list[int] = []
+
+    def held_truncate() -> None:
+        truncating.set()
+        release.wait(WAIT)
+        truncate()
+
+    def watched_write(position: int, stamp: float, data: bytes) -> int:
+        if spill.truncating:
+            written_while_truncating.append(position)
+        return write(position, stamp, data)
+
+    spill.truncate = held_truncate  # type: ignore[method-assign]
+    spill.write = watched_write  # type: ignore[method-assign]
+    gate.set()  # the framer reads the backlog back, empties the file, truncates it
+    assert truncating.wait(WAIT)
+    second = numbered(40_000, 50)
+    pipe.write(second)
+
+    def chunk_placed_or_waiting() -> bool:
+        names = [name for name, _ in frames_of(reader._reader)]
+        return bool(written_while_truncating) or ("_spill_chunk" in names and names[0] == "wait")
+
+    wait_for("the chunk was written, or waits for the truncation", chunk_placed_or_waiting)
+    release.set()
+    pipe.close()
+    assert reader.join(WAIT)
+    assert written_while_truncating == []
+    texts = [text for text, _, _ in collect.lines]
+    assert texts == [f"{i:08d} " + "z" * 91 for i in range(40_050)]
+
+
+def test_a_header_that_runs_past_the_end_is_refused(tmp_path: Path) -> None:
+    """A damaged file (a chunk lost under a truncation) must not be read as a length of
+    gigabytes and allocated."""
+    spill = Spill(tmp_path)
+    spill.end = spill.write(0, 1.0, b"a\n")
+    spill.end += spill.write(spill.end, 2.0, b"b\n")
+    assert spill._fd is not None
+    os.pwrite(spill._fd, struct.pack("<dI", 3.0, 0xDAC0_0000), 0)  # the first header says 3.67 GB
+    with pytest.raises(OSError, match="runs past its end"):
+        spill.read(0, spill.end, 1 << 20)
+    spill.close()
+
+
+def test_a_disk_too_full_for_the_spill_leaves_memory_its_usual_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: with the spill's disk nearly full (less than its headroom free), the child
+    waited after 9 MiB, the spool's bound beside a file, not after the 64 MiB a reader
+    without a spill holds."""
+    monkeypatch.setattr(Spill, "_disk_has_room", lambda self, size: False)
+    gate, pipe = threading.Event(), Pipe()
+
+    def held(timestamp: float, lines: Lines) -> None:
+        gate.wait(WAIT)
+
+    reader = PipeReader(pipe.r, held, spill_dir=tmp_path)  # the default bounds
+    reader.start()
+    written, rest = flood_until_stalled(
+        pipe, time.monotonic() + WAIT, lambda: reader.spooled > SPOOL_BYTES // 2
+    )
+    assert written > SPOOL_BYTES // 2 > SPOOL_BEFORE_SPILL
+    assert reader.spilled == 0 and reader.spooled <= SPOOL_BYTES
+    gate.set()
+    pipe.write(rest)
+    pipe.close()
+    assert reader.join(WAIT)

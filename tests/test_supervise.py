@@ -1065,6 +1065,28 @@ async def test_readers_read_on_the_loop_and_ask_the_sink_whether_it_is_busy(
     assert all(reader._loop is asyncio.get_running_loop() for reader, _ in made)
 
 
+class FailingSink(RecordingSink):
+    """A sink whose `lines` fails for a line saying "boom"."""
+
+    def lines(self, process: str, run: int, stream: Stream, timestamp: float, lines: Lines) -> None:
+        if "boom" in lines.texts:
+            raise RuntimeError("sink broke")
+        super().lines(process, run, stream, timestamp, lines)
+
+
+async def test_output_a_reader_could_not_hand_on_is_told_in_an_error_status(h: Harness) -> None:
+    """Lines lost before they had seqs leave no gap for a reader to see: the process's
+    history says so in a status record of its run (it was only in logcast's own log)."""
+    h.sink = sink = FailingSink()
+    p = h.process(py("import time\nprint('boom', flush=True)\ntime.sleep(0.3)\nprint('after', flush=True)"))
+    await p.start()
+    await until(lambda: p.state is S.EXITED, "exit")
+    assert sink.texts() == ["after"]
+    lost = [s for s in sink.statuses() if s.level is Level.ERROR]
+    assert len(lost) == 1 and lost[0].run == p.run
+    assert lost[0].message == "stdout: 1 line lost: handing them on failed (RuntimeError('sink broke'))"
+
+
 async def test_a_leader_that_obeys_while_its_group_does_not_is_told_apart(h: Harness) -> None:
     """A review: the leader exited on SIGTERM at once, a worker of its group ignored it;
     the record said `killed by SIGTERM after 0.3s`, as if the leader had needed the kill."""

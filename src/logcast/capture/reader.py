@@ -106,7 +106,8 @@ class PipeReader:
     `on_lines` runs on the framer thread and may block, since the reader keeps draining
     the pipe meanwhile. If it raises, the error is logged and framing goes on; if the
     framer fails, the reader reads on and discards. Either way the child's pipe is still
-    read, because a child whose pipe fills blocks.
+    read, because a child whose pipe fills blocks. Output lost that way (and a spill file
+    that cannot be read back) is told to `on_loss(message)`, from the framer's thread.
 
     With `on_lines_now` (which hands lines on like `on_lines` but never blocks),
     ordinary output skips the hand-off between the threads: a small read outside a
@@ -151,6 +152,7 @@ class PipeReader:
         guard: LoopGuard | None = None,
         calm: float = CALM,
         name: str = "reader",
+        on_loss: Callable[[str], None] | None = None,
     ) -> None:
         if idle_flush <= 0:
             raise ValueError("idle_flush must be positive")
@@ -165,6 +167,7 @@ class PipeReader:
         self._may_wait = may_wait
         self._paced = False  # decided by start(), once the pipe has its size
         self._name = name
+        self._on_loss = on_loss
         self._bytes_read = 0
         self._spool: deque[tuple[float, bytes]] = deque()
         self._spooled = 0  # bytes in the spool, and in the chunk being framed
@@ -185,6 +188,7 @@ class PipeReader:
         # handed on `idle_flush` s after it, whether more of the line came or not.
         self._pending_since: float | None = None
         self._idle_flushed = False  # the pending bytes were offered by an idle flush already
+        self._fed_at = 0.0  # the read time of the last chunk framed: an unfinished line's, when flushed
         self._cond = threading.Condition(threading.Lock())
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
         self._thread = threading.Thread(target=self._frame_loop, name=f"{name}-frame", daemon=True)
@@ -358,10 +362,10 @@ class PipeReader:
             with cond:
                 while self._owner is _LOOP:  # the event loop reads: wait for it to give them back
                     cond.wait()
-                to_file = self._wait_for_room()
                 # read no more than the spool has room for, so that its bound is exact
-                room = READ_SIZE if to_file or not self._framing else self._spool_max - self._spooled
-            asked = min(READ_SIZE, room)
+                room = self._wait_for_room()
+                to_file = not room
+            asked = min(READ_SIZE, room or READ_SIZE)
             last_read = time.monotonic()
             try:
                 size = os.readv(fd, [view[:asked]])
@@ -548,21 +552,26 @@ class PipeReader:
         with self._cond:
             self._stalled = False
 
-    def _wait_for_room(self) -> bool:
-        """Wait (lock held) until the next chunk has a place: True for the spill file,
-        False for the spool (or for the bin, once nobody frames)."""
+    def _wait_for_room(self) -> int:
+        """Wait (lock held) until the next chunk has a place: 0 for the spill file, else
+        the bytes the spool has room for (`READ_SIZE` for the bin, once nobody frames)."""
         spill = self._spill
         while self._framing:
             if spill is not None and spill.pending:  # the file is in use: order demands it
                 if spill.fits(READ_SIZE):
-                    return True
+                    return 0
             elif self._spooled < self._spool_max:
-                return False
+                return self._spool_max - self._spooled
             elif spill is not None and spill.fits(READ_SIZE):
-                return True
+                return 0
+            elif spill is not None and self._spool_defaulted and not spill.truncating:
+                # the file has no room (a disk nearly full): memory holds what it would
+                # without one before the pipe fills
+                if self._spooled < SPOOL_BYTES:
+                    return SPOOL_BYTES - self._spooled
             # the framer is far behind: let the pipe fill until it catches up
             self._cond.wait()
-        return False
+        return READ_SIZE
 
     def _spill_chunk(self, stamp: float, data: bytes) -> bool:
         """Write a chunk to the spill file; False if it could not be (it is broken now,
@@ -570,6 +579,10 @@ class PipeReader:
         spill = self._spill
         assert spill is not None
         with self._cond:
+            # The framer may have read the file back and emptied it while this chunk was
+            # read: its blocks are freed first, or the truncation would take the chunk.
+            while spill.truncating and self._framing:
+                self._cond.wait()
             if not self._framing:
                 return True  # nobody will read it back: drop it, as the spool would
             position = spill.end
@@ -596,8 +609,26 @@ class PipeReader:
                 free = spill.empty()
             self._cond.notify_all()
         if free:
-            spill.truncate()  # the disk that refused it gets its blocks back
+            self._truncate_spill()  # the disk that refused it gets its blocks back
         return bool(written)
+
+    def _lost(self, message: str) -> None:
+        """Tell `on_loss` (no lock held, either thread) that output was lost: no seq names
+        it, so the readers learn of it from what the owner makes of this (a status record)."""
+        if self._on_loss is None:
+            return
+        try:
+            self._on_loss(message)
+        except Exception:
+            logger.exception("reader %s: on_loss failed", self._name)
+
+    def _truncate_spill(self) -> None:
+        """Free the blocks of the emptied spill file (no lock held), and wake a reader
+        that waits to write a chunk to it."""
+        assert self._spill is not None
+        self._spill.truncate()
+        with self._cond:
+            self._cond.notify_all()
 
     def _spill_broke(self) -> None:
         """No more spilling (lock held): the memory spool gets the bound it has without one."""
@@ -627,10 +658,12 @@ class PipeReader:
         framed = None
         try:
             framed = self._framer.feed(data)
+            self._fed_at = stamp
             self._deliver(stamp, framed, self._on_lines_now)
             failed = False
-        except Exception:
+        except Exception as exc:
             logger.exception("framer of reader %s failed; its lines are dropped from now on", self._name)
+            self._lost(f"capture failed ({exc!r}): this stream's output is dropped from now on")
         finally:
             with self._cond:
                 self._framer_busy = False
@@ -647,8 +680,9 @@ class PipeReader:
     def _frame_loop(self) -> None:
         try:
             self._frame_until_eof()
-        except Exception:
+        except Exception as exc:
             logger.exception("framer of reader %s failed; its lines are dropped from now on", self._name)
+            self._lost(f"capture failed ({exc!r}): this stream's output is dropped from now on")
         finally:
             with self._cond:
                 self._framing = False
@@ -659,9 +693,9 @@ class PipeReader:
                 self._close_spill()
                 self._cond.notify_all()
             if free and self._spill is not None:
-                self._spill.truncate()
+                self._truncate_spill()
             try:
-                self._deliver(time.time(), self._framer.flush())
+                self._deliver(self._fed_at, self._framer.flush())
             finally:
                 self._finish()
 
@@ -689,11 +723,12 @@ class PipeReader:
                     framed = self._frame_spilled(from_file)
                 elif data:
                     framed = framer.feed(data)
+                    self._fed_at = stamp
                     self._deliver(stamp, framed)
                 else:
                     # Hand the unfinished line on as partial, since a prompt or a progress
                     # bar must not stay invisible.
-                    self._deliver(time.time(), framer.flush(idle=True))
+                    self._deliver(self._fed_at, framer.flush(idle=True))  # when its bytes came
                 failed = False
             finally:
                 with cond:
@@ -753,16 +788,20 @@ class PipeReader:
             stamp, data, position = time.time(), b"", span[1]
             with cond:
                 self._spill_broke()
+            self._lost(
+                f"{span[1] - span[0]} bytes of output were lost: the spill file could not be read back ({exc})"
+            )
         framed = None
         if data:
             framed = self._framer.feed(data)
+            self._fed_at = stamp
             self._deliver(stamp, framed)
         with cond:
             spill.start = position
             free = not spill.pending and not self._spill_writing and spill.empty()
             cond.notify_all()
         if free:
-            spill.truncate()
+            self._truncate_spill()
         return framed
 
     def _framed(self, framed: Framed | None) -> None:
@@ -786,8 +825,10 @@ class PipeReader:
             return
         try:
             (on_lines or self._on_lines)(timestamp, Lines(texts, detect_levels(texts), partial))
-        except Exception:
+        except Exception as exc:
             logger.exception("on_lines of reader %s failed; %d lines dropped", self._name, len(texts))
+            count = len(texts)
+            self._lost(f"{count} line{'s' if count != 1 else ''} lost: handing them on failed ({exc!r})")
 
     def _close_spill(self) -> None:
         """Close the spill file once neither thread can touch it again (lock held)."""

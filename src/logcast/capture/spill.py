@@ -96,6 +96,10 @@ class Spill:
         stamp = 0.0
         while position < end:
             stamp_of, length = _HEADER.unpack(self._pread(_HEADER.size, position))
+            if position + _HEADER.size + length > end:  # not a header we wrote
+                raise OSError(
+                    f"spill file damaged: a chunk of {length} bytes at {position} runs past its end"
+                )
             if parts and size + length > limit:
                 break
             parts.append(self._pread(length, position + _HEADER.size))

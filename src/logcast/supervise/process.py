@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -75,6 +76,7 @@ class ReaderFactory(Protocol):
         on_lines_now: OnLines | None,
         may_wait: Callable[[], bool] | None,
         loop_busy: Callable[[], bool] | None = None,
+        on_loss: Callable[[str], None] | None = None,
     ) -> Reader: ...
 
 
@@ -90,6 +92,7 @@ def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
         on_lines_now: OnLines | None,
         may_wait: Callable[[], bool] | None,
         loop_busy: Callable[[], bool] | None = None,
+        on_loss: Callable[[str], None] | None = None,
     ) -> Reader:
         return PipeReader(
             fd,
@@ -100,6 +103,7 @@ def pipe_readers(spill_dir: Path | None = None) -> ReaderFactory:
             may_wait=may_wait,
             loop=running_loop(),
             loop_busy=loop_busy,
+            on_loss=on_loss,
         )
 
     return make
@@ -511,6 +515,7 @@ class ManagedProcess:
                     on_lines_now=handler(hold=False) if holding else None,
                     may_wait=may_wait,
                     loop_busy=getattr(holding, "loop_busy", None),
+                    on_loss=functools.partial(self._output_lost, loop, run, stream),
                 )
                 reader.start()  # from here on the reader owns (and closes) fd
                 readers.append(reader)
@@ -524,6 +529,16 @@ class ManagedProcess:
         self._watcher = asyncio.create_task(
             self._watch(child, run, readers, probe, done), name=f"watch {self.name}"
         )
+
+    def _output_lost(self, loop: asyncio.AbstractEventLoop, run: int, stream: Stream, message: str) -> None:
+        """(A reader's thread) Output of `run` was lost before it had seqs: an error status
+        record says so, written on the loop, where the state is."""
+
+        def say() -> None:
+            self._sink.status(self.name, run, self.state, f"{stream}: {message}", Level.ERROR)
+
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
+            loop.call_soon_threadsafe(say)
 
     def _line_handler(
         self,
