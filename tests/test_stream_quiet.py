@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from logcast.hub import LiveBatch
+from logcast.web import streams
 from logcast.web.encode import SSE
 from logcast.web.streams import Quiet, _next
 from tests.test_hub_live import go_live, make_hub, write
@@ -80,3 +83,32 @@ async def test_a_closed_subscription_ends_the_stream() -> None:
     assert await _next(sub, asyncio.Event(), quiet, 100, SSE) is None
     quiet.close()
     await hub.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "ping"),
+    [
+        ({}, b": ping\n\n"),
+        ({"batched": True}, b": ping\ndata: []\n\n"),
+        ({"columns": True}, b": ping\ndata: []\n\n"),
+    ],
+)
+async def test_a_batched_streams_ping_is_also_an_empty_batch(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, bool], ping: bytes
+) -> None:
+    """A review: the web viewer showed "Live" for a server stopped with SIGSTOP, since an
+    EventSource never sees comments; a batched stream's ping is also `data: []`, which it
+    sees (and which no client takes for an event: no id, no element). The one-event stream's
+    ping stays the comment alone, byte for byte."""
+    monkeypatch.setattr(streams, "PING_INTERVAL", SHORT)
+    hub = await make_hub()
+    sub = await hub.subscribe("app")
+    await go_live(sub)
+    body = streams.sse_body(hub, sub, asyncio.Event(), **options)
+    try:
+        assert await anext(body) == b"retry: 1000\n\n"
+        assert await anext(body) == ping
+    finally:
+        await body.aclose()
+        sub.close()
+        await hub.close()

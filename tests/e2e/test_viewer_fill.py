@@ -198,3 +198,28 @@ def test_seqs_no_page_holds_show_as_a_gap(make_server: Callable[..., Server], pa
     expect(page.locator("#log .row.k-gap")).to_contain_text(
         f"⚠ 10 lines missed ({first_streamed - 20}–{first_streamed - 11})"
     )
+
+
+LONG_LINES = """
+import sys, time
+for i in range(6000):
+    sys.stdout.write(f"{i:06d} " + "k" * 2000 + "\\n")
+sys.stdout.flush()
+time.sleep(3600)
+"""
+
+
+def test_history_pages_the_server_cut_short_are_followed_to_the_oldest_line(
+    make_server: Callable[..., Server], page: Any
+) -> None:
+    """A review: the server ends a page at 4 Mi characters of text and says where to go on
+    (`before`); the viewer took a page shorter than it asked for as the oldest one, and of
+    10,000 lines of 1 KB held 5,152, "Load earlier" disabled."""
+    server = make_server(toml_process("long", LONG_LINES))
+    wait_lines(server, "long", 6000, timeout=60)
+    page.goto(viewer_url(server, "long"))
+    page.wait_for_function("() => window.__logcast && window.__logcast.stats().filled", timeout=60_000)
+    entries = page.evaluate("window.__logcast.entries()")
+    lines = [e for e in entries if e["kind"] == "line"]
+    assert len(lines) == 6000 and stats(page)["lines"] == 6000
+    assert lines[0]["seq"] == min(e["seq"] for e in lines) and not [e for e in entries if e["kind"] == "gap"]

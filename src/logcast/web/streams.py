@@ -352,7 +352,9 @@ async def sse_body(
                     end = message_json(EventType.STREAM_END, f"{sub.process} unknown: {why}")
                     yield b"data: %s\n\n" % (b"[%s]" % end if batched or columns else end)
                     break
-                yield b": ping\n\n"
+                # A batched stream's ping is also an empty batch, which an EventSource (deaf to
+                # comments) sees: the web viewer tells a hung server from a quiet process by it.
+                yield b": ping\ndata: []\n\n" if batched or columns else b": ping\n\n"
                 continue
             ended = _ended_at(batch) if end_on_stop else None
             if ended is None:

@@ -72,9 +72,21 @@ export async function api(path, { method = "GET", body, signal, redirectOn401 = 
 
 export const enc = encodeURIComponent;
 
-export const listProcesses = () => api("/api/processes").then((d) => d.processes);
+export const listProcesses = (options) => api("/api/processes", options).then((d) => d.processes);
 /** `[{host, alive, last_seen, processes}]`: one host on a single machine, one per agent on several. */
 export const listHosts = (options) => api("/api/hosts", options).then((d) => d.hosts);
 export const getProcess = (name) => api(`/api/processes/${enc(name)}`);
 export const control = (name, action) => api(`/api/processes/${enc(name)}/${action}`, { method: "POST" });
+
+/**
+ * Why the run a start or restart just made has already failed (a command not found, a crash
+ * at once), from the process the server answered with; null while it runs, waits for a
+ * dependency or exited 0. The server did what it was asked, so the answer is 200 either way.
+ */
+export function failedAtOnce(action, p) {
+  if ((action !== "start" && action !== "restart") || !p || p.waiting_for) return null;
+  const last = p.last_exit;
+  if (!last || last.run !== p.run) return null;
+  return p.state === "crashed" || p.state === "backoff" ? last.reason || p.last_error || p.state : null;
+}
 export const getSession = () => api("/api/session", { redirectOn401: false });

@@ -1,7 +1,7 @@
 // /config.html — the effective configuration of every process, read only, with the
 // start/stop/restart controls and a link to each process's logs.
 
-import { api, ApiError, control, listProcesses } from "./api.js";
+import { api, ApiError, control, failedAtOnce, listProcesses } from "./api.js";
 import { initNav } from "./nav.js";
 import { $, el } from "./dom.js";
 import { toast } from "./feedback.js";
@@ -91,7 +91,9 @@ async function act(name, action) {
   try {
     const p = await control(name, action);
     if (p && p.state) updateStates([p]);
-    toast(`${name}: ${action} done`, "info");
+    const why = failedAtOnce(action, p);
+    if (why) toast(`${name}: ${action} failed — ${why}`, "error");
+    else toast(`${name}: ${action} done`, "info");
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) toast(`${name}: ${action} failed — ${err.message}`, "error");
   } finally {

@@ -1,7 +1,7 @@
 // / — every process at a glance with its controls, and a merged live view of the processes
 // ticked "watch", so that one page shows what runs and what it says.
 
-import { ApiError, control, listHosts, listProcesses } from "./api.js";
+import { ApiError, control, failedAtOnce, listHosts, listProcesses } from "./api.js";
 import { gapEntry, noteEntry } from "./entries.js";
 import { MergedModel } from "./merged-model.js";
 import { initNav } from "./nav.js";
@@ -21,6 +21,7 @@ import {
 import { COLUMNS, SampleStore } from "./samples.js";
 
 const POLL_MS = 1500;
+const POLL_TIMEOUT_MS = 10000; // a server that does not answer a poll within this is not "live"
 // Rows are grouped under a header per host when the processes run on several hosts and
 // there are more than this many of them (a short list reads better in one piece).
 const GROUP_OVER = 8;
@@ -62,10 +63,11 @@ async function poll() {
   try {
     // the hosts are an extra: without them (an older server) the processes' host still shows
     // the samples too: one request for every sparkline, only what is new since the last
+    const signal = AbortSignal.timeout(POLL_TIMEOUT_MS);
     const [list, hostList, fresh] = await Promise.all([
-      listProcesses(),
-      listHosts({ redirectOn401: false }).catch((err) => err),
-      samples.poll(),
+      listProcesses({ signal }),
+      listHosts({ redirectOn401: false, signal }).catch((err) => err),
+      samples.poll(signal),
     ]);
     processes = list;
     if (Array.isArray(hostList)) hosts = new Map(hostList.map((h) => [h.host, h]));
@@ -383,7 +385,9 @@ async function act(name, action, button) {
       if (i >= 0) processes[i] = { ...processes[i], ...p };
       if (row) updateRow(row, processes[i] || p);
     }
-    toast(`${name}: ${action} done`, "info");
+    const why = failedAtOnce(action, p);
+    if (why) toast(`${name}: ${action} failed — ${why}`, "error");
+    else toast(`${name}: ${action} done`, "info");
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) toast(`${name}: ${action} failed — ${err.message}`, "error");
   } finally {
@@ -518,8 +522,7 @@ function start() {
   initNav("dashboard");
   $("#merged-follow").addEventListener("click", () => mergedList.toBottom());
   $("#merged-clear").addEventListener("click", () => {
-    merged.entries.length = 0;
-    merged._change.reset = true;
+    merged.clear();
     mergedList.apply(merged.takeChange(), merged.entries);
   });
   document.addEventListener("visibilitychange", () => {

@@ -23,8 +23,11 @@ function progressShape(text) {
 
 /**
  * A new entry for one record.
- * Entry: {id, kind: "line"|"status"|"gap"|"note", seq, first, ts, level, text, stream, run,
- *         process, open, updates, ver, state?, from?, to?, reason?}
+ * Entry: {id, kind: "line"|"status"|"gap"|"note", seq, first, ts, firstTs, level, text, stream,
+ *         run, process, open, updates, ver, state?, from?, to?, reason?}
+ * `seq` and `ts` are its newest record's, `first` and `firstTs` its first record's: a joined
+ * line or a collapsed progress bar stays where its first record came, so entries are in the
+ * order of `first`, not of `seq`.
  */
 export function entryFromRecord(log, kind = "line") {
   return {
@@ -33,6 +36,7 @@ export function entryFromRecord(log, kind = "line") {
     seq: log.seq,
     first: log.seq,
     ts: log.timestamp,
+    firstTs: log.timestamp,
     level: LEVEL_ORDER[log.level] ? log.level : "info",
     text: typeof log.message === "string" ? log.message : String(log.message ?? ""),
     stream: log.stream,
@@ -81,7 +85,10 @@ export class EntryBuilder {
     this.lastByStream = new Map(); // `${process}/${stream}` → last line entry of that stream
   }
 
-  /** Add one record; returns {entry, created} (created false when an entry was updated). */
+  /**
+   * Add one record; returns {entry, created, grew}: created false when an entry was updated,
+   * grew the characters of text that added (negative when a redraw is shorter).
+   */
   add(log, kind = "line") {
     if (kind === "line") {
       const key = `${log.process}/${log.stream}`;
@@ -92,27 +99,28 @@ export class EntryBuilder {
           prev.text += text;
           this._absorb(prev, log);
           prev.open = Boolean(log.partial);
-          return { entry: prev, created: false };
+          return { entry: prev, created: false, grew: text.length };
         }
         if (this.collapse && !prev.open && this._isRedraw(prev, log, text)) {
+          const grew = text.length - prev.text.length;
           prev.text = text;
           prev.updates += 1;
           this._absorb(prev, log);
           prev.open = Boolean(log.partial);
-          return { entry: prev, created: false };
+          return { entry: prev, created: false, grew };
         }
       }
       const entry = entryFromRecord(log, kind);
       this.lastByStream.set(key, entry);
       this.target.push(entry);
-      return { entry, created: true };
+      return { entry, created: true, grew: entry.text.length };
     }
     const entry = entryFromRecord(log, kind);
     if (kind === "status") {
       for (const [key, e] of this.lastByStream) if (e.process === log.process) this.lastByStream.delete(key);
     }
     this.target.push(entry);
-    return { entry, created: true };
+    return { entry, created: true, grew: entry.text.length };
   }
 
   _absorb(entry, log) {
@@ -134,5 +142,11 @@ export class EntryBuilder {
 
   forget() {
     this.lastByStream.clear();
+  }
+
+  /** Forget the entries that left the list (`gone`): a later redraw or piece of their line
+   * starts a new entry instead of updating one nobody draws. */
+  forgetGone() {
+    for (const [key, e] of this.lastByStream) if (e.gone) this.lastByStream.delete(key);
   }
 }

@@ -3,17 +3,23 @@
 
 import { EntryBuilder, LEVEL_ORDER } from "./entries.js";
 
+/** Characters of text the viewer holds at most (about as many bytes of the tab's memory):
+ * a million lines of 130 characters, or 2,000 of 64 KiB. */
+export const MAX_CHARS = 128 * 2 ** 20;
+
 /**
  * `entries` holds display entries in arrival order (lines, status rows, gap markers and local
- * notes), bounded to `max` lines: past it the oldest 10 % are dropped at once (one splice,
- * amortised) and counted in `dropped`. `view` is `entries` itself when no level filter is
+ * notes), bounded to `max` lines and `maxChars` characters of text: past either the oldest
+ * 10 % are dropped at once (one splice, amortised) and counted in `dropped`. `view` is `entries` itself when no level filter is
  * set, else the entries that pass it, kept in step on every append. Changes since the last
  * render are reported by `takeChange()` as {removedFront, addedFront, addedBack, updated,
  * reset} counted in view entries, so the virtual list can keep the user's scroll position.
  */
 export class LogModel {
-  constructor({ max = 1_000_000, floor = 0, collapse = true } = {}) {
+  constructor({ max = 1_000_000, maxChars = MAX_CHARS, floor = 0, collapse = true } = {}) {
     this.max = max;
+    this.maxChars = maxChars;
+    this.chars = 0; // characters of text held
     this.floor = floor;
     this.entries = [];
     this.view = this.entries;
@@ -58,7 +64,8 @@ export class LogModel {
 
   /** Append a stream event's record (line or status). Returns the entry touched. */
   addRecord(log, kind = "line") {
-    const { entry, created } = this.builder.add(log, kind);
+    const { entry, created, grew } = this.builder.add(log, kind);
+    this.chars += grew;
     if (created) {
       this._appendToView(entry);
     } else {
@@ -81,6 +88,7 @@ export class LogModel {
     }
     this.entries.push(entry);
     this.builder.forget();
+    this.chars += entry.text.length;
     this._appendToView(entry);
     this._bound();
     return entry;
@@ -100,12 +108,17 @@ export class LogModel {
   }
 
   _bound() {
-    if (this.lines <= this.max) return;
+    if (this.lines <= this.max && this.chars <= this.maxChars) return;
     const target = Math.floor(this.max * 0.9);
+    const targetChars = Math.floor(this.maxChars * 0.9);
     let cut = 0;
     let removedLines = 0;
-    while (cut < this.entries.length && this.lines - removedLines > target) {
-      if (this.entries[cut].kind === "line") removedLines += 1;
+    let chars = this.chars;
+    const last = this.entries.length - 1; // the newest stays, however long
+    while (cut < last && (this.lines - removedLines > target || chars > targetChars)) {
+      const e = this.entries[cut];
+      if (e.kind === "line") removedLines += 1;
+      chars -= e.text.length;
       cut += 1;
     }
     this._dropFront(cut, removedLines);
@@ -116,11 +129,15 @@ export class LogModel {
     const removed = this.entries.splice(0, cut);
     this.lines -= removedLines;
     this.dropped += removedLines;
+    for (const e of removed) {
+      e.gone = true;
+      this.chars -= e.text.length;
+    }
+    this.builder.forgetGone(); // a redraw of a progress bar that left starts a new entry
     if (this.view === this.entries) {
       this._change.removedFront += cut;
     } else {
       // the view is a subsequence of the entries, so what left is a prefix of it
-      for (const e of removed) e.gone = true;
       let n = 0;
       while (n < this.view.length && this.view[n].gone) n += 1;
       this.view.splice(0, n);
@@ -132,7 +149,10 @@ export class LogModel {
   prepend(older) {
     if (!older.length) return;
     let lines = 0;
-    for (const e of older) if (e.kind === "line") lines += 1;
+    for (const e of older) {
+      if (e.kind === "line") lines += 1;
+      this.chars += e.text.length;
+    }
     this.entries.unshift(...older);
     this.lines += lines;
     if (this.view === this.entries) {
@@ -153,7 +173,21 @@ export class LogModel {
     this.view = this.floor > 0 ? [] : this.entries;
     this.builder.forget();
     this.lines = 0;
+    this.chars = 0;
     this._change.reset = true;
+  }
+
+  /** Forget the entries whose records are all at or below `upto` (the server cleared them);
+   * those after it stay. */
+  clearUpTo(upto) {
+    let cut = 0;
+    let removedLines = 0;
+    while (cut < this.entries.length && this.entries[cut].seq <= upto) {
+      if (this.entries[cut].kind === "line") removedLines += 1;
+      cut += 1;
+    }
+    this._dropFront(cut, removedLines);
+    this.dropped -= removedLines; // cleared, not dropped for room
   }
 
   /** Smallest seq held (for "load earlier"), or null. */
@@ -165,27 +199,32 @@ export class LogModel {
     return null;
   }
 
-  /** Index in `view` of the first entry whose seq ≥ seq (entries are in seq order). */
+  /**
+   * Index in `view` of the entry that shows `seq` (its first record up to its newest), else of
+   * the first entry after it. Entries are in the order of their first record: a collapsed
+   * progress bar or a joined line keeps its place while its `seq` grows.
+   */
   indexOfSeq(seq) {
     const v = this.view;
     let lo = 0;
     let hi = v.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (v[mid].seq < seq) lo = mid + 1;
+      if (v[mid].first <= seq) lo = mid + 1;
       else hi = mid;
     }
-    return lo;
+    return lo > 0 && v[lo - 1].seq >= seq ? lo - 1 : lo;
   }
 
-  /** Index in `view` of the first entry at or after Unix time ts. */
+  /** Index in `view` of the first entry whose first record came at or after Unix time ts. */
   indexOfTime(ts) {
     const v = this.view;
     let lo = 0;
     let hi = v.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const t = v[mid].ts;
+      const e = v[mid];
+      const t = e.firstTs ?? e.ts;
       if (t !== null && t !== undefined && t < ts) lo = mid + 1;
       else hi = mid;
     }

@@ -58,7 +58,9 @@ export class EarlierLines {
         this.ahead = null;
         const data = ahead && ahead.before === before - 1 && ahead.count === count ? await ahead.data : await this._fetch(before - 1, count);
         const logs = (data.logs || []).filter((log) => log.seq < before);
-        const more = logs.length >= count && data.before !== null;
+        // the server's page may be shorter than asked (it stops at 4 Mi characters of text):
+        // `before` says whether there is more, null once the oldest line was looked at
+        const more = logs.length > 0 && data.before !== null && data.before !== undefined;
         if (more && next > 0 && logs[0].seq > 1) {
           const ask = { before: logs[0].seq - 1, count: next, data: this._fetch(logs[0].seq - 1, next) };
           ask.data.catch(() => {}); // not taken if the view changes meanwhile

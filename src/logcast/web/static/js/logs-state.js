@@ -1,7 +1,7 @@
 // The log page's state in one place, apart from the code that wires it to the page: what the
 // URL asked for, how rows are drawn, the line model, and where the feed of lines stands.
 
-import { LogModel } from "./log-model.js";
+import { LogModel, MAX_CHARS } from "./log-model.js";
 import { prefs } from "./prefs.js";
 import { intParam } from "./query.js";
 
@@ -69,6 +69,12 @@ export const parsed = {
 
 export const model = new LogModel({ max: settings.maxLines, collapse: display.collapse });
 
+/** Characters of text an event held back brings. */
+function heldText(ev) {
+  const message = ev.log && ev.log.message;
+  return typeof message === "string" ? message.length : 0;
+}
+
 /** An event that is a row of the log (held back while paused), not news of the stream. */
 export function isLineEvent(ev) {
   return ev.type === "historical" || ev.type === "realtime" || ev.type === "status" || ev.type === "gap";
@@ -81,6 +87,7 @@ export const feed = {
   paused: false,
   held: [], // events kept back while paused
   heldLines: 0, // lines among them (gap markers not counted)
+  heldChars: 0, // characters of their text
   unseen: 0, // lines that arrived while the user was scrolled up
   historyDone: false, // the stream's history part has been taken in
   moreOlder: false, // the server holds lines older than the first one held
@@ -90,21 +97,26 @@ export const feed = {
   seqLog: settings.debug ? [] : null, // every seq received, for tests (`?debug=1`)
 
   /**
-   * Keep an event back while paused; past `maxLines` lines the oldest are let go, and a
-   * gap at the front of what is held says which (`reason: "paused"`): nothing is skipped
-   * silently. Let go a tenth at a time, so that a long pause costs one splice in many.
+   * Keep an event back while paused; past `maxLines` lines (or `MAX_CHARS` characters) the
+   * oldest are let go, and a gap at the front of what is held says which (`reason:
+   * "paused"`): nothing is skipped silently. Let go a tenth at a time, so that a long pause
+   * costs one splice in many.
    */
   hold(ev) {
     this.held.push(ev);
     if (ev.type !== "gap") this.heldLines += 1;
-    if (this.heldLines <= settings.maxLines) return;
+    this.heldChars += heldText(ev);
+    if (this.heldLines <= settings.maxLines && this.heldChars <= MAX_CHARS) return;
     const keep = Math.max(1, Math.floor(settings.maxLines * 0.9));
+    const keepChars = Math.floor(MAX_CHARS * 0.9);
     let lines = this.heldLines;
+    let chars = this.heldChars;
     let cut = 0;
     let from = null;
     let to = null;
-    while (cut < this.held.length - 1 && lines > keep) {
+    while (cut < this.held.length - 1 && (lines > keep || chars > keepChars)) {
       const e = this.held[cut];
+      chars -= heldText(e);
       const first = e.type === "gap" ? Number(e.from) : Number(e.log && e.log.seq);
       const last = e.type === "gap" ? Number(e.to) : first;
       if (Number.isInteger(first) && first > 0) {
@@ -116,6 +128,7 @@ export const feed = {
     }
     this.held.splice(0, cut);
     this.heldLines = lines;
+    this.heldChars = chars;
     if (from !== null) this.held.unshift({ type: "gap", from, to, reason: "paused" });
   },
 
@@ -138,7 +151,20 @@ export const feed = {
       for (const ev of this.held) this.queued.push(ev); // a spread of a million overflows the stack
       this.held = [];
       this.heldLines = 0;
+      this.heldChars = 0;
     }
     return true;
+  },
+
+  /** Let go of the events held or queued whose records are at or below `upto` (cleared). */
+  dropHeldUpTo(upto) {
+    const after = (ev) => {
+      const last = ev.type === "gap" ? Number(ev.to) : Number(ev.log && ev.log.seq);
+      return !Number.isInteger(last) || last > upto;
+    };
+    this.queued = this.queued.filter((ev) => !isLineEvent(ev) || after(ev));
+    this.held = this.held.filter(after);
+    this.heldLines = this.held.filter((ev) => ev.type !== "gap").length;
+    this.heldChars = this.held.reduce((n, ev) => n + heldText(ev), 0);
   },
 };

@@ -41,9 +41,10 @@ export function showConnection(state, info = {}) {
   ui.retry.hidden = state !== "reconnecting";
   const labels = { connecting: "Connecting…", live: "Live", disconnected: "Disconnected" };
   if (state === "reconnecting" && info.retryAt) {
+    const why = info.reason ? ` (${info.reason})` : "";
     const tick = () => {
       const s = Math.max(0, Math.ceil((info.retryAt - Date.now()) / 1000));
-      ui.connText.textContent = s > 0 ? `Reconnecting in ${s} s` : "Reconnecting…";
+      ui.connText.textContent = s > 0 ? `Reconnecting in ${s} s${why}` : `Reconnecting…${why}`;
     };
     tick();
     countdown = setInterval(tick, 500);

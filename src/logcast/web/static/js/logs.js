@@ -278,6 +278,20 @@ function startOver(note) {
   updateStatus();
 }
 
+/** The server cleared the history up to seq `upto`: what is held up to it goes, the lines
+ * that came after it (while the request was on its way) stay. */
+function clearedUpTo(upto) {
+  model.clearUpTo(upto);
+  feed.dropHeldUpTo(upto);
+  feed.moreOlder = false;
+  if (display.selected && display.selected.gone) display.selected = null;
+  if (display.current && display.current.gone) display.current = null;
+  search.forget();
+  model.prepend([noteEntry(`History cleared (up to seq ${upto}).`, Date.now() / 1000, upto)]);
+  vlist.apply(model.takeChange(), model.view);
+  updateStatus();
+}
+
 function clearView() {
   startOver("View cleared — new lines appear below. The history on the server is untouched.");
 }
@@ -293,8 +307,11 @@ async function clearHistory() {
   for (const b of document.querySelectorAll("[data-act=clear-history]")) b.disabled = true;
   try {
     const result = await api(`/api/logs/${enc(settings.process)}/clear`, { method: "POST" });
-    const upto = result && Number.isInteger(result.upto) ? ` (up to seq ${result.upto})` : "";
-    startOver(`History cleared${upto}.`);
+    if (result && Number.isInteger(result.upto)) {
+      clearedUpTo(result.upto);
+    } else {
+      startOver("History cleared.");
+    }
     toast("History cleared", "info");
   } catch (err) {
     toast(`Clear failed: ${err.message}`, "error");

@@ -17,12 +17,12 @@ export class SampleStore {
   }
 
   /** Ask the server for the samples after the newest held; false when it has none to give. */
-  async poll() {
+  async poll(signal) {
     if (!this.supported) return false;
     const path = this.end ? `/api/samples?after=${this.end}` : "/api/samples";
     let answer;
     try {
-      answer = await api(path, { redirectOn401: false });
+      answer = await api(path, { redirectOn401: false, signal });
     } catch (err) {
       if (err && err.status === 404) this.supported = false;
       return false;

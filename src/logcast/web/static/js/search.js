@@ -107,6 +107,7 @@ export class Search {
     }
     for (const match of fresh.reverse()) this.matches.push(match);
     if (fresh.length) this.upto = fresh[fresh.length - 1].seq;
+    if (this.matches.length > SEARCH_LIMIT) this._keepNewest();
   }
 
   /** A live line was added to the model: count it when it matches. Returns true if it did. */
@@ -116,7 +117,17 @@ export class Search {
     if (!highlighter.test(stripAnsi(log.message || ""))) return false;
     this.matches.push({ seq: log.seq, ts: log.timestamp, text: log.message });
     this.upto = log.seq;
+    if (this.matches.length > SEARCH_LIMIT * 1.1) this._keepNewest();
     return true;
+  }
+
+  /** At most SEARCH_LIMIT matches are kept, the newest (as the server's search gives them):
+   * live matches of a long-open tab let the oldest go, a tenth at a time. */
+  _keepNewest() {
+    const excess = this.matches.length - SEARCH_LIMIT;
+    this.matches.splice(0, excess);
+    if (this.index >= 0) this.index = Math.max(-1, this.index - excess);
+    this.capped = true;
   }
 
   /** Forget the matches (the view or the history was cleared). */

@@ -83,7 +83,8 @@ export class VirtualList {
 
     scroller.addEventListener("scroll", () => this._onScroll(), { passive: true });
     scroller.addEventListener("wheel", (e) => {
-      if (e.deltaY < 0 && this.follow) this.setFollow(false);
+      // over a list too short to scroll nothing moves: following stays on
+      if (e.deltaY < 0 && this.follow && scroller.scrollHeight > scroller.clientHeight) this.setFollow(false);
     }, { passive: true });
     scroller.addEventListener("touchmove", () => {
       if (this.follow) this.setFollow(false);
