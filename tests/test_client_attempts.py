@@ -5,6 +5,8 @@ message is not, and the count begins again after it. The server is an httpx mock
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import pytest
 
@@ -15,7 +17,13 @@ from logcast.types import EventType
 from logcast.web import encode
 from tests.test_client_wait import Chunks
 
-OPEN = b"data: " + encode.event_json(EventType.HISTORICAL_COMPLETE, 4) + b"\nid: 4\n\n"
+
+def opened(seq: int) -> list[bytes]:
+    """A stream at its live end at `seq` (`historical_complete`)."""
+    return [b"data: " + encode.event_json(EventType.HISTORICAL_COMPLETE, seq) + b"\nid: %d\n\n" % seq]
+
+
+OPEN = opened(4)[0]
 SILENT: list[bytes] = []  # the head, then the end: no message
 PING = [b": ping\n\n"]  # no message, but the server is there (a filter reading a long history)
 HALF = [b'data: {"type": "historical_comp']  # a message cut before its end
@@ -43,8 +51,10 @@ def failures(events: list[Event]) -> list[tuple[int, float | None]]:
     ]
 
 
-def follow_sync(server: Server, max_attempts: int, most: int = 200) -> tuple[list[Event], ClientError | None]:
-    client = Client("http://logcast.test")
+def follow_sync(
+    server: Server, max_attempts: int, most: int = 200, clock: Callable[[], float] = lambda: 0.0
+) -> tuple[list[Event], ClientError | None]:
+    client = Client("http://logcast.test", clock=clock)
     client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(server))
     events: list[Event] = []
     with client:
@@ -92,7 +102,7 @@ async def test_async_streams_that_end_before_any_message_are_failed_attempts() -
 
 
 def test_a_stream_that_brought_a_message_is_a_drop_and_the_count_begins_again() -> None:
-    server = Server(SILENT, SILENT, [OPEN], SILENT, SILENT, [OPEN], SILENT, SILENT, SILENT)
+    server = Server(SILENT, SILENT, opened(4), SILENT, SILENT, opened(5), SILENT, SILENT, SILENT)
     events, error = follow_sync(server, max_attempts=3)
     assert error is not None and "gave up after 3 attempts" in str(error)
     assert server.streams == 9  # never three silent ones in a row before the last three
@@ -110,20 +120,38 @@ def test_a_stream_that_brought_a_message_is_a_drop_and_the_count_begins_again() 
 
 
 async def test_async_a_stream_that_brought_a_message_begins_the_count_again() -> None:
-    server = Server(SILENT, [OPEN], SILENT, [OPEN], SILENT)
+    server = Server(SILENT, opened(4), SILENT, opened(5), SILENT)
     events, error = await follow_async(server, max_attempts=2)
     assert error is not None and "gave up after 2 attempts" in str(error)
     assert server.streams == 6
     assert [attempt for attempt, _ in failures(events)] == [1, 0, 1, 0, 1, 2]
 
 
-def test_a_stream_that_brought_a_ping_is_a_drop() -> None:
+def test_a_stream_that_brought_pings_for_long_is_a_drop() -> None:
     """A filtered stream may say nothing for long while the server reads a long history,
-    but pings every 15 s: cut by a proxy meanwhile, it is not a failed attempt."""
+    but pings every 15 s: cut by a proxy after a while, it is not a failed attempt."""
+    ticks = iter(range(0, 10**6, 31))  # each look at the clock is 31 s after the one before
     server = Server(PING, PING, PING, PING, SILENT, SILENT)
-    events, error = follow_sync(server, max_attempts=2)
+    events, error = follow_sync(server, max_attempts=2, clock=lambda: float(next(ticks)))
     assert error is not None and server.streams == 6
     assert [attempt for attempt, _ in failures(events)] == [0, 0, 0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("body", [PING, [OPEN]], ids=["a ping", "the same position"])
+def test_a_server_that_says_a_little_and_hangs_up_at_once_is_backed_off_and_given_up(
+    body: list[bytes],
+) -> None:
+    """A review: a server that answered with a ping (or the same `historical_complete`,
+    then a message too large to take) and hung up was asked again every `interval`, for
+    good: `max_attempts` was never reached. A stream that brought nothing new and did not
+    stay open `STEADY` s is a failed attempt."""
+    server = Server(*[body] * 10)
+    events, error = follow_sync(server, max_attempts=3)
+    assert error is not None and "gave up after 3 attempts" in str(error)
+    expected = [(1, 0.001), (2, 0.002), (3, None)]
+    if body == [OPEN]:  # the first brought a position never seen: of use
+        expected = [(0, 0.001), *expected]
+    assert failures(events) == expected
 
 
 def test_without_a_bound_the_client_keeps_trying() -> None:

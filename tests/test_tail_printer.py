@@ -220,3 +220,16 @@ def test_a_batch_goes_straight_to_the_descriptor() -> None:
             data += os.read(read, 1 << 20)
     os.close(read)
     assert data.decode().splitlines() == [f"n {i} é" for i in range(2000)]
+
+
+def test_a_word_on_the_connection_made_is_printed_with_it() -> None:
+    """The client's `behind_notice` (the server's history ends before the last seq seen)
+    is a `connected` event with a reason: printed, each time, on stderr."""
+    p, out, err = printer()
+    p.events([connection_event("web", ConnectionState.CONNECTED)])
+    why = "the server's history ends at seq 10, before seq 94 seen already"
+    p.events([connection_event("web", ConnectionState.CONNECTED, reason=why)])
+    p.events([line(11, "after")])
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].endswith(f"connected ({why})")
+    assert "after" in out.getvalue()

@@ -403,6 +403,9 @@ class Printer:
             return
         if state is ConnectionState.CONNECTING and follow.shown is not None:
             return  # every retry starts with `connecting`: say it once
+        if state is ConnectionState.CONNECTED and event.reason:
+            self.status(follow, state, event)  # a word on the connection made (`behind_notice`)
+            return
         if state is ConnectionState.CONNECTED:
             follow.live = False
         repeat = state is follow.shown and state is not ConnectionState.CONNECTED
@@ -415,7 +418,7 @@ class Printer:
         label = self.text(state)
         name = render.paint(follow.name, follow.style, self.err_color)
         details = []
-        if event.reason and state in (ConnectionState.NOT_RUNNING, ConnectionState.DISCONNECTED):
+        if event.reason and state is not ConnectionState.CONNECTING:
             details.append(render.plain(event.reason))
         if state in (ConnectionState.NOT_RUNNING, ConnectionState.DISCONNECTED):
             if self.max_attempts and event.attempt:

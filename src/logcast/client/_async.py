@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, cast
 
@@ -41,6 +42,7 @@ from logcast.client.sse import SSEDecoder
 from logcast.client.transport import open_stream, streams_here
 from logcast.errors import ClientError
 from logcast.schemas import Host
+from logcast.secrets import mask_text
 from logcast.types import LogRecord, ProcessState
 
 
@@ -51,11 +53,19 @@ class AsyncClient:
     raises `ClientError` (with `status` when the server answered) on failure.
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         resolved = settings.resolve(url, token)
         self.url = resolved.url
         self.token = resolved.token
         self.timeout = timeout
+        self._clock = clock  # monotonic seconds: how long a stream stayed open
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=base_headers(self.token),
@@ -85,7 +95,9 @@ class AsyncClient:
         except ANSWER_ERRORS as exc:
             raise unreachable(self.url, exc) from None
         except TimeoutError:
-            raise ClientError(f"logcast at {self.url} did not answer within {deadline:g} s") from None
+            raise ClientError(
+                f"logcast at {mask_text(self.url)} did not answer within {deadline:g} s"
+            ) from None
         return decode_json(response)
 
     # -- processes --------------------------------------------------------------------
@@ -190,8 +202,13 @@ class AsyncClient:
     # -- streaming --------------------------------------------------------------------
 
     async def _running(self, name: str) -> ProcessState | None:
-        """The process's state, or None when the server cannot say right now."""
-        response = await self._http.get(process_path(name))
+        """The process's state, or None when the server cannot say right now (nor within
+        `DEADLINE_FACTOR` read timeouts: a server that answers a byte at a time)."""
+        try:
+            async with asyncio.timeout(DEADLINE_FACTOR * self.timeout):
+                response = await self._http.get(process_path(name))
+        except TimeoutError:
+            return None
         if is_waitable(response.status_code):
             return None
         return ProcessInfo.from_dict(decode_json(response)).state
@@ -346,11 +363,12 @@ class AsyncClient:
         """The stream of `cursor`'s process, across reconnects (see `stream`); with `runs`,
         a run of lines is one `LineRun`, else its events."""
         name = cursor.process
-        attempts = Attempts(name, max_attempts if reconnect else 1, interval)
+        attempts = Attempts(name, max_attempts if reconnect else 1, interval, self._clock)
         while True:
             yield [attempts.connecting()]
             failure: Event | None = None
             live = waiting = heard = False
+            at_open = cursor.last_seq  # the stream was of use if this moved
             try:
                 if wait_running:
                     state = await self._running(name)
@@ -376,9 +394,7 @@ class AsyncClient:
                             decoder = SSEDecoder()
                             async for chunk in response.aiter_bytes():
                                 messages = decoder.feed(chunk)
-                                if not heard and (messages or decoder.comments):
-                                    heard = True
-                                    attempts.heard()
+                                heard = heard or bool(messages or decoder.comments)
                                 if not messages:
                                     continue
                                 batch: list[Event | LineRun] = (
@@ -386,12 +402,22 @@ class AsyncClient:
                                     if runs
                                     else cast("list[Event | LineRun]", cursor.events_of(messages))
                                 )
+                                notice = cursor.behind_notice()  # before the lines that follow it
+                                if notice is not None:
+                                    yield [notice]
                                 if batch:
                                     yield batch
-                            failure = attempts.dropped("the server closed the stream", heard=heard)
+                            failure = attempts.dropped(
+                                "the server closed the stream",
+                                heard=heard,
+                                progressed=cursor.last_seq != at_open,
+                            )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 if live:
-                    failure = attempts.dropped(str(exc) or type(exc).__name__, heard=heard)
+                    progressed = cursor.last_seq != at_open
+                    failure = attempts.dropped(
+                        str(exc) or type(exc).__name__, heard=heard, progressed=progressed
+                    )
                 else:
                     failure = attempts.failed(ConnectionState.DISCONNECTED, str(unreachable(self.url, exc)))
             assert failure is not None

@@ -12,6 +12,8 @@ import enum
 import functools
 import logging
 import operator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from itertools import islice
@@ -47,7 +49,7 @@ STREAM_READ_TIMEOUT = 60.0
 # s a start, stop or restart may take to answer: the server answers once the process has
 # stopped (its `stop_timeout`, 10 s by default, then SIGKILL), longer than a client's timeout
 CONTROL_TIMEOUT = 600.0
-RETRYABLE_STATUS = frozenset({502, 503, 504})
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})  # 429: a proxy's rate limit, waited out
 SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 _LOG = operator.attrgetter("log")
 _SEQ = operator.attrgetter("seq")
@@ -285,6 +287,7 @@ class StreamCursor:
         self.model_route = model_route
         self.connections = 0
         self.duplicates = 0
+        self.behind: tuple[int, int] | None = None  # (the server's last seq, ours): see behind_notice
 
     @property
     def path(self) -> str:
@@ -323,7 +326,8 @@ class StreamCursor:
         """Check the answer of a connection; raise ClientError unless it is an event stream."""
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
-            raise ClientError(f"{response.url} is not an event stream (content-type {content_type!r})")
+            url = mask_text(str(response.url))  # `http://bob:pw@host`: the password stays here
+            raise ClientError(f"{url} is not an event stream (content-type {content_type!r})")
         self.connections += 1
 
     def accept(self, data: str | bytes | memoryview, sse_id: str | None) -> list[Event]:
@@ -360,10 +364,30 @@ class StreamCursor:
                 if last_seq is not None and event.gap_to <= last_seq:
                     continue  # lines it stands for were told of already (a reconnect's history)
                 last_seq = self._advance(event.gap_to)
+            elif event.type is EventType.HISTORICAL_COMPLETE and event.seq is not None:
+                if last_seq is not None and event.seq < last_seq:
+                    self.behind = (event.seq, last_seq)
+                last_seq = self._advance(event.seq)
             elif event.seq is not None:
                 last_seq = self._advance(event.seq)
             kept.append(event)
         return kept
+
+    def behind_notice(self) -> Event | None:
+        """Once, after a connection whose server's history ended before the last seq this
+        client saw (a replica catching up, or a server whose history was replaced: a new
+        data directory, another Redis): a `connected` event saying so. Its lines up to that
+        seq are taken for those seen, and skipped; said, not silent."""
+        behind, self.behind = self.behind, None
+        if behind is None:
+            return None
+        head, seen = behind
+        reason = (
+            f"the server's history ends at seq {head}, before seq {seen} seen already: lines up to"
+            f" {seen} are skipped as seen (a replica catching up, or a history that was replaced;"
+            " start again without a position to follow the new one)"
+        )
+        return connection_event(self.process, ConnectionState.CONNECTED, reason=reason)
 
     def accept_all(self, messages: list[Message]) -> list[Event]:
         """The events of SSE messages (`accept` of each), as one list."""
@@ -488,15 +512,21 @@ class RunWatch:
         return seen
 
 
+STEADY = 30.0  # s: a stream that stayed open this long, hearing the server, was no failed attempt
+
+
 class Attempts:
     """Counts failed connection attempts in a row and says how long to wait before the next.
 
     Waiting for a process to start polls every `interval`; a server that cannot be
     reached is retried with a delay doubling from `interval` up to 10 s. `max_attempts`
     0 means forever; once reached, `failed()` returns None and the caller gives up.
+    `clock` (monotonic seconds) times how long a stream stayed open.
     """
 
-    def __init__(self, process: str, max_attempts: int, interval: float):
+    def __init__(
+        self, process: str, max_attempts: int, interval: float, clock: Callable[[], float] = time.monotonic
+    ):
         if max_attempts < 0:
             raise ValueError("max_attempts must be 0 (forever) or more")
         if interval < 0:
@@ -506,6 +536,8 @@ class Attempts:
         self.interval = interval
         self.failures = 0
         self.last_reason = ""
+        self._clock = clock
+        self._opened_at = 0.0
 
     def failed(self, state: ConnectionState, reason: str) -> Event:
         self.failures += 1
@@ -516,16 +548,23 @@ class Attempts:
         elif state is ConnectionState.NOT_RUNNING:
             retry_in = self.interval
         else:
-            retry_in = min(self.interval * 2 ** (self.failures - 1), max(MAX_BACKOFF, self.interval))
+            # the exponent is bounded: past ~1,024 failures (a server down for hours) the
+            # power was too large for a float
+            doubled = self.interval * 2 ** min(self.failures - 1, 32)
+            retry_in = min(doubled, max(MAX_BACKOFF, self.interval))
         return connection_event(self.process, state, reason=reason, attempt=self.failures, retry_in=retry_in)
 
-    def dropped(self, reason: str, *, heard: bool) -> Event:
-        """An open stream broke. If it brought something first (a message, a ping), that
-        is not a failed attempt: retry after `interval`. If it did not (a server that
-        answers, then hangs up, again and again), it is one: counted towards
-        `max_attempts` and backed off."""
-        if not heard:
+    def dropped(self, reason: str, *, heard: bool, progressed: bool = False) -> Event:
+        """An open stream broke. If it was of use (it `progressed`: brought a line, an
+        event, a seq not seen before; or it stayed open `STEADY` s and `heard` the server,
+        a quiet process's pings), that is not a failed attempt: the count begins again and
+        the next try comes after `interval`. If it was not (a server that answers, then
+        hangs up; one that sends the same `historical_complete` and then a message too large
+        to take, again and again), it is one: counted towards `max_attempts` and backed off."""
+        steady = heard and self._clock() - self._opened_at >= STEADY
+        if not (progressed or steady):
             return self.failed(ConnectionState.DISCONNECTED, reason)
+        self.failures = 0
         self.last_reason = reason
         return connection_event(
             self.process, ConnectionState.DISCONNECTED, reason=reason, attempt=0, retry_in=self.interval
@@ -538,13 +577,8 @@ class Attempts:
         return connection_event(self.process, ConnectionState.CONNECTING, attempt=self.failures)
 
     def connected(self) -> Event:
+        self._opened_at = self._clock()
         return connection_event(self.process, ConnectionState.CONNECTED)
-
-    def heard(self) -> None:
-        """The stream brought a message or a ping: the failed attempts in a row are over.
-        logcast's server sends a message at once (`historical_complete`) unless a filter
-        has a long history to read first, and a ping every 15 s meanwhile."""
-        self.failures = 0
 
 
 def not_running_reason(response: httpx.Response) -> str:
@@ -577,11 +611,13 @@ def waited_out(attempts: Attempts, response: httpx.Response, *, model_route: boo
 
 
 def _seconds(text: str) -> float | None:
-    """A `Retry-After` in seconds (its HTTP-date form is not read), at most RETRY_AFTER_MAX."""
+    """A `Retry-After` in seconds (its HTTP-date form is not read), at most RETRY_AFTER_MAX
+    (a longer number too); None for anything else. ASCII digits only: `isdigit` is true
+    of `²`, which `float` refuses."""
     text = text.strip()
-    if not text.isdigit() or len(text) > 6:
+    if not text or not (text.isascii() and text.isdecimal()):
         return None
-    return min(float(text), RETRY_AFTER_MAX)
+    return RETRY_AFTER_MAX if len(text) > 6 else min(float(text), RETRY_AFTER_MAX)
 
 
 def is_waitable(status: int) -> bool:

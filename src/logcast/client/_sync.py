@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -53,11 +53,19 @@ class Client:
     raises `ClientError` (with `status` when the server answered) on failure.
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         resolved = settings.resolve(url, token)
         self.url = resolved.url
         self.token = resolved.token
         self.timeout = timeout
+        self._clock = clock  # monotonic seconds: how long a stream stayed open
         self._http = httpx.Client(
             base_url=self.url,
             headers=base_headers(self.token),
@@ -284,11 +292,12 @@ class Client:
         from the network, handed on at once (a list is never held back to grow), never
         empty; a `connection` event comes in a list of its own."""
         cursor = StreamCursor(name, after=after, lines=lines, level=level, q=q, model_route=model_route)
-        attempts = Attempts(name, max_attempts if reconnect else 1, interval)
+        attempts = Attempts(name, max_attempts if reconnect else 1, interval, self._clock)
         while True:
             yield [attempts.connecting()]
             failure: Event | None = None
             live = waiting = heard = False
+            at_open = cursor.last_seq  # the stream was of use if this moved
             try:
                 if wait_running:
                     state = self._running(name)
@@ -320,18 +329,26 @@ class Client:
                             decoder = SSEDecoder()
                             for chunk in response.iter_bytes():
                                 messages = decoder.feed(chunk)
-                                if not heard and (messages or decoder.comments):
-                                    heard = True
-                                    attempts.heard()
+                                heard = heard or bool(messages or decoder.comments)
                                 if not messages:
                                     continue
                                 batch = cursor.events_of(messages)
+                                notice = cursor.behind_notice()  # before the lines that follow it
+                                if notice is not None:
+                                    yield [notice]
                                 if batch:
                                     yield batch
-                            failure = attempts.dropped("the server closed the stream", heard=heard)
+                            failure = attempts.dropped(
+                                "the server closed the stream",
+                                heard=heard,
+                                progressed=cursor.last_seq != at_open,
+                            )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 if live:
-                    failure = attempts.dropped(str(exc) or type(exc).__name__, heard=heard)
+                    progressed = cursor.last_seq != at_open
+                    failure = attempts.dropped(
+                        str(exc) or type(exc).__name__, heard=heard, progressed=progressed
+                    )
                 else:
                     failure = attempts.failed(ConnectionState.DISCONNECTED, str(unreachable(self.url, exc)))
             assert failure is not None

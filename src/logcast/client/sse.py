@@ -34,18 +34,19 @@ class SSEDecoder:
     def __init__(self) -> None:
         self._parts: list[bytes] = []  # the start of a message whose end has not arrived
         self._held = 0  # its bytes
-        self._cr = False  # the last chunk ended in `\r`: it may be half of a `\r\n`
+        self._cr = False  # the last chunk ended in `\r`, taken as a line end: a `\n` next is its other half
         self.last_id: str | None = None
         self.comments = 0  # comment lines read (`: ping`): the server is there, though it says nothing
 
     def feed(self, chunk: bytes) -> list[Message]:
         if self._cr:
-            chunk = b"\r" + chunk
             self._cr = False
+            if chunk.startswith(b"\n"):  # the `\r\n` the last chunk ended inside, already counted
+                chunk = chunk[1:]
         if b"\r" in chunk:
-            if chunk.endswith(b"\r"):
-                self._cr = True
-                chunk = chunk[:-1]
+            # a `\r` at the end is a line end now (WHATWG), not held back until the next
+            # chunk: an event ending in `\r\r` is handed on at once, not a ping later
+            self._cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if not chunk:
             return []
@@ -121,6 +122,10 @@ class SSEDecoder:
                 value = value[1:]
             if field == b"data":
                 data.append(value)
+                if len(data) > DATA_LINES_MAX:  # `data:x`, without the space, counts as well
+                    raise httpx.DecodingError(
+                        f"an event stream message of over {DATA_LINES_MAX:,} data lines"
+                    )
             elif field == b"id" and b"\0" not in value:
                 self.last_id = value.decode("utf-8", "replace")
         if data:
