@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,17 @@ from logcast.hub.ring import Ring
 from logcast.hub.subscription import Phase
 from logcast.hub.writer import WRITER_STALL
 from logcast.query import Query, parse_levels
-from logcast.types import Entry, EventType, GapReason, Level, Lines, LogRecord, ProcessState, Stream
+from logcast.types import (
+    Entry,
+    EventType,
+    GapReason,
+    Level,
+    Lines,
+    LogRecord,
+    ProcessState,
+    Stream,
+    line_bytes,
+)
 from tests.fakes import FakeClock, MemoryStore, MessageEncoder
 
 
@@ -933,3 +944,60 @@ async def test_a_chunk_far_over_a_small_ring_is_kept_until_a_healthy_store_has_i
         sub.close()
     finally:
         await hub.close()
+
+
+async def test_bytes_count_the_same_in_the_hub_the_store_and_a_replica(tmp_path: Path) -> None:
+    """A review: the hub counted text as UTF-8 plus a line end per whole line, SQLite and
+    Redis the text alone, a replica's mirror characters: `bytes` fell at every restart and
+    differed between an agent and a replica. One count everywhere (`line_bytes`)."""
+    from logcast.hub.mirror import MirrorHub
+    from logcast.store.sqlite import SqliteStore
+
+    texts = ["plain", "日本語", "\udc80 a byte the decoder could not take", "a piece", "x" * 100]
+    chunk = Lines(texts, [Level.INFO] * 5, [False, False, False, True, False])
+    flood = Lines([f"line {i}" for i in range(200)], [Level.INFO] * 200, [False] * 200)  # packed rows
+    store = SqliteStore(tmp_path / "h.sqlite3")
+    await store.open()
+    hub = Hub(store)
+    await hub.open(["p"])
+    hub.lines("p", 1, Stream.STDOUT, 1.0, chunk)
+    hub.lines("p", 1, Stream.STDOUT, 2.0, flood)
+    assert await hub.flush()
+    counted = hub.stats("p")["bytes"]
+    assert counted == sum(map(line_bytes, texts, chunk.partial)) + sum(len(t) + 1 for t in flood.texts)
+    await hub.close()
+    await store.close()
+
+    again = SqliteStore(tmp_path / "h.sqlite3")
+    await again.open()
+    reopened = Hub(again)
+    await reopened.open(["p"])
+    assert reopened.stats("p")["bytes"] == counted  # not less after a restart
+    records = await reopened.page("p", after=0, limit=1000)
+    await reopened.close()
+    await again.close()
+
+    replica = MirrorHub(MemoryStore(), memory_lines=1000)
+    await replica.open([])
+    captured = [r._replace(message=texts[2]) if r.seq == 3 else r for r in records]  # as the agent read it
+    replica.mirror("p", captured)
+    assert replica.get("p").bytes == counted
+    await replica.close()
+
+
+async def test_the_memory_tail_counts_what_text_takes_in_memory() -> None:
+    """A review: the memory tail's byte bound counted characters, and Python keeps an
+    emoji's character in four bytes: a ring of such lines held four times `memory_bytes`
+    (134 MB of RSS for a 16 MB ring)."""
+    held = {}
+    for name, char in (("ascii", "x"), ("latin", "é"), ("emoji", "😀")):
+        hub = await make_hub(memory_lines=1_000_000, memory_bytes=1 << 20)
+        for _ in range(20):
+            hub.lines("p", 1, Stream.STDOUT, 1.0, lines(*[char * 1000] * 100))
+            assert await hub.flush()
+        ring = hub.get("p").ring
+        assert ring.bytes <= ring.max_bytes
+        held[name] = len(ring)
+        await hub.close()
+    assert held["ascii"] > 900 and held["latin"] > 0.95 * held["ascii"]  # a byte a character either way
+    assert held["emoji"] < held["ascii"] / 3.5  # four

@@ -342,3 +342,48 @@ def test_a_small_batch_is_searched_line_by_line(monkeypatch: pytest.MonkeyPatch)
     assert calls == []
     assert detect_levels([*lines, lines[0]]) == [Level.INFO] * (len(lines) + 1)
     assert calls == [levels_module.SHAPE_MIN]
+
+
+class _Watched:
+    """A compiled scan that records the span of text each call is given."""
+
+    def __init__(self, pattern: re.Pattern[str], spans: list[int]) -> None:
+        self.pattern = pattern
+        self.spans = spans
+
+    def finditer(self, text: str, pos: int = 0, endpos: int | None = None):  # type: ignore[no-untyped-def]
+        end = len(text) if endpos is None else endpos
+        self.spans.append(end - pos)
+        return self.pattern.finditer(text, pos, end)
+
+    def search(self, text: str, *args: int) -> re.Match[str] | None:
+        return self.pattern.search(text, *args)
+
+
+def test_a_batch_is_scanned_in_pieces_and_finds_words_across_their_seams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A review: a megabyte of "r:" lines held the GIL 156 ms in one scan (the colon scan
+    checks the word before every colon), and the event loop waited as long; a line of
+    braces cost a Python step per brace. Scans take `SCAN_PIECE` characters a call, and
+    what stands across two pieces is still found."""
+    spans: list[int] = []
+    monkeypatch.setattr(levels_module, "_T2_COLON", _Watched(levels_module._T2_COLON, spans))
+    piece = levels_module.SCAN_PIECE
+    filler = "r:" * 999 + "x"  # 1,999 characters of colons that say nothing; 2,000 with its newline
+    for seam in (piece, 2 * piece):
+        line_no, column = divmod(seam, 2000)
+        for shift in range(-8, 3):  # "disk error: full" with its colon around the seam
+            lines = [filler] * (3 * piece // 2000)
+            colon = column + shift
+            # a word before the colon (looked behind), and one after it (looked ahead)
+            for said in ("disk error: full", "disk: error full"):
+                at = said.index(":")
+                lines[line_no] = "x" * (colon - at) + said + "x" * (1999 - colon + at - len(said))
+                assert lines[line_no][colon] == ":" and len(lines[line_no]) == 1999
+                levels = detect_levels(lines)
+                assert levels == [detect_level(t) or Level.INFO for t in lines]
+                assert levels[line_no] is Level.ERROR, (seam, shift, said)
+    assert spans and max(spans) <= piece + 64
+    braces = ["{" * 1000] * 2000
+    assert detect_levels(braces) == [Level.INFO] * 2000

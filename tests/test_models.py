@@ -293,6 +293,10 @@ def test_detect_picks_the_server_from_its_first_lines() -> None:
         assert detect([r.text for r in section.records]) == section.kind, section
     assert detect(ORDINARY) is None
     assert detect([]) is None
+    # a review: a LlamaIndex app (`llama_index.core`) was taken for llama.cpp, and a later
+    # "cache out of memory" warning of its own made it `failed`
+    assert detect(["INFO:llama_index.core.indices.loading:Loading all indices."]) is None
+    assert detect(["llama_model_loader: loaded meta data with 30 key-value pairs"]) == "llamacpp"
     late = [*ORDINARY, "srv          main: loading model"]
     assert detect(late) == "llamacpp"
     assert detect(late, limit=len(ORDINARY)) is None
@@ -369,6 +373,19 @@ def test_what_servers_say_on_a_healthy_start_or_users_type_is_no_failure() -> No
         " died error show? RuntimeError: no', params: SamplingParams(n=1), prompt_token_ids: [1, 2]"
     )
     assert _phase_after("vllm", [*start, *up, prompt]) is not Phase.FAILED
+    # a review: an answer logged verbatim (vLLM --enable-log-outputs), a prompt and an answer
+    # of SGLang's --log-requests
+    answer = (
+        "INFO 11-05 09:13:02 [logger.py:71] Generated response chatcmpl-1: output: 'It means the Engine"
+        " loop has died: RuntimeError: CUDA error', output_token_ids: [1, 2], finish_reason: stop"
+    )
+    assert _phase_after("vllm", [*start, *up, answer]) is not Phase.FAILED
+    sglang_start = ["Load weight begin", "The server is fired up and ready to roll!"]
+    for said in (
+        "[2026-12-07 10:00:00] Receive: obj=GenerateReqInput(text='Why do I get Scheduler hit an exception?')",
+        "[2026-12-07 10:00:01] Finish: obj=GenerateReqInput(rid='1'), out={'text': 'Not enough memory, ValueError: x'}",
+    ):
+        assert _phase_after("sglang", [*sglang_start, said]) is not Phase.FAILED, said
     # llama.cpp falls back to pageable memory and goes on
     pinned = "WARNING: failed to allocate 4096.00 MiB of pinned memory: out of memory"
     llama = ["main: loading model", pinned, "main: model loaded"]

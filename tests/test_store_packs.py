@@ -18,7 +18,7 @@ import logcast.store.sqlite as sqlite_engine
 from logcast.errors import StoreError
 from logcast.query import Query, compile_regex
 from logcast.store import SqliteStore
-from logcast.types import Level, LogRecord, ProcessState, Stream
+from logcast.types import Level, LogRecord, ProcessState, Stream, line_bytes
 from tests.fakes import MemoryStore
 from tests.store_contract import fill_until_full, opened, write
 
@@ -89,7 +89,7 @@ async def test_a_flood_goes_in_as_packs_and_reads_back_line_for_line(tmp_path: P
             assert await store.tail("p", 7, query=query) == want[-7:], query
         meta = await store.meta("p")
         assert (meta.first_seq, meta.last_seq, meta.lines) == (1, 12_030, 12_030)
-        assert meta.bytes == sum(len(r.message.encode()) for r in flood)
+        assert meta.bytes == sum(line_bytes(r.message, r.partial) for r in flood)
 
 
 async def test_arrivals_of_two_streams_at_one_time_keep_their_streams(tmp_path: Path) -> None:

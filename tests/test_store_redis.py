@@ -59,7 +59,7 @@ async def test_layout_other_hosts_rely_on(factory: Factory, prefix: str, raw: re
     assert raw.hgetall(f"{prefix}:meta:p") == {
         b"last_seq": b"3",
         b"lines": b"2",
-        b"bytes": str(len("hello") + len("wörld".encode())).encode(),
+        b"bytes": str(len("hello\n") + len("wörld".encode())).encode(),
         b"last_run": b"1",
     }
     assert raw.smembers(f"{prefix}:processes") == {b"p"}

@@ -171,6 +171,18 @@ STREAM_OF = _field("stream")
 PROCESS_OF = _field("process")
 
 
+def text_bytes(text: str) -> int:
+    """Bytes of `text` as UTF-8, a lone surrogate three (as it was read: a byte the decoder
+    could not take is one in the stream, `surrogateescape`'s three in the count, as before)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def line_bytes(message: str, partial: bool) -> int:
+    """The bytes a captured line counts in `bytes` (the API's, every store's, a replica's):
+    its text as UTF-8 and, unless it is a partial piece, its line end."""
+    return text_bytes(message) + (not partial)
+
+
 def text_fitting(records: Sequence[LogRecord], budget: int) -> int:
     """How many of the first `records` have at most `budget` characters of text in all
     (one at least, so that a reader always moves on; none of none)."""

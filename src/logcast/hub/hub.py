@@ -25,14 +25,14 @@ from logcast.hub.journal import RESERVE_MIN, Journal
 from logcast.hub.pages import PageCache
 from logcast.hub.reads import SCAN_ROWS, History, Page, TailPage
 from logcast.hub.reserver import Reserver
-from logcast.hub.ring import RECORD_OVERHEAD, Ring
+from logcast.hub.ring import RECORD_OVERHEAD, TEXT_SIZE_BASE, Ring, record_size
 from logcast.hub.subscription import Subscription
 from logcast.hub.writer import IDLE_AFTER, StoreWriter
 from logcast.libc import malloc_trim
 from logcast.loop import running_loop
 from logcast.query import Query
 from logcast.store.base import Store
-from logcast.types import Level, Lines, LogRecord, ProcessState, Stream
+from logcast.types import Level, Lines, LogRecord, ProcessState, Stream, text_bytes
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +240,12 @@ class Hub:
         texts, levels, partial = lines
         n = len(texts)
         joined = "".join(texts)
-        nbytes = partial.count(False) + (
-            len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
-        )
+        nbytes = partial.count(False) + text_bytes(joined)  # as `line_bytes` of each
         warnings = levels.count(Level.WARNING)
         errors = levels.count(Level.ERROR) + levels.count(Level.CRITICAL)
-        sizes = list(map(add, map(len, texts), repeat(RECORD_OVERHEAD, n)))
+        sizes = list(
+            map(add, map(sys.getsizeof, texts), repeat(RECORD_OVERHEAD - TEXT_SIZE_BASE, n))
+        )  # record_size
         now = self._monotonic()
         with journal.lock:
             seq = journal.next_seq
@@ -324,7 +324,7 @@ class Hub:
                 journal.last_run = run
             if level in (Level.ERROR, Level.CRITICAL):
                 journal.last_error = message
-            journal.ring.extend([record], [len(message) + RECORD_OVERHEAD], status=True)
+            journal.ring.extend([record], [record_size(message)], status=True)
             self._trim(journal)
             low = journal.reservation_low
         if low:

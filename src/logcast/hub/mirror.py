@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from logcast.errors import StoreError
 from logcast.hub.hub import Hub
 from logcast.hub.journal import Journal
-from logcast.hub.ring import RECORD_OVERHEAD
-from logcast.types import Level, LogRecord, Stream
+from logcast.hub.ring import record_size
+from logcast.types import Level, LogRecord, Stream, line_bytes
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class MirrorHub(Hub):
             while j < len(records) and (records[j].stream is Stream.SYSTEM) == status:
                 j += 1
             part = records[i:j]
-            journal.ring.extend(part, [len(r.message) + RECORD_OVERHEAD for r in part], status=status)
+            journal.ring.extend(part, [record_size(r.message) for r in part], status=status)
             for record in part:
                 if record.run > journal.last_run:
                     journal.last_run = record.run
@@ -106,7 +106,7 @@ class MirrorHub(Hub):
                         journal.state = record.state
                 else:
                     journal.lines += 1
-                    journal.bytes += len(record.message)
+                    journal.bytes += line_bytes(record.message, record.partial)
                     if record.level is Level.WARNING:
                         journal.warnings += 1
                     elif record.level is Level.ERROR or record.level is Level.CRITICAL:

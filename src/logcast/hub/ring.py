@@ -5,6 +5,7 @@ format, not once per reader. Not thread-safe: the hub holds the process lock."""
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from sys import getsizeof
 
 from logcast.types import LogRecord
 
@@ -20,7 +21,16 @@ def _seq(record: LogRecord) -> int:
 # dropped, per list.
 DEAD_SHARE = 16
 DEAD_MIN = 1024  # records; a small ring keeps the old rule (a prefix as long as the live part)
-RECORD_OVERHEAD = 64  # bytes a record counts toward the bound beside its text's characters
+RECORD_OVERHEAD = 64  # bytes a record counts toward the bound beside its text
+# A record's text counts what it takes in memory: a character a byte for ASCII and Latin-1,
+# two or four for other text (an emoji's line takes four times its characters: counted in
+# characters, a ring of such lines held four times `memory_bytes`).
+TEXT_SIZE_BASE = getsizeof("")  # bytes of an empty str's header, which the overhead holds
+
+
+def record_size(text: str) -> int:
+    """What a record of `text` counts toward the ring's bytes (see `TEXT_SIZE_BASE`)."""
+    return getsizeof(text) - TEXT_SIZE_BASE + RECORD_OVERHEAD
 
 
 class Ring:
@@ -125,8 +135,8 @@ class Ring:
         return [] if start is None else self._buf[start : start + limit]
 
     def text_size(self, after: int, count: int) -> int:
-        """Characters of text of the `count` records after seq `after` (as `since`), from
-        the sizes the ring keeps: no step per record in Python."""
+        """Bytes of text (in memory: characters for ASCII) of the `count` records after seq
+        `after` (as `since`), from the sizes the ring keeps: no step per record in Python."""
         start = self._after(after)
         if start is None or count <= 0:
             return 0

@@ -9,9 +9,17 @@ import re2
 
 from logcast.models.base import Parser
 
-# A request logged with its prompt (vLLM before 0.10 by default, SGLang with
-# --log-requests): what users typed, which may say anything, "Engine loop has died" too.
-_USER_TEXT = "Received request"
+# Lines that quote what users typed or what the model answered, which may say anything,
+# "Engine loop has died" too: a request logged with its prompt (vLLM's "Received request",
+# before 0.10 by default), a response with its text (vLLM's --enable-log-outputs), and
+# SGLang's --log-requests ("Receive: obj=GenerateReqInput(text=…)", "Finish: obj=…, out=…").
+_USER_TEXT = ("Received request", "Generated response", "Receive: obj=", "Finish: obj=")
+
+
+def _quotes_users(text: str) -> bool:
+    return any(marker in text for marker in _USER_TEXT)
+
+
 SHARDS = re2.compile(r"checkpoint shards:.*?(\d+)/(\d+) \[")
 
 
@@ -19,12 +27,12 @@ class TorchServerParser(Parser):
     exception: ClassVar[Any]  # (RE2) the last line of a traceback that means it failed
 
     def _on_fatal(self, text: str, timestamp: float) -> bool:
-        if _USER_TEXT in text:
+        if _quotes_users(text):
             return False
         return self._fail(timestamp)
 
     def _on_exception(self, text: str, timestamp: float) -> bool:
-        if _USER_TEXT in text or self.exception.search(text) is None:
+        if _quotes_users(text) or self.exception.search(text) is None:
             return False
         return self._fail(timestamp)
 

@@ -30,7 +30,7 @@ from logcast.rarely import Rarely
 from logcast.secrets import mask_text
 from logcast.store.base import ProcessMeta, StoreStats
 from logcast.store.reserve import ReservationError, Reservations
-from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream, whole_number
+from logcast.types import MAX_SEQ, Level, LogRecord, ProcessState, Stream, line_bytes, whole_number
 
 __all__ = ["Fence", "NewEntries", "RedisStore", "check_fence", "fenced"]
 
@@ -161,10 +161,6 @@ async def fenced(client: aioredis.Redis, fence: Mapping[str, int], queue: Callab
             except WatchError:
                 continue
     raise FencedOff(f"the keys of {sorted(fence)} kept changing: another agent is taking them")
-
-
-def _utf8_len(message: str) -> int:
-    return len(message) if message.isascii() else len(message.encode("utf-8", "replace"))
 
 
 class NewEntries(NamedTuple):
@@ -508,7 +504,7 @@ class RedisStore:
             if record.run > totals[1]:
                 totals[1] = record.run
             line = record.stream is not Stream.SYSTEM
-            size = _utf8_len(record.message) if line else 0
+            size = line_bytes(record.message, record.partial) if line else 0
             totals[2] += line
             totals[3] += size
             adds.append((self.stream_key(record.process), _encode(record), record.seq))

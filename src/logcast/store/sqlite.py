@@ -48,6 +48,7 @@ from logcast.types import (
     ProcessState,
     Stream,
     columns_of,
+    line_bytes,
 )
 
 __all__ = ["SqliteStore"]
@@ -237,13 +238,13 @@ def _columns(records: Sequence[LogRecord]) -> tuple[int, list[Sequence[Any]], Se
     if Stream.SYSTEM in streams or runs.count(first.run) != size or states.count(None) != size:
         return None
     if all(map(str.isascii, messages)):
-        nbytes = sum(map(len, messages))
+        nbytes = sum(map(len, messages)) + partial.count(False)  # and their line ends (`line_bytes`)
         flags: Sequence[int] = (
             list(map(_PARTIAL_FLAG.__getitem__, partial)) if True in partial else [0] * size
         )
     else:
         try:
-            nbytes = len("".join(messages).encode("utf-8"))
+            nbytes = len("".join(messages).encode("utf-8")) + partial.count(False)
         except UnicodeEncodeError:
             return None  # lone surrogates: `_rows` replaces them
         flags = list(
@@ -277,21 +278,19 @@ def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
         if seq <= last_seq:
             continue
         last_seq = seq
+        if stream is not system:
+            lines += 1
+            nbytes += line_bytes(message, partial)  # as captured (a lone surrogate too)
         if message.isascii():
             flags = 0
-            size = len(message)
         else:
             flags = _NON_ASCII
             try:
-                size = len(message.encode("utf-8"))
+                message.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates: SQLite could not store them
                 message = message.encode("utf-8", "replace").decode("utf-8")
-                size = len(message.encode("utf-8"))
         if partial:
             flags |= _PARTIAL
-        if stream is not system:
-            lines += 1
-            nbytes += size
         if run > last_run:
             last_run = run
         append(
