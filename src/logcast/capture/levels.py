@@ -419,7 +419,7 @@ def _silent_batch(texts: list[str], silent: Sequence[int], levels: list[Level]) 
     joined = "\n".join(lines)
     # the JSON lines, by a loop in C over the lines (not one step per "{": a line of
     # braces was a step each)
-    json_lines = list(compress(count(), map(str.startswith, lines, repeat("{"))))
+    json_lines = list(compress(count(), map(str.startswith, lines, repeat("{")))) if "{" in joined else []
     hits: list[int] = []
     if ":" in joined:  # a memchr; the scan's own search for its colon is a loop in the engine
         hits += _scan(_T2_COLON, joined)
