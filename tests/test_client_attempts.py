@@ -179,3 +179,14 @@ def test_a_503_on_logcasts_own_route_is_a_server_that_cannot_serve_now_not_a_sto
     first = next(e for e in events if e.connection is ConnectionState.DISCONNECTED)
     assert first.retry_in == 1.0 and first.reason == "too many log streams open (1)"
     assert not any(e.connection is ConnectionState.NOT_RUNNING for e in events)
+
+
+def test_a_quiet_stream_a_proxy_cuts_early_is_no_failed_attempt() -> None:
+    """A review of the rule above: a quiet process's stream resumed at the same position
+    each time (`historical_complete` repeats the seq the client has) and cut by a proxy
+    after 20 s, a ping heard, counted as failed: the client gave up after `max_attempts`.
+    Its position and then a ping: the server is there and the stream works."""
+    server = Server(*[[OPEN, *PING]] * 6)
+    events, error = follow_sync(server, max_attempts=2, most=6)
+    assert error is None  # stopped by the test, never given up
+    assert [attempt for attempt, _ in failures(events)] == [0] * 6

@@ -190,3 +190,10 @@ def test_an_event_ended_by_cr_is_handed_on_at_once() -> None:
     assert decoder.feed(b"data: one\r\r") == [(b"one", None)]
     assert decoder.feed(b"\ndata: two\r\n\r") == [(b"two", None)]  # the \n of a split \r\n: skipped
     assert decoder.feed(b"\ndata: three\r\n\r\n") == [(b"three", None)]
+
+
+def test_an_empty_chunk_between_a_cr_and_its_lf_changes_nothing() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"") == []
+    assert decoder.feed(b"\ndata: b\r\n\r\n") == [(b"a\nb", None)]

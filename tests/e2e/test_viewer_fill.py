@@ -223,3 +223,30 @@ def test_history_pages_the_server_cut_short_are_followed_to_the_oldest_line(
     lines = [e for e in entries if e["kind"] == "line"]
     assert len(lines) == 6000 and stats(page)["lines"] == 6000
     assert lines[0]["seq"] == min(e["seq"] for e in lines) and not [e for e in entries if e["kind"] == "gap"]
+
+
+VERY_LONG_LINES = """
+import sys, time
+for i in range(60):
+    sys.stdout.write(f"{i:06d} " + "v" * 60_000 + "\\n")
+sys.stdout.flush()
+time.sleep(3600)
+"""
+
+
+def test_the_history_filled_in_stops_at_the_views_bound_in_characters(
+    make_server: Callable[..., Server], page: Any
+) -> None:
+    """A review: pages filled in before the first line held were bounded in lines only:
+    2,600 lines of 65,000 characters were 169 M characters against a bound of 128 Mi (with
+    the default 100,000 lines, gigabytes). Here the bound is a million (`max_chars`)."""
+    server = make_server(toml_process("vlong", VERY_LONG_LINES))
+    wait_lines(server, "vlong", 60, timeout=60)
+    page.goto(viewer_url(server, "vlong", max_chars="1000000"))
+    page.wait_for_function("() => window.__logcast && window.__logcast.stats().filled", timeout=60_000)
+    entries = page.evaluate("window.__logcast.entries()")
+    held = sum(len(e["text"]) for e in entries)
+    lines = [e for e in entries if e["kind"] == "line"]
+    assert held <= 1_000_000 and 10 <= len(lines) < 60
+    assert [e["seq"] for e in lines] == list(range(lines[0]["seq"], lines[-1]["seq"] + 1))  # the newest
+    assert page.locator("#load-earlier-menu").is_enabled()  # the rest on demand

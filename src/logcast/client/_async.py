@@ -367,7 +367,8 @@ class AsyncClient:
         while True:
             yield [attempts.connecting()]
             failure: Event | None = None
-            live = waiting = heard = False
+            live = waiting = False
+            heard = 0  # messages and pings of this connection
             at_open = cursor.last_seq  # the stream was of use if this moved
             try:
                 if wait_running:
@@ -392,9 +393,11 @@ class AsyncClient:
                             live = True
                             yield [attempts.connected()]
                             decoder = SSEDecoder()
+                            messages_heard = 0
                             async for chunk in response.aiter_bytes():
                                 messages = decoder.feed(chunk)
-                                heard = heard or bool(messages or decoder.comments)
+                                messages_heard += len(messages)
+                                heard = messages_heard + decoder.comments
                                 if not messages:
                                     continue
                                 batch: list[Event | LineRun] = (

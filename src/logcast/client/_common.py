@@ -554,15 +554,17 @@ class Attempts:
             retry_in = min(doubled, max(MAX_BACKOFF, self.interval))
         return connection_event(self.process, state, reason=reason, attempt=self.failures, retry_in=retry_in)
 
-    def dropped(self, reason: str, *, heard: bool, progressed: bool = False) -> Event:
-        """An open stream broke. If it was of use (it `progressed`: brought a line, an
-        event, a seq not seen before; or it stayed open `STEADY` s and `heard` the server,
-        a quiet process's pings), that is not a failed attempt: the count begins again and
-        the next try comes after `interval`. If it was not (a server that answers, then
-        hangs up; one that sends the same `historical_complete` and then a message too large
-        to take, again and again), it is one: counted towards `max_attempts` and backed off."""
-        steady = heard and self._clock() - self._opened_at >= STEADY
-        if not (progressed or steady):
+    def dropped(self, reason: str, *, heard: int, progressed: bool = False) -> Event:
+        """An open stream broke, having `heard` that many messages and pings. If it was of
+        use (it `progressed`: brought a line, an event, a seq not seen before; or it heard
+        the server more than once, as a quiet process's stream does, its position and then a
+        ping; or once, but stayed open `STEADY` s), that is not a failed attempt: the count
+        begins again and the next try comes after `interval`. If it was not (a server that
+        answers, then hangs up; one that sends the same `historical_complete` and then a
+        message too large to take, again and again), it is one: counted towards
+        `max_attempts` and backed off."""
+        steady = heard > 0 and self._clock() - self._opened_at >= STEADY
+        if not (progressed or heard > 1 or steady):
             return self.failed(ConnectionState.DISCONNECTED, reason)
         self.failures = 0
         self.last_reason = reason

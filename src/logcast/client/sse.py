@@ -39,6 +39,8 @@ class SSEDecoder:
         self.comments = 0  # comment lines read (`: ping`): the server is there, though it says nothing
 
     def feed(self, chunk: bytes) -> list[Message]:
+        if not chunk:
+            return []  # nothing: a `\r` the last chunk ended in still waits for its `\n`
         if self._cr:
             self._cr = False
             if chunk.startswith(b"\n"):  # the `\r\n` the last chunk ended inside, already counted

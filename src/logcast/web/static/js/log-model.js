@@ -6,6 +6,7 @@ import { EntryBuilder, LEVEL_ORDER } from "./entries.js";
 /** Characters of text the viewer holds at most (about as many bytes of the tab's memory):
  * a million lines of 130 characters, or 2,000 of 64 KiB. */
 export const MAX_CHARS = 128 * 2 ** 20;
+const SPAN_LOOK = 4096; // entries `indexOfSeq` looks back for a collapsed line that shows a seq
 
 /**
  * `entries` holds display entries in arrival order (lines, status rows, gap markers and local
@@ -46,16 +47,8 @@ export class LogModel {
   setFloor(floor) {
     if (floor === this.floor) return;
     this.floor = floor;
-    if (floor > 0) {
-      this.view = [];
-      for (const e of this.entries) {
-        e.shown = this.passes(e);
-        if (e.shown) this.view.push(e);
-      }
-    } else {
-      this.view = this.entries;
-    }
-    this._change.reset = true;
+    this.view = floor > 0 ? [] : this.entries;
+    this._refilter();
   }
 
   setCollapse(collapse) {
@@ -177,17 +170,55 @@ export class LogModel {
     this._change.reset = true;
   }
 
-  /** Forget the entries whose records are all at or below `upto` (the server cleared them);
-   * those after it stay. */
+  /** Forget the entries whose records are all at or below `upto` (the server cleared them),
+   * wherever they are (a progress bar redrawn after `upto` keeps its place before them);
+   * those with records after it stay. */
   clearUpTo(upto) {
-    let cut = 0;
+    const kept = [];
     let removedLines = 0;
-    while (cut < this.entries.length && this.entries[cut].seq <= upto) {
-      if (this.entries[cut].kind === "line") removedLines += 1;
-      cut += 1;
+    for (const e of this.entries) {
+      if (e.seq > upto) {
+        kept.push(e);
+        continue;
+      }
+      e.gone = true;
+      this.chars -= e.text.length;
+      if (e.kind === "line") removedLines += 1;
     }
-    this._dropFront(cut, removedLines);
-    this.dropped -= removedLines; // cleared, not dropped for room
+    if (kept.length === this.entries.length) return;
+    this.entries.length = 0;
+    for (const e of kept) this.entries.push(e); // the same array: the view may be it
+    this.lines -= removedLines;
+    this.builder.forgetGone();
+    this._refilter();
+  }
+
+  /** Put `entry` where its first record belongs (entries are in the order of `first`). */
+  insertEntry(entry) {
+    const v = this.entries;
+    let lo = 0;
+    let hi = v.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (v[mid].first <= entry.first) lo = mid + 1;
+      else hi = mid;
+    }
+    v.splice(lo, 0, entry);
+    this.chars += entry.text.length;
+    if (entry.kind === "line") this.lines += 1;
+    this._refilter();
+  }
+
+  /** The view built again from the entries (after a change in the middle of them). */
+  _refilter() {
+    if (this.view !== this.entries) {
+      this.view = [];
+      for (const e of this.entries) {
+        e.shown = this.passes(e);
+        if (e.shown) this.view.push(e);
+      }
+    }
+    this._change.reset = true;
   }
 
   /** Smallest seq held (for "load earlier"), or null. */
@@ -202,7 +233,9 @@ export class LogModel {
   /**
    * Index in `view` of the entry that shows `seq` (its first record up to its newest), else of
    * the first entry after it. Entries are in the order of their first record: a collapsed
-   * progress bar or a joined line keeps its place while its `seq` grows.
+   * progress bar or a joined line keeps its place while its `seq` grows, so the entry that
+   * shows `seq` may stand before lines that came after its first record (looked for up to
+   * `SPAN_LOOK` entries back).
    */
   indexOfSeq(seq) {
     const v = this.view;
@@ -213,7 +246,9 @@ export class LogModel {
       if (v[mid].first <= seq) lo = mid + 1;
       else hi = mid;
     }
-    return lo > 0 && v[lo - 1].seq >= seq ? lo - 1 : lo;
+    // every entry before `lo` begins at or before `seq`: the nearest that reaches it shows it
+    for (let i = lo - 1; i >= 0 && i >= lo - SPAN_LOOK; i--) if (v[i].seq >= seq) return i;
+    return lo;
   }
 
   /** Index in `view` of the first entry whose first record came at or after Unix time ts. */

@@ -45,8 +45,9 @@ export class EarlierLines {
     const before = model.firstSeq();
     if (before === null || !feed.moreOlder || before <= 1) return Promise.resolve(0);
     count = Math.min(count, settings.maxLines - model.lines);
-    if (count <= 0) {
-      if (!quiet) toast(`The view holds ${formatCount(settings.maxLines)} lines at most; download the log for everything.`, "info");
+    if (count <= 0 || model.chars >= model.maxChars) {
+      const most = count <= 0 ? `${formatCount(settings.maxLines)} lines` : `${formatCount(model.maxChars)} characters of text`;
+      if (!quiet) toast(`The view holds ${most} at most; download the log for everything.`, "info");
       return Promise.resolve(0);
     }
     ui.earlier.disabled = true;
@@ -81,12 +82,20 @@ export class EarlierLines {
         }
         if (logs.length && expected < before) hole(before - 1);
         if (model.firstSeq() !== before) return 0; // the view was cleared meanwhile
-        model.prepend(older);
-        feed.historyRecords += logs.length;
-        if (!more) feed.moreOlder = false;
+        // no more text than the view has room for: the newest of the page, the rest left
+        // for "Load earlier" (long lines: a page of 5,000 was 325 M characters)
+        let room = model.maxChars - model.chars;
+        let keep = older.length;
+        while (keep > 0 && room - older[keep - 1].text.length >= 0) room -= older[--keep].text.length;
+        const kept = keep > 0 ? older.slice(keep) : older;
+        model.prepend(kept);
+        const from = kept.length ? kept[0].first : Infinity;
+        const took = keep > 0 ? logs.filter((log) => log.seq >= from).length : logs.length;
+        feed.historyRecords += took;
+        if (!more && keep === 0) feed.moreOlder = false;
         this.vlist.apply(model.takeChange(), model.view);
         this.onLoaded();
-        return logs.length;
+        return took;
       } catch (err) {
         this.ahead = null;
         toast(`Could not load earlier lines: ${err.message}`, "error");

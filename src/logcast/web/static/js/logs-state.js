@@ -12,6 +12,7 @@ export const settings = {
   process: params.get("process") || "",
   historyLines: intParam(params, "lines", 100_000, 0, 1_000_000), // history asked for on opening
   maxLines: intParam(params, "max", 1_000_000, 1000, 5_000_000), // lines the view holds at most
+  maxChars: intParam(params, "max_chars", MAX_CHARS, 1_000_000, 4 * MAX_CHARS), // ...and characters of text
   startAfter: params.has("after") ? intParam(params, "after", null, 0, Number.MAX_SAFE_INTEGER) : null,
   // the last seq shown: the view of one run (`after` its start, `until` its end) stops there
   until: params.has("until") ? intParam(params, "until", null, 0, Number.MAX_SAFE_INTEGER) : null,
@@ -67,7 +68,7 @@ export const parsed = {
   },
 };
 
-export const model = new LogModel({ max: settings.maxLines, collapse: display.collapse });
+export const model = new LogModel({ max: settings.maxLines, maxChars: settings.maxChars, collapse: display.collapse });
 
 /** Characters of text an event held back brings. */
 function heldText(ev) {
@@ -97,7 +98,7 @@ export const feed = {
   seqLog: settings.debug ? [] : null, // every seq received, for tests (`?debug=1`)
 
   /**
-   * Keep an event back while paused; past `maxLines` lines (or `MAX_CHARS` characters) the
+   * Keep an event back while paused; past `maxLines` lines (or `maxChars` characters) the
    * oldest are let go, and a gap at the front of what is held says which (`reason:
    * "paused"`): nothing is skipped silently. Let go a tenth at a time, so that a long pause
    * costs one splice in many.
@@ -106,9 +107,9 @@ export const feed = {
     this.held.push(ev);
     if (ev.type !== "gap") this.heldLines += 1;
     this.heldChars += heldText(ev);
-    if (this.heldLines <= settings.maxLines && this.heldChars <= MAX_CHARS) return;
+    if (this.heldLines <= settings.maxLines && this.heldChars <= settings.maxChars) return;
     const keep = Math.max(1, Math.floor(settings.maxLines * 0.9));
-    const keepChars = Math.floor(MAX_CHARS * 0.9);
+    const keepChars = Math.floor(settings.maxChars * 0.9);
     let lines = this.heldLines;
     let chars = this.heldChars;
     let cut = 0;

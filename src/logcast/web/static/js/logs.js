@@ -287,7 +287,7 @@ function clearedUpTo(upto) {
   if (display.selected && display.selected.gone) display.selected = null;
   if (display.current && display.current.gone) display.current = null;
   search.forget();
-  model.prepend([noteEntry(`History cleared (up to seq ${upto}).`, Date.now() / 1000, upto)]);
+  model.insertEntry(noteEntry(`History cleared (up to seq ${upto}).`, Date.now() / 1000, upto));
   vlist.apply(model.takeChange(), model.view);
   updateStatus();
 }
