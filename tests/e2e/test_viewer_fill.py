@@ -200,10 +200,12 @@ def test_seqs_no_page_holds_show_as_a_gap(make_server: Callable[..., Server], pa
     )
 
 
-LONG_LINES = """
+def long_lines(count: int, width: int) -> str:
+    """A child that prints `count` numbered lines of `width` characters more, then waits."""
+    return f"""
 import sys, time
-for i in range(6000):
-    sys.stdout.write(f"{i:06d} " + "k" * 2000 + "\\n")
+for i in range({count}):
+    sys.stdout.write(f"{{i:06d}} " + "k" * {width} + "\\n")
 sys.stdout.flush()
 time.sleep(3600)
 """
@@ -215,7 +217,7 @@ def test_history_pages_the_server_cut_short_are_followed_to_the_oldest_line(
     """A review: the server ends a page at 4 Mi characters of text and says where to go on
     (`before`); the viewer took a page shorter than it asked for as the oldest one, and of
     10,000 lines of 1 KB held 5,152, "Load earlier" disabled."""
-    server = make_server(toml_process("long", LONG_LINES))
+    server = make_server(toml_process("long", long_lines(6000, 2000)))
     wait_lines(server, "long", 6000, timeout=60)
     page.goto(viewer_url(server, "long"))
     page.wait_for_function("() => window.__logcast && window.__logcast.stats().filled", timeout=60_000)
@@ -225,22 +227,13 @@ def test_history_pages_the_server_cut_short_are_followed_to_the_oldest_line(
     assert lines[0]["seq"] == min(e["seq"] for e in lines) and not [e for e in entries if e["kind"] == "gap"]
 
 
-VERY_LONG_LINES = """
-import sys, time
-for i in range(60):
-    sys.stdout.write(f"{i:06d} " + "v" * 60_000 + "\\n")
-sys.stdout.flush()
-time.sleep(3600)
-"""
-
-
 def test_the_history_filled_in_stops_at_the_views_bound_in_characters(
     make_server: Callable[..., Server], page: Any
 ) -> None:
     """A review: pages filled in before the first line held were bounded in lines only:
     2,600 lines of 65,000 characters were 169 M characters against a bound of 128 Mi (with
     the default 100,000 lines, gigabytes). Here the bound is a million (`max_chars`)."""
-    server = make_server(toml_process("vlong", VERY_LONG_LINES))
+    server = make_server(toml_process("vlong", long_lines(60, 60_000)))
     wait_lines(server, "vlong", 60, timeout=60)
     page.goto(viewer_url(server, "vlong", max_chars="1000000"))
     page.wait_for_function("() => window.__logcast && window.__logcast.stats().filled", timeout=60_000)

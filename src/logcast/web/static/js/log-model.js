@@ -8,6 +8,18 @@ import { EntryBuilder, LEVEL_ORDER } from "./entries.js";
 export const MAX_CHARS = 128 * 2 ** 20;
 const SPAN_LOOK = 4096; // entries `indexOfSeq` looks back for a collapsed line that shows a seq
 
+/** Index of the first of `list` (in the order of `first`) whose first record is after `seq`. */
+function afterFirst(list, seq) {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid].first <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /**
  * `entries` holds display entries in arrival order (lines, status rows, gap markers and local
  * notes), bounded to `max` lines and `maxChars` characters of text: past either the oldest
@@ -195,15 +207,7 @@ export class LogModel {
 
   /** Put `entry` where its first record belongs (entries are in the order of `first`). */
   insertEntry(entry) {
-    const v = this.entries;
-    let lo = 0;
-    let hi = v.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (v[mid].first <= entry.first) lo = mid + 1;
-      else hi = mid;
-    }
-    v.splice(lo, 0, entry);
+    this.entries.splice(afterFirst(this.entries, entry.first), 0, entry);
     this.chars += entry.text.length;
     if (entry.kind === "line") this.lines += 1;
     this._refilter();
@@ -239,13 +243,7 @@ export class LogModel {
    */
   indexOfSeq(seq) {
     const v = this.view;
-    let lo = 0;
-    let hi = v.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (v[mid].first <= seq) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = afterFirst(v, seq);
     // every entry before `lo` begins at or before `seq`: the nearest that reaches it shows it
     for (let i = lo - 1; i >= 0 && i >= lo - SPAN_LOOK; i--) if (v[i].seq >= seq) return i;
     return lo;
