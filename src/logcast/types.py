@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import itemgetter
@@ -183,12 +183,21 @@ def line_bytes(message: str, partial: bool) -> int:
     return text_bytes(message) + (not partial)
 
 
+def fitting(sizes: Iterable[int], budget: int) -> tuple[int, int]:
+    """How many of the first items of these `sizes` fit in `budget` together (maybe none),
+    and their total; the running sums bisected, a loop in C. Every cut of a list at a text
+    budget is this, with its own rule for an item alone over the budget."""
+    totals = list(accumulate(sizes))
+    count = bisect_right(totals, budget)
+    return count, totals[count - 1] if count else 0
+
+
 def text_fitting(records: Sequence[LogRecord], budget: int) -> int:
     """How many of the first `records` have at most `budget` characters of text in all
     (one at least, so that a reader always moves on; none of none)."""
     if not records:
         return 0
-    return max(1, bisect_right(list(accumulate(map(len, map(MESSAGE_OF, records)))), budget))
+    return max(1, fitting(map(len, map(MESSAGE_OF, records)), budget)[0])
 
 
 # Records transposed at a time: `zip(*records)` walks every record once per field, and a

@@ -297,7 +297,7 @@ class Client:
             yield [attempts.connecting()]
             failure: Event | None = None
             live = waiting = False
-            heard = 0  # messages and pings of this connection
+            decoder = SSEDecoder()  # its `heard`: how often the server spoke on this connection
             at_open = cursor.last_seq  # the stream was of use if this moved
             try:
                 if wait_running:
@@ -327,12 +327,8 @@ class Client:
                             cursor.opened(response)
                             live = True
                             yield [attempts.connected()]
-                            decoder = SSEDecoder()
-                            messages_heard = 0
                             for chunk in response.iter_bytes():
                                 messages = decoder.feed(chunk)
-                                messages_heard += len(messages)
-                                heard = messages_heard + decoder.comments
                                 if not messages:
                                     continue
                                 batch = cursor.events_of(messages)
@@ -343,14 +339,14 @@ class Client:
                                     yield batch
                             failure = attempts.dropped(
                                 "the server closed the stream",
-                                heard=heard,
+                                heard=decoder.heard,
                                 progressed=cursor.last_seq != at_open,
                             )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 if live:
                     progressed = cursor.last_seq != at_open
                     failure = attempts.dropped(
-                        str(exc) or type(exc).__name__, heard=heard, progressed=progressed
+                        str(exc) or type(exc).__name__, heard=decoder.heard, progressed=progressed
                     )
                 else:
                     failure = attempts.failed(ConnectionState.DISCONNECTED, str(unreachable(self.url, exc)))

@@ -37,6 +37,7 @@ class SSEDecoder:
         self._cr = False  # the last chunk ended in `\r`, taken as a line end: a `\n` next is its other half
         self.last_id: str | None = None
         self.comments = 0  # comment lines read (`: ping`): the server is there, though it says nothing
+        self.messages = 0  # messages handed on
 
     def feed(self, chunk: bytes) -> list[Message]:
         if not chunk:
@@ -79,6 +80,11 @@ class SSEDecoder:
             self.flush()
             raise httpx.DecodingError(f"an event stream message of over {MESSAGE_MAX:,} bytes")
         self._parts.append(piece)
+
+    @property
+    def heard(self) -> int:
+        """Messages and pings read so far: how often the server said something."""
+        return self.messages + self.comments
 
     def flush(self) -> list[Message]:
         """The end of the stream: a message without its blank line is not dispatched (WHATWG)."""
@@ -132,4 +138,5 @@ class SSEDecoder:
                 self.last_id = value.decode("utf-8", "replace")
         if data:
             out.append((b"\n".join(data) if len(data) > 1 else data[0], self.last_id))
+        self.messages += len(out)
         return out

@@ -34,6 +34,19 @@ def encode_records(journal: Journal, records: list[LogRecord], encode: Encoder, 
     return encode(records)
 
 
+def filled(
+    records: list[LogRecord], cached: list[bytes | None], encode: Encoder
+) -> tuple[list[bytes], list[bytes]]:
+    """`cached` (the encodings of `records` known so far, None where not) with those it
+    lacks made by `encode`, in one call; and the ones made."""
+    if cached.count(None) == len(cached):  # the usual case: a lone reader, or new lines
+        out = encode(records)
+        return out, out
+    made = encode([r for r, enc in zip(records, cached, strict=True) if enc is None])
+    fresh = iter(made)
+    return [enc if enc is not None else next(fresh) for enc in cached], made
+
+
 def complete(
     journal: Journal, fmt: str, records: list[LogRecord], cached: list[bytes | None], encode: Encoder
 ) -> list[bytes]:
@@ -42,11 +55,7 @@ def complete(
     # cheapest test of that.
     if all(cached):
         return cached  # type: ignore[return-value]
-    if cached.count(None) == len(cached):  # the usual case: a lone reader, or new lines
-        out = encode(records)
-    else:
-        fresh = iter(encode([r for r, enc in zip(records, cached, strict=True) if enc is None]))
-        out = [enc if enc is not None else next(fresh) for enc in cached]
+    out, _ = filled(records, cached, encode)
     with journal.lock:
         if len(journal.subscribers) != 1:  # not only the one asking: others may read them
             journal.ring.store_encodings(fmt, records[0].seq, out)

@@ -240,15 +240,15 @@ class Hub:
         texts, levels, partial = lines
         n = len(texts)
         joined = "".join(texts)
-        ascii = joined.isascii()
-        nbytes = partial.count(False) + (len(joined) if ascii else text_bytes(joined))  # `line_bytes` of each
+        plain = joined.isascii()
+        nbytes = partial.count(False) + (len(joined) if plain else text_bytes(joined))  # `line_bytes` of each
         warnings = levels.count(Level.WARNING)
         errors = levels.count(Level.ERROR) + levels.count(Level.CRITICAL)
         # `record_size` of each: for ASCII a character a byte (`len`, ten times cheaper
         # than `getsizeof`, which other text needs: an emoji takes four)
         sizes = list(
             map(add, map(len, texts), repeat(RECORD_OVERHEAD, n))
-            if ascii
+            if plain
             else map(add, map(sys.getsizeof, texts), repeat(RECORD_OVERHEAD - TEXT_SIZE_BASE, n))
         )
         now = self._monotonic()

@@ -16,6 +16,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 
+from logcast.hub.encodings import Encoder, filled
 from logcast.store.base import Store
 from logcast.types import MESSAGE_OF, STREAM_OF, LogRecord, Stream
 
@@ -62,9 +63,7 @@ class Page:
         """Position of the first record with seq > after."""
         return bisect_right(self.records, after, key=_seq)
 
-    def encoded(
-        self, fmt: str, encode: Callable[[list[LogRecord]], list[bytes]], start: int, stop: int
-    ) -> list[bytes]:
+    def encoded(self, fmt: str, encode: Encoder, start: int, stop: int) -> list[bytes]:
         """The `fmt` encodings of `records[start:stop]`, made when first asked for. They are
         kept for the readers that follow while the page stays under `ENCODED_BYTES`; past
         that (long lines, text that JSON escapes six times over) each reader encodes what
@@ -76,19 +75,12 @@ class Page:
                 return encode(records)
             enc = self.encodings[fmt] = [None] * len(self.records)
         part = enc[start:stop]
-        missing = part.count(None)
-        if not missing:
+        if None not in part:
             return part  # type: ignore[return-value]
-        if missing == len(part):
-            fresh = encode(records)
-            out = fresh
-        else:
-            fresh = encode([r for r, e in zip(records, part, strict=True) if e is None])
-            each = iter(fresh)
-            out = [e if e is not None else next(each) for e in part]
+        out, made = filled(records, part, encode)
         if self.size <= ENCODED_BYTES:
             enc[start:stop] = out
-            self.size += sum(map(len, fresh)) + 33 * len(fresh)
+            self.size += sum(map(len, made)) + 33 * len(made)
         return out
 
 

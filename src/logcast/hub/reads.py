@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from logcast.hub.ring import Ring
 from logcast.query import Query
 from logcast.store.base import Store
-from logcast.types import MESSAGE_OF, LogRecord
+from logcast.types import MESSAGE_OF, LogRecord, fitting
 
 SCAN_ROWS = 200_000  # records a filtered read looks at per call
 SCAN_CHUNK = 10_000  # ring records handed to a filter thread at a time
@@ -58,12 +58,12 @@ class _Room:
     def take(self, records: list[LogRecord]) -> tuple[list[LogRecord], LogRecord | None]:
         """The first of `records` that fit (one at least while the page is empty, so that
         every page moves on), and the first left out, which fills the page (None: all fit)."""
-        size = 0
-        for n, record in enumerate(records):
-            size += len(record.message)
-            if size > self.left and (n or self.left < PAGE_TEXT):
-                self.left = 0
-                return records[:n], record
+        count, size = fitting(map(len, map(MESSAGE_OF, records)), self.left)
+        if not count and records and self.left == PAGE_TEXT:  # a line alone over the page
+            count, size = 1, len(records[0].message)
+        if count < len(records):
+            self.left = 0
+            return records[:count], records[count]
         self.left -= size
         return records, None
 

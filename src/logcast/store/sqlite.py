@@ -48,7 +48,7 @@ from logcast.types import (
     ProcessState,
     Stream,
     columns_of,
-    line_bytes,
+    text_bytes,
 )
 
 __all__ = ["SqliteStore"]
@@ -278,19 +278,21 @@ def _rows(proc: _Proc, records: Sequence[LogRecord]) -> list[tuple[Any, ...]]:
         if seq <= last_seq:
             continue
         last_seq = seq
-        if stream is not system:
-            lines += 1
-            nbytes += line_bytes(message, partial)  # as captured (a lone surrogate too)
         if message.isascii():
             flags = 0
+            size = len(message)
         else:
             flags = _NON_ASCII
             try:
-                message.encode("utf-8")
+                size = len(message.encode("utf-8"))
             except UnicodeEncodeError:  # lone surrogates: SQLite could not store them
+                size = text_bytes(message)  # counted as captured, stored replaced
                 message = message.encode("utf-8", "replace").decode("utf-8")
         if partial:
             flags |= _PARTIAL
+        if stream is not system:
+            lines += 1
+            nbytes += size + (not partial)  # `line_bytes`
         if run > last_run:
             last_run = run
         append(

@@ -21,7 +21,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from logcast.hub import Entry, Hub, LiveBatch, Subscription
 from logcast.loop import raise_if_cancelled
-from logcast.types import EventType, LogRecord
+from logcast.types import EventType, LogRecord, fitting
 from logcast.web.conn import Conn, conn_of, send_timeout_setting
 from logcast.web.deadline import Quiet, SendDeadline
 from logcast.web.direct import Direct
@@ -392,13 +392,8 @@ def _parts(entries: list[Entry], size: int = PART) -> Iterator[list[Entry]]:
 
 def _fitting(entries: list[Entry]) -> list[Entry]:
     """The first of `entries` whose text is at most `PART_TEXT` characters (one at least)."""
-    text = 0
-    for i, (_, payload) in enumerate(entries):
-        if isinstance(payload, LogRecord):
-            text += len(payload.message)
-            if text > PART_TEXT and i:
-                return entries[:i]
-    return entries
+    sizes = (len(p.message) if isinstance(p, LogRecord) else 0 for _, p in entries)
+    return entries[: max(1, fitting(sizes, PART_TEXT)[0])]
 
 
 def _sse_pieces(hub: Hub, sub: Subscription, batch: Batch) -> Iterator[bytes]:

@@ -23,10 +23,11 @@ function afterFirst(list, seq) {
 /**
  * `entries` holds display entries in arrival order (lines, status rows, gap markers and local
  * notes), bounded to `max` lines and `maxChars` characters of text: past either the oldest
- * 10 % are dropped at once (one splice, amortised) and counted in `dropped`. `view` is `entries` itself when no level filter is
- * set, else the entries that pass it, kept in step on every append. Changes since the last
- * render are reported by `takeChange()` as {removedFront, addedFront, addedBack, updated,
- * reset} counted in view entries, so the virtual list can keep the user's scroll position.
+ * 10 % are dropped at once (one splice, amortised) and counted in `dropped`. `view` is
+ * `entries` itself when no level filter is set, else the entries that pass it, kept in step
+ * on every append. Changes since the last render are reported by `takeChange()` as
+ * {removedFront, addedFront, addedBack, updated, reset} counted in view entries, so the
+ * virtual list can keep the user's scroll position.
  */
 export class LogModel {
   constructor({ max = 1_000_000, maxChars = MAX_CHARS, floor = 0, collapse = true } = {}) {
